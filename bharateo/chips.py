@@ -1,0 +1,269 @@
+"""Chips: square crops of ROIs, their palette-RGB tokens, pixel labels and patch-mode labels.
+
+Sampling follows the notebook exactly (same seeded draws, same rejection rule, ROIs in
+round-robin), only vectorised: candidates are drawn and tested in batches, then the generator is
+rewound and advanced by exactly the draws that were used, so the chips are the notebook's chips.
+Chips keep their class ids (1 byte a pixel); the float palette-RGB tokens the model reads are
+rendered per batch, so a class of thirty sessions doesn't hold thirty 75 MB token tensors.
+A held-out region (a whole ROI, or one half of one) never shares a pixel with a training chip.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from bharateo.errors import ChipError
+from bharateo.worldcover import CLASS_COLORS, NUM_CLASSES, collapse_worldcover
+
+HOLDOUT_BLOCKS = ("north", "south", "east", "west")
+
+
+@dataclass(frozen=True)
+class ChipConfig:
+    n_chips: int = 384
+    chip_size: int = 128
+    patch_size: int = 16
+    min_classes: int = 2
+    seed: int = 42
+    holdout_roi: str | None = None  # name of an ROI kept out of training
+    holdout_block: str | None = None  # None: the whole ROI; or one half: north/south/east/west
+    n_holdout_chips: int = 64
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SamplingRegion:
+    """A rectangle of one ROI that chips are drawn from (ROI pixel coordinates)."""
+
+    roi_index: int
+    row: int
+    col: int
+    height: int
+    width: int
+
+
+@dataclass
+class ChipSet:
+    """K chips. Stored compactly as class ids; palette-RGB tokens are rendered per batch.
+
+    labels:       K x S x S uint8   collapsed class per pixel
+    patch_labels: K x G x G int64   dominant class per p x p patch (G = S/p)
+    roi_index:    K int             which ROI each chip came from
+    origins:      K x 2 int         (row, col) of each chip's corner in its ROI
+    """
+
+    labels: np.ndarray
+    patch_labels: np.ndarray
+    roi_index: np.ndarray
+    origins: np.ndarray
+    roi_names: list[str]
+    chip_size: int
+    patch_size: int
+    channels: int = 3  # palette RGB
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def grid_size(self) -> int:
+        return self.chip_size // self.patch_size
+
+    def tokens(self, index=slice(None)) -> torch.Tensor:
+        """Chips `index` as B x N x (3*p*p) palette-RGB tokens, the model's input."""
+        return labels_to_tokens(self.labels[index], self.patch_size)
+
+    def patch_targets(self, index=slice(None)) -> torch.Tensor:
+        """B x N int64 patch labels in token order."""
+        return torch.from_numpy(self.patch_labels[index].reshape(-1, self.grid_size ** 2))
+
+    def rgb(self, i: int) -> np.ndarray:
+        """Chip i as an S x S x 3 float image."""
+        return CLASS_COLORS[self.labels[i]]
+
+    def chips_per_roi(self) -> dict[str, int]:
+        counts = np.bincount(self.roi_index, minlength=len(self.roi_names))
+        return dict(zip(self.roi_names, counts.tolist()))
+
+    def patch_class_counts(self) -> np.ndarray:
+        return np.bincount(self.patch_labels.ravel(), minlength=NUM_CLASSES)
+
+
+# Per-class counts of a 16 x 16 patch packed in one uint64: 9 bits per class for classes 0..6
+# (a count is at most 256 < 512); class 7's count is what is left over.
+_COUNT_BITS = 9
+_PACKED_ONE = np.array([1 << (_COUNT_BITS * c) if c < NUM_CLASSES - 1 else 0
+                        for c in range(NUM_CLASSES)], dtype=np.uint64)
+_WORKERS = ThreadPoolExecutor(max_workers=2)
+
+
+def _patch_modes(labels: np.ndarray, patch_size: int) -> np.ndarray:
+    k, s, _ = labels.shape
+    g, p = s // patch_size, patch_size
+    sums = _PACKED_ONE[labels].reshape(k * g, p, g, p).sum(axis=1).sum(axis=2)  # k*g x g
+    shifts = np.arange(NUM_CLASSES - 1, dtype=np.uint64) * np.uint64(_COUNT_BITS)
+    counts = ((sums[..., None] >> shifts) & np.uint64(2 ** _COUNT_BITS - 1)).astype(np.int32)
+    counts = np.concatenate([counts, p * p - counts.sum(-1, keepdims=True)], axis=-1)
+    return counts.argmax(axis=-1).reshape(k, g, g)
+
+
+def patch_mode_labels(labels: np.ndarray, patch_size: int) -> np.ndarray:
+    """K x S x S class ids -> K x G x G most frequent class per patch (ties: lowest id).
+
+    Counts come from one packed sum per patch instead of a bincount per patch; argmax returns
+    the first maximum, the notebook's `np.bincount(...).argmax()` tie-break. Two halves run on
+    two threads (numpy releases the GIL here).
+    """
+    if patch_size * patch_size >= 2 ** _COUNT_BITS:
+        raise ChipError(f"Patch size {patch_size} is too large (at most 22 px).")
+    halves = np.array_split(labels, 2) if len(labels) > 1 else [labels]
+    return np.concatenate(list(_WORKERS.map(_patch_modes, halves, [patch_size] * len(halves))))
+
+
+def labels_to_tokens(labels: np.ndarray, patch_size: int) -> torch.Tensor:
+    """B x S x S class ids -> B x N x (3*p*p) palette-RGB tokens, channel-major inside a token.
+
+    Same values and layout as the notebook's `patchify(labels_to_rgb_input(...))`, built with one
+    1-byte transpose and a palette lookup per channel straight into the output.
+    """
+    b, s, _ = labels.shape
+    g, p = s // patch_size, patch_size
+    blocks = labels.reshape(b, g, p, g, p).transpose(0, 1, 3, 2, 4).reshape(b, g * g, p * p)
+    out = np.empty((b, g * g, 3, p * p), dtype=np.float32)
+    for c in range(3):
+        np.take(_PALETTE_BY_CHANNEL[c], blocks, out=out[:, :, c])
+    return torch.from_numpy(out.reshape(b, g * g, 3 * p * p))
+
+
+_PALETTE_BY_CHANNEL = np.ascontiguousarray(CLASS_COLORS.T)  # 3 x classes
+
+
+def _distinct_classes(chips: np.ndarray) -> np.ndarray:
+    """B x S x S class ids -> B number of distinct classes in each chip."""
+    bits = np.left_shift(np.uint8(1), chips)  # class c -> bit c
+    present = np.bitwise_or.reduce(bits.reshape(len(chips), -1), axis=1)
+    return np.bitwise_count(present)
+
+
+def _sample_region(native_roi, region, want, chip_size, min_classes, rng, attempts_left):
+    """Draw chips from one region the way the notebook does, in batches.
+
+    Returns (collapsed chips, origins, attempts used). The notebook draws row, col per attempt
+    and keeps the chip if it has >= min_classes classes; here a batch of attempts is drawn at
+    once, and the generator is rewound and re-advanced by exactly the attempts consumed.
+    """
+    high_r, high_c = region.height - chip_size, region.width - chip_size
+    if high_r <= 0 or high_c <= 0:
+        raise ChipError(
+            f"A {chip_size} px chip doesn't fit in a {region.height} x {region.width} px region. "
+            "Use a smaller chip size or a larger region.")
+    view = native_roi[region.row:region.row + region.height, region.col:region.col + region.width]
+    windows = np.lib.stride_tricks.sliding_window_view(view, (chip_size, chip_size))
+    chips, origins, used = [], [], 0
+    while len(origins) < want and used < attempts_left:
+        missing = want - len(origins)
+        batch = min(missing + missing // 4 + 8, attempts_left - used)
+        state = rng.bit_generator.state
+        draws = _draw_origins(rng, high_r, high_c, batch)
+        candidates = collapse_worldcover(windows[draws[:, 0], draws[:, 1]])
+        accepted = np.flatnonzero(_distinct_classes(candidates) >= min_classes)[:missing]
+        consumed = batch if len(accepted) < missing else int(accepted[-1]) + 1
+        chips.append(candidates[accepted])
+        origins.extend(draws[accepted].tolist())
+        used += consumed
+        rng.bit_generator.state = state
+        _draw_origins(rng, high_r, high_c, consumed)
+    chips = np.concatenate(chips) if chips else np.zeros((0, chip_size, chip_size), np.uint8)
+    return chips, [(r + region.row, c + region.col) for r, c in origins], used
+
+
+def _draw_origins(rng, high_r, high_c, n) -> np.ndarray:
+    """n (row, col) draws, in the notebook's order: row then col, one pair per attempt."""
+    if high_r == high_c:  # one vector draw gives the same numbers as 2n scalar draws
+        return rng.integers(0, high_r, size=2 * n).reshape(n, 2)
+    return np.array([[rng.integers(0, high_r), rng.integers(0, high_c)] for _ in range(n)],
+                    dtype=np.int64).reshape(n, 2)
+
+
+def sample_chips(native_rois, regions, n, chip_size, patch_size, min_classes, seed, roi_names):
+    """n chips from `regions` in round-robin (the notebook's WorldCoverChipDataset) -> ChipSet."""
+    if chip_size % patch_size:
+        raise ChipError(f"Chip size {chip_size} is not a multiple of the patch size {patch_size}.")
+    if n < 1:
+        raise ChipError("Ask for at least one chip.")
+    rng = np.random.default_rng(seed)
+    want = [n // len(regions)] * len(regions)
+    for i in range(n - sum(want)):
+        want[i] += 1
+    attempts_left = n * 400
+    labels, roi_index, all_origins = [], [], []
+    for region, k in zip(regions, want):
+        chips, origins, used = _sample_region(native_rois[region.roi_index], region, k, chip_size,
+                                              min_classes, rng, attempts_left)
+        attempts_left -= used
+        if len(origins) < k:
+            raise ChipError(
+                f"Only {len(origins)} of {k} chips in '{roi_names[region.roi_index]}' have at least "
+                f"{min_classes} land-cover classes. Lower 'min classes' or choose a more varied region.")
+        labels.append(chips)
+        roi_index += [region.roi_index] * k
+        all_origins += origins
+    labels = np.concatenate(labels)
+    return ChipSet(
+        labels=labels,
+        patch_labels=patch_mode_labels(labels, patch_size),
+        roi_index=np.array(roi_index, dtype=np.int64),
+        origins=np.array(all_origins, dtype=np.int64).reshape(-1, 2),
+        roi_names=list(roi_names),
+        chip_size=chip_size,
+        patch_size=patch_size,
+    )
+
+
+def split_regions(roi_shapes, roi_names, holdout_roi=None, holdout_block=None):
+    """-> (training regions, held-out regions). Held-out pixels never fall in a training region."""
+    full = [SamplingRegion(i, 0, 0, h, w) for i, (h, w) in enumerate(roi_shapes)]
+    if holdout_roi is None:
+        return full, []
+    if holdout_roi not in roi_names:
+        raise ChipError(f"No region called '{holdout_roi}' to hold out. Choose one of {roi_names}.")
+    k = roi_names.index(holdout_roi)
+    h, w = roi_shapes[k]
+    if holdout_block is None:
+        if len(roi_names) < 2:
+            raise ChipError("Holding out the only region leaves nothing to train on. "
+                            "Hold out one half of it instead, or add another region.")
+        return [r for r in full if r.roi_index != k], [full[k]]
+    if holdout_block not in HOLDOUT_BLOCKS:
+        raise ChipError(f"Held-out block must be one of {HOLDOUT_BLOCKS}, not '{holdout_block}'.")
+    halves = {
+        "north": (SamplingRegion(k, 0, 0, h // 2, w), SamplingRegion(k, h // 2, 0, h - h // 2, w)),
+        "south": (SamplingRegion(k, h // 2, 0, h - h // 2, w), SamplingRegion(k, 0, 0, h // 2, w)),
+        "west": (SamplingRegion(k, 0, 0, h, w // 2), SamplingRegion(k, 0, w // 2, h, w - w // 2)),
+        "east": (SamplingRegion(k, 0, w // 2, h, w - w // 2), SamplingRegion(k, 0, 0, h, w // 2)),
+    }
+    held, kept = halves[holdout_block]
+    train = [kept if r.roi_index == k else r for r in full]
+    return train, [held]
+
+
+def build_chip_sets(rois, config: ChipConfig) -> tuple[ChipSet, ChipSet | None]:
+    """ROIs (objects with .spec.name and .native) -> (training chips, held-out chips or None)."""
+    if not rois:
+        raise ChipError("Choose at least one region on the Regions page first.")
+    names = [r.spec.name for r in rois]
+    natives = [r.native for r in rois]
+    train_regions, held_regions = split_regions([a.shape for a in natives], names,
+                                                config.holdout_roi, config.holdout_block)
+    args = dict(chip_size=config.chip_size, patch_size=config.patch_size,
+                min_classes=config.min_classes, roi_names=names)
+    train = sample_chips(natives, train_regions, config.n_chips, seed=config.seed, **args)
+    held = None
+    if held_regions:
+        held = sample_chips(natives, held_regions, config.n_holdout_chips,
+                            seed=config.seed + 1, **args)
+    return train, held

@@ -1,0 +1,48 @@
+"""Exceptions a teacher may see. Each message says what went wrong and what to do next."""
+
+
+class BharatEOError(Exception):
+    """Base class: anything the UI shows with st.error instead of a traceback."""
+
+
+class RegionError(BharatEOError):
+    """The region can't be used: over sea, outside WorldCover coverage, or overlapping another."""
+
+
+class MissingTileError(RegionError):
+    """The data source has no file for a tile the region needs."""
+
+    def __init__(self, tile: str, where: str):
+        self.tile = tile
+        super().__init__(
+            f"Tile {tile} is not available from {where}. WorldCover has no tiles over open sea; "
+            "if this region is on land, add that tile to the folder (or check the URL) and try again."
+        )
+
+
+class SourceUnreachableError(BharatEOError):
+    """The data source could not be reached (no network, server down, folder missing)."""
+
+
+class CacheError(BharatEOError):
+    """A cache file was unreadable. Raised only internally; callers get a fresh read instead."""
+
+
+class ChipError(BharatEOError):
+    """Chips can't be built: the chip size doesn't fit the region, or too few chips pass the rule."""
+
+
+class ConfigError(BharatEOError):
+    """A hyperparameter or config value is out of range."""
+
+
+class RunNameError(BharatEOError):
+    """A run name that is empty, too long, or would escape the checkpoints folder."""
+
+
+class RunNotFoundError(BharatEOError):
+    """No saved run by that name."""
+
+
+class CheckpointMismatchError(BharatEOError):
+    """Saved weights don't fit the model shape they are loaded into."""

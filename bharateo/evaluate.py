@@ -1,0 +1,174 @@
+"""What the model learned: reconstructions, confusion matrices, per-class scores, mask-ratio curves.
+
+All evaluation uses seeded masks so the same run, chips and ratio always give the same numbers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bharateo.chips import ChipSet
+from bharateo.errors import ConfigError
+from bharateo.model import TinyRGBMAE, random_patch_mask, unpatchify
+from bharateo.worldcover import CLASS_NAMES, NUM_CLASSES
+
+EVAL_MASK_SEED = 0
+CURVE_RATIOS = tuple(round(r, 2) for r in np.arange(0.1, 0.91, 0.1))
+
+
+def check_compatible(model: TinyRGBMAE, chips: ChipSet) -> None:
+    """ConfigError, in words, when a run can't read these chips."""
+    cfg = model.config
+    problems = []
+    if cfg.img_size != chips.chip_size:
+        problems.append(f"it was trained on {cfg.img_size} px chips, these are {chips.chip_size} px")
+    if cfg.patch_size != chips.patch_size:
+        problems.append(f"its patches are {cfg.patch_size} px, these chips use {chips.patch_size} px")
+    if cfg.in_chans != chips.channels:
+        problems.append(f"it reads {cfg.in_chans} channels, these chips have {chips.channels}")
+    if problems:
+        raise ConfigError("This run doesn't match the current chips: " + "; ".join(problems) +
+                          ". Rebuild the chips with the run's settings, or pick another run.")
+
+
+@torch.no_grad()
+def predict(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float, seed: int = EVAL_MASK_SEED,
+            batch_size: int = 128):
+    """-> (pixel predictions K x N x T, patch logits K x N x C, mask K x N), seeded masks."""
+    check_compatible(model, chips)
+    if not 0 < mask_ratio < 1:
+        raise ConfigError("Mask ratio must be strictly between 0 and 1.")
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    preds, logits, masks = [], [], []
+    for start in range(0, len(chips), batch_size):
+        tokens = chips.tokens(slice(start, start + batch_size))
+        mask = random_patch_mask(len(tokens), tokens.shape[1], mask_ratio, generator)
+        p, lg = model(tokens, mask)
+        preds.append(p), logits.append(lg), masks.append(mask)
+    return torch.cat(preds), torch.cat(logits), torch.cat(masks)
+
+
+def confusion_matrix(targets: np.ndarray, predictions: np.ndarray,
+                     num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """C x C counts, rows = target class, columns = predicted class."""
+    keys = targets.astype(np.int64).ravel() * num_classes + predictions.astype(np.int64).ravel()
+    return np.bincount(keys, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def row_normalised(confusion: np.ndarray) -> np.ndarray:
+    """Each row divided by its sum (rows with no targets stay zero)."""
+    sums = confusion.sum(axis=1, keepdims=True)
+    return np.divide(confusion, sums, out=np.zeros(confusion.shape, float), where=sums > 0)
+
+
+def classification_report(confusion: np.ndarray) -> dict:
+    """Per-class precision / recall / F1 / support and overall accuracy from a confusion matrix."""
+    tp = np.diag(confusion).astype(float)
+    predicted, support = confusion.sum(axis=0), confusion.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp),
+                   where=(precision + recall) > 0)
+    return {
+        "accuracy": float(tp.sum() / max(confusion.sum(), 1)),
+        "per_class": [{"class": CLASS_NAMES[i], "precision": float(precision[i]),
+                       "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+                      for i in range(len(tp))],
+    }
+
+
+def evaluate(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float = 0.75,
+             seed: int = EVAL_MASK_SEED) -> dict:
+    """Confusion matrix, per-class scores, masked MAE and per-class masked MAE, as plain JSON."""
+    preds, logits, mask = predict(model, chips, mask_ratio, seed)
+    targets = chips.patch_targets()
+    confusion = confusion_matrix(targets.numpy(), logits.argmax(-1).numpy())
+    tokens = chips.tokens()
+    err = (preds - tokens).abs()  # K x N x T
+    p2, c = chips.patch_size ** 2, chips.channels
+    pixel_err = err.reshape(*err.shape[:2], c, p2).mean(dim=2)  # K x N x p*p, mean over channels
+    pixel_class = torch.from_numpy(_pixel_labels_in_token_order(chips))  # K x N x p*p
+    masked_pixels = mask[..., None].expand_as(pixel_class)
+    per_class_mae = []
+    for k in range(NUM_CLASSES):
+        sel = masked_pixels & (pixel_class == k)
+        per_class_mae.append(float(pixel_err[sel].mean()) if sel.any() else None)
+    return {
+        "mask_ratio": mask_ratio,
+        "chips": len(chips),
+        "confusion": confusion.tolist(),
+        **classification_report(confusion),
+        "masked_mae": float(err[mask].mean()),
+        "per_class_mae": per_class_mae,
+    }
+
+
+def _pixel_labels_in_token_order(chips: ChipSet) -> np.ndarray:
+    k, s, g, p = len(chips), chips.chip_size, chips.grid_size, chips.patch_size
+    return np.ascontiguousarray(
+        chips.labels.reshape(k, g, p, g, p).transpose(0, 1, 3, 2, 4)).reshape(k, g * g, p * p)
+
+
+def mask_ratio_curve(model: TinyRGBMAE, chips: ChipSet, ratios=CURVE_RATIOS,
+                     seed: int = EVAL_MASK_SEED) -> list[dict]:
+    """[{ratio, masked_mae, patch_acc}] for each ratio, same seeded masks per ratio."""
+    rows = []
+    targets = chips.patch_targets()
+    tokens = chips.tokens()
+    for ratio in ratios:
+        preds, logits, mask = predict(model, chips, ratio, seed)
+        rows.append({"ratio": float(ratio),
+                     "masked_mae": float((preds[mask] - tokens[mask]).abs().mean()),
+                     "patch_acc": float((logits.argmax(-1) == targets).float().mean())})
+    return rows
+
+
+@dataclass
+class ChipReconstruction:
+    """The notebook's six panels for one chip (H x W x 3 images in [0, 1] unless noted)."""
+
+    target: np.ndarray
+    masked_input: np.ndarray  # masked patches greyed out
+    predicted: np.ndarray
+    composite: np.ndarray  # visible truth + predicted masked patches
+    abs_error: np.ndarray  # H x W mean |error| over channels
+    patch_prediction: np.ndarray  # G x G class ids
+    patch_target: np.ndarray  # G x G class ids
+    mask: np.ndarray  # G x G bool
+    masked_mae: float
+    patch_acc: float
+
+
+MASK_GREY = np.array([0.94, 0.94, 0.94], dtype=np.float32)
+
+
+@torch.no_grad()
+def reconstruct_chip(model: TinyRGBMAE, chips: ChipSet, index: int, mask_ratio: float,
+                     seed: int = EVAL_MASK_SEED) -> ChipReconstruction:
+    """Mask chip `index` at `mask_ratio` (seeded) and reconstruct it."""
+    check_compatible(model, chips)
+    if not 0 < mask_ratio < 1:
+        raise ConfigError("Mask ratio must be strictly between 0 and 1.")
+    model.eval()
+    tokens = chips.tokens([index])
+    g, p, c = chips.grid_size, chips.patch_size, chips.channels
+    mask = random_patch_mask(1, g * g, mask_ratio, torch.Generator().manual_seed(seed))
+    pred_tokens, logits = model(tokens, mask)
+    target = unpatchify(tokens, c, p)[0].permute(1, 2, 0).numpy()
+    predicted = unpatchify(pred_tokens, c, p)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+    grid_mask = mask.reshape(g, g).numpy()
+    pixel_mask = np.kron(grid_mask, np.ones((p, p), dtype=bool))
+    masked_input, composite = target.copy(), target.copy()
+    masked_input[pixel_mask] = MASK_GREY
+    composite[pixel_mask] = predicted[pixel_mask]
+    patch_prediction = logits.argmax(-1).reshape(g, g).numpy()
+    patch_target = chips.patch_labels[index]
+    return ChipReconstruction(
+        target=target, masked_input=masked_input, predicted=predicted, composite=composite,
+        abs_error=np.abs(target - predicted).mean(axis=2), patch_prediction=patch_prediction,
+        patch_target=patch_target, mask=grid_mask,
+        masked_mae=float((pred_tokens[mask] - tokens[mask]).abs().mean()),
+        patch_acc=float((patch_prediction == patch_target).mean()))

@@ -1,0 +1,163 @@
+"""Folium maps for the Regions page that draw without internet.
+
+folium points its Leaflet, jQuery, Bootstrap and Font Awesome links at CDNs, and streamlit-folium
+loads every one of them before drawing; offline the first failed load stops the map. The maps here
+load only Leaflet, from `static/vendor/` (served by Streamlit at `/app/static/...` when
+`server.enableStaticServing` is on). Only the OpenStreetMap basemap needs the network; without it
+the map shows a plain light background under the tile grid and the regions.
+"""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import folium
+from branca.element import MacroElement
+from folium.template import Template
+
+from bharateo.errors import RegionError
+from bharateo.roi import ROI_SIZE_RANGE, RoiSpec, check_roi_spec
+from bharateo.worldcover import TILE_DEGREES, tile_id_from_origin
+
+STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
+STATIC_URL = "/app/static"  # where Streamlit serves STATIC_DIR
+LEAFLET_URL = f"{STATIC_URL}/vendor/leaflet-1.9.3"
+LOCAL_JS = [("leaflet", f"{LEAFLET_URL}/leaflet.js")]
+LOCAL_CSS = [("leaflet_css", f"{LEAFLET_URL}/leaflet.css")]
+
+GRID_LON_RANGE = (66, 99)  # WorldCover tiles drawn over north India, on the 3-degree grid
+GRID_LAT_RANGE = (6, 36)
+GRID_COLOR = "#6b7280"
+CHOSEN_COLOR = "#1d4ed8"
+PROPOSED_COLOR = "#ea580c"
+
+MAP_CSS = f"""<style>
+.leaflet-container {{ background: #eef2f0; }}
+.bharateo-tile-label, .bharateo-roi-label {{
+    white-space: nowrap; pointer-events: none; text-shadow: 0 0 2px #fff, 0 0 2px #fff;
+}}
+.bharateo-tile-label {{ font: 11px/14px monospace; color: {GRID_COLOR}; }}
+.bharateo-roi-label {{ font: bold 12px/16px sans-serif; }}
+</style>"""
+
+Bounds = tuple[float, float, float, float]  # (west, south, east, north) in degrees
+
+
+class LeafletImagePath(MacroElement):
+    """Sets L.Icon.Default.imagePath before any marker is added.
+
+    Leaflet otherwise guesses it from leaflet.css, which streamlit-folium has not loaded yet when
+    the map script runs, and asks for `.../leaflet-1.9.3marker-icon.png` (a 404). folium.Marker
+    always makes the default icon first, even when a DivIcon replaces it.
+    """
+
+    _template = Template("""
+        {% macro script(this, kwargs) %}
+            L.Icon.Default.imagePath = {{ this.url|tojson }};
+        {% endmacro %}
+    """)
+
+    def __init__(self, url: str):
+        super().__init__()
+        self._name = "LeafletImagePath"
+        self.url = url
+
+
+def offline_map(center: tuple[float, float], zoom: int) -> folium.Map:
+    """A folium map centred on (lat, lon) that loads Leaflet from static/ instead of CDNs."""
+    fmap = folium.Map(location=list(center), zoom_start=zoom, tiles="OpenStreetMap",
+                      control_scale=True)
+    # Instance lists: folium's add_js_link/add_css_link would edit the lists shared by every Map.
+    fmap.default_js = list(LOCAL_JS)
+    fmap.default_css = list(LOCAL_CSS)
+    fmap.get_root().header.add_child(folium.Element(MAP_CSS), name="bharateo_map_css")
+    LeafletImagePath(f"{LEAFLET_URL}/images/").add_to(fmap)
+    return fmap
+
+
+def _label_text(name: str) -> str:
+    """`name` safe as HTML inside folium's JS template strings (tooltips, DivIcons)."""
+    return html.escape(name).replace("`", "&#96;").replace("$", "&#36;")
+
+
+def add_region(fmap: folium.Map, name: str, bounds: Bounds, color: str, dashed: bool) -> None:
+    """Draw one ROI as a rectangle with its name written above its north-west corner.
+
+    The name is a DivIcon, not a permanent tooltip: streamlit-folium runs the map script before
+    leaflet.css has loaded, and Leaflet places a permanent tooltip once, measured without its CSS
+    (hundreds of pixels off to the left).
+    """
+    west, south, east, north = bounds
+    text = _label_text(name)
+    folium.Rectangle(
+        bounds=[[south, west], [north, east]],
+        color=color, weight=2, fill=True, fill_color=color, fill_opacity=0.12,
+        dash_array="6 4" if dashed else None, tooltip=text,
+    ).add_to(fmap)
+    label = folium.DivIcon(html=f'<span style="color: {color}">{text}</span>',
+                           icon_size=(240, 16), icon_anchor=(0, 18),
+                           class_name="bharateo-roi-label")
+    folium.Marker([north, west], icon=label, interactive=False).add_to(fmap)
+
+
+def add_tile_grid(fmap: folium.Map) -> None:
+    """Draw the WorldCover 3-degree tile edges and label each tile (e.g. N27E075) at its SW corner."""
+    (lon_lo, lon_hi), (lat_lo, lat_hi) = GRID_LON_RANGE, GRID_LAT_RANGE
+    meridians = [[[lat_lo, lon], [lat_hi, lon]]
+                 for lon in range(lon_lo, lon_hi + 1, TILE_DEGREES)]
+    parallels = [[[lat, lon_lo], [lat, lon_hi]]
+                 for lat in range(lat_lo, lat_hi + 1, TILE_DEGREES)]
+    grid = folium.PolyLine(meridians + parallels, color=GRID_COLOR, weight=1, opacity=0.7)
+    grid.options["interactive"] = False  # folium's path options drop `interactive`
+    grid.add_to(fmap)
+    for lon0 in range(lon_lo, lon_hi, TILE_DEGREES):
+        for lat0 in range(lat_lo, lat_hi, TILE_DEGREES):
+            tile = tile_id_from_origin(lon0, lat0)
+            icon = folium.DivIcon(html=tile, icon_size=(60, 14), icon_anchor=(-3, 16),
+                                  class_name="bharateo-tile-label")
+            folium.Marker([lat0, lon0], icon=icon, interactive=False).add_to(fmap)
+
+
+def build_region_map(rois: list[tuple[str, Bounds]], proposed: tuple[str, Bounds] | None = None,
+                     center: tuple[float, float] = (27.5, 77.0), zoom: int = 6) -> folium.Map:
+    """Offline map with the tile grid, each chosen ROI as a solid rectangle and `proposed` dashed.
+
+    `rois` and `proposed` are (name, (west, south, east, north)); `center` is (lat, lon).
+    """
+    fmap = offline_map(center, zoom)
+    add_tile_grid(fmap)
+    for name, bounds in rois:
+        add_region(fmap, name, bounds, CHOSEN_COLOR, dashed=False)
+    if proposed is not None:
+        name, bounds = proposed
+        add_region(fmap, f"{name} (proposed)", bounds, PROPOSED_COLOR, dashed=True)
+    return fmap
+
+
+def default_roi_name(lon: float, lat: float) -> str:
+    """(77.23, 28.61) -> 'roi_77.2300E_28.6100N'."""
+    return (f"roi_{abs(lon):.4f}{'E' if lon >= 0 else 'W'}"
+            f"_{abs(lat):.4f}{'N' if lat >= 0 else 'S'}")
+
+
+def propose_roi_from_click(map_state: dict | None, size: int, name: str | None = None
+                           ) -> RoiSpec | None:
+    """RoiSpec of `size` pixels centred on the last map click in `st_folium`'s return value.
+
+    None when nothing was clicked. Longitudes from a panned-around Leaflet map (e.g. 437.2) are
+    wrapped into [-180, 180). Raises RegionError for a size outside ROI_SIZE_RANGE or a centre
+    outside WorldCover coverage.
+    """
+    lo, hi = ROI_SIZE_RANGE
+    if isinstance(size, bool) or not isinstance(size, int) or not lo <= size <= hi:
+        raise RegionError(f"ROI size must be a whole number of pixels between {lo} and {hi} "
+                          f"(got {size!r}).")
+    click = (map_state or {}).get("last_clicked")
+    if not click:
+        return None
+    lon = (round(float(click["lng"]), 4) + 180) % 360 - 180
+    lat = round(float(click["lat"]), 4)
+    spec = RoiSpec(name=(name or "").strip() or default_roi_name(lon, lat),
+                   lon=round(lon, 4), lat=lat, size=size)
+    check_roi_spec(spec)
+    return spec

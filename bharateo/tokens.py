@@ -1,0 +1,54 @@
+"""Token accounting: how many tokens a run shows the model, as in the notebook's table."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from bharateo.errors import ConfigError
+from bharateo.model import num_masked
+
+CHANNEL_OPTIONS = {3: "palette RGB (this lab)", 4: "Sentinel-2 RGB + NIR", 10: "Sentinel-2 10-band"}
+
+
+@dataclass(frozen=True)
+class TokenAccount:
+    chips: int
+    epochs: int
+    mask_ratio: float
+    channels: int
+    chip_size: int
+    patch_size: int
+    tokens_per_chip: int
+    token_dim: int  # raw values per token: channels x p x p
+    total_tokens: int  # token presentations: chips x epochs x tokens per chip
+    visible_tokens: int
+    masked_tokens: int
+    masked_pixel_targets: int  # masked tokens x p x p pixels (each with `channels` values)
+    masked_value_targets: int  # masked pixel targets x channels
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def token_accounting(chips: int, epochs: int, mask_ratio: float = 0.75, channels: int = 3,
+                     chip_size: int = 128, patch_size: int = 16) -> TokenAccount:
+    """384 chips x 20 epochs at 0.75, 3 channels -> 491,520 / 122,880 / 368,640 / 94,371,840.
+
+    Masked tokens are counted per chip as the model masks them: int(N x ratio), at least 1 and at
+    most N - 1.
+    """
+    if chip_size % patch_size or patch_size < 1:
+        raise ConfigError(f"Chip size {chip_size} must be a multiple of patch size {patch_size}.")
+    if not 0 < mask_ratio < 1:
+        raise ConfigError("Mask ratio must be strictly between 0 and 1.")
+    if min(chips, epochs, channels) < 1:
+        raise ConfigError("Chips, epochs and channels must be at least 1.")
+    n = (chip_size // patch_size) ** 2
+    masked_per_chip = num_masked(n, mask_ratio)
+    presentations = chips * epochs
+    masked = presentations * masked_per_chip
+    pixels = masked * patch_size ** 2
+    return TokenAccount(chips, epochs, mask_ratio, channels, chip_size, patch_size,
+                        tokens_per_chip=n, token_dim=channels * patch_size ** 2,
+                        total_tokens=presentations * n, visible_tokens=presentations * n - masked,
+                        masked_tokens=masked, masked_pixel_targets=pixels,
+                        masked_value_targets=pixels * channels)

@@ -1,0 +1,185 @@
+"""The training loop: the notebook's optimiser, schedule and losses, one event per step/epoch.
+
+`train()` is a generator so every caller (CLI progress bar, Streamlit thread, tests) sees the
+same numbers as they happen. It stops between steps when asked, keeps the last good weights on a
+NaN/inf loss, and is deterministic under its seed.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from bharateo.chips import ChipSet
+from bharateo.errors import ConfigError
+from bharateo.model import ModelConfig, TinyRGBMAE, random_patch_mask
+
+HELDOUT_MASK_SEED = 1234  # fixed masks for held-out metrics, so epochs are comparable
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 4e-4
+    weight_decay: float = 0.05
+    cosine: bool = True
+    mask_ratio: float = 0.75
+    patch_loss_weight: float = 0.2
+    seed: int = 42
+
+    def validate(self) -> "TrainConfig":
+        if not (0.0 < self.mask_ratio < 1.0):
+            raise ConfigError(f"Mask ratio must be strictly between 0 and 1 (got {self.mask_ratio}): "
+                              "at 0 there is nothing to reconstruct, at 1 nothing to see.")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("Epochs and batch size must be at least 1.")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"Learning rate must be a positive number (got {self.lr}).")
+        if self.weight_decay < 0 or self.patch_loss_weight < 0:
+            raise ConfigError("Weight decay and patch-loss weight can't be negative.")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class StepMetrics:
+    epoch: int
+    step: int  # 1-based within the epoch
+    steps_per_epoch: int
+    global_step: int
+    loss: float
+    rec: float
+    esa: float
+    rec_mae: float
+    esa_acc: float
+    lr: float
+    chips_per_s: float
+    elapsed: float
+
+    @property
+    def progress(self) -> float:
+        """Fractional epoch, for plotting steps on the epoch axis."""
+        return self.epoch - 1 + self.step / self.steps_per_epoch
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int
+    loss: float
+    rec: float
+    esa: float
+    rec_mae: float
+    esa_acc: float
+    lr: float
+    chips_per_s: float
+    elapsed: float
+    heldout_rec_mae: float | None = None
+    heldout_esa_acc: float | None = None
+
+
+@dataclass
+class TrainingEnd:
+    reason: str  # "finished" | "stopped" | "diverged"
+    message: str
+    epochs_done: int
+    history: list[dict] = field(default_factory=list)
+
+
+def make_model(model_config: ModelConfig, seed: int) -> TinyRGBMAE:
+    """A freshly initialised model; the same seed always gives the same weights."""
+    torch.manual_seed(seed)
+    return TinyRGBMAE(model_config)
+
+
+@torch.no_grad()
+def masked_metrics(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float, seed: int,
+                   batch_size: int = 128) -> tuple[float, float]:
+    """(masked MAE, ESA patch accuracy) over `chips` with seeded masks, eval mode."""
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    abs_sum = n_abs = correct = n_tokens = 0
+    for start in range(0, len(chips), batch_size):
+        idx = slice(start, start + batch_size)
+        tokens, targets = chips.tokens(idx), chips.patch_targets(idx)
+        mask = random_patch_mask(len(tokens), tokens.shape[1], mask_ratio, generator)
+        pred, logits = model(tokens, mask)
+        abs_sum += (pred[mask] - tokens[mask]).abs().sum().item()
+        n_abs += tokens[mask].numel()
+        correct += (logits.argmax(-1) == targets).sum().item()
+        n_tokens += targets.numel()
+    model.train(was_training)
+    return abs_sum / n_abs, correct / n_tokens
+
+
+def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipSet | None = None,
+          stop: threading.Event | None = None):
+    """Train `model` on `chips`; yields StepMetrics after every step, EpochMetrics after every
+    epoch, and finally one TrainingEnd. The model keeps the weights of the last good step."""
+    config.validate()
+    if model.config.img_size != chips.chip_size or model.config.patch_size != chips.patch_size:
+        raise ConfigError(f"The model expects {model.config.img_size} px chips with "
+                          f"{model.config.patch_size} px patches, but the chips are "
+                          f"{chips.chip_size} px with {chips.patch_size} px patches.")
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay, fused=True)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+                 if config.cosine else None)
+    n = len(chips)
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    history: list[dict] = []
+    start, global_step = time.perf_counter(), 0
+    model.train()
+    for epoch in range(1, config.epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        order = torch.randperm(n, generator=generator).numpy()
+        totals = dict.fromkeys(("loss", "rec", "esa", "rec_mae", "esa_acc"), 0.0)
+        epoch_start = time.perf_counter()
+        for step in range(1, steps_per_epoch + 1):
+            if stop is not None and stop.is_set():
+                yield TrainingEnd("stopped", f"Stopped by you during epoch {epoch}.",
+                                  epoch - 1, history)
+                return
+            step_start = time.perf_counter()
+            idx = order[(step - 1) * config.batch_size: step * config.batch_size]
+            tokens, targets = chips.tokens(idx), chips.patch_targets(idx)
+            mask = random_patch_mask(len(idx), tokens.shape[1], config.mask_ratio, generator)
+            out = model.training_losses(tokens, targets, mask, config.patch_loss_weight)
+            if not torch.isfinite(out["loss"]):
+                yield TrainingEnd("diverged", divergence_message(config, epoch, step),
+                                  epoch - 1, history)
+                return
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            optimizer.step()
+            values = {k: v.item() for k, v in out.items()}
+            for k, v in values.items():
+                totals[k] += v * len(idx)
+            global_step += 1
+            yield StepMetrics(epoch, step, steps_per_epoch, global_step, lr=lr,
+                              chips_per_s=len(idx) / (time.perf_counter() - step_start),
+                              elapsed=time.perf_counter() - start, **values)
+        if scheduler is not None:
+            scheduler.step()
+        row = EpochMetrics(epoch, lr=lr, chips_per_s=n / (time.perf_counter() - epoch_start),
+                           elapsed=time.perf_counter() - start,
+                           **{k: v / n for k, v in totals.items()})
+        if heldout is not None and len(heldout):
+            row.heldout_rec_mae, row.heldout_esa_acc = masked_metrics(
+                model, heldout, config.mask_ratio, HELDOUT_MASK_SEED)
+        history.append(asdict(row))
+        yield row
+    yield TrainingEnd("finished", f"Finished {config.epochs} epochs.", config.epochs, history)
+
+
+def divergence_message(config: TrainConfig, epoch: int, step: int) -> str:
+    return (f"The loss became NaN/infinite at epoch {epoch}, step {step}, so training stopped "
+            f"and kept the weights from the step before. A learning rate of {config.lr:g} is "
+            "probably too high: try 4e-4 (the notebook's) or something between 1e-4 and 1e-3.")

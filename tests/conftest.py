@@ -1,0 +1,38 @@
+"""Shared pytest fixtures: per-test data/checkpoint dirs and synthetic WorldCover fixture tiles."""
+from __future__ import annotations
+
+import pytest
+
+from tests.fixture_tiles import FixtureInfo, notebook_fixture
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch):
+    """Per-test BHARATEO_DATA_DIR / BHARATEO_CHECKPOINT_DIR; no WorldCover source unless set.
+
+    Tests that need a source set BHARATEO_WORLDCOVER_DIR / _URL themselves (monkeypatch) or use
+    the `worldcover_dir` fixture.
+    """
+    data = tmp_path / "data"
+    checkpoints = tmp_path / "checkpoints"
+    data.mkdir()
+    checkpoints.mkdir()
+    monkeypatch.setenv("BHARATEO_DATA_DIR", str(data))
+    monkeypatch.setenv("BHARATEO_CHECKPOINT_DIR", str(checkpoints))
+    monkeypatch.delenv("BHARATEO_WORLDCOVER_DIR", raising=False)
+    monkeypatch.delenv("BHARATEO_WORLDCOVER_URL", raising=False)
+    return {"data": data, "checkpoints": checkpoints}
+
+
+@pytest.fixture(scope="session")
+def fixture_tiles_dir(tmp_path_factory) -> FixtureInfo:
+    """N27E075 + N27E078 synthetic fixture tiles (see tests.fixture_tiles.notebook_fixture),
+    written once per session. Treat the folder as read-only."""
+    return notebook_fixture(tmp_path_factory.mktemp("worldcover_fixture"))
+
+
+@pytest.fixture
+def worldcover_dir(isolated_env, fixture_tiles_dir, monkeypatch) -> FixtureInfo:
+    """Point BHARATEO_WORLDCOVER_DIR at the fixture tiles; returns the FixtureInfo."""
+    monkeypatch.setenv("BHARATEO_WORLDCOVER_DIR", str(fixture_tiles_dir.folder))
+    return fixture_tiles_dir
