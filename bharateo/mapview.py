@@ -9,6 +9,7 @@ the map shows a plain light background under the tile grid and the regions.
 from __future__ import annotations
 
 import html
+from numbers import Integral
 from pathlib import Path
 
 import folium
@@ -101,7 +102,7 @@ def add_region(fmap: folium.Map, name: str, bounds: Bounds, color: str, dashed: 
 
 
 def add_tile_grid(fmap: folium.Map) -> None:
-    """Draw the WorldCover 3-degree tile edges and label each tile (e.g. N27E075) at its SW corner."""
+    """Draw the WorldCover 3-degree tile edges; label each tile (e.g. N27E075) at its SW corner."""
     (lon_lo, lon_hi), (lat_lo, lat_hi) = GRID_LON_RANGE, GRID_LAT_RANGE
     meridians = [[[lat_lo, lon], [lat_hi, lon]]
                  for lon in range(lon_lo, lon_hi + 1, TILE_DEGREES)]
@@ -149,15 +150,15 @@ def propose_roi_from_click(map_state: dict | None, size: int, name: str | None =
     outside WorldCover coverage.
     """
     lo, hi = ROI_SIZE_RANGE
-    if isinstance(size, bool) or not isinstance(size, int) or not lo <= size <= hi:
+    if isinstance(size, bool) or not isinstance(size, Integral) or not lo <= size <= hi:
         raise RegionError(f"ROI size must be a whole number of pixels between {lo} and {hi} "
                           f"(got {size!r}).")
     click = (map_state or {}).get("last_clicked")
     if not click:
         return None
-    lon = (round(float(click["lng"]), 4) + 180) % 360 - 180
+    lon = round((round(float(click["lng"]), 4) + 180) % 360 - 180, 4)
     lat = round(float(click["lat"]), 4)
     spec = RoiSpec(name=(name or "").strip() or default_roi_name(lon, lat),
-                   lon=round(lon, 4), lat=lat, size=size)
+                   lon=lon, lat=lat, size=int(size))
     check_roi_spec(spec)
     return spec

@@ -1,4 +1,4 @@
-"""The Regions map loads only vendored assets and draws the grid and ROIs; clicks become RoiSpecs."""
+"""The Regions map loads only vendored assets and draws the grid and ROIs; clicks -> RoiSpecs."""
 import json
 import re
 
@@ -41,6 +41,12 @@ def test_click_gives_roi_centred_on_it():
     assert spec == RoiSpec("roi_77.2300E_28.6123N", 77.23, 28.6123, 1024)
 
 
+def test_numpy_integer_size_is_accepted():
+    np = pytest.importorskip("numpy")
+    spec = propose_roi_from_click({"last_clicked": {"lat": 28.0, "lng": 77.0}}, np.int64(256))
+    assert spec.size == 256 and type(spec.size) is int
+
+
 def test_click_keeps_given_name():
     spec = propose_roi_from_click({"last_clicked": {"lat": 27.3, "lng": 77.5}}, 512, name=" agra ")
     assert spec.name == "agra"
@@ -58,7 +64,7 @@ def test_bad_size_is_a_region_error(size):
 
 
 @pytest.mark.parametrize("lng, lon", [(437.23, 77.23), (-282.77, 77.23), (180.0, -180.0),
-                                      (-180.0, -180.0), (539.99999, 180.0 - 360)])
+                                      (-180.0, -180.0), (539.99999, -180.0)])
 def test_longitude_is_wrapped(lng, lon):
     spec = propose_roi_from_click({"last_clicked": {"lat": 28.61, "lng": lng}}, 2048)
     assert spec.lon == pytest.approx(lon, abs=1e-9)
@@ -136,7 +142,8 @@ def test_grid_labels_every_tile_over_north_india():
 
 def test_grid_lines_lie_on_the_3_degree_grid():
     page = rendered(build_region_map([]))
-    lines, options = re.search(r"L\.polyline\(\s*(\[\[\[.*?\]\]\]),\s*(\{.*?\})", page, re.S).groups()
+    polyline = re.search(r"L\.polyline\(\s*(\[\[\[.*?\]\]\]),\s*(\{.*?\})", page, re.S)
+    lines, options = polyline.groups()
     assert '"interactive": false' in options  # clicks on a grid line reach the map
     numbers = [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?", lines)]
     assert numbers and all(x % 3 == 0 for x in numbers)
@@ -148,7 +155,7 @@ def test_chosen_rois_are_solid_and_proposed_is_dashed():
     page = rendered(build_region_map(CHOSEN, proposed=proposed))
     rectangles = re.findall(r"L\.rectangle\(\s*(\[\[.*?\]\]),\s*(\{.*?\})", page, re.S)
     assert len(rectangles) == len(CHOSEN) + 1
-    for (name, (west, south, east, north)), (corners, options) in zip(CHOSEN, rectangles):
+    for (_, (west, south, east, north)), (corners, options) in zip(CHOSEN, rectangles):
         assert corners == f"[[{south}, {west}], [{north}, {east}]]"
         assert '"dashArray": null' in options
     corners, options = rectangles[-1]

@@ -1,0 +1,93 @@
+"""BharatEO Lab: home page and navigation. Run with `streamlit run app.py`."""
+import pandas as pd
+import streamlit as st
+
+from bharateo import ui
+from bharateo.tokens import CHANNEL_OPTIONS, token_accounting
+from bharateo.worldcover import ATTRIBUTION, CITATION, CLASS_COLORS_HEX, CLASS_NAMES
+
+PIPELINE_DOT = """
+digraph {
+  rankdir=LR; node [shape=box, style="rounded,filled", fillcolor="#f4f6f4", fontsize=11];
+  roi [label="WorldCover ROI\\n2048 x 2048 px, 10 m"];
+  chip [label="chip\\n3 x 128 x 128\\npalette RGB"];
+  tok [label="64 tokens\\n64 x 768"];
+  mask [label="mask 75%\\n16 visible"];
+  enc [label="transformer\\nencoder 64 x 128"];
+  pix [label="pixel head\\nreconstruct masked RGB", fillcolor="#fde9e4"];
+  cls [label="patch head\\nESA class per token", fillcolor="#e6f0fa"];
+  roi -> chip -> tok -> mask -> enc; enc -> pix; enc -> cls;
+}
+"""
+
+
+def home() -> None:
+    st.title("BharatEO Lab")
+    st.markdown(
+        "A tiny Earth-observation **foundation model** you can watch learn. Real **ESA WorldCover "
+        "10 m 2021 v200** pixels of north India are cut into 128 x 128 chips, each chip becomes "
+        "64 patch tokens, most tokens are hidden, and a ~0.8M-parameter masked autoencoder learns "
+        "to paint the hidden ones back and to name the land cover of every token.")
+    st.graphviz_chart(PIPELINE_DOT)
+    legend = " ".join(f"<span style='background:{c};padding:2px 8px;border-radius:3px;"
+                      f"color:white;font-size:0.8em'>{n}</span>"
+                      for n, c in zip(CLASS_NAMES, CLASS_COLORS_HEX))
+    st.markdown(f"The 8 classes and their palette colours: {legend}", unsafe_allow_html=True)
+
+    st.subheader("Running a lesson")
+    st.markdown(
+        "1. **Regions**: pick areas on the map (the notebook's Delhi NCR, Shekhawati and Mathura "
+        "belt are presets) and see their land cover.\n"
+        "2. **Chips**: cut them into chips and look at the 64 tokens the model sees.\n"
+        "3. **Train**: choose hyperparameters, press Train, watch the losses fall.\n"
+        "4. **Reconstruct**: drag the mask ratio and see what the model fills in.\n"
+        "5. **Evaluate**: the confusion matrix, on training chips and on a held-out region.")
+
+    st.subheader("Token accounting calculator")
+    st.caption("How many tokens a run shows the model: the notebook's table for any settings.")
+    c1, c2, c3 = st.columns(3)
+    chips = c1.slider("chips", 16, 4096, 384, step=16)
+    epochs = c1.slider("epochs", 1, 200, 20)
+    mask_ratio = c2.slider("mask ratio", 0.05, 0.95, 0.75, step=0.05)
+    channels = c2.selectbox("input channels", list(CHANNEL_OPTIONS),
+                            format_func=lambda c: f"{c}: {CHANNEL_OPTIONS[c]}")
+    chip_size = c3.select_slider("chip size (px)", [32, 64, 128, 256], value=128)
+    patch_size = c3.select_slider("patch size (px)", [4, 8, 16, 32], value=16)
+    try:
+        mine = token_accounting(chips, epochs, mask_ratio, channels, chip_size, patch_size)
+        v0 = token_accounting(1_000_000, 100, mask_ratio, channels, chip_size, patch_size)
+    except Exception as exc:
+        st.error(str(exc))
+        return
+    rows = [("tokens per chip", "tokens_per_chip"), ("values per token", "token_dim"),
+            ("total token presentations", "total_tokens"), ("visible token inputs", "visible_tokens"),
+            ("masked token targets", "masked_tokens"),
+            ("masked pixel regression targets", "masked_pixel_targets")]
+    table = pd.DataFrame({
+        "": [label for label, _ in rows],
+        f"this run ({chips:,} chips x {epochs} epochs)": [f"{getattr(mine, k):,}" for _, k in rows],
+        "BharatEO-v0 (1M chips x 100 epochs)": [f"{getattr(v0, k):,}" for _, k in rows],
+    })
+    st.dataframe(table, hide_index=True, width="stretch")
+
+    st.subheader("Data")
+    st.markdown(
+        "Pixels are read from the public WorldCover Cloud Optimized GeoTIFFs with rasterio "
+        "windows, so only the bytes of each region are fetched, and cached under `data/`. "
+        "Offline, set `BHARATEO_WORLDCOVER_DIR` to a folder of tiles or run "
+        "`python -m bharateo prefetch` beforehand.")
+    st.caption(f"Attribution: {ATTRIBUTION}.  \nCitation: {CITATION}.")
+
+
+ui.init_state()
+navigation = st.navigation([
+    st.Page(home, title="Home", icon="🏠", default=True),
+    st.Page(ui.PAGES["regions"], title="Regions", icon="🗺️"),
+    st.Page(ui.PAGES["chips"], title="Chips", icon="🧩"),
+    st.Page(ui.PAGES["train"], title="Train", icon="📈"),
+    st.Page(ui.PAGES["reconstruct"], title="Reconstruct", icon="🎭"),
+    st.Page(ui.PAGES["evaluate"], title="Evaluate", icon="📊"),
+])
+st.set_page_config(page_title="BharatEO Lab", page_icon="🛰️", layout="wide")
+ui.sidebar()
+navigation.run()

@@ -1,0 +1,5 @@
+import sys
+
+from bharateo.cli import main
+
+sys.exit(main())

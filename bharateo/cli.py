@@ -1,0 +1,212 @@
+"""`python -m bharateo`: prefetch data, inspect a region, train, evaluate, count tokens."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+
+from bharateo.errors import BharatEOError
+
+
+def _roi_specs(args):
+    from bharateo.roi import NOTEBOOK_ROIS, RoiSpec
+
+    if args.lon is None and args.lat is None:
+        return list(NOTEBOOK_ROIS)
+    if args.lon is None or args.lat is None:
+        raise BharatEOError("Give both --lon and --lat (or neither, for the notebook's three ROIs).")
+    name = args.name or f"roi_{args.lon:.4f}E_{args.lat:.4f}N"
+    return [RoiSpec(name, args.lon, args.lat, args.size)]
+
+
+def cmd_prefetch(args) -> None:
+    from bharateo.roi import load_roi, native_class_counts
+    from bharateo.worldcover import data_source_from_env
+
+    source = data_source_from_env()
+    print(f"Reading from {source.describe()} into the cache...")
+    for spec in _roi_specs(args):
+        roi = load_roi(spec, source)
+        nodata = roi.provenance["nodata_fraction"]
+        print(f"  {spec.name}: {spec.size}x{spec.size} px, {len(native_class_counts(roi.native))} "
+              f"classes, {nodata:.1%} nodata  ({roi.provenance['source']})")
+        for note in roi.notes:
+            print(f"    note: {note}")
+
+
+def cmd_inspect(args) -> None:
+    from bharateo.roi import load_roi, native_class_counts
+    from bharateo.worldcover import NATIVE_WORLDCOVER_CLASSES
+
+    spec = _roi_specs(args)[0]
+    roi = load_roi(spec)
+    counts = native_class_counts(roi.native)
+    report = {"name": spec.name, "tiles": [t["tile"] for t in roi.provenance["tiles"]],
+              "bounds": roi.provenance["bounds"], "crs": roi.provenance["crs"],
+              "source": roi.provenance["source"], "synthetic_fixture": roi.synthetic,
+              "native_counts": counts}
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"{spec.name}: tiles {', '.join(report['tiles'])}, {report['crs']}")
+    print("bounds (W, S, E, N): " + ", ".join(f"{b:.6f}" for b in report["bounds"]))
+    print(f"source: {report['source']}" + ("  [SYNTHETIC TEST FIXTURE]" if roi.synthetic else ""))
+    for code, n in counts.items():
+        print(f"  {code:3d} {NATIVE_WORLDCOVER_CLASSES.get(code, 'nodata / other'):28s} {n:>10,d}")
+
+
+def cmd_train(args) -> None:
+    from tqdm import tqdm
+
+    from bharateo.chips import ChipConfig
+    from bharateo.model import ModelConfig
+    from bharateo.pipeline import PRESETS, RunConfig, run_experiment
+    from bharateo.runs import run_dir
+    from bharateo.train import EpochMetrics, TrainConfig
+
+    base = PRESETS[args.preset]
+    config = RunConfig(
+        rois=tuple(_roi_specs(args)) if args.lon is not None else base.rois,
+        chips=replace(base.chips, **_given(args, ChipConfig)),
+        model=replace(base.model, **_given(args, ModelConfig)),
+        train=replace(base.train, **_given(args, TrainConfig)))
+    run_dir(args.run)  # check the name before spending time on training
+    print(f"{config.parameters / 1e6:.2f}M parameters, {config.tokens().total_tokens:,} token "
+          f"presentations; run '{args.run}'")
+    bar = {}
+
+    def on_event(event):
+        if isinstance(event, EpochMetrics):
+            bar.pop("bar").close()
+            held = ("" if event.heldout_rec_mae is None else
+                    f" | held-out MAE {event.heldout_rec_mae:.4f} acc {event.heldout_esa_acc:.3f}")
+            print(f"epoch {event.epoch:02d} | loss {event.loss:.4f} | rec SmoothL1 {event.rec:.4f} | "
+                  f"ESA CE {event.esa:.3f} | masked MAE {event.rec_mae:.4f} | ESA acc "
+                  f"{event.esa_acc:.3f} | {event.chips_per_s:.0f} chips/s{held}")
+            return
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=event.steps_per_epoch, desc=f"epoch {event.epoch}",
+                              leave=False, file=sys.stderr, disable=args.quiet)
+        bar["bar"].update(1)
+        bar["bar"].set_postfix(loss=f"{event.loss:.4f}")
+
+    result = run_experiment(config, name=args.run, on_event=on_event)
+    print(result.end.message)
+    print(json.dumps(result.metrics, indent=2))
+    print(f"saved to {result.path}")
+
+
+def _given(args, cls) -> dict:
+    """The flags the user actually set that belong to dataclass `cls`."""
+    names = set(cls.__dataclass_fields__)
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+def cmd_evaluate(args) -> None:
+    from bharateo.chips import build_chip_sets
+    from bharateo.evaluate import evaluate
+    from bharateo.pipeline import RunConfig, load_rois
+    from bharateo.runs import load_model, load_run
+    from bharateo.worldcover import CLASS_NAMES
+
+    run = load_run(args.run)
+    config = RunConfig.from_dict(run.config)
+    model = load_model(run)
+    train_chips, heldout = build_chip_sets(load_rois(config.rois), config.chips)
+    results = {"train": evaluate(model, train_chips, args.mask_ratio)}
+    if heldout is not None:
+        results["heldout"] = evaluate(model, heldout, args.mask_ratio)
+    if args.json:
+        print(json.dumps(results))
+        return
+    for split, res in results.items():
+        print(f"\n[{split}] {res['chips']} chips, mask {res['mask_ratio']}: accuracy "
+              f"{res['accuracy']:.3f}, masked MAE {res['masked_mae']:.4f}")
+        print(f"{'target / predicted':>18s} " + " ".join(f"{n[:6]:>6s}" for n in CLASS_NAMES))
+        for name, row in zip(CLASS_NAMES, res["confusion"]):
+            print(f"{name:>18s} " + " ".join(f"{v:6d}" for v in row))
+        for row in res["per_class"]:
+            if row["support"]:
+                print(f"  {row['class']:18s} P {row['precision']:.3f} R {row['recall']:.3f} "
+                      f"F1 {row['f1']:.3f} n={row['support']}")
+
+
+def cmd_tokens(args) -> None:
+    from bharateo.tokens import token_accounting
+
+    rows = [("this run", token_accounting(args.chips, args.epochs, args.mask_ratio, args.channels,
+                                          args.chip_size, args.patch_size)),
+            ("BharatEO-v0 (1M chips x 100 epochs, 10 bands)",
+             token_accounting(1_000_000, 100, args.mask_ratio, 10, args.chip_size, args.patch_size))]
+    for label, a in rows:
+        print(f"{label}:")
+        print(f"  tokens per chip:               {a.tokens_per_chip:,}  ({a.token_dim:,} values each)")
+        print(f"  total token presentations:     {a.total_tokens:,}")
+        print(f"  visible token inputs:          {a.visible_tokens:,}")
+        print(f"  masked token targets:          {a.masked_tokens:,}")
+        print(f"  masked pixel regression targets: {a.masked_pixel_targets:,}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bharateo.pipeline import PRESETS
+
+    parser = argparse.ArgumentParser(prog="python -m bharateo", description=(
+        "BharatEO Lab: a tiny masked autoencoder on real ESA WorldCover pixels. Data comes from "
+        "the public bucket, BHARATEO_WORLDCOVER_URL, or the folder BHARATEO_WORLDCOVER_DIR."))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_roi_flags(p, size=2048):
+        p.add_argument("--lon", type=float, help="centre longitude (default: the notebook's three ROIs)")
+        p.add_argument("--lat", type=float, help="centre latitude")
+        p.add_argument("--size", type=int, default=size, help="ROI size in pixels (64-4096)")
+        p.add_argument("--name", help="ROI name")
+
+    p = sub.add_parser("prefetch", help="fill the ROI cache so a class can work offline")
+    add_roi_flags(p)
+    p.set_defaults(func=cmd_prefetch)
+
+    p = sub.add_parser("inspect", help="tile, window bounds and native class counts of an ROI")
+    add_roi_flags(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("train", help="train and save a run under checkpoints/")
+    p.add_argument("--run", required=True, help="run name (letters, digits, . _ -)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="notebook default")
+    add_roi_flags(p)
+    for flag, typ in [("n_chips", int), ("chip_size", int), ("patch_size", int), ("min_classes", int),
+                      ("holdout_roi", str), ("holdout_block", str), ("n_holdout_chips", int),
+                      ("embed_dim", int), ("depth", int), ("heads", int),
+                      ("epochs", int), ("batch_size", int), ("lr", float), ("weight_decay", float),
+                      ("mask_ratio", float), ("patch_loss_weight", float), ("seed", int)]:
+        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ)
+    p.add_argument("--no-cosine", dest="cosine", action="store_const", const=False)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="confusion matrix and scores of a saved run")
+    p.add_argument("run")
+    p.add_argument("--mask-ratio", type=float, default=0.75)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("tokens", help="the notebook's token accounting table")
+    p.add_argument("--chips", type=int, default=384)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--mask-ratio", type=float, default=0.75)
+    p.add_argument("--channels", type=int, default=3)
+    p.add_argument("--chip-size", type=int, default=128)
+    p.add_argument("--patch-size", type=int, default=16)
+    p.set_defaults(func=cmd_tokens)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except BharatEOError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,119 @@
+"""One experiment end to end: ROIs -> chips -> model -> training -> saved run.
+
+The CLI, the Streamlit training studio and the benchmarks all call `run_experiment` (or its
+parts), so the app trains exactly what `python -m bharateo train` trains.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field, replace
+
+from bharateo.chips import ChipConfig, ChipSet, build_chip_sets
+from bharateo.model import ModelConfig, TinyRGBMAE, parameter_count
+from bharateo.roi import NOTEBOOK_ROIS, Roi, RoiSpec, load_roi
+from bharateo.runs import save_run
+from bharateo.tokens import token_accounting
+from bharateo.train import EpochMetrics, TrainConfig, TrainingEnd, make_model, masked_metrics, train
+from bharateo.worldcover import DataSource
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run. Saved verbatim as config.json."""
+
+    rois: tuple[RoiSpec, ...] = tuple(NOTEBOOK_ROIS)
+    chips: ChipConfig = ChipConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+    def __post_init__(self):
+        # the model always reads the chips it is given
+        object.__setattr__(self, "model", replace(self.model, img_size=self.chips.chip_size,
+                                                  patch_size=self.chips.patch_size))
+
+    def to_dict(self) -> dict:
+        return {"rois": [asdict(r) for r in self.rois], "chips": self.chips.to_dict(),
+                "model": self.model.to_dict(), "train": self.train.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        return cls(rois=tuple(RoiSpec(**r) for r in d["rois"]), chips=ChipConfig(**d["chips"]),
+                   model=ModelConfig(**d["model"]), train=TrainConfig(**d["train"]))
+
+    @property
+    def parameters(self) -> int:
+        return parameter_count(self.model)
+
+    def tokens(self):
+        return token_accounting(self.chips.n_chips, self.train.epochs, self.train.mask_ratio,
+                                self.model.in_chans, self.chips.chip_size, self.chips.patch_size)
+
+
+PRESETS = {
+    "notebook default": RunConfig(),
+    "quick demo": RunConfig(chips=ChipConfig(n_chips=96), model=ModelConfig(embed_dim=64, depth=2),
+                            train=TrainConfig(epochs=4, lr=1e-3)),
+    "bigger": RunConfig(chips=ChipConfig(n_chips=768), model=ModelConfig(embed_dim=192, depth=4, heads=6),
+                        train=TrainConfig(epochs=30)),
+}
+
+
+def load_rois(specs, source: DataSource | None = None) -> list[Roi]:
+    return [load_roi(spec, source) for spec in specs]
+
+
+@dataclass
+class ExperimentResult:
+    model: TinyRGBMAE
+    history: list[dict]
+    end: TrainingEnd
+    metrics: dict
+    train_chips: ChipSet
+    heldout_chips: ChipSet | None
+    path: object = None
+    steps: list = field(default_factory=list)
+
+
+def final_metrics(model, config: RunConfig, end: TrainingEnd, train_chips, heldout) -> dict:
+    """metrics.json: last epoch's training metrics, held-out metrics, and how the run ended."""
+    last = end.history[-1] if end.history else {}
+    metrics = {"end_reason": end.reason, "end_message": end.message,
+               "epochs_done": end.epochs_done, "parameters": config.parameters,
+               **{f"train_{k}": last.get(k) for k in ("loss", "rec", "esa", "rec_mae", "esa_acc")}}
+    if heldout is not None and len(heldout):
+        mae, acc = masked_metrics(model, heldout, config.train.mask_ratio, seed=1234)
+        metrics.update(heldout_rec_mae=mae, heldout_esa_acc=acc)
+    return metrics
+
+
+def provenance_summary(rois: list[Roi]) -> list[dict]:
+    return [{"name": r.spec.name, "source": r.provenance.get("source"),
+             "synthetic": r.synthetic, "bounds": r.provenance.get("bounds"),
+             "tiles": [t["tile"] for t in r.provenance.get("tiles", [])]} for r in rois]
+
+
+def save_experiment(name, config: RunConfig, result: ExperimentResult, rois, extra=None):
+    meta = {**config.to_dict(), "data": provenance_summary(rois), **(extra or {})}
+    return save_run(name, result.model, meta, result.history, result.metrics)
+
+
+def run_experiment(config: RunConfig, rois: list[Roi] | None = None, name: str | None = None,
+                   on_event=None, stop: threading.Event | None = None,
+                   model: TinyRGBMAE | None = None) -> ExperimentResult:
+    """Build chips, train, (optionally) save. `on_event` sees every StepMetrics/EpochMetrics."""
+    rois = rois if rois is not None else load_rois(config.rois)
+    train_chips, heldout = build_chip_sets(rois, config.chips)
+    model = model or make_model(config.model, config.train.seed)
+    end, steps = None, []
+    for event in train(model, train_chips, config.train, heldout, stop):
+        if isinstance(event, TrainingEnd):
+            end = event
+        elif on_event is not None:
+            on_event(event)
+        if not isinstance(event, (EpochMetrics, TrainingEnd)):
+            steps.append(event)
+    result = ExperimentResult(model, end.history, end, final_metrics(model, config, end, train_chips, heldout),
+                              train_chips, heldout, steps=steps)
+    if name:
+        result.path = save_experiment(name, config, result, rois)
+    return result

@@ -1,0 +1,168 @@
+"""Streamlit glue shared by every page: session state, the sidebar, cached reads, guidance.
+
+Pages call these so that none of them repeats state handling. Per-user state lives in
+st.session_state; ROI reads and frozen saved models are cached for the whole server (thirty
+students choosing Delhi read it once). A model being trained is never cached here.
+"""
+from __future__ import annotations
+
+import urllib.request
+
+import streamlit as st
+
+from bharateo.chips import ChipConfig
+from bharateo.errors import BharatEOError
+from bharateo.roi import Roi, RoiSpec, cache_path, check_no_overlap, data_dir, load_roi, roi_window
+from bharateo.runs import SavedRun, load_model, load_run
+from bharateo.worldcover import DataSource, data_source_from_env
+
+PAGES = {
+    "regions": "pages/regions.py",
+    "chips": "pages/chips.py",
+    "train": "pages/train.py",
+    "reconstruct": "pages/reconstruct.py",
+    "evaluate": "pages/evaluate.py",
+}
+STATE_DEFAULTS = {
+    "rois": [],  # list[Roi], in the order chosen
+    "proposed_roi": None,  # RoiSpec drawn dashed on the map, not read yet
+    "chip_config": ChipConfig(),
+    "train_chips": None,  # ChipSet
+    "heldout_chips": None,  # ChipSet | None
+    "job": None,  # bharateo.jobs.TrainingJob
+    "model": None,  # {"model", "label", "config", "run"}: what Reconstruct/Evaluate use
+}
+
+
+def init_state() -> None:
+    for key, value in STATE_DEFAULTS.items():
+        if key not in st.session_state:
+            st.session_state[key] = value.copy() if isinstance(value, list) else value
+
+
+# --- data ------------------------------------------------------------------------------------
+@st.cache_data(ttl=30, show_spinner=False)
+def source_status(source: DataSource) -> tuple[str, str]:
+    """(short label, detail) of where ROIs come from right now."""
+    cached = len(list(data_dir().glob("*.npz"))) if data_dir().is_dir() else 0
+    if source.kind == "folder":
+        from pathlib import Path
+        if Path(source.location).is_dir():
+            return "local folder", source.location
+        return "cache only", f"folder {source.location} is missing; {cached} cached regions"
+    try:
+        request = urllib.request.Request(source.location, method="HEAD")
+        urllib.request.urlopen(request, timeout=2)
+        reachable = True
+    except urllib.error.HTTPError:
+        reachable = True  # the server answered
+    except Exception:
+        reachable = False
+    label = "public bucket" if source.kind == "public" else "WorldCover mirror"
+    if reachable:
+        return label, source.location
+    return "cache only", f"{source.location} unreachable; {cached} cached regions"
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _read_roi(lon: float, lat: float, size: int, source: DataSource) -> Roi:
+    return load_roi(RoiSpec("shared", lon, lat, size), source)
+
+
+def read_roi(spec: RoiSpec) -> Roi:
+    """An ROI through the server-wide cache, carrying this user's name for it."""
+    roi = _read_roi(spec.lon, spec.lat, spec.size, data_source_from_env())
+    return Roi(spec, roi.native, {**roi.provenance, "name": spec.name}, list(roi.notes))
+
+
+def add_roi(spec: RoiSpec) -> Roi:
+    """Read `spec` and add it to this session's regions (BharatEOError if it can't be used)."""
+    check_no_overlap(spec, st.session_state.rois)
+    roi = read_roi(spec)
+    st.session_state.rois = [*st.session_state.rois, roi]
+    return roi
+
+
+def remove_roi(name: str) -> None:
+    st.session_state.rois = [r for r in st.session_state.rois if r.spec.name != name]
+    chips = st.session_state.train_chips
+    if chips is not None and name in chips.roi_names:
+        st.session_state.train_chips = st.session_state.heldout_chips = None
+
+
+def is_cached(spec: RoiSpec) -> bool:
+    return cache_path(roi_window(spec), data_source_from_env()).exists()
+
+
+def synthetic_banner() -> None:
+    """Say so loudly when the pixels on screen are a test fixture, not WorldCover."""
+    if any(r.synthetic for r in st.session_state.rois):
+        st.warning("These pixels come from a **synthetic test fixture** (tiles tagged "
+                   "BHARATEO_SYNTHETIC_FIXTURE), not from ESA WorldCover.", icon="⚠️")
+
+
+# --- models ----------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _frozen_model(name: str, saved_at: str):
+    return load_model(load_run(name))
+
+
+def use_saved_run(run: SavedRun) -> None:
+    """Make a saved run the model the Reconstruct and Evaluate pages use."""
+    from bharateo.pipeline import RunConfig
+
+    model = _frozen_model(run.name, run.config.get("saved_at", ""))
+    st.session_state.model = {"model": model, "label": f"saved run '{run.name}'",
+                              "config": RunConfig.from_dict(run.config), "run": run.name}
+
+
+def use_trained_model(model, config, run_name: str) -> None:
+    model.eval()
+    st.session_state.model = {"model": model, "label": f"run '{run_name}' (trained here)",
+                              "config": config, "run": run_name}
+
+
+# --- layout helpers --------------------------------------------------------------------------
+def guidance(message: str, page: str, label: str) -> None:
+    """An info box telling the user what to do first, with a link to the page that does it."""
+    st.info(message)
+    st.page_link(PAGES[page], label=label, icon="➡️")
+
+
+def show_error(exc: BharatEOError) -> None:
+    st.error(str(exc))
+
+
+def sidebar() -> None:
+    """The lab's state, always visible: data source, regions, chips, model, training."""
+    state = st.session_state
+    with st.sidebar:
+        st.markdown("### Lab state")
+        label, detail = source_status(data_source_from_env())
+        st.markdown(f"**Data source:** {label}")
+        st.caption(detail)
+        names = ", ".join(r.spec.name for r in state.rois) or "none yet"
+        st.markdown(f"**Regions:** {names}")
+        if any(r.synthetic for r in state.rois):
+            st.caption("⚠️ synthetic test fixture, not WorldCover")
+        chips = state.train_chips
+        held = state.heldout_chips
+        st.markdown("**Chips:** " + (f"{len(chips)} train" + (f" + {len(held)} held-out" if held else "")
+                                      if chips is not None else "not built"))
+        model = state.model
+        st.markdown("**Model:** " + (model["label"] if model else "none (train or load a run)"))
+        if state.job is not None:
+            training_status(state.job)
+
+
+@st.fragment(run_every=2.0)
+def training_status(job) -> None:
+    snap = job.snapshot()
+    if snap["status"] == "queued":
+        st.markdown(f"**Training:** queued (position {snap['queue_position'] or '…'})")
+    elif snap["status"] == "running" and snap["steps"]:
+        last = snap["steps"][-1]
+        st.markdown(f"**Training:** epoch {last['epoch']}/{snap['config'].train.epochs}")
+        st.progress(min(last["progress"] / snap["config"].train.epochs, 1.0))
+    else:
+        st.markdown(f"**Training:** {snap['status']}")
