@@ -155,8 +155,40 @@ def sidebar() -> None:
             training_status(state.job)
 
 
-@st.fragment(run_every=2.0)
+def adopt_finished_job() -> bool:
+    """Once a job has ended with weights, make its model the session's current model."""
+    job = st.session_state.job
+    if job is None or not job.done or job.model is None or getattr(job, "adopted", False):
+        return False
+    if job.status in ("finished", "stopped", "diverged") and job.end is not None:
+        use_trained_model(job.model, job.config, job.run_name)
+        st.session_state.train_chips, st.session_state.heldout_chips = job.train_chips, job.heldout_chips
+        st.session_state.chip_config = job.config.chips
+    job.adopted = True
+    return True
+
+
+def start_training(config, run_name: str):
+    """Queue a training job for this session (see bharateo.jobs)."""
+    from bharateo.jobs import TrainingJob, streamlit_session_alive
+
+    job = TrainingJob(config, list(st.session_state.rois), run_name, streamlit_session_alive())
+    st.session_state.job = job.start()
+    return job
+
+
 def training_status(job) -> None:
+    if job.done:
+        adopt_finished_job()
+        st.markdown(f"**Training:** {job.status} ({job.run_name})")
+    else:
+        _training_status_live(job)
+
+
+@st.fragment(run_every=2.0)
+def _training_status_live(job) -> None:
+    if job.done:
+        st.rerun(scope="app")
     snap = job.snapshot()
     if snap["status"] == "queued":
         st.markdown(f"**Training:** queued (position {snap['queue_position'] or '…'})")

@@ -1,4 +1,182 @@
+"""Train: poke hyperparameters, watch live loss charts, stop, save and compare runs."""
 import streamlit as st
 
-st.title("train")
-st.info("This page is being built.")
+from bharateo import ui
+from bharateo.errors import BharatEOError
+from bharateo.figures import accuracy_figure, loss_figure
+from bharateo.jobs import max_trainings
+from bharateo.pipeline import PRESETS
+from bharateo.runs import delete_run, list_runs, rename_run
+from bharateo.studio import (config_from_knobs, default_run_name, eta_seconds, free_run_name,
+                             matching_preset, preset_knobs, runs_table, series_from_job,
+                             series_from_run)
+from bharateo.chips import HOLDOUT_BLOCKS
+
+st.title("Train")
+ui.synthetic_banner()
+rois = st.session_state.rois
+if not rois:
+    ui.guidance("Training needs regions to cut chips from. Add some on the Regions page first "
+                "(the notebook's three presets are one click).", "regions", "Go to Regions")
+    st.stop()
+roi_names = [r.spec.name for r in rois]
+
+
+def apply_preset(name: str) -> None:
+    for key, value in preset_knobs(name, roi_names).items():
+        st.session_state[f"knob_{key}"] = value
+
+
+if "knob_n_chips" not in st.session_state:
+    apply_preset("notebook default")
+
+# --- knobs -------------------------------------------------------------------------------------
+st.markdown("**Presets:** " + " · ".join(PRESETS))
+preset_cols = st.columns(len(PRESETS))
+for col, name in zip(preset_cols, PRESETS):
+    col.button(name, on_click=apply_preset, args=(name,), width="stretch")
+
+data_col, model_col, objective_col, optim_col = st.columns(4)
+with data_col:
+    st.markdown("**Dataset**")
+    st.number_input("chips", 16, 4096, step=16, key="knob_n_chips")
+    st.number_input("min classes per chip", 1, 8, key="knob_min_classes")
+    st.selectbox("held-out region", [None, *roi_names], key="knob_holdout_roi",
+                 format_func=lambda n: "none (evaluate on training chips)" if n is None else n)
+    st.selectbox("held-out part", [None, *HOLDOUT_BLOCKS], key="knob_holdout_block",
+                 format_func=lambda b: "the whole region" if b is None else f"{b} half",
+                 disabled=st.session_state.knob_holdout_roi is None)
+with model_col:
+    st.markdown("**Model**")
+    st.select_slider("embed dim", [32, 64, 96, 128, 192, 256], key="knob_embed_dim")
+    st.slider("depth (layers)", 1, 8, key="knob_depth")
+    st.select_slider("heads", [1, 2, 4, 6, 8], key="knob_heads")
+with objective_col:
+    st.markdown("**Objective**")
+    st.slider("mask ratio", 0.05, 0.95, step=0.05, key="knob_mask_ratio")
+    st.slider("patch-loss weight", 0.0, 2.0, step=0.05, key="knob_patch_loss_weight")
+    st.number_input("seed", 0, 2**31 - 1, key="knob_seed")
+with optim_col:
+    st.markdown("**Optimiser**")
+    st.number_input("learning rate", min_value=1e-6, max_value=10.0, format="%.1e", key="knob_lr")
+    st.number_input("weight decay", 0.0, 1.0, step=0.01, key="knob_weight_decay")
+    st.number_input("epochs", 1, 500, key="knob_epochs")
+    st.select_slider("batch size", [4, 8, 16, 32, 64, 128], key="knob_batch_size")
+    st.checkbox("cosine schedule", key="knob_cosine")
+
+knobs = {key.removeprefix("knob_"): st.session_state[key]
+         for key in st.session_state if str(key).startswith("knob_")}
+try:
+    config = config_from_knobs(knobs, rois, st.session_state.chip_config)
+except BharatEOError as exc:
+    ui.show_error(exc)
+    st.stop()
+
+tokens = config.tokens()
+preset = matching_preset(config)
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("parameters", f"{config.parameters / 1e6:.2f}M")
+m2.metric("token presentations", f"{tokens.total_tokens:,}")
+m3.metric("visible / masked tokens", f"{tokens.visible_tokens:,} / {tokens.masked_tokens:,}")
+m4.metric("masked pixel targets", f"{tokens.masked_pixel_targets:,}")
+st.caption(f"Settings: {preset or 'custom'} · chips of {config.chips.chip_size} px from "
+           f"{', '.join(roi_names)}")
+
+# --- run control -------------------------------------------------------------------------------
+job = st.session_state.job
+running = job is not None and not job.done
+name_col, train_col, stop_col = st.columns([3, 1, 1])
+run_name = name_col.text_input("run name", placeholder=default_run_name(config),
+                               help="Saved under checkpoints/<run name>/")
+if train_col.button("Train", type="primary", disabled=running, width="stretch"):
+    try:
+        ui.start_training(config, free_run_name(run_name or default_run_name(config)))
+    except BharatEOError as exc:
+        ui.show_error(exc)
+    st.rerun()
+if stop_col.button("Stop", disabled=not running, width="stretch"):
+    job.stop()
+    st.toast("Stopping after the current step; the run is kept.")
+
+
+def draw_progress(snap) -> None:
+    steps, epochs = snap["steps"], snap["config"].train.epochs
+    if snap["status"] == "queued":
+        st.info(f"Waiting for a free training slot: you are number {snap['queue_position'] or 1} "
+                f"in the queue (this server trains {max_trainings()} run(s) at a time).")
+    elif snap["status"] == "running":
+        if steps:
+            last = steps[-1]
+            eta = eta_seconds(steps, epochs)
+            st.progress(min(last["progress"] / epochs, 1.0),
+                        text=f"epoch {last['epoch']}/{epochs} · step {last['step']}/"
+                             f"{last['steps_per_epoch']} · {last['chips_per_s']:.0f} chips/s · "
+                             + (f"about {eta:.0f} s left" if eta is not None else "starting"))
+        else:
+            st.progress(0.0, text="building chips and starting…")
+    elif snap["status"] == "failed":
+        st.error(snap["error"])
+    elif snap["status"] == "diverged":
+        st.error(snap["end"].message)
+    elif snap["end"] is not None:
+        st.success(f"{snap['end'].message} Saved as run '{snap['run_name']}'; it is now the model "
+                   "the Reconstruct and Evaluate pages use.")
+    if steps or snap["epochs"]:
+        series = [series_from_job(snap, snap["run_name"])]
+        left, right = st.columns(2)
+        left.plotly_chart(loss_figure(series), width="stretch", key=f"loss-{len(steps)}")
+        right.plotly_chart(accuracy_figure(series), width="stretch", key=f"acc-{len(steps)}")
+
+
+@st.fragment(run_every=1.0)
+def live_progress(job) -> None:
+    if job.done:
+        st.rerun(scope="app")  # once: refresh the runs table and the sidebar
+    draw_progress(job.snapshot())
+
+
+if job is not None:
+    st.subheader(f"Run '{job.run_name}'")
+    if running:
+        live_progress(job)
+    else:
+        ui.adopt_finished_job()
+        draw_progress(job.snapshot())
+
+# --- saved runs --------------------------------------------------------------------------------
+st.subheader("Saved runs")
+runs = list_runs()
+if not runs:
+    st.caption("No saved runs yet. Every finished or stopped run is saved here.")
+    st.stop()
+st.dataframe(runs_table(runs), hide_index=True, width="stretch")
+by_name = {r.name: r for r in runs}
+compare = st.multiselect("compare runs on the same charts", list(by_name),
+                         default=list(by_name)[:min(2, len(by_name))])
+if compare:
+    series = [series_from_run(by_name[n]) for n in compare]
+    left, right = st.columns(2)
+    left.plotly_chart(loss_figure(series), width="stretch")
+    right.plotly_chart(accuracy_figure(series), width="stretch")
+
+chosen = st.selectbox("manage a run", list(by_name))
+load_col, rename_col, delete_col = st.columns(3)
+if load_col.button("Use this run for Reconstruct / Evaluate", width="stretch"):
+    ui.use_saved_run(by_name[chosen])
+    st.success(f"Now using saved run '{chosen}'.")
+new_name = rename_col.text_input("new name", key="rename_to", label_visibility="collapsed",
+                                 placeholder="new name")
+if rename_col.button("Rename", width="stretch", disabled=not new_name):
+    try:
+        rename_run(chosen, new_name)
+        st.rerun()
+    except BharatEOError as exc:
+        ui.show_error(exc)
+confirm = delete_col.checkbox(f"yes, delete '{chosen}'", key="confirm_delete")
+if delete_col.button("Delete", width="stretch", disabled=not confirm):
+    try:
+        delete_run(chosen)
+        st.session_state.confirm_delete = False
+        st.rerun()
+    except BharatEOError as exc:
+        ui.show_error(exc)

@@ -1,0 +1,115 @@
+"""The training studio's logic: knobs <-> RunConfig, run names, chart series, the runs table."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+
+import pandas as pd
+
+from bharateo.chips import ChipConfig
+from bharateo.errors import BharatEOError
+from bharateo.model import ModelConfig
+from bharateo.pipeline import PRESETS, RunConfig
+from bharateo.runs import SavedRun, checkpoint_root, validate_run_name
+from bharateo.train import TrainConfig
+
+# knob key -> (section, field) in RunConfig
+KNOBS = {
+    "n_chips": ("chips", "n_chips"), "min_classes": ("chips", "min_classes"),
+    "holdout_roi": ("chips", "holdout_roi"), "holdout_block": ("chips", "holdout_block"),
+    "embed_dim": ("model", "embed_dim"), "depth": ("model", "depth"), "heads": ("model", "heads"),
+    "mask_ratio": ("train", "mask_ratio"), "patch_loss_weight": ("train", "patch_loss_weight"),
+    "lr": ("train", "lr"), "weight_decay": ("train", "weight_decay"), "epochs": ("train", "epochs"),
+    "batch_size": ("train", "batch_size"), "cosine": ("train", "cosine"), "seed": ("train", "seed"),
+}
+
+
+def knobs_from_config(config: RunConfig) -> dict:
+    """Widget values for every knob."""
+    return {key: getattr(getattr(config, section), name) for key, (section, name) in KNOBS.items()}
+
+
+def preset_knobs(preset: str, roi_names: list[str]) -> dict:
+    knobs = knobs_from_config(PRESETS[preset])
+    if knobs["holdout_roi"] not in roi_names:
+        knobs["holdout_roi"] = None
+    return knobs
+
+
+def config_from_knobs(knobs: dict, rois, chip_config: ChipConfig) -> RunConfig:
+    """RunConfig for the chosen ROIs and knob values (chip size from the Chips page).
+
+    Raises ConfigError / ChipError with a teacher-readable message for impossible values.
+    """
+    seed = int(knobs["seed"])
+    chips = replace(chip_config, n_chips=int(knobs["n_chips"]), min_classes=int(knobs["min_classes"]),
+                    holdout_roi=knobs["holdout_roi"] or None,
+                    holdout_block=(knobs["holdout_block"] or None) if knobs["holdout_roi"] else None,
+                    seed=seed)
+    model = ModelConfig(embed_dim=int(knobs["embed_dim"]), depth=int(knobs["depth"]),
+                        heads=int(knobs["heads"])).validate()
+    train = TrainConfig(epochs=int(knobs["epochs"]), batch_size=int(knobs["batch_size"]),
+                        lr=float(knobs["lr"]), weight_decay=float(knobs["weight_decay"]),
+                        cosine=bool(knobs["cosine"]), mask_ratio=float(knobs["mask_ratio"]),
+                        patch_loss_weight=float(knobs["patch_loss_weight"]), seed=seed).validate()
+    return RunConfig(rois=tuple(r.spec for r in rois), chips=chips, model=model, train=train)
+
+
+def matching_preset(config: RunConfig) -> str | None:
+    """Name of the preset these settings equal (ignoring which ROIs), if any."""
+    for name, preset in PRESETS.items():
+        if replace(preset, rois=config.rois) == config:
+            return name
+    return None
+
+
+def default_run_name(config: RunConfig) -> str:
+    stamp = dt.datetime.now().strftime("%m%d-%H%M%S")
+    return f"mask{config.train.mask_ratio:.2f}-lr{config.train.lr:g}-{stamp}"
+
+
+def free_run_name(name: str) -> str:
+    """`name` if unused, else name-2, name-3, ... (validated)."""
+    name = validate_run_name(name)
+    root, candidate, k = checkpoint_root(), name, 2
+    while (root / candidate).exists():
+        candidate, k = f"{name}-{k}", k + 1
+    return validate_run_name(candidate)
+
+
+def eta_seconds(steps: list[dict], epochs: int) -> float | None:
+    """Seconds left, from the average step time so far."""
+    if len(steps) < 2:
+        return None
+    per_step = steps[-1]["elapsed"] / len(steps)
+    return max(steps[-1]["steps_per_epoch"] * epochs - len(steps), 0) * per_step
+
+
+def series_from_job(snapshot: dict, label: str) -> dict:
+    return {"label": label, "steps": snapshot["steps"], "epochs": snapshot["epochs"],
+            "patch_loss_weight": snapshot["config"].train.patch_loss_weight}
+
+
+def series_from_run(run: SavedRun) -> dict:
+    return {"label": run.name, "steps": [], "epochs": run.history,
+            "patch_loss_weight": run.config["train"]["patch_loss_weight"]}
+
+
+def runs_table(runs: list[SavedRun]) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        m, cfg = run.metrics, run.config
+        rows.append({
+            "run": run.name,
+            "saved": cfg.get("saved_at", "")[:19].replace("T", " "),
+            "status": cfg.get("status", m.get("end_reason", "")),
+            "epochs": m.get("epochs_done"),
+            "mask": cfg["train"]["mask_ratio"],
+            "lr": cfg["train"]["lr"],
+            "embed/depth/heads": f"{cfg['model']['embed_dim']}/{cfg['model']['depth']}/{cfg['model']['heads']}",
+            "masked MAE": m.get("train_rec_mae"),
+            "ESA acc": m.get("train_esa_acc"),
+            "held-out MAE": m.get("heldout_rec_mae"),
+            "held-out acc": m.get("heldout_esa_acc"),
+        })
+    return pd.DataFrame(rows)
