@@ -104,20 +104,95 @@ def class_share_chart(series: dict[str, list[int]], title: str = "patch-label cl
 def token_variance_heatmap(color_var, highlight: tuple[int, int] | None = None) -> go.Figure:
     """G x G token colour variance in magma (the notebook's third token panel), with hover."""
     import numpy as np
+    from plotly.colors import sequential
 
     values = np.asarray(color_var, dtype=float)
     g = values.shape[0]
     index = np.arange(g * g).reshape(g, g)
+    magma = [[k / (len(sequential.Magma) - 1), c] for k, c in enumerate(sequential.Magma)]
     fig = go.Figure(go.Heatmap(
-        z=values, colorscale="Magma", zmin=0, zmax=max(float(values.max()), 1e-6),
+        z=values, colorscale=magma, zmin=0, zmax=max(float(values.max()), 1e-6),
         customdata=index, colorbar=dict(thickness=12, title=dict(text="var")),
         hovertemplate="token %{customdata} (row %{y}, col %{x})<br>variance %{z:.4f}<extra></extra>"))
     if highlight is not None:
         r, c = highlight
         fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=r - 0.5, y1=r + 0.5,
                       line=dict(color="#22d3ee", width=3))
-    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
-    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed",
-                     scaleanchor="x", constrain="domain")
+    fig.update_xaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False,
+                     constrain="domain")
+    fig.update_yaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False,
+                     autorange="reversed", scaleanchor="x", constrain="domain")
     fig.update_layout(title="token colour variance", margin=FIGURE_MARGIN, height=340)
+    return fig
+
+
+# --- Reconstruct and Evaluate pages ----------------------------------------------------------
+def mask_ratio_curve(rows: list[dict], current_ratio: float | None = None,
+                     train_ratio: float | None = None, title: str = "hide more, paint worse?") -> go.Figure:
+    """Masked MAE (left axis) and ESA patch accuracy (right axis) against the mask ratio.
+
+    rows: [{ratio, masked_mae, patch_acc}]. A dashed line marks `current_ratio`, a dotted one the
+    ratio the run was trained at.
+    """
+    x = [r["ratio"] for r in rows]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=x, y=[r["masked_mae"] for r in rows], name="masked MAE",
+                             mode="lines+markers", line=dict(color="#d62728"),
+                             hovertemplate="%{x:.0%} hidden: masked MAE %{y:.3f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=x, y=[r["patch_acc"] for r in rows], name="patch accuracy",
+                             mode="lines+markers", line=dict(color="#1f77b4", dash="dash"), yaxis="y2",
+                             hovertemplate="%{x:.0%} hidden: patch accuracy %{y:.1%}<extra></extra>"))
+    if train_ratio is not None:
+        fig.add_vline(x=train_ratio, line=dict(color="#9ca3af", dash="dot", width=1),
+                      annotation_text=f"trained at {train_ratio:.0%}",
+                      annotation_position="bottom left", annotation_font_color="#6b7280")
+    if current_ratio is not None:
+        fig.add_vline(x=current_ratio, line=dict(color="#111827", dash="dash", width=2),
+                      annotation_text=f"now {current_ratio:.0%}", annotation_position="top right")
+    top = max([r["masked_mae"] for r in rows] + [0.05]) * 1.15
+    fig.update_layout(
+        title=title, margin=dict(FIGURE_MARGIN, r=60), height=340,
+        xaxis=dict(title="mask ratio (share of patches hidden)", range=[0, 1], tickformat=".0%"),
+        yaxis=dict(title="masked MAE (lower is better)", range=[0, top]),
+        yaxis2=dict(title="patch accuracy", overlaying="y", side="right", range=[0, 1],
+                    tickformat=".0%", showgrid=False),
+        legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def confusion_heatmap(counts, shares, normalised: bool = False, title: str = "") -> go.Figure:
+    """The notebook's ESA patch confusion matrix: rows = target class, columns = predicted.
+
+    counts: C x C patch counts; shares: the same matrix row-normalised. Cells with no patches
+    stay blank; the hover always gives both the count and the share of the target class.
+    """
+    import numpy as np
+
+    counts, shares = np.asarray(counts), np.asarray(shares, dtype=float)
+    text = [["" if counts[i, j] == 0 else (f"{shares[i, j]:.2f}" if normalised else f"{counts[i, j]:,}")
+             for j in range(counts.shape[1])] for i in range(counts.shape[0])]
+    fig = go.Figure(go.Heatmap(
+        z=shares if normalised else counts, x=CLASS_NAMES, y=CLASS_NAMES, colorscale="Blues",
+        zmin=0, zmax=1 if normalised else max(int(counts.max()), 1), text=text,
+        texttemplate="%{text}", customdata=np.dstack([counts, shares]),
+        colorbar=dict(thickness=12, title=dict(text="share of row" if normalised else "patches")),
+        hovertemplate="target %{y} → predicted %{x}<br>%{customdata[0]:,} patches "
+                      "(%{customdata[1]:.0%} of the target's patches)<extra></extra>"))
+    fig.update_xaxes(title="predicted", tickangle=-40, constrain="domain")
+    fig.update_yaxes(title="target", autorange="reversed", scaleanchor="x", constrain="domain")
+    fig.update_layout(title=title, margin=FIGURE_MARGIN, height=460)
+    return fig
+
+
+def per_class_mae_chart(series: dict[str, list]) -> go.Figure:
+    """Masked reconstruction MAE per class, one bar group per named set (None = no such pixels)."""
+    colors = ["#374151", "#ea580c"]
+    fig = go.Figure()
+    for k, (label, values) in enumerate(series.items()):
+        fig.add_trace(go.Bar(x=CLASS_NAMES, y=[v if v is not None else None for v in values],
+                             name=label, marker_color=colors[k % len(colors)],
+                             hovertemplate=f"{label} · %{{x}}: MAE %{{y:.3f}}<extra></extra>"))
+    fig.update_layout(title="reconstruction error per class (hidden pixels of that class)",
+                      yaxis_title="masked MAE", barmode="group", margin=FIGURE_MARGIN, height=320,
+                      legend=dict(orientation="h", y=-0.3))
     return fig

@@ -37,26 +37,30 @@ class TrainingQueue:
         self._waiting: list = []
         self._running: list = []
 
-    def wait_for_slot(self, job, cancelled) -> bool:
-        """Block until `job` may run (True) or `cancelled()` says it should give up (False)."""
+    def enqueue(self, job) -> None:
+        """Take a place in line (at click time, so arrival order is click order)."""
         with self._cond:
             self._waiting.append(job)
-            try:
-                while True:
-                    if cancelled():
-                        return False
-                    if self._waiting[0] is job and len(self._running) < max_trainings():
-                        self._running.append(job)
-                        return True
-                    self._cond.wait(timeout=0.25)
-            finally:
-                self._waiting.remove(job)
-                self._cond.notify_all()
 
-    def release(self, job) -> None:
+    def wait_for_slot(self, job, cancelled) -> bool:
+        """Block until `job` (enqueued) may run (True) or `cancelled()` says give up (False)."""
         with self._cond:
-            if job in self._running:
-                self._running.remove(job)
+            while True:
+                if cancelled():
+                    return False
+                if self._waiting[0] is job and len(self._running) < max_trainings():
+                    self._waiting.remove(job)
+                    self._running.append(job)
+                    self._cond.notify_all()
+                    return True
+                self._cond.wait(timeout=0.25)
+
+    def leave(self, job) -> None:
+        """Give back the job's place in line or its slot."""
+        with self._cond:
+            for line in (self._waiting, self._running):
+                if job in line:
+                    line.remove(job)
             self._cond.notify_all()
 
     def position(self, job) -> int | None:
@@ -111,6 +115,7 @@ class TrainingJob:
         self._thread = threading.Thread(target=self._run, name=f"train-{run_name}", daemon=True)
 
     def start(self) -> "TrainingJob":
+        self.queue.enqueue(self)
         self._thread.start()
         return self
 
@@ -149,7 +154,7 @@ class TrainingJob:
             log.exception("training job %s failed", self.run_name)
             self._set(status="failed", error=f"Training failed unexpectedly: {exc!r}")
         finally:
-            self.queue.release(self)
+            self.queue.leave(self)
 
     def _train(self) -> None:
         last_check = time.monotonic()

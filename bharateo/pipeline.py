@@ -51,8 +51,8 @@ class RunConfig:
 
 PRESETS = {
     "notebook default": RunConfig(),
-    "quick demo": RunConfig(chips=ChipConfig(n_chips=96), model=ModelConfig(embed_dim=64, depth=2),
-                            train=TrainConfig(epochs=4, lr=1e-3)),
+    "quick demo": RunConfig(chips=ChipConfig(n_chips=192), model=ModelConfig(embed_dim=64, depth=2),
+                            train=TrainConfig(epochs=8, lr=2e-3)),  # ~3 s on 2 cores
     "bigger": RunConfig(chips=ChipConfig(n_chips=768), model=ModelConfig(embed_dim=192, depth=4, heads=6),
                         train=TrainConfig(epochs=30)),
 }

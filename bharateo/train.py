@@ -18,6 +18,7 @@ from bharateo.errors import ConfigError
 from bharateo.model import ModelConfig, TinyRGBMAE, random_patch_mask
 
 HELDOUT_MASK_SEED = 1234  # fixed masks for held-out metrics, so epochs are comparable
+BLOW_UP_FACTOR = 20.0  # a loss this many times the first step's has diverged
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,11 @@ def masked_metrics(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float, seed: i
 def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipSet | None = None,
           stop: threading.Event | None = None):
     """Train `model` on `chips`; yields StepMetrics after every step, EpochMetrics after every
-    epoch, and finally one TrainingEnd. The model keeps the weights of the last good step."""
+    epoch, and finally one TrainingEnd. The model keeps the weights of the last good step.
+
+    Diverged: a NaN/inf loss, or one over BLOW_UP_FACTOR x the first step's (at lr = 1 AdamW
+    throws the loss from ~0.8 to ~50 without ever reaching NaN).
+    """
     config.validate()
     if model.config.img_size != chips.chip_size or model.config.patch_size != chips.patch_size:
         raise ConfigError(f"The model expects {model.config.img_size} px chips with "
@@ -135,7 +140,7 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
     n = len(chips)
     steps_per_epoch = math.ceil(n / config.batch_size)
     history: list[dict] = []
-    start, global_step = time.perf_counter(), 0
+    start, global_step, first_loss = time.perf_counter(), 0, None
     model.train()
     for epoch in range(1, config.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
@@ -152,8 +157,10 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
             tokens, targets = chips.tokens(idx), chips.patch_targets(idx)
             mask = random_patch_mask(len(idx), tokens.shape[1], config.mask_ratio, generator)
             out = model.training_losses(tokens, targets, mask, config.patch_loss_weight)
-            if not torch.isfinite(out["loss"]):
-                yield TrainingEnd("diverged", divergence_message(config, epoch, step),
+            loss = out["loss"].item()
+            first_loss = loss if first_loss is None else first_loss
+            if not math.isfinite(loss) or loss > BLOW_UP_FACTOR * first_loss:
+                yield TrainingEnd("diverged", divergence_message(config, epoch, step, loss, first_loss),
                                   epoch - 1, history)
                 return
             optimizer.zero_grad(set_to_none=True)
@@ -179,7 +186,10 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
     yield TrainingEnd("finished", f"Finished {config.epochs} epochs.", config.epochs, history)
 
 
-def divergence_message(config: TrainConfig, epoch: int, step: int) -> str:
-    return (f"The loss became NaN/infinite at epoch {epoch}, step {step}, so training stopped "
-            f"and kept the weights from the step before. A learning rate of {config.lr:g} is "
-            "probably too high: try 4e-4 (the notebook's) or something between 1e-4 and 1e-3.")
+def divergence_message(config: TrainConfig, epoch: int, step: int, loss: float,
+                       first_loss: float) -> str:
+    what = ("became NaN/infinite" if not math.isfinite(loss) else
+            f"blew up from {first_loss:.3g} to {loss:.3g} (over {BLOW_UP_FACTOR:g}x)")
+    return (f"The loss {what} at epoch {epoch}, step {step}, so training stopped and kept the "
+            f"weights from the step before. A learning rate of {config.lr:g} is probably too "
+            "high: try 4e-4 (the notebook's) or something between 1e-4 and 1e-3.")

@@ -18,7 +18,14 @@ from bharateo.errors import RegionError
 from bharateo.mapview import default_roi_name
 from bharateo.model import ModelConfig
 from bharateo.render import draw_grid, labels_image, thumbnail_labels, to_uint8, upscale
-from bharateo.roi import NOTEBOOK_ROIS, Roi, RoiSpec, check_roi_spec, native_class_counts, roi_window
+from bharateo.roi import (
+    NOTEBOOK_ROIS,
+    Roi,
+    RoiSpec,
+    check_roi_spec,
+    native_class_counts,
+    roi_window,
+)
 from bharateo.worldcover import (
     CLASS_COLORS_255,
     CLASS_COLORS_HEX,
@@ -45,8 +52,14 @@ def legend_html(classes=None) -> str:
     ids = range(NUM_CLASSES) if classes is None else sorted(set(int(c) for c in classes))
     return " ".join(
         f"<span style='background:{CLASS_COLORS_HEX[i]};padding:1px 7px;border-radius:3px;"
-        f"color:white;font-size:0.8em;text-shadow:0 0 2px #000'>{html.escape(CLASS_NAMES[i])}</span>"
+        f"color:{text_color(i)};font-size:0.8em'>{html.escape(CLASS_NAMES[i])}</span>"
         for i in ids)
+
+
+def text_color(class_id: int) -> str:
+    """Black or white, whichever reads better on the class colour."""
+    r, g, b = (int(v) for v in CLASS_COLORS_255[class_id])
+    return "#111" if 0.299 * r + 0.587 * g + 0.114 * b > 150 else "#fff"
 
 
 def class_swatch_html(class_id: int, text: str | None = None) -> str:
@@ -170,6 +183,17 @@ def roi_from_cache(roi: Roi) -> bool:
     return str(roi.provenance.get("source", "")).startswith("local cache")
 
 
+def roi_summary(roi: Roi) -> str:
+    """One line under an ROI's picture: where it is and where its pixels came from."""
+    tiles = [t.get("tile", "?") for t in roi.provenance.get("tiles", [])]
+    text = (f"Centre {lon_lat_text(roi.spec.lon, roi.spec.lat)}; "
+            f"tile{'s' if len(tiles) > 1 else ''} {', '.join(tiles)}; "
+            f"source: {roi.provenance.get('source', '?')}.")
+    if roi.synthetic:
+        text += " Synthetic test fixture, not WorldCover."
+    return text
+
+
 def provenance_rows(roi: Roi) -> pd.DataFrame:
     """Where an ROI's pixels came from, as a two-column table."""
     p = roi.provenance
@@ -177,8 +201,8 @@ def provenance_rows(roi: Roi) -> pd.DataFrame:
     source = str(p.get("source", "?"))
     rows = [
         ("source", source + (" (synthetic test fixture, NOT WorldCover)" if roi.synthetic else "")),
-        ("read from", "local disk cache (no download)" if roi_from_cache(roi)
-         else "the source itself (now cached on disk)"),
+        ("cache", "read from the local disk cache (no download)" if roi_from_cache(roi)
+         else "read from the source, then cached on disk"),
         ("tiles", ", ".join(tiles) or "?"),
         ("centre", lon_lat_text(roi.spec.lon, roi.spec.lat)),
         ("bounds (deg)", bounds_text(p["bounds"]) if p.get("bounds") else "?"),
@@ -235,6 +259,15 @@ def chip_picture(chips: ChipSet, i: int, mode: str = "rgb", display_px: int = 25
     else:
         image = labels_image(chips.patch_labels[i])
     return upscale(image, max(1, display_px // image.shape[0]))
+
+
+def chip_indices(chips: ChipSet, roi_name: str | None = None) -> list[int]:
+    """Indices of the chips from `roi_name` (all chips when None)."""
+    if roi_name is None:
+        return list(range(len(chips)))
+    if roi_name not in chips.roi_names:
+        return []
+    return np.flatnonzero(chips.roi_index == chips.roi_names.index(roi_name)).tolist()
 
 
 def chip_caption(chips: ChipSet, i: int) -> str:
@@ -304,6 +337,16 @@ def token_class_mix(chips: ChipSet, i: int, token: int) -> list[tuple[int, int]]
     return [(int(k), int(counts[k])) for k in np.argsort(-counts, kind="stable") if counts[k]]
 
 
+def token_mix_text(chips: ChipSet, i: int, token: int) -> str:
+    """'Pixels by class: built_up 180, tree 76 (of 256); the most frequent class is the label.'"""
+    mix = token_class_mix(chips, i, token)
+    text = ("Pixels by class: " + ", ".join(f"{CLASS_NAMES[k]} {n}" for k, n in mix)
+            + f" (of {chips.patch_size ** 2}); the most frequent class is the label")
+    if len(mix) > 1 and mix[0][1] == mix[1][1]:
+        text += " (a tie goes to the class listed first in the legend)"
+    return text + "."
+
+
 def token_label(chips: ChipSet, i: int, token: int) -> int:
     g = chips.grid_size
     r, c = divmod(int(token), g)
@@ -345,13 +388,14 @@ def shape_journey(chips: ChipSet, i: int, view: TokenView, embed_dim: int, embed
         f"1. **{s} × {s}** class ids (classes here: "
         f"{', '.join(CLASS_NAMES[k] for k in classes)}) are painted in the palette: the input "
         f"tensor is **3 × {s} × {s}** = {3 * s * s:,} values, min {lo:.3f}, max {hi:.3f}.",
-        f"2. Patchify: a {g} × {g} grid of {p} × {p} px patches gives **{n} × {dim}**: "
-        f"{n} tokens, each 3 channels × {p} × {p} px = {dim} values (all red values, then green, "
-        "then blue).",
-        f"3. The linear patch embedding ({dim} → {embed_dim}) turns them into **{n} × {embed_dim}**, "
-        f"the transformer's sequence (embed dim {embed_dim}: {embed_source}).",
-        f"4. The encoder keeps **{n} × {embed_dim}**; the pixel head maps each token back to {dim} "
-        f"values and the patch head to {NUM_CLASSES} class scores: **{n} × {dim}** and "
+        f"2. Patchify: cutting the chip into {g} × {g} patches of {p} × {p} px gives "
+        f"**{n} × {dim}**: {n} tokens, each 3 channels × {p} × {p} px = {dim} values (all red "
+        "values, then green, then blue).",
+        f"3. The linear patch embedding ({dim} → {embed_dim}) turns them into "
+        f"**{n} × {embed_dim}**, the transformer's sequence (embed dim {embed_dim}: "
+        f"{embed_source}).",
+        f"4. The encoder keeps **{n} × {embed_dim}**; the pixel head maps each token back to "
+        f"{dim} values and the patch head to {NUM_CLASSES} class scores: **{n} × {dim}** and "
         f"**{n} × {NUM_CLASSES}**.",
         "",
         f"First token's mean RGB: ({first}); its colour variance "
@@ -360,5 +404,3 @@ def shape_journey(chips: ChipSet, i: int, view: TokenView, embed_dim: int, embed
     ])
 
 
-def class_color_255(class_id: int) -> tuple[int, int, int]:
-    return tuple(int(v) for v in CLASS_COLORS_255[class_id])

@@ -1,4 +1,167 @@
+"""Chips: cut the regions into chips and look at the tokens the model sees."""
+import time
+
 import streamlit as st
 
-st.title("chips")
-st.info("This page is being built.")
+from bharateo import ui, views
+from bharateo.chips import ChipConfig, build_chip_sets
+from bharateo.errors import BharatEOError
+from bharateo.figures import chips_per_roi_chart, class_share_chart, token_variance_heatmap
+
+PER_PAGE = 24
+ui.init_state()  # harmless under app.py; needed if a page URL is the first run
+state = st.session_state
+
+st.title("Chips")
+st.markdown(
+    "Each training example is a square **chip** cut at random from a region, kept only if it "
+    "holds at least *min classes* land-cover classes. The model reads a chip as palette RGB, "
+    "cut into 16 × 16 px **tokens**; the dominant class of each token is its **patch label**.")
+if not state.rois:
+    ui.guidance("There are no regions to cut chips from yet. Choose some on the Regions page "
+                "first (the notebook's three are one button away).", "regions", "Go to Regions")
+    st.stop()
+ui.synthetic_banner()
+
+# --- controls -> ChipConfig -------------------------------------------------------------------
+names = [r.spec.name for r in state.rois]
+config = state.chip_config
+choices = views.holdout_choices(names)
+with st.form("chip_form"):
+    c1, c2, c3, c4 = st.columns(4)
+    n_chips = c1.number_input("Training chips", 1, 4096, config.n_chips, step=16, key="cfg_n",
+                              help="The notebook uses 384, spread evenly over the regions.")
+    chip_size = c2.select_slider("Chip size (px)", views.CHIP_SIZES, value=config.chip_size,
+                                 key="cfg_size",
+                                 help="128 px = 1.28 km: 8 × 8 = 64 tokens of 16 × 16 px.")
+    min_classes = c3.slider("Min classes per chip", 1, 8, config.min_classes, key="cfg_min",
+                            help="Chips with fewer distinct classes are drawn again.")
+    seed = c4.number_input("Seed", 0, 2**31 - 1, config.seed, key="cfg_seed",
+                           help="Same seed and settings = the same chips (the notebook uses 42).")
+    h1, h2 = st.columns([3, 1])
+    if state.get("cfg_holdout") not in choices:  # its region was removed
+        state.pop("cfg_holdout", None)
+    holdout = h1.selectbox("Held-out region (never used for training)", list(choices),
+                           index=list(choices).index(views.holdout_label(config, names)),
+                           key="cfg_holdout",
+                           help="Hold out a whole region, or one half of one, to test the model "
+                                "on land it never saw.")
+    n_holdout = h2.number_input("Held-out chips", 1, 1024, config.n_holdout_chips, step=16,
+                                key="cfg_n_holdout")
+    build = st.form_submit_button("Build chips", type="primary", key="build_chips")
+
+if build:
+    holdout_roi, holdout_block = choices[holdout]
+    new_config = ChipConfig(n_chips=int(n_chips), chip_size=int(chip_size),
+                            patch_size=config.patch_size, min_classes=int(min_classes),
+                            seed=int(seed), holdout_roi=holdout_roi, holdout_block=holdout_block,
+                            n_holdout_chips=int(n_holdout))
+    bar = st.progress(0.0, text=f"Sampling {new_config.n_chips} chips of {chip_size} px from "
+                                f"{len(names)} region(s)…")
+    start = time.perf_counter()
+    try:
+        train, held = build_chip_sets(state.rois, new_config)
+    except BharatEOError as exc:
+        bar.empty()
+        st.error(f"No chips were built. {exc}"
+                 + (" The chips below are the ones built before." if state.train_chips is not None else ""))
+    else:
+        bar.progress(1.0, text="done")
+        state.chip_config, state.train_chips, state.heldout_chips = new_config, train, held
+        state.chips_message = (f"Built {len(train)} training"
+                               + (f" + {len(held)} held-out" if held is not None else "")
+                               + f" chips in {time.perf_counter() - start:.1f} s.")
+        st.rerun()  # so the sidebar and every widget below see the new chips
+if message := state.pop("chips_message", None):
+    st.success(message)
+
+chips = state.train_chips
+if chips is None:
+    st.info("Choose the settings above and press **Build chips**.")
+    st.stop()
+if views.chips_stale(chips, state.rois):
+    st.warning("The regions changed since these chips were built (they come from "
+               f"{', '.join(chips.roi_names)}). Press **Build chips** to cut them again.")
+
+# --- the chips --------------------------------------------------------------------------------
+st.subheader("The chips")
+held = state.heldout_chips
+v1, v2, v3, v4 = st.columns([2, 2, 2, 1])
+sets = {"training": chips} | ({"held-out": held} if held is not None else {})
+if state.get("chip_set") not in sets:
+    state["chip_set"] = "training"
+shown_set = v1.radio("Chip set", list(sets), horizontal=True, key="chip_set")
+shown = sets.get(shown_set, chips)
+mode = v2.radio("Show", ["RGB chip (model input)", "patch labels (targets)"], horizontal=True,
+                key="chip_mode")
+region_names = [n for n, k in shown.chips_per_roi().items() if k]
+if state.get("chip_region") not in ["all regions", *region_names]:
+    state["chip_region"] = "all regions"
+region = v3.selectbox("From region", ["all regions", *region_names], key="chip_region")
+selected = views.chip_indices(shown, None if region == "all regions" else region)
+pages = max(1, -(-len(selected) // PER_PAGE))
+state["chip_page"] = min(state.get("chip_page", 1), pages)
+page = v4.number_input(f"Page (of {pages})", 1, pages, key="chip_page")
+indices = selected[(page - 1) * PER_PAGE:page * PER_PAGE]
+kind = "rgb" if mode.startswith("RGB") else "patch"
+st.caption(f"{len(indices)} of the {len(selected)} {shown_set} chips from {region} "
+           f"(page {page} of {pages}), {shown.chip_size} × {shown.chip_size} px"
+           + ("" if kind == "rgb" else f"; each square is one {shown.patch_size} px token's "
+                                       "dominant class"))
+for row in range(0, len(indices), 8):
+    for col, i in zip(st.columns(8), indices[row:row + 8]):
+        col.image(views.chip_picture(shown, i, kind), caption=views.chip_caption(shown, i),
+                  width="stretch")
+st.markdown(views.legend_html(), unsafe_allow_html=True)
+
+g1, g2 = st.columns(2)
+g1.plotly_chart(chips_per_roi_chart(chips.chips_per_roi(),
+                                    held.chips_per_roi() if held is not None else None),
+                key="chips_per_roi")
+balance = {"training": chips.patch_class_counts()}
+if held is not None:
+    balance["held-out"] = held.patch_class_counts()
+g2.plotly_chart(class_share_chart(balance), key="class_balance")
+
+# --- one chip up close ------------------------------------------------------------------------
+st.subheader("Inside one chip: 3 panels and the tensor shapes")
+n_tokens = shown.grid_size ** 2
+state["detail_chip"] = min(state.get("detail_chip", 0), len(shown) - 1)
+state["detail_token"] = min(state.get("detail_token", 0), n_tokens - 1)
+d1, d2 = st.columns(2)
+chip_i = d1.number_input(f"Chip ({shown_set}, 0–{len(shown) - 1})", 0, len(shown) - 1,
+                         key="detail_chip")
+token = d2.slider(f"Token (0–{n_tokens - 1}, row by row)", 0, n_tokens - 1, key="detail_token")
+view = views.token_view(shown, chip_i)
+row, col = view.rowcol(token)
+
+p1, p2, p3 = st.columns(3)
+p1.image(views.chip_with_grid(shown, chip_i, token), width="stretch",
+         caption=f"RGB chip {chip_i} with its {view.grid} × {view.grid} token grid; "
+                 f"token {token} outlined")
+p2.image(views.mean_rgb_picture(view, token), width="stretch",
+         caption="token mean RGB: each token's average colour")
+p3.plotly_chart(token_variance_heatmap(view.color_var, (row, col)), key="token_variance")
+p3.caption("black = one colour inside the token; bright = mixed classes")
+
+embed_dim, embed_source = views.embed_dim_from_state(state.model)
+st.markdown(views.shape_journey(shown, chip_i, view, embed_dim, embed_source, token))
+
+st.markdown(f"##### Token {token} (row {row}, col {col}): its {view.patch} × {view.patch} × 3 "
+            f"= {view.tokens.shape[1]} values")
+t1, t2 = st.columns([1, 4])
+with t1:
+    st.image(views.token_picture(view, token), caption=f"token {token}, enlarged")
+    label = views.token_label(shown, chip_i, token)
+    st.markdown("Patch label: " + views.class_swatch_html(label), unsafe_allow_html=True)
+    st.caption(views.token_mix_text(shown, chip_i, token))
+with t2:
+    tabs = st.tabs([f"{c} ({name})" for c, name in zip(views.CHANNELS, views.CHANNEL_NAMES)])
+    for tab, (channel, table) in zip(tabs, views.token_values(view, token).items()):
+        tab.dataframe(table, height=600 if view.patch > 8 else "auto", column_config={
+            name: st.column_config.NumberColumn(name, format="%.3f", width=46)
+            for name in table.columns})
+    st.caption(f"Rows and columns are pixel positions inside the token. In the "
+               f"{view.tokens.shape[1]}-long token vector the {view.patch ** 2} red values come "
+               "first, then green, then blue.")
+st.page_link(ui.PAGES["train"], label="Next: train the model on these chips", icon="➡️")

@@ -1,4 +1,88 @@
+"""Evaluate: what the patch head gets right and wrong, on training chips and on a held-out region."""
 import streamlit as st
 
-st.title("evaluate")
-st.info("This page is being built.")
+from bharateo import figures, insight, insight_ui, ui
+from bharateo.errors import BharatEOError
+
+st.title("Evaluate")
+st.caption("The ESA patch head names a land-cover class for each of a chip's 64 patches. The "
+           "confusion matrix counts, for every true (target) class, which class the model said. "
+           "Compare the chips it trained on with a region it never saw.")
+ui.synthetic_banner()
+
+choice = insight_ui.choose_model("evaluate")
+if choice is None:
+    st.stop()
+entry, run = choice
+chip_sets = insight_ui.choose_chips(entry, "evaluate")
+if chip_sets is None:
+    st.stop()
+train_chips, held_chips = chip_sets
+model, config = entry["model"], entry["config"]
+ratio = config.train.mask_ratio
+
+try:
+    with st.spinner("Evaluating every patch of every chip (once per run and chips)…"):
+        results = {"train": insight.evaluation(model, train_chips, ratio, run)}
+        if held_chips is not None:
+            results["held"] = insight.evaluation(model, held_chips, ratio, run)
+except BharatEOError as exc:
+    ui.show_error(exc)
+    st.stop()
+held_name = insight.held_region_name(held_chips) if held_chips is not None else None
+train_res = results["train"].value
+held_res = results["held"].value if "held" in results else None
+
+st.info(insight.gap_reading(train_res, held_res, held_name,
+                            insight.held_out_by_run(config, held_chips) if held_chips else True),
+        icon="🧑‍🏫")
+st.caption(f"Predictions are made with {ratio:.0%} of each chip's patches hidden (the run's "
+           "training mask ratio), with the same fixed masks every time.")
+normalised = st.toggle("Row-normalised: each row sums to 1 (the share of a target class given each "
+                       "answer)", key="eval_normalised")
+
+columns = dict(zip(["train", "held"], st.columns(2, gap="large")))
+titles = {"train": f"Training chips ({len(train_chips)})",
+          "held": f"Held-out region: {held_name} ({len(held_chips)})" if held_chips is not None else ""}
+table_format = {name: st.column_config.NumberColumn(name, format="%.2f")
+                for name in ("precision", "recall", "F1")}
+table_format["masked MAE"] = st.column_config.NumberColumn(
+    "masked MAE", format="%.3f", help="Mean |RGB error| on hidden pixels of this class")
+table_format["support"] = st.column_config.NumberColumn(
+    "support", help="Target patches of this class (the row sum of the matrix)")
+table_format["predicted"] = st.column_config.NumberColumn(
+    "predicted", help="Patches the model gave this class (the column sum of the matrix)")
+for split, col in columns.items():
+    with col:
+        if split not in results:
+            st.subheader("Held-out region")
+            ui.guidance("No held-out region in these chips. To test the model on land it never saw, "
+                        "hold out a region (or half of one) on the Chips page, then train a run with "
+                        "those chips: its held-out chips appear here.", "chips", "Go to Chips")
+            continue
+        res = results[split].value
+        st.subheader(titles[split])
+        m1, m2, m3 = st.columns(3)
+        m1.metric("Patch accuracy", f"{res['accuracy']:.1%}",
+                  help="Share of all patches whose class the model names correctly.")
+        m2.metric("Masked MAE", f"{res['masked_mae']:.3f}",
+                  help="Mean |RGB error| over hidden pixels: how well it paints hidden patches back.")
+        m3.metric("Patches", f"{res['chips'] * train_chips.grid_size ** 2:,}",
+                  help=f"{res['chips']} chips × {train_chips.grid_size ** 2} patches")
+        st.plotly_chart(figures.confusion_heatmap(res["confusion"], insight.normalised_confusion(res),
+                                                  normalised, title="ESA patch classification confusion"),
+                        key=f"eval_confusion_{split}")
+        st.dataframe(insight.class_table(res), hide_index=True, column_config=table_format,
+                     key=f"eval_table_{split}")
+
+st.plotly_chart(figures.per_class_mae_chart(
+    {f"training chips": train_res["per_class_mae"],
+     **({f"held-out ({held_name})": held_res["per_class_mae"]} if held_res else {})}),
+    key="eval_class_mae")
+stored = [r.filename for r in results.values() if r.filename]
+how = {"file": "read back from", "memory": "kept from earlier, stored in", "computed": "computed now and stored in"}
+if run is not None and stored:
+    st.caption(f"Results for run '{run.name}': " + "; ".join(
+        f"{how[r.source]} {r.filename}" for r in results.values() if r.filename) + " beside the run.")
+else:
+    st.caption("This model has no saved run, so the results are kept in memory only.")

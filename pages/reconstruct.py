@@ -1,4 +1,107 @@
+"""Reconstruct: hide some of a chip's patches and see what the model paints back."""
 import streamlit as st
 
-st.title("reconstruct")
-st.info("This page is being built.")
+from bharateo import evaluate, figures, insight, insight_ui, ui
+from bharateo.errors import BharatEOError
+
+st.title("Reconstruct")
+st.caption("Hide some of a chip's 64 patches, as in training, and see what the model paints back "
+           "and which land-cover class it names for every patch. Drag the mask ratio: the more is "
+           "hidden, the less the model has to go on.")
+ui.synthetic_banner()
+
+choice = insight_ui.choose_model("reconstruct")
+if choice is None:
+    st.stop()
+entry, run = choice
+chip_sets = insight_ui.choose_chips(entry, "reconstruct")
+if chip_sets is None:
+    st.stop()
+train_chips, held_chips = chip_sets
+model = entry["model"]
+
+# --- which chips ---------------------------------------------------------------------------------
+splits = {"train": train_chips}
+if held_chips is not None:
+    splits["held"] = held_chips
+if st.session_state.get("recon_split") not in splits:
+    st.session_state.recon_split = "train"
+split_names = {"train": f"training chips ({len(train_chips)})"}
+if held_chips is not None:
+    split_names["held"] = (f"held-out region: {insight.held_region_name(held_chips)} "
+                           f"({len(held_chips)})")
+split = st.radio("Chips", list(splits), key="recon_split", horizontal=True,
+                 format_func=split_names.get)
+if held_chips is None:
+    st.caption("No held-out region in these chips: hold one out on the Chips page to see the model "
+               "on land it never saw.")
+chips = splits[split]
+
+chip_key = f"recon_chip_{split}"
+if not 0 <= st.session_state.get(chip_key, 0) < len(chips):
+    st.session_state[chip_key] = 0
+st.session_state.setdefault(chip_key, 0)
+picker, *thumb_cols = st.columns([1.6] + [1] * 10, vertical_alignment="bottom")
+index = int(picker.number_input(f"Chip (0–{len(chips) - 1})", min_value=0, max_value=len(chips) - 1,
+                                step=1, key=chip_key,
+                                help="Type a number, or click a thumbnail. Thumbnails show the ten "
+                                     "chips around this one."))
+first = min(index // 10 * 10, max(len(chips) - 10, 0))
+for col, i in zip(thumb_cols, range(first, min(first + 10, len(chips)))):
+    col.image(insight.thumbnail(chips, i), output_format="PNG")
+    col.button(f"{i}", key=f"recon_thumb_{split}_{i}", width="stretch",
+               type="primary" if i == index else "secondary",
+               on_click=st.session_state.__setitem__, args=(chip_key, i))
+
+# --- the mask --------------------------------------------------------------------------------------
+st.session_state.setdefault("recon_mask_ratio", 0.75)
+st.session_state.setdefault("recon_mask_seed", 0)
+slider_col, seed_col = st.columns([5, 1], vertical_alignment="bottom")
+ratio = round(slider_col.slider("Mask ratio: share of the 64 patches hidden", 0.05, 0.95, step=0.05,
+                                key="recon_mask_ratio", format="%.2f"), 2)
+seed_col.button("🎲 New random mask", key="recon_new_mask", width="stretch",
+                help="Hide a different random set of patches (same ratio).",
+                on_click=lambda: st.session_state.update(
+                    recon_mask_seed=st.session_state.recon_mask_seed + 1))
+
+try:
+    rec = evaluate.reconstruct_chip(model, chips, index, ratio, st.session_state.recon_mask_seed)
+except BharatEOError as exc:
+    ui.show_error(exc)
+    st.stop()
+panels = insight.reconstruction_panels(rec, ratio, index)
+
+# --- the notebook's panels -----------------------------------------------------------------------
+for col, panel in zip(st.columns(4), panels[:4]):
+    col.image(panel.image, caption=panel.title, output_format="PNG")
+row = st.columns(4)
+for col, panel in zip(row[:3], panels[4:]):
+    col.image(panel.image, caption=panel.title, output_format="PNG")
+row[0].image(insight.magma_legend(), output_format="PNG",
+             caption="mean |RGB error|: 0 (black) … 0.5 or more (yellow); grey = visible, not scored")
+row[1].markdown(insight.class_legend_html(sorted(set(rec.patch_prediction.ravel()) |
+                                                 set(rec.patch_target.ravel()))),
+                unsafe_allow_html=True)
+with row[3]:
+    st.metric("Masked MAE (this chip)", f"{rec.masked_mae:.3f}",
+              help="Mean absolute RGB error over the hidden patches' pixels (palette colours run "
+                   "0–1, so 0.1 is a small colour error and 0.5 a wrong class). Lower is better.")
+    st.metric("Patch accuracy (this chip)", f"{rec.patch_acc:.0%}",
+              help="Share of this chip's 64 patches whose ESA class the patch head names correctly "
+                   "(hidden and visible patches).")
+    st.caption(f"Mask #{st.session_state.recon_mask_seed} at {ratio:.0%}: "
+               f"{int(rec.mask.sum())} of {rec.mask.size} patches hidden.")
+
+# --- the curve -------------------------------------------------------------------------------------
+with st.spinner("Measuring the model on these chips at nine mask ratios (once per run)…"):
+    curve = insight.ratio_curve(model, chips, run)
+train_ratio = entry["config"].train.mask_ratio
+st.plotly_chart(
+    figures.mask_ratio_curve(curve.value, ratio, train_ratio,
+                             title=f"all {len(chips)} {split_names[split].split(' (')[0]}: "
+                                   "error and accuracy vs mask ratio"),
+    key="recon_curve")
+st.caption(f"Averages over all {len(chips)} chips with fixed masks. The model was trained with "
+           f"{train_ratio:.0%} hidden, and a small model is often best near that ratio. "
+           + (f"Computed once and stored beside run '{run.name}' ({curve.filename})."
+              if curve.filename else "Computed once for this model and these chips."))

@@ -8,9 +8,13 @@ from bharateo import ui, views
 from bharateo.errors import BharatEOError
 from bharateo.figures import class_bar_chart
 from bharateo.mapview import build_region_map, propose_roi_from_click
-from bharateo.roi import check_no_overlap
+from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, check_no_overlap
+from bharateo.worldcover import data_source_from_env
 
+ui.init_state()  # harmless under app.py; needed if a page URL is the first run
 state = st.session_state
+state.setdefault("region_size", views.DEFAULT_SIZE)
+state.setdefault("regions_messages", [])  # [(kind, text)] shown once, next to the map
 
 
 # --- callbacks: they run before the page, so the map below already shows their result -------
@@ -18,7 +22,7 @@ def on_map_click() -> None:
     try:
         spec = propose_roi_from_click(state.get("region_map"), state.region_size)
     except BharatEOError as exc:
-        state.regions_message = str(exc)
+        state.regions_messages.append(("error", str(exc)))
         return
     if spec is not None:
         state.proposed_roi = spec
@@ -29,35 +33,38 @@ def on_size_change() -> None:
         try:
             state.proposed_roi = views.resized(state.proposed_roi, state.region_size)
         except BharatEOError as exc:
-            state.regions_message = str(exc)
+            state.regions_messages.append(("error", str(exc)))
 
 
 def discard_proposal() -> None:
     state.proposed_roi = None
 
 
-def read_regions(specs) -> list[str]:
-    """Read and add `specs` with a progress display; returns the error messages."""
-    errors = []
+def read_regions(specs) -> None:
+    """Read and add `specs` showing progress, then rerun so every widget sees the new regions."""
+    errors, read = [], []
+    start = time.perf_counter()
     with st.status(f"Reading {len(specs)} region{'s' if len(specs) > 1 else ''}…",
                    expanded=True) as status:
         bar = st.progress(0.0)
-        start = time.perf_counter()
         for k, spec in enumerate(specs):
-            where = "local cache" if ui.is_cached(spec) else "the WorldCover source"
-            bar.progress(k / len(specs), text=f"{spec.name}: reading {views.size_label(spec.size)} "
-                                              f"from {where}…")
+            where = "the local cache" if ui.is_cached(spec) else data_source_from_env().describe()
+            bar.progress(k / len(specs),
+                         text=f"{spec.name}: {views.size_label(spec.size)} from {where}…")
             try:
                 ui.add_roi(spec)
-                st.write(f"✅ {spec.name} ({views.size_label(spec.size)}) from {where}")
+                read.append(f"{spec.name} (from {where})")
             except BharatEOError as exc:
-                errors.append(f"**{spec.name}**: {exc}")
-                st.write(f"❌ {spec.name}: not added")
-        bar.progress(1.0, text=f"done in {time.perf_counter() - start:.1f} s")
-        status.update(label=f"Read {len(specs) - len(errors)} of {len(specs)} regions in "
-                            f"{time.perf_counter() - start:.1f} s",
-                      state="error" if errors else "complete", expanded=bool(errors))
-    return errors
+                errors.append(("error", f"**{spec.name}** was not added. {exc}"))
+        bar.progress(1.0)
+        status.update(state="error" if errors else "complete")
+    if read:
+        state.regions_messages.append(
+            ("success", f"Read {', '.join(read)} in {time.perf_counter() - start:.1f} s."))
+        if state.proposed_roi is not None and state.proposed_roi.name in [s.name for s in specs]:
+            state.proposed_roi = None
+    state.regions_messages.extend(errors)
+    st.rerun()
 
 
 st.title("Regions")
@@ -66,40 +73,33 @@ st.markdown(
     "10 m** pixels (2048 px = 20.5 km). Click the map to propose a region centred on the click, "
     "or type a longitude/latitude; the notebook's three regions are one button away.")
 ui.synthetic_banner()
-
-state.setdefault("region_size", views.DEFAULT_SIZE)
 map_col, side_col = st.columns([3, 2], gap="medium")
 
-# --- right: presets, size, lon/lat form, the proposal, and any errors --------------------------
+# --- right: messages, presets, size, the lon/lat form and the proposal -------------------------
 with side_col:
-    errors = []
-    if message := state.pop("regions_message", None):
-        errors.append(message)
+    for kind, text in state.regions_messages:
+        (st.success if kind == "success" else st.error)(text)
+    state.regions_messages = []
 
-    st.markdown("**The notebook's regions** (N27E075 tile, 2048 px each)")
+    st.markdown("**The notebook's regions** (tile N27E075, 2048 px each)")
     missing = views.missing_presets(state.rois)
-    add_all = st.button("Add the notebook's three regions", key="add_presets", type="primary",
-                        disabled=not missing, width="stretch",
-                        help="delhi_ncr (built-up), shekhawati (arid cropland), mathura_belt "
-                             "(cropland)")
-    preset_cols = st.columns(3)
-    add_one = None
-    for col, spec in zip(preset_cols, views.NOTEBOOK_ROIS):
+    if st.button("Add the notebook's three regions", key="add_presets", type="primary",
+                 disabled=not missing, width="stretch",
+                 help="delhi_ncr (built-up), shekhawati (semi-arid Rajasthan), "
+                      "mathura_belt (UP cropland)"):
+        read_regions(missing)
+    for col, spec in zip(st.columns(len(NOTEBOOK_ROIS)), NOTEBOOK_ROIS):
         if col.button(spec.name, key=f"add_preset_{spec.name}", width="stretch",
-                      disabled=spec not in missing):
-            add_one = spec
-    if add_all:
-        errors += read_regions(missing)
-    elif add_one is not None:
-        errors += read_regions([add_one])
+                      disabled=spec not in missing, help=views.spec_summary(spec)):
+            read_regions([spec])
 
     st.markdown("**A region of your own**")
     st.select_slider("Region size", options=views.SIZE_OPTIONS, key="region_size",
                      format_func=views.size_label, on_change=on_size_change,
-                     help="Side of the square, used for map clicks and the form below.")
-    with st.form("roi_form", border=True):
+                     help="Side of the square; used for map clicks and for the form below.")
+    with st.form("roi_form"):
         name = st.text_input("Name (optional)", key="form_name",
-                             placeholder="e.g. agra; default roi_<lon>E_<lat>N")
+                             placeholder="e.g. agra (default: roi_<lon>E_<lat>N)")
         c1, c2 = st.columns(2)
         lon = c1.number_input("Longitude (°E)", value=77.0, step=0.01, format="%.4f",
                               key="form_lon")
@@ -111,18 +111,18 @@ with side_col:
     if propose or add_now:
         try:
             spec = views.spec_from_form(name, lon, lat, state.region_size)
+        except BharatEOError as exc:
+            st.error(str(exc))
+        else:
             if add_now:
-                state.proposed_roi = None
-                errors += read_regions([spec])
+                read_regions([spec])  # reruns the page
             else:
                 state.proposed_roi = spec
-        except BharatEOError as exc:
-            errors.append(str(exc))
 
     proposal = state.proposed_roi
     if proposal is not None:
         with st.container(border=True):
-            st.markdown(f"**Proposed: {proposal.name}** (dashed orange on the map)")
+            st.markdown(f"**Proposed: {proposal.name}** (dashed orange on the map, not read yet)")
             st.caption(views.spec_summary(proposal)
                        + ("; already in the local cache" if ui.is_cached(proposal) else ""))
             try:
@@ -133,28 +133,21 @@ with side_col:
                                      key=f"proposal_name_{proposal.lon}_{proposal.lat}")
             p1, p2 = st.columns(2)
             if p1.button("Add region", key="add_proposed", type="primary", width="stretch"):
-                spec = views.RoiSpec(new_name.strip() or proposal.name, proposal.lon,
-                                     proposal.lat, proposal.size)
-                region_errors = read_regions([spec])
-                errors += region_errors
-                if not region_errors:
-                    state.proposed_roi = None
+                read_regions([RoiSpec(new_name.strip() or proposal.name, proposal.lon,
+                                      proposal.lat, proposal.size)])
             p2.button("Discard", key="discard_proposed", on_click=discard_proposal,
                       width="stretch")
-    for message in errors:
-        st.error(message)
 
-# --- left: the map, drawn after any changes above ---------------------------------------------
+# --- left: the map -----------------------------------------------------------------------------
 with map_col:
     chosen, proposed = views.map_layers(state.rois, state.proposed_roi)
     center, zoom = views.map_view([b for _, b in chosen] + ([proposed[1]] if proposed else []))
     st_folium(build_region_map(chosen, proposed, center=center, zoom=zoom),
               use_container_width=True, height=450, returned_objects=["last_clicked"],
               key="region_map", on_change=on_map_click)
-    st.caption("Grey lines: the WorldCover 3° tiles (labelled at their south-west corner). "
-               "Blue: your regions; dashed orange: a proposal not read yet. The OpenStreetMap "
-               "background needs internet; offline the map is plain but the tiles, regions and "
-               "clicks still work.")
+    st.caption("Grey lines: the WorldCover 3° tiles, each labelled at its south-west corner. "
+               "Blue: your regions; dashed orange: the proposal. The OpenStreetMap background "
+               "needs internet; offline it stays plain, but the tiles, regions and clicks work.")
 
 # --- the chosen regions ------------------------------------------------------------------------
 st.subheader(f"Your regions ({len(state.rois)})")
@@ -163,25 +156,21 @@ if not state.rois:
 else:
     st.markdown("Collapsed WorldCover classes: " + views.legend_html(), unsafe_allow_html=True)
     per_row = 3
-    for start in range(0, len(state.rois), per_row):
-        cols = st.columns(per_row)
-        for col, roi in zip(cols, state.rois[start:start + per_row]):
+    for first in range(0, len(state.rois), per_row):
+        for col, roi in zip(st.columns(per_row), state.rois[first:first + per_row]):
             with col.container(border=True):
                 st.markdown(f"#### {roi.spec.name}")
                 picture = views.roi_picture(roi)
                 st.image(picture.image, caption=picture.caption, width="stretch")
                 st.plotly_chart(class_bar_chart(views.collapsed_counts(roi),
                                                 "collapsed class pixels"),
-                                width="stretch", key=f"bars_{roi.spec.name}")
-                source = "local cache" if views.roi_from_cache(roi) else "source"
-                st.caption(f"{views.spec_summary(roi.spec)}; read from {source}"
-                           + (" · synthetic fixture" if roi.synthetic else ""))
+                                key=f"bars_{roi.spec.name}")
+                st.caption(views.roi_summary(roi))
                 for note in roi.notes:
                     st.warning(note)
                 with st.expander("Provenance and native class counts"):
-                    st.dataframe(views.provenance_rows(roi), hide_index=True, width="stretch")
-                    st.dataframe(views.native_counts_table(roi), hide_index=True,
-                                 width="stretch")
+                    st.dataframe(views.provenance_rows(roi), hide_index=True)
+                    st.dataframe(views.native_counts_table(roi), hide_index=True)
                 st.button("Remove", key=f"remove_{roi.spec.name}", on_click=ui.remove_roi,
                           args=(roi.spec.name,))
     st.page_link(ui.PAGES["chips"], label="Next: cut these regions into chips", icon="➡️")

@@ -86,7 +86,8 @@ st.caption(f"Settings: {preset or 'custom'} · chips of {config.chips.chip_size}
 job = st.session_state.job
 running = job is not None and not job.done
 name_col, train_col, stop_col = st.columns([3, 1, 1])
-run_name = name_col.text_input("run name", placeholder=default_run_name(config),
+run_name = name_col.text_input("run name", key="run_name",
+                               placeholder="automatic, e.g. mask0.75-lr0.0004-1125-101500",
                                help="Saved under checkpoints/<run name>/")
 if train_col.button("Train", type="primary", disabled=running, width="stretch"):
     try:
@@ -166,17 +167,21 @@ if load_col.button("Use this run for Reconstruct / Evaluate", width="stretch"):
     st.success(f"Now using saved run '{chosen}'.")
 new_name = rename_col.text_input("new name", key="rename_to", label_visibility="collapsed",
                                  placeholder="new name")
-if rename_col.button("Rename", width="stretch", disabled=not new_name):
+
+
+def manage(action, *args) -> None:
+    """Button callback: rename or delete, keeping any error for the page to show."""
     try:
-        rename_run(chosen, new_name)
-        st.rerun()
-    except BharatEOError as exc:
-        ui.show_error(exc)
-confirm = delete_col.checkbox(f"yes, delete '{chosen}'", key="confirm_delete")
-if delete_col.button("Delete", width="stretch", disabled=not confirm):
-    try:
-        delete_run(chosen)
+        action(*args)
         st.session_state.confirm_delete = False
-        st.rerun()
     except BharatEOError as exc:
-        ui.show_error(exc)
+        st.session_state.manage_error = str(exc)
+
+
+rename_col.button("Rename", width="stretch", disabled=not new_name,
+                  on_click=manage, args=(rename_run, chosen, new_name))
+confirm = delete_col.checkbox(f"yes, delete '{chosen}'", key="confirm_delete")
+delete_col.button("Delete", width="stretch", disabled=not confirm,
+                  on_click=manage, args=(delete_run, chosen))
+if error := st.session_state.pop("manage_error", None):
+    st.error(error)

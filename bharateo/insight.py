@@ -1,0 +1,387 @@
+"""What the Reconstruct and Evaluate pages compute, kept out of the page scripts.
+
+- which chips go with a run (rebuild a run's own chips from its config; say how the session's
+  chips differ from them),
+- results that are computed once per model + chips and then reused: the evaluation and the
+  mask-ratio curve are stored beside a saved run (runs.write_run_file, file name carrying a
+  fingerprint of the chips) and kept in a small in-process memo so a rerun costs nothing,
+- the reconstruction panels as crisp uint8 pictures, the per-class table, and a plain-language
+  reading of the gap between training chips and the held-out region.
+
+Nothing here imports Streamlit, so all of it is testable directly.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from bharateo import evaluate as ev
+from bharateo.chips import ChipSet, build_chip_sets
+from bharateo.errors import BharatEOError
+from bharateo.pipeline import RunConfig, load_rois
+from bharateo.render import draw_grid, labels_image, magma, to_uint8, upscale
+from bharateo.runs import SavedRun, read_run_file, write_run_file
+from bharateo.worldcover import CLASS_COLORS_HEX, CLASS_NAMES, NUM_CLASSES
+
+RESULT_FORMAT = 1
+MEMORY_ENTRIES = 64
+PANEL_SIDE = 256  # px of every reconstruction panel (an integer upscale of the chip)
+THUMB_SIDE = 80  # px of a chip thumbnail
+ERROR_RANGE = (0.0, 0.5)  # the notebook's magma range for |RGB error|
+UNSCORED_GREY = np.array([0.55, 0.55, 0.55], dtype=np.float32)
+
+_lock = threading.Lock()
+_memory: OrderedDict[tuple, object] = OrderedDict()
+_chip_fps: dict[int, tuple[weakref.ref, str]] = {}
+_model_digests: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+# --- identities ------------------------------------------------------------------------------
+def chips_fingerprint(chips: ChipSet) -> str:
+    """32 hex digits naming exactly these chips (pixels, where they came from, chip/patch size).
+
+    Memoised per ChipSet object, so asking again on every rerun costs nothing.
+    """
+    key = id(chips)
+    with _lock:
+        hit = _chip_fps.get(key)
+        if hit is not None and hit[0]() is chips:
+            return hit[1]
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps([chips.chip_size, chips.patch_size, chips.channels,
+                         list(chips.roi_names), len(chips)]).encode())
+    for array in (chips.labels, chips.roi_index, chips.origins):
+        h.update(np.ascontiguousarray(array).tobytes())
+    fingerprint = h.hexdigest()
+    with _lock:
+        _chip_fps[key] = (weakref.ref(chips, lambda _ref, k=key: _chip_fps.pop(k, None)), fingerprint)
+    return fingerprint
+
+
+def model_digest(model) -> str:
+    """32 hex digits naming the model's weights (memoised per model object).
+
+    A model is only handed to the pages once training has finished, so its weights no longer
+    change; a saved run and the same model still in memory have the same digest.
+    """
+    with _lock:
+        hit = _model_digests.get(model)
+    if hit is not None:
+        return hit
+    h = hashlib.blake2b(digest_size=16)
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest = h.hexdigest()
+    with _lock:
+        _model_digests[model] = digest
+    return digest
+
+
+# --- results computed once, stored beside the run --------------------------------------------
+@dataclass
+class StoredResult:
+    value: object
+    source: str  # "memory" | "file" | "computed"
+    filename: str | None  # the file beside the run holding it (None: no saved run, or unwritable)
+
+
+def result_filename(kind: str, chips_fp: str, params: dict) -> str:
+    params_hash = hashlib.blake2b(json.dumps(params, sort_keys=True).encode(),
+                                  digest_size=3).hexdigest()
+    return f"{kind}_{chips_fp[:12]}_{params_hash}.json"
+
+
+def clear_memory() -> None:
+    """Forget in-process results (files beside runs stay)."""
+    with _lock:
+        _memory.clear()
+
+
+def _remember(key: tuple, value) -> None:
+    with _lock:
+        _memory[key] = value
+        _memory.move_to_end(key)
+        while len(_memory) > MEMORY_ENTRIES:
+            _memory.popitem(last=False)
+
+
+def stored_result(kind: str, model, chips: ChipSet, params: dict, compute: Callable[[], object],
+                  run: SavedRun | None = None) -> StoredResult:
+    """`compute()` once per (model weights, chips, params); stored beside `run` when given.
+
+    A stored file is used only if it names the same weights, chips and params, so a run that was
+    retrained under the same name, or other chips, never get someone else's numbers.
+    """
+    chips_fp, digest = chips_fingerprint(chips), model_digest(model)
+    key = (kind, digest, chips_fp, json.dumps(params, sort_keys=True))
+    filename = result_filename(kind, chips_fp, params) if run is not None else None
+    record = {"format": RESULT_FORMAT, "kind": kind, "model_digest": digest,
+              "chips_fingerprint": chips_fp, "params": params}
+
+    def write(value) -> str | None:
+        try:
+            write_run_file(run, filename, {**record, "chips": len(chips), "roi_names": chips.roi_names,
+                                           "computed_at": dt.datetime.now(dt.timezone.utc)
+                                           .isoformat(timespec="seconds"), "result": value})
+            return filename
+        except (OSError, BharatEOError):  # read-only checkpoints: still show the numbers
+            return None
+
+    with _lock:
+        value = _memory.get(key)
+        if value is not None:
+            _memory.move_to_end(key)
+    if value is not None:
+        if run is not None and not (run.path / filename).exists():
+            filename = write(value)
+        return StoredResult(value, "memory", filename)
+    if run is not None:
+        stored = read_run_file(run, filename)
+        if isinstance(stored, dict) and all(stored.get(k) == v for k, v in record.items()) \
+                and "result" in stored:
+            _remember(key, stored["result"])
+            return StoredResult(stored["result"], "file", filename)
+    value = compute()
+    if run is not None:
+        filename = write(value)
+    _remember(key, value)
+    return StoredResult(value, "computed", filename)
+
+
+def evaluation(model, chips: ChipSet, mask_ratio: float, run: SavedRun | None = None) -> StoredResult:
+    """evaluate.evaluate (confusion, P/R/F1, masked MAE, per-class MAE), computed once."""
+    params = {"mask_ratio": round(float(mask_ratio), 4), "seed": ev.EVAL_MASK_SEED}
+    return stored_result("evaluation", model, chips, params,
+                         lambda: ev.evaluate(model, chips, params["mask_ratio"], ev.EVAL_MASK_SEED),
+                         run)
+
+
+def ratio_curve(model, chips: ChipSet, run: SavedRun | None = None) -> StoredResult:
+    """evaluate.mask_ratio_curve at 0.1 ... 0.9, computed once."""
+    params = {"ratios": list(ev.CURVE_RATIOS), "seed": ev.EVAL_MASK_SEED}
+    return stored_result("ratio_curve", model, chips, params,
+                         lambda: ev.mask_ratio_curve(model, chips, ev.CURVE_RATIOS, ev.EVAL_MASK_SEED),
+                         run)
+
+
+# --- which chips go with a run ---------------------------------------------------------------
+def chips_for_run(config: RunConfig, read_roi: Callable | None = None):
+    """Rebuild the chips a run was trained on -> (rois, training chips, held-out chips or None).
+
+    `read_roi(spec)` reads one region (the app passes its server-wide cached reader).
+    """
+    rois = [read_roi(spec) for spec in config.rois] if read_roi else load_rois(config.rois)
+    train, held = build_chip_sets(rois, config.chips)
+    return rois, train, held
+
+
+def chip_differences(config: RunConfig, train: ChipSet, held: ChipSet | None) -> list[str]:
+    """How the session's chips differ from the chips `config` describes (empty: they look the same)."""
+    c = config.chips
+    out = []
+    run_regions = [r.name for r in config.rois]
+    if list(train.roi_names) != run_regions:
+        out.append(f"the run used regions {', '.join(run_regions)}; these chips come from "
+                   f"{', '.join(train.roi_names)}")
+    if (train.chip_size, train.patch_size) != (c.chip_size, c.patch_size):
+        out.append(f"the run used {c.chip_size} px chips with {c.patch_size} px patches; these are "
+                   f"{train.chip_size} px with {train.patch_size} px patches")
+    if len(train) != c.n_chips:
+        out.append(f"the run trained on {c.n_chips} chips; there are {len(train)} here")
+    held_name = None if held is None else held_region_name(held)
+    if (c.holdout_roi or None) != (held_name if held is not None else None):
+        out.append("the run held out " + (f"'{c.holdout_roi}'" if c.holdout_roi else "no region") +
+                   "; these chips hold out " + (f"'{held_name}'" if held is not None else "none"))
+    return out
+
+
+def held_region_name(held: ChipSet) -> str:
+    """The region the held-out chips come from (all held-out chips share one ROI)."""
+    names = {held.roi_names[i] for i in np.unique(held.roi_index)}
+    return ", ".join(sorted(names))
+
+
+def held_out_by_run(config: RunConfig, held: ChipSet | None) -> bool:
+    """True when the run kept the held-out chips' region out of its own training."""
+    return held is not None and config.chips.holdout_roi == held_region_name(held)
+
+
+def describe_model(entry: dict) -> str:
+    """One line about the model the pages use: where it's from, its shape, what it was trained on."""
+    config: RunConfig = entry["config"]
+    m, t, c = config.model, config.train, config.chips
+    regions = [r.name for r in config.rois if r.name != c.holdout_roi]
+    held = f"; held out: {c.holdout_roi}" + (f" ({c.holdout_block} half)" if c.holdout_block else "") \
+        if c.holdout_roi else ""
+    return (f"{entry['label']} · {config.parameters / 1e6:.2f}M parameters (embed {m.embed_dim}, "
+            f"depth {m.depth}, {m.heads} heads) · {c.n_chips} chips of {c.chip_size} px × "
+            f"{t.epochs} epochs at mask ratio {t.mask_ratio:g} · regions: {', '.join(regions)}{held}")
+
+
+# --- pictures ----------------------------------------------------------------------------------
+@dataclass
+class Panel:
+    image: np.ndarray  # H x W x 3 uint8, nearest-upscaled
+    title: str
+
+
+def _chip_picture(image: np.ndarray, side: int) -> np.ndarray:
+    return upscale(to_uint8(image), max(1, side // image.shape[0]))
+
+
+def _grid_picture(labels: np.ndarray, side: int) -> np.ndarray:
+    g = labels.shape[0]
+    return draw_grid(upscale(labels_image(labels), max(1, side // g)), g, color=(255, 255, 255))
+
+
+def reconstruction_panels(rec: ev.ChipReconstruction, mask_ratio: float, index: int,
+                          side: int = PANEL_SIDE) -> list[Panel]:
+    """The notebook's six panels (plus the patch-label target), each `side` px, crisp.
+
+    The error panel shows |target - predicted| (mean over RGB, magma on 0-0.5) on the hidden
+    patches only, as the notebook's text describes it; visible patches are grey because they are
+    not scored (the pixel head is trained on hidden patches only).
+    """
+    p = rec.target.shape[0] // rec.mask.shape[0]
+    pixel_mask = np.kron(rec.mask, np.ones((p, p), dtype=bool))
+    error = magma(rec.abs_error, *ERROR_RANGE)
+    error[~pixel_mask] = to_uint8(UNSCORED_GREY)
+    hidden = int(rec.mask.sum())
+    return [
+        Panel(_chip_picture(rec.target, side), f"target RGB · chip {index}"),
+        Panel(_chip_picture(rec.masked_input, side),
+              f"{mask_ratio:.0%} masked input ({hidden} of {rec.mask.size} patches hidden)"),
+        Panel(_chip_picture(rec.predicted, side), "predicted RGB"),
+        Panel(_chip_picture(rec.composite, side), "visible + filled-in"),
+        Panel(upscale(error, max(1, side // error.shape[0])), "abs RGB error on hidden patches (0–0.5)"),
+        Panel(_grid_picture(rec.patch_prediction, side), "ESA patch pred"),
+        Panel(_grid_picture(rec.patch_target, side), "ESA patch target (patch labels)"),
+    ]
+
+
+def thumbnail(chips: ChipSet, index: int, side: int = THUMB_SIDE) -> np.ndarray:
+    """Chip `index` as a side x side uint8 picture (nearest sampling: exact class colours)."""
+    s = chips.chip_size
+    idx = np.arange(side) * s // side
+    return labels_image(chips.labels[index][np.ix_(idx, idx)])
+
+
+def magma_legend(width: int = PANEL_SIDE, height: int = 12) -> np.ndarray:
+    """A horizontal magma bar for 0 ... 0.5."""
+    row = magma(np.linspace(*ERROR_RANGE, width)[None, :], *ERROR_RANGE)
+    return np.repeat(row, height, axis=0)
+
+
+def class_legend_html(classes=None) -> str:
+    """Class names on their palette colours (all classes, or the given ids)."""
+    ids = range(NUM_CLASSES) if classes is None else classes
+    return " ".join(f"<span style='background:{CLASS_COLORS_HEX[i]};padding:1px 6px;border-radius:3px;"
+                    f"color:white;font-size:0.8em;white-space:nowrap'>{CLASS_NAMES[i]}</span>"
+                    for i in ids)
+
+
+# --- tables and words ------------------------------------------------------------------------
+def class_table(result: dict) -> pd.DataFrame:
+    """Per class: precision, recall, F1, support (patches) and masked reconstruction MAE.
+
+    Undefined values are left empty instead of shown as 0: recall for a class with no target
+    patches, precision for a class never predicted.
+    """
+    confusion = np.asarray(result["confusion"])
+    predicted = confusion.sum(axis=0)
+    rows = []
+    for i, row in enumerate(result["per_class"]):
+        precision = row["precision"] if predicted[i] else None
+        recall = row["recall"] if row["support"] else None
+        f1 = row["f1"] if precision is not None and recall is not None else None
+        rows.append({"class": row["class"], "precision": precision, "recall": recall, "F1": f1,
+                     "support": row["support"], "predicted": int(predicted[i]),
+                     "masked MAE": result["per_class_mae"][i]})
+    return pd.DataFrame(rows)
+
+
+def normalised_confusion(result: dict) -> np.ndarray:
+    return ev.row_normalised(np.asarray(result["confusion"]))
+
+
+def majority_share(result: dict) -> tuple[str, float]:
+    """(most common target class, its share of patches): the always-guess-it baseline."""
+    support = np.asarray(result["confusion"]).sum(axis=1)
+    k = int(support.argmax())
+    return CLASS_NAMES[k], float(support[k] / max(support.sum(), 1))
+
+
+def gap_reading(train: dict, held: dict | None, held_name: str | None = None,
+                held_out_by_run: bool = True) -> str:
+    """A few sentences a teacher can read out: training chips vs the held-out region.
+
+    `held_out_by_run` False: the run did not keep that region out of training, so say the gap
+    is not a test of generalisation.
+    """
+    acc_t = train["accuracy"]
+    base_name, base_t = majority_share(train)
+    if held is None:
+        text = (f"On its training chips the model labels {acc_t:.0%} of patches correctly "
+                f"(always answering '{base_name}' would score {base_t:.0%}). That shows how well "
+                "it fits what it has seen, not whether it generalises: hold out a region to find out.")
+        return text
+    where = f"the held-out region '{held_name}'" if held_name else "the held-out region"
+    acc_h = held["accuracy"]
+    gap = acc_t - acc_h
+    if gap > 0.10:
+        lead = (f"Accuracy drops from {acc_t:.2f} on training chips to {acc_h:.2f} on {where}: "
+                "the model has partly memorised its training regions rather than learning land "
+                "cover in general.")
+    elif gap > 0.03:
+        lead = (f"Accuracy drops a little, from {acc_t:.2f} on training chips to {acc_h:.2f} on "
+                f"{where}: most of what it learned carries over to new land, some is memorised.")
+    elif gap >= -0.03:
+        lead = (f"Accuracy is about the same on training chips ({acc_t:.2f}) and on {where} "
+                f"({acc_h:.2f}): what the model learned carries over to land it never saw.")
+    else:
+        name_h, share_h = majority_share(held)
+        lead = (f"Accuracy is higher on {where} ({acc_h:.2f}) than on training chips "
+                f"({acc_t:.2f}). That usually means the held-out land is easier, not that the model "
+                f"got better away from home: {share_h:.0%} of its patches are '{name_h}'.")
+    parts = [lead]
+    if not held_out_by_run:
+        parts.insert(0, f"Careful: this run did not hold out {held_name or 'this region'} when it "
+                        "was trained, so it may have seen this land; the comparison below is not a "
+                        "fair test of new land.")
+    base_name_h, base_h = majority_share(held)
+    if acc_h <= base_h + 0.02:
+        parts.append(f"On {where} it is no better than always answering '{base_name_h}' "
+                     f"({base_h:.0%} of its patches): it has not learned much there yet.")
+    elif acc_t <= base_t + 0.02:
+        parts.append(f"On training chips it is no better than always answering '{base_name}' "
+                     f"({base_t:.0%}): train longer before reading too much into the gap.")
+    mae_t, mae_h = train["masked_mae"], held["masked_mae"]
+    if mae_t > 0:
+        change = (mae_h - mae_t) / mae_t
+        parts.append(f"Hidden patches are painted back with a mean error of {mae_t:.3f} on training "
+                     f"chips and {mae_h:.3f} on {where} ({change:+.0%}).")
+    drop = _biggest_recall_drop(train, held)
+    if drop is not None:
+        name, r_t, r_h = drop
+        parts.append(f"The class that suffers most is '{name}': recall {r_t:.2f} → {r_h:.2f}.")
+    return " ".join(parts)
+
+
+def _biggest_recall_drop(train: dict, held: dict, min_support: int = 20):
+    best = None
+    for a, b in zip(train["per_class"], held["per_class"]):
+        if a["support"] >= min_support and b["support"] >= min_support:
+            drop = a["recall"] - b["recall"]
+            if drop > 0.10 and (best is None or drop > best[0]):
+                best = (drop, a["class"], a["recall"], b["recall"])
+    return None if best is None else best[1:]

@@ -1,0 +1,326 @@
+"""Core evaluation (bharateo.evaluate) and the page computations built on it (bharateo.insight).
+
+Also home of the tiny trained fixture run the Reconstruct/Evaluate page tests import
+(`trained`, `save_tiny_run`, `model_entry`): 64 chips of 128 px from 512 px fixture ROIs, a
+32-dim one-layer model, 30 epochs at mask ratio 0.25. Trained at a low ratio, it reliably
+paints hidden patches back better when more of the chip is visible, which the curve test needs.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pytest
+import torch
+
+from bharateo import evaluate as ev
+from bharateo import figures, insight
+from bharateo.chips import ChipConfig, build_chip_sets
+from bharateo.errors import ConfigError
+from bharateo.model import ModelConfig, num_masked, random_patch_mask
+from bharateo.render import magma
+from bharateo.pipeline import ExperimentResult, RunConfig, load_rois, run_experiment, save_experiment
+from bharateo.roi import NOTEBOOK_ROIS, RoiSpec
+from bharateo.runs import load_run
+from bharateo.train import TrainConfig
+from bharateo.worldcover import CLASS_NAMES, NUM_CLASSES
+
+TINY_ROIS = tuple(RoiSpec(r.name, r.lon, r.lat, 512) for r in NOTEBOOK_ROIS)
+TINY_CONFIG = RunConfig(
+    rois=TINY_ROIS,
+    chips=ChipConfig(n_chips=64, chip_size=128, holdout_roi="mathura_belt", n_holdout_chips=16),
+    model=ModelConfig(embed_dim=32, depth=1, heads=2),
+    train=TrainConfig(epochs=30, lr=3e-3, mask_ratio=0.25))
+
+
+@dataclass
+class TinyRun:
+    config: RunConfig
+    rois: list
+    result: ExperimentResult
+
+
+@pytest.fixture(scope="module")
+def trained(fixture_tiles_dir, tmp_path_factory) -> TinyRun:
+    """TINY_CONFIG trained once per test module (not saved; see save_tiny_run).
+
+    Torch runs on one thread meanwhile: on two shared cores, two OpenMP threads fighting other
+    processes made this 10x slower (45 s instead of 4 s).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BHARATEO_WORLDCOVER_DIR", str(fixture_tiles_dir.folder))
+        mp.setenv("BHARATEO_DATA_DIR", str(tmp_path_factory.mktemp("tiny-data")))
+        rois = load_rois(TINY_CONFIG.rois)
+        result = run_experiment(TINY_CONFIG, rois)
+    assert result.end.reason == "finished"
+    yield TinyRun(TINY_CONFIG, rois, result)
+    torch.set_num_threads(threads)
+
+
+def save_tiny_run(tiny: TinyRun, name: str):
+    """Save the trained tiny run under the current BHARATEO_CHECKPOINT_DIR -> SavedRun."""
+    save_experiment(name, tiny.config, tiny.result, tiny.rois)
+    return load_run(name)
+
+
+def model_entry(tiny: TinyRun, run_name: str | None) -> dict:
+    """What the Train page / ui.use_saved_run put in st.session_state.model."""
+    return {"model": tiny.result.model, "label": f"run '{run_name}' (trained here)",
+            "config": tiny.config, "run": run_name}
+
+
+# --- confusion matrix, normalisation, scores ---------------------------------------------------
+def test_confusion_counts_sum_to_chips_times_patches(trained):
+    chips = trained.result.train_chips
+    res = ev.evaluate(trained.result.model, chips, 0.75)
+    confusion = np.array(res["confusion"])
+    assert confusion.shape == (NUM_CLASSES, NUM_CLASSES)
+    assert confusion.sum() == len(chips) * 64 == res["chips"] * 64
+    # rows are targets: row sums are the patch-label counts of each class
+    np.testing.assert_array_equal(confusion.sum(axis=1), chips.patch_class_counts())
+    assert res["accuracy"] == pytest.approx(np.trace(confusion) / confusion.sum())
+
+
+def test_row_normalised_rows_sum_to_one_and_empty_rows_stay_zero():
+    confusion = np.array([[3, 1, 0], [0, 0, 0], [2, 2, 4]])
+    shares = ev.row_normalised(confusion)
+    np.testing.assert_allclose(shares.sum(axis=1), [1, 0, 1])
+    np.testing.assert_allclose(shares[2], [0.25, 0.25, 0.5])
+
+
+def test_row_normalised_on_a_real_evaluation(trained):
+    res = ev.evaluate(trained.result.model, trained.result.heldout_chips, 0.75)
+    shares = insight.normalised_confusion(res)
+    support = np.array(res["confusion"]).sum(axis=1)
+    np.testing.assert_allclose(shares.sum(axis=1)[support > 0], 1.0)
+    assert np.all(shares.sum(axis=1)[support == 0] == 0)
+
+
+def test_precision_recall_f1_against_a_hand_computed_case():
+    # targets / predictions over three classes:
+    #   class 0: 4 targets, 3 right, 1 called class 1
+    #   class 1: 2 targets, 1 right, 1 called class 2
+    #   class 2: 4 targets, 2 right, 2 called class 0
+    targets = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 2])
+    preds = np.array([0, 0, 0, 1, 1, 2, 2, 2, 0, 0])
+    confusion = ev.confusion_matrix(targets, preds, num_classes=3)
+    np.testing.assert_array_equal(confusion, [[3, 1, 0], [0, 1, 1], [2, 0, 2]])
+    report = ev.classification_report(confusion)
+    assert report["accuracy"] == pytest.approx(6 / 10)
+    # precision = right / predicted as that class: 3/5, 1/2, 2/3; recall = right / targets
+    expected = [(3 / 5, 3 / 4, 4), (1 / 2, 1 / 2, 2), (2 / 3, 2 / 4, 4)]
+    for row, (p, r, n) in zip(report["per_class"], expected):
+        assert row["precision"] == pytest.approx(p)
+        assert row["recall"] == pytest.approx(r)
+        assert row["f1"] == pytest.approx(2 * p * r / (p + r))
+        assert row["support"] == n
+
+
+def test_class_table_leaves_undefined_scores_empty():
+    # class 1 is never predicted (no precision); class 2 never a target (no recall)
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), int)
+    confusion[0, 0], confusion[1, 0], confusion[0, 2] = 5, 3, 2
+    res = {"confusion": confusion.tolist(), **ev.classification_report(confusion),
+           "per_class_mae": [0.1] * NUM_CLASSES}
+    table = insight.class_table(res).set_index("class")
+    assert table.loc[CLASS_NAMES[0], "precision"] == pytest.approx(5 / 8)
+    assert table.loc[CLASS_NAMES[0], "recall"] == pytest.approx(5 / 7)
+    assert table.loc[CLASS_NAMES[1], "recall"] == 0 and np.isnan(table.loc[CLASS_NAMES[1], "precision"])
+    assert np.isnan(table.loc[CLASS_NAMES[2], "recall"]) and table.loc[CLASS_NAMES[2], "precision"] == 0
+    assert table["support"].tolist()[:3] == [7, 3, 0]
+    assert table["predicted"].tolist()[:3] == [8, 0, 2]
+
+
+def test_per_class_mae_matches_a_direct_computation(trained):
+    chips, model = trained.result.heldout_chips, trained.result.model
+    res = ev.evaluate(model, chips, 0.5)
+    preds, _logits, mask = ev.predict(model, chips, 0.5)
+    tokens = chips.tokens()
+    # cropland (id 1) pixels inside hidden patches, error averaged over RGB
+    p = chips.patch_size
+    errs = []
+    for k in range(len(chips)):
+        for n in np.flatnonzero(mask[k].numpy()):
+            r, c = divmod(n, chips.grid_size)
+            labels = chips.labels[k, r * p:(r + 1) * p, c * p:(c + 1) * p].ravel()
+            err = (preds[k, n] - tokens[k, n]).abs().reshape(3, p * p).mean(0).numpy()
+            errs.append(err[labels == 1])
+    assert res["per_class_mae"][1] == pytest.approx(float(np.concatenate(errs).mean()), rel=1e-5)
+
+
+# --- one chip's reconstruction ------------------------------------------------------------------
+@pytest.mark.parametrize("ratio", [0.05, 0.25, 0.75, 0.95])
+def test_reconstruct_chip_panels_and_mask_counts(trained, ratio):
+    chips, model = trained.result.train_chips, trained.result.model
+    rec = ev.reconstruct_chip(model, chips, 5, ratio, seed=3)
+    s, g = chips.chip_size, chips.grid_size
+    for image in (rec.target, rec.masked_input, rec.predicted, rec.composite):
+        assert image.shape == (s, s, 3)
+    assert rec.abs_error.shape == (s, s)
+    assert rec.patch_prediction.shape == rec.patch_target.shape == rec.mask.shape == (g, g)
+    assert rec.mask.sum() == num_masked(64, ratio)
+    pixel_mask = np.kron(rec.mask, np.ones((16, 16), bool))
+    np.testing.assert_array_equal(rec.target, chips.rgb(5))
+    assert np.all(rec.masked_input[pixel_mask] == ev.MASK_GREY)
+    np.testing.assert_array_equal(rec.masked_input[~pixel_mask], rec.target[~pixel_mask])
+    np.testing.assert_array_equal(rec.composite[pixel_mask], rec.predicted[pixel_mask])
+    np.testing.assert_array_equal(rec.composite[~pixel_mask], rec.target[~pixel_mask])
+    np.testing.assert_array_equal(rec.patch_target, chips.patch_labels[5])
+    assert rec.patch_acc == pytest.approx((rec.patch_prediction == rec.patch_target).mean())
+    # the chip's masked MAE is the error over hidden pixels (model output before clamping)
+    assert rec.masked_mae == pytest.approx(float(rec.abs_error[pixel_mask].mean()), abs=0.02)
+
+
+def test_reconstruct_chip_is_seeded(trained):
+    chips, model = trained.result.train_chips, trained.result.model
+    a = ev.reconstruct_chip(model, chips, 0, 0.5, seed=1)
+    b = ev.reconstruct_chip(model, chips, 0, 0.5, seed=1)
+    c = ev.reconstruct_chip(model, chips, 0, 0.5, seed=2)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    assert a.masked_mae == b.masked_mae
+    assert not np.array_equal(a.mask, c.mask)
+
+
+def test_incompatible_chips_raise_config_error_in_words(trained):
+    small, _ = build_chip_sets(trained.rois, ChipConfig(n_chips=4, chip_size=64))
+    with pytest.raises(ConfigError, match="trained on 128 px chips, these are 64 px"):
+        ev.check_compatible(trained.result.model, small)
+    with pytest.raises(ConfigError):
+        ev.reconstruct_chip(trained.result.model, small, 0, 0.5)
+
+
+def test_panels_are_crisp_upscales_and_error_panel_scores_hidden_patches_only(trained):
+    chips, model = trained.result.train_chips, trained.result.model
+    rec = ev.reconstruct_chip(model, chips, 2, 0.5, seed=0)
+    panels = insight.reconstruction_panels(rec, 0.5, 2)
+    assert len(panels) == 7
+    assert [p.title.split(" ")[0] for p in panels][:4] == ["target", "50%", "predicted", "visible"]
+    for panel in panels:
+        assert panel.image.shape == (insight.PANEL_SIDE, insight.PANEL_SIDE, 3)
+        assert panel.image.dtype == np.uint8
+    target = panels[0].image
+    np.testing.assert_array_equal(target[::2, ::2], target[1::2, 1::2])  # nearest 2x, no blur
+    error = panels[4].image
+    pixel_mask = np.kron(rec.mask, np.ones((32, 32), bool))
+    assert np.all(error[~pixel_mask] == (insight.UNSCORED_GREY * 255 + 0.5).astype(np.uint8))
+    # a hidden pixel's colour is magma of its error
+    r, c = np.argwhere(pixel_mask)[0]
+    np.testing.assert_array_equal(error[r, c], magma(rec.abs_error[r // 2, c // 2][None, None])[0, 0])
+    assert error[pixel_mask].std() > 0  # real errors, not a flat fill
+
+
+# --- mask-ratio curve --------------------------------------------------------------------------
+def test_mask_ratio_curve_nested_masks_and_trained_model_gets_worse_when_more_is_hidden(trained):
+    rows = ev.mask_ratio_curve(trained.result.model, trained.result.train_chips)
+    assert [r["ratio"] for r in rows] == list(ev.CURVE_RATIOS)
+    assert rows[-1]["masked_mae"] >= rows[0]["masked_mae"]
+    # same seed: the patches hidden at 0.1 are among those hidden at 0.9
+    low = random_patch_mask(4, 64, 0.1, torch.Generator().manual_seed(0))
+    high = random_patch_mask(4, 64, 0.9, torch.Generator().manual_seed(0))
+    assert bool((low & ~high).sum() == 0)
+
+
+def test_figures_mark_the_current_ratio_and_keep_class_order():
+    rows = [{"ratio": r, "masked_mae": 0.1 + r / 10, "patch_acc": 0.9 - r / 10} for r in ev.CURVE_RATIOS]
+    fig = figures.mask_ratio_curve(rows, 0.35, 0.75)
+    assert [t.name for t in fig.data] == ["masked MAE", "patch accuracy"]
+    assert sorted(s.x0 for s in fig.layout.shapes) == [0.35, 0.75]
+    counts = np.arange(64).reshape(8, 8)
+    fig = figures.confusion_heatmap(counts, ev.row_normalised(counts), normalised=True)
+    assert list(fig.data[0].x) == list(fig.data[0].y) == CLASS_NAMES
+    np.testing.assert_allclose(np.array(fig.data[0].z).sum(axis=1), 1.0)
+    assert fig.data[0].text[0][0] == ""  # zero cells stay blank, as in the notebook
+
+
+# --- results computed once and stored beside the run --------------------------------------------
+def test_evaluation_is_stored_beside_the_run_and_reused(trained, monkeypatch):
+    run = save_tiny_run(trained, "stored")
+    model, chips = trained.result.model, trained.result.train_chips
+    calls = []
+    real = ev.evaluate
+    monkeypatch.setattr(ev, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    insight.clear_memory()
+    first = insight.evaluation(model, chips, 0.75, run)
+    assert first.source == "computed" and len(calls) == 1
+    path = run.path / first.filename
+    assert path.exists() and insight.chips_fingerprint(chips)[:12] in first.filename
+    stored = json.loads(path.read_text())
+    assert stored["result"]["confusion"] == first.value["confusion"]
+
+    assert insight.evaluation(model, chips, 0.75, run).source == "memory"
+    insight.clear_memory()
+    again = insight.evaluation(model, chips, 0.75, run)
+    assert again.source == "file" and len(calls) == 1 and again.value == first.value
+
+    # other chips or another mask ratio: another file; other weights: recomputed, not reused
+    held = insight.evaluation(model, trained.result.heldout_chips, 0.75, run)
+    assert held.filename != first.filename and len(calls) == 2
+    assert insight.evaluation(model, chips, 0.5, run).filename != first.filename
+    insight.clear_memory()
+    stored["model_digest"] = "0" * 32
+    path.write_text(json.dumps(stored))
+    assert insight.evaluation(model, chips, 0.75, run).source == "computed"
+
+
+def test_fingerprints_follow_content_not_identity(trained):
+    chips = trained.result.train_chips
+    same = replace(chips, labels=chips.labels.copy())
+    assert insight.chips_fingerprint(same) == insight.chips_fingerprint(chips)
+    other = replace(chips, labels=chips.labels.copy())
+    other.labels[0, 0, 0] = (other.labels[0, 0, 0] + 1) % NUM_CLASSES
+    assert insight.chips_fingerprint(other) != insight.chips_fingerprint(chips)
+    model = trained.result.model
+    twin = type(model)(model.config)
+    twin.load_state_dict(model.state_dict())
+    assert insight.model_digest(twin) == insight.model_digest(model)
+    assert insight.model_digest(type(model)(model.config)) != insight.model_digest(model)
+
+
+def test_chips_for_run_rebuilds_the_training_chips(trained, worldcover_dir):
+    _, train, held = insight.chips_for_run(trained.config)
+    assert insight.chips_fingerprint(train) == insight.chips_fingerprint(trained.result.train_chips)
+    assert insight.chips_fingerprint(held) == insight.chips_fingerprint(trained.result.heldout_chips)
+    assert insight.chip_differences(trained.config, train, held) == []
+    assert insight.held_out_by_run(trained.config, held)
+    other = replace(trained.config, chips=replace(trained.config.chips, holdout_roi=None, n_chips=8))
+    diffs = insight.chip_differences(other, train, held)
+    assert any("trained on 8 chips" in d for d in diffs)
+    assert any("held out no region" in d for d in diffs)
+    assert not insight.held_out_by_run(other, held)
+
+
+# --- the plain-language reading ------------------------------------------------------------------
+def _result(accuracy, confusion_diag, support, mae=0.1, recalls=None):
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), int)
+    for k, (right, n) in enumerate(zip(confusion_diag, support)):
+        confusion[k, k] = right
+        confusion[k, (k + 1) % NUM_CLASSES] = n - right
+    report = ev.classification_report(confusion)
+    assert report["accuracy"] == pytest.approx(accuracy, abs=0.01)
+    return {"confusion": confusion.tolist(), **report, "masked_mae": mae,
+            "per_class_mae": [mae] * NUM_CLASSES}
+
+
+def test_gap_reading_names_memorisation_with_the_numbers():
+    support = [200, 500, 100, 200, 0, 0, 0, 0]
+    train = _result(0.90, [180, 450, 90, 180, 0, 0, 0, 0], support, mae=0.05)
+    held = _result(0.71, [150, 400, 50, 110, 0, 0, 0, 0], support, mae=0.08)
+    text = insight.gap_reading(train, held, "mathura_belt")
+    assert "drops from 0.90 on training chips to 0.71" in text and "memorised" in text
+    assert "'mathura_belt'" in text and "0.050" in text and "0.080" in text and "+60%" in text
+    assert "'grass_shrub': recall 0.90 → 0.50" in text  # the biggest of the recall drops
+
+
+def test_gap_reading_other_cases():
+    support = [100, 700, 100, 100, 0, 0, 0, 0]
+    good = _result(0.85, [80, 650, 60, 60, 0, 0, 0, 0], support)
+    assert "about the same" in insight.gap_reading(good, good, "x")
+    easy = _result(0.95, [95, 700, 90, 65, 0, 0, 0, 0], support)
+    assert "higher on" in insight.gap_reading(good, easy, "x") and "easier" in insight.gap_reading(good, easy, "x")
+    lazy = _result(0.70, [0, 700, 0, 0, 0, 0, 0, 0], support)
+    assert "no better than always answering 'cropland' (70% of its patches)" in insight.gap_reading(good, lazy, "x")
+    assert "hold out a region" in insight.gap_reading(good, None)
+    assert insight.gap_reading(good, good, "x", held_out_by_run=False).startswith("Careful")

@@ -1,0 +1,190 @@
+"""Training studio (AppTest): presets, a live run saved to disk, Stop, divergence, comparing runs,
+and several sessions sharing one server's training slots."""
+import json
+import time
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from bharateo.jobs import QUEUE
+from bharateo.pipeline import PRESETS
+from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
+from bharateo.runs import list_runs, load_run
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+SMALL_ROIS = [RoiSpec(s.name, s.lon, s.lat, 512) for s in NOTEBOOK_ROIS]
+
+
+def train_page(rois=SMALL_ROIS):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.session_state["rois"] = [load_roi(s) for s in rois]
+    return at.switch_page("pages/train.py").run()
+
+
+def button(at, label):
+    return next(b for b in at.button if b.label == label)
+
+
+def set_knobs(at, **values):
+    for key, value in values.items():
+        at.session_state[f"knob_{key}"] = value
+    return at.run()
+
+
+def wait(job, timeout=120):
+    job.join(timeout)
+    assert job.done, f"job still {job.status}"
+
+
+def test_without_regions_the_page_says_what_to_do():
+    at = AppTest.from_file(APP, default_timeout=60).run().switch_page("pages/train.py").run()
+    assert not at.exception
+    assert "Regions" in at.info[0].value
+
+
+def test_notebook_default_preset_is_the_notebooks_config(worldcover_dir):
+    at = train_page()
+    assert not at.exception
+    assert [m.value for m in at.metric] == ["0.80M", "491,520", "122,880 / 368,640", "94,371,840"]
+    assert "notebook default" in at.caption[0].value
+    knobs = {k.removeprefix("knob_"): at.session_state[k] for k in at.session_state if k.startswith("knob_")}
+    nb = PRESETS["notebook default"]
+    assert (knobs["n_chips"], knobs["batch_size"], knobs["epochs"], knobs["lr"], knobs["weight_decay"],
+            knobs["mask_ratio"], knobs["patch_loss_weight"], knobs["embed_dim"], knobs["depth"],
+            knobs["heads"], knobs["cosine"], knobs["seed"]) == \
+        (384, 16, 20, 4e-4, 0.05, 0.75, 0.2, 128, 3, 4, True, 42)
+    assert nb.train.lr == 4e-4 and nb.chips.n_chips == 384
+    button(at, "quick demo").click().run()
+    assert at.metric[0].value == "0.20M" and "quick demo" in at.caption[0].value
+
+
+def test_quick_run_draws_charts_saves_run_and_becomes_current_model(worldcover_dir):
+    at = train_page()
+    button(at, "quick demo").click().run()
+    set_knobs(at, n_chips=32, epochs=1, holdout_roi="mathura_belt")
+    at.text_input[0].input("demo-run").run()
+    button(at, "Train").click().run()
+    job = at.session_state["job"]
+    wait(job)
+    at.run()
+    assert not at.exception
+    assert job.status == "finished" and "demo-run" in at.success[0].value
+    assert len(at.get("plotly_chart")) >= 2
+    run = load_run("demo-run")
+    assert run.config["train"]["epochs"] == 1 and run.config["chips"]["holdout_roi"] == "mathura_belt"
+    assert len(run.history) == 1 and run.history[0]["heldout_rec_mae"] is not None
+    assert run.config["data"][0]["synthetic"] is True and run.config["saved_at"]
+    assert at.session_state["model"]["run"] == "demo-run"
+    assert "demo-run" in at.dataframe[0].value["run"].tolist()
+
+
+def test_stop_keeps_partial_history(worldcover_dir):
+    at = train_page()
+    set_knobs(at, n_chips=64, epochs=200, embed_dim=32, depth=1, heads=2, batch_size=16)
+    at.text_input[0].input("stopped-run").run()
+    button(at, "Train").click().run()
+    job = at.session_state["job"]
+    deadline = time.time() + 60
+    while len(job.snapshot()["epochs"]) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    button(at.run(), "Stop").click().run()
+    wait(job)
+    run = load_run("stopped-run")
+    assert job.status == "stopped" and 2 <= len(run.history) < 200
+    assert run.metrics["end_reason"] == "stopped"
+
+
+def test_huge_learning_rate_stops_with_explanation(worldcover_dir):
+    at = train_page()
+    button(at, "quick demo").click().run()
+    set_knobs(at, lr=1.0, n_chips=32)
+    button(at, "Train").click().run()
+    job = at.session_state["job"]
+    wait(job)
+    at.run()
+    assert job.status == "diverged"
+    message = at.error[0].value
+    assert "learning rate of 1" in message and "4e-4" in message
+
+
+def test_impossible_settings_show_an_error_not_a_traceback(worldcover_dir):
+    at = train_page()
+    set_knobs(at, embed_dim=64, heads=6)
+    assert not at.exception and "divisible" in at.error[0].value
+
+
+def test_comparing_two_runs_overlays_both(worldcover_dir):
+    at = train_page()
+    button(at, "quick demo").click().run()
+    for ratio, name in [(0.5, "mask-050"), (0.9, "mask-090")]:
+        set_knobs(at, n_chips=32, epochs=2, mask_ratio=ratio)
+        at.text_input[0].input(name).run()
+        button(at, "Train").click().run()
+        wait(at.session_state["job"])
+        at.run()
+    at.multiselect[0].set_value(["mask-050", "mask-090"]).run()
+    charts = at.get("plotly_chart")
+    names = " ".join(t.get("name", "") for c in charts for t in json.loads(c.proto.spec)["data"])
+    assert "mask-050: total" in names and "mask-090: total" in names
+
+
+def test_rename_and_delete_with_confirmation(worldcover_dir):
+    at = train_page()
+    button(at, "quick demo").click().run()
+    set_knobs(at, n_chips=32, epochs=1)
+    at.text_input[0].input("to-rename").run()
+    button(at, "Train").click().run()
+    wait(at.session_state["job"])
+    at.run()
+    at.text_input(key="rename_to").input("renamed").run()
+    button(at, "Rename").click().run()
+    assert [r.name for r in list_runs()] == ["renamed"]
+    assert button(at, "Delete").disabled
+    at.checkbox(key="confirm_delete").check().run()
+    button(at, "Delete").click().run()
+    assert list_runs() == [] and not at.exception
+
+
+def test_five_sessions_share_one_slot_in_queue_order(worldcover_dir, monkeypatch):
+    monkeypatch.setenv("BHARATEO_MAX_TRAININGS", "1")
+    sessions = []
+    for i in range(5):
+        at = train_page()
+        button(at, "quick demo").click().run()
+        set_knobs(at, n_chips=32, epochs=1)
+        at.text_input[0].input(f"queued-{i}").run()
+        button(at, "Train").click().run()
+        sessions.append(at)
+    jobs = [at.session_state["job"] for at in sessions]
+    seen_running = []
+    deadline = time.time() + 240
+    while not all(j.done for j in jobs) and time.time() < deadline:
+        seen_running.append(QUEUE.running())
+        time.sleep(0.01)
+    assert all(j.status == "finished" for j in jobs), [j.status for j in jobs]
+    assert max(seen_running) == 1
+    starts = [j.started_at for j in jobs]
+    assert starts == sorted(starts)
+    for at in sessions:
+        at.run()
+        assert not at.exception
+    assert sorted(r.name for r in list_runs()) == [f"queued-{i}" for i in range(5)]
+
+
+def test_waiting_session_sees_its_queue_position(worldcover_dir, monkeypatch):
+    monkeypatch.setenv("BHARATEO_MAX_TRAININGS", "1")
+    first, second = train_page(), train_page()
+    for at, name in [(first, "long"), (second, "waiting")]:
+        set_knobs(at, n_chips=32, epochs=200, embed_dim=32, depth=1, heads=2)
+        at.text_input[0].input(name).run()
+    button(first, "Train").click().run()
+    button(second, "Train").click().run()
+    second.run()
+    snapshots = [at.session_state["job"].snapshot() for at in (first, second)]
+    assert any("number 1 in the queue" in i.value for i in second.info), \
+        [(s["status"], s["queue_position"], s["error"]) for s in snapshots]
+    first.session_state["job"].stop()
+    second.session_state["job"].stop()
+    wait(first.session_state["job"])
+    wait(second.session_state["job"])
+    assert second.session_state["job"].status in ("cancelled", "stopped")
