@@ -155,7 +155,8 @@ def mask_ratio_curve(rows: list[dict], current_ratio: float | None = None,
         xaxis=dict(title="mask ratio (share of patches hidden)", range=[0, 1], tickformat=".0%"),
         yaxis=dict(title="masked MAE (lower is better)", range=[0, top]),
         yaxis2=dict(title="patch accuracy", overlaying="y", side="right", range=[0, 1],
-                    tickformat=".0%", showgrid=False),
+                    tickmode="array", tickvals=[0, 0.25, 0.5, 0.75, 1], tickformat=".0%",
+                    showgrid=False),
         legend=dict(orientation="h", y=-0.3))
     return fig
 
@@ -163,24 +164,25 @@ def mask_ratio_curve(rows: list[dict], current_ratio: float | None = None,
 def confusion_heatmap(counts, shares, normalised: bool = False, title: str = "") -> go.Figure:
     """The notebook's ESA patch confusion matrix: rows = target class, columns = predicted.
 
-    counts: C x C patch counts; shares: the same matrix row-normalised. Cells with no patches
-    stay blank; the hover always gives both the count and the share of the target class.
+    counts: C x C patch counts; shares: the same matrix row-normalised (shown as percentages).
+    Cells with no patches stay blank; the hover always gives both the count and the share of the
+    target class. No colour bar: every cell is labelled, and the matrix gets the width.
     """
     import numpy as np
 
     counts, shares = np.asarray(counts), np.asarray(shares, dtype=float)
-    text = [["" if counts[i, j] == 0 else (f"{shares[i, j]:.2f}" if normalised else f"{counts[i, j]:,}")
+    text = [["" if counts[i, j] == 0 else (f"{shares[i, j]:.0%}" if normalised else f"{counts[i, j]:,}")
              for j in range(counts.shape[1])] for i in range(counts.shape[0])]
     fig = go.Figure(go.Heatmap(
-        z=shares if normalised else counts, x=CLASS_NAMES, y=CLASS_NAMES, colorscale="Blues",
-        zmin=0, zmax=1 if normalised else max(int(counts.max()), 1), text=text,
-        texttemplate="%{text}", customdata=np.dstack([counts, shares]),
-        colorbar=dict(thickness=12, title=dict(text="share of row" if normalised else "patches")),
+        z=(shares if normalised else counts).tolist(), x=CLASS_NAMES, y=CLASS_NAMES,
+        colorscale="Blues", zmin=0, zmax=1 if normalised else max(int(counts.max()), 1), text=text,
+        texttemplate="%{text}", textfont=dict(size=11), customdata=np.dstack([counts, shares]).tolist(),
+        showscale=False,  # the cells carry their numbers; the width goes to the matrix
         hovertemplate="target %{y} → predicted %{x}<br>%{customdata[0]:,} patches "
                       "(%{customdata[1]:.0%} of the target's patches)<extra></extra>"))
-    fig.update_xaxes(title="predicted", tickangle=-40, constrain="domain")
-    fig.update_yaxes(title="target", autorange="reversed", scaleanchor="x", constrain="domain")
-    fig.update_layout(title=title, margin=FIGURE_MARGIN, height=460)
+    fig.update_xaxes(title="predicted", tickangle=-40)
+    fig.update_yaxes(title="target", autorange="reversed")
+    fig.update_layout(title=title, margin=FIGURE_MARGIN, height=470)
     return fig
 
 

@@ -26,8 +26,8 @@ LEAFLET_URL = f"{STATIC_URL}/vendor/leaflet-1.9.3"
 LOCAL_JS = [("leaflet", f"{LEAFLET_URL}/leaflet.js")]
 LOCAL_CSS = [("leaflet_css", f"{LEAFLET_URL}/leaflet.css")]
 
-GRID_LON_RANGE = (66, 99)  # WorldCover tiles drawn over north India, on the 3-degree grid
-GRID_LAT_RANGE = (6, 36)
+GRID_LON_RANGE = (66, 93)  # WorldCover tiles drawn over north India, on the 3-degree grid
+GRID_LAT_RANGE = (18, 36)
 GRID_COLOR = "#6b7280"
 CHOSEN_COLOR = "#1d4ed8"
 PROPOSED_COLOR = "#ea580c"

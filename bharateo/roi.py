@@ -284,7 +284,7 @@ def load_roi(spec: RoiSpec, source: DataSource | None = None, use_cache: bool = 
     nodata = float(np.mean(native == NODATA))
     if nodata > MAX_NODATA_FRACTION:
         raise RegionError(
-            f"'{spec.name}' at ({spec.lon:.3f}, {spec.lat:.3f}) is {nodata:.0%} sea or outside "
+            f"The region at ({spec.lon:.3f}, {spec.lat:.3f}) is {nodata:.0%} sea or outside "
             "WorldCover coverage. Move the centre onto land or pick a smaller region.")
     provenance = {
         "name": spec.name,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import urllib.request
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from bharateo.chips import ChipConfig
 from bharateo.errors import BharatEOError
@@ -38,6 +39,19 @@ def init_state() -> None:
     for key, value in STATE_DEFAULTS.items():
         if key not in st.session_state:
             st.session_state[key] = value.copy() if isinstance(value, list) else value
+    st.session_state["_app_ran"] = True
+
+
+def page_setup() -> None:
+    """First line of every page. If a page URL was opened before app.py ever ran in this session
+    (Streamlit then runs the file alone, the legacy pages/ mode: no sidebar, no navigation), go
+    through app.py so the lab's navigation, state and sidebar exist."""
+    if st.session_state.get("_app_ran"):
+        return
+    try:
+        st.switch_page("app.py")
+    except StreamlitAPIException:  # the page is itself the entrypoint (e.g. a test): just set up
+        init_state()
 
 
 # --- data ------------------------------------------------------------------------------------

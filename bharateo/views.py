@@ -23,7 +23,6 @@ from bharateo.roi import (
     Roi,
     RoiSpec,
     check_roi_spec,
-    native_class_counts,
     roi_window,
 )
 from bharateo.worldcover import (
@@ -34,7 +33,6 @@ from bharateo.worldcover import (
     NATIVE_WORLDCOVER_CLASSES,
     NODATA,
     NUM_CLASSES,
-    PIXELS_PER_DEGREE,
     collapse_worldcover,
 )
 
@@ -60,6 +58,17 @@ def text_color(class_id: int) -> str:
     """Black or white, whichever reads better on the class colour."""
     r, g, b = (int(v) for v in CLASS_COLORS_255[class_id])
     return "#111" if 0.299 * r + 0.587 * g + 0.114 * b > 150 else "#fff"
+
+
+def share_legend_html(counts) -> str:
+    """Swatches of the classes present in `counts` (pixels per class), with their shares."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = max(int(counts.sum()), 1)
+    return " ".join(
+        f"<span style='background:{CLASS_COLORS_HEX[i]};padding:1px 6px;border-radius:3px;"
+        f"color:{text_color(i)};font-size:0.8em;white-space:nowrap'>"
+        f"{html.escape(CLASS_NAMES[i])} {100 * counts[i] / total:.1f}%</span>"
+        for i in np.argsort(-counts, kind="stable") if counts[i])
 
 
 def class_swatch_html(class_id: int, text: str | None = None) -> str:
@@ -147,11 +156,17 @@ def map_view(bounds_list, default=((27.5, 77.0), 6), width_px: int = 700, height
     return (round(lat_c, 4), round(lon_c, 4)), zoom
 
 
+def native_code_counts(roi: Roi) -> np.ndarray:
+    """Pixels per native code 0..255 (one pass; np.unique would sort 4M pixels)."""
+    return np.bincount(roi.native.ravel(), minlength=256)
+
+
 def collapsed_counts(roi: Roi) -> np.ndarray:
     """Pixels per collapsed class (8), leaving out no-data (sea / outside coverage) pixels."""
-    native = roi.native
-    valid = native[native != NODATA] if (native == NODATA).any() else native.ravel()
-    return np.bincount(collapse_worldcover(valid).ravel(), minlength=NUM_CLASSES)
+    native = native_code_counts(roi)
+    native[NODATA] = 0
+    return np.bincount(collapse_worldcover(np.arange(256, dtype=np.uint8)), weights=native,
+                       minlength=NUM_CLASSES).astype(np.int64)
 
 
 @dataclass
@@ -215,9 +230,15 @@ def provenance_rows(roi: Roi) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["", "value"])
 
 
+def provenance_markdown(roi: Roi) -> str:
+    """The provenance table as a markdown list (wraps in a narrow column)."""
+    return "\n".join(f"- **{key}**: {html.escape(str(value))}"
+                     for key, value in provenance_rows(roi).itertuples(index=False))
+
+
 def native_counts_table(roi: Roi) -> pd.DataFrame:
     """The notebook's printed native-code counts, with names and the collapsed class."""
-    counts = native_class_counts(roi.native)
+    counts = {code: int(n) for code, n in enumerate(native_code_counts(roi)) if n}
     return pd.DataFrame([
         {"code": code, "WorldCover class": NATIVE_WORLDCOVER_CLASSES.get(code, "no data / sea"
                                                                         if code == NODATA else "?"),

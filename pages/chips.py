@@ -9,7 +9,7 @@ from bharateo.errors import BharatEOError
 from bharateo.figures import chips_per_roi_chart, class_share_chart, token_variance_heatmap
 
 PER_PAGE = 24
-ui.init_state()  # harmless under app.py; needed if a page URL is the first run
+ui.page_setup()
 state = st.session_state
 
 st.title("Chips")
@@ -159,8 +159,9 @@ with t2:
     tabs = st.tabs([f"{c} ({name})" for c, name in zip(views.CHANNELS, views.CHANNEL_NAMES)])
     for tab, (channel, table) in zip(tabs, views.token_values(view, token).items()):
         tab.dataframe(table, height=600 if view.patch > 8 else "auto", column_config={
-            name: st.column_config.NumberColumn(name, format="%.3f", width=46)
-            for name in table.columns})
+            "_index": st.column_config.NumberColumn(width=28),
+            **{name: st.column_config.NumberColumn(name, format="%.3f", width=42)
+               for name in table.columns}})
     st.caption(f"Rows and columns are pixel positions inside the token. In the "
                f"{view.tokens.shape[1]}-long token vector the {view.patch ** 2} red values come "
                "first, then green, then blue.")

@@ -11,7 +11,7 @@ from bharateo.mapview import build_region_map, propose_roi_from_click
 from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, check_no_overlap
 from bharateo.worldcover import data_source_from_env
 
-ui.init_state()  # harmless under app.py; needed if a page URL is the first run
+ui.page_setup()
 state = st.session_state
 state.setdefault("region_size", views.DEFAULT_SIZE)
 state.setdefault("regions_messages", [])  # [(kind, text)] shown once, next to the map
@@ -61,8 +61,10 @@ def read_regions(specs) -> None:
     if read:
         state.regions_messages.append(
             ("success", f"Read {', '.join(read)} in {time.perf_counter() - start:.1f} s."))
-        if state.proposed_roi is not None and state.proposed_roi.name in [s.name for s in specs]:
-            state.proposed_roi = None
+        where_read = {(r.spec.lon, r.spec.lat, r.spec.size) for r in state.rois}
+        proposal = state.proposed_roi
+        if proposal is not None and (proposal.lon, proposal.lat, proposal.size) in where_read:
+            state.proposed_roi = None  # it was just added (perhaps renamed)
     state.regions_messages.extend(errors)
     st.rerun()
 
@@ -154,7 +156,6 @@ st.subheader(f"Your regions ({len(state.rois)})")
 if not state.rois:
     st.info("No regions yet. Add the notebook's three, click the map, or use the form.")
 else:
-    st.markdown("Collapsed WorldCover classes: " + views.legend_html(), unsafe_allow_html=True)
     per_row = 3
     for first in range(0, len(state.rois), per_row):
         for col, roi in zip(st.columns(per_row), state.rois[first:first + per_row]):
@@ -162,15 +163,17 @@ else:
                 st.markdown(f"#### {roi.spec.name}")
                 picture = views.roi_picture(roi)
                 st.image(picture.image, caption=picture.caption, width="stretch")
-                st.plotly_chart(class_bar_chart(views.collapsed_counts(roi),
-                                                "collapsed class pixels"),
+                counts = views.collapsed_counts(roi)
+                st.markdown(views.share_legend_html(counts), unsafe_allow_html=True)
+                st.plotly_chart(class_bar_chart(counts, "collapsed class pixels"),
                                 key=f"bars_{roi.spec.name}")
                 st.caption(views.roi_summary(roi))
                 for note in roi.notes:
                     st.warning(note)
                 with st.expander("Provenance and native class counts"):
-                    st.dataframe(views.provenance_rows(roi), hide_index=True)
-                    st.dataframe(views.native_counts_table(roi), hide_index=True)
+                    st.markdown(views.provenance_markdown(roi))
+                    st.caption("Native WorldCover codes in this region (as the notebook prints)")
+                    st.table(views.native_counts_table(roi).set_index("code"))
                 st.button("Remove", key=f"remove_{roi.spec.name}", on_click=ui.remove_roi,
                           args=(roi.spec.name,))
     st.page_link(ui.PAGES["chips"], label="Next: cut these regions into chips", icon="➡️")

@@ -12,6 +12,7 @@ from bharateo.studio import (config_from_knobs, default_run_name, eta_seconds, f
                              series_from_run)
 from bharateo.chips import HOLDOUT_BLOCKS
 
+ui.page_setup()
 st.title("Train")
 ui.synthetic_banner()
 rois = st.session_state.rois

@@ -134,10 +134,10 @@ def test_offline_map_leaves_folium_defaults_alone():
 
 def test_grid_labels_every_tile_over_north_india():
     labels = div_icon_html(rendered(build_region_map([])))
-    for tile in ("N27E075", "N06E066", "N33E096", "N24E087"):
+    for tile in ("N27E075", "N18E066", "N33E090", "N24E087"):
         assert tile in labels
-    assert len(labels) == len(set(labels)) == 11 * 10
-    assert "N36E066" not in labels and "N06E099" not in labels
+    assert len(labels) == len(set(labels)) == 9 * 6
+    assert "N36E066" not in labels and "N15E075" not in labels and "N27E093" not in labels
 
 
 def test_grid_lines_lie_on_the_3_degree_grid():
@@ -147,7 +147,7 @@ def test_grid_lines_lie_on_the_3_degree_grid():
     assert '"interactive": false' in options  # clicks on a grid line reach the map
     numbers = [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?", lines)]
     assert numbers and all(x % 3 == 0 for x in numbers)
-    assert min(numbers) == 6 and max(numbers) == 99
+    assert min(numbers) == 18 and max(numbers) == 93
 
 
 def test_chosen_rois_are_solid_and_proposed_is_dashed():

@@ -1,0 +1,221 @@
+"""Regions page (AppTest): presets, lon/lat form, proposals from clicks, errors, removal."""
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from bharateo import views
+from bharateo.mapview import propose_roi_from_click
+from bharateo.roi import NOTEBOOK_ROIS, Roi, RoiSpec, cache_path, load_roi, roi_window
+from bharateo.worldcover import collapse_worldcover, data_source_from_env
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+NOTEBOOK_NAMES = [spec.name for spec in NOTEBOOK_ROIS]
+
+
+@pytest.fixture
+def regions(worldcover_dir):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("pages/regions.py").run()
+    assert not at.exception
+    return at
+
+
+def names(at) -> list[str]:
+    return [r.spec.name for r in at.session_state["rois"]]
+
+
+def errors(at) -> str:
+    return "\n".join(e.value for e in at.error)
+
+
+def image_captions(at) -> list[str]:
+    return [img.caption for element in at.get("image") for img in element.proto.imgs]
+
+
+def map_script(at) -> str:
+    """The Leaflet script the st_folium component was given."""
+    (component,) = at.get("component_instance")
+    return json.loads(component.proto.json_args)["script"]
+
+
+def submit_form(at, lon, lat, name="", size=512, button="Add region now"):
+    at.select_slider(key="region_size").set_value(size)
+    at.text_input(key="form_name").input(name)
+    at.number_input(key="form_lon").set_value(lon)
+    at.number_input(key="form_lat").set_value(lat)
+    at.button(key=f"FormSubmitter:roi_form-{button}").click().run()
+    assert not at.exception
+    return at
+
+
+def test_presets_load_from_the_fixture_tile(regions, worldcover_dir):
+    at = regions
+    assert at.info and "No regions yet" in at.info[0].value
+    at.button(key="add_preset_shekhawati").click().run()
+    assert not at.exception
+    assert names(at) == ["shekhawati"]
+    assert at.button(key="add_preset_shekhawati").disabled
+    assert not at.button(key="add_presets").disabled  # two still missing
+    at.button(key="add_presets").click().run()
+    assert not at.exception
+    assert names(at) == ["shekhawati", "delhi_ncr", "mathura_belt"]
+    assert not at.error
+    assert "Read delhi_ncr" in at.success[0].value and "mathura_belt" in at.success[0].value
+    assert at.button(key="add_presets").disabled
+    assert all(at.button(key=f"add_preset_{n}").disabled for n in NOTEBOOK_NAMES)
+
+    # one palette picture, bar chart and provenance per region, and the fixture is flagged
+    assert len(at.get("image")) == 3
+    assert any("synthetic test fixture" in w.value for w in at.warning)
+    assert image_captions(at) == [
+        "2048 x 2048 px at 10 m = 20.48 x 20.48 km; every 4th pixel shown (1:4); north is up."] * 3
+    captions = [c.value for c in at.caption]
+    assert sum("tile N27E075" in c and "local folder" in c for c in captions) == 3
+    charts = at.get("plotly_chart")
+    assert len(charts) == 3
+    native = load_roi(worldcover_dir.rois["shekhawati"]).native
+    expected = np.bincount(collapse_worldcover(native).ravel(), minlength=8)
+    bars = json.loads(charts[0].proto.spec)["data"][0]["y"]
+    assert bars == expected.tolist() and sum(bars) == 2048 * 2048
+    provenance = [m.value for m in at.markdown if m.value.startswith("- **source**")]
+    assert len(provenance) == 3 and "- **tiles**: N27E075" in provenance[0], provenance[0]
+    # the notebook printed (75.71458333333334, 28.414666666666665, 75.88525, 28.585333333333335)
+    assert "- **bounds (deg)**: W 75.7146, S 28.4147, E 75.8852, N 28.5853" in provenance[0]
+    native_counts = at.table[0].value
+    assert native_counts["pixels"].sum() == 2048 * 2048
+
+    # the map draws the three chosen regions, solid
+    script = map_script(at)
+    assert all(n in script for n in NOTEBOOK_NAMES) and "(proposed)" not in script
+
+
+def test_add_by_lon_lat_and_remove(regions):
+    at = submit_form(regions, 77.23, 28.61, name="delhi_small")
+    assert names(at) == ["delhi_small"]
+    roi = at.session_state["rois"][0]
+    assert roi.spec == RoiSpec("delhi_small", 77.23, 28.61, 512)
+    assert roi.native.shape == (512, 512)
+    assert image_captions(at) == [
+        "512 x 512 px at 10 m = 5.12 x 5.12 km; full resolution; north is up."]
+
+    submit_form(at, 75.80, 28.50, name="b")
+    assert names(at) == ["delhi_small", "b"] and len(at.get("image")) == 2
+    at.button(key="remove_delhi_small").click().run()  # removing one keeps the other
+    assert not at.exception
+    assert names(at) == ["b"] and len(at.get("image")) == 1
+    script = map_script(at)
+    assert script.count("L.rectangle(") == 1 and re.search(r"<div>\s*b\s*</div>", script)
+
+
+def test_propose_then_add_across_a_tile_edge(regions, worldcover_dir):
+    lon, lat = worldcover_dir.edge_lon_lat
+    at = submit_form(regions, lon, lat, name="edge", button="Propose")
+    assert names(at) == []  # proposed, not read
+    assert at.session_state["proposed_roi"] == RoiSpec("edge", lon, lat, 512)
+    assert any("Proposed: edge" in m.value for m in at.markdown)
+    assert "edge (proposed)" in map_script(at)
+    at.button(key="add_proposed").click().run()
+    assert not at.exception
+    assert names(at) == ["edge"] and at.session_state["proposed_roi"] is None
+    assert any("tiles N27E075, N27E078" in c.value for c in at.caption)
+    assert "(proposed)" not in map_script(at)
+
+
+def test_bad_regions_show_errors_and_keep_the_others(regions, worldcover_dir):
+    at = submit_form(regions, 77.23, 28.61, name="delhi_small")
+    assert names(at) == ["delhi_small"]
+
+    sea = worldcover_dir.sea_spec
+    submit_form(at, sea.lon, sea.lat, name="sea")
+    assert "sea or outside WorldCover coverage" in errors(at)
+    assert names(at) == ["delhi_small"]
+
+    lon, lat = worldcover_dir.missing_tile_lon_lat
+    submit_form(at, lon, lat, name="north")
+    assert worldcover_dir.missing_tile in errors(at) and "not available" in errors(at)
+    assert names(at) == ["delhi_small"]
+
+    submit_form(at, 77.231, 28.611, name="delhi_again")
+    assert "overlaps 'delhi_small'" in errors(at)
+
+    submit_form(at, 75.80, 28.50, name="delhi_small")
+    assert "already a region called 'delhi_small'" in errors(at)
+
+    submit_form(at, 77.0, 85.0, name="arctic", button="Propose")
+    assert "outside WorldCover coverage" in errors(at)
+    assert at.session_state["proposed_roi"] is None
+
+    assert names(at) == ["delhi_small"]
+    assert len(at.get("image")) == 1  # the good region is still shown
+    assert not at.exception
+
+
+def test_unreachable_source_is_an_error(regions, monkeypatch, tmp_path):
+    monkeypatch.setenv("BHARATEO_WORLDCOVER_DIR", str(tmp_path / "no_such_folder"))
+    submit_form(regions, 77.23, 28.61, name="x")
+    assert "does not exist" in errors(regions)
+    assert names(regions) == []
+
+
+def test_a_repaired_cache_file_is_reported(regions):
+    spec = RoiSpec("repaired", 77.2412, 28.6012, 512)  # read nowhere else in these tests
+    path = cache_path(roi_window(spec), data_source_from_env())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not a zip file")
+    at = submit_form(regions, spec.lon, spec.lat, name=spec.name)
+    assert names(at) == ["repaired"]
+    assert any("damaged" in w.value and path.name in w.value for w in at.warning)
+    assert any("- **note**: The cache file" in m.value and "damaged" in m.value
+               for m in at.markdown)
+    assert path.with_suffix(".corrupt").exists() and path.exists()
+
+
+def test_a_click_proposal_is_drawn_and_can_be_renamed_and_added(regions):
+    at = regions
+    click = {"last_clicked": {"lat": 28.61, "lng": 77.23}}
+    at.session_state["proposed_roi"] = propose_roi_from_click(click, 512)
+    at.run()
+    assert not at.exception
+    assert any("Proposed: roi_77.2300E_28.6100N" in m.value for m in at.markdown)
+    script = map_script(at)
+    assert "roi_77.2300E_28.6100N (proposed)" in script and '"dashArray": "6 4"' in script
+    at.select_slider(key="region_size").set_value(1024).run()  # resizes the proposal
+    assert at.session_state["proposed_roi"] == RoiSpec("roi_77.2300E_28.6100N", 77.23, 28.61, 1024)
+    at.text_input(key="proposal_name_77.23_28.61").input("my_click")
+    at.button(key="add_proposed").click().run()
+    assert not at.exception
+    assert names(at) == ["my_click"] and at.session_state["rois"][0].spec.size == 1024
+    assert at.session_state["proposed_roi"] is None
+
+
+def test_a_click_proposal_can_be_discarded(regions):
+    at = regions
+    at.session_state["proposed_roi"] = RoiSpec("somewhere", 77.23, 28.61, 512)
+    at.run()
+    at.button(key="discard_proposed").click().run()
+    assert at.session_state["proposed_roi"] is None and names(at) == []
+    assert "(proposed)" not in map_script(at)
+
+
+def test_page_survives_being_the_first_run(worldcover_dir):
+    """A page URL opened first may run without app.py (Streamlit's pages/ folder fallback)."""
+    at = AppTest.from_file(str(Path(APP).parent / "pages" / "regions.py"), default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert at.title[0].value == "Regions"
+
+
+def test_no_data_pixels_are_white_and_left_out_of_the_counts():
+    native = np.full((64, 64), 40, dtype=np.uint8)  # cropland
+    native[:, :16] = 0  # a quarter sea
+    native[0, 20] = 50
+    roi = Roi(RoiSpec("coast", 77.0, 28.0, 64), native, {})
+    counts = views.collapsed_counts(roi)
+    assert counts.sum() == 64 * 48 and counts[1] == 64 * 48 - 1 and counts[3] == 1
+    picture = views.roi_picture(roi)
+    assert (picture.image[:, :16] == 255).all() and picture.step == 1
+    assert "White: no data" in picture.caption
