@@ -2,9 +2,9 @@
 import pandas as pd
 import streamlit as st
 
-from bharateo import ui
+from bharateo import ui, views
 from bharateo.tokens import CHANNEL_OPTIONS, token_accounting
-from bharateo.worldcover import ATTRIBUTION, CITATION, CLASS_COLORS_HEX, CLASS_NAMES
+from bharateo.worldcover import ATTRIBUTION, CITATION
 
 PIPELINE_DOT = """
 digraph {
@@ -29,10 +29,8 @@ def home() -> None:
         "64 patch tokens, most tokens are hidden, and a ~0.8M-parameter masked autoencoder learns "
         "to paint the hidden ones back and to name the land cover of every token.")
     st.graphviz_chart(PIPELINE_DOT)
-    legend = " ".join(f"<span style='background:{c};padding:2px 8px;border-radius:3px;"
-                      f"color:white;font-size:0.8em'>{n}</span>"
-                      for n, c in zip(CLASS_NAMES, CLASS_COLORS_HEX))
-    st.markdown(f"The 8 classes and their palette colours: {legend}", unsafe_allow_html=True)
+    st.markdown(f"The 8 classes and their palette colours: {views.legend_html()}",
+                unsafe_allow_html=True)
 
     st.subheader("Running a lesson")
     st.markdown(

@@ -107,7 +107,7 @@ def evaluate(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float = 0.75,
 
 
 def _pixel_labels_in_token_order(chips: ChipSet) -> np.ndarray:
-    k, s, g, p = len(chips), chips.chip_size, chips.grid_size, chips.patch_size
+    k, g, p = len(chips), chips.grid_size, chips.patch_size
     return np.ascontiguousarray(
         chips.labels.reshape(k, g, p, g, p).transpose(0, 1, 3, 2, 4)).reshape(k, g * g, p * p)
 

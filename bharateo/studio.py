@@ -7,7 +7,6 @@ from dataclasses import replace
 import pandas as pd
 
 from bharateo.chips import ChipConfig
-from bharateo.errors import BharatEOError
 from bharateo.model import ModelConfig
 from bharateo.pipeline import PRESETS, RunConfig
 from bharateo.runs import SavedRun, checkpoint_root, validate_run_name

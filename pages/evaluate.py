@@ -4,6 +4,7 @@ import streamlit as st
 from bharateo import figures, insight, insight_ui, ui
 from bharateo.errors import BharatEOError
 
+ui.page_setup()
 st.title("Evaluate")
 st.caption("The ESA patch head names a land-cover class for each of a chip's 64 patches. The "
            "confusion matrix counts, for every true (target) class, which class the model said. "
@@ -38,20 +39,25 @@ st.info(insight.gap_reading(train_res, held_res, held_name,
         icon="🧑‍🏫")
 st.caption(f"Predictions are made with {ratio:.0%} of each chip's patches hidden (the run's "
            "training mask ratio), with the same fixed masks every time.")
-normalised = st.toggle("Row-normalised: each row sums to 1 (the share of a target class given each "
-                       "answer)", key="eval_normalised")
+normalised = st.toggle("Row-normalised: each row sums to 100% (the share of a target class given "
+                       "each answer)", key="eval_normalised")
 
 columns = dict(zip(["train", "held"], st.columns(2, gap="large")))
 titles = {"train": f"Training chips ({len(train_chips)})",
           "held": f"Held-out region: {held_name} ({len(held_chips)})" if held_chips is not None else ""}
-table_format = {name: st.column_config.NumberColumn(name, format="%.2f")
-                for name in ("precision", "recall", "F1")}
-table_format["masked MAE"] = st.column_config.NumberColumn(
-    "masked MAE", format="%.3f", help="Mean |RGB error| on hidden pixels of this class")
-table_format["support"] = st.column_config.NumberColumn(
-    "support", help="Target patches of this class (the row sum of the matrix)")
-table_format["predicted"] = st.column_config.NumberColumn(
-    "predicted", help="Patches the model gave this class (the column sum of the matrix)")
+TABLE_COLUMNS = ("class", "precision", "recall", "F1", "support", "masked MAE")
+num = dict(width=64, alignment="right")
+table_format = {
+    "class": st.column_config.TextColumn("class", width=130),
+    "precision": st.column_config.Column(
+        "precision", help="Of the patches it called this class, the share that were", **num),
+    "recall": st.column_config.Column("recall", help="Of this class's patches, the share it found", **num),
+    "F1": st.column_config.Column("F1", help="Harmonic mean of precision and recall", **num),
+    "support": st.column_config.Column(
+        "support", help="Target patches of this class (the row sum of the matrix)", **num),
+    "masked MAE": st.column_config.Column(
+        "MAE", help="Mean |RGB error| on hidden pixels of this class", **num),
+}
 for split, col in columns.items():
     with col:
         if split not in results:
@@ -72,15 +78,16 @@ for split, col in columns.items():
         st.plotly_chart(figures.confusion_heatmap(res["confusion"], insight.normalised_confusion(res),
                                                   normalised, title="ESA patch classification confusion"),
                         key=f"eval_confusion_{split}")
-        st.dataframe(insight.class_table(res), hide_index=True, column_config=table_format,
-                     key=f"eval_table_{split}")
+        st.dataframe(insight.class_table_display(res), hide_index=True, column_config=table_format,
+                     column_order=TABLE_COLUMNS, key=f"eval_table_{split}")
 
 st.plotly_chart(figures.per_class_mae_chart(
-    {f"training chips": train_res["per_class_mae"],
+    {"training chips": train_res["per_class_mae"],
      **({f"held-out ({held_name})": held_res["per_class_mae"]} if held_res else {})}),
     key="eval_class_mae")
 stored = [r.filename for r in results.values() if r.filename]
-how = {"file": "read back from", "memory": "kept from earlier, stored in", "computed": "computed now and stored in"}
+how = {"file": "read back from", "memory": "computed earlier, stored in",
+       "computed": "computed now and stored in"}
 if run is not None and stored:
     st.caption(f"Results for run '{run.name}': " + "; ".join(
         f"{how[r.source]} {r.filename}" for r in results.values() if r.filename) + " beside the run.")

@@ -1,9 +1,10 @@
 """Reconstruct: hide some of a chip's patches and see what the model paints back."""
 import streamlit as st
 
-from bharateo import evaluate, figures, insight, insight_ui, ui
+from bharateo import views, evaluate, figures, insight, insight_ui, ui
 from bharateo.errors import BharatEOError
 
+ui.page_setup()
 st.title("Reconstruct")
 st.caption("Hide some of a chip's 64 patches, as in training, and see what the model paints back "
            "and which land-cover class it names for every patch. Drag the mask ratio: the more is "
@@ -26,10 +27,10 @@ if held_chips is not None:
     splits["held"] = held_chips
 if st.session_state.get("recon_split") not in splits:
     st.session_state.recon_split = "train"
-split_names = {"train": f"training chips ({len(train_chips)})"}
+split_titles = {"train": "training chips"}
 if held_chips is not None:
-    split_names["held"] = (f"held-out region: {insight.held_region_name(held_chips)} "
-                           f"({len(held_chips)})")
+    split_titles["held"] = f"held-out region {insight.held_region_name(held_chips)}"
+split_names = {s: f"{title} ({len(splits[s])} chips)" for s, title in split_titles.items()}
 split = st.radio("Chips", list(splits), key="recon_split", horizontal=True,
                  format_func=split_names.get)
 if held_chips is None:
@@ -53,55 +54,60 @@ for col, i in zip(thumb_cols, range(first, min(first + 10, len(chips)))):
                type="primary" if i == index else "secondary",
                on_click=st.session_state.__setitem__, args=(chip_key, i))
 
-# --- the mask --------------------------------------------------------------------------------------
-st.session_state.setdefault("recon_mask_ratio", 0.75)
-st.session_state.setdefault("recon_mask_seed", 0)
-slider_col, seed_col = st.columns([5, 1], vertical_alignment="bottom")
-ratio = round(slider_col.slider("Mask ratio: share of the 64 patches hidden", 0.05, 0.95, step=0.05,
-                                key="recon_mask_ratio", format="%.2f"), 2)
-seed_col.button("🎲 New random mask", key="recon_new_mask", width="stretch",
-                help="Hide a different random set of patches (same ratio).",
-                on_click=lambda: st.session_state.update(
-                    recon_mask_seed=st.session_state.recon_mask_seed + 1))
+# --- the mask, the panels and the curve: a fragment, so a slider move reruns only this part ------
+@st.fragment
+def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: float) -> None:
+    st.session_state.setdefault("recon_mask_ratio", 0.75)
+    st.session_state.setdefault("recon_mask_seed", 0)
+    slider_col, seed_col = st.columns([5, 1], vertical_alignment="bottom")
+    ratio = round(slider_col.slider("Mask ratio: share of the 64 patches hidden", 0.05, 0.95,
+                                    step=0.05, key="recon_mask_ratio", format="%.2f"), 2)
+    seed_col.button("🎲 New random mask", key="recon_new_mask", width="stretch",
+                    help="Hide a different random set of patches (same ratio).",
+                    on_click=lambda: st.session_state.update(
+                        recon_mask_seed=st.session_state.recon_mask_seed + 1))
+    try:
+        rec = evaluate.reconstruct_chip(model, chips, index, ratio, st.session_state.recon_mask_seed)
+    except BharatEOError as exc:
+        ui.show_error(exc)
+        return
+    panels = insight.reconstruction_panels(rec, ratio, index)
 
-try:
-    rec = evaluate.reconstruct_chip(model, chips, index, ratio, st.session_state.recon_mask_seed)
-except BharatEOError as exc:
-    ui.show_error(exc)
-    st.stop()
-panels = insight.reconstruction_panels(rec, ratio, index)
+    # the notebook's six panels, plus the patch-label target
+    for col, panel in zip(st.columns(4), panels[:4]):
+        col.image(panel.image, caption=panel.title, output_format="PNG")
+    row = st.columns(4)
+    for col, panel in zip(row[:3], panels[4:]):
+        col.image(panel.image, caption=panel.title, output_format="PNG")
+    row[0].image(insight.magma_legend(), output_format="PNG",
+                 caption="mean |RGB error|: 0 (black) … 0.5 or more (yellow); grey = visible, "
+                         "not scored")
+    row[1].markdown(views.legend_html(sorted(set(rec.patch_prediction.ravel()) |
+                                                     set(rec.patch_target.ravel()))),
+                    unsafe_allow_html=True)
+    with row[3]:
+        st.metric("Masked MAE (this chip)", f"{rec.masked_mae:.3f}",
+                  help="Mean absolute RGB error over the hidden patches' pixels (palette colours "
+                       "run 0–1, so 0.1 is a small colour error and 0.5 a wrong class). Lower is "
+                       "better.")
+        st.metric("Patch accuracy (this chip)", f"{rec.patch_acc:.0%}",
+                  help="Share of this chip's 64 patches whose ESA class the patch head names "
+                       "correctly (hidden and visible patches).")
+        st.caption(f"Mask #{st.session_state.recon_mask_seed} at {ratio:.0%}: "
+                   f"{int(rec.mask.sum())} of {rec.mask.size} patches hidden.")
 
-# --- the notebook's panels -----------------------------------------------------------------------
-for col, panel in zip(st.columns(4), panels[:4]):
-    col.image(panel.image, caption=panel.title, output_format="PNG")
-row = st.columns(4)
-for col, panel in zip(row[:3], panels[4:]):
-    col.image(panel.image, caption=panel.title, output_format="PNG")
-row[0].image(insight.magma_legend(), output_format="PNG",
-             caption="mean |RGB error|: 0 (black) … 0.5 or more (yellow); grey = visible, not scored")
-row[1].markdown(insight.class_legend_html(sorted(set(rec.patch_prediction.ravel()) |
-                                                 set(rec.patch_target.ravel()))),
-                unsafe_allow_html=True)
-with row[3]:
-    st.metric("Masked MAE (this chip)", f"{rec.masked_mae:.3f}",
-              help="Mean absolute RGB error over the hidden patches' pixels (palette colours run "
-                   "0–1, so 0.1 is a small colour error and 0.5 a wrong class). Lower is better.")
-    st.metric("Patch accuracy (this chip)", f"{rec.patch_acc:.0%}",
-              help="Share of this chip's 64 patches whose ESA class the patch head names correctly "
-                   "(hidden and visible patches).")
-    st.caption(f"Mask #{st.session_state.recon_mask_seed} at {ratio:.0%}: "
-               f"{int(rec.mask.sum())} of {rec.mask.size} patches hidden.")
+    # the whole split at nine ratios, computed once; the current ratio marked
+    with st.spinner("Measuring the model on these chips at nine mask ratios (once per run)…"):
+        curve = insight.ratio_curve(model, chips, run)
+    st.plotly_chart(
+        figures.mask_ratio_curve(curve.value, ratio, train_ratio,
+                                 title=f"{split_title}: masked MAE and patch accuracy vs mask "
+                                       f"ratio (all {len(chips)} chips)"),
+        key="recon_curve")
+    st.caption(f"Averages over all {len(chips)} chips with fixed masks. The model was trained with "
+               f"{train_ratio:.0%} hidden, and a small model is often best near that ratio. "
+               + (f"Computed once and stored beside run '{run.name}' ({curve.filename})."
+                  if curve.filename else "Computed once for this model and these chips."))
 
-# --- the curve -------------------------------------------------------------------------------------
-with st.spinner("Measuring the model on these chips at nine mask ratios (once per run)…"):
-    curve = insight.ratio_curve(model, chips, run)
-train_ratio = entry["config"].train.mask_ratio
-st.plotly_chart(
-    figures.mask_ratio_curve(curve.value, ratio, train_ratio,
-                             title=f"all {len(chips)} {split_names[split].split(' (')[0]}: "
-                                   "error and accuracy vs mask ratio"),
-    key="recon_curve")
-st.caption(f"Averages over all {len(chips)} chips with fixed masks. The model was trained with "
-           f"{train_ratio:.0%} hidden, and a small model is often best near that ratio. "
-           + (f"Computed once and stored beside run '{run.name}' ({curve.filename})."
-              if curve.filename else "Computed once for this model and these chips."))
+
+mask_explorer(model, chips, index, split_titles[split], run, entry["config"].train.mask_ratio)

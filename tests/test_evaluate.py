@@ -42,7 +42,7 @@ class TinyRun:
 
 
 @pytest.fixture(scope="module")
-def trained(fixture_tiles_dir, tmp_path_factory) -> TinyRun:
+def trained(fixture_tiles_dir, tmp_path_factory):
     """TINY_CONFIG trained once per test module (not saved; see save_tiny_run).
 
     Torch runs on one thread meanwhile: on two shared cores, two OpenMP threads fighting other
@@ -318,9 +318,10 @@ def test_gap_reading_other_cases():
     support = [100, 700, 100, 100, 0, 0, 0, 0]
     good = _result(0.85, [80, 650, 60, 60, 0, 0, 0, 0], support)
     assert "about the same" in insight.gap_reading(good, good, "x")
-    easy = _result(0.95, [95, 700, 90, 65, 0, 0, 0, 0], support)
-    assert "higher on" in insight.gap_reading(good, easy, "x") and "easier" in insight.gap_reading(good, easy, "x")
-    lazy = _result(0.70, [0, 700, 0, 0, 0, 0, 0, 0], support)
-    assert "no better than always answering 'cropland' (70% of its patches)" in insight.gap_reading(good, lazy, "x")
+    easy = insight.gap_reading(good, _result(0.95, [95, 700, 90, 65, 0, 0, 0, 0], support), "x")
+    assert "higher on" in easy and "easier" in easy and "would already score 70%" in easy
+    assert easy.count("always answering") == 1  # said once, not twice
+    lazy = insight.gap_reading(good, _result(0.70, [0, 700, 0, 0, 0, 0, 0, 0], support), "x")
+    assert "no better than always answering 'cropland' (70% of its patches)" in lazy
     assert "hold out a region" in insight.gap_reading(good, None)
     assert insight.gap_reading(good, good, "x", held_out_by_run=False).startswith("Careful")

@@ -1,0 +1,130 @@
+"""The Evaluate page through AppTest: confusion matrices, scores, reading, results stored beside the run."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from streamlit.testing.v1 import AppTest
+
+from bharateo import evaluate as ev
+from bharateo import insight
+from bharateo.chips import ChipConfig, build_chip_sets
+from tests.test_evaluate import model_entry, save_tiny_run, trained  # noqa: F401 (fixture)
+
+PAGE = "pages/evaluate.py"
+
+
+def open_page(**state) -> AppTest:
+    at = AppTest.from_file("../app.py", default_timeout=90)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def session_with(tiny, run_name, held=True):
+    return dict(model=model_entry(tiny, run_name), train_chips=tiny.result.train_chips,
+                heldout_chips=tiny.result.heldout_chips if held else None)
+
+
+def confusion_z(at, split):
+    charts = [c for c in at.get("plotly_chart") if c.key == f"eval_confusion_{split}"]
+    assert len(charts) == 1
+    heatmap = json.loads(charts[0].proto.spec)["data"][0]
+    assert heatmap["y"][0] == "tree" and heatmap["x"][3] == "built_up"  # rows target, cols predicted
+    return np.array(heatmap["z"], dtype=float)
+
+
+def metric_values(at, label):
+    return [m.value for m in at.metric if m.label == label]
+
+
+def test_confusion_counts_sum_to_patches_and_normalised_rows_to_one(trained):
+    at = open_page(**session_with(trained, None))
+    train, held = trained.result.train_chips, trained.result.heldout_chips
+    counts_t, counts_h = confusion_z(at, "train"), confusion_z(at, "held")
+    assert counts_t.sum() == len(train) * 64 and counts_h.sum() == len(held) * 64
+    np.testing.assert_array_equal(counts_t.sum(axis=1), train.patch_class_counts())
+    direct = ev.evaluate(trained.result.model, train, trained.config.train.mask_ratio)
+    np.testing.assert_array_equal(counts_t, direct["confusion"])
+    held_direct = ev.evaluate(trained.result.model, held, trained.config.train.mask_ratio)
+    assert metric_values(at, "Patch accuracy") == [f"{direct['accuracy']:.1%}",
+                                                   f"{held_direct['accuracy']:.1%}"]
+
+    at.toggle(key="eval_normalised").set_value(True).run()
+    for split, counts in (("train", counts_t), ("held", counts_h)):
+        shares = confusion_z(at, split)
+        has_targets = counts.sum(axis=1) > 0
+        np.testing.assert_allclose(shares.sum(axis=1)[has_targets], 1.0)
+        assert np.all(shares[~has_targets] == 0)
+
+    tables = at.dataframe
+    assert len(tables) == 2
+    table = tables[0].value.set_index("class")
+    assert table["support"].sum() == len(train) * 64
+    assert list(table.columns) == ["precision", "recall", "F1", "support", "predicted", "masked MAE"]
+    assert (table.loc[table["support"] == 0, "recall"] == "—").all()  # undefined, not 0 or None
+    assert (table.loc[table["predicted"] == 0, "precision"] == "—").all()
+    report = {r["class"]: r for r in direct["per_class"]}
+    assert table.loc["cropland", "recall"] == f"{report['cropland']['recall']:.2f}"
+    assert any(c.key == "eval_class_mae" for c in at.get("plotly_chart"))
+
+
+def test_reading_is_built_from_the_numbers(trained):
+    at = open_page(**session_with(trained, None))
+    train = ev.evaluate(trained.result.model, trained.result.train_chips, 0.25)
+    held = ev.evaluate(trained.result.model, trained.result.heldout_chips, 0.25)
+    reading = [i.value for i in at.info if "training chips" in i.value]
+    assert reading == [insight.gap_reading(train, held, "mathura_belt")]
+    assert f"{train['accuracy']:.2f}" in reading[0] and f"{held['accuracy']:.2f}" in reading[0]
+
+
+def test_results_are_stored_beside_the_run_and_reused(trained, monkeypatch):
+    run = save_tiny_run(trained, "evaluated")
+    calls = []
+    real = ev.evaluate
+    monkeypatch.setattr(ev, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    insight.clear_memory()
+    at = open_page(**session_with(trained, "evaluated"))
+    files = sorted(run.path.glob("evaluation_*.json"))
+    assert len(files) == 2 and len(calls) == 2
+    fps = {insight.chips_fingerprint(c)[:12] for c in (trained.result.train_chips,
+                                                      trained.result.heldout_chips)}
+    assert {f.name.split("_")[1] for f in files} == fps
+    assert any("computed now and stored in" in c.value for c in at.caption)
+
+    # next time (fresh server memory): read back from the files, not computed again
+    train_fp = insight.chips_fingerprint(trained.result.train_chips)[:12]
+    train_file = next(f for f in files if train_fp in f.name)
+    stored = json.loads(train_file.read_text())
+    stored["result"]["accuracy"] = 0.4242
+    train_file.write_text(json.dumps(stored))
+    insight.clear_memory()
+    at = open_page(**session_with(trained, "evaluated"))
+    assert len(calls) == 2
+    assert metric_values(at, "Patch accuracy")[0] == "42.4%"
+    assert any("read back from" in c.value for c in at.caption)
+
+
+def test_without_held_out_chips_the_page_says_how_to_get_them(trained):
+    at = open_page(**session_with(trained, None, held=False))
+    assert len(metric_values(at, "Patch accuracy")) == 1
+    assert any("hold out a region" in i.value and "Chips page" in i.value for i in at.info)
+    assert "chips" in [link.proto.page for link in at.get("page_link")]
+    assert any("hold out a region to find out" in i.value for i in at.info)
+
+
+def test_chips_of_another_size_show_an_error_not_a_traceback(trained):
+    small, _ = build_chip_sets(trained.rois, ChipConfig(n_chips=4, chip_size=64))
+    at = open_page(model=model_entry(trained, None), train_chips=small, heldout_chips=None)
+    assert any("doesn't match the current chips" in e.value and "64 px" in e.value for e in at.error)
+    assert not at.get("plotly_chart") and not at.metric
+
+
+def test_without_any_run_the_page_sends_you_to_train():
+    at = open_page()
+    assert any("no trained model yet" in i.value for i in at.info)
+    assert [link.proto.page for link in at.get("page_link")][-1] == "train"
+    assert not at.get("plotly_chart")

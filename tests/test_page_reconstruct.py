@@ -1,0 +1,132 @@
+"""The Reconstruct page through AppTest: model and chips choice, panels, slider, mask seed, curve."""
+from __future__ import annotations
+
+import json
+
+from streamlit.testing.v1 import AppTest
+
+from bharateo import insight
+from bharateo.chips import ChipConfig, build_chip_sets
+from bharateo.model import num_masked
+from tests.test_evaluate import model_entry, save_tiny_run, trained  # noqa: F401 (fixture)
+
+PAGE = "pages/reconstruct.py"
+
+
+def open_page(**state) -> AppTest:
+    at = AppTest.from_file("../app.py", default_timeout=90)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def session_with(tiny, run_name):
+    return dict(model=model_entry(tiny, run_name), train_chips=tiny.result.train_chips,
+                heldout_chips=tiny.result.heldout_chips)
+
+
+def panel_images(at):
+    """The seven panels by title (thumbnails have no caption; the colour bar's starts 'mean')."""
+    return {img.captions[0].split(" ·")[0].split(" (")[0]: img.value[0]
+            for img in at.image if img.captions and img.captions[0]
+            and not img.captions[0].startswith("mean |RGB error|")}
+
+
+def metrics(at):
+    return {m.label: m.value for m in at.metric}
+
+
+def curve(at):
+    charts = [c for c in at.get("plotly_chart") if c.key == "recon_curve"]
+    assert len(charts) == 1
+    return json.loads(charts[0].proto.spec)
+
+
+def test_without_any_run_the_page_sends_you_to_train():
+    at = open_page()
+    assert any("no trained model yet" in i.value for i in at.info)
+    assert [link.proto.page for link in at.get("page_link")][-1] == "train"
+    assert not at.slider and not at.image and not at.error
+
+
+def test_pick_a_saved_run_then_load_its_chips(trained, worldcover_dir):
+    save_tiny_run(trained, "picked")
+    at = open_page()
+    assert any("choose a saved run" in i.value for i in at.info)
+    at.selectbox(key="reconstruct_saved_run").select("picked").run()
+    assert at.session_state.model["run"] == "picked"
+    assert any("no chips in this session" in i.value for i in at.info)
+    at.button(key="reconstruct_load_run_chips").click().run()
+    assert not at.exception and not at.error
+    chips = at.session_state.train_chips
+    assert insight.chips_fingerprint(chips) == insight.chips_fingerprint(trained.result.train_chips)
+    assert at.session_state.heldout_chips is not None
+    assert len(panel_images(at)) == 7
+    assert set(metrics(at)) == {"Masked MAE (this chip)", "Patch accuracy (this chip)"}
+
+
+def test_slider_and_new_mask_change_the_panels_and_metrics(trained):
+    at = open_page(**session_with(trained, None))
+    before, m_before = panel_images(at), metrics(at)
+    assert "75% masked input" in before
+    assert any(f"{num_masked(64, 0.75)} of 64 patches hidden" in c.value for c in at.caption)
+
+    at.slider(key="recon_mask_ratio").set_value(0.25).run()
+    after, m_after = panel_images(at), metrics(at)
+    assert "25% masked input" in after
+    assert any(f"{num_masked(64, 0.25)} of 64 patches hidden" in c.value for c in at.caption)
+    assert after["25% masked input"] != before["75% masked input"]
+    assert after["abs RGB error on hidden patches"] != before["abs RGB error on hidden patches"]
+    assert after["target RGB"] == before["target RGB"]  # same chip
+    assert m_after != m_before
+
+    at.button(key="recon_new_mask").click().run()
+    reseeded = panel_images(at)
+    assert at.session_state.recon_mask_seed == 1
+    assert reseeded["25% masked input"] != after["25% masked input"]
+    assert reseeded["target RGB"] == after["target RGB"]
+
+
+def test_choose_chip_by_thumbnail_and_switch_to_held_out(trained):
+    at = open_page(**session_with(trained, None))
+    first = panel_images(at)["target RGB"]
+    at.button(key="recon_thumb_train_3").click().run()
+    assert at.number_input(key="recon_chip_train").value == 3
+    assert any("chip 3" in img.captions[0] for img in at.image if img.captions)
+    assert panel_images(at)["target RGB"] != first
+    at.radio(key="recon_split").set_value("held").run()
+    assert not at.exception
+    assert at.number_input(key="recon_chip_held").max == len(trained.result.heldout_chips) - 1
+    assert "held-out region mathura_belt" in curve(at)["layout"]["title"]["text"]
+    assert len(panel_images(at)) == 7
+
+
+def test_curve_marks_the_ratio_and_rises_with_the_mask_and_is_stored_beside_the_run(trained):
+    run = save_tiny_run(trained, "curved")
+    at = open_page(**session_with(trained, "curved"))
+    fig = curve(at)
+    mae = {round(x, 2): y for x, y in zip(fig["data"][0]["x"], fig["data"][0]["y"])}
+    acc = fig["data"][1]["y"]
+    assert sorted(mae) == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9] and len(acc) == 9
+    assert mae[0.9] >= mae[0.1]
+    lines = {round(s["x0"], 2) for s in fig["layout"]["shapes"]}
+    assert lines == {0.75, 0.25}  # now (0.75) and trained-at (0.25)
+    files = list(run.path.glob("ratio_curve_*.json"))
+    assert len(files) == 1
+    stored = json.loads(files[0].read_text())["result"]
+    assert [r["masked_mae"] for r in stored] == fig["data"][0]["y"]
+
+    at.slider(key="recon_mask_ratio").set_value(0.5).run()
+    assert {round(s["x0"], 2) for s in curve(at)["layout"]["shapes"]} == {0.5, 0.25}
+    assert curve(at)["data"] == fig["data"]  # computed once, not per slider move
+
+
+def test_chips_of_another_size_show_an_error_not_a_traceback(trained):
+    small, _ = build_chip_sets(trained.rois, ChipConfig(n_chips=4, chip_size=64))
+    at = open_page(model=model_entry(trained, None), train_chips=small, heldout_chips=None)
+    assert any("trained on 128 px chips, these are 64 px" in e.value for e in at.error)
+    assert at.button(key="reconstruct_load_run_chips")  # offers the way out
+    assert not at.image and not at.slider
