@@ -1,7 +1,7 @@
 """Reconstruct: hide some of a chip's patches and see what the model paints back."""
 import streamlit as st
 
-from bharateo import views, evaluate, figures, insight, insight_ui, ui
+from bharateo import evaluate, figures, insight, insight_ui, ui, views
 from bharateo.errors import BharatEOError
 
 ui.page_setup()
