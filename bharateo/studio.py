@@ -35,6 +35,14 @@ def preset_knobs(preset: str, roi_names: list[str]) -> dict:
     return knobs
 
 
+def chip_knobs(chip_config: ChipConfig, roi_names: list[str]) -> dict:
+    """The dataset knobs of chips built on the Chips page, so training uses what was browsed."""
+    holdout = chip_config.holdout_roi if chip_config.holdout_roi in roi_names else None
+    return {"n_chips": chip_config.n_chips, "min_classes": chip_config.min_classes,
+            "holdout_roi": holdout, "holdout_block": chip_config.holdout_block if holdout else None,
+            "seed": chip_config.seed}
+
+
 def config_from_knobs(knobs: dict, rois, chip_config: ChipConfig) -> RunConfig:
     """RunConfig for the chosen ROIs and knob values (chip size from the Chips page).
 

@@ -150,6 +150,7 @@ def show_error(exc: BharatEOError) -> None:
 def sidebar() -> None:
     """The lab's state, always visible: data source, regions, chips, model, training."""
     state = st.session_state
+    adopt_finished_job()  # before drawing, so "Model" below is already the finished run's
     with st.sidebar:
         st.markdown("### Lab state")
         label, detail = source_status(data_source_from_env())

@@ -7,7 +7,7 @@ from bharateo.figures import accuracy_figure, loss_figure
 from bharateo.jobs import max_trainings
 from bharateo.pipeline import PRESETS
 from bharateo.runs import delete_run, list_runs, rename_run
-from bharateo.studio import (config_from_knobs, default_run_name, eta_seconds, free_run_name,
+from bharateo.studio import (chip_knobs, config_from_knobs, default_run_name, eta_seconds, free_run_name,
                              matching_preset, preset_knobs, runs_table, series_from_job,
                              series_from_run)
 from bharateo.chips import HOLDOUT_BLOCKS
@@ -30,6 +30,9 @@ def apply_preset(name: str) -> None:
 
 if "knob_n_chips" not in st.session_state:
     apply_preset("notebook default")
+    if st.session_state.train_chips is not None:  # start from the chips built on the Chips page
+        for key, value in chip_knobs(st.session_state.chip_config, roi_names).items():
+            st.session_state[f"knob_{key}"] = value
 
 # --- knobs -------------------------------------------------------------------------------------
 st.markdown("**Presets:** " + " · ".join(PRESETS))

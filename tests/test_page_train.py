@@ -188,3 +188,21 @@ def test_waiting_session_sees_its_queue_position(worldcover_dir, monkeypatch):
     wait(first.session_state["job"])
     wait(second.session_state["job"])
     assert second.session_state["job"].status in ("cancelled", "stopped")
+
+
+def test_dataset_knobs_start_from_the_chips_page(worldcover_dir):
+    from bharateo.chips import ChipConfig, build_chip_sets
+
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    rois = [load_roi(s) for s in SMALL_ROIS]
+    config = ChipConfig(n_chips=48, min_classes=3, seed=7, holdout_roi="shekhawati",
+                        holdout_block="east", n_holdout_chips=16)
+    at.session_state["rois"] = rois
+    at.session_state["chip_config"] = config
+    at.session_state["train_chips"], at.session_state["heldout_chips"] = build_chip_sets(rois, config)
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    assert (at.session_state["knob_n_chips"], at.session_state["knob_min_classes"],
+            at.session_state["knob_holdout_roi"], at.session_state["knob_holdout_block"],
+            at.session_state["knob_seed"]) == (48, 3, "shekhawati", "east", 7)
+    assert "custom" in at.caption[0].value
