@@ -110,6 +110,7 @@ def token_variance_heatmap(color_var, highlight: tuple[int, int] | None = None) 
     g = values.shape[0]
     index = np.arange(g * g).reshape(g, g)
     magma = [[k / (len(sequential.Magma) - 1), c] for k, c in enumerate(sequential.Magma)]
+    magma[0][1] = "#000000"  # Streamlit's frontend swaps #000001-#000010 for theme colours
     fig = go.Figure(go.Heatmap(
         z=values, colorscale=magma, zmin=0, zmax=max(float(values.max()), 1e-6),
         customdata=index, colorbar=dict(thickness=12, title=dict(text="var")),

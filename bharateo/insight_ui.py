@@ -89,7 +89,7 @@ def choose_chips(entry: dict, page: str):
         st.info("There are no chips in this session yet. Load the chips this run was trained on "
                 "(rebuilt from its regions and chip settings), or cut other chips on the Chips page.")
         _load_run_chips_button(entry, page, run_label)
-        st.page_link(ui.PAGES["chips"], label="Go to Chips", icon="➡️")
+        st.page_link(ui.PAGES["chips"], label="Go to Chips", icon=":material/arrow_forward:")
         return None
     try:
         evaluate.check_compatible(entry["model"], train)

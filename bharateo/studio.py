@@ -23,23 +23,27 @@ KNOBS = {
 }
 
 
+HOLDOUT_KNOBS = ("holdout_roi", "holdout_block")  # "" means none (a selectbox can't show None)
+
+
 def knobs_from_config(config: RunConfig) -> dict:
     """Widget values for every knob."""
-    return {key: getattr(getattr(config, section), name) for key, (section, name) in KNOBS.items()}
+    knobs = {key: getattr(getattr(config, section), name) for key, (section, name) in KNOBS.items()}
+    return {**knobs, **{k: knobs[k] or "" for k in HOLDOUT_KNOBS}}
 
 
-def preset_knobs(preset: str, roi_names: list[str]) -> dict:
+def preset_knobs(preset: str) -> dict:
+    """A preset's knobs, except the held-out choice: that belongs to the dataset being used."""
     knobs = knobs_from_config(PRESETS[preset])
-    if knobs["holdout_roi"] not in roi_names:
-        knobs["holdout_roi"] = None
-    return knobs
+    return {k: v for k, v in knobs.items() if k not in HOLDOUT_KNOBS}
 
 
 def chip_knobs(chip_config: ChipConfig, roi_names: list[str]) -> dict:
     """The dataset knobs of chips built on the Chips page, so training uses what was browsed."""
-    holdout = chip_config.holdout_roi if chip_config.holdout_roi in roi_names else None
+    holdout = chip_config.holdout_roi if chip_config.holdout_roi in roi_names else ""
     return {"n_chips": chip_config.n_chips, "min_classes": chip_config.min_classes,
-            "holdout_roi": holdout, "holdout_block": chip_config.holdout_block if holdout else None,
+            "holdout_roi": holdout,
+            "holdout_block": (chip_config.holdout_block or "") if holdout else "",
             "seed": chip_config.seed}
 
 
@@ -62,10 +66,10 @@ def config_from_knobs(knobs: dict, rois, chip_config: ChipConfig) -> RunConfig:
     return RunConfig(rois=tuple(r.spec for r in rois), chips=chips, model=model, train=train)
 
 
-def matching_preset(config: RunConfig) -> str | None:
-    """Name of the preset these settings equal (ignoring which ROIs), if any."""
-    for name, preset in PRESETS.items():
-        if replace(preset, rois=config.rois) == config:
+def matching_preset(knobs: dict) -> str | None:
+    """Name of the preset whose knobs these are (the held-out choice aside), if any."""
+    for name in PRESETS:
+        if all(knobs.get(k) == v for k, v in preset_knobs(name).items()):
             return name
     return None
 
@@ -84,11 +88,12 @@ def free_run_name(name: str) -> str:
     return validate_run_name(candidate)
 
 
-def eta_seconds(steps: list[dict], epochs: int) -> float | None:
-    """Seconds left, from the average step time so far."""
-    if len(steps) < 2:
+def eta_seconds(steps: list[dict], epochs: int, window: int = 20) -> float | None:
+    """Seconds left, from the pace of the last `window` steps (the first ones are slower)."""
+    if len(steps) < 3:
         return None
-    per_step = steps[-1]["elapsed"] / len(steps)
+    recent = steps[-min(window, len(steps) - 1) - 1:]
+    per_step = (recent[-1]["elapsed"] - recent[0]["elapsed"]) / (len(recent) - 1)
     return max(steps[-1]["steps_per_epoch"] * epochs - len(steps), 0) * per_step
 
 
@@ -114,9 +119,13 @@ def runs_table(runs: list[SavedRun]) -> pd.DataFrame:
             "mask": cfg["train"]["mask_ratio"],
             "lr": cfg["train"]["lr"],
             "embed/depth/heads": f"{cfg['model']['embed_dim']}/{cfg['model']['depth']}/{cfg['model']['heads']}",
-            "masked MAE": m.get("train_rec_mae"),
-            "ESA acc": m.get("train_esa_acc"),
-            "held-out MAE": m.get("heldout_rec_mae"),
-            "held-out acc": m.get("heldout_esa_acc"),
+            "masked MAE": _score(m.get("train_rec_mae")),
+            "ESA acc": _score(m.get("train_esa_acc")),
+            "held-out MAE": _score(m.get("heldout_rec_mae")),
+            "held-out acc": _score(m.get("heldout_esa_acc")),
         })
     return pd.DataFrame(rows)
+
+
+def _score(value) -> str:
+    return "—" if value is None else f"{value:.3f}"

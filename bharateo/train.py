@@ -19,6 +19,7 @@ from bharateo.model import ModelConfig, TinyRGBMAE, random_patch_mask
 
 HELDOUT_MASK_SEED = 1234  # fixed masks for held-out metrics, so epochs are comparable
 BLOW_UP_FACTOR = 20.0  # a loss this many times the first step's has diverged
+PRERENDER_BYTES = 256 * 2**20  # render every chip's tokens once if they fit in this much memory
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,8 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
                  if config.cosine else None)
     n = len(chips)
     steps_per_epoch = math.ceil(n / config.batch_size)
+    batch_tokens = _token_source(chips)
+    targets_all = chips.patch_targets()
     history: list[dict] = []
     start, global_step, first_loss = time.perf_counter(), 0, None
     model.train()
@@ -154,7 +157,7 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
                 return
             step_start = time.perf_counter()
             idx = order[(step - 1) * config.batch_size: step * config.batch_size]
-            tokens, targets = chips.tokens(idx), chips.patch_targets(idx)
+            tokens, targets = batch_tokens(idx), targets_all[idx]
             mask = random_patch_mask(len(idx), tokens.shape[1], config.mask_ratio, generator)
             out = model.training_losses(tokens, targets, mask, config.patch_loss_weight)
             loss = out["loss"].item()
@@ -184,6 +187,16 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
         history.append(asdict(row))
         yield row
     yield TrainingEnd("finished", f"Finished {config.epochs} epochs.", config.epochs, history)
+
+
+def _token_source(chips: ChipSet):
+    """idx -> B x N x T tokens: from one up-front rendering when it is small enough (the default
+    384 chips: 75 MB, saving ~2 ms a step), else rendered batch by batch."""
+    size = len(chips) * chips.grid_size ** 2 * chips.channels * chips.patch_size ** 2 * 4
+    if size > PRERENDER_BYTES:
+        return chips.tokens
+    everything = chips.tokens()
+    return lambda idx: everything[torch.from_numpy(idx)]
 
 
 def divergence_message(config: TrainConfig, epoch: int, step: int, loss: float,

@@ -112,7 +112,7 @@ def synthetic_banner() -> None:
     """Say so loudly when the pixels on screen are a test fixture, not WorldCover."""
     if any(r.synthetic for r in st.session_state.rois):
         st.warning("These pixels come from a **synthetic test fixture** (tiles tagged "
-                   "BHARATEO_SYNTHETIC_FIXTURE), not from ESA WorldCover.", icon="⚠️")
+                   "BHARATEO_SYNTHETIC_FIXTURE), not from ESA WorldCover.", icon=":material/warning:")
 
 
 # --- models ----------------------------------------------------------------------------------
@@ -140,7 +140,7 @@ def use_trained_model(model, config, run_name: str) -> None:
 def guidance(message: str, page: str, label: str) -> None:
     """An info box telling the user what to do first, with a link to the page that does it."""
     st.info(message)
-    st.page_link(PAGES[page], label=label, icon="➡️")
+    st.page_link(PAGES[page], label=label, icon=":material/arrow_forward:")
 
 
 def show_error(exc: BharatEOError) -> None:
@@ -159,7 +159,7 @@ def sidebar() -> None:
         names = ", ".join(r.spec.name for r in state.rois) or "none yet"
         st.markdown(f"**Regions:** {names}")
         if any(r.synthetic for r in state.rois):
-            st.caption("⚠️ synthetic test fixture, not WorldCover")
+            st.caption(":material/warning: synthetic test fixture, not WorldCover")
         chips = state.train_chips
         held = state.heldout_chips
         st.markdown("**Chips:** " + (f"{len(chips)} train" + (f" + {len(held)} held-out" if held else "")

@@ -165,4 +165,4 @@ with t2:
     st.caption(f"Rows and columns are pixel positions inside the token. In the "
                f"{view.tokens.shape[1]}-long token vector the {view.patch ** 2} red values come "
                "first, then green, then blue.")
-st.page_link(ui.PAGES["train"], label="Next: train the model on these chips", icon="➡️")
+st.page_link(ui.PAGES["train"], label="Next: train the model on these chips", icon=":material/arrow_forward:")

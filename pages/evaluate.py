@@ -36,7 +36,7 @@ held_res = results["held"].value if "held" in results else None
 
 st.info(insight.gap_reading(train_res, held_res, held_name,
                             insight.held_out_by_run(config, held_chips) if held_chips else True),
-        icon="🧑‍🏫")
+        icon=":material/school:")
 st.caption(f"Predictions are made with {ratio:.0%} of each chip's patches hidden (the run's "
            "training mask ratio), with the same fixed masks every time.")
 normalised = st.toggle("Row-normalised: each row sums to 100% (the share of a target class given "
@@ -46,9 +46,9 @@ columns = dict(zip(["train", "held"], st.columns(2, gap="large")))
 titles = {"train": f"Training chips ({len(train_chips)})",
           "held": f"Held-out region: {held_name} ({len(held_chips)})" if held_chips is not None else ""}
 TABLE_COLUMNS = ("class", "precision", "recall", "F1", "support", "masked MAE")
-num = dict(width=64, alignment="right")
+num = dict(width=52, alignment="right")
 table_format = {
-    "class": st.column_config.TextColumn("class", width=130),
+    "class": st.column_config.TextColumn("class", width=110),
     "precision": st.column_config.Column(
         "precision", help="Of the patches it called this class, the share that were", **num),
     "recall": st.column_config.Column("recall", help="Of this class's patches, the share it found", **num),

@@ -62,7 +62,7 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
     slider_col, seed_col = st.columns([5, 1], vertical_alignment="bottom")
     ratio = round(slider_col.slider("Mask ratio: share of the 64 patches hidden", 0.05, 0.95,
                                     step=0.05, key="recon_mask_ratio", format="%.2f"), 2)
-    seed_col.button("🎲 New random mask", key="recon_new_mask", width="stretch",
+    seed_col.button(":material/casino: New random mask", key="recon_new_mask", width="stretch",
                     help="Hide a different random set of patches (same ratio).",
                     on_click=lambda: st.session_state.update(
                         recon_mask_seed=st.session_state.recon_mask_seed + 1))

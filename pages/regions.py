@@ -176,4 +176,4 @@ else:
                     st.table(views.native_counts_table(roi).set_index("code"))
                 st.button("Remove", key=f"remove_{roi.spec.name}", on_click=ui.remove_roi,
                           args=(roi.spec.name,))
-    st.page_link(ui.PAGES["chips"], label="Next: cut these regions into chips", icon="➡️")
+    st.page_link(ui.PAGES["chips"], label="Next: cut these regions into chips", icon=":material/arrow_forward:")

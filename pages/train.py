@@ -6,11 +6,11 @@ from bharateo.errors import BharatEOError
 from bharateo.figures import accuracy_figure, loss_figure
 from bharateo.jobs import max_trainings
 from bharateo.pipeline import PRESETS
-from bharateo.runs import delete_run, list_runs, rename_run
-from bharateo.studio import (chip_knobs, config_from_knobs, default_run_name, eta_seconds, free_run_name,
-                             matching_preset, preset_knobs, runs_table, series_from_job,
-                             series_from_run)
 from bharateo.chips import HOLDOUT_BLOCKS
+from bharateo.runs import delete_run, list_runs, rename_run
+from bharateo.studio import (chip_knobs, config_from_knobs, default_run_name, eta_seconds,
+                             free_run_name, knobs_from_config, matching_preset, preset_knobs,
+                             runs_table, series_from_job, series_from_run)
 
 ui.page_setup()
 st.title("Train")
@@ -23,16 +23,26 @@ if not rois:
 roi_names = [r.spec.name for r in rois]
 
 
-def apply_preset(name: str) -> None:
-    for key, value in preset_knobs(name, roi_names).items():
+def set_knobs(values: dict) -> None:
+    for key, value in values.items():
         st.session_state[f"knob_{key}"] = value
 
 
+def apply_preset(name: str) -> None:
+    set_knobs(preset_knobs(name))
+
+
+# Streamlit forgets a widget's value when another page is shown, so the knobs are kept under
+# "train_knobs" as well and put back on return.
 if "knob_n_chips" not in st.session_state:
-    apply_preset("notebook default")
-    if st.session_state.train_chips is not None:  # start from the chips built on the Chips page
-        for key, value in chip_knobs(st.session_state.chip_config, roi_names).items():
-            st.session_state[f"knob_{key}"] = value
+    if "train_knobs" in st.session_state:
+        set_knobs(st.session_state.train_knobs)
+    else:
+        set_knobs(knobs_from_config(PRESETS["notebook default"]))
+        if st.session_state.train_chips is not None:  # start from the chips built on Chips
+            set_knobs(chip_knobs(st.session_state.chip_config, roi_names))
+if st.session_state.knob_holdout_roi not in ["", *roi_names]:  # that region was removed
+    set_knobs({"holdout_roi": "", "holdout_block": ""})
 
 # --- knobs -------------------------------------------------------------------------------------
 st.markdown("**Presets:** " + " · ".join(PRESETS))
@@ -45,11 +55,11 @@ with data_col:
     st.markdown("**Dataset**")
     st.number_input("chips", 16, 4096, step=16, key="knob_n_chips")
     st.number_input("min classes per chip", 1, 8, key="knob_min_classes")
-    st.selectbox("held-out region", [None, *roi_names], key="knob_holdout_roi",
-                 format_func=lambda n: "none (evaluate on training chips)" if n is None else n)
-    st.selectbox("held-out part", [None, *HOLDOUT_BLOCKS], key="knob_holdout_block",
-                 format_func=lambda b: "the whole region" if b is None else f"{b} half",
-                 disabled=st.session_state.knob_holdout_roi is None)
+    st.selectbox("held-out region", ["", *roi_names], key="knob_holdout_roi",
+                 format_func=lambda n: n or "none (evaluate on training chips)")
+    st.selectbox("held-out part", ["", *HOLDOUT_BLOCKS], key="knob_holdout_block",
+                 format_func=lambda b: f"{b} half" if b else "the whole region",
+                 disabled=not st.session_state.knob_holdout_roi)
 with model_col:
     st.markdown("**Model**")
     st.select_slider("embed dim", [32, 64, 96, 128, 192, 256], key="knob_embed_dim")
@@ -70,6 +80,7 @@ with optim_col:
 
 knobs = {key.removeprefix("knob_"): st.session_state[key]
          for key in st.session_state if str(key).startswith("knob_")}
+st.session_state.train_knobs = knobs
 try:
     config = config_from_knobs(knobs, rois, st.session_state.chip_config)
 except BharatEOError as exc:
@@ -77,12 +88,13 @@ except BharatEOError as exc:
     st.stop()
 
 tokens = config.tokens()
-preset = matching_preset(config)
-m1, m2, m3, m4 = st.columns(4)
+preset = matching_preset(knobs)
+m1, m2, m3, m4, m5 = st.columns(5)
 m1.metric("parameters", f"{config.parameters / 1e6:.2f}M")
 m2.metric("token presentations", f"{tokens.total_tokens:,}")
-m3.metric("visible / masked tokens", f"{tokens.visible_tokens:,} / {tokens.masked_tokens:,}")
-m4.metric("masked pixel targets", f"{tokens.masked_pixel_targets:,}")
+m3.metric("visible tokens", f"{tokens.visible_tokens:,}")
+m4.metric("masked tokens", f"{tokens.masked_tokens:,}")
+m5.metric("masked pixel targets", f"{tokens.masked_pixel_targets:,}")
 st.caption(f"Settings: {preset or 'custom'} · chips of {config.chips.chip_size} px from "
            f"{', '.join(roi_names)}")
 

@@ -45,7 +45,7 @@ def test_without_regions_the_page_says_what_to_do():
 def test_notebook_default_preset_is_the_notebooks_config(worldcover_dir):
     at = train_page()
     assert not at.exception
-    assert [m.value for m in at.metric] == ["0.80M", "491,520", "122,880 / 368,640", "94,371,840"]
+    assert [m.value for m in at.metric] == ["0.80M", "491,520", "122,880", "368,640", "94,371,840"]
     assert "notebook default" in at.caption[0].value
     knobs = {k.removeprefix("knob_"): at.session_state[k] for k in at.session_state if k.startswith("knob_")}
     nb = PRESETS["notebook default"]
@@ -179,6 +179,9 @@ def test_waiting_session_sees_its_queue_position(worldcover_dir, monkeypatch):
         at.text_input[0].input(name).run()
     button(first, "Train").click().run()
     button(second, "Train").click().run()
+    deadline = time.time() + 30
+    while first.session_state["job"].status != "running" and time.time() < deadline:
+        time.sleep(0.01)
     second.run()
     snapshots = [at.session_state["job"].snapshot() for at in (first, second)]
     assert any("number 1 in the queue" in i.value for i in second.info), \
@@ -206,3 +209,18 @@ def test_dataset_knobs_start_from_the_chips_page(worldcover_dir):
             at.session_state["knob_holdout_roi"], at.session_state["knob_holdout_block"],
             at.session_state["knob_seed"]) == (48, 3, "shekhawati", "east", 7)
     assert "custom" in at.caption[0].value
+
+
+def test_knobs_survive_a_visit_to_another_page(worldcover_dir):
+    at = train_page()
+    button(at, "quick demo").click().run()
+    set_knobs(at, epochs=3, holdout_roi="shekhawati")
+    before = dict(at.session_state["train_knobs"])
+    at.switch_page("pages/chips.py").run()
+    for key in [k for k in at.session_state if k.startswith("knob_")]:
+        del at.session_state[key]  # what a browser session does to widgets a page didn't draw
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    after = {k: at.session_state[f"knob_{k}"] for k in before}
+    assert after == before and after["epochs"] == 3 and after["embed_dim"] == 64
+    assert at.selectbox[0].value == "shekhawati"
