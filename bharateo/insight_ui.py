@@ -113,3 +113,15 @@ def choose_chips(entry: dict, page: str):
             _load_run_chips_button(entry, page, f"{run_label} (replaces the current chips)")
     return train, held
 
+
+def model_and_chips(page: str):
+    """Both pages' first step: (model entry, saved run or None, training chips, held-out chips or
+    None), or None when guidance or an error has been shown instead."""
+    choice = choose_model(page)
+    if choice is None:
+        return None
+    entry, run = choice
+    chip_sets = choose_chips(entry, page)
+    if chip_sets is None:
+        return None
+    return entry, run, *chip_sets

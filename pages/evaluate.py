@@ -11,14 +11,10 @@ st.caption("The ESA patch head names a land-cover class for each of a chip's 64 
            "Compare the chips it trained on with a region it never saw.")
 ui.synthetic_banner()
 
-choice = insight_ui.choose_model("evaluate")
-if choice is None:
+picked = insight_ui.model_and_chips("evaluate")
+if picked is None:
     st.stop()
-entry, run = choice
-chip_sets = insight_ui.choose_chips(entry, "evaluate")
-if chip_sets is None:
-    st.stop()
-train_chips, held_chips = chip_sets
+entry, run, train_chips, held_chips = picked
 model, config = entry["model"], entry["config"]
 ratio = config.train.mask_ratio
 

@@ -11,14 +11,10 @@ st.caption("Hide some of a chip's 64 patches, as in training, and see what the m
            "hidden, the less the model has to go on.")
 ui.synthetic_banner()
 
-choice = insight_ui.choose_model("reconstruct")
-if choice is None:
+picked = insight_ui.model_and_chips("reconstruct")
+if picked is None:
     st.stop()
-entry, run = choice
-chip_sets = insight_ui.choose_chips(entry, "reconstruct")
-if chip_sets is None:
-    st.stop()
-train_chips, held_chips = chip_sets
+entry, run, train_chips, held_chips = picked
 model = entry["model"]
 
 # --- which chips ---------------------------------------------------------------------------------

@@ -325,3 +325,16 @@ def test_gap_reading_other_cases():
     assert "no better than always answering 'cropland' (70% of its patches)" in lazy
     assert "hold out a region" in insight.gap_reading(good, None)
     assert insight.gap_reading(good, good, "x", held_out_by_run=False).startswith("Careful")
+
+
+def open_page(page: str, **state):
+    """AppTest of `page` reached through app.py, with `state` put in the session first."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file("../app.py", default_timeout=90)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at

@@ -9,18 +9,13 @@ from bharateo import insight
 from bharateo.chips import ChipConfig, build_chip_sets
 from bharateo.model import num_masked
 from tests.test_evaluate import model_entry, save_tiny_run, trained  # noqa: F401 (fixture)
+from tests.test_evaluate import open_page as open_insight_page
 
 PAGE = "pages/reconstruct.py"
 
 
 def open_page(**state) -> AppTest:
-    at = AppTest.from_file("../app.py", default_timeout=90)
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
-    return at
+    return open_insight_page(PAGE, **state)
 
 
 def session_with(tiny, run_name):
