@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from bharateo.errors import ChipError
-from bharateo.worldcover import CLASS_COLORS, NUM_CLASSES, collapse_worldcover
+from bharateo.worldcover import CLASS_COLORS, NUM_CLASSES, collapse_worldcover, labels_to_rgb
 
 HOLDOUT_BLOCKS = ("north", "south", "east", "west")
 
@@ -83,7 +83,7 @@ class ChipSet:
 
     def rgb(self, i: int) -> np.ndarray:
         """Chip i as an S x S x 3 float image."""
-        return CLASS_COLORS[self.labels[i]]
+        return labels_to_rgb(self.labels[i])
 
     def chips_per_roi(self) -> dict[str, int]:
         counts = np.bincount(self.roi_index, minlength=len(self.roi_names))

@@ -165,8 +165,10 @@ def _classify_open_error(exc: Exception, tile: str, path: str, source: DataSourc
     status = re.search(r"HTTP response code: (\d{3})", text)
     if status and status.group(1) in ("403", "404", "410"):  # S3 answers 403 for a missing key
         return MissingTileError(tile, source.describe())
+    curl = re.search(r"CURL error: ([^)]*)", text)  # GDAL's later tries say only "does not exist"
+    reason = f" ({curl.group(1).strip()})" if curl else ""
     return SourceUnreachableError(
-        f"Could not reach {source.describe()} for tile {tile} ({text.strip()[:160]}). "
+        f"Could not reach {source.describe()} for tile {tile}{reason}. "
         "Check the network, or work offline: run `python -m bharateo prefetch` while online, "
         "or set BHARATEO_WORLDCOVER_DIR to a folder holding the tiles.")
 
