@@ -36,6 +36,9 @@ STATE_DEFAULTS = {
 
 
 def init_state() -> None:
+    from bharateo.worker import keep_spare_worker
+
+    keep_spare_worker()  # so a Train click finds a training process with torch imported
     for key, value in STATE_DEFAULTS.items():
         if key not in st.session_state:
             st.session_state[key] = value.copy() if isinstance(value, list) else value

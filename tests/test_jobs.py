@@ -1,7 +1,9 @@
 """Background training jobs: queue order, slots, sessions that go away."""
+import os
 import time
 
 import pytest
+import torch
 
 from bharateo import jobs
 from bharateo.chips import ChipConfig
@@ -69,6 +71,30 @@ def test_closed_session_frees_its_slot_and_keeps_its_run(monkeypatch):
     assert first.status == "stopped" and load_run("closing").metrics["end_reason"] == "stopped"
     assert waiting.status == "finished"
     assert gone.status == "cancelled" and queue.running() == 0
+
+
+def test_a_job_trains_in_a_worker_process_exactly_what_the_core_trains():
+    from bharateo.pipeline import run_experiment
+
+    job = jobs.TrainingJob(config(epochs=2), ROIS, "in-worker", queue=jobs.TrainingQueue()).start()
+    job.join(120)
+    assert job.status == "finished"
+    assert job.worker.process.pid != os.getpid() and job.worker.process.returncode == 0
+    core = run_experiment(config(epochs=2), rois=ROIS)
+    learned = ("loss", "rec", "esa", "rec_mae", "esa_acc", "lr")
+    assert [[e[k] for k in learned] for e in job.end.history] == \
+        [[e[k] for k in learned] for e in core.history]
+    for name, tensor in core.model.state_dict().items():
+        assert torch.equal(job.model.state_dict()[name], tensor), name
+    assert load_run("in-worker").metrics["train_loss"] == core.metrics["train_loss"]
+
+
+def test_a_worker_that_dies_fails_the_job_with_a_message():
+    job = jobs.TrainingJob(config(epochs=500), ROIS, "killed", queue=jobs.TrainingQueue()).start()
+    wait_until(lambda: len(job.snapshot()["steps"]) > 2)
+    job.worker.process.kill()
+    job.join(60)
+    assert job.status == "failed" and "ended unexpectedly" in job.error
 
 
 def test_bad_settings_fail_with_the_message(monkeypatch):

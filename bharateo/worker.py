@@ -1,0 +1,172 @@
+"""Training in a worker process of its own, so the app trains at the CLI's speed.
+
+The same loop in a thread of the Streamlit server runs 15-25 % slower (bench/app_overhead.py); in
+the main thread of a separate process it doesn't. A worker is `python -m bharateo.worker`: it
+imports torch and bharateo, writes "ready", waits on stdin for one pickled job (config, train chips, held-out
+chips), trains in its main thread and writes pickled events to its stdout: every StepMetrics,
+EpochMetrics and TrainingEnd, then ("weights", state_dict bytes, final metrics) or
+("error", message). A line on stdin after the job asks it to stop between steps; stdin closing
+(the app went away) does the same.
+
+One worker is kept started and idle, so a Train click doesn't wait ~3 s for torch to import.
+"""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import select
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import torch
+
+from bharateo.errors import BharatEOError
+from bharateo.pipeline import final_metrics
+from bharateo.train import TrainingEnd, make_model, train
+
+PACKAGE_PARENT = Path(__file__).resolve().parents[1]
+_spare_lock = threading.Lock()
+_spare: subprocess.Popen | None = None
+READY = "ready"
+
+
+def start_worker() -> subprocess.Popen:
+    path = os.pathsep.join(p for p in (str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")) if p)
+    return subprocess.Popen([sys.executable, "-m", "bharateo.worker"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": path})
+
+
+def keep_spare_worker() -> None:
+    """Start an idle worker unless one is already waiting. Cheap to call often."""
+    global _spare
+    with _spare_lock:
+        if _spare is None or _spare.poll() is not None:
+            _spare = start_worker()
+
+
+def spare_worker_ready(timeout: float) -> bool:
+    """Wait up to `timeout` s for the idle worker to have finished importing (POSIX only)."""
+    with _spare_lock:
+        spare = _spare
+    return spare is not None and bool(select.select([spare.stdout], [], [], timeout)[0])
+
+
+def take_worker() -> subprocess.Popen:
+    """The idle worker (or a new one if there is none)."""
+    global _spare
+    with _spare_lock:
+        worker, _spare = _spare, None
+    return worker if worker is not None and worker.poll() is None else start_worker()
+
+
+class WorkerRun:
+    """The app's side of one training in a worker."""
+
+    def __init__(self, config, train_chips, heldout):
+        self.process = take_worker()
+        self.stopping = False
+        pickle.dump((config, train_chips, heldout), self.process.stdin,
+                    protocol=pickle.HIGHEST_PROTOCOL)
+        self.process.stdin.flush()
+
+    def stop(self) -> None:
+        """Ask the worker to stop after its current step (once)."""
+        if self.stopping:
+            return
+        self.stopping = True
+        try:
+            os.write(self.process.stdin.fileno(), b"stop\n")
+        except (OSError, ValueError):  # it has finished already
+            pass
+
+    def events(self):
+        """The worker's events, ending with ("weights", bytes, metrics); ("error", message)
+        and a worker that dies are raised as BharatEOError."""
+        try:
+            while True:
+                try:
+                    event = pickle.load(self.process.stdout)
+                except EOFError:
+                    code = self.process.wait()
+                    raise BharatEOError("The training process ended unexpectedly "
+                                        f"(exit code {code}).") from None
+                if event == READY:
+                    continue
+                if isinstance(event, tuple) and event[0] == "error":
+                    raise BharatEOError(event[1])
+                yield event
+                if isinstance(event, tuple):
+                    return
+        finally:
+            self.stop()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+            for pipe in (self.process.stdin, self.process.stdout):
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+
+
+def state_dict_from_bytes(data: bytes) -> dict:
+    return torch.load(io.BytesIO(data), weights_only=True)
+
+
+def run_one_job() -> None:
+    """The worker's main: say ready, read one job, train, send events (see module docstring)."""
+    import torch._dynamo  # noqa: F401  torch.optim imports it on first use (~1.4 s): do it while idle
+
+    events = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a stray print goes to stderr, never into the event stream
+
+    def send(obj) -> None:
+        pickle.dump(obj, events, protocol=pickle.HIGHEST_PROTOCOL)
+        events.flush()
+
+    jobs_in = sys.stdin.buffer
+    try:
+        send(READY)
+        config, train_chips, heldout = pickle.load(jobs_in)
+    except (BrokenPipeError, EOFError):  # the app closed before this worker got a job
+        return
+    stop = threading.Event()
+
+    def wait_for_stop():
+        jobs_in.readline()  # "stop", or end of file when the app has gone
+        stop.set()
+
+    threading.Thread(target=wait_for_stop, daemon=True).start()
+    try:
+        send_training(config, train_chips, heldout, stop, send)
+    except BrokenPipeError:  # the app has gone
+        pass
+
+
+def send_training(config, train_chips, heldout, stop, send) -> None:
+    """Train in this (main) thread, sending every event, then the weights or the error."""
+    try:
+        model = make_model(config.model, config.train.seed)
+        end = None
+        for event in train(model, train_chips, config.train, heldout, stop):
+            send(event)
+            end = event if isinstance(event, TrainingEnd) else end
+        metrics = final_metrics(model, config, end, train_chips, heldout)
+        weights = io.BytesIO()
+        torch.save(model.state_dict(), weights)
+    except BharatEOError as exc:
+        send(("error", str(exc)))
+    except Exception as exc:  # shown to the user as an unexpected failure
+        send(("error", f"Training failed unexpectedly: {exc!r}"))
+    else:
+        send(("weights", weights.getvalue(), metrics))
+
+
+if __name__ == "__main__":
+    run_one_job()
+    sys.stderr.flush()
+    os._exit(0)  # not a normal exit: wait_for_stop may still hold stdin's lock
