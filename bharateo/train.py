@@ -1,7 +1,7 @@
 """The training loop: the notebook's optimiser, schedule and losses, one event per step/epoch.
 
-`train()` is a generator so every caller (CLI progress bar, Streamlit thread, tests) sees the
-same numbers as they happen. It stops between steps when asked, keeps the last good weights on a
+`train()` is a generator so every caller (CLI progress bar, the app's training worker, tests)
+sees the same numbers as they happen. It stops between steps when asked, keeps the last good weights on a
 NaN/inf loss, and is deterministic under its seed.
 """
 from __future__ import annotations
