@@ -116,12 +116,10 @@ def choose_chips(entry: dict, page: str):
 
 def model_and_chips(page: str):
     """Both pages' first step: (model entry, saved run or None, training chips, held-out chips or
-    None), or None when guidance or an error has been shown instead."""
+    None). Stops the page when guidance or an error has been shown instead."""
     choice = choose_model(page)
-    if choice is None:
-        return None
-    entry, run = choice
-    chip_sets = choose_chips(entry, page)
+    chip_sets = choose_chips(choice[0], page) if choice is not None else None
     if chip_sets is None:
-        return None
+        st.stop()
+    entry, run = choice
     return entry, run, *chip_sets

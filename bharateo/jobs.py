@@ -97,7 +97,8 @@ def streamlit_session_alive():
 
 
 class TrainingJob:
-    """One training run in a background thread. Read it with snapshot(); stop it with stop()."""
+    """One training run: a background thread that waits for a slot, then relays a worker
+    process's events and saves the run. Read it with snapshot(); stop it with stop()."""
 
     def __init__(self, config: RunConfig, rois, run_name: str, session_alive=lambda: True,
                  queue: TrainingQueue = QUEUE):

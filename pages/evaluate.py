@@ -11,10 +11,7 @@ st.caption("The ESA patch head names a land-cover class for each of a chip's 64 
            "Compare the chips it trained on with a region it never saw.")
 ui.synthetic_banner()
 
-picked = insight_ui.model_and_chips("evaluate")
-if picked is None:
-    st.stop()
-entry, run, train_chips, held_chips = picked
+entry, run, train_chips, held_chips = insight_ui.model_and_chips("evaluate")
 model, config = entry["model"], entry["config"]
 ratio = config.train.mask_ratio
 

@@ -11,10 +11,7 @@ st.caption("Hide some of a chip's 64 patches, as in training, and see what the m
            "hidden, the less the model has to go on.")
 ui.synthetic_banner()
 
-picked = insight_ui.model_and_chips("reconstruct")
-if picked is None:
-    st.stop()
-entry, run, train_chips, held_chips = picked
+entry, run, train_chips, held_chips = insight_ui.model_and_chips("reconstruct")
 model = entry["model"]
 
 # --- which chips ---------------------------------------------------------------------------------
