@@ -96,31 +96,21 @@ def load_baseline():
     return baseline
 
 
-def interleaved_epochs(tile_dir: str, rounds: int, threads: int) -> dict:
-    """Median epoch seconds of the baseline's training loop and ours, alternating in this process."""
-    import os
-
+def baseline_trainer(rois, n_chips: int):
+    """The baseline's model, data and optimiser; returns a function that trains one epoch of
+    seed_baseline.main()'s loop, line for line, and returns its seconds."""
     import torch
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
 
-    torch.set_num_threads(threads)
-    os.environ["BHARATEO_WORLDCOVER_DIR"] = tile_dir
-    from bharateo.chips import build_chip_sets
-    from bharateo.pipeline import RunConfig, load_rois
-    from bharateo.train import StepMetrics, TrainConfig, make_model, train
-
     b = load_baseline()
-    config = RunConfig(train=TrainConfig(epochs=rounds + 1))
-    rois = load_rois(config.rois)
     torch.manual_seed(42)
-    dataset = b.WorldCoverChipDataset([r.native for r in rois], config.chips.n_chips)
+    dataset = b.WorldCoverChipDataset([r.native for r in rois], n_chips)
     model = b.TinyRGBMAE()
     loader = DataLoader(dataset, batch_size=b.BATCH_SIZE, shuffle=True)
     opt = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.05)
 
     def baseline_epoch() -> float:
-        """One epoch of seed_baseline.main()'s loop, line for line."""
         te = time.perf_counter()
         model.train()
         for x, _labels, patch_labels in loader:
@@ -140,6 +130,24 @@ def interleaved_epochs(tile_dir: str, rounds: int, threads: int) -> dict:
                 v.item()
         return time.perf_counter() - te
 
+    return baseline_epoch
+
+
+def interleaved_epochs(tile_dir: str, rounds: int, threads: int) -> dict:
+    """Median epoch seconds of the baseline's training loop and ours, alternating in this process."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ["BHARATEO_WORLDCOVER_DIR"] = tile_dir
+    from bharateo.chips import build_chip_sets
+    from bharateo.pipeline import RunConfig, load_rois
+    from bharateo.train import StepMetrics, TrainConfig, make_model, train
+
+    config = RunConfig(train=TrainConfig(epochs=rounds + 1))
+    rois = load_rois(config.rois)
+    baseline_epoch = baseline_trainer(rois, config.chips.n_chips)
     train_chips, heldout = build_chip_sets(rois, config.chips)
     ours_events = train(make_model(config.model, 42), train_chips, config.train, heldout)
 

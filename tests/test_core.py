@@ -68,6 +68,10 @@ def test_patch_mode_matches_brute_force_including_ties():
     assert got[0, 0, 0] == 2 and got[1, 0, 0] == 3 and got[2, 1, 1] == 7
     np.testing.assert_array_equal(got, brute_force_mode(labels, 16))
     np.testing.assert_array_equal(patch_mode_labels(labels, 8), brute_force_mode(labels, 8))
+    # widths that aren't a multiple of 4 take the one-pixel-at-a-time path
+    odd = rng.integers(0, 2, size=(4, 30, 30)).astype(np.uint8)
+    for p in (6, 10):
+        np.testing.assert_array_equal(patch_mode_labels(odd, p), brute_force_mode(odd, p))
 
 
 def test_chips_are_exactly_the_notebooks(notebook, rois):
