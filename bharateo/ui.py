@@ -6,7 +6,9 @@ students choosing Delhi read it once). A model being trained is never cached her
 """
 from __future__ import annotations
 
+import sys
 import urllib.request
+from pathlib import Path
 
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
@@ -46,15 +48,24 @@ def init_state() -> None:
 
 
 def page_setup() -> None:
-    """First line of every page. If a page URL was opened before app.py ever ran in this session
-    (Streamlit then runs the file alone, the legacy pages/ mode: no sidebar, no navigation), go
-    through app.py so the lab's navigation, state and sidebar exist."""
+    """First line of every page. If a page URL is the first request a fresh server gets,
+    Streamlit runs the page file alone (the legacy pages/ mode: no sidebar, no navigation, no
+    state); then go through app.py, which sets the lab up and comes back to this page."""
     if st.session_state.get("_app_ran"):
         return
+    page = Path(sys._getframe(1).f_code.co_filename).name  # the page file that called us
+    st.session_state["_open_page"] = next(p for p in PAGES.values() if Path(p).name == page)
     try:
         st.switch_page("app.py")
     except StreamlitAPIException:  # the page is itself the entrypoint (e.g. a test): just set up
+        del st.session_state["_open_page"]
         init_state()
+
+
+def open_requested_page() -> None:
+    """In app.py, after st.navigation: show the page whose URL was opened first (see page_setup)."""
+    if page := st.session_state.pop("_open_page", None):
+        st.switch_page(page)
 
 
 # --- data ------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 One session walks the pages as a teacher would (Home -> Regions -> Chips -> Train -> Reconstruct
 -> Evaluate) on the synthetic fixture tiles, failing on any Streamlit exception box or traceback.
-Each page URL is also opened cold in a fresh browser, and the Train page's settings are checked
+Each page URL is also opened cold in a fresh browser (and /train as a fresh server's very first
+request), and the Train page's settings are checked
 after a visit to another page (Streamlit drops the state of widgets it did not draw). Screenshots
 of every page go to docs/screenshots/ when BHARATEO_UPDATE_SCREENSHOTS=1, else to pytest's
 tmp_path. About 80 s on 2 cores (the lesson ~50 s, most of it the quick-demo training).
@@ -31,10 +32,8 @@ N_HELD = 16
 
 
 # --- fixtures ------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def app_server(fixture_tiles_dir, tmp_path_factory):
-    """The app on a free port, reading the fixture tiles, with its own data/checkpoint dirs."""
-    root = tmp_path_factory.mktemp("browser_app")
+def server_env(fixture_tiles_dir, root: Path) -> dict[str, str]:
+    """Environment for an app reading the fixture tiles, with data/checkpoint dirs under root."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BHARATEO_")}
     env.update({
         "BHARATEO_WORLDCOVER_DIR": str(fixture_tiles_dir.folder),
@@ -43,9 +42,16 @@ def app_server(fixture_tiles_dir, tmp_path_factory):
         "BHARATEO_MAX_TRAININGS": "1",
         "PYTHONUNBUFFERED": "1",
     })
-    (root / "data").mkdir()
-    (root / "checkpoints").mkdir()
-    with b.StreamlitServer(env, root / "streamlit.log") as server:
+    (root / "data").mkdir(exist_ok=True)
+    (root / "checkpoints").mkdir(exist_ok=True)
+    return env
+
+
+@pytest.fixture(scope="session")
+def app_server(fixture_tiles_dir, tmp_path_factory):
+    """The app on a free port, reading the fixture tiles, with its own data/checkpoint dirs."""
+    root = tmp_path_factory.mktemp("browser_app")
+    with b.StreamlitServer(server_env(fixture_tiles_dir, root), root / "streamlit.log") as server:
         yield server
     # after every test: a background exception (e.g. in the training thread) is a failure too
     log = server.log_text()
@@ -315,6 +321,25 @@ def test_train_settings_survive_a_visit_to_another_page(context, app_server):
 
 
 # --- a page URL opened cold ----------------------------------------------------------------------
+def test_page_url_as_the_first_request_of_a_fresh_server(chromium, fixture_tiles_dir, tmp_path):
+    """Before app.py has ever run, Streamlit serves /train from pages/ alone; the lab must still
+    open the Train page (with its navigation), not drop the visitor on Home."""
+    env = server_env(fixture_tiles_dir, tmp_path)
+    with b.StreamlitServer(env, tmp_path / "streamlit.log") as server:
+        ctx = chromium.new_context(viewport=b.VIEWPORT)
+        b.block_foreign_hosts(ctx)
+        try:
+            page = ctx.new_page()
+            page.goto(f"{server.url}/train")
+            page.wait_for_selector('h1:has-text("Train")', timeout=60_000)
+            b.settle(page, "/train as the server's first request")
+            assert page.url.rstrip("/").endswith("/train")
+            assert page.locator('[data-testid="stSidebarNav"]').count() == 1
+        finally:
+            ctx.close()
+        assert b.TRACEBACK not in server.log_text(), server.log_tail(40)
+
+
 @pytest.mark.parametrize("path", list(PAGES))
 def test_page_url_opened_directly(context, app_server, path):
     """The first request of a fresh browser is a page's own URL: the page, no exception."""
