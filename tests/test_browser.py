@@ -3,10 +3,9 @@
 One session walks the pages as a teacher would (Home -> Regions -> Chips -> Train -> Reconstruct
 -> Evaluate) on the synthetic fixture tiles, failing on any Streamlit exception box or traceback.
 Each page URL is also opened cold in a fresh browser (and /train as a fresh server's very first
-request), and the Train page's settings are checked
-after a visit to another page (Streamlit drops the state of widgets it did not draw). Screenshots
-of every page go to docs/screenshots/ when BHARATEO_UPDATE_SCREENSHOTS=1, else to pytest's
-tmp_path. About 80 s on 2 cores (the lesson ~50 s, most of it the quick-demo training).
+request), and the Train page's settings are checked after a visit to another page (Streamlit
+drops the state of widgets it did not draw). Screenshots of every page go to docs/screenshots/
+when BHARATEO_UPDATE_SCREENSHOTS=1, else to pytest's tmp_path. About 80 s on 2 cores (the lesson ~50 s, most of it the quick-demo training).
 
 Needs /usr/bin/chromium (tools/test.sh installs it): missing, the test fails under CI and is
 skipped elsewhere.
