@@ -192,7 +192,7 @@ def per_class_mae_chart(series: dict[str, list]) -> go.Figure:
     colors = ["#374151", "#ea580c"]
     fig = go.Figure()
     for k, (label, values) in enumerate(series.items()):
-        fig.add_trace(go.Bar(x=CLASS_NAMES, y=[v if v is not None else None for v in values],
+        fig.add_trace(go.Bar(x=CLASS_NAMES, y=list(values),
                              name=label, marker_color=colors[k % len(colors)],
                              hovertemplate=f"{label} · %{{x}}: MAE %{{y:.3f}}<extra></extra>"))
     fig.update_layout(title="reconstruction error per class (hidden pixels of that class)",

@@ -331,12 +331,12 @@ def gap_reading(train: dict, held: dict | None, held_name: str | None = None,
     acc_t = train["accuracy"]
     base_name, base_t = majority_share(train)
     if held is None:
-        text = (f"On its training chips the model labels {acc_t:.0%} of patches correctly "
+        return (f"On its training chips the model labels {acc_t:.0%} of patches correctly "
                 f"(always answering '{base_name}' would score {base_t:.0%}). That shows how well "
                 "it fits what it has seen, not whether it generalises: hold out a region to find out.")
-        return text
     where = f"the held-out region '{held_name}'" if held_name else "the held-out region"
     acc_h = held["accuracy"]
+    base_name_h, base_h = majority_share(held)
     gap = acc_t - acc_h
     if gap > 0.10:
         lead = (f"Accuracy drops from {acc_t:.2f} on training chips to {acc_h:.2f} on {where}: "
@@ -349,17 +349,15 @@ def gap_reading(train: dict, held: dict | None, held_name: str | None = None,
         lead = (f"Accuracy is about the same on training chips ({acc_t:.2f}) and on {where} "
                 f"({acc_h:.2f}): what the model learned carries over to land it never saw.")
     else:
-        name_h, share_h = majority_share(held)
         lead = (f"Accuracy is higher on {where} ({acc_h:.2f}) than on training chips "
                 f"({acc_t:.2f}). That usually means the held-out land is easier, not that the model "
-                f"got better away from home: {share_h:.0%} of its patches are '{name_h}', so "
-                f"always answering '{name_h}' would already score {share_h:.0%} there.")
+                f"got better away from home: {base_h:.0%} of its patches are '{base_name_h}', so "
+                f"always answering '{base_name_h}' would already score {base_h:.0%} there.")
     parts = [lead]
     if not held_out_by_run:
         parts.insert(0, f"Careful: this run did not hold out {held_name or 'this region'} when it "
                         "was trained, so it may have seen this land: what follows is not a fair test "
                         "of new land.")
-    base_name_h, base_h = majority_share(held)
     if gap < -0.03:  # the lead already compared with always answering the majority class
         pass
     elif acc_h <= base_h + 0.02:

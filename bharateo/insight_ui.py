@@ -43,7 +43,7 @@ def choose_model(page: str) -> tuple[dict, SavedRun | None] | None:
     entry = st.session_state.model
     if entry is None and not runs:
         ui.guidance("There is no trained model yet. Train one on the Train page (the 'quick demo' "
-                    "preset takes about a minute), then come back here.", "train", "Go to Train")
+                    "preset takes under a minute), then come back here.", "train", "Go to Train")
         return None
     by_name = {r.name: r for r in runs}
     key = f"{page}_saved_run"

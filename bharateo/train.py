@@ -1,8 +1,8 @@
 """The training loop: the notebook's optimiser, schedule and losses, one event per step/epoch.
 
 `train()` is a generator so every caller (CLI progress bar, the app's training worker, tests)
-sees the same numbers as they happen. It stops between steps when asked, keeps the last good weights on a
-NaN/inf loss, and is deterministic under its seed.
+sees the same numbers as they happen. It stops between steps when asked, keeps the last good
+weights on a NaN/inf loss, and is deterministic under its seed.
 """
 from __future__ import annotations
 
@@ -160,7 +160,8 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
             tokens, targets = batch_tokens(idx), targets_all[idx]
             mask = random_patch_mask(len(idx), tokens.shape[1], config.mask_ratio, generator)
             out = model.training_losses(tokens, targets, mask, config.patch_loss_weight)
-            loss = out["loss"].item()
+            values = {k: v.item() for k, v in out.items()}  # the step's numbers, read once
+            loss = values["loss"]
             first_loss = loss if first_loss is None else first_loss
             if not math.isfinite(loss) or loss > BLOW_UP_FACTOR * first_loss:
                 yield TrainingEnd("diverged", divergence_message(config, epoch, step, loss, first_loss),
@@ -169,7 +170,6 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
             optimizer.step()
-            values = {k: v.item() for k, v in out.items()}
             for k, v in values.items():
                 totals[k] += v * len(idx)
             global_step += 1

@@ -2,9 +2,9 @@
 
 The same loop in a thread of the Streamlit server runs 15-25 % slower (bench/app_overhead.py); in
 the main thread of a separate process it doesn't. A worker is `python -m bharateo.worker`: it
-imports torch and bharateo, writes "ready", waits on stdin for one pickled job (config, train chips, held-out
-chips), trains in its main thread and writes pickled events to its stdout: every StepMetrics,
-EpochMetrics and TrainingEnd, then ("weights", state_dict bytes, final metrics) or
+imports torch and bharateo, writes "ready", waits on stdin for one pickled job (config, train
+chips, held-out chips), trains in its main thread and writes pickled events to its stdout: every
+StepMetrics, EpochMetrics and TrainingEnd, then ("weights", state_dict bytes, final metrics) or
 ("error", message). A line on stdin after the job asks it to stop between steps; stdin closing
 (the app went away) does the same.
 

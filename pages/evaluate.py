@@ -78,11 +78,11 @@ st.plotly_chart(figures.per_class_mae_chart(
     {"training chips": train_res["per_class_mae"],
      **({f"held-out ({held_name})": held_res["per_class_mae"]} if held_res else {})}),
     key="eval_class_mae")
-stored = [r.filename for r in results.values() if r.filename]
+stored = [r for r in results.values() if r.filename]
 how = {"file": "read back from", "memory": "computed earlier, stored in",
        "computed": "computed now and stored in"}
 if run is not None and stored:
-    st.caption(f"Results for run '{run.name}': " + "; ".join(
-        f"{how[r.source]} {r.filename}" for r in results.values() if r.filename) + " beside the run.")
+    st.caption(f"Results for run '{run.name}': "
+               + "; ".join(f"{how[r.source]} {r.filename}" for r in stored) + " beside the run.")
 else:
     st.caption("This model has no saved run, so the results are kept in memory only.")

@@ -32,9 +32,8 @@ if held_chips is None:
 chips = splits[split]
 
 chip_key = f"recon_chip_{split}"
-if not 0 <= st.session_state.get(chip_key, 0) < len(chips):
+if not 0 <= st.session_state.get(chip_key, -1) < len(chips):  # unset, or from other chips
     st.session_state[chip_key] = 0
-st.session_state.setdefault(chip_key, 0)
 picker, *thumb_cols = st.columns([1.6] + [1] * 10, vertical_alignment="bottom")
 index = int(picker.number_input(f"Chip (0–{len(chips) - 1})", min_value=0, max_value=len(chips) - 1,
                                 step=1, key=chip_key,
