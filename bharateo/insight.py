@@ -223,9 +223,11 @@ def describe_model(entry: dict) -> str:
     regions = [r.name for r in config.rois if r.name != c.holdout_roi]
     held = f"; held out: {c.holdout_roi}" + (f" ({c.holdout_block} half)" if c.holdout_block else "") \
         if c.holdout_roi else ""
+    epochs = entry.get("epochs_done")
+    epochs = t.epochs if epochs is None else epochs
     return (f"{entry['label']} · {config.parameters / 1e6:.2f}M parameters (embed {m.embed_dim}, "
             f"depth {m.depth}, {m.heads} heads) · {c.n_chips} chips of {c.chip_size} px × "
-            f"{t.epochs} epochs at mask ratio {t.mask_ratio:g} · regions: {', '.join(regions)}{held}")
+            f"{epochs} epochs at mask ratio {t.mask_ratio:g} · regions: {', '.join(regions)}{held}")
 
 
 # --- pictures ----------------------------------------------------------------------------------

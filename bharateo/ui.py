@@ -141,13 +141,14 @@ def use_saved_run(run: SavedRun) -> None:
 
     model = _frozen_model(run.name, run.config.get("saved_at", ""))
     st.session_state.model = {"model": model, "label": f"saved run '{run.name}'",
-                              "config": RunConfig.from_dict(run.config), "run": run.name}
+                              "config": RunConfig.from_dict(run.config), "run": run.name,
+                              "epochs_done": run.metrics.get("epochs_done")}
 
 
-def use_trained_model(model, config, run_name: str) -> None:
+def use_trained_model(model, config, run_name: str, epochs_done: int) -> None:
     model.eval()
     st.session_state.model = {"model": model, "label": f"run '{run_name}' (trained here)",
-                              "config": config, "run": run_name}
+                              "config": config, "run": run_name, "epochs_done": epochs_done}
 
 
 # --- layout helpers --------------------------------------------------------------------------
@@ -185,12 +186,13 @@ def sidebar() -> None:
 
 
 def adopt_finished_job() -> bool:
-    """Once a job has ended with weights, make its model the session's current model."""
+    """Once a job has finished or been stopped, make its model the session's current model (a
+    diverged run is saved, but the pages keep the model they had)."""
     job = st.session_state.job
     if job is None or not job.done or job.model is None or getattr(job, "adopted", False):
         return False
-    if job.status in ("finished", "stopped", "diverged") and job.end is not None:
-        use_trained_model(job.model, job.config, job.run_name)
+    if job.status in ("finished", "stopped") and job.end is not None:
+        use_trained_model(job.model, job.config, job.run_name, job.end.epochs_done)
         st.session_state.train_chips, st.session_state.heldout_chips = job.train_chips, job.heldout_chips
         st.session_state.chip_config = job.config.chips
     job.adopted = True

@@ -8,7 +8,8 @@ ui.page_setup()
 st.title("Reconstruct")
 st.caption("Hide some of a chip's 64 patches, as in training, and see what the model paints back "
            "and which land-cover class it names for every patch. Drag the mask ratio: the more is "
-           "hidden, the less the model has to go on.")
+           "hidden, the less the model has to go on, though a small model often paints best near "
+           "the ratio it was trained at (the curve below shows it).")
 ui.synthetic_banner()
 
 entry, run, train_chips, held_chips = insight_ui.model_and_chips("reconstruct")
@@ -54,7 +55,7 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
     slider_col, seed_col = st.columns([5, 1], vertical_alignment="bottom")
     ratio = round(slider_col.slider("Mask ratio: share of the 64 patches hidden", 0.05, 0.95,
                                     step=0.05, key="recon_mask_ratio", format="%.2f"), 2)
-    seed_col.button(":material/casino: New random mask", key="recon_new_mask", width="stretch",
+    seed_col.button(":material/casino: New mask", key="recon_new_mask", width="stretch",
                     help="Hide a different random set of patches (same ratio).",
                     on_click=lambda: st.session_state.update(
                         recon_mask_seed=st.session_state.recon_mask_seed + 1))

@@ -35,12 +35,12 @@ def apply_preset(name: str) -> None:
 # Streamlit forgets a widget's value when another page is shown, so the knobs are kept under
 # "train_knobs" as well and put back on return.
 if "knob_n_chips" not in st.session_state:
-    if "train_knobs" in st.session_state:
-        set_knobs(st.session_state.train_knobs)
-    else:
-        set_knobs(knobs_from_config(PRESETS["notebook default"]))
-        if st.session_state.train_chips is not None:  # start from the chips built on Chips
-            set_knobs(chip_knobs(st.session_state.chip_config, roi_names))
+    set_knobs(st.session_state.get("train_knobs") or knobs_from_config(PRESETS["notebook default"]))
+# chips built on the Chips page since the knobs last saw them: train on those (held-out included)
+chip_config = st.session_state.chip_config
+if st.session_state.train_chips is not None and st.session_state.get("knobs_chips") != chip_config:
+    set_knobs(chip_knobs(chip_config, roi_names))
+st.session_state.knobs_chips = chip_config
 if st.session_state.knob_holdout_roi not in ["", *roi_names]:  # that region was removed
     set_knobs({"holdout_roi": "", "holdout_block": ""})
 
@@ -56,7 +56,8 @@ with data_col:
     st.number_input("chips", 16, 4096, step=16, key="knob_n_chips")
     st.number_input("min classes per chip", 1, 8, key="knob_min_classes")
     st.selectbox("held-out region", ["", *roi_names], key="knob_holdout_roi",
-                 format_func=lambda n: n or "none (evaluate on training chips)")
+                 format_func=lambda n: n or "none",
+                 help="A region kept out of training to test on; none: evaluate on training chips.")
     st.selectbox("held-out part", ["", *HOLDOUT_BLOCKS], key="knob_holdout_block",
                  format_func=lambda b: f"{b} half" if b else "the whole region",
                  disabled=not st.session_state.knob_holdout_roi)
@@ -103,7 +104,7 @@ job = st.session_state.job
 running = job is not None and not job.done
 name_col, train_col, stop_col = st.columns([3, 1, 1])
 run_name = name_col.text_input("run name", key="run_name",
-                               placeholder="automatic, e.g. mask0.75-lr0.0004-1125-101500",
+                               placeholder=f"automatic, e.g. {default_run_name(config)}",
                                help="Saved under checkpoints/<run name>/")
 if train_col.button("Train", type="primary", disabled=running, width="stretch"):
     try:
@@ -134,7 +135,8 @@ def draw_progress(snap) -> None:
     elif snap["status"] == "failed":
         st.error(snap["error"])
     elif snap["status"] == "diverged":
-        st.error(snap["end"].message)
+        st.error(f"{snap['end'].message} The run is saved as '{snap['run_name']}' (diverged); "
+                 "Reconstruct and Evaluate keep using the model they had.")
     elif snap["end"] is not None:
         st.success(f"{snap['end'].message} Saved as run '{snap['run_name']}'; it is now the model "
                    "the Reconstruct and Evaluate pages use.")

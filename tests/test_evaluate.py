@@ -338,3 +338,10 @@ def open_page(page: str, **state):
     at.switch_page(page).run()
     assert not at.exception, at.exception
     return at
+
+
+def test_describe_model_counts_the_epochs_that_ran():
+    config = RunConfig(train=TrainConfig(epochs=20))
+    entry = {"model": None, "label": "run 'x'", "config": config, "run": "x"}
+    assert "× 20 epochs" in insight.describe_model(entry)  # nothing known: the planned epochs
+    assert "× 6 epochs" in insight.describe_model({**entry, "epochs_done": 6})  # stopped early

@@ -105,6 +105,7 @@ def test_huge_learning_rate_stops_with_explanation(worldcover_dir):
     assert job.status == "diverged"
     message = at.error[0].value
     assert "learning rate of 1" in message and "4e-4" in message
+    assert at.session_state["model"] is None  # a diverged run doesn't become the pages' model
 
 
 def test_impossible_settings_show_an_error_not_a_traceback(worldcover_dir):
@@ -209,6 +210,23 @@ def test_dataset_knobs_start_from_the_chips_page(worldcover_dir):
             at.session_state["knob_holdout_roi"], at.session_state["knob_holdout_block"],
             at.session_state["knob_seed"]) == (48, 3, "shekhawati", "east", 7)
     assert "custom" in at.caption[0].value
+
+
+def test_chips_built_after_opening_train_set_its_dataset_knobs(worldcover_dir):
+    """Train opened first, then chips with a held-out region built on Chips: Train trains on them."""
+    from bharateo.chips import ChipConfig, build_chip_sets
+
+    at = train_page()
+    set_knobs(at, epochs=3)
+    assert at.session_state["knob_holdout_roi"] == ""
+    config = ChipConfig(n_chips=48, holdout_roi="mathura_belt", n_holdout_chips=16)
+    at.session_state["chip_config"] = config
+    at.session_state["train_chips"], at.session_state["heldout_chips"] = build_chip_sets(
+        at.session_state["rois"], config)
+    at.run()
+    assert not at.exception
+    assert (at.session_state["knob_n_chips"], at.session_state["knob_holdout_roi"],
+            at.session_state["knob_epochs"]) == (48, "mathura_belt", 3)
 
 
 def test_knobs_survive_a_visit_to_another_page(worldcover_dir):
