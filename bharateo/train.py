@@ -205,4 +205,4 @@ def divergence_message(config: TrainConfig, epoch: int, step: int, loss: float,
             f"blew up from {first_loss:.3g} to {loss:.3g} (over {BLOW_UP_FACTOR:g}x)")
     return (f"The loss {what} at epoch {epoch}, step {step}, so training stopped and kept the "
             f"weights from the step before. A learning rate of {config.lr:g} is probably too "
-            "high: try 4e-4 (the notebook's) or something between 1e-4 and 1e-3.")
+            "high: try 4e-4 (the notebook's) or something between 1e-4 and 2e-3.")
