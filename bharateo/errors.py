@@ -10,14 +10,15 @@ class RegionError(BharatEOError):
 
 
 class MissingTileError(RegionError):
-    """The data source has no file for a tile the region needs."""
+    """The data source has no file for the tile(s) the region needs (ESA publishes none over open
+    sea); raised only when no tile of the region could be read."""
 
     def __init__(self, tile: str, where: str):
         self.tile = tile
         super().__init__(
-            f"Tile {tile} is not available from {where}. WorldCover has no tiles over open sea; "
-            "if this region is on land, add that tile to the folder (or check the URL) and try again."
-        )
+            f"Tile {tile} is not available from {where}. ESA publishes no WorldCover tile over open "
+            "sea, so this region is probably on open sea: move the centre onto land. If it is on "
+            "land, add that tile to the folder (or check the URL) and try again.")
 
 
 class SourceUnreachableError(BharatEOError):

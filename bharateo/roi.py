@@ -17,6 +17,8 @@ import numbers
 import re
 import os
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from bharateo.worldcover import (
     TILE_DEGREES,
     TILE_PIXELS,
     DataSource,
+    bundled_tile_path,
     data_source_from_env,
     tile_global_offset,
     tile_id_from_origin,
@@ -41,14 +44,26 @@ log = logging.getLogger(__name__)
 ROI_SIZE_RANGE = (64, 4096)
 MAX_NODATA_FRACTION = 0.5
 SYNTHETIC_TAG = "BHARATEO_SYNTHETIC_FIXTURE"  # set by test fixtures; never on real WorldCover
+# Every remote read is bounded: a request that can't connect in CONNECTTIMEOUT s, or doesn't finish
+# in TIMEOUT s, or moves under LOW_SPEED_LIMIT bytes/s for LOW_SPEED_TIME s, fails, and GDAL
+# retries it MAX_RETRY times RETRY_DELAY s apart (GDAL's documented /vsicurl/ options).
 GDAL_ENV = dict(
     GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR",
     CPL_VSIL_CURL_ALLOWED_EXTENSIONS=".tif",
-    GDAL_HTTP_TIMEOUT=20,
+    GDAL_HTTP_TIMEOUT=30,
     GDAL_HTTP_CONNECTTIMEOUT=8,
-    GDAL_HTTP_MAX_RETRY=1,
+    GDAL_HTTP_LOW_SPEED_TIME=15,
+    GDAL_HTTP_LOW_SPEED_LIMIT=1,
+    GDAL_HTTP_MAX_RETRY=2,
+    GDAL_HTTP_RETRY_DELAY=1,
     VSI_CACHE=True,
 )
+NOT_PUBLISHED = "not published (sea)"  # provenance status of a tile the source has no file for
+WORLDCOVER_LABEL = "ESA WorldCover 10 m 2021 v200"
+FIXTURE_LABEL = "synthetic test fixture"
+UNVERIFIED_LABEL = "not verified as ESA WorldCover"
+PROVENANCE_TAGS = ("product_tile", "product_version", "copyright", "license", "time_start",
+                   "time_end")  # the tags ESA writes into every WorldCover v200 COG
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,23 @@ NOTEBOOK_ROIS = [
     RoiSpec("shekhawati", 75.80, 28.50, 2048),
     RoiSpec("mathura_belt", 77.50, 27.30, 2048),
 ]
+NOTEBOOK_TILE = "N27E075"  # holds all three notebook ROIs
+# On the bundled tile N00E006, checked on its pixels: no no-data in either window; sao_tome is
+# 97 % tree cover with grass, bare and built-up, principe 38 % tree and 62 % water (coast).
+SAMPLE_ROIS = [
+    RoiSpec("sao_tome", 6.60, 0.25, 2048),
+    RoiSpec("principe", 7.40, 1.62, 2048),
+]
+
+
+def tags_say_worldcover(tags: dict, tile: str) -> bool:
+    """True when a file's own tags say it is ESA WorldCover 2021 v200 tile `tile`.
+
+    ESA writes product_tile, product_version 'V2.0.0' and time_start '2021-01-01...' into each COG;
+    a file carrying SYNTHETIC_TAG (this project's test fixtures) is never WorldCover."""
+    return (SYNTHETIC_TAG not in tags and tags.get("product_tile") == tile
+            and str(tags.get("product_version", "")).upper() in ("V2.0.0", "V200")
+            and str(tags.get("time_start", "")).startswith("2021"))
 
 
 @dataclass(frozen=True)
@@ -118,6 +150,20 @@ class Roi:
     def synthetic(self) -> bool:
         return bool(self.provenance.get("synthetic"))
 
+    @property
+    def verified(self) -> bool:
+        """True only when every tile read says, in its own tags, it is ESA WorldCover 2021 v200."""
+        read = [t for t in self.provenance.get("tiles", []) if t.get("status", "read") == "read"]
+        return bool(read) and not self.synthetic and all(t.get("verified") for t in read)
+
+    @property
+    def data_label(self) -> str:
+        """What these pixels are, for every place they are shown: one of WORLDCOVER_LABEL,
+        FIXTURE_LABEL ("synthetic test fixture") or UNVERIFIED_LABEL."""
+        if self.synthetic:
+            return FIXTURE_LABEL
+        return WORLDCOVER_LABEL if self.verified else UNVERIFIED_LABEL
+
 
 def check_roi_spec(spec: RoiSpec) -> None:
     lo, hi = ROI_SIZE_RANGE
@@ -153,7 +199,42 @@ def roi_window(spec: RoiSpec) -> GlobalWindow:
     return window
 
 
+def _forget_remote_failures(source: DataSource) -> None:
+    """Drop GDAL's /vsicurl/ cache for `source` so the next read asks the server again.
+
+    GDAL remembers a failed URL for the whole process ("does not exist in the file system") and
+    would never retry it; after a failure we call its public VSICurlPartialClearCache(prefix) (C
+    API, GDAL >= 2.4) on the libgdal rasterio loaded. If that library can't be found, later reads
+    of this source run with CPL_VSIL_CURL_NON_CACHED set (GDAL's config option for the same)."""
+    if source.kind == "folder":
+        return
+    prefix = "/vsicurl/" + source.location.rstrip("/") + "/"
+    try:
+        import ctypes
+
+        with open("/proc/self/maps") as f:
+            lib = next(line.split()[-1] for line in f if "libgdal" in line.rsplit("/", 1)[-1])
+        clear = ctypes.CDLL(lib).VSICurlPartialClearCache
+        clear.argtypes, clear.restype = [ctypes.c_char_p], None
+        clear(prefix.encode())
+    except Exception:  # not Linux, or a GDAL linked some other way
+        _UNCACHED_SOURCES.add(prefix)
+
+
+_UNCACHED_SOURCES: set[str] = set()
+
+
+def _gdal_env(source: DataSource, **overrides) -> dict:
+    env = {**GDAL_ENV, **overrides}
+    prefix = "/vsicurl/" + source.location.rstrip("/") + "/"
+    if prefix in _UNCACHED_SOURCES:
+        env["CPL_VSIL_CURL_NON_CACHED"] = prefix
+    return env
+
+
 def _classify_open_error(exc: Exception, tile: str, path: str, source: DataSource) -> Exception:
+    """MissingTileError when the source has no file for `tile` (folder: no such file; URL: HTTP
+    403/404/410), SourceUnreachableError for everything else (network, timeout, 5xx, damage)."""
     text = str(exc)
     if source.kind == "folder":
         if not Path(source.location).is_dir():
@@ -161,51 +242,151 @@ def _classify_open_error(exc: Exception, tile: str, path: str, source: DataSourc
                 f"The WorldCover folder {source.location} (BHARATEO_WORLDCOVER_DIR) does not exist.")
         if not Path(path).exists():
             return MissingTileError(tile, source.describe())
-        return SourceUnreachableError(f"Could not read {path}: {text}")
+        return SourceUnreachableError(
+            f"Could not read tile {tile} from {path} ({text[:160]}). The file may be damaged or "
+            "not a GeoTIFF: copy it again from the WorldCover bucket.")
     status = re.search(r"HTTP response code: (\d{3})", text)
     if status and status.group(1) in ("403", "404", "410"):  # S3 answers 403 for a missing key
         return MissingTileError(tile, source.describe())
     curl = re.search(r"CURL error: ([^)]*)", text)  # GDAL's later tries say only "does not exist"
-    reason = f" ({curl.group(1).strip()})" if curl else ""
+    reason = curl.group(1).strip() if curl else (f"HTTP {status.group(1)}" if status else "")
+    if "too slow" in reason or "timed out" in reason.lower() or "timeout" in reason.lower():
+        reason = (f"no answer within {GDAL_ENV['GDAL_HTTP_TIMEOUT']} s: timed out; {reason}")
     return SourceUnreachableError(
-        f"Could not reach {source.describe()} for tile {tile}{reason}. "
-        "Check the network, or work offline: run `python -m bharateo prefetch` while online, "
-        "or set BHARATEO_WORLDCOVER_DIR to a folder holding the tiles.")
+        f"Could not reach {source.describe()} for tile {tile}" + (f" ({reason})" if reason else "")
+        + ". Check the network and try again, or work offline: run `python -m bharateo prefetch` "
+        "while online, or set BHARATEO_WORLDCOVER_DIR to a folder holding the tiles.")
+
+
+def _tile_tags(src, tile: str) -> dict:
+    """The file's own provenance tags (PROVENANCE_TAGS present in it) and whether they say
+    ESA WorldCover 2021 v200 for `tile`."""
+    tags = src.tags()
+    return {"tags": {k: tags[k] for k in PROVENANCE_TAGS if k in tags},
+            "verified": tags_say_worldcover(tags, tile)}
+
+
+def _tile_source(tile: str, source: DataSource) -> tuple[str, str]:
+    """(path, description) to read `tile` from: the bundled official COG (no network needed) for
+    remote sources and for folders without that file, else the source's own file."""
+    bundled = bundled_tile_path(tile)
+    own = source.tile_path(tile)
+    if bundled is None or (source.kind == "folder" and Path(own).exists()):
+        return own, source.describe()
+    return str(bundled), f"bundled sample ({bundled.parent.name}/{bundled.name})"
 
 
 def read_window(window: GlobalWindow, source: DataSource) -> tuple[np.ndarray, dict]:
-    """Read `window` from every tile it touches -> (size x size uint8, provenance)."""
+    """Read `window` from every tile it touches -> (size x size uint8 native codes, provenance).
+
+    A tile the source has no file for (folder: file absent; URL: HTTP 403/404/410) is a tile ESA
+    does not publish, which happens only over open sea: its part reads as no-data (0) and is listed
+    with status NOT_PUBLISHED, provided at least one tile of the window was read. Raises
+    MissingTileError (a RegionError) when no tile of the window exists, SourceUnreachableError when
+    a tile can't be read (network down, timeout, HTTP 5xx, damaged file), naming the tile.
+    """
     import rasterio
     from rasterio.windows import Window
 
     out = np.zeros((window.size, window.size), dtype=np.uint8)
-    parts, synthetic, crs = [], False, None
-    with rasterio.Env(**GDAL_ENV):
-        for tile, lon0, lat0 in window.tiles():
-            path = source.tile_path(tile)
-            t_row, t_col = tile_global_offset(lon0, lat0)
-            r0, c0 = max(window.row, t_row), max(window.col, t_col)
-            r1 = min(window.row + window.size, t_row + TILE_PIXELS)
-            c1 = min(window.col + window.size, t_col + TILE_PIXELS)
-            try:
-                src = rasterio.open(path)
-            except Exception as exc:  # rasterio raises RasterioIOError / CPLE_* variants
-                raise _classify_open_error(exc, tile, path, source) from exc
-            with src:
-                tile_window = Window(c0 - t_col, r0 - t_row, c1 - c0, r1 - r0)
+    parts, missing, synthetic, crs, used = [], [], False, None, []
+    for tile, lon0, lat0 in window.tiles():
+        t_row, t_col = tile_global_offset(lon0, lat0)
+        r0, c0 = max(window.row, t_row), max(window.col, t_col)
+        r1 = min(window.row + window.size, t_row + TILE_PIXELS)
+        c1 = min(window.col + window.size, t_col + TILE_PIXELS)
+        tile_window = Window(c0 - t_col, r0 - t_row, c1 - c0, r1 - r0)
+        box = [int(tile_window.col_off), int(tile_window.row_off), int(tile_window.width),
+               int(tile_window.height)]
+        path, where = _tile_source(tile, source)
+        try:
+            with rasterio.Env(**_gdal_env(source)):
                 try:
-                    block = src.read(1, window=tile_window)
-                except Exception as exc:
-                    raise SourceUnreachableError(
-                        f"Reading tile {tile} from {source.describe()} failed part-way "
-                        f"({str(exc)[:160]}). Try again; nothing was cached.") from exc
-                out[r0 - window.row:r1 - window.row, c0 - window.col:c1 - window.col] = block
-                synthetic |= SYNTHETIC_TAG in src.tags()
-                crs = str(src.crs)
-                parts.append({"tile": tile, "path": path,
-                              "window": [int(tile_window.col_off), int(tile_window.row_off),
-                                         int(tile_window.width), int(tile_window.height)]})
-    return out, {"tiles": parts, "crs": crs, "synthetic": synthetic}
+                    src = rasterio.open(path)
+                except Exception as exc:  # rasterio raises RasterioIOError / CPLE_* variants
+                    raise _classify_open_error(exc, tile, path, source) from exc
+                with src:
+                    try:
+                        block = src.read(1, window=tile_window)
+                    except Exception as exc:
+                        raise SourceUnreachableError(
+                            f"Reading tile {tile} from {where} failed part-way "
+                            f"({str(exc)[:160]}). Try again; nothing was cached.") from exc
+                    info = _tile_tags(src, tile)
+                    synthetic |= SYNTHETIC_TAG in src.tags()
+                    crs = str(src.crs)
+        except MissingTileError:
+            missing.append(tile)
+            parts.append({"tile": tile, "status": NOT_PUBLISHED, "path": path, "window": box})
+            continue
+        except SourceUnreachableError:
+            _forget_remote_failures(source)
+            raise
+        out[r0 - window.row:r1 - window.row, c0 - window.col:c1 - window.col] = block
+        used.append(where)
+        parts.append({"tile": tile, "status": "read", "path": path, "source": where,
+                      "window": box, **info})
+    if not used:
+        _forget_remote_failures(source)  # a 404 is cached too; the tile may be added later
+        raise MissingTileError(missing[0], source.describe())
+    return out, {"tiles": parts, "crs": crs, "synthetic": synthetic,
+                 "source": " and ".join(dict.fromkeys(used))}
+
+
+def tile_notes(provenance: dict) -> list[str]:
+    """One sentence per tile of the region read as no-data because the source has no file."""
+    return [f"Tile {t['tile']} is not published by ESA (no file at {t['path']}), which happens "
+            "only over open sea: that part of the region is no-data. If it is land, add the tile "
+            "to the source and read the region again."
+            for t in provenance.get("tiles", []) if t.get("status") == NOT_PUBLISHED]
+
+
+_HAS_TILE: dict[tuple[DataSource, str], tuple[bool, float]] = {}
+NEGATIVE_TTL_S = 60.0  # a "no" for a remote source is asked again after this long
+
+
+def source_has_tile(tile: str, source: DataSource, timeout: float = 3.0) -> bool:
+    """True when `tile` can be read from `source` or from the bundled sample; never raises.
+
+    Folder sources: the file exists. Remote sources: the file opens within about `timeout` s
+    (one bounded HEAD/range request, no retries); answers are cached per process, a "no" only for
+    NEGATIVE_TTL_S so a network that comes back is noticed."""
+    if bundled_tile_path(tile) is not None:
+        return True
+    if source.kind == "folder":
+        return Path(source.tile_path(tile)).is_file()
+    known = _HAS_TILE.get((source, tile))
+    if known and (known[0] or time.monotonic() - known[1] < NEGATIVE_TTL_S):
+        return known[0]
+    answer = {}
+
+    def probe():
+        import rasterio
+
+        env = _gdal_env(source, GDAL_HTTP_TIMEOUT=max(1, math.ceil(timeout)),
+                        GDAL_HTTP_CONNECTTIMEOUT=max(1, math.ceil(timeout)),
+                        GDAL_HTTP_LOW_SPEED_TIME=max(1, math.ceil(timeout)), GDAL_HTTP_MAX_RETRY=0)
+        try:
+            with rasterio.Env(**env), rasterio.open(source.tile_path(tile)):
+                answer["ok"] = True
+        except Exception:
+            _forget_remote_failures(source)
+
+    thread = threading.Thread(target=probe, daemon=True, name=f"probe-{tile}")
+    thread.start()
+    thread.join(timeout + 1)  # GDAL's own timeouts end the request; this bounds DNS too
+    ok = bool(answer.get("ok"))
+    _HAS_TILE[(source, tile)] = (ok, time.monotonic())
+    return ok
+
+
+def default_presets(source: DataSource | None = None) -> list[RoiSpec]:
+    """The notebook's three ROIs when their tile N27E075 is reachable or any of them is cached
+    for `source`, else SAMPLE_ROIS (the bundled Sao Tome / Principe tile, readable offline)."""
+    source = source or data_source_from_env()
+    if any(cache_path(roi_window(s), source).exists() for s in NOTEBOOK_ROIS):
+        return list(NOTEBOOK_ROIS)
+    return list(NOTEBOOK_ROIS) if source_has_tile(NOTEBOOK_TILE, source) else list(SAMPLE_ROIS)
 
 
 # --- cache -----------------------------------------------------------------------------------
@@ -271,7 +452,7 @@ def load_roi(spec: RoiSpec, source: DataSource | None = None, use_cache: bool = 
             native, provenance = read_cache(path, spec.size)
             provenance["source"] = f"local cache of {provenance['source']}"
             provenance.update(name=spec.name, center_lon_lat=[spec.lon, spec.lat])
-            return Roi(spec, native, provenance, notes)
+            return Roi(spec, native, provenance, notes + tile_notes(provenance))
         except Exception as exc:  # truncated zip, bad checksum, missing key, wrong shape...
             aside = path.with_suffix(".corrupt")
             try:
@@ -286,11 +467,10 @@ def load_roi(spec: RoiSpec, source: DataSource | None = None, use_cache: bool = 
     nodata = float(np.mean(native == NODATA))
     if nodata > MAX_NODATA_FRACTION:
         raise RegionError(
-            f"The region at ({spec.lon:.3f}, {spec.lat:.3f}) is {nodata:.0%} sea or outside "
-            "WorldCover coverage. Move the centre onto land or pick a smaller region.")
+            f"The region at ({spec.lon:.3f}, {spec.lat:.3f}) is {nodata:.0%} no-data: open sea or "
+            "outside WorldCover coverage. Move the centre onto land or pick a smaller region.")
     provenance = {
         "name": spec.name,
-        "source": source.describe(),
         "source_kind": source.kind,
         "center_lon_lat": [spec.lon, spec.lat],
         "size": spec.size,
@@ -302,7 +482,7 @@ def load_roi(spec: RoiSpec, source: DataSource | None = None, use_cache: bool = 
     }
     if use_cache:
         write_cache(path, native, provenance)
-    return Roi(spec, native, provenance, notes)
+    return Roi(spec, native, provenance, notes + tile_notes(provenance))
 
 
 def check_no_overlap(spec: RoiSpec, others: list[Roi]) -> None:

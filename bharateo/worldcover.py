@@ -129,6 +129,20 @@ def tile_url(tile: str, base_url: str = PUBLIC_BASE_URL) -> str:
     return f"{base_url.rstrip('/')}/{tile_filename(tile)}"
 
 
+# --- the bundled sample: one whole official tile shipped with the project (data/sample/README.md)
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "data" / "sample"
+SAMPLE_TILES = ("N00E006",)  # Sao Tome and Principe, 6-9E 0-3N, the official v200 COG unchanged
+
+
+def bundled_tile_path(tile: str) -> Path | None:
+    """Path of the bundled official COG for `tile` (e.g. 'N00E006'), or None if not shipped.
+
+    The bundle is read whenever the configured source lacks the tile, and before any network read
+    (it is the same file ESA publishes), so a fresh offline machine can still load SAMPLE_ROIS."""
+    path = SAMPLE_DIR / tile_filename(tile)
+    return path if tile in SAMPLE_TILES and path.is_file() else None
+
+
 def tile_global_offset(lon0: int, lat0: int) -> tuple[int, int]:
     """(row, col) of a tile's north-west pixel on the global 1/12000-degree grid."""
     return (90 - (lat0 + TILE_DEGREES)) * PIXELS_PER_DEGREE, (lon0 + 180) * PIXELS_PER_DEGREE

@@ -361,8 +361,8 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, root: Path):
-        super().__init__(("127.0.0.1", 0), _RangeHandler)
+    def __init__(self, root: Path, port: int = 0):
+        super().__init__(("127.0.0.1", port), _RangeHandler)
         self.root = root
         self.bytes_sent = 0
         self.requests = 0
@@ -389,13 +389,14 @@ class RangeHTTPServer:
     /vsicurl/ reads per URL for the whole process.
     """
 
-    def __init__(self, folder):
+    def __init__(self, folder, port: int = 0):
         self.folder = Path(folder).resolve()
+        self.wanted_port = port  # 0 = any free port; a fixed one lets a test restart the server
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> "RangeHTTPServer":
-        self._server = _Server(self.folder)
+        self._server = _Server(self.folder, self.wanted_port)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()

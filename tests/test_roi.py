@@ -397,11 +397,23 @@ def test_missing_tile_in_folder(worldcover_dir):
 
 
 def test_window_needing_an_absent_neighbour_tile(fixture_tiles_dir, tmp_path, monkeypatch):
+    """An absent neighbour is a tile ESA doesn't publish (open sea): its part reads as no-data,
+    is listed as such in provenance and in a note, and the region-level no-data rule decides."""
     only75 = copy_tiles(fixture_tiles_dir, tmp_path / "only75", tiles=("N27E075",))
     monkeypatch.setenv("BHARATEO_WORLDCOVER_DIR", str(only75))
-    with pytest.raises(MissingTileError) as e:
-        load_roi(fixture_tiles_dir.edge_spec)
-    assert e.value.tile == "N27E078" and "N27E078" in str(e.value)
+    spec = fixture_tiles_dir.edge_spec
+    roi = load_roi(spec)
+    w = roi_window(spec)
+    r, c = window_in_tile(w, "N27E075")
+    west_w = 36000 - c
+    assert np.array_equal(roi.native[:, :west_w],
+                          direct_read(fixture_tiles_dir.tiles["N27E075"], r, c, 512, west_w))
+    assert (roi.native[:, west_w:] == 0).all()
+    assert roi.provenance["nodata_fraction"] == pytest.approx((512 - west_w) / 512)
+    status = {t["tile"]: t["status"] for t in roi.provenance["tiles"]}
+    assert status == {"N27E075": "read", "N27E078": roi_mod.NOT_PUBLISHED}
+    assert len(roi.notes) == 1 and "N27E078" in roi.notes[0] and "no-data" in roi.notes[0]
+    assert load_roi(spec).notes == roi.notes  # the cached region keeps saying so
 
 
 def test_folder_that_does_not_exist(tmp_path, monkeypatch):
