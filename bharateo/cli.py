@@ -30,30 +30,45 @@ def cmd_prefetch(args) -> None:
         roi = load_roi(spec, source)
         nodata = roi.provenance["nodata_fraction"]
         print(f"  {spec.name}: {spec.size}x{spec.size} px, {len(native_class_counts(roi.native))} "
-              f"classes, {nodata:.1%} nodata  ({roi.provenance['source']})")
+              f"codes, {nodata:.1%} no-data, {roi.data_label}  ({roi.provenance['source']})")
         for note in roi.notes:
             print(f"    note: {note}")
 
 
 def cmd_inspect(args) -> None:
-    from bharateo.roi import load_roi, native_class_counts
+    from bharateo.roi import default_presets, load_roi, native_class_counts
     from bharateo.worldcover import NATIVE_WORLDCOVER_CLASSES
 
-    spec = _roi_specs(args)[0]
+    # no --lon/--lat: the first default preset (notebook's delhi_ncr, or sao_tome offline)
+    spec = _roi_specs(args)[0] if args.lon is not None or args.lat is not None else \
+        default_presets()[0]
     roi = load_roi(spec)
     counts = native_class_counts(roi.native)
-    report = {"name": spec.name, "tiles": [t["tile"] for t in roi.provenance["tiles"]],
+    tiles = roi.provenance["tiles"]
+    report = {"name": spec.name, "tiles": [t["tile"] for t in tiles],
+              "tile_status": {t["tile"]: t.get("status", "read") for t in tiles},
               "bounds": roi.provenance["bounds"], "crs": roi.provenance["crs"],
-              "source": roi.provenance["source"], "synthetic_fixture": roi.synthetic,
-              "native_counts": counts}
+              "source": roi.provenance["source"], "data": roi.data_label,
+              "verified_worldcover": roi.verified, "synthetic_fixture": roi.synthetic,
+              "file_tags": {t["tile"]: t.get("tags", {}) for t in tiles if "tags" in t},
+              "nodata_fraction": roi.provenance["nodata_fraction"],
+              "native_counts": counts, "notes": roi.notes}
     if args.json:
         print(json.dumps(report))
         return
-    print(f"{spec.name}: tiles {', '.join(report['tiles'])}, {report['crs']}")
+    print(f"{spec.name}: tiles {', '.join(f'{t} ({s})' for t, s in report['tile_status'].items())}"
+          f", {report['crs']}")
     print("bounds (W, S, E, N): " + ", ".join(f"{b:.6f}" for b in report["bounds"]))
-    print(f"source: {report['source']}" + ("  [SYNTHETIC TEST FIXTURE]" if roi.synthetic else ""))
+    print(f"source: {report['source']}")
+    print(f"data: {roi.data_label}")
+    for tile, tags in report["file_tags"].items():
+        print(f"  {tile} tags: " + ("; ".join(f"{k}={v}" for k, v in tags.items())
+                                    or "none (not an ESA WorldCover file)"))
     for code, n in counts.items():
-        print(f"  {code:3d} {NATIVE_WORLDCOVER_CLASSES.get(code, 'nodata / other'):28s} {n:>10,d}")
+        name = "no-data" if code == 0 else NATIVE_WORLDCOVER_CLASSES.get(code, "unknown code")
+        print(f"  {code:3d} {name:28s} {n:>10,d}")
+    for note in roi.notes:
+        print(f"note: {note}")
 
 
 def cmd_train(args) -> None:

@@ -250,8 +250,8 @@ def _classify_open_error(exc: Exception, tile: str, path: str, source: DataSourc
         return MissingTileError(tile, source.describe())
     curl = re.search(r"CURL error: ([^)]*)", text)  # GDAL's later tries say only "does not exist"
     reason = curl.group(1).strip() if curl else (f"HTTP {status.group(1)}" if status else "")
-    if "too slow" in reason or "timed out" in reason.lower() or "timeout" in reason.lower():
-        reason = (f"no answer within {GDAL_ENV['GDAL_HTTP_TIMEOUT']} s: timed out; {reason}")
+    if any(w in reason.lower() for w in ("too slow", "timed out", "timeout")):
+        reason = f"the server stopped answering and the request timed out: {reason}"
     return SourceUnreachableError(
         f"Could not reach {source.describe()} for tile {tile}" + (f" ({reason})" if reason else "")
         + ". Check the network and try again, or work offline: run `python -m bharateo prefetch` "

@@ -122,12 +122,13 @@ def window_in_tile(window: GlobalWindow, tile: str) -> tuple[int, int]:
     return window.row - t_row, window.col - t_col
 
 
-def write_fixture_tile(folder, tile: str, fills=()) -> Path:
+def write_fixture_tile(folder, tile: str, fills=(), tags: dict | None = None) -> Path:
     """Write a sparse, tiled, deflated 36000 x 36000 GeoTIFF on `tile`'s real grid.
 
     `fills` is a list of (row_off, col_off, uint8 array) in tile pixel coordinates; parts outside
     the tile are clipped. Everything not filled reads back as 0 (nodata). The file is named as
-    the official tile and tagged BHARATEO_SYNTHETIC_FIXTURE=1.
+    the official tile and tagged BHARATEO_SYNTHETIC_FIXTURE=1, unless `tags` gives the tags to
+    write instead (e.g. {} for an untagged file under an official name).
     """
     import rasterio
     from affine import Affine
@@ -148,7 +149,7 @@ def write_fixture_tile(folder, tile: str, fills=()) -> Path:
     )
     with rasterio.Env(GDAL_CACHEMAX=256):
         with rasterio.open(path, "w", **profile) as dst:
-            dst.update_tags(**{SYNTHETIC_TAG: "1"})
+            dst.update_tags(**({SYNTHETIC_TAG: "1"} if tags is None else tags))
             for row_off, col_off, arr in fills:
                 arr = np.asarray(arr, dtype=np.uint8)
                 r0, c0 = max(row_off, 0), max(col_off, 0)
@@ -434,6 +435,45 @@ class RangeHTTPServer:
         with self._server._lock:
             self._server.bytes_sent = 0
             self._server.requests = 0
+
+
+class StallingServer:
+    """A TCP server on 127.0.0.1 that accepts connections and never answers (a stalled Wi-Fi).
+
+    with StallingServer() as srv: ... srv.url ...; leaving the block closes every connection."""
+
+    def __init__(self):
+        import socket
+
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._conns, self._stop = [], threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._conns.append(self._sock.accept()[0])
+            except OSError:  # the 0.1 s accept timeout, or the socket closed
+                continue
+
+    def __enter__(self) -> "StallingServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for conn in self._conns:
+            conn.close()
+        self._sock.close()
+
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
 
 
 def closed_port_url(contains: str | None = None, avoid=("403", "404")) -> str:

@@ -1,0 +1,278 @@
+"""Where pixels come from, on the real ESA WorldCover tile N00E006: the bundled sample, tiles ESA
+doesn't publish (open sea), a source that fails and comes back, a stalled source, and provenance
+read from the file's own tags."""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bharateo import cli
+from bharateo import roi as roi_mod
+from bharateo.errors import MissingTileError, RegionError, SourceUnreachableError
+from bharateo.roi import (
+    FIXTURE_LABEL,
+    NOT_PUBLISHED,
+    NOTEBOOK_ROIS,
+    SAMPLE_ROIS,
+    UNVERIFIED_LABEL,
+    WORLDCOVER_LABEL,
+    RoiSpec,
+    default_presets,
+    load_roi,
+    roi_window,
+    source_has_tile,
+)
+from bharateo.worldcover import (
+    SAMPLE_DIR,
+    SAMPLE_TILES,
+    DataSource,
+    bundled_tile_path,
+    data_source_from_env,
+    tile_filename,
+)
+from tests.fixture_tiles import (
+    RangeHTTPServer,
+    StallingServer,
+    closed_port_url,
+    synthetic_native,
+    window_in_tile,
+    write_fixture_tile,
+)
+
+REAL_TILE = "N00E006"
+_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "worldcover"
+# the real tile as a folder source: ../shared when present, else the bundled copy (same file)
+REAL_DIR = _SHARED if (_SHARED / tile_filename(REAL_TILE)).is_file() else SAMPLE_DIR
+SAO_TOME_SOUTH = RoiSpec("sao_tome_south", 6.60, 0.05, 2048)  # its south part is in S03E006
+OPEN_SEA = RoiSpec("gulf_of_guinea", 8.5, 2.5, 1024)  # inside N00E006, all no-data
+NO_TILE_AT_ALL = RoiSpec("off_gabon", 4.5, 1.5, 512)  # in N00E003, a tile ESA doesn't publish
+REAL_TAGS = {"product_tile": "N00E006", "product_version": "V2.0.0",
+             "time_start": "2021-01-01T00:00:00Z", "time_end": "2021-12-31T23:59:59Z"}
+
+
+def bounds_read(path, bounds) -> np.ndarray:
+    """A plain rasterio read of the pixels inside `bounds` (W, S, E, N); 0 outside the file."""
+    import rasterio
+    from rasterio.windows import Window
+
+    west, south, east, north = bounds
+    with rasterio.open(path) as src:
+        t = src.transform
+        c0, r0 = round((west - t.c) / t.a), round((north - t.f) / t.e)
+        c1, r1 = round((east - t.c) / t.a), round((south - t.f) / t.e)
+        out = np.zeros((r1 - r0, c1 - c0), np.uint8)
+        rr0, cc0, rr1, cc1 = max(r0, 0), max(c0, 0), min(r1, src.height), min(c1, src.width)
+        out[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = src.read(
+            1, window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
+        return out
+
+
+def counts(a: np.ndarray) -> dict[int, int]:
+    return dict(zip(*[x.tolist() for x in np.unique(a, return_counts=True)]))
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every HTTP request GDAL makes goes to a proxy on a closed port, i.e. fails at once."""
+    closed = closed_port_url()
+    for var in ("GDAL_HTTP_PROXY", "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(var, closed)
+    monkeypatch.setattr(roi_mod, "_HAS_TILE", {})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- the bundled sample -------------------------------------------------------------------------
+def test_bundled_sample_is_the_real_tile():
+    assert SAMPLE_TILES == (REAL_TILE,)
+    path = bundled_tile_path(REAL_TILE)
+    assert path == SAMPLE_DIR / tile_filename(REAL_TILE) and path.is_file()
+    assert bundled_tile_path("N27E075") is None
+    assert path.read_bytes() == (REAL_DIR / tile_filename(REAL_TILE)).read_bytes()
+    assert "CC-BY 4.0" in (SAMPLE_DIR / "README.md").read_text()
+
+
+def test_fresh_offline_machine_loads_the_sample_regions(no_network):
+    """No source configured (the public bucket) and no network: the presets are the sample's,
+    and they read real, verified WorldCover pixels from the bundle, then from the cache."""
+    source = data_source_from_env()
+    assert source.kind == "public"
+    assert default_presets(source) == SAMPLE_ROIS
+    with pytest.raises(SourceUnreachableError):  # the network really is blocked
+        load_roi(NOTEBOOK_ROIS[0])
+    for spec in SAMPLE_ROIS:
+        roi = load_roi(spec)
+        p = roi.provenance
+        assert p["source"].startswith("bundled sample")
+        assert roi.verified and roi.data_label == WORLDCOVER_LABEL and not roi.synthetic
+        assert p["nodata_fraction"] < 0.01 and len(counts(roi.native)) >= 4
+        assert np.array_equal(roi.native, bounds_read(bundled_tile_path(REAL_TILE), p["bounds"]))
+        again = load_roi(spec)
+        assert again.provenance["source"].startswith("local cache of bundled sample")
+        assert again.verified and again.data_label == WORLDCOVER_LABEL
+
+
+def test_folder_without_the_tile_falls_back_to_the_bundle(tmp_path):
+    source = DataSource("folder", str(tmp_path))
+    roi = load_roi(SAMPLE_ROIS[0], source, use_cache=False)
+    assert roi.provenance["source"].startswith("bundled sample") and roi.verified
+    assert default_presets(source) == SAMPLE_ROIS
+
+
+def test_default_presets_are_the_notebooks_when_their_tile_is_there(worldcover_dir, tmp_path):
+    assert default_presets(data_source_from_env()) == NOTEBOOK_ROIS
+    # a region cached from a folder that has since lost its tiles still counts
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    shutil.copy(worldcover_dir.tiles["N27E075"], tiles / tile_filename("N27E075"))
+    source = DataSource("folder", str(tiles))
+    load_roi(RoiSpec("mathura_belt", 77.50, 27.30, 2048), source)
+    shutil.rmtree(tiles)
+    assert default_presets(source) == NOTEBOOK_ROIS
+
+
+def test_source_has_tile_over_http_and_when_down(fixture_tiles_dir, monkeypatch):
+    monkeypatch.setattr(roi_mod, "_HAS_TILE", {})
+    monkeypatch.setattr(roi_mod, "NEGATIVE_TTL_S", 0.0)
+    port = free_port()
+    source = DataSource("url", f"http://127.0.0.1:{port}")
+    assert source_has_tile(REAL_TILE, source)  # the bundle, no request needed
+    assert not source_has_tile("N27E075", source)  # nothing listens yet
+    with RangeHTTPServer(fixture_tiles_dir.folder, port):
+        assert source_has_tile("N27E075", source)  # the failure was not remembered
+        assert not source_has_tile("N30E075", source)  # 404
+
+
+# --- real pixels: a region is exactly the window its bounds name ------------------------------
+@pytest.mark.parametrize("spec", SAMPLE_ROIS + [SAO_TOME_SOUTH], ids=lambda s: s.name)
+def test_native_counts_equal_a_direct_read_of_the_bounds(spec):
+    roi = load_roi(spec, DataSource("folder", str(REAL_DIR)))
+    direct = bounds_read(REAL_DIR / tile_filename(REAL_TILE), roi.provenance["bounds"])
+    assert direct.shape == (spec.size, spec.size)
+    assert np.array_equal(roi.native, direct) and counts(roi.native) == counts(direct)
+    assert roi.provenance["tiles"][0]["tags"]["product_tile"] == REAL_TILE and roi.verified
+
+
+# --- tiles ESA doesn't publish ------------------------------------------------------------------
+def _check_sao_tome_south(roi):
+    w = roi_window(SAO_TOME_SOUTH)
+    r, _ = window_in_tile(w, REAL_TILE)
+    south = r + w.size - 36000  # rows of the window below the equator, in S03E006
+    assert 0 < south < w.size // 2
+    assert (roi.native[-south:] == 0).all() and (roi.native[:-south] != 0).any()
+    status = {t["tile"]: t["status"] for t in roi.provenance["tiles"]}
+    assert status == {REAL_TILE: "read", "S03E006": NOT_PUBLISHED}
+    assert roi.provenance["nodata_fraction"] >= south / w.size
+    assert roi.verified and roi.data_label == WORLDCOVER_LABEL
+    assert any("S03E006" in n and "no-data" in n for n in roi.notes)
+
+
+def test_region_reaching_into_an_unpublished_sea_tile_reads_from_a_folder():
+    _check_sao_tome_south(load_roi(SAO_TOME_SOUTH, DataSource("folder", str(REAL_DIR))))
+
+
+@pytest.mark.parametrize("bundle", [True, False], ids=["bundle", "over-http"])
+def test_region_reaching_into_an_unpublished_sea_tile_reads_over_http(bundle, monkeypatch):
+    if not bundle:  # make the real tile come over HTTP range requests too
+        monkeypatch.setattr(roi_mod, "bundled_tile_path", lambda tile: None)
+    with RangeHTTPServer(REAL_DIR) as srv:
+        roi = load_roi(SAO_TOME_SOUTH, DataSource("url", srv.url))
+        assert srv.requests > 0  # S03E006 was asked for (404)
+        assert (srv.bytes_sent > 0) != bundle
+    _check_sao_tome_south(roi)
+    assert roi.provenance["source"].startswith("bundled sample") == bundle
+    folder = load_roi(SAO_TOME_SOUTH, DataSource("folder", str(REAL_DIR)), use_cache=False)
+    assert np.array_equal(roi.native, folder.native)
+
+
+def test_region_on_open_sea_is_refused():
+    source = DataSource("folder", str(REAL_DIR))
+    with pytest.raises(RegionError) as e:
+        load_roi(OPEN_SEA, source)
+    msg = str(e.value)
+    assert not isinstance(e.value, MissingTileError)
+    assert "100%" in msg and "no-data" in msg and "open sea" in msg and "onto land" in msg
+    with pytest.raises(MissingTileError) as e:  # every tile of the window unpublished
+        load_roi(NO_TILE_AT_ALL, source)
+    assert e.value.tile == "N00E003" and "open sea" in str(e.value) and "onto land" in str(e.value)
+
+
+# --- a source that fails, then comes back; a source that stalls --------------------------------
+def test_source_is_read_again_once_it_is_back(fixture_tiles_dir, monkeypatch):
+    port = free_port()
+    monkeypatch.setenv("BHARATEO_WORLDCOVER_URL", f"http://127.0.0.1:{port}")
+    spec = RoiSpec("small_delhi", 77.23, 28.61, 256)
+    with pytest.raises(SourceUnreachableError) as e:
+        load_roi(spec)
+    assert "N27E075" in str(e.value)
+    with RangeHTTPServer(fixture_tiles_dir.folder, port) as srv:
+        roi = load_roi(spec)
+        assert srv.bytes_sent > 0
+    folder = load_roi(spec, DataSource("folder", str(fixture_tiles_dir.folder)), use_cache=False)
+    assert np.array_equal(roi.native, folder.native)
+
+
+def test_stalled_source_gives_a_clear_timeout(monkeypatch):
+    monkeypatch.setattr(roi_mod, "GDAL_ENV", {**roi_mod.GDAL_ENV, "GDAL_HTTP_TIMEOUT": 2,
+                                              "GDAL_HTTP_CONNECTTIMEOUT": 2,
+                                              "GDAL_HTTP_LOW_SPEED_TIME": 1,
+                                              "GDAL_HTTP_MAX_RETRY": 0})
+    monkeypatch.setattr(roi_mod, "_HAS_TILE", {})
+    with StallingServer() as srv:
+        monkeypatch.setenv("BHARATEO_WORLDCOVER_URL", srv.url)
+        with pytest.raises(SourceUnreachableError) as e:
+            load_roi(RoiSpec("small_delhi", 77.23, 28.61, 256))
+        assert srv.connections >= 1
+        assert not source_has_tile("N27E075", DataSource("url", srv.url), timeout=1)
+    msg = str(e.value)
+    assert "timed out" in msg and "N27E075" in msg and srv.url in msg
+
+
+# --- provenance from the file itself ----------------------------------------------------------
+def test_provenance_shows_the_files_tags(capsys, monkeypatch):
+    monkeypatch.setenv("BHARATEO_WORLDCOVER_DIR", str(REAL_DIR))
+    roi = load_roi(SAMPLE_ROIS[0])
+    tags = roi.provenance["tiles"][0]["tags"]
+    assert {k: tags[k] for k in REAL_TAGS} == REAL_TAGS
+    assert "CC-BY 4.0" in tags["license"] and "ESA WorldCover project" in tags["copyright"]
+    spec = SAMPLE_ROIS[0]
+    args = ["--lon", str(spec.lon), "--lat", str(spec.lat), "--size", str(spec.size)]
+    assert cli.main(["inspect", *args, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["data"] == WORLDCOVER_LABEL and info["verified_worldcover"] is True
+    assert info["file_tags"][REAL_TILE]["product_version"] == "V2.0.0"
+    assert cli.main(["inspect", *args]) == 0
+    out = capsys.readouterr().out
+    assert f"data: {WORLDCOVER_LABEL}" in out and "product_tile=N00E006" in out
+
+
+@pytest.mark.parametrize("tags,label", [
+    ({}, UNVERIFIED_LABEL),  # an official name, but no tags at all
+    ({**REAL_TAGS, "product_tile": "N00E006"}, UNVERIFIED_LABEL),  # another tile's tags
+    ({**REAL_TAGS, "product_tile": "N27E075", "product_version": "V1.0.0",
+      "time_start": "2020-01-01T00:00:00Z"}, UNVERIFIED_LABEL),  # WorldCover 2020 v100
+    ({**REAL_TAGS, "product_tile": "N27E075"}, WORLDCOVER_LABEL),
+    ({**REAL_TAGS, "product_tile": "N27E075", roi_mod.SYNTHETIC_TAG: "1"}, FIXTURE_LABEL),
+], ids=["untagged", "other-tile", "v100", "v200", "fixture"])
+def test_only_files_that_say_so_are_worldcover(tags, label, tmp_path, capsys, monkeypatch):
+    spec = RoiSpec("small_delhi", 77.23, 28.61, 256)
+    r, c = window_in_tile(roi_window(spec), "N27E075")
+    write_fixture_tile(tmp_path, "N27E075", [(r, c, synthetic_native(256, 256))], tags=tags)
+    monkeypatch.setenv("BHARATEO_WORLDCOVER_DIR", str(tmp_path))
+    roi = load_roi(spec)
+    assert roi.data_label == label and roi.verified == (label == WORLDCOVER_LABEL)
+    assert load_roi(spec).data_label == label  # and from the cache
+    assert cli.main(["inspect", "--lon", "77.23", "--lat", "28.61", "--size", "256"]) == 0
+    out = capsys.readouterr().out
+    assert f"data: {label}" in out
+    if label != WORLDCOVER_LABEL:
+        assert WORLDCOVER_LABEL not in out
