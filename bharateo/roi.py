@@ -273,7 +273,7 @@ def _tile_source(tile: str, source: DataSource) -> tuple[str, str]:
     own = source.tile_path(tile)
     if bundled is None or (source.kind == "folder" and Path(own).exists()):
         return own, source.describe()
-    return str(bundled), f"bundled sample ({bundled.parent.name}/{bundled.name})"
+    return str(bundled), f"bundled sample (data/sample/{bundled.name})"
 
 
 def read_window(window: GlobalWindow, source: DataSource) -> tuple[np.ndarray, dict]:
@@ -326,8 +326,9 @@ def read_window(window: GlobalWindow, source: DataSource) -> tuple[np.ndarray, d
         used.append(where)
         parts.append({"tile": tile, "status": "read", "path": path, "source": where,
                       "window": box, **info})
+    if missing:
+        _forget_remote_failures(source)  # GDAL caches a 404 too; a mirror may add the tile later
     if not used:
-        _forget_remote_failures(source)  # a 404 is cached too; the tile may be added later
         raise MissingTileError(missing[0], source.describe())
     return out, {"tiles": parts, "crs": crs, "synthetic": synthetic,
                  "source": " and ".join(dict.fromkeys(used))}

@@ -237,6 +237,40 @@ def test_stalled_source_gives_a_clear_timeout(monkeypatch):
     assert "timed out" in msg and "N27E075" in msg and srv.url in msg
 
 
+def test_server_error_is_retried_then_named(monkeypatch):
+    """HTTP 5xx is not "not published": GDAL retries it, then the error names tile and status."""
+    import http.server
+    import threading
+
+    asked = []
+
+    class Busy(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            asked.append(self.path)
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_HEAD = do_GET
+
+    monkeypatch.setattr(roi_mod, "GDAL_ENV", {**roi_mod.GDAL_ENV, "GDAL_HTTP_RETRY_DELAY": 0.1})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(SourceUnreachableError) as e:
+            load_roi(RoiSpec("small_delhi", 77.23, 28.61, 256), DataSource("url", url))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(asked) == 1 + roi_mod.GDAL_ENV["GDAL_HTTP_MAX_RETRY"] >= 2
+    assert not isinstance(e.value, RegionError)
+    assert "N27E075" in str(e.value) and "HTTP 503" in str(e.value) and url in str(e.value)
+
+
 # --- provenance from the file itself ----------------------------------------------------------
 def test_provenance_shows_the_files_tags(capsys, monkeypatch):
     monkeypatch.setenv("BHARATEO_WORLDCOVER_DIR", str(REAL_DIR))
