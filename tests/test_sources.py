@@ -194,6 +194,15 @@ def test_region_reaching_into_an_unpublished_sea_tile_reads_over_http(bundle, mo
     assert np.array_equal(roi.native, folder.native)
 
 
+def test_damaged_tile_is_an_error_not_sea(fixture_tiles_dir, tmp_path):
+    """A file that is there but can't be read is never taken for an unpublished sea tile."""
+    shutil.copy(fixture_tiles_dir.tiles["N27E075"], tmp_path / tile_filename("N27E075"))
+    (tmp_path / tile_filename("N27E078")).write_bytes(b"II*\x00" + b"\x00" * 200)
+    with pytest.raises(SourceUnreachableError) as e:
+        load_roi(fixture_tiles_dir.edge_spec, DataSource("folder", str(tmp_path)))
+    assert "N27E078" in str(e.value) and "damaged" in str(e.value)
+
+
 def test_region_on_open_sea_is_refused():
     source = DataSource("folder", str(REAL_DIR))
     with pytest.raises(RegionError) as e:
