@@ -44,16 +44,17 @@ log = logging.getLogger(__name__)
 ROI_SIZE_RANGE = (64, 4096)
 MAX_NODATA_FRACTION = 0.5
 SYNTHETIC_TAG = "BHARATEO_SYNTHETIC_FIXTURE"  # set by test fixtures; never on real WorldCover
-# Every remote read is bounded: a request that can't connect in CONNECTTIMEOUT s, or doesn't finish
-# in TIMEOUT s, or moves under LOW_SPEED_LIMIT bytes/s for LOW_SPEED_TIME s, fails, and GDAL
-# retries it MAX_RETRY times RETRY_DELAY s apart (GDAL's documented /vsicurl/ options).
+# Every remote read is bounded (GDAL's documented /vsicurl/ options): a request fails if it can't
+# connect in CONNECTTIMEOUT s, moves under LOW_SPEED_LIMIT bytes/s for LOW_SPEED_TIME s (a stalled
+# Wi-Fi or server), or runs over TIMEOUT s; GDAL retries HTTP 429/5xx MAX_RETRY times RETRY_DELAY s
+# apart. A 2048 px read is a few range requests per tile, so a dead source fails in seconds.
 GDAL_ENV = dict(
     GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR",
     CPL_VSIL_CURL_ALLOWED_EXTENSIONS=".tif",
-    GDAL_HTTP_TIMEOUT=30,
+    GDAL_HTTP_TIMEOUT=60,
     GDAL_HTTP_CONNECTTIMEOUT=8,
     GDAL_HTTP_LOW_SPEED_TIME=15,
-    GDAL_HTTP_LOW_SPEED_LIMIT=1,
+    GDAL_HTTP_LOW_SPEED_LIMIT=1024,
     GDAL_HTTP_MAX_RETRY=2,
     GDAL_HTTP_RETRY_DELAY=1,
     VSI_CACHE=True,
