@@ -164,7 +164,7 @@ else:
                 picture = views.roi_picture(roi)
                 st.image(picture.image, caption=picture.caption, width="stretch")
                 counts = views.collapsed_counts(roi)
-                st.markdown(views.share_legend_html(counts), unsafe_allow_html=True)
+                st.markdown(views.share_legend_html(counts, views.nodata_pixels(roi)), unsafe_allow_html=True)
                 st.plotly_chart(class_bar_chart(counts, "collapsed class pixels"),
                                 key=f"bars_{roi.spec.name}")
                 st.caption(views.roi_summary(roi))
