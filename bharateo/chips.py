@@ -265,13 +265,12 @@ def _sample_region(native_roi, region, want, chip_size, min_classes, rng, attemp
             progress(len(origins))
         if len(origins) < want:
             _fail_if_hopeless(name, want, len(origins), used, attempts_left, min_classes,
-                              rejected_nodata, chip_size)
+                              rejected_nodata)
     chips = np.concatenate(chips) if chips else np.zeros((0, chip_size, chip_size), np.uint8)
     return chips, [(r + region.row, c + region.col) for r, c in origins], used, rejected_nodata
 
 
-def _fail_if_hopeless(name, want, got, used, attempts_left, min_classes, rejected_nodata,
-                      chip_size):
+def _fail_if_hopeless(name, want, got, used, attempts_left, min_classes, rejected_nodata):
     """ChipError when even an optimistic acceptance rate can't give `want` chips in the budget.
 
     Optimistic rate: (accepted + 3 sqrt(accepted) + 3) / draws, about three standard errors above
@@ -284,11 +283,11 @@ def _fail_if_hopeless(name, want, got, used, attempts_left, min_classes, rejecte
     needed = (want - got) / optimistic_rate
     if needed <= attempts_left - used:
         return
-    why = (f"{rejected_nodata:,} had more than {MAX_CHIP_NODATA_FRACTION:.0%} no-data (sea or "
-           "outside coverage) and the others ") if rejected_nodata else "the others "
+    why = (f" and at most {MAX_CHIP_NODATA_FRACTION:.0%} no-data ({rejected_nodata:,} draws had "
+           "more no-data: sea or outside coverage)") if rejected_nodata else ""
     error = ChipError(
         f"Stopped early: after {used:,} random draws in '{name}' only {got} of the {want} chips "
-        f"wanted there passed ({why}had fewer than {min_classes} land-cover classes). At that "
+        f"wanted there had at least {min_classes} land-cover classes{why}. At that "
         f"rate the {want - got} still missing would need about {needed:,.0f} more draws, beyond "
         f"the {attempts_left - used:,} left ({ATTEMPTS_PER_CHIP} per chip, as the notebook). "
         "Ask for fewer chips, lower 'min classes', or choose a region with more land (less sea) "
