@@ -239,7 +239,7 @@ def _sample_region(native_roi, region, want, chip_size, min_classes, rng, attemp
             "Use a smaller chip size or a larger region.")
     view = native_roi[region.row:region.row + region.height, region.col:region.col + region.width]
     windows = np.lib.stride_tricks.sliding_window_view(view, (chip_size, chip_size))
-    has_nodata = bool((view == NODATA).any())  # never true on the notebook's regions
+    has_nodata = bool(view.min() == NODATA)  # code 0 is the smallest; never on the notebook's ROIs
     max_nodata = int(MAX_CHIP_NODATA_FRACTION * chip_size * chip_size)
     chips, origins, used, rejected_nodata = [], [], 0, 0
     while len(origins) < want and used < attempts_left:
