@@ -138,9 +138,10 @@ g1.plotly_chart(chips_per_roi_chart(chips.chips_per_roi(),
                                     held.chips_per_roi() if held is not None else None),
                 key="chips_per_roi")
 balance = {"training": chips.patch_class_counts()}
+nodata = {"training": chips.ignored_patches()}
 if held is not None:
-    balance["held-out"] = held.patch_class_counts()
-g2.plotly_chart(class_share_chart(balance), key="class_balance")
+    balance["held-out"], nodata["held-out"] = held.patch_class_counts(), held.ignored_patches()
+g2.plotly_chart(class_share_chart(balance, nodata=nodata), key="class_balance")
 
 # --- one chip up close ------------------------------------------------------------------------
 st.subheader("Inside one chip: 3 panels and the tensor shapes")

@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from bharateo import chips as chips_module
 from bharateo import evaluate as ev
-from bharateo import insight, views
+from bharateo import figures, insight, views
 from bharateo.chips import (MAX_CHIP_NODATA_FRACTION, ChipConfig, ChipSet, build_chip_sets,
                             patch_mode_labels)
 from bharateo.errors import ChipError
@@ -24,7 +24,7 @@ from bharateo.model import ModelConfig, TinyRGBMAE, random_patch_mask
 from bharateo.render import labels_image
 from bharateo.roi import Roi, RoiSpec, load_roi
 from bharateo.train import TrainConfig, TrainingEnd, make_model, masked_metrics, train
-from bharateo.worldcover import (CLASS_TO_ID, IGNORE_INDEX, NODATA_ID, NUM_CLASSES, DataSource,
+from bharateo.worldcover import (CLASS_NAMES, CLASS_TO_ID, IGNORE_INDEX, NODATA_ID, NUM_CLASSES, DataSource,
                                  collapse_worldcover, tile_filename)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -316,6 +316,20 @@ def test_region_counts_and_summary_list_nodata_apart():
     assert "no data 25.0%" in legend and "cropland 75.0%" in legend
     table = views.native_counts_table(roi)
     assert table.loc[table.code == 0, "collapsed to"].item() == "no data (never a class)"
+    bars = figures.class_bar_chart(counts, "pixels", nodata=views.nodata_pixels(roi)).data[0]
+    assert list(bars.x)[-1] == "no data" and list(bars.y) == counts.tolist() + [64 * 16]
+    assert list(bars.marker.color)[-1] == "#000000"
+    assert list(figures.class_bar_chart(counts, "pixels").data[0].x) == CLASS_NAMES
+
+
+def test_patch_balance_chart_lists_nodata_patches_apart():
+    chips = nodata_chipset()
+    fig = figures.class_share_chart({"training": chips.patch_class_counts(), "held-out": [1] * 8},
+                                    nodata={"training": chips.ignored_patches(), "held-out": 0})
+    train_bars, held_bars = fig.data
+    assert list(train_bars.x) == CLASS_NAMES + ["no data"] == list(held_bars.x)
+    assert train_bars.customdata[-1] == 6 and held_bars.customdata[-1] == 0
+    assert sum(train_bars.y) == pytest.approx(100)
 
 
 # --- a short training on real Sao Tome chips, then Evaluate and Reconstruct ---------------------
