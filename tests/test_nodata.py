@@ -186,6 +186,24 @@ def test_feasible_real_requests_still_succeed_and_report_progress(real):
     assert [d for d, _ in reports] == sorted(d for d, _ in reports)
 
 
+def test_fail_fast_never_changes_a_request_that_succeeds(monkeypatch):
+    """A hard but possible request (about 1 draw in 225 passes, 400 allowed per chip) is built,
+    and its chips are exactly the ones built with fail-fast switched off."""
+    native = np.full((1024, 1024), 40, dtype=np.uint8)
+    native[500, 500] = 50  # one built-up pixel: a 64 px chip has two classes only around it
+    rois = [Roi(RoiSpec("one_dot", 0.0, 0.0, 1024), native)]
+    config = ChipConfig(n_chips=20, chip_size=64)
+    judged, check = [], chips_module._fail_if_hopeless
+    monkeypatch.setattr(chips_module, "_fail_if_hopeless",
+                        lambda *args: judged.append(args[3]) or check(*args))
+    chips, _ = build_chip_sets(rois, config)
+    assert max(judged) >= chips_module.FAIL_FAST_MIN_ATTEMPTS  # the rate was judged, and passed
+    monkeypatch.setattr(chips_module, "FAIL_FAST_MIN_ATTEMPTS", 10 ** 12)
+    reference, _ = build_chip_sets(rois, config)
+    np.testing.assert_array_equal(chips.origins, reference.origins)
+    np.testing.assert_array_equal(chips.labels, reference.labels)
+
+
 # --- losses and metrics leave IGNORE patches out ------------------------------------------------
 def small_batch():
     torch.manual_seed(0)
