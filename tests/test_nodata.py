@@ -22,6 +22,7 @@ from bharateo.chips import (MAX_CHIP_NODATA_FRACTION, ChipConfig, ChipSet, build
 from bharateo.errors import ChipError
 from bharateo.model import ModelConfig, TinyRGBMAE, random_patch_mask
 from bharateo.render import labels_image
+from bharateo.pipeline import RunConfig
 from bharateo.roi import Roi, RoiSpec, load_roi
 from bharateo.train import TrainConfig, TrainingEnd, make_model, masked_metrics, train
 from bharateo.worldcover import (CLASS_NAMES, CLASS_TO_ID, IGNORE_INDEX, NODATA_ID, NUM_CLASSES, DataSource,
@@ -351,21 +352,32 @@ def test_patch_balance_chart_lists_nodata_patches_apart():
 
 
 # --- a short training on real Sao Tome chips, then Evaluate and Reconstruct ---------------------
-@needs_tile
-def test_short_training_on_real_chips_then_evaluate_and_reconstruct(real):
+REAL_RUN = RunConfig(
+    rois=(SAO_TOME, COAST),
+    chips=ChipConfig(n_chips=256, min_classes=1, holdout_roi=SAO_TOME.name, holdout_block="south",
+                     n_holdout_chips=16),
+    model=ModelConfig(embed_dim=32, depth=1, heads=2),
+    train=TrainConfig(epochs=2, lr=2e-3))
+
+
+@pytest.fixture(scope="module")
+def real_run(real):
+    """REAL_RUN trained on the real Sao Tome + Gabon-sea chips: (model, chips, held, history)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        chips, held = build_chip_sets(
-            [real[SAO_TOME.name], real[COAST.name]],
-            ChipConfig(n_chips=256, min_classes=1, holdout_roi=SAO_TOME.name, holdout_block="south",
-                       n_holdout_chips=16))
-        assert chips.ignored_patches() > 0  # sea chips with no-data patches are in training
-        model = make_model(ModelConfig(embed_dim=32, depth=1, heads=2), seed=0)
-        events = list(train(model, chips, TrainConfig(epochs=2, lr=2e-3), heldout=held))
+        chips, held = build_chip_sets([real[SAO_TOME.name], real[COAST.name]], REAL_RUN.chips)
+        model = make_model(REAL_RUN.model, seed=0)
+        events = list(train(model, chips, REAL_RUN.train, heldout=held))
     finally:
         torch.set_num_threads(threads)
-    end = events[-1]
+    return model, chips, held, events[-1]
+
+
+@needs_tile
+def test_short_training_on_real_chips_then_evaluate_and_reconstruct(real_run):
+    model, chips, held, end = real_run
+    assert chips.ignored_patches() > 0  # sea chips with no-data patches are in training
     assert isinstance(end, TrainingEnd) and end.reason == "finished" and len(end.history) == 2
     assert all(np.isfinite(row["loss"]) and row["heldout_esa_acc"] is not None
                for row in end.history)
@@ -374,8 +386,7 @@ def test_short_training_on_real_chips_then_evaluate_and_reconstruct(real):
     assert result["ignored_patches"] == chips.ignored_patches()
     assert insight.class_table_display(result).shape[0] == NUM_CLASSES
     assert insight.gap_reading(result, ev.evaluate(model, held, 0.75), SAO_TOME.name)
-    index = int(np.flatnonzero((chips.patch_labels == IGNORE_INDEX).reshape(len(chips), -1)
-                               .any(axis=1))[0])
+    index = first_chip_with_ignored_patch(chips)
     rec = ev.reconstruct_chip(model, chips, index, 0.5)
     panels = insight.reconstruction_panels(rec, 0.5, index)
     target_panel = panels[-1].image
@@ -386,6 +397,32 @@ def test_short_training_on_real_chips_then_evaluate_and_reconstruct(real):
     assert (centre == 0).all()  # the IGNORE patch is drawn black, not as a class
     curve = ev.mask_ratio_curve(model, chips, ratios=(0.25, 0.75))
     assert all(np.isfinite(row["masked_mae"]) and 0 <= row["patch_acc"] <= 1 for row in curve)
+
+
+def first_chip_with_ignored_patch(chips: ChipSet) -> int:
+    return int(np.flatnonzero((chips.patch_labels == IGNORE_INDEX).reshape(len(chips), -1)
+                              .any(axis=1))[0])
+
+
+@needs_tile
+def test_evaluate_and_reconstruct_pages_on_the_real_run(real_run):
+    from tests.test_evaluate import open_page
+
+    model, chips, held, _ = real_run
+    entry = {"model": model, "label": "real Sao Tome run (trained here)", "config": REAL_RUN,
+             "run": None}
+    state = dict(model=entry, train_chips=chips, heldout_chips=held)
+    at = open_page("pages/evaluate.py", **state)
+    ignored = chips.ignored_patches()
+    patches = [m for m in at.metric if m.label == "Patches"]
+    assert patches[0].value == f"{len(chips) * 64 - ignored:,}"
+    assert f"less {ignored:,} no-data patches" in patches[0].proto.help
+    index = first_chip_with_ignored_patch(chips)
+    at = open_page("pages/reconstruct.py", recon_chip_train=index, **state)
+    here = int((chips.patch_labels[index] == IGNORE_INDEX).sum())
+    assert any(f"{here} no-data patch" in c.value and "left out of losses and metrics" in c.value
+               for c in at.caption)
+    assert any("no data" in m.value for m in at.markdown if "<span" in m.value)
 
 
 # --- the Chips page --------------------------------------------------------------------------------
