@@ -29,8 +29,9 @@ def cmd_prefetch(args) -> None:
     for spec in _roi_specs(args):
         roi = load_roi(spec, source)
         nodata = roi.provenance["nodata_fraction"]
-        print(f"  {spec.name}: {spec.size}x{spec.size} px, {len(native_class_counts(roi.native))} "
-              f"classes, {nodata:.1%} nodata  ({roi.provenance['source']})")
+        classes = len([code for code in native_class_counts(roi.native) if code != 0])  # 0: no data
+        print(f"  {spec.name}: {spec.size}x{spec.size} px, {classes} land-cover "
+              f"class{'' if classes == 1 else 'es'}, {nodata:.1%} no data  ({roi.provenance['source']})")
         for note in roi.notes:
             print(f"    note: {note}")
 
@@ -53,7 +54,8 @@ def cmd_inspect(args) -> None:
     print("bounds (W, S, E, N): " + ", ".join(f"{b:.6f}" for b in report["bounds"]))
     print(f"source: {report['source']}" + ("  [SYNTHETIC TEST FIXTURE]" if roi.synthetic else ""))
     for code, n in counts.items():
-        print(f"  {code:3d} {NATIVE_WORLDCOVER_CLASSES.get(code, 'nodata / other'):28s} {n:>10,d}")
+        name = "no data (never a class)" if code == 0 else NATIVE_WORLDCOVER_CLASSES.get(code, "other")
+        print(f"  {code:3d} {name:28s} {n:>10,d}")
 
 
 def cmd_train(args) -> None:

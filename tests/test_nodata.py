@@ -341,6 +341,18 @@ def test_region_counts_and_summary_list_nodata_apart():
     assert list(figures.class_bar_chart(counts, "pixels").data[0].x) == CLASS_NAMES
 
 
+@needs_tile
+def test_cli_never_counts_nodata_as_a_class(monkeypatch, capsys):
+    from bharateo.cli import main
+
+    monkeypatch.setenv("BHARATEO_WORLDCOVER_DIR", str(REAL_DIR))
+    where = ["--lon", str(COAST.lon), "--lat", str(COAST.lat), "--size", str(COAST.size)]
+    assert main(["prefetch", *where, "--name", "sea"]) == 0
+    assert "sea: 2048x2048 px, 1 land-cover class, 26.6% no data" in capsys.readouterr().out
+    assert main(["inspect", *where]) == 0
+    assert "no data (never a class)" in capsys.readouterr().out
+
+
 def test_patch_balance_chart_lists_nodata_patches_apart():
     chips = nodata_chipset()
     fig = figures.class_share_chart({"training": chips.patch_class_counts(), "held-out": [1] * 8},
