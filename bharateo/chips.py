@@ -6,19 +6,50 @@ rewound and advanced by exactly the draws that were used, so the chips are the n
 Chips keep their class ids (1 byte a pixel); the float palette-RGB tokens the model reads are
 rendered per batch, so a class of thirty sessions doesn't hold thirty 75 MB token tensors.
 A held-out region (a whole ROI, or one half of one) never shares a pixel with a training chip.
+
+THE NO-DATA RULE (the one place it is written down; README, pages and tests refer here).
+WorldCover code 0 (open sea, outside coverage) is no-data, never a land-cover class:
+  1. It collapses to NODATA_ID (255), not to a class id 0..7, and is painted black.
+  2. A candidate chip with more than MAX_CHIP_NODATA_FRACTION (10 %) no-data pixels is rejected
+     and drawn again, like a chip with too few classes. 10 % keeps coastline chips (a strip of
+     sea along one edge) while at most 6 of a 128 px chip's 64 patches can be all sea (12 half
+     sea), so every chip is mostly land cover and the model is not trained on open sea.
+  3. No-data never counts toward `min classes`: only classes 0..7 are counted.
+  4. A patch whose pixels are at least half no-data (PATCH_NODATA_FRACTION) gets the patch label
+     IGNORE_INDEX (-100, PyTorch's cross-entropy default); any other patch gets the most frequent
+     land-cover class among its valid pixels (ties: the lowest id, the notebook's tie-break).
+  5. IGNORE patches are left out of both training losses (the pixel loss on masked tokens and
+     the patch-class cross-entropy) and of every metric: masked MAE, ESA accuracy, the confusion
+     matrix, the per-class report, the per-class reconstruction error and the mask-ratio curve.
+     Their pixels still feed the encoder as black input, as any visible pixel does.
+The notebook's three regions hold no no-data, so for them none of this changes a bit: the fast
+packed patch-mode path and the notebook's draws are used unchanged; only chips that contain
+no-data take the slower exact path in `patch_mode_labels`.
+
+Hopeless requests fail fast: once FAIL_FAST_MIN_ATTEMPTS draws have been made in a region, the
+request stops with a ChipError as soon as even an optimistic acceptance rate (the observed one
+plus three standard errors) can't reach the chips still wanted within the notebook's budget of
+400 draws per chip. A request that can still succeed draws exactly as the notebook does.
 """
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
 from bharateo.errors import ChipError
-from bharateo.worldcover import CLASS_COLORS, NUM_CLASSES, collapse_worldcover, labels_to_rgb
+from bharateo.worldcover import (IGNORE_INDEX, NODATA, NODATA_ID, NUM_CLASSES, PALETTE,
+                                 collapse_worldcover, labels_to_rgb)
 
 HOLDOUT_BLOCKS = ("north", "south", "east", "west")
+MAX_CHIP_NODATA_FRACTION = 0.10  # rule 2 of the no-data rule above
+PATCH_NODATA_FRACTION = 0.5  # rule 4: a patch at least this share no-data is IGNORE_INDEX
+ATTEMPTS_PER_CHIP = 400  # the notebook's budget: `attempts < n * 400`
+FAIL_FAST_MIN_ATTEMPTS = 2000  # draws in a region before its acceptance rate is judged
 
 
 @dataclass(frozen=True)
@@ -51,10 +82,12 @@ class SamplingRegion:
 class ChipSet:
     """K chips. Stored compactly as class ids; palette-RGB tokens are rendered per batch.
 
-    labels:       K x S x S uint8   collapsed class per pixel
-    patch_labels: K x G x G int64   dominant class per p x p patch (G = S/p)
+    labels:       K x S x S uint8   collapsed class per pixel (NODATA_ID for no-data)
+    patch_labels: K x G x G int64   dominant class per p x p patch (G = S/p), IGNORE_INDEX for a
+                                    mostly no-data patch (see the no-data rule above)
     roi_index:    K int             which ROI each chip came from
     origins:      K x 2 int         (row, col) of each chip's corner in its ROI
+    rejected_nodata: candidate chips drawn and rejected for holding too much no-data
     """
 
     labels: np.ndarray
@@ -65,6 +98,7 @@ class ChipSet:
     chip_size: int
     patch_size: int
     channels: int = 3  # palette RGB
+    rejected_nodata: int = 0
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -90,7 +124,13 @@ class ChipSet:
         return dict(zip(self.roi_names, counts.tolist()))
 
     def patch_class_counts(self) -> np.ndarray:
-        return np.bincount(self.patch_labels.ravel(), minlength=NUM_CLASSES)
+        """Patches per class (NUM_CLASSES), leaving out IGNORE_INDEX (no-data) patches."""
+        labels = self.patch_labels.ravel()
+        return np.bincount(labels[labels >= 0], minlength=NUM_CLASSES)
+
+    def ignored_patches(self) -> int:
+        """Patches labelled IGNORE_INDEX (at least half no-data): left out of losses and metrics."""
+        return int(np.count_nonzero(self.patch_labels == IGNORE_INDEX))
 
 
 # Per-class counts of a 16 x 16 patch packed in one uint64: 9 bits per class for classes 0..6
@@ -119,21 +159,43 @@ def _patch_modes(labels: np.ndarray, patch_size: int) -> np.ndarray:
     return counts.argmax(axis=-1).reshape(k, g, g)
 
 
+def _patch_modes_with_nodata(labels: np.ndarray, patch_size: int) -> np.ndarray:
+    """The exact (slower) path for chips holding no-data: rule 4 of the no-data rule."""
+    k, s, _ = labels.shape
+    g, p = s // patch_size, patch_size
+    blocks = labels.reshape(k, g, p, g, p).transpose(0, 1, 3, 2, 4).reshape(k, g, g, p * p)
+    counts = np.stack([np.count_nonzero(blocks == c, axis=-1) for c in range(NUM_CLASSES)], -1)
+    modes = counts.argmax(axis=-1)  # first maximum: the lowest id, as the notebook
+    nodata = p * p - counts.sum(axis=-1)
+    modes[nodata >= PATCH_NODATA_FRACTION * p * p] = IGNORE_INDEX
+    return modes
+
+
 def patch_mode_labels(labels: np.ndarray, patch_size: int) -> np.ndarray:
-    """K x S x S class ids -> K x G x G most frequent class per patch (ties: lowest id).
+    """K x S x S collapsed ids -> K x G x G int64 most frequent class per patch (ties: lowest id);
+    IGNORE_INDEX for a patch at least half no-data (the no-data rule in this module's docstring).
 
     Counts come from one packed sum per patch instead of a bincount per patch (looked up 4 pixels
     at a time when the patch width allows); argmax returns the first maximum, the notebook's
     `np.bincount(...).argmax()` tie-break. Two halves run on two threads (numpy releases the GIL).
+    Chips holding no-data (never in the notebook's regions) take an exact per-class count instead.
     """
     if patch_size * patch_size >= 2 ** _COUNT_BITS:
         raise ChipError(f"Patch size {patch_size} is too large (at most 22 px).")
+    if len(labels) and labels.max() == NODATA_ID:  # max(): a 0.1 ms check for 384 chips
+        has_nodata = (labels == NODATA_ID).reshape(len(labels), -1).any(axis=1)
+        out = np.empty((len(labels),) + (labels.shape[1] // patch_size,) * 2, dtype=np.int64)
+        if (~has_nodata).any():
+            out[~has_nodata] = patch_mode_labels(labels[~has_nodata], patch_size)
+        out[has_nodata] = _patch_modes_with_nodata(labels[has_nodata], patch_size)
+        return out
     halves = np.array_split(labels, 2) if len(labels) > 1 else [labels]
     return np.concatenate(list(_WORKERS.map(_patch_modes, halves, [patch_size] * len(halves))))
 
 
 def labels_to_tokens(labels: np.ndarray, patch_size: int) -> torch.Tensor:
-    """B x S x S class ids -> B x N x (3*p*p) palette-RGB tokens, channel-major inside a token.
+    """B x S x S collapsed ids -> B x N x (3*p*p) palette-RGB tokens (no-data black),
+    channel-major inside a token.
 
     Same values and layout as the notebook's `patchify(labels_to_rgb_input(...))`, built with one
     1-byte transpose and a palette lookup per channel straight into the output.
@@ -147,22 +209,28 @@ def labels_to_tokens(labels: np.ndarray, patch_size: int) -> torch.Tensor:
     return torch.from_numpy(out.reshape(b, g * g, 3 * p * p))
 
 
-_PALETTE_BY_CHANNEL = np.ascontiguousarray(CLASS_COLORS.T)  # 3 x classes
+_PALETTE_BY_CHANNEL = np.ascontiguousarray(PALETTE.T)  # 3 x 256 collapsed ids
 
 
 def _distinct_classes(chips: np.ndarray) -> np.ndarray:
-    """B x S x S class ids -> B number of distinct classes in each chip."""
-    bits = np.left_shift(np.uint8(1), chips)  # class c -> bit c
+    """B x S x S collapsed ids -> B number of distinct land-cover classes in each chip.
+
+    No-data never counts (rule 3): 1 << 255 overflows a uint8 to 0, so it sets no bit."""
+    bits = np.left_shift(np.uint8(1), chips)  # class c -> bit c; NODATA_ID -> 0
     present = np.bitwise_or.reduce(bits.reshape(len(chips), -1), axis=1)
     return np.bitwise_count(present)
 
 
-def _sample_region(native_roi, region, want, chip_size, min_classes, rng, attempts_left):
+def _sample_region(native_roi, region, want, chip_size, min_classes, rng, attempts_left,
+                   name="the region", progress=None):
     """Draw chips from one region the way the notebook does, in batches.
 
-    Returns (collapsed chips, origins, attempts used). The notebook draws row, col per attempt
-    and keeps the chip if it has >= min_classes classes; here a batch of attempts is drawn at
-    once, and the generator is rewound and re-advanced by exactly the attempts consumed.
+    Returns (collapsed chips, origins, attempts used, candidates rejected for no-data). The
+    notebook draws row, col per attempt and keeps the chip if it has >= min_classes classes; here
+    a batch of attempts is drawn at once, and the generator is rewound and re-advanced by exactly
+    the attempts consumed. A region holding no-data also rejects chips over
+    MAX_CHIP_NODATA_FRACTION no-data; a hopeless request raises ChipError early (see above).
+    `progress(chips accepted so far)` is called after every batch.
     """
     high_r, high_c = region.height - chip_size, region.width - chip_size
     if high_r <= 0 or high_c <= 0:
@@ -171,22 +239,61 @@ def _sample_region(native_roi, region, want, chip_size, min_classes, rng, attemp
             "Use a smaller chip size or a larger region.")
     view = native_roi[region.row:region.row + region.height, region.col:region.col + region.width]
     windows = np.lib.stride_tricks.sliding_window_view(view, (chip_size, chip_size))
-    chips, origins, used = [], [], 0
+    has_nodata = bool(view.min() == NODATA)  # code 0 is the smallest; never on the notebook's ROIs
+    max_nodata = int(MAX_CHIP_NODATA_FRACTION * chip_size * chip_size)
+    chips, origins, used, rejected_nodata = [], [], 0, 0
     while len(origins) < want and used < attempts_left:
         missing = want - len(origins)
         batch = min(missing + missing // 4 + 8, attempts_left - used)
         state = rng.bit_generator.state
         draws = _draw_origins(rng, high_r, high_c, batch)
         candidates = collapse_worldcover(windows[draws[:, 0], draws[:, 1]])
-        accepted = np.flatnonzero(_distinct_classes(candidates) >= min_classes)[:missing]
+        keep = _distinct_classes(candidates) >= min_classes
+        if has_nodata:
+            too_much = np.count_nonzero(candidates.reshape(batch, -1) == NODATA_ID, 1) > max_nodata
+            keep &= ~too_much
+        accepted = np.flatnonzero(keep)[:missing]
         consumed = batch if len(accepted) < missing else int(accepted[-1]) + 1
+        if has_nodata:
+            rejected_nodata += int(np.count_nonzero(too_much[:consumed]))
         chips.append(candidates[accepted])
         origins.extend(draws[accepted].tolist())
         used += consumed
         rng.bit_generator.state = state
         _draw_origins(rng, high_r, high_c, consumed)
+        if progress is not None:
+            progress(len(origins))
+        if len(origins) < want:
+            _fail_if_hopeless(name, want, len(origins), used, attempts_left, min_classes,
+                              rejected_nodata)
     chips = np.concatenate(chips) if chips else np.zeros((0, chip_size, chip_size), np.uint8)
-    return chips, [(r + region.row, c + region.col) for r, c in origins], used
+    return chips, [(r + region.row, c + region.col) for r, c in origins], used, rejected_nodata
+
+
+def _fail_if_hopeless(name, want, got, used, attempts_left, min_classes, rejected_nodata):
+    """ChipError when even an optimistic acceptance rate can't give `want` chips in the budget.
+
+    Optimistic rate: (accepted + 3 sqrt(accepted) + 3) / draws, about three standard errors above
+    the observed rate (and the 'rule of three' bound when nothing was accepted yet), so a request
+    that could still succeed is almost never stopped.
+    """
+    if used < FAIL_FAST_MIN_ATTEMPTS:
+        return
+    optimistic_rate = (got + 3 * math.sqrt(got) + 3) / used
+    needed = (want - got) / optimistic_rate
+    if needed <= attempts_left - used:
+        return
+    why = (f" and at most {MAX_CHIP_NODATA_FRACTION:.0%} no-data ({rejected_nodata:,} draws had "
+           "more no-data: sea or outside coverage)") if rejected_nodata else ""
+    error = ChipError(
+        f"Stopped early: after {used:,} random draws in '{name}' only {got} of the {want} chips "
+        f"wanted there had at least {min_classes} land-cover classes{why}. At that "
+        f"rate the {want - got} still missing would need about {needed:,.0f} more draws, beyond "
+        f"the {attempts_left - used:,} left ({ATTEMPTS_PER_CHIP} per chip, as the notebook). "
+        "Ask for fewer chips, lower 'min classes', or choose a region with more land (less sea) "
+        "or more varied land cover.")
+    error.attempts = used
+    raise error
 
 
 def _draw_origins(rng, high_r, high_c, n) -> np.ndarray:
@@ -197,8 +304,14 @@ def _draw_origins(rng, high_r, high_c, n) -> np.ndarray:
                     dtype=np.int64).reshape(n, 2)
 
 
-def sample_chips(native_rois, regions, n, chip_size, patch_size, min_classes, seed, roi_names):
-    """n chips from `regions` in round-robin (the notebook's WorldCoverChipDataset) -> ChipSet."""
+def sample_chips(native_rois, regions, n, chip_size, patch_size, min_classes, seed, roi_names,
+                 progress: Callable[[int, int], None] | None = None):
+    """n chips from `regions` in round-robin (the notebook's WorldCoverChipDataset) -> ChipSet.
+
+    Chips follow the no-data rule of this module's docstring. ChipError when the chips can't be
+    built (also early, once the request is clearly hopeless). `progress(done, n)` reports the
+    chips accepted so far after every batch of draws.
+    """
     if chip_size % patch_size:
         raise ChipError(f"Chip size {chip_size} is not a multiple of the patch size {patch_size}.")
     if n < 1:
@@ -207,16 +320,23 @@ def sample_chips(native_rois, regions, n, chip_size, patch_size, min_classes, se
     want = [n // len(regions)] * len(regions)
     for i in range(n - sum(want)):
         want[i] += 1
-    attempts_left = n * 400
-    labels, roi_index, all_origins = [], [], []
+    attempts_left = n * ATTEMPTS_PER_CHIP
+    labels, roi_index, all_origins, rejected_nodata = [], [], [], 0
     for region, k in zip(regions, want):
-        chips, origins, used = _sample_region(native_rois[region.roi_index], region, k, chip_size,
-                                              min_classes, rng, attempts_left)
+        name = roi_names[region.roi_index]
+        done = len(roi_index)
+        report = None if progress is None else (lambda got, done=done: progress(done + got, n))
+        chips, origins, used, rejected = _sample_region(
+            native_rois[region.roi_index], region, k, chip_size, min_classes, rng, attempts_left,
+            name, report)
         attempts_left -= used
+        rejected_nodata += rejected
         if len(origins) < k:
             raise ChipError(
-                f"Only {len(origins)} of {k} chips in '{roi_names[region.roi_index]}' have at least "
-                f"{min_classes} land-cover classes. Lower 'min classes' or choose a more varied region.")
+                f"Only {len(origins)} of {k} chips in '{name}' have at least {min_classes} "
+                f"land-cover classes" + (f" and at most {MAX_CHIP_NODATA_FRACTION:.0%} no-data"
+                                         if rejected else "")
+                + ". Lower 'min classes' or choose a more varied region.")
         labels.append(chips)
         roi_index += [region.roi_index] * k
         all_origins += origins
@@ -229,6 +349,7 @@ def sample_chips(native_rois, regions, n, chip_size, patch_size, min_classes, se
         roi_names=list(roi_names),
         chip_size=chip_size,
         patch_size=patch_size,
+        rejected_nodata=rejected_nodata,
     )
 
 
@@ -259,19 +380,26 @@ def split_regions(roi_shapes, roi_names, holdout_roi=None, holdout_block=None):
     return train, [held]
 
 
-def build_chip_sets(rois, config: ChipConfig) -> tuple[ChipSet, ChipSet | None]:
-    """ROIs (objects with .spec.name and .native) -> (training chips, held-out chips or None)."""
+def build_chip_sets(rois, config: ChipConfig,
+                    progress: Callable[[int, int], None] | None = None) -> tuple[ChipSet, ChipSet | None]:
+    """ROIs (objects with .spec.name and .native) -> (training chips, held-out chips or None).
+
+    `progress(done, total)`: chips accepted so far over all chips wanted (training + held-out).
+    """
     if not rois:
         raise ChipError("Choose at least one region on the Regions page first.")
     names = [r.spec.name for r in rois]
     natives = [r.native for r in rois]
     train_regions, held_regions = split_regions([a.shape for a in natives], names,
                                                 config.holdout_roi, config.holdout_block)
+    total = config.n_chips + (config.n_holdout_chips if held_regions else 0)
     args = dict(chip_size=config.chip_size, patch_size=config.patch_size,
                 min_classes=config.min_classes, roi_names=names)
-    train = sample_chips(natives, train_regions, config.n_chips, seed=config.seed, **args)
+    train = sample_chips(natives, train_regions, config.n_chips, seed=config.seed,
+                         progress=progress and (lambda done, _n: progress(done, total)), **args)
     held = None
     if held_regions:
-        held = sample_chips(natives, held_regions, config.n_holdout_chips,
-                            seed=config.seed + 1, **args)
+        held = sample_chips(natives, held_regions, config.n_holdout_chips, seed=config.seed + 1,
+                            progress=progress and (lambda done, _n: progress(config.n_chips + done,
+                                                                             total)), **args)
     return train, held

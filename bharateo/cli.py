@@ -29,8 +29,10 @@ def cmd_prefetch(args) -> None:
     for spec in _roi_specs(args):
         roi = load_roi(spec, source)
         nodata = roi.provenance["nodata_fraction"]
-        print(f"  {spec.name}: {spec.size}x{spec.size} px, {len(native_class_counts(roi.native))} "
-              f"codes, {nodata:.1%} no-data, {roi.data_label}  ({roi.provenance['source']})")
+        classes = len([code for code in native_class_counts(roi.native) if code != 0])  # 0: no data
+        print(f"  {spec.name}: {spec.size}x{spec.size} px, {classes} land-cover "
+              f"class{'' if classes == 1 else 'es'}, {nodata:.1%} no data, {roi.data_label}  "
+              f"({roi.provenance['source']})")
         for note in roi.notes:
             print(f"    note: {note}")
 
@@ -65,7 +67,7 @@ def cmd_inspect(args) -> None:
         print(f"  {tile} tags: " + ("; ".join(f"{k}={v}" for k, v in tags.items())
                                     or "none (not an ESA WorldCover file)"))
     for code, n in counts.items():
-        name = "no-data" if code == 0 else NATIVE_WORLDCOVER_CLASSES.get(code, "unknown code")
+        name = "no data (never a class)" if code == 0 else NATIVE_WORLDCOVER_CLASSES.get(code, "unknown code")
         print(f"  {code:3d} {name:28s} {n:>10,d}")
     for note in roi.notes:
         print(f"note: {note}")

@@ -1,6 +1,8 @@
 """What the model learned: reconstructions, confusion matrices, per-class scores, mask-ratio curves.
 
 All evaluation uses seeded masks so the same run, chips and ratio always give the same numbers.
+No-data patches (IGNORE_INDEX, the no-data rule in bharateo/chips.py) are left out of every
+metric here: masked MAE, accuracy, the confusion matrix, the per-class report and error, the curve.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import torch
 from bharateo.chips import ChipSet
 from bharateo.errors import ConfigError
 from bharateo.model import TinyRGBMAE, random_patch_mask, unpatchify
-from bharateo.worldcover import CLASS_NAMES, NUM_CLASSES
+from bharateo.worldcover import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 
 EVAL_MASK_SEED = 0
 CURVE_RATIOS = tuple(round(r, 2) for r in np.arange(0.1, 0.91, 0.1))
@@ -53,8 +55,11 @@ def predict(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float, seed: int = EV
 
 def confusion_matrix(targets: np.ndarray, predictions: np.ndarray,
                      num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """C x C counts, rows = target class, columns = predicted class."""
-    keys = targets.astype(np.int64).ravel() * num_classes + predictions.astype(np.int64).ravel()
+    """C x C counts, rows = target class, columns = predicted class. Targets outside 0..C-1
+    (IGNORE_INDEX: no-data patches) are left out."""
+    targets, predictions = targets.astype(np.int64).ravel(), predictions.astype(np.int64).ravel()
+    valid = (targets >= 0) & (targets < num_classes)
+    keys = targets[valid] * num_classes + predictions[valid]
     return np.bincount(keys, minlength=num_classes ** 2).reshape(num_classes, num_classes)
 
 
@@ -87,11 +92,13 @@ def evaluate(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float = 0.75,
     targets = chips.patch_targets()
     confusion = confusion_matrix(targets.numpy(), logits.argmax(-1).numpy())
     tokens = chips.tokens()
+    valid = targets != IGNORE_INDEX
+    scored = mask & valid
     err = (preds - tokens).abs()  # K x N x T
     p2, c = chips.patch_size ** 2, chips.channels
     pixel_err = err.reshape(*err.shape[:2], c, p2).mean(dim=2)  # K x N x p*p, mean over channels
     pixel_class = torch.from_numpy(_pixel_labels_in_token_order(chips))  # K x N x p*p
-    masked_pixels = mask[..., None].expand_as(pixel_class)
+    masked_pixels = scored[..., None].expand_as(pixel_class)
     per_class_mae = []
     for k in range(NUM_CLASSES):
         sel = masked_pixels & (pixel_class == k)
@@ -101,8 +108,9 @@ def evaluate(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float = 0.75,
         "chips": len(chips),
         "confusion": confusion.tolist(),
         **classification_report(confusion),
-        "masked_mae": float(err[mask].mean()),
+        "masked_mae": float(err[scored].mean()) if scored.any() else None,
         "per_class_mae": per_class_mae,
+        "ignored_patches": int((~valid).sum()),
     }
 
 
@@ -114,15 +122,18 @@ def _pixel_labels_in_token_order(chips: ChipSet) -> np.ndarray:
 
 def mask_ratio_curve(model: TinyRGBMAE, chips: ChipSet, ratios=CURVE_RATIOS,
                      seed: int = EVAL_MASK_SEED) -> list[dict]:
-    """[{ratio, masked_mae, patch_acc}] for each ratio, same seeded masks per ratio."""
+    """[{ratio, masked_mae, patch_acc}] for each ratio, same seeded masks per ratio (no-data
+    patches left out)."""
     rows = []
     targets = chips.patch_targets()
     tokens = chips.tokens()
+    valid = targets != IGNORE_INDEX
     for ratio in ratios:
         preds, logits, mask = predict(model, chips, ratio, seed)
+        scored = mask & valid
         rows.append({"ratio": float(ratio),
-                     "masked_mae": float((preds[mask] - tokens[mask]).abs().mean()),
-                     "patch_acc": float((logits.argmax(-1) == targets).float().mean())})
+                     "masked_mae": float((preds[scored] - tokens[scored]).abs().mean()),
+                     "patch_acc": float((logits.argmax(-1)[valid] == targets[valid]).float().mean())})
     return rows
 
 
@@ -136,10 +147,10 @@ class ChipReconstruction:
     composite: np.ndarray  # visible truth + predicted masked patches
     abs_error: np.ndarray  # H x W mean |error| over channels
     patch_prediction: np.ndarray  # G x G class ids
-    patch_target: np.ndarray  # G x G class ids
+    patch_target: np.ndarray  # G x G class ids, IGNORE_INDEX for no-data patches
     mask: np.ndarray  # G x G bool
-    masked_mae: float
-    patch_acc: float
+    masked_mae: float | None  # over hidden land-cover patches (None: all hidden ones are no-data)
+    patch_acc: float | None  # over land-cover patches (no-data patches left out)
 
 
 MASK_GREY = np.array([0.94, 0.94, 0.94], dtype=np.float32)
@@ -166,9 +177,13 @@ def reconstruct_chip(model: TinyRGBMAE, chips: ChipSet, index: int, mask_ratio: 
     composite[pixel_mask] = predicted[pixel_mask]
     patch_prediction = logits.argmax(-1).reshape(g, g).numpy()
     patch_target = chips.patch_labels[index]
+    valid = torch.from_numpy(patch_target.reshape(1, -1) != IGNORE_INDEX)
+    scored = mask & valid
     return ChipReconstruction(
         target=target, masked_input=masked_input, predicted=predicted, composite=composite,
         abs_error=np.abs(target - predicted).mean(axis=2), patch_prediction=patch_prediction,
         patch_target=patch_target, mask=grid_mask,
-        masked_mae=float((pred_tokens[mask] - tokens[mask]).abs().mean()),
-        patch_acc=float((patch_prediction == patch_target).mean()))
+        masked_mae=(float((pred_tokens[scored] - tokens[scored]).abs().mean()) if scored.any()
+                    else None),
+        patch_acc=(float((patch_prediction == patch_target)[patch_target != IGNORE_INDEX].mean())
+                   if valid.any() else None))

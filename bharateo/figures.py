@@ -3,14 +3,23 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from bharateo.worldcover import CLASS_COLORS_HEX, CLASS_NAMES
+from bharateo.worldcover import CLASS_COLORS_HEX, CLASS_NAMES, NODATA_COLOR_HEX, NODATA_NAME
 
 FIGURE_MARGIN = dict(l=10, r=10, t=40, b=10)
 
 
-def class_bar_chart(counts, title: str, yaxis: str = "pixels") -> go.Figure:
-    """Bar per collapsed class in its palette colour (the notebook's class-count figure)."""
-    fig = go.Figure(go.Bar(x=CLASS_NAMES, y=list(counts), marker_color=CLASS_COLORS_HEX,
+def _with_nodata(values: list, nodata) -> tuple[list, list, list]:
+    """(x, y, colours): the classes, plus a black 'no data' bar apart at the end when `nodata`."""
+    if not nodata:
+        return CLASS_NAMES, values, CLASS_COLORS_HEX
+    return CLASS_NAMES + [NODATA_NAME], values + [nodata], CLASS_COLORS_HEX + [NODATA_COLOR_HEX]
+
+
+def class_bar_chart(counts, title: str, yaxis: str = "pixels", nodata: int = 0) -> go.Figure:
+    """Bar per collapsed class in its palette colour (the notebook's class-count figure); with
+    `nodata` pixels, a black 'no data' bar after the classes (never one of them)."""
+    x, y, colors = _with_nodata([int(c) for c in counts], int(nodata))
+    fig = go.Figure(go.Bar(x=x, y=y, marker_color=colors,
                            hovertemplate="%{x}: %{y:,}<extra></extra>"))
     fig.update_layout(title=title, yaxis_title=yaxis, margin=FIGURE_MARGIN, height=300)
     return fig
@@ -81,18 +90,25 @@ def chips_per_roi_chart(train: dict[str, int], heldout: dict[str, int] | None = 
 
 
 def class_share_chart(series: dict[str, list[int]], title: str = "patch-label class balance",
-                      unit: str = "patches") -> go.Figure:
+                      unit: str = "patches", nodata: dict[str, int] | None = None) -> go.Figure:
     """Share of each class per named set of counts (e.g. training vs held-out patch labels).
 
     Bars keep the class palette colours; a second set is hatched so the two can be told apart.
+    `nodata` (set -> no-data count, e.g. IGNORE patches) adds a black 'no data' bar apart, and
+    shares are then of all patches.
     """
     fig = go.Figure()
+    nodata = nodata or {}
+    extra = any(nodata.values())  # every set gets the bar then, so the groups stay aligned
     for k, (label, counts) in enumerate(series.items()):
-        counts = [int(c) for c in counts]
+        x, counts, colors = CLASS_NAMES, [int(c) for c in counts], CLASS_COLORS_HEX
+        if extra:
+            x, counts = x + [NODATA_NAME], counts + [int(nodata.get(label, 0))]
+            colors = colors + [NODATA_COLOR_HEX]
         total = max(sum(counts), 1)
         fig.add_trace(go.Bar(
-            x=CLASS_NAMES, y=[100 * c / total for c in counts], name=label, customdata=counts,
-            marker=dict(color=CLASS_COLORS_HEX, pattern_shape="/" if k else "",
+            x=x, y=[100 * c / total for c in counts], name=label, customdata=counts,
+            marker=dict(color=colors, pattern_shape="/" if k else "",
                         line=dict(color="#333", width=0.5)),
             hovertemplate=f"{label} · %{{x}}: %{{y:.1f}}% (%{{customdata:,}} {unit})<extra></extra>"))
     fig.update_layout(title=title, yaxis_title=f"% of {unit}", barmode="group",

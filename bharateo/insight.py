@@ -369,7 +369,7 @@ def gap_reading(train: dict, held: dict | None, held_name: str | None = None,
         parts.append(f"On training chips it is no better than always answering '{base_name}' "
                      f"({base_t:.0%}): train longer before reading too much into the gap.")
     mae_t, mae_h = train["masked_mae"], held["masked_mae"]
-    if mae_t > 0:
+    if mae_t and mae_h is not None:  # None: no hidden land-cover patch (all no-data)
         change = (mae_h - mae_t) / mae_t
         parts.append(f"Hidden patches are painted back with a mean error of {mae_t:.3f} on training "
                      f"chips and {mae_h:.3f} on {where} ({change:+.0%}).")

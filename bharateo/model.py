@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bharateo.errors import ConfigError
+from bharateo.worldcover import IGNORE_INDEX
 
 
 @dataclass(frozen=True)
@@ -147,16 +148,26 @@ class TinyRGBMAE(nn.Module):
         tokens B x N x T, patch_labels B x N, mask B x N -> dict of 0-d tensors:
         loss = rec + weight * esa; rec = SmoothL1(beta 0.1) on masked tokens; esa = CE over all
         tokens; rec_mae = mean |error| on masked tokens; esa_acc = patch accuracy.
+        Patches labelled IGNORE_INDEX (mostly no-data, see bharateo/chips.py) are left out of
+        all four; a batch without them runs exactly the notebook's computation.
         """
         z = self.encode(self.embed(tokens, mask))
-        pred = self.pixel_head(z[mask])  # M x T
-        target = tokens[mask]
         logits = self.patch_head(z)  # B x N x K
-        rec = F.smooth_l1_loss(pred, target, beta=0.1)
-        esa = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), patch_labels.reshape(-1))
+        valid = patch_labels != IGNORE_INDEX
+        if bool(valid.all()):
+            scored, labels, flat_logits = mask, patch_labels, logits
+        else:
+            scored, labels, flat_logits = mask & valid, patch_labels[valid], logits[valid]
+        pred = self.pixel_head(z[scored])  # M x T
+        target = tokens[scored]
+        nothing = z.sum() * 0.0  # a zero loss that still backpropagates (all patches no-data)
+        rec = F.smooth_l1_loss(pred, target, beta=0.1) if len(target) else nothing
+        esa = (F.cross_entropy(flat_logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+               if len(labels) else nothing)
         with torch.no_grad():
-            mae = (pred - target).abs().mean()
-            acc = (logits.argmax(dim=-1) == patch_labels).float().mean()
+            mae = (pred - target).abs().mean() if len(target) else torch.zeros(())
+            acc = ((flat_logits.argmax(dim=-1) == labels).float().mean() if len(labels)
+                   else torch.zeros(()))
         return {"loss": rec + patch_loss_weight * esa, "rec": rec, "esa": esa,
                 "rec_mae": mae, "esa_acc": acc}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from plotly.colors import sample_colorscale
 
-from bharateo.worldcover import CLASS_COLORS_255, NUM_CLASSES
+from bharateo.worldcover import NODATA_ID, NUM_CLASSES, PALETTE_255
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -18,8 +18,12 @@ def upscale(image: np.ndarray, factor: int) -> np.ndarray:
 
 
 def labels_image(labels: np.ndarray) -> np.ndarray:
-    """H x W class ids -> H x W x 3 uint8 palette picture."""
-    return CLASS_COLORS_255[np.clip(labels, 0, NUM_CLASSES - 1)]
+    """H x W class ids -> H x W x 3 uint8 palette picture. No-data (NODATA_ID pixels,
+    IGNORE_INDEX patch labels, any id outside 0..7) is black, never a class colour."""
+    labels = np.asarray(labels)
+    if labels.dtype != np.uint8:
+        labels = np.where((labels >= 0) & (labels < NUM_CLASSES), labels, NODATA_ID).astype(np.uint8)
+    return PALETTE_255[labels]
 
 
 def thumbnail_labels(labels: np.ndarray, max_side: int = 512) -> np.ndarray:

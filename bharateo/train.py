@@ -16,6 +16,7 @@ import torch
 from bharateo.chips import ChipSet
 from bharateo.errors import ConfigError
 from bharateo.model import ModelConfig, TinyRGBMAE, random_patch_mask
+from bharateo.worldcover import IGNORE_INDEX
 
 HELDOUT_MASK_SEED = 1234  # fixed masks for held-out metrics, so epochs are comparable
 BLOW_UP_FACTOR = 20.0  # a loss this many times the first step's has diverged
@@ -102,7 +103,8 @@ def make_model(model_config: ModelConfig, seed: int) -> TinyRGBMAE:
 @torch.no_grad()
 def masked_metrics(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float, seed: int,
                    batch_size: int = 128) -> tuple[float, float]:
-    """(masked MAE, ESA patch accuracy) over `chips` with seeded masks, eval mode."""
+    """(masked MAE, ESA patch accuracy) over `chips` with seeded masks, eval mode; no-data
+    (IGNORE_INDEX) patches are left out of both."""
     was_training = model.training
     model.eval()
     generator = torch.Generator().manual_seed(seed)
@@ -112,12 +114,14 @@ def masked_metrics(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float, seed: i
         tokens, targets = chips.tokens(idx), chips.patch_targets(idx)
         mask = random_patch_mask(len(tokens), tokens.shape[1], mask_ratio, generator)
         pred, logits = model(tokens, mask)
-        abs_sum += (pred[mask] - tokens[mask]).abs().sum().item()
-        n_abs += tokens[mask].numel()
-        correct += (logits.argmax(-1) == targets).sum().item()
-        n_tokens += targets.numel()
+        valid = targets != IGNORE_INDEX  # no-data patches are left out (see bharateo/chips.py)
+        scored = mask & valid
+        abs_sum += (pred[scored] - tokens[scored]).abs().sum().item()
+        n_abs += tokens[scored].numel()
+        correct += (logits.argmax(-1)[valid] == targets[valid]).sum().item()
+        n_tokens += int(valid.sum())
     model.train(was_training)
-    return abs_sum / n_abs, correct / n_tokens
+    return abs_sum / max(n_abs, 1), correct / max(n_tokens, 1)
 
 
 def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipSet | None = None,

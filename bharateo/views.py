@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bharateo.chips import HOLDOUT_BLOCKS, ChipConfig, ChipSet
+from bharateo.chips import HOLDOUT_BLOCKS, MAX_CHIP_NODATA_FRACTION, ChipConfig, ChipSet
 from bharateo.errors import RegionError
 from bharateo.mapview import default_roi_name
 from bharateo.model import ModelConfig
@@ -32,50 +32,73 @@ from bharateo.worldcover import (
     NATIVE_TO_COLLAPSED_NAME,
     NATIVE_WORLDCOVER_CLASSES,
     NODATA,
+    NODATA_COLOR_255,
+    NODATA_COLOR_HEX,
+    NODATA_NAME,
     NUM_CLASSES,
+    class_name,
     collapse_worldcover,
 )
 
 PIXEL_METRES = 10
 SIZE_OPTIONS = [512, 1024, 1536, 2048, 2560, 3072, 3584, 4096]
 DEFAULT_SIZE = 2048
-NODATA_RGB = (255, 255, 255)  # sea / outside coverage in ROI pictures
+NODATA_RGB = NODATA_COLOR_255  # sea / outside coverage in every picture: black
+NODATA_HELP = "left out of losses and metrics"
 CHANNELS = ("R", "G", "B")
 CHANNEL_NAMES = ("red", "green", "blue")
 
 
 # --- legends and labels ----------------------------------------------------------------------
-def legend_html(classes=None) -> str:
-    """Inline HTML swatches for the collapsed classes (all, or the ids in `classes`)."""
+def _is_class(class_id) -> bool:
+    return 0 <= int(class_id) < NUM_CLASSES
+
+
+def _hex(class_id: int) -> str:
+    return CLASS_COLORS_HEX[class_id] if _is_class(class_id) else NODATA_COLOR_HEX
+
+
+def legend_html(classes=None, nodata: bool = False) -> str:
+    """Inline HTML swatches for the collapsed classes (all, or the ids in `classes`), plus a
+    black 'no data' swatch, listed apart, when `nodata` or when `classes` holds a no-data id
+    (NODATA_ID, IGNORE_INDEX)."""
     ids = range(NUM_CLASSES) if classes is None else sorted(set(int(c) for c in classes))
+    nodata = nodata or any(not _is_class(i) for i in ids)
+    items = [(_hex(i), text_color(i), CLASS_NAMES[i]) for i in ids if _is_class(i)]
+    items += [(NODATA_COLOR_HEX, "#fff", NODATA_NAME)] if nodata else []
     return " ".join(
-        f"<span style='background:{CLASS_COLORS_HEX[i]};padding:1px 7px;border-radius:3px;"
-        f"color:{text_color(i)};font-size:0.8em'>{html.escape(CLASS_NAMES[i])}</span>"
-        for i in ids)
+        f"<span style='background:{color};padding:1px 7px;border-radius:3px;"
+        f"color:{text};font-size:0.8em'>{html.escape(name)}</span>" for color, text, name in items)
 
 
 def text_color(class_id: int) -> str:
-    """Black or white, whichever reads better on the class colour."""
+    """Black or white, whichever reads better on the class colour (white on no-data black)."""
+    if not _is_class(class_id):
+        return "#fff"
     r, g, b = (int(v) for v in CLASS_COLORS_255[class_id])
     return "#111" if 0.299 * r + 0.587 * g + 0.114 * b > 150 else "#fff"
 
 
-def share_legend_html(counts) -> str:
-    """Swatches of the classes present in `counts` (pixels per class), with their shares."""
+def share_legend_html(counts, nodata: int = 0) -> str:
+    """Swatches of the classes present in `counts` (pixels per class), with their shares; with
+    `nodata` pixels, shares are of all pixels and a black 'no data' swatch comes last, apart."""
     counts = np.asarray(counts, dtype=np.int64)
-    total = max(int(counts.sum()), 1)
+    total = max(int(counts.sum()) + int(nodata), 1)
+    items = [(i, CLASS_NAMES[i], counts[i]) for i in np.argsort(-counts, kind="stable") if counts[i]]
+    items += [(-1, NODATA_NAME, int(nodata))] if nodata else []
     return " ".join(
-        f"<span style='background:{CLASS_COLORS_HEX[i]};padding:1px 6px;border-radius:3px;"
+        f"<span style='background:{_hex(i)};padding:1px 6px;border-radius:3px;"
         f"color:{text_color(i)};font-size:0.8em;white-space:nowrap'>"
-        f"{html.escape(CLASS_NAMES[i])} {100 * counts[i] / total:.1f}%</span>"
-        for i in np.argsort(-counts, kind="stable") if counts[i])
+        f"{html.escape(name)} {100 * n / total:.1f}%</span>" for i, name, n in items)
 
 
 def class_swatch_html(class_id: int, text: str | None = None) -> str:
-    """One class as a coloured swatch followed by its name (or `text`)."""
+    """One class as a coloured swatch followed by its name (or `text`); a no-data id (NODATA_ID,
+    IGNORE_INDEX) is a black swatch named 'no data (left out of losses and metrics)'."""
+    default = CLASS_NAMES[class_id] if _is_class(class_id) else f"{NODATA_NAME} ({NODATA_HELP})"
     return (f"<span style='display:inline-block;width:1.1em;height:1.1em;vertical-align:-0.2em;"
-            f"border:1px solid #555;background:{CLASS_COLORS_HEX[class_id]}'></span> "
-            f"<b>{html.escape(text or CLASS_NAMES[class_id])}</b>")
+            f"border:1px solid #555;background:{_hex(class_id)}'></span> "
+            f"<b>{html.escape(text or default)}</b>")
 
 
 def size_label(pixels: int) -> str:
@@ -162,11 +185,17 @@ def native_code_counts(roi: Roi) -> np.ndarray:
 
 
 def collapsed_counts(roi: Roi) -> np.ndarray:
-    """Pixels per collapsed class (8), leaving out no-data (sea / outside coverage) pixels."""
+    """Pixels per collapsed class (8), leaving out no-data (sea / outside coverage) pixels,
+    which `nodata_pixels` counts apart."""
     native = native_code_counts(roi)
     native[NODATA] = 0
     return np.bincount(collapse_worldcover(np.arange(256, dtype=np.uint8)), weights=native,
-                       minlength=NUM_CLASSES).astype(np.int64)
+                       minlength=256)[:NUM_CLASSES].astype(np.int64)
+
+
+def nodata_pixels(roi: Roi) -> int:
+    """No-data pixels (native code 0: sea / outside coverage) in the ROI."""
+    return int(np.count_nonzero(roi.native == NODATA))
 
 
 @dataclass
@@ -177,7 +206,7 @@ class RoiPicture:
 
 
 def roi_picture(roi: Roi, max_side: int = 512) -> RoiPicture:
-    """The ROI in the class palette (every k-th pixel for big ROIs; no-data in white)."""
+    """The ROI in the class palette (every k-th pixel for big ROIs; no-data in black)."""
     native = thumbnail_labels(roi.native, max_side)
     step = max(1, math.ceil(max(roi.native.shape) / max_side))  # as thumbnail_labels
     image = labels_image(collapse_worldcover(native))
@@ -190,7 +219,8 @@ def roi_picture(roi: Roi, max_side: int = 512) -> RoiPicture:
     caption = (f"{size} x {size} px at 10 m = {size * PIXEL_METRES / 1000:g} x "
                f"{size * PIXEL_METRES / 1000:g} km; {scale}; north is up.")
     if nodata.any():
-        caption += " White: no data (sea / outside coverage)."
+        caption += (" Black: no data (sea / outside coverage), "
+                    f"{nodata.mean():.1%} of the pixels shown; never a land-cover class.")
     return RoiPicture(image, step, caption)
 
 
@@ -204,6 +234,11 @@ def roi_summary(roi: Roi) -> str:
     text = (f"Centre {lon_lat_text(roi.spec.lon, roi.spec.lat)}; "
             f"tile{'s' if len(tiles) > 1 else ''} {', '.join(tiles)}; "
             f"source: {roi.provenance.get('source', '?')}.")
+    nodata = nodata_pixels(roi)
+    if nodata:
+        text += (f" No data (sea / outside coverage): {nodata:,} pixels, "
+                 f"{nodata / roi.native.size:.1%} of the region; never a land-cover class (chips "
+                 f"with more than {MAX_CHIP_NODATA_FRACTION:.0%} no-data are not used).")
     if roi.synthetic:
         text += " Synthetic test fixture, not WorldCover."
     return text
@@ -242,7 +277,8 @@ def native_counts_table(roi: Roi) -> pd.DataFrame:
     return pd.DataFrame([
         {"code": code, "WorldCover class": NATIVE_WORLDCOVER_CLASSES.get(code, "no data / sea"
                                                                         if code == NODATA else "?"),
-         "pixels": count, "collapsed to": NATIVE_TO_COLLAPSED_NAME.get(code, "(left out)")}
+         "pixels": count, "collapsed to": (f"{NODATA_NAME} (never a class)" if code == NODATA
+                                            else NATIVE_TO_COLLAPSED_NAME.get(code, "rare_other"))}
         for code, count in sorted(counts.items())])
 
 
@@ -350,7 +386,8 @@ def token_values(view: TokenView, token: int) -> dict[str, pd.DataFrame]:
 
 
 def token_class_mix(chips: ChipSet, i: int, token: int) -> list[tuple[int, int]]:
-    """[(class id, pixels)] inside token `token` of chip i, most pixels first."""
+    """[(collapsed id, pixels)] inside token `token` of chip i, most pixels first (no-data, id
+    NODATA_ID, among them)."""
     p, g = chips.patch_size, chips.grid_size
     r, c = divmod(int(token), g)
     block = chips.labels[i, r * p:(r + 1) * p, c * p:(c + 1) * p]
@@ -359,11 +396,20 @@ def token_class_mix(chips: ChipSet, i: int, token: int) -> list[tuple[int, int]]
 
 
 def token_mix_text(chips: ChipSet, i: int, token: int) -> str:
-    """'Pixels by class: built_up 180, tree 76 (of 256); the most frequent class is the label.'"""
+    """'Pixels by class: built_up 180, tree 76 (of 256); the most frequent class is the label.'
+
+    For a patch at least half no-data it says the label is no data, left out of losses and
+    metrics (the no-data rule in bharateo/chips.py)."""
     mix = token_class_mix(chips, i, token)
-    text = ("Pixels by class: " + ", ".join(f"{CLASS_NAMES[k]} {n}" for k, n in mix)
-            + f" (of {chips.patch_size ** 2}); the most frequent class is the label")
-    if len(mix) > 1 and mix[0][1] == mix[1][1]:
+    text = ("Pixels by class: " + ", ".join(f"{class_name(k)} {n}" for k, n in mix)
+            + f" (of {chips.patch_size ** 2}); ")
+    if token_label(chips, i, token) < 0:
+        return text + (f"at least half is no data, so the patch label is {NODATA_NAME} "
+                       f"({NODATA_HELP}).")
+    land = [(k, n) for k, n in mix if k < NUM_CLASSES]
+    text += "the most frequent " + ("land-cover class (no data never is)" if len(land) < len(mix)
+                                    else "class") + " is the label"
+    if len(land) > 1 and land[0][1] == land[1][1]:
         text += " (a tie goes to the class listed first in the legend)"
     return text + "."
 
@@ -397,7 +443,7 @@ def shape_journey(chips: ChipSet, i: int, view: TokenView, embed_dim: int, embed
     dim = view.tokens.shape[1]
     r0, c0 = (int(v) for v in chips.origins[i])
     roi = chips.roi_names[chips.roi_index[i]]
-    classes = sorted(set(np.unique(chips.labels[i]).tolist()))
+    classes = sorted(set(np.unique(chips.labels[i]).tolist()))  # NODATA_ID (255) sorts last
     lo, hi = float(view.tokens.min()), float(view.tokens.max())
     first = ", ".join(f"{v:.3f}" for v in view.mean_rgb[0])
     chosen = ", ".join(f"{v:.3f}" for v in view.mean_rgb[token])
@@ -407,7 +453,7 @@ def shape_journey(chips: ChipSet, i: int, view: TokenView, embed_dim: int, embed
         f"of the region ({s * PIXEL_METRES / 1000:g} km square).",
         "",
         f"1. **{s} × {s}** class ids (classes here: "
-        f"{', '.join(CLASS_NAMES[k] for k in classes)}) are painted in the palette: the input "
+        f"{', '.join(class_name(k) for k in classes)}) are painted in the palette: the input "
         f"tensor is **3 × {s} × {s}** = {3 * s * s:,} values, min {lo:.3f}, max {hi:.3f}.",
         f"2. Patchify: cutting the chip into {g} × {g} patches of {p} × {p} px gives "
         f"**{n} × {dim}**: {n} tokens, each 3 channels × {p} × {p} px = {dim} values (all red "

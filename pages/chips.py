@@ -4,9 +4,10 @@ import time
 import streamlit as st
 
 from bharateo import ui, views
-from bharateo.chips import ChipConfig, build_chip_sets
+from bharateo.chips import MAX_CHIP_NODATA_FRACTION, ChipConfig, build_chip_sets
 from bharateo.errors import BharatEOError
 from bharateo.figures import chips_per_roi_chart, class_share_chart, token_variance_heatmap
+from bharateo.worldcover import NODATA_ID
 
 PER_PAGE = 24
 ui.page_setup()
@@ -16,7 +17,10 @@ st.title("Chips")
 st.markdown(
     "Each training example is a square **chip** cut at random from a region, kept only if it "
     "holds at least *min classes* land-cover classes. The model reads a chip as palette RGB, "
-    "cut into 16 × 16 px **tokens**; the dominant class of each token is its **patch label**.")
+    "cut into 16 × 16 px **tokens**; the dominant class of each token is its **patch label**. "
+    "No data (sea, outside coverage; black) is never a class: a chip more than "
+    f"{MAX_CHIP_NODATA_FRACTION:.0%} no-data is drawn again, and a token at least half no-data "
+    "gets no label and is left out of losses and metrics.")
 if not state.rois:
     ui.guidance("There are no regions to cut chips from yet. Choose some on the Regions page "
                 "first (the notebook's three are one button away).", "regions", "Go to Regions")
@@ -35,7 +39,8 @@ with st.form("chip_form"):
                                  key="cfg_size",
                                  help="128 px = 1.28 km: 8 × 8 = 64 tokens of 16 × 16 px.")
     min_classes = c3.slider("Min classes per chip", 1, 8, config.min_classes, key="cfg_min",
-                            help="Chips with fewer distinct classes are drawn again.")
+                            help="Chips with fewer distinct land-cover classes are drawn again "
+                                 "(no data never counts as a class).")
     seed = c4.number_input("Seed", 0, 2**31 - 1, config.seed, key="cfg_seed",
                            help="Same seed and settings = the same chips (the notebook uses 42).")
     h1, h2 = st.columns([3, 1])
@@ -56,11 +61,15 @@ if build:
                             patch_size=config.patch_size, min_classes=int(min_classes),
                             seed=int(seed), holdout_roi=holdout_roi, holdout_block=holdout_block,
                             n_holdout_chips=int(n_holdout))
-    bar = st.progress(0.0, text=f"Sampling {new_config.n_chips} chips of {chip_size} px from "
-                                f"{len(names)} region(s)…")
+    what = f"Sampling {new_config.n_chips} chips of {chip_size} px from {len(names)} region(s)"
+    bar = st.progress(0.0, text=f"{what}…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(min(done / total, 1.0), text=f"{what}: {done} of {total} chips")
+
     start = time.perf_counter()
     try:
-        train, held = build_chip_sets(state.rois, new_config)
+        train, held = build_chip_sets(state.rois, new_config, progress)
     except BharatEOError as exc:
         bar.empty()
         st.error(f"No chips were built. {exc}"
@@ -68,9 +77,13 @@ if build:
     else:
         bar.progress(1.0, text="done")
         state.chip_config, state.train_chips, state.heldout_chips = new_config, train, held
+        rejected = train.rejected_nodata + (held.rejected_nodata if held is not None else 0)
         state.chips_message = (f"Built {len(train)} training"
                                + (f" + {len(held)} held-out" if held is not None else "")
-                               + f" chips in {time.perf_counter() - start:.1f} s.")
+                               + f" chips in {time.perf_counter() - start:.1f} s."
+                               + (f" {rejected:,} candidate chips were drawn again because more "
+                                  f"than {MAX_CHIP_NODATA_FRACTION:.0%} of their pixels were no "
+                                  "data." if rejected else ""))
         st.rerun()  # so the sidebar and every widget below see the new chips
 if message := state.pop("chips_message", None):
     st.success(message)
@@ -112,16 +125,23 @@ for row in range(0, len(indices), 8):
     for col, i in zip(st.columns(8), indices[row:row + 8]):
         col.image(views.chip_picture(shown, i, kind), caption=views.chip_caption(shown, i),
                   width="stretch")
-st.markdown(views.legend_html(), unsafe_allow_html=True)
+ignored = shown.ignored_patches()
+st.markdown(views.legend_html(nodata=ignored > 0 or shown.rejected_nodata > 0
+                              or bool((shown.labels == NODATA_ID).any())), unsafe_allow_html=True)
+if ignored:
+    st.caption(f"{ignored:,} of the {shown_set} chips' {shown.patch_labels.size:,} patches are at "
+               "least half no data (black): they have no patch label and are left out of losses "
+               "and metrics.")
 
 g1, g2 = st.columns(2)
 g1.plotly_chart(chips_per_roi_chart(chips.chips_per_roi(),
                                     held.chips_per_roi() if held is not None else None),
                 key="chips_per_roi")
 balance = {"training": chips.patch_class_counts()}
+nodata = {"training": chips.ignored_patches()}
 if held is not None:
-    balance["held-out"] = held.patch_class_counts()
-g2.plotly_chart(class_share_chart(balance), key="class_balance")
+    balance["held-out"], nodata["held-out"] = held.patch_class_counts(), held.ignored_patches()
+g2.plotly_chart(class_share_chart(balance, nodata=nodata), key="class_balance")
 
 # --- one chip up close ------------------------------------------------------------------------
 st.subheader("Inside one chip: 3 panels and the tensor shapes")

@@ -64,10 +64,13 @@ for split, col in columns.items():
         m1, m2, m3 = st.columns(3)
         m1.metric("Patch accuracy", f"{res['accuracy']:.1%}",
                   help="Share of all patches whose class the model names correctly.")
-        m2.metric("Masked MAE", f"{res['masked_mae']:.3f}",
+        m2.metric("Masked MAE", "—" if res["masked_mae"] is None else f"{res['masked_mae']:.3f}",
                   help="Mean |RGB error| over hidden pixels: how well it paints hidden patches back.")
-        m3.metric("Patches", f"{res['chips'] * train_chips.grid_size ** 2:,}",
-                  help=f"{res['chips']} chips × {train_chips.grid_size ** 2} patches")
+        ignored = int(res.get("ignored_patches", 0))
+        m3.metric("Patches", f"{res['chips'] * train_chips.grid_size ** 2 - ignored:,}",
+                  help=f"{res['chips']} chips × {train_chips.grid_size ** 2} patches"
+                       + (f", less {ignored:,} no-data patches (at least half sea or outside "
+                          "coverage), which are left out of every score here" if ignored else ""))
         st.plotly_chart(figures.confusion_heatmap(res["confusion"], insight.normalised_confusion(res),
                                                   normalised, title="ESA patch classification confusion"),
                         key=f"eval_confusion_{split}")

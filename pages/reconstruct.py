@@ -79,15 +79,18 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
                                                      set(rec.patch_target.ravel()))),
                     unsafe_allow_html=True)
     with row[3]:
-        st.metric("Masked MAE (this chip)", f"{rec.masked_mae:.3f}",
+        st.metric("Masked MAE (this chip)", "—" if rec.masked_mae is None else f"{rec.masked_mae:.3f}",
                   help="Mean absolute RGB error over the hidden patches' pixels (palette colours "
                        "run 0–1, so 0.1 is a small colour error and 0.5 a wrong class). Lower is "
                        "better.")
-        st.metric("Patch accuracy (this chip)", f"{rec.patch_acc:.0%}",
+        st.metric("Patch accuracy (this chip)", "—" if rec.patch_acc is None else f"{rec.patch_acc:.0%}",
                   help="Share of this chip's 64 patches whose ESA class the patch head names "
                        "correctly (hidden and visible patches).")
+        ignored = int((rec.patch_target < 0).sum())
         st.caption(f"Mask #{st.session_state.recon_mask_seed} at {ratio:.0%}: "
-                   f"{int(rec.mask.sum())} of {rec.mask.size} patches hidden.")
+                   f"{int(rec.mask.sum())} of {rec.mask.size} patches hidden."
+                   + (f" {ignored} no-data patch{'es' if ignored > 1 else ''} (black): no data, "
+                      "left out of losses and metrics." if ignored else ""))
 
     # the whole split at nine ratios, computed once; the current ratio marked
     with st.spinner("Measuring the model on these chips at nine mask ratios (once per run)…"):

@@ -163,9 +163,9 @@ else:
                 st.markdown(f"#### {roi.spec.name}")
                 picture = views.roi_picture(roi)
                 st.image(picture.image, caption=picture.caption, width="stretch")
-                counts = views.collapsed_counts(roi)
-                st.markdown(views.share_legend_html(counts), unsafe_allow_html=True)
-                st.plotly_chart(class_bar_chart(counts, "collapsed class pixels"),
+                counts, nodata = views.collapsed_counts(roi), views.nodata_pixels(roi)
+                st.markdown(views.share_legend_html(counts, nodata), unsafe_allow_html=True)
+                st.plotly_chart(class_bar_chart(counts, "collapsed class pixels", nodata=nodata),
                                 key=f"bars_{roi.spec.name}")
                 st.caption(views.roi_summary(roi))
                 for note in roi.notes:

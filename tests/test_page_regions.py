@@ -209,7 +209,7 @@ def test_page_survives_being_the_first_run(worldcover_dir):
     assert at.title[0].value == "Regions"
 
 
-def test_no_data_pixels_are_white_and_left_out_of_the_counts():
+def test_no_data_pixels_are_black_and_left_out_of_the_counts():
     native = np.full((64, 64), 40, dtype=np.uint8)  # cropland
     native[:, :16] = 0  # a quarter sea
     native[0, 20] = 50
@@ -217,5 +217,5 @@ def test_no_data_pixels_are_white_and_left_out_of_the_counts():
     counts = views.collapsed_counts(roi)
     assert counts.sum() == 64 * 48 and counts[1] == 64 * 48 - 1 and counts[3] == 1
     picture = views.roi_picture(roi)
-    assert (picture.image[:, :16] == 255).all() and picture.step == 1
-    assert "White: no data" in picture.caption
+    assert (picture.image[:, :16] == 0).all() and picture.step == 1
+    assert "Black: no data" in picture.caption
