@@ -7,6 +7,12 @@ and frees its slot.
 
 Each training runs in a worker process of its own (bharateo.worker): in a server thread the same
 loop runs 15-25 % slower. The job's thread feeds it the chips, relays its events and saves the run.
+
+No slot is held forever: a worker that sends nothing for BHARATEO_STALL_S seconds (default 120;
+a step of the largest model takes a few seconds) is killed and its job fails with a message; a
+worker that doesn't answer Stop (or a closed browser) within STOP_GRACE_S is killed; a training
+that reaches the server's budget BHARATEO_MAX_TRAINING_S (unset: none) stops as if Stop was
+pressed and is saved, saying why. Any job can be cancelled through cancel() (see jobs_listing).
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from bharateo.chips import build_chip_sets
 from bharateo.errors import BharatEOError
@@ -24,6 +30,8 @@ from bharateo.worker import WorkerRun, keep_spare_worker, state_dict_from_bytes
 
 log = logging.getLogger(__name__)
 SESSION_GRACE_S = 30.0  # a session gone this long counts as closed
+STOP_GRACE_S = 15.0  # a worker that sends nothing this long after Stop is killed
+POLL_S = 0.5  # how often a job looks at Stop, its session, the watchdog and the budget
 
 
 def max_trainings() -> int:
@@ -31,6 +39,24 @@ def max_trainings() -> int:
         return max(1, int(os.environ.get("BHARATEO_MAX_TRAININGS", "1")))
     except ValueError:
         return 1
+
+
+def _positive_seconds(name: str, default: float | None) -> float | None:
+    try:
+        value = float(os.environ[name])
+    except (KeyError, ValueError):
+        return default
+    return value if value > 0 and value != float("inf") else default
+
+
+def stall_seconds() -> float:
+    """BHARATEO_STALL_S: seconds without any progress from a worker before it is killed (120)."""
+    return _positive_seconds("BHARATEO_STALL_S", 120.0)
+
+
+def max_training_seconds() -> float | None:
+    """BHARATEO_MAX_TRAINING_S: the server's time budget for one training in s (None: no limit)."""
+    return _positive_seconds("BHARATEO_MAX_TRAINING_S", None)
 
 
 class TrainingQueue:
@@ -76,6 +102,11 @@ class TrainingQueue:
         with self._cond:
             return len(self._running)
 
+    def jobs(self) -> list:
+        """Every job holding a slot, then every job waiting, in queue order."""
+        with self._cond:
+            return [*self._running, *self._waiting]
+
 
 QUEUE = TrainingQueue()
 
@@ -117,6 +148,7 @@ class TrainingJob:
         self.train_chips = self.heldout_chips = None
         self.created = time.time()
         self.started_at: float | None = None
+        self.stop_reason: str | None = None  # why it was stopped, if not by its own session
         self._gone_since: float | None = None
         self._thread = threading.Thread(target=self._run, name=f"train-{run_name}", daemon=True)
 
@@ -125,7 +157,11 @@ class TrainingJob:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, reason: str | None = None) -> None:
+        """Stop after the current step (a queued job leaves the queue); `reason` (e.g. "cancelled
+        from another session") is shown and saved with the run."""
+        if reason and not self._stop.is_set():
+            self.stop_reason = reason
         self._stop.set()
 
     def join(self, timeout=None) -> None:
@@ -150,7 +186,8 @@ class TrainingJob:
             self.train_chips, self.heldout_chips = build_chip_sets(self.rois, self.config.chips)
             self.model = make_model(self.config.model, self.config.train.seed)
             if not self.queue.wait_for_slot(self, self._cancelled):
-                self._set(status="cancelled", error="Cancelled before it started.")
+                why = f" ({self.stop_reason})" if self.stop_reason else ""
+                self._set(status="cancelled", error=f"Cancelled before it started{why}.")
                 return
             self._set(status="running", started_at=time.time())
             self._train()
@@ -164,30 +201,67 @@ class TrainingJob:
             keep_spare_worker()  # for the next Train click, now that this one's CPU is free
 
     def _train(self) -> None:
-        last_check, metrics = time.monotonic(), None
+        metrics, budget, stall = None, max_training_seconds(), stall_seconds()
         self.worker = run = WorkerRun(self.config, self.train_chips, self.heldout_chips)
-        for event in run.events():
-            if time.monotonic() - last_check > 2.0:
-                last_check = time.monotonic()
-                if self._session_gone():
-                    self._stop.set()
-            if self._stop.is_set():
-                run.stop()
-            with self._lock:
-                if isinstance(event, StepMetrics):
-                    self.steps.append({**asdict(event), "progress": event.progress})
-                elif isinstance(event, EpochMetrics):
-                    self.epochs.append(asdict(event))
-                elif isinstance(event, TrainingEnd):
-                    self.end = event
-                else:  # ("weights", state_dict bytes, final metrics)
-                    self.model.load_state_dict(state_dict_from_bytes(event[1]))
-                    metrics = event[2]
-        result = ExperimentResult(self.model, self.end.history, self.end, metrics,
+        try:
+            now = last_check = last_event = time.monotonic()
+            started, stop_asked = now, None
+            while True:
+                event = run.next_event(timeout=POLL_S)
+                now = time.monotonic()
+                if event is not None:
+                    last_event = now
+                    if self._relay(event):
+                        metrics = event[2]
+                        break
+                if now - last_check > 2.0:
+                    last_check = now
+                    if self._session_gone():
+                        self.stop("the browser session closed")
+                if budget is not None and now - started > budget and not self._stop.is_set():
+                    self.stop(f"the server's time budget of {budget:g} s per training "
+                              "(BHARATEO_MAX_TRAINING_S) ran out")
+                if self._stop.is_set():
+                    run.stop()
+                    stop_asked = stop_asked or now
+                if stop_asked and last_event < stop_asked and now - stop_asked > STOP_GRACE_S:
+                    run.kill()
+                    raise BharatEOError(
+                        f"The training process didn't answer Stop within {STOP_GRACE_S:g} s, so it "
+                        "was ended and the slot freed; its weights could not be saved.")
+                if now - last_event > stall:
+                    run.kill()
+                    raise BharatEOError(
+                        f"The training process made no progress for {stall:g} s (it hung or was "
+                        "frozen), so it was ended and the slot freed; its weights could not be "
+                        "saved. Train again; if it happens again, try fewer chips or a smaller model.")
+        finally:
+            run.close()
+        end = self.end
+        if end.reason == "stopped" and self.stop_reason:
+            end = replace(end, message=f"Stopped during epoch {end.epochs_done + 1}: "
+                                       f"{self.stop_reason}.")
+            self._set(end=end)
+        result = ExperimentResult(self.model, end.history, end, metrics,
                                   self.train_chips, self.heldout_chips)
-        path = save_experiment(self.run_name, self.config, result, self.rois,
-                               extra={"status": self.end.reason})
-        self._set(status=self.end.reason, saved_path=path)
+        extra = {"status": end.reason, **({"stop_reason": self.stop_reason}
+                                          if end.reason == "stopped" and self.stop_reason else {})}
+        path = save_experiment(self.run_name, self.config, result, self.rois, extra=extra)
+        self._set(status=end.reason, saved_path=path)
+
+    def _relay(self, event) -> bool:
+        """Record one worker event; True for the last one (the weights, loaded into the model)."""
+        with self._lock:
+            if isinstance(event, StepMetrics):
+                self.steps.append({**asdict(event), "progress": event.progress})
+            elif isinstance(event, EpochMetrics):
+                self.epochs.append(asdict(event))
+            elif isinstance(event, TrainingEnd):
+                self.end = event
+            else:  # ("weights", state_dict bytes, final metrics)
+                self.model.load_state_dict(state_dict_from_bytes(event[1]))
+                return True
+        return False
 
     def _set(self, **values) -> None:
         with self._lock:
@@ -200,4 +274,17 @@ class TrainingJob:
             return {"status": self.status, "steps": list(self.steps), "epochs": list(self.epochs),
                     "end": self.end, "error": self.error, "saved_path": self.saved_path,
                     "queue_position": self.queue.position(self), "run_name": self.run_name,
-                    "started_at": self.started_at, "config": self.config}
+                    "started_at": self.started_at, "config": self.config,
+                    "stop_reason": self.stop_reason}
+
+
+def jobs_listing(queue: TrainingQueue = QUEUE) -> list[dict]:
+    """The server's trainings for the queue table: running ones first, then waiting ones in order;
+    each {"job", "run_name", "status", "position" (None when running), "epoch", "epochs"}."""
+    rows = []
+    for job in queue.jobs():
+        snap = job.snapshot()
+        rows.append({"job": job, "run_name": job.run_name, "status": snap["status"],
+                     "position": snap["queue_position"], "epochs": job.config.train.epochs,
+                     "epoch": snap["steps"][-1]["epoch"] if snap["steps"] else 0})
+    return rows

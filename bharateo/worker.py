@@ -9,12 +9,18 @@ StepMetrics, EpochMetrics and TrainingEnd, then ("weights", state_dict bytes, fi
 (the app went away) does the same.
 
 One worker is kept started and idle, so a Train click doesn't wait ~3 s for torch to import.
+A worker runs at a lower priority (nice WORKER_NICE) on one core fewer than the machine has
+(BHARATEO_WORKER_THREADS overrides), so the Streamlit server keeps answering while it trains.
+The app reads the worker's events in a thread of their own, so a frozen worker can't block the
+app: WorkerRun.next_event() times out, and WorkerRun.kill() ends the worker (SIGTERM, then
+SIGKILL after a grace, which also ends a worker stopped with SIGSTOP).
 """
 from __future__ import annotations
 
 import io
 import os
 import pickle
+import queue
 import select
 import subprocess
 import sys
@@ -31,6 +37,27 @@ PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 _spare_lock = threading.Lock()
 _spare: subprocess.Popen | None = None
 READY = "ready"
+WORKER_NICE = 10  # added to the worker's niceness: the server's requests come first
+_GONE = ("gone",)  # the reader's last event: the worker closed its output (it ended)
+
+
+def worker_threads() -> int:
+    """Torch threads for a worker: BHARATEO_WORKER_THREADS, else the cores this process may use
+    minus one (one is left to the server), at least 1."""
+    try:
+        return max(1, int(os.environ["BHARATEO_WORKER_THREADS"]))
+    except (KeyError, ValueError):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return max(1, (cores or 1) - 1)
+
+
+def lower_priority() -> None:
+    """In a worker: leave the server a core and the first claim on the CPU."""
+    try:
+        os.nice(WORKER_NICE)
+    except OSError:  # not allowed here: train at the same priority
+        pass
+    torch.set_num_threads(worker_threads())
 
 
 def start_worker() -> subprocess.Popen:
@@ -63,14 +90,26 @@ def take_worker() -> subprocess.Popen:
 
 
 class WorkerRun:
-    """The app's side of one training in a worker."""
+    """The app's side of one training in a worker: send the job, read its events (in a thread
+    of their own, so a frozen worker never blocks the caller), ask it to stop, or kill it."""
 
     def __init__(self, config, train_chips, heldout):
         self.process = take_worker()
         self.stopping = False
+        self._events: queue.Queue = queue.Queue()
         pickle.dump((config, train_chips, heldout), self.process.stdin,
                     protocol=pickle.HIGHEST_PROTOCOL)
         self.process.stdin.flush()
+        threading.Thread(target=self._read, name=f"worker-{self.process.pid}", daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                event = pickle.load(self.process.stdout)
+                if event != READY:
+                    self._events.put(event)
+        except Exception:  # end of file, a closed pipe or a torn pickle: the worker has gone
+            self._events.put(_GONE)
 
     def stop(self) -> None:
         """Ask the worker to stop after its current step (once)."""
@@ -82,35 +121,45 @@ class WorkerRun:
         except (OSError, ValueError):  # it has finished already
             pass
 
-    def events(self):
-        """The worker's events, ending with ("weights", bytes, metrics); ("error", message)
-        and a worker that dies are raised as BharatEOError."""
+    def next_event(self, timeout: float):
+        """The worker's next event (StepMetrics, EpochMetrics, TrainingEnd, then ("weights",
+        state_dict bytes, final metrics)), or None if none came within `timeout` s.
+        ("error", message) and a worker that died are raised as BharatEOError."""
         try:
-            while True:
-                try:
-                    event = pickle.load(self.process.stdout)
-                except EOFError:
-                    code = self.process.wait()
-                    raise BharatEOError("The training process ended unexpectedly "
-                                        f"(exit code {code}).") from None
-                if event == READY:
-                    continue
-                if isinstance(event, tuple) and event[0] == "error":
-                    raise BharatEOError(event[1])
-                yield event
-                if isinstance(event, tuple):
-                    return
-        finally:
-            self.stop()
+            event = self._events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if event is _GONE or event == _GONE:
+            code = self.process.wait()
+            raise BharatEOError(f"The training process ended unexpectedly (exit code {code}).")
+        if isinstance(event, tuple) and event[0] == "error":
+            raise BharatEOError(event[1])
+        return event
+
+    def kill(self, grace: float = 3.0) -> None:
+        """End the worker now: SIGTERM, then SIGKILL if it is still there after `grace` s
+        (a worker frozen with SIGSTOP only reacts to SIGKILL)."""
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def close(self) -> None:
+        """Stop the worker (politely, then by force after 10 s) and close its pipes."""
+        self.stop()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        for pipe in (self.process.stdin, self.process.stdout):
             try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-            for pipe in (self.process.stdin, self.process.stdout):
-                try:
-                    pipe.close()
-                except OSError:
-                    pass
+                pipe.close()
+            except OSError:
+                pass
 
 
 def state_dict_from_bytes(data: bytes) -> dict:
@@ -119,6 +168,7 @@ def state_dict_from_bytes(data: bytes) -> dict:
 
 def run_one_job() -> None:
     """The worker's main: say ready, read one job, train, send events (see module docstring)."""
+    lower_priority()
     import torch._dynamo  # noqa: F401  torch.optim imports it on first use (~1.4 s): do it while idle
 
     events = os.fdopen(os.dup(1), "wb")

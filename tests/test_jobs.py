@@ -1,5 +1,6 @@
 """Background training jobs: queue order, slots, sessions that go away."""
 import os
+import signal
 import time
 
 import pytest
@@ -12,6 +13,7 @@ from bharateo.pipeline import RunConfig
 from bharateo.roi import Roi, RoiSpec
 from bharateo.runs import load_run
 from bharateo.train import TrainConfig
+from bharateo.worker import worker_threads
 from tests.fixture_tiles import synthetic_native
 
 ROIS = [Roi(RoiSpec(n, 0.0, 0.0, 256), synthetic_native(256, 256, seed=i, class_weights=k))
@@ -80,7 +82,12 @@ def test_a_job_trains_in_a_worker_process_exactly_what_the_core_trains():
     job.join(120)
     assert job.status == "finished"
     assert job.worker.process.pid != os.getpid() and job.worker.process.returncode == 0
-    core = run_experiment(config(epochs=2), rois=ROIS)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(worker_threads())  # the worker leaves a core to the server
+    try:
+        core = run_experiment(config(epochs=2), rois=ROIS)
+    finally:
+        torch.set_num_threads(threads)
     learned = ("loss", "rec", "esa", "rec_mae", "esa_acc", "lr")
     assert [[e[k] for k in learned] for e in job.end.history] == \
         [[e[k] for k in learned] for e in core.history]
@@ -109,3 +116,92 @@ def test_bad_settings_fail_with_the_message(monkeypatch):
 def test_max_trainings_from_env(monkeypatch, value, expected):
     monkeypatch.setenv("BHARATEO_MAX_TRAININGS", value)
     assert jobs.max_trainings() == expected
+
+
+def freeze(job):
+    """SIGSTOP the job's worker once it is training (as the fault-injection probe did)."""
+    wait_until(lambda: len(job.snapshot()["steps"]) > 2)
+    os.kill(job.worker.process.pid, signal.SIGSTOP)
+
+
+def thaw_and_end(job):
+    """Test cleanup: never leave a stopped worker behind."""
+    if job.worker is not None and job.worker.process.poll() is None:
+        job.worker.process.kill()
+
+
+def test_a_frozen_worker_is_killed_and_the_next_job_gets_the_slot(monkeypatch):
+    monkeypatch.setenv("BHARATEO_MAX_TRAININGS", "1")
+    monkeypatch.setenv("BHARATEO_STALL_S", "3")
+    queue = jobs.TrainingQueue()
+    frozen = jobs.TrainingJob(config(epochs=500), ROIS, "frozen", queue=queue).start()
+    waiting = jobs.TrainingJob(config(), ROIS, "next-in-line", queue=queue).start()
+    try:
+        freeze(frozen)
+        monkeypatch.setenv("BHARATEO_STALL_S", "120")  # the next job is read when it starts
+        frozen.join(60)
+        waiting.join(120)
+        assert frozen.status == "failed" and "no progress for 3 s" in frozen.error
+        assert frozen.worker.process.returncode == -signal.SIGKILL  # SIGTERM can't end a stopped one
+        assert waiting.status == "finished" and load_run("next-in-line").history
+        assert queue.running() == 0 and queue.jobs() == []
+    finally:
+        thaw_and_end(frozen)
+
+
+@pytest.mark.parametrize("how", ["stop", "browser closed"])
+def test_stop_or_a_closed_browser_ends_a_frozen_worker(monkeypatch, how):
+    monkeypatch.setenv("BHARATEO_MAX_TRAININGS", "1")
+    monkeypatch.setattr(jobs, "STOP_GRACE_S", 1.0)
+    monkeypatch.setattr(jobs, "SESSION_GRACE_S", 0.0)
+    queue, alive = jobs.TrainingQueue(), {"tab": True}
+    job = jobs.TrainingJob(config(epochs=500), ROIS, "frozen", lambda: alive["tab"],
+                           queue=queue).start()
+    try:
+        freeze(job)
+        if how == "stop":
+            job.stop()
+        else:
+            alive["tab"] = False
+        job.join(30)
+        assert job.status == "failed" and "didn't answer Stop" in job.error
+        assert job.worker.process.returncode == -signal.SIGKILL and queue.running() == 0
+    finally:
+        thaw_and_end(job)
+
+
+def test_the_servers_time_budget_stops_a_training_and_saves_it_saying_why(monkeypatch):
+    monkeypatch.setenv("BHARATEO_MAX_TRAINING_S", "2")
+    job = jobs.TrainingJob(config(epochs=500), ROIS, "budget", queue=jobs.TrainingQueue()).start()
+    job.join(60)
+    run = load_run("budget")
+    assert job.status == "stopped" and "time budget of 2 s" in job.end.message
+    assert run.metrics["end_reason"] == "stopped" and "BHARATEO_MAX_TRAINING_S" in run.config["stop_reason"]
+    assert 1 <= len(job.steps) and len(run.history) < 500
+
+
+def test_any_job_can_be_cancelled_from_the_queue_listing(monkeypatch):
+    monkeypatch.setenv("BHARATEO_MAX_TRAININGS", "1")
+    queue = jobs.TrainingQueue()
+    first = jobs.TrainingJob(config(epochs=500), ROIS, "first", queue=queue).start()
+    second = jobs.TrainingJob(config(epochs=500), ROIS, "second", queue=queue).start()
+    wait_until(lambda: first.status == "running")
+    rows = jobs.jobs_listing(queue)
+    assert [(r["run_name"], r["status"], r["position"]) for r in rows] == \
+        [("first", "running", None), ("second", "queued", 1)]
+    rows[1]["job"].stop("cancelled from another session")
+    second.join(30)
+    assert second.status == "cancelled" and "another session" in second.error
+    rows[0]["job"].stop("cancelled from another session")
+    first.join(60)
+    assert first.status == "stopped" and "another session" in first.end.message
+    assert jobs.jobs_listing(queue) == []
+
+
+@pytest.mark.parametrize("value,expected", [(None, None), ("600", 600.0), ("0", None), ("x", None)])
+def test_max_training_seconds_from_env(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv("BHARATEO_MAX_TRAINING_S", raising=False)
+    else:
+        monkeypatch.setenv("BHARATEO_MAX_TRAINING_S", value)
+    assert jobs.max_training_seconds() == expected
