@@ -1,7 +1,10 @@
-"""The training studio's logic: knobs <-> RunConfig, run names, chart series, the runs table."""
+"""The training studio's logic: knobs <-> RunConfig, run names, chart series, the runs table, and
+the training-time estimate shown (and checked against the server's budget) before Train."""
 from __future__ import annotations
 
 import datetime as dt
+import math
+import statistics
 from dataclasses import replace
 
 import pandas as pd
@@ -129,3 +132,101 @@ def runs_table(runs: list[SavedRun]) -> pd.DataFrame:
 
 def _score(value) -> str:
     return "—" if value is None else f"{value:.3f}"
+
+
+# --- training-time estimate ------------------------------------------------------------------
+# One training worker thread (bharateo.worker leaves the other core to the server) on the 2-core
+# AMD EPYC this lab was measured on: the encoder's matmuls ran at ~60-75 GFLOP/s, and PyTorch's
+# per-op overhead added ~4 ms + ~3 ms per layer to every step. Saved runs' measured chips/s
+# rescale these for the machine at hand (speed_factor).
+FLOPS_PER_S = 70e9
+STEP_OVERHEAD_S = (0.004, 0.003)  # per step: fixed, per layer
+EVAL_COST = 1 / 3  # a forward pass (held-out metrics) vs a training step, per chip
+
+
+def chip_flops(model: ModelConfig, mask_ratio: float) -> float:
+    """Training FLOPs for one chip (forward + backward = 3 x the forward's 2 x multiply-adds):
+    patch embedding of the visible tokens, `depth` encoder layers over all N tokens (projections
+    12 d^2 and attention 2 N d per token), the pixel head on masked tokens, the class head."""
+    n, t, d = model.num_patches, model.token_dim, model.embed_dim
+    masked = round(n * mask_ratio)
+    macs = ((n - masked) * t * d + model.depth * n * (12 * d * d + 2 * n * d)
+            + masked * d * t + n * d * model.num_classes)
+    return 6.0 * macs
+
+
+def _epoch_seconds(config: RunConfig, factor: float) -> tuple[float, float]:
+    """(training s, held-out evaluation s) of one epoch at `factor` x the reference speed."""
+    flops = chip_flops(config.model, config.train.mask_ratio) / (FLOPS_PER_S * factor)
+    steps = math.ceil(config.chips.n_chips / config.train.batch_size)
+    overhead = (STEP_OVERHEAD_S[0] + STEP_OVERHEAD_S[1] * config.model.depth) / factor
+    held = config.chips.n_holdout_chips if config.chips.holdout_roi else 0
+    return steps * overhead + config.chips.n_chips * flops, held * flops * EVAL_COST
+
+
+def estimate_training_seconds(config: RunConfig, factor: float = 1.0) -> float:
+    """Seconds a training of `config` should take in a worker (chips x epochs x model size, plus
+    held-out evaluation each epoch and at the end), at `factor` x the reference machine's speed."""
+    train_s, eval_s = _epoch_seconds(config, factor)
+    return config.train.epochs * (train_s + eval_s) + eval_s
+
+
+def speed_factor(runs, newest: int = 5) -> tuple[float, str]:
+    """(this machine's speed / the reference's, where that comes from), from the measured epoch
+    chips/s of the `newest` saved runs that have them (median); (1.0, ...) without any. Runs
+    with unreadable or damaged fields are skipped."""
+    from bharateo.pipeline import RunConfig
+
+    ratios = []
+    for run in runs:
+        try:
+            config = RunConfig.from_dict(run.config)
+            measured = statistics.median(float(e["chips_per_s"]) for e in run.history)
+            train_s, _ = _epoch_seconds(config, 1.0)
+            ratio = measured * train_s / config.chips.n_chips
+        except Exception:  # a damaged or old run says nothing about this machine's speed
+            continue
+        if math.isfinite(ratio) and ratio > 0:
+            ratios.append(ratio)
+        if len(ratios) == newest:
+            break
+    if not ratios:
+        return 1.0, "this lab's reference machine (2-core AMD EPYC, one training core)"
+    factor = min(max(statistics.median(ratios), 0.05), 20.0)
+    return factor, f"the speed measured in the last {len(ratios)} saved run(s) on this server"
+
+
+def format_duration(seconds: float) -> str:
+    """45 s, 12 min, 3.4 h."""
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def budget_advice(config: RunConfig, factor: float, budget: float) -> str | None:
+    """None if the estimate fits `budget` s; else what is over and what to reduce so it fits."""
+    estimate = estimate_training_seconds(config, factor)
+    if estimate <= budget:
+        return None
+    train_s, eval_s = _epoch_seconds(config, factor)
+    epochs = int((budget - eval_s) // (train_s + eval_s))
+    chips = int(config.chips.n_chips * budget / estimate) // 16 * 16
+    fits = [f"at most {epochs} epochs" if epochs >= 1 else None,
+            f"about {chips} chips" if chips >= 16 else None]
+    fits = " or ".join(f for f in fits if f) or "a smaller model"
+    return (f"This training would take about {format_duration(estimate)} (an estimate), over this "
+            f"server's limit of {format_duration(budget)} per training (BHARATEO_MAX_TRAINING_S). "
+            f"Reduce the epochs, chips, embed dim or depth: with these settings {fits} would fit.")
+
+
+def training_estimate(config: RunConfig, runs, budget: float | None) -> tuple[str, str | None]:
+    """(a caption with the estimated training time and what it is based on, the refusal message
+    if it exceeds the server's `budget` in s, else None). `runs`: saved runs to calibrate from."""
+    factor, basis = speed_factor(runs)
+    estimate = estimate_training_seconds(config, factor)
+    limit = f"; this server's limit is {format_duration(budget)} per training" if budget else ""
+    caption = (f"Estimated training time: about {format_duration(estimate)} (an estimate from "
+               f"chips x epochs x model size at {basis}{limit}).")
+    return caption, budget_advice(config, factor, budget) if budget else None

@@ -229,3 +229,41 @@ def _training_status_live(job) -> None:
         st.progress(min(last["progress"] / snap["config"].train.epochs, 1.0))
     else:
         st.markdown(f"**Training:** {snap['status']}")
+
+
+def queue_panel() -> None:
+    """Every training on this server (running, then queued in order) with its run name and a
+    Cancel button each. Your own job cancels at once; another session's needs the box ticked
+    (a teacher freeing the slot for the class): it stops as if Stop was pressed and is saved,
+    or leaves the queue, and its page says it was cancelled from another session."""
+    from bharateo.jobs import jobs_listing
+
+    st.subheader("Training queue on this server")
+    if not jobs_listing():
+        st.caption("No training is running or waiting.")
+        return
+    _queue_live()
+
+
+@st.fragment(run_every=2.0)
+def _queue_live() -> None:
+    from bharateo.jobs import jobs_listing, max_trainings
+
+    rows, mine = jobs_listing(), st.session_state.get("job")
+    if not rows:
+        st.caption("No training is running or waiting.")
+        return
+    st.caption(f"This server trains {max_trainings()} at a time; the rest wait in this order.")
+    others = st.checkbox("allow cancelling other sessions' trainings (teacher)", key="cancel_others")
+    for row in rows:
+        job = row["job"]
+        own = job is mine
+        state = (f"running, epoch {row['epoch']}/{row['epochs']}" if row["position"] is None
+                 else f"queued, number {row['position']}")
+        name_col, state_col, button_col = st.columns([3, 2, 1])
+        name_col.markdown(f"**{row['run_name']}**" + (" (yours)" if own else ""))
+        state_col.markdown(state)
+        if button_col.button("Cancel", key=f"cancel-{id(job)}", disabled=not (own or others)
+                             or job.done, width="stretch"):
+            job.stop(None if own else "cancelled from another session")
+            st.toast(f"Cancelling '{row['run_name']}'.")

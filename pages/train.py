@@ -4,13 +4,13 @@ import streamlit as st
 from bharateo import ui
 from bharateo.errors import BharatEOError
 from bharateo.figures import accuracy_figure, loss_figure
-from bharateo.jobs import max_trainings
+from bharateo.jobs import max_training_seconds, max_trainings
 from bharateo.pipeline import PRESETS
 from bharateo.chips import HOLDOUT_BLOCKS
 from bharateo.runs import delete_run, list_runs, rename_run
 from bharateo.studio import (chip_knobs, config_from_knobs, default_run_name, eta_seconds,
                              free_run_name, knobs_from_config, matching_preset, preset_knobs,
-                             runs_table, series_from_job, series_from_run)
+                             runs_table, series_from_job, series_from_run, training_estimate)
 
 ui.page_setup()
 st.title("Train")
@@ -98,6 +98,10 @@ m4.metric("masked tokens", f"{tokens.masked_tokens:,}")
 m5.metric("masked pixel targets", f"{tokens.masked_pixel_targets:,}")
 st.caption(f"Settings: {preset or 'custom'} · chips of {config.chips.chip_size} px from "
            f"{', '.join(roi_names)}")
+estimate, over_budget = training_estimate(config, list_runs(), max_training_seconds())
+st.caption(estimate)
+if over_budget:  # refused before it takes the slot for hours
+    st.error(over_budget, icon=":material/timer_off:")
 
 # --- run control -------------------------------------------------------------------------------
 job = st.session_state.job
@@ -106,7 +110,8 @@ name_col, train_col, stop_col = st.columns([3, 1, 1])
 run_name = name_col.text_input("run name", key="run_name",
                                placeholder=f"automatic, e.g. {default_run_name(config)}",
                                help="Saved under checkpoints/<run name>/")
-if train_col.button("Train", type="primary", disabled=running, width="stretch"):
+if train_col.button("Train", type="primary", disabled=running or bool(over_budget),
+                    width="stretch") and not over_budget:
     try:
         ui.start_training(config, free_run_name(run_name or default_run_name(config)))
     except BharatEOError as exc:
@@ -161,6 +166,8 @@ if job is not None:
     else:
         ui.adopt_finished_job()
         draw_progress(job.snapshot())
+
+ui.queue_panel()
 
 # --- saved runs --------------------------------------------------------------------------------
 st.subheader("Saved runs")

@@ -242,3 +242,43 @@ def test_knobs_survive_a_visit_to_another_page(worldcover_dir):
     after = {k: at.session_state[f"knob_{k}"] for k in before}
     assert after == before and after["epochs"] == 3 and after["embed_dim"] == 64
     assert at.selectbox[0].value == "shekhawati"
+
+
+def test_estimate_shown_and_a_training_over_the_servers_budget_refused(worldcover_dir, monkeypatch):
+    monkeypatch.setenv("BHARATEO_MAX_TRAINING_S", "3600")
+    at = train_page()
+    assert not at.exception and not at.error
+    caption = next(c.value for c in at.caption if "Estimated training time" in c.value)
+    assert "an estimate" in caption and "60 min per training" in caption
+    assert not button(at, "Train").disabled
+    set_knobs(at, n_chips=4096, epochs=500, embed_dim=256, depth=8, heads=8)  # ~20 h on 2 cores
+    message = at.error[0].value
+    assert "BHARATEO_MAX_TRAINING_S" in message and "Reduce the epochs" in message
+    assert " h (an estimate)" in message
+    assert button(at, "Train").disabled and at.session_state["job"] is None
+
+
+def test_any_session_can_cancel_a_queued_or_running_job_from_the_queue(worldcover_dir, monkeypatch):
+    monkeypatch.setenv("BHARATEO_MAX_TRAININGS", "1")
+    student, other = train_page(), train_page()
+    for at, name in [(student, "long-run"), (other, "waiting-run")]:
+        set_knobs(at, n_chips=32, epochs=200, embed_dim=32, depth=1, heads=2)
+        at.text_input[0].input(name).run()
+        button(at, "Train").click().run()
+    first, second = student.session_state["job"], other.session_state["job"]
+    deadline = time.time() + 60
+    while first.status != "running" and time.time() < deadline:
+        time.sleep(0.05)
+    teacher = train_page()
+    names = " ".join(m.value for m in teacher.markdown)
+    assert "**long-run**" in names and "**waiting-run**" in names and "queued, number 1" in names
+    cancels = [b for b in teacher.button if b.label == "Cancel"]
+    assert len(cancels) == 2 and all(b.disabled for b in cancels)  # others' jobs: tick the box first
+    teacher.checkbox(key="cancel_others").check().run()
+    [b for b in teacher.button if b.label == "Cancel"][1].click().run()  # the queued one
+    wait(second)
+    assert second.status == "cancelled" and "another session" in second.error
+    [b for b in student.run().button if b.label == "Cancel"][0].click().run()  # own job: no box
+    wait(first)
+    assert first.status == "stopped" and load_run("long-run").history is not None
+    assert not teacher.exception and not student.exception

@@ -1,0 +1,48 @@
+"""The training-time estimate shown before Train, its calibration from saved runs, and the
+refusal of settings over the server's budget (BHARATEO_MAX_TRAINING_S)."""
+from types import SimpleNamespace
+
+from bharateo.chips import ChipConfig
+from bharateo.model import ModelConfig
+from bharateo.pipeline import PRESETS, RunConfig
+from bharateo.studio import (budget_advice, estimate_training_seconds, speed_factor,
+                             training_estimate)
+from bharateo.train import TrainConfig
+
+HUGE = RunConfig(chips=ChipConfig(n_chips=4096), model=ModelConfig(embed_dim=256, depth=8, heads=8),
+                 train=TrainConfig(epochs=500))  # the UI's maximum: about 20 h on 2 cores
+
+
+def saved(config: RunConfig, chips_per_s: float):
+    return SimpleNamespace(config=config.to_dict(), history=[{"chips_per_s": chips_per_s}] * 3)
+
+
+def test_estimate_grows_with_chips_epochs_and_model_size():
+    nb = PRESETS["notebook default"]
+    base = estimate_training_seconds(nb)
+    assert estimate_training_seconds(PRESETS["quick demo"]) < base < estimate_training_seconds(HUGE)
+    twice = RunConfig(chips=nb.chips, model=nb.model, train=TrainConfig(epochs=2 * nb.train.epochs))
+    assert 1.9 < estimate_training_seconds(twice) / base < 2.1
+    assert estimate_training_seconds(HUGE) > 10 * 3600
+
+
+def test_speed_is_calibrated_from_saved_runs_and_damaged_ones_are_skipped():
+    nb = PRESETS["notebook default"]
+    assert speed_factor([])[0] == 1.0
+    reference = nb.chips.n_chips / (estimate_training_seconds(nb) / nb.train.epochs)
+    damaged = [SimpleNamespace(config=["not", "a", "dict"], history=[]),
+               SimpleNamespace(config=nb.to_dict(), history=[{"chips_per_s": "fast"}])]
+    factor, basis = speed_factor([*damaged, saved(nb, 2 * reference)])
+    assert 1.8 < factor < 2.2 and "1 saved run" in basis
+    assert 0.45 < estimate_training_seconds(nb, factor) / estimate_training_seconds(nb) < 0.55
+
+
+def test_over_budget_is_refused_saying_what_to_reduce_and_what_fits():
+    message = budget_advice(HUGE, 1.0, 3600)
+    assert "BHARATEO_MAX_TRAINING_S" in message and "Reduce the epochs" in message
+    epochs = int(message.split("at most ")[1].split(" epochs")[0])
+    fitting = RunConfig(chips=HUGE.chips, model=HUGE.model, train=TrainConfig(epochs=epochs))
+    assert 1 <= epochs < 500 and budget_advice(fitting, 1.0, 3600) is None
+    assert budget_advice(PRESETS["notebook default"], 1.0, 3600) is None
+    caption, refusal = training_estimate(PRESETS["notebook default"], [], None)
+    assert "an estimate" in caption and refusal is None
