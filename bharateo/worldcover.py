@@ -164,6 +164,16 @@ class DataSource:
         return f"{self.kind}-{digest}"
 
 
+# stand-in until the source branch merges
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "data" / "sample"
+SAMPLE_TILES = ("N00E006",)
+
+
+def bundled_tile_path(tile: str) -> Path | None:  # stand-in until the source branch merges
+    path = SAMPLE_DIR / tile_filename(tile)
+    return path if tile in SAMPLE_TILES and path.is_file() else None
+
+
 def data_source_from_env() -> DataSource:
     """BHARATEO_WORLDCOVER_DIR (a folder) wins, then BHARATEO_WORLDCOVER_URL, else the bucket."""
     folder = os.environ.get("BHARATEO_WORLDCOVER_DIR", "").strip()
