@@ -347,6 +347,27 @@ def native_counts_table(roi: Roi) -> pd.DataFrame:
         for code, count in sorted(counts.items())])
 
 
+def native_counts_html(roi: Roi) -> str:
+    """native_counts_table as a small HTML table that wraps to its column's width, so every row
+    and column shows in a narrow region card (st.table / st.dataframe cut the last columns off)."""
+    table = native_counts_table(roi)
+    cell = "<{tag} style='padding:2px 4px;text-align:{align};overflow-wrap:break-word'>{text}</{tag}>"
+
+    def align(column) -> str:
+        return "right" if pd.api.types.is_numeric_dtype(table[column]) else "left"
+
+    head = "".join(cell.format(tag="th", align=align(c), text=html.escape(str(c)))
+                   for c in table.columns)
+    rows = "".join(
+        "<tr>" + "".join(cell.format(tag="td", align=align(c), text=html.escape(
+            f"{v:,}" if c == "pixels" else str(v)).replace("_", "_<wbr>"))
+            for c, v in zip(table.columns, values))
+        + "</tr>" for values in table.itertuples(index=False))
+    return (f"<table class='bharateo-native-counts' style='width:100%;"
+            f"border-collapse:collapse;font-size:0.75em;line-height:1.25'><thead><tr>{head}"
+            f"</tr></thead><tbody>{rows}</tbody></table>")
+
+
 # --- chips -----------------------------------------------------------------------------------
 CHIP_SIZES = [64, 128, 256]
 

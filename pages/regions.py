@@ -207,8 +207,7 @@ else:
                 with st.expander("Provenance and native class counts"):
                     st.markdown(views.provenance_markdown(roi))
                     st.caption("Native WorldCover codes in this region (as the notebook prints)")
-                    st.dataframe(views.native_counts_table(roi), hide_index=True,
-                                 height="content", width="stretch")
+                    st.markdown(views.native_counts_html(roi), unsafe_allow_html=True)
                 st.button("Remove", key=f"remove_{roi.spec.name}", on_click=ui.remove_roi,
                           args=(roi.spec.name,))
     st.page_link(ui.PAGES["chips"], label="Next: cut these regions into chips", icon=":material/arrow_forward:")

@@ -1,5 +1,6 @@
 """Regions page (AppTest): presets, lon/lat form, proposals from clicks, errors, removal."""
 import json
+import math
 import re
 from pathlib import Path
 
@@ -42,6 +43,29 @@ def map_script(at) -> str:
     return json.loads(component.proto.json_args)["script"]
 
 
+def metres_per_degree(lat: float) -> tuple[float, float]:
+    """(N-S, E-W) metres per degree on WGS84 from the standard series (e.g. the NGA / Wikipedia
+    'length of a degree' tables): an independent check of views.pixel_metres."""
+    phi = math.radians(lat)
+    ns = 111132.954 - 559.822 * math.cos(2 * phi) + 1.175 * math.cos(4 * phi)
+    ew = 111412.84 * math.cos(phi) - 93.5 * math.cos(3 * phi) + 0.118 * math.cos(5 * phi)
+    return ns, ew
+
+
+GROUND = re.compile(r"(\d+) px ≈ ([\d.]+) km N-S x ([\d.]+) km E-W at ([\d.]+)°([NS])")
+
+
+def assert_true_ground_size(text: str, pixels: int, lat: float) -> None:
+    """`text` gives the region's true size at its latitude (not 10 m x pixels)."""
+    match = GROUND.search(text)
+    assert match, text
+    assert int(match.group(1)) == pixels
+    assert float(match.group(4)) == pytest.approx(abs(lat), abs=0.005)
+    ns, ew = (m * pixels / 12000 / 1000 for m in metres_per_degree(lat))
+    assert float(match.group(2)) == pytest.approx(ns, abs=0.051)
+    assert float(match.group(3)) == pytest.approx(ew, abs=0.051)
+
+
 def submit_form(at, lon, lat, name="", size=512, button="Add region now"):
     at.select_slider(key="region_size").set_value(size)
     at.text_input(key="form_name").input(name)
@@ -71,8 +95,11 @@ def test_presets_load_from_the_fixture_tile(regions, worldcover_dir):
     # one palette picture, bar chart and provenance per region, and the fixture is flagged
     assert len(at.get("image")) == 3
     assert any("synthetic test fixture" in w.value for w in at.warning)
-    assert image_captions(at) == [
-        "2048 x 2048 px at 10 m = 20.48 x 20.48 km; every 4th pixel shown (1:4); north is up."] * 3
+    captions = image_captions(at)
+    assert [c.split("; ", 1)[1] for c in captions] == [
+        "every 4th pixel shown (1:4); north is up."] * 3
+    for caption, name in zip(captions, names(at)):
+        assert_true_ground_size(caption, 2048, at.session_state["rois"][names(at).index(name)].spec.lat)
     captions = [c.value for c in at.caption]
     assert sum("tile N27E075" in c and "local folder" in c for c in captions) == 3
     charts = at.get("plotly_chart")
@@ -99,8 +126,9 @@ def test_add_by_lon_lat_and_remove(regions):
     roi = at.session_state["rois"][0]
     assert roi.spec == RoiSpec("delhi_small", 77.23, 28.61, 512)
     assert roi.native.shape == (512, 512)
-    assert image_captions(at) == [
-        "512 x 512 px at 10 m = 5.12 x 5.12 km; full resolution; north is up."]
+    (caption,) = image_captions(at)
+    assert caption.endswith("; full resolution; north is up.")
+    assert_true_ground_size(caption, 512, 28.61)
 
     submit_form(at, 75.80, 28.50, name="b")
     assert names(at) == ["delhi_small", "b"] and len(at.get("image")) == 2
