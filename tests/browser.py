@@ -291,3 +291,43 @@ def _to_palette(path: Path) -> None:
 def scroll_to(page, selector: str) -> None:
     """Scroll the main area so the first element matching `selector` is at the top."""
     page.locator(selector).first.evaluate("e => e.scrollIntoView({block: 'start'})")
+
+
+# --- the Regions map (streamlit-folium's iframe) -----------------------------------------------------
+FOLIUM_IFRAME = 'iframe[title="streamlit_folium.st_folium"]'
+
+
+def map_locator(page):
+    """The live map's iframe (after a rerun the old one may linger for a moment: take the last)."""
+    return page.frame_locator(f"{FOLIUM_IFRAME} >> nth=-1")
+
+
+def map_view(page) -> tuple[int, float, float]:
+    """(zoom, lat, lon) of the Leaflet map on the page, read from the map itself once it is not
+    zooming (Leaflet ignores a zoom click during a zoom animation)."""
+    for frame in page.frames:
+        if "streamlit_folium" not in frame.url:
+            continue
+        try:
+            view = frame.evaluate("typeof map_div === 'undefined' || "
+                                  "document.querySelector('.leaflet-zoom-anim') ? null : "
+                                  "[map_div.getZoom(), map_div.getCenter().lat, map_div.getCenter().lng]")
+        except Exception:  # a frame being replaced
+            continue
+        if view:
+            return int(view[0]), float(view[1]), float(view[2])
+    raise AssertionError("no Leaflet map on the page")
+
+
+
+def wait_map_zoom(page, zoom: int, timeout: float = 30.0) -> None:
+    """Until the Leaflet map on the page is at `zoom` (its zoom animation has ended)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if map_view(page)[0] == zoom:
+                return
+        except AssertionError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"the map did not reach zoom {zoom}")
