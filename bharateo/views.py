@@ -251,8 +251,13 @@ def map_caption(overviews) -> str:
     if tiles:
         text += " Colours: each tile at hand read offline from its own overviews (~1 km pixels; " + \
             "; ".join(f"{', '.join(names)}: {label}" for label, names in labels.items()) + ")"
-    if n_regions := len(overviews) - len(tiles):
-        text += f"{',' if tiles else ' Colours:'} {n_regions} cached region{'s' * (n_regions > 1)}"
+    regions: dict[str, int] = {}
+    for o in overviews:
+        if o not in tiles:
+            regions[o.data_label] = regions.get(o.data_label, 0) + 1
+    if regions:
+        text += (", " if tiles else " Colours: ") + ", ".join(
+            f"{n} cached region{'s' * (n > 1)} ({label})" for label, n in regions.items())
     if overviews:
         text += "; no data (sea) left clear."
     return text + (" The OpenStreetMap background needs internet; offline the land-cover "

@@ -155,15 +155,6 @@ def regions(page, context, shots):
     zoom, lat, lon = b.map_view(page)
     assert zoom >= 8 and 27.3 < lat < 28.6 and 75.8 < lon < 77.5  # fitted, not north India at 6
 
-    # the native counts table shows every column inside its card (it was cut off on the right)
-    page.locator(f"{b.MAIN} summary", has_text="Provenance and native class counts").first.click()
-    table = page.locator(f"{b.MAIN} table.bharateo-native-counts").first
-    table.wait_for()
-    overflow = table.evaluate("t => t.getBoundingClientRect().right - "
-                              "t.closest('[data-testid=\"stExpander\"]').getBoundingClientRect().right")
-    assert overflow <= 0, f"the native counts table sticks out of its card by {overflow:.0f} px"
-    assert table.locator("th").all_inner_texts()[-1].strip() == "collapsed to"
-
     # nothing but basemap tiles may come from the internet: no CDN for leaflet/jquery/bootstrap
     foreign = b.foreign_requests(context.requests)
     cdn = [u for u in foreign if b.CDN_LIBRARIES.search(u)]
@@ -173,12 +164,22 @@ def regions(page, context, shots):
     assert any("/app/static/vendor/leaflet-1.9.3/leaflet.js" in u for u in context.requests)
     b.screenshot(page, shots, "regions", height=1700)  # the map and, as it fits, the regions
 
+    # the native counts table shows every column inside its card (it was cut off on the right)
+    page.locator(f"{b.MAIN} summary", has_text="Provenance and native class counts").first.click()
+    table = page.locator(f"{b.MAIN} table.bharateo-native-counts").first
+    table.wait_for()
+    overflow = table.evaluate("t => t.getBoundingClientRect().right - "
+                              "t.closest('[data-testid=\"stExpander\"]').getBoundingClientRect().right")
+    assert overflow <= 0, f"the native counts table sticks out of its card by {overflow:.0f} px"
+    assert table.locator("th").all_inner_texts()[-1].strip() == "collapsed to"
+
     # zoom in, then click: the proposal is drawn and the map stays where the user put it
     for step in (1, 2):
         frame.locator(".leaflet-control-zoom-in").click()
         b.wait_map_zoom(page, zoom + step)
     b.settle(page, "Regions after zooming in")
     zoomed = zoom + 2
+    frame.locator(".leaflet-container").scroll_into_view_if_needed()
     box = frame.locator(".leaflet-container").bounding_box()
     page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.7)
     b.map_locator(page).locator(".bharateo-roi-label", has_text="(proposed)").wait_for()

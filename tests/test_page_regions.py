@@ -132,6 +132,9 @@ def test_presets_load_from_the_fixture_tile(regions, worldcover_dir):
     # the map draws the three chosen regions, solid
     script = map_script(at)
     assert all(n in script for n in NOTEBOOK_NAMES) and "(proposed)" not in script
+    # and their land cover, from the cache, named for what it is (never WorldCover)
+    assert script.count("L.imageOverlay(") == 3 and "Copernicus" not in script
+    assert any("3 cached regions (synthetic test fixture)" in c.value for c in at.caption)
 
 
 def test_add_by_lon_lat_and_remove(regions):
@@ -356,6 +359,7 @@ def test_offline_sample_presets_on_the_real_tile(monkeypatch):
     assert at.button(key="add_presets").label == "Add the offline sample's 2 regions"
     script = map_script(at)
     assert script.count("L.imageOverlay(") == 1 and "Copernicus" in script  # the tile overview
+    assert any("N00E006: ESA WorldCover 10 m 2021 v200" in c.value for c in at.caption)
     center, zoom = map_view_of(at)  # fitted to the tile at hand
     assert 0 < center[0] < 3 and 6 < center[1] < 9 and zoom >= 6
     at.button(key="add_presets").click().run()
