@@ -1,7 +1,7 @@
 """Offline land-cover overviews for the Regions map: whole tiles at about 1 km, regions finer.
 
 A WorldCover COG stores overviews (reduced copies at factors 2, 4, ... 64) beside its 10 m
-pixels, so a whole 36000 x 36000 tile is read at ~1 km per pixel from a few hundred KB without
+pixels, so a whole 36000 x 36000 tile is read at ~1 km per pixel from a few KB of it, without
 touching the full-resolution blocks. Cached regions are drawn from their cached arrays. Both
 become RGBA PNGs in the class palette with no-data (sea, outside coverage) transparent, which
 mapview puts on the map as image overlays. No Streamlit here.
@@ -133,8 +133,11 @@ def tile_overview(tile: str, path: str | Path, cache_dir: Path | None = None,
     overview = Overview(tile, tile_bounds(tile), png_bytes(palette_rgba(native)),
                         tile_data_label(tags, tile))
     if cached is not None:
-        atomic_write_bytes(cached, overview.png)
-        atomic_write_bytes(cached.with_suffix(".txt"), overview.data_label.encode())
+        try:
+            atomic_write_bytes(cached, overview.png)
+            atomic_write_bytes(cached.with_suffix(".txt"), overview.data_label.encode())
+        except OSError as exc:  # a read-only data folder: the overview is still drawn
+            log.warning("overview of %s not kept on disk: %s", tile, exc)
     return overview
 
 
@@ -167,13 +170,4 @@ def cached_region_overviews(data_dir: Path, size: int = REGION_OVERVIEW_PX) -> l
                   provenance)
         out.append(region_overview(path.stem, native, provenance["bounds"], roi.data_label, size))
     return out
-
-
-def pixel_at(overview_native: np.ndarray, bounds: Bounds, lon: float, lat: float) -> int:
-    """The overview pixel holding lon/lat (for checks): row 0 is the north edge."""
-    west, south, east, north = bounds
-    rows, cols = overview_native.shape
-    r = min(int((north - lat) / (north - south) * rows), rows - 1)
-    c = min(int((lon - west) / (east - west) * cols), cols - 1)
-    return int(overview_native[r, c])
 

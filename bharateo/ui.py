@@ -162,10 +162,13 @@ def map_overviews(source: DataSource) -> list:
             continue
         if (overview := _tile_overview(tile, str(path), mtime, str(data_dir()))) is not None:
             out.append(overview)
-    folder = data_dir()
-    files = sorted(folder.glob("worldcover_*.npz")) if folder.is_dir() else []
-    listing = tuple((f.name, f.stat().st_mtime_ns) for f in files)
-    return out + (_cached_region_overviews(str(folder), listing) if listing else [])
+    folder, listing = data_dir(), []
+    for f in sorted(folder.glob("worldcover_*.npz")) if folder.is_dir() else []:
+        try:
+            listing.append((f.name, f.stat().st_mtime_ns))
+        except OSError:  # moved aside or replaced meanwhile
+            continue
+    return out + (_cached_region_overviews(str(folder), tuple(listing)) if listing else [])
 
 
 def read_roi(spec: RoiSpec) -> Roi:
@@ -205,7 +208,7 @@ def synthetic_banner() -> None:
         if not roi.verified:
             groups.setdefault(roi.data_label, []).append(roi.spec.name)
     for label, names in groups.items():
-        if roi_is_fixture(label):
+        if "fixture" in label:
             text = (f"These pixels ({', '.join(names)}) come from a **synthetic test fixture** "
                     "(tiles tagged BHARATEO_SYNTHETIC_FIXTURE), not from ESA WorldCover.")
         else:
@@ -214,9 +217,6 @@ def synthetic_banner() -> None:
                     "Use the official tile before calling them WorldCover.")
         st.warning(text, icon=":material/warning:")
 
-
-def roi_is_fixture(data_label: str) -> bool:
-    return "fixture" in data_label
 
 
 def data_in_use_text() -> str:

@@ -27,7 +27,6 @@ from bharateo.overview import (
     OVERVIEW_PX,
     cached_region_overviews,
     local_tiles,
-    pixel_at,
     read_tile_overview,
     region_overview,
     tile_bounds,
@@ -258,6 +257,14 @@ REAL_TILE = bundled_tile_path("N00E006") or (
     / "ESA_WorldCover_10m_2021_v200_N00E006_Map.tif")
 REAL_DIR = REAL_TILE.parent
 needs_real_tile = pytest.mark.skipif(not REAL_TILE.is_file(), reason="real N00E006 tile absent")
+
+
+def pixel_at(native: np.ndarray, bounds, lon: float, lat: float) -> int:
+    """The overview pixel holding lon/lat (row 0 is the north edge)."""
+    west, south, east, north = bounds
+    rows, cols = native.shape
+    return int(native[min(int((north - lat) / (north - south) * rows), rows - 1),
+                      min(int((lon - west) / (east - west) * cols), cols - 1)])
 
 
 @needs_real_tile
