@@ -302,32 +302,36 @@ def map_locator(page):
     return page.frame_locator(f"{FOLIUM_IFRAME} >> nth=-1")
 
 
-def map_view(page) -> tuple[int, float, float]:
-    """(zoom, lat, lon) of the Leaflet map on the page, read from the map itself once it is not
-    zooming (Leaflet ignores a zoom click during a zoom animation)."""
-    for frame in page.frames:
-        if "streamlit_folium" not in frame.url:
-            continue
-        try:
-            view = frame.evaluate("typeof map_div === 'undefined' || "
-                                  "document.querySelector('.leaflet-zoom-anim') ? null : "
-                                  "[map_div.getZoom(), map_div.getCenter().lat, map_div.getCenter().lng]")
-        except Exception:  # a frame being replaced
-            continue
-        if view:
-            return int(view[0]), float(view[1]), float(view[2])
-    raise AssertionError("no Leaflet map on the page")
-
+def map_view(page, timeout: float = 30.0) -> tuple[int, float, float]:
+    """(zoom, lat, lon) of the Leaflet map on the page, read from the map itself once there is
+    exactly one (a replaced map's iframe may linger for a moment) and it is not zooming (Leaflet
+    ignores a zoom click during a zoom animation)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        maps = []  # per folium frame: [zoom, lat, lon], "busy" (zooming or replaced) or none
+        for frame in page.frames:
+            if "streamlit_folium" not in frame.url:
+                continue
+            try:
+                maps.append(frame.evaluate(
+                    "typeof map_div === 'undefined' ? 'none' : "
+                    "document.querySelector('.leaflet-zoom-anim') ? 'busy' : "
+                    "[map_div.getZoom(), map_div.getCenter().lat, map_div.getCenter().lng]"))
+            except Exception:
+                maps.append("busy")
+        maps = [m for m in maps if m != "none"]
+        if len(maps) == 1 and isinstance(maps[0], list):
+            zoom, lat, lon = maps[0]
+            return int(zoom), float(lat), float(lon)
+        time.sleep(0.1)
+    raise AssertionError("no single, settled Leaflet map on the page")
 
 
 def wait_map_zoom(page, zoom: int, timeout: float = 30.0) -> None:
     """Until the Leaflet map on the page is at `zoom` (its zoom animation has ended)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            if map_view(page)[0] == zoom:
-                return
-        except AssertionError:
-            pass
+        if map_view(page, timeout)[0] == zoom:
+            return
         time.sleep(0.1)
     raise AssertionError(f"the map did not reach zoom {zoom}")

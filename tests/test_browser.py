@@ -179,9 +179,9 @@ def regions(page, context, shots):
         b.wait_map_zoom(page, zoom + step)
     b.settle(page, "Regions after zooming in")
     zoomed = zoom + 2
-    frame.locator(".leaflet-container").scroll_into_view_if_needed()
     box = frame.locator(".leaflet-container").bounding_box()
-    page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.7)
+    frame.locator(".leaflet-container").click(
+        position={"x": box["width"] * 0.5, "y": box["height"] * 0.7})
     b.map_locator(page).locator(".bharateo-roi-label", has_text="(proposed)").wait_for()
     b.settle(page, "Regions after a map click")
     assert b.map_view(page)[0] == zoomed, "a click reset the map's zoom"

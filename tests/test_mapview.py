@@ -306,12 +306,12 @@ def test_tile_overview_png_is_palette_with_clear_sea_and_cached_on_disk(tmp_path
 
 def test_a_tile_without_overviews_or_tags_is_not_read_whole_nor_called_worldcover(tmp_path):
     import rasterio
-    from rasterio.transform import from_origin
+    from affine import Affine
 
     path = tmp_path / "ESA_WorldCover_10m_2021_v200_N00E006_Map.tif"
     data = np.full((1024, 1024), 40, np.uint8)
     profile = dict(driver="GTiff", width=1024, height=1024, count=1, dtype="uint8", nodata=0,
-                   crs="EPSG:4326", transform=from_origin(6, 3, 3 / 1024, 3 / 1024),
+                   crs="EPSG:4326", transform=Affine(3 / 1024, 0, 6, 0, -3 / 1024, 3),
                    tiled=True, blockxsize=256, blockysize=256)
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data, 1)
