@@ -75,19 +75,11 @@ SAMPLE_ROIS = [  # stand-in until the source branch merges
 
 
 def source_has_tile(tile: str, source: DataSource, timeout: float = 3.0) -> bool:
-    """Stand-in until the source branch merges."""
+    """Stand-in until the source branch merges (asks no network: False for a URL source)."""
     from bharateo.worldcover import bundled_tile_path
     if bundled_tile_path(tile) is not None:
         return True
-    if source.kind == "folder":
-        return Path(source.tile_path(tile)).is_file()
-    try:
-        import urllib.request
-        urllib.request.urlopen(urllib.request.Request(source.tile_path(tile), method="HEAD"),
-                               timeout=timeout)
-        return True
-    except Exception:
-        return False
+    return source.kind == "folder" and Path(source.tile_path(tile)).is_file()
 
 
 def default_presets(source: DataSource) -> list[RoiSpec]:  # stand-in until the source branch merges
