@@ -374,7 +374,7 @@ def test_offline_sample_presets_on_the_real_tile(monkeypatch):
         assert_true_ground_size(views.spec_summary(roi.spec), 2048, roi.spec.lat)
 
 
-def test_unverified_pixels_are_called_so_in_banner_and_sidebar(regions, monkeypatch):
+def test_unverified_pixels_are_called_so_on_the_regions_page(regions, monkeypatch):
     at = submit_form(regions, 77.23, 28.61, name="plain")
     monkeypatch.setattr(Roi, "data_label", property(lambda self: "not verified as ESA WorldCover"))
     monkeypatch.setattr(Roi, "verified", property(lambda self: False))
