@@ -9,7 +9,7 @@ StepMetrics, EpochMetrics and TrainingEnd, then ("weights", state_dict bytes, fi
 (the app went away) does the same.
 
 One worker is kept started and idle, so a Train click doesn't wait ~3 s for torch to import.
-A worker runs at a lower priority (nice WORKER_NICE) on one core fewer than the machine has
+A worker runs at a lower priority (nice WORKER_NICE, BHARATEO_WORKER_NICE overrides) on one core fewer than the machine has
 (BHARATEO_WORKER_THREADS overrides), so the Streamlit server keeps answering while it trains.
 The app reads the worker's events in a thread of their own, so a frozen worker can't block the
 app: WorkerRun.next_event() times out, and WorkerRun.kill() ends the worker (SIGTERM, then
@@ -27,17 +27,14 @@ import sys
 import threading
 from pathlib import Path
 
-import torch
-
-from bharateo.errors import BharatEOError
-from bharateo.pipeline import final_metrics
-from bharateo.train import TrainingEnd, make_model, train
+from bharateo.errors import BharatEOError  # torch and the training code: imported where used,
+# so the server's first page doesn't wait for them and a worker imports them at low priority
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 _spare_lock = threading.Lock()
 _spare: subprocess.Popen | None = None
 READY = "ready"
-WORKER_NICE = 10  # added to the worker's niceness: the server's requests come first
+WORKER_NICE = 10  # added to the worker's niceness (BHARATEO_WORKER_NICE): the server comes first
 _GONE = ("gone",)  # the reader's last event: the worker closed its output (it ended)
 
 
@@ -54,9 +51,15 @@ def worker_threads() -> int:
 def lower_priority() -> None:
     """In a worker: leave the server a core and the first claim on the CPU."""
     try:
-        os.nice(WORKER_NICE)
+        nice = max(0, int(os.environ.get("BHARATEO_WORKER_NICE", WORKER_NICE)))
+    except ValueError:
+        nice = WORKER_NICE
+    try:
+        os.nice(nice)
     except OSError:  # not allowed here: train at the same priority
         pass
+    import torch
+
     torch.set_num_threads(worker_threads())
 
 
@@ -163,12 +166,13 @@ class WorkerRun:
 
 
 def state_dict_from_bytes(data: bytes) -> dict:
+    import torch
+
     return torch.load(io.BytesIO(data), weights_only=True)
 
 
 def run_one_job() -> None:
     """The worker's main: say ready, read one job, train, send events (see module docstring)."""
-    lower_priority()
     import torch._dynamo  # noqa: F401  torch.optim imports it on first use (~1.4 s): do it while idle
 
     events = os.fdopen(os.dup(1), "wb")
@@ -199,6 +203,11 @@ def run_one_job() -> None:
 
 def send_training(config, train_chips, heldout, stop, send) -> None:
     """Train in this (main) thread, sending every event, then the weights or the error."""
+    import torch
+
+    from bharateo.pipeline import final_metrics
+    from bharateo.train import TrainingEnd, make_model, train
+
     try:
         model = make_model(config.model, config.train.seed)
         end = None
@@ -217,6 +226,7 @@ def send_training(config, train_chips, heldout, stop, send) -> None:
 
 
 if __name__ == "__main__":
+    lower_priority()  # before torch is imported: that takes seconds of CPU too
     run_one_job()
     sys.stderr.flush()
     os._exit(0)  # not a normal exit: wait_for_stop may still hold stdin's lock

@@ -205,3 +205,22 @@ def test_max_training_seconds_from_env(monkeypatch, value, expected):
     else:
         monkeypatch.setenv("BHARATEO_MAX_TRAINING_S", value)
     assert jobs.max_training_seconds() == expected
+
+
+def test_the_worker_trains_at_a_lower_priority_and_leaves_a_core_to_the_server(monkeypatch):
+    from bharateo import worker
+
+    job = jobs.TrainingJob(config(epochs=500), ROIS, "nice", queue=jobs.TrainingQueue()).start()
+    try:
+        wait_until(lambda: len(job.snapshot()["steps"]) > 2)
+        server = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, job.worker.process.pid) == min(19, server + 10)
+    finally:
+        job.stop()
+        job.join(60)
+    monkeypatch.delenv("BHARATEO_WORKER_THREADS", raising=False)
+    for cores, threads in [({0}, 1), ({0, 1}, 1), (set(range(8)), 7)]:
+        monkeypatch.setattr(worker.os, "sched_getaffinity", lambda _pid, c=cores: c)
+        assert worker.worker_threads() == threads
+    monkeypatch.setenv("BHARATEO_WORKER_THREADS", "2")
+    assert worker.worker_threads() == 2
