@@ -105,7 +105,8 @@ def _given(args, cls) -> dict:
 
 def cmd_evaluate(args) -> None:
     from bharateo.chips import build_chip_sets
-    from bharateo.evaluate import evaluate
+    from bharateo.evaluate import evaluate, score_text
+    from bharateo.insight import class_table
     from bharateo.pipeline import RunConfig, load_rois
     from bharateo.runs import load_model, load_run
     from bharateo.worldcover import CLASS_NAMES
@@ -126,10 +127,10 @@ def cmd_evaluate(args) -> None:
         print(f"{'target / predicted':>18s} " + " ".join(f"{n[:6]:>6s}" for n in CLASS_NAMES))
         for name, row in zip(CLASS_NAMES, res["confusion"]):
             print(f"{name:>18s} " + " ".join(f"{v:6d}" for v in row))
-        for row in res["per_class"]:
-            if row["support"]:
-                print(f"  {row['class']:18s} P {row['precision']:.3f} R {row['recall']:.3f} "
-                      f"F1 {row['f1']:.3f} n={row['support']}")
+        for row in class_table(res).itertuples(index=False):
+            if row.support:
+                print(f"  {row[0]:18s} P {score_text(row.precision)} R {score_text(row.recall)} "
+                      f"F1 {score_text(row.F1)} n={row.support}")
 
 
 def cmd_tokens(args) -> None:

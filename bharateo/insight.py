@@ -295,6 +295,7 @@ def class_table(result: dict) -> pd.DataFrame:
     predicted = confusion.sum(axis=0)
     rows = []
     for i, row in enumerate(result["per_class"]):
+        # results stored before undefined scores became None held 0 there: same rule on read
         precision = row["precision"] if predicted[i] else None
         recall = row["recall"] if row["support"] else None
         f1 = row["f1"] if precision is not None and recall is not None else None
@@ -308,7 +309,7 @@ def class_table_display(result: dict) -> pd.DataFrame:
     """class_table for reading: scores as text, undefined ones as '—' (st.dataframe shows 'None')."""
     table = class_table(result)
     for name, digits in (("precision", 2), ("recall", 2), ("F1", 2), ("masked MAE", 3)):
-        table[name] = [("—" if v is None or v != v else f"{v:.{digits}f}") for v in table[name]]
+        table[name] = [ev.score_text(v, digits) for v in table[name]]
     return table
 
 
@@ -384,7 +385,7 @@ def _biggest_recall_drop(train: dict, held: dict, min_support: int = 20):
     best = None
     for a, b in zip(train["per_class"], held["per_class"]):
         if a["support"] >= min_support and b["support"] >= min_support:
-            drop = a["recall"] - b["recall"]
+            drop = a["recall"] - b["recall"]  # both defined: support >= min_support
             if drop > 0.10 and (best is None or drop > best[0]):
                 best = (drop, a["class"], a["recall"], b["recall"])
     return None if best is None else best[1:]

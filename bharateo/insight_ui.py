@@ -10,7 +10,7 @@ import streamlit as st
 
 from bharateo import evaluate, insight, ui
 from bharateo.errors import BharatEOError, ConfigError
-from bharateo.runs import SavedRun, list_runs, load_run
+from bharateo.runs import SavedRun, list_runs, load_run, unreadable_weights_message
 
 _ERROR_KEY = "_insight_run_error"
 
@@ -24,9 +24,8 @@ def _switch_run(key: str) -> None:
         ui.use_saved_run(load_run(name))
     except BharatEOError as exc:
         st.session_state[_ERROR_KEY] = str(exc)
-    except Exception as exc:  # a damaged model.pt: say so instead of a traceback
-        st.session_state[_ERROR_KEY] = (f"Run '{name}' could not be loaded ({exc}). Its files may be "
-                                        "damaged: delete it and train again, or pick another run.")
+    except Exception:  # anything else unreadable: the same plain words as the CLI, no traceback
+        st.session_state[_ERROR_KEY] = unreadable_weights_message(name)
 
 
 def _run_label(run: SavedRun) -> str:

@@ -14,7 +14,7 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from bharateo.chips import ChipConfig
-from bharateo.errors import BharatEOError
+from bharateo.errors import BharatEOError, RunNotFoundError
 from bharateo.roi import Roi, RoiSpec, cache_path, check_no_overlap, data_dir, load_roi, roi_window
 from bharateo.runs import SavedRun, load_model, load_run
 from bharateo.worldcover import DataSource, data_source_from_env
@@ -135,10 +135,24 @@ def _frozen_model(name: str, saved_at: str):
     return load_model(load_run(name))
 
 
+def epochs_done(run: SavedRun) -> int:
+    """Epochs a saved run finished (runs saved before metrics counted them: their history)."""
+    done = run.metrics.get("epochs_done")
+    return int(done) if isinstance(done, (int, float)) else len(run.history)
+
+
 def use_saved_run(run: SavedRun) -> None:
-    """Make a saved run the model the Reconstruct and Evaluate pages use."""
+    """Make a saved run the model the Reconstruct and Evaluate pages use.
+
+    Raises RunNotFoundError for a run that stopped before its first epoch finished (only a run
+    with at least one finished epoch is ever the pages' model) or whose weights can't be read.
+    """
     from bharateo.pipeline import RunConfig
 
+    if epochs_done(run) < 1:
+        raise RunNotFoundError(f"Run '{run.name}' was stopped before its first epoch finished, so "
+                               "it has no trained model to show. Pick another run, or train it "
+                               "for at least one epoch.")
     model = _frozen_model(run.name, run.config.get("saved_at", ""))
     st.session_state.model = {"model": model, "label": f"saved run '{run.name}'",
                               "config": RunConfig.from_dict(run.config), "run": run.name,
@@ -160,6 +174,42 @@ def guidance(message: str, page: str, label: str) -> None:
 
 def show_error(exc: BharatEOError) -> None:
     st.error(str(exc))
+
+
+def keep_error(what: str, exc: BharatEOError) -> None:
+    """Keep an action's error for show_kept_error until clear_error(what): reruns (a fragment's,
+    another session's training finishing) don't wipe it before the user has read it."""
+    st.session_state[f"_error_{what}"] = str(exc)
+
+
+def clear_error(what: str) -> None:
+    """The user acted again (clicked, typed): forget the error of the last attempt."""
+    st.session_state.pop(f"_error_{what}", None)
+
+
+def show_kept_error(what: str) -> None:
+    if message := st.session_state.get(f"_error_{what}"):
+        st.error(message)
+
+
+def keep_widget(key: str, default=None, check=None) -> None:
+    """Call before drawing the widget `key`: its value persists for the whole session.
+
+    Streamlit forgets a widget's value once a page without that widget has run, so each value
+    is mirrored under a plain session key and put back on return. `default` is the first value;
+    `check(value)` may correct a kept value that no longer fits (e.g. a deleted run's name).
+    """
+    kept = f"_kept_{key}"
+    if key not in st.session_state and kept in st.session_state:
+        st.session_state[key] = st.session_state[kept]
+    elif key not in st.session_state and default is not None:
+        st.session_state[key] = default
+    if key in st.session_state and check is not None:
+        value = st.session_state[key]
+        if (fixed := check(value)) != value:
+            st.session_state[key] = fixed
+    if key in st.session_state:
+        st.session_state[kept] = st.session_state[key]
 
 
 def sidebar() -> None:
@@ -187,11 +237,12 @@ def sidebar() -> None:
 
 def adopt_finished_job() -> bool:
     """Once a job has finished or been stopped, make its model the session's current model (a
-    diverged run is saved, but the pages keep the model they had)."""
+    diverged run, or one stopped before its first epoch finished, is saved, but the pages keep
+    the model they had)."""
     job = st.session_state.job
     if job is None or not job.done or job.model is None or getattr(job, "adopted", False):
         return False
-    if job.status in ("finished", "stopped") and job.end is not None:
+    if job.status in ("finished", "stopped") and job.end is not None and job.end.epochs_done >= 1:
         use_trained_model(job.model, job.config, job.run_name, job.end.epochs_done)
         st.session_state.train_chips, st.session_state.heldout_chips = job.train_chips, job.heldout_chips
         st.session_state.chip_config = job.config.chips

@@ -32,8 +32,11 @@ st.info(insight.gap_reading(train_res, held_res, held_name,
         icon=":material/school:")
 st.caption(f"Predictions are made with {ratio:.0%} of each chip's patches hidden (the run's "
            "training mask ratio), with the same fixed masks every time.")
-normalised = st.toggle("Row-normalised: each row sums to 100% (the share of a target class given "
-                       "each answer)", key="eval_normalised")
+ui.keep_widget("eval_normalised", False)
+normalised = st.toggle("Row-normalised", key="eval_normalised",
+                       help="Each row is a true (target) class and sums to 100 %: the cells show "
+                            "how that class's patches were labelled, so the diagonal is its recall. "
+                            "Off: patch counts.")
 
 columns = dict(zip(["train", "held"], st.columns(2, gap="large")))
 titles = {"train": f"Training chips ({len(train_chips)})",

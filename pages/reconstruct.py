@@ -19,8 +19,7 @@ model = entry["model"]
 splits = {"train": train_chips}
 if held_chips is not None:
     splits["held"] = held_chips
-if st.session_state.get("recon_split") not in splits:
-    st.session_state.recon_split = "train"
+ui.keep_widget("recon_split", "train", lambda s: s if s in splits else "train")
 split_titles = {"train": "training chips"}
 if held_chips is not None:
     split_titles["held"] = f"held-out region {insight.held_region_name(held_chips)}"
@@ -33,8 +32,7 @@ if held_chips is None:
 chips = splits[split]
 
 chip_key = f"recon_chip_{split}"
-if not 0 <= st.session_state.get(chip_key, -1) < len(chips):  # unset, or from other chips
-    st.session_state[chip_key] = 0
+ui.keep_widget(chip_key, 0, lambda i: i if 0 <= i < len(chips) else 0)  # 0 for other chips
 picker, *thumb_cols = st.columns([1.6] + [1] * 10, vertical_alignment="bottom")
 index = int(picker.number_input(f"Chip (0–{len(chips) - 1})", min_value=0, max_value=len(chips) - 1,
                                 step=1, key=chip_key,
@@ -50,8 +48,8 @@ for col, i in zip(thumb_cols, range(first, min(first + 10, len(chips)))):
 # --- the mask, the panels and the curve: a fragment, so a slider move reruns only this part ------
 @st.fragment
 def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: float) -> None:
-    st.session_state.setdefault("recon_mask_ratio", 0.75)
-    st.session_state.setdefault("recon_mask_seed", 0)
+    ui.keep_widget("recon_mask_ratio", 0.75)
+    st.session_state.setdefault("recon_mask_seed", 0)  # a plain key: kept for the session
     slider_col, seed_col = st.columns([5, 1], vertical_alignment="bottom")
     ratio = round(slider_col.slider("Mask ratio: share of the 64 patches hidden", 0.05, 0.95,
                                     step=0.05, key="recon_mask_ratio", format="%.2f"), 2)
