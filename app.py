@@ -89,4 +89,7 @@ navigation = st.navigation([
 ui.open_requested_page()
 st.set_page_config(page_title="BharatEO Lab", page_icon="🛰️", layout="wide")
 ui.sidebar()
-navigation.run()
+try:
+    navigation.run()
+finally:  # also when a page stops early: a refresh must find this run's regions, chips and model
+    ui.write_lesson_url()

@@ -13,10 +13,11 @@ from pathlib import Path
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from bharateo.chips import ChipConfig
+from bharateo.chips import HOLDOUT_BLOCKS, ChipConfig
 from bharateo.errors import BharatEOError, RunNotFoundError
-from bharateo.roi import Roi, RoiSpec, cache_path, check_no_overlap, data_dir, load_roi, roi_window
-from bharateo.runs import SavedRun, load_model, load_run
+from bharateo.roi import (Roi, RoiSpec, cache_path, check_no_overlap, check_roi_spec, data_dir, load_roi,
+                          roi_window)
+from bharateo.runs import SavedRun, checkpoint_root, load_model, load_run, validate_run_name
 from bharateo.worldcover import DataSource, data_source_from_env
 
 PAGES = {
@@ -41,10 +42,114 @@ def init_state() -> None:
     from bharateo.worker import keep_spare_worker
 
     keep_spare_worker()  # so a Train click finds a training process with torch imported
+    fresh = "_app_ran" not in st.session_state
     for key, value in STATE_DEFAULTS.items():
         if key not in st.session_state:
             st.session_state[key] = value.copy() if isinstance(value, list) else value
     st.session_state["_app_ran"] = True
+    if fresh and any(k in st.query_params for k in LESSON_PARAMS):  # a refresh, or a shared link
+        with st.spinner("Restoring the lesson from this page's address…"):
+            notes = restore_lesson(st.query_params)
+        for note in notes:
+            st.warning(note, icon=":material/link_off:")
+
+
+# --- the lesson in the page address ------------------------------------------------------------
+# A browser refresh starts a new session, so the lesson's minimal state is kept in the URL:
+#   roi=<lon>,<lat>,<size>,<name> (repeated, in order), chips=<ChipConfig fields in CHIP_PARAMS
+#   order, comma-separated, "" for none>, run=<saved run name>.
+# Regions come back from the ROI cache (or the source), chips are cut again from the chip config
+# (seeded, so identical), the model is loaded from its saved run. Nothing read here is trusted:
+# each value is checked, a bad one is skipped with a note, and no path is built from it unchecked.
+LESSON_PARAMS = ("roi", "chips", "run")
+CHIP_PARAMS = ("n_chips", "chip_size", "patch_size", "min_classes", "seed", "n_holdout_chips",
+               "holdout_roi", "holdout_block")
+
+
+def lesson_params() -> dict[str, list[str]]:
+    """The session's regions, chip config (once chips are built) and saved run as URL values."""
+    state, params = st.session_state, {}
+    if state.get("rois"):
+        params["roi"] = [f"{r.spec.lon!r},{r.spec.lat!r},{r.spec.size},{r.spec.name}"
+                         for r in state.rois]
+    if state.get("train_chips") is not None:
+        config = state.chip_config
+        params["chips"] = [",".join("" if getattr(config, f) is None else str(getattr(config, f))
+                                    for f in CHIP_PARAMS)]
+    model = state.get("model")
+    if model and model.get("run") and (checkpoint_root() / str(model["run"]) / "model.pt").exists():
+        params["run"] = [model["run"]]
+    return params
+
+
+def write_lesson_url() -> None:
+    """Put lesson_params() in the address bar (only the keys that changed)."""
+    params = lesson_params()
+    for key in LESSON_PARAMS:
+        if key not in params:
+            if key in st.query_params:
+                del st.query_params[key]
+        elif st.query_params.get_all(key) != params[key]:
+            st.query_params[key] = params[key]
+
+
+def _roi_from_param(raw: str) -> RoiSpec:
+    lon, lat, size, name = raw.split(",", 3)
+    name = name.strip()
+    if not name or len(name) > 64 or not name.isprintable():
+        raise ValueError("the region name is empty, too long or not printable")
+    spec = RoiSpec(name, float(lon), float(lat), int(size))
+    check_roi_spec(spec)  # RegionError in words
+    return spec
+
+
+def _chips_from_param(raw: str, roi_names: list[str]) -> ChipConfig:
+    values = dict(zip(CHIP_PARAMS, raw.split(","), strict=True))
+    config = ChipConfig(**{k: int(values[k]) for k in CHIP_PARAMS[:6]},
+                        holdout_roi=values["holdout_roi"] or None,
+                        holdout_block=values["holdout_block"] or None)
+    if config.holdout_roi is not None and config.holdout_roi not in roi_names:
+        raise ValueError(f"its held-out region '{config.holdout_roi}' is not among the regions")
+    if config.holdout_block not in (None, *HOLDOUT_BLOCKS):
+        raise ValueError(f"'{config.holdout_block}' is not a held-out part")
+    if not (1 <= config.n_chips <= 4096 and 1 <= config.n_holdout_chips <= 4096):
+        raise ValueError("the chip count is out of range")
+    return config
+
+
+def restore_lesson(params) -> list[str]:
+    """Regions, chips and model from URL values (see LESSON_PARAMS) -> notes on what was skipped.
+
+    Never raises: a malformed value or one that can't be used any more (a deleted run, a region
+    that can't be read) is left out with a note saying what and why.
+    """
+    from bharateo.chips import build_chip_sets
+
+    state, notes, rois = st.session_state, [], []
+    for raw in params.get_all("roi"):
+        try:
+            spec = _roi_from_param(raw)
+            if spec.name in [r.spec.name for r in rois]:
+                raise ValueError(f"a second region called '{spec.name}'")
+            check_no_overlap(spec, rois)
+            rois.append(read_roi(spec))
+        except (ValueError, BharatEOError) as exc:
+            notes.append(f"A region in this page's address was left out ({raw!r}): {exc}")
+    state.rois = rois
+    if (raw := params.get("chips")) and rois:
+        try:
+            config = _chips_from_param(raw, [r.spec.name for r in rois])
+            state.train_chips, state.heldout_chips = build_chip_sets(rois, config)
+            state.chip_config = config
+        except Exception as exc:  # from the address: any bad value is a note, never a traceback
+            notes.append(f"The chip settings in this page's address were not used ({raw!r}): {exc}. "
+                         "Cut chips again on the Chips page.")
+    if raw := params.get("run"):
+        try:
+            use_saved_run(load_run(validate_run_name(raw)))
+        except BharatEOError as exc:
+            notes.append(f"The model in this page's address was not loaded: {exc}")
+    return notes
 
 
 def page_setup() -> None:
@@ -56,7 +161,7 @@ def page_setup() -> None:
     page = Path(sys._getframe(1).f_code.co_filename).name  # the page file that called us
     st.session_state["_open_page"] = next(p for p in PAGES.values() if Path(p).name == page)
     try:
-        st.switch_page("app.py")
+        st.switch_page("app.py", query_params=_address_params())
     except StreamlitAPIException:  # the page is itself the entrypoint (e.g. a test): just set up
         del st.session_state["_open_page"]
         init_state()
@@ -65,7 +170,12 @@ def page_setup() -> None:
 def open_requested_page() -> None:
     """In app.py, after st.navigation: show the page whose URL was opened first (see page_setup)."""
     if page := st.session_state.pop("_open_page", None):
-        st.switch_page(page)
+        st.switch_page(page, query_params=_address_params())
+
+
+def _address_params() -> dict[str, list[str]]:
+    """The address's query parameters, repeated keys included (switch_page would drop them)."""
+    return {key: st.query_params.get_all(key) for key in st.query_params}
 
 
 # --- data ------------------------------------------------------------------------------------
