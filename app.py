@@ -3,6 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from bharateo import ui, views
+from bharateo.words import plural
 from bharateo.tokens import CHANNEL_OPTIONS, token_accounting
 from bharateo.worldcover import ATTRIBUTION, CITATION
 
@@ -63,7 +64,7 @@ def home() -> None:
             ("masked pixel regression targets", "masked_pixel_targets")]
     table = pd.DataFrame({
         "": [label for label, _ in rows],
-        f"this run ({chips:,} chips x {epochs} epochs)": [f"{getattr(mine, k):,}" for _, k in rows],
+        f"this run ({chips:,} chips x {plural(epochs, 'epoch')})": [f"{getattr(mine, k):,}" for _, k in rows],
         "BharatEO-v0 (1M chips x 100 epochs)": [f"{getattr(v0, k):,}" for _, k in rows],
     })
     st.dataframe(table, hide_index=True, width="stretch")

@@ -10,6 +10,7 @@ import streamlit as st
 
 from bharateo import evaluate, insight, ui
 from bharateo.errors import BharatEOError, ConfigError
+from bharateo.words import plural
 from bharateo.runs import SavedRun, list_runs, load_run, unreadable_weights_message
 
 _ERROR_KEY = "_insight_run_error"
@@ -33,7 +34,8 @@ def _run_label(run: SavedRun) -> str:
     epochs = run.metrics.get("epochs_done", run.config.get("train", {}).get("epochs", "?"))
     held = run.metrics.get("heldout_esa_acc")
     tail = f", held-out acc {held:.2f}" if isinstance(held, (int, float)) else ""
-    return f"{run.name} · {saved} · {epochs} epochs{tail}"
+    epochs = plural(epochs, "epoch") if isinstance(epochs, int) else f"{epochs} epochs"
+    return f"{run.name} · {saved} · {epochs}{tail}"
 
 
 def choose_model(page: str) -> tuple[dict, SavedRun | None] | None:

@@ -16,6 +16,7 @@ import torch
 from bharateo.chips import ChipSet
 from bharateo.errors import ConfigError
 from bharateo.model import ModelConfig, TinyRGBMAE, random_patch_mask
+from bharateo.words import plural
 
 HELDOUT_MASK_SEED = 1234  # fixed masks for held-out metrics, so epochs are comparable
 BLOW_UP_FACTOR = 20.0  # a loss this many times the first step's has diverged
@@ -186,7 +187,7 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
                 model, heldout, config.mask_ratio, HELDOUT_MASK_SEED)
         history.append(asdict(row))
         yield row
-    yield TrainingEnd("finished", f"Finished {config.epochs} epochs.", config.epochs, history)
+    yield TrainingEnd("finished", f"Finished {plural(config.epochs, 'epoch')}.", config.epochs, history)
 
 
 def _token_source(chips: ChipSet):

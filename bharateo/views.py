@@ -25,6 +25,7 @@ from bharateo.roi import (
     check_roi_spec,
     roi_window,
 )
+from bharateo.words import ordinal
 from bharateo.worldcover import (
     CLASS_COLORS_255,
     CLASS_COLORS_HEX,
@@ -186,7 +187,7 @@ def roi_picture(roi: Roi, max_side: int = 512) -> RoiPicture:
         image = image.copy()
         image[nodata] = NODATA_RGB
     size = roi.spec.size
-    scale = "full resolution" if step == 1 else f"every {step}th pixel shown (1:{step})"
+    scale = "full resolution" if step == 1 else f"every {ordinal(step)} pixel shown (1:{step})"
     caption = (f"{size} x {size} px at 10 m = {size * PIXEL_METRES / 1000:g} x "
                f"{size * PIXEL_METRES / 1000:g} km; {scale}; north is up.")
     if nodata.any():

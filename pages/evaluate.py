@@ -3,6 +3,7 @@ import streamlit as st
 
 from bharateo import figures, insight, insight_ui, ui
 from bharateo.errors import BharatEOError
+from bharateo.words import plural
 
 ui.page_setup()
 st.title("Evaluate")
@@ -70,7 +71,7 @@ for split, col in columns.items():
         m2.metric("Masked MAE", f"{res['masked_mae']:.3f}",
                   help="Mean |RGB error| over hidden pixels: how well it paints hidden patches back.")
         m3.metric("Patches", f"{res['chips'] * train_chips.grid_size ** 2:,}",
-                  help=f"{res['chips']} chips × {train_chips.grid_size ** 2} patches")
+                  help=f"{plural(res['chips'], 'chip')} × {train_chips.grid_size ** 2} patches")
         st.plotly_chart(figures.confusion_heatmap(res["confusion"], insight.normalised_confusion(res),
                                                   normalised, title="ESA patch classification confusion"),
                         key=f"eval_confusion_{split}")

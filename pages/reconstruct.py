@@ -3,6 +3,7 @@ import streamlit as st
 
 from bharateo import evaluate, figures, insight, insight_ui, ui, views
 from bharateo.errors import BharatEOError
+from bharateo.words import plural
 
 ui.page_setup()
 st.title("Reconstruct")
@@ -23,7 +24,7 @@ ui.keep_widget("recon_split", "train", lambda s: s if s in splits else "train")
 split_titles = {"train": "training chips"}
 if held_chips is not None:
     split_titles["held"] = f"held-out region {insight.held_region_name(held_chips)}"
-split_names = {s: f"{title} ({len(splits[s])} chips)" for s, title in split_titles.items()}
+split_names = {s: f"{title} ({plural(len(splits[s]), 'chip')})" for s, title in split_titles.items()}
 split = st.radio("Chips", list(splits), key="recon_split", horizontal=True,
                  format_func=split_names.get)
 if held_chips is None:
@@ -93,9 +94,9 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
     st.plotly_chart(
         figures.mask_ratio_curve(curve.value, ratio, train_ratio,
                                  title=f"{split_title}: masked MAE and patch accuracy vs mask "
-                                       f"ratio (all {len(chips)} chips)"),
+                                       f"ratio (all {plural(len(chips), 'chip')})"),
         key="recon_curve")
-    st.caption(f"Averages over all {len(chips)} chips with fixed masks. The model was trained with "
+    st.caption(f"Averages over all {plural(len(chips), 'chip')} with fixed masks. The model was trained with "
                f"{train_ratio:.0%} hidden, and a small model is often best near that ratio. "
                + (f"Computed once and stored beside run '{run.name}' ({curve.filename})."
                   if curve.filename else "Computed once for this model and these chips."))

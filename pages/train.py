@@ -8,6 +8,7 @@ from bharateo.jobs import max_trainings
 from bharateo.pipeline import PRESETS
 from bharateo.chips import HOLDOUT_BLOCKS
 from bharateo.runs import delete_run, list_runs, rename_run
+from bharateo.words import plural
 from bharateo.studio import (chip_knobs, config_from_knobs, default_run_name, eta_seconds,
                              free_run_name, knob_help, knob_problems, knobs_from_config,
                              matching_preset, preset_knobs, runs_table, series_from_job,
@@ -133,7 +134,7 @@ def draw_progress(snap) -> None:
     steps, epochs = snap["steps"], snap["config"].train.epochs
     if snap["status"] == "queued":
         st.info(f"Waiting for a free training slot: you are number {snap['queue_position'] or 1} "
-                f"in the queue (this server trains {max_trainings()} run(s) at a time).")
+                f"in the queue (this server trains {plural(max_trainings(), 'run')} at a time).")
     elif snap["status"] == "running":
         if steps:
             last = steps[-1]
