@@ -90,7 +90,8 @@ navigation = st.navigation([
 ui.open_requested_page()
 st.set_page_config(page_title="BharatEO Lab", page_icon="🛰️", layout="wide")
 ui.sidebar()
+ui.write_lesson_url()  # the lesson as this run starts: a page that calls st.stop can't send it later
 try:
     navigation.run()
-finally:  # also when a page stops early: a refresh must find this run's regions, chips and model
+finally:  # and as it ends, for what the page changed (a refresh must find it)
     ui.write_lesson_url()
