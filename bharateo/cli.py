@@ -62,7 +62,9 @@ def cmd_train(args) -> None:
     from bharateo.chips import ChipConfig
     from bharateo.model import ModelConfig
     from bharateo.pipeline import PRESETS, RunConfig, run_experiment
+    from bharateo.errors import ConfigError
     from bharateo.runs import run_dir
+    from bharateo.studio import NUMBER_KNOBS, knob_problems, knobs_from_config
     from bharateo.train import EpochMetrics, TrainConfig
 
     base = PRESETS[args.preset]
@@ -72,6 +74,9 @@ def cmd_train(args) -> None:
         model=replace(base.model, **_given(args, ModelConfig)),
         train=replace(base.train, **_given(args, TrainConfig)))
     run_dir(args.run)  # check the name before spending time on training
+    flags = {key: "--" + key.replace("_", "-") for key in NUMBER_KNOBS}  # the same limits as Train
+    if problems := knob_problems(knobs_from_config(config), flags):
+        raise ConfigError("Fix these settings: " + " ".join(problems).replace("**", ""))
     print(f"{config.parameters / 1e6:.2f}M parameters, {config.tokens().total_tokens:,} token "
           f"presentations; run '{args.run}'")
     bar = {}

@@ -34,7 +34,7 @@ NUMBER_KNOBS = {
                 "too long to cut and train in a lesson"),
     "min_classes": ("min classes per chip", 1, 8, True, "there are 8 land-cover classes"),
     "seed": ("seed", 0, 2**31 - 1, True, "seeds are whole numbers from 0 to 2^31 - 1"),
-    "lr": ("learning rate", 1e-6, 10.0, False, "at 0 (or below 1e-6) the model never changes; "
+    "lr": ("learning rate", 1e-6, 10.0, False, "at 0 the model never changes, below 1e-6 hardly; "
            "the notebook uses 4e-4"),
     "weight_decay": ("weight decay", 0.0, 1.0, False, "AdamW's decay is a share from 0 to 1 "
                      "(the notebook uses 0.05)"),
@@ -48,11 +48,13 @@ def knob_help(key: str) -> str:
     return f"{'Whole number' if whole else 'Number'} from {low:g} to {high:g}: {why}."
 
 
-def knob_problems(knobs: dict) -> list[str]:
-    """One sentence per invalid typed knob, naming the field, the value and the allowed range
-    (empty list: all fine). A value is never replaced by another: the page blocks Train instead."""
+def knob_problems(knobs: dict, names: dict[str, str] | None = None) -> list[str]:
+    """One sentence per invalid typed knob, naming the field (`names`: other names for the knobs,
+    e.g. the CLI's flags), the value and the allowed range (empty list: all fine). A value is
+    never replaced by another: the page blocks Train instead, the CLI stops with exit code 2."""
     problems = []
     for key, (label, low, high, whole, why) in NUMBER_KNOBS.items():
+        label = (names or {}).get(key, label)
         value = knobs.get(key)
         allowed = f"type a {'whole number' if whole else 'number'} from {low:g} to {high:g}"
         if value is None or value != value:

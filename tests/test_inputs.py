@@ -16,7 +16,7 @@ from bharateo.errors import RunNotFoundError
 from bharateo.model import ModelConfig, num_masked, random_patch_mask
 from bharateo.pipeline import RunConfig, make_model
 from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
-from bharateo.runs import load_model, load_run, save_run, unreadable_weights_message
+from bharateo.runs import list_runs, load_model, load_run, save_run, unreadable_weights_message
 from bharateo.tokens import token_accounting
 from bharateo.train import TrainConfig
 from bharateo.words import ordinal, plural
@@ -89,6 +89,15 @@ def test_the_app_shows_the_same_message_without_terminal_codes():
     assert not at.exception
     assert [e.value for e in at.error] == [unreadable_weights_message("broken")]
     assert at.session_state["model"] is None
+
+
+def test_cli_train_refuses_the_values_train_blocks_exit_2(capsys):
+    """The Train page's limits hold on the command line too, named by flag; nothing is trained."""
+    assert cli.main(["train", "--run", "bad", "--n-chips", "99999", "--epochs", "-3", "--lr", "0"]) == 2
+    err = capsys.readouterr().err
+    for words in ("--n-chips is 99999", "--epochs is -3", "--lr is 0"):
+        assert words in err
+    assert "Traceback" not in err and list_runs() == []
 
 
 # --- undefined scores: None, shown as "—" in the CLI as in the app --------------------------------
