@@ -13,20 +13,18 @@ from bharateo.errors import BharatEOError, ConfigError
 from bharateo.words import plural
 from bharateo.runs import SavedRun, list_runs, load_run, unreadable_weights_message
 
-_ERROR_KEY = "_insight_run_error"
-
-
 def _switch_run(key: str) -> None:
     """Selectbox callback: make the chosen saved run the session's model."""
     name = st.session_state.get(key)
+    ui.clear_error("run")
     if not name:
         return
     try:
         ui.use_saved_run(load_run(name))
-    except BharatEOError as exc:
-        st.session_state[_ERROR_KEY] = str(exc)
+    except BharatEOError as exc:  # kept until another pick or another model (ui.keep_error)
+        ui.keep_error("run", exc)
     except Exception:  # anything else unreadable: the same plain words as the CLI, no traceback
-        st.session_state[_ERROR_KEY] = unreadable_weights_message(name)
+        ui.keep_error("run", BharatEOError(unreadable_weights_message(name)))
 
 
 def _run_label(run: SavedRun) -> str:
@@ -54,8 +52,7 @@ def choose_model(page: str) -> tuple[dict, SavedRun | None] | None:
                  format_func=lambda name: _run_label(by_name[name]),
                  placeholder="choose a saved run…",
                  help="Switches the model this page and the other pages use. Newest first.")
-    if st.session_state.get(_ERROR_KEY):
-        st.error(st.session_state.pop(_ERROR_KEY))
+    ui.show_kept_error("run")
     entry = st.session_state.model
     if entry is None:
         ui.guidance("No model in this session yet: choose a saved run above, or train one.",

@@ -264,6 +264,7 @@ def use_saved_run(run: SavedRun) -> None:
                                "it has no trained model to show. Pick another run, or train it "
                                "for at least one epoch.")
     model = _frozen_model(run.name, run.config.get("saved_at", ""))
+    clear_error("run")  # a model is in use now: an earlier failed pick's error is over
     st.session_state.model = {"model": model, "label": f"saved run '{run.name}'",
                               "config": RunConfig.from_dict(run.config), "run": run.name,
                               "epochs_done": run.metrics.get("epochs_done")}
@@ -271,6 +272,7 @@ def use_saved_run(run: SavedRun) -> None:
 
 def use_trained_model(model, config, run_name: str, epochs_done: int) -> None:
     model.eval()
+    clear_error("run")
     st.session_state.model = {"model": model, "label": f"run '{run_name}' (trained here)",
                               "config": config, "run": run_name, "epochs_done": epochs_done}
 

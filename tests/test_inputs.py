@@ -169,3 +169,17 @@ def test_region_picture_caption_uses_ordinals(worldcover_dir):
     roi = load_roi(RoiSpec("x", 77.23, 28.61, 1024))
     caption = views.roi_picture(roi, max_side=512).caption
     assert "every 2nd pixel" in caption and "2th" not in caption
+
+
+def test_a_failed_run_pick_stays_on_screen_until_the_next_pick():
+    from tests.test_evaluate import open_page
+
+    save_untrained_run("fine")
+    DAMAGES["truncated"](save_untrained_run("broken").path / "model.pt")
+    at = open_page("pages/reconstruct.py")
+    at.selectbox(key="reconstruct_saved_run").select("broken").run()
+    assert [e.value for e in at.error] == [unreadable_weights_message("broken")]
+    at.run()  # a rerun the user did not ask for keeps it
+    assert [e.value for e in at.error] == [unreadable_weights_message("broken")]
+    at.selectbox(key="reconstruct_saved_run").select("fine").run()
+    assert not at.error and at.session_state["model"]["run"] == "fine"
