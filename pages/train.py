@@ -198,11 +198,13 @@ ui.keep_widget("train_manage_run", None, lambda name: name if name in by_name el
 chosen = st.selectbox("manage a run", list(by_name), key="train_manage_run")
 load_col, rename_col, delete_col = st.columns(3)
 if load_col.button("Use this run for Reconstruct / Evaluate", width="stretch"):
+    ui.clear_error("manage")
     try:
         ui.use_saved_run(by_name[chosen])
         st.success(f"Now using saved run '{chosen}'.")
     except BharatEOError as exc:
-        ui.show_error(exc)
+        ui.keep_error("manage", exc)  # shown below until the next load, rename or delete
+ui.keep_widget("rename_to")  # (the delete confirmation below is deliberately not kept)
 new_name = rename_col.text_input("new name", key="rename_to", label_visibility="collapsed",
                                  placeholder="new name")
 
