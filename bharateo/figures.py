@@ -19,10 +19,11 @@ def class_bar_chart(counts, title: str, yaxis: str = "pixels") -> go.Figure:
 def _training_layout(fig: go.Figure, title: str, **layout) -> go.Figure:
     """Train's charts: x is the epoch (named in the title, not on the axis: a legend below the plot
     covered the axis title once two runs' entries wrapped onto more rows). The legend hangs from
-    just under the tick labels and the figure grows by one legend row per run, so the plot area
-    keeps its height however many runs are compared."""
-    runs = len({t.name.split(": ")[0] for t in fig.data if t.showlegend is not False})
-    fig.update_layout(title=f"{title} per epoch", margin=FIGURE_MARGIN, height=330 + 24 * max(runs, 1),
+    just under the tick labels and the figure grows by one legend row per entry (in a half-width
+    column each entry takes a row), so the plot area keeps its height however many runs are
+    compared."""
+    entries = sum(t.showlegend is not False for t in fig.data)
+    fig.update_layout(title=f"{title} per epoch", margin=FIGURE_MARGIN, height=300 + 18 * entries,
                       legend=dict(orientation="h", yanchor="top", y=-0.15, x=0), **layout)
     fig.update_xaxes(title=None)
     return fig
