@@ -33,13 +33,18 @@ if held_chips is None:
 chips = splits[split]
 
 chip_key = f"recon_chip_{split}"
-ui.keep_widget(chip_key, 0, lambda i: i if 0 <= i < len(chips) else 0)  # 0 for other chips
+if st.session_state.get(f"{chip_key}_of") != (id(chips), len(chips)):  # other chips: start at 0
+    st.session_state[f"{chip_key}_of"] = (id(chips), len(chips))
+    st.session_state.pop(f"_kept_{chip_key}", None)
+    st.session_state[chip_key] = 0
+ui.keep_widget(chip_key, 0)
 picker, *thumb_cols = st.columns([1.6] + [1] * 10, vertical_alignment="bottom")
-index = int(picker.number_input(f"Chip (0–{len(chips) - 1})", min_value=0, max_value=len(chips) - 1,
-                                step=1, key=chip_key,
-                                help="Type a number, or click a thumbnail. Thumbnails show the ten "
-                                     "chips around this one."))
-first = min(index // 10 * 10, max(len(chips) - 10, 0))
+# no min/max: the browser would turn a typed 999 red and keep showing the last chip
+typed = picker.number_input(f"Chip (0–{len(chips) - 1})", step=1, key=chip_key,
+                            help="Type a number, or click a thumbnail. Thumbnails show the ten "
+                                 "chips around this one.")
+index = int(typed) if typed is not None and 0 <= typed < len(chips) else None
+first = min((index or 0) // 10 * 10, max(len(chips) - 10, 0))
 for col, i in zip(thumb_cols, range(first, min(first + 10, len(chips)))):
     col.image(insight.thumbnail(chips, i), output_format="PNG")
     col.button(f"{i}", key=f"recon_thumb_{split}_{i}", width="stretch",
@@ -102,4 +107,8 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
                   if curve.filename else "Computed once for this model and these chips."))
 
 
+if index is None:
+    st.error(f"There is no chip {typed}: these {plural(len(chips), 'chip')} are numbered 0 to "
+             f"{len(chips) - 1}. Type a number in that range, or click a thumbnail.")
+    st.stop()
 mask_explorer(model, chips, index, split_titles[split], run, entry["config"].train.mask_ratio)

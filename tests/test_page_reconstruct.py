@@ -96,7 +96,9 @@ def test_choose_chip_by_thumbnail_and_switch_to_held_out(trained):
     assert panel_images(at)["target RGB"] != first
     at.radio(key="recon_split").set_value("held").run()
     assert not at.exception
-    assert at.number_input(key="recon_chip_held").max == len(trained.result.heldout_chips) - 1
+    assert at.number_input(key="recon_chip_held").value == 0  # other chips: from the first
+    assert at.number_input(key="recon_chip_held").label == \
+        f"Chip (0–{len(trained.result.heldout_chips) - 1})"
     assert "held-out region mathura_belt" in curve(at)["layout"]["title"]["text"]
     assert len(panel_images(at)) == 7
 
@@ -146,3 +148,20 @@ def test_every_choice_survives_a_visit_to_another_page(trained):
     assert at.number_input(key="recon_chip_held").value == 3
     assert at.session_state.recon_mask_seed == 1
     assert "40% masked input" in panel_images(at)
+
+
+def test_a_chip_number_out_of_range_says_so_instead_of_showing_another_chip(trained):
+    """Typed past the end, the field used to turn red while the panels kept the last chip."""
+    at = open_page(**session_with(trained, None))
+    widget = at.number_input(key="recon_chip_train")
+    assert widget.max is None or widget.max > 1e9  # the browser sends what was typed
+    last = len(trained.result.train_chips) - 1
+    for bad in (last + 1, 999, -1):
+        widget.set_value(bad).run()
+        assert not at.exception
+        assert [e.value for e in at.error] == [
+            f"There is no chip {bad}: these {last + 1} chips are numbered 0 to {last}. Type a "
+            "number in that range, or click a thumbnail."]
+        assert not panel_images(at)
+    at.number_input(key="recon_chip_train").set_value(last).run()
+    assert not at.error and any(f"chip {last}" in img.captions[0] for img in at.image if img.captions)
