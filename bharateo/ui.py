@@ -94,18 +94,32 @@ def write_lesson_url() -> None:
 
 
 def _roi_from_param(raw: str) -> RoiSpec:
-    lon, lat, size, name = raw.split(",", 3)
-    name = name.strip()
+    """'lon,lat,size,name' -> a checked RoiSpec (ValueError / RegionError saying what is wrong)."""
+    parts = raw.split(",", 3)
+    if len(parts) != 4:
+        raise ValueError("expected longitude,latitude,size,name")
+    name = parts[3].strip()
     if not name or len(name) > 64 or not name.isprintable():
         raise ValueError("the region name is empty, too long or not printable")
-    spec = RoiSpec(name, float(lon), float(lat), int(size))
+    try:
+        lon, lat, size = float(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        raise ValueError("longitude and latitude must be numbers and size a whole number") from None
+    spec = RoiSpec(name, lon, lat, size)
     check_roi_spec(spec)  # RegionError in words
     return spec
 
 
 def _chips_from_param(raw: str, roi_names: list[str]) -> ChipConfig:
-    values = dict(zip(CHIP_PARAMS, raw.split(","), strict=True))
-    config = ChipConfig(**{k: int(values[k]) for k in CHIP_PARAMS[:6]},
+    """The CHIP_PARAMS values, comma-separated -> ChipConfig (ValueError saying what is wrong)."""
+    if len(raw.split(",")) != len(CHIP_PARAMS):
+        raise ValueError(f"expected {len(CHIP_PARAMS)} values ({', '.join(CHIP_PARAMS)})")
+    values = dict(zip(CHIP_PARAMS, raw.split(",")))
+    try:
+        numbers = {k: int(values[k]) for k in CHIP_PARAMS[:6]}
+    except ValueError:
+        raise ValueError(f"{', '.join(CHIP_PARAMS[:6])} must be whole numbers") from None
+    config = ChipConfig(**numbers,
                         holdout_roi=values["holdout_roi"] or None,
                         holdout_block=values["holdout_block"] or None)
     if config.holdout_roi is not None and config.holdout_roi not in roi_names:

@@ -62,7 +62,9 @@ def test_malformed_or_unsafe_values_are_ignored_with_a_notice(worldcover_dir):
     at = refreshed(bad)
     assert not at.exception
     notes = " ".join(w.value for w in at.warning)
-    assert "not-a-latitude" in notes and "huge" in notes and "'1,2,3'" in notes
+    assert "not-a-latitude" in notes and "must be numbers" in notes
+    assert "huge" in notes and "ROI size must be between" in notes
+    assert "'1,2,3'" in notes and "expected longitude,latitude,size,name" in notes
     assert "held-out region 'nowhere'" in notes
     assert "'../../etc' can't be a run name" in notes
     assert [r.spec.name for r in at.session_state["rois"]] == ["delhi_ncr"]
