@@ -47,6 +47,14 @@ if st.session_state.knob_holdout_roi not in ["", *roi_names]:  # that region was
     set_knobs({"holdout_roi": "", "holdout_block": ""})
 
 # --- knobs -------------------------------------------------------------------------------------
+def number_knob(label: str, key: str, **kwargs) -> None:
+    """A typed knob with no min/max (knob_problems checks it: the browser would turn a bad value
+    red and keep sending the last valid one). Its default is its current value, so a browser
+    that draws the field before the session's value arrives shows that value, not 0."""
+    st.number_input(label, value=st.session_state[f"knob_{key}"], key=f"knob_{key}",
+                    help=knob_help(key), **kwargs)
+
+
 st.markdown("**Presets:** " + " · ".join(PRESETS))
 preset_cols = st.columns(len(PRESETS))
 for col, name in zip(preset_cols, PRESETS):
@@ -55,9 +63,8 @@ for col, name in zip(preset_cols, PRESETS):
 data_col, model_col, objective_col, optim_col = st.columns(4)
 with data_col:
     st.markdown("**Dataset**")
-    st.number_input("chips", step=16, key="knob_n_chips", help=knob_help("n_chips"))
-    st.number_input("min classes per chip", step=1, key="knob_min_classes",
-                    help=knob_help("min_classes"))
+    number_knob("chips", "n_chips", step=16)
+    number_knob("min classes per chip", "min_classes", step=1)
     st.selectbox("held-out region", ["", *roi_names], key="knob_holdout_roi",
                  format_func=lambda n: n or "none",
                  help="A region kept out of training to test on; none: evaluate on training chips.")
@@ -73,13 +80,12 @@ with objective_col:
     st.markdown("**Objective**")
     st.slider("mask ratio", 0.05, 0.95, step=0.05, key="knob_mask_ratio")
     st.slider("patch-loss weight", 0.0, 2.0, step=0.05, key="knob_patch_loss_weight")
-    st.number_input("seed", step=1, key="knob_seed", help=knob_help("seed"))
+    number_knob("seed", "seed", step=1)
 with optim_col:
     st.markdown("**Optimiser**")
-    st.number_input("learning rate", format="%.1e", step=1e-4, key="knob_lr", help=knob_help("lr"))
-    st.number_input("weight decay", step=0.01, key="knob_weight_decay",
-                    help=knob_help("weight_decay"))
-    st.number_input("epochs", step=1, key="knob_epochs", help=knob_help("epochs"))
+    number_knob("learning rate", "lr", format="%.1e", step=1e-4)
+    number_knob("weight decay", "weight_decay", step=0.01)
+    number_knob("epochs", "epochs", step=1)
     st.select_slider("batch size", [4, 8, 16, 32, 64, 128], key="knob_batch_size")
     st.checkbox("cosine schedule", key="knob_cosine")
 
