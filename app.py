@@ -64,7 +64,8 @@ def home() -> None:
             ("masked pixel regression targets", "masked_pixel_targets")]
     table = pd.DataFrame({
         "": [label for label, _ in rows],
-        f"this run ({chips:,} chips x {plural(epochs, 'epoch')})": [f"{getattr(mine, k):,}" for _, k in rows],
+        f"this run ({chips:,} chips x {plural(epochs, 'epoch')})":
+            [f"{getattr(mine, k):,}" for _, k in rows],
         "BharatEO-v0 (1M chips x 100 epochs)": [f"{getattr(v0, k):,}" for _, k in rows],
     })
     st.dataframe(table, hide_index=True, width="stretch")

@@ -228,7 +228,8 @@ def describe_model(entry: dict) -> str:
     epochs = t.epochs if epochs is None else epochs
     return (f"{entry['label']} · {config.parameters / 1e6:.2f}M parameters (embed {m.embed_dim}, "
             f"depth {m.depth}, {m.heads} heads) · {c.n_chips} chips of {c.chip_size} px × "
-            f"{plural(epochs, 'epoch')} at mask ratio {t.mask_ratio:g} · regions: {', '.join(regions)}{held}")
+            f"{plural(epochs, 'epoch')} at mask ratio {t.mask_ratio:g} · regions: "
+            f"{', '.join(regions)}{held}")
 
 
 # --- pictures ----------------------------------------------------------------------------------

@@ -187,7 +187,8 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
                 model, heldout, config.mask_ratio, HELDOUT_MASK_SEED)
         history.append(asdict(row))
         yield row
-    yield TrainingEnd("finished", f"Finished {plural(config.epochs, 'epoch')}.", config.epochs, history)
+    yield TrainingEnd("finished", f"Finished {plural(config.epochs, 'epoch')}.", config.epochs,
+                      history)
 
 
 def _token_source(chips: ChipSet):

@@ -101,7 +101,8 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
                                  title=f"{split_title}: masked MAE and patch accuracy vs mask "
                                        f"ratio (all {plural(len(chips), 'chip')})"),
         key="recon_curve")
-    st.caption(f"Averages over all {plural(len(chips), 'chip')} with fixed masks. The model was trained with "
+    st.caption(f"Averages over all {plural(len(chips), 'chip')} with fixed masks. The model was "
+               "trained with "
                f"{train_ratio:.0%} hidden, and a small model is often best near that ratio. "
                + (f"Computed once and stored beside run '{run.name}' ({curve.filename})."
                   if curve.filename else "Computed once for this model and these chips."))

@@ -200,7 +200,8 @@ if compare:
     left.plotly_chart(loss_figure(series), width="stretch")
     right.plotly_chart(accuracy_figure(series), width="stretch")
 
-ui.keep_widget("train_manage_run", None, lambda name: name if name in by_name else next(iter(by_name)))
+ui.keep_widget("train_manage_run", None,
+               lambda name: name if name in by_name else next(iter(by_name)))
 chosen = st.selectbox("manage a run", list(by_name), key="train_manage_run")
 load_col, rename_col, delete_col = st.columns(3)
 if load_col.button("Use this run for Reconstruct / Evaluate", width="stretch"):
