@@ -47,26 +47,44 @@ def processor() -> str:
     return f"{model}, {len(os.sched_getaffinity(0))} cores available"
 
 
-def rss_of_tree(root: int) -> int:
-    """Sum of resident memory (bytes) of `root` and all its descendants."""
-    parents, rss = {}, {}
+def process_tree(root: int) -> dict[int, dict]:
+    """`root` and all its descendants: pid -> {"name", "rss" (bytes), "cpu" (s, with children
+    already waited for)}."""
+    procs = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
             fields = stat[stat.rindex(")") + 2:].split()
-            parents[int(entry.name)] = int(fields[1])
-            rss[int(entry.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+            procs[int(entry.name)] = {
+                "parent": int(fields[1]), "name": stat[stat.index("(") + 1:stat.rindex(")")],
+                "rss": int(fields[21]) * os.sysconf("SC_PAGE_SIZE"),
+                "cpu": sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")}
         except (OSError, ValueError, IndexError):
             continue
     tree, frontier = {root}, [root]
     while frontier:
         parent = frontier.pop()
-        children = [p for p, pp in parents.items() if pp == parent and p not in tree]
+        children = [p for p, info in procs.items() if info["parent"] == parent and p not in tree]
         tree.update(children)
         frontier.extend(children)
-    return sum(rss.get(p, 0) for p in tree)
+    return {p: procs[p] for p in tree if p in procs}
+
+
+def rss_of_tree(root: int) -> int:
+    """Sum of resident memory (bytes) of `root` and all its descendants."""
+    return sum(info["rss"] for info in process_tree(root).values())
+
+
+def cpu_by_role(server_pid: int, worker_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by the server process, the training worker, the browser, the rest."""
+    roles = dict.fromkeys(("server", "training", "browser", "other"), 0.0)
+    for pid, info in process_tree(os.getpid()).items():
+        role = ("server" if pid == server_pid else "training" if pid == worker_pid
+                else "browser" if "chrom" in info["name"].lower() else "other")
+        roles[role] += info["cpu"]
+    return roles
 
 
 class Sampler(threading.Thread):
@@ -112,7 +130,10 @@ async def open_home(browser, url: str) -> float:
         await context.close()
 
 
-async def load_rounds(url: str, sessions: int, phase_s: float) -> list[list[float]]:
+async def load_rounds(url: str, sessions: int, phase_s: float, server_pid: int,
+                      worker_pid: int) -> tuple[list[list[float]], dict[str, float]]:
+    """Rounds of `sessions` fresh sessions opening Home at once (see the module docstring), and
+    the CPU seconds each role used during them (the browser's own start-up left out)."""
     from playwright.async_api import async_playwright
 
     rounds = []
@@ -120,14 +141,15 @@ async def load_rounds(url: str, sessions: int, phase_s: float) -> list[list[floa
         browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             await open_home(browser, url)  # the browser's own start-up is not a session's wait
-            start = time.monotonic()
+            cpu_before, start = cpu_by_role(server_pid, worker_pid), time.monotonic()
             while not rounds or (time.monotonic() - start < phase_s
                                  and time.monotonic() - start < LOAD_PHASE_LIMIT_S):
                 rounds.append(list(await asyncio.gather(
                     *(open_home(browser, url) for _ in range(sessions)))))
+            cpu_after = cpu_by_role(server_pid, worker_pid)
         finally:
             await browser.close()
-    return rounds
+    return rounds, {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
 
 
 def chips_trained(job) -> int:
@@ -195,8 +217,10 @@ def main() -> None:
             solo_before = measure_solo(training, args.phase_s)
             sampler.recording.set()
             start_chips, start = chips_trained(training), time.perf_counter()
-            rounds = asyncio.run(load_rounds(server.url, args.sessions, args.phase_s))
+            rounds, cpu_load = asyncio.run(load_rounds(server.url, args.sessions, args.phase_s,
+                                                       server.proc.pid, training.worker.process.pid))
             loaded = (chips_trained(training) - start_chips) / (time.perf_counter() - start)
+            load_s = time.perf_counter() - start
             sampler.recording.clear()
             solo_after = measure_solo(training, args.phase_s)
         finally:
@@ -224,6 +248,11 @@ def main() -> None:
           f"({len(sampler.health)} checks, {sampler.failures} failed)")
     print(f"training chips/s: solo {solo_before:.0f} before, {solo_after:.0f} after; "
           f"under load {loaded:.0f} = {loaded / solo:.0%} of solo   (target >= 70 %)")
+    loads = sum(len(r) for r in rounds)
+    print(f"CPU seconds during the load phase ({load_s:.0f} s wall, {loads} sessions): server "
+          f"{cpu_load['server']:.1f} ({cpu_load['server'] / loads:.2f} per session), browsers "
+          f"{cpu_load['browser']:.1f}, training {cpu_load['training']:.1f}, "
+          f"bench and others {cpu_load['other']:.1f}")
     print(f"peak memory, sum of RSS of every process of this bench: "
           f"{sampler.peak_rss / 2**30:.2f} GiB")
 

@@ -8,9 +8,11 @@ and frees its slot.
 Each training runs in a worker process of its own (bharateo.worker): in a server thread the same
 loop runs 15-25 % slower. The job's thread feeds it the chips, relays its events and saves the run.
 
-No slot is held forever: a worker that sends nothing for BHARATEO_STALL_S seconds (default 120;
-a step of the largest model takes a few seconds) is killed and its job fails with a message; a
-worker that doesn't answer Stop (or a closed browser) within STOP_GRACE_S is killed; a training
+No slot is held forever: a worker that sends nothing and uses no CPU for BHARATEO_STALL_S seconds
+(default 120; a step of the largest model takes a few seconds), or sends nothing for
+BUSY_STALL_FACTOR times that while busy, is killed and its job fails with a message (a worker that
+is only slow because the machine is loaded still uses CPU, so it is left alone); a worker that
+doesn't answer Stop (or a closed browser) within STOP_GRACE_S of idle CPU is killed; a training
 that reaches the server's budget BHARATEO_MAX_TRAINING_S (unset: none) stops as if Stop was
 pressed and is saved, saying why. Any job can be cancelled through cancel() (see jobs_listing).
 """
@@ -31,6 +33,7 @@ from bharateo.worker import WorkerRun, keep_spare_worker, state_dict_from_bytes
 log = logging.getLogger(__name__)
 SESSION_GRACE_S = 30.0  # a session gone this long counts as closed
 STOP_GRACE_S = 15.0  # a worker that sends nothing this long after Stop is killed
+BUSY_STALL_FACTOR = 10  # a worker busy this many stall times without sending anything is stalled too
 POLL_S = 0.5  # how often a job looks at Stop, its session, the watchdog and the budget
 
 
@@ -204,11 +207,14 @@ class TrainingJob:
         metrics, budget, stall = None, max_training_seconds(), stall_seconds()
         self.worker = run = WorkerRun(self.config, self.train_chips, self.heldout_chips)
         try:
-            now = last_check = last_event = time.monotonic()
-            started, stop_asked = now, None
+            now = last_check = last_event = last_progress = time.monotonic()
+            started, stop_asked, cpu = now, None, run.cpu_seconds()
             while True:
                 event = run.next_event(timeout=POLL_S)
-                now = time.monotonic()
+                now, was = time.monotonic(), cpu
+                cpu = run.cpu_seconds()
+                if event is not None or cpu != was:  # busy counts: the machine may be loaded
+                    last_progress = now
                 if event is not None:
                     last_event = now
                     if self._relay(event):
@@ -224,12 +230,13 @@ class TrainingJob:
                 if self._stop.is_set():
                     run.stop()
                     stop_asked = stop_asked or now
-                if stop_asked and last_event < stop_asked and now - stop_asked > STOP_GRACE_S:
+                if (stop_asked and last_event < stop_asked
+                        and now - max(stop_asked, last_progress) > STOP_GRACE_S):
                     run.kill()
                     raise BharatEOError(
                         f"The training process didn't answer Stop within {STOP_GRACE_S:g} s, so it "
                         "was ended and the slot freed; its weights could not be saved.")
-                if now - last_event > stall:
+                if now - last_progress > stall or now - last_event > BUSY_STALL_FACTOR * stall:
                     run.kill()
                     raise BharatEOError(
                         f"The training process made no progress for {stall:g} s (it hung or was "

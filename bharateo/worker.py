@@ -98,12 +98,25 @@ class WorkerRun:
 
     def __init__(self, config, train_chips, heldout):
         self.process = take_worker()
-        self.stopping = False
+        self.stopping = self._sent = False
+        self._lock = threading.Lock()  # "stop" is written only after the whole job
         self._events: queue.Queue = queue.Queue()
-        pickle.dump((config, train_chips, heldout), self.process.stdin,
-                    protocol=pickle.HIGHEST_PROTOCOL)
-        self.process.stdin.flush()
+        # the job (megabytes of chips) is written by a thread too: a frozen worker would block
+        # the write once the pipe is full, and the caller's watchdog must keep running
+        threading.Thread(target=self._send_job, args=((config, train_chips, heldout),),
+                         name=f"worker-in-{self.process.pid}", daemon=True).start()
         threading.Thread(target=self._read, name=f"worker-{self.process.pid}", daemon=True).start()
+
+    def _send_job(self, job) -> None:
+        try:
+            pickle.dump(job, self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self.process.stdin.flush()
+        except (OSError, ValueError):  # the worker died or was killed: next_event says so
+            return
+        with self._lock:
+            self._sent = True
+            if self.stopping:
+                self._write_stop()
 
     def _read(self) -> None:
         try:
@@ -116,9 +129,14 @@ class WorkerRun:
 
     def stop(self) -> None:
         """Ask the worker to stop after its current step (once)."""
-        if self.stopping:
-            return
-        self.stopping = True
+        with self._lock:
+            if self.stopping:
+                return
+            self.stopping = True
+            if self._sent:
+                self._write_stop()
+
+    def _write_stop(self) -> None:
         try:
             os.write(self.process.stdin.fileno(), b"stop\n")
         except (OSError, ValueError):  # it has finished already
@@ -138,6 +156,16 @@ class WorkerRun:
         if isinstance(event, tuple) and event[0] == "error":
             raise BharatEOError(event[1])
         return event
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the worker has used so far (Linux /proc; None where it can't be read). A
+        worker that is slow because the machine is busy still uses CPU; a frozen one doesn't."""
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
 
     def kill(self, grace: float = 3.0) -> None:
         """End the worker now: SIGTERM, then SIGKILL if it is still there after `grace` s

@@ -177,7 +177,7 @@ def test_the_servers_time_budget_stops_a_training_and_saves_it_saying_why(monkey
     run = load_run("budget")
     assert job.status == "stopped" and "time budget of 2 s" in job.end.message
     assert run.metrics["end_reason"] == "stopped" and "BHARATEO_MAX_TRAINING_S" in run.config["stop_reason"]
-    assert 1 <= len(job.steps) and len(run.history) < 500
+    assert len(run.history) < 500
 
 
 def test_any_job_can_be_cancelled_from_the_queue_listing(monkeypatch):
@@ -194,7 +194,8 @@ def test_any_job_can_be_cancelled_from_the_queue_listing(monkeypatch):
     assert second.status == "cancelled" and "another session" in second.error
     rows[0]["job"].stop("cancelled from another session")
     first.join(60)
-    assert first.status == "stopped" and "another session" in first.end.message
+    assert first.status == "stopped", first.error
+    assert "another session" in first.end.message
     assert jobs.jobs_listing(queue) == []
 
 
@@ -224,3 +225,31 @@ def test_the_worker_trains_at_a_lower_priority_and_leaves_a_core_to_the_server(m
         assert worker.worker_threads() == threads
     monkeypatch.setenv("BHARATEO_WORKER_THREADS", "2")
     assert worker.worker_threads() == 2
+
+
+def test_a_worker_frozen_before_it_reads_its_job_is_killed_too(monkeypatch):
+    """The job (megabytes of chips) fills the pipe to a frozen worker: writing it must not block
+    the watchdog."""
+    import pickle
+
+    from bharateo import worker
+    from bharateo.chips import build_chip_sets
+
+    monkeypatch.setenv("BHARATEO_STALL_S", "3")
+    big = RunConfig(rois=tuple(r.spec for r in ROIS), chips=ChipConfig(n_chips=256, chip_size=64),
+                    model=ModelConfig(embed_dim=32, depth=1, heads=2), train=TrainConfig(epochs=1))
+    assert len(pickle.dumps(build_chip_sets(ROIS, big.chips))) > 1 << 20  # far over a pipe's 64 KiB
+    worker.keep_spare_worker()
+    assert worker.spare_worker_ready(60)
+    spare = worker._spare
+    os.kill(spare.pid, signal.SIGSTOP)
+    queue = jobs.TrainingQueue()
+    job = jobs.TrainingJob(big, ROIS, "frozen-early", queue=queue).start()
+    try:
+        job.join(60)
+        assert job.worker.process is spare
+        assert job.status == "failed" and "no progress for 3 s" in job.error
+        assert spare.returncode == -signal.SIGKILL and queue.running() == 0
+    finally:
+        if spare.poll() is None:
+            spare.kill()
