@@ -253,3 +253,23 @@ def test_a_worker_frozen_before_it_reads_its_job_is_killed_too(monkeypatch):
     finally:
         if spare.poll() is None:
             spare.kill()
+
+
+def test_a_worker_that_is_only_slow_still_using_cpu_is_not_killed(monkeypatch):
+    """A loaded machine starves the low-priority worker: no events for a while, but its CPU time
+    grows (faked here, with the worker paused for 3 stall times); it must be left to finish."""
+    from bharateo import worker
+
+    monkeypatch.setenv("BHARATEO_STALL_S", "2")
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(worker.WorkerRun, "cpu_seconds", lambda self: float(next(ticks)))
+    job = jobs.TrainingJob(config(epochs=200), ROIS, "slow", queue=jobs.TrainingQueue()).start()
+    try:
+        wait_until(lambda: len(job.snapshot()["steps"]) > 0)
+        os.kill(job.worker.process.pid, signal.SIGSTOP)
+        time.sleep(6)
+        os.kill(job.worker.process.pid, signal.SIGCONT)
+        job.join(60)
+        assert job.status == "finished", job.error
+    finally:
+        thaw_and_end(job)
