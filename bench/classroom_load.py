@@ -14,6 +14,9 @@ Prints p50/p95 time to a drawn Home (first round and all rounds), health-check l
 training's chips/s in each phase and loaded vs solo, the peak sum of RSS of every process this
 bench started (server, worker, browser, itself), and the processor.
 Targets on 2 cores: p95 Home under 5 s with 10 sessions, training keeps >= 70 % of solo speed.
+Here the N browsers run on the same cores as the server and the training (in class they run on
+the students' devices), so the CPU seconds each role used during the load are printed too: the
+server's share per session is what a classroom server itself pays.
 Everything is bounded: each page load times out after 120 s, the whole load phase after 10 min.
 
 usage: python bench/classroom_load.py [--sessions 10] [--phase-s 20]
