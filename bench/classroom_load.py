@@ -37,7 +37,29 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, MAIN, StreamlitServer  # noqa: E402
+import subprocess  # noqa: E402
+
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, MAIN, REPO as APP_ROOT, StreamlitServer  # noqa: E402
+
+class SameSessionServer(StreamlitServer):
+    """The test helper's server, but in this bench's session (its own process group only): with
+    the kernel's autogroup scheduling, niceness only ranks processes of one session, and in class
+    the server and the worker it starts share one."""
+
+    def start(self) -> "SameSessionServer":
+        cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+               "--server.address", "127.0.0.1", "--server.port", str(self.port),
+               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, cwd=APP_ROOT, env=self.env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, process_group=0)
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
 
 HOME_DRAWN = 'h3:has-text("Token accounting calculator")'
 LOAD_TIMEOUT_S = 120.0
@@ -203,7 +225,7 @@ def main() -> None:
     rois = load_rois(config.rois)
     queue = jobs.TrainingQueue()
 
-    with StreamlitServer(dict(os.environ), tmp / "server.log") as server:
+    with SameSessionServer(dict(os.environ), tmp / "server.log") as server:
         sampler = Sampler(server.url)
         sampler.start()
         jobs.keep_spare_worker()
