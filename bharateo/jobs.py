@@ -14,7 +14,7 @@ BUSY_STALL_FACTOR times that while busy, is killed and its job fails with a mess
 is only slow because the machine is loaded still uses CPU, so it is left alone); a worker that
 doesn't answer Stop (or a closed browser) within STOP_GRACE_S of idle CPU is killed; a training
 that reaches the server's budget BHARATEO_MAX_TRAINING_S (unset: none) stops as if Stop was
-pressed and is saved, saying why. Any job can be cancelled through cancel() (see jobs_listing).
+pressed and is saved, saying why. Any job can be cancelled with stop(reason) (see jobs_listing).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from bharateo.worker import WorkerRun, keep_spare_worker, state_dict_from_bytes
 
 log = logging.getLogger(__name__)
 SESSION_GRACE_S = 30.0  # a session gone this long counts as closed
-STOP_GRACE_S = 15.0  # a worker that sends nothing this long after Stop is killed
+STOP_GRACE_S = 15.0  # a worker that sends nothing and uses no CPU this long after Stop is killed
 BUSY_STALL_FACTOR = 10  # a worker busy this many stall times without sending anything is stalled too
 POLL_S = 0.5  # how often a job looks at Stop, its session, the watchdog and the budget
 
