@@ -47,3 +47,11 @@ class RunNotFoundError(BharatEOError):
 
 class CheckpointMismatchError(BharatEOError):
     """Saved weights don't fit the model shape they are loaded into."""
+
+
+class RunDamagedError(RunNotFoundError):
+    """A saved run whose files are missing, unreadable or hold values of the wrong kind."""
+
+
+class RunSaveError(BharatEOError):
+    """A run could not be written: the checkpoints folder is read-only, full, or missing."""

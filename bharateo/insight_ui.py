@@ -11,6 +11,7 @@ import streamlit as st
 from bharateo import evaluate, insight, ui
 from bharateo.errors import BharatEOError, ConfigError
 from bharateo.runs import SavedRun, list_runs, load_run
+from bharateo.schema import number_text
 
 _ERROR_KEY = "_insight_run_error"
 
@@ -24,16 +25,16 @@ def _switch_run(key: str) -> None:
         ui.use_saved_run(load_run(name))
     except BharatEOError as exc:
         st.session_state[_ERROR_KEY] = str(exc)
-    except Exception as exc:  # a damaged model.pt: say so instead of a traceback
-        st.session_state[_ERROR_KEY] = (f"Run '{name}' could not be loaded ({exc}). Its files may be "
+    except Exception:  # anything runs.load_model did not foresee: words, not torch's advice
+        st.session_state[_ERROR_KEY] = (f"Run '{name}' could not be loaded. Its files may be "
                                         "damaged: delete it and train again, or pick another run.")
 
 
 def _run_label(run: SavedRun) -> str:
     saved = run.config.get("saved_at", "")[:16].replace("T", " ")
     epochs = run.metrics.get("epochs_done", run.config.get("train", {}).get("epochs", "?"))
-    held = run.metrics.get("heldout_esa_acc")
-    tail = f", held-out acc {held:.2f}" if isinstance(held, (int, float)) else ""
+    held = number_text(run.metrics.get("heldout_esa_acc"), 2)
+    tail = f", held-out acc {held}" if held != "—" else ""
     return f"{run.name} · {saved} · {epochs} epochs{tail}"
 
 

@@ -18,7 +18,8 @@ from dataclasses import asdict
 
 from bharateo.chips import build_chip_sets
 from bharateo.errors import BharatEOError
-from bharateo.pipeline import ExperimentResult, RunConfig, save_experiment
+from bharateo.pipeline import ExperimentResult, RunConfig, renamed, save_experiment
+from bharateo.runs import release_run_name
 from bharateo.train import EpochMetrics, StepMetrics, TrainingEnd, make_model
 from bharateo.worker import WorkerRun, keep_spare_worker, state_dict_from_bytes
 
@@ -112,6 +113,8 @@ class TrainingJob:
         self.end: TrainingEnd | None = None
         self.error: str | None = None
         self.saved_path = None
+        self.unsaved = None  # the trained result while it is not saved
+        self.requested_name = None  # set when the run was saved under another name
         self.model = None
         self.worker: WorkerRun | None = None
         self.train_chips = self.heldout_chips = None
@@ -160,6 +163,7 @@ class TrainingJob:
             log.exception("training job %s failed", self.run_name)
             self._set(status="failed", error=f"Training failed unexpectedly: {exc!r}")
         finally:
+            release_run_name(self.run_name)  # a reservation never saved into (no-op once saved)
             self.queue.leave(self)
             keep_spare_worker()  # for the next Train click, now that this one's CPU is free
 
@@ -185,9 +189,10 @@ class TrainingJob:
                     metrics = event[2]
         result = ExperimentResult(self.model, self.end.history, self.end, metrics,
                                   self.train_chips, self.heldout_chips)
+        self.unsaved = result  # until saved: a failed save can be retried (studio.save_job_again)
         path = save_experiment(self.run_name, self.config, result, self.rois,
                                extra={"status": self.end.reason})
-        self._set(status=self.end.reason, saved_path=path)
+        self._set(status=self.end.reason, saved_path=path, unsaved=None, **renamed(self.run_name, path))
 
     def _set(self, **values) -> None:
         with self._lock:

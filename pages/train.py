@@ -7,10 +7,11 @@ from bharateo.figures import accuracy_figure, loss_figure
 from bharateo.jobs import max_trainings
 from bharateo.pipeline import PRESETS
 from bharateo.chips import HOLDOUT_BLOCKS
-from bharateo.runs import delete_run, list_runs, rename_run
+from bharateo.pipeline import saved_as_message
+from bharateo.runs import delete_run, rename_run, scan_runs
 from bharateo.studio import (chip_knobs, config_from_knobs, default_run_name, eta_seconds,
                              free_run_name, knobs_from_config, matching_preset, preset_knobs,
-                             runs_table, series_from_job, series_from_run)
+                             runs_table, save_job_again, series_from_job, series_from_run)
 
 ui.page_setup()
 st.title("Train")
@@ -117,7 +118,7 @@ if stop_col.button("Stop", disabled=not running, width="stretch"):
     st.toast("Stopping after the current step; the run is kept.")
 
 
-def draw_progress(snap) -> None:
+def draw_progress(snap, requested_name: str | None = None) -> None:
     steps, epochs = snap["steps"], snap["config"].train.epochs
     if snap["status"] == "queued":
         st.info(f"Waiting for a free training slot: you are number {snap['queue_position'] or 1} "
@@ -140,6 +141,8 @@ def draw_progress(snap) -> None:
     elif snap["end"] is not None:
         st.success(f"{snap['end'].message} Saved as run '{snap['run_name']}'; it is now the model "
                    "the Reconstruct and Evaluate pages use.")
+    if snap["saved_path"] is not None and (note := saved_as_message(requested_name, snap["run_name"])):
+        st.info(note)
     if steps or snap["epochs"]:
         series = [series_from_job(snap, snap["run_name"])]
         left, right = st.columns(2)
@@ -151,7 +154,19 @@ def draw_progress(snap) -> None:
 def live_progress(job) -> None:
     if job.done:
         st.rerun(scope="app")  # once: refresh the runs table and the sidebar
-    draw_progress(job.snapshot())
+    draw_progress(job.snapshot(), getattr(job, "requested_name", None))
+
+
+def save_again(job) -> None:
+    """Button callback: save a training whose save failed, from the model kept in memory."""
+    try:
+        name = save_job_again(job)
+    except BharatEOError as exc:
+        st.session_state.save_error = str(exc)
+        return
+    if job.status in ("finished", "stopped"):
+        ui.use_trained_model(job.model, job.config, name, job.end.epochs_done)
+    st.toast(f"Saved as run '{name}'.")
 
 
 if job is not None:
@@ -160,29 +175,44 @@ if job is not None:
         live_progress(job)
     else:
         ui.adopt_finished_job()
-        draw_progress(job.snapshot())
+        draw_progress(job.snapshot(), getattr(job, "requested_name", None))
+        if job.status == "failed" and getattr(job, "unsaved", None) is not None:
+            st.caption("The trained model is still in memory: free some space (or make the "
+                       "checkpoints folder writable), then save it.")
+            st.button("Save again", on_click=save_again, args=(job,), type="primary")
+        if error := st.session_state.pop("save_error", None):
+            st.error(error)
 
 # --- saved runs --------------------------------------------------------------------------------
 st.subheader("Saved runs")
-runs = list_runs()
-if not runs:
+runs, damaged = scan_runs()
+if not runs and not damaged:
     st.caption("No saved runs yet. Every finished or stopped run is saved here.")
     st.stop()
-st.dataframe(runs_table(runs), hide_index=True, width="stretch")
+st.dataframe(runs_table(runs, damaged), hide_index=True, width="stretch")
+if damaged:
+    st.warning("Some run folders can't be used; rename or delete them below:\n\n" + "\n".join(
+        f"- **{bad.name}**: {bad.reason}" for bad in damaged))
 by_name = {r.name: r for r in runs}
-compare = st.multiselect("compare runs on the same charts", list(by_name),
-                         default=list(by_name)[:min(2, len(by_name))])
-if compare:
-    series = [series_from_run(by_name[n]) for n in compare]
-    left, right = st.columns(2)
-    left.plotly_chart(loss_figure(series), width="stretch")
-    right.plotly_chart(accuracy_figure(series), width="stretch")
+if by_name:
+    compare = st.multiselect("compare runs on the same charts", list(by_name),
+                             default=list(by_name)[:min(2, len(by_name))])
+    if compare:
+        series = [series_from_run(by_name[n]) for n in compare]
+        left, right = st.columns(2)
+        left.plotly_chart(loss_figure(series), width="stretch")
+        right.plotly_chart(accuracy_figure(series), width="stretch")
 
-chosen = st.selectbox("manage a run", list(by_name))
+chosen = st.selectbox("manage a run", [*by_name, *(bad.name for bad in damaged)])
 load_col, rename_col, delete_col = st.columns(3)
-if load_col.button("Use this run for Reconstruct / Evaluate", width="stretch"):
-    ui.use_saved_run(by_name[chosen])
-    st.success(f"Now using saved run '{chosen}'.")
+if load_col.button("Use this run for Reconstruct / Evaluate", width="stretch",
+                   disabled=chosen not in by_name,
+                   help=None if chosen in by_name else "This run is damaged: rename or delete it."):
+    try:
+        ui.use_saved_run(by_name[chosen])
+        st.success(f"Now using saved run '{chosen}'.")
+    except BharatEOError as exc:
+        ui.show_error(exc)
 new_name = rename_col.text_input("new name", key="rename_to", label_visibility="collapsed",
                                  placeholder="new name")
 
