@@ -17,7 +17,6 @@ import itertools
 import json
 import math
 import os
-import pickle
 import re
 import secrets
 import shutil
@@ -360,21 +359,26 @@ def load_model(run: SavedRun, expected: ModelConfig | None = None) -> TinyRGBMAE
                  for k, v in config.to_dict().items() if getattr(expected, k) != v]
         raise CheckpointMismatchError(f"Run '{run.name}' has another model shape ({'; '.join(diffs)}).")
     model = TinyRGBMAE(config)
-    damaged = (f"Run '{run.name}': its model.pt is damaged or is not a plain set of weights, so it "
-               "was not loaded. Delete the run (or pick another one) and train again.")
     try:
         with warnings.catch_warnings():  # torch's notes about odd pickles are not for a teacher
             warnings.simplefilter("ignore")
             state = torch.load(run.path / "model.pt", map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError,
-            AttributeError, ImportError, KeyError, IndexError, UnicodeDecodeError) as exc:
-        raise RunDamagedError(damaged) from exc
+    except Exception as exc:  # truncated, not a zip, a pickled object: torch's text is not for us
+        raise RunDamagedError(unreadable_weights_message(run.name)) from exc
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
-        raise RunDamagedError(damaged)
+        raise RunDamagedError(unreadable_weights_message(run.name))
     load_weights(model, state, run.name)
     model.eval()
     return model
+
+
+def unreadable_weights_message(name: str) -> str:
+    """The one message (app and CLI) for a model.pt that is not a plain state_dict: truncated,
+    damaged, or a pickled object (never unpickled: torch.load runs with weights_only=True)."""
+    return (f"Run '{name}' can't be loaded: its model.pt is not a readable set of weights (the "
+            "file is truncated or damaged, or holds a pickled object, which is never run). Delete "
+            "the run and train it again, or pick another run.")
 
 
 def load_weights(model: TinyRGBMAE, state: dict, label: str) -> None:
