@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import replace
 
 import pandas as pd
@@ -59,8 +60,10 @@ def knob_problems(knobs: dict, names: dict[str, str] | None = None) -> list[str]
         label = (names or {}).get(key, label)
         value = knobs.get(key)
         allowed = f"type a {'whole number' if whole else 'number'} from {low:g} to {high:g}"
-        if value is None or value != value:
+        if value is None:
             problems.append(f"**{label}** is empty: {allowed}.")
+        elif not math.isfinite(value):  # NaN / inf: only from the CLI
+            problems.append(f"**{label}** is {value}, not a number: {allowed}.")
         elif not low <= value <= high or (whole and value != int(value)):
             problems.append(f"**{label}** is {value:g}: {allowed} ({why}).")
     return problems

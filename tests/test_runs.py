@@ -20,7 +20,7 @@ from bharateo import insight, runs, studio
 from bharateo.chips import ChipConfig, build_chip_sets
 from bharateo.errors import ConfigError, RunDamagedError, RunNameError, RunNotFoundError, RunSaveError
 from bharateo.model import ModelConfig, TinyRGBMAE
-from bharateo.pipeline import RunConfig, run_experiment, save_experiment
+from bharateo.pipeline import PRESETS, RunConfig, run_experiment, save_experiment
 from bharateo.roi import Roi, RoiSpec
 from bharateo.runs import (delete_run, list_runs, load_model, load_run, rename_run, reserve_run_name,
                            save_run, scan_runs, write_run_file)
@@ -281,22 +281,28 @@ def cli(*args, env=None):
                           text=True, env={**os.environ, **(env or {})}, timeout=300)
 
 
-CLI_EDGES = {"--patch-size": ("0", dict(chips=replace(RunConfig().chips, patch_size=0))),
-             "--heads": ("0", dict(model=replace(RunConfig().model, heads=0))),
-             "--weight-decay": ("nan", dict(train=replace(RunConfig().train, weight_decay=float("nan")))),
-             "--patch-loss-weight": ("inf", dict(train=replace(RunConfig().train,
-                                                               patch_loss_weight=float("inf")))),
-             "--n-chips": ("0", dict(chips=replace(RunConfig().chips, n_chips=0)))}
+CLI_EDGES = {"--patch-size": ("0", "patch size (px) must be between 1"),
+             "--heads": ("0", "heads must be between 1"),
+             "--weight-decay": ("nan", "--weight-decay is nan, not a number"),
+             "--patch-loss-weight": ("inf", "Patch-loss weight must be a finite number"),
+             "--n-chips": ("0", "--n-chips is 0")}
 
 
-def test_cli_edge_values_give_the_apps_plain_messages(isolated_env):
-    for flag, (value, change) in CLI_EDGES.items():
-        with pytest.raises(ConfigError) as expected:
-            replace(RunConfig(), **change).validate()
+def test_cli_edge_values_give_plain_messages_and_exit_2(isolated_env):
+    for flag, (value, words) in CLI_EDGES.items():
         res = cli("train", "--run", "edge", flag, value, "--epochs", "1")
         assert res.returncode == 2 and "Traceback" not in res.stderr, (flag, res.stderr)
-        assert str(expected.value) in res.stderr, (flag, res.stderr)
+        assert words in res.stderr, (flag, res.stderr)
     assert not any(isolated_env["checkpoints"].iterdir())  # nothing reserved or half-written
+
+
+def test_the_cli_and_the_app_share_the_model_and_training_checks():
+    """The messages above come from RunConfig.validate, which config_from_knobs also calls."""
+    knobs = {**studio.knobs_from_config(PRESETS["notebook default"]), "heads": 6, "embed_dim": 64}
+    with pytest.raises(ConfigError, match="divisible"):
+        studio.config_from_knobs(knobs, [], ChipConfig())
+    with pytest.raises(ConfigError, match="divisible"):
+        replace(RunConfig(), model=replace(RunConfig().model, embed_dim=64, heads=6)).validate()
 
 
 def test_cli_save_problems_and_damaged_runs_are_plain(isolated_env, rois, result, tmp_path):
