@@ -431,3 +431,21 @@ def test_a_full_disk_at_save_keeps_the_model_and_save_again_works(worldcover_dir
     assert not at.exception and job.status == "finished"
     assert [r.name for r in list_runs()] == ["full-disk"]
     assert at.session_state["model"]["run"] == "full-disk"
+
+
+def test_a_read_only_checkpoints_folder_is_reported_at_train_click(worldcover_dir, monkeypatch):
+    import errno
+
+    from bharateo import runs
+
+    def read_only(folder, filename, data):
+        raise PermissionError(errno.EACCES, "Permission denied", str(folder / filename))
+    monkeypatch.setattr(runs, "_write_into", read_only)
+    at = train_page()
+    button(at, "quick demo").click().run()
+    at.text_input(key="run_name").input("nowhere").run()
+    button(at, "Train").click().run()
+    assert not at.exception and at.session_state["job"] is None  # nothing trains to be lost
+    message = " ".join(e.value for e in at.error)
+    assert "read-only" in message and str(runs.checkpoint_root()) in message
+    assert not any(runs.checkpoint_root().iterdir())
