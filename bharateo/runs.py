@@ -88,7 +88,7 @@ def _save_error(exc: OSError, name: str, where: Path) -> RunSaveError:
         what = exc.strerror or str(exc)
     return RunSaveError(f"Run '{name}' could not be saved in {where}: {what}. Free some space or "
                         "make that folder writable (or set BHARATEO_CHECKPOINT_DIR to another "
-                        "folder), then save again.")
+                        "folder), then try again.")
 
 
 def _write_file(path: Path, data: bytes) -> None:
