@@ -374,7 +374,7 @@ def check_tile_grid(src, tile: str, lon0: int, lat0: int, shown: str) -> None:
 def _part_way_error(exc: Exception, tile: str, path: str, where: str) -> BharatEOError:
     """A read that failed after the file opened: the network (SourceUnreachableError, worth
     another try) or the file itself (TileFileError: damaged or truncated, named)."""
-    text = redact_text(exc)[:160]
+    text = redact_text(exc.__cause__ or exc)[:160]  # rasterio: "Read failed. See previous..."
     if re.search(r"CURL error|HTTP response code|timed out|Connection", text, re.I):
         return SourceUnreachableError(
             f"Reading tile {tile} from {where} failed part-way ({text}): the connection broke. "
@@ -577,7 +577,7 @@ def read_cache(path: Path, binding: dict) -> tuple[np.ndarray, dict]:
     size = binding["global_window"][2]
     with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
         native = z["native"]
-        provenance = json.loads(str(z["provenance"]))
+        provenance = json.loads(redact_text(z["provenance"]))  # older files may hold secrets
         digest = str(z["sha256"])
         stored = json.loads(str(z["binding"])) if "binding" in z.files else None
     if stored is None:  # a file from before bindings: its provenance must name this window

@@ -260,11 +260,12 @@ class DataSource:
 
     @property
     def cache_key(self) -> str:
-        """Short id so cached ROIs from different sources never mix."""
+        """Short id so cached ROIs from different sources never mix. A URL's credentials are left
+        out: a mirror whose token changes keeps its cache."""
         if self.kind == "public":
             return "public"
         import hashlib
-        digest = hashlib.sha256(f"{self.kind}:{self.location}".encode()).hexdigest()[:10]
+        digest = hashlib.sha256(f"{self.kind}:{self.shown}".encode()).hexdigest()[:10]
         return f"{self.kind}-{digest}"
 
 
