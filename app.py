@@ -4,12 +4,12 @@ import streamlit as st
 
 from bharateo import ui, views
 from bharateo.tokens import CHANNEL_OPTIONS, token_accounting
-from bharateo.worldcover import ATTRIBUTION, CITATION
+from bharateo.worldcover import ATTRIBUTION, CITATION, data_source_from_env
 
 PIPELINE_DOT = """
 digraph {
   rankdir=LR; node [shape=box, style="rounded,filled", fillcolor="#f4f6f4", fontsize=11];
-  roi [label="WorldCover ROI\\n2048 x 2048 px, 10 m"];
+  roi [label="WorldCover ROI\\n2048 x 2048 px, ~9 m"];
   chip [label="chip\\n3 x 128 x 128\\npalette RGB"];
   tok [label="64 tokens\\n64 x 768"];
   mask [label="mask 75%\\n16 visible"];
@@ -24,18 +24,22 @@ digraph {
 def home() -> None:
     st.title("BharatEO Lab")
     st.markdown(
-        "A tiny Earth-observation **foundation model** you can watch learn. Real **ESA WorldCover "
-        "10 m 2021 v200** pixels of north India are cut into 128 x 128 chips, each chip becomes "
-        "64 patch tokens, most tokens are hidden, and a ~0.8M-parameter masked autoencoder learns "
-        "to paint the hidden ones back and to name the land cover of every token.")
+        "A tiny Earth-observation **foundation model** you can watch learn. Land-cover pixels "
+        "(ESA WorldCover 10 m 2021 v200 where the files say so) are cut into 128 x 128 chips, "
+        "each chip becomes 64 patch tokens, most tokens are hidden, and a ~0.8M-parameter masked "
+        "autoencoder learns to paint the hidden ones back and to name the land cover of every "
+        "token.")
+    st.markdown(f"**Data in use:** {ui.data_in_use_text()}")
+    ui.synthetic_banner()
     st.graphviz_chart(PIPELINE_DOT)
     st.markdown(f"The 8 classes and their palette colours: {views.legend_html()}",
                 unsafe_allow_html=True)
 
     st.subheader("Running a lesson")
     st.markdown(
-        "1. **Regions**: pick areas on the map (the notebook's Delhi NCR, Shekhawati and Mathura "
-        "belt are presets) and see their land cover.\n"
+        "1. **Regions**: pick areas on the map (presets: the notebook's Delhi NCR, Shekhawati and "
+        "Mathura belt in north India, and São Tomé and Príncipe from the offline sample) and see "
+        "their land cover.\n"
         "2. **Chips**: cut them into chips and look at the 64 tokens the model sees.\n"
         "3. **Train**: choose hyperparameters, press Train, watch the losses fall.\n"
         "4. **Reconstruct**: drag the mask ratio and see what the model fills in.\n"
@@ -73,7 +77,11 @@ def home() -> None:
         "Pixels are read from the public WorldCover Cloud Optimized GeoTIFFs with rasterio "
         "windows, so only the bytes of each region are fetched, and cached under `data/`. "
         "Offline, set `BHARATEO_WORLDCOVER_DIR` to a folder of tiles or run "
-        "`python -m bharateo prefetch` beforehand.")
+        "`python -m bharateo prefetch` beforehand; without either, the lab uses its bundled "
+        "sample tile N00E006 (São Tomé and Príncipe). The notebook's north-India regions are the "
+        "defaults whenever their tile N27E075 can be read or they are cached.")
+    label, detail = ui.source_status(data_source_from_env())
+    st.caption(f"Data source now: {label} ({detail}).")
     st.caption(f"Attribution: {ATTRIBUTION}.  \nCitation: {CITATION}.")
 
 

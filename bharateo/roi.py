@@ -552,6 +552,17 @@ def cache_binding(window: GlobalWindow, source: DataSource) -> dict:
             "source": source.cache_key}
 
 
+def binding_from_cache_name(path: Path) -> dict | None:
+    """The binding a cache file's name promises (cache_path's pattern), None for another name; for
+    readers that list data/ (the map's overviews) rather than ask for one region."""
+    m = re.fullmatch(r"worldcover_2021_v200_([NS]\d{2}[EW]\d{3})_r(\d+)_c(\d+)_s(\d+)_(.+)\.npz",
+                     Path(path).name)
+    if not m:
+        return None
+    return {"global_window": [int(m.group(2)), int(m.group(3)), int(m.group(4))],
+            "tile": m.group(1), "source": m.group(5)}
+
+
 def cache_digest(native: np.ndarray, binding: dict) -> str:
     """sha256 over the binding's keys (sorted JSON), a NUL byte, then the array's bytes."""
     h = hashlib.sha256(json.dumps(binding, sort_keys=True).encode() + b"\0")

@@ -17,9 +17,25 @@ from streamlit.errors import StreamlitAPIException
 
 from bharateo.chips import ChipConfig
 from bharateo.errors import BharatEOError
-from bharateo.roi import Roi, RoiSpec, cache_path, check_no_overlap, data_dir, load_roi, roi_window
+from bharateo.roi import (
+    Roi,
+    RoiSpec,
+    cache_path,
+    check_no_overlap,
+    data_dir,
+    default_presets,
+    load_roi,
+    roi_window,
+)
 from bharateo.runs import SavedRun, load_model, load_run
-from bharateo.worldcover import DataSource, data_source_from_env, url_and_auth
+from bharateo.worldcover import (
+    ATTRIBUTION,
+    SAMPLE_TILES,
+    DataSource,
+    bundled_tile_path,
+    data_source_from_env,
+    url_and_auth,
+)
 
 PAGES = {
     "regions": "pages/regions.py",
@@ -73,8 +89,21 @@ def open_requested_page() -> None:
 # --- data ------------------------------------------------------------------------------------
 @st.cache_data(ttl=30, show_spinner=False)
 def source_status(source: DataSource) -> tuple[str, str]:
-    """(short label, detail) of where ROIs come from right now; a URL's credentials are never
-    shown (DataSource.shown), and they go to the server as an Authorization header."""
+    """(short label, detail) of where ROIs come from right now, bundled sample included; a URL's
+    credentials are never shown (DataSource.shown), they reach the server as a header."""
+    label, detail = _source_reach(source)
+    bundled = [t for t in SAMPLE_TILES if bundled_tile_path(t) is not None]
+    if bundled:
+        from bharateo.views import PRESET_PLACES
+
+        places = ", ".join(f"{t} ({PRESET_PLACES.get(t, t)})" for t in bundled)
+        detail += f"; bundled offline sample: {places}"
+        if label == "cache only":
+            label = "cache + bundled sample"
+    return label, detail
+
+
+def _source_reach(source: DataSource) -> tuple[str, str]:
     cached = len(list(data_dir().glob("*.npz"))) if data_dir().is_dir() else 0
     if source.kind == "folder":
         if Path(source.location).is_dir():
@@ -105,6 +134,53 @@ def _shared_rois() -> tuple[threading.Lock, OrderedDict]:
     return threading.Lock(), OrderedDict()
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def current_presets(source: DataSource) -> list[RoiSpec]:
+    """roi.default_presets(source), asked at most every 30 s (it may ask the source)."""
+    return default_presets(source)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _tile_overview(tile: str, path: str, mtime_ns: int, cache_dir: str):
+    from bharateo.overview import tile_overview
+
+    return tile_overview(tile, path, Path(cache_dir))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _cached_region_overviews(folder: str, listing: tuple):
+    from bharateo.overview import cached_region_overviews
+
+    return cached_region_overviews(Path(folder))
+
+
+def map_overviews(source: DataSource) -> list:
+    """Land-cover pictures for the map (bharateo.overview.Overview): every local or bundled tile
+    from its own COG overviews (~1 km), then every cached region (~80 m), all offline. Cached per
+    file (and under data/overviews/), so a rerun reads nothing."""
+    from bharateo.overview import local_tiles
+
+    tiles = local_tiles(source.location) if source.kind == "folder" else {}
+    for tile in SAMPLE_TILES:
+        if tile not in tiles and (path := bundled_tile_path(tile)) is not None:
+            tiles[tile] = path
+    out = []
+    for tile, path in tiles.items():
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            continue
+        if (overview := _tile_overview(tile, str(path), mtime, str(data_dir()))) is not None:
+            out.append(overview)
+    folder, listing = data_dir(), []
+    for f in sorted(folder.glob("worldcover_*.npz")) if folder.is_dir() else []:
+        try:
+            listing.append((f.name, f.stat().st_mtime_ns))
+        except OSError:  # moved aside or replaced meanwhile
+            continue
+    return out + (_cached_region_overviews(str(folder), tuple(listing)) if listing else [])
+
+
 def read_roi(spec: RoiSpec, progress=None) -> Roi:
     """An ROI through the server-wide store (thirty students choosing Delhi read it once),
     carrying this user's name for it. `progress(fraction, text)` is called while a read from the
@@ -127,10 +203,14 @@ def read_roi(spec: RoiSpec, progress=None) -> Roi:
 
 
 def add_roi(spec: RoiSpec, progress=None) -> Roi:
-    """Read `spec` and add it to this session's regions (BharatEOError if it can't be used)."""
+    """Read `spec` and add it to this session's regions (BharatEOError if it can't be used).
+
+    Adding any region ends the current map proposal (it and its overlap warning were about the
+    regions before this one)."""
     check_no_overlap(spec, st.session_state.rois)
     roi = read_roi(spec, progress)
     st.session_state.rois = [*st.session_state.rois, roi]
+    st.session_state.proposed_roi = None
     return roi
 
 
@@ -146,10 +226,30 @@ def is_cached(spec: RoiSpec) -> bool:
 
 
 def synthetic_banner() -> None:
-    """Say so loudly when the pixels on screen are a test fixture, not WorldCover."""
-    if any(r.synthetic for r in st.session_state.rois):
-        st.warning("These pixels come from a **synthetic test fixture** (tiles tagged "
-                   "BHARATEO_SYNTHETIC_FIXTURE), not from ESA WorldCover.", icon=":material/warning:")
+    """Say so loudly when pixels on screen are not verified ESA WorldCover (Roi.data_label): a
+    test fixture, or a file under an official name without ESA's tags."""
+    groups: dict[str, list[str]] = {}
+    for roi in st.session_state.rois:
+        if not roi.verified:
+            groups.setdefault(roi.data_label, []).append(roi.spec.name)
+    for label, names in groups.items():
+        if "fixture" in label:
+            text = (f"These pixels ({', '.join(names)}) come from a **synthetic test fixture** "
+                    "(tiles tagged BHARATEO_SYNTHETIC_FIXTURE), not from ESA WorldCover.")
+        else:
+            text = (f"The pixels of {', '.join(names)} are **{label}**: the file has an official "
+                    "WorldCover name but not ESA's own tags (product_tile, product_version). "
+                    "Use the official tile before calling them WorldCover.")
+        st.warning(text, icon=":material/warning:")
+
+
+
+def data_in_use_text() -> str:
+    """views.data_in_use for this session: its regions' data, or where the default presets lie."""
+    from bharateo.views import data_in_use
+
+    rois = st.session_state.rois
+    return data_in_use(rois, [] if rois else current_presets(data_source_from_env()))
 
 
 # --- models ----------------------------------------------------------------------------------
@@ -196,8 +296,9 @@ def sidebar() -> None:
         st.caption(detail)
         names = ", ".join(r.spec.name for r in state.rois) or "none yet"
         st.markdown(f"**Regions:** {names}")
-        if any(r.synthetic for r in state.rois):
-            st.caption(":material/warning: synthetic test fixture, not WorldCover")
+        st.caption(data_in_use_text())
+        if any(r.verified for r in state.rois):
+            st.caption(f"© {ATTRIBUTION}; CC-BY 4.0.")
         chips = state.train_chips
         held = state.heldout_chips
         st.markdown("**Chips:** " + (f"{len(chips)} train" + (f" + {len(held)} held-out" if held else "")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,7 @@ from bharateo.model import ModelConfig
 from bharateo.render import draw_grid, labels_image, thumbnail_labels, to_uint8, upscale
 from bharateo.roi import (
     NOTEBOOK_ROIS,
+    SAMPLE_ROIS,
     Roi,
     RoiSpec,
     check_roi_spec,
@@ -36,11 +38,13 @@ from bharateo.worldcover import (
     NODATA_COLOR_HEX,
     NODATA_NAME,
     NUM_CLASSES,
+    PIXELS_PER_DEGREE,
     class_name,
     collapse_worldcover,
 )
 
-PIXEL_METRES = 10
+WGS84_A = 6378137.0  # WGS84 semi-major axis, m (NIMA TR8350.2)
+WGS84_F = 1 / 298.257223563  # WGS84 flattening
 SIZE_OPTIONS = [512, 1024, 1536, 2048, 2560, 3072, 3584, 4096]
 DEFAULT_SIZE = 2048
 NODATA_RGB = NODATA_COLOR_255  # sea / outside coverage in every picture: black
@@ -101,9 +105,44 @@ def class_swatch_html(class_id: int, text: str | None = None) -> str:
             f"<b>{html.escape(text or default)}</b>")
 
 
+def pixel_metres(lat: float) -> tuple[float, float]:
+    """(north-south, east-west) ground size in metres of one WorldCover pixel at latitude `lat`.
+
+    A pixel is 1/12000 degree each way. On the WGS84 ellipsoid one degree of latitude is
+    M * pi/180 and one of longitude N * cos(lat) * pi/180, with M and N the meridional and
+    prime-vertical radii of curvature: 9.21-9.31 m north-south (equator to pole), and 8.15 m
+    east-west at Delhi (28.6N), 9.28 m at the equator.
+    """
+    e2 = WGS84_F * (2 - WGS84_F)
+    phi = math.radians(lat)
+    w = math.sqrt(1 - e2 * math.sin(phi) ** 2)
+    meridional, prime_vertical = WGS84_A * (1 - e2) / w ** 3, WGS84_A / w
+    per_degree = math.pi / 180 / PIXELS_PER_DEGREE
+    return meridional * per_degree, prime_vertical * math.cos(phi) * per_degree
+
+
+def ground_size(pixels: int, lat: float) -> str:
+    """2048, 28.61 -> '2048 px ≈ 18.9 km N-S x 16.7 km E-W at 28.61°N' (WGS84, see pixel_metres).
+
+    The east-west size is the one at `lat` (a region's centre); it shrinks with cos(latitude).
+    """
+    ns, ew = pixel_metres(lat)
+    return (f"{pixels} px ≈ {km_text(pixels * ns)} N-S x {km_text(pixels * ew)} E-W "
+            f"at {abs(lat):.2f}°{'N' if lat >= 0 else 'S'}")
+
+
+def km_text(metres: float) -> str:
+    """18929.3 -> '18.9 km'; 590.4 -> '590 m'."""
+    return f"{metres / 1000:.1f} km" if metres >= 1000 else f"{metres:.0f} m"
+
+
 def size_label(pixels: int) -> str:
-    """2048 -> '2048 px (20.5 km)': ROI side at 10 m per pixel."""
-    return f"{pixels} px ({pixels * PIXEL_METRES / 1000:g} km)"
+    """2048 -> '2048 px (≈ 19 km N-S)': a region side for the size slider, before any latitude.
+
+    North-south, 1/12000 degree is 9.21-9.31 m wherever the region is (pixel_metres); east-west
+    it depends on the latitude, which spec_summary and the region captions give.
+    """
+    return f"{pixels} px (≈ {km_text(pixels * pixel_metres(45.0)[0])} N-S)"
 
 
 def lon_lat_text(lon: float, lat: float) -> str:
@@ -134,10 +173,39 @@ def resized(spec: RoiSpec, size: int) -> RoiSpec:
     return new
 
 
-def missing_presets(rois: list[Roi]) -> list[RoiSpec]:
-    """The notebook's ROIs not chosen yet (by name)."""
+PRESET_PLACES = {"N27E075": "north India", "N00E006": "São Tomé and Príncipe"}
+
+
+def missing_presets(rois: list[Roi], presets: list[RoiSpec] | None = None) -> list[RoiSpec]:
+    """The presets (default: the notebook's three, then SAMPLE_ROIS) not chosen yet (by name)."""
     chosen = {r.spec.name for r in rois}
-    return [spec for spec in NOTEBOOK_ROIS if spec.name not in chosen]
+    presets = [*NOTEBOOK_ROIS, *SAMPLE_ROIS] if presets is None else presets
+    return [spec for spec in presets if spec.name not in chosen]
+
+
+def presets_place(presets: list[RoiSpec]) -> str:
+    """Where a preset list lies, in words: 'north India (tile N27E075)'."""
+    tiles = sorted({t for spec in presets for t in spec_tiles(spec)})
+    places = sorted({PRESET_PLACES.get(t, t) for t in tiles})
+    return f"{' and '.join(places)} (tile{'s' if len(tiles) > 1 else ''} {', '.join(tiles)})"
+
+
+def data_in_use(rois: list[Roi], defaults: list[RoiSpec]) -> str:
+    """Markdown naming the pixels the lab works on now: the regions chosen, grouped by what their
+    files say they are (Roi.data_label), or else where the default presets lie."""
+    if not rois:
+        return f"No regions chosen yet; the default presets are in {presets_place(defaults)}."
+    groups: dict[str, list[Roi]] = {}
+    for roi in rois:
+        groups.setdefault(roi.data_label, []).append(roi)
+    parts = []
+    for label, group in groups.items():
+        tiles = sorted({t.get("tile", "?") for r in group for t in r.provenance.get("tiles", [])})
+        places = sorted({PRESET_PLACES.get(t, t) for t in tiles})
+        parts.append(f"**{label}**: {', '.join(r.spec.name for r in group)} "
+                     f"({' and '.join(places)}; tile{'s' if len(tiles) > 1 else ''} "
+                     f"{', '.join(tiles)})")
+    return "; ".join(parts) + "."
 
 
 def spec_tiles(spec: RoiSpec) -> list[str]:
@@ -145,9 +213,9 @@ def spec_tiles(spec: RoiSpec) -> list[str]:
 
 
 def spec_summary(spec: RoiSpec) -> str:
-    """'centre 77.2300°E 28.6100°N, 2048 px (20.5 km) square, tile N27E075'."""
+    """'centre 77.2300°E 28.6100°N, 2048 px ≈ 18.9 km N-S x 16.7 km E-W at 28.61°N, tile N27E075'."""
     tiles = spec_tiles(spec)
-    return (f"centre {lon_lat_text(spec.lon, spec.lat)}, {size_label(spec.size)} square, "
+    return (f"centre {lon_lat_text(spec.lon, spec.lat)}, {ground_size(spec.size, spec.lat)}, "
             f"tile{'s' if len(tiles) > 1 else ''} {', '.join(tiles)}")
 
 
@@ -158,11 +226,13 @@ def map_layers(rois: list[Roi], proposed: RoiSpec | None):
     return chosen, (None if proposed is None else (proposed.name, roi_window(proposed).bounds))
 
 
-def map_view(bounds_list, default=((27.5, 77.0), 6), width_px: int = 700, height_px: int = 450,
-             min_span_deg: float = 2.5, zoom_range=(5, 8)):
-    """(centre (lat, lon), zoom) framing every (west, south, east, north) in `bounds_list`.
+def map_view(bounds_list, default=((27.5, 77.0), 5), width_px: int = 700, height_px: int = 450,
+             min_span_deg: float = 0.4, zoom_range=(2, 11)):
+    """(centre (lat, lon), zoom) framing every (west, south, east, north) in `bounds_list`, the
+    largest Web Mercator zoom at which they fit in `width_px` x `height_px` with a 30 % margin.
 
-    Keeps at least `min_span_deg` in view so the tile grid around the regions stays visible.
+    Keeps at least `min_span_deg` in view, so one 2048 px region (0.17°) fills about a third of
+    the map instead of being a speck or filling it.
     """
     if not bounds_list:
         return default
@@ -177,6 +247,44 @@ def map_view(bounds_list, default=((27.5, 77.0), 6), width_px: int = 700, height
               math.log2(height_px * 360 / (256 * span_lat)))
     zoom = int(min(max(math.floor(fit), zoom_range[0]), zoom_range[1]))
     return (round(lat_c, 4), round(lon_c, 4)), zoom
+
+
+def map_frame(frame, content, user_view, fit):
+    """The (content, ((lat, lon), zoom)) to draw the Regions map at this run.
+
+    `frame` is last run's; `content` anything hashable naming what the map draws; `user_view`
+    where the user left the map (None until they pan or zoom, or after a refit); `fit()` the
+    view framing the regions. Unchanged content keeps the frame, so the map script stays the same
+    and st_folium keeps its live map (and the user's pan); new content is drawn where the user
+    left the map, or fitted when they have not moved it.
+    """
+    if frame is not None and frame[0] == content:
+        return frame
+    return content, (user_view or fit())
+
+
+def map_caption(overviews) -> str:
+    """The map's key, naming the land-cover overviews on it and what their pixels are."""
+    text = ("Grey lines: the WorldCover 3° tiles everywhere (60°S-84°N), each named at its "
+            "south-west corner once zoomed in. Blue: your regions; dashed orange: the proposal.")
+    tiles = [o for o in overviews if re.fullmatch(r"[NS]\d\d[EW]\d{3}", o.name)]
+    labels: dict[str, list[str]] = {}
+    for o in tiles:
+        labels.setdefault(o.data_label, []).append(o.name)
+    if tiles:
+        text += " Colours: each tile at hand read offline from its own overviews (~1 km pixels; " + \
+            "; ".join(f"{', '.join(names)}: {label}" for label, names in labels.items()) + ")"
+    regions: dict[str, int] = {}
+    for o in overviews:
+        if o not in tiles:
+            regions[o.data_label] = regions.get(o.data_label, 0) + 1
+    if regions:
+        text += (", " if tiles else " Colours: ") + ", ".join(
+            f"{n} cached region{'s' * (n > 1)} ({label})" for label, n in regions.items())
+    if overviews:
+        text += "; no data (sea) left clear."
+    return text + (" The OpenStreetMap background needs internet; offline the land-cover "
+                   "colours, tiles, regions and clicks still work.")
 
 
 def native_code_counts(roi: Roi) -> np.ndarray:
@@ -214,10 +322,8 @@ def roi_picture(roi: Roi, max_side: int = 512) -> RoiPicture:
     if nodata.any():
         image = image.copy()
         image[nodata] = NODATA_RGB
-    size = roi.spec.size
     scale = "full resolution" if step == 1 else f"every {step}th pixel shown (1:{step})"
-    caption = (f"{size} x {size} px at 10 m = {size * PIXEL_METRES / 1000:g} x "
-               f"{size * PIXEL_METRES / 1000:g} km; {scale}; north is up.")
+    caption = f"{ground_size(roi.spec.size, roi.spec.lat)}; {scale}; north is up."
     if nodata.any():
         caption += (" Black: no data (sea / outside coverage), "
                     f"{nodata.mean():.1%} of the pixels shown; never a land-cover class.")
@@ -256,7 +362,7 @@ def provenance_rows(roi: Roi) -> pd.DataFrame:
         ("tiles", ", ".join(tiles) or "?"),
         ("centre", lon_lat_text(roi.spec.lon, roi.spec.lat)),
         ("bounds (deg)", bounds_text(p["bounds"]) if p.get("bounds") else "?"),
-        ("size", size_label(roi.spec.size)),
+        ("size", ground_size(roi.spec.size, roi.spec.lat)),
         ("CRS", str(p.get("crs", "?"))),
         ("no-data share", f"{float(p.get('nodata_fraction', 0.0)):.1%}"),
         ("first read at", str(p.get("read_at", "?")).replace("T", " ")),
@@ -280,6 +386,27 @@ def native_counts_table(roi: Roi) -> pd.DataFrame:
          "pixels": count, "collapsed to": (f"{NODATA_NAME} (never a class)" if code == NODATA
                                             else NATIVE_TO_COLLAPSED_NAME.get(code, "rare_other"))}
         for code, count in sorted(counts.items())])
+
+
+def native_counts_html(roi: Roi) -> str:
+    """native_counts_table as a small HTML table that wraps to its column's width, so every row
+    and column shows in a narrow region card (st.table / st.dataframe cut the last columns off)."""
+    table = native_counts_table(roi)
+    cell = "<{tag} style='padding:2px 4px;text-align:{align};overflow-wrap:break-word'>{text}</{tag}>"
+
+    def align(column) -> str:
+        return "right" if pd.api.types.is_numeric_dtype(table[column]) else "left"
+
+    head = "".join(cell.format(tag="th", align=align(c), text=html.escape(str(c)))
+                   for c in table.columns)
+    rows = "".join(
+        "<tr>" + "".join(cell.format(tag="td", align=align(c), text=html.escape(
+            f"{v:,}" if c == "pixels" else str(v)).replace("_", "_<wbr>"))
+            for c, v in zip(table.columns, values))
+        + "</tr>" for values in table.itertuples(index=False))
+    return (f"<table class='bharateo-native-counts' style='width:100%;"
+            f"border-collapse:collapse;font-size:0.75em;line-height:1.25'><thead><tr>{head}"
+            f"</tr></thead><tbody>{rows}</tbody></table>")
 
 
 # --- chips -----------------------------------------------------------------------------------
@@ -450,7 +577,7 @@ def shape_journey(chips: ChipSet, i: int, view: TokenView, embed_dim: int, embed
     tr, tc = view.rowcol(token)
     return "\n".join([
         f"**Chip {i}** was cut from `{roi}` at rows {r0}–{r0 + s - 1}, columns {c0}–{c0 + s - 1} "
-        f"of the region ({s * PIXEL_METRES / 1000:g} km square).",
+        f"of the region (about {km_text(s * pixel_metres(0)[0])} a side).",
         "",
         f"1. **{s} × {s}** class ids (classes here: "
         f"{', '.join(class_name(k) for k in classes)}) are painted in the palette: the input "

@@ -37,7 +37,8 @@ with st.form("chip_form"):
                               help="The notebook uses 384, spread evenly over the regions.")
     chip_size = c2.select_slider("Chip size (px)", views.CHIP_SIZES, value=config.chip_size,
                                  key="cfg_size",
-                                 help="128 px = 1.28 km: 8 × 8 = 64 tokens of 16 × 16 px.")
+                                 help="128 px ≈ 1.2 km N-S (1/12000° pixels): 8 × 8 = 64 tokens "
+                                      "of 16 × 16 px.")
     min_classes = c3.slider("Min classes per chip", 1, 8, config.min_classes, key="cfg_min",
                             help="Chips with fewer distinct land-cover classes are drawn again "
                                  "(no data never counts as a class).")

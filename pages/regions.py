@@ -7,28 +7,40 @@ from streamlit_folium import st_folium
 from bharateo import ui, views
 from bharateo.errors import BharatEOError
 from bharateo.figures import class_bar_chart
-from bharateo.mapview import build_region_map, propose_roi_from_click
-from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, check_no_overlap
-from bharateo.worldcover import data_source_from_env
+from bharateo.mapview import build_region_map, map_event, propose_roi_from_click
+from bharateo.roi import NOTEBOOK_ROIS, SAMPLE_ROIS, RoiSpec, check_no_overlap
+from bharateo.worldcover import ATTRIBUTION, data_source_from_env
 
 ui.page_setup()
 state = st.session_state
-state.setdefault("region_size", views.DEFAULT_SIZE)
+state.setdefault("region_size_choice", views.DEFAULT_SIZE)  # not a widget key: survives pages
 state.setdefault("regions_messages", [])  # [(kind, text)] shown once, next to the map
+state.setdefault("region_map_view", None)  # ((lat, lon), zoom) where the user left the map
+state.setdefault("region_map_frame", None)  # (what the map draws, the view it was drawn at)
+state.setdefault("region_map_seen", None)  # st_folium's return value last acted on
+if "region_size" not in state:  # first run of this page since another page: the widget is new
+    state.region_size = state.region_size_choice
+    state.region_map_frame = None  # a new map component: draw it where the user left the map
 
 
-# --- callbacks: they run before the page, so the map below already shows their result -------
-def on_map_click() -> None:
+# --- map events, handled before the map is drawn so it already shows their result -------------
+def handle_map_event() -> None:
+    view, click = map_event(state.get("region_map"), state.region_map_seen)
+    state.region_map_seen = state.get("region_map")
+    if view is not None:
+        state.region_map_view = view
+    if click is None:
+        return
     try:
-        spec = propose_roi_from_click(state.get("region_map"), state.region_size)
+        spec = propose_roi_from_click({"last_clicked": click}, state.region_size_choice)
     except BharatEOError as exc:
         state.regions_messages.append(("error", str(exc)))
         return
-    if spec is not None:
-        state.proposed_roi = spec
+    state.proposed_roi = spec
 
 
 def on_size_change() -> None:
+    state.region_size_choice = state.region_size
     if state.proposed_roi is not None:
         try:
             state.proposed_roi = views.resized(state.proposed_roi, state.region_size)
@@ -36,12 +48,18 @@ def on_size_change() -> None:
             state.regions_messages.append(("error", str(exc)))
 
 
+handle_map_event()
+
+
 def discard_proposal() -> None:
     state.proposed_roi = None
 
 
-def read_regions(specs) -> None:
-    """Read and add `specs` showing progress, then rerun so every widget sees the new regions."""
+def read_regions(specs, refit: bool = True) -> None:
+    """Read and add `specs` showing progress, then rerun so every widget sees the new regions.
+
+    With `refit` (presets, the form) the map frames all regions again afterwards; a region added
+    from a map click (refit=False) keeps the user's view."""
     errors, read = [], []
     start = time.perf_counter()
     with st.status(f"Reading {len(specs)} region{'s' if len(specs) > 1 else ''}…",
@@ -65,22 +83,22 @@ def read_regions(specs) -> None:
                 errors.append(("error", f"**{spec.name}** was not added. {exc}"))
         bar.progress(1.0)
         status.update(state="error" if any(k == "error" for k, _ in errors) else "complete")
-    if read:
+    if read:  # ui.add_roi also ended any proposal
         state.regions_messages.append(
             ("success", f"Read {', '.join(read)} in {time.perf_counter() - start:.1f} s."))
-        where_read = {(r.spec.lon, r.spec.lat, r.spec.size) for r in state.rois}
-        proposal = state.proposed_roi
-        if proposal is not None and (proposal.lon, proposal.lat, proposal.size) in where_read:
-            state.proposed_roi = None  # it was just added (perhaps renamed)
+        if refit:
+            state.region_map_view = None
     state.regions_messages.extend(errors)
     st.rerun()
 
 
 st.title("Regions")
 st.markdown(
-    "Pick the areas the model will learn from. Each region is a square of **ESA WorldCover "
-    "10 m** pixels (2048 px = 20.5 km). Click the map to propose a region centred on the click, "
-    "or type a longitude/latitude; the notebook's three regions are one button away.")
+    "Pick the areas the model will learn from. Each region is a square of WorldCover pixels, "
+    "1/12000° each: about 9.3 m north-south everywhere and 9.3 m x cos(latitude) east-west "
+    f"({views.ground_size(2048, 28.61)}, Delhi). Click the map to propose a region centred on "
+    "the click, or type a longitude/latitude; preset regions are one button away.")
+st.markdown(f"Pixels in use: {ui.data_in_use_text()}")
 ui.synthetic_banner()
 map_col, side_col = st.columns([3, 2], gap="medium")
 
@@ -90,22 +108,28 @@ with side_col:
         {"success": st.success, "warning": st.warning}.get(kind, st.error)(text)
     state.regions_messages = []
 
-    st.markdown("**The notebook's regions** (tile N27E075, 2048 px each)")
+    defaults = ui.current_presets(data_source_from_env())
+    missing_defaults = views.missing_presets(state.rois, defaults)
+    default_label = ("Add the notebook's three regions" if defaults == NOTEBOOK_ROIS else
+                     f"Add the offline sample's {len(defaults)} regions")
+    if st.button(default_label, key="add_presets", type="primary", disabled=not missing_defaults,
+                 width="stretch", help="The defaults: " + ", ".join(s.name for s in defaults)
+                 + f" in {views.presets_place(defaults)}"):
+        read_regions(missing_defaults)
     missing = views.missing_presets(state.rois)
-    if st.button("Add the notebook's three regions", key="add_presets", type="primary",
-                 disabled=not missing, width="stretch",
-                 help="delhi_ncr (built-up), shekhawati (semi-arid Rajasthan), "
-                      "mathura_belt (UP cropland)"):
-        read_regions(missing)
-    for col, spec in zip(st.columns(len(NOTEBOOK_ROIS)), NOTEBOOK_ROIS):
-        if col.button(spec.name, key=f"add_preset_{spec.name}", width="stretch",
-                      disabled=spec not in missing, help=views.spec_summary(spec)):
-            read_regions([spec])
+    for title, presets in (("The notebook's regions", NOTEBOOK_ROIS),
+                           ("The offline sample (bundled with the lab)", SAMPLE_ROIS)):
+        st.markdown(f"**{title}**: {views.presets_place(presets)}, 2048 px each")
+        for col, spec in zip(st.columns(len(presets)), presets):
+            if col.button(spec.name, key=f"add_preset_{spec.name}", width="stretch",
+                          disabled=spec not in missing, help=views.spec_summary(spec)):
+                read_regions([spec])
 
     st.markdown("**A region of your own**")
     st.select_slider("Region size", options=views.SIZE_OPTIONS, key="region_size",
                      format_func=views.size_label, on_change=on_size_change,
-                     help="Side of the square; used for map clicks and for the form below.")
+                     help="Side of the square; used for map clicks and for the form below. "
+                          "East-west it is cos(latitude) times shorter than north-south.")
     with st.form("roi_form"):
         name = st.text_input("Name (optional)", key="form_name",
                              placeholder="e.g. agra (default: roi_<lon>E_<lat>N)")
@@ -127,6 +151,7 @@ with side_col:
                 read_regions([spec])  # reruns the page
             else:
                 state.proposed_roi = spec
+                state.region_map_view = None  # frame it, wherever it is
 
     proposal = state.proposed_roi
     if proposal is not None:
@@ -143,20 +168,29 @@ with side_col:
             p1, p2 = st.columns(2)
             if p1.button("Add region", key="add_proposed", type="primary", width="stretch"):
                 read_regions([RoiSpec(new_name.strip() or proposal.name, proposal.lon,
-                                      proposal.lat, proposal.size)])
+                                      proposal.lat, proposal.size)], refit=False)
             p2.button("Discard", key="discard_proposed", on_click=discard_proposal,
                       width="stretch")
 
 # --- left: the map -----------------------------------------------------------------------------
 with map_col:
+    source = data_source_from_env()
+    overviews = ui.map_overviews(source)
     chosen, proposed = views.map_layers(state.rois, state.proposed_roi)
-    center, zoom = views.map_view([b for _, b in chosen] + ([proposed[1]] if proposed else []))
-    st_folium(build_region_map(chosen, proposed, center=center, zoom=zoom),
-              use_container_width=True, height=450, returned_objects=["last_clicked"],
-              key="region_map", on_change=on_map_click)
-    st.caption("Grey lines: the WorldCover 3° tiles, each labelled at its south-west corner. "
-               "Blue: your regions; dashed orange: the proposal. The OpenStreetMap background "
-               "needs internet; offline it stays plain, but the tiles, regions and clicks work.")
+    state.region_map_frame = views.map_frame(
+        state.region_map_frame, (tuple(chosen), proposed, tuple(o.name for o in overviews)),
+        state.region_map_view,
+        lambda: views.map_view([b for _, b in chosen] + ([proposed[1]] if proposed else [])
+                               or [o.bounds for o in overviews]))
+    center, zoom = state.region_map_frame[1]
+    st_folium(build_region_map(chosen, proposed, center=center, zoom=zoom, overviews=overviews),
+              use_container_width=True, height=450,
+              returned_objects=["last_clicked", "center", "zoom"], key="region_map")
+    if st.button("Fit the map to the regions", key="fit_map",
+                 disabled=not (chosen or proposed or overviews)):
+        state.region_map_view, state.region_map_frame = None, None
+        st.rerun()
+    st.caption(views.map_caption(overviews) + f" Land cover © {ATTRIBUTION}; CC-BY 4.0.")
 
 # --- the chosen regions ------------------------------------------------------------------------
 st.subheader(f"Your regions ({len(state.rois)})")
@@ -180,7 +214,7 @@ else:
                 with st.expander("Provenance and native class counts"):
                     st.markdown(views.provenance_markdown(roi))
                     st.caption("Native WorldCover codes in this region (as the notebook prints)")
-                    st.table(views.native_counts_table(roi).set_index("code"))
+                    st.markdown(views.native_counts_html(roi), unsafe_allow_html=True)
                 st.button("Remove", key=f"remove_{roi.spec.name}", on_click=ui.remove_roi,
                           args=(roi.spec.name,))
     st.page_link(ui.PAGES["chips"], label="Next: cut these regions into chips", icon=":material/arrow_forward:")

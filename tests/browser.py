@@ -291,3 +291,47 @@ def _to_palette(path: Path) -> None:
 def scroll_to(page, selector: str) -> None:
     """Scroll the main area so the first element matching `selector` is at the top."""
     page.locator(selector).first.evaluate("e => e.scrollIntoView({block: 'start'})")
+
+
+# --- the Regions map (streamlit-folium's iframe) -----------------------------------------------------
+FOLIUM_IFRAME = 'iframe[title="streamlit_folium.st_folium"]'
+
+
+def map_locator(page):
+    """The live map's iframe (after a rerun the old one may linger for a moment: take the last)."""
+    return page.frame_locator(f"{FOLIUM_IFRAME} >> nth=-1")
+
+
+def map_view(page, timeout: float = 30.0) -> tuple[int, float, float]:
+    """(zoom, lat, lon) of the Leaflet map on the page, read from the map itself once there is
+    exactly one (a replaced map's iframe may linger for a moment) and it is not zooming (Leaflet
+    ignores a zoom click during a zoom animation)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        maps = []  # per folium frame: [zoom, lat, lon], "busy" (zooming or replaced) or none
+        for frame in page.frames:
+            if "streamlit_folium" not in frame.url:
+                continue
+            try:
+                maps.append(frame.evaluate(
+                    "typeof map_div === 'undefined' ? 'none' : "
+                    "document.querySelector('.leaflet-zoom-anim') ? 'busy' : "
+                    "[map_div.getZoom(), map_div.getCenter().lat, map_div.getCenter().lng]"))
+            except Exception:
+                maps.append("busy")
+        maps = [m for m in maps if m != "none"]
+        if len(maps) == 1 and isinstance(maps[0], list):
+            zoom, lat, lon = maps[0]
+            return int(zoom), float(lat), float(lon)
+        time.sleep(0.1)
+    raise AssertionError("no single, settled Leaflet map on the page")
+
+
+def wait_map_zoom(page, zoom: int, timeout: float = 30.0) -> None:
+    """Until the Leaflet map on the page is at `zoom` (its zoom animation has ended)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if map_view(page, timeout)[0] == zoom:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the map did not reach zoom {zoom}")

@@ -141,8 +141,9 @@ def regions(page, context, shots):
     page.wait_for_selector(f'{b.MAIN} [data-testid="stAlert"]:has-text("synthetic test fixture")')
     assert page.get_by_role("button", name="Add the notebook's three regions").is_disabled()
 
-    # the map: Leaflet from static/, three ROI rectangles, the tile grid's labels
-    frame = page.frame_locator('iframe[title="streamlit_folium.st_folium"]')
+    # the map: Leaflet from static/, fitted to the three ROI rectangles, the tile names in view,
+    # and each cached region's land cover drawn offline as a picture (no data clear)
+    frame = b.map_locator(page)
     frame.locator(".leaflet-container").wait_for()
     frame.locator(".bharateo-roi-label", has_text="mathura_belt").wait_for()
     assert frame.locator("path.leaflet-interactive").count() >= 3
@@ -150,6 +151,9 @@ def regions(page, context, shots):
     assert frame.locator(".bharateo-tile-label", has_text="N27E078").count() == 1
     assert sorted(frame.locator(".bharateo-roi-label").all_inner_texts()) == [
         "delhi_ncr", "mathura_belt", "shekhawati"]
+    assert frame.locator("img.leaflet-image-layer.bharateo-overview").count() == 3
+    zoom, lat, lon = b.map_view(page)
+    assert zoom >= 8 and 27.3 < lat < 28.6 and 75.8 < lon < 77.5  # fitted, not north India at 6
 
     # nothing but basemap tiles may come from the internet: no CDN for leaflet/jquery/bootstrap
     foreign = b.foreign_requests(context.requests)
@@ -159,6 +163,30 @@ def regions(page, context, shots):
     assert not others, f"requests to hosts other than the app and the basemap: {others}"
     assert any("/app/static/vendor/leaflet-1.9.3/leaflet.js" in u for u in context.requests)
     b.screenshot(page, shots, "regions", height=1700)  # the map and, as it fits, the regions
+
+    # the native counts table shows every column inside its card (it was cut off on the right)
+    page.locator(f"{b.MAIN} summary", has_text="Provenance and native class counts").first.click()
+    table = page.locator(f"{b.MAIN} table.bharateo-native-counts").first
+    table.wait_for()
+    overflow = table.evaluate("t => t.getBoundingClientRect().right - "
+                              "t.closest('[data-testid=\"stExpander\"]').getBoundingClientRect().right")
+    assert overflow <= 0, f"the native counts table sticks out of its card by {overflow:.0f} px"
+    assert table.locator("th").all_inner_texts()[-1].strip() == "collapsed to"
+
+    # zoom in, then click: the proposal is drawn and the map stays where the user put it
+    for step in (1, 2):
+        frame.locator(".leaflet-control-zoom-in").click()
+        b.wait_map_zoom(page, zoom + step)
+    b.settle(page, "Regions after zooming in")
+    zoomed = zoom + 2
+    box = frame.locator(".leaflet-container").bounding_box()
+    frame.locator(".leaflet-container").click(
+        position={"x": box["width"] * 0.5, "y": box["height"] * 0.7})
+    b.map_locator(page).locator(".bharateo-roi-label", has_text="(proposed)").wait_for()
+    b.settle(page, "Regions after a map click")
+    assert b.map_view(page)[0] == zoomed, "a click reset the map's zoom"
+    page.get_by_role("button", name="Discard").click()
+    b.settle(page, "Regions after discarding the proposal")
 
 
 def chips(page, shots):

@@ -4,6 +4,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from bharateo.roi import SAMPLE_ROIS, Roi, load_roi
+from bharateo.worldcover import DataSource, bundled_tile_path
+
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 ROWS = ["tokens per chip", "values per token", "total token presentations",
         "visible token inputs", "masked token targets", "masked pixel regression targets"]
@@ -61,3 +64,61 @@ def test_channels_change_values_per_token(home):
     assert not home.exception
     _, this_run = run_column(token_table(home))
     assert this_run[1] == "2,560"
+
+
+# --- the data in use (issue 10): Home and the sidebar name it, honestly -------------------------
+REAL_TILE = bundled_tile_path("N00E006") or (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "worldcover"
+    / "ESA_WorldCover_10m_2021_v200_N00E006_Map.tif")
+
+
+def data_in_use(at) -> str:
+    (line,) = [m.value for m in at.markdown if m.value.startswith("**Data in use:**")]
+    return line
+
+
+def sidebar_text(at) -> str:
+    return "\n".join(e.value for kind in ("markdown", "caption") for e in at.sidebar.get(kind))
+
+
+def test_defaults_are_north_india_when_its_tile_is_there(home):
+    assert "north India (tile N27E075)" in data_in_use(home)
+    assert "north India (tile N27E075)" in sidebar_text(home)
+
+
+@pytest.mark.skipif(not REAL_TILE.is_file(), reason="real N00E006 tile absent")
+def test_home_and_sidebar_name_sao_tome_when_that_is_the_data(monkeypatch):
+    """Home said 'pixels of north India' while every region was São Tomé."""
+    monkeypatch.setenv("BHARATEO_WORLDCOVER_DIR", str(REAL_TILE.parent))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert "São Tomé and Príncipe (tile N00E006)" in data_in_use(at)
+    assert "north India" not in data_in_use(at) and "north India" not in sidebar_text(at)
+    source = DataSource("folder", str(REAL_TILE.parent))
+    at.session_state["rois"] = [load_roi(SAMPLE_ROIS[0], source)]
+    at.run()
+    assert not at.exception
+    assert data_in_use(at) == ("**Data in use:** **ESA WorldCover 10 m 2021 v200**: sao_tome "
+                               "(São Tomé and Príncipe; tile N00E006).")
+    sidebar = sidebar_text(at)
+    assert "ESA WorldCover 10 m 2021 v200" in sidebar and "Copernicus" in sidebar
+    assert not at.warning
+
+
+def test_fixture_pixels_are_never_called_worldcover(home, worldcover_dir):
+    home.session_state["rois"] = [load_roi(worldcover_dir.rois["delhi_ncr"])]
+    home.run()
+    assert data_in_use(home).startswith("**Data in use:** **synthetic test fixture**: delhi_ncr")
+    assert any("synthetic test fixture" in w.value for w in home.warning)
+    sidebar = sidebar_text(home)
+    assert "synthetic test fixture" in sidebar and "Copernicus" not in sidebar
+
+
+def test_unverified_pixels_are_called_so(home, worldcover_dir, monkeypatch):
+    monkeypatch.setattr(Roi, "data_label", property(lambda self: "not verified as ESA WorldCover"))
+    monkeypatch.setattr(Roi, "verified", property(lambda self: False))
+    home.session_state["rois"] = [load_roi(worldcover_dir.rois["delhi_ncr"])]
+    home.run()
+    assert "**not verified as ESA WorldCover**: delhi_ncr" in data_in_use(home)
+    assert any("not verified as ESA WorldCover" in w.value for w in home.warning)
+    assert "not verified as ESA WorldCover" in sidebar_text(home)
+    assert "Copernicus" not in sidebar_text(home)

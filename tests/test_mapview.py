@@ -1,8 +1,15 @@
 """The Regions map loads only vendored assets and draws the grid and ROIs; clicks -> RoiSpecs."""
+import io
 import json
+import os
 import re
+import shutil
+import subprocess
+
+from pathlib import Path
 
 import folium
+import numpy as np
 import pytest
 
 from bharateo.errors import RegionError
@@ -12,10 +19,28 @@ from bharateo.mapview import (
     STATIC_DIR,
     STATIC_URL,
     build_region_map,
+    map_event,
     offline_map,
     propose_roi_from_click,
 )
+from bharateo.overview import (
+    OVERVIEW_PX,
+    cached_region_overviews,
+    local_tiles,
+    read_tile_overview,
+    region_overview,
+    tile_bounds,
+    tile_data_label,
+    tile_overview,
+)
 from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, roi_window
+from bharateo.worldcover import (
+    CLASS_COLORS_255,
+    NATIVE_WORLDCOVER_CLASSES,
+    bundled_tile_path,
+    collapse_worldcover,
+    tile_id,
+)
 
 CHOSEN = [(spec.name, roi_window(spec).bounds) for spec in NOTEBOOK_ROIS]
 
@@ -102,7 +127,7 @@ def test_st_folium_is_handed_only_the_local_assets(monkeypatch):
     streamlit_folium.st_folium(build_region_map(CHOSEN, proposed=CHOSEN[0]), key="regions")
     assert sent["js_links"] == [url for _, url in LOCAL_JS]
     assert sent["css_links"] == [url for _, url in LOCAL_CSS]
-    assert "N27E075" in sent["script"]
+    assert "function tileId" in sent["script"] and "L.polyline" in sent["script"]
     assert ".leaflet-container { background" in sent["header"]
 
 
@@ -132,22 +157,65 @@ def test_offline_map_leaves_folium_defaults_alone():
     assert dict(folium.Map.default_css)["leaflet_css"].startswith("https://")
 
 
-def test_grid_labels_every_tile_over_north_india():
-    labels = div_icon_html(rendered(build_region_map([])))
-    for tile in ("N27E075", "N18E066", "N33E090", "N24E087"):
-        assert tile in labels
-    assert len(labels) == len(set(labels)) == 9 * 6
-    assert "N36E066" not in labels and "N15E075" not in labels and "N27E093" not in labels
-
-
-def test_grid_lines_lie_on_the_3_degree_grid():
+def test_grid_lines_cover_all_of_worldcover():
+    """The grid was drawn over 66-93E only; São Tomé (6E) or Lima (77W) had no tile edges."""
     page = rendered(build_region_map([]))
     polyline = re.search(r"L\.polyline\(\s*(\[\[\[.*?\]\]\]),\s*(\{.*?\})", page, re.S)
     lines, options = polyline.groups()
     assert '"interactive": false' in options  # clicks on a grid line reach the map
-    numbers = [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?", lines)]
-    assert numbers and all(x % 3 == 0 for x in numbers)
-    assert min(numbers) == 18 and max(numbers) == 93
+    segments = json.loads(lines)
+    assert all(v % 3 == 0 for seg in segments for point in seg for v in point)
+    meridians = {seg[0][1] for seg in segments if seg[0][1] == seg[1][1]}
+    parallels = {seg[0][0] for seg in segments if seg[0][0] == seg[1][0]}
+    assert meridians == set(range(-180, 181, 3)) and parallels == set(range(-60, 85, 3))
+    for seg in segments:  # every line spans the whole coverage, not one region of it
+        assert seg[0][1] != seg[1][1] and sorted([seg[0][1], seg[1][1]]) == [-180, 180] or \
+            sorted([seg[0][0], seg[1][0]]) == [-60, 84]
+
+
+NODE_MAP = """
+const labels = [];
+const marker = (ll, o) => ({addTo: () => labels.push([o.icon.html, ll])});
+global.L = {layerGroup: () => ({addTo() { return this; }, clearLayers: () => labels.length = 0}),
+            marker, divIcon: o => o};
+const stubMap = {getBounds: () => ({getWest: () => W, getEast: () => E, getSouth: () => S,
+                                getNorth: () => N}), on() {}, whenReady: f => f()};
+"""
+
+
+def labels_in_view(west, south, east, north) -> list:
+    """[(tile name, [lat, lon])] the map's label script writes for that view (node, stub Leaflet)."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    page = rendered(build_region_map([]))
+    script = re.search(r"\(function \(\) \{\s*var map = .*?\}\)\(\);", page, re.S).group(0)
+    script = re.sub(r"var map = \w+,", "var map = stubMap,", script)
+    program = (f"const W = {west}, S = {south}, E = {east}, N = {north};" + NODE_MAP + script
+               + "\nconsole.log(JSON.stringify(labels));")
+    out = subprocess.run([node, "-e", program], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("bounds, expected", [
+    ((76.4, 27.1, 78.6, 29.2), {"N27E075", "N27E078"}),  # Delhi: the tiles seen, only those
+    ((6.2, 0.1, 7.9, 1.9), {"N00E006"}),  # São Tomé and Príncipe
+    ((-77.5, -13.0, -76.0, -11.5), {"S15W078"}),  # Lima, west and south of 0
+    ((437.0, 28.0, 438.0, 29.0), {"N27E075"}),  # a panned-around copy of the world
+])
+def test_tile_labels_follow_the_view(bounds, expected):
+    """Run the map's label script in node with a stub Leaflet: the tiles in view are named."""
+    west, south, east, north = bounds
+    labels = labels_in_view(west, south, east, north)
+    names = {name for name, _ in labels}
+    assert expected <= names
+    for name, (lat, lon) in labels:  # each at its tile's south-west corner
+        assert tile_id(lon + 0.5, lat + 0.5) == name or tile_id(lon - 360 + 0.5, lat + 0.5) == name
+        assert west - 3 < lon <= east and south - 3 < lat <= north
+
+
+def test_tile_labels_stop_when_zoomed_out_to_a_continent():
+    assert labels_in_view(-180, -60, 180, 84) == []
 
 
 def test_chosen_rois_are_solid_and_proposed_is_dashed():
@@ -169,3 +237,117 @@ def test_roi_names_are_escaped_in_tooltips():
     page = rendered(build_region_map([("<b>`${x}`", (76.0, 29.0, 76.2, 29.2))]))
     assert "&lt;b&gt;&#96;&#36;{x}&#96;" in page
     assert "<b>`${x}`" not in page
+
+
+# --- map events: pan/zoom kept, old clicks never proposed again -------------------------------
+def test_a_pan_is_a_view_and_not_a_click():
+    seen = {"last_clicked": {"lat": 0.3, "lng": 6.6}, "center": {"lat": 0.3, "lng": 6.6}, "zoom": 9}
+    panned = {**seen, "center": {"lat": 1.6, "lng": 367.4}, "zoom": 11}
+    assert map_event(panned, seen) == (((1.6, 7.4), 11), None)  # longitude wrapped
+    assert map_event(seen, seen) == (None, None)  # a rerun with the same value does nothing
+    clicked = {**panned, "last_clicked": {"lat": 1.61, "lng": 7.41}}
+    assert map_event(clicked, panned) == (None, {"lat": 1.61, "lng": 7.41})
+    assert map_event({"last_clicked": None}, None) == (None, None)
+
+
+# --- offline land-cover overviews, on the real tile ---------------------------------------------
+# the bundled sample once it is there, else the shared copy beside the project (../shared)
+REAL_TILE = bundled_tile_path("N00E006") or (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "worldcover"
+    / "ESA_WorldCover_10m_2021_v200_N00E006_Map.tif")
+REAL_DIR = REAL_TILE.parent
+needs_real_tile = pytest.mark.skipif(not REAL_TILE.is_file(), reason="real N00E006 tile absent")
+
+
+def pixel_at(native: np.ndarray, bounds, lon: float, lat: float) -> int:
+    """The overview pixel holding lon/lat (row 0 is the north edge)."""
+    west, south, east, north = bounds
+    rows, cols = native.shape
+    return int(native[min(int((north - lat) / (north - south) * rows), rows - 1),
+                      min(int((lon - west) / (east - west) * cols), cols - 1)])
+
+
+@needs_real_tile
+def test_real_tile_overview_has_land_on_sao_tome_and_no_data_offshore():
+    native, tags = read_tile_overview(REAL_TILE)
+    assert native.shape == (OVERVIEW_PX, OVERVIEW_PX) and native.dtype == np.uint8
+    bounds = tile_bounds("N00E006")
+    assert bounds == (6.0, 0.0, 9.0, 3.0)
+    assert pixel_at(native, bounds, 6.60, 0.25) == 10  # São Tomé's forest
+    assert pixel_at(native, bounds, 7.40, 1.61) == 10  # Príncipe
+    assert pixel_at(native, bounds, 6.2, 2.8) == 0  # open Gulf of Guinea: no data
+    assert set(np.unique(native)) <= {0, *NATIVE_WORLDCOVER_CLASSES}  # codes, not blends
+    # the overview agrees with a direct full-resolution read of the same spot
+    import rasterio
+    from rasterio.windows import Window
+    with rasterio.open(REAL_TILE) as src:
+        row, col = src.index(6.60, 0.25)
+        assert src.read(1, window=Window(col, row, 1, 1))[0, 0] == 10
+    assert tile_data_label(tags, "N00E006") == "ESA WorldCover 10 m 2021 v200"
+    assert tile_data_label(tags, "N27E075") == "not verified as ESA WorldCover"
+
+
+@needs_real_tile
+def test_tile_overview_png_is_palette_with_clear_sea_and_cached_on_disk(tmp_path):
+    from PIL import Image
+
+    overview = tile_overview("N00E006", REAL_TILE, cache_dir=tmp_path)
+    image = np.asarray(Image.open(io.BytesIO(overview.png)))
+    assert image.shape == (OVERVIEW_PX, OVERVIEW_PX, 4)
+    native, _ = read_tile_overview(REAL_TILE)
+    assert (image[..., 3][native == 0] == 0).all() and (image[..., 3][native != 0] == 255).all()
+    land = native == 10
+    assert (image[land][:, :3] == CLASS_COLORS_255[collapse_worldcover(np.uint8(10))]).all()
+    cached = list((tmp_path / "overviews").glob("N00E006_*.png"))
+    assert len(cached) == 1 and cached[0].read_bytes() == overview.png
+    again = tile_overview("N00E006", REAL_TILE, cache_dir=tmp_path)
+    assert again == overview
+
+
+def test_a_tile_without_overviews_or_tags_is_not_read_whole_nor_called_worldcover(tmp_path):
+    import rasterio
+    from affine import Affine
+
+    path = tmp_path / "ESA_WorldCover_10m_2021_v200_N00E006_Map.tif"
+    data = np.full((1024, 1024), 40, np.uint8)
+    profile = dict(driver="GTiff", width=1024, height=1024, count=1, dtype="uint8", nodata=0,
+                   crs="EPSG:4326", transform=Affine(3 / 1024, 0, 6, 0, -3 / 1024, 3),
+                   tiled=True, blockxsize=256, blockysize=256)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data, 1)
+    assert tile_overview("N00E006", path) is None  # no overviews: skipped, not decoded whole
+    with rasterio.open(path, "r+") as dst:
+        dst.build_overviews([2, 4])
+    overview = tile_overview("N00E006", path)
+    assert overview.data_label == "not verified as ESA WorldCover"
+    assert local_tiles(tmp_path) == {"N00E006": path} and local_tiles(tmp_path / "none") == {}
+
+
+def test_overviews_are_drawn_as_image_overlays_under_the_grid():
+    native = np.zeros((100, 100), np.uint8)
+    native[40:60, 40:60] = 50
+    overview = region_overview("x", native, (6.5, 0.2, 6.7, 0.4), "ESA WorldCover 10 m 2021 v200")
+    page = rendered(build_region_map(CHOSEN, overviews=[overview]))
+    overlay = re.search(r'L\.imageOverlay\(\s*"(data:image/png;base64,[^"]+)",\s*(\[\[.*?\]\]),'
+                        r'\s*(\{.*?\})', page, re.S)
+    assert overlay and overlay.group(1) == overview.data_uri
+    assert json.loads(overlay.group(2)) == [[0.2, 6.5], [0.4, 6.7]]
+    assert '"interactive": false' in overlay.group(3) and "Copernicus" in overlay.group(3)
+    assert page.index("L.imageOverlay(") < page.index("L.polyline(") < page.index("L.rectangle(")
+    fixture = region_overview("y", native, (6.5, 0.2, 6.7, 0.4), "synthetic test fixture")
+    page = rendered(build_region_map([], overviews=[fixture]))
+    assert "Copernicus" not in page and "synthetic test fixture" in page
+
+
+def test_cached_regions_give_overviews(tmp_path):
+    from bharateo.roi import load_roi
+    from bharateo.worldcover import DataSource
+
+    if not REAL_TILE.is_file():
+        pytest.skip("real N00E006 tile absent")
+    roi = load_roi(RoiSpec("sao_tome", 6.60, 0.25, 1024), DataSource("folder", str(REAL_DIR)))
+    (overview,) = cached_region_overviews(Path(os.environ["BHARATEO_DATA_DIR"]))
+    assert overview.bounds == tuple(roi.provenance["bounds"])
+    assert overview.data_label == roi.data_label
+    (tmp_path / "worldcover_bad_s64_x.npz").write_bytes(b"junk")
+    assert cached_region_overviews(tmp_path) == []

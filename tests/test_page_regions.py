@@ -1,5 +1,6 @@
 """Regions page (AppTest): presets, lon/lat form, proposals from clicks, errors, removal."""
 import json
+import math
 import re
 from pathlib import Path
 
@@ -9,8 +10,16 @@ from streamlit.testing.v1 import AppTest
 
 from bharateo import views
 from bharateo.mapview import propose_roi_from_click
-from bharateo.roi import NOTEBOOK_ROIS, Roi, RoiSpec, cache_path, load_roi, roi_window
-from bharateo.worldcover import collapse_worldcover, data_source_from_env
+from bharateo.roi import (
+    NOTEBOOK_ROIS,
+    SAMPLE_ROIS,
+    Roi,
+    RoiSpec,
+    cache_path,
+    load_roi,
+    roi_window,
+)
+from bharateo.worldcover import bundled_tile_path, collapse_worldcover, data_source_from_env
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 NOTEBOOK_NAMES = [spec.name for spec in NOTEBOOK_ROIS]
@@ -42,6 +51,29 @@ def map_script(at) -> str:
     return json.loads(component.proto.json_args)["script"]
 
 
+def metres_per_degree(lat: float) -> tuple[float, float]:
+    """(N-S, E-W) metres per degree on WGS84 from the standard series (e.g. the NGA / Wikipedia
+    'length of a degree' tables): an independent check of views.pixel_metres."""
+    phi = math.radians(lat)
+    ns = 111132.954 - 559.822 * math.cos(2 * phi) + 1.175 * math.cos(4 * phi)
+    ew = 111412.84 * math.cos(phi) - 93.5 * math.cos(3 * phi) + 0.118 * math.cos(5 * phi)
+    return ns, ew
+
+
+GROUND = re.compile(r"(\d+) px ≈ ([\d.]+) km N-S x ([\d.]+) km E-W at ([\d.]+)°([NS])")
+
+
+def assert_true_ground_size(text: str, pixels: int, lat: float) -> None:
+    """`text` gives the region's true size at its latitude (not 10 m x pixels)."""
+    match = GROUND.search(text)
+    assert match, text
+    assert int(match.group(1)) == pixels
+    assert float(match.group(4)) == pytest.approx(abs(lat), abs=0.005)
+    ns, ew = (m * pixels / 12000 / 1000 for m in metres_per_degree(lat))
+    assert float(match.group(2)) == pytest.approx(ns, abs=0.051)
+    assert float(match.group(3)) == pytest.approx(ew, abs=0.051)
+
+
 def submit_form(at, lon, lat, name="", size=512, button="Add region now"):
     at.select_slider(key="region_size").set_value(size)
     at.text_input(key="form_name").input(name)
@@ -71,8 +103,11 @@ def test_presets_load_from_the_fixture_tile(regions, worldcover_dir):
     # one palette picture, bar chart and provenance per region, and the fixture is flagged
     assert len(at.get("image")) == 3
     assert any("synthetic test fixture" in w.value for w in at.warning)
-    assert image_captions(at) == [
-        "2048 x 2048 px at 10 m = 20.48 x 20.48 km; every 4th pixel shown (1:4); north is up."] * 3
+    captions = image_captions(at)
+    assert [c.split("; ", 1)[1] for c in captions] == [
+        "every 4th pixel shown (1:4); north is up."] * 3
+    for caption, name in zip(captions, names(at)):
+        assert_true_ground_size(caption, 2048, at.session_state["rois"][names(at).index(name)].spec.lat)
     captions = [c.value for c in at.caption]
     assert sum("tile N27E075" in c and "local folder" in c for c in captions) == 3
     charts = at.get("plotly_chart")
@@ -85,12 +120,21 @@ def test_presets_load_from_the_fixture_tile(regions, worldcover_dir):
     assert len(provenance) == 3 and "- **tiles**: N27E075" in provenance[0], provenance[0]
     # the notebook printed (75.71458333333334, 28.414666666666665, 75.88525, 28.585333333333335)
     assert "- **bounds (deg)**: W 75.7146, S 28.4147, E 75.8852, N 28.5853" in provenance[0]
-    native_counts = at.table[0].value
-    assert native_counts["pixels"].sum() == 2048 * 2048
+    # every native code of the region in the counts table, none cut off (it wraps in the card)
+    tables = [m.value for m in at.markdown if "bharateo-native-counts" in m.value]
+    assert len(tables) == 3
+    codes, counts = np.unique(native, return_counts=True)
+    shekhawati_table = tables[names(at).index("shekhawati")]
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", shekhawati_table.replace("<wbr>", ""))
+    assert [int(c) for c in cells[0::4]] == codes.tolist()
+    assert [int(c.replace(",", "")) for c in cells[2::4]] == counts.tolist()
 
     # the map draws the three chosen regions, solid
     script = map_script(at)
     assert all(n in script for n in NOTEBOOK_NAMES) and "(proposed)" not in script
+    # and their land cover, from the cache, named for what it is (never WorldCover)
+    assert script.count("L.imageOverlay(") == 3 and "Copernicus" not in script
+    assert any("3 cached regions (synthetic test fixture)" in c.value for c in at.caption)
 
 
 def test_add_by_lon_lat_and_remove(regions):
@@ -99,8 +143,9 @@ def test_add_by_lon_lat_and_remove(regions):
     roi = at.session_state["rois"][0]
     assert roi.spec == RoiSpec("delhi_small", 77.23, 28.61, 512)
     assert roi.native.shape == (512, 512)
-    assert image_captions(at) == [
-        "512 x 512 px at 10 m = 5.12 x 5.12 km; full resolution; north is up."]
+    (caption,) = image_captions(at)
+    assert caption.endswith("; full resolution; north is up.")
+    assert_true_ground_size(caption, 512, 28.61)
 
     submit_form(at, 75.80, 28.50, name="b")
     assert names(at) == ["delhi_small", "b"] and len(at.get("image")) == 2
@@ -219,3 +264,121 @@ def test_no_data_pixels_are_black_and_left_out_of_the_counts():
     picture = views.roi_picture(roi)
     assert (picture.image[:, :16] == 0).all() and picture.step == 1
     assert "Black: no data" in picture.caption
+
+
+# --- issue 10: the data in use, the presets, the map view and state across pages ---------------
+REAL_TILE = bundled_tile_path("N00E006") or (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "worldcover"
+    / "ESA_WorldCover_10m_2021_v200_N00E006_Map.tif")
+needs_real_tile = pytest.mark.skipif(not REAL_TILE.is_file(), reason="real N00E006 tile absent")
+
+
+def map_view_of(at) -> tuple[list[float], int]:
+    """([lat, lon], zoom) the map script opens at."""
+    script = map_script(at)
+    center = json.loads(re.search(r"center: (\[[^\]]*\])", script).group(1))
+    return center, int(re.search(r"\"zoom\": (\d+)", script).group(1))
+
+
+def test_region_size_survives_a_visit_to_another_page(regions):
+    """The size slider came back at 2048 px after Home, and the next click proposed 2048."""
+    at = regions
+    at.select_slider(key="region_size").set_value(1024).run()
+    at.switch_page("app.py").run()
+    at.switch_page("pages/regions.py").run()
+    assert not at.exception
+    assert at.select_slider(key="region_size").value == 1024
+    at.session_state["region_map"] = {"last_clicked": {"lat": 28.61, "lng": 77.23}}
+    at.run()
+    assert at.session_state["proposed_roi"].size == 1024
+
+
+def test_adding_a_preset_ends_the_proposal_and_its_overlap_warning(regions):
+    at = submit_form(regions, 77.23, 28.61, name="mine", button="Propose")
+    at.button(key="add_preset_delhi_ncr").click().run()  # overlaps the proposal
+    assert not at.exception
+    assert names(at) == ["delhi_ncr"] and at.success
+    assert at.session_state["proposed_roi"] is None
+    assert not any("Proposed:" in m.value for m in at.markdown)
+    assert not any("overlaps" in w.value for w in at.warning)
+    assert "(proposed)" not in map_script(at)
+
+
+def test_a_map_click_proposes_once_and_a_pan_keeps_the_view(regions):
+    at = regions
+    at.button(key="add_preset_delhi_ncr").click().run()
+    center, zoom = map_view_of(at)
+    assert zoom >= 9  # fitted to the region: a 19 km square is not a speck
+    assert center == pytest.approx([28.61, 77.23], abs=0.05)
+
+    # the user pans and zooms out, then clicks: the proposal is drawn where they are looking
+    at.session_state["region_map"] = {"center": {"lat": 27.9, "lng": 76.1}, "zoom": 7,
+                                      "last_clicked": None}
+    at.run()
+    at.session_state["region_map"] = {"center": {"lat": 27.9, "lng": 76.1}, "zoom": 7,
+                                      "last_clicked": {"lat": 27.5, "lng": 75.9}}
+    at.run()
+    assert not at.exception
+    assert at.session_state["proposed_roi"].lon == 75.9
+    assert "(proposed)" in map_script(at)
+    assert map_view_of(at) == ([27.9, 76.1], 7)
+
+    # a rerun (e.g. the size slider) neither proposes the old click again nor moves the map
+    at.button(key="discard_proposed").click().run()
+    at.select_slider(key="region_size").set_value(512).run()
+    assert at.session_state["proposed_roi"] is None
+    assert map_view_of(at) == ([27.9, 76.1], 7)
+
+    # a preset added from the buttons is framed again
+    at.button(key="add_preset_mathura_belt").click().run()
+    center, _ = map_view_of(at)
+    assert center != [27.9, 76.1]
+    lat = [r.spec.lat for r in at.session_state["rois"]]
+    assert min(lat) - 0.2 < center[0] < max(lat) + 0.2
+
+
+def test_map_frame_keeps_the_script_while_only_the_view_changes():
+    fit = lambda: ((1.0, 2.0), 9)  # noqa: E731
+    frame = views.map_frame(None, "a", None, fit)
+    assert frame == ("a", ((1.0, 2.0), 9))
+    assert views.map_frame(frame, "a", ((5.0, 6.0), 7), fit) is frame  # a pan: same map
+    assert views.map_frame(frame, "b", ((5.0, 6.0), 7), fit) == ("b", ((5.0, 6.0), 7))
+    assert views.map_frame(frame, "b", None, fit) == ("b", ((1.0, 2.0), 9))
+
+
+@needs_real_tile
+def test_offline_sample_presets_on_the_real_tile(monkeypatch):
+    """Without north India's tile the defaults are São Tomé and Príncipe, read from the real
+    N00E006 tile, called WorldCover because its tags say so, with its overview on the map."""
+    monkeypatch.setenv("BHARATEO_WORLDCOVER_DIR", str(REAL_TILE.parent))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception
+    (in_use,) = [m.value for m in at.markdown if m.value.startswith("**Data in use:**")]
+    assert "São Tomé and Príncipe (tile N00E006)" in in_use and "north India" not in in_use
+    at.switch_page("pages/regions.py").run()
+    assert at.button(key="add_presets").label == "Add the offline sample's 2 regions"
+    script = map_script(at)
+    assert script.count("L.imageOverlay(") == 1 and "Copernicus" in script  # the tile overview
+    assert any("N00E006: ESA WorldCover 10 m 2021 v200" in c.value for c in at.caption)
+    center, zoom = map_view_of(at)  # fitted to the tile at hand
+    assert 0 < center[0] < 3 and 6 < center[1] < 9 and zoom >= 6
+    at.button(key="add_presets").click().run()
+    assert not at.exception and not at.error
+    assert names(at) == [s.name for s in SAMPLE_ROIS]
+    assert not any("fixture" in w.value or "not verified" in w.value for w in at.warning)
+    text = "\n".join(m.value for m in at.markdown)
+    assert "**ESA WorldCover 10 m 2021 v200**: sao_tome, principe" in text
+    # the map now also draws the two cached regions, finer, over the tile overview
+    assert map_script(at).count("L.imageOverlay(") == 3
+    for roi in at.session_state["rois"]:
+        assert_true_ground_size(views.spec_summary(roi.spec), 2048, roi.spec.lat)
+
+
+def test_unverified_pixels_are_called_so_on_the_regions_page(regions, monkeypatch):
+    at = submit_form(regions, 77.23, 28.61, name="plain")
+    monkeypatch.setattr(Roi, "data_label", property(lambda self: "not verified as ESA WorldCover"))
+    monkeypatch.setattr(Roi, "verified", property(lambda self: False))
+    at.run()
+    assert any("**not verified as ESA WorldCover**" in w.value and "plain" in w.value
+               for w in at.warning)
+    assert "**not verified as ESA WorldCover**: plain" in "\n".join(m.value for m in at.markdown)
