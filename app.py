@@ -3,6 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from bharateo import ui, views
+from bharateo.words import plural
 from bharateo.tokens import CHANNEL_OPTIONS, token_accounting
 from bharateo.worldcover import ATTRIBUTION, CITATION, data_source_from_env
 
@@ -67,7 +68,8 @@ def home() -> None:
             ("masked pixel regression targets", "masked_pixel_targets")]
     table = pd.DataFrame({
         "": [label for label, _ in rows],
-        f"this run ({chips:,} chips x {epochs} epochs)": [f"{getattr(mine, k):,}" for _, k in rows],
+        f"this run ({chips:,} chips x {plural(epochs, 'epoch')})":
+            [f"{getattr(mine, k):,}" for _, k in rows],
         "BharatEO-v0 (1M chips x 100 epochs)": [f"{getattr(v0, k):,}" for _, k in rows],
     })
     st.dataframe(table, hide_index=True, width="stretch")
@@ -97,4 +99,8 @@ navigation = st.navigation([
 ui.open_requested_page()
 st.set_page_config(page_title="BharatEO Lab", page_icon="🛰️", layout="wide")
 ui.sidebar()
-navigation.run()
+ui.write_lesson_url()  # the lesson as this run starts: a page that calls st.stop can't send it later
+try:
+    navigation.run()
+finally:  # and as it ends, for what the page changed (a refresh must find it)
+    ui.write_lesson_url()

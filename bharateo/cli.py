@@ -86,7 +86,9 @@ def cmd_train(args) -> None:
     from bharateo.chips import ChipConfig
     from bharateo.model import ModelConfig
     from bharateo.pipeline import PRESETS, RunConfig, run_experiment
+    from bharateo.errors import ConfigError
     from bharateo.runs import run_dir
+    from bharateo.studio import NUMBER_KNOBS, knob_problems, knobs_from_config
     from bharateo.train import EpochMetrics, TrainConfig
 
     base = PRESETS[args.preset]
@@ -96,6 +98,9 @@ def cmd_train(args) -> None:
         model=replace(base.model, **_given(args, ModelConfig)),
         train=replace(base.train, **_given(args, TrainConfig)))
     run_dir(args.run)  # check the name before spending time on training
+    flags = {key: "--" + key.replace("_", "-") for key in NUMBER_KNOBS}  # the same limits as Train
+    if problems := knob_problems(knobs_from_config(config), flags):
+        raise ConfigError("Fix these settings: " + " ".join(problems).replace("**", ""))
     print(f"{config.parameters / 1e6:.2f}M parameters, {config.tokens().total_tokens:,} token "
           f"presentations; run '{args.run}'")
     bar = {}
@@ -129,7 +134,8 @@ def _given(args, cls) -> dict:
 
 def cmd_evaluate(args) -> None:
     from bharateo.chips import build_chip_sets
-    from bharateo.evaluate import evaluate
+    from bharateo.evaluate import evaluate, score_text
+    from bharateo.insight import class_table
     from bharateo.pipeline import RunConfig, load_rois
     from bharateo.runs import load_model, load_run
     from bharateo.worldcover import CLASS_NAMES
@@ -150,10 +156,10 @@ def cmd_evaluate(args) -> None:
         print(f"{'target / predicted':>18s} " + " ".join(f"{n[:6]:>6s}" for n in CLASS_NAMES))
         for name, row in zip(CLASS_NAMES, res["confusion"]):
             print(f"{name:>18s} " + " ".join(f"{v:6d}" for v in row))
-        for row in res["per_class"]:
-            if row["support"]:
-                print(f"  {row['class']:18s} P {row['precision']:.3f} R {row['recall']:.3f} "
-                      f"F1 {row['f1']:.3f} n={row['support']}")
+        for row in class_table(res).itertuples(index=False):
+            if row.support:
+                print(f"  {row[0]:18s} P {score_text(row.precision)} R {score_text(row.recall)} "
+                      f"F1 {score_text(row.F1)} n={row.support}")
 
 
 def cmd_tokens(args) -> None:

@@ -70,19 +70,26 @@ def row_normalised(confusion: np.ndarray) -> np.ndarray:
 
 
 def classification_report(confusion: np.ndarray) -> dict:
-    """Per-class precision / recall / F1 / support and overall accuracy from a confusion matrix."""
+    """Per-class precision / recall / F1 / support and overall accuracy from a confusion matrix.
+
+    Undefined scores are None, never 0 (one rule for the app, the CLI and the JSON): precision of
+    a class never predicted, recall of a class with no target patches, F1 when either is None.
+    """
     tp = np.diag(confusion).astype(float)
     predicted, support = confusion.sum(axis=0), confusion.sum(axis=1)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp),
-                   where=(precision + recall) > 0)
-    return {
-        "accuracy": float(tp.sum() / max(confusion.sum(), 1)),
-        "per_class": [{"class": CLASS_NAMES[i], "precision": float(precision[i]),
-                       "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
-                      for i in range(len(tp))],
-    }
+    rows = []
+    for i in range(len(tp)):
+        p = float(tp[i] / predicted[i]) if predicted[i] else None
+        r = float(tp[i] / support[i]) if support[i] else None
+        f1 = None if p is None or r is None else (2 * p * r / (p + r) if p + r else 0.0)
+        rows.append({"class": CLASS_NAMES[i], "precision": p, "recall": r, "f1": f1,
+                     "support": int(support[i])})
+    return {"accuracy": float(tp.sum() / max(confusion.sum(), 1)), "per_class": rows}
+
+
+def score_text(value, digits: int = 3) -> str:
+    """A score for reading: '—' when undefined (None or NaN), else `digits` decimals."""
+    return "—" if value is None or value != value else f"{value:.{digits}f}"
 
 
 def evaluate(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float = 0.75,

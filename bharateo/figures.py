@@ -25,6 +25,19 @@ def class_bar_chart(counts, title: str, yaxis: str = "pixels", nodata: int = 0) 
     return fig
 
 
+def _training_layout(fig: go.Figure, title: str, **layout) -> go.Figure:
+    """Train's charts: x is the epoch (named in the title, not on the axis: a legend below the plot
+    covered the axis title once two runs' entries wrapped onto more rows). The legend hangs from
+    just under the tick labels and the figure grows by one legend row per entry (in a half-width
+    column each entry takes a row), so the plot area keeps its height however many runs are
+    compared."""
+    entries = sum(t.showlegend is not False for t in fig.data)
+    fig.update_layout(title=f"{title} per epoch", margin=FIGURE_MARGIN, height=300 + 18 * entries,
+                      legend=dict(orientation="h", yanchor="top", y=-0.15, x=0), **layout)
+    fig.update_xaxes(title=None)
+    return fig
+
+
 RUN_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 
 
@@ -54,9 +67,7 @@ def loss_figure(all_series: list[dict]) -> go.Figure:
                ("weight x ESA CE", "esa", "dot", weighted)]
     for i, series in enumerate(all_series):
         _training_traces(fig, series, RUN_COLORS[i % len(RUN_COLORS)], metrics, {"loss", "rec", "esa"})
-    fig.update_layout(title="losses", xaxis_title="epoch", margin=FIGURE_MARGIN, height=360,
-                      legend=dict(orientation="h", y=-0.25))
-    return fig
+    return _training_layout(fig, "losses")
 
 
 def accuracy_figure(all_series: list[dict]) -> go.Figure:
@@ -68,10 +79,7 @@ def accuracy_figure(all_series: list[dict]) -> go.Figure:
                ("held-out ESA acc", "heldout_esa_acc", "dashdot", one)]
     for i, series in enumerate(all_series):
         _training_traces(fig, series, RUN_COLORS[i % len(RUN_COLORS)], metrics, {"rec_mae", "esa_acc"})
-    fig.update_layout(title="reconstruction error and ESA accuracy", xaxis_title="epoch",
-                      yaxis_range=[0, 1], margin=FIGURE_MARGIN, height=360,
-                      legend=dict(orientation="h", y=-0.25))
-    return fig
+    return _training_layout(fig, "reconstruction error and ESA accuracy", yaxis_range=[0, 1])
 
 
 # --- Chips page ------------------------------------------------------------------------------

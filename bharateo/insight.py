@@ -28,6 +28,7 @@ from bharateo import evaluate as ev
 from bharateo.chips import ChipSet, build_chip_sets
 from bharateo.errors import BharatEOError
 from bharateo.pipeline import RunConfig, load_rois
+from bharateo.words import plural
 from bharateo.render import draw_grid, labels_image, magma, to_uint8, upscale
 from bharateo.runs import SavedRun, read_run_file, write_run_file
 from bharateo.worldcover import CLASS_NAMES
@@ -197,7 +198,7 @@ def chip_differences(config: RunConfig, train: ChipSet, held: ChipSet | None) ->
         out.append(f"the run used {c.chip_size} px chips with {c.patch_size} px patches; these are "
                    f"{train.chip_size} px with {train.patch_size} px patches")
     if len(train) != c.n_chips:
-        out.append(f"the run trained on {c.n_chips} chips; there are {len(train)} here")
+        out.append(f"the run trained on {plural(c.n_chips, 'chip')}; there are {len(train)} here")
     held_name = None if held is None else held_region_name(held)
     if (c.holdout_roi or None) != (held_name if held is not None else None):
         out.append("the run held out " + (f"'{c.holdout_roi}'" if c.holdout_roi else "no region") +
@@ -227,7 +228,8 @@ def describe_model(entry: dict) -> str:
     epochs = t.epochs if epochs is None else epochs
     return (f"{entry['label']} · {config.parameters / 1e6:.2f}M parameters (embed {m.embed_dim}, "
             f"depth {m.depth}, {m.heads} heads) · {c.n_chips} chips of {c.chip_size} px × "
-            f"{epochs} epochs at mask ratio {t.mask_ratio:g} · regions: {', '.join(regions)}{held}")
+            f"{plural(epochs, 'epoch')} at mask ratio {t.mask_ratio:g} · regions: "
+            f"{', '.join(regions)}{held}")
 
 
 # --- pictures ----------------------------------------------------------------------------------
@@ -295,6 +297,7 @@ def class_table(result: dict) -> pd.DataFrame:
     predicted = confusion.sum(axis=0)
     rows = []
     for i, row in enumerate(result["per_class"]):
+        # results stored before undefined scores became None held 0 there: same rule on read
         precision = row["precision"] if predicted[i] else None
         recall = row["recall"] if row["support"] else None
         f1 = row["f1"] if precision is not None and recall is not None else None
@@ -308,7 +311,7 @@ def class_table_display(result: dict) -> pd.DataFrame:
     """class_table for reading: scores as text, undefined ones as '—' (st.dataframe shows 'None')."""
     table = class_table(result)
     for name, digits in (("precision", 2), ("recall", 2), ("F1", 2), ("masked MAE", 3)):
-        table[name] = [("—" if v is None or v != v else f"{v:.{digits}f}") for v in table[name]]
+        table[name] = [ev.score_text(v, digits) for v in table[name]]
     return table
 
 
@@ -328,7 +331,9 @@ def gap_reading(train: dict, held: dict | None, held_name: str | None = None,
     """A few sentences a teacher can read out: training chips vs the held-out region.
 
     `held_out_by_run` False: the run did not keep that region out of training, so say the gap
-    is not a test of generalisation.
+    is not a test of generalisation. A split counts as learned when its accuracy beats always
+    answering its most common class by more than 2 points; the reading only says that learning
+    "carries over" when both splits are learned, so it never also says "has not learned much".
     """
     acc_t = train["accuracy"]
     base_name, base_t = majority_share(train)
@@ -340,16 +345,25 @@ def gap_reading(train: dict, held: dict | None, held_name: str | None = None,
     acc_h = held["accuracy"]
     base_name_h, base_h = majority_share(held)
     gap = acc_t - acc_h
-    if gap > 0.10:
+    learned_t, learned_h = acc_t > base_t + 0.02, acc_h > base_h + 0.02
+    if not learned_t and gap >= -0.03:
+        lead = (f"Accuracy is {acc_t:.2f} on training chips and {acc_h:.2f} on {where}, but on "
+                f"training chips that is no better than always answering '{base_name}' "
+                f"({base_t:.0%}): the model has not learned much yet, so the gap says little. "
+                "Train longer (or with a higher learning rate) before reading it.")
+    elif gap > 0.10:
         lead = (f"Accuracy drops from {acc_t:.2f} on training chips to {acc_h:.2f} on {where}: "
                 "the model has partly memorised its training regions rather than learning land "
                 "cover in general.")
-    elif gap > 0.03:
+    elif gap > 0.03 and learned_h:
         lead = (f"Accuracy drops a little, from {acc_t:.2f} on training chips to {acc_h:.2f} on "
                 f"{where}: most of what it learned carries over to new land, some is memorised.")
-    elif gap >= -0.03:
+    elif gap >= -0.03 and learned_h:
         lead = (f"Accuracy is about the same on training chips ({acc_t:.2f}) and on {where} "
                 f"({acc_h:.2f}): what the model learned carries over to land it never saw.")
+    elif gap >= -0.03:  # learned on its training chips, not on the held-out land
+        lead = (f"Accuracy goes from {acc_t:.2f} on training chips to {acc_h:.2f} on {where}: what "
+                "it learned on its training regions does not carry over there yet.")
     else:
         lead = (f"Accuracy is higher on {where} ({acc_h:.2f}) than on training chips "
                 f"({acc_t:.2f}). That usually means the held-out land is easier, not that the model "
@@ -360,14 +374,11 @@ def gap_reading(train: dict, held: dict | None, held_name: str | None = None,
         parts.insert(0, f"Careful: this run did not hold out {held_name or 'this region'} when it "
                         "was trained, so it may have seen this land: what follows is not a fair test "
                         "of new land.")
-    if gap < -0.03:  # the lead already compared with always answering the majority class
+    if gap < -0.03 or not learned_t:  # the lead already compared with the majority class
         pass
     elif acc_h <= base_h + 0.02:
         parts.append(f"On {where} it is no better than always answering '{base_name_h}' "
                      f"({base_h:.0%} of its patches): it has not learned much there yet.")
-    elif acc_t <= base_t + 0.02:
-        parts.append(f"On training chips it is no better than always answering '{base_name}' "
-                     f"({base_t:.0%}): train longer before reading too much into the gap.")
     mae_t, mae_h = train["masked_mae"], held["masked_mae"]
     if mae_t and mae_h is not None:  # None: no hidden land-cover patch (all no-data)
         change = (mae_h - mae_t) / mae_t
@@ -384,7 +395,7 @@ def _biggest_recall_drop(train: dict, held: dict, min_support: int = 20):
     best = None
     for a, b in zip(train["per_class"], held["per_class"]):
         if a["support"] >= min_support and b["support"] >= min_support:
-            drop = a["recall"] - b["recall"]
+            drop = a["recall"] - b["recall"]  # both defined: support >= min_support
             if drop > 0.10 and (best is None or drop > best[0]):
                 best = (drop, a["class"], a["recall"], b["recall"])
     return None if best is None else best[1:]

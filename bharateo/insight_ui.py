@@ -10,23 +10,21 @@ import streamlit as st
 
 from bharateo import evaluate, insight, ui
 from bharateo.errors import BharatEOError, ConfigError
-from bharateo.runs import SavedRun, list_runs, load_run
-
-_ERROR_KEY = "_insight_run_error"
-
+from bharateo.words import plural
+from bharateo.runs import SavedRun, list_runs, load_run, unreadable_weights_message
 
 def _switch_run(key: str) -> None:
     """Selectbox callback: make the chosen saved run the session's model."""
     name = st.session_state.get(key)
+    ui.clear_error("run")
     if not name:
         return
     try:
         ui.use_saved_run(load_run(name))
-    except BharatEOError as exc:
-        st.session_state[_ERROR_KEY] = str(exc)
-    except Exception as exc:  # a damaged model.pt: say so instead of a traceback
-        st.session_state[_ERROR_KEY] = (f"Run '{name}' could not be loaded ({exc}). Its files may be "
-                                        "damaged: delete it and train again, or pick another run.")
+    except BharatEOError as exc:  # kept until another pick or another model (ui.keep_error)
+        ui.keep_error("run", exc)
+    except Exception:  # anything else unreadable: the same plain words as the CLI, no traceback
+        ui.keep_error("run", BharatEOError(unreadable_weights_message(name)))
 
 
 def _run_label(run: SavedRun) -> str:
@@ -34,7 +32,8 @@ def _run_label(run: SavedRun) -> str:
     epochs = run.metrics.get("epochs_done", run.config.get("train", {}).get("epochs", "?"))
     held = run.metrics.get("heldout_esa_acc")
     tail = f", held-out acc {held:.2f}" if isinstance(held, (int, float)) else ""
-    return f"{run.name} · {saved} · {epochs} epochs{tail}"
+    epochs = plural(epochs, "epoch") if isinstance(epochs, int) else f"{epochs} epochs"
+    return f"{run.name} · {saved} · {epochs}{tail}"
 
 
 def choose_model(page: str) -> tuple[dict, SavedRun | None] | None:
@@ -53,8 +52,7 @@ def choose_model(page: str) -> tuple[dict, SavedRun | None] | None:
                  format_func=lambda name: _run_label(by_name[name]),
                  placeholder="choose a saved run…",
                  help="Switches the model this page and the other pages use. Newest first.")
-    if st.session_state.get(_ERROR_KEY):
-        st.error(st.session_state.pop(_ERROR_KEY))
+    ui.show_kept_error("run")
     entry = st.session_state.model
     if entry is None:
         ui.guidance("No model in this session yet: choose a saved run above, or train one.",

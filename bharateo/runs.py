@@ -114,10 +114,23 @@ def load_model(run: SavedRun, expected: ModelConfig | None = None) -> TinyRGBMAE
                  for k, v in config.to_dict().items() if getattr(expected, k) != v]
         raise CheckpointMismatchError(f"Run '{run.name}' has another model shape ({'; '.join(diffs)}).")
     model = TinyRGBMAE(config)
-    state = torch.load(run.path / "model.pt", map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(run.path / "model.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a zip, a pickled object: torch's text is not for us
+        raise RunNotFoundError(unreadable_weights_message(run.name)) from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RunNotFoundError(unreadable_weights_message(run.name))
     load_weights(model, state, run.name)
     model.eval()
     return model
+
+
+def unreadable_weights_message(name: str) -> str:
+    """The one message (app and CLI) for a model.pt that is not a plain state_dict: truncated,
+    damaged, or a pickled object (never unpickled: torch.load runs with weights_only=True)."""
+    return (f"Run '{name}' can't be loaded: its model.pt is not a readable set of weights (the "
+            "file is truncated or damaged, or holds a pickled object, which is never run). Delete "
+            "the run and train it again, or pick another run.")
 
 
 def load_weights(model: TinyRGBMAE, state: dict, label: str) -> None:

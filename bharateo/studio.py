@@ -7,6 +7,7 @@ from dataclasses import replace
 import pandas as pd
 
 from bharateo.chips import ChipConfig
+from bharateo.errors import ConfigError
 from bharateo.model import ModelConfig
 from bharateo.pipeline import PRESETS, RunConfig
 from bharateo.runs import SavedRun, checkpoint_root, validate_run_name
@@ -24,6 +25,43 @@ KNOBS = {
 
 
 HOLDOUT_KNOBS = ("holdout_roi", "holdout_block")  # "" means none (a selectbox can't show None)
+
+# The typed (number-input) knobs: label on the page, lowest, highest, whole number?, why the limit.
+# The inputs have no min/max of their own: with them the browser turns a bad value red and keeps
+# sending the last valid one, so a run would train on settings nobody typed. Checked here instead.
+NUMBER_KNOBS = {
+    "n_chips": ("chips", 16, 4096, True, "fewer than 16 can't fill a batch; more than 4096 take "
+                "too long to cut and train in a lesson"),
+    "min_classes": ("min classes per chip", 1, 8, True, "there are 8 land-cover classes"),
+    "seed": ("seed", 0, 2**31 - 1, True, "seeds are whole numbers from 0 to 2^31 - 1"),
+    "lr": ("learning rate", 1e-6, 10.0, False, "at 0 the model never changes, below 1e-6 hardly; "
+           "the notebook uses 4e-4"),
+    "weight_decay": ("weight decay", 0.0, 1.0, False, "AdamW's decay is a share from 0 to 1 "
+                     "(the notebook uses 0.05)"),
+    "epochs": ("epochs", 1, 500, True, "a run needs at least one pass over its chips"),
+}
+
+
+def knob_help(key: str) -> str:
+    """The allowed range of a typed knob, for its help tooltip."""
+    label, low, high, whole, why = NUMBER_KNOBS[key]
+    return f"{'Whole number' if whole else 'Number'} from {low:g} to {high:g}: {why}."
+
+
+def knob_problems(knobs: dict, names: dict[str, str] | None = None) -> list[str]:
+    """One sentence per invalid typed knob, naming the field (`names`: other names for the knobs,
+    e.g. the CLI's flags), the value and the allowed range (empty list: all fine). A value is
+    never replaced by another: the page blocks Train instead, the CLI stops with exit code 2."""
+    problems = []
+    for key, (label, low, high, whole, why) in NUMBER_KNOBS.items():
+        label = (names or {}).get(key, label)
+        value = knobs.get(key)
+        allowed = f"type a {'whole number' if whole else 'number'} from {low:g} to {high:g}"
+        if value is None or value != value:
+            problems.append(f"**{label}** is empty: {allowed}.")
+        elif not low <= value <= high or (whole and value != int(value)):
+            problems.append(f"**{label}** is {value:g}: {allowed} ({why}).")
+    return problems
 
 
 def knobs_from_config(config: RunConfig) -> dict:
@@ -50,8 +88,11 @@ def chip_knobs(chip_config: ChipConfig, roi_names: list[str]) -> dict:
 def config_from_knobs(knobs: dict, rois, chip_config: ChipConfig) -> RunConfig:
     """RunConfig for the chosen ROIs and knob values (chip size from the Chips page).
 
-    Raises ConfigError / ChipError with a teacher-readable message for impossible values.
+    Raises ConfigError / ChipError with a teacher-readable message for impossible values
+    (knob_problems' sentences for out-of-range typed knobs).
     """
+    if problems := knob_problems(knobs):
+        raise ConfigError("Fix these settings before training: " + " ".join(problems))
     seed = int(knobs["seed"])
     chips = replace(chip_config, n_chips=int(knobs["n_chips"]), min_classes=int(knobs["min_classes"]),
                     holdout_roi=knobs["holdout_roi"] or None,

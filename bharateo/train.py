@@ -17,6 +17,7 @@ from bharateo.chips import ChipSet
 from bharateo.errors import ConfigError
 from bharateo.model import ModelConfig, TinyRGBMAE, random_patch_mask
 from bharateo.worldcover import IGNORE_INDEX
+from bharateo.words import plural
 
 HELDOUT_MASK_SEED = 1234  # fixed masks for held-out metrics, so epochs are comparable
 BLOW_UP_FACTOR = 20.0  # a loss this many times the first step's has diverged
@@ -190,7 +191,8 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
                 model, heldout, config.mask_ratio, HELDOUT_MASK_SEED)
         history.append(asdict(row))
         yield row
-    yield TrainingEnd("finished", f"Finished {config.epochs} epochs.", config.epochs, history)
+    yield TrainingEnd("finished", f"Finished {plural(config.epochs, 'epoch')}.", config.epochs,
+                      history)
 
 
 def _token_source(chips: ChipSet):

@@ -15,19 +15,20 @@ from pathlib import Path
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from bharateo.chips import ChipConfig
-from bharateo.errors import BharatEOError
+from bharateo.chips import HOLDOUT_BLOCKS, ChipConfig
+from bharateo.errors import BharatEOError, RunNotFoundError
 from bharateo.roi import (
     Roi,
     RoiSpec,
     cache_path,
     check_no_overlap,
+    check_roi_spec,
     data_dir,
     default_presets,
     load_roi,
     roi_window,
 )
-from bharateo.runs import SavedRun, load_model, load_run
+from bharateo.runs import SavedRun, checkpoint_root, load_model, load_run, validate_run_name
 from bharateo.worldcover import (
     ATTRIBUTION,
     SAMPLE_TILES,
@@ -59,10 +60,128 @@ def init_state() -> None:
     from bharateo.worker import keep_spare_worker
 
     keep_spare_worker()  # so a Train click finds a training process with torch imported
+    fresh = "_app_ran" not in st.session_state
     for key, value in STATE_DEFAULTS.items():
         if key not in st.session_state:
             st.session_state[key] = value.copy() if isinstance(value, list) else value
     st.session_state["_app_ran"] = True
+    if fresh and any(k in st.query_params for k in LESSON_PARAMS):  # a refresh, or a shared link
+        with st.spinner("Restoring the lesson from this page's address…"):
+            notes = restore_lesson(st.query_params)
+        for note in notes:
+            st.warning(note, icon=":material/link_off:")
+
+
+# --- the lesson in the page address ------------------------------------------------------------
+# A browser refresh starts a new session, so the lesson's minimal state is kept in the URL:
+#   roi=<lon>,<lat>,<size>,<name> (repeated, in order), chips=<ChipConfig fields in CHIP_PARAMS
+#   order, comma-separated, "" for none>, run=<saved run name>.
+# Regions come back from the ROI cache (or the source), chips are cut again from the chip config
+# (seeded, so identical), the model is loaded from its saved run. Nothing read here is trusted:
+# each value is checked, a bad one is skipped with a note, and no path is built from it unchecked.
+LESSON_PARAMS = ("roi", "chips", "run")
+CHIP_PARAMS = ("n_chips", "chip_size", "patch_size", "min_classes", "seed", "n_holdout_chips",
+               "holdout_roi", "holdout_block")
+
+
+def lesson_params() -> dict[str, list[str]]:
+    """The session's regions, chip config (once chips are built) and saved run as URL values."""
+    state, params = st.session_state, {}
+    if state.get("rois"):
+        params["roi"] = [f"{r.spec.lon!r},{r.spec.lat!r},{r.spec.size},{r.spec.name}"
+                         for r in state.rois]
+    if state.get("train_chips") is not None:
+        config = state.chip_config
+        params["chips"] = [",".join("" if getattr(config, f) is None else str(getattr(config, f))
+                                    for f in CHIP_PARAMS)]
+    model = state.get("model")
+    if model and model.get("run") and (checkpoint_root() / str(model["run"]) / "model.pt").exists():
+        params["run"] = [model["run"]]
+    return params
+
+
+def write_lesson_url() -> None:
+    """Put lesson_params() in the address bar (only the keys that changed)."""
+    params = lesson_params()
+    for key in LESSON_PARAMS:
+        if key not in params:
+            if key in st.query_params:
+                del st.query_params[key]
+        elif st.query_params.get_all(key) != params[key]:
+            st.query_params[key] = params[key]
+
+
+def _roi_from_param(raw: str) -> RoiSpec:
+    """'lon,lat,size,name' -> a checked RoiSpec (ValueError / RegionError saying what is wrong)."""
+    parts = raw.split(",", 3)
+    if len(parts) != 4:
+        raise ValueError("expected longitude,latitude,size,name")
+    name = parts[3].strip()
+    if not name or len(name) > 64 or not name.isprintable():
+        raise ValueError("the region name is empty, too long or not printable")
+    try:
+        lon, lat, size = float(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        raise ValueError("longitude and latitude must be numbers and size a whole number") from None
+    spec = RoiSpec(name, lon, lat, size)
+    check_roi_spec(spec)  # RegionError in words
+    return spec
+
+
+def _chips_from_param(raw: str, roi_names: list[str]) -> ChipConfig:
+    """The CHIP_PARAMS values, comma-separated -> ChipConfig (ValueError saying what is wrong)."""
+    if len(raw.split(",")) != len(CHIP_PARAMS):
+        raise ValueError(f"expected {len(CHIP_PARAMS)} values ({', '.join(CHIP_PARAMS)})")
+    values = dict(zip(CHIP_PARAMS, raw.split(",")))
+    try:
+        numbers = {k: int(values[k]) for k in CHIP_PARAMS[:6]}
+    except ValueError:
+        raise ValueError(f"{', '.join(CHIP_PARAMS[:6])} must be whole numbers") from None
+    config = ChipConfig(**numbers,
+                        holdout_roi=values["holdout_roi"] or None,
+                        holdout_block=values["holdout_block"] or None)
+    if config.holdout_roi is not None and config.holdout_roi not in roi_names:
+        raise ValueError(f"its held-out region '{config.holdout_roi}' is not among the regions")
+    if config.holdout_block not in (None, *HOLDOUT_BLOCKS):
+        raise ValueError(f"'{config.holdout_block}' is not a held-out part")
+    if not (1 <= config.n_chips <= 4096 and 1 <= config.n_holdout_chips <= 4096):
+        raise ValueError("the chip count is out of range")
+    return config
+
+
+def restore_lesson(params) -> list[str]:
+    """Regions, chips and model from URL values (see LESSON_PARAMS) -> notes on what was skipped.
+
+    Never raises: a malformed value or one that can't be used any more (a deleted run, a region
+    that can't be read) is left out with a note saying what and why.
+    """
+    from bharateo.chips import build_chip_sets
+
+    state, notes, rois = st.session_state, [], []
+    for raw in params.get_all("roi"):
+        try:
+            spec = _roi_from_param(raw)
+            if spec.name in [r.spec.name for r in rois]:
+                raise ValueError(f"a second region called '{spec.name}'")
+            check_no_overlap(spec, rois)
+            rois.append(read_roi(spec))
+        except (ValueError, BharatEOError) as exc:
+            notes.append(f"A region in this page's address was left out ({raw!r}): {exc}")
+    state.rois = rois
+    if (raw := params.get("chips")) and rois:
+        try:
+            config = _chips_from_param(raw, [r.spec.name for r in rois])
+            state.train_chips, state.heldout_chips = build_chip_sets(rois, config)
+            state.chip_config = config
+        except Exception as exc:  # from the address: any bad value is a note, never a traceback
+            notes.append(f"The chip settings in this page's address were not used ({raw!r}): {exc}. "
+                         "Cut chips again on the Chips page.")
+    if raw := params.get("run"):
+        try:
+            use_saved_run(load_run(validate_run_name(raw)))
+        except BharatEOError as exc:
+            notes.append(f"The model in this page's address was not loaded: {exc}")
+    return notes
 
 
 def page_setup() -> None:
@@ -74,7 +193,7 @@ def page_setup() -> None:
     page = Path(sys._getframe(1).f_code.co_filename).name  # the page file that called us
     st.session_state["_open_page"] = next(p for p in PAGES.values() if Path(p).name == page)
     try:
-        st.switch_page("app.py")
+        st.switch_page("app.py", query_params=_address_params())
     except StreamlitAPIException:  # the page is itself the entrypoint (e.g. a test): just set up
         del st.session_state["_open_page"]
         init_state()
@@ -83,7 +202,12 @@ def page_setup() -> None:
 def open_requested_page() -> None:
     """In app.py, after st.navigation: show the page whose URL was opened first (see page_setup)."""
     if page := st.session_state.pop("_open_page", None):
-        st.switch_page(page)
+        st.switch_page(page, query_params=_address_params())
+
+
+def _address_params() -> dict[str, list[str]]:
+    """The address's query parameters, repeated keys included (switch_page would drop them)."""
+    return {key: st.query_params.get_all(key) for key in st.query_params}
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -258,11 +382,26 @@ def _frozen_model(name: str, saved_at: str):
     return load_model(load_run(name))
 
 
+def epochs_done(run: SavedRun) -> int:
+    """Epochs a saved run finished (runs saved before metrics counted them: their history)."""
+    done = run.metrics.get("epochs_done")
+    return int(done) if isinstance(done, (int, float)) else len(run.history)
+
+
 def use_saved_run(run: SavedRun) -> None:
-    """Make a saved run the model the Reconstruct and Evaluate pages use."""
+    """Make a saved run the model the Reconstruct and Evaluate pages use.
+
+    Raises RunNotFoundError for a run that stopped before its first epoch finished (only a run
+    with at least one finished epoch is ever the pages' model) or whose weights can't be read.
+    """
     from bharateo.pipeline import RunConfig
 
+    if epochs_done(run) < 1:
+        raise RunNotFoundError(f"Run '{run.name}' was stopped before its first epoch finished, so "
+                               "it has no trained model to show. Pick another run, or train it "
+                               "for at least one epoch.")
     model = _frozen_model(run.name, run.config.get("saved_at", ""))
+    clear_error("run")  # a model is in use now: an earlier failed pick's error is over
     st.session_state.model = {"model": model, "label": f"saved run '{run.name}'",
                               "config": RunConfig.from_dict(run.config), "run": run.name,
                               "epochs_done": run.metrics.get("epochs_done")}
@@ -270,6 +409,7 @@ def use_saved_run(run: SavedRun) -> None:
 
 def use_trained_model(model, config, run_name: str, epochs_done: int) -> None:
     model.eval()
+    clear_error("run")
     st.session_state.model = {"model": model, "label": f"run '{run_name}' (trained here)",
                               "config": config, "run": run_name, "epochs_done": epochs_done}
 
@@ -283,6 +423,42 @@ def guidance(message: str, page: str, label: str) -> None:
 
 def show_error(exc: BharatEOError) -> None:
     st.error(str(exc))
+
+
+def keep_error(what: str, exc: BharatEOError) -> None:
+    """Keep an action's error for show_kept_error until clear_error(what): reruns (a fragment's,
+    another session's training finishing) don't wipe it before the user has read it."""
+    st.session_state[f"_error_{what}"] = str(exc)
+
+
+def clear_error(what: str) -> None:
+    """The user acted again (clicked, typed): forget the error of the last attempt."""
+    st.session_state.pop(f"_error_{what}", None)
+
+
+def show_kept_error(what: str) -> None:
+    if message := st.session_state.get(f"_error_{what}"):
+        st.error(message)
+
+
+def keep_widget(key: str, default=None, check=None) -> None:
+    """Call before drawing the widget `key`: its value persists for the whole session.
+
+    Streamlit forgets a widget's value once a page without that widget has run, so each value
+    is mirrored under a plain session key and put back on return. `default` is the first value;
+    `check(value)` may correct a kept value that no longer fits (e.g. a deleted run's name).
+    """
+    kept = f"_kept_{key}"
+    if key not in st.session_state and kept in st.session_state:
+        st.session_state[key] = st.session_state[kept]
+    elif key not in st.session_state and default is not None:
+        st.session_state[key] = default
+    if key in st.session_state and check is not None:
+        value = st.session_state[key]
+        if (fixed := check(value)) != value:
+            st.session_state[key] = fixed
+    if key in st.session_state:
+        st.session_state[kept] = st.session_state[key]
 
 
 def sidebar() -> None:
@@ -311,11 +487,12 @@ def sidebar() -> None:
 
 def adopt_finished_job() -> bool:
     """Once a job has finished or been stopped, make its model the session's current model (a
-    diverged run is saved, but the pages keep the model they had)."""
+    diverged run, or one stopped before its first epoch finished, is saved, but the pages keep
+    the model they had)."""
     job = st.session_state.job
     if job is None or not job.done or job.model is None or getattr(job, "adopted", False):
         return False
-    if job.status in ("finished", "stopped") and job.end is not None:
+    if job.status in ("finished", "stopped") and job.end is not None and job.end.epochs_done >= 1:
         use_trained_model(job.model, job.config, job.run_name, job.end.epochs_done)
         st.session_state.train_chips, st.session_state.heldout_chips = job.train_chips, job.heldout_chips
         st.session_state.chip_config = job.config.chips

@@ -27,6 +27,7 @@ from bharateo.roi import (
     check_roi_spec,
     roi_window,
 )
+from bharateo.words import ordinal
 from bharateo.worldcover import (
     CLASS_COLORS_255,
     CLASS_COLORS_HEX,
@@ -322,7 +323,7 @@ def roi_picture(roi: Roi, max_side: int = 512) -> RoiPicture:
     if nodata.any():
         image = image.copy()
         image[nodata] = NODATA_RGB
-    scale = "full resolution" if step == 1 else f"every {step}th pixel shown (1:{step})"
+    scale = "full resolution" if step == 1 else f"every {ordinal(step)} pixel shown (1:{step})"
     caption = f"{ground_size(roi.spec.size, roi.spec.lat)}; {scale}; north is up."
     if nodata.any():
         caption += (" Black: no data (sea / outside coverage), "

@@ -3,6 +3,7 @@ import streamlit as st
 
 from bharateo import figures, insight, insight_ui, ui
 from bharateo.errors import BharatEOError
+from bharateo.words import plural
 
 ui.page_setup()
 st.title("Evaluate")
@@ -32,8 +33,11 @@ st.info(insight.gap_reading(train_res, held_res, held_name,
         icon=":material/school:")
 st.caption(f"Predictions are made with {ratio:.0%} of each chip's patches hidden (the run's "
            "training mask ratio), with the same fixed masks every time.")
-normalised = st.toggle("Row-normalised: each row sums to 100% (the share of a target class given "
-                       "each answer)", key="eval_normalised")
+ui.keep_widget("eval_normalised", False)
+normalised = st.toggle("Row-normalised", key="eval_normalised",
+                       help="Each row is a true (target) class and sums to 100 %: the cells show "
+                            "how that class's patches were labelled, so the diagonal is its recall. "
+                            "Off: patch counts.")
 
 columns = dict(zip(["train", "held"], st.columns(2, gap="large")))
 titles = {"train": f"Training chips ({len(train_chips)})",
@@ -68,7 +72,7 @@ for split, col in columns.items():
                   help="Mean |RGB error| over hidden pixels: how well it paints hidden patches back.")
         ignored = int(res.get("ignored_patches", 0))
         m3.metric("Patches", f"{res['chips'] * train_chips.grid_size ** 2 - ignored:,}",
-                  help=f"{res['chips']} chips × {train_chips.grid_size ** 2} patches"
+                  help=f"{plural(res['chips'], 'chip')} × {train_chips.grid_size ** 2} patches"
                        + (f", less {ignored:,} no-data patches (at least half sea or outside "
                           "coverage), which are left out of every score here" if ignored else ""))
         st.plotly_chart(figures.confusion_heatmap(res["confusion"], insight.normalised_confusion(res),

@@ -3,6 +3,7 @@ import streamlit as st
 
 from bharateo import evaluate, figures, insight, insight_ui, ui, views
 from bharateo.errors import BharatEOError
+from bharateo.words import plural
 
 ui.page_setup()
 st.title("Reconstruct")
@@ -19,12 +20,11 @@ model = entry["model"]
 splits = {"train": train_chips}
 if held_chips is not None:
     splits["held"] = held_chips
-if st.session_state.get("recon_split") not in splits:
-    st.session_state.recon_split = "train"
+ui.keep_widget("recon_split", "train", lambda s: s if s in splits else "train")
 split_titles = {"train": "training chips"}
 if held_chips is not None:
     split_titles["held"] = f"held-out region {insight.held_region_name(held_chips)}"
-split_names = {s: f"{title} ({len(splits[s])} chips)" for s, title in split_titles.items()}
+split_names = {s: f"{title} ({plural(len(splits[s]), 'chip')})" for s, title in split_titles.items()}
 split = st.radio("Chips", list(splits), key="recon_split", horizontal=True,
                  format_func=split_names.get)
 if held_chips is None:
@@ -33,14 +33,18 @@ if held_chips is None:
 chips = splits[split]
 
 chip_key = f"recon_chip_{split}"
-if not 0 <= st.session_state.get(chip_key, -1) < len(chips):  # unset, or from other chips
+if st.session_state.get(f"{chip_key}_of") != (id(chips), len(chips)):  # other chips: start at 0
+    st.session_state[f"{chip_key}_of"] = (id(chips), len(chips))
+    st.session_state.pop(f"_kept_{chip_key}", None)
     st.session_state[chip_key] = 0
+ui.keep_widget(chip_key, 0)
 picker, *thumb_cols = st.columns([1.6] + [1] * 10, vertical_alignment="bottom")
-index = int(picker.number_input(f"Chip (0–{len(chips) - 1})", min_value=0, max_value=len(chips) - 1,
-                                step=1, key=chip_key,
-                                help="Type a number, or click a thumbnail. Thumbnails show the ten "
-                                     "chips around this one."))
-first = min(index // 10 * 10, max(len(chips) - 10, 0))
+# no min/max: the browser would turn a typed 999 red and keep showing the last chip
+typed = picker.number_input(f"Chip (0–{len(chips) - 1})", step=1, key=chip_key,
+                            help="Type a number, or click a thumbnail. Thumbnails show the ten "
+                                 "chips around this one.")
+index = int(typed) if typed is not None and 0 <= typed < len(chips) else None
+first = min((index or 0) // 10 * 10, max(len(chips) - 10, 0))
 for col, i in zip(thumb_cols, range(first, min(first + 10, len(chips)))):
     col.image(insight.thumbnail(chips, i), output_format="PNG")
     col.button(f"{i}", key=f"recon_thumb_{split}_{i}", width="stretch",
@@ -50,8 +54,8 @@ for col, i in zip(thumb_cols, range(first, min(first + 10, len(chips)))):
 # --- the mask, the panels and the curve: a fragment, so a slider move reruns only this part ------
 @st.fragment
 def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: float) -> None:
-    st.session_state.setdefault("recon_mask_ratio", 0.75)
-    st.session_state.setdefault("recon_mask_seed", 0)
+    ui.keep_widget("recon_mask_ratio", 0.75)
+    st.session_state.setdefault("recon_mask_seed", 0)  # a plain key: kept for the session
     slider_col, seed_col = st.columns([5, 1], vertical_alignment="bottom")
     ratio = round(slider_col.slider("Mask ratio: share of the 64 patches hidden", 0.05, 0.95,
                                     step=0.05, key="recon_mask_ratio", format="%.2f"), 2)
@@ -98,12 +102,17 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
     st.plotly_chart(
         figures.mask_ratio_curve(curve.value, ratio, train_ratio,
                                  title=f"{split_title}: masked MAE and patch accuracy vs mask "
-                                       f"ratio (all {len(chips)} chips)"),
+                                       f"ratio (all {plural(len(chips), 'chip')})"),
         key="recon_curve")
-    st.caption(f"Averages over all {len(chips)} chips with fixed masks. The model was trained with "
+    st.caption(f"Averages over all {plural(len(chips), 'chip')} with fixed masks. The model was "
+               "trained with "
                f"{train_ratio:.0%} hidden, and a small model is often best near that ratio. "
                + (f"Computed once and stored beside run '{run.name}' ({curve.filename})."
                   if curve.filename else "Computed once for this model and these chips."))
 
 
+if index is None:
+    st.error(f"There is no chip {typed}: these {plural(len(chips), 'chip')} are numbered 0 to "
+             f"{len(chips) - 1}. Type a number in that range, or click a thumbnail.")
+    st.stop()
 mask_explorer(model, chips, index, split_titles[split], run, entry["config"].train.mask_ratio)

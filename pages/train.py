@@ -8,9 +8,11 @@ from bharateo.jobs import max_trainings
 from bharateo.pipeline import PRESETS
 from bharateo.chips import HOLDOUT_BLOCKS
 from bharateo.runs import delete_run, list_runs, rename_run
+from bharateo.words import plural
 from bharateo.studio import (chip_knobs, config_from_knobs, default_run_name, eta_seconds,
-                             free_run_name, knobs_from_config, matching_preset, preset_knobs,
-                             runs_table, series_from_job, series_from_run)
+                             free_run_name, knob_help, knob_problems, knobs_from_config,
+                             matching_preset, preset_knobs, runs_table, series_from_job,
+                             series_from_run)
 
 ui.page_setup()
 st.title("Train")
@@ -45,6 +47,14 @@ if st.session_state.knob_holdout_roi not in ["", *roi_names]:  # that region was
     set_knobs({"holdout_roi": "", "holdout_block": ""})
 
 # --- knobs -------------------------------------------------------------------------------------
+def number_knob(label: str, key: str, **kwargs) -> None:
+    """A typed knob with no min/max (knob_problems checks it: the browser would turn a bad value
+    red and keep sending the last valid one). Its default is its current value, so a browser
+    that draws the field before the session's value arrives shows that value, not 0."""
+    st.number_input(label, value=st.session_state[f"knob_{key}"], key=f"knob_{key}",
+                    help=knob_help(key), **kwargs)
+
+
 st.markdown("**Presets:** " + " · ".join(PRESETS))
 preset_cols = st.columns(len(PRESETS))
 for col, name in zip(preset_cols, PRESETS):
@@ -53,8 +63,8 @@ for col, name in zip(preset_cols, PRESETS):
 data_col, model_col, objective_col, optim_col = st.columns(4)
 with data_col:
     st.markdown("**Dataset**")
-    st.number_input("chips", 16, 4096, step=16, key="knob_n_chips")
-    st.number_input("min classes per chip", 1, 8, key="knob_min_classes")
+    number_knob("chips", "n_chips", step=16)
+    number_knob("min classes per chip", "min_classes", step=1)
     st.selectbox("held-out region", ["", *roi_names], key="knob_holdout_roi",
                  format_func=lambda n: n or "none",
                  help="A region kept out of training to test on; none: evaluate on training chips.")
@@ -70,48 +80,57 @@ with objective_col:
     st.markdown("**Objective**")
     st.slider("mask ratio", 0.05, 0.95, step=0.05, key="knob_mask_ratio")
     st.slider("patch-loss weight", 0.0, 2.0, step=0.05, key="knob_patch_loss_weight")
-    st.number_input("seed", 0, 2**31 - 1, key="knob_seed")
+    number_knob("seed", "seed", step=1)
 with optim_col:
     st.markdown("**Optimiser**")
-    st.number_input("learning rate", min_value=1e-6, max_value=10.0, format="%.1e", key="knob_lr")
-    st.number_input("weight decay", 0.0, 1.0, step=0.01, key="knob_weight_decay")
-    st.number_input("epochs", 1, 500, key="knob_epochs")
+    number_knob("learning rate", "lr", format="%.1e", step=1e-4)
+    number_knob("weight decay", "weight_decay", step=0.01)
+    number_knob("epochs", "epochs", step=1)
     st.select_slider("batch size", [4, 8, 16, 32, 64, 128], key="knob_batch_size")
     st.checkbox("cosine schedule", key="knob_cosine")
 
 knobs = {key.removeprefix("knob_"): st.session_state[key]
          for key in st.session_state if str(key).startswith("knob_")}
 st.session_state.train_knobs = knobs
-try:
-    config = config_from_knobs(knobs, rois, st.session_state.chip_config)
-except BharatEOError as exc:
-    ui.show_error(exc)
-    st.stop()
+config = None
+if problems := knob_problems(knobs):  # blocks Train: nothing trains on values nobody typed
+    st.error("Train is blocked until these settings are fixed:\n\n- " + "\n- ".join(problems),
+             icon=":material/block:")
+else:
+    try:
+        config = config_from_knobs(knobs, rois, st.session_state.chip_config)
+    except BharatEOError as exc:
+        ui.show_error(exc)
 
-tokens = config.tokens()
-preset = matching_preset(knobs)
-m1, m2, m3, m4, m5 = st.columns(5)
-m1.metric("parameters", f"{config.parameters / 1e6:.2f}M")
-m2.metric("token presentations", f"{tokens.total_tokens:,}")
-m3.metric("visible tokens", f"{tokens.visible_tokens:,}")
-m4.metric("masked tokens", f"{tokens.masked_tokens:,}")
-m5.metric("masked pixel targets", f"{tokens.masked_pixel_targets:,}")
-st.caption(f"Settings: {preset or 'custom'} · chips of {config.chips.chip_size} px from "
-           f"{', '.join(roi_names)}")
+if config is not None:
+    tokens = config.tokens()
+    preset = matching_preset(knobs)
+    m1, m2, m3, m4, m5 = st.columns(5)
+    m1.metric("parameters", f"{config.parameters / 1e6:.2f}M")
+    m2.metric("token presentations", f"{tokens.total_tokens:,}")
+    m3.metric("visible tokens", f"{tokens.visible_tokens:,}")
+    m4.metric("masked tokens", f"{tokens.masked_tokens:,}")
+    m5.metric("masked pixel targets", f"{tokens.masked_pixel_targets:,}")
+    st.caption(f"Settings: {preset or 'custom'} · chips of {config.chips.chip_size} px from "
+               f"{', '.join(roi_names)}")
 
 # --- run control -------------------------------------------------------------------------------
 job = st.session_state.job
 running = job is not None and not job.done
 name_col, train_col, stop_col = st.columns([3, 1, 1])
-run_name = name_col.text_input("run name", key="run_name",
-                               placeholder=f"automatic, e.g. {default_run_name(config)}",
+ui.keep_widget("run_name")
+run_name = name_col.text_input("run name", key="run_name", on_change=ui.clear_error, args=("train",),
+                               placeholder="automatic, e.g. " + (default_run_name(config) if config
+                                                                 else "mask0.75-lr0.0004-…"),
                                help="Saved under checkpoints/<run name>/")
-if train_col.button("Train", type="primary", disabled=running, width="stretch"):
+if train_col.button("Train", type="primary", disabled=running or config is None, width="stretch",
+                    on_click=ui.clear_error, args=("train",)) and config is not None:
     try:
         ui.start_training(config, free_run_name(run_name or default_run_name(config)))
     except BharatEOError as exc:
-        ui.show_error(exc)
+        ui.keep_error("train", exc)  # shown until the next Train click or run-name change
     st.rerun()
+ui.show_kept_error("train")
 if stop_col.button("Stop", disabled=not running, width="stretch"):
     job.stop()
     st.toast("Stopping after the current step; the run is kept.")
@@ -121,7 +140,7 @@ def draw_progress(snap) -> None:
     steps, epochs = snap["steps"], snap["config"].train.epochs
     if snap["status"] == "queued":
         st.info(f"Waiting for a free training slot: you are number {snap['queue_position'] or 1} "
-                f"in the queue (this server trains {max_trainings()} run(s) at a time).")
+                f"in the queue (this server trains {plural(max_trainings(), 'run')} at a time).")
     elif snap["status"] == "running":
         if steps:
             last = steps[-1]
@@ -137,6 +156,9 @@ def draw_progress(snap) -> None:
     elif snap["status"] == "diverged":
         st.error(f"{snap['end'].message} The run is saved as '{snap['run_name']}' (diverged); "
                  "Reconstruct and Evaluate keep using the model they had.")
+    elif snap["end"] is not None and not snap["end"].epochs_done:
+        st.warning(f"{snap['end'].message} No epoch finished, so run '{snap['run_name']}' is saved "
+                   "but Reconstruct and Evaluate keep using the model they had.")
     elif snap["end"] is not None:
         st.success(f"{snap['end'].message} Saved as run '{snap['run_name']}'; it is now the model "
                    "the Reconstruct and Evaluate pages use.")
@@ -170,30 +192,38 @@ if not runs:
     st.stop()
 st.dataframe(runs_table(runs), hide_index=True, width="stretch")
 by_name = {r.name: r for r in runs}
-compare = st.multiselect("compare runs on the same charts", list(by_name),
-                         default=list(by_name)[:min(2, len(by_name))])
+ui.keep_widget("train_compare", list(by_name)[:2], lambda names: [n for n in names if n in by_name])
+compare = st.multiselect("compare runs on the same charts", list(by_name), key="train_compare")
 if compare:
     series = [series_from_run(by_name[n]) for n in compare]
     left, right = st.columns(2)
     left.plotly_chart(loss_figure(series), width="stretch")
     right.plotly_chart(accuracy_figure(series), width="stretch")
 
-chosen = st.selectbox("manage a run", list(by_name))
+ui.keep_widget("train_manage_run", None,
+               lambda name: name if name in by_name else next(iter(by_name)))
+chosen = st.selectbox("manage a run", list(by_name), key="train_manage_run")
 load_col, rename_col, delete_col = st.columns(3)
 if load_col.button("Use this run for Reconstruct / Evaluate", width="stretch"):
-    ui.use_saved_run(by_name[chosen])
-    st.success(f"Now using saved run '{chosen}'.")
+    ui.clear_error("manage")
+    try:
+        ui.use_saved_run(by_name[chosen])
+        st.success(f"Now using saved run '{chosen}'.")
+    except BharatEOError as exc:
+        ui.keep_error("manage", exc)  # shown below until the next load, rename or delete
+ui.keep_widget("rename_to")  # (the delete confirmation below is deliberately not kept)
 new_name = rename_col.text_input("new name", key="rename_to", label_visibility="collapsed",
                                  placeholder="new name")
 
 
 def manage(action, *args) -> None:
     """Button callback: rename or delete, keeping any error for the page to show."""
+    ui.clear_error("manage")
     try:
         action(*args)
         st.session_state.confirm_delete = False
     except BharatEOError as exc:
-        st.session_state.manage_error = str(exc)
+        ui.keep_error("manage", exc)  # shown until the next rename or delete
 
 
 rename_col.button("Rename", width="stretch", disabled=not new_name,
@@ -201,5 +231,4 @@ rename_col.button("Rename", width="stretch", disabled=not new_name,
 confirm = delete_col.checkbox(f"yes, delete '{chosen}'", key="confirm_delete")
 delete_col.button("Delete", width="stretch", disabled=not confirm,
                   on_click=manage, args=(delete_run, chosen))
-if error := st.session_state.pop("manage_error", None):
-    st.error(error)
+ui.show_kept_error("manage")

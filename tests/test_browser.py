@@ -378,3 +378,39 @@ def test_page_url_opened_directly(context, app_server, path):
     assert page.locator('[data-testid="stSidebarNav"]').count() == 1  # the lab's navigation
     page.get_by_text("Lab state").wait_for()
     assert not context.js_errors, "JavaScript errors:\n" + "\n".join(context.js_errors)
+
+
+def test_bad_typed_settings_block_train_and_a_refresh_keeps_the_lesson(context, app_server):
+    """Typed out of range, a field used to turn red while the last valid value trained silently:
+    now the value reaches the page, which names the field and disables Train. Then a browser
+    refresh: the regions come back from the page address."""
+    page = new_page(context)
+    page.goto(f"{app_server.url}/regions")
+    page.wait_for_selector('h1:has-text("Regions")', timeout=60_000)
+    b.settle(page, "Regions")
+    page.get_by_role("button", name="Add the notebook's three regions").click()
+    page.wait_for_selector(f"{b.MAIN} h4:has-text('mathura_belt')", timeout=60_000)
+    b.go_to(page, "Train")
+    train = page.get_by_role("button", name="Train", exact=True)
+    for label, bad in [("chips", "99999"), ("epochs", "-3"), ("learning rate", "0")]:
+        field = page.locator(f'{b.MAIN} input[aria-label="{label}"]').first
+        good = field.input_value()
+        field.fill(bad)
+        field.press("Enter")
+        page.locator(f'{b.MAIN} [data-testid="stAlert"]', has_text=f"{label} is").wait_for()
+        b.settle(page, f"Train with {label} = {bad}")
+        assert train.is_disabled(), f"Train still enabled with {label} = {bad}"
+        field.fill(good)
+        field.press("Enter")
+        page.wait_for_function("() => ![...document.querySelectorAll('[data-testid=\"stAlert\"]')]"
+                               ".some(a => a.innerText.includes('blocked'))", timeout=60_000)
+        b.settle(page, f"Train with {label} = {good} again")
+        assert not train.is_disabled()
+
+    assert "roi=" in page.url, page.url
+    page.reload()
+    page.wait_for_selector('h1:has-text("Train")', timeout=60_000)
+    b.settle(page, "Train after a refresh")
+    page.wait_for_selector('[data-testid="stSidebar"] :text("mathura_belt")')
+    page.locator(f'{b.MAIN} input[aria-label="chips"]').wait_for()  # regions back: knobs shown
+    assert not context.js_errors, "JavaScript errors:\n" + "\n".join(context.js_errors)

@@ -123,3 +123,23 @@ def test_without_any_run_the_page_sends_you_to_train():
     assert any("no trained model yet" in i.value for i in at.info)
     assert [link.proto.page for link in at.get("page_link")][-1] == "train"
     assert not at.get("plotly_chart")
+
+
+def test_row_normalised_choice_survives_a_visit_to_another_page(trained):
+    at = open_page(**session_with(trained, None))
+    at.toggle(key="eval_normalised").set_value(True).run()
+    normalised = confusion_z(at, "train")
+    at.switch_page("pages/train.py").run()
+    if "eval_normalised" in set(at.session_state):
+        del at.session_state["eval_normalised"]  # what a browser session does to undrawn widgets
+    at.switch_page(PAGE).run()
+    assert not at.exception and at.toggle(key="eval_normalised").value is True
+    np.testing.assert_allclose(confusion_z(at, "train"), normalised)
+
+
+def test_row_normalised_toggle_says_rows_are_the_true_class(trained):
+    """Rows are the true class and each sums to 100 % (it described column normalisation)."""
+    at = open_page(**session_with(trained, None))
+    help_text = at.toggle(key="eval_normalised").help
+    assert "true (target) class" in help_text and "sums to 100 %" in help_text
+    assert "given each answer" not in help_text + at.toggle(key="eval_normalised").label

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from streamlit.testing.v1 import AppTest
 
 from bharateo import insight
@@ -94,7 +96,9 @@ def test_choose_chip_by_thumbnail_and_switch_to_held_out(trained):
     assert panel_images(at)["target RGB"] != first
     at.radio(key="recon_split").set_value("held").run()
     assert not at.exception
-    assert at.number_input(key="recon_chip_held").max == len(trained.result.heldout_chips) - 1
+    assert at.number_input(key="recon_chip_held").value == 0  # other chips: from the first
+    assert at.number_input(key="recon_chip_held").label == \
+        f"Chip (0–{len(trained.result.heldout_chips) - 1})"
     assert "held-out region mathura_belt" in curve(at)["layout"]["title"]["text"]
     assert len(panel_images(at)) == 7
 
@@ -125,3 +129,39 @@ def test_chips_of_another_size_show_an_error_not_a_traceback(trained):
     assert any("trained on 128 px chips, these are 64 px" in e.value for e in at.error)
     assert at.button(key="reconstruct_load_run_chips")  # offers the way out
     assert not at.image and not at.slider
+
+
+def test_every_choice_survives_a_visit_to_another_page(trained):
+    """Mask ratio, chips split, chip and mask draw come back as left (issue 10, section 6)."""
+    at = open_page(**session_with(trained, None))
+    at.slider(key="recon_mask_ratio").set_value(0.4).run()
+    at.radio(key="recon_split").set_value("held").run()
+    at.button(key="recon_thumb_held_3").click().run()
+    at.button(key="recon_new_mask").click().run()
+    at.switch_page("pages/train.py").run()
+    for key in {"recon_mask_ratio", "recon_split", "recon_chip_held"} & set(at.session_state):
+        del at.session_state[key]  # what a browser session does to widgets a page didn't draw
+    at.switch_page("pages/reconstruct.py").run()
+    assert not at.exception
+    assert at.slider(key="recon_mask_ratio").value == pytest.approx(0.4)
+    assert at.radio(key="recon_split").value == "held"
+    assert at.number_input(key="recon_chip_held").value == 3
+    assert at.session_state.recon_mask_seed == 1
+    assert "40% masked input" in panel_images(at)
+
+
+def test_a_chip_number_out_of_range_says_so_instead_of_showing_another_chip(trained):
+    """Typed past the end, the field used to turn red while the panels kept the last chip."""
+    at = open_page(**session_with(trained, None))
+    widget = at.number_input(key="recon_chip_train")
+    assert widget.max is None or widget.max > 1e9  # the browser sends what was typed
+    last = len(trained.result.train_chips) - 1
+    for bad in (last + 1, 999, -1):
+        widget.set_value(bad).run()
+        assert not at.exception
+        assert [e.value for e in at.error] == [
+            f"There is no chip {bad}: these {last + 1} chips are numbered 0 to {last}. Type a "
+            "number in that range, or click a thumbnail."]
+        assert not panel_images(at)
+    at.number_input(key="recon_chip_train").set_value(last).run()
+    assert not at.error and any(f"chip {last}" in img.captions[0] for img in at.image if img.captions)

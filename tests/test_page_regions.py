@@ -19,7 +19,8 @@ from bharateo.roi import (
     load_roi,
     roi_window,
 )
-from bharateo.worldcover import bundled_tile_path, collapse_worldcover, data_source_from_env
+from bharateo.worldcover import (SAMPLE_TILES, bundled_tile_path, collapse_worldcover,
+                                 data_source_from_env)
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 NOTEBOOK_NAMES = [spec.name for spec in NOTEBOOK_ROIS]
@@ -132,8 +133,12 @@ def test_presets_load_from_the_fixture_tile(regions, worldcover_dir):
     # the map draws the three chosen regions, solid
     script = map_script(at)
     assert all(n in script for n in NOTEBOOK_NAMES) and "(proposed)" not in script
-    # and their land cover, from the cache, named for what it is (never WorldCover)
-    assert script.count("L.imageOverlay(") == 3 and "Copernicus" not in script
+    # and their land cover, from the cache, named for what it is (never WorldCover); the bundled
+    # real sample tile's overview is drawn too, and only it carries the WorldCover credit
+    bundled = [t for t in SAMPLE_TILES if bundled_tile_path(t) is not None]
+    assert script.count("L.imageOverlay(") == 3 + len(bundled)
+    assert script.count("Copernicus") == len(bundled)
+    assert script.count("Land cover: synthetic test fixture") == 3
     assert any("3 cached regions (synthetic test fixture)" in c.value for c in at.caption)
 
 

@@ -242,3 +242,89 @@ def test_knobs_survive_a_visit_to_another_page(worldcover_dir):
     after = {k: at.session_state[f"knob_{k}"] for k in before}
     assert after == before and after["epochs"] == 3 and after["embed_dim"] == 64
     assert at.selectbox[0].value == "shekhawati"
+
+
+# --- bad input and lost state (issue 10, section 6) -----------------------------------------------
+def test_invalid_typed_settings_block_train_and_name_the_field(worldcover_dir):
+    """Chips 99999, epochs -3, learning rate 0 (fields the browser used to turn red and silently
+    replace by the last valid value): each blocks Train with a message naming it."""
+    at = train_page()
+    for key in ("knob_n_chips", "knob_epochs", "knob_lr", "knob_seed", "knob_min_classes",
+                "knob_weight_decay"):  # no min/max: the browser sends what was typed
+        widget = at.number_input(key=key)
+        assert widget.min is None or widget.min < -1e9, key
+        assert widget.max is None or widget.max > 1e9, key
+    for key, value, words in [("n_chips", 99999, "**chips** is 99999"),
+                              ("epochs", -3, "**epochs** is -3"),
+                              ("lr", 0.0, "**learning rate** is 0"),
+                              ("min_classes", 9, "**min classes per chip** is 9"),
+                              ("weight_decay", 1.5, "**weight decay** is 1.5"),
+                              ("seed", -1, "**seed** is -1")]:
+        good = dict(at.session_state["train_knobs"])
+        set_knobs(at, **{key: value})
+        assert not at.exception
+        assert any(words in e.value and "blocked" in e.value for e in at.error), \
+            (key, [e.value for e in at.error])
+        assert button(at, "Train").disabled  # AppTest, like a browser, can't click it
+        assert at.session_state["job"] is None and list_runs() == []
+        set_knobs(at, **{key: good[key]})
+        assert not at.error and not button(at, "Train").disabled
+
+
+def test_a_bad_run_name_error_stays_until_the_user_acts(worldcover_dir):
+    at = train_page()
+    at.text_input(key="run_name").input("../../etc").run()
+    button(at, "Train").click().run()
+    message = "'../../etc' can't be a run name"
+    assert any(message in e.value for e in at.error) and at.session_state["job"] is None
+    at.run()  # any rerun (a fragment, the sidebar's training status) keeps it
+    assert any(message in e.value for e in at.error)
+    at.text_input(key="run_name").input("fine-name").run()  # the user acts: the error goes
+    assert not any(message in e.value for e in at.error)
+
+
+def test_a_run_stopped_before_its_first_epoch_never_becomes_the_model(worldcover_dir):
+    at = train_page()
+    previous = {"model": None, "label": "saved run 'trained-before'", "run": None, "config": None}
+    at.session_state["model"] = previous
+    set_knobs(at, n_chips=1024, epochs=1, batch_size=4, embed_dim=32, depth=1, heads=2)
+    at.text_input(key="run_name").input("too-early").run()
+    button(at, "Train").click().run()
+    job = at.session_state["job"]
+    deadline = time.time() + 60
+    while job.status in ("queued",) and time.time() < deadline:
+        time.sleep(0.005)
+    job.stop()
+    wait(job)
+    at.run()
+    assert not at.exception
+    assert job.status == "stopped" and job.end.epochs_done == 0
+    assert at.session_state["model"] == previous
+    assert any("keep using the model they had" in w.value for w in at.warning)
+    assert load_run("too-early").metrics["epochs_done"] == 0  # saved all the same
+    at.selectbox(key="train_manage_run").select("too-early").run()
+    button(at, "Use this run for Reconstruct / Evaluate").click().run()
+    assert any("before its first epoch finished" in e.value for e in at.error)
+    assert at.session_state["model"] == previous
+
+
+def test_run_name_and_run_choices_survive_a_visit_to_another_page(worldcover_dir):
+    at = train_page()
+    button(at, "quick demo").click().run()
+    for name in ("first", "second", "third"):
+        set_knobs(at, n_chips=32, epochs=1)
+        at.text_input(key="run_name").input(name).run()
+        button(at, "Train").click().run()
+        wait(at.session_state["job"])
+        at.run()
+    at.text_input(key="run_name").input("next-one").run()
+    at.multiselect(key="train_compare").set_value(["first"]).run()
+    at.selectbox(key="train_manage_run").select("second").run()
+    at.switch_page("pages/chips.py").run()
+    for key in {"run_name", "train_compare", "train_manage_run"} & set(at.session_state):
+        del at.session_state[key]  # what a browser session does to widgets a page didn't draw
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    assert at.text_input(key="run_name").value == "next-one"
+    assert at.multiselect(key="train_compare").value == ["first"]
+    assert at.selectbox(key="train_manage_run").value == "second"
