@@ -24,9 +24,9 @@ from bharateo.roi import (
     RoiSpec,
     atomic_write_bytes,
     binding_from_cache_name,
-    check_tile_grid,
     read_cache,
 )
+from bharateo.errors import TileFileError
 from bharateo.worldcover import CLASS_COLORS_255, NODATA, TILE_DEGREES, collapse_worldcover
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,15 @@ def png_bytes(rgba: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _covers_tile(src, tile: str) -> bool:
+    """True when the open file lies in EPSG:4326 exactly over `tile` (to 1/100 of a 10 m pixel).
+    Enough for a ~1 km picture drawn at the tile's bounds; region reads check the full 10 m grid
+    (roi.check_tile_grid)."""
+    if not src.crs or src.crs.to_epsg() != 4326:
+        return False
+    return all(abs(a - b) < 1e-6 for a, b in zip(src.bounds, tile_bounds(tile)))
+
+
 def read_tile_overview(path: str | Path, size: int = OVERVIEW_PX) -> tuple[np.ndarray, dict] | None:
     """A tile's native codes at `size` x `size` (uint8) from its own COG overviews, and its tags.
 
@@ -107,9 +116,9 @@ def read_tile_overview(path: str | Path, size: int = OVERVIEW_PX) -> tuple[np.nd
     from rasterio.enums import Resampling
 
     with rasterio.Env(**GDAL_ENV), rasterio.open(path) as src:
-        if m := TILE_FILE.match(Path(path).name):
-            west, south, _, _ = tile_bounds(m.group(1))
-            check_tile_grid(src, m.group(1), round(west), round(south), str(path))
+        if (m := TILE_FILE.match(Path(path).name)) and not _covers_tile(src, m.group(1)):
+            raise TileFileError(f"{path} is named as tile {m.group(1)} but is not in EPSG:4326 "
+                                f"over that tile's bounds ({src.crs}, {tuple(src.bounds)})")
         if not src.overviews(1):
             return None
         native = src.read(1, out_shape=(size, size), resampling=Resampling.nearest)

@@ -348,3 +348,35 @@ def test_credentials_never_appear_anywhere(fixture_tiles_dir, isolated_env, monk
     assert "Reading from the WorldCover mirror at http://***@127.0.0.1" in out.out
     leaks = [text[:200] for text in shown if SECRET in text]
     assert leaks == []
+
+
+# --- the map's overviews are held to the same rules -----------------------------------------
+def test_map_overviews_skip_a_reprojected_tile_and_a_swapped_cache(worldcover_dir, tmp_path):
+    """The Regions map draws tiles and cached regions too: a file named N00E006 but in EPSG:32632
+    is not drawn over that tile, and a cache file swapped for another region's is not drawn at
+    the first region's place."""
+    import rasterio
+    from affine import Affine
+
+    from bharateo.overview import cached_region_overviews, tile_overview
+
+    path = tmp_path / tile_filename("N00E006")
+    profile = dict(driver="GTiff", width=1024, height=1024, count=1, dtype="uint8", nodata=0,
+                   crs="EPSG:32632", transform=Affine(330, 0, 166_000, 0, -330, 332_000),
+                   tiled=True, blockxsize=256, blockysize=256)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.full((1024, 1024), 40, np.uint8), 1)
+        dst.build_overviews([2, 4])
+    assert tile_overview("N00E006", path) is None
+    with rasterio.open(path, "r+", crs="EPSG:4326") as dst:  # the same file on the right place
+        dst.crs, dst.transform = "EPSG:4326", Affine(3 / 1024, 0, 6, 0, -3 / 1024, 3)
+    assert tile_overview("N00E006", path) is not None
+
+    source = data_source_from_env()
+    load_roi(SMALL, source), load_roi(OTHER, source)
+    data = Path(roi_mod.data_dir())
+    assert len(cached_region_overviews(data)) == 2
+    mine, theirs = (cache_path(roi_window(s), source) for s in (SMALL, OTHER))
+    mine.write_bytes(theirs.read_bytes())
+    (drawn,) = cached_region_overviews(data)
+    assert drawn.name == theirs.stem
