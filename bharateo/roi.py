@@ -708,11 +708,12 @@ def load_roi(spec: RoiSpec, source: DataSource | None = None, use_cache: bool = 
 
     try:
         native, read_info = _with_deadline(lambda: read_window(window, source, deadline, on_tile),
-                                           timeout_s, f"Reading {spec.name} from "
+                                           timeout_s, f"Reading the {spec.size} px region at "
+                                           f"{spec.lon:.4f}E {spec.lat:.4f}N from "
                                            f"{source.describe()}", on_wait)
     except BharatEOError as exc:
         if notes and not isinstance(exc, RegionError):  # a damaged cache, and no way to re-read
-            exc.args = (f"The cached copy of '{spec.name}' was damaged and moved aside, and the "
+            exc.args = (f"The cached copy of this region was damaged and moved aside, and the "
                         f"region could not be read again: {exc}",)
         raise
     nodata = float(np.mean(native == NODATA))
@@ -737,7 +738,7 @@ def load_roi(spec: RoiSpec, source: DataSource | None = None, use_cache: bool = 
             write_cache(path, native, provenance, binding)
         except OSError as exc:  # read-only or full data/: keep the region, say so
             cache_error = _disk_fault(exc, path.parent)
-            notes.append(f"'{spec.name}' was read but not saved to the cache: {cache_error}. "
+            notes.append(f"This region was read but not saved to the cache: {cache_error}. "
                          "The lesson goes on with it in memory; it will be read from the source "
                          "again next time.")
             log.warning(notes[-1])

@@ -317,7 +317,7 @@ def read_roi(spec: RoiSpec, progress=None) -> Roi:
         if roi is not None:
             store.move_to_end(key)
     if roi is None:
-        roi = load_roi(RoiSpec("shared", spec.lon, spec.lat, spec.size), source, progress=progress)
+        roi = load_roi(spec, source, progress=progress)  # its notes name no region
         with lock:
             store[key] = roi
             while len(store) > SHARED_ROIS:
