@@ -318,6 +318,10 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         return out
 
     def _serve(self, head: bool) -> None:
+        if self.server.stalls_now():  # accepted, and never answered (bounded by stop())
+            self.server.stop_event.wait(120)
+            self.close_connection = True
+            return
         path = self._file()
         if path is None:
             self._not_found(head)
@@ -385,12 +389,23 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, root: Path, port: int = 0):
+    def __init__(self, root: Path, port: int = 0, stall_after: int | None = None):
         super().__init__(("127.0.0.1", port), _RangeHandler)
         self.root = root
         self.bytes_sent = 0
         self.requests = 0
+        self.stall_after, self.answered, self.stalled = stall_after, 0, 0
+        self.stop_event = threading.Event()
         self._lock = threading.Lock()
+
+    def stalls_now(self) -> bool:
+        """Count one HTTP request; True once `stall_after` requests have been answered."""
+        with self._lock:
+            if self.stall_after is not None and self.answered >= self.stall_after:
+                self.stalled += 1
+                return True
+            self.answered += 1
+            return False
 
     def add_bytes(self, n: int) -> None:
         with self._lock:
@@ -410,17 +425,20 @@ class RangeHTTPServer:
         srv.bytes_sent  # body bytes sent so far (all requests)
 
     Use a fresh server (= fresh port = fresh URL) per test when counting bytes: GDAL caches
-    /vsicurl/ reads per URL for the whole process.
+    /vsicurl/ reads per URL for the whole process. With `stall_after=n` the server answers n HTTP
+    requests (e.g. the file's header) and then accepts every later one and never answers it (a
+    source that stalls mid-read) until stop().
     """
 
-    def __init__(self, folder, port: int = 0):
+    def __init__(self, folder, port: int = 0, stall_after: int | None = None):
         self.folder = Path(folder).resolve()
         self.wanted_port = port  # 0 = any free port; a fixed one lets a test restart the server
+        self.stall_after = stall_after
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> "RangeHTTPServer":
-        self._server = _Server(self.folder, self.wanted_port)
+        self._server = _Server(self.folder, self.wanted_port, self.stall_after)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
@@ -428,6 +446,7 @@ class RangeHTTPServer:
 
     def stop(self) -> None:
         if self._server is not None:
+            self._server.stop_event.set()
             self._server.shutdown()
             self._server.server_close()
             self._thread.join(timeout=5)
@@ -453,6 +472,11 @@ class RangeHTTPServer:
     @property
     def requests(self) -> int:
         return self._server.requests
+
+    @property
+    def stalled(self) -> int:
+        """HTTP requests accepted and left unanswered (stall_after)."""
+        return self._server.stalled
 
     def reset_counts(self) -> None:
         with self._server._lock:

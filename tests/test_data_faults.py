@@ -380,3 +380,17 @@ def test_map_overviews_skip_a_reprojected_tile_and_a_swapped_cache(worldcover_di
     mine.write_bytes(theirs.read_bytes())
     (drawn,) = cached_region_overviews(data)
     assert drawn.name == theirs.stem
+
+
+def test_source_that_stalls_mid_read_is_given_up_in_total(fixture_tiles_dir, monkeypatch):
+    """The issue's 53-150 s: the server answers the file's header, then accepts each later range
+    request and never answers; GDAL's per-request limits and retries add up. The whole read now
+    stops at BHARATEO_READ_TIMEOUT_S however many requests are left."""
+    monkeypatch.setenv("BHARATEO_READ_TIMEOUT_S", "3")
+    with RangeHTTPServer(fixture_tiles_dir.folder, stall_after=1) as srv:
+        start = time.monotonic()
+        with pytest.raises(SourceUnreachableError) as e:
+            load_roi(fixture_tiles_dir.rois["delhi_ncr"], DataSource("url", srv.url))
+        print(f"mid-read stall gave up after {time.monotonic() - start:.1f} s")
+        assert srv.stalled >= 1  # it did stall on a request after the header
+    assert "within 3 s" in str(e.value) and srv.url in str(e.value)
