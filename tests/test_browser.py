@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from bharateo.worldcover import SAMPLE_TILES, bundled_tile_path
 from tests import browser as b
 
 TRAIN_TIMEOUT = 150.0  # the quick demo takes ~20 s on 2 idle cores; generous for a busy machine
@@ -151,7 +152,9 @@ def regions(page, context, shots):
     assert frame.locator(".bharateo-tile-label", has_text="N27E078").count() == 1
     assert sorted(frame.locator(".bharateo-roi-label").all_inner_texts()) == [
         "delhi_ncr", "mathura_belt", "shekhawati"]
-    assert frame.locator("img.leaflet-image-layer.bharateo-overview").count() == 3
+    # the three cached regions, plus the bundled real sample tile's overview (off-screen here)
+    bundled = [t for t in SAMPLE_TILES if bundled_tile_path(t) is not None]
+    assert frame.locator("img.leaflet-image-layer.bharateo-overview").count() == 3 + len(bundled)
     zoom, lat, lon = b.map_view(page)
     assert zoom >= 8 and 27.3 < lat < 28.6 and 75.8 < lon < 77.5  # fitted, not north India at 6
 
