@@ -49,13 +49,16 @@ def home() -> None:
     st.subheader("Token accounting calculator")
     st.caption("How many tokens a run shows the model: the notebook's table for any settings.")
     c1, c2, c3 = st.columns(3)
-    chips = c1.slider("chips", 16, 4096, 384, step=16)
-    epochs = c1.slider("epochs", 1, 200, 20)
-    mask_ratio = c2.slider("mask ratio", 0.05, 0.95, 0.75, step=0.05)
-    channels = c2.selectbox("input channels", list(CHANNEL_OPTIONS),
+    for key, default in (("calc_chips", 384), ("calc_epochs", 20), ("calc_mask_ratio", 0.75),
+                         ("calc_channels", 3), ("calc_chip_size", 128), ("calc_patch_size", 16)):
+        ui.keep_widget(key, default)  # the calculator's choices last for the session
+    chips = c1.slider("chips", 16, 4096, step=16, key="calc_chips")
+    epochs = c1.slider("epochs", 1, 200, key="calc_epochs")
+    mask_ratio = c2.slider("mask ratio", 0.05, 0.95, step=0.05, key="calc_mask_ratio")
+    channels = c2.selectbox("input channels", list(CHANNEL_OPTIONS), key="calc_channels",
                             format_func=lambda c: f"{c}: {CHANNEL_OPTIONS[c]}")
-    chip_size = c3.select_slider("chip size (px)", [32, 64, 128, 256], value=128)
-    patch_size = c3.select_slider("patch size (px)", [4, 8, 16, 32], value=16)
+    chip_size = c3.select_slider("chip size (px)", [32, 64, 128, 256], key="calc_chip_size")
+    patch_size = c3.select_slider("patch size (px)", [4, 8, 16, 32], key="calc_patch_size")
     try:
         mine = token_accounting(chips, epochs, mask_ratio, channels, chip_size, patch_size)
         v0 = token_accounting(1_000_000, 100, mask_ratio, channels, chip_size, patch_size)

@@ -432,6 +432,34 @@ def holdout_label(config: ChipConfig, roi_names: list[str]) -> str:
     return next(iter(holdout_choices(roi_names)))
 
 
+# The Chips form's typed fields: (label, low, high, why). Checked on Build, never clamped.
+CHIP_FIELDS = {
+    "n_chips": ("Training chips", 1, 4096, "more than 4096 take too long to cut and train in a lesson"),
+    "seed": ("Seed", 0, 2**31 - 1, "seeds are whole numbers from 0 to 2^31 - 1"),
+    "n_holdout_chips": ("Held-out chips", 1, 1024, "1024 are plenty to measure a held-out region"),
+}
+
+
+def chip_field_help(key: str) -> str:
+    """The allowed range of one of the Chips form's typed fields, for its tooltip."""
+    label, low, high, why = CHIP_FIELDS[key]
+    return f"Whole number from {low:,} to {high:,}."
+
+
+def chip_field_problems(values: dict) -> list[str]:
+    """One sentence per invalid typed Chips field (empty: all fine), naming the field, the value
+    typed and the allowed range; a value is never replaced by another."""
+    problems = []
+    for key, (label, low, high, why) in CHIP_FIELDS.items():
+        value = values.get(key)
+        allowed = f"type a whole number from {low:,} to {high:,}"
+        if value is None or value != value:
+            problems.append(f"**{label}** is empty: {allowed}.")
+        elif not low <= value <= high or value != int(value):
+            problems.append(f"**{label}** is {value:g}: {allowed} ({why}).")
+    return problems
+
+
 def chips_stale(chips: ChipSet | None, rois: list[Roi]) -> bool:
     """True if the chips were cut from regions other than the ones chosen now."""
     return chips is not None and chips.roi_names != [r.spec.name for r in rois]

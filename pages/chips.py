@@ -7,6 +7,7 @@ from bharateo import ui, views
 from bharateo.chips import MAX_CHIP_NODATA_FRACTION, ChipConfig, build_chip_sets
 from bharateo.errors import BharatEOError
 from bharateo.figures import chips_per_roi_chart, class_share_chart, token_variance_heatmap
+from bharateo.words import plural
 from bharateo.worldcover import NODATA_ID
 
 PER_PAGE = 24
@@ -31,10 +32,13 @@ ui.synthetic_banner()
 names = [r.spec.name for r in state.rois]
 config = state.chip_config
 choices = views.holdout_choices(names)
+# The typed fields have no min/max: the browser would turn a bad value red and keep sending the
+# last valid one, so a click would build chips nobody asked for. They are checked on Build instead.
 with st.form("chip_form"):
     c1, c2, c3, c4 = st.columns(4)
-    n_chips = c1.number_input("Training chips", 1, 4096, config.n_chips, step=16, key="cfg_n",
-                              help="The notebook uses 384, spread evenly over the regions.")
+    n_chips = c1.number_input("Training chips", value=config.n_chips, step=16, key="cfg_n",
+                              help=views.chip_field_help("n_chips")
+                                   + " The notebook uses 384, spread evenly over the regions.")
     chip_size = c2.select_slider("Chip size (px)", views.CHIP_SIZES, value=config.chip_size,
                                  key="cfg_size",
                                  help="128 px ≈ 1.2 km N-S (1/12000° pixels): 8 × 8 = 64 tokens "
@@ -42,8 +46,9 @@ with st.form("chip_form"):
     min_classes = c3.slider("Min classes per chip", 1, 8, config.min_classes, key="cfg_min",
                             help="Chips with fewer distinct land-cover classes are drawn again "
                                  "(no data never counts as a class).")
-    seed = c4.number_input("Seed", 0, 2**31 - 1, config.seed, key="cfg_seed",
-                           help="Same seed and settings = the same chips (the notebook uses 42).")
+    seed = c4.number_input("Seed", value=config.seed, step=1, key="cfg_seed",
+                           help=views.chip_field_help("seed")
+                                + " Same seed and settings = the same chips (the notebook uses 42).")
     h1, h2 = st.columns([3, 1])
     if state.get("cfg_holdout") not in choices:  # its region was removed
         state.pop("cfg_holdout", None)
@@ -52,17 +57,25 @@ with st.form("chip_form"):
                            key="cfg_holdout",
                            help="Hold out a whole region, or one half of one, to test the model "
                                 "on land it never saw.")
-    n_holdout = h2.number_input("Held-out chips", 1, 1024, config.n_holdout_chips, step=16,
-                                key="cfg_n_holdout")
+    n_holdout = h2.number_input("Held-out chips", value=config.n_holdout_chips, step=16,
+                                key="cfg_n_holdout", help=views.chip_field_help("n_holdout_chips"))
     build = st.form_submit_button("Build chips", type="primary", key="build_chips")
 
+problems = views.chip_field_problems(
+    {"n_chips": n_chips, "seed": seed, "n_holdout_chips": n_holdout}) if build else []
+if problems:
+    st.error("No chips were built: " + " ".join(problems) + " Correct the field and press "
+             "**Build chips** again." + (" The chips below are the ones built before."
+                                         if state.train_chips is not None else ""))
+    build = False
 if build:
     holdout_roi, holdout_block = choices[holdout]
     new_config = ChipConfig(n_chips=int(n_chips), chip_size=int(chip_size),
                             patch_size=config.patch_size, min_classes=int(min_classes),
                             seed=int(seed), holdout_roi=holdout_roi, holdout_block=holdout_block,
                             n_holdout_chips=int(n_holdout))
-    what = f"Sampling {new_config.n_chips} chips of {chip_size} px from {len(names)} region(s)"
+    what = (f"Sampling {new_config.n_chips} chips of {chip_size} px from "
+            f"{plural(len(names), 'region')}")
     bar = st.progress(0.0, text=f"{what}…")
 
     def progress(done: int, total: int) -> None:
@@ -102,19 +115,19 @@ st.subheader("The chips")
 held = state.heldout_chips
 v1, v2, v3, v4 = st.columns([2, 2, 2, 1])
 sets = {"training": chips} | ({"held-out": held} if held is not None else {})
-if state.get("chip_set") not in sets:
-    state["chip_set"] = "training"
+ui.keep_widget("chip_set", "training", lambda v: v if v in sets else "training")
 shown_set = v1.radio("Chip set", list(sets), horizontal=True, key="chip_set")
 shown = sets.get(shown_set, chips)
+ui.keep_widget("chip_mode")
 mode = v2.radio("Show", ["RGB chip (model input)", "patch labels (targets)"], horizontal=True,
                 key="chip_mode")
 region_names = [n for n, k in shown.chips_per_roi().items() if k]
-if state.get("chip_region") not in ["all regions", *region_names]:
-    state["chip_region"] = "all regions"
+ui.keep_widget("chip_region", "all regions",
+               lambda v: v if v in ["all regions", *region_names] else "all regions")
 region = v3.selectbox("From region", ["all regions", *region_names], key="chip_region")
 selected = views.chip_indices(shown, None if region == "all regions" else region)
 pages = max(1, -(-len(selected) // PER_PAGE))
-state["chip_page"] = min(state.get("chip_page", 1), pages)
+ui.keep_widget("chip_page", 1, lambda v: min(max(int(v), 1), pages))
 page = v4.number_input(f"Page (of {pages})", 1, pages, key="chip_page")
 indices = selected[(page - 1) * PER_PAGE:page * PER_PAGE]
 kind = "rgb" if mode.startswith("RGB") else "patch"
@@ -147,8 +160,8 @@ g2.plotly_chart(class_share_chart(balance, nodata=nodata), key="class_balance")
 # --- one chip up close ------------------------------------------------------------------------
 st.subheader("Inside one chip: 3 panels and the tensor shapes")
 n_tokens = shown.grid_size ** 2
-state["detail_chip"] = min(state.get("detail_chip", 0), len(shown) - 1)
-state["detail_token"] = min(state.get("detail_token", 0), n_tokens - 1)
+ui.keep_widget("detail_chip", 0, lambda v: min(int(v), len(shown) - 1))
+ui.keep_widget("detail_token", 0, lambda v: min(int(v), n_tokens - 1))
 d1, d2 = st.columns(2)
 chip_i = d1.number_input(f"Chip ({shown_set}, 0–{len(shown) - 1})", 0, len(shown) - 1,
                          key="detail_chip")

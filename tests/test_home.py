@@ -122,3 +122,17 @@ def test_unverified_pixels_are_called_so(home, worldcover_dir, monkeypatch):
     assert any("not verified as ESA WorldCover" in w.value for w in home.warning)
     assert "not verified as ESA WorldCover" in sidebar_text(home)
     assert "Copernicus" not in sidebar_text(home)
+
+
+def test_calculator_choices_survive_a_visit_to_another_page(home):
+    home.slider(key="calc_chips").set_value(1024)
+    home.slider(key="calc_mask_ratio").set_value(0.5)
+    home.selectbox(key="calc_channels").set_value(10).run()
+    home.switch_page("pages/regions.py").run()
+    home.switch_page("app.py").run()
+    assert not home.exception
+    assert home.slider(key="calc_chips").value == 1024
+    assert home.slider(key="calc_mask_ratio").value == 0.5
+    assert home.selectbox(key="calc_channels").value == 10
+    col, _ = run_column(token_table(home))
+    assert col == "this run (1,024 chips x 20 epochs)"

@@ -430,7 +430,8 @@ def test_evaluate_and_reconstruct_pages_on_the_real_run(real_run):
     assert patches[0].value == f"{len(chips) * 64 - ignored:,}"
     assert f"less {ignored:,} no-data patches" in patches[0].proto.help
     index = first_chip_with_ignored_patch(chips)
-    at = open_page("pages/reconstruct.py", recon_chip_train=index, **state)
+    at = open_page("pages/reconstruct.py", **state)
+    at.number_input(key="recon_chip_train").set_value(index).run()  # as a user picks a chip
     here = int((chips.patch_labels[index] == IGNORE_INDEX).sum())
     assert any(f"{here} no-data patch" in c.value and "left out of losses and metrics" in c.value
                for c in at.caption)

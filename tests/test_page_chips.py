@@ -177,3 +177,38 @@ def test_token_panels_follow_the_notebook(worldcover_dir):
     np.testing.assert_allclose(view.color_var, tokens_rgb.var(dim=(-1, -2)).mean(dim=1)
                                .reshape(8, 8).numpy(), atol=1e-6)
     np.testing.assert_array_equal(view.tokens, patchify(x, 16)[0].numpy())
+
+
+def test_invalid_typed_chip_settings_block_build_and_name_the_field(worldcover_dir):
+    """99999 chips (or seed -1, 0 held-out chips) turned the field red and built chips with the
+    last valid value; now nothing is built and the message names the field and the range."""
+    at = build(open_chips(small_rois()), n=48)
+    before = at.session_state["train_chips"]
+    assert len(before) == 48
+    for field, value, words in (("cfg_n", 99999, "**Training chips** is 99999"),
+                                ("cfg_seed", -1, "**Seed** is -1"),
+                                ("cfg_n_holdout", 0, "**Held-out chips** is 0")):
+        at.number_input(key=field).set_value(value)
+        at.button(key="build_chips").click().run()
+        assert not at.exception
+        assert at.error and words in at.error[0].value and "from" in at.error[0].value
+        assert at.session_state["train_chips"] is before  # the chips built before are kept
+        assert at.session_state["chip_config"].n_chips == 48
+        at.number_input(key=field).set_value({"cfg_n": 48, "cfg_seed": 42, "cfg_n_holdout": 64}[field])
+    at = build(at, n=32)
+    assert not at.error and len(at.session_state["train_chips"]) == 32
+
+
+def test_chip_browsing_choices_survive_a_visit_to_another_page(worldcover_dir):
+    at = build(open_chips(small_rois()), n=48)
+    at.radio(key="chip_mode").set_value("patch labels (targets)")
+    at.selectbox(key="chip_region").set_value("shekhawati")
+    at.number_input(key="detail_chip").set_value(7)
+    at.slider(key="detail_token").set_value(9).run()
+    at.switch_page("app.py").run()
+    at.switch_page("pages/chips.py").run()
+    assert not at.exception
+    assert at.radio(key="chip_mode").value == "patch labels (targets)"
+    assert at.selectbox(key="chip_region").value == "shekhawati"
+    assert at.number_input(key="detail_chip").value == 7
+    assert at.slider(key="detail_token").value == 9
