@@ -373,12 +373,18 @@ def check_tile_grid(src, tile: str, lon0: int, lat0: int, shown: str) -> None:
 
 def _part_way_error(exc: Exception, tile: str, path: str, where: str) -> BharatEOError:
     """A read that failed after the file opened: the network (SourceUnreachableError, worth
-    another try) or the file itself (TileFileError: damaged or truncated, named)."""
+    another try), a local file itself (TileFileError: damaged or truncated, named), or, for a
+    remote file GDAL gives no reason for, SourceUnreachableError naming both possibilities."""
     text = redact_text(exc.__cause__ or exc)[:160]  # rasterio: "Read failed. See previous..."
     if re.search(r"CURL error|HTTP response code|timed out|Connection", text, re.I):
         return SourceUnreachableError(
             f"Reading tile {tile} from {where} failed part-way ({text}): the connection broke. "
             "Try again; nothing was cached.")
+    if _is_remote(path):  # GDAL says no more than "read failed" for a stalled range request too
+        return SourceUnreachableError(
+            f"Reading tile {tile} from {where} failed part-way ({text}): either the connection "
+            "broke (then trying again helps) or the file on the mirror is damaged (then it must "
+            f"be copied there again: {redact_text(path)}). Nothing was cached.")
     return TileFileError(
         f"The tile file {redact_text(path)} (tile {tile}, from {where}) is damaged: its header "
         f"opens but its pixels can't be read ({text}); it is probably truncated or corrupt. "
@@ -432,6 +438,11 @@ def read_window(window: GlobalWindow, source: DataSource, deadline: float | None
                 except Exception as exc:  # rasterio raises RasterioIOError / CPLE_* variants
                     raise _classify_open_error(exc, tile, path, source) from exc
                 with src:
+                    if src.crs is None and _is_remote(path):  # GDAL gave up inside the header
+                        raise SourceUnreachableError(
+                            f"Tile {tile} from {where} came without its georeferencing: the "
+                            "connection most likely broke while its header was read. Try again; "
+                            "if it keeps happening, check that file on the mirror.")
                     check_tile_grid(src, tile, lon0, lat0, redact_text(path))
                     try:
                         block = src.read(1, window=tile_window)

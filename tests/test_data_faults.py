@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -394,3 +395,24 @@ def test_source_that_stalls_mid_read_is_given_up_in_total(fixture_tiles_dir, mon
         print(f"mid-read stall gave up after {time.monotonic() - start:.1f} s")
         assert srv.stalled >= 1  # it did stall on a request after the header
     assert "within 3 s" in str(e.value) and srv.url in str(e.value)
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+@pytest.mark.parametrize("answered", [2, 3], ids=["in-the-header", "in-the-pixels"])
+def test_a_stall_that_gdal_gives_up_on_is_not_called_wrong_data(answered, fixture_tiles_dir,
+                                                                  monkeypatch):
+    """When GDAL's own per-request limit ends a stalled request first, the file opens without its
+    georeferencing or its blocks fail to read: that is a broken connection, never reported as a
+    file off the WorldCover grid or as a damaged tile."""
+    monkeypatch.setattr(roi_mod, "GDAL_ENV", {**roi_mod.GDAL_ENV, "GDAL_HTTP_TIMEOUT": 2,
+                                              "GDAL_HTTP_LOW_SPEED_TIME": 1,
+                                              "GDAL_HTTP_RETRY_DELAY": 0.1})
+    monkeypatch.setenv("BHARATEO_READ_TIMEOUT_S", "120")
+    with RangeHTTPServer(fixture_tiles_dir.folder, stall_after=answered) as srv:
+        with pytest.raises(SourceUnreachableError) as e:
+            load_roi(fixture_tiles_dir.rois["delhi_ncr"], DataSource("url", srv.url))
+        assert srv.stalled >= 1
+    msg = str(e.value)
+    assert not isinstance(e.value, TileFileError) and "within 120 s" not in msg
+    assert "N27E075" in msg and re.search(r"try(ing)? again", msg, re.I)
+    assert "not on the WorldCover grid" not in msg
