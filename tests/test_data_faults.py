@@ -416,3 +416,32 @@ def test_a_stall_that_gdal_gives_up_on_is_not_called_wrong_data(answered, fixtur
     assert not isinstance(e.value, TileFileError) and "within 120 s" not in msg
     assert "N27E075" in msg and re.search(r"try(ing)? again", msg, re.I)
     assert "not on the WorldCover grid" not in msg
+
+
+def test_cache_files_from_before_the_binding_still_serve_offline(fixture_tiles_dir, tmp_path,
+                                                                 isolated_env):
+    """A classroom that prefetched with the previous version (checksum over the pixels only) keeps
+    its cache offline, as long as the file's own provenance names this window; another region's
+    old file under this name is still caught."""
+    import hashlib
+    import io
+
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    shutil.copy(fixture_tiles_dir.tiles["N27E075"], folder)
+    source = DataSource("folder", str(folder))
+    fresh = {s.name: load_roi(s, source) for s in (SMALL, OTHER)}
+    for spec in (SMALL, OTHER):  # rewrite both in the old format
+        path = cache_path(roi_window(spec), source)
+        roi = fresh[spec.name]
+        buf = io.BytesIO()
+        np.savez_compressed(buf, native=roi.native, provenance=np.array(json.dumps(roi.provenance)),
+                            sha256=np.array(hashlib.sha256(roi.native.tobytes()).hexdigest()))
+        path.write_bytes(buf.getvalue())
+    shutil.rmtree(folder)  # offline from now on
+    old = load_roi(SMALL, source)
+    assert old.provenance["source"].startswith("local cache") and not old.notes
+    assert np.array_equal(old.native, fresh[SMALL.name].native)
+    cache_path(roi_window(SMALL), source).write_bytes(cache_path(roi_window(OTHER), source).read_bytes())
+    with pytest.raises(SourceUnreachableError, match="damaged and moved aside"):
+        load_roi(SMALL, source)
