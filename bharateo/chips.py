@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 from bharateo.errors import ChipError
-from bharateo.worldcover import (IGNORE_INDEX, NODATA, NODATA_ID, NUM_CLASSES, PALETTE,
+from bharateo.worldcover import (IGNORE_INDEX, NATIVE_TO_COLLAPSED_ID, NODATA, NODATA_ID,
+                                 NUM_CLASSES, PALETTE,
                                  collapse_worldcover, labels_to_rgb)
 
 HOLDOUT_BLOCKS = ("north", "south", "east", "west")
@@ -265,17 +266,19 @@ def _sample_region(native_roi, region, want, chip_size, min_classes, rng, attemp
             progress(len(origins))
         if len(origins) < want:
             _fail_if_hopeless(name, want, len(origins), used, attempts_left, min_classes,
-                              rejected_nodata)
+                              rejected_nodata, view)
     chips = np.concatenate(chips) if chips else np.zeros((0, chip_size, chip_size), np.uint8)
     return chips, [(r + region.row, c + region.col) for r, c in origins], used, rejected_nodata
 
 
-def _fail_if_hopeless(name, want, got, used, attempts_left, min_classes, rejected_nodata):
+def _fail_if_hopeless(name, want, got, used, attempts_left, min_classes, rejected_nodata, view):
     """ChipError when even an optimistic acceptance rate can't give `want` chips in the budget.
 
     Optimistic rate: (accepted + 3 sqrt(accepted) + 3) / draws, about three standard errors above
     the observed rate (and the 'rule of three' bound when nothing was accepted yet), so a request
-    that could still succeed is almost never stopped.
+    that could still succeed is almost never stopped. Only on failure is the region itself looked
+    at (`view`, its native codes): a region holding fewer classes than `min classes` can never
+    give such a chip, which the message then says instead of a rate.
     """
     if used < FAIL_FAST_MIN_ATTEMPTS:
         return
@@ -283,15 +286,31 @@ def _fail_if_hopeless(name, want, got, used, attempts_left, min_classes, rejecte
     needed = (want - got) / optimistic_rate
     if needed <= attempts_left - used:
         return
+    codes = np.flatnonzero(np.bincount(view.ravel(), minlength=256))  # native codes present
+    present = {int(c) for c in NATIVE_TO_COLLAPSED_ID[codes] if c < NUM_CLASSES}
+    if len(present) < min_classes:
+        error = ChipError(
+            f"'{name}' holds only {len(present)} land-cover class{'' if len(present) == 1 else 'es'} "
+            f"in all, so no chip from it can have at least {min_classes} land-cover classes. "
+            f"Lower 'min classes' to "
+            f"{max(len(present), 1)} or less, or choose a region with more varied land cover.")
+        error.attempts = used
+        raise error
     why = (f" and at most {MAX_CHIP_NODATA_FRACTION:.0%} no-data ({rejected_nodata:,} draws had "
            "more no-data: sea or outside coverage)") if rejected_nodata else ""
+    found = (f"none of {used:,} random draws in '{name}'" if got == 0 else
+             f"after {used:,} random draws in '{name}' only {got} of the {want} chips wanted there")
+    estimate = (f"At that rate the {want - got} still missing would need about {needed:,.0f} more "
+                f"draws, beyond the {attempts_left - used:,} left" if got else
+                f"Even at an optimistic rate the {want} chips wanted would need more than the "
+                f"{attempts_left - used:,} draws left")
+    advice = ("Ask for fewer chips, lower 'min classes', or choose a region with more land (less "
+              "sea) or more varied land cover." if rejected_nodata else
+              "Ask for fewer chips, lower 'min classes', or choose a region with more varied land "
+              "cover.")
     error = ChipError(
-        f"Stopped early: after {used:,} random draws in '{name}' only {got} of the {want} chips "
-        f"wanted there had at least {min_classes} land-cover classes{why}. At that "
-        f"rate the {want - got} still missing would need about {needed:,.0f} more draws, beyond "
-        f"the {attempts_left - used:,} left ({ATTEMPTS_PER_CHIP} per chip, as the notebook). "
-        "Ask for fewer chips, lower 'min classes', or choose a region with more land (less sea) "
-        "or more varied land cover.")
+        f"Stopped early: {found} had at least {min_classes} land-cover classes{why}. {estimate} "
+        f"({ATTEMPTS_PER_CHIP} per chip, as the notebook). {advice}")
     error.attempts = used
     raise error
 

@@ -26,8 +26,11 @@ def cmd_prefetch(args) -> None:
 
     source = data_source_from_env()
     print(f"Reading from {source.describe()} into the cache...")
+    not_cached = []
     for spec in _roi_specs(args):
         roi = load_roi(spec, source)
+        if roi.cache_error:
+            not_cached.append((spec.name, roi.cache_error))
         nodata = roi.provenance["nodata_fraction"]
         classes = len([code for code in native_class_counts(roi.native) if code != 0])  # 0: no data
         print(f"  {spec.name}: {spec.size}x{spec.size} px, {classes} land-cover "
@@ -35,6 +38,10 @@ def cmd_prefetch(args) -> None:
               f"({roi.provenance['source']})")
         for note in roi.notes:
             print(f"    note: {note}")
+    if not_cached:  # read, but the point of prefetch (working offline later) was not reached
+        raise BharatEOError(
+            f"{', '.join(n for n, _ in not_cached)} could not be cached: {not_cached[0][1]}. "
+            "Run prefetch again once that is fixed.")
 
 
 def cmd_inspect(args) -> None:

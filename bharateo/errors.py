@@ -25,6 +25,12 @@ class SourceUnreachableError(BharatEOError):
     """The data source could not be reached (no network, server down, folder missing)."""
 
 
+class TileFileError(BharatEOError):
+    """A tile the source does serve is not usable WorldCover data: damaged or truncated, not a
+    GeoTIFF (an HTML login or error page), or not on the WorldCover grid (another CRS, pixel size,
+    origin, data type or shape). The message names the file and what is wrong."""
+
+
 class CacheError(BharatEOError):
     """A cache file was unreadable. Raised only internally; callers get a fresh read instead."""
 

@@ -143,7 +143,7 @@ def size_label(pixels: int) -> str:
     North-south, 1/12000 degree is 9.21-9.31 m wherever the region is (pixel_metres); east-west
     it depends on the latitude, which spec_summary and the region captions give.
     """
-    return f"{pixels} px (≈ {km_text(pixels * pixel_metres(45.0)[0])} N-S)"
+    return f"{pixels} px (≈ {pixels * pixel_metres(45.0)[0] / 1000:.0f} km N-S)"
 
 
 def lon_lat_text(lon: float, lat: float) -> str:
@@ -368,6 +368,15 @@ def provenance_rows(roi: Roi) -> pd.DataFrame:
         ("no-data share", f"{float(p.get('nodata_fraction', 0.0)):.1%}"),
         ("first read at", str(p.get("read_at", "?")).replace("T", " ")),
     ]
+    rows.insert(1, ("data", roi.data_label))
+    for tile in p.get("tiles", []):  # the file's own tags: what it says it is
+        if tile.get("status", "read") != "read":
+            rows.append((f"{tile.get('tile', '?')}", str(tile.get("status"))))
+        else:
+            tags = tile.get("tags") or {}
+            rows.append((f"{tile.get('tile', '?')} file tags",
+                         "; ".join(f"{k}={v}" for k, v in tags.items())
+                         or "none (not an ESA WorldCover file)"))
     rows += [("note", note) for note in roi.notes]
     return pd.DataFrame(rows, columns=["", "value"])
 

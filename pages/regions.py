@@ -9,7 +9,7 @@ from bharateo.errors import BharatEOError
 from bharateo.figures import class_bar_chart
 from bharateo.mapview import build_region_map, map_event, propose_roi_from_click
 from bharateo.roi import NOTEBOOK_ROIS, SAMPLE_ROIS, RoiSpec, check_no_overlap
-from bharateo.worldcover import ATTRIBUTION, data_source_from_env
+from bharateo.worldcover import ATTRIBUTION, bundled_tile_path, data_source_from_env
 
 ui.page_setup()
 state = st.session_state
@@ -66,16 +66,25 @@ def read_regions(specs, refit: bool = True) -> None:
                    expanded=True) as status:
         bar = st.progress(0.0)
         for k, spec in enumerate(specs):
-            where = "the local cache" if ui.is_cached(spec) else data_source_from_env().describe()
+            where = ("the local cache" if ui.is_cached(spec)
+                     else "the bundled sample" if all(bundled_tile_path(t) for t in views.spec_tiles(spec))
+                     else data_source_from_env().describe())
             bar.progress(k / len(specs),
                          text=f"{spec.name}: {views.size_label(spec.size)} from {where}…")
+
+            def progress(fraction, text, k=k):  # each tile, and the seconds spent, while it reads
+                bar.progress(min((k + fraction) / len(specs), 1.0), text=text)
+
             try:
-                ui.add_roi(spec)
-                read.append(f"{spec.name} (from {where})")
+                roi = ui.add_roi(spec, progress)
+                read.append(f"{spec.name} (from {roi.provenance.get('source', where)})")
+                if roi.cache_error:
+                    errors.append(("warning", f"**{spec.name}** is in use but was not cached: "
+                                              f"{roi.cache_error}."))
             except BharatEOError as exc:
                 errors.append(("error", f"**{spec.name}** was not added. {exc}"))
         bar.progress(1.0)
-        status.update(state="error" if errors else "complete")
+        status.update(state="error" if any(k == "error" for k, _ in errors) else "complete")
     if read:  # ui.add_roi also ended any proposal
         state.regions_messages.append(
             ("success", f"Read {', '.join(read)} in {time.perf_counter() - start:.1f} s."))
@@ -98,7 +107,7 @@ map_col, side_col = st.columns([3, 2], gap="medium")
 # --- right: messages, presets, size, the lon/lat form and the proposal -------------------------
 with side_col:
     for kind, text in state.regions_messages:
-        (st.success if kind == "success" else st.error)(text)
+        {"success": st.success, "warning": st.warning}.get(kind, st.error)(text)
     state.regions_messages = []
 
     defaults = ui.current_presets(data_source_from_env())
@@ -127,10 +136,11 @@ with side_col:
         name = st.text_input("Name (optional)", key="form_name",
                              placeholder="e.g. agra (default: roi_<lon>E_<lat>N)")
         c1, c2 = st.columns(2)
-        lon = c1.number_input("Longitude (°E)", value=77.0, step=0.01, format="%.4f",
-                              key="form_lon")
-        lat = c2.number_input("Latitude (°N)", value=28.0, step=0.01, format="%.4f",
-                              key="form_lat")
+        # the form starts at the default presets' first centre: a place the data in use covers
+        lon = c1.number_input("Longitude (°E)", value=float(defaults[0].lon), step=0.01,
+                              format="%.4f", key="form_lon")
+        lat = c2.number_input("Latitude (°N)", value=float(defaults[0].lat), step=0.01,
+                              format="%.4f", key="form_lat")
         b1, b2 = st.columns(2)
         propose = b1.form_submit_button("Propose", width="stretch")
         add_now = b2.form_submit_button("Add region now", width="stretch")
@@ -188,7 +198,7 @@ with map_col:
 # --- the chosen regions ------------------------------------------------------------------------
 st.subheader(f"Your regions ({len(state.rois)})")
 if not state.rois:
-    st.info("No regions yet. Add the notebook's three, click the map, or use the form.")
+    st.info(f"No regions yet. Press **{default_label}**, click the map, or use the form.")
 else:
     per_row = 3
     for first in range(0, len(state.rois), per_row):

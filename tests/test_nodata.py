@@ -122,7 +122,8 @@ def test_sea_chips_are_not_built_on_the_gabon_coast(real):
     with pytest.raises(ChipError) as info:
         build_chip_sets([real[COAST.name]], ChipConfig(n_chips=16, min_classes=2))
     message = str(info.value)
-    assert "0 of the 16 chips" in message and "no-data" in message and "min classes" in message
+    # water is its only class: no-data is not counted as a second one
+    assert "holds only 1 land-cover class" in message and "min classes" in message
 
 
 @needs_tile
@@ -171,8 +172,26 @@ def test_hopeless_request_fails_fast_with_advice(real, monkeypatch):
     budget = 4096 * chips_module.ATTEMPTS_PER_CHIP
     assert info.value.attempts == sum(drawn) < budget / 100
     message = str(info.value)
-    for advice in ("Stopped early", "0 of the 4096", "fewer chips", "min classes", "more land"):
+    # the coast holds only water: no chip can have 4 classes, and the message says so
+    for advice in ("holds only 1 land-cover class", "at least 4", "Lower 'min classes' to 1"):
         assert advice in message
+
+
+def test_a_request_no_chip_can_meet_though_the_region_has_the_classes_stops_early():
+    """Four 512 px stripes of four classes: the region holds 4 classes, but a 128 px chip spans
+    at most 2 stripes, so min classes 3 is hopeless; it stops early and says what to change."""
+    from types import SimpleNamespace
+
+    native = np.repeat(np.array([10, 40, 50, 80], np.uint8), 512)[:, None].repeat(2048, axis=1)
+    roi = SimpleNamespace(spec=SimpleNamespace(name="stripes"), native=native)
+    with pytest.raises(ChipError) as info:
+        build_chip_sets([roi], ChipConfig(n_chips=64, min_classes=3))
+    message = str(info.value)
+    assert info.value.attempts < 64 * chips_module.ATTEMPTS_PER_CHIP
+    for advice in ("Stopped early", "none of", "had at least 3 land-cover classes",
+                   "fewer chips", "lower 'min classes'"):
+        assert advice in message
+    assert "no-data" not in message and "less sea" not in message  # no sea in this region
 
 
 @needs_tile
@@ -455,7 +474,7 @@ def test_chips_page_on_a_sea_region(real):
     at.button(key="build_chips").click().run()
     assert not at.exception
     error = at.error[0].value
-    assert "No chips were built" in error and "Stopped early" in error and "fewer chips" in error
+    assert "No chips were built" in error and "holds only 1 land-cover class" in error
     assert at.session_state["train_chips"] is None
 
     at.number_input(key="cfg_n").set_value(384)

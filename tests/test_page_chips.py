@@ -212,3 +212,21 @@ def test_chip_browsing_choices_survive_a_visit_to_another_page(worldcover_dir):
     assert at.selectbox(key="chip_region").value == "shekhawati"
     assert at.number_input(key="detail_chip").value == 7
     assert at.slider(key="detail_token").value == 9
+
+
+def test_min_classes_above_what_the_region_holds_says_so(worldcover_dir):
+    """A chip can't have more classes than its region holds: say that, not a rate of 0."""
+    from bharateo.chips import build_chip_sets, ChipConfig
+    from bharateo.errors import ChipError
+    import pytest
+
+    rois = small_rois()[:1]
+    from bharateo.worldcover import NUM_CLASSES, collapse_worldcover
+    present = [c for c in np.unique(collapse_worldcover(rois[0].native)) if c < NUM_CLASSES]
+    with pytest.raises(ChipError) as info:
+        build_chip_sets(rois, ChipConfig(n_chips=24, min_classes=8))
+    message = str(info.value)
+    assert f"holds only {len(present)} land-cover classes" in message
+    assert "Lower 'min classes'" in message
+    assert "no chip from it can have at least 8 land-cover classes" in message
+    assert len(present) < 8

@@ -387,3 +387,24 @@ def test_unverified_pixels_are_called_so_on_the_regions_page(regions, monkeypatc
     assert any("**not verified as ESA WorldCover**" in w.value and "plain" in w.value
                for w in at.warning)
     assert "**not verified as ESA WorldCover**: plain" in "\n".join(m.value for m in at.markdown)
+
+
+def test_offline_sample_read_names_the_bundle_and_shows_the_files_tags(monkeypatch):
+    """No source configured, no network: the presets are read from the bundled sample, and the
+    success message, the form's start and the provenance say what was really read (the message
+    named the public bucket; the provenance left out the file's own ESA tags)."""
+    monkeypatch.setenv("BHARATEO_WORLDCOVER_URL", "http://127.0.0.1:9/unreachable")
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("pages/regions.py").run()
+    assert at.number_input(key="form_lon").value == SAMPLE_ROIS[0].lon  # a place the data covers
+    assert at.number_input(key="form_lat").value == SAMPLE_ROIS[0].lat
+    at.button(key="add_presets").click().run()
+    assert not at.exception and not at.error
+    (done,) = [s.value for s in at.success if s.value.startswith("Read")]
+    assert done.count("bundled sample") == 2 and "127.0.0.1" not in done
+    provenance = [m.value for m in at.markdown if "- **source**" in m.value]
+    assert len(provenance) == 2
+    for text in provenance:
+        assert "- **data**: ESA WorldCover 10 m 2021 v200" in text
+        assert "product_tile=N00E006" in text and "product_version=V2.0.0" in text
+        assert "time_start=2021-01-01T00:00:00Z" in text and "license=CC-BY 4.0" in text
