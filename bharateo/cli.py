@@ -26,8 +26,11 @@ def cmd_prefetch(args) -> None:
 
     source = data_source_from_env()
     print(f"Reading from {source.describe()} into the cache...")
+    not_cached = []
     for spec in _roi_specs(args):
         roi = load_roi(spec, source)
+        if roi.cache_error:
+            not_cached.append((spec.name, roi.cache_error))
         nodata = roi.provenance["nodata_fraction"]
         classes = len([code for code in native_class_counts(roi.native) if code != 0])  # 0: no data
         print(f"  {spec.name}: {spec.size}x{spec.size} px, {classes} land-cover "
@@ -35,6 +38,10 @@ def cmd_prefetch(args) -> None:
               f"({roi.provenance['source']})")
         for note in roi.notes:
             print(f"    note: {note}")
+    if not_cached:  # read, but the point of prefetch (working offline later) was not reached
+        raise BharatEOError(
+            f"{', '.join(n for n, _ in not_cached)} could not be cached: {not_cached[0][1]}. "
+            "Run prefetch again once that is fixed.")
 
 
 def cmd_inspect(args) -> None:
@@ -80,7 +87,9 @@ def cmd_train(args) -> None:
     from bharateo.model import ModelConfig
     from bharateo.pipeline import PRESETS, RunConfig, run_experiment
     from bharateo.errors import ConfigError
-    from bharateo.runs import run_dir
+    from bharateo.pipeline import saved_as_message
+    from bharateo.runs import release_run_name, reserve_run_name
+    from bharateo.schema import number_text
     from bharateo.studio import NUMBER_KNOBS, knob_problems, knobs_from_config
     from bharateo.train import EpochMetrics, TrainConfig
 
@@ -90,10 +99,12 @@ def cmd_train(args) -> None:
         chips=replace(base.chips, **_given(args, ChipConfig)),
         model=replace(base.model, **_given(args, ModelConfig)),
         train=replace(base.train, **_given(args, TrainConfig)))
-    run_dir(args.run)  # check the name before spending time on training
     flags = {key: "--" + key.replace("_", "-") for key in NUMBER_KNOBS}  # the same limits as Train
     if problems := knob_problems(knobs_from_config(config), flags):
         raise ConfigError("Fix these settings: " + " ".join(problems).replace("**", ""))
+    config.validate()  # the app's checks and messages, before anything is read or built
+    # reserve the name before spending time on training (a taken name fails now, not at save)
+    name = reserve_run_name(args.run, exact=True)
     print(f"{config.parameters / 1e6:.2f}M parameters, {config.tokens().total_tokens:,} token "
           f"presentations; run '{args.run}'")
     bar = {}
@@ -102,7 +113,8 @@ def cmd_train(args) -> None:
         if isinstance(event, EpochMetrics):
             bar.pop("bar").close()
             held = ("" if event.heldout_rec_mae is None else
-                    f" | held-out MAE {event.heldout_rec_mae:.4f} acc {event.heldout_esa_acc:.3f}")
+                    f" | held-out MAE {number_text(event.heldout_rec_mae, 4)} acc "
+                    f"{number_text(event.heldout_esa_acc)}")
             print(f"epoch {event.epoch:02d} | loss {event.loss:.4f} | rec SmoothL1 {event.rec:.4f} | "
                   f"ESA CE {event.esa:.3f} | masked MAE {event.rec_mae:.4f} | ESA acc "
                   f"{event.esa_acc:.3f} | {event.chips_per_s:.0f} chips/s{held}")
@@ -113,9 +125,15 @@ def cmd_train(args) -> None:
         bar["bar"].update(1)
         bar["bar"].set_postfix(loss=f"{event.loss:.4f}")
 
-    result = run_experiment(config, name=args.run, on_event=on_event)
+    try:
+        result = run_experiment(config, name=name, on_event=on_event)
+    finally:
+        release_run_name(name)  # only if nothing was saved into the reservation
     print(result.end.message)
-    print(json.dumps(result.metrics, indent=2))
+    for key, value in result.metrics.items():  # a score that was NaN/inf is None: shown as —
+        print(f"  {key}: {value if isinstance(value, (str, int)) else number_text(value, 4)}")
+    if note := saved_as_message(args.run, result.path.name):
+        print(note)
     print(f"saved to {result.path}")
 
 

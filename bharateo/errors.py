@@ -25,6 +25,12 @@ class SourceUnreachableError(BharatEOError):
     """The data source could not be reached (no network, server down, folder missing)."""
 
 
+class TileFileError(BharatEOError):
+    """A tile the source does serve is not usable WorldCover data: damaged or truncated, not a
+    GeoTIFF (an HTML login or error page), or not on the WorldCover grid (another CRS, pixel size,
+    origin, data type or shape). The message names the file and what is wrong."""
+
+
 class CacheError(BharatEOError):
     """A cache file was unreadable. Raised only internally; callers get a fresh read instead."""
 
@@ -47,3 +53,11 @@ class RunNotFoundError(BharatEOError):
 
 class CheckpointMismatchError(BharatEOError):
     """Saved weights don't fit the model shape they are loaded into."""
+
+
+class RunDamagedError(RunNotFoundError):
+    """A saved run whose files are missing, unreadable or hold values of the wrong kind."""
+
+
+class RunSaveError(BharatEOError):
+    """A run could not be written: the checkpoints folder is read-only, full, or missing."""

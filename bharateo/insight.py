@@ -31,7 +31,8 @@ from bharateo.pipeline import RunConfig, load_rois
 from bharateo.words import plural
 from bharateo.render import draw_grid, labels_image, magma, to_uint8, upscale
 from bharateo.runs import SavedRun, read_run_file, write_run_file
-from bharateo.worldcover import CLASS_NAMES
+from bharateo.schema import is_int, is_number
+from bharateo.worldcover import CLASS_NAMES, NUM_CLASSES
 
 RESULT_FORMAT = 1
 MEMORY_ENTRIES = 64
@@ -149,7 +150,7 @@ def stored_result(kind: str, model, chips: ChipSet, params: dict, compute: Calla
     if run is not None:
         stored = read_run_file(run, filename)
         if isinstance(stored, dict) and all(stored.get(k) == v for k, v in record.items()) \
-                and "result" in stored:
+                and valid_result(kind, stored.get("result")):
             _remember(key, stored["result"])
             return StoredResult(stored["result"], "file", filename)
     value = compute()
@@ -157,6 +158,31 @@ def stored_result(kind: str, model, chips: ChipSet, params: dict, compute: Calla
         filename = write(value)
     _remember(key, value)
     return StoredResult(value, "computed", filename)
+
+
+def valid_result(kind: str, value) -> bool:
+    """A stored result read back from disk has the shape the pages draw (else it is recomputed):
+    an evaluation's K x K integer confusion, K per-class rows and numbers (or null) where numbers
+    go; a curve's rows of ratio / masked MAE / patch accuracy."""
+    k = NUM_CLASSES
+    if kind == "ratio_curve":
+        return isinstance(value, list) and bool(value) and all(
+            isinstance(r, dict) and all(is_number(r.get(f)) for f in ("ratio", "masked_mae", "patch_acc"))
+            for r in value)
+    if kind != "evaluation" or not isinstance(value, dict):
+        return False
+    confusion, rows, per_mae = value.get("confusion"), value.get("per_class"), value.get("per_class_mae")
+    return (isinstance(confusion, list) and len(confusion) == k
+            and all(isinstance(r, list) and len(r) == k and all(is_int(v) and v >= 0 for v in r)
+                    for r in confusion)
+            and isinstance(rows, list) and len(rows) == k
+            and all(isinstance(r, dict) and isinstance(r.get("class"), str) and is_int(r.get("support"))
+                    and all(r.get(f) is None or is_number(r.get(f)) for f in ("precision", "recall", "f1"))
+                    for r in rows)
+            and isinstance(per_mae, list) and len(per_mae) == k
+            and all(v is None or is_number(v) for v in per_mae)
+            and is_number(value.get("accuracy")) and is_number(value.get("mask_ratio"))
+            and (value.get("masked_mae") is None or is_number(value.get("masked_mae"))))
 
 
 def evaluation(model, chips: ChipSet, mask_ratio: float, run: SavedRun | None = None) -> StoredResult:

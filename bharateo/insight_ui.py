@@ -12,6 +12,8 @@ from bharateo import evaluate, insight, ui
 from bharateo.errors import BharatEOError, ConfigError
 from bharateo.words import plural
 from bharateo.runs import SavedRun, list_runs, load_run, unreadable_weights_message
+from bharateo.schema import number_text
+
 
 def _switch_run(key: str) -> None:
     """Selectbox callback: make the chosen saved run the session's model."""
@@ -30,8 +32,8 @@ def _switch_run(key: str) -> None:
 def _run_label(run: SavedRun) -> str:
     saved = run.config.get("saved_at", "")[:16].replace("T", " ")
     epochs = run.metrics.get("epochs_done", run.config.get("train", {}).get("epochs", "?"))
-    held = run.metrics.get("heldout_esa_acc")
-    tail = f", held-out acc {held:.2f}" if isinstance(held, (int, float)) else ""
+    held = number_text(run.metrics.get("heldout_esa_acc"), 2)
+    tail = f", held-out acc {held}" if held != "—" else ""
     epochs = plural(epochs, "epoch") if isinstance(epochs, int) else f"{epochs} epochs"
     return f"{run.name} · {saved} · {epochs}{tail}"
 

@@ -26,7 +26,8 @@ from dataclasses import asdict, replace
 
 from bharateo.chips import build_chip_sets
 from bharateo.errors import BharatEOError
-from bharateo.pipeline import ExperimentResult, RunConfig, save_experiment
+from bharateo.pipeline import ExperimentResult, RunConfig, renamed, save_experiment
+from bharateo.runs import release_run_name
 from bharateo.train import EpochMetrics, StepMetrics, TrainingEnd, make_model
 from bharateo.worker import WorkerRun, keep_spare_worker, state_dict_from_bytes
 
@@ -146,6 +147,8 @@ class TrainingJob:
         self.end: TrainingEnd | None = None
         self.error: str | None = None
         self.saved_path = None
+        self.unsaved = None  # the trained result while it is not saved
+        self.requested_name = None  # set when the run was saved under another name
         self.model = None
         self.worker: WorkerRun | None = None
         self.train_chips = self.heldout_chips = None
@@ -200,6 +203,7 @@ class TrainingJob:
             log.exception("training job %s failed", self.run_name)
             self._set(status="failed", error=f"Training failed unexpectedly: {exc!r}")
         finally:
+            release_run_name(self.run_name)  # a reservation never saved into (no-op once saved)
             self.queue.leave(self)
             keep_spare_worker()  # for the next Train click, now that this one's CPU is free
 
@@ -251,10 +255,11 @@ class TrainingJob:
             self._set(end=end)
         result = ExperimentResult(self.model, end.history, end, metrics,
                                   self.train_chips, self.heldout_chips)
+        self.unsaved = result  # until saved: a failed save can be retried (studio.save_job_again)
         extra = {"status": end.reason, **({"stop_reason": self.stop_reason}
                                           if end.reason == "stopped" and self.stop_reason else {})}
         path = save_experiment(self.run_name, self.config, result, self.rois, extra=extra)
-        self._set(status=end.reason, saved_path=path)
+        self._set(status=end.reason, saved_path=path, unsaved=None, **renamed(self.run_name, path))
 
     def _relay(self, event) -> bool:
         """Record one worker event; True for the last one (the weights, loaded into the model)."""

@@ -20,7 +20,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bharateo.errors import ConfigError
+from bharateo.schema import check_range, check_types
 from bharateo.worldcover import IGNORE_INDEX
+
+
+# bounds on every size field: a config from disk or the CLI never allocates more than this
+MODEL_LIMITS = {"img_size": (1, 1024), "patch_size": (1, 64), "in_chans": (1, 16),
+                "embed_dim": (1, 1024), "depth": (1, 32), "heads": (1, 64), "num_classes": (1, 256)}
+MAX_PATCHES = 4096  # tokens per chip (attention is N x N)
+MAX_PARAMETERS = 50_000_000  # the UI's largest model (embed 256 x depth 8) has ~6.6M
 
 
 @dataclass(frozen=True)
@@ -46,14 +54,28 @@ class ModelConfig:
         return self.in_chans * self.patch_size ** 2
 
     def validate(self) -> "ModelConfig":
+        """Types, bounds and shape rules, checked before any tensor is allocated.
+
+        Raises ConfigError: a field of the wrong type (embed_dim "64" or 64.0), a size outside
+        MODEL_LIMITS, an image size that isn't a multiple of the patch size, an embed dim not
+        divisible by the heads, or more than MAX_PARAMETERS parameters.
+        """
+        check_types(self, "model")
+        for name, (low, high) in MODEL_LIMITS.items():
+            check_range(name.replace("_", " "), getattr(self, name), low, high, "Model: ")
         if self.img_size % self.patch_size:
             raise ConfigError(f"Image size {self.img_size} must be a multiple of patch size "
                               f"{self.patch_size}.")
         if self.embed_dim % self.heads:
             raise ConfigError(f"Embed dim {self.embed_dim} must be divisible by the number of "
                               f"heads {self.heads} (try {self.heads * 32} or fewer heads).")
-        if min(self.embed_dim, self.depth, self.heads, self.in_chans) < 1:
-            raise ConfigError("Embed dim, depth, heads and channels must all be at least 1.")
+        if self.num_patches > MAX_PATCHES:
+            raise ConfigError(f"{self.num_patches} patches per chip is too many (at most "
+                              f"{MAX_PATCHES}): use larger patches or smaller chips.")
+        if (count := parameter_count(self)) > MAX_PARAMETERS:
+            raise ConfigError(f"This model would have {count / 1e6:,.1f}M parameters; this lab "
+                              f"allows at most {MAX_PARAMETERS / 1e6:.0f}M. Use a smaller embed "
+                              "dim or fewer layers.")
         return self
 
     def to_dict(self) -> dict:

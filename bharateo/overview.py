@@ -17,7 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from bharateo.roi import GDAL_ENV, SYNTHETIC_TAG, Roi, RoiSpec, atomic_write_bytes, read_cache
+from bharateo.roi import (
+    GDAL_ENV,
+    SYNTHETIC_TAG,
+    Roi,
+    RoiSpec,
+    atomic_write_bytes,
+    binding_from_cache_name,
+    read_cache,
+)
+from bharateo.errors import TileFileError
 from bharateo.worldcover import CLASS_COLORS_255, NODATA, TILE_DEGREES, collapse_worldcover
 
 log = logging.getLogger(__name__)
@@ -85,18 +94,31 @@ def png_bytes(rgba: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _covers_tile(src, tile: str) -> bool:
+    """True when the open file lies in EPSG:4326 exactly over `tile` (to 1/100 of a 10 m pixel).
+    Enough for a ~1 km picture drawn at the tile's bounds; region reads check the full 10 m grid
+    (roi.check_tile_grid)."""
+    if not src.crs or src.crs.to_epsg() != 4326:
+        return False
+    return all(abs(a - b) < 1e-6 for a, b in zip(src.bounds, tile_bounds(tile)))
+
+
 def read_tile_overview(path: str | Path, size: int = OVERVIEW_PX) -> tuple[np.ndarray, dict] | None:
     """A tile's native codes at `size` x `size` (uint8) from its own COG overviews, and its tags.
 
     Nearest-neighbour, so every pixel is a real WorldCover code (no blended classes); with the
     official overviews (factors 2..64) GDAL reads the 64x one (563 px) and subsamples it.
     None for a file without overviews (reading one would decode all 1.3 G pixels).
-    Raises rasterio's errors for an unreadable file.
+    Raises rasterio's errors for an unreadable file, TileFileError for a file named as a tile but
+    not on that tile's WorldCover grid (it would be drawn in the wrong place).
     """
     import rasterio
     from rasterio.enums import Resampling
 
     with rasterio.Env(**GDAL_ENV), rasterio.open(path) as src:
+        if (m := TILE_FILE.match(Path(path).name)) and not _covers_tile(src, m.group(1)):
+            raise TileFileError(f"{path} is named as tile {m.group(1)} but is not in EPSG:4326 "
+                                f"over that tile's bounds ({src.crs}, {tuple(src.bounds)})")
         if not src.overviews(1):
             return None
         native = src.read(1, out_shape=(size, size), resampling=Resampling.nearest)
@@ -161,9 +183,9 @@ def cached_region_overviews(data_dir: Path, size: int = REGION_OVERVIEW_PX) -> l
     """Overviews of every region cached under `data_dir` (damaged files are skipped)."""
     out = []
     for path in sorted(Path(data_dir).glob("worldcover_*.npz")) if Path(data_dir).is_dir() else []:
-        m = re.search(r"_s(\d+)_", path.name)
-        try:
-            native, provenance = read_cache(path, int(m.group(1)))
+        binding = binding_from_cache_name(path)
+        try:  # the checksum binds pixels to the window the name gives: a swapped file is skipped
+            native, provenance = read_cache(path, binding)
         except Exception:
             continue
         roi = Roi(RoiSpec(path.stem, *provenance["center_lon_lat"], native.shape[0]), native,

@@ -9,12 +9,17 @@ import threading
 from dataclasses import asdict, dataclass, field, replace
 
 from bharateo.chips import ChipConfig, ChipSet, build_chip_sets
+from bharateo.errors import ConfigError
 from bharateo.model import ModelConfig, TinyRGBMAE, parameter_count
 from bharateo.roi import NOTEBOOK_ROIS, Roi, RoiSpec, load_roi
 from bharateo.runs import save_run
+from bharateo.schema import check_range, check_types, finite_or_none
 from bharateo.tokens import token_accounting
 from bharateo.train import EpochMetrics, TrainConfig, TrainingEnd, make_model, masked_metrics, train
 from bharateo.worldcover import DataSource
+
+
+MAX_CHIPS = 100_000  # the app offers up to 4096
 
 
 @dataclass(frozen=True)
@@ -37,8 +42,46 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
-        return cls(rois=tuple(RoiSpec(**r) for r in d["rois"]), chips=ChipConfig(**d["chips"]),
-                   model=ModelConfig(**d["model"]), train=TrainConfig(**d["train"]))
+        """The RunConfig that to_dict() wrote, checked (validate()). ConfigError naming the
+        problem for anything else: not an object, a missing section, an unknown or wrong-typed
+        field, a value out of range."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"the settings are a JSON {type(d).__name__}, not an object")
+        sections = {"rois": list, "chips": dict, "model": dict, "train": dict}
+        for key, kind in sections.items():
+            if not isinstance(d.get(key), kind):
+                raise ConfigError(f"the '{key}' section is " + ("missing" if key not in d else
+                                  f"a {type(d[key]).__name__}, not a {kind.__name__}"))
+        if not all(isinstance(r, dict) for r in d["rois"]):
+            raise ConfigError("every region in 'rois' must be an object")
+        try:
+            config = cls(rois=tuple(RoiSpec(**r) for r in d["rois"]), chips=ChipConfig(**d["chips"]),
+                         model=ModelConfig(**d["model"]), train=TrainConfig(**d["train"]))
+        except TypeError as exc:  # an unknown or missing field
+            raise ConfigError(f"unexpected settings ({exc})") from None
+        return config.validate()
+
+    def validate(self) -> "RunConfig":
+        """Every field's type and range (regions, chips, model, training) before anything is
+        built, with the same messages in the app and the CLI. Raises ConfigError."""
+        if not self.rois:
+            raise ConfigError("Choose at least one region.")
+        for roi in self.rois:
+            check_types(roi, "region")
+        check_types(self.chips, "chips")
+        c = self.chips
+        for name, value, high in (("number of chips", c.n_chips, MAX_CHIPS),
+                                  ("number of held-out chips", c.n_holdout_chips, MAX_CHIPS),
+                                  ("chip size (px)", c.chip_size, 1024),
+                                  ("patch size (px)", c.patch_size, 64),
+                                  ("min classes per chip", c.min_classes, 8)):
+            check_range(name, value, 1, high, "Chips: ")
+        if c.chip_size % c.patch_size:
+            raise ConfigError(f"Chip size {c.chip_size} is not a multiple of the patch size "
+                              f"{c.patch_size}.")
+        self.model.validate()
+        self.train.validate()
+        return self
 
     @property
     def parameters(self) -> int:
@@ -83,7 +126,7 @@ def final_metrics(model, config: RunConfig, end: TrainingEnd, train_chips, heldo
     if heldout is not None and len(heldout):
         mae, acc = masked_metrics(model, heldout, config.train.mask_ratio, seed=1234)
         metrics.update(heldout_rec_mae=mae, heldout_esa_acc=acc)
-    return metrics
+    return finite_or_none(metrics)  # a NaN score is "unknown" (None), never NaN in JSON
 
 
 def provenance_summary(rois: list[Roi]) -> list[dict]:
@@ -93,14 +136,30 @@ def provenance_summary(rois: list[Roi]) -> list[dict]:
 
 
 def save_experiment(name, config: RunConfig, result: ExperimentResult, rois, extra=None):
+    """save_run of a finished experiment -> the run's folder (its name may differ from `name`
+    when the name was taken meanwhile: see renamed()). RunSaveError on a full/read-only disk."""
     meta = {**config.to_dict(), "data": provenance_summary(rois), **(extra or {})}
     return save_run(name, result.model, meta, result.history, result.metrics)
+
+
+def renamed(requested: str, path) -> dict:
+    """{"run_name": the name saved under, "requested_name": `requested` if it was taken}."""
+    return {"run_name": path.name, "requested_name": None if path.name == requested else str(requested)}
+
+
+def saved_as_message(requested: str | None, saved: str) -> str:
+    """The sentence telling a user their run went under another name ('' if it didn't)."""
+    if not requested or requested == saved:
+        return ""
+    return (f"The name '{requested}' was taken by another run meanwhile, so this run is saved as "
+            f"'{saved}'.")
 
 
 def run_experiment(config: RunConfig, rois: list[Roi] | None = None, name: str | None = None,
                    on_event=None, stop: threading.Event | None = None,
                    model: TinyRGBMAE | None = None) -> ExperimentResult:
     """Build chips, train, (optionally) save. `on_event` sees every StepMetrics/EpochMetrics."""
+    config.validate()
     rois = rois if rois is not None else load_rois(config.rois)
     train_chips, heldout = build_chip_sets(rois, config.chips)
     model = model or make_model(config.model, config.train.seed)

@@ -8,6 +8,7 @@ ROI read again.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import io
 import json
@@ -24,7 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bharateo.errors import MissingTileError, RegionError, SourceUnreachableError
+from bharateo.errors import (
+    BharatEOError,
+    MissingTileError,
+    RegionError,
+    SourceUnreachableError,
+    TileFileError,
+)
 from bharateo.worldcover import (
     COVERAGE_LAT,
     NODATA,
@@ -34,9 +41,11 @@ from bharateo.worldcover import (
     DataSource,
     bundled_tile_path,
     data_source_from_env,
+    redact_text,
     tile_global_offset,
     tile_id_from_origin,
     tile_origin,
+    url_and_auth,
 )
 
 log = logging.getLogger(__name__)
@@ -59,6 +68,10 @@ GDAL_ENV = dict(
     GDAL_HTTP_RETRY_DELAY=1,
     VSI_CACHE=True,
 )
+# ...and a whole region read is bounded too: GDAL's limits are per request and its retries add up
+# (a server that accepts and never answers took 53-150 s), so the read runs in a worker thread and
+# is given up after BHARATEO_READ_TIMEOUT_S seconds in all (connect, requests, retries).
+READ_TIMEOUT_S = 30.0
 NOT_PUBLISHED = "not published (sea)"  # provenance status of a tile the source has no file for
 WORLDCOVER_LABEL = "ESA WorldCover 10 m 2021 v200"
 FIXTURE_LABEL = "synthetic test fixture"
@@ -142,6 +155,7 @@ class Roi:
     native: np.ndarray  # size x size uint8 native codes
     provenance: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # e.g. "cache file was corrupt, re-read"
+    cache_error: str = ""  # why the region could not be cached (kept in memory only), else ""
 
     @property
     def window(self) -> GlobalWindow:
@@ -233,23 +247,75 @@ def _gdal_env(source: DataSource, **overrides) -> dict:
     return env
 
 
+def read_timeout_s() -> float:
+    """Seconds a whole region read may take: BHARATEO_READ_TIMEOUT_S (default READ_TIMEOUT_S).
+    Raises ConfigError for a value that is not a positive number."""
+    from bharateo.errors import ConfigError
+
+    raw = os.environ.get("BHARATEO_READ_TIMEOUT_S", "").strip()
+    try:
+        value = float(raw) if raw else READ_TIMEOUT_S
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"BHARATEO_READ_TIMEOUT_S must be a number of seconds above 0 "
+                          f"(got {raw!r}).")
+    return value
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def _what_came_back(url: str, timeout: float = 5.0) -> str | None:
+    """What a server sends for `url` (first bytes of a bounded GET): 'HTTP 200, content type
+    text/html, starting "<!DOCTYPE html>..."'; None if it could not be asked. Never raises."""
+    import urllib.error
+    import urllib.request
+
+    plain, headers = url_and_auth(url)
+    request = urllib.request.Request(plain, headers={**headers, "Range": "bytes=0-255"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            status, ctype, head = reply.status, reply.headers.get("Content-Type"), reply.read(256)
+    except urllib.error.HTTPError as exc:
+        status, ctype, head = exc.code, exc.headers.get("Content-Type"), b""
+    except Exception:
+        return None
+    text = head[:60].decode("utf-8", "replace").replace("\n", " ").strip()
+    return (f"HTTP {status}, content type {ctype or 'not given'}"
+            + (f", starting {text!r}" if text else ""))
+
+
 def _classify_open_error(exc: Exception, tile: str, path: str, source: DataSource) -> Exception:
     """MissingTileError when the source has no file for `tile` (folder: no such file; URL: HTTP
-    403/404/410), SourceUnreachableError for everything else (network, timeout, 5xx, damage)."""
-    text = str(exc)
-    if source.kind == "folder":
-        if not Path(source.location).is_dir():
+    403/404/410); TileFileError when a file is there but is not a readable GeoTIFF (a damaged file,
+    or a server that answers with something else, e.g. an HTML page: the message says what came
+    back); SourceUnreachableError for the rest (network, timeout, 5xx). Messages name the tile and
+    never hold credentials."""
+    text = redact_text(exc)
+    shown = redact_text(path)
+    if not _is_remote(path):
+        if source.kind == "folder" and not Path(source.location).is_dir():
             return SourceUnreachableError(
                 f"The WorldCover folder {source.location} (BHARATEO_WORLDCOVER_DIR) does not exist.")
         if not Path(path).exists():
             return MissingTileError(tile, source.describe())
-        return SourceUnreachableError(
-            f"Could not read tile {tile} from {path} ({text[:160]}). The file may be damaged or "
-            "not a GeoTIFF: copy it again from the WorldCover bucket.")
+        return TileFileError(
+            f"The tile file {shown} is damaged or not a GeoTIFF, so tile {tile} can't be read "
+            f"({text[:160]}). Trying again won't help: copy the file again from the WorldCover "
+            "bucket (or delete it so the region is read elsewhere).")
     status = re.search(r"HTTP response code: (\d{3})", text)
     if status and status.group(1) in ("403", "404", "410"):  # S3 answers 403 for a missing key
         return MissingTileError(tile, source.describe())
     curl = re.search(r"CURL error: ([^)]*)", text)  # GDAL's later tries say only "does not exist"
+    if not curl and not status and "not recognized" in text:  # it answered, with no GeoTIFF
+        came = _what_came_back(path)
+        if came:
+            return TileFileError(
+                f"{source.describe()} answered for tile {tile} ({shown}), but not with a GeoTIFF: "
+                f"{came}. The URL probably leads to a login, error or index page: check "
+                "BHARATEO_WORLDCOVER_URL (it must be the folder that holds the .tif files).")
     reason = curl.group(1).strip() if curl else (f"HTTP {status.group(1)}" if status else "")
     if any(w in reason.lower() for w in ("too slow", "timed out", "timeout")):
         reason = f"the server stopped answering and the request timed out: {reason}"
@@ -277,21 +343,86 @@ def _tile_source(tile: str, source: DataSource) -> tuple[str, str]:
     return str(bundled), f"bundled sample (data/sample/{bundled.name})"
 
 
-def read_window(window: GlobalWindow, source: DataSource) -> tuple[np.ndarray, dict]:
+def check_tile_grid(src, tile: str, lon0: int, lat0: int, shown: str) -> None:
+    """TileFileError unless the open file `src` lies on WorldCover tile `tile`'s grid: CRS
+    EPSG:4326, 1/12000-degree square pixels, north-west corner at (lon0, lat0 + 3), 36000 x 36000
+    pixels of uint8 in band 1. The message names the file (`shown`) and each mismatch."""
+    wrong = []
+    epsg = src.crs.to_epsg() if src.crs else None
+    if epsg != 4326:
+        wrong.append(f"its CRS is {src.crs or 'missing'}, not EPSG:4326 (longitude/latitude)")
+    else:
+        t, px = src.transform, 1 / PIXELS_PER_DEGREE
+        if not (math.isclose(t.a, px, rel_tol=1e-6) and math.isclose(-t.e, px, rel_tol=1e-6)
+                and t.b == 0 and t.d == 0):
+            wrong.append(f"its pixels are {t.a:.4g} x {abs(t.e):.4g} degrees (about "
+                         f"{t.a * 111_320:.0f} m), not 1/12000 degree (10 m)")
+        elif abs(t.c - lon0) > px / 100 or abs(t.f - (lat0 + TILE_DEGREES)) > px / 100:
+            wrong.append(f"its north-west corner is at ({t.c:.6f}, {t.f:.6f}), not at the tile's "
+                         f"({lon0}, {lat0 + TILE_DEGREES})")
+    if (src.height, src.width) != (TILE_PIXELS, TILE_PIXELS):
+        wrong.append(f"it is {src.width} x {src.height} pixels, not {TILE_PIXELS} x {TILE_PIXELS}")
+    if src.count < 1 or src.dtypes[0] != "uint8":
+        wrong.append(f"its data type is {src.dtypes[0] if src.count else 'missing'}, not uint8")
+    if wrong:
+        raise TileFileError(
+            f"The file {shown} has the name of WorldCover tile {tile} but is not on the WorldCover "
+            f"grid: {'; '.join(wrong)}. Replace it with the official file "
+            "(ESA_WorldCover_10m_2021_v200_<TILE>_Map.tif, unchanged).")
+
+
+def _part_way_error(exc: Exception, tile: str, path: str, where: str) -> BharatEOError:
+    """A read that failed after the file opened: the network (SourceUnreachableError, worth
+    another try), a local file itself (TileFileError: damaged or truncated, named), or, for a
+    remote file GDAL gives no reason for, SourceUnreachableError naming both possibilities."""
+    text = redact_text(exc.__cause__ or exc)[:160]  # rasterio: "Read failed. See previous..."
+    if re.search(r"CURL error|HTTP response code|timed out|Connection", text, re.I):
+        return SourceUnreachableError(
+            f"Reading tile {tile} from {where} failed part-way ({text}): the connection broke. "
+            "Try again; nothing was cached.")
+    if _is_remote(path):  # GDAL says no more than "read failed" for a stalled range request too
+        return SourceUnreachableError(
+            f"Reading tile {tile} from {where} failed part-way ({text}): either the connection "
+            "broke (then trying again helps) or the file on the mirror is damaged (then it must "
+            f"be copied there again: {redact_text(path)}). Nothing was cached.")
+    return TileFileError(
+        f"The tile file {redact_text(path)} (tile {tile}, from {where}) is damaged: its header "
+        f"opens but its pixels can't be read ({text}); it is probably truncated or corrupt. "
+        "Trying again won't help: copy the file again from the WorldCover bucket.")
+
+
+def read_window(window: GlobalWindow, source: DataSource, deadline: float | None = None,
+                on_tile=None) -> tuple[np.ndarray, dict]:
     """Read `window` from every tile it touches -> (size x size uint8 native codes, provenance).
 
     A tile the source has no file for (folder: file absent; URL: HTTP 403/404/410) is a tile ESA
     does not publish, which happens only over open sea: its part reads as no-data (0) and is listed
     with status NOT_PUBLISHED, provided at least one tile of the window was read. Raises
-    MissingTileError (a RegionError) when no tile of the window exists, SourceUnreachableError when
-    a tile can't be read (network down, timeout, HTTP 5xx, damaged file), naming the tile.
+    MissingTileError (a RegionError) when no tile of the window exists, TileFileError when a file is
+    there but damaged, not a GeoTIFF or not on the WorldCover grid, SourceUnreachableError when a
+    tile can't be reached (network down, timeout, HTTP 5xx), each naming the tile. `deadline`
+    (time.monotonic() seconds) caps every HTTP request's time limits and is checked between tiles;
+    `on_tile(k, n, tile)` is called before tile k of n is read. Paths in the provenance and in
+    messages have their credentials redacted.
     """
     import rasterio
     from rasterio.windows import Window
 
     out = np.zeros((window.size, window.size), dtype=np.uint8)
     parts, missing, synthetic, crs, used = [], [], False, None, []
-    for tile, lon0, lat0 in window.tiles():
+    tiles = window.tiles()
+    for k, (tile, lon0, lat0) in enumerate(tiles):
+        if on_tile is not None:
+            on_tile(k, len(tiles), tile)
+        limits = {}
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SourceUnreachableError(f"Reading tile {tile} from {source.describe()} ran "
+                                             "out of time. Try again later.")
+            cap = max(1, math.ceil(left))
+            limits = {key: min(GDAL_ENV[key], cap) for key in
+                      ("GDAL_HTTP_TIMEOUT", "GDAL_HTTP_CONNECTTIMEOUT", "GDAL_HTTP_LOW_SPEED_TIME")}
         t_row, t_col = tile_global_offset(lon0, lat0)
         r0, c0 = max(window.row, t_row), max(window.col, t_col)
         r1 = min(window.row + window.size, t_row + TILE_PIXELS)
@@ -301,31 +432,36 @@ def read_window(window: GlobalWindow, source: DataSource) -> tuple[np.ndarray, d
                int(tile_window.height)]
         path, where = _tile_source(tile, source)
         try:
-            with rasterio.Env(**_gdal_env(source)):
+            with rasterio.Env(**_gdal_env(source, **limits)):
                 try:
                     src = rasterio.open(path)
                 except Exception as exc:  # rasterio raises RasterioIOError / CPLE_* variants
                     raise _classify_open_error(exc, tile, path, source) from exc
                 with src:
+                    if src.crs is None and _is_remote(path):  # GDAL gave up inside the header
+                        raise SourceUnreachableError(
+                            f"Tile {tile} from {where} came without its georeferencing: the "
+                            "connection most likely broke while its header was read. Try again; "
+                            "if it keeps happening, check that file on the mirror.")
+                    check_tile_grid(src, tile, lon0, lat0, redact_text(path))
                     try:
                         block = src.read(1, window=tile_window)
                     except Exception as exc:
-                        raise SourceUnreachableError(
-                            f"Reading tile {tile} from {where} failed part-way "
-                            f"({str(exc)[:160]}). Try again; nothing was cached.") from exc
+                        raise _part_way_error(exc, tile, path, where) from exc
                     info = _tile_tags(src, tile)
                     synthetic |= SYNTHETIC_TAG in src.tags()
                     crs = str(src.crs)
         except MissingTileError:
             missing.append(tile)
-            parts.append({"tile": tile, "status": NOT_PUBLISHED, "path": path, "window": box})
+            parts.append({"tile": tile, "status": NOT_PUBLISHED, "path": redact_text(path),
+                          "window": box})
             continue
-        except SourceUnreachableError:
+        except (SourceUnreachableError, TileFileError):
             _forget_remote_failures(source)
             raise
         out[r0 - window.row:r1 - window.row, c0 - window.col:c1 - window.col] = block
         used.append(where)
-        parts.append({"tile": tile, "status": "read", "path": path, "source": where,
+        parts.append({"tile": tile, "status": "read", "path": redact_text(path), "source": where,
                       "window": box, **info})
     if missing:
         _forget_remote_failures(source)  # GDAL caches a 404 too; a mirror may add the tile later
@@ -419,53 +555,178 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         raise
 
 
-def write_cache(path: Path, native: np.ndarray, provenance: dict) -> None:
+def cache_binding(window: GlobalWindow, source: DataSource) -> dict:
+    """What a cache file must hold: its window, the tile of its NW corner and its source's key.
+    Each file's checksum covers these keys with the pixels (cache_digest), so a file copied or
+    renamed onto another region's name is caught."""
+    return {"global_window": [window.row, window.col, window.size], "tile": window.tiles()[0][0],
+            "source": source.cache_key}
+
+
+def binding_from_cache_name(path: Path) -> dict | None:
+    """The binding a cache file's name promises (cache_path's pattern), None for another name; for
+    readers that list data/ (the map's overviews) rather than ask for one region."""
+    m = re.fullmatch(r"worldcover_2021_v200_([NS]\d{2}[EW]\d{3})_r(\d+)_c(\d+)_s(\d+)_(.+)\.npz",
+                     Path(path).name)
+    if not m:
+        return None
+    return {"global_window": [int(m.group(2)), int(m.group(3)), int(m.group(4))],
+            "tile": m.group(1), "source": m.group(5)}
+
+
+def cache_digest(native: np.ndarray, binding: dict) -> str:
+    """sha256 over the binding's keys (sorted JSON), a NUL byte, then the array's bytes."""
+    h = hashlib.sha256(json.dumps(binding, sort_keys=True).encode() + b"\0")
+    h.update(native.tobytes())
+    return h.hexdigest()
+
+
+def write_cache(path: Path, native: np.ndarray, provenance: dict, binding: dict) -> None:
+    """Write a cache file atomically: pixels, provenance, binding and their bound checksum.
+    Raises OSError (read-only or full folder) with nothing half-written left behind."""
     buf = io.BytesIO()
     np.savez_compressed(buf, native=native, provenance=np.array(json.dumps(provenance)),
-                        sha256=np.array(hashlib.sha256(native.tobytes()).hexdigest()))
+                        binding=np.array(json.dumps(binding, sort_keys=True)),
+                        sha256=np.array(cache_digest(native, binding)))
     atomic_write_bytes(path, buf.getvalue())
 
 
-def read_cache(path: Path, size: int) -> tuple[np.ndarray, dict]:
-    """Load and verify a cached ROI; raises ValueError (or a zip/OS error) if it is damaged."""
+def read_cache(path: Path, binding: dict) -> tuple[np.ndarray, dict]:
+    """Load and verify a cached ROI written for `binding` (cache_binding) -> (native, provenance).
+
+    Raises ValueError saying what is wrong (another region's file, wrong shape, checksum
+    mismatch), or a zip/OS/key error, if the file is damaged or not this region's."""
+    size = binding["global_window"][2]
     with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
         native = z["native"]
-        provenance = json.loads(str(z["provenance"]))
+        provenance = json.loads(redact_text(z["provenance"]))  # older files may hold secrets
         digest = str(z["sha256"])
+        stored = json.loads(str(z["binding"])) if "binding" in z.files else None
+    if stored is None:  # a file from before bindings: its provenance must name this window
+        if provenance.get("global_window") != binding["global_window"]:
+            raise ValueError(f"it holds window {provenance.get('global_window')}, "
+                             f"not this region's {binding['global_window']}")
+        expected = hashlib.sha256(native.tobytes()).hexdigest()
+    else:
+        if stored != binding:
+            raise ValueError(f"it holds another region (window {stored.get('global_window')} of "
+                             f"tile {stored.get('tile')}, source {stored.get('source')}), not "
+                             f"this one (window {binding['global_window']} of tile "
+                             f"{binding['tile']}, source {binding['source']})")
+        expected = cache_digest(native, binding)
     if native.shape != (size, size) or native.dtype != np.uint8:
         raise ValueError(f"cached array has shape {native.shape} {native.dtype}")
-    if hashlib.sha256(native.tobytes()).hexdigest() != digest:
-        raise ValueError("checksum mismatch")
+    if expected != digest:
+        raise ValueError("checksum mismatch: the pixels or their window were changed")
     return native, provenance
 
 
-def load_roi(spec: RoiSpec, source: DataSource | None = None, use_cache: bool = True) -> Roi:
+def _disk_fault(exc: OSError, folder: Path) -> str:
+    """Plain words for an OSError met writing into `folder`: what is wrong, where, what to do."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"the disk holding {folder} is full; free some space there or set "
+                "BHARATEO_DATA_DIR to a folder on another disk")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"the folder {folder} is read-only (no permission to write there); make it "
+                "writable or set BHARATEO_DATA_DIR to a writable folder")
+    return f"writing in {folder} failed ({exc.strerror or exc}); check the folder and the disk"
+
+
+def _with_deadline(fn, timeout_s: float, what: str, on_wait=None):
+    """fn() in a worker thread, given up after `timeout_s` s in all -> its result or exception.
+
+    The caller's thread waits in 0.25 s steps, calling on_wait(elapsed_s) each step (progress; a
+    page stays drawn). On timeout raises SourceUnreachableError naming `what`; the thread is a
+    daemon and ends when GDAL's own per-request limits (capped to the deadline) end its request."""
+    result = {}
+
+    def target():
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True, name="roi-read")
+    start = time.monotonic()
+    thread.start()
+    while thread.is_alive():
+        elapsed = time.monotonic() - start
+        if elapsed >= timeout_s:
+            raise SourceUnreachableError(
+                f"{what} got no complete answer within {timeout_s:.0f} s (the server accepts the "
+                "connection but stalls, or the network is too slow), so the read was given up. "
+                "Try again later, or work offline: run `python -m bharateo prefetch` while online, "
+                "or set BHARATEO_WORLDCOVER_DIR to a folder holding the tiles. "
+                "BHARATEO_READ_TIMEOUT_S sets this limit.")
+        if on_wait is not None:
+            on_wait(elapsed)
+        thread.join(min(0.25, timeout_s - elapsed))
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def load_roi(spec: RoiSpec, source: DataSource | None = None, use_cache: bool = True,
+             progress=None, timeout_s: float | None = None) -> Roi:
     """Read one ROI (from the cache when it is there and sound) -> Roi.
 
+    A read from the source takes at most `timeout_s` seconds in all (default read_timeout_s(),
+    BHARATEO_READ_TIMEOUT_S); `progress(fraction, text)` is called from the caller's thread about
+    4 times a second while it runs. A cache file that is damaged or holds another region is moved
+    aside (a note says so) and the region read again. A region that can't be cached (read-only or
+    full data/) is returned all the same, with `cache_error` and a note saying why.
     Raises RegionError for a region that is mostly sea / outside coverage, MissingTileError for a
-    tile the source lacks, SourceUnreachableError when the source can't be reached.
+    tile the source lacks, TileFileError for a damaged or wrong tile file, SourceUnreachableError
+    when the source can't be reached in time (saying so when a damaged cache was moved aside).
     """
     source = source or data_source_from_env()
     window = roi_window(spec)
     path = cache_path(window, source)
+    binding = cache_binding(window, source)
     notes = []
     if use_cache and path.exists():
         try:
-            native, provenance = read_cache(path, spec.size)
+            native, provenance = read_cache(path, binding)
             provenance["source"] = f"local cache of {provenance['source']}"
             provenance.update(name=spec.name, center_lon_lat=[spec.lon, spec.lat])
             return Roi(spec, native, provenance, notes + tile_notes(provenance))
-        except Exception as exc:  # truncated zip, bad checksum, missing key, wrong shape...
+        except Exception as exc:  # truncated zip, bad checksum, another region's file, ...
             aside = path.with_suffix(".corrupt")
+            why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
             try:
                 os.replace(path, aside)
+                moved = f"it was moved to {aside.name}"
             except FileNotFoundError:  # another process recovered it first
-                pass
-            notes.append(f"The cache file {path.name} was damaged ({type(exc).__name__}); "
-                         f"it was moved to {aside.name} and the region read again.")
+                moved = "another reader already moved it aside"
+            except OSError as err:
+                moved = f"it could not be moved aside ({_disk_fault(err, path.parent)})"
+            notes.append(f"The cache file {path.name} was damaged ({redact_text(why)[:200]}); "
+                         f"{moved} and the region read again.")
             log.warning(notes[-1])
 
-    native, read_info = read_window(window, source)
+    timeout_s = read_timeout_s() if timeout_s is None else timeout_s
+    deadline = time.monotonic() + timeout_s
+    stage = {"text": f"asking {source.describe()}…", "fraction": 0.0}
+
+    def on_tile(k, n, tile):
+        stage.update(text=f"tile {tile} ({k + 1} of {n}) from {source.describe()}",
+                     fraction=k / n)
+
+    def on_wait(elapsed):
+        if progress is not None:
+            progress(stage["fraction"], f"{spec.name}: {stage['text']}, {elapsed:.0f} s "
+                                        f"(gives up after {timeout_s:.0f} s)")
+
+    try:
+        native, read_info = _with_deadline(lambda: read_window(window, source, deadline, on_tile),
+                                           timeout_s, f"Reading the {spec.size} px region at "
+                                           f"{spec.lon:.4f}E {spec.lat:.4f}N from "
+                                           f"{source.describe()}", on_wait)
+    except BharatEOError as exc:
+        if notes and not isinstance(exc, RegionError):  # a damaged cache, and no way to re-read
+            exc.args = (f"The cached copy of this region was damaged and moved aside, and the "
+                        f"region could not be read again: {exc}",)
+        raise
     nodata = float(np.mean(native == NODATA))
     if nodata > MAX_NODATA_FRACTION:
         raise RegionError(
@@ -482,9 +743,17 @@ def load_roi(spec: RoiSpec, source: DataSource | None = None, use_cache: bool = 
         "read_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         **read_info,
     }
+    cache_error = ""
     if use_cache:
-        write_cache(path, native, provenance)
-    return Roi(spec, native, provenance, notes + tile_notes(provenance))
+        try:
+            write_cache(path, native, provenance, binding)
+        except OSError as exc:  # read-only or full data/: keep the region, say so
+            cache_error = _disk_fault(exc, path.parent)
+            notes.append(f"This region was read but not saved to the cache: {cache_error}. "
+                         "The lesson goes on with it in memory; it will be read from the source "
+                         "again next time.")
+            log.warning(notes[-1])
+    return Roi(spec, native, provenance, notes + tile_notes(provenance), cache_error)
 
 
 def check_no_overlap(spec: RoiSpec, others: list[Roi]) -> None:

@@ -12,8 +12,10 @@ import pandas as pd
 from bharateo.chips import ChipConfig
 from bharateo.errors import ConfigError
 from bharateo.model import ModelConfig
-from bharateo.pipeline import PRESETS, RunConfig
-from bharateo.runs import SavedRun, checkpoint_root, validate_run_name
+from bharateo.errors import RunNotFoundError
+from bharateo.pipeline import PRESETS, RunConfig, renamed, save_experiment
+from bharateo.runs import DamagedRun, ReservedName, SavedRun, reserve_run_name
+from bharateo.schema import number_text
 from bharateo.train import TrainConfig
 
 # knob key -> (section, field) in RunConfig
@@ -60,8 +62,10 @@ def knob_problems(knobs: dict, names: dict[str, str] | None = None) -> list[str]
         label = (names or {}).get(key, label)
         value = knobs.get(key)
         allowed = f"type a {'whole number' if whole else 'number'} from {low:g} to {high:g}"
-        if value is None or value != value:
+        if value is None:
             problems.append(f"**{label}** is empty: {allowed}.")
+        elif not math.isfinite(value):  # NaN / inf: only from the CLI
+            problems.append(f"**{label}** is {value}, not a number: {allowed}.")
         elif not low <= value <= high or (whole and value != int(value)):
             problems.append(f"**{label}** is {value:g}: {allowed} ({why}).")
     return problems
@@ -107,7 +111,7 @@ def config_from_knobs(knobs: dict, rois, chip_config: ChipConfig) -> RunConfig:
                         lr=float(knobs["lr"]), weight_decay=float(knobs["weight_decay"]),
                         cosine=bool(knobs["cosine"]), mask_ratio=float(knobs["mask_ratio"]),
                         patch_loss_weight=float(knobs["patch_loss_weight"]), seed=seed).validate()
-    return RunConfig(rois=tuple(r.spec for r in rois), chips=chips, model=model, train=train)
+    return RunConfig(rois=tuple(r.spec for r in rois), chips=chips, model=model, train=train).validate()
 
 
 def matching_preset(knobs: dict) -> str | None:
@@ -119,17 +123,33 @@ def matching_preset(knobs: dict) -> str | None:
 
 
 def default_run_name(config: RunConfig) -> str:
+    """mask<ratio>-lr<lr>-<MMDD-HHMMSS>: readable; two clicks in the same second still get
+    different runs because free_run_name reserves (the second one becomes ...-2)."""
     stamp = dt.datetime.now().strftime("%m%d-%H%M%S")
     return f"mask{config.train.mask_ratio:.2f}-lr{config.train.lr:g}-{stamp}"
 
 
-def free_run_name(name: str) -> str:
-    """`name` if unused, else name-2, name-3, ... (validated)."""
-    name = validate_run_name(name)
-    root, candidate, k = checkpoint_root(), name, 2
-    while (root / candidate).exists():
-        candidate, k = f"{name}-{k}", k + 1
-    return validate_run_name(candidate)
+def free_run_name(name: str) -> ReservedName:
+    """Reserve `name` for a training that starts now, or name-2, name-3, ... if it is taken
+    (always within 64 characters). The reservation is atomic (runs.reserve_run_name), so two
+    sessions asking for the same name at once get different names. RunNameError for a bad name,
+    RunSaveError when the checkpoints folder can't be written (say so before training)."""
+    return reserve_run_name(name)
+
+
+def save_job_again(job) -> str:
+    """Save a finished training whose save failed (full or read-only disk) from the model kept
+    in memory -> the name it was saved under. RunSaveError again if the disk still refuses."""
+    result = job.unsaved
+    if result is None:
+        raise RunNotFoundError("There is no unsaved training to save.")
+    path = save_experiment(job.run_name, job.config, result, job.rois,
+                           extra={"status": job.end.reason})
+    with job._lock:
+        job.status, job.error, job.saved_path, job.unsaved = job.end.reason, None, path, None
+        for key, value in renamed(job.run_name, path).items():
+            setattr(job, key, value)
+    return path.name
 
 
 def eta_seconds(steps: list[dict], epochs: int, window: int = 20) -> float | None:
@@ -151,7 +171,9 @@ def series_from_run(run: SavedRun) -> dict:
             "patch_loss_weight": run.config["train"]["patch_loss_weight"]}
 
 
-def runs_table(runs: list[SavedRun]) -> pd.DataFrame:
+def runs_table(runs: list[SavedRun], damaged: list[DamagedRun] = ()) -> pd.DataFrame:
+    """One row per saved run (newest first), then one per damaged or reserved run folder.
+    Scores that are missing or were not finite read '—'."""
     rows = []
     for run in runs:
         m, cfg = run.metrics, run.config
@@ -163,16 +185,16 @@ def runs_table(runs: list[SavedRun]) -> pd.DataFrame:
             "mask": cfg["train"]["mask_ratio"],
             "lr": cfg["train"]["lr"],
             "embed/depth/heads": f"{cfg['model']['embed_dim']}/{cfg['model']['depth']}/{cfg['model']['heads']}",
-            "masked MAE": _score(m.get("train_rec_mae")),
-            "ESA acc": _score(m.get("train_esa_acc")),
-            "held-out MAE": _score(m.get("heldout_rec_mae")),
-            "held-out acc": _score(m.get("heldout_esa_acc")),
+            "masked MAE": number_text(m.get("train_rec_mae")),
+            "ESA acc": number_text(m.get("train_esa_acc")),
+            "held-out MAE": number_text(m.get("heldout_rec_mae")),
+            "held-out acc": number_text(m.get("heldout_esa_acc")),
         })
+    for bad in damaged:
+        rows.append({"run": bad.name, "saved": "", "status": "reserved" if bad.reserved else "damaged",
+                     "epochs": None, "mask": None, "lr": None, "embed/depth/heads": "",
+                     **dict.fromkeys(("masked MAE", "ESA acc", "held-out MAE", "held-out acc"), "—")})
     return pd.DataFrame(rows)
-
-
-def _score(value) -> str:
-    return "—" if value is None else f"{value:.3f}"
 
 
 # --- training-time estimate ------------------------------------------------------------------

@@ -7,7 +7,9 @@ students choosing Delhi read it once). A model being trained is never cached her
 from __future__ import annotations
 
 import sys
+import threading
 import urllib.request
+from collections import OrderedDict
 from pathlib import Path
 
 import streamlit as st
@@ -33,6 +35,7 @@ from bharateo.worldcover import (
     DataSource,
     bundled_tile_path,
     data_source_from_env,
+    url_and_auth,
 )
 
 PAGES = {
@@ -210,7 +213,8 @@ def _address_params() -> dict[str, list[str]]:
 # --- data ------------------------------------------------------------------------------------
 @st.cache_data(ttl=30, show_spinner=False)
 def source_status(source: DataSource) -> tuple[str, str]:
-    """(short label, detail) of where ROIs come from right now, bundled sample included."""
+    """(short label, detail) of where ROIs come from right now, bundled sample included; a URL's
+    credentials are never shown (DataSource.shown), they reach the server as a header."""
     label, detail = _source_reach(source)
     bundled = [t for t in SAMPLE_TILES if bundled_tile_path(t) is not None]
     if bundled:
@@ -230,8 +234,9 @@ def _source_reach(source: DataSource) -> tuple[str, str]:
             return "local folder", source.location
         return "cache only", f"folder {source.location} is missing; {cached} cached regions"
     try:
-        request = urllib.request.Request(source.location, method="HEAD")
-        urllib.request.urlopen(request, timeout=2)
+        url, headers = url_and_auth(source.location)
+        urllib.request.urlopen(urllib.request.Request(url, headers=headers, method="HEAD"),
+                               timeout=2)
         reachable = True
     except urllib.error.HTTPError:
         reachable = True  # the server answered
@@ -239,13 +244,18 @@ def _source_reach(source: DataSource) -> tuple[str, str]:
         reachable = False
     label = "public bucket" if source.kind == "public" else "WorldCover mirror"
     if reachable:
-        return label, source.location
-    return "cache only", f"{source.location} unreachable; {cached} cached regions"
+        return label, source.shown
+    return "cache only", f"{source.shown} unreachable; {cached} cached regions"
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def _read_roi(lon: float, lat: float, size: int, source: DataSource) -> Roi:
-    return load_roi(RoiSpec("shared", lon, lat, size), source)
+SHARED_ROIS = 64  # regions kept in the server's memory for every session
+
+
+@st.cache_resource(show_spinner=False)
+def _shared_rois() -> tuple[threading.Lock, OrderedDict]:
+    """The server-wide store of regions read: (lock, {(lon, lat, size, source): Roi}), newest
+    last. A plain store, not st.cache_data, so that a read can draw its progress on the page."""
+    return threading.Lock(), OrderedDict()
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -295,19 +305,34 @@ def map_overviews(source: DataSource) -> list:
     return out + (_cached_region_overviews(str(folder), tuple(listing)) if listing else [])
 
 
-def read_roi(spec: RoiSpec) -> Roi:
-    """An ROI through the server-wide cache, carrying this user's name for it."""
-    roi = _read_roi(spec.lon, spec.lat, spec.size, data_source_from_env())
-    return Roi(spec, roi.native, {**roi.provenance, "name": spec.name}, list(roi.notes))
+def read_roi(spec: RoiSpec, progress=None) -> Roi:
+    """An ROI through the server-wide store (thirty students choosing Delhi read it once),
+    carrying this user's name for it. `progress(fraction, text)` is called while a read from the
+    source runs (bounded by BHARATEO_READ_TIMEOUT_S); raises BharatEOError as load_roi does."""
+    source = data_source_from_env()
+    key = (spec.lon, spec.lat, spec.size, source)
+    lock, store = _shared_rois()
+    with lock:
+        roi = store.get(key)
+        if roi is not None:
+            store.move_to_end(key)
+    if roi is None:
+        roi = load_roi(spec, source, progress=progress)  # its notes name no region
+        with lock:
+            store[key] = roi
+            while len(store) > SHARED_ROIS:
+                store.popitem(last=False)
+    return Roi(spec, roi.native, {**roi.provenance, "name": spec.name}, list(roi.notes),
+               roi.cache_error)
 
 
-def add_roi(spec: RoiSpec) -> Roi:
+def add_roi(spec: RoiSpec, progress=None) -> Roi:
     """Read `spec` and add it to this session's regions (BharatEOError if it can't be used).
 
     Adding any region ends the current map proposal (it and its overlap warning were about the
     regions before this one)."""
     check_no_overlap(spec, st.session_state.rois)
-    roi = read_roi(spec)
+    roi = read_roi(spec, progress)
     st.session_state.rois = [*st.session_state.rois, roi]
     st.session_state.proposed_roi = None
     return roi

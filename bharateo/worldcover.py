@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,32 +176,96 @@ def tile_global_offset(lon0: int, lat0: int) -> tuple[int, int]:
 
 
 # --- where tiles are read from ---------------------------------------------------------------
+REDACTED = "***"
+# query parameters that carry a secret: tokens, keys, passwords, signed-URL parts (S3 X-Amz-*,
+# Azure sig, GCS X-Goog-*)
+_SECRET_PARAM = re.compile(r"(?i)^(x-amz-.*|x-goog-.*|.*token.*|.*key.*|.*secret.*|.*passw.*|"
+                           r"sig|signature|.*credential.*|auth.*|sv|se|sp|st|spr|srt|ss)$")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()]+")
+
+
+def redact_url(url: str) -> str:
+    """`url` with credentials replaced by '***': the user:password of its authority and the values
+    of secret query parameters (token, key, signature, X-Amz-*, ...). Never raises; a URL without
+    secrets comes back unchanged. 'http://u:t@h/x?token=a&b=1' -> 'http://***@h/x?token=***&b=1'."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return re.sub(r"//[^/@\s]*@", f"//{REDACTED}@", url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@" + netloc.rsplit("@", 1)[1]
+    query = parts.query
+    if query:
+        query = "&".join(
+            f"{k}={REDACTED}" if sep and _SECRET_PARAM.match(urllib.parse.unquote(k)) else f"{k}{sep}{v}"
+            for k, sep, v in (item.partition("=") for item in query.split("&")))
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def redact_text(text: str) -> str:
+    """Any text (an error message, a GDAL log line) with every URL in it passed through
+    redact_url, so no credential of a mirror URL is shown or stored."""
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), str(text))
+
+
+def url_and_auth(url: str) -> tuple[str, dict]:
+    """(url without user:password, HTTP headers carrying them as Basic auth) for urllib, which
+    can't take credentials inside the URL."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return url, {}
+    import base64
+
+    user = urllib.parse.unquote(parts.username)
+    password = urllib.parse.unquote(parts.password or "")
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), {"Authorization": f"Basic {token}"}
+
+
 @dataclass(frozen=True)
 class DataSource:
     """Where WorldCover tiles come from: the public bucket, another base URL, or a local folder."""
 
     kind: str  # "public" | "url" | "folder"
-    location: str
+    location: str  # may hold credentials (a mirror URL): show only `shown`, never this
+
+    def __repr__(self) -> str:  # repr lands in logs and tracebacks: never the credentials
+        return f"DataSource(kind={self.kind!r}, location={self.shown!r})"
+
+    @property
+    def shown(self) -> str:
+        """The location as it may be shown or stored: credentials redacted (redact_url)."""
+        return self.location if self.kind == "folder" else redact_url(self.location)
 
     def tile_path(self, tile: str) -> str:
         if self.kind == "folder":
             return str(Path(self.location) / tile_filename(tile))
         return tile_url(tile, self.location)
 
+    def shown_tile_path(self, tile: str) -> str:
+        """tile_path(tile) with credentials redacted, for messages and provenance."""
+        return self.tile_path(tile) if self.kind == "folder" else redact_url(self.tile_path(tile))
+
     def describe(self) -> str:
+        """'the WorldCover mirror at http://***@host/path', credentials redacted."""
         return {
             "public": "the public ESA WorldCover bucket",
-            "url": f"the WorldCover mirror at {self.location}",
+            "url": f"the WorldCover mirror at {self.shown}",
             "folder": f"the local folder {self.location}",
         }[self.kind]
 
     @property
     def cache_key(self) -> str:
-        """Short id so cached ROIs from different sources never mix."""
+        """Short id so cached ROIs from different sources never mix. A URL's credentials are left
+        out: a mirror whose token changes keeps its cache."""
         if self.kind == "public":
             return "public"
         import hashlib
-        digest = hashlib.sha256(f"{self.kind}:{self.location}".encode()).hexdigest()[:10]
+        digest = hashlib.sha256(f"{self.kind}:{self.shown}".encode()).hexdigest()[:10]
         return f"{self.kind}-{digest}"
 
 

@@ -71,13 +71,20 @@ def read_regions(specs, refit: bool = True) -> None:
                      else data_source_from_env().describe())
             bar.progress(k / len(specs),
                          text=f"{spec.name}: {views.size_label(spec.size)} from {where}…")
+
+            def progress(fraction, text, k=k):  # each tile, and the seconds spent, while it reads
+                bar.progress(min((k + fraction) / len(specs), 1.0), text=text)
+
             try:
-                roi = ui.add_roi(spec)
+                roi = ui.add_roi(spec, progress)
                 read.append(f"{spec.name} (from {roi.provenance.get('source', where)})")
+                if roi.cache_error:
+                    errors.append(("warning", f"**{spec.name}** is in use but was not cached: "
+                                              f"{roi.cache_error}."))
             except BharatEOError as exc:
                 errors.append(("error", f"**{spec.name}** was not added. {exc}"))
         bar.progress(1.0)
-        status.update(state="error" if errors else "complete")
+        status.update(state="error" if any(k == "error" for k, _ in errors) else "complete")
     if read:  # ui.add_roi also ended any proposal
         state.regions_messages.append(
             ("success", f"Read {', '.join(read)} in {time.perf_counter() - start:.1f} s."))
@@ -100,7 +107,7 @@ map_col, side_col = st.columns([3, 2], gap="medium")
 # --- right: messages, presets, size, the lon/lat form and the proposal -------------------------
 with side_col:
     for kind, text in state.regions_messages:
-        (st.success if kind == "success" else st.error)(text)
+        {"success": st.success, "warning": st.warning}.get(kind, st.error)(text)
     state.regions_messages = []
 
     defaults = ui.current_presets(data_source_from_env())

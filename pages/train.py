@@ -7,12 +7,13 @@ from bharateo.figures import accuracy_figure, loss_figure
 from bharateo.jobs import max_training_seconds, max_trainings
 from bharateo.pipeline import PRESETS
 from bharateo.chips import HOLDOUT_BLOCKS
-from bharateo.runs import delete_run, list_runs, rename_run
+from bharateo.pipeline import saved_as_message
+from bharateo.runs import delete_run, rename_run, scan_runs
 from bharateo.words import plural
 from bharateo.studio import (chip_knobs, config_from_knobs, default_run_name, eta_seconds,
                              free_run_name, knob_help, knob_problems, knobs_from_config,
-                             matching_preset, preset_knobs, runs_table, series_from_job,
-                             series_from_run, training_estimate)
+                             matching_preset, preset_knobs, runs_table, save_job_again,
+                             series_from_job, series_from_run, training_estimate)
 
 ui.page_setup()
 st.title("Train")
@@ -114,7 +115,7 @@ if config is not None:
     m5.metric("masked pixel targets", f"{tokens.masked_pixel_targets:,}")
     st.caption(f"Settings: {preset or 'custom'} · chips of {config.chips.chip_size} px from "
                f"{', '.join(roi_names)}")
-    estimate, over_budget = training_estimate(config, list_runs(), max_training_seconds())
+    estimate, over_budget = training_estimate(config, scan_runs()[0], max_training_seconds())
     st.caption(estimate)
     if over_budget:  # refused before it takes the slot for hours
         st.error(over_budget, icon=":material/timer_off:")
@@ -142,7 +143,7 @@ if stop_col.button("Stop", disabled=not running, width="stretch"):
     st.toast("Stopping after the current step; the run is kept.")
 
 
-def draw_progress(snap) -> None:
+def draw_progress(snap, requested_name: str | None = None) -> None:
     steps, epochs = snap["steps"], snap["config"].train.epochs
     if snap["status"] == "queued":
         st.info(f"Waiting for a free training slot: you are number {snap['queue_position'] or 1} "
@@ -168,6 +169,8 @@ def draw_progress(snap) -> None:
     elif snap["end"] is not None:
         st.success(f"{snap['end'].message} Saved as run '{snap['run_name']}'; it is now the model "
                    "the Reconstruct and Evaluate pages use.")
+    if snap["saved_path"] is not None and (note := saved_as_message(requested_name, snap["run_name"])):
+        st.info(note)
     if steps or snap["epochs"]:
         series = [series_from_job(snap, snap["run_name"])]
         left, right = st.columns(2)
@@ -179,7 +182,20 @@ def draw_progress(snap) -> None:
 def live_progress(job) -> None:
     if job.done:
         st.rerun(scope="app")  # once: refresh the runs table and the sidebar
-    draw_progress(job.snapshot())
+    draw_progress(job.snapshot(), getattr(job, "requested_name", None))
+
+
+def save_again(job) -> None:
+    """Button callback: save a training whose save failed, from the model kept in memory."""
+    ui.clear_error("save")
+    try:
+        name = save_job_again(job)
+    except BharatEOError as exc:
+        ui.keep_error("save", exc)
+        return
+    if job.status in ("finished", "stopped"):
+        ui.use_trained_model(job.model, job.config, name, job.end.epochs_done)
+    st.toast(f"Saved as run '{name}'.")
 
 
 if job is not None:
@@ -188,31 +204,43 @@ if job is not None:
         live_progress(job)
     else:
         ui.adopt_finished_job()
-        draw_progress(job.snapshot())
+        draw_progress(job.snapshot(), getattr(job, "requested_name", None))
+        if job.status == "failed" and getattr(job, "unsaved", None) is not None:
+            st.caption("The trained model is still in memory: free some space (or make the "
+                       "checkpoints folder writable), then save it.")
+            st.button("Save again", on_click=save_again, args=(job,), type="primary")
+        ui.show_kept_error("save")
 
 ui.queue_panel()
 
 # --- saved runs --------------------------------------------------------------------------------
 st.subheader("Saved runs")
-runs = list_runs()
-if not runs:
+runs, damaged = scan_runs()
+if not runs and not damaged:
     st.caption("No saved runs yet. Every finished or stopped run is saved here.")
     st.stop()
-st.dataframe(runs_table(runs), hide_index=True, width="stretch")
+st.dataframe(runs_table(runs, damaged), hide_index=True, width="stretch")
+if damaged:
+    st.warning("Some run folders can't be used; rename or delete them below:\n\n" + "\n".join(
+        f"- **{bad.name}**: {bad.reason}" for bad in damaged))
 by_name = {r.name: r for r in runs}
-ui.keep_widget("train_compare", list(by_name)[:2], lambda names: [n for n in names if n in by_name])
-compare = st.multiselect("compare runs on the same charts", list(by_name), key="train_compare")
-if compare:
-    series = [series_from_run(by_name[n]) for n in compare]
-    left, right = st.columns(2)
-    left.plotly_chart(loss_figure(series), width="stretch")
-    right.plotly_chart(accuracy_figure(series), width="stretch")
+if by_name:
+    ui.keep_widget("train_compare", list(by_name)[:2], lambda names: [n for n in names if n in by_name])
+    compare = st.multiselect("compare runs on the same charts", list(by_name), key="train_compare")
+    if compare:
+        series = [series_from_run(by_name[n]) for n in compare]
+        left, right = st.columns(2)
+        left.plotly_chart(loss_figure(series), width="stretch")
+        right.plotly_chart(accuracy_figure(series), width="stretch")
 
+all_names = [*by_name, *(bad.name for bad in damaged)]  # a damaged run can be renamed or deleted
 ui.keep_widget("train_manage_run", None,
-               lambda name: name if name in by_name else next(iter(by_name)))
-chosen = st.selectbox("manage a run", list(by_name), key="train_manage_run")
+               lambda name: name if name in all_names else all_names[0])
+chosen = st.selectbox("manage a run", all_names, key="train_manage_run")
 load_col, rename_col, delete_col = st.columns(3)
-if load_col.button("Use this run for Reconstruct / Evaluate", width="stretch"):
+if load_col.button("Use this run for Reconstruct / Evaluate", width="stretch",
+                   disabled=chosen not in by_name,
+                   help=None if chosen in by_name else "This run is damaged: rename or delete it."):
     ui.clear_error("manage")
     try:
         ui.use_saved_run(by_name[chosen])

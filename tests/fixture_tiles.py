@@ -122,13 +122,16 @@ def window_in_tile(window: GlobalWindow, tile: str) -> tuple[int, int]:
     return window.row - t_row, window.col - t_col
 
 
-def write_fixture_tile(folder, tile: str, fills=(), tags: dict | None = None) -> Path:
+def write_fixture_tile(folder, tile: str, fills=(), tags: dict | None = None,
+                       grid: dict | None = None) -> Path:
     """Write a sparse, tiled, deflated 36000 x 36000 GeoTIFF on `tile`'s real grid.
 
     `fills` is a list of (row_off, col_off, uint8 array) in tile pixel coordinates; parts outside
     the tile are clipped. Everything not filled reads back as 0 (nodata). The file is named as
     the official tile and tagged BHARATEO_SYNTHETIC_FIXTURE=1, unless `tags` gives the tags to
-    write instead (e.g. {} for an untagged file under an official name).
+    write instead (e.g. {} for an untagged file under an official name). `grid` overrides profile
+    keys (crs, transform, width, height, dtype) to write a file that is NOT on the WorldCover grid
+    under the official name (see WRONG_GRIDS).
     """
     import rasterio
     from affine import Affine
@@ -147,6 +150,7 @@ def write_fixture_tile(folder, tile: str, fills=(), tags: dict | None = None) ->
         nodata=NODATA, tiled=True, blockxsize=512, blockysize=512, compress="deflate",
         sparse_ok=True,
     )
+    profile.update(grid or {})
     with rasterio.Env(GDAL_CACHEMAX=256):
         with rasterio.open(path, "w", **profile) as dst:
             dst.update_tags(**({SYNTHETIC_TAG: "1"} if tags is None else tags))
@@ -157,9 +161,28 @@ def write_fixture_tile(folder, tile: str, fills=(), tags: dict | None = None) ->
                 c1 = min(col_off + arr.shape[1], TILE_PIXELS)
                 if r1 <= r0 or c1 <= c0:
                     continue
+                r1, c1 = min(r1, profile["height"]), min(c1, profile["width"])
+                if r1 <= r0 or c1 <= c0:
+                    continue
                 part = arr[r0 - row_off:r1 - row_off, c0 - col_off:c1 - col_off]
-                dst.write(part, 1, window=Window(c0, r0, c1 - c0, r1 - r0))
+                dst.write(part.astype(profile["dtype"]), 1, window=Window(c0, r0, c1 - c0, r1 - r0))
     return path
+
+
+def wrong_grids(tile: str) -> dict[str, dict]:
+    """`grid` overrides for write_fixture_tile: files under `tile`'s official name that are not on
+    its WorldCover grid (each kind seen in the field: reprojected, resampled, shifted, retyped)."""
+    from affine import Affine
+
+    lon0, lat0 = parse_tile(tile)
+    px = 1 / PIXELS_PER_DEGREE
+    return {
+        "utm32632": dict(crs="EPSG:32632", transform=Affine(10, 0, 500_000, 0, -10, 3_300_000)),
+        "20m": dict(transform=Affine(2 * px, 0, lon0, 0, -2 * px, lat0 + TILE_DEGREES),
+                    width=TILE_PIXELS // 2, height=TILE_PIXELS // 2),
+        "shifted": dict(transform=Affine(px, 0, lon0 + 100 * px, 0, -px, lat0 + TILE_DEGREES)),
+        "uint16": dict(dtype="uint16"),
+    }
 
 
 # --- the notebook fixture -------------------------------------------------------------------------
@@ -295,6 +318,10 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         return out
 
     def _serve(self, head: bool) -> None:
+        if self.server.stalls_now():  # accepted, and never answered (bounded by stop())
+            self.server.stop_event.wait(120)
+            self.close_connection = True
+            return
         path = self._file()
         if path is None:
             self._not_found(head)
@@ -362,12 +389,23 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, root: Path, port: int = 0):
+    def __init__(self, root: Path, port: int = 0, stall_after: int | None = None):
         super().__init__(("127.0.0.1", port), _RangeHandler)
         self.root = root
         self.bytes_sent = 0
         self.requests = 0
+        self.stall_after, self.answered, self.stalled = stall_after, 0, 0
+        self.stop_event = threading.Event()
         self._lock = threading.Lock()
+
+    def stalls_now(self) -> bool:
+        """Count one HTTP request; True once `stall_after` requests have been answered."""
+        with self._lock:
+            if self.stall_after is not None and self.answered >= self.stall_after:
+                self.stalled += 1
+                return True
+            self.answered += 1
+            return False
 
     def add_bytes(self, n: int) -> None:
         with self._lock:
@@ -387,17 +425,20 @@ class RangeHTTPServer:
         srv.bytes_sent  # body bytes sent so far (all requests)
 
     Use a fresh server (= fresh port = fresh URL) per test when counting bytes: GDAL caches
-    /vsicurl/ reads per URL for the whole process.
+    /vsicurl/ reads per URL for the whole process. With `stall_after=n` the server answers n HTTP
+    requests (e.g. the file's header) and then accepts every later one and never answers it (a
+    source that stalls mid-read) until stop().
     """
 
-    def __init__(self, folder, port: int = 0):
+    def __init__(self, folder, port: int = 0, stall_after: int | None = None):
         self.folder = Path(folder).resolve()
         self.wanted_port = port  # 0 = any free port; a fixed one lets a test restart the server
+        self.stall_after = stall_after
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> "RangeHTTPServer":
-        self._server = _Server(self.folder, self.wanted_port)
+        self._server = _Server(self.folder, self.wanted_port, self.stall_after)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
@@ -405,6 +446,7 @@ class RangeHTTPServer:
 
     def stop(self) -> None:
         if self._server is not None:
+            self._server.stop_event.set()
             self._server.shutdown()
             self._server.server_close()
             self._thread.join(timeout=5)
@@ -430,6 +472,11 @@ class RangeHTTPServer:
     @property
     def requests(self) -> int:
         return self._server.requests
+
+    @property
+    def stalled(self) -> int:
+        """HTTP requests accepted and left unanswered (stall_after)."""
+        return self._server.stalled
 
     def reset_counts(self) -> None:
         with self._server._lock:
@@ -474,6 +521,47 @@ class StallingServer:
     @property
     def connections(self) -> int:
         return len(self._conns)
+
+
+class AnswerServer:
+    """An HTTP server on 127.0.0.1 that answers every request with one fixed reply (e.g. an HTML
+    login page with status 200), counting requests: with AnswerServer(200, "text/html", b"<html>")
+    as srv: ... srv.url ...; it stops when the block ends."""
+
+    def __init__(self, status: int, content_type: str, body: bytes):
+        outer = self
+        self.requests = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self, head=False):
+                outer.requests += 1
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+
+            def do_HEAD(self):
+                self.do_GET(head=True)
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self) -> "AnswerServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
 
 
 def closed_port_url(contains: str | None = None, avoid=("403", "404")) -> str:

@@ -224,8 +224,10 @@ def test_run_round_trip_and_management(rois, tmp_path):
     model = load_model(run)
     for a, b in zip(model.state_dict().values(), result.model.state_dict().values()):
         assert torch.equal(a, b)
-    with pytest.raises(RunNameError, match="already exists"):
-        save_run("first", model, {}, [], {})
+    # a name taken at save time: saved under the next free name, the first run untouched
+    assert save_run("first", model, {}, [], {}).name == "first-2"
+    assert load_run("first").config == run.config
+    delete_run("first-2")
     rename_run("first", "second")
     assert [r.name for r in list_runs()] == ["second"]
     with pytest.raises(CheckpointMismatchError, match="embed_dim"):
@@ -239,7 +241,7 @@ def test_run_round_trip_and_management(rois, tmp_path):
 
 def test_loading_weights_of_another_shape_names_the_tensor(tmp_path):
     small = TinyRGBMAE(_small())
-    run_path = save_run("small", small, {"model": _small().to_dict()}, [], {})
+    run_path = save_run("small", small, RunConfig(model=_small()).to_dict(), [], {})
     big_run = load_run("small")
     big_run.config["model"] = ModelConfig().to_dict()  # pretend the config says 128-dim
     with pytest.raises(CheckpointMismatchError, match=r"mask_token is \(1, 1, 32\) in the checkpoint but \(1, 1, 128\)"):

@@ -265,6 +265,26 @@ def test_evaluation_is_stored_beside_the_run_and_reused(trained, monkeypatch):
     assert insight.evaluation(model, chips, 0.75, run).source == "computed"
 
 
+@pytest.mark.parametrize("damage", [
+    lambda r: {**r, "confusion": "not a matrix"},
+    lambda r: {**r, "confusion": r["confusion"][:3]},
+    lambda r: {**r, "per_class": [{**row, "support": "many"} for row in r["per_class"]]},
+    lambda r: {**r, "accuracy": None},
+    lambda r: [r]])
+def test_a_damaged_stored_result_is_recomputed_not_drawn(trained, damage):
+    run = save_tiny_run(trained, "stored")
+    model, chips = trained.result.model, trained.result.train_chips
+    insight.clear_memory()
+    first = insight.evaluation(model, chips, 0.75, run)
+    path = run.path / first.filename
+    stored = json.loads(path.read_text())
+    path.write_text(json.dumps({**stored, "result": damage(stored["result"])}))  # header intact
+    insight.clear_memory()
+    again = insight.evaluation(model, chips, 0.75, run)
+    assert again.source == "computed" and again.value == first.value
+    assert json.loads(path.read_text())["result"] == first.value  # rewritten
+
+
 def test_fingerprints_follow_content_not_identity(trained):
     chips = trained.result.train_chips
     same = replace(chips, labels=chips.labels.copy())

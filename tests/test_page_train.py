@@ -368,3 +368,124 @@ def test_run_name_and_run_choices_survive_a_visit_to_another_page(worldcover_dir
     assert at.text_input(key="run_name").value == "next-one"
     assert at.multiselect(key="train_compare").value == ["first"]
     assert at.selectbox(key="train_manage_run").value == "second"
+
+
+# --- issue 11: damaged runs, names, failed saves (saved-runs part of the page) ----------------
+def saved_tiny_run(name):
+    """A run saved straight to disk (no training): a 32-dim model, one epoch of history."""
+    from bharateo.model import ModelConfig, TinyRGBMAE
+    from bharateo.pipeline import RunConfig
+    from bharateo.runs import save_run
+
+    config = RunConfig(rois=tuple(SMALL_ROIS), model=ModelConfig(embed_dim=32, depth=1, heads=2))
+    history = [{"epoch": 1, "loss": 0.5, "rec": 0.4, "esa": 0.5, "rec_mae": 0.3, "esa_acc": 0.6}]
+    metrics = {"end_reason": "finished", "epochs_done": 1, "train_rec_mae": 0.3}
+    return save_run(name, TinyRGBMAE(config.model), config.to_dict(), history, metrics)
+
+
+def damage(path, filename, change):
+    (path / filename).write_text(json.dumps(change(json.loads((path / filename).read_text()))))
+
+
+def test_damaged_runs_are_listed_with_reasons_and_deletable_and_break_no_page(worldcover_dir):
+    saved_tiny_run("good")
+    damage(saved_tiny_run("no-train"), "config.json", lambda d: {k: v for k, v in d.items() if k != "train"})
+    damage(saved_tiny_run("bad-date"), "config.json", lambda d: {**d, "saved_at": 20261130})
+    damage(saved_tiny_run("as-list"), "config.json", lambda d: [d])
+    damage(saved_tiny_run("text-score"), "metrics.json", lambda d: {**d, "train_rec_mae": "0.3x"})
+    at = train_page()
+    assert not at.exception
+    assert at.dataframe[0].value["run"].tolist() == ["good", "as-list", "bad-date", "no-train", "text-score"]
+    warning = " ".join(w.value for w in at.warning)
+    assert "'train' section is missing" in warning and "saved_at" in warning
+    assert "list, not an object" in warning and "train_rec_mae" in warning
+    at.selectbox(key="train_manage_run").select("bad-date").run()
+    assert button(at, "Use this run for Reconstruct / Evaluate").disabled
+    at.checkbox(key="confirm_delete").check().run()
+    button(at, "Delete").click().run()
+    assert not at.exception and "bad-date" not in at.dataframe[0].value["run"].tolist()
+    for page in ("pages/evaluate.py", "pages/reconstruct.py"):  # list_runs: only usable runs
+        at.switch_page(page).run()
+        assert not at.exception, page
+        options = at.selectbox(key=f"{page[6:-3]}_saved_run").options
+        assert len(options) == 1 and options[0].startswith("good ·")
+
+
+def test_use_this_run_on_a_malicious_model_pt_shows_the_plain_message(worldcover_dir):
+    import os
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("true",))
+    path = saved_tiny_run("evil")
+    (path / "model.pt").write_bytes(pickle.dumps({"patch_embed.weight": Payload()}))
+    at = train_page()
+    button(at, "Use this run for Reconstruct / Evaluate").click().run()
+    assert not at.exception and at.session_state["model"] is None
+    message = " ".join(e.value for e in at.error)
+    assert "can't be loaded" in message and "weights_only" not in message
+
+
+def test_two_sessions_choosing_the_same_name_both_keep_their_runs(worldcover_dir):
+    sessions = []
+    for _ in range(2):
+        at = train_page()
+        button(at, "quick demo").click().run()
+        set_knobs(at, n_chips=32, epochs=1)
+        at.text_input(key="run_name").input("same").run()
+        button(at, "Train").click().run()
+        sessions.append(at)
+    for at in sessions:
+        wait(at.session_state["job"])
+    names = sorted(at.session_state["job"].run_name for at in sessions)
+    assert names == ["same", "same-2"] and all(at.session_state["job"].status == "finished"
+                                               for at in sessions)
+    assert sorted(r.name for r in list_runs()) == ["same", "same-2"]
+
+
+def test_a_full_disk_at_save_keeps_the_model_and_save_again_works(worldcover_dir, monkeypatch):
+    import errno
+
+    from bharateo import runs
+
+    real_write = runs._write_file
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    monkeypatch.setattr(runs, "_write_file", full)
+    at = train_page()
+    button(at, "quick demo").click().run()
+    set_knobs(at, n_chips=32, epochs=1)
+    at.text_input(key="run_name").input("full-disk").run()
+    button(at, "Train").click().run()
+    job = at.session_state["job"]
+    wait(job)
+    at.run()
+    assert not at.exception and job.status == "failed"
+    message = " ".join(e.value for e in at.error)
+    assert "disk is full" in message and str(runs.checkpoint_root()) in message
+    assert list_runs() == []
+    monkeypatch.setattr(runs, "_write_file", real_write)  # space freed
+    button(at, "Save again").click().run()
+    assert not at.exception and job.status == "finished"
+    assert [r.name for r in list_runs()] == ["full-disk"]
+    assert at.session_state["model"]["run"] == "full-disk"
+
+
+def test_a_read_only_checkpoints_folder_is_reported_at_train_click(worldcover_dir, monkeypatch):
+    import errno
+
+    from bharateo import runs
+
+    def read_only(folder, filename, data):
+        raise PermissionError(errno.EACCES, "Permission denied", str(folder / filename))
+    monkeypatch.setattr(runs, "_write_into", read_only)
+    at = train_page()
+    button(at, "quick demo").click().run()
+    at.text_input(key="run_name").input("nowhere").run()
+    button(at, "Train").click().run()
+    assert not at.exception and at.session_state["job"] is None  # nothing trains to be lost
+    message = " ".join(e.value for e in at.error)
+    assert "read-only" in message and str(runs.checkpoint_root()) in message
+    assert not any(runs.checkpoint_root().iterdir())

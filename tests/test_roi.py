@@ -20,6 +20,7 @@ from bharateo.roi import (
     Roi,
     RoiSpec,
     atomic_write_bytes,
+    cache_binding,
     cache_path,
     check_no_overlap,
     load_roi,
@@ -294,10 +295,11 @@ def test_cache_is_keyed_per_source(fixture_tiles_dir, isolated_env, monkeypatch)
 
 def _tamper_checksum(path):
     with np.load(path) as z:
-        native, prov, sha = z["native"].copy(), z["provenance"], z["sha256"]
+        arrays = {k: z[k].copy() for k in z.files}
+    native = arrays["native"]
     native[0, 0] = 99 if native[0, 0] != 99 else 98
     buf = io.BytesIO()
-    np.savez_compressed(buf, native=native, provenance=prov, sha256=sha)
+    np.savez_compressed(buf, **arrays)
     path.write_bytes(buf.getvalue())
 
 
@@ -346,7 +348,7 @@ def test_corrupt_cache_is_moved_aside_and_reread(worldcover_dir, isolated_env, k
     assert len(roi.notes) == 1 and path.name in roi.notes[0] and "damaged" in roi.notes[0]
     aside = path.with_suffix(".corrupt")
     assert aside.read_bytes() == damaged
-    native, prov = read_cache(path, spec.size)  # a fresh, sound cache file
+    native, prov = read_cache(path, cache_binding(roi_window(spec), data_source_from_env()))
     assert np.array_equal(native, good.native) and prov["synthetic"] is True
 
     third = load_roi(spec)

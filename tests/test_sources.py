@@ -13,7 +13,7 @@ import pytest
 
 from bharateo import cli
 from bharateo import roi as roi_mod
-from bharateo.errors import MissingTileError, RegionError, SourceUnreachableError
+from bharateo.errors import MissingTileError, RegionError, SourceUnreachableError, TileFileError
 from bharateo.roi import (
     FIXTURE_LABEL,
     NOT_PUBLISHED,
@@ -198,9 +198,10 @@ def test_damaged_tile_is_an_error_not_sea(fixture_tiles_dir, tmp_path):
     """A file that is there but can't be read is never taken for an unpublished sea tile."""
     shutil.copy(fixture_tiles_dir.tiles["N27E075"], tmp_path / tile_filename("N27E075"))
     (tmp_path / tile_filename("N27E078")).write_bytes(b"II*\x00" + b"\x00" * 200)
-    with pytest.raises(SourceUnreachableError) as e:
+    with pytest.raises(TileFileError) as e:
         load_roi(fixture_tiles_dir.edge_spec, DataSource("folder", str(tmp_path)))
     assert "N27E078" in str(e.value) and "damaged" in str(e.value)
+    assert "try again" not in str(e.value).lower()
 
 
 def test_region_on_open_sea_is_refused():
