@@ -60,12 +60,18 @@ def read_regions(specs, refit: bool = True) -> None:
 
     With `refit` (presets, the form) the map frames all regions again afterwards; a region added
     from a map click (refit=False) keeps the user's view."""
+    # Kept until every spec is read: a map event arriving mid-read reruns the page and stops this
+    # script, and the next run picks up what is left instead of adding only the first region.
+    tries = state.pending_regions[2] + 1 if state.get("pending_regions") else 1
+    state.pending_regions = (list(specs), refit, tries)
     errors, read = [], []
     start = time.perf_counter()
     with st.status(f"Reading {len(specs)} region{'s' if len(specs) > 1 else ''}…",
                    expanded=True) as status:
         bar = st.progress(0.0)
         for k, spec in enumerate(specs):
+            if spec in [r.spec for r in state.rois]:  # added by a run that was interrupted
+                continue
             where = ("the local cache" if ui.is_cached(spec)
                      else "the bundled sample" if all(bundled_tile_path(t) for t in views.spec_tiles(spec))
                      else data_source_from_env().describe())
@@ -84,6 +90,7 @@ def read_regions(specs, refit: bool = True) -> None:
             except BharatEOError as exc:
                 errors.append(("error", f"**{spec.name}** was not added. {exc}"))
         bar.progress(1.0)
+        state.pending_regions = None
         status.update(state="error" if any(k == "error" for k, _ in errors) else "complete")
     if read:  # ui.add_roi also ended any proposal
         state.regions_messages.append(
@@ -106,6 +113,11 @@ map_col, side_col = st.columns([3, 2], gap="medium")
 
 # --- right: messages, presets, size, the lon/lat form and the proposal -------------------------
 with side_col:
+    if state.get("pending_regions"):  # a read stopped part-way by a rerun: finish it
+        specs, refit, tries = state.pending_regions
+        if tries < 3:  # never loop on a read that keeps failing
+            read_regions(specs, refit)
+        state.pending_regions = None
     for kind, text in state.regions_messages:
         {"success": st.success, "warning": st.warning}.get(kind, st.error)(text)
     state.regions_messages = []

@@ -408,3 +408,19 @@ def test_offline_sample_read_names_the_bundle_and_shows_the_files_tags(monkeypat
         assert "- **data**: ESA WorldCover 10 m 2021 v200" in text
         assert "product_tile=N00E006" in text and "product_version=V2.0.0" in text
         assert "time_start=2021-01-01T00:00:00Z" in text and "license=CC-BY 4.0" in text
+
+
+def test_a_read_stopped_part_way_by_a_rerun_is_finished(regions):
+    """A map event arriving while 'Add the notebook's three regions' reads stops that script run
+    after the first region; the next run must read the other two, not leave them out."""
+    at = regions
+    at.button(key="add_preset_delhi_ncr").click().run()
+    # what an interrupted run leaves: the first region added, the list still pending
+    at.session_state["pending_regions"] = (list(NOTEBOOK_ROIS), True, 1)
+    at.run()
+    assert not at.exception and not at.error
+    assert names(at) == ["delhi_ncr", "shekhawati", "mathura_belt"]
+    assert at.session_state["pending_regions"] is None
+    at.session_state["pending_regions"] = (list(NOTEBOOK_ROIS), True, 3)  # gave up after 3 tries
+    at.run()
+    assert at.session_state["pending_regions"] is None and len(names(at)) == 3
