@@ -186,6 +186,17 @@ def mask_ratio_curve(rows: list[dict], current_ratio: float | None = None,
     return fig
 
 
+def share_text(share: float) -> str:
+    """0.25 -> '25%'; a share that is not zero never reads '0%' (0.0006 -> '<1%'), nor a share
+    short of all '100%' (0.9996 -> '>99%')."""
+    text = f"{share:.0%}"
+    if share > 0 and text == "0%":
+        return "<1%"
+    if share < 1 and text == "100%":
+        return ">99%"
+    return text
+
+
 def confusion_heatmap(counts, shares, normalised: bool = False, title: str = "") -> go.Figure:
     """The notebook's ESA patch confusion matrix: rows = target class, columns = predicted.
 
@@ -196,7 +207,7 @@ def confusion_heatmap(counts, shares, normalised: bool = False, title: str = "")
     import numpy as np
 
     counts, shares = np.asarray(counts), np.asarray(shares, dtype=float)
-    text = [["" if counts[i, j] == 0 else (f"{shares[i, j]:.0%}" if normalised else f"{counts[i, j]:,}")
+    text = [["" if counts[i, j] == 0 else (share_text(shares[i, j]) if normalised else f"{counts[i, j]:,}")
              for j in range(counts.shape[1])] for i in range(counts.shape[0])]
     fig = go.Figure(go.Heatmap(
         z=(shares if normalised else counts).tolist(), x=CLASS_NAMES, y=CLASS_NAMES,

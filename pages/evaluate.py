@@ -45,7 +45,7 @@ titles = {"train": f"Training chips ({len(train_chips)})",
 TABLE_COLUMNS = ("class", "precision", "recall", "F1", "support", "masked MAE")
 num = dict(width=52, alignment="right")
 table_format = {
-    "class": st.column_config.TextColumn("class", width=110),
+    "class": st.column_config.TextColumn("class", width=130),  # fits wetland_mangrove
     "precision": st.column_config.Column(
         "precision", help="Of the patches it called this class, the share that were", **num),
     "recall": st.column_config.Column("recall", help="Of this class's patches, the share it found", **num),

@@ -365,3 +365,18 @@ def test_describe_model_counts_the_epochs_that_ran():
     entry = {"model": None, "label": "run 'x'", "config": config, "run": "x"}
     assert "× 20 epochs" in insight.describe_model(entry)  # nothing known: the planned epochs
     assert "× 6 epochs" in insight.describe_model({**entry, "epochs_done": 6})  # stopped early
+
+
+def test_a_small_share_in_the_confusion_matrix_never_reads_zero():
+    """6 of 10,017 tree patches predicted water read '0%' in the row-normalised matrix."""
+    import numpy as np
+    from bharateo.figures import confusion_heatmap, share_text
+
+    counts = np.zeros((8, 8), dtype=np.int64)
+    counts[0, 0], counts[0, 5], counts[1, 1] = 10_011, 6, 40
+    shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    text = confusion_heatmap(counts, shares, normalised=True).data[0].text
+    assert text[0][5] == "<1%" and text[0][0] == ">99%" and text[1][1] == "100%"
+    assert text[2][2] == ""  # no patches: blank
+    assert [share_text(s) for s in (0.0, 0.004, 0.005, 0.25, 0.994, 0.995, 1.0)] == [
+        "0%", "<1%", "<1%", "25%", "99%", ">99%", "100%"]
