@@ -456,7 +456,17 @@ def read_window(window: GlobalWindow, source: DataSource, deadline: float | None
             parts.append({"tile": tile, "status": NOT_PUBLISHED, "path": redact_text(path),
                           "window": box})
             continue
-        except (SourceUnreachableError, TileFileError):
+        except SourceUnreachableError as exc:
+            _forget_remote_failures(source)
+            bundled = [t for t, _, _ in tiles if t != tile and bundled_tile_path(t) is not None]
+            if bundled:  # offline, a sea tile and an unreachable one look the same: say so
+                raise SourceUnreachableError(
+                    f"{exc} This region reaches past the bundled sample tile {bundled[0]} into "
+                    f"{tile}, which can't be checked without the network (it may be open sea, "
+                    f"which ESA does not publish). Move the centre so the region stays inside "
+                    f"{bundled[0]}, or make the region smaller.") from exc
+            raise
+        except TileFileError:
             _forget_remote_failures(source)
             raise
         out[r0 - window.row:r1 - window.row, c0 - window.col:c1 - window.col] = block

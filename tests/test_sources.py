@@ -320,3 +320,16 @@ def test_only_files_that_say_so_are_worldcover(tags, label, tmp_path, capsys, mo
     assert f"data: {label}" in out
     if label != WORLDCOVER_LABEL:
         assert WORLDCOVER_LABEL not in out
+
+
+def test_offline_a_region_past_the_bundled_tile_says_how_to_stay_inside_it(no_network):
+    """Offline, the sea tile S03E006 can't be told from an unreachable one: the refusal names the
+    bundled tile and says how to stay inside it, instead of only 'check the network'."""
+    with pytest.raises(SourceUnreachableError) as info:
+        load_roi(SAO_TOME_SOUTH)
+    message = str(info.value)
+    assert "S03E006" in message and "may be open sea" in message
+    assert "stays inside N00E006" in message and "smaller" in message
+    with pytest.raises(SourceUnreachableError) as info:  # no bundled tile involved: no such advice
+        load_roi(NOTEBOOK_ROIS[0])
+    assert "bundled sample" not in str(info.value)
