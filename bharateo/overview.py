@@ -186,10 +186,11 @@ def cached_region_overviews(data_dir: Path, size: int = REGION_OVERVIEW_PX) -> l
         binding = binding_from_cache_name(path)
         try:  # the checksum binds pixels to the window the name gives: a swapped file is skipped
             native, provenance = read_cache(path, binding)
-        except Exception:
+            roi = Roi(RoiSpec(path.stem, *provenance["center_lon_lat"], native.shape[0]), native,
+                      provenance)
+            out.append(region_overview(path.stem, native, provenance["bounds"], roi.data_label,
+                                       size))
+        except Exception:  # damaged, or provenance without what a picture needs: not drawn
             continue
-        roi = Roi(RoiSpec(path.stem, *provenance["center_lon_lat"], native.shape[0]), native,
-                  provenance)
-        out.append(region_overview(path.stem, native, provenance["bounds"], roi.data_label, size))
     return out
 

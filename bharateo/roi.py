@@ -45,6 +45,7 @@ from bharateo.worldcover import (
     tile_global_offset,
     tile_id_from_origin,
     tile_origin,
+    open_url,
     url_and_auth,
 )
 
@@ -276,7 +277,7 @@ def _what_came_back(url: str, timeout: float = 5.0) -> str | None:
     plain, headers = url_and_auth(url)
     request = urllib.request.Request(plain, headers={**headers, "Range": "bytes=0-255"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:
+        with open_url(request, timeout) as reply:
             status, ctype, head = reply.status, reply.headers.get("Content-Type"), reply.read(256)
     except urllib.error.HTTPError as exc:
         status, ctype, head = exc.code, exc.headers.get("Content-Type"), b""

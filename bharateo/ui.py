@@ -35,6 +35,7 @@ from bharateo.worldcover import (
     DataSource,
     bundled_tile_path,
     data_source_from_env,
+    open_url,
     url_and_auth,
 )
 
@@ -80,6 +81,7 @@ def init_state() -> None:
 # (seeded, so identical), the model is loaded from its saved run. Nothing read here is trusted:
 # each value is checked, a bad one is skipped with a note, and no path is built from it unchecked.
 LESSON_PARAMS = ("roi", "chips", "run")
+MAX_LESSON_REGIONS = 8  # regions a page address may restore (each up to 4096 x 4096 px)
 CHIP_PARAMS = ("n_chips", "chip_size", "patch_size", "min_classes", "seed", "n_holdout_chips",
                "holdout_roi", "holdout_block")
 
@@ -146,6 +148,12 @@ def _chips_from_param(raw: str, roi_names: list[str]) -> ChipConfig:
         raise ValueError(f"'{config.holdout_block}' is not a held-out part")
     if not (1 <= config.n_chips <= 4096 and 1 <= config.n_holdout_chips <= 4096):
         raise ValueError("the chip count is out of range")
+    # only what the Chips page can set: an address must not ask for chips that exhaust memory
+    if config.chip_size not in (64, 128, 256) or config.patch_size not in (8, 16, 32) \
+            or config.chip_size % config.patch_size:
+        raise ValueError("the chip or patch size is not one the Chips page offers")
+    if not (1 <= config.min_classes <= 8 and 0 <= config.seed <= 2**31 - 1):
+        raise ValueError("min classes must be 1 to 8 and the seed 0 to 2^31 - 1")
     return config
 
 
@@ -158,7 +166,11 @@ def restore_lesson(params) -> list[str]:
     from bharateo.chips import build_chip_sets
 
     state, notes, rois = st.session_state, [], []
-    for raw in params.get_all("roi"):
+    wanted = params.get_all("roi")
+    if len(wanted) > MAX_LESSON_REGIONS:
+        notes.append(f"This page's address names {len(wanted)} regions; only the first "
+                     f"{MAX_LESSON_REGIONS} were read.")
+    for raw in wanted[:MAX_LESSON_REGIONS]:
         try:
             spec = _roi_from_param(raw)
             if spec.name in [r.spec.name for r in rois]:
@@ -235,8 +247,7 @@ def _source_reach(source: DataSource) -> tuple[str, str]:
         return "cache only", f"folder {source.location} is missing; {cached} cached regions"
     try:
         url, headers = url_and_auth(source.location)
-        urllib.request.urlopen(urllib.request.Request(url, headers=headers, method="HEAD"),
-                               timeout=2)
+        open_url(urllib.request.Request(url, headers=headers, method="HEAD"), timeout=2)
         reachable = True
     except urllib.error.HTTPError:
         reachable = True  # the server answered

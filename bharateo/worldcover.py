@@ -14,6 +14,7 @@ import math
 import os
 import re
 import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,7 +209,10 @@ def redact_url(url: str) -> str:
 def redact_text(text: str) -> str:
     """Any text (an error message, a GDAL log line) with every URL in it passed through
     redact_url, so no credential of a mirror URL is shown or stored."""
-    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), str(text))
+    # user:password first, whatever characters it holds (a URL allows ( ) ' in it, which end
+    # _URL_IN_TEXT's match before the '@'), then each URL's secret query values
+    text = re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]*@", rf"\1{REDACTED}@", str(text))
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
 
 
 def url_and_auth(url: str) -> tuple[str, dict]:
@@ -224,6 +228,24 @@ def url_and_auth(url: str) -> tuple[str, dict]:
     netloc = parts.netloc.rsplit("@", 1)[1]
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), {"Authorization": f"Basic {token}"}
+
+
+class _SameOriginAuthRedirect(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, carrying an Authorization header only to the same scheme and host:
+    urllib copies every header to wherever a server redirects (a CDN, another host, plain http)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        old, nxt = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
+        if new is not None and (old.scheme, old.netloc) != (nxt.scheme, nxt.netloc):
+            new.remove_header("Authorization")
+        return new
+
+
+def open_url(request: urllib.request.Request, timeout: float):
+    """urllib's urlopen for our own small requests (HEAD probes, a look at what a server sent),
+    except that credentials never follow a redirect to another host. Raises as urlopen does."""
+    return urllib.request.build_opener(_SameOriginAuthRedirect).open(request, timeout=timeout)
 
 
 @dataclass(frozen=True)

@@ -445,3 +445,67 @@ def test_cache_files_from_before_the_binding_still_serve_offline(fixture_tiles_d
     cache_path(roi_window(SMALL), source).write_bytes(cache_path(roi_window(OTHER), source).read_bytes())
     with pytest.raises(SourceUnreachableError, match="damaged and moved aside"):
         load_roi(SMALL, source)
+
+
+def test_redact_text_hides_passwords_holding_brackets_and_quotes():
+    from bharateo.worldcover import redact_text
+
+    for url in ("https://user:pa(ss@host/x", "https://user:p'w@host/x", "http://u:a)b@h/t.tif"):
+        shown = redact_text(f"GDAL: could not open {url} (timeout)")
+        assert "pa(ss" not in shown and "p'w" not in shown and "a)b" not in shown, shown
+        assert "***@" in shown
+
+
+def test_a_cache_file_without_picture_keys_is_skipped_on_the_map(tmp_path, monkeypatch):
+    import numpy as np
+    from bharateo import overview
+
+    (tmp_path / "worldcover_2021_v200_N27E075_r0_c0_s64_public.npz").write_bytes(b"x")
+    monkeypatch.setattr(overview, "read_cache",
+                        lambda path, binding: (np.zeros((64, 64), np.uint8), {"source": "?"}))
+    assert overview.cached_region_overviews(tmp_path) == []
+
+
+def test_credentials_never_follow_a_redirect_to_another_host():
+    """urllib copies every header, Authorization too, to wherever a mirror redirects."""
+    import http.server
+    import threading
+    import urllib.request
+
+    from bharateo.worldcover import open_url, url_and_auth
+
+    seen = []
+
+    class Target(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    target = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Target)
+
+    class Mirror(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(("mirror", self.headers.get("Authorization")))
+            self.send_response(302)  # on to another host (and port)
+            self.send_header("Location", f"http://localhost:{target.server_port}/x")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    mirror = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Mirror)
+    for server in (target, mirror):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url, headers = url_and_auth(f"http://user:s3cret@127.0.0.1:{mirror.server_port}/t.tif")
+        open_url(urllib.request.Request(url, headers=headers), timeout=5).close()
+        assert seen[0][0] == "mirror" and seen[0][1].startswith("Basic ")  # the mirror gets them
+        assert seen[1] is None  # another host does not
+    finally:
+        for server in (target, mirror):
+            server.shutdown()
+            server.server_close()

@@ -78,3 +78,21 @@ def test_a_run_stopped_before_its_first_epoch_is_not_restored(worldcover_dir):
     at = refreshed({"run": "no-epochs"})
     assert not at.exception and at.session_state["model"] is None
     assert any("before its first epoch finished" in w.value for w in at.warning)
+
+
+def test_an_address_cannot_ask_for_chips_or_regions_beyond_what_the_pages_offer(worldcover_dir):
+    """chips=4096,4000,1,... asked for 82 GB of candidate windows and killed the server; and an
+    address could list any number of 4096 px regions."""
+    params = dict(lesson_session().query_params)
+    for chips in ("48,4000,1,3,7,16,,", "48,128,1,3,7,16,,", "48,128,16,9,7,16,,",
+                  "48,128,16,3,-5,16,,"):
+        at = refreshed({"roi": params["roi"][:1], "chips": chips})
+        assert not at.exception
+        notes = " ".join(w.value for w in at.warning)
+        assert "chip settings" in notes.lower() or "chips" in notes, notes
+        assert at.session_state["train_chips"] is None
+    many = [f"{77.18 + 0.01 * k:.2f},28.61,64,r{k}" for k in range(10)]  # inside the fixture
+    at = refreshed({"roi": many})
+    assert not at.exception
+    assert len(at.session_state["rois"]) == 8
+    assert any("names 10 regions; only the first 8" in w.value for w in at.warning)
