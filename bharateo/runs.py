@@ -13,9 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import io
-import itertools
 import json
-import math
 import os
 import re
 import secrets
@@ -174,9 +172,11 @@ def _claim(final: Path, token: str | None) -> Path:
     """An empty folder to rename the finished run onto: our own reservation (marker removed), the
     name itself if still free, else the next free name (a collision found at save)."""
     if token and (_marker(final) or {}).get("token") == token and not (final / "config.json").exists():
-        (final / RESERVED).unlink()
-        if not any(final.iterdir()):
+        if not any(p.name != RESERVED for p in final.iterdir()):  # only our marker in it
+            (final / RESERVED).unlink()
             return final
+        # something else was left in our reservation: keep the marker (so the folder stays listed
+        # as a reservation that can be deleted, not as a damaged run) and save under a free name
     try:
         final.mkdir()
         return final
@@ -444,12 +444,22 @@ def list_runs(root: Path | None = None) -> list[SavedRun]:
     return scan_runs(root)[0]
 
 
+def _refuse_a_live_reservation(path: Path, name: str, what: str) -> None:
+    """RunNameError for the folder of a training still running (its marker's process is alive):
+    moving or deleting it under the training would make its save go elsewhere, confusingly."""
+    marker = _marker(path)
+    if marker is not None and not (path / "config.json").exists() and _pid_alive(marker.get("pid")):
+        raise RunNameError(f"'{name}' is reserved by a training that is still running, so it can't "
+                           f"be {what} now. Stop that training first (or wait for it to save).")
+
+
 def rename_run(old: str, new: str, root: Path | None = None) -> Path:
     """Rename a run folder (a damaged one too). The new name is taken atomically (mkdir), so a
     name reserved meanwhile is never overwritten."""
     src = run_dir(old, root)
     if not src.is_dir():
         raise RunNotFoundError(f"There is no saved run called '{old}'.")
+    _refuse_a_live_reservation(src, old, "renamed")
     dst = run_dir(new, root)
     try:
         dst.mkdir()
@@ -470,6 +480,7 @@ def delete_run(name: str, root: Path | None = None) -> None:
     path = run_dir(name, root)
     if not path.is_dir():
         raise RunNotFoundError(f"There is no saved run called '{name}'.")
+    _refuse_a_live_reservation(path, name, "deleted")
     try:
         shutil.rmtree(path)
     except OSError as exc:

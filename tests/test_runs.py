@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import json
+import shutil
 import math
 import os
 import pickle
@@ -158,7 +159,7 @@ def test_two_sessions_choosing_the_same_name_both_keep_their_training(rois, resu
 
 def test_a_collision_found_at_save_saves_under_a_free_name(rois, result):
     name = reserve_run_name("busy")
-    delete_run("busy")  # someone deleted the reservation on the Train page ...
+    shutil.rmtree(runs.run_dir("busy"))  # the reservation removed by hand meanwhile ...
     save(result, rois, "busy")  # ... and a CLI run took the name
     before = (runs.run_dir("busy") / "model.pt").read_bytes()
     path = save(result, rois, name)
@@ -195,6 +196,33 @@ def test_a_reservation_is_listed_and_released_when_nothing_was_saved(rois, resul
     save(result, rois, saved)
     runs.release_run_name(saved)  # after a save: nothing to give back
     assert [r.name for r in list_runs()] == ["kept"]
+
+
+def test_a_reservation_with_leftovers_stays_a_reservation_and_the_run_saves_elsewhere(rois, result):
+    """A file left in our reservation: the marker was removed before the emptiness check, so the
+    folder lost it and was listed as a damaged run forever."""
+    name = reserve_run_name("leftover")
+    (runs.run_dir("leftover") / "stray.tmp").write_text("x")
+    saved = save(result, rois, name)
+    assert saved.name == "leftover-2" and (saved / "config.json").exists()
+    usable, damaged = scan_runs()
+    assert [r.name for r in usable] == ["leftover-2"]
+    (left,) = damaged
+    assert left.name == "leftover" and left.reserved  # deletable as a reservation, not "damaged"
+
+
+def test_a_running_trainings_reservation_is_not_renamed_or_deleted_under_it():
+    from bharateo.errors import RunNameError
+
+    reserve_run_name("busy")  # this process is alive: a training still running
+    for action in (lambda: rename_run("busy", "moved"), lambda: delete_run("busy")):
+        with pytest.raises(RunNameError, match="still running"):
+            action()
+    assert runs.run_dir("busy").is_dir() and not runs.run_dir("moved").exists()
+    marker = runs.run_dir("busy") / runs.RESERVED
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "pid": 2**22 + 7}))
+    delete_run("busy")  # a reservation whose training is gone can be deleted
+    assert not runs.run_dir("busy").exists()
 
 
 def test_evaluating_a_deleted_run_does_not_recreate_its_folder(rois, result):
