@@ -227,6 +227,16 @@ def map_layers(rois: list[Roi], proposed: RoiSpec | None):
     return chosen, (None if proposed is None else (proposed.name, roi_window(proposed).bounds))
 
 
+def drawn_view(view, drawn) -> bool:
+    """True when `view` ((lat, lon), zoom), reported by the map, is one of the views in `drawn`
+    (the page's own recent frames) to within a screen pixel at that zoom (256 px tiles:
+    360 / 2^(zoom + 8) degrees of longitude a pixel), i.e. not a pan or zoom by the user."""
+    (lat, lon), zoom = view
+    tolerance = 360 / 2 ** (zoom + 8)
+    return any(z == zoom and abs(c[0] - lat) <= tolerance and abs(c[1] - lon) <= tolerance
+               for c, z in drawn)
+
+
 def map_view(bounds_list, default=((27.5, 77.0), 5), width_px: int = 700, height_px: int = 450,
              min_span_deg: float = 0.4, zoom_range=(2, 11)):
     """(centre (lat, lon), zoom) framing every (west, south, east, north) in `bounds_list`, the

@@ -27,8 +27,8 @@ if "region_size" not in state:  # first run of this page since another page: the
 def handle_map_event() -> None:
     view, click = map_event(state.get("region_map"), state.region_map_seen)
     state.region_map_seen = state.get("region_map")
-    if view is not None:
-        state.region_map_view = view
+    if view is not None and not views.drawn_view(view, state.get("region_map_drawn", [])):
+        state.region_map_view = view  # a pan or zoom by the user (not the map saying where we put it)
     if click is None:
         return
     try:
@@ -198,6 +198,9 @@ with map_col:
         lambda: views.map_view([b for _, b in chosen] + ([proposed[1]] if proposed else [])
                                or [o.bounds for o in overviews]))
     center, zoom = state.region_map_frame[1]
+    # the views this page drew lately: a map drawn at one reports it back, sometimes late (after
+    # a refit on a loaded machine), and that report is not the user moving the map
+    state.region_map_drawn = [state.region_map_frame[1], *state.get("region_map_drawn", [])][:6]
     st_folium(build_region_map(chosen, proposed, center=center, zoom=zoom, overviews=overviews),
               use_container_width=True, height=450,
               returned_objects=["last_clicked", "center", "zoom"], key="region_map")

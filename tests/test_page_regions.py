@@ -424,3 +424,29 @@ def test_a_read_stopped_part_way_by_a_rerun_is_finished(regions):
     at.session_state["pending_regions"] = (list(NOTEBOOK_ROIS), True, 3)  # gave up after 3 tries
     at.run()
     assert at.session_state["pending_regions"] is None and len(names(at)) == 3
+
+
+def test_a_late_report_of_an_old_view_does_not_undo_a_refit(regions):
+    """The map drawn before the presets were added reports where it was drawn, late (a loaded
+    machine): that is not the user moving the map, so the map stays fitted to the regions."""
+    at = regions
+    (old_center, old_zoom) = at.session_state["region_map_frame"][1]
+    at.button(key="add_presets").click().run()
+    fitted = map_view_of(at)
+    at.session_state["region_map"] = {"center": {"lat": old_center[0], "lng": old_center[1]},
+                                      "zoom": old_zoom, "last_clicked": None}
+    at.run()
+    assert not at.exception
+    assert at.session_state["region_map_view"] is None and map_view_of(at) == fitted
+    # a real pan is still kept
+    at.session_state["region_map"] = {"center": {"lat": 28.0, "lng": 76.5}, "zoom": 9,
+                                      "last_clicked": None}
+    at.run()
+    assert at.session_state["region_map_view"] == ((28.0, 76.5), 9)
+
+
+def test_drawn_view_is_within_a_pixel():
+    drawn = [((28.5, 77.0), 9)]
+    assert views.drawn_view(((28.5 + 1e-4, 77.0 - 1e-4), 9), drawn)
+    assert not views.drawn_view(((28.5, 77.01), 9), drawn)  # ~7 px at zoom 9: a pan
+    assert not views.drawn_view(((28.5, 77.0), 10), drawn)  # a zoom
