@@ -33,6 +33,10 @@ MAX_PARAMETERS = 50_000_000  # the UI's largest model (embed 256 x depth 8) has 
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """A model's architecture: which variant (`arch`, a name in bharateo/architectures.py) and
+    its sizes. `in_chans` follows the data's bands (RunConfig sets it from the chips)."""
+
+    arch: str = "notebook"  # runs saved before variants existed have no key: the notebook's model
     img_size: int = 128
     patch_size: int = 16
     in_chans: int = 3
@@ -61,6 +65,8 @@ class ModelConfig:
         divisible by the heads, or more than MAX_PARAMETERS parameters.
         """
         check_types(self, "model")
+        from bharateo.architectures import model_class  # the registry imports this module
+        variant = model_class(self.arch)
         for name, (low, high) in MODEL_LIMITS.items():
             check_range(name.replace("_", " "), getattr(self, name), low, high, "Model: ")
         if self.img_size % self.patch_size:
@@ -72,7 +78,7 @@ class ModelConfig:
         if self.num_patches > MAX_PATCHES:
             raise ConfigError(f"{self.num_patches} patches per chip is too many (at most "
                               f"{MAX_PATCHES}): use larger patches or smaller chips.")
-        if (count := parameter_count(self)) > MAX_PARAMETERS:
+        if (count := variant.parameter_count(self)) > MAX_PARAMETERS:
             raise ConfigError(f"This model would have {count / 1e6:,.1f}M parameters; this lab "
                               f"allows at most {MAX_PARAMETERS / 1e6:.0f}M. Use a smaller embed "
                               "dim or fewer layers.")
@@ -172,6 +178,11 @@ class TinyRGBMAE(nn.Module):
         z = self.encode(self.embed(tokens, mask))
         return self.pixel_head(z), self.patch_head(z)
 
+    @staticmethod
+    def parameter_count(config: ModelConfig) -> int:
+        """Trainable parameters of this variant at `config`, without building it."""
+        return parameter_count(config)
+
     def training_losses(self, tokens, patch_labels, mask, patch_loss_weight: float) -> dict:
         """One training step's losses and metrics. Pixel head on masked tokens only.
 
@@ -203,6 +214,8 @@ class TinyRGBMAE(nn.Module):
 
 
 def parameter_count(config: ModelConfig) -> int:
+    """Parameters of the notebook model (TinyRGBMAE) at `config`, counted from its layer shapes
+    (tests check it against the built module)."""
     d, t = config.embed_dim, config.token_dim
     per_layer = (3 * d * d + 3 * d) + (d * d + d) + 2 * (4 * d * d) + 4 * d + d + 4 * d
     heads = 2 * d + d * t + t + 2 * d + d * config.num_classes + config.num_classes

@@ -27,6 +27,7 @@ import torch
 
 from bharateo.errors import (BharatEOError, CheckpointMismatchError, ConfigError, RunDamagedError, RunNameError,
                              RunNotFoundError, RunSaveError)
+from bharateo.architectures import build_model
 from bharateo.model import ModelConfig, TinyRGBMAE
 from bharateo.schema import is_int, is_number, json_bytes
 
@@ -358,7 +359,7 @@ def load_model(run: SavedRun, expected: ModelConfig | None = None) -> TinyRGBMAE
         diffs = [f"{k}: run has {v}, expected {getattr(expected, k)}"
                  for k, v in config.to_dict().items() if getattr(expected, k) != v]
         raise CheckpointMismatchError(f"Run '{run.name}' has another model shape ({'; '.join(diffs)}).")
-    model = TinyRGBMAE(config)
+    model = build_model(config)
     try:
         with warnings.catch_warnings():  # torch's notes about odd pickles are not for a teacher
             warnings.simplefilter("ignore")

@@ -12,7 +12,9 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn as nn
 
+from bharateo.architectures import build_model
 from bharateo.chips import ChipSet
 from bharateo.errors import ConfigError
 from bharateo.model import ModelConfig, TinyRGBMAE, random_patch_mask
@@ -106,10 +108,10 @@ class TrainingEnd:
     history: list[dict] = field(default_factory=list)
 
 
-def make_model(model_config: ModelConfig, seed: int) -> TinyRGBMAE:
+def make_model(model_config: ModelConfig, seed: int) -> nn.Module:
     """A freshly initialised model; the same seed always gives the same weights."""
     torch.manual_seed(seed)
-    return TinyRGBMAE(model_config)
+    return build_model(model_config)
 
 
 @torch.no_grad()

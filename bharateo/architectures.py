@@ -1,0 +1,37 @@
+"""Model variants by name: the registry every caller builds a model through.
+
+A variant is an nn.Module class built from a ModelConfig with one contract:
+  - `forward(tokens, mask)`: B x N x T tokens, B x N bool mask (True = hidden) ->
+    (B x N x T pixel predictions, B x N x K patch-class logits);
+  - `training_losses(tokens, patch_labels, mask, patch_loss_weight)` -> dict of 0-d tensors
+    `loss`, `rec`, `esa`, `rec_mae`, `esa_acc` (see TinyRGBMAE.training_losses);
+  - a static `parameter_count(config)` (checked before a tensor is allocated).
+`config.json` records the name in `model.arch`; runs saved before variants existed have no such
+key and load as "notebook". A new variant is one class and one line in MODELS.
+"""
+from __future__ import annotations
+
+import torch.nn as nn
+
+from bharateo.errors import ConfigError
+from bharateo.model import ModelConfig, TinyRGBMAE
+
+MODELS: dict[str, type[nn.Module]] = {
+    "notebook": TinyRGBMAE,  # the BharatEO-v0 notebook's model: encoder over all 64 tokens
+}
+
+
+def model_class(name: str) -> type[nn.Module]:
+    """The class registered as `name`. Raises ConfigError naming the known variants."""
+    try:
+        return MODELS[name]
+    except (KeyError, TypeError):
+        known = ", ".join(f"'{n}'" for n in MODELS)
+        raise ConfigError(f"Unknown model variant {name!r}: this lab has {known}. A run saved by "
+                          "a newer version of the lab needs that version to load.") from None
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    """A freshly initialised model of the variant `config.arch` (weights from torch's global
+    RNG: seed it first, as train.make_model does). Raises ConfigError for a bad config."""
+    return model_class(config.arch)(config.validate())
