@@ -83,25 +83,25 @@ def cmd_inspect(args) -> None:
 def cmd_train(args) -> None:
     from tqdm import tqdm
 
-    from bharateo.chips import ChipConfig
-    from bharateo.model import ModelConfig
-    from bharateo.pipeline import PRESETS, RunConfig, run_experiment
     from bharateo.errors import ConfigError
+    from bharateo.pipeline import PRESETS, SECTIONS, RunConfig, run_experiment
     from bharateo.pipeline import saved_as_message
     from bharateo.runs import release_run_name, reserve_run_name
     from bharateo.schema import number_text
-    from bharateo.studio import NUMBER_KNOBS, knob_problems, knobs_from_config
-    from bharateo.train import EpochMetrics, TrainConfig
+    from bharateo.settings import from_args, range_problems, rebuilt, settings_of
+    from bharateo.train import EpochMetrics
 
     base = PRESETS[args.preset]
     config = RunConfig(
         rois=tuple(_roi_specs(args)) if args.lon is not None else base.rois,
-        chips=replace(base.chips, **_given(args, ChipConfig)),
-        model=replace(base.model, **_given(args, ModelConfig)),
-        train=replace(base.train, **_given(args, TrainConfig)))
-    flags = {key: "--" + key.replace("_", "-") for key in NUMBER_KNOBS}  # the same limits as Train
-    if problems := knob_problems(knobs_from_config(config), flags):
-        raise ConfigError("Fix these settings: " + " ".join(problems).replace("**", ""))
+        **{key: rebuilt(cls, getattr(base, key), from_args(cls, args))
+           for key, cls in SECTIONS.items()})
+    # the Train page's limits on typed values, named by flag (e.g. "--epochs is -3: ...")
+    typed = [s for cls in SECTIONS.values() for s in settings_of(cls) if s.group and s.typed]
+    values = {s.name: getattr(getattr(config, key), s.name)
+              for key, cls in SECTIONS.items() for s in settings_of(cls)}
+    if problems := range_problems(values, typed, {s.name: s.flag for s in typed}):
+        raise ConfigError("Fix these settings: " + " ".join(problems))
     config.validate()  # the app's checks and messages, before anything is read or built
     # reserve the name before spending time on training (a taken name fails now, not at save)
     name = reserve_run_name(args.run, exact=True)
@@ -135,12 +135,6 @@ def cmd_train(args) -> None:
     if note := saved_as_message(args.run, result.path.name):
         print(note)
     print(f"saved to {result.path}")
-
-
-def _given(args, cls) -> dict:
-    """The flags the user actually set that belong to dataclass `cls`."""
-    names = set(cls.__dataclass_fields__)
-    return {k: v for k, v in vars(args).items() if k in names and v is not None}
 
 
 def cmd_evaluate(args) -> None:
@@ -190,7 +184,8 @@ def cmd_tokens(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bharateo.pipeline import PRESETS
+    from bharateo.pipeline import PRESETS, SECTIONS
+    from bharateo.settings import add_flags
 
     parser = argparse.ArgumentParser(prog="python -m bharateo", description=(
         "BharatEO Lab: a tiny masked autoencoder on real ESA WorldCover pixels. Data comes from "
@@ -216,13 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run name (letters, digits, . _ -)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="notebook default")
     add_roi_flags(p)
-    for flag, typ in [("n_chips", int), ("chip_size", int), ("patch_size", int), ("min_classes", int),
-                      ("holdout_roi", str), ("holdout_block", str), ("n_holdout_chips", int),
-                      ("embed_dim", int), ("depth", int), ("heads", int),
-                      ("epochs", int), ("batch_size", int), ("lr", float), ("weight_decay", float),
-                      ("mask_ratio", float), ("patch_loss_weight", float), ("seed", int)]:
-        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ)
-    p.add_argument("--no-cosine", dest="cosine", action="store_const", const=False)
+    for cls in SECTIONS.values():  # one flag per declared setting (bharateo/settings.py)
+        add_flags(p, cls)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 

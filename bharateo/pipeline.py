@@ -8,18 +8,21 @@ from __future__ import annotations
 import threading
 from dataclasses import asdict, dataclass, field, replace
 
-from bharateo.chips import ChipConfig, ChipSet, build_chip_sets
+from bharateo.chips import MAX_CHIPS, ChipConfig, ChipSet, build_chip_sets  # noqa: F401 (MAX_CHIPS: its old home)
 from bharateo.errors import ConfigError
 from bharateo.model import ModelConfig, TinyRGBMAE, parameter_count
 from bharateo.roi import NOTEBOOK_ROIS, Roi, RoiSpec, load_roi
 from bharateo.runs import save_run
-from bharateo.schema import check_range, check_types, finite_or_none
+from bharateo.schema import check_types, finite_or_none
+from bharateo.settings import check_settings
 from bharateo.tokens import token_accounting
 from bharateo.train import EpochMetrics, TrainConfig, TrainingEnd, make_model, masked_metrics, train
 from bharateo.worldcover import DataSource
 
 
-MAX_CHIPS = 100_000  # the app offers up to 4096
+# RunConfig's sections and their classes: config.json, the CLI's flags and the Train page's
+# knobs are built from these classes' declared settings (bharateo/settings.py).
+SECTIONS = {"chips": ChipConfig, "model": ModelConfig, "train": TrainConfig}
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,8 @@ class RunConfig:
         if not all(isinstance(r, dict) for r in d["rois"]):
             raise ConfigError("every region in 'rois' must be an object")
         try:
-            config = cls(rois=tuple(RoiSpec(**r) for r in d["rois"]), chips=ChipConfig(**d["chips"]),
-                         model=ModelConfig(**d["model"]), train=TrainConfig(**d["train"]))
+            config = cls(rois=tuple(RoiSpec(**r) for r in d["rois"]),
+                         **{key: SECTIONS[key](**d[key]) for key in SECTIONS})
         except TypeError as exc:  # an unknown or missing field
             raise ConfigError(f"unexpected settings ({exc})") from None
         return config.validate()
@@ -68,14 +71,8 @@ class RunConfig:
             raise ConfigError("Choose at least one region.")
         for roi in self.rois:
             check_types(roi, "region")
-        check_types(self.chips, "chips")
+        check_settings(self.chips, "chips", "Chips: ")
         c = self.chips
-        for name, value, high in (("number of chips", c.n_chips, MAX_CHIPS),
-                                  ("number of held-out chips", c.n_holdout_chips, MAX_CHIPS),
-                                  ("chip size (px)", c.chip_size, 1024),
-                                  ("patch size (px)", c.patch_size, 64),
-                                  ("min classes per chip", c.min_classes, 8)):
-            check_range(name, value, 1, high, "Chips: ")
         if c.chip_size % c.patch_size:
             raise ConfigError(f"Chip size {c.chip_size} is not a multiple of the patch size "
                               f"{c.patch_size}.")
