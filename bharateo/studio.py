@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import statistics
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pandas as pd
 
@@ -13,68 +13,47 @@ from bharateo.chips import ChipConfig
 from bharateo.errors import ConfigError
 from bharateo.model import ModelConfig
 from bharateo.errors import RunNotFoundError
-from bharateo.pipeline import PRESETS, RunConfig, renamed, save_experiment
+from bharateo.pipeline import PRESETS, SECTIONS, RunConfig, renamed, save_experiment
 from bharateo.runs import DamagedRun, ReservedName, SavedRun, reserve_run_name
 from bharateo.schema import number_text
-from bharateo.train import TrainConfig
+from bharateo.settings import Setting, range_problems, rebuilt, settings_of
 
-# knob key -> (section, field) in RunConfig
-KNOBS = {
-    "n_chips": ("chips", "n_chips"), "min_classes": ("chips", "min_classes"),
-    "holdout_roi": ("chips", "holdout_roi"), "holdout_block": ("chips", "holdout_block"),
-    "embed_dim": ("model", "embed_dim"), "depth": ("model", "depth"), "heads": ("model", "heads"),
-    "mask_ratio": ("train", "mask_ratio"), "patch_loss_weight": ("train", "patch_loss_weight"),
-    "lr": ("train", "lr"), "weight_decay": ("train", "weight_decay"), "epochs": ("train", "epochs"),
-    "batch_size": ("train", "batch_size"), "cosine": ("train", "cosine"), "seed": ("train", "seed"),
-}
+HOLDOUT_KNOBS = ("holdout_roi", "holdout_block")  # the held-out choice belongs to the dataset
 
 
-HOLDOUT_KNOBS = ("holdout_roi", "holdout_block")  # "" means none (a selectbox can't show None)
-
-# The typed (number-input) knobs: label on the page, lowest, highest, whole number?, why the limit.
-# The inputs have no min/max of their own: with them the browser turns a bad value red and keeps
-# sending the last valid one, so a run would train on settings nobody typed. Checked here instead.
-NUMBER_KNOBS = {
-    "n_chips": ("chips", 16, 4096, True, "fewer than 16 can't fill a batch; more than 4096 take "
-                "too long to cut and train in a lesson"),
-    "min_classes": ("min classes per chip", 1, 8, True, "there are 8 land-cover classes"),
-    "seed": ("seed", 0, 2**31 - 1, True, "seeds are whole numbers from 0 to 2^31 - 1"),
-    "lr": ("learning rate", 1e-6, 10.0, False, "at 0 the model never changes, below 1e-6 hardly; "
-           "the notebook uses 4e-4"),
-    "weight_decay": ("weight decay", 0.0, 1.0, False, "AdamW's decay is a share from 0 to 1 "
-                     "(the notebook uses 0.05)"),
-    "epochs": ("epochs", 1, 500, True, "a run needs at least one pass over its chips"),
-}
+def knob_settings() -> dict[str, Setting]:
+    """The Train page's knobs: every declared setting of RunConfig's sections that has a `group`
+    (its column), by name. A knob fills every section with a field of that name (`seed` seeds
+    both the chips and the training). Read at call time, so a setting added to a config class is
+    a knob at once. Typed knobs (Setting.typed) have no min/max on the page; knob_problems checks
+    them: with min/max the browser turns a bad value red and keeps sending the last valid one, so
+    a run would train on settings nobody typed."""
+    return {s.name: s for cls in SECTIONS.values() for s in settings_of(cls) if s.group}
 
 
 def knob_help(key: str) -> str:
-    """The allowed range of a typed knob, for its help tooltip."""
-    label, low, high, whole, why = NUMBER_KNOBS[key]
-    return f"{'Whole number' if whole else 'Number'} from {low:g} to {high:g}: {why}."
+    """A knob's tooltip: the allowed range of a typed knob and why, or what it does."""
+    return knob_settings()[key].range_text
 
 
 def knob_problems(knobs: dict, names: dict[str, str] | None = None) -> list[str]:
     """One sentence per invalid typed knob, naming the field (`names`: other names for the knobs,
     e.g. the CLI's flags), the value and the allowed range (empty list: all fine). A value is
     never replaced by another: the page blocks Train instead, the CLI stops with exit code 2."""
-    problems = []
-    for key, (label, low, high, whole, why) in NUMBER_KNOBS.items():
-        label = (names or {}).get(key, label)
-        value = knobs.get(key)
-        allowed = f"type a {'whole number' if whole else 'number'} from {low:g} to {high:g}"
-        if value is None:
-            problems.append(f"**{label}** is empty: {allowed}.")
-        elif not math.isfinite(value):  # NaN / inf: only from the CLI
-            problems.append(f"**{label}** is {value}, not a number: {allowed}.")
-        elif not low <= value <= high or (whole and value != int(value)):
-            problems.append(f"**{label}** is {value:g}: {allowed} ({why}).")
-    return problems
+    return range_problems(knobs, [s for s in knob_settings().values() if s.typed], names)
 
 
 def knobs_from_config(config: RunConfig) -> dict:
-    """Widget values for every knob."""
-    knobs = {key: getattr(getattr(config, section), name) for key, (section, name) in KNOBS.items()}
-    return {**knobs, **{k: knobs[k] or "" for k in HOLDOUT_KNOBS}}
+    """Widget values for every knob ("" for an empty optional choice: a selectbox can't show
+    None). A section of an older class lacking a knob's field gives that knob's default."""
+    knobs = {}
+    for key, cls in SECTIONS.items():
+        section = getattr(config, key)
+        for s in settings_of(cls):
+            if s.group:
+                value = getattr(section, s.name, s.default)
+                knobs[s.name] = "" if value is None and s.optional else value
+    return knobs
 
 
 def preset_knobs(preset: str) -> dict:
@@ -85,11 +64,20 @@ def preset_knobs(preset: str) -> dict:
 
 def chip_knobs(chip_config: ChipConfig, roi_names: list[str]) -> dict:
     """The dataset knobs of chips built on the Chips page, so training uses what was browsed."""
+    chip_fields = {f.name for f in fields(chip_config)}
+    knobs = {name: getattr(chip_config, name) for name in knob_settings() if name in chip_fields}
     holdout = chip_config.holdout_roi if chip_config.holdout_roi in roi_names else ""
-    return {"n_chips": chip_config.n_chips, "min_classes": chip_config.min_classes,
-            "holdout_roi": holdout,
-            "holdout_block": (chip_config.holdout_block or "") if holdout else "",
-            "seed": chip_config.seed}
+    return {**knobs, "holdout_roi": holdout,
+            "holdout_block": (chip_config.holdout_block or "") if holdout else ""}
+
+
+def _section(key: str, base, knobs: dict):
+    """RunConfig section `key` (its class from SECTIONS): `base`'s values, then the knobs that
+    name one of its fields, each as the field's type."""
+    cls, settings = SECTIONS[key], knob_settings()
+    names = {f.name for f in fields(cls)}
+    return rebuilt(cls, base, {name: settings[name].coerce(value) for name, value in knobs.items()
+                               if name in settings and name in names})
 
 
 def config_from_knobs(knobs: dict, rois, chip_config: ChipConfig) -> RunConfig:
@@ -100,17 +88,11 @@ def config_from_knobs(knobs: dict, rois, chip_config: ChipConfig) -> RunConfig:
     """
     if problems := knob_problems(knobs):
         raise ConfigError("Fix these settings before training: " + " ".join(problems))
-    seed = int(knobs["seed"])
-    chips = replace(chip_config, n_chips=int(knobs["n_chips"]), min_classes=int(knobs["min_classes"]),
-                    holdout_roi=knobs["holdout_roi"] or None,
-                    holdout_block=(knobs["holdout_block"] or None) if knobs["holdout_roi"] else None,
-                    seed=seed)
-    model = ModelConfig(embed_dim=int(knobs["embed_dim"]), depth=int(knobs["depth"]),
-                        heads=int(knobs["heads"])).validate()
-    train = TrainConfig(epochs=int(knobs["epochs"]), batch_size=int(knobs["batch_size"]),
-                        lr=float(knobs["lr"]), weight_decay=float(knobs["weight_decay"]),
-                        cosine=bool(knobs["cosine"]), mask_ratio=float(knobs["mask_ratio"]),
-                        patch_loss_weight=float(knobs["patch_loss_weight"]), seed=seed).validate()
+    chips = _section("chips", chip_config, knobs)
+    if chips.holdout_roi is None:  # a held-out part of no region means none
+        chips = replace(chips, holdout_block=None)
+    model = _section("model", SECTIONS["model"](), knobs).validate()
+    train = _section("train", SECTIONS["train"](), knobs).validate()
     return RunConfig(rois=tuple(r.spec for r in rois), chips=chips, model=model, train=train).validate()
 
 

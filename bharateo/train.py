@@ -34,18 +34,18 @@ class TrainConfig:
     declared once with its label, ranges and help (bharateo/settings.py): the Train page's knobs,
     the CLI's flags and validate() are built from these lines."""
 
-    epochs: int = setting(20, label="epochs", low=1, high=500, bounds=(1, MAX_EPOCHS), step=1,
-                          widget="number", group="Optimiser",
-                          help="a run needs at least one pass over its chips")
-    batch_size: int = setting(16, label="batch size", bounds=(1, MAX_BATCH),
-                              options=(4, 8, 16, 32, 64, 128), widget="select_slider",
-                              group="Optimiser", help="chips per optimiser step (the notebook's 16)")
     lr: float = setting(4e-4, label="learning rate", low=1e-6, high=10.0, bounds=(0, None),
                         strict=True, step=1e-4, format="%.1e", widget="number", group="Optimiser",
                         help="at 0 the model never changes, below 1e-6 hardly; the notebook uses 4e-4")
     weight_decay: float = setting(0.05, label="weight decay", low=0.0, high=1.0, bounds=(0, None),
                                   step=0.01, widget="number", group="Optimiser",
                                   help="AdamW's decay is a share from 0 to 1 (the notebook uses 0.05)")
+    epochs: int = setting(20, label="epochs", low=1, high=500, bounds=(1, MAX_EPOCHS), step=1,
+                          widget="number", group="Optimiser",
+                          help="a run needs at least one pass over its chips")
+    batch_size: int = setting(16, label="batch size", bounds=(1, MAX_BATCH),
+                              options=(4, 8, 16, 32, 64, 128), widget="select_slider",
+                              group="Optimiser", help="chips per optimiser step (the notebook's 16)")
     cosine: bool = setting(True, label="cosine schedule", widget="checkbox", group="Optimiser",
                            help="cosine learning-rate decay over the epochs (the notebook's), "
                                 "else a constant rate")
