@@ -74,7 +74,8 @@ class ChipConfig:
                               help="side of one token's square of pixels")
     min_classes: int = setting(2, label="min classes per chip", low=1, high=8, step=1,
                                widget="number", group="Dataset",
-                               help="there are 8 land-cover classes")
+                               help="chips with fewer distinct land-cover classes are drawn "
+                                    "again (there are 8; no data never counts as a class)")
     seed: int = setting(42, label="seed", low=0, high=2**31 - 1, bounds=(0, 2**63 - 1), step=1,
                         widget="number", help="seeds are whole numbers from 0 to 2^31 - 1")
     # name of an ROI kept out of training

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from dataclasses import asdict, dataclass, field, replace
 
-from bharateo.chips import MAX_CHIPS, ChipConfig, ChipSet, build_chip_sets  # noqa: F401 (MAX_CHIPS: its old home)
+from bharateo.chips import ChipConfig, ChipSet, build_chip_sets
 from bharateo.errors import ConfigError
 from bharateo.model import ModelConfig, TinyRGBMAE, parameter_count
 from bharateo.roi import NOTEBOOK_ROIS, Roi, RoiSpec, load_roi

@@ -87,7 +87,8 @@ class Setting:
         knob's 48.0 is 48. Range and type are checked later (range_problems, check_settings)."""
         if value == "" and self.optional:
             return None
-        if self.type in (int, float) and is_number(value) and math.isfinite(value):
+        if self.type in (int, float) and is_number(value) and math.isfinite(value) \
+                and (self.type is float or value == int(value)):  # 48.5 stays, check_types says so
             return self.type(value)
         return value
 
@@ -212,7 +213,8 @@ def range_problems(values: dict, settings: list[Setting], names: dict[str, str] 
         elif not is_number(value) or not math.isfinite(value):  # NaN / inf: only from the CLI
             problems.append(f"{label} is {value}, not a number: {allowed}.")
         elif not s.low <= value <= s.high or (s.whole and value != int(value)):
-            problems.append(f"{label} is {value:g}: {allowed} ({s.help}).")
+            typed = f"{int(value)}" if value == int(value) else f"{value:g}"  # 2147483648 as typed
+            problems.append(f"{label} is {typed}: {allowed} ({s.help}).")
     return problems
 
 

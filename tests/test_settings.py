@@ -11,7 +11,7 @@ import pytest
 from streamlit.elements.lib import policies
 from streamlit.testing.v1 import AppTest
 
-from bharateo import cli, pipeline, studio
+from bharateo import cli, pipeline, studio, views
 from bharateo.chips import ChipConfig
 from bharateo.errors import BharatEOError, ConfigError
 from bharateo.model import ModelConfig
@@ -167,3 +167,17 @@ def test_train_knobs_set_by_a_preset_give_no_session_state_warning(worldcover_di
     at.run()
     assert at.session_state["knob_n_chips"] == PRESETS["quick demo"].chips.n_chips
     assert not at.exception and not warned, warned
+
+
+def test_the_chips_form_checks_its_fields_from_the_declarations():
+    """The Chips form's typed fields take their ranges from ChipConfig's declarations (with the
+    form's documented changes): a value past either end is refused, naming the form's label."""
+    typed = [s for s in views.chip_form_settings().values() if s.typed]
+    assert [s.label for s in typed] == ["Training chips", "Seed", "Held-out chips"]
+    declared = {s.name: s for s in settings_of(ChipConfig)}
+    good = {s.name: s.default for s in typed}
+    for s in typed:
+        assert s.high == declared[s.name].high and views.chip_field_problems(good) == []
+        for value in (s.low - 1, s.high + 1):
+            problems = views.chip_field_problems({**good, s.name: value})
+            assert len(problems) == 1 and problems[0].startswith(f"**{s.label}** is {value}")
