@@ -15,8 +15,10 @@ from bharateo.model import ModelConfig, TinyRGBMAE, parameter_count
 from bharateo.roi import NOTEBOOK_ROIS, Roi, RoiSpec, load_roi
 from bharateo.runs import save_run
 from bharateo.schema import check_range, check_types, finite_or_none
+from bharateo.sources import PIXEL_SOURCES, pixel_source
 from bharateo.tokens import token_accounting
-from bharateo.train import EpochMetrics, TrainConfig, TrainingEnd, make_model, masked_metrics, train
+from bharateo.train import (HELDOUT_MASK_SEED, EpochMetrics, TrainConfig, TrainingEnd, make_model,
+                            masked_metrics, train)
 from bharateo.worldcover import DataSource
 
 
@@ -33,9 +35,13 @@ class RunConfig:
     train: TrainConfig = TrainConfig()
 
     def __post_init__(self):
-        # the model always reads the chips it is given
+        # the model always reads the chips it is given: their size, patches and bands (an
+        # unknown source keeps in_chans as it is; validate() names the source)
+        source = PIXEL_SOURCES.get(self.chips.source) if isinstance(self.chips.source, str) else None
+        in_chans = source.channels if source is not None else self.model.in_chans
         object.__setattr__(self, "model", replace(self.model, img_size=self.chips.chip_size,
-                                                  patch_size=self.chips.patch_size))
+                                                  patch_size=self.chips.patch_size,
+                                                  in_chans=in_chans))
 
     def to_dict(self) -> dict:
         return {"rois": [asdict(r) for r in self.rois], "chips": self.chips.to_dict(),
@@ -80,6 +86,7 @@ class RunConfig:
         if c.chip_size % c.patch_size:
             raise ConfigError(f"Chip size {c.chip_size} is not a multiple of the patch size "
                               f"{c.patch_size}.")
+        pixel_source(c.source)
         self.model.validate()
         self.train.validate()
         return self
@@ -125,7 +132,8 @@ def final_metrics(model, config: RunConfig, end: TrainingEnd, train_chips, heldo
                "epochs_done": end.epochs_done, "parameters": config.parameters,
                **{f"train_{k}": last.get(k) for k in ("loss", "rec", "esa", "rec_mae", "esa_acc")}}
     if heldout is not None and len(heldout):
-        mae, acc = masked_metrics(model, heldout, config.train.mask_ratio, seed=1234)
+        mae, acc = masked_metrics(model, heldout, config.train.mask_ratio, HELDOUT_MASK_SEED,
+                                  precision=config.train.precision)
         metrics.update(heldout_rec_mae=mae, heldout_esa_acc=acc)
     return finite_or_none(metrics)  # a NaN score is "unknown" (None), never NaN in JSON
 
