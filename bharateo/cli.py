@@ -9,13 +9,13 @@ from bharateo.errors import BharatEOError
 
 
 def _roi_specs(args):
-    from bharateo.roi import NOTEBOOK_ROIS, RoiSpec
+    from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, default_roi_name
 
     if args.lon is None and args.lat is None:
         return list(NOTEBOOK_ROIS)
     if args.lon is None or args.lat is None:
         raise BharatEOError("Give both --lon and --lat (or neither, for the notebook's three ROIs).")
-    name = args.name or f"roi_{args.lon:.4f}E_{args.lat:.4f}N"
+    name = args.name or default_roi_name(args.lon, args.lat)
     return [RoiSpec(name, args.lon, args.lat, args.size)]
 
 
@@ -82,12 +82,14 @@ def cmd_inspect(args) -> None:
 def cmd_train(args) -> None:
     from tqdm import tqdm
 
+    from bharateo.device import resolve_device
     from bharateo.errors import ConfigError
-    from bharateo.pipeline import PRESETS, SECTIONS, RunConfig, run_experiment
+    from bharateo.pipeline import (PRESETS, SECTIONS, RunConfig, knob_problems, knob_settings,
+                                   knobs_from_config, run_experiment)
     from bharateo.pipeline import saved_as_message
     from bharateo.runs import release_run_name, reserve_run_name
     from bharateo.schema import number_text
-    from bharateo.settings import from_args, range_problems, rebuilt, settings_of
+    from bharateo.settings import from_args, rebuilt
     from bharateo.train import EpochMetrics
 
     base = PRESETS[args.preset]
@@ -96,12 +98,11 @@ def cmd_train(args) -> None:
         **{key: rebuilt(cls, getattr(base, key), from_args(cls, args))
            for key, cls in SECTIONS.items()})
     # the Train page's limits on typed values, named by flag (e.g. "--epochs is -3: ...")
-    typed = [s for cls in SECTIONS.values() for s in settings_of(cls) if s.group and s.typed]
-    values = {s.name: getattr(getattr(config, key), s.name)
-              for key, cls in SECTIONS.items() for s in settings_of(cls)}
-    if problems := range_problems(values, typed, {s.name: s.flag for s in typed}):
+    flags = {name: s.flag for name, s in knob_settings().items()}
+    if problems := knob_problems(knobs_from_config(config), flags):
         raise ConfigError("Fix these settings: " + " ".join(problems))
     config.validate()  # the app's checks and messages, before anything is read or built
+    resolve_device(config.train.device)  # a missing GPU fails now, before the name is reserved
     # reserve the name before spending time on training (a taken name fails now, not at save)
     name = reserve_run_name(args.run, exact=True)
     print(f"{config.parameters / 1e6:.2f}M parameters, {config.tokens().total_tokens:,} token "
@@ -139,18 +140,19 @@ def cmd_train(args) -> None:
 def cmd_evaluate(args) -> None:
     from bharateo.chips import build_chip_sets
     from bharateo.evaluate import evaluate, score_text
-    from bharateo.insight import class_table
+    from bharateo.evaluate import class_table
     from bharateo.pipeline import RunConfig, load_rois
     from bharateo.runs import load_model, load_run
     from bharateo.worldcover import CLASS_NAMES
 
     run = load_run(args.run)
     config = RunConfig.from_dict(run.config)
-    model = load_model(run)
+    model = load_model(run, device=args.device)
     train_chips, heldout = build_chip_sets(load_rois(config.rois), config.chips)
-    results = {"train": evaluate(model, train_chips, args.mask_ratio)}
+    precision = config.train.precision
+    results = {"train": evaluate(model, train_chips, args.mask_ratio, precision=precision)}
     if heldout is not None:
-        results["heldout"] = evaluate(model, heldout, args.mask_ratio)
+        results["heldout"] = evaluate(model, heldout, args.mask_ratio, precision=precision)
     if args.json:
         print(json.dumps(results))
         return
@@ -183,8 +185,13 @@ def cmd_tokens(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bharateo.device import DEVICES
     from bharateo.pipeline import PRESETS, SECTIONS
-    from bharateo.settings import add_flags
+    from bharateo.settings import add_flags, settings_of
+    from bharateo.sources import DEFAULT_SOURCE, PIXEL_SOURCES
+
+    # the declared defaults, for the subcommands whose flags are not a config's fields
+    default = {s.name: s.default for cls in SECTIONS.values() for s in settings_of(cls)}
 
     parser = argparse.ArgumentParser(prog="python -m bharateo", description=(
         "BharatEO Lab: a tiny masked autoencoder on real ESA WorldCover pixels. Data comes from "
@@ -217,17 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="confusion matrix and scores of a saved run")
     p.add_argument("run")
-    p.add_argument("--mask-ratio", type=float, default=0.75)
+    p.add_argument("--mask-ratio", type=float, default=default["mask_ratio"])
+    p.add_argument("--device", choices=DEVICES, default=default["device"], help="where to evaluate")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("tokens", help="the notebook's token accounting table")
-    p.add_argument("--chips", type=int, default=384)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--mask-ratio", type=float, default=0.75)
-    p.add_argument("--channels", type=int, default=3)
-    p.add_argument("--chip-size", type=int, default=128)
-    p.add_argument("--patch-size", type=int, default=16)
+    p.add_argument("--chips", type=int, default=default["n_chips"])
+    p.add_argument("--epochs", type=int, default=default["epochs"])
+    p.add_argument("--mask-ratio", type=float, default=default["mask_ratio"])
+    p.add_argument("--channels", type=int, default=PIXEL_SOURCES[DEFAULT_SOURCE].channels,
+                   help="input channels (bands) per pixel")
+    p.add_argument("--chip-size", type=int, default=default["chip_size"])
+    p.add_argument("--patch-size", type=int, default=default["patch_size"])
     p.set_defaults(func=cmd_tokens)
     return parser
 

@@ -14,9 +14,11 @@ from bharateo.model import ModelConfig, TinyRGBMAE, parameter_count
 from bharateo.roi import NOTEBOOK_ROIS, Roi, RoiSpec, load_roi
 from bharateo.runs import save_run
 from bharateo.schema import check_types, finite_or_none
-from bharateo.settings import check_settings
+from bharateo.settings import Setting, check_settings, range_problems, settings_of
+from bharateo.sources import PIXEL_SOURCES, pixel_source
 from bharateo.tokens import token_accounting
-from bharateo.train import EpochMetrics, TrainConfig, TrainingEnd, make_model, masked_metrics, train
+from bharateo.train import (HELDOUT_MASK_SEED, EpochMetrics, TrainConfig, TrainingEnd, make_model,
+                            masked_metrics, train)
 from bharateo.worldcover import DataSource
 
 
@@ -35,9 +37,13 @@ class RunConfig:
     train: TrainConfig = TrainConfig()
 
     def __post_init__(self):
-        # the model always reads the chips it is given
+        # the model always reads the chips it is given: their size, patches and bands (an
+        # unknown source keeps in_chans as it is; validate() names the source)
+        source = PIXEL_SOURCES.get(self.chips.source) if isinstance(self.chips.source, str) else None
+        in_chans = source.channels if source is not None else self.model.in_chans
         object.__setattr__(self, "model", replace(self.model, img_size=self.chips.chip_size,
-                                                  patch_size=self.chips.patch_size))
+                                                  patch_size=self.chips.patch_size,
+                                                  in_chans=in_chans))
 
     def to_dict(self) -> dict:
         return {"rois": [asdict(r) for r in self.rois], "chips": self.chips.to_dict(),
@@ -71,8 +77,10 @@ class RunConfig:
             raise ConfigError("Choose at least one region.")
         for roi in self.rois:
             check_types(roi, "region")
-        check_settings(self.chips, "chips", "Chips: ")
         c = self.chips
+        check_types(c, "chips")
+        pixel_source(c.source)  # its message names the known sources
+        check_settings(c, "chips", "Chips: ")
         if c.chip_size % c.patch_size:
             raise ConfigError(f"Chip size {c.chip_size} is not a multiple of the patch size "
                               f"{c.patch_size}.")
@@ -121,7 +129,8 @@ def final_metrics(model, config: RunConfig, end: TrainingEnd, train_chips, heldo
                "epochs_done": end.epochs_done, "parameters": config.parameters,
                **{f"train_{k}": last.get(k) for k in ("loss", "rec", "esa", "rec_mae", "esa_acc")}}
     if heldout is not None and len(heldout):
-        mae, acc = masked_metrics(model, heldout, config.train.mask_ratio, seed=1234)
+        mae, acc = masked_metrics(model, heldout, config.train.mask_ratio, HELDOUT_MASK_SEED,
+                                  precision=config.train.precision)
         metrics.update(heldout_rec_mae=mae, heldout_esa_acc=acc)
     return finite_or_none(metrics)  # a NaN score is "unknown" (None), never NaN in JSON
 
@@ -142,6 +151,45 @@ def save_experiment(name, config: RunConfig, result: ExperimentResult, rois, ext
 def renamed(requested: str, path) -> dict:
     """{"run_name": the name saved under, "requested_name": `requested` if it was taken}."""
     return {"run_name": path.name, "requested_name": None if path.name == requested else str(requested)}
+
+
+# --- knobs: the settings the Train page shows and the CLI limits alike --------------------------
+HOLDOUT_KNOBS = ("holdout_roi", "holdout_block")  # the held-out choice belongs to the dataset
+
+
+def knob_settings() -> dict[str, Setting]:
+    """The Train page's knobs: every declared setting of RunConfig's sections that has a `group`
+    (its column), by name. A knob fills every section with a field of that name (`seed` seeds
+    both the chips and the training). Read at call time, so a setting added to a config class is
+    a knob at once. Typed knobs (Setting.typed) have no min/max on the page; knob_problems checks
+    them: with min/max the browser turns a bad value red and keeps sending the last valid one, so
+    a run would train on settings nobody typed. The CLI applies the same limits to its flags."""
+    return {s.name: s for cls in SECTIONS.values() for s in settings_of(cls) if s.group}
+
+
+def knob_help(key: str) -> str:
+    """A knob's tooltip: the allowed range of a typed knob and why, or what it does."""
+    return knob_settings()[key].range_text
+
+
+def knob_problems(knobs: dict, names: dict[str, str] | None = None) -> list[str]:
+    """One sentence per invalid typed knob, naming the field (`names`: other names for the knobs,
+    e.g. the CLI's flags), the value and the allowed range (empty list: all fine). A value is
+    never replaced by another: the page blocks Train instead, the CLI stops with exit code 2."""
+    return range_problems(knobs, [s for s in knob_settings().values() if s.typed], names)
+
+
+def knobs_from_config(config: RunConfig) -> dict:
+    """Widget values for every knob ("" for an empty optional choice: a selectbox can't show
+    None). A section of an older class lacking a knob's field gives that knob's default."""
+    knobs = {}
+    for key, cls in SECTIONS.items():
+        section = getattr(config, key)
+        for s in settings_of(cls):
+            if s.group:
+                value = getattr(section, s.name, s.default)
+                knobs[s.name] = "" if value is None and s.optional else value
+    return knobs
 
 
 def saved_as_message(requested: str | None, saved: str) -> str:

@@ -230,9 +230,9 @@ def add_flags(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(s.flag, dest=s.name, action="store_const", const=not s.default,
                                 help=f"{'no ' if s.default else ''}{s.label}: {s.help}")
             continue
-        low, high = (s.low, s.high) if s.typed else s.bounds
-        where = (f" ({number_words(low)} to {number_words(high)}; default {s.default})"
-                 if low is not None and high is not None else f" (default {s.default})")
+        allowed = (f"{number_words(s.low)} to {number_words(s.high)}" if s.typed else
+                   _bounds_words(s) if s.type in (int, float) else "")
+        where = f" ({allowed}; default {s.default})" if allowed else f" (default {s.default})"
         parser.add_argument(s.flag, dest=s.name, type=s.type, choices=s.choices,
                             help=f"{s.label}{where}: {s.help}")
 

@@ -11,7 +11,8 @@ import pytest
 from streamlit.elements.lib import policies
 from streamlit.testing.v1 import AppTest
 
-from bharateo import cli, pipeline, studio, views
+from bharateo import cli, pipeline
+from bharateo.app import regions as views, train as studio
 from bharateo.chips import ChipConfig
 from bharateo.errors import BharatEOError, ConfigError
 from bharateo.model import ModelConfig
@@ -91,7 +92,8 @@ def test_every_cli_flag_of_train_is_a_declared_setting():
     assert flags == {"--n-chips", "--chip-size", "--patch-size", "--min-classes", "--seed",
                      "--holdout-roi", "--holdout-block", "--n-holdout-chips", "--arch",
                      "--embed-dim", "--depth", "--heads", "--epochs", "--batch-size", "--lr",
-                     "--weight-decay", "--no-cosine", "--mask-ratio", "--patch-loss-weight"}
+                     "--weight-decay", "--no-cosine", "--mask-ratio", "--patch-loss-weight",
+                     "--source", "--device", "--precision"}
     args = parser.parse_args(["--no-cosine", "--seed", "7"])
     assert from_args(TrainConfig, args) == {"cosine": False, "seed": 7}
     assert from_args(ChipConfig, args) == {"seed": 7}  # one --seed seeds chips and training

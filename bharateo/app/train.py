@@ -13,47 +13,13 @@ from bharateo.chips import ChipConfig
 from bharateo.errors import ConfigError
 from bharateo.model import ModelConfig
 from bharateo.errors import RunNotFoundError
-from bharateo.pipeline import PRESETS, SECTIONS, RunConfig, renamed, save_experiment
+# the knobs are declared settings; these helpers live with RunConfig (the CLI shares them)
+from bharateo.pipeline import (HOLDOUT_KNOBS, PRESETS, SECTIONS, RunConfig, knob_help,  # noqa: F401
+                               knob_problems, knob_settings, knobs_from_config, renamed,
+                               save_experiment)
 from bharateo.runs import DamagedRun, ReservedName, SavedRun, reserve_run_name
 from bharateo.schema import number_text
-from bharateo.settings import Setting, range_problems, rebuilt, settings_of
-
-HOLDOUT_KNOBS = ("holdout_roi", "holdout_block")  # the held-out choice belongs to the dataset
-
-
-def knob_settings() -> dict[str, Setting]:
-    """The Train page's knobs: every declared setting of RunConfig's sections that has a `group`
-    (its column), by name. A knob fills every section with a field of that name (`seed` seeds
-    both the chips and the training). Read at call time, so a setting added to a config class is
-    a knob at once. Typed knobs (Setting.typed) have no min/max on the page; knob_problems checks
-    them: with min/max the browser turns a bad value red and keeps sending the last valid one, so
-    a run would train on settings nobody typed."""
-    return {s.name: s for cls in SECTIONS.values() for s in settings_of(cls) if s.group}
-
-
-def knob_help(key: str) -> str:
-    """A knob's tooltip: the allowed range of a typed knob and why, or what it does."""
-    return knob_settings()[key].range_text
-
-
-def knob_problems(knobs: dict, names: dict[str, str] | None = None) -> list[str]:
-    """One sentence per invalid typed knob, naming the field (`names`: other names for the knobs,
-    e.g. the CLI's flags), the value and the allowed range (empty list: all fine). A value is
-    never replaced by another: the page blocks Train instead, the CLI stops with exit code 2."""
-    return range_problems(knobs, [s for s in knob_settings().values() if s.typed], names)
-
-
-def knobs_from_config(config: RunConfig) -> dict:
-    """Widget values for every knob ("" for an empty optional choice: a selectbox can't show
-    None). A section of an older class lacking a knob's field gives that knob's default."""
-    knobs = {}
-    for key, cls in SECTIONS.items():
-        section = getattr(config, key)
-        for s in settings_of(cls):
-            if s.group:
-                value = getattr(section, s.name, s.default)
-                knobs[s.name] = "" if value is None and s.optional else value
-    return knobs
+from bharateo.settings import rebuilt
 
 
 def preset_knobs(preset: str) -> dict:
@@ -180,7 +146,7 @@ def runs_table(runs: list[SavedRun], damaged: list[DamagedRun] = ()) -> pd.DataF
 
 
 # --- training-time estimate ------------------------------------------------------------------
-# One training worker thread (bharateo.worker leaves the other core to the server) on the 2-core
+# One training worker thread (bharateo.app.worker leaves the other core to the server) on the 2-core
 # AMD EPYC this lab was measured on: the encoder's matmuls ran at ~60-75 GFLOP/s, and PyTorch's
 # per-op overhead added ~4 ms + ~3 ms per layer to every step. Saved runs' measured chips/s
 # rescale these for the machine at hand (speed_factor).
