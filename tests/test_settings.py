@@ -183,3 +183,16 @@ def test_the_chips_form_checks_its_fields_from_the_declarations():
         for value in (s.low - 1, s.high + 1):
             problems = views.chip_field_problems({**good, s.name: value})
             assert len(problems) == 1 and problems[0].startswith(f"**{s.label}** is {value}")
+
+
+def test_a_page_address_asks_only_for_what_the_chips_form_offers():
+    """The lesson address's chip settings are held to the Chips form's declared limits: each
+    size outside its declared options, and each form field past its range, is named."""
+    assert views.chip_config_problems(ChipConfig()) == []
+    form = views.chip_form_settings()
+    limited = {**{s.name: s for s in settings_of(ChipConfig) if s.options}, **form}
+    for s in limited.values():
+        wrong = [max(s.options) * 2] if s.options else [s.low - 1, s.high + 1]
+        for value in wrong:
+            problems = views.chip_config_problems(dataclasses.replace(ChipConfig(), **{s.name: value}))
+            assert len(problems) == 1 and problems[0].startswith(f"**{s.label}**"), (s.name, problems)

@@ -483,6 +483,22 @@ def chip_field_problems(values: dict) -> list[str]:
     return range_problems(values, [s for s in chip_form_settings().values() if s.typed])
 
 
+def chip_config_problems(config: ChipConfig) -> list[str]:
+    """What in `config` the Chips form could not have set (empty list: nothing), for a config
+    from outside, such as a page address: a typed field outside its range, a size the form
+    doesn't offer (the declared `options`), min classes off its slider; one sentence each."""
+    form = chip_form_settings()
+    problems = range_problems(vars(config), [s for s in form.values() if s.typed])
+    for s in {**{s.name: s for s in settings_of(ChipConfig)}, **form}.values():
+        value = getattr(config, s.name)
+        if s.options and value not in s.options:
+            problems.append(f"**{s.label}** {value} is not one the Chips page offers "
+                            f"({', '.join(map(str, s.options))}).")
+        elif s.widget == "slider" and s.name in form and not s.low <= value <= s.high:
+            problems.append(f"**{s.label}** {value} is outside {s.low}-{s.high}.")
+    return problems
+
+
 def chips_stale(chips: ChipSet | None, rois: list[Roi]) -> bool:
     """True if the chips were cut from regions other than the ones chosen now."""
     return chips is not None and chips.roi_names != [r.spec.name for r in rois]
