@@ -91,7 +91,7 @@ def cmd_train(args) -> None:
     from bharateo.pipeline import saved_as_message
     from bharateo.runs import release_run_name, reserve_run_name
     from bharateo.schema import number_text
-    from bharateo.studio import NUMBER_KNOBS, knob_problems, knobs_from_config
+    from bharateo.pipeline import NUMBER_KNOBS, knob_problems, knobs_from_config
     from bharateo.train import EpochMetrics, TrainConfig
 
     base = PRESETS[args.preset]
@@ -148,7 +148,7 @@ def _given(args, cls) -> dict:
 def cmd_evaluate(args) -> None:
     from bharateo.chips import build_chip_sets
     from bharateo.evaluate import evaluate, score_text
-    from bharateo.insight import class_table
+    from bharateo.evaluate import class_table
     from bharateo.pipeline import RunConfig, load_rois
     from bharateo.runs import load_model, load_run
     from bharateo.worldcover import CLASS_NAMES

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 from bharateo.chips import ChipSet
@@ -149,6 +150,26 @@ def evaluate(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float = 0.75,
         "per_class_mae": per_class_mae,
         "ignored_patches": int((~valid).sum()),
     }
+
+
+def class_table(result: dict) -> pd.DataFrame:
+    """Per class: precision, recall, F1, support (patches) and masked reconstruction MAE.
+
+    Undefined values are left empty instead of shown as 0: recall for a class with no target
+    patches, precision for a class never predicted.
+    """
+    confusion = np.asarray(result["confusion"])
+    predicted = confusion.sum(axis=0)
+    rows = []
+    for i, row in enumerate(result["per_class"]):
+        # results stored before undefined scores became None held 0 there: same rule on read
+        precision = row["precision"] if predicted[i] else None
+        recall = row["recall"] if row["support"] else None
+        f1 = row["f1"] if precision is not None and recall is not None else None
+        rows.append({"class": row["class"], "precision": precision, "recall": recall, "F1": f1,
+                     "support": row["support"], "predicted": int(predicted[i]),
+                     "masked MAE": result["per_class_mae"][i]})
+    return pd.DataFrame(rows)
 
 
 def _pixel_labels_in_token_order(chips: ChipSet) -> np.ndarray:

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bharateo import insight, runs, studio
+from bharateo import runs
+from bharateo.app import results as insight, train as studio
 from bharateo.chips import ChipConfig, build_chip_sets
 from bharateo.errors import ConfigError, RunDamagedError, RunNameError, RunNotFoundError, RunSaveError
 from bharateo.model import ModelConfig, TinyRGBMAE

@@ -24,7 +24,7 @@ from bharateo.errors import RegionError
 from bharateo.roi import ROI_SIZE_RANGE, RoiSpec, check_roi_spec, default_roi_name  # noqa: F401 (re-exported)
 from bharateo.worldcover import ATTRIBUTION, TILE_DEGREES
 
-STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
+STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 STATIC_URL = "/app/static"  # where Streamlit serves STATIC_DIR
 LEAFLET_URL = f"{STATIC_URL}/vendor/leaflet-1.9.3"
 LOCAL_JS = [("leaflet", f"{LEAFLET_URL}/leaflet.js")]
