@@ -24,12 +24,12 @@ import threading
 import time
 from dataclasses import asdict, replace
 
+from bharateo.app.worker import WorkerRun, keep_spare_worker, state_dict_from_bytes
 from bharateo.chips import build_chip_sets
 from bharateo.errors import BharatEOError
 from bharateo.pipeline import ExperimentResult, RunConfig, renamed, save_experiment
 from bharateo.runs import release_run_name
 from bharateo.train import EpochMetrics, StepMetrics, TrainingEnd, make_model
-from bharateo.app.worker import WorkerRun, keep_spare_worker, state_dict_from_bytes
 
 log = logging.getLogger(__name__)
 SESSION_GRACE_S = 30.0  # a session gone this long counts as closed
