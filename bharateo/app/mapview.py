@@ -24,7 +24,7 @@ from branca.element import MacroElement
 from folium.template import Template
 
 from bharateo.errors import RegionError
-from bharateo.roi import ROI_SIZE_RANGE, Roi, RoiSpec, check_roi_spec, roi_window
+from bharateo.roi import ROI_SIZE_RANGE, Roi, RoiSpec, check_roi_spec, default_roi_name, roi_window
 from bharateo.worldcover import ATTRIBUTION, TILE_DEGREES
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
@@ -223,12 +223,6 @@ def map_event(map_state: dict | None, seen: dict | None):
         view = ((round(float(center["lat"]), 5), round(lon, 5)), int(zoom))
     click = map_state.get("last_clicked")
     return view, (click if click and click != seen.get("last_clicked") else None)
-
-
-def default_roi_name(lon: float, lat: float) -> str:
-    """(77.23, 28.61) -> 'roi_77.2300E_28.6100N'."""
-    return (f"roi_{abs(lon):.4f}{'E' if lon >= 0 else 'W'}"
-            f"_{abs(lat):.4f}{'N' if lat >= 0 else 'S'}")
 
 
 def propose_roi_from_click(map_state: dict | None, size: int, name: str | None = None

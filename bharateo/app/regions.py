@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bharateo.app.mapview import default_roi_name
 from bharateo.errors import RegionError
 from bharateo.roi import (
     NOTEBOOK_ROIS,
@@ -28,6 +27,7 @@ from bharateo.roi import (
     check_roi_spec,
     data_dir,
     default_presets,
+    default_roi_name,
     load_roi,
     roi_window,
 )
