@@ -1,5 +1,4 @@
 """Chips page (AppTest): guidance first, building chips, the grid, the token detail view, errors."""
-from pathlib import Path
 
 import numpy as np
 from streamlit.testing.v1 import AppTest
@@ -8,8 +7,8 @@ from bharateo.model import ModelConfig
 from bharateo.pipeline import RunConfig
 from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
 from bharateo.worldcover import CLASS_NAMES
+from tests.paths import APP
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
 def small_rois(size=512):

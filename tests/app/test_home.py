@@ -1,13 +1,12 @@
 """Home page: the token accounting calculator reproduces the notebook's table and follows its sliders."""
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from bharateo.roi import SAMPLE_ROIS, Roi, load_roi
 from bharateo.worldcover import DataSource, bundled_tile_path
+from tests.paths import APP, SHARED
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 ROWS = ["tokens per chip", "values per token", "total token presentations",
         "visible token inputs", "masked token targets", "masked pixel regression targets"]
 
@@ -68,7 +67,7 @@ def test_channels_change_values_per_token(home):
 
 # --- the data in use (issue 10): Home and the sidebar name it, honestly -------------------------
 REAL_TILE = bundled_tile_path("N00E006") or (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "worldcover"
+    SHARED / "data" / "worldcover"
     / "ESA_WorldCover_10m_2021_v200_N00E006_Map.tif")
 
 
