@@ -1,13 +1,12 @@
 """BharatEO Lab: home page and navigation. Run with `streamlit run app.py`."""
 import streamlit as st
 
-from bharateo.app.home import CALCULATOR_DEFAULTS, PIPELINE_DOT, token_table
+from bharateo.app.home import CALCULATOR_DEFAULTS, PIPELINE_DOT, channel_options, token_table
 from bharateo.app.lesson import write_lesson_url
 from bharateo.app.pictures import legend_html
 from bharateo.app.regions import data_in_use_text
 from bharateo.app.sidebar import sidebar, source_status, synthetic_banner
 from bharateo.app.state import PAGES, init_state, keep_widget, open_requested_page
-from bharateo.tokens import CHANNEL_OPTIONS
 from bharateo.worldcover import ATTRIBUTION, CITATION, data_source_from_env
 
 
@@ -43,8 +42,9 @@ def home() -> None:
     chips = c1.slider("chips", 16, 4096, step=16, key="calc_chips")
     epochs = c1.slider("epochs", 1, 200, key="calc_epochs")
     mask_ratio = c2.slider("mask ratio", 0.05, 0.95, step=0.05, key="calc_mask_ratio")
-    channels = c2.selectbox("input channels", list(CHANNEL_OPTIONS), key="calc_channels",
-                            format_func=lambda c: f"{c}: {CHANNEL_OPTIONS[c]}")
+    options = channel_options()
+    channels = c2.selectbox("input channels", list(options), key="calc_channels",
+                            format_func=lambda c: f"{c}: {options[c]}")
     chip_size = c3.select_slider("chip size (px)", [32, 64, 128, 256], key="calc_chip_size")
     patch_size = c3.select_slider("patch size (px)", [4, 8, 16, 32], key="calc_patch_size")
     try:

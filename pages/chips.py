@@ -1,20 +1,18 @@
 """Chips: cut the regions into chips and look at the tokens the model sees."""
-import time
-
 import streamlit as st
 
-from bharateo.app.chips import (CHANNEL_NAMES, CHANNELS, CHIP_SIZES, chip_caption, chip_field_help,
-                                chip_field_problems, chip_indices, chips_stale,
-                                embed_dim_from_state, holdout_choices, holdout_label, shape_journey,
-                                token_label, token_mix_text, token_values, token_view)
+from bharateo.app.chips import (CHANNEL_NAMES, CHANNELS, CHIP_SIZES, build_session_chips,
+                                chip_caption, chip_field_help, chip_field_problems, chip_indices,
+                                chips_stale, embed_dim_from_state, holdout_choices, holdout_label,
+                                shape_journey, token_label, token_mix_text, token_values,
+                                token_view)
 from bharateo.app.figures import chips_per_roi_chart, class_share_chart, token_variance_heatmap
 from bharateo.app.pictures import (chip_picture, chip_with_grid, class_swatch_html, legend_html,
                                    mean_rgb_picture, token_picture)
 from bharateo.app.sidebar import synthetic_banner
-from bharateo.app.state import PAGES, current_model, guidance, keep_widget, page_setup
-from bharateo.chips import MAX_CHIP_NODATA_FRACTION, ChipConfig, build_chip_sets
-from bharateo.errors import BharatEOError
-from bharateo.words import plural
+from bharateo.app.state import (PAGES, current_chip_config, current_model, guidance, keep_widget,
+                                page_setup)
+from bharateo.chips import MAX_CHIP_NODATA_FRACTION, ChipConfig
 from bharateo.worldcover import NODATA_ID
 
 PER_PAGE = 24
@@ -37,7 +35,7 @@ synthetic_banner()
 
 # --- controls -> ChipConfig -------------------------------------------------------------------
 names = [r.spec.name for r in state.rois]
-config = state.chip_config
+config = current_chip_config()
 choices = holdout_choices(names)
 # The typed fields have no min/max: the browser would turn a bad value red and keep sending the
 # last valid one, so a click would build chips nobody asked for. They are checked on Build instead.
@@ -77,35 +75,10 @@ if problems:
     build = False
 if build:
     holdout_roi, holdout_block = choices[holdout]
-    new_config = ChipConfig(n_chips=int(n_chips), chip_size=int(chip_size),
-                            patch_size=config.patch_size, min_classes=int(min_classes),
-                            seed=int(seed), holdout_roi=holdout_roi, holdout_block=holdout_block,
-                            n_holdout_chips=int(n_holdout))
-    what = (f"Sampling {new_config.n_chips} chips of {chip_size} px from "
-            f"{plural(len(names), 'region')}")
-    bar = st.progress(0.0, text=f"{what}…")
-
-    def progress(done: int, total: int) -> None:
-        bar.progress(min(done / total, 1.0), text=f"{what}: {done} of {total} chips")
-
-    start = time.perf_counter()
-    try:
-        train, held = build_chip_sets(state.rois, new_config, progress)
-    except BharatEOError as exc:
-        bar.empty()
-        st.error(f"No chips were built. {exc}"
-                 + (" The chips below are the ones built before." if state.train_chips is not None else ""))
-    else:
-        bar.progress(1.0, text="done")
-        state.chip_config, state.train_chips, state.heldout_chips = new_config, train, held
-        rejected = train.rejected_nodata + (held.rejected_nodata if held is not None else 0)
-        state.chips_message = (f"Built {len(train)} training"
-                               + (f" + {len(held)} held-out" if held is not None else "")
-                               + f" chips in {time.perf_counter() - start:.1f} s."
-                               + (f" {rejected:,} candidate chips were drawn again because more "
-                                  f"than {MAX_CHIP_NODATA_FRACTION:.0%} of their pixels were no "
-                                  "data." if rejected else ""))
-        st.rerun()  # so the sidebar and every widget below see the new chips
+    build_session_chips(ChipConfig(n_chips=int(n_chips), chip_size=int(chip_size),
+                                   patch_size=config.patch_size, min_classes=int(min_classes),
+                                   seed=int(seed), holdout_roi=holdout_roi,
+                                   holdout_block=holdout_block, n_holdout_chips=int(n_holdout)))
 if message := state.pop("chips_message", None):
     st.success(message)
 

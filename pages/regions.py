@@ -1,113 +1,26 @@
 """Regions: choose WorldCover areas on a map (or by lon/lat), read them, and look at them."""
-import time
-
 import streamlit as st
 from streamlit_folium import st_folium
 
 from bharateo.app.figures import class_bar_chart
-from bharateo.app.mapview import (build_region_map, drawn_view, map_caption, map_event, map_frame,
-                                  map_layers, map_view, propose_roi_from_click)
+from bharateo.app.mapview import build_region_map, map_caption, map_frame, map_layers, map_view
 from bharateo.app.pictures import roi_picture, share_legend_html
-from bharateo.app.regions import (DEFAULT_SIZE, SIZE_OPTIONS, add_roi, collapsed_counts,
-                                  current_presets, data_in_use_text, ground_size, is_cached,
-                                  map_overviews, missing_presets, native_counts_html, nodata_pixels,
-                                  presets_place, provenance_markdown, remove_roi, resized,
-                                  roi_summary, size_label, spec_from_form, spec_summary, spec_tiles)
+from bharateo.app.regions import (SIZE_OPTIONS, collapsed_counts, current_presets, data_in_use_text,
+                                  discard_proposal, ground_size, handle_map_event, init_page_state,
+                                  is_cached, map_overviews, missing_presets, native_counts_html,
+                                  nodata_pixels, on_size_change, presets_place, provenance_markdown,
+                                  read_regions, remove_roi, roi_summary, size_label, spec_from_form,
+                                  spec_summary)
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import PAGES, page_setup
 from bharateo.errors import BharatEOError
 from bharateo.roi import NOTEBOOK_ROIS, SAMPLE_ROIS, RoiSpec, check_no_overlap
-from bharateo.worldcover import ATTRIBUTION, bundled_tile_path, data_source_from_env
+from bharateo.worldcover import ATTRIBUTION, data_source_from_env
 
 page_setup("regions")
 state = st.session_state
-state.setdefault("region_size_choice", DEFAULT_SIZE)  # not a widget key: survives pages
-state.setdefault("regions_messages", [])  # [(kind, text)] shown once, next to the map
-state.setdefault("region_map_view", None)  # ((lat, lon), zoom) where the user left the map
-state.setdefault("region_map_frame", None)  # (what the map draws, the view it was drawn at)
-state.setdefault("region_map_seen", None)  # st_folium's return value last acted on
-if "region_size" not in state:  # first run of this page since another page: the widget is new
-    state.region_size = state.region_size_choice
-    state.region_map_frame = None  # a new map component: draw it where the user left the map
-
-
-# --- map events, handled before the map is drawn so it already shows their result -------------
-def handle_map_event() -> None:
-    view, click = map_event(state.get("region_map"), state.region_map_seen)
-    state.region_map_seen = state.get("region_map")
-    if view is not None and not drawn_view(view, state.get("region_map_drawn", [])):
-        state.region_map_view = view  # a pan or zoom by the user (not the map saying where we put it)
-    if click is None:
-        return
-    try:
-        spec = propose_roi_from_click({"last_clicked": click}, state.region_size_choice)
-    except BharatEOError as exc:
-        state.regions_messages.append(("error", str(exc)))
-        return
-    state.proposed_roi = spec
-
-
-def on_size_change() -> None:
-    state.region_size_choice = state.region_size
-    if state.proposed_roi is not None:
-        try:
-            state.proposed_roi = resized(state.proposed_roi, state.region_size)
-        except BharatEOError as exc:
-            state.regions_messages.append(("error", str(exc)))
-
-
-handle_map_event()
-
-
-def discard_proposal() -> None:
-    state.proposed_roi = None
-
-
-def read_regions(specs, refit: bool = True) -> None:
-    """Read and add `specs` showing progress, then rerun so every widget sees the new regions.
-
-    With `refit` (presets, the form) the map frames all regions again afterwards; a region added
-    from a map click (refit=False) keeps the user's view."""
-    # Kept until every spec is read: a map event arriving mid-read reruns the page and stops this
-    # script, and the next run picks up what is left instead of adding only the first region.
-    tries = state.pending_regions[2] + 1 if state.get("pending_regions") else 1
-    state.pending_regions = (list(specs), refit, tries)
-    errors, read = [], []
-    start = time.perf_counter()
-    with st.status(f"Reading {len(specs)} region{'s' if len(specs) > 1 else ''}…",
-                   expanded=True) as status:
-        bar = st.progress(0.0)
-        for k, spec in enumerate(specs):
-            if spec in [r.spec for r in state.rois]:  # added by a run that was interrupted
-                continue
-            where = ("the local cache" if is_cached(spec)
-                     else "the bundled sample" if all(bundled_tile_path(t) for t in spec_tiles(spec))
-                     else data_source_from_env().describe())
-            bar.progress(k / len(specs),
-                         text=f"{spec.name}: {size_label(spec.size)} from {where}…")
-
-            def progress(fraction, text, k=k):  # each tile, and the seconds spent, while it reads
-                bar.progress(min((k + fraction) / len(specs), 1.0), text=text)
-
-            try:
-                roi = add_roi(spec, progress)
-                read.append(f"{spec.name} (from {roi.provenance.get('source', where)})")
-                if roi.cache_error:
-                    errors.append(("warning", f"**{spec.name}** is in use but was not cached: "
-                                              f"{roi.cache_error}."))
-            except BharatEOError as exc:
-                errors.append(("error", f"**{spec.name}** was not added. {exc}"))
-        bar.progress(1.0)
-        state.pending_regions = None
-        status.update(state="error" if any(k == "error" for k, _ in errors) else "complete")
-    if read:  # add_roi also ended any proposal
-        state.regions_messages.append(
-            ("success", f"Read {', '.join(read)} in {time.perf_counter() - start:.1f} s."))
-        if refit:
-            state.region_map_view = None
-    state.regions_messages.extend(errors)
-    st.rerun()
-
+init_page_state()
+handle_map_event()  # before the map is drawn, so it already shows the event's result
 
 st.title("Regions")
 st.markdown(

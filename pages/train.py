@@ -4,8 +4,9 @@ import streamlit as st
 from bharateo.app.figures import accuracy_figure, loss_figure
 from bharateo.app.jobs import max_training_seconds, max_trainings
 from bharateo.app.sidebar import synthetic_banner
-from bharateo.app.state import (clear_error, guidance, keep_error, keep_widget, page_setup,
-                                show_error, show_kept_error, use_saved_run, use_trained_model)
+from bharateo.app.state import (clear_error, current_chip_config, guidance, keep_error, keep_widget,
+                                page_setup, show_error, show_kept_error, use_saved_run,
+                                use_trained_model)
 from bharateo.app.train import (adopt_finished_job, chip_knobs, config_from_knobs, default_run_name,
                                 eta_seconds, free_run_name, knob_help, knob_problems,
                                 knobs_from_config, matching_preset, preset_knobs, queue_panel,
@@ -43,7 +44,7 @@ def apply_preset(name: str) -> None:
 if "knob_n_chips" not in st.session_state:
     set_knobs(st.session_state.get("train_knobs") or knobs_from_config(PRESETS["notebook default"]))
 # chips built on the Chips page since the knobs last saw them: train on those (held-out included)
-chip_config = st.session_state.chip_config
+chip_config = current_chip_config()
 if st.session_state.train_chips is not None and st.session_state.get("knobs_chips") != chip_config:
     set_knobs(chip_knobs(chip_config, roi_names))
 st.session_state.knobs_chips = chip_config
@@ -102,7 +103,7 @@ if problems := knob_problems(knobs):  # blocks Train: nothing trains on values n
              icon=":material/block:")
 else:
     try:
-        config = config_from_knobs(knobs, rois, st.session_state.chip_config)
+        config = config_from_knobs(knobs, rois, current_chip_config())
     except BharatEOError as exc:
         show_error(exc)
 

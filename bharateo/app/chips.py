@@ -1,21 +1,26 @@
-"""What the Chips page shows, computed from chips (no Streamlit here): held-out choices, the
-chip form's limits, chip selection, and the notebook's "patch tokens" view of one chip (token
+"""The Chips page's logic: cutting the session's chips (with a progress bar), held-out choices,
+the chip form's limits, chip selection, and the notebook's "patch tokens" view of one chip (token
 mean RGB, token colour variance, one token's p x p x C values) with the tensor-shape journey
 spelled out for that chip. The pictures themselves are drawn in bharateo/app/pictures.py.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import streamlit as st
 
 from bharateo.app.pictures import NODATA_HELP
 from bharateo.app.regions import km_text, pixel_metres
 from bharateo.app.state import CurrentModel
-from bharateo.chips import HOLDOUT_BLOCKS, ChipConfig, ChipSet
+from bharateo.chips import (HOLDOUT_BLOCKS, MAX_CHIP_NODATA_FRACTION, ChipConfig, ChipSet,
+                            build_chip_sets)
+from bharateo.errors import BharatEOError
 from bharateo.model import ModelConfig
 from bharateo.roi import Roi
+from bharateo.words import plural
 from bharateo.worldcover import NODATA_NAME, NUM_CLASSES, class_name
 
 CHANNELS = ("R", "G", "B")
@@ -202,3 +207,38 @@ def shape_journey(chips: ChipSet, i: int, view: TokenView, embed_dim: int, embed
         f"{float(view.color_var.flat[0]):.4f}. Selected token {token} (row {tr}, col {tc}): mean "
         f"RGB ({chosen}), variance {float(view.color_var[tr, tc]):.4f}.",
     ])
+
+
+# --- building the session's chips -------------------------------------------------------------
+def build_session_chips(config: ChipConfig) -> None:
+    """Cut chips from the session's regions with `config`, drawing a progress bar. On success the
+    session's chip config and chips are replaced, a message is kept for the next run and the page
+    reruns (so the sidebar and every widget see the new chips); on failure (ChipError ...) the
+    reason is shown and the chips built before stay."""
+    state = st.session_state
+    what = (f"Sampling {config.n_chips} chips of {config.chip_size} px from "
+            f"{plural(len(state.rois), 'region')}")
+    bar = st.progress(0.0, text=f"{what}…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(min(done / total, 1.0), text=f"{what}: {done} of {total} chips")
+
+    start = time.perf_counter()
+    try:
+        train, held = build_chip_sets(state.rois, config, progress)
+    except BharatEOError as exc:
+        bar.empty()
+        st.error(f"No chips were built. {exc}"
+                 + (" The chips below are the ones built before."
+                    if state.train_chips is not None else ""))
+        return
+    bar.progress(1.0, text="done")
+    state.chip_config, state.train_chips, state.heldout_chips = config, train, held
+    rejected = train.rejected_nodata + (held.rejected_nodata if held is not None else 0)
+    state.chips_message = (f"Built {len(train)} training"
+                           + (f" + {len(held)} held-out" if held is not None else "")
+                           + f" chips in {time.perf_counter() - start:.1f} s."
+                           + (f" {rejected:,} candidate chips were drawn again because more "
+                              f"than {MAX_CHIP_NODATA_FRACTION:.0%} of their pixels were no "
+                              "data." if rejected else ""))
+    st.rerun()

@@ -1,10 +1,13 @@
 """Home's logic (app.py): the pipeline diagram and the token-accounting calculator's table, the
-notebook's table for any settings beside the BharatEO-v0 projection (1M chips x 100 epochs)."""
+notebook's table for any settings beside the BharatEO-v0 projection (1M chips x 100 epochs).
+
+bharateo.tokens imports torch (through bharateo.model's mask arithmetic), so it is imported
+only when the calculator is drawn: Home's text and diagram reach the browser before that.
+"""
 from __future__ import annotations
 
 import pandas as pd
 
-from bharateo.tokens import token_accounting
 from bharateo.words import plural
 
 PIPELINE_DOT = """
@@ -30,11 +33,20 @@ TOKEN_ROWS = [("tokens per chip", "tokens_per_chip"), ("values per token", "toke
               ("masked pixel regression targets", "masked_pixel_targets")]
 
 
+def channel_options() -> dict[int, str]:
+    """The calculator's channel counts -> their names (bharateo.tokens.CHANNEL_OPTIONS)."""
+    from bharateo.tokens import CHANNEL_OPTIONS
+
+    return CHANNEL_OPTIONS
+
+
 def token_table(chips: int, epochs: int, mask_ratio: float, channels: int, chip_size: int,
                 patch_size: int) -> pd.DataFrame:
     """The notebook's token accounting for these settings beside 1M chips x 100 epochs, one row
     per count, numbers with thousands separators. Raises what token_accounting raises (e.g.
     ConfigError for a chip size that isn't a multiple of the patch size)."""
+    from bharateo.tokens import token_accounting
+
     mine = token_accounting(chips, epochs, mask_ratio, channels, chip_size, patch_size)
     v0 = token_accounting(V0_CHIPS, V0_EPOCHS, mask_ratio, channels, chip_size, patch_size)
     return pd.DataFrame({

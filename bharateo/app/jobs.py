@@ -1,4 +1,4 @@
-"""Background training for the app: one thread per job, a first-come-first-served queue per server.
+"""The Train page's training jobs: one thread per job, a first-come-first-served queue per server.
 
 Streamlit APIs are not thread-safe, so a job never touches Streamlit: its thread writes progress
 into the job (under a lock) and pages poll `snapshot()`. At most BHARATEO_MAX_TRAININGS jobs run at

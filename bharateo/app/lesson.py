@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from bharateo.app.regions import read_roi
-from bharateo.app.state import current_model, use_saved_run
+from bharateo.app.state import current_chip_config, current_model, use_saved_run
 from bharateo.errors import BharatEOError
 from bharateo.roi import RoiSpec, check_no_overlap, check_roi_spec
 
@@ -36,7 +36,7 @@ def lesson_params() -> dict[str, list[str]]:
         params["roi"] = [f"{r.spec.lon!r},{r.spec.lat!r},{r.spec.size},{r.spec.name}"
                          for r in state.rois]
     if state.get("train_chips") is not None:
-        config = state.chip_config
+        config = current_chip_config()
         params["chips"] = [",".join("" if getattr(config, f) is None else str(getattr(config, f))
                                     for f in CHIP_PARAMS)]
     model = current_model()

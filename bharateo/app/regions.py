@@ -1,14 +1,16 @@
-"""The Regions page's logic: reading regions for a session (through a server-wide store, so
-thirty students choosing Delhi read it once), the presets, the land-cover overviews under the
-map, and what the page says about each region (ground size on the WGS84 ellipsoid, provenance,
-class and native-code counts). The map itself is bharateo/app/mapview.py; the pictures are
-bharateo/app/pictures.py. The sidebar and Home use data_in_use_text.
+"""The Regions page's logic: its session keys and map events, reading regions for a session
+(with progress on the page, through a server-wide store, so thirty students choosing Delhi read
+it once), the presets, the land-cover overviews under the map, and what the page says about
+each region (ground size on the WGS84 ellipsoid, provenance, class and native-code counts).
+The map itself is bharateo/app/mapview.py; the pictures are bharateo/app/pictures.py. The
+sidebar and Home use data_in_use_text.
 """
 from __future__ import annotations
 
 import html
 import math
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bharateo.errors import RegionError
+from bharateo.errors import BharatEOError, RegionError
 from bharateo.roi import (
     NOTEBOOK_ROIS,
     SAMPLE_ROIS,
@@ -381,3 +383,99 @@ def data_in_use_text() -> str:
     """data_in_use for this session: its regions' data, or where the default presets lie."""
     rois = st.session_state.rois
     return data_in_use(rois, [] if rois else current_presets(data_source_from_env()))
+
+# --- the Regions page's state and events ------------------------------------------------------
+def init_page_state() -> None:
+    """The Regions page's own session keys, set before anything is drawn."""
+    state = st.session_state
+    state.setdefault("region_size_choice", DEFAULT_SIZE)  # not a widget key: survives pages
+    state.setdefault("regions_messages", [])  # [(kind, text)] shown once, next to the map
+    state.setdefault("region_map_view", None)  # ((lat, lon), zoom) where the user left the map
+    state.setdefault("region_map_frame", None)  # (what the map draws, the view it was drawn at)
+    state.setdefault("region_map_seen", None)  # st_folium's return value last acted on
+    if "region_size" not in state:  # first run of this page since another page: the widget is new
+        state.region_size = state.region_size_choice
+        state.region_map_frame = None  # a new map component: draw it where the user left the map
+
+
+def handle_map_event() -> None:
+    """Act on the map's last report before the map is drawn, so it already shows the result: a
+    pan or zoom by the user is kept as their view, a click proposes a region there."""
+    from bharateo.app.mapview import drawn_view, map_event, propose_roi_from_click  # folium: here only
+
+    state = st.session_state
+    view, click = map_event(state.get("region_map"), state.region_map_seen)
+    state.region_map_seen = state.get("region_map")
+    if view is not None and not drawn_view(view, state.get("region_map_drawn", [])):
+        state.region_map_view = view  # a pan or zoom by the user (not the map saying where we put it)
+    if click is None:
+        return
+    try:
+        spec = propose_roi_from_click({"last_clicked": click}, state.region_size_choice)
+    except BharatEOError as exc:
+        state.regions_messages.append(("error", str(exc)))
+        return
+    state.proposed_roi = spec
+
+
+def on_size_change() -> None:
+    """Region size slider callback: keep the choice for the session, resize the proposal."""
+    state = st.session_state
+    state.region_size_choice = state.region_size
+    if state.proposed_roi is not None:
+        try:
+            state.proposed_roi = resized(state.proposed_roi, state.region_size)
+        except BharatEOError as exc:
+            state.regions_messages.append(("error", str(exc)))
+
+
+def discard_proposal() -> None:
+    st.session_state.proposed_roi = None
+
+
+def read_regions(specs, refit: bool = True) -> None:
+    """Read and add `specs` showing progress (a status box where it is called), then rerun so
+    every widget sees the new regions.
+
+    With `refit` (presets, the form) the map frames all regions again afterwards; a region added
+    from a map click (refit=False) keeps the user's view."""
+    state = st.session_state
+    # Kept until every spec is read: a map event arriving mid-read reruns the page and stops this
+    # script, and the next run picks up what is left instead of adding only the first region.
+    tries = state.pending_regions[2] + 1 if state.get("pending_regions") else 1
+    state.pending_regions = (list(specs), refit, tries)
+    errors, read = [], []
+    start = time.perf_counter()
+    with st.status(f"Reading {len(specs)} region{'s' if len(specs) > 1 else ''}…",
+                   expanded=True) as status:
+        bar = st.progress(0.0)
+        for k, spec in enumerate(specs):
+            if spec in [r.spec for r in state.rois]:  # added by a run that was interrupted
+                continue
+            where = ("the local cache" if is_cached(spec)
+                     else "the bundled sample" if all(bundled_tile_path(t) for t in spec_tiles(spec))
+                     else data_source_from_env().describe())
+            bar.progress(k / len(specs),
+                         text=f"{spec.name}: {size_label(spec.size)} from {where}…")
+
+            def progress(fraction, text, k=k):  # each tile, and the seconds spent, while it reads
+                bar.progress(min((k + fraction) / len(specs), 1.0), text=text)
+
+            try:
+                roi = add_roi(spec, progress)
+                read.append(f"{spec.name} (from {roi.provenance.get('source', where)})")
+                if roi.cache_error:
+                    errors.append(("warning", f"**{spec.name}** is in use but was not cached: "
+                                              f"{roi.cache_error}."))
+            except BharatEOError as exc:
+                errors.append(("error", f"**{spec.name}** was not added. {exc}"))
+        bar.progress(1.0)
+        state.pending_regions = None
+        status.update(state="error" if any(k == "error" for k, _ in errors) else "complete")
+    if read:  # add_roi also ended any proposal
+        state.regions_messages.append(
+            ("success", f"Read {', '.join(read)} in {time.perf_counter() - start:.1f} s."))
+        if refit:
+            state.region_map_view = None
+    state.regions_messages.extend(errors)
+    st.rerun()

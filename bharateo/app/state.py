@@ -61,19 +61,13 @@ class CurrentModel:
         return cls(**{k: value[k] for k in cls.__dataclass_fields__ if k in value})
 
 
-def _default_chip_config():
-    from bharateo.chips import ChipConfig  # imports torch: only once a session starts
-
-    return ChipConfig()
-
-
 @dataclass
 class LabState:
     """What a new session starts with: one st.session_state key per field (init_state)."""
 
     rois: list[Roi] = field(default_factory=list)  # in the order chosen
     proposed_roi: RoiSpec | None = None  # drawn dashed on the map, not read yet
-    chip_config: ChipConfig = field(default_factory=_default_chip_config)
+    chip_config: ChipConfig | None = None  # the Chips page's; current_chip_config() reads it
     train_chips: ChipSet | None = None
     heldout_chips: ChipSet | None = None
     job: TrainingJob | None = None
@@ -83,6 +77,16 @@ class LabState:
 def current_model() -> CurrentModel | None:
     """The session's current model (CurrentModel.of whatever is stored under 'model')."""
     return CurrentModel.of(st.session_state.get("model"))
+
+
+def current_chip_config() -> ChipConfig:
+    """The session's chip settings: the Chips page's, else ChipConfig()'s defaults (stored on
+    first use rather than by init_state: bharateo.chips imports torch, which Home doesn't need)."""
+    if st.session_state.get("chip_config") is None:
+        from bharateo.chips import ChipConfig
+
+        st.session_state.chip_config = ChipConfig()
+    return st.session_state.chip_config
 
 
 def init_state() -> None:

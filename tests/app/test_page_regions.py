@@ -21,8 +21,8 @@ from bharateo.roi import (
 )
 from bharateo.worldcover import (SAMPLE_TILES, bundled_tile_path, collapse_worldcover,
                                  data_source_from_env)
+from tests.paths import APP, SHARED
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 NOTEBOOK_NAMES = [spec.name for spec in NOTEBOOK_ROIS]
 
 
@@ -273,7 +273,7 @@ def test_no_data_pixels_are_black_and_left_out_of_the_counts():
 
 # --- issue 10: the data in use, the presets, the map view and state across pages ---------------
 REAL_TILE = bundled_tile_path("N00E006") or (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "worldcover"
+    SHARED / "data" / "worldcover"
     / "ESA_WorldCover_10m_2021_v200_N00E006_Map.tif")
 needs_real_tile = pytest.mark.skipif(not REAL_TILE.is_file(), reason="real N00E006 tile absent")
 
