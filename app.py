@@ -4,21 +4,28 @@ import streamlit as st
 
 from bharateo.app import state as ui, regions as views
 from bharateo.words import plural
+from bharateo.sources import DEFAULT_SOURCE, pixel_source
 from bharateo.tokens import CHANNEL_OPTIONS, token_accounting
 from bharateo.worldcover import ATTRIBUTION, CITATION, data_source_from_env
 
-PIPELINE_DOT = """
-digraph {
+
+def pipeline_dot(source: str = DEFAULT_SOURCE, chip: int = 128, patch: int = 16) -> str:
+    """The notebook's pipeline as a Graphviz diagram (its default chips, mask and model), the
+    chip's channels and token length from the pixel source's bands."""
+    bands = pixel_source(source)
+    n, dim = (chip // patch) ** 2, bands.channels * patch * patch
+    return f"""
+digraph {{
   rankdir=LR; node [shape=box, style="rounded,filled", fillcolor="#f4f6f4", fontsize=11];
   roi [label="WorldCover ROI\\n2048 x 2048 px, ~9 m"];
-  chip [label="chip\\n3 x 128 x 128\\npalette RGB"];
-  tok [label="64 tokens\\n64 x 768"];
+  chip [label="chip\\n{bands.channels} x {chip} x {chip}\\n{bands.label}"];
+  tok [label="{n} tokens\\n{n} x {dim}"];
   mask [label="mask 75%\\n16 visible"];
   enc [label="transformer\\nencoder 64 x 128"];
-  pix [label="pixel head\\nreconstruct masked RGB", fillcolor="#fde9e4"];
+  pix [label="pixel head\\nreconstruct masked pixels", fillcolor="#fde9e4"];
   cls [label="patch head\\nESA class per token", fillcolor="#e6f0fa"];
   roi -> chip -> tok -> mask -> enc; enc -> pix; enc -> cls;
-}
+}}
 """
 
 
@@ -32,7 +39,7 @@ def home() -> None:
         "token.")
     st.markdown(f"**Data in use:** {ui.data_in_use_text()}")
     ui.synthetic_banner()
-    st.graphviz_chart(PIPELINE_DOT)
+    st.graphviz_chart(pipeline_dot())
     st.markdown(f"The 8 classes and their palette colours: {views.legend_html()}",
                 unsafe_allow_html=True)
 
@@ -50,7 +57,8 @@ def home() -> None:
     st.caption("How many tokens a run shows the model: the notebook's table for any settings.")
     c1, c2, c3 = st.columns(3)
     for key, default in (("calc_chips", 384), ("calc_epochs", 20), ("calc_mask_ratio", 0.75),
-                         ("calc_channels", 3), ("calc_chip_size", 128), ("calc_patch_size", 16)):
+                         ("calc_channels", pixel_source(DEFAULT_SOURCE).channels),
+                         ("calc_chip_size", 128), ("calc_patch_size", 16)):
         ui.keep_widget(key, default)  # the calculator's choices last for the session
     chips = c1.slider("chips", 16, 4096, step=16, key="calc_chips")
     epochs = c1.slider("epochs", 1, 200, key="calc_epochs")
