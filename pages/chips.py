@@ -1,7 +1,7 @@
 """Chips: cut the regions into chips and look at the tokens the model sees."""
 import streamlit as st
 
-from bharateo.app.chips import (CHANNEL_NAMES, CHANNELS, CHIP_SIZES, build_session_chips,
+from bharateo.app.chips import (CHIP_SIZES, build_session_chips,
                                 chip_caption, chip_field_help, chip_field_problems, chip_indices,
                                 chips_stale, embed_dim_from_state, holdout_choices, holdout_label,
                                 shape_journey, token_label, token_mix_text, token_values,
@@ -161,8 +161,8 @@ p3.caption("black = one colour inside the token; bright = mixed classes")
 embed_dim, embed_source = embed_dim_from_state(current_model())
 st.markdown(shape_journey(shown, chip_i, view, embed_dim, embed_source, token))
 
-st.markdown(f"##### Token {token} (row {row}, col {col}): its {view.patch} × {view.patch} × 3 "
-            f"= {view.tokens.shape[1]} values")
+st.markdown(f"##### Token {token} (row {row}, col {col}): its {view.patch} × {view.patch} × "
+            f"{view.channels} = {view.tokens.shape[1]} values")
 t1, t2 = st.columns([1, 4])
 with t1:
     st.image(token_picture(view, token), caption=f"token {token}, enlarged")
@@ -170,13 +170,14 @@ with t1:
     st.markdown("Patch label: " + class_swatch_html(label), unsafe_allow_html=True)
     st.caption(token_mix_text(shown, chip_i, token))
 with t2:
-    tabs = st.tabs([f"{c} ({name})" for c, name in zip(CHANNELS, CHANNEL_NAMES)])
-    for tab, (channel, table) in zip(tabs, token_values(view, token).items()):
+    values = token_values(view, token)
+    tabs = st.tabs(list(values))
+    for tab, (channel, table) in zip(tabs, values.items()):
         tab.dataframe(table, height=600 if view.patch > 8 else "auto", column_config={
             "_index": st.column_config.NumberColumn(width=28),
             **{name: st.column_config.NumberColumn(name, format="%.3f", width=42)
                for name in table.columns}})
     st.caption(f"Rows and columns are pixel positions inside the token. In the "
-               f"{view.tokens.shape[1]}-long token vector the {view.patch ** 2} red values come "
-               "first, then green, then blue.")
+               f"{view.tokens.shape[1]}-long token vector the {view.patch ** 2} {view.bands[0]} "
+               "values come first" + "".join(f", then {b}" for b in view.bands[1:]) + ".")
 st.page_link(PAGES["train"], label="Next: train the model on these chips", icon=":material/arrow_forward:")

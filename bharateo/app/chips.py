@@ -21,10 +21,8 @@ from bharateo.errors import BharatEOError
 from bharateo.model import ModelConfig
 from bharateo.roi import Roi
 from bharateo.words import plural
-from bharateo.worldcover import NODATA_NAME, NUM_CLASSES, class_name
+from bharateo.worldcover import NODATA_NAME, NUM_CLASSES, PALETTE_BANDS, class_name
 
-CHANNELS = ("R", "G", "B")
-CHANNEL_NAMES = ("red", "green", "blue")
 CHIP_SIZES = [64, 128, 256]
 
 
@@ -94,38 +92,51 @@ def chip_caption(chips: ChipSet, i: int) -> str:
 
 @dataclass
 class TokenView:
-    """The notebook's patch-token view of one chip."""
+    """The notebook's patch-token view of one chip of C = len(bands) input channels (palette
+    RGB: C = 3, the token's colour)."""
 
-    tokens: np.ndarray  # N x (3*p*p) float32, the model's input rows
-    tokens_rgb: np.ndarray  # N x 3 x p x p
-    mean_rgb: np.ndarray  # N x 3
+    tokens: np.ndarray  # N x (C*p*p) float32, the model's input rows
+    tokens_rgb: np.ndarray  # N x C x p x p (channel-major, as in a token)
+    mean_rgb: np.ndarray  # N x C: each token's mean per channel (palette RGB: its mean colour)
     color_var: np.ndarray  # G x G: per-channel variance inside a token, averaged over channels
     grid: int
     patch: int
+    bands: tuple[str, ...] = PALETTE_BANDS
 
     @property
     def n_tokens(self) -> int:
         return len(self.tokens)
+
+    @property
+    def channels(self) -> int:
+        return len(self.bands)
 
     def rowcol(self, token: int) -> tuple[int, int]:
         return divmod(int(token), self.grid)
 
 
 def token_view(chips: ChipSet, i: int) -> TokenView:
-    """Tokens of chip i plus the notebook's token mean RGB and token colour variance."""
+    """Tokens of chip i plus the notebook's token mean RGB and token colour variance (per
+    channel of the chips' bands)."""
     tokens = chips.tokens([i])[0].numpy()
-    p, g = chips.patch_size, chips.grid_size
-    tokens_rgb = tokens.reshape(g * g, 3, p, p)
+    p, g, c = chips.patch_size, chips.grid_size, chips.channels
+    tokens_rgb = tokens.reshape(g * g, c, p, p)
     mean_rgb = tokens_rgb.mean(axis=(-1, -2))
-    flat = tokens_rgb.reshape(g * g, 3, p * p).astype(np.float64)
+    flat = tokens_rgb.reshape(g * g, c, p * p).astype(np.float64)
     color_var = flat.var(axis=-1, ddof=1).mean(axis=1).reshape(g, g)  # torch .var is unbiased
-    return TokenView(tokens, tokens_rgb, mean_rgb, color_var, g, p)
+    return TokenView(tokens, tokens_rgb, mean_rgb, color_var, g, p, chips.bands)
+
+
+def channel_label(band: str) -> str:
+    """A token channel's tab label: 'R (red)' for a palette band, else the band's own name."""
+    return f"{band[0].upper()} ({band})" if band in PALETTE_BANDS else band
 
 
 def token_values(view: TokenView, token: int) -> dict[str, pd.DataFrame]:
-    """Channel -> p x p table of token `token`'s values (rows u, columns v), 3 decimals."""
+    """Channel label (channel_label) -> p x p table of token `token`'s values in that band
+    (rows u, columns v), 3 decimals, in channel order."""
     out = {}
-    for c, name in enumerate(CHANNELS):
+    for c, name in enumerate(map(channel_label, view.bands)):
         values = np.round(view.tokens_rgb[token, c].astype(np.float64), 3)
         out[name] = pd.DataFrame(values, columns=[str(v) for v in range(view.patch)])
     return out
@@ -186,16 +197,26 @@ def shape_journey(chips: ChipSet, i: int, view: TokenView, embed_dim: int, embed
     first = ", ".join(f"{v:.3f}" for v in view.mean_rgb[0])
     chosen = ", ".join(f"{v:.3f}" for v in view.mean_rgb[token])
     tr, tc = view.rowcol(token)
+    c, bands = view.channels, view.bands
+    if chips.pixels is None:  # palette RGB: the class ids are painted
+        step_1 = (f"1. **{s} × {s}** class ids (classes here: "
+                  f"{', '.join(class_name(k) for k in classes)}) are painted in the palette: the "
+                  f"input tensor is **{c} × {s} × {s}** = {c * s * s:,} values, min {lo:.3f}, "
+                  f"max {hi:.3f}.")
+    else:
+        step_1 = (f"1. **{s} × {s}** pixels of {c} bands ({', '.join(bands)}): the input tensor "
+                  f"is **{c} × {s} × {s}** = {c * s * s:,} values, min {lo:.3f}, max {hi:.3f}.")
+    order = f"all {bands[0]} values" + "".join(f", then {b}" for b in bands[1:])
+    mean_of, variance = (("RGB", "colour variance") if chips.pixels is None else
+                         (f"per band ({', '.join(bands)})", "variance"))
     return "\n".join([
         f"**Chip {i}** was cut from `{roi}` at rows {r0}–{r0 + s - 1}, columns {c0}–{c0 + s - 1} "
         f"of the region (about {km_text(s * pixel_metres(0)[0])} a side).",
         "",
-        f"1. **{s} × {s}** class ids (classes here: "
-        f"{', '.join(class_name(k) for k in classes)}) are painted in the palette: the input "
-        f"tensor is **3 × {s} × {s}** = {3 * s * s:,} values, min {lo:.3f}, max {hi:.3f}.",
+        step_1,
         f"2. Patchify: cutting the chip into {g} × {g} patches of {p} × {p} px gives "
-        f"**{n} × {dim}**: {n} tokens, each 3 channels × {p} × {p} px = {dim} values (all red "
-        "values, then green, then blue).",
+        f"**{n} × {dim}**: {n} tokens, each {c} channels × {p} × {p} px = {dim} values "
+        f"({order}).",
         f"3. The linear patch embedding ({dim} → {embed_dim}) turns them into "
         f"**{n} × {embed_dim}**, the transformer's sequence (embed dim {embed_dim}: "
         f"{embed_source}).",
@@ -203,9 +224,9 @@ def shape_journey(chips: ChipSet, i: int, view: TokenView, embed_dim: int, embed
         f"{dim} values and the patch head to {NUM_CLASSES} class scores: **{n} × {dim}** and "
         f"**{n} × {NUM_CLASSES}**.",
         "",
-        f"First token's mean RGB: ({first}); its colour variance "
+        f"First token's mean {mean_of}: ({first}); its {variance} "
         f"{float(view.color_var.flat[0]):.4f}. Selected token {token} (row {tr}, col {tc}): mean "
-        f"RGB ({chosen}), variance {float(view.color_var[tr, tc]):.4f}.",
+        f"{mean_of} ({chosen}), variance {float(view.color_var[tr, tc]):.4f}.",
     ])
 
 

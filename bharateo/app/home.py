@@ -8,24 +8,33 @@ from __future__ import annotations
 
 import pandas as pd
 
+from bharateo.sources import DEFAULT_SOURCE, pixel_source
 from bharateo.words import plural
 
-PIPELINE_DOT = """
-digraph {
+
+def pipeline_dot(source: str = DEFAULT_SOURCE, chip: int = 128, patch: int = 16) -> str:
+    """The notebook's pipeline as a Graphviz diagram (its default chips, mask and model), the
+    chip's channels and token length from the pixel source's bands."""
+    bands = pixel_source(source)
+    n, dim = (chip // patch) ** 2, bands.channels * patch * patch
+    return f"""
+digraph {{
   rankdir=LR; node [shape=box, style="rounded,filled", fillcolor="#f4f6f4", fontsize=11];
   roi [label="WorldCover ROI\\n2048 x 2048 px, ~9 m"];
-  chip [label="chip\\n3 x 128 x 128\\npalette RGB"];
-  tok [label="64 tokens\\n64 x 768"];
+  chip [label="chip\\n{bands.channels} x {chip} x {chip}\\n{bands.label}"];
+  tok [label="{n} tokens\\n{n} x {dim}"];
   mask [label="mask 75%\\n16 visible"];
   enc [label="transformer\\nencoder 64 x 128"];
-  pix [label="pixel head\\nreconstruct masked RGB", fillcolor="#fde9e4"];
+  pix [label="pixel head\\nreconstruct masked pixels", fillcolor="#fde9e4"];
   cls [label="patch head\\nESA class per token", fillcolor="#e6f0fa"];
   roi -> chip -> tok -> mask -> enc; enc -> pix; enc -> cls;
-}
+}}
 """
+
+
 # The calculator's widgets: key -> first value (the notebook's run: 384 chips x 20 epochs, ...).
 CALCULATOR_DEFAULTS = {"calc_chips": 384, "calc_epochs": 20, "calc_mask_ratio": 0.75,
-                       "calc_channels": 3, "calc_chip_size": 128, "calc_patch_size": 16}
+                       "calc_channels": pixel_source(DEFAULT_SOURCE).channels, "calc_chip_size": 128, "calc_patch_size": 16}
 V0_CHIPS, V0_EPOCHS = 1_000_000, 100  # the BharatEO-v0 projection in the notebook
 TOKEN_ROWS = [("tokens per chip", "tokens_per_chip"), ("values per token", "token_dim"),
               ("total token presentations", "total_tokens"), ("visible token inputs", "visible_tokens"),
