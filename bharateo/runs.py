@@ -340,7 +340,7 @@ def load_run(name: str, root: Path | None = None) -> SavedRun:
         if not (path / "model.pt").is_file():
             raise RunDamagedError("model.pt is missing")
     except RunDamagedError as exc:
-        raise RunDamagedError(f"Run '{name}' can't be used: {exc}. Delete it (or rename it to keep "
+        raise RunDamagedError(f"Run '{name}' can't be used: {str(exc).rstrip('.')}. Delete it (or rename it to keep "
                               "its files) and train again.") from None
     return SavedRun(name, path, config, history, metrics)
 

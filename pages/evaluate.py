@@ -2,8 +2,9 @@
 import streamlit as st
 
 from bharateo.app import figures
-from bharateo.app.results import (class_table_display, evaluation, gap_reading, held_out_by_run,
-                                  held_region_name, model_and_chips, normalised_confusion)
+from bharateo.app.results import (class_table_display, evaluations, gap_reading, held_out_by_run,
+                                  held_region_name, model_and_chips, normalised_confusion,
+                                  scored_patches)
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import guidance, keep_widget, page_setup, show_error
 from bharateo.errors import BharatEOError
@@ -22,9 +23,7 @@ ratio = config.train.mask_ratio
 
 try:
     with st.spinner("Evaluating every patch of every chip (once per run and chips)…"):
-        results = {"train": evaluation(model, train_chips, ratio, run)}
-        if held_chips is not None:
-            results["held"] = evaluation(model, held_chips, ratio, run)
+        results = evaluations(model, train_chips, held_chips, ratio, run)
 except BharatEOError as exc:
     show_error(exc)
     st.stop()
@@ -75,7 +74,7 @@ for split, col in columns.items():
         m2.metric("Masked MAE", "—" if res["masked_mae"] is None else f"{res['masked_mae']:.3f}",
                   help="Mean |RGB error| over hidden pixels: how well it paints hidden patches back.")
         ignored = int(res.get("ignored_patches", 0))
-        m3.metric("Patches", f"{res['chips'] * train_chips.grid_size ** 2 - ignored:,}",
+        m3.metric("Patches", f"{scored_patches(res, train_chips.grid_size):,}",
                   help=f"{plural(res['chips'], 'chip')} × {train_chips.grid_size ** 2} patches"
                        + (f", less {ignored:,} no-data patches (at least half sea or outside "
                           "coverage), which are left out of every score here" if ignored else ""))

@@ -4,7 +4,8 @@ import streamlit as st
 from bharateo import evaluate
 from bharateo.app import figures
 from bharateo.app.pictures import legend_html, magma_legend, reconstruction_panels, thumbnail
-from bharateo.app.results import held_region_name, model_and_chips, ratio_curve
+from bharateo.app.results import (THUMBNAILS, chip_choice, chip_picker_key, chip_splits,
+                                  model_and_chips, ratio_curve)
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import keep_widget, page_setup, show_error
 from bharateo.errors import BharatEOError
@@ -22,13 +23,8 @@ current, run, train_chips, held_chips = model_and_chips("reconstruct")
 model = current.model
 
 # --- which chips ---------------------------------------------------------------------------------
-splits = {"train": train_chips}
-if held_chips is not None:
-    splits["held"] = held_chips
+splits, split_titles = chip_splits(train_chips, held_chips)
 keep_widget("recon_split", "train", lambda s: s if s in splits else "train")
-split_titles = {"train": "training chips"}
-if held_chips is not None:
-    split_titles["held"] = f"held-out region {held_region_name(held_chips)}"
 split_names = {s: f"{title} ({plural(len(splits[s]), 'chip')})" for s, title in split_titles.items()}
 split = st.radio("Chips", list(splits), key="recon_split", horizontal=True,
                  format_func=split_names.get)
@@ -37,20 +33,14 @@ if held_chips is None:
                "on land it never saw.")
 chips = splits[split]
 
-chip_key = f"recon_chip_{split}"
-if st.session_state.get(f"{chip_key}_of") != (id(chips), len(chips)):  # other chips: start at 0
-    st.session_state[f"{chip_key}_of"] = (id(chips), len(chips))
-    st.session_state.pop(f"_kept_{chip_key}", None)
-    st.session_state[chip_key] = 0
-keep_widget(chip_key, 0)
-picker, *thumb_cols = st.columns([1.6] + [1] * 10, vertical_alignment="bottom")
+chip_key = chip_picker_key(chips, split)
+picker, *thumb_cols = st.columns([1.6] + [1] * THUMBNAILS, vertical_alignment="bottom")
 # no min/max: the browser would turn a typed 999 red and keep showing the last chip
 typed = picker.number_input(f"Chip (0–{len(chips) - 1})", step=1, key=chip_key,
                             help="Type a number, or click a thumbnail. Thumbnails show the ten "
                                  "chips around this one.")
-index = int(typed) if typed is not None and 0 <= typed < len(chips) else None
-first = min((index or 0) // 10 * 10, max(len(chips) - 10, 0))
-for col, i in zip(thumb_cols, range(first, min(first + 10, len(chips)))):
+index, shown = chip_choice(typed, len(chips))
+for col, i in zip(thumb_cols, shown):
     col.image(thumbnail(chips, i), output_format="PNG")
     col.button(f"{i}", key=f"recon_thumb_{split}_{i}", width="stretch",
                type="primary" if i == index else "secondary",

@@ -5,18 +5,17 @@ from bharateo.app.figures import accuracy_figure, loss_figure
 from bharateo.app.jobs import max_training_seconds, max_trainings
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import (clear_error, current_chip_config, guidance, keep_error, keep_widget,
-                                page_setup, show_error, show_kept_error, use_saved_run,
-                                use_trained_model)
-from bharateo.app.train import (adopt_finished_job, chip_knobs, config_from_knobs, default_run_name,
-                                eta_seconds, free_run_name, knob_problems, knob_settings,
-                                knobs_from_config, matching_preset, preset_knobs, queue_panel,
-                                runs_table, save_job_again, series_from_job, series_from_run,
-                                start_training, training_estimate)
+                                page_setup, show_error, show_kept_error, use_saved_run)
+from bharateo.app.train import (adopt_finished_job, apply_preset, config_from_knobs, current_knobs,
+                                default_run_name, eta_seconds, free_run_name, knob_problems,
+                                knob_settings, knob_widget, manage_run, matching_preset,
+                                queue_panel, restore_knobs, runs_table, save_again,
+                                series_from_job, series_from_run, start_training,
+                                training_estimate)
 from bharateo.errors import BharatEOError
-from bharateo.pipeline import PRESETS
-from bharateo.pipeline import saved_as_message
+from bharateo.pipeline import PRESETS, saved_as_message
 from bharateo.runs import delete_run, rename_run, scan_runs
-from bharateo.settings import GROUPS, Setting
+from bharateo.settings import GROUPS
 from bharateo.words import plural
 
 page_setup("train")
@@ -28,51 +27,7 @@ if not rois:
                 "(the notebook's three presets are one click).", "regions", "Go to Regions")
     st.stop()
 roi_names = [r.spec.name for r in rois]
-
-
-def set_knobs(values: dict) -> None:
-    for key, value in values.items():
-        st.session_state[f"knob_{key}"] = value
-
-
-def apply_preset(name: str) -> None:
-    set_knobs(preset_knobs(name))
-
-
-# Streamlit forgets a widget's value when another page is shown, so the knobs are kept under
-# "train_knobs" as well and put back on return.
-# A knob new to this session (a setting added since) starts at the notebook's default.
-kept = st.session_state.get("train_knobs") or {}
-set_knobs({key: kept.get(key, value)
-           for key, value in knobs_from_config(PRESETS["notebook default"]).items()
-           if f"knob_{key}" not in st.session_state})
-# chips built on the Chips page since the knobs last saw them: train on those (held-out included)
-chip_config = current_chip_config()
-if st.session_state.train_chips is not None and st.session_state.get("knobs_chips") != chip_config:
-    set_knobs(chip_knobs(chip_config, roi_names))
-st.session_state.knobs_chips = chip_config
-if st.session_state.knob_holdout_roi not in ["", *roi_names]:  # that region was removed
-    set_knobs({"holdout_roi": "", "holdout_block": ""})
-
-# --- knobs: one widget per declared setting (bharateo/settings.py), in its group's column -----
-def knob_widget(s: Setting, **extra) -> None:
-    """Setting `s` as a widget keyed knob_<name>. Its value lives in session state only (set_knobs):
-    a widget given a value as well makes Streamlit warn that it was also set via Session State.
-    Typed knobs have no min/max (knob_problems checks them, see knob_settings)."""
-    key, extra = f"knob_{s.name}", {"help": s.range_text, **extra}
-    if s.widget == "number":
-        st.number_input(s.label, key=key, step=s.step, format=s.format, **extra)
-    elif s.widget == "slider":
-        st.slider(s.label, s.low, s.high, step=s.step, key=key, **extra)
-    elif s.widget == "select_slider":
-        st.select_slider(s.label, list(s.options), key=key, **extra)
-    elif s.widget == "checkbox":
-        st.checkbox(s.label, key=key, **extra)
-    elif s.widget == "selectbox":
-        options = extra.pop("options", None) or [*([""] if s.optional else []), *s.choices]
-        if len(options) > 1:  # a choice of one (a single model variant) is no choice
-            st.selectbox(s.label, options, key=key, **extra)
-
+restore_knobs(roi_names, current_chip_config())  # kept knobs back, chips' knobs, defaults
 
 st.markdown("**Presets:** " + " · ".join(PRESETS))
 preset_cols = st.columns(len(PRESETS))
@@ -91,9 +46,7 @@ for group, col in zip(GROUPS, st.columns(len(GROUPS))):
             if s.group == group:
                 knob_widget(s, **page_extras.get(s.name, {}))
 
-knobs = {key.removeprefix("knob_"): st.session_state[key]
-         for key in st.session_state if str(key).startswith("knob_")}
-st.session_state.train_knobs = knobs
+knobs = current_knobs()
 config = None
 if problems := knob_problems(knobs):  # blocks Train: nothing trains on values nobody typed
     st.error("Train is blocked until these settings are fixed:\n\n- " + "\n- ".join(problems),
@@ -183,20 +136,7 @@ def draw_progress(snap, requested_name: str | None = None) -> None:
 def live_progress(job) -> None:
     if job.done:
         st.rerun(scope="app")  # once: refresh the runs table and the sidebar
-    draw_progress(job.snapshot(), getattr(job, "requested_name", None))
-
-
-def save_again(job) -> None:
-    """Button callback: save a training whose save failed, from the model kept in memory."""
-    clear_error("save")
-    try:
-        name = save_job_again(job)
-    except BharatEOError as exc:
-        keep_error("save", exc)
-        return
-    if job.status in ("finished", "stopped"):
-        use_trained_model(job.model, job.config, name, job.end.epochs_done)
-    st.toast(f"Saved as run '{name}'.")
+    draw_progress(job.snapshot(), job.requested_name)
 
 
 if job is not None:
@@ -205,8 +145,8 @@ if job is not None:
         live_progress(job)
     else:
         adopt_finished_job()
-        draw_progress(job.snapshot(), getattr(job, "requested_name", None))
-        if job.status == "failed" and getattr(job, "unsaved", None) is not None:
+        draw_progress(job.snapshot(), job.requested_name)
+        if job.status == "failed" and job.unsaved is not None:
             st.caption("The trained model is still in memory: free some space (or make the "
                        "checkpoints folder writable), then save it.")
             st.button("Save again", on_click=save_again, args=(job,), type="primary")
@@ -253,19 +193,9 @@ new_name = rename_col.text_input("new name", key="rename_to", label_visibility="
                                  placeholder="new name")
 
 
-def manage(action, *args) -> None:
-    """Button callback: rename or delete, keeping any error for the page to show."""
-    clear_error("manage")
-    try:
-        action(*args)
-        st.session_state.confirm_delete = False
-    except BharatEOError as exc:
-        keep_error("manage", exc)  # shown until the next rename or delete
-
-
 rename_col.button("Rename", width="stretch", disabled=not new_name,
-                  on_click=manage, args=(rename_run, chosen, new_name))
+                  on_click=manage_run, args=(rename_run, chosen, new_name))
 confirm = delete_col.checkbox(f"yes, delete '{chosen}'", key="confirm_delete")
 delete_col.button("Delete", width="stretch", disabled=not confirm,
-                  on_click=manage, args=(delete_run, chosen))
+                  on_click=manage_run, args=(delete_run, chosen))
 show_kept_error("manage")

@@ -150,6 +150,7 @@ class TrainingJob:
         self.unsaved = None  # the trained result while it is not saved
         self.requested_name = None  # set when the run was saved under another name
         self.model = None
+        self.adopted = False  # its model was made the session's current model (adopt_finished_job)
         self.worker: WorkerRun | None = None
         self.train_chips = self.heldout_chips = None
         self.created = time.time()

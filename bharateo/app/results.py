@@ -322,6 +322,52 @@ def ratio_curve(model, chips: ChipSet, run: SavedRun | None = None) -> StoredRes
                          run)
 
 
+def evaluations(model, train: ChipSet, held: ChipSet | None, mask_ratio: float,
+                run: SavedRun | None = None) -> dict[str, StoredResult]:
+    """Evaluate's results: {"train": evaluation on the training chips, "held": on the held-out
+    chips (only when there are some)}, each computed once (evaluation)."""
+    splits = {"train": train, **({"held": held} if held is not None else {})}
+    return {split: evaluation(model, chips, mask_ratio, run) for split, chips in splits.items()}
+
+
+def scored_patches(result: dict, grid_size: int) -> int:
+    """Patches an evaluation scored: chips x grid_size ** 2, less its no-data patches."""
+    return result["chips"] * grid_size ** 2 - int(result.get("ignored_patches", 0))
+
+
+# --- Reconstruct: which chips, which chip ------------------------------------------------------
+THUMBNAILS = 10  # chips shown as thumbnails around the chosen one
+
+
+def chip_splits(train: ChipSet, held: ChipSet | None) -> tuple[dict[str, ChipSet], dict[str, str]]:
+    """The chip sets Reconstruct offers ({"train": ..., "held": ... when there are held-out chips})
+    and a title for each."""
+    splits, titles = {"train": train}, {"train": "training chips"}
+    if held is not None:
+        splits["held"], titles["held"] = held, f"held-out region {held_region_name(held)}"
+    return splits, titles
+
+
+def chip_picker_key(chips: ChipSet, split: str) -> str:
+    """The session key of `split`'s chip number: kept across reruns and pages (state.keep_widget),
+    back to chip 0 when the chips themselves changed (rebuilt or loaded)."""
+    key = f"recon_chip_{split}"
+    if st.session_state.get(f"{key}_of") != (id(chips), len(chips)):
+        st.session_state[f"{key}_of"] = (id(chips), len(chips))
+        st.session_state.pop(f"_kept_{key}", None)
+        st.session_state[key] = 0
+    state.keep_widget(key, 0)
+    return key
+
+
+def chip_choice(typed, count: int) -> tuple[int | None, range]:
+    """The chip a typed number picks (None: no such chip among `count`) and the thumbnails around
+    it (THUMBNAILS at most, the first block when nothing valid is typed)."""
+    index = int(typed) if typed is not None and 0 <= typed < count else None
+    first = min((index or 0) // THUMBNAILS * THUMBNAILS, max(count - THUMBNAILS, 0))
+    return index, range(first, min(first + THUMBNAILS, count))
+
+
 # --- which chips go with a run ---------------------------------------------------------------
 def chips_for_run(config: RunConfig, read_roi: Callable | None = None):
     """Rebuild the chips a run was trained on -> (rois, training chips, held-out chips or None).

@@ -12,10 +12,9 @@ from dataclasses import fields, replace
 import pandas as pd
 import streamlit as st
 
-from bharateo.app.state import use_trained_model
+from bharateo.app.state import clear_error, keep_error, use_trained_model
 from bharateo.chips import ChipConfig
-from bharateo.errors import ConfigError
-from bharateo.errors import RunNotFoundError
+from bharateo.errors import BharatEOError, ConfigError, RunNotFoundError
 from bharateo.model import ModelConfig
 # the knobs are declared settings; these helpers live with RunConfig (the CLI shares them)
 from bharateo.pipeline import (HOLDOUT_KNOBS, PRESETS, SECTIONS, RunConfig, knob_help,  # noqa: F401
@@ -23,7 +22,7 @@ from bharateo.pipeline import (HOLDOUT_KNOBS, PRESETS, SECTIONS, RunConfig, knob
                                save_experiment)
 from bharateo.runs import DamagedRun, ReservedName, SavedRun, reserve_run_name
 from bharateo.schema import number_text
-from bharateo.settings import rebuilt
+from bharateo.settings import Setting, rebuilt
 
 
 def preset_knobs(preset: str) -> dict:
@@ -66,6 +65,64 @@ def config_from_knobs(knobs: dict, rois, chip_config: ChipConfig) -> RunConfig:
     return RunConfig(rois=tuple(r.spec for r in rois), chips=chips, model=model, train=train).validate()
 
 
+# --- the page's knobs: one widget per declared setting, its value in session state ------------
+def set_knobs(values: dict) -> None:
+    """Put knob values (name -> value) into session state under knob_<name>, where the Train
+    page's widgets read them (a widget given a value as well makes Streamlit warn)."""
+    for key, value in values.items():
+        st.session_state[f"knob_{key}"] = value
+
+
+def apply_preset(name: str) -> None:
+    """Button callback: the preset's knobs, except the held-out choice (preset_knobs)."""
+    set_knobs(preset_knobs(name))
+
+
+def restore_knobs(roi_names: list[str], chip_config: ChipConfig) -> None:
+    """Before the knobs are drawn: put back the knobs this session had (Streamlit forgets a
+    widget's value when another page is shown, so current_knobs keeps them under "train_knobs");
+    a knob new to this session (a setting added since) starts at the notebook's default; chips
+    built on the Chips page since the knobs last saw them set the dataset knobs (training uses
+    what was browsed); a held-out region that was removed is no longer held out."""
+    kept = st.session_state.get("train_knobs") or {}
+    set_knobs({key: kept.get(key, value)
+               for key, value in knobs_from_config(PRESETS["notebook default"]).items()
+               if f"knob_{key}" not in st.session_state})
+    if st.session_state.train_chips is not None and st.session_state.get("knobs_chips") != chip_config:
+        set_knobs(chip_knobs(chip_config, roi_names))
+    st.session_state.knobs_chips = chip_config
+    if st.session_state.knob_holdout_roi not in ["", *roi_names]:
+        set_knobs({"holdout_roi": "", "holdout_block": ""})
+
+
+def current_knobs() -> dict:
+    """The knobs' values now (name -> value), also kept under "train_knobs" for restore_knobs."""
+    knobs = {key.removeprefix("knob_"): st.session_state[key]
+             for key in st.session_state if str(key).startswith("knob_")}
+    st.session_state.train_knobs = knobs
+    return knobs
+
+
+def knob_widget(s: Setting, **extra) -> None:
+    """Setting `s` as a widget keyed knob_<name>, drawn from its declaration (widget, label,
+    range, step, help); `extra`: what only the page knows (a selectbox's options, format_func,
+    disabled). Its value lives in session state only (set_knobs). Typed knobs have no min/max
+    (knob_problems checks them, see knob_settings). A choice of one is not drawn."""
+    key, extra = f"knob_{s.name}", {"help": s.range_text, **extra}
+    if s.widget == "number":
+        st.number_input(s.label, key=key, step=s.step, format=s.format, **extra)
+    elif s.widget == "slider":
+        st.slider(s.label, s.low, s.high, step=s.step, key=key, **extra)
+    elif s.widget == "select_slider":
+        st.select_slider(s.label, list(s.options), key=key, **extra)
+    elif s.widget == "checkbox":
+        st.checkbox(s.label, key=key, **extra)
+    elif s.widget == "selectbox":
+        options = extra.pop("options", None) or [*([""] if s.optional else []), *s.choices]
+        if len(options) > 1:  # a choice of one (a single model variant) is no choice
+            st.selectbox(s.label, options, key=key, **extra)
+
+
 def matching_preset(knobs: dict) -> str | None:
     """Name of the preset whose knobs these are (the held-out choice aside), if any."""
     for name in PRESETS:
@@ -102,6 +159,31 @@ def save_job_again(job) -> str:
         for key, value in renamed(job.run_name, path).items():
             setattr(job, key, value)
     return path.name
+
+
+def save_again(job) -> None:
+    """Button callback: save a training whose save failed, from the model kept in memory, and
+    make it the current model; a disk that still refuses keeps its error under "save"."""
+    clear_error("save")
+    try:
+        name = save_job_again(job)
+    except BharatEOError as exc:
+        keep_error("save", exc)
+        return
+    if job.status in ("finished", "stopped"):
+        use_trained_model(job.model, job.config, name, job.end.epochs_done)
+    st.toast(f"Saved as run '{name}'.")
+
+
+def manage_run(action, *args) -> None:
+    """Button callback: `action(*args)` (runs.rename_run or runs.delete_run), keeping any
+    BharatEOError under "manage" for the page to show until the next rename or delete."""
+    clear_error("manage")
+    try:
+        action(*args)
+        st.session_state.confirm_delete = False
+    except BharatEOError as exc:
+        keep_error("manage", exc)
 
 
 def eta_seconds(steps: list[dict], epochs: int, window: int = 20) -> float | None:
@@ -253,7 +335,7 @@ def adopt_finished_job() -> bool:
     diverged run, or one stopped before its first epoch finished, is saved, but the pages keep
     the model they had)."""
     job = st.session_state.job
-    if job is None or not job.done or job.model is None or getattr(job, "adopted", False):
+    if job is None or not job.done or job.model is None or job.adopted:
         return False
     if job.status in ("finished", "stopped") and job.end is not None and job.end.epochs_done >= 1:
         use_trained_model(job.model, job.config, job.run_name, job.end.epochs_done)
