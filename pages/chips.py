@@ -3,8 +3,8 @@ from dataclasses import replace
 
 import streamlit as st
 
-from bharateo.app.chips import (CHIP_FORM, build_session_chips, chip_caption, chip_field_problems,
-                                chip_form_settings, chip_indices, chips_stale,
+from bharateo.app.chips import (build_session_chips, chip_caption, chip_field_problems,
+                                chip_form_field, chip_form_settings, chip_indices, chips_stale,
                                 embed_dim_from_state, holdout_choices, holdout_label,
                                 shape_journey, token_label, token_mix_text, token_values,
                                 token_view)
@@ -39,30 +39,17 @@ synthetic_banner()
 names = [r.spec.name for r in state.rois]
 config = current_chip_config()
 choices = holdout_choices(names)
-# The typed fields have no min/max: the browser would turn a bad value red and keep sending the
-# last valid one, so a click would build chips nobody asked for. They are checked on Build instead.
 form = chip_form_settings()  # ChipConfig's declared settings, as this form shows them
 page_help = {"n_chips": " The notebook uses 384, spread evenly over the regions.",
              "seed": " Same seed and settings = the same chips (the notebook uses 42)."}
-
-
-def chip_field(col, s):
-    """One form field drawn from its declaration, starting at the current chip config."""
-    value, kw = getattr(config, s.name), dict(key=CHIP_FORM[s.name],
-                                              help=s.range_text + page_help.get(s.name, ""))
-    if s.widget == "number":  # no min/max: checked on Build (chip_field_problems)
-        return col.number_input(s.label, value=value, step=s.step, **kw)
-    if s.widget == "select_slider":
-        return col.select_slider(s.label, list(s.options), value=value, **kw)
-    return col.slider(s.label, s.low, s.high, value, **kw)
-
 
 with st.form("chip_form"):
     row = st.columns(4)
     h1, h2 = st.columns([3, 1])
     columns = {"n_holdout_chips": h2,
                **dict(zip(["n_chips", "chip_size", "min_classes", "seed"], row))}
-    values = {name: chip_field(columns[name], s) for name, s in form.items()}
+    values = {name: chip_form_field(columns[name], s, getattr(config, name),
+                                    page_help.get(name, "")) for name, s in form.items()}
     if state.get("cfg_holdout") not in choices:  # its region was removed
         state.pop("cfg_holdout", None)
     holdout = h1.selectbox("Held-out region (never used for training)", list(choices),

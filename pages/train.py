@@ -2,21 +2,19 @@
 import streamlit as st
 
 from bharateo.app.figures import accuracy_figure, loss_figure
-from bharateo.app.jobs import max_training_seconds, max_trainings
+from bharateo.app.jobs import max_training_seconds
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import (clear_error, current_chip_config, guidance, keep_error, keep_widget,
                                 page_setup, show_error, show_kept_error, use_saved_run)
 from bharateo.app.train import (adopt_finished_job, apply_preset, config_from_knobs, current_knobs,
-                                default_run_name, eta_seconds, free_run_name, knob_problems,
-                                knob_settings, knob_widget, manage_run, matching_preset,
-                                queue_panel, restore_knobs, runs_table, save_again,
-                                series_from_job, series_from_run, start_training,
-                                training_estimate)
+                                default_run_name, draw_progress, free_run_name, knob_problems,
+                                knob_settings, knob_widget, live_progress, manage_run,
+                                matching_preset, queue_panel, restore_knobs, runs_table,
+                                save_again, series_from_run, start_training, training_estimate)
 from bharateo.errors import BharatEOError
-from bharateo.pipeline import PRESETS, saved_as_message
+from bharateo.pipeline import PRESETS
 from bharateo.runs import delete_run, rename_run, scan_runs
 from bharateo.settings import GROUPS
-from bharateo.words import plural
 
 page_setup("train")
 st.title("Train")
@@ -95,48 +93,6 @@ show_kept_error("train")
 if stop_col.button("Stop", disabled=not running, width="stretch"):
     job.stop()
     st.toast("Stopping after the current step; the run is kept.")
-
-
-def draw_progress(snap, requested_name: str | None = None) -> None:
-    steps, epochs = snap["steps"], snap["config"].train.epochs
-    if snap["status"] == "queued":
-        st.info(f"Waiting for a free training slot: you are number {snap['queue_position'] or 1} "
-                f"in the queue (this server trains {plural(max_trainings(), 'run')} at a time).")
-    elif snap["status"] == "running":
-        if steps:
-            last = steps[-1]
-            eta = eta_seconds(steps, epochs)
-            st.progress(min(last["progress"] / epochs, 1.0),
-                        text=f"epoch {last['epoch']}/{epochs} · step {last['step']}/"
-                             f"{last['steps_per_epoch']} · {last['chips_per_s']:.0f} chips/s · "
-                             + (f"about {eta:.0f} s left" if eta is not None else "starting"))
-        else:
-            st.progress(0.0, text="building chips and starting…")
-    elif snap["status"] == "failed":
-        st.error(snap["error"])
-    elif snap["status"] == "diverged":
-        st.error(f"{snap['end'].message} The run is saved as '{snap['run_name']}' (diverged); "
-                 "Reconstruct and Evaluate keep using the model they had.")
-    elif snap["end"] is not None and not snap["end"].epochs_done:
-        st.warning(f"{snap['end'].message} No epoch finished, so run '{snap['run_name']}' is saved "
-                   "but Reconstruct and Evaluate keep using the model they had.")
-    elif snap["end"] is not None:
-        st.success(f"{snap['end'].message} Saved as run '{snap['run_name']}'; it is now the model "
-                   "the Reconstruct and Evaluate pages use.")
-    if snap["saved_path"] is not None and (note := saved_as_message(requested_name, snap["run_name"])):
-        st.info(note)
-    if steps or snap["epochs"]:
-        series = [series_from_job(snap, snap["run_name"])]
-        left, right = st.columns(2)
-        left.plotly_chart(loss_figure(series), width="stretch", key=f"loss-{len(steps)}")
-        right.plotly_chart(accuracy_figure(series), width="stretch", key=f"acc-{len(steps)}")
-
-
-@st.fragment(run_every=1.0)
-def live_progress(job) -> None:
-    if job.done:
-        st.rerun(scope="app")  # once: refresh the runs table and the sidebar
-    draw_progress(job.snapshot(), job.requested_name)
 
 
 if job is not None:

@@ -68,7 +68,8 @@ def test_a_config_json_naming_an_unknown_variant_is_a_damaged_run_not_a_tracebac
 def test_a_variant_is_one_registry_line_built_trained_saved_and_loaded_by_name(second_variant):
     config = ModelConfig(arch=second_variant, **TINY).validate()
     model = make_model(config, 0)
-    assert type(model) is ShallowHeadMAE and architectures.model_class(second_variant) is ShallowHeadMAE
+    assert type(model) is ShallowHeadMAE
+    assert architectures.model_class(second_variant) is ShallowHeadMAE
     events = list(train(model, tiny_chips(), TrainConfig(epochs=1, batch_size=8)))
     assert isinstance(events[-1], TrainingEnd) and any(isinstance(e, StepMetrics) for e in events)
     run_config = RunConfig(chips=ChipConfig(chip_size=32, patch_size=8), model=config)

@@ -63,6 +63,20 @@ def chip_form_settings() -> dict[str, Setting]:
             for name in CHIP_FORM}
 
 
+def chip_form_field(col, s: Setting, value, page_help: str = ""):
+    """One Chips-form field in column `col`, drawn from its declaration (chip_form_settings:
+    widget, label, range, step, help + `page_help`) starting at `value` -> the value it holds.
+    Typed fields have no min/max: the browser would turn a bad value red and keep sending the
+    last valid one, so a click would build chips nobody asked for; chip_field_problems checks
+    them on Build instead."""
+    kw = dict(key=CHIP_FORM[s.name], help=s.range_text + page_help)
+    if s.widget == "number":
+        return col.number_input(s.label, value=value, step=s.step, **kw)
+    if s.widget == "select_slider":
+        return col.select_slider(s.label, list(s.options), value=value, **kw)
+    return col.slider(s.label, s.low, s.high, value, **kw)
+
+
 def chip_field_help(key: str) -> str:
     """The tooltip of one of the Chips form's fields (a typed one: its allowed range and why)."""
     return chip_form_settings()[key].range_text

@@ -12,6 +12,7 @@ from dataclasses import fields, replace
 import pandas as pd
 import streamlit as st
 
+from bharateo.app.figures import accuracy_figure, loss_figure
 from bharateo.app.state import clear_error, keep_error, use_trained_model
 from bharateo.chips import ChipConfig
 from bharateo.errors import BharatEOError, ConfigError, RunNotFoundError
@@ -19,10 +20,11 @@ from bharateo.model import ModelConfig
 # the knobs are declared settings; these helpers live with RunConfig (the CLI shares them)
 from bharateo.pipeline import (HOLDOUT_KNOBS, PRESETS, SECTIONS, RunConfig, knob_help,  # noqa: F401
                                knob_problems, knob_settings, knobs_from_config, renamed,
-                               save_experiment)
+                               save_experiment, saved_as_message)
 from bharateo.runs import DamagedRun, ReservedName, SavedRun, reserve_run_name
 from bharateo.schema import number_text
 from bharateo.settings import Setting, rebuilt
+from bharateo.words import plural
 
 
 def preset_knobs(preset: str) -> dict:
@@ -159,6 +161,53 @@ def save_job_again(job) -> str:
         for key, value in renamed(job.run_name, path).items():
             setattr(job, key, value)
     return path.name
+
+
+def draw_progress(snap: dict, requested_name: str | None = None) -> None:
+    """The Train page's view of a training (TrainingJob.snapshot()): its queue place, a progress
+    bar with ETA and chips/s, how it ended and under which name it was saved, and its live loss
+    and accuracy charts. `requested_name`: the name asked for, when the run went under another."""
+    from bharateo.app.jobs import max_trainings
+    steps, epochs = snap["steps"], snap["config"].train.epochs
+    if snap["status"] == "queued":
+        st.info(f"Waiting for a free training slot: you are number {snap['queue_position'] or 1} "
+                f"in the queue (this server trains {plural(max_trainings(), 'run')} at a time).")
+    elif snap["status"] == "running":
+        if steps:
+            last = steps[-1]
+            eta = eta_seconds(steps, epochs)
+            st.progress(min(last["progress"] / epochs, 1.0),
+                        text=f"epoch {last['epoch']}/{epochs} · step {last['step']}/"
+                             f"{last['steps_per_epoch']} · {last['chips_per_s']:.0f} chips/s · "
+                             + (f"about {eta:.0f} s left" if eta is not None else "starting"))
+        else:
+            st.progress(0.0, text="building chips and starting…")
+    elif snap["status"] == "failed":
+        st.error(snap["error"])
+    elif snap["status"] == "diverged":
+        st.error(f"{snap['end'].message} The run is saved as '{snap['run_name']}' (diverged); "
+                 "Reconstruct and Evaluate keep using the model they had.")
+    elif snap["end"] is not None and not snap["end"].epochs_done:
+        st.warning(f"{snap['end'].message} No epoch finished, so run '{snap['run_name']}' is saved "
+                   "but Reconstruct and Evaluate keep using the model they had.")
+    elif snap["end"] is not None:
+        st.success(f"{snap['end'].message} Saved as run '{snap['run_name']}'; it is now the model "
+                   "the Reconstruct and Evaluate pages use.")
+    if snap["saved_path"] is not None and (note := saved_as_message(requested_name, snap["run_name"])):
+        st.info(note)
+    if steps or snap["epochs"]:
+        series = [series_from_job(snap, snap["run_name"])]
+        left, right = st.columns(2)
+        left.plotly_chart(loss_figure(series), width="stretch", key=f"loss-{len(steps)}")
+        right.plotly_chart(accuracy_figure(series), width="stretch", key=f"acc-{len(steps)}")
+
+
+@st.fragment(run_every=1.0)
+def live_progress(job) -> None:
+    """draw_progress of a running job, redrawn every second on its own (a fragment)."""
+    if job.done:
+        st.rerun(scope="app")  # once: refresh the runs table and the sidebar
+    draw_progress(job.snapshot(), job.requested_name)
 
 
 def save_again(job) -> None:

@@ -174,3 +174,24 @@ def test_home_draws_everything_before_the_calculator_without_torch(worldcover_di
     assert page["subheaders"][:2] == ["Running a lesson", "Token accounting calculator"]
     assert "### Lab state" in page["sidebar"]
     assert page["exceptions"] and all("torch" in e and "blocked" in e for e in page["exceptions"])
+
+
+def test_the_calculator_and_diagram_start_at_the_declared_defaults():
+    """Home can't read the declarations without importing torch (bharateo.chips does), so it
+    writes the notebook's numbers itself; they must stay the declared defaults (issue 12.2)."""
+    from bharateo.app.home import CALCULATOR_DEFAULTS, PIPELINE_DOT
+    from bharateo.chips import ChipConfig
+    from bharateo.model import ModelConfig
+    from bharateo.sources import DEFAULT_SOURCE, pixel_source
+    from bharateo.train import TrainConfig
+
+    chips, model, train = ChipConfig(), ModelConfig(), TrainConfig()
+    assert CALCULATOR_DEFAULTS == {
+        "calc_chips": chips.n_chips, "calc_epochs": train.epochs,
+        "calc_mask_ratio": train.mask_ratio, "calc_channels": pixel_source(DEFAULT_SOURCE).channels,
+        "calc_chip_size": chips.chip_size, "calc_patch_size": chips.patch_size}
+    tokens = (chips.chip_size // chips.patch_size) ** 2
+    visible = tokens - round(tokens * train.mask_ratio)
+    for text in (f"{chips.chip_size} x {chips.chip_size}", f"mask {train.mask_ratio:.0%}",
+                 f"{visible} visible", f"encoder {tokens} x {model.embed_dim}"):
+        assert text in PIPELINE_DOT, text
