@@ -23,7 +23,8 @@ ratio = config.train.mask_ratio
 
 try:
     with st.spinner("Evaluating every patch of every chip (once per run and chips)…"):
-        results = evaluations(model, train_chips, held_chips, ratio, run)
+        results = evaluations(model, train_chips, held_chips, ratio, run,
+                              config.train.precision)
 except BharatEOError as exc:
     show_error(exc)
     st.stop()

@@ -48,7 +48,8 @@ for col, i in zip(thumb_cols, shown):
 
 # --- the mask, the panels and the curve: a fragment, so a slider move reruns only this part ------
 @st.fragment
-def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: float) -> None:
+def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: float,
+                  precision: str) -> None:
     keep_widget("recon_mask_ratio", 0.75)
     st.session_state.setdefault("recon_mask_seed", 0)  # a plain key: kept for the session
     slider_col, seed_col = st.columns([5, 1], vertical_alignment="bottom")
@@ -59,7 +60,8 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
                     on_click=lambda: st.session_state.update(
                         recon_mask_seed=st.session_state.recon_mask_seed + 1))
     try:
-        rec = evaluate.reconstruct_chip(model, chips, index, ratio, st.session_state.recon_mask_seed)
+        rec = evaluate.reconstruct_chip(model, chips, index, ratio, st.session_state.recon_mask_seed,
+                                       precision=precision)
     except BharatEOError as exc:
         show_error(exc)
         return
@@ -93,7 +95,7 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
 
     # the whole split at nine ratios, computed once; the current ratio marked
     with st.spinner("Measuring the model on these chips at nine mask ratios (once per run)…"):
-        curve = ratio_curve(model, chips, run)
+        curve = ratio_curve(model, chips, run, precision)
     st.plotly_chart(
         figures.mask_ratio_curve(curve.value, ratio, train_ratio,
                                  title=f"{split_title}: masked MAE and patch accuracy vs mask "
@@ -110,4 +112,5 @@ if index is None:
     st.error(f"There is no chip {typed}: these {plural(len(chips), 'chip')} are numbered 0 to "
              f"{len(chips) - 1}. Type a number in that range, or click a thumbnail.")
     st.stop()
-mask_explorer(model, chips, index, split_titles[split], run, current.config.train.mask_ratio)
+mask_explorer(model, chips, index, split_titles[split], run, current.config.train.mask_ratio,
+              current.config.train.precision)

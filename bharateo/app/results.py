@@ -306,28 +306,40 @@ def valid_result(kind: str, value) -> bool:
             and (value.get("masked_mae") is None or is_number(value.get("masked_mae"))))
 
 
-def evaluation(model, chips: ChipSet, mask_ratio: float, run: SavedRun | None = None) -> StoredResult:
-    """evaluate.evaluate (confusion, P/R/F1, masked MAE, per-class MAE), computed once."""
-    params = {"mask_ratio": round(float(mask_ratio), 4), "seed": ev.EVAL_MASK_SEED}
+def _precision_param(precision: str) -> dict:
+    """A stored result's precision key: none for fp32, so results stored before precision
+    policies existed (all fp32) keep their file names and are read back, not recomputed."""
+    return {} if precision == "fp32" else {"precision": precision}
+
+
+def evaluation(model, chips: ChipSet, mask_ratio: float, run: SavedRun | None = None,
+               precision: str = "fp32") -> StoredResult:
+    """evaluate.evaluate (confusion, P/R/F1, masked MAE, per-class MAE) under the run's
+    `precision` (device.PRECISIONS), computed once."""
+    params = {"mask_ratio": round(float(mask_ratio), 4), "seed": ev.EVAL_MASK_SEED,
+              **_precision_param(precision)}
     return stored_result("evaluation", model, chips, params,
-                         lambda: ev.evaluate(model, chips, params["mask_ratio"], ev.EVAL_MASK_SEED),
-                         run)
+                         lambda: ev.evaluate(model, chips, params["mask_ratio"], ev.EVAL_MASK_SEED,
+                                             precision=precision), run)
 
 
-def ratio_curve(model, chips: ChipSet, run: SavedRun | None = None) -> StoredResult:
-    """evaluate.mask_ratio_curve at 0.1 ... 0.9, computed once."""
-    params = {"ratios": list(ev.CURVE_RATIOS), "seed": ev.EVAL_MASK_SEED}
+def ratio_curve(model, chips: ChipSet, run: SavedRun | None = None,
+                precision: str = "fp32") -> StoredResult:
+    """evaluate.mask_ratio_curve at 0.1 ... 0.9 under the run's `precision`, computed once."""
+    params = {"ratios": list(ev.CURVE_RATIOS), "seed": ev.EVAL_MASK_SEED,
+              **_precision_param(precision)}
     return stored_result("ratio_curve", model, chips, params,
-                         lambda: ev.mask_ratio_curve(model, chips, ev.CURVE_RATIOS, ev.EVAL_MASK_SEED),
-                         run)
+                         lambda: ev.mask_ratio_curve(model, chips, ev.CURVE_RATIOS,
+                                                     ev.EVAL_MASK_SEED, precision=precision), run)
 
 
 def evaluations(model, train: ChipSet, held: ChipSet | None, mask_ratio: float,
-                run: SavedRun | None = None) -> dict[str, StoredResult]:
+                run: SavedRun | None = None, precision: str = "fp32") -> dict[str, StoredResult]:
     """Evaluate's results: {"train": evaluation on the training chips, "held": on the held-out
     chips (only when there are some)}, each computed once (evaluation)."""
     splits = {"train": train, **({"held": held} if held is not None else {})}
-    return {split: evaluation(model, chips, mask_ratio, run) for split, chips in splits.items()}
+    return {split: evaluation(model, chips, mask_ratio, run, precision)
+            for split, chips in splits.items()}
 
 
 def scored_patches(result: dict, grid_size: int) -> int:
