@@ -181,7 +181,7 @@ def test_the_calculator_and_diagram_start_at_the_declared_defaults():
     writes the notebook's numbers itself; they must stay the declared defaults (issue 12.2)."""
     from bharateo.app.home import CALCULATOR_DEFAULTS, PIPELINE_DOT
     from bharateo.chips import ChipConfig
-    from bharateo.model import ModelConfig
+    from bharateo.model import ModelConfig, num_masked
     from bharateo.sources import DEFAULT_SOURCE, pixel_source
     from bharateo.train import TrainConfig
 
@@ -191,7 +191,7 @@ def test_the_calculator_and_diagram_start_at_the_declared_defaults():
         "calc_mask_ratio": train.mask_ratio, "calc_channels": pixel_source(DEFAULT_SOURCE).channels,
         "calc_chip_size": chips.chip_size, "calc_patch_size": chips.patch_size}
     tokens = (chips.chip_size // chips.patch_size) ** 2
-    visible = tokens - round(tokens * train.mask_ratio)
+    visible = tokens - num_masked(tokens, train.mask_ratio)
     for text in (f"{chips.chip_size} x {chips.chip_size}", f"mask {train.mask_ratio:.0%}",
                  f"{visible} visible", f"encoder {tokens} x {model.embed_dim}"):
         assert text in PIPELINE_DOT, text
