@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 from bharateo.chips import ChipConfig, ChipSet, build_chip_sets
 from bharateo.errors import ConfigError
-from bharateo.model import ModelConfig, TinyRGBMAE, parameter_count
+from bharateo.architectures import model_class
+from bharateo.model import ModelConfig, TinyRGBMAE
 from bharateo.roi import NOTEBOOK_ROIS, Roi, RoiSpec, load_roi
 from bharateo.runs import save_run
 from bharateo.schema import check_range, check_types, finite_or_none
@@ -85,7 +86,8 @@ class RunConfig:
 
     @property
     def parameters(self) -> int:
-        return parameter_count(self.model)
+        """Trainable parameters of the chosen variant at these sizes (nothing is built)."""
+        return model_class(self.model.arch).parameter_count(self.model)
 
     def tokens(self):
         return token_accounting(self.chips.n_chips, self.train.epochs, self.train.mask_ratio,

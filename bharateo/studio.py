@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pandas as pd
 
+from bharateo.architectures import model_class
 from bharateo.chips import ChipConfig
 from bharateo.errors import ConfigError
 from bharateo.model import ModelConfig
@@ -208,21 +209,17 @@ EVAL_COST = 1 / 3  # a forward pass (held-out metrics) vs a training step, per c
 
 
 def chip_flops(model: ModelConfig, mask_ratio: float) -> float:
-    """Training FLOPs for one chip (forward + backward = 3 x the forward's 2 x multiply-adds):
-    patch embedding of the visible tokens, `depth` encoder layers over all N tokens (projections
-    12 d^2 and attention 2 N d per token), the pixel head on masked tokens, the class head."""
-    n, t, d = model.num_patches, model.token_dim, model.embed_dim
-    masked = round(n * mask_ratio)
-    macs = ((n - masked) * t * d + model.depth * n * (12 * d * d + 2 * n * d)
-            + masked * d * t + n * d * model.num_classes)
-    return 6.0 * macs
+    """Training FLOPs for one chip of the variant `model.arch` (its flops_per_chip: the notebook
+    model's encoder runs over all N tokens, the mae variant's over the visible ones only)."""
+    return model_class(model.arch).flops_per_chip(model, mask_ratio)
 
 
 def _epoch_seconds(config: RunConfig, factor: float) -> tuple[float, float]:
     """(training s, held-out evaluation s) of one epoch at `factor` x the reference speed."""
     flops = chip_flops(config.model, config.train.mask_ratio) / (FLOPS_PER_S * factor)
     steps = math.ceil(config.chips.n_chips / config.train.batch_size)
-    overhead = (STEP_OVERHEAD_S[0] + STEP_OVERHEAD_S[1] * config.model.depth) / factor
+    layers = model_class(config.model.arch).layer_count(config.model)
+    overhead = (STEP_OVERHEAD_S[0] + STEP_OVERHEAD_S[1] * layers) / factor
     held = config.chips.n_holdout_chips if config.chips.holdout_roi else 0
     return steps * overhead + config.chips.n_chips * flops, held * flops * EVAL_COST
 
