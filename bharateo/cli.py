@@ -190,6 +190,7 @@ def cmd_tokens(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bharateo.architectures import MODELS
     from bharateo.pipeline import PRESETS
 
     parser = argparse.ArgumentParser(prog="python -m bharateo", description=(
@@ -222,6 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
                       ("epochs", int), ("batch_size", int), ("lr", float), ("weight_decay", float),
                       ("mask_ratio", float), ("patch_loss_weight", float), ("seed", int)]:
         p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ)
+    p.add_argument("--model", dest="arch", choices=sorted(MODELS), help=(
+        "model variant: 'notebook' (encoder over all tokens, the notebook's) or 'mae' (encoder "
+        "over the visible tokens only, light decoder: the fast mode)"))
+    for flag in ("decoder_dim", "decoder_depth", "decoder_heads"):
+        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=int,
+                       help="the mae variant's decoder (default 64 / 1 / 4)")
     p.add_argument("--no-cosine", dest="cosine", action="store_const", const=False)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)

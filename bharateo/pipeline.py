@@ -100,6 +100,8 @@ PRESETS = {
                             train=TrainConfig(epochs=8, lr=2e-3)),  # ~3 s on 2 cores
     "bigger": RunConfig(chips=ChipConfig(n_chips=768), model=ModelConfig(embed_dim=192, depth=4, heads=6),
                         train=TrainConfig(epochs=30)),
+    # the notebook default's data and training, with the visible-only encoder (issue 13)
+    "fast (MAE encoder)": RunConfig(model=ModelConfig(arch="mae")),
 }
 
 
