@@ -107,8 +107,10 @@ def cmd_train(args) -> None:
     resolve_device(config.train.device)  # a missing GPU fails now, before the name is reserved
     # reserve the name before spending time on training (a taken name fails now, not at save)
     name = reserve_run_name(args.run, exact=True)
-    print(f"{config.parameters / 1e6:.2f}M parameters, {config.tokens().total_tokens:,} token "
-          f"presentations; run '{args.run}'")
+    print(f"{config.model.arch} model, {config.parameters / 1e6:.2f}M parameters, "
+          f"{config.tokens().total_tokens:,} token presentations; run '{args.run}'")
+    precision, why = config.precision()
+    print(f"precision {precision}" + (f" (auto: {why})" if config.train.precision == "auto" else ""))
     bar = {}
 
     def on_event(event):
@@ -147,6 +149,7 @@ def _given(args, cls) -> dict:
 
 def cmd_evaluate(args) -> None:
     from bharateo.chips import build_chip_sets
+    from bharateo.device import resolve_precision
     from bharateo.evaluate import evaluate, score_text
     from bharateo.evaluate import class_table
     from bharateo.pipeline import RunConfig, load_rois
@@ -157,7 +160,9 @@ def cmd_evaluate(args) -> None:
     config = RunConfig.from_dict(run.config)
     model = load_model(run, device=args.device)
     train_chips, heldout = build_chip_sets(load_rois(config.rois), config.chips)
-    precision = config.train.precision
+    t = config.train  # the run's precision, auto resolved for this device as training would
+    precision = resolve_precision(t.precision, args.device, config.model, t.batch_size,
+                                  t.mask_ratio)[0]
     results = {"train": evaluate(model, train_chips, args.mask_ratio, precision=precision)}
     if heldout is not None:
         results["heldout"] = evaluate(model, heldout, args.mask_ratio, precision=precision)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from bharateo.chips import ChipConfig, ChipSet, build_chip_sets
 from bharateo.errors import ConfigError
 from bharateo.architectures import model_class
+from bharateo.device import resolve_precision
 from bharateo.model import ModelConfig, TinyRGBMAE
 from bharateo.roi import NOTEBOOK_ROIS, Roi, RoiSpec, load_roi
 from bharateo.runs import save_run
@@ -92,6 +93,12 @@ class RunConfig:
         self.train.validate()
         return self
 
+    def precision(self) -> tuple[str, str]:
+        """(the precision training runs at, why): train.precision with auto resolved for this
+        model, batch and mask ratio on train.device (device.resolve_precision, as train() does)."""
+        t = self.train
+        return resolve_precision(t.precision, t.device, self.model, t.batch_size, t.mask_ratio)
+
     @property
     def parameters(self) -> int:
         """Trainable parameters of the chosen variant at these sizes (nothing is built)."""
@@ -132,12 +139,14 @@ class ExperimentResult:
 def final_metrics(model, config: RunConfig, end: TrainingEnd, train_chips, heldout) -> dict:
     """metrics.json: last epoch's training metrics, held-out metrics, and how the run ended."""
     last = end.history[-1] if end.history else {}
+    precision, why = config.precision()
     metrics = {"end_reason": end.reason, "end_message": end.message,
                "epochs_done": end.epochs_done, "parameters": config.parameters,
+               "precision": precision, "precision_reason": why,
                **{f"train_{k}": last.get(k) for k in ("loss", "rec", "esa", "rec_mae", "esa_acc")}}
     if heldout is not None and len(heldout):
         mae, acc = masked_metrics(model, heldout, config.train.mask_ratio, HELDOUT_MASK_SEED,
-                                  precision=config.train.precision)
+                                  precision=precision)
         metrics.update(heldout_rec_mae=mae, heldout_esa_acc=acc)
     return finite_or_none(metrics)  # a NaN score is "unknown" (None), never NaN in JSON
 

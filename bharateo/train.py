@@ -18,7 +18,8 @@ import torch.nn as nn
 
 from bharateo.architectures import build_model
 from bharateo.chips import ChipSet
-from bharateo.device import autocast, check_device_name, check_precision, resolve_device
+from bharateo.device import (autocast, check_device_name, check_precision, resolve_device,
+                             resolve_precision)
 from bharateo.errors import ConfigError
 from bharateo.evaluate import masked_batches
 from bharateo.model import ModelConfig, TinyRGBMAE, check_mask_ratio, random_patch_mask
@@ -147,7 +148,8 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
     Diverged: a NaN/inf loss, or one over BLOW_UP_FACTOR x the first step's (at lr = 1 AdamW
     throws the loss from ~0.8 to ~50 without ever reaching NaN).
     The model is moved to `config.device` (it stays there) and every batch with it; forward and
-    losses run under `autocast(device, config.precision)`. Raises ConfigError for a bad config,
+    losses run under `autocast(device, precision)`, `precision` being config.precision with
+    auto resolved for this model and batch (device.resolve_precision). Raises ConfigError for a bad config,
     a device this machine lacks, or chips the model can't read (size, patches, channels).
     """
     config.validate()
@@ -160,6 +162,8 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
                           f"have {chips.channels} ({', '.join(chips.bands)}). Build the model "
                           "from the chips' pixel source (RunConfig does).")
     device = resolve_device(config.device)
+    precision, _why = resolve_precision(config.precision, device, model.config, config.batch_size,
+                                        config.mask_ratio)
     model.to(device)
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
@@ -189,7 +193,7 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
             tokens, targets = batch_tokens(idx), targets_all[torch.from_numpy(idx).to(device)]
             mask = random_patch_mask(len(idx), tokens.shape[1], config.mask_ratio,
                                      generator).to(device)
-            with autocast(device, config.precision):
+            with autocast(device, precision):
                 out = model.training_losses(tokens, targets, mask, config.patch_loss_weight)
             values = {k: v.item() for k, v in out.items()}  # the step's numbers, read once
             loss = values["loss"]
@@ -221,7 +225,7 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
                            **{k: v / n for k, v in totals.items()})
         if heldout is not None and len(heldout):
             row.heldout_rec_mae, row.heldout_esa_acc = masked_metrics(
-                model, heldout, config.mask_ratio, HELDOUT_MASK_SEED, precision=config.precision)
+                model, heldout, config.mask_ratio, HELDOUT_MASK_SEED, precision=precision)
         history.append(asdict(row))
         yield row
     yield TrainingEnd("finished", f"Finished {plural(config.epochs, 'epoch')}.", config.epochs,

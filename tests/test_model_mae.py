@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bharateo import cli, device
 from bharateo import evaluate as ev
 from bharateo.architectures import MODELS, build_model, model_class
 from bharateo.chips import ChipConfig
@@ -141,3 +142,72 @@ def test_a_run_of_each_variant_saves_loads_reconstructs_and_evaluates(arch, rois
     scores = ev.evaluate(model, result.heldout_chips, 0.75)
     assert sum(map(sum, scores["confusion"])) + scores["ignored_patches"] == 8 * 16  # every patch
     assert 0 <= scores["masked_mae"] < 1
+
+
+# --- precision: bf16 autocast and the auto policy ----------------------------------------------
+@pytest.mark.parametrize("arch", ["notebook", "mae"])
+def test_bf16_and_fp32_losses_agree_on_a_fixed_batch(arch):
+    config = ModelConfig(arch=arch, img_size=64, embed_dim=64, depth=2, heads=4)
+    torch.manual_seed(3)
+    model = build_model(config)
+    tokens, labels, mask = batch(config, b=8)
+    exact = model.training_losses(tokens, labels, mask, 0.2)
+    with device.autocast("cpu", "bf16"):
+        half = model.training_losses(tokens, labels, mask, 0.2)
+    for key in ("loss", "rec", "esa", "rec_mae"):
+        assert half[key].dtype == torch.float32  # losses are computed in fp32
+        assert abs(half[key].item() - exact[key].item()) <= 0.02 * abs(exact[key].item()), key
+    assert half["loss"].item() != exact["loss"].item()  # bf16 really ran (the check can fail)
+    half["loss"].backward()
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32
+               for p in model.parameters())  # fp32 master weights and gradients
+
+
+@pytest.fixture
+def cpu_flags(monkeypatch):
+    """Pretend the CPU has exactly the given /proc/cpuinfo flags."""
+    def set_flags(*flags):
+        monkeypatch.setattr(device, "cpu_flags", lambda: set(flags))
+    return set_flags
+
+
+def test_auto_falls_back_to_fp32_where_bf16_is_not_native(cpu_flags, monkeypatch):
+    cpu_flags("avx2", "avx512f")
+    big = ModelConfig(embed_dim=256, depth=8, heads=8)
+    precision, why = device.resolve_precision("auto", "cpu", big, 64)
+    assert precision == "fp32" and "no AVX512-BF16 or AMX" in why
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert device.resolve_precision("auto", "cuda", big, 64)[0] == "fp32"
+    assert device.resolve_precision("bf16", "cpu", big, 64) == ("bf16", "asked for")  # as asked
+    with device.autocast("cpu", "auto"):  # auto without a model: never slower, so fp32
+        assert not torch.is_autocast_enabled("cpu")
+    with pytest.raises(ConfigError, match="Unknown precision"):
+        device.resolve_precision("fp16", "cpu")
+
+
+def test_auto_picks_bf16_where_native_only_for_steps_big_enough_to_pay(cpu_flags):
+    cpu_flags("avx2", "amx_bf16", "amx_tile")
+    nb = device.resolve_precision("auto", "cpu", ModelConfig(), 16, 0.75)
+    assert nb[0] == "bf16" and "AMX_BF16" in nb[1] and "4.5 GFLOP" in nb[1]
+    mae = device.resolve_precision("auto", "cpu", ModelConfig(arch="mae"), 16, 0.75)
+    assert mae[0] == "fp32" and "1.7 GFLOP" in mae[1] and "under" in mae[1]
+    assert device.resolve_precision("auto", "cpu", ModelConfig(arch="mae"), 64, 0.75)[0] == "bf16"
+    cpu_flags("avx512_bf16")
+    with device.autocast("cpu", device.resolve_precision("auto", "cpu", ModelConfig(), 16)[0]):
+        assert torch.is_autocast_enabled("cpu")
+
+
+def test_cli_trains_the_mae_variant_at_auto_precision_and_the_run_records_both(
+        worldcover_dir, cpu_flags, capsys):
+    cpu_flags("avx2")  # no native bf16: auto must say fp32 and why
+    assert cli.main(["train", "--run", "fast", "--model", "mae", "--precision", "auto",
+                     "--n-chips", "16", "--epochs", "1", "--holdout-roi", "mathura_belt",
+                     "--n-holdout-chips", "8", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "mae model" in out and "precision fp32 (auto: this CPU has no AVX512-BF16" in out
+    run = load_run("fast")
+    assert run.config["model"]["arch"] == "mae" and run.config["train"]["precision"] == "auto"
+    assert run.metrics["precision"] == "fp32" and "AVX512-BF16" in run.metrics["precision_reason"]
+    assert type(load_model(run)) is MaskedAutoencoder
+    assert cli.main(["train", "--run", "bad", "--model", "mae", "--decoder-heads", "3"]) == 2
+    assert "decoder heads" in capsys.readouterr().err
