@@ -116,7 +116,8 @@ PRESETS = {
     "bigger": RunConfig(chips=ChipConfig(n_chips=768), model=ModelConfig(embed_dim=192, depth=4, heads=6),
                         train=TrainConfig(epochs=30)),
     # the notebook default's data and training, with the visible-only encoder (issue 13)
-    "fast (MAE encoder)": RunConfig(model=ModelConfig(arch="mae")),
+    # (precision auto: bf16 only where native and a step is big enough to pay, device.py)
+    "fast (MAE encoder)": RunConfig(model=ModelConfig(arch="mae"), train=TrainConfig(precision="auto")),
 }
 
 
@@ -174,8 +175,10 @@ def renamed(requested: str, path) -> dict:
 KNOBS = {
     "n_chips": ("chips", "n_chips"), "min_classes": ("chips", "min_classes"),
     "holdout_roi": ("chips", "holdout_roi"), "holdout_block": ("chips", "holdout_block"),
-    "embed_dim": ("model", "embed_dim"), "depth": ("model", "depth"), "heads": ("model", "heads"),
-    "mask_ratio": ("train", "mask_ratio"), "patch_loss_weight": ("train", "patch_loss_weight"),
+    "arch": ("model", "arch"), "embed_dim": ("model", "embed_dim"), "depth": ("model", "depth"),
+    "heads": ("model", "heads"), "decoder_dim": ("model", "decoder_dim"),
+    "decoder_depth": ("model", "decoder_depth"), "decoder_heads": ("model", "decoder_heads"),
+    "precision": ("train", "precision"), "mask_ratio": ("train", "mask_ratio"), "patch_loss_weight": ("train", "patch_loss_weight"),
     "lr": ("train", "lr"), "weight_decay": ("train", "weight_decay"), "epochs": ("train", "epochs"),
     "batch_size": ("train", "batch_size"), "cosine": ("train", "cosine"), "seed": ("train", "seed"),
 }

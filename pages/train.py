@@ -10,10 +10,13 @@ from bharateo.chips import HOLDOUT_BLOCKS
 from bharateo.pipeline import saved_as_message
 from bharateo.runs import delete_run, rename_run, scan_runs
 from bharateo.words import plural
-from bharateo.app.train import (chip_knobs, config_from_knobs, default_run_name, eta_seconds,
-                             free_run_name, knob_help, knob_problems, knobs_from_config,
-                             matching_preset, preset_knobs, runs_table, save_job_again,
-                             series_from_job, series_from_run, training_estimate)
+from bharateo.app.figures import X_AXES
+from bharateo.app.train import (VARIANT_CHOICES, chip_knobs, compare_table, config_from_knobs,
+                             default_run_name, eta_seconds, flops_table, free_run_name, knob_help,
+                             knob_problems, knobs_from_config, matching_preset, precision_caption,
+                             preset_knobs, runs_table, save_job_again, series_from_job,
+                             series_from_run, training_estimate)
+from bharateo.device import PRECISIONS
 
 ui.page_setup()
 st.title("Train")
@@ -39,6 +42,8 @@ def apply_preset(name: str) -> None:
 # "train_knobs" as well and put back on return.
 if "knob_n_chips" not in st.session_state:
     set_knobs(st.session_state.get("train_knobs") or knobs_from_config(PRESETS["notebook default"]))
+for key, value in knobs_from_config(PRESETS["notebook default"]).items():
+    st.session_state.setdefault(f"knob_{key}", value)  # knobs newer than the session's
 # chips built on the Chips page since the knobs last saw them: train on those (held-out included)
 chip_config = st.session_state.chip_config
 if st.session_state.train_chips is not None and st.session_state.get("knobs_chips") != chip_config:
@@ -74,9 +79,25 @@ with data_col:
                  disabled=not st.session_state.knob_holdout_roi)
 with model_col:
     st.markdown("**Model**")
+    st.selectbox("model variant", list(VARIANT_CHOICES), key="knob_arch",
+                 format_func=VARIANT_CHOICES.get,
+                 help="notebook: the notebook's model, its encoder runs over every token (hidden "
+                      "ones as a mask token). mae: the encoder runs over the visible tokens only "
+                      "and a light decoder fills in the hidden ones (He et al. 2021): fewer "
+                      "FLOPs per chip, see the table below.")
     st.select_slider("embed dim", [32, 64, 96, 128, 192, 256], key="knob_embed_dim")
     st.slider("depth (layers)", 1, 8, key="knob_depth")
     st.select_slider("heads", [1, 2, 4, 6, 8], key="knob_heads")
+    no_decoder = st.session_state.knob_arch != "mae"
+    st.select_slider("decoder dim", [16, 32, 64, 96, 128, 192, 256], key="knob_decoder_dim",
+                     disabled=no_decoder, help="mae only: the light decoder's width")
+    st.slider("decoder depth", 1, 4, key="knob_decoder_depth", disabled=no_decoder,
+              help="mae only: the light decoder's layers")
+    st.select_slider("decoder heads", [1, 2, 4, 8], key="knob_decoder_heads", disabled=no_decoder)
+    st.selectbox("precision", PRECISIONS, key="knob_precision",
+                 help="fp32: the notebook's exact arithmetic. bf16: matmuls in bfloat16 (weights "
+                      "and losses stay fp32), fast only where the processor has it natively. "
+                      "auto: bf16 only where native and a step is big enough to gain.")
 with objective_col:
     st.markdown("**Objective**")
     st.slider("mask ratio", 0.05, 0.95, step=0.05, key="knob_mask_ratio")
@@ -115,6 +136,9 @@ if config is not None:
     m5.metric("masked pixel targets", f"{tokens.masked_pixel_targets:,}")
     st.caption(f"Settings: {preset or 'custom'} · chips of {config.chips.chip_size} px from "
                f"{', '.join(roi_names)}")
+    st.markdown("**Expected work per chip** (training FLOPs: forward and backward, at this mask ratio)")
+    st.table(flops_table(config))
+    st.caption(precision_caption(config))
     estimate, over_budget = training_estimate(config, scan_runs()[0], max_training_seconds())
     st.caption(estimate)
     if over_budget:  # refused before it takes the slot for hours
@@ -228,10 +252,15 @@ if by_name:
     ui.keep_widget("train_compare", list(by_name)[:2], lambda names: [n for n in names if n in by_name])
     compare = st.multiselect("compare runs on the same charts", list(by_name), key="train_compare")
     if compare:
+        ui.keep_widget("train_compare_x", "epoch", lambda x: x if x in X_AXES else "epoch")
+        x = st.radio("x axis", list(X_AXES), key="train_compare_x", horizontal=True,
+                     format_func=lambda k: {"epoch": "epoch", "time": "training time (s)"}[k],
+                     help="Against training time, the faster run's curves end further left.")
         series = [series_from_run(by_name[n]) for n in compare]
         left, right = st.columns(2)
-        left.plotly_chart(loss_figure(series), width="stretch")
-        right.plotly_chart(accuracy_figure(series), width="stretch")
+        left.plotly_chart(loss_figure(series, x), width="stretch")
+        right.plotly_chart(accuracy_figure(series, x), width="stretch")
+        st.dataframe(compare_table([by_name[n] for n in compare]), hide_index=True, width="stretch")
 
 all_names = [*by_name, *(bad.name for bad in damaged)]  # a damaged run can be renamed or deleted
 ui.keep_widget("train_manage_run", None,

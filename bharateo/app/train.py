@@ -9,15 +9,16 @@ from dataclasses import replace
 
 import pandas as pd
 
-from bharateo.architectures import model_class
+from bharateo.architectures import MODELS, model_class
 from bharateo.chips import ChipConfig
 from bharateo.errors import ConfigError
-from bharateo.model import ModelConfig
+from bharateo.device import native_bf16
+from bharateo.model import ModelConfig, num_masked
 from bharateo.errors import RunNotFoundError
 from bharateo.pipeline import (HOLDOUT_KNOBS, KNOBS, NUMBER_KNOBS, PRESETS, RunConfig, knob_help,  # noqa: F401
                                knob_problems, knobs_from_config, renamed, save_experiment)
 from bharateo.runs import DamagedRun, ReservedName, SavedRun, reserve_run_name
-from bharateo.schema import number_text
+from bharateo.schema import is_number, number_text
 from bharateo.train import TrainConfig
 
 def preset_knobs(preset: str) -> dict:
@@ -48,9 +49,14 @@ def config_from_knobs(knobs: dict, rois, chip_config: ChipConfig) -> RunConfig:
                     holdout_roi=knobs["holdout_roi"] or None,
                     holdout_block=(knobs["holdout_block"] or None) if knobs["holdout_roi"] else None,
                     seed=seed)
-    model = ModelConfig(embed_dim=int(knobs["embed_dim"]), depth=int(knobs["depth"]),
-                        heads=int(knobs["heads"])).validate()
-    train = TrainConfig(epochs=int(knobs["epochs"]), batch_size=int(knobs["batch_size"]),
+    default_model, default_train = ModelConfig(), TrainConfig()  # knobs kept from before issue 13
+    model = ModelConfig(arch=knobs.get("arch", default_model.arch),
+                        embed_dim=int(knobs["embed_dim"]), depth=int(knobs["depth"]),
+                        heads=int(knobs["heads"]),
+                        **{k: int(knobs.get(k, getattr(default_model, k)))
+                           for k in ("decoder_dim", "decoder_depth", "decoder_heads")}).validate()
+    train = TrainConfig(precision=knobs.get("precision", default_train.precision),
+                        epochs=int(knobs["epochs"]), batch_size=int(knobs["batch_size"]),
                         lr=float(knobs["lr"]), weight_decay=float(knobs["weight_decay"]),
                         cosine=bool(knobs["cosine"]), mask_ratio=float(knobs["mask_ratio"]),
                         patch_loss_weight=float(knobs["patch_loss_weight"]), seed=seed).validate()
@@ -109,9 +115,88 @@ def series_from_job(snapshot: dict, label: str) -> dict:
             "patch_loss_weight": snapshot["config"].train.patch_loss_weight}
 
 
+def run_chips_per_s(run: SavedRun) -> float | None:
+    """Training speed of a saved run: the median of its epochs' chips/s (None if unknown)."""
+    speeds = [e.get("chips_per_s") for e in run.history]
+    speeds = [float(v) for v in speeds if is_number(v) and math.isfinite(v) and v > 0]
+    return statistics.median(speeds) if speeds else None
+
+
+def run_variant(run: SavedRun) -> str:
+    """'mae bf16', 'notebook fp32', ...: the run's model variant and the precision it trained at
+    (auto as resolved then, from metrics.json; runs from before issue 13: notebook, fp32)."""
+    arch = run.config["model"].get("arch", "notebook")
+    precision = run.metrics.get("precision") or run.config["train"].get("precision", "fp32")
+    return f"{arch} {precision}"
+
+
 def series_from_run(run: SavedRun) -> dict:
+    """A saved run for the compare charts (its variant and speed are in compare_table)."""
     return {"label": run.name, "steps": [], "epochs": run.history,
             "patch_loss_weight": run.config["train"]["patch_loss_weight"]}
+
+
+def compare_table(runs: list[SavedRun]) -> pd.DataFrame:
+    """The compared runs side by side: variant and precision, training speed (chips/s) and its
+    ratio to the first run, training time, and the final scores (so a class reads 'same data,
+    N x the speed, the same reconstruction quality', or sees that it isn't)."""
+    rows, first = [], None
+    for run in runs:
+        m, speed = run.metrics, run_chips_per_s(run)
+        first = first if first is not None else speed
+        elapsed = [e.get("elapsed") for e in run.history if is_number(e.get("elapsed"))]
+        rows.append({
+            "run": run.name, "model": run_variant(run), "epochs": m.get("epochs_done"),
+            "chips/s": None if speed is None else round(speed),
+            "speed vs first": "—" if not (speed and first) else f"{speed / first:.2f}x",
+            "training time": format_duration(elapsed[-1]) if elapsed else "—",
+            "masked MAE": number_text(m.get("train_rec_mae")),
+            "ESA acc": number_text(m.get("train_esa_acc")),
+            "held-out MAE": number_text(m.get("heldout_rec_mae")),
+            "held-out acc": number_text(m.get("heldout_esa_acc")),
+        })
+    return pd.DataFrame(rows)
+
+
+VARIANT_CHOICES = {arch: {"notebook": "notebook (encoder over all tokens)",
+                          "mae": "mae (encoder over visible tokens only)"}.get(arch, arch)
+                   for arch in MODELS}  # the Train page's choices: every registered variant
+VARIANT_WORDS = {"notebook": "notebook model: the encoder runs over all {n} tokens",
+                 "mae": "mae: the encoder runs over the {v} visible tokens only, a light decoder "
+                        "({dd} wide, {dl} layer(s)) over all {n}"}
+
+
+def flops_table(config: RunConfig) -> pd.DataFrame:
+    """Before Train: every model variant at these sizes and this mask ratio, side by side: what
+    its encoder sees, training FLOPs per chip (its flops_per_chip), that vs the notebook model's,
+    and parameters; `chosen` marks the selected one. Indexed by variant name."""
+    m, ratio = config.model, config.train.mask_ratio
+    n = m.num_patches
+    words = dict(n=n, v=n - num_masked(n, ratio), dd=m.decoder_dim, dl=m.decoder_depth)
+    notebook = model_class("notebook").flops_per_chip(replace(m, arch="notebook"), ratio)
+    rows = []
+    for arch in MODELS:
+        variant = replace(m, arch=arch)
+        flops = model_class(arch).flops_per_chip(variant, ratio)
+        rows.append({"variant": arch, "chosen": "✓" if arch == m.arch else "",
+                     "what runs": VARIANT_WORDS.get(arch, arch).format(**words),
+                     "MFLOP per chip": round(flops / 1e6),
+                     "vs notebook": f"{notebook / flops:.1f}x fewer" if flops < notebook else
+                                    ("same" if flops == notebook else f"{flops / notebook:.1f}x more"),
+                     "parameters": f"{model_class(arch).parameter_count(variant) / 1e6:.2f}M"})
+    return pd.DataFrame(rows).set_index("variant")
+
+
+def precision_caption(config: RunConfig) -> str:
+    """What precision training will run at and why (auto resolved here, as train() will), and a
+    warning when bf16 is asked for where it is only emulated."""
+    precision, why = config.precision()
+    if config.train.precision == "auto":
+        return f"Precision: auto picks **{precision}** here: {why}."
+    native, native_why = native_bf16(config.train.device)
+    if precision == "bf16" and not native:
+        return f"Precision: **bf16** as asked, but {native_why}."
+    return f"Precision: **{precision}** as asked."
 
 
 def runs_table(runs: list[SavedRun], damaged: list[DamagedRun] = ()) -> pd.DataFrame:
@@ -127,7 +212,9 @@ def runs_table(runs: list[SavedRun], damaged: list[DamagedRun] = ()) -> pd.DataF
             "epochs": m.get("epochs_done"),
             "mask": cfg["train"]["mask_ratio"],
             "lr": cfg["train"]["lr"],
+            "model": run_variant(run),
             "embed/depth/heads": f"{cfg['model']['embed_dim']}/{cfg['model']['depth']}/{cfg['model']['heads']}",
+            "chips/s": number_text(run_chips_per_s(run), 0),
             "masked MAE": number_text(m.get("train_rec_mae")),
             "ESA acc": number_text(m.get("train_esa_acc")),
             "held-out MAE": number_text(m.get("heldout_rec_mae")),
@@ -135,7 +222,8 @@ def runs_table(runs: list[SavedRun], damaged: list[DamagedRun] = ()) -> pd.DataF
         })
     for bad in damaged:
         rows.append({"run": bad.name, "saved": "", "status": "reserved" if bad.reserved else "damaged",
-                     "epochs": None, "mask": None, "lr": None, "embed/depth/heads": "",
+                     "epochs": None, "mask": None, "lr": None, "model": "", "embed/depth/heads": "",
+                     "chips/s": "—",
                      **dict.fromkeys(("masked MAE", "ESA acc", "held-out MAE", "held-out acc"), "—")})
     return pd.DataFrame(rows)
 
