@@ -256,8 +256,9 @@ def describe_model(entry: dict) -> str:
         if c.holdout_roi else ""
     epochs = entry.get("epochs_done")
     epochs = t.epochs if epochs is None else epochs
-    return (f"{entry['label']} · {config.parameters / 1e6:.2f}M parameters (embed {m.embed_dim}, "
-            f"depth {m.depth}, {m.heads} heads) · {c.n_chips} chips of {c.chip_size} px × "
+    decoder = (f"; decoder {m.decoder_dim} wide x {m.decoder_depth}" if m.arch == "mae" else "")
+    return (f"{entry['label']} · {m.arch} model, {config.parameters / 1e6:.2f}M parameters (embed "
+            f"{m.embed_dim}, depth {m.depth}, {m.heads} heads{decoder}) · {c.n_chips} chips of {c.chip_size} px × "
             f"{plural(epochs, 'epoch')} at mask ratio {t.mask_ratio:g} · regions: "
             f"{', '.join(regions)}{held}")
 
