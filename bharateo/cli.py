@@ -85,6 +85,7 @@ def cmd_train(args) -> None:
 
     from bharateo.chips import ChipConfig
     from bharateo.device import resolve_device
+    from bharateo.device import native_bf16
     from bharateo.model import ModelConfig
     from bharateo.pipeline import PRESETS, RunConfig, run_experiment
     from bharateo.errors import ConfigError
@@ -110,7 +111,10 @@ def cmd_train(args) -> None:
     print(f"{config.model.arch} model, {config.parameters / 1e6:.2f}M parameters, "
           f"{config.tokens().total_tokens:,} token presentations; run '{args.run}'")
     precision, why = config.precision()
-    print(f"precision {precision}" + (f" (auto: {why})" if config.train.precision == "auto" else ""))
+    native, native_why = native_bf16(config.train.device)
+    print(f"precision {precision}" + (f" (auto: {why})" if config.train.precision == "auto" else
+                                      f" (as asked, but {native_why})" if precision == "bf16"
+                                      and not native else ""))
     bar = {}
 
     def on_event(event):

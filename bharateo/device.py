@@ -32,7 +32,8 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf
 # activations costs more than the faster multiplies save). CPU: measured on an AVX512-BF16
 # AMD EPYC (Zen 4), one thread, fp32 vs bf16 steps alternating: 0.8 GFLOP (mae, embed 64 x 2)
 # 1.02x, 1.0 GFLOP (notebook, embed 64 x 2) 1.22x, 1.7 GFLOP (mae default) 1.23x, 4.5 GFLOP
-# (notebook default) 1.62x, 3.6 GFLOP (mae, embed 192 x 4) 1.36x. Set above the mae default
+# (notebook default) 1.62x, 3.6 GFLOP (mae, embed 192 x 4) 1.36x; whole epochs in
+# bench/fast_mode.py --quick: notebook default 1.49x, mae default 1.00x. Set above the mae default
 # because on an AMX CPU bf16 made a small visible-only encoder slower (issue 13's probe), and
 # auto must never be slower than fp32. CUDA: NOT measured here (no GPU); these models are
 # kernel-launch bound on a GPU well past this size, so bf16's extra cast kernels only pay later.
@@ -131,10 +132,12 @@ def resolve_precision(name: str, device: torch.device | str, model=None, batch_s
     from bharateo.architectures import model_class  # it imports model, which imports nothing here
 
     flops = batch_size * model_class(model.arch).flops_per_chip(model, mask_ratio)
-    size = f"a step is {flops / 1e9:.1f} GFLOP ({batch_size} chips x {flops / batch_size / 1e6:.0f} MFLOP)"
+    size = (f"a step is {flops / 1e9:.1f} GFLOP ({batch_size} chips x "
+            f"{flops / batch_size / 1e6:.0f} MFLOP)")
     if flops < threshold:
-        return "fp32", (f"{why}, but {size}, under the {threshold / 1e9:g} GFLOP from which bf16 "
-                        "pays (smaller matmuls run slower in bf16: casting costs more than it saves)")
+        return "fp32", (f"{why}, but {size}, under the {threshold / 1e9:g} GFLOP from which "
+                        "bf16 pays (smaller matmuls run slower in bf16: casting costs more than "
+                        "it saves)")
     return "bf16", f"{why} and {size}, over the {threshold / 1e9:g} GFLOP from which bf16 pays"
 
 

@@ -172,8 +172,9 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
     throws the loss from ~0.8 to ~50 without ever reaching NaN).
     The model is moved to `config.device` (it stays there) and every batch with it; forward and
     losses run under `autocast(device, precision)`, `precision` being config.precision with
-    auto resolved for this model and batch (device.resolve_precision). Raises ConfigError for a bad config,
-    a device this machine lacks, or chips the model can't read (size, patches, channels).
+    auto resolved for this model and batch (device.resolve_precision). Raises ConfigError for a
+    bad config, a device this machine lacks, or chips the model can't read (size, patches,
+    channels).
     """
     config.validate()
     if model.config.img_size != chips.chip_size or model.config.patch_size != chips.patch_size:
