@@ -84,7 +84,10 @@ for col, name in zip(preset_cols, PRESETS):
 page_extras = {  # what only this page knows: its regions, and how an empty choice reads
     "holdout_roi": dict(options=["", *roi_names], format_func=lambda n: n or "none"),
     "holdout_block": dict(format_func=lambda b: f"{b} half" if b else "the whole region",
-                          disabled=not st.session_state.knob_holdout_roi)}
+                          disabled=not st.session_state.knob_holdout_roi),
+    "arch": dict(format_func=lambda a: VARIANT_CHOICES.get(a, a)),
+    **{name: dict(disabled=st.session_state.knob_arch != "mae")  # only the mae variant has one
+       for name in ("decoder_dim", "decoder_depth", "decoder_heads")}}
 settings = list(knob_settings().values())
 for group, col in zip(GROUPS, st.columns(len(GROUPS))):
     with col:
