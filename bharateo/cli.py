@@ -89,6 +89,10 @@ def cmd_train(args) -> None:
     from bharateo.studio import NUMBER_KNOBS, knob_problems, knobs_from_config
     from bharateo.train import TrainConfig
 
+    if args.chips_dir is not None and (_given(args, ChipConfig) or args.lon is not None
+                                       or args.lat is not None):
+        raise ConfigError("--chips-dir trains on the chip store's own chips and regions: drop the "
+                          "chip and region flags (they were fixed when the store was built).")
     base = PRESETS[args.preset]
     config = RunConfig(
         rois=tuple(_roi_specs(args)) if args.lon is not None else base.rois,
@@ -161,13 +165,9 @@ def cmd_train_store(args, config) -> None:
     import signal
 
     from bharateo import distributed
-    from bharateo.chips import ChipConfig
-    from bharateo.errors import ConfigError, DistributedError
+    from bharateo.errors import DistributedError
     from bharateo.runs import release_run_name, reserve_run_name
 
-    if _given(args, ChipConfig) or args.lon is not None or args.lat is not None:
-        raise ConfigError("--chips-dir trains on the chip store's own chips and regions: drop the "
-                          "chip and region flags (they were fixed when the store was built).")
     env = distributed.rank_env()
     rank, world = (env[0], env[1]) if env else (0, 1)
     where = f"rank {rank}: " if world > 1 else ""

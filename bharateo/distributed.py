@@ -118,7 +118,10 @@ class RankGroup:
         means = torch.stack([out[k].detach() for k in LOSS_KEYS]).double()
         weights = counts[[0, 1, 0, 1]]
         numbers = torch.cat([torch.where(weights > 0, means * weights, 0.0), counts])
-        dist.all_reduce(numbers)  # sums over ranks: one small collective a step
+        try:
+            dist.all_reduce(numbers)  # sums over ranks: one small collective a step
+        except RuntimeError as exc:  # gloo/nccl: a peer died, or the timeout passed
+            raise peer_failure(exc, self) from None
         total = numbers[4:].clamp(min=1.0)
         values = dict(zip(LOSS_KEYS, (numbers[:4] / total[[0, 1, 0, 1]]).tolist()))
         values["loss"] = values["rec"] + patch_loss_weight * values["esa"]
@@ -160,6 +163,13 @@ def join(device_name: str = "cpu") -> RankGroup | None:
         raise DistributedError(f"Rank {rank} could not join the other {world - 1} rank(s) "
                                f"({exc}). Start all ranks with the same torchrun command.") from None
     return RankGroup(rank, world, device, backend)
+
+
+def _collective_failed(exc: BaseException) -> bool:
+    """A RuntimeError raised by a gloo/nccl collective (rather than by a bug in this rank)."""
+    text = str(exc).lower()
+    return isinstance(exc, dist.DistError) or any(
+        word in text for word in ("gloo", "nccl", "connection reset", "connection closed", "timed out"))
 
 
 def peer_failure(exc: BaseException, ranks: RankGroup) -> DistributedError:
@@ -207,7 +217,9 @@ def train_from_store(config, store_dir, name=None, on_event=None, ranks: RankGro
                 end = event
             elif on_event is not None:
                 on_event(event)
-    except dist.DistError as exc:
+    except RuntimeError as exc:  # DDP's gradient all-reduce in backward() lost a peer
+        if ranks is None or not _collective_failed(exc):
+            raise
         raise peer_failure(exc, ranks) from None
     if ranks is not None and ranks.rank != 0:
         return None
