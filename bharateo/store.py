@@ -44,12 +44,12 @@ import torch
 
 from bharateo.chips import ChipConfig, ChipSet, build_chip_sets, labels_to_tokens
 from bharateo.errors import ChipStoreError
+from bharateo.worldcover import PALETTE_BANDS
 
 FORMAT, VERSION = "bharateo-chip-store", 1
 MANIFEST = "manifest.json"
 SPLITS = ("train", "heldout")
 KINDS = ("labels", "patches", "origins")  # one .npy file of each per shard
-PALETTE_BANDS = ("red", "green", "blue")  # the palette rendering of class ids (this lab's input)
 DEFAULT_SHARD_SIZE = 1024  # 16 MB of 128 px chips a shard
 MAX_SHARD_SIZE = 65_536
 _SHARD_RE = re.compile(r"^(train|heldout)-\d{5}$")
@@ -117,6 +117,11 @@ def build_store(out: Path, rois, config: ChipConfig, shard_size: int = DEFAULT_S
     if out.exists():
         raise ChipStoreError(f"{out} already exists. Choose a new --out folder or delete that one.")
     train, heldout = build_chip_sets(rois, config, progress)
+    if train.pixels is not None:
+        raise ChipStoreError(f"A chip store holds class ids rendered as palette RGB; chips of the "
+                             f"'{config.source}' source carry their own band values "
+                             f"{train.bands}, which this store format can't hold yet. Build "
+                             "the store from WorldCover chips (--source worldcover).")
     tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +132,7 @@ def build_store(out: Path, rois, config: ChipConfig, shard_size: int = DEFAULT_S
         manifest = {"format": FORMAT, "version": VERSION,
                     "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "chip_size": train.chip_size, "patch_size": train.patch_size,
-                    "bands": list(getattr(train, "bands", PALETTE_BANDS)),
+                    "bands": list(train.bands),
                     "chip_config": config.to_dict(), "roi_names": list(train.roi_names),
                     "regions": [_region_entry(r) for r in rois], "splits": splits}
         _write_new(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())  # last: marks it whole
@@ -333,7 +338,7 @@ class ChipStore:
         return ChipSet(labels=self.labels(index), patch_labels=self.patch_labels(index),
                        roi_index=roi_index, origins=origins, roi_names=self.roi_names,
                        chip_size=self.chip_size, patch_size=self.patch_size,
-                       channels=self.channels, rejected_nodata=self.rejected_nodata)
+                       rejected_nodata=self.rejected_nodata, bands=self.bands)
 
     def describe(self) -> dict:
         """What config.json records about the store a run trained on."""
