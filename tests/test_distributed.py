@@ -44,16 +44,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_main(rank, world, port, folder, out, checkpoints):
+def _rank_main(rank, world, port, folder, out, checkpoints, device="cpu"):
     """One rank, started the way torchrun starts it (env:// variables), as torch.mp.spawn runs it."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       BHARATEO_CHECKPOINT_DIR=checkpoints)
     torch.set_num_threads(1)
-    ranks = distributed.join("cpu")
+    ranks = distributed.join(device)
+    config = replace(CONFIG, train=replace(CONFIG.train, device=device))
     steps = []
     try:  # every rank is given the name: only rank 0 may write
-        result = distributed.train_from_store(CONFIG, folder, name="ddp", on_event=steps.append,
+        result = distributed.train_from_store(config, folder, name="ddp", on_event=steps.append,
                                               ranks=ranks)
     finally:
         ranks.close()
@@ -157,3 +158,36 @@ def test_killing_one_rank_ends_the_job_with_a_message_and_no_run(store, isolated
     frames = [l for l in seen if l.lstrip().startswith("File ") or "]:   File " in l]
     assert not [l for l in frames if "bharateo" in l]  # no traceback from our ranks
     assert list(isolated_env["checkpoints"].iterdir()) == []  # no run, not even a reservation
+
+
+def gpu_kinds():
+    return [pytest.param("cuda", marks=pytest.mark.skipif(
+                not torch.cuda.is_available(), reason="no CUDA GPU on this machine")),
+            pytest.param("mps", marks=pytest.mark.skipif(
+                not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()),
+                reason="no Apple MPS device on this machine"))]
+
+
+@pytest.mark.parametrize("device", gpu_kinds())
+def test_gpu_training_from_a_store_matches_cpu(store, device):
+    """The GPU path: the same store, seed and global batch on a GPU give the CPU's losses (fp32;
+    GPU kernels sum in another order, hence the looser tolerance)."""
+    runs = {}
+    for where in ("cpu", device):
+        steps = []
+        config = replace(CONFIG, train=replace(CONFIG.train, device=where))
+        runs[where] = distributed.train_from_store(config, store, on_event=steps.append), steps
+    losses = {k: torch.tensor([e.loss for e in steps if isinstance(e, StepMetrics)])
+              for k, (_, steps) in runs.items()}
+    assert torch.allclose(losses[device], losses["cpu"], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs (nccl)")
+def test_two_nccl_ranks_match_one_process(store, tmp_path, isolated_env):
+    one = []
+    distributed.train_from_store(CONFIG, store, on_event=one.append)
+    mp.spawn(_rank_main, args=(2, free_port(), str(store), str(tmp_path),
+                               str(isolated_env["checkpoints"]), "cuda"), nprocs=2, join=True)
+    got = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    want = [[getattr(e, k) for k in STEP_KEYS] for e in one if isinstance(e, StepMetrics)]
+    assert torch.allclose(torch.tensor(got["steps"]), torch.tensor(want), rtol=1e-3, atol=1e-4)

@@ -1,0 +1,193 @@
+"""Past one machine, measured: training chips/s from a chip store on 1 and 2 processes (torchrun,
+DDP over gloo), for every model variant registered in bharateo/architectures.py, and the
+resident memory (RSS) of a training that streams a store of 10k and of 100k chips.
+
+Chips are cut from three synthetic fixture regions held in memory (the notebook's geometry:
+128 px chips, 16 px patches; they are labelled as synthetic in each store's manifest), so the
+figures measure the machine and the code, not the land cover. Each measurement runs in its own
+process: throughput under `python -m torch.distributed.run --standalone --nproc_per_node=P`
+(this script's --worker mode calls bharateo.distributed.train_from_store, what
+`torchrun -m bharateo train --chips-dir` runs), memory in a plain process that trains the
+notebook model for a fixed number of steps in the store's random order.
+
+usage: python bench/scale.py [--quick] [--json]
+  full:    a 2,048-chip store, 3 epochs; RSS for 10,000 and 100,000 stored chips, 600 steps
+           (building the 100k store holds 1.6 GB and writes 1.65 GB; ~10 min on 2 cores)
+  --quick: a 256-chip store, 2 epochs; RSS for 2,000 and 8,000 stored chips, 150 steps
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def synthetic_rois(size: int):
+    from bharateo.roi import Roi, RoiSpec
+    from tests.fixture_tiles import synthetic_native
+
+    return [Roi(RoiSpec(name, 0.0, 0.0, size), synthetic_native(size, size, seed=i, class_weights=kind),
+                {"synthetic": True, "source": "bench/scale.py synthetic fixture"})
+            for i, (name, kind) in enumerate([("urban", "urban"), ("arid", "arid"),
+                                              ("cropland", "cropland")])]
+
+
+def build(folder: Path, n_chips: int) -> Path:
+    from bharateo.chips import ChipConfig
+    from bharateo.store import build_store
+
+    return build_store(folder, synthetic_rois(2048), ChipConfig(n_chips=n_chips), shard_size=1024)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return kb / 1024
+
+
+def worker_train(store: str, arch: str, epochs: int, batch: int) -> None:
+    """One rank of a measured training (or the only process); rank 0 prints a JSON line."""
+    import torch
+
+    from bharateo import distributed
+    from bharateo.model import ModelConfig
+    from bharateo.pipeline import RunConfig
+    from bharateo.train import EpochMetrics, TrainConfig
+
+    ranks = distributed.join("cpu")
+    rows = []
+    config = RunConfig(model=ModelConfig(arch=arch), train=TrainConfig(epochs=epochs, batch_size=batch))
+    try:
+        distributed.train_from_store(config, store, on_event=lambda e: isinstance(e, EpochMetrics)
+                                     and rows.append(e.chips_per_s), ranks=ranks)
+    finally:
+        if ranks is not None:
+            ranks.close()
+    if ranks is None or ranks.rank == 0:
+        print(json.dumps({"epoch_chips_per_s": rows, "threads": torch.get_num_threads()}), flush=True)
+
+
+def worker_rss(store: str, steps: int) -> None:
+    """Train the notebook model on the store for `steps` steps; print RSS at step 10 and after."""
+    import resource
+    import threading
+
+    from bharateo.model import ModelConfig
+    from bharateo.store import ChipStore
+    from bharateo.train import StepMetrics, TrainConfig, make_model, train
+
+    chips = ChipStore(store)
+    model = make_model(ModelConfig(), 42)
+    stop, seen = threading.Event(), {}
+    t0 = time.perf_counter()
+    for event in train(model, chips, TrainConfig(epochs=1), stop=stop):
+        if isinstance(event, StepMetrics):
+            if event.global_step == 10:
+                seen["rss_step10_mb"] = rss_mb()
+            if event.global_step >= steps:
+                stop.set()
+    seen.update(rss_end_mb=rss_mb(), maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                chips=len(chips), steps=steps, seconds=time.perf_counter() - t0)
+    print(json.dumps(seen), flush=True)
+
+
+def read_rate(store: Path, batches: int = 200, batch: int = 16) -> dict:
+    """Chips/s of the input pipeline alone in one process: random batches read from the store
+    and rendered to tokens + patch targets (what each rank does before its forward pass)."""
+    import numpy as np
+
+    from bharateo.store import ChipStore
+
+    chips = ChipStore(store)
+    chips.verify()  # checksums first, so the timing is reads and rendering only
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        idx = rng.integers(0, len(chips), batch)
+        chips.tokens(idx), chips.patch_targets(idx)
+    seconds = time.perf_counter() - t0
+    return {"chips_per_s": round(batches * batch / seconds, 1), "batch": batch}
+
+
+def run_json(command: list[str], env: dict) -> dict:
+    out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode or not lines:
+        raise SystemExit(f"failed: {' '.join(command)}\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--worker", nargs=4, metavar=("STORE", "ARCH", "EPOCHS", "BATCH"))
+    parser.add_argument("--rss-worker", nargs=2, metavar=("STORE", "STEPS"))
+    args = parser.parse_args()
+    if args.worker:
+        return worker_train(args.worker[0], args.worker[1], int(args.worker[2]), int(args.worker[3]))
+    if args.rss_worker:
+        return worker_rss(args.rss_worker[0], int(args.rss_worker[1]))
+
+    from bharateo.app.train import chip_flops
+    from bharateo.architectures import MODELS
+    from bharateo.model import ModelConfig
+
+    n_train, epochs = (256, 2) if args.quick else (2048, 3)
+    rss_sizes, rss_steps = ((2_000, 8_000), 150) if args.quick else ((10_000, 100_000), 600)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    report = {"cores": os.cpu_count(), "store_chips": n_train, "epochs": epochs, "batch": 16,
+              "throughput": [], "rss": []}
+    with tempfile.TemporaryDirectory(prefix="bharateo-scale-") as tmp:
+        store = build(Path(tmp) / "train", n_train)
+        report["input_pipeline"] = read_rate(store)
+        print(f"input pipeline (read + render, 1 process): {report['input_pipeline']['chips_per_s']:,.0f} "
+              "chips/s", flush=True)
+        for arch in MODELS:
+            for procs, threads in ((1, 1), (1, os.cpu_count()), (2, 1)):
+                run_env = {**env, "OMP_NUM_THREADS": str(threads)}
+                row = run_json([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                f"--nproc_per_node={procs}", str(Path(__file__).resolve()),
+                                "--worker", str(store), arch, str(epochs), "16"], run_env)
+                total = statistics.median(row["epoch_chips_per_s"][1:])  # epoch 1 warms up
+                # achieved GFLOP/s from the Train page's FLOP count (the notebook model's layers)
+                gflops = total * chip_flops(ModelConfig(), 0.75) / 1e9 if arch == "notebook" else None
+                report["throughput"].append({
+                    "arch": arch, "processes": procs, "threads_each": threads,
+                    "chips_per_s": round(total, 1), "chips_per_s_per_process": round(total / procs, 1),
+                    "gflop_per_s": gflops and round(gflops, 1)})
+                print(f"{arch:9s} {procs} process(es) x {threads} thread(s): {total:7.1f} chips/s "
+                      f"({total / procs:.1f} per process" + (f", {gflops:.1f} GFLOP/s)" if gflops
+                                                             else ")"), flush=True)
+        for n in rss_sizes:
+            folder = Path(tmp) / f"rss{n}"
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                            "from bench.scale import build; build(__import__('pathlib').Path(sys.argv[2]), "
+                            "int(sys.argv[3]))", str(REPO), str(folder), str(n)],
+                           cwd=REPO, env=env, check=True)
+            build_s = time.perf_counter() - t0
+            row = run_json([sys.executable, str(Path(__file__).resolve()), "--rss-worker", str(folder),
+                            str(rss_steps)], env)
+            row["build_s"] = round(build_s, 1)
+            row["store_mb"] = round(sum(f.stat().st_size for f in folder.iterdir()) / 2**20, 1)
+            report["rss"].append({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()})
+            print(f"{n:>7,d} stored chips ({row['store_mb']:,.0f} MB on disk): RSS {row['rss_step10_mb']:.0f} MB "
+                  f"at step 10, {row['rss_end_mb']:.0f} MB after {rss_steps} steps, peak "
+                  f"{row['maxrss_mb']:.0f} MB", flush=True)
+            subprocess.run(["rm", "-rf", str(folder)], check=True)
+    if args.json:
+        print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
