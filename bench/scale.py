@@ -31,6 +31,62 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+# --- the plan's assumptions (nothing below is measured here; docs/scale.md states each) -------
+PLAN_CHIPS, PLAN_EPOCHS, PLAN_BANDS = 1_000_000, 100, 10  # the notebook's BharatEO-v0 plan
+GPU_PEAK_BF16 = 989e12  # FLOP/s, NVIDIA H100 SXM dense bf16 (datasheet; without sparsity)
+GPU_UTILISATION = (0.02, 0.10)  # share of that peak a 0.8M-parameter, d=128 model reaches
+GPU_BATCH = 1024  # chips per GPU per step (the notebook's 16 would leave a GPU idle)
+LOADER_CORES_PER_GPU = 12  # CPU cores reading and rendering chips for each GPU (96-core, 8-GPU node)
+LINK_BYTES_PER_S = {"NVLink (within a node)": 450e9, "100 Gb/s InfiniBand (between nodes)": 12.5e9}
+PRICE_PER_GPU_HOUR = 3.0  # USD, an on-demand H100 cloud price; cost scales linearly with it
+S2_BYTES_PER_VALUE = 2  # uint16 reflectance x 10000, as L2A products store it
+
+
+def plan(report: dict) -> dict:
+    """1M chips x 100 epochs at 10 bands from this run's measured figures and the assumptions
+    above. Every number in docs/scale.md's plan table comes from here."""
+    from bharateo.app.train import chip_flops
+    from bharateo.model import ModelConfig, parameter_count
+    from bharateo.tokens import token_accounting
+
+    tokens = token_accounting(PLAN_CHIPS, PLAN_EPOCHS, 0.75, PLAN_BANDS)
+    chips_seen = PLAN_CHIPS * PLAN_EPOCHS
+    model = ModelConfig(in_chans=PLAN_BANDS)
+    flop_chip = chip_flops(model, 0.75)
+    cpu = next(r for r in report["throughput"] if r["arch"] == "notebook" and r["processes"] == 1
+               and r["threads_each"] == 1)
+    cpu_chips_s = cpu["gflop_per_s"] * 1e9 / flop_chip  # same achieved FLOP/s at 10 bands
+    # rendering cost follows the token bytes: 10 bands write 10/3 of the palette's floats
+    loader_chips_s = report["input_pipeline"]["chips_per_s"] * 3 / PLAN_BANDS
+    grad_bytes = 4 * parameter_count(model)
+    out = {"token_presentations": tokens.total_tokens, "masked_tokens": tokens.masked_tokens,
+           "chip_presentations": chips_seen, "flop_per_chip": flop_chip,
+           "total_flop": flop_chip * chips_seen, "parameters": parameter_count(model),
+           "cpu_process_chips_per_s": cpu_chips_s,
+           "cpu_process_days": chips_seen / cpu_chips_s / 86400,
+           "store_bytes_10band": PLAN_CHIPS * PLAN_BANDS * 128 * 128 * S2_BYTES_PER_VALUE,
+           "loader_chips_per_s_per_core": loader_chips_s,
+           "loader_chips_per_s_per_gpu": loader_chips_s * LOADER_CORES_PER_GPU, "gpus": []}
+    out["gpu_compute_chips_per_s"] = {util: GPU_PEAK_BF16 * util / flop_chip for util in GPU_UTILISATION}
+    compute = min(out["gpu_compute_chips_per_s"].values())  # the pessimistic end
+    for loader, cores in (("as built: the rank's own process reads, then trains", 1),
+                          (f"{LOADER_CORES_PER_GPU} loader processes a GPU, overlapped (not built)",
+                           LOADER_CORES_PER_GPU)):
+        feed = loader_chips_s * cores
+        per_gpu = 1 / (1 / feed + 1 / compute) if cores == 1 else min(feed, compute)
+        for n in (1, 8, 64):
+            step_s = GPU_BATCH / per_gpu
+            link = LINK_BYTES_PER_S["NVLink (within a node)" if n <= 8 else
+                                    "100 Gb/s InfiniBand (between nodes)"]
+            allreduce_s = 2 * (n - 1) / n * grad_bytes / link  # ring all-reduce of fp32 grads
+            hours = chips_seen / (per_gpu * n) * (1 + allreduce_s / step_s) / 3600
+            out["gpus"].append({"pipeline": loader, "gpus": n, "chips_per_s_per_gpu": round(per_gpu),
+                                "allreduce_ms_per_step": round(allreduce_s * 1e3, 3),
+                                "wall_hours": round(hours, 2), "gpu_hours": round(hours * n, 2),
+                                "usd": round(hours * n * PRICE_PER_GPU_HOUR)})
+    return out
+
+
 def synthetic_rois(size: int):
     from bharateo.roi import Roi, RoiSpec
     from tests.fixture_tiles import synthetic_native
@@ -145,8 +201,10 @@ def main() -> None:
     n_train, epochs = (256, 2) if args.quick else (2048, 3)
     rss_sizes, rss_steps = ((2_000, 8_000), 150) if args.quick else ((10_000, 100_000), 600)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    report = {"cores": os.cpu_count(), "store_chips": n_train, "epochs": epochs, "batch": 16,
-              "throughput": [], "rss": []}
+    report = {"cores": os.cpu_count(), "load_average_1min_at_start": os.getloadavg()[0],
+              "store_chips": n_train, "epochs": epochs, "batch": 16, "throughput": [], "rss": []}
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (other work on this "
+          "machine slows every figure)", flush=True)
     with tempfile.TemporaryDirectory(prefix="bharateo-scale-") as tmp:
         store = build(Path(tmp) / "train", n_train)
         report["input_pipeline"] = read_rate(store)
@@ -177,7 +235,7 @@ def main() -> None:
                            cwd=REPO, env=env, check=True)
             build_s = time.perf_counter() - t0
             row = run_json([sys.executable, str(Path(__file__).resolve()), "--rss-worker", str(folder),
-                            str(rss_steps)], env)
+                            str(rss_steps)], {**env, "OMP_NUM_THREADS": "1"})
             row["build_s"] = round(build_s, 1)
             row["store_mb"] = round(sum(f.stat().st_size for f in folder.iterdir()) / 2**20, 1)
             report["rss"].append({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()})
@@ -185,6 +243,23 @@ def main() -> None:
                   f"at step 10, {row['rss_end_mb']:.0f} MB after {rss_steps} steps, peak "
                   f"{row['maxrss_mb']:.0f} MB", flush=True)
             subprocess.run(["rm", "-rf", str(folder)], check=True)
+    p = report["plan"] = plan(report)
+    print(f"plan: {PLAN_CHIPS:,} chips x {PLAN_EPOCHS} epochs at {PLAN_BANDS} bands = "
+          f"{p['token_presentations']:,} token presentations, {p['chip_presentations']:,} chips "
+          f"seen, {p['flop_per_chip'] / 1e6:.1f} MFLOP a chip, {p['total_flop']:.3g} FLOP in all")
+    print(f"  one CPU process here: {p['cpu_process_chips_per_s']:.1f} chips/s -> "
+          f"{p['cpu_process_days']:,.0f} days; the 10-band store: {p['store_bytes_10band'] / 1e9:,.0f} GB; "
+          f"input pipeline {p['loader_chips_per_s_per_core']:,.0f} chips/s a core, "
+          f"{p['loader_chips_per_s_per_gpu']:,.0f} a GPU with {LOADER_CORES_PER_GPU} cores")
+    print("  a GPU's compute alone: " + ", ".join(
+        f"{rate:,.0f} chips/s at {util:.0%} of the H100 bf16 peak"
+        for util, rate in p["gpu_compute_chips_per_s"].items()))
+    for g in p["gpus"]:
+        print(f"  {g['pipeline']}, {g['gpus']:>2d} GPU(s): {g['chips_per_s_per_gpu']:,} chips/s a "
+              f"GPU, all-reduce {g['allreduce_ms_per_step']} ms a step, {g['wall_hours']:,.2f} h "
+              f"wall, {g['gpu_hours']:,.1f} GPU-h, ${g['usd']:,} at ${PRICE_PER_GPU_HOUR}/GPU-h")
+    report["load_average_1min_at_end"] = os.getloadavg()[0]
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     if args.json:
         print(json.dumps(report))
 
