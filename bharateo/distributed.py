@@ -194,26 +194,31 @@ def open_store(config, store_dir):
 
 def train_from_store(config, store_dir, name=None, on_event=None, ranks: RankGroup | None = None):
     """Train on the chip store in `store_dir` (its "train" chips; held-out metrics on its
-    "heldout" chips if it has them) with `config`'s model and training settings; one process,
-    or one rank of a distributed training. The run's chips and regions are the store's.
+    "heldout" chips if it has them) with `config`'s model and training settings, through
+    pipeline.experiment_events (the one experiment loop); one process, or one rank of a
+    distributed training. The run's chips and regions are the store's. `on_event` sees every
+    StepMetrics/EpochMetrics.
 
     -> pipeline.ExperimentResult (path set when `name` is given and this is rank 0), or None on
     ranks other than 0, which never write. ChipStoreError for a store that can't be read,
-    ConfigError for settings that don't fit, RunSaveError when the run can't be written.
+    ConfigError for settings that don't fit, RunSaveError when the run can't be written,
+    DistributedError when another rank fails or stops answering.
     """
-    from bharateo.pipeline import ExperimentResult, final_metrics
+    from bharateo.pipeline import ExperimentResult, experiment_events
     from bharateo.runs import save_run
-    from bharateo.train import TrainingEnd, make_model, train
+    from bharateo.train import TrainedWeights, TrainingEnd, make_model
 
     config, store, heldout = open_store(config, store_dir)
     model = make_model(config.model, config.train.seed)
     if ranks is not None:
         model.to(ranks.device)
         ranks.wrap(model)
-    end = None
+    end = metrics = None
     try:
-        for event in train(model, store, config.train, heldout, ranks=ranks):
-            if isinstance(event, TrainingEnd):
+        for event in experiment_events(config, store, heldout, model=model, ranks=ranks):
+            if isinstance(event, TrainedWeights):
+                metrics = event.metrics
+            elif isinstance(event, TrainingEnd):
                 end = event
             elif on_event is not None:
                 on_event(event)
@@ -223,9 +228,7 @@ def train_from_store(config, store_dir, name=None, on_event=None, ranks: RankGro
         raise peer_failure(exc, ranks) from None
     if ranks is not None and ranks.rank != 0:
         return None
-    model.cpu()  # saved and evaluated as the app loads it
-    result = ExperimentResult(model, end.history, end,
-                              final_metrics(model, config, end, store, heldout), store, heldout)
+    result = ExperimentResult(model, end.history, end, metrics, store, heldout)
     if name:
         meta = {**config.to_dict(), "data": store.manifest["regions"],
                 "chip_store": store.describe(),
@@ -233,4 +236,3 @@ def train_from_store(config, store_dir, name=None, on_event=None, ranks: RankGro
                                 "backend": ranks.backend if ranks else None}}
         result.path = save_run(name, model, meta, result.history, result.metrics)
     return result
-
