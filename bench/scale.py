@@ -10,7 +10,7 @@ process: throughput under `python -m torch.distributed.run --standalone --nproc_
 `torchrun -m bharateo train --chips-dir` runs), memory in a plain process that trains the
 notebook model for a fixed number of steps in the store's random order.
 
-usage: python bench/scale.py [--quick] [--json]
+usage: python bench/scale.py [--quick] [--json] [--arch NAME ...] [--no-rss]
   full:    a 2,048-chip store, 3 epochs; RSS for 10,000 and 100,000 stored chips, 600 steps
            (building the 100k store holds 1.6 GB and writes 1.65 GB; ~10 min on 2 cores)
   --quick: a 256-chip store, 2 epochs; RSS for 2,000 and 8,000 stored chips, 150 steps
@@ -186,6 +186,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--arch", action="append", help="only these model variants (default: all)")
+    parser.add_argument("--no-rss", action="store_true", help="skip the memory measurement")
     parser.add_argument("--worker", nargs=4, metavar=("STORE", "ARCH", "EPOCHS", "BATCH"))
     parser.add_argument("--rss-worker", nargs=2, metavar=("STORE", "STEPS"))
     args = parser.parse_args()
@@ -210,15 +212,19 @@ def main() -> None:
         report["input_pipeline"] = read_rate(store)
         print(f"input pipeline (read + render, 1 process): {report['input_pipeline']['chips_per_s']:,.0f} "
               "chips/s", flush=True)
-        for arch in MODELS:
+        for arch in args.arch or MODELS:
             for procs, threads in ((1, 1), (1, os.cpu_count()), (2, 1)):
                 run_env = {**env, "OMP_NUM_THREADS": str(threads)}
                 row = run_json([sys.executable, "-m", "torch.distributed.run", "--standalone",
                                 f"--nproc_per_node={procs}", str(Path(__file__).resolve()),
                                 "--worker", str(store), arch, str(epochs), "16"], run_env)
                 total = statistics.median(row["epoch_chips_per_s"][1:])  # epoch 1 warms up
-                # achieved GFLOP/s from the Train page's FLOP count (the notebook model's layers)
-                gflops = total * chip_flops(ModelConfig(), 0.75) / 1e9 if arch == "notebook" else None
+                # achieved GFLOP/s from the variant's own FLOP count if it has one, else the
+                # Train page's count of the notebook model's layers
+                count = getattr(MODELS[arch], "flops_per_chip", None)
+                per_chip = (count(ModelConfig(arch=arch), 0.75) if count else
+                            chip_flops(ModelConfig(), 0.75) if arch == "notebook" else None)
+                gflops = total * per_chip / 1e9 if per_chip else None
                 report["throughput"].append({
                     "arch": arch, "processes": procs, "threads_each": threads,
                     "chips_per_s": round(total, 1), "chips_per_s_per_process": round(total / procs, 1),
@@ -226,7 +232,7 @@ def main() -> None:
                 print(f"{arch:9s} {procs} process(es) x {threads} thread(s): {total:7.1f} chips/s "
                       f"({total / procs:.1f} per process" + (f", {gflops:.1f} GFLOP/s)" if gflops
                                                              else ")"), flush=True)
-        for n in rss_sizes:
+        for n in () if args.no_rss else rss_sizes:
             folder = Path(tmp) / f"rss{n}"
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
@@ -243,6 +249,10 @@ def main() -> None:
                   f"at step 10, {row['rss_end_mb']:.0f} MB after {rss_steps} steps, peak "
                   f"{row['maxrss_mb']:.0f} MB", flush=True)
             subprocess.run(["rm", "-rf", str(folder)], check=True)
+    if not any(r["arch"] == "notebook" and r["threads_each"] == 1 and r["processes"] == 1
+               for r in report["throughput"]):
+        print(json.dumps(report) if args.json else "")
+        return
     p = report["plan"] = plan(report)
     print(f"plan: {PLAN_CHIPS:,} chips x {PLAN_EPOCHS} epochs at {PLAN_BANDS} bands = "
           f"{p['token_presentations']:,} token presentations, {p['chip_presentations']:,} chips "

@@ -389,6 +389,8 @@ def read_manifest(folder: Path) -> dict:
         ChipConfig(**m["chip_config"])
     except TypeError as exc:
         raise bad(f"chip_config has unexpected fields ({exc})") from None
+    if not all(isinstance(r, dict) and isinstance(r.get("spec"), dict) for r in m["regions"]):
+        raise bad("every region needs its 'spec' (name, lon, lat, size)")
     splits = m.get("splits")
     if not (isinstance(splits, dict) and "train" in splits and set(splits) <= set(SPLITS)):
         raise bad("splits must hold 'train' (and optionally 'heldout')")
@@ -419,8 +421,13 @@ def read_manifest(folder: Path) -> dict:
 
 
 def roi_specs(manifest: dict):
-    """The RoiSpecs the store's chips were cut from (for the run's config.json)."""
+    """The RoiSpecs the store's chips were cut from (for the run's config.json). ChipStoreError
+    for a spec with unexpected fields (types are checked by RunConfig.validate)."""
     from bharateo.roi import RoiSpec
 
-    return tuple(RoiSpec(**r["spec"]) for r in manifest["regions"])
+    try:
+        return tuple(RoiSpec(**r["spec"]) for r in manifest["regions"])
+    except TypeError as exc:
+        raise ChipStoreError(f"The chip store's manifest has a region spec with unexpected fields "
+                             f"({exc}). Rebuild the store.") from None
 

@@ -107,7 +107,8 @@ def test_bad_manifests_are_refused(built, tmp_path):
             (lambda m: m["splits"]["train"]["shards"][0].update(name="../../etc"), "bad name"),
             (lambda m: m["splits"]["train"].update(chips=46), "hold 45 chips, not the 46"),
             (lambda m: m.update(chip_size="64"), "chip_size"),
-            (lambda m: m.update(format="other"), "format")]:
+            (lambda m: m.update(format="other"), "format"),
+            (lambda m: m["regions"][0].pop("spec"), "needs its 'spec'")]:
         bad = json.loads(json.dumps(manifest))
         change(bad)
         (folder / "manifest.json").write_text(json.dumps(bad))
