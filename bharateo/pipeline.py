@@ -216,17 +216,21 @@ def saved_as_message(requested: str | None, saved: str) -> str:
 
 
 def experiment_events(config: RunConfig, train_chips: ChipSet, heldout: ChipSet | None = None,
-                      stop: threading.Event | None = None, model: TinyRGBMAE | None = None):
+                      stop: threading.Event | None = None, model: TinyRGBMAE | None = None,
+                      ranks=None):
     """The one experiment loop: train `model` (default: a fresh one seeded with
     config.train.seed) on the chips with config.train; yields every StepMetrics, EpochMetrics and
     TrainingEnd of train.train, then one TrainedWeights (the weights and metrics.json's metrics,
-    final_metrics). Raises ConfigError (bad settings, a missing device) before the first step."""
+    final_metrics). Raises ConfigError (bad settings, a missing device) before the first step.
+    `ranks`: a distributed.RankGroup under torchrun (train.train's); then only rank 0 yields
+    TrainedWeights (it alone evaluates and saves)."""
     model = model if model is not None else make_model(config.model, config.train.seed)
     end = None
-    for event in train(model, train_chips, config.train, heldout, stop):
+    for event in train(model, train_chips, config.train, heldout, stop, ranks=ranks):
         end = event if isinstance(event, TrainingEnd) else end
         yield event
-    yield TrainedWeights.of(model, final_metrics(model, config, end, train_chips, heldout))
+    if ranks is None or ranks.rank == 0:
+        yield TrainedWeights.of(model, final_metrics(model, config, end, train_chips, heldout))
 
 
 def run_experiment(config: RunConfig, rois: list[Roi] | None = None, name: str | None = None,
