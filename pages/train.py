@@ -1,15 +1,16 @@
 """Train: poke hyperparameters, watch live loss charts, stop, save and compare runs."""
 import streamlit as st
 
-from bharateo.app.figures import accuracy_figure, loss_figure
+from bharateo.app.figures import X_AXES, accuracy_figure, loss_figure
 from bharateo.app.jobs import max_training_seconds
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import (clear_error, current_chip_config, guidance, keep_error, keep_widget,
                                 page_setup, show_error, show_kept_error, use_saved_run)
-from bharateo.app.train import (adopt_finished_job, apply_preset, config_from_knobs, current_knobs,
-                                default_run_name, draw_progress, free_run_name, knob_problems,
-                                knob_settings, knob_widget, live_progress, manage_run,
-                                matching_preset, queue_panel, restore_knobs, runs_table,
+from bharateo.app.train import (VARIANT_CHOICES, adopt_finished_job, apply_preset, compare_table,
+                                config_from_knobs, current_knobs, default_run_name, draw_progress,
+                                flops_table, free_run_name, knob_problems, knob_settings,
+                                knob_widget, live_progress, manage_run, matching_preset,
+                                precision_caption, queue_panel, restore_knobs, runs_table,
                                 save_again, series_from_run, start_training, training_estimate)
 from bharateo.errors import BharatEOError
 from bharateo.pipeline import PRESETS
@@ -35,7 +36,10 @@ for col, name in zip(preset_cols, PRESETS):
 page_extras = {  # what only this page knows: its regions, and how an empty choice reads
     "holdout_roi": dict(options=["", *roi_names], format_func=lambda n: n or "none"),
     "holdout_block": dict(format_func=lambda b: f"{b} half" if b else "the whole region",
-                          disabled=not st.session_state.knob_holdout_roi)}
+                          disabled=not st.session_state.knob_holdout_roi),
+    "arch": dict(format_func=lambda a: VARIANT_CHOICES.get(a, a)),
+    **{name: dict(disabled=st.session_state.knob_arch != "mae")  # only the mae variant has one
+       for name in ("decoder_dim", "decoder_depth", "decoder_heads")}}
 settings = list(knob_settings().values())
 for group, col in zip(GROUPS, st.columns(len(GROUPS))):
     with col:
@@ -67,6 +71,9 @@ if config is not None:
     m5.metric("masked pixel targets", f"{tokens.masked_pixel_targets:,}")
     st.caption(f"Settings: {preset or 'custom'} · chips of {config.chips.chip_size} px from "
                f"{', '.join(roi_names)}")
+    st.markdown("**Expected work per chip** (training FLOPs: forward and backward, at this mask ratio)")
+    st.table(flops_table(config))
+    st.caption(precision_caption(config))
     estimate, over_budget = training_estimate(config, scan_runs()[0], max_training_seconds())
     st.caption(estimate)
     if over_budget:  # refused before it takes the slot for hours
@@ -125,10 +132,15 @@ if by_name:
     keep_widget("train_compare", list(by_name)[:2], lambda names: [n for n in names if n in by_name])
     compare = st.multiselect("compare runs on the same charts", list(by_name), key="train_compare")
     if compare:
+        keep_widget("train_compare_x", "epoch", lambda x: x if x in X_AXES else "epoch")
+        x = st.radio("x axis", list(X_AXES), key="train_compare_x", horizontal=True,
+                     format_func=lambda k: {"epoch": "epoch", "time": "training time (s)"}[k],
+                     help="Against training time, the faster run's curves end further left.")
         series = [series_from_run(by_name[n]) for n in compare]
         left, right = st.columns(2)
-        left.plotly_chart(loss_figure(series), width="stretch")
-        right.plotly_chart(accuracy_figure(series), width="stretch")
+        left.plotly_chart(loss_figure(series, x), width="stretch")
+        right.plotly_chart(accuracy_figure(series, x), width="stretch")
+        st.dataframe(compare_table([by_name[n] for n in compare]), hide_index=True, width="stretch")
 
 all_names = [*by_name, *(bad.name for bad in damaged)]  # a damaged run can be renamed or deleted
 keep_widget("train_manage_run", None,
