@@ -64,16 +64,13 @@ class ModelConfig:
                          help="attention heads per layer (they must divide the embed dim)")
     num_classes: int = setting(8, label="num classes", bounds=(1, 256), flag=False,
                                help="ESA patch classes the class head predicts")
-    # no CLI flags (yet): the train flags are pinned by tests/test_settings.py; a preset, the
-    # Train page and config.json set them
-    decoder_dim: int = setting(64, label="decoder dim", bounds=(1, 1024), flag=False,
+    decoder_dim: int = setting(64, label="decoder dim", bounds=(1, 1024),
                                options=(16, 32, 64, 96, 128, 192, 256), widget="select_slider",
                                group="Model", help="mae only: the light decoder's token width")
-    decoder_depth: int = setting(1, label="decoder depth", low=1, high=4, bounds=(1, 32), flag=False,
+    decoder_depth: int = setting(1, label="decoder depth", low=1, high=4, bounds=(1, 32),
                                  widget="slider", group="Model",
                                  help="mae only: the light decoder's transformer layers")
     decoder_heads: int = setting(4, label="decoder heads", bounds=(1, 64), options=(1, 2, 4, 8),
-                                 flag=False,
                                  widget="select_slider", group="Model",
                                  help="mae only: attention heads per decoder layer (they must "
                                       "divide the decoder dim)")
