@@ -42,6 +42,8 @@ import numpy as np
 import torch
 
 from bharateo.errors import ChipError
+from bharateo.model import patchify
+from bharateo.reflectance import BandStats, band_stats, composite, normalise
 from bharateo.worldcover import (IGNORE_INDEX, NATIVE_TO_COLLAPSED_ID, NODATA, NODATA_ID,
                                  NUM_CLASSES, PALETTE,
                                  collapse_worldcover, labels_to_rgb)
@@ -49,6 +51,7 @@ from bharateo.worldcover import (IGNORE_INDEX, NATIVE_TO_COLLAPSED_ID, NODATA, N
 HOLDOUT_BLOCKS = ("north", "south", "east", "west")
 MAX_CHIP_NODATA_FRACTION = 0.10  # rule 2 of the no-data rule above
 PATCH_NODATA_FRACTION = 0.5  # rule 4: a patch at least this share no-data is IGNORE_INDEX
+PALETTE_BANDS = ("red", "green", "blue")  # palette RGB rendered from the class colours
 ATTEMPTS_PER_CHIP = 400  # the notebook's budget: `attempts < n * 400`
 FAIL_FAST_MIN_ATTEMPTS = 2000  # draws in a region before its acceptance rate is judged
 
@@ -63,6 +66,9 @@ class ChipConfig:
     holdout_roi: str | None = None  # name of an ROI kept out of training
     holdout_block: str | None = None  # None: the whole ROI; or one half: north/south/east/west
     n_holdout_chips: int = 64
+    source: str = "worldcover"  # where the pixels come from: "worldcover" palette RGB, "s2-4band", "s2-10band"
+    dates: str = "2021-01-01/2021-12-31"  # Sentinel-2: the scene's sensing date range
+    max_cloud: float = 20.0  # Sentinel-2: most cloud cover (%) of the scene
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,6 +106,11 @@ class ChipSet:
     patch_size: int
     channels: int = 3  # palette RGB
     rejected_nodata: int = 0
+    bands: tuple[str, ...] = PALETTE_BANDS
+    # Sentinel-2 chips (bharateo/sentinel2.py): each ROI's C x H x W float32 reflectance of
+    # `bands`, cut at `origins` when tokens are made; None for palette RGB
+    roi_pixels: list | None = None
+    band_stats: BandStats | None = None  # per-band mean/std of the training chips (reflectance.py)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -108,16 +119,41 @@ class ChipSet:
     def grid_size(self) -> int:
         return self.chip_size // self.patch_size
 
-    def tokens(self, index=slice(None)) -> torch.Tensor:
-        """Chips `index` as B x N x (3*p*p) palette-RGB tokens, the model's input."""
-        return labels_to_tokens(self.labels[index], self.patch_size)
+    def tokens(self, index=slice(None), stats: BandStats | None = None) -> torch.Tensor:
+        """Chips `index` as B x N x (C*p*p) tokens, the model's input: palette RGB, or
+        reflectance normalised per band with `stats` (default: this set's band_stats), no-data
+        pixels 0 (reflectance.normalise)."""
+        if self.roi_pixels is None:
+            return labels_to_tokens(self.labels[index], self.patch_size)
+        pixels, valid = self.pixels(index), self.labels[index] != NODATA_ID
+        x = normalise(pixels, valid, stats or self.band_stats)
+        return patchify(torch.from_numpy(x), self.patch_size)
+
+    def pixels(self, index=slice(None)) -> np.ndarray:
+        """Reflectance of chips `index` -> B x C x S x S float32 (Sentinel-2 chips only)."""
+        picks = np.arange(len(self))[index].reshape(-1)
+        s = self.chip_size
+        out = np.empty((len(picks), self.channels, s, s), np.float32)
+        for j, i in enumerate(picks):
+            r, c = self.origins[i]
+            out[j] = self.roi_pixels[self.roi_index[i]][:, r:r + s, c:c + s]
+        return out
+
+    def picture(self, i: int, which: str = "true") -> np.ndarray:
+        """Chip i as an S x S x 3 float image: its palette colours, or for reflectance chips its
+        true (B04 B03 B02) or false (B08 B04 B03) colour composite, 2-98 % stretch."""
+        if self.roi_pixels is None:
+            return self.rgb(i)
+        return composite(self.pixels([i])[0], self.bands, which, self.labels[i] != NODATA_ID)
 
     def patch_targets(self, index=slice(None)) -> torch.Tensor:
         """B x N int64 patch labels in token order."""
         return torch.from_numpy(self.patch_labels[index].reshape(-1, self.grid_size ** 2))
 
     def rgb(self, i: int) -> np.ndarray:
-        """Chip i as an S x S x 3 float image."""
+        """Chip i as an S x S x 3 float image (palette colours; true colour for reflectance)."""
+        if self.roi_pixels is not None:
+            return self.picture(i, "true")
         return labels_to_rgb(self.labels[i])
 
     def chips_per_roi(self) -> dict[str, int]:
@@ -421,4 +457,36 @@ def build_chip_sets(rois, config: ChipConfig,
         held = sample_chips(natives, held_regions, config.n_holdout_chips, seed=config.seed + 1,
                             progress=progress and (lambda done, _n: progress(config.n_chips + done,
                                                                              total)), **args)
+    return _with_pixels(train, held, rois)
+
+
+def _with_pixels(train: ChipSet, held: ChipSet | None, rois) -> tuple[ChipSet, ChipSet | None]:
+    """Chips of reflectance ROIs (Sentinel-2: `.pixels` C x H x W and `.bands`) carry those
+    pixels and the training chips' per-band statistics (held-out chips use the training ones:
+    they stand for data the model has not seen). Palette ROIs: the chips unchanged."""
+    pixels = [getattr(r, "pixels", None) for r in rois]
+    if all(p is None for p in pixels):
+        return train, held
+    bands = {tuple(getattr(r, "bands", ())) for r in rois}
+    if any(p is None for p in pixels) or len(bands) != 1:
+        raise ChipError("All regions of one set of chips must come from the same source (all "
+                        "WorldCover palette, or all Sentinel-2 with the same bands). Remove the "
+                        "others or read them again from this source.")
+    bands = bands.pop()
+    for chips in (train, held):
+        if chips is not None:
+            chips.roi_pixels, chips.bands, chips.channels = pixels, bands, len(bands)
+    step = 64
+    train.band_stats = band_stats(((train.pixels(slice(i, i + step)),
+                                    train.labels[i:i + step] != NODATA_ID)
+                                   for i in range(0, len(train), step)), bands)
+    if held is not None:
+        held.band_stats = train.band_stats
     return train, held
+
+
+def tokens_for(model, chips: ChipSet, index=slice(None)) -> torch.Tensor:
+    """Chips `index` as the tokens `model` reads: reflectance normalised with the statistics the
+    model was trained with (`model.band_stats`, set from config.json by runs.load_model) when it
+    has them, else with the chips' own."""
+    return chips.tokens(index, getattr(model, "band_stats", None))

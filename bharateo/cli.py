@@ -154,7 +154,7 @@ def cmd_evaluate(args) -> None:
     run = load_run(args.run)
     config = RunConfig.from_dict(run.config)
     model = load_model(run)
-    train_chips, heldout = build_chip_sets(load_rois(config.rois), config.chips)
+    train_chips, heldout = build_chip_sets(load_rois(config.rois, chips=config.chips), config.chips)
     results = {"train": evaluate(model, train_chips, args.mask_ratio)}
     if heldout is not None:
         results["heldout"] = evaluate(model, heldout, args.mask_ratio)

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from bharateo.architectures import build_model
-from bharateo.chips import ChipSet
+from bharateo.chips import ChipSet, tokens_for
 from bharateo.errors import ConfigError
 from bharateo.model import ModelConfig, TinyRGBMAE, random_patch_mask
 from bharateo.schema import check_types
@@ -125,7 +125,7 @@ def masked_metrics(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float, seed: i
     abs_sum = n_abs = correct = n_tokens = 0
     for start in range(0, len(chips), batch_size):
         idx = slice(start, start + batch_size)
-        tokens, targets = chips.tokens(idx), chips.patch_targets(idx)
+        tokens, targets = tokens_for(model, chips, idx), chips.patch_targets(idx)
         mask = random_patch_mask(len(tokens), tokens.shape[1], mask_ratio, generator)
         pred, logits = model(tokens, mask)
         valid = targets != IGNORE_INDEX  # no-data patches are left out (see bharateo/chips.py)
@@ -151,6 +151,8 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
         raise ConfigError(f"The model expects {model.config.img_size} px chips with "
                           f"{model.config.patch_size} px patches, but the chips are "
                           f"{chips.chip_size} px with {chips.patch_size} px patches.")
+    if chips.band_stats is not None and getattr(model, "band_stats", None) is None:
+        model.band_stats = chips.band_stats  # the run's normalisation, saved with it
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay, fused=True)
@@ -158,7 +160,7 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
                  if config.cosine else None)
     n = len(chips)
     steps_per_epoch = math.ceil(n / config.batch_size)
-    batch_tokens = _token_source(chips)
+    batch_tokens = _token_source(model, chips)
     targets_all = chips.patch_targets()
     history: list[dict] = []
     start, global_step, first_loss = time.perf_counter(), 0, None
@@ -244,13 +246,13 @@ class LastGoodWeights:
         return all(bool(torch.isfinite(t).all()) for t in self.live)
 
 
-def _token_source(chips: ChipSet):
+def _token_source(model, chips: ChipSet):
     """idx -> B x N x T tokens: from one up-front rendering when it is small enough (the default
     384 chips: 75 MB, saving ~2 ms a step), else rendered batch by batch."""
     size = len(chips) * chips.grid_size ** 2 * chips.channels * chips.patch_size ** 2 * 4
     if size > PRERENDER_BYTES:
-        return chips.tokens
-    everything = chips.tokens()
+        return lambda idx: tokens_for(model, chips, idx)
+    everything = tokens_for(model, chips)
     return lambda idx: everything[torch.from_numpy(idx)]
 
 
