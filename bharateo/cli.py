@@ -20,10 +20,30 @@ def _roi_specs(args):
     return [RoiSpec(name, args.lon, args.lat, args.size)]
 
 
+def _chip_source(args):
+    """ChipConfig fields of --source/--dates/--max-cloud (checked: ConfigError), or {}."""
+    from bharateo.chips import ChipConfig
+    from bharateo.pipeline import check_source
+
+    given = {k: getattr(args, k) for k in ("source", "dates", "max_cloud")
+             if getattr(args, k, None) is not None}
+    check_source(replace(ChipConfig(), **given))
+    return given
+
+
+def _load_rois_for(args, specs):
+    from bharateo.chips import ChipConfig
+    from bharateo.pipeline import load_rois
+
+    return load_rois(specs, chips=replace(ChipConfig(), **_chip_source(args)))
+
+
 def cmd_prefetch(args) -> None:
     from bharateo.roi import load_roi, native_class_counts
     from bharateo.worldcover import data_source_from_env
 
+    if _chip_source(args).get("source", "worldcover") != "worldcover":
+        return _prefetch_s2(args)
     source = data_source_from_env()
     print(f"Reading from {source.describe()} into the cache...")
     not_cached = []
@@ -44,10 +64,68 @@ def cmd_prefetch(args) -> None:
             "Run prefetch again once that is fixed.")
 
 
+def _s2_summary(roi) -> dict:
+    p = roi.provenance
+    return {k: p.get(k) for k in ("scene_id", "scene_date", "cloud_cover", "mgrs_tile", "bands",
+                                   "crs", "pixel_m", "bounds", "reflectance_rule", "source",
+                                   "cloud_fraction", "nodata_fraction")}
+
+
+def _prefetch_s2(args) -> None:
+    from bharateo.sentinel2 import s2_source_from_env
+
+    print(f"Reading Sentinel-2 from {s2_source_from_env().describe()} into the cache...")
+    not_cached = []
+    for roi in _load_rois_for(args, _roi_specs(args)):
+        if roi.cache_error:
+            not_cached.append((roi.spec.name, roi.cache_error))
+        s = _s2_summary(roi)
+        print(f"  {roi.spec.name}: {roi.spec.size}x{roi.spec.size} px of {s['pixel_m']:g} m, scene "
+              f"{s['scene_id']} ({s['scene_date']}, {s['cloud_cover']} % cloud), bands "
+              f"{' '.join(s['bands'])}, {s['nodata_fraction']:.1%} no data or cloud; "
+              f"{roi.data_label}")
+        for note in roi.notes:
+            print(f"    note: {note}")
+    if not_cached:
+        raise BharatEOError(
+            f"{', '.join(n for n, _ in not_cached)} could not be cached: {not_cached[0][1]}. "
+            "Run prefetch again once that is fixed.")
+
+
+def _inspect_s2(args) -> None:
+    from bharateo.roi import native_class_counts
+    from bharateo.worldcover import NATIVE_WORLDCOVER_CLASSES
+
+    if args.lon is None or args.lat is None:
+        raise BharatEOError("A Sentinel-2 region needs --lon and --lat.")
+    roi = _load_rois_for(args, _roi_specs(args))[0]
+    counts = native_class_counts(roi.native)
+    report = {"name": roi.spec.name, **_s2_summary(roi), "data": roi.data_label,
+              "synthetic_fixture": roi.synthetic, "labels": roi.provenance.get("labels"),
+              "band_files": roi.provenance.get("band_files"), "native_counts": counts,
+              "notes": roi.notes}
+    if args.json:
+        print(json.dumps(report))
+        return
+    for key in ("name", "scene_id", "scene_date", "cloud_cover", "mgrs_tile", "crs", "pixel_m",
+                "reflectance_rule", "source", "data"):
+        print(f"{key}: {report[key]}")
+    print("bands: " + " ".join(report["bands"]))
+    print("bounds (W, S, E, N): " + ", ".join(f"{b:.6f}" for b in report["bounds"]))
+    for code, n in counts.items():
+        name = ("no data or cloud (never a class)" if code == 0 else
+                NATIVE_WORLDCOVER_CLASSES.get(code, "unknown code"))
+        print(f"  {code:3d} {name:34s} {n:>10,d}")
+    for note in roi.notes:
+        print(f"note: {note}")
+
+
 def cmd_inspect(args) -> None:
     from bharateo.roi import default_presets, load_roi, native_class_counts
     from bharateo.worldcover import NATIVE_WORLDCOVER_CLASSES
 
+    if _chip_source(args).get("source", "worldcover") != "worldcover":
+        return _inspect_s2(args)
     # no --lon/--lat: the first default preset (notebook's delhi_ncr, or sao_tome offline)
     spec = _roi_specs(args)[0] if args.lon is not None or args.lat is not None else \
         default_presets()[0]
@@ -203,12 +281,25 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--size", type=int, default=size, help="ROI size in pixels (64-4096)")
         p.add_argument("--name", help="ROI name")
 
+    def add_source_flags(p):
+        from bharateo.sentinel2 import DEFAULT_DATES, DEFAULT_MAX_CLOUD, S2_SOURCES
+
+        p.add_argument("--source", choices=["worldcover", *S2_SOURCES], help=(
+            "pixels: WorldCover palette RGB (default) or Sentinel-2 L2A reflectance, 4 bands "
+            "(B02 B03 B04 B08) or 10; scenes from BHARATEO_S2_DIR or the STAC API "
+            "BHARATEO_S2_STAC_URL (default Earth Search)"))
+        p.add_argument("--dates", help=f"Sentinel-2 date range, e.g. {DEFAULT_DATES}")
+        p.add_argument("--max-cloud", dest="max_cloud", type=float,
+                       help=f"Sentinel-2 scene cloud cover limit in %% (default {DEFAULT_MAX_CLOUD:g})")
+
     p = sub.add_parser("prefetch", help="fill the ROI cache so a class can work offline")
     add_roi_flags(p)
+    add_source_flags(p)
     p.set_defaults(func=cmd_prefetch)
 
     p = sub.add_parser("inspect", help="tile, window bounds and native class counts of an ROI")
     add_roi_flags(p)
+    add_source_flags(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_inspect)
 
@@ -216,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run name (letters, digits, . _ -)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="notebook default")
     add_roi_flags(p)
+    add_source_flags(p)
     for flag, typ in [("n_chips", int), ("chip_size", int), ("patch_size", int), ("min_classes", int),
                       ("holdout_roi", str), ("holdout_block", str), ("n_holdout_chips", int),
                       ("embed_dim", int), ("depth", int), ("heads", int),

@@ -371,6 +371,10 @@ def _env(deadline: float | None = None) -> dict:
 def _band_error(exc: Exception, scene: Scene, band: str) -> BharatEOError:
     href = redact_text(scene.hrefs.get(band, "?"))
     text = redact_text(exc.__cause__ or exc)[:200]
+    if re.search(r"HTTP response code: (403|404|410)", text):
+        return TileFileError(f"Band {band} of scene {scene.id} is not on the server ({href}: "
+                             f"{text}). The catalogue lists a file that isn't there: pick other "
+                             "dates, or try again later.")
     if "://" in scene.hrefs.get(band, "") and re.search(r"CURL|HTTP|timed out|Connection", text, re.I):
         return SourceUnreachableError(
             f"Band {band} of scene {scene.id} could not be read from {href} ({text}). Check the "
@@ -397,6 +401,9 @@ def choose_scene(spec: RoiSpec, scenes: list[Scene], query: S2Query, where: str,
                           "cloud limit, or pick a place the source has scenes for.")
     tried = []
     for scene in candidates:
+        if not footprint_contains(scene.footprint, [(spec.lon, spec.lat)]):  # no need to open it
+            tried.append(f"{scene.id} (the centre is outside its data footprint)")
+            continue
         if "B02" not in scene.hrefs:
             tried.append(f"{scene.id} (no B02 band file)")
             continue
@@ -529,7 +536,9 @@ def worldcover_on_grid(grid: RegionGrid, source: DataSource | None = None,
     The WorldCover pixels covering the region (plus a 2 px margin) are read with roi.read_window
     (the same checks, sea tiles and sources as WorldCover regions) and reprojected with
     rasterio.warp.reproject: nearest neighbour on a 10 m grid, mode (the most frequent class)
-    on a coarser one; both only ever give codes that occur in the source (class-preserving)."""
+    on a coarser one; both only ever give codes that occur in the source (class-preserving).
+    GDAL's approximate transformer (0.125 px error by default) is turned off (tolerance 0), so
+    each pixel takes the WorldCover pixel under its centre exactly."""
     from affine import Affine
     from rasterio.crs import CRS
     from rasterio.enums import Resampling
@@ -548,7 +557,7 @@ def worldcover_on_grid(grid: RegionGrid, source: DataSource | None = None,
     method = Resampling.mode if grid.pixel_m > MODE_ABOVE_M else Resampling.nearest
     reproject(native, out, src_transform=src_transform, src_crs=CRS.from_epsg(4326),
               src_nodata=NODATA, dst_transform=Affine(*grid.transform), dst_crs=grid.crs,
-              dst_nodata=NODATA, resampling=method)
+              dst_nodata=NODATA, resampling=method, tolerance=0)  # exact, not approximated
     info = {**info, "global_window": [row0, col0, size], "resampling": method.name}
     return out, info
 
