@@ -1,4 +1,9 @@
-"""Chips: square crops of ROIs, their palette-RGB tokens, pixel labels and patch-mode labels.
+"""Chips: square crops of ROIs, their input tokens, pixel labels and patch-mode labels.
+
+A chip set carries its input bands (`ChipSet.bands`, from the pixel source named by
+`ChipConfig.source`, see bharateo/sources.py); its channel count is `len(bands)`. WorldCover chips
+are palette RGB (worldcover.PALETTE_BANDS), rendered from their class ids; a source with its own
+pixel values (e.g. reflectance) stores them in `ChipSet.pixels`.
 
 Sampling follows the notebook exactly (same seeded draws, same rejection rule, ROIs in
 round-robin), only vectorised: candidates are drawn and tested in batches, then the generator is
@@ -44,14 +49,14 @@ import torch
 from bharateo.errors import ChipError
 from bharateo.model import patchify
 from bharateo.reflectance import BandStats, band_stats, composite, normalise
+from bharateo.sources import DEFAULT_SOURCE, pixel_source
 from bharateo.worldcover import (IGNORE_INDEX, NATIVE_TO_COLLAPSED_ID, NODATA, NODATA_ID,
-                                 NUM_CLASSES, PALETTE,
+                                 NUM_CLASSES, PALETTE, PALETTE_BANDS,
                                  collapse_worldcover, labels_to_rgb)
 
 HOLDOUT_BLOCKS = ("north", "south", "east", "west")
 MAX_CHIP_NODATA_FRACTION = 0.10  # rule 2 of the no-data rule above
 PATCH_NODATA_FRACTION = 0.5  # rule 4: a patch at least this share no-data is IGNORE_INDEX
-PALETTE_BANDS = ("red", "green", "blue")  # palette RGB rendered from the class colours
 ATTEMPTS_PER_CHIP = 400  # the notebook's budget: `attempts < n * 400`
 FAIL_FAST_MIN_ATTEMPTS = 2000  # draws in a region before its acceptance rate is judged
 
@@ -66,9 +71,9 @@ class ChipConfig:
     holdout_roi: str | None = None  # name of an ROI kept out of training
     holdout_block: str | None = None  # None: the whole ROI; or one half: north/south/east/west
     n_holdout_chips: int = 64
-    source: str = "worldcover"  # where the pixels come from: "worldcover" palette RGB, "s2-4band", "s2-10band"
-    dates: str = "2021-01-01/2021-12-31"  # Sentinel-2: the scene's sensing date range
-    max_cloud: float = 20.0  # Sentinel-2: most cloud cover (%) of the scene
+    source: str = DEFAULT_SOURCE  # a name in sources.PIXEL_SOURCES; older runs: palette RGB
+    dates: str = "2021-01-01/2021-12-31"  # Sentinel-2 sources: the scene's sensing date range
+    max_cloud: float = 20.0  # Sentinel-2 sources: most cloud cover (%) over the scene
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,7 +92,8 @@ class SamplingRegion:
 
 @dataclass
 class ChipSet:
-    """K chips. Stored compactly as class ids; palette-RGB tokens are rendered per batch.
+    """K chips of C = len(bands) input channels. Palette-RGB chips are stored compactly as class
+    ids and their tokens rendered per batch; a source with its own values stores them in `pixels`.
 
     labels:       K x S x S uint8   collapsed class per pixel (NODATA_ID for no-data)
     patch_labels: K x G x G int64   dominant class per p x p patch (G = S/p), IGNORE_INDEX for a
@@ -95,6 +101,12 @@ class ChipSet:
     roi_index:    K int             which ROI each chip came from
     origins:      K x 2 int         (row, col) of each chip's corner in its ROI
     rejected_nodata: candidate chips drawn and rejected for holding too much no-data
+    bands:        the C input bands in channel order (worldcover.PALETTE_BANDS: palette RGB)
+    pixels:       None (palette RGB rendered from `labels`), or K x C x S x S float32 input values
+                  (Sentinel-2: reflectance, normalised per band with `band_stats` in tokens())
+    band_stats:   per-band mean/std of the training chips' valid pixels (reflectance.BandStats),
+                  or None: pixels are used as they are
+    Raises ChipError when `pixels` doesn't match the bands or the labels' shape.
     """
 
     labels: np.ndarray
@@ -104,56 +116,63 @@ class ChipSet:
     roi_names: list[str]
     chip_size: int
     patch_size: int
-    channels: int = 3  # palette RGB
     rejected_nodata: int = 0
     bands: tuple[str, ...] = PALETTE_BANDS
-    # Sentinel-2 chips (bharateo/sentinel2.py): each ROI's C x H x W float32 reflectance of
-    # `bands`, cut at `origins` when tokens are made; None for palette RGB
-    roi_pixels: list | None = None
-    band_stats: BandStats | None = None  # per-band mean/std of the training chips (reflectance.py)
+    pixels: np.ndarray | None = None
+    band_stats: BandStats | None = None
+
+    def __post_init__(self):
+        self.bands = tuple(self.bands)
+        if self.pixels is None:
+            if self.bands != PALETTE_BANDS:
+                raise ChipError(f"Chips with bands {self.bands} need their pixel values: only "
+                                f"palette-RGB chips {PALETTE_BANDS} are drawn from class ids.")
+        elif self.pixels.shape != (len(self.labels), len(self.bands)) + self.labels.shape[1:]:
+            raise ChipError(f"Chip pixels of shape {self.pixels.shape} don't match "
+                            f"{len(self.labels)} chips of {len(self.bands)} bands "
+                            f"{self.bands} and {self.labels.shape[1:]} px.")
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def channels(self) -> int:
+        """Input channels C: one per band."""
+        return len(self.bands)
 
     @property
     def grid_size(self) -> int:
         return self.chip_size // self.patch_size
 
     def tokens(self, index=slice(None), stats: BandStats | None = None) -> torch.Tensor:
-        """Chips `index` as B x N x (C*p*p) tokens, the model's input: palette RGB, or
-        reflectance normalised per band with `stats` (default: this set's band_stats), no-data
-        pixels 0 (reflectance.normalise)."""
-        if self.roi_pixels is None:
-            return labels_to_tokens(self.labels[index], self.patch_size)
-        pixels, valid = self.pixels(index), self.labels[index] != NODATA_ID
-        x = normalise(pixels, valid, stats or self.band_stats)
-        return patchify(torch.from_numpy(x), self.patch_size)
+        """Chips `index` as B x N x (C*p*p) float32 tokens, channel-major, the model's input.
 
-    def pixels(self, index=slice(None)) -> np.ndarray:
-        """Reflectance of chips `index` -> B x C x S x S float32 (Sentinel-2 chips only)."""
-        picks = np.arange(len(self))[index].reshape(-1)
-        s = self.chip_size
-        out = np.empty((len(picks), self.channels, s, s), np.float32)
-        for j, i in enumerate(picks):
-            r, c = self.origins[i]
-            out[j] = self.roi_pixels[self.roi_index[i]][:, r:r + s, c:c + s]
-        return out
+        Pixel values are normalised per band with `stats` (default: this set's band_stats; the
+        model's own via tokens_for), no-data pixels 0 (reflectance.normalise)."""
+        if self.pixels is None:
+            return labels_to_tokens(self.labels[index], self.patch_size)
+        pixels = np.asarray(self.pixels[index], dtype=np.float32)
+        pixels = pixels.reshape((-1,) + self.pixels.shape[1:])
+        stats = stats or self.band_stats
+        if stats is not None:
+            valid = self.labels[index].reshape((-1,) + self.labels.shape[1:]) != NODATA_ID
+            pixels = normalise(pixels, valid, stats)
+        return patchify(torch.from_numpy(pixels), self.patch_size).contiguous()
 
     def picture(self, i: int, which: str = "true") -> np.ndarray:
-        """Chip i as an S x S x 3 float image: its palette colours, or for reflectance chips its
-        true (B04 B03 B02) or false (B08 B04 B03) colour composite, 2-98 % stretch."""
-        if self.roi_pixels is None:
+        """Chip i as an S x S x 3 float image: palette colours (palette-RGB chips), or the true
+        (B04 B03 B02) or false (B08 B04 B03) colour composite of its reflectance, 2-98 % stretch
+        (reflectance.composite), no-data and cloud black."""
+        if self.pixels is None:
             return self.rgb(i)
-        return composite(self.pixels([i])[0], self.bands, which, self.labels[i] != NODATA_ID)
+        return composite(self.pixels[i], self.bands, which, self.labels[i] != NODATA_ID)
 
     def patch_targets(self, index=slice(None)) -> torch.Tensor:
         """B x N int64 patch labels in token order."""
         return torch.from_numpy(self.patch_labels[index].reshape(-1, self.grid_size ** 2))
 
     def rgb(self, i: int) -> np.ndarray:
-        """Chip i as an S x S x 3 float image (palette colours; true colour for reflectance)."""
-        if self.roi_pixels is not None:
-            return self.picture(i, "true")
+        """Chip i's class ids as an S x S x 3 float palette picture (whatever its bands)."""
         return labels_to_rgb(self.labels[i])
 
     def chips_per_roi(self) -> dict[str, int]:
@@ -232,7 +251,7 @@ def patch_mode_labels(labels: np.ndarray, patch_size: int) -> np.ndarray:
 
 def labels_to_tokens(labels: np.ndarray, patch_size: int) -> torch.Tensor:
     """B x S x S collapsed ids -> B x N x (3*p*p) palette-RGB tokens (no-data black),
-    channel-major inside a token.
+    channel-major inside a token (channels: PALETTE_BANDS, one per palette column).
 
     Same values and layout as the notebook's `patchify(labels_to_rgb_input(...))`, built with one
     1-byte transpose and a palette lookup per channel straight into the output.
@@ -240,13 +259,14 @@ def labels_to_tokens(labels: np.ndarray, patch_size: int) -> torch.Tensor:
     b, s, _ = labels.shape
     g, p = s // patch_size, patch_size
     blocks = labels.reshape(b, g, p, g, p).transpose(0, 1, 3, 2, 4).reshape(b, g * g, p * p)
-    out = np.empty((b, g * g, 3, p * p), dtype=np.float32)
-    for c in range(3):
-        np.take(_PALETTE_BY_CHANNEL[c], blocks, out=out[:, :, c])
-    return torch.from_numpy(out.reshape(b, g * g, 3 * p * p))
+    c = len(_PALETTE_BY_CHANNEL)
+    out = np.empty((b, g * g, c, p * p), dtype=np.float32)
+    for channel, palette in enumerate(_PALETTE_BY_CHANNEL):
+        np.take(palette, blocks, out=out[:, :, channel])
+    return torch.from_numpy(out.reshape(b, g * g, c * p * p))
 
 
-_PALETTE_BY_CHANNEL = np.ascontiguousarray(PALETTE.T)  # 3 x 256 collapsed ids
+_PALETTE_BY_CHANNEL = np.ascontiguousarray(PALETTE.T)  # len(PALETTE_BANDS) x 256 collapsed ids
 
 
 def _distinct_classes(chips: np.ndarray) -> np.ndarray:
@@ -360,12 +380,14 @@ def _draw_origins(rng, high_r, high_c, n) -> np.ndarray:
 
 
 def sample_chips(native_rois, regions, n, chip_size, patch_size, min_classes, seed, roi_names,
-                 progress: Callable[[int, int], None] | None = None):
+                 progress: Callable[[int, int], None] | None = None,
+                 bands: tuple[str, ...] = PALETTE_BANDS, roi_pixels: list | None = None):
     """n chips from `regions` in round-robin (the notebook's WorldCoverChipDataset) -> ChipSet.
 
     Chips follow the no-data rule of this module's docstring. ChipError when the chips can't be
     built (also early, once the request is clearly hopeless). `progress(done, n)` reports the
-    chips accepted so far after every batch of draws.
+    chips accepted so far after every batch of draws. `roi_pixels`: each ROI's C x H x W values
+    of `bands` (a source with its own pixels), cut at the same origins as the labels.
     """
     if chip_size % patch_size:
         raise ChipError(f"Chip size {chip_size} is not a multiple of the patch size {patch_size}.")
@@ -396,6 +418,11 @@ def sample_chips(native_rois, regions, n, chip_size, patch_size, min_classes, se
         roi_index += [region.roi_index] * k
         all_origins += origins
     labels = np.concatenate(labels)
+    pixels = None
+    if roi_pixels is not None:
+        pixels = np.empty((len(labels), len(bands), chip_size, chip_size), np.float32)
+        for j, (k, (r, c)) in enumerate(zip(roi_index, all_origins)):
+            pixels[j] = roi_pixels[k][:, r:r + chip_size, c:c + chip_size]
     return ChipSet(
         labels=labels,
         patch_labels=patch_mode_labels(labels, patch_size),
@@ -405,6 +432,8 @@ def sample_chips(native_rois, regions, n, chip_size, patch_size, min_classes, se
         chip_size=chip_size,
         patch_size=patch_size,
         rejected_nodata=rejected_nodata,
+        bands=bands,
+        pixels=pixels,
     )
 
 
@@ -443,13 +472,26 @@ def build_chip_sets(rois, config: ChipConfig,
     """
     if not rois:
         raise ChipError("Choose at least one region on the Regions page first.")
+    bands = pixel_source(config.source).bands
+    roi_pixels = None
+    if bands != PALETTE_BANDS:  # a source with its own pixels (Sentinel-2 regions: .pixels)
+        roi_pixels = [getattr(r, "pixels", None) for r in rois]
+        if any(p is None or tuple(getattr(r, "bands", ())) != bands
+               for p, r in zip(roi_pixels, rois)):
+            raise ChipError(f"All regions must be read from the chips' source "
+                            f"({pixel_source(config.source).label}, bands {' '.join(bands)}): "
+                            "read the regions again from that source on the Regions page.")
+    elif any(getattr(r, "pixels", None) is not None for r in rois):
+        raise ChipError("Some regions hold Sentinel-2 pixels, not WorldCover palette RGB: choose "
+                        "their source for the chips, or read the regions again as WorldCover.")
     names = [r.spec.name for r in rois]
     natives = [r.native for r in rois]
     train_regions, held_regions = split_regions([a.shape for a in natives], names,
                                                 config.holdout_roi, config.holdout_block)
     total = config.n_chips + (config.n_holdout_chips if held_regions else 0)
     args = dict(chip_size=config.chip_size, patch_size=config.patch_size,
-                min_classes=config.min_classes, roi_names=names)
+                min_classes=config.min_classes, roi_names=names, bands=bands,
+                roi_pixels=roi_pixels)
     train = sample_chips(natives, train_regions, config.n_chips, seed=config.seed,
                          progress=progress and (lambda done, _n: progress(done, total)), **args)
     held = None
@@ -457,36 +499,17 @@ def build_chip_sets(rois, config: ChipConfig,
         held = sample_chips(natives, held_regions, config.n_holdout_chips, seed=config.seed + 1,
                             progress=progress and (lambda done, _n: progress(config.n_chips + done,
                                                                              total)), **args)
-    return _with_pixels(train, held, rois)
-
-
-def _with_pixels(train: ChipSet, held: ChipSet | None, rois) -> tuple[ChipSet, ChipSet | None]:
-    """Chips of reflectance ROIs (Sentinel-2: `.pixels` C x H x W and `.bands`) carry those
-    pixels and the training chips' per-band statistics (held-out chips use the training ones:
-    they stand for data the model has not seen). Palette ROIs: the chips unchanged."""
-    pixels = [getattr(r, "pixels", None) for r in rois]
-    if all(p is None for p in pixels):
-        return train, held
-    bands = {tuple(getattr(r, "bands", ())) for r in rois}
-    if any(p is None for p in pixels) or len(bands) != 1:
-        raise ChipError("All regions of one set of chips must come from the same source (all "
-                        "WorldCover palette, or all Sentinel-2 with the same bands). Remove the "
-                        "others or read them again from this source.")
-    bands = bands.pop()
-    for chips in (train, held):
-        if chips is not None:
-            chips.roi_pixels, chips.bands, chips.channels = pixels, bands, len(bands)
-    step = 64
-    train.band_stats = band_stats(((train.pixels(slice(i, i + step)),
-                                    train.labels[i:i + step] != NODATA_ID)
-                                   for i in range(0, len(train), step)), bands)
-    if held is not None:
-        held.band_stats = train.band_stats
+    if roi_pixels is not None:  # normalise by the training chips' statistics, held-out too
+        step = 64
+        train.band_stats = band_stats(((train.pixels[i:i + step], train.labels[i:i + step] != NODATA_ID)
+                                       for i in range(0, len(train), step)), bands)
+        if held is not None:
+            held.band_stats = train.band_stats
     return train, held
 
 
 def tokens_for(model, chips: ChipSet, index=slice(None)) -> torch.Tensor:
-    """Chips `index` as the tokens `model` reads: reflectance normalised with the statistics the
-    model was trained with (`model.band_stats`, set from config.json by runs.load_model) when it
-    has them, else with the chips' own."""
+    """Chips `index` as the tokens `model` reads: pixel values normalised with the statistics
+    the model was trained with (`model.band_stats`, set by train() and, from config.json, by
+    runs.load_model) when it has them, else with the chips' own."""
     return chips.tokens(index, getattr(model, "band_stats", None))

@@ -28,6 +28,7 @@ import torch
 from bharateo.errors import (BharatEOError, CheckpointMismatchError, ConfigError, RunDamagedError, RunNameError,
                              RunNotFoundError, RunSaveError)
 from bharateo.architectures import build_model
+from bharateo.device import cpu_state_dict, resolve_device
 from bharateo.model import ModelConfig, TinyRGBMAE
 from bharateo.schema import is_int, is_number, json_bytes
 
@@ -208,7 +209,7 @@ def save_run(name: str, model: TinyRGBMAE, config: dict, history: list[dict], me
     claimed = None
     try:
         weights = io.BytesIO()
-        torch.save(model.state_dict(), weights)
+        torch.save(cpu_state_dict(model), weights)
         saved_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         for filename, data in (("model.pt", weights.getvalue()),
                                ("config.json", json_bytes({**config, "saved_at": saved_at})),
@@ -292,8 +293,7 @@ def check_config(config) -> None:
             raise RunDamagedError(f"config.json: '{key}' should be text, not {config[key]!r}")
     try:
         RunConfig.from_dict(config)
-        if "band_stats" in config:  # reflectance runs: the per-band normalisation they need
-            run_band_stats(config, config["model"].get("in_chans", 3))
+        run_band_stats(config, config["model"].get("in_chans", 3))  # reflectance runs
     except ConfigError as exc:
         raise RunDamagedError(f"config.json: {exc}") from None
 
@@ -305,6 +305,9 @@ def run_band_stats(config: dict, channels: int):
     from bharateo.reflectance import BandStats
 
     if config.get("band_stats") is None:
+        if (config.get("chips") or {}).get("source", "worldcover") != "worldcover":
+            raise ConfigError("a run on Sentinel-2 pixels has no band statistics ('band_stats'), "
+                              "so its pixels can't be normalised as in training")
         return None
     stats = BandStats.from_dict(config["band_stats"])
     if len(stats.bands) != channels:
@@ -361,8 +364,11 @@ def load_run(name: str, root: Path | None = None) -> SavedRun:
     return SavedRun(name, path, config, history, metrics)
 
 
-def load_model(run: SavedRun, expected: ModelConfig | None = None) -> TinyRGBMAE:
-    """The run's weights in a model of the run's shape (torch.load with weights_only=True).
+def load_model(run: SavedRun, expected: ModelConfig | None = None,
+               device: str = "cpu") -> TinyRGBMAE:
+    """The run's weights in a model of the run's shape (torch.load with weights_only=True), in
+    eval mode on `device` (a name in device.DEVICES; the weights are mapped there, whatever
+    device the run trained on). ConfigError when this machine lacks that device.
 
     With `expected`, a run of another shape raises CheckpointMismatchError naming the mismatch.
     A model.pt that is damaged, not a plain state_dict, or refused by weights_only (a malicious
@@ -376,11 +382,12 @@ def load_model(run: SavedRun, expected: ModelConfig | None = None) -> TinyRGBMAE
         diffs = [f"{k}: run has {v}, expected {getattr(expected, k)}"
                  for k, v in config.to_dict().items() if getattr(expected, k) != v]
         raise CheckpointMismatchError(f"Run '{run.name}' has another model shape ({'; '.join(diffs)}).")
+    target = resolve_device(device)
     model = build_model(config)
     try:
         with warnings.catch_warnings():  # torch's notes about odd pickles are not for a teacher
             warnings.simplefilter("ignore")
-            state = torch.load(run.path / "model.pt", map_location="cpu", weights_only=True)
+            state = torch.load(run.path / "model.pt", map_location=target, weights_only=True)
     except Exception as exc:  # truncated, not a zip, a pickled object: torch's text is not for us
         raise RunDamagedError(unreadable_weights_message(run.name)) from exc
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
@@ -391,7 +398,7 @@ def load_model(run: SavedRun, expected: ModelConfig | None = None) -> TinyRGBMAE
         model.band_stats = run_band_stats(run.config, config.in_chans)
     except ConfigError as exc:
         raise RunDamagedError(f"Run '{run.name}' can't be used: config.json: {exc}.") from None
-    model.eval()
+    model.to(target).eval()
     return model
 
 

@@ -53,6 +53,7 @@ from bharateo.roi import (
     read_timeout_s,
     read_window,
 )
+from bharateo.sources import PIXEL_SOURCES, S2_BANDS_4, S2_BANDS_10
 from bharateo.worldcover import (
     NODATA,
     PIXELS_PER_DEGREE,
@@ -65,8 +66,7 @@ from bharateo.worldcover import (
 log = logging.getLogger(__name__)
 
 # --- bands (ESA Sentinel-2 MSI; names as in the L2A product and its COGs) ----------------------
-BANDS_10 = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
-BANDS_4 = ("B02", "B03", "B04", "B08")  # blue, green, red, near infrared: the 10 m bands
+BANDS_10, BANDS_4 = S2_BANDS_10, S2_BANDS_4  # the bands of sources "s2-10band" and "s2-4band"
 BAND_NAMES = {"B02": "blue", "B03": "green", "B04": "red", "B05": "red edge 1",
               "B06": "red edge 2", "B07": "red edge 3", "B08": "near infrared",
               "B8A": "narrow near infrared", "B11": "short-wave infrared 1.6 µm",
@@ -78,7 +78,7 @@ ASSET_KEYS = {"B02": ("blue", "B02"), "B03": ("green", "B03"), "B04": ("red", "B
               "B05": ("rededge1", "B05"), "B06": ("rededge2", "B06"), "B07": ("rededge3", "B07"),
               "B08": ("nir", "B08"), "B8A": ("nir08", "B8A"), "B11": ("swir16", "B11"),
               "B12": ("swir22", "B12"), "SCL": ("scl", "SCL")}
-S2_SOURCES = {"s2-4band": BANDS_4, "s2-10band": BANDS_10}  # pixel source name -> bands
+S2_SOURCES = {name: PIXEL_SOURCES[name].bands for name in ("s2-4band", "s2-10band")}
 TRUE_COLOUR = ("B04", "B03", "B02")  # the notebook: "B4-B3-B2 true color"
 FALSE_COLOUR = ("B08", "B04", "B03")  # "B8-B4-B3 false color" (vegetation red)
 # Scene Classification Layer classes that are no-data for the model (ESA, Sentinel-2 L2A
@@ -773,3 +773,42 @@ def _make_roi(spec, bands, dn, native, provenance, notes) -> S2Roi:
 def describe_labels(roi: S2Roi) -> str:
     """'synthetic test fixture' / 'ESA WorldCover ...' for the labels of a Sentinel-2 region."""
     return FIXTURE_LABEL if roi.synthetic else roi.labels_label
+
+
+def folder_presets(source: S2Source | None = None, max_size: int = 256) -> list[RoiSpec]:
+    """One region per scene of a local Sentinel-2 folder (BHARATEO_S2_DIR): centred on the
+    scene's raster, as big as fits within `max_size` (a multiple of 64 px, at least 64), named
+    after its MGRS tile and date. [] for a STAC source or a folder without readable scenes."""
+    import rasterio
+
+    source = source or s2_source_from_env()
+    if source.kind != "folder":
+        return []
+    try:
+        scenes, _ = folder_scenes(Path(source.location))
+    except BharatEOError:
+        return []
+    out = []
+    for scene in scenes:
+        try:
+            with rasterio.open(scene.hrefs["B02"]) as src:
+                t, (h, w), crs = src.transform, src.shape, src.crs
+        except Exception:  # a damaged scene: the region read would say so; no preset for it
+            continue
+        from rasterio.warp import transform as warp
+
+        size = min(max_size, (min(h, w) - 2) // 64 * 64)
+        if size < 64:
+            continue
+        lon, lat = warp(crs, "EPSG:4326", [t.c + t.a * w / 2], [t.f + t.e * h / 2])
+        name = re.sub(r"[^A-Za-z0-9_]", "_", f"s2_{scene.mgrs_tile or scene.id}_{scene.date}")
+        out.append(RoiSpec(name, round(lon[0], 4), round(lat[0], 4), size))
+    return out
+
+
+def source_of_rois(rois) -> str | None:
+    """The pixel source the regions were read from ("worldcover", "s2-4band", "s2-10band"), None
+    when they mix sources or there are none."""
+    kinds = {next((k for k, bands in S2_SOURCES.items() if tuple(getattr(r, "bands", ())) == bands),
+                  None) if getattr(r, "pixels", None) is not None else "worldcover" for r in rois}
+    return kinds.pop() if len(kinds) == 1 else None

@@ -3,10 +3,10 @@ import time
 
 import streamlit as st
 
-from bharateo import ui, views
+from bharateo.app import state as ui, regions as views
 from bharateo.chips import MAX_CHIP_NODATA_FRACTION, ChipConfig, build_chip_sets
 from bharateo.errors import BharatEOError
-from bharateo.figures import chips_per_roi_chart, class_share_chart, token_variance_heatmap
+from bharateo.app.figures import chips_per_roi_chart, class_share_chart, token_variance_heatmap
 from bharateo.words import plural
 from bharateo.worldcover import NODATA_ID
 
@@ -27,6 +27,8 @@ if not state.rois:
                 "first (the notebook's three are one button away).", "regions", "Go to Regions")
     st.stop()
 ui.synthetic_banner()
+if caption := views.source_caption(ui.chip_source_fields()["source"]):
+    st.caption(caption)
 
 # --- controls -> ChipConfig -------------------------------------------------------------------
 names = [r.spec.name for r in state.rois]
@@ -73,7 +75,7 @@ if build:
     new_config = ChipConfig(n_chips=int(n_chips), chip_size=int(chip_size),
                             patch_size=config.patch_size, min_classes=int(min_classes),
                             seed=int(seed), holdout_roi=holdout_roi, holdout_block=holdout_block,
-                            n_holdout_chips=int(n_holdout))
+                            n_holdout_chips=int(n_holdout), **ui.chip_source_fields())
     what = (f"Sampling {new_config.n_chips} chips of {chip_size} px from "
             f"{plural(len(names), 'region')}")
     bar = st.progress(0.0, text=f"{what}…")
@@ -118,9 +120,9 @@ sets = {"training": chips} | ({"held-out": held} if held is not None else {})
 ui.keep_widget("chip_set", "training", lambda v: v if v in sets else "training")
 shown_set = v1.radio("Chip set", list(sets), horizontal=True, key="chip_set")
 shown = sets.get(shown_set, chips)
-ui.keep_widget("chip_mode")
-mode = v2.radio("Show", ["RGB chip (model input)", "patch labels (targets)"], horizontal=True,
-                key="chip_mode")
+modes = views.chip_modes(shown)
+ui.keep_widget("chip_mode", None, lambda v: v if v in modes else next(iter(modes)))
+mode = v2.radio("Show", list(modes), horizontal=True, key="chip_mode")
 region_names = [n for n, k in shown.chips_per_roi().items() if k]
 ui.keep_widget("chip_region", "all regions",
                lambda v: v if v in ["all regions", *region_names] else "all regions")
@@ -130,10 +132,10 @@ pages = max(1, -(-len(selected) // PER_PAGE))
 ui.keep_widget("chip_page", 1, lambda v: min(max(int(v), 1), pages))
 page = v4.number_input(f"Page (of {pages})", 1, pages, key="chip_page")
 indices = selected[(page - 1) * PER_PAGE:page * PER_PAGE]
-kind = "rgb" if mode.startswith("RGB") else "patch"
+kind = modes.get(mode, "patch")
 st.caption(f"{len(indices)} of the {len(selected)} {shown_set} chips from {region} "
            f"(page {page} of {pages}), {shown.chip_size} × {shown.chip_size} px"
-           + ("" if kind == "rgb" else f"; each square is one {shown.patch_size} px token's "
+           + ("" if kind != "patch" else f"; each square is one {shown.patch_size} px token's "
                                        "dominant class"))
 for row in range(0, len(indices), 8):
     for col, i in zip(st.columns(8), indices[row:row + 8]):
@@ -181,8 +183,8 @@ p3.caption("black = one colour inside the token; bright = mixed classes")
 embed_dim, embed_source = views.embed_dim_from_state(state.model)
 st.markdown(views.shape_journey(shown, chip_i, view, embed_dim, embed_source, token))
 
-st.markdown(f"##### Token {token} (row {row}, col {col}): its {view.patch} × {view.patch} × 3 "
-            f"= {view.tokens.shape[1]} values")
+st.markdown(f"##### Token {token} (row {row}, col {col}): its {view.patch} × {view.patch} × "
+            f"{len(views.channel_tabs(view))} = {view.tokens.shape[1]:,} values")
 t1, t2 = st.columns([1, 4])
 with t1:
     st.image(views.token_picture(view, token), caption=f"token {token}, enlarged")
@@ -190,13 +192,11 @@ with t1:
     st.markdown("Patch label: " + views.class_swatch_html(label), unsafe_allow_html=True)
     st.caption(views.token_mix_text(shown, chip_i, token))
 with t2:
-    tabs = st.tabs([f"{c} ({name})" for c, name in zip(views.CHANNELS, views.CHANNEL_NAMES)])
+    tabs = st.tabs([f"{c} ({name})" for c, name in views.channel_tabs(view)])
     for tab, (channel, table) in zip(tabs, views.token_values(view, token).items()):
         tab.dataframe(table, height=600 if view.patch > 8 else "auto", column_config={
             "_index": st.column_config.NumberColumn(width=28),
             **{name: st.column_config.NumberColumn(name, format="%.3f", width=42)
                for name in table.columns}})
-    st.caption(f"Rows and columns are pixel positions inside the token. In the "
-               f"{view.tokens.shape[1]}-long token vector the {view.patch ** 2} red values come "
-               "first, then green, then blue.")
+    st.caption(views.token_order_text(view))
 st.page_link(ui.PAGES["train"], label="Next: train the model on these chips", icon=":material/arrow_forward:")

@@ -1,7 +1,8 @@
 """Reconstruct: hide some of a chip's patches and see what the model paints back."""
 import streamlit as st
 
-from bharateo import evaluate, figures, insight, insight_ui, ui, views
+from bharateo import evaluate, insight_ui
+from bharateo.app import figures, results as insight, state as ui, regions as views
 from bharateo.errors import BharatEOError
 from bharateo.words import plural
 
@@ -72,6 +73,8 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
 
     # the notebook's six panels, plus the patch-label target
     for col, panel in zip(st.columns(4), panels[:4]):
+        col.image(panel.image, caption=panel.title, output_format="PNG")
+    for col, panel in zip(st.columns(4), panels[7:]):  # Sentinel-2: the same in false colour
         col.image(panel.image, caption=panel.title, output_format="PNG")
     row = st.columns(4)
     for col, panel in zip(row[:3], panels[4:]):

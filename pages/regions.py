@@ -4,10 +4,10 @@ import time
 import streamlit as st
 from streamlit_folium import st_folium
 
-from bharateo import ui, views
+from bharateo.app import state as ui, regions as views
 from bharateo.errors import BharatEOError
-from bharateo.figures import class_bar_chart
-from bharateo.mapview import build_region_map, map_event, propose_roi_from_click
+from bharateo.app.figures import class_bar_chart
+from bharateo.app.mapview import build_region_map, map_event, propose_roi_from_click
 from bharateo.roi import NOTEBOOK_ROIS, SAMPLE_ROIS, RoiSpec, check_no_overlap
 from bharateo.worldcover import ATTRIBUTION, bundled_tile_path, data_source_from_env
 
@@ -121,6 +121,35 @@ with side_col:
     for kind, text in state.regions_messages:
         {"success": st.success, "warning": st.warning}.get(kind, st.error)(text)
     state.regions_messages = []
+
+    # which pixels a region is read as: WorldCover palette RGB or Sentinel-2 reflectance
+    sources = ui.source_choices()
+    ui.keep_widget("region_pixel_source", state.pixel_source)
+    picked = st.radio("Pixels", list(sources), format_func=sources.get, horizontal=True,
+                      key="region_pixel_source",
+                      help="WorldCover palette RGB (the notebook's input) or real Sentinel-2 L2A "
+                           "reflectance (4 or 10 bands) with WorldCover as the patch labels.")
+    s2_dates = s2_cloud = None
+    if picked != "worldcover":
+        ui.keep_widget("region_s2_dates", state.s2_dates)
+        ui.keep_widget("region_s2_cloud", state.s2_max_cloud)
+        d1, d2 = st.columns([3, 2])
+        s2_dates = d1.text_input("Scene dates (first/last day)", key="region_s2_dates",
+                                 help="e.g. 2021-01-01/2021-03-31")
+        s2_cloud = d2.number_input("Max cloud over the scene (%)", 0.0, 100.0, step=5.0,
+                                   key="region_s2_cloud")
+        st.caption(ui.s2_source_text())
+    if problem := ui.set_pixel_query(picked, s2_dates, s2_cloud):
+        st.error(problem)
+    if mismatch := ui.source_mismatch():
+        st.warning(mismatch)
+    if picked != "worldcover" and (scene_presets := ui.s2_presets()):
+        st.markdown("**Sentinel-2 scenes in the local folder** (BHARATEO_S2_DIR)")
+        for col, spec in zip(st.columns(min(len(scene_presets), 3)), scene_presets[:3]):
+            if col.button(spec.name, key=f"add_s2_{spec.name}", width="stretch",
+                          disabled=spec.name in [r.spec.name for r in state.rois],
+                          help=f"{spec.size} px centred on {spec.lon:.4f}E {spec.lat:.4f}N"):
+                read_regions([spec])
 
     defaults = ui.current_presets(data_source_from_env())
     missing_defaults = views.missing_presets(state.rois, defaults)

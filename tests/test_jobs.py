@@ -6,14 +6,14 @@ import time
 import pytest
 import torch
 
-from bharateo import jobs
+from bharateo.app import jobs
 from bharateo.chips import ChipConfig
 from bharateo.model import ModelConfig
 from bharateo.pipeline import RunConfig
 from bharateo.roi import Roi, RoiSpec
 from bharateo.runs import load_run
 from bharateo.train import TrainConfig
-from bharateo.worker import worker_threads
+from bharateo.app.worker import worker_threads
 from tests.fixture_tiles import synthetic_native
 
 ROIS = [Roi(RoiSpec(n, 0.0, 0.0, 256), synthetic_native(256, 256, seed=i, class_weights=k))
@@ -209,7 +209,7 @@ def test_max_training_seconds_from_env(monkeypatch, value, expected):
 
 
 def test_the_worker_trains_at_a_lower_priority_and_leaves_a_core_to_the_server(monkeypatch):
-    from bharateo import worker
+    from bharateo.app import worker
 
     job = jobs.TrainingJob(config(epochs=500), ROIS, "nice", queue=jobs.TrainingQueue()).start()
     try:
@@ -232,7 +232,7 @@ def test_a_worker_frozen_before_it_reads_its_job_is_killed_too(monkeypatch):
     the watchdog."""
     import pickle
 
-    from bharateo import worker
+    from bharateo.app import worker
     from bharateo.chips import build_chip_sets
 
     monkeypatch.setenv("BHARATEO_STALL_S", "3")
@@ -258,7 +258,7 @@ def test_a_worker_frozen_before_it_reads_its_job_is_killed_too(monkeypatch):
 def test_a_worker_that_is_only_slow_still_using_cpu_is_not_killed(monkeypatch):
     """A loaded machine starves the low-priority worker: no events for a while, but its CPU time
     grows (faked here, with the worker paused for 3 stall times); it must be left to finish."""
-    from bharateo import worker
+    from bharateo.app import worker
 
     monkeypatch.setenv("BHARATEO_STALL_S", "2")
     ticks = iter(range(10**6))

@@ -271,8 +271,9 @@ def test_chip_statistics_ignore_cloudy_pixels_of_the_scene(s2_env):
             dst.write(data, 1)
     cloudy = load_s2_roi(SAHARA, BANDS_4, S2Query(DATES, 20), use_cache=False)
     assert (cloudy.native[100:104] == 0).all() and cloudy.provenance["cloud_fraction"] > 0.015
-    train, _ = build_chip_sets([cloudy], ChipConfig(n_chips=24, chip_size=64, min_classes=1))
-    px, valid = train.pixels(), train.labels != NODATA_ID
+    train, _ = build_chip_sets([cloudy], ChipConfig(n_chips=24, chip_size=64, min_classes=1,
+                                                    source="s2-4band"))
+    px, valid = train.pixels, train.labels != NODATA_ID
     assert (~valid).any() and (px[:, 0][~valid] > 2).any()  # some chips do hold cloud
     for i in range(4):
         assert train.band_stats.mean[i] == pytest.approx(px[:, i][valid].mean(), rel=1e-5)
@@ -310,10 +311,24 @@ def test_a_4band_run_trains_reconstructs_and_evaluates(s2_env):
     rec = ev.reconstruct_chip(model, shifted, 0, 0.75)
     assert rec.target.shape == (64, 64, 3) and rec.false_colour["target"].shape == (64, 64, 3)
     assert 0 <= rec.target.min() and rec.target.max() <= 1 and rec.masked_mae is not None
-    np.testing.assert_allclose(rec.target, composite(chips.pixels([0])[0], BANDS_4, "true",
+    np.testing.assert_allclose(rec.target, composite(chips.pixels[0], BANDS_4, "true",
                                                      chips.labels[0] != NODATA_ID), atol=1e-5)
     scores = ev.evaluate(model, result.heldout_chips)
     assert scores["chips"] == 8 and 0 <= scores["accuracy"] <= 1
+    # a run whose statistics are damaged or missing is listed as damaged, never used
+    from bharateo.errors import RunDamagedError
+    from bharateo.runs import scan_runs
+
+    config_path = saved.path / "config.json"
+    for damage in ({"bands": ["B02"], "mean": [0.1], "std": [0.0]}, None):
+        broken = dict(saved.config)
+        broken.pop("band_stats")
+        if damage is not None:
+            broken["band_stats"] = damage
+        config_path.write_text(json.dumps(broken))
+        with pytest.raises(RunDamagedError, match="band statistics"):
+            load_run("s2-four")
+        assert "s2-four" in [d.name for d in scan_runs()[1]]
 
 
 def test_10band_chips_and_a_source_mix_is_refused(s2_env):

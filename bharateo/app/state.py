@@ -50,15 +50,18 @@ STATE_DEFAULTS = {
     "rois": [],  # list[Roi], in the order chosen
     "proposed_roi": None,  # RoiSpec drawn dashed on the map, not read yet
     "chip_config": ChipConfig(),
+    "pixel_source": "worldcover",  # a name in sources.PIXEL_SOURCES: what Regions reads
+    "s2_dates": ChipConfig().dates,  # Sentinel-2 sources: the scenes' date range
+    "s2_max_cloud": ChipConfig().max_cloud,  # ... and cloud limit (% of the scene)
     "train_chips": None,  # ChipSet
     "heldout_chips": None,  # ChipSet | None
-    "job": None,  # bharateo.jobs.TrainingJob
+    "job": None,  # bharateo.app.jobs.TrainingJob
     "model": None,  # {"model", "label", "config", "run"}: what Reconstruct/Evaluate use
 }
 
 
 def init_state() -> None:
-    from bharateo.worker import keep_spare_worker
+    from bharateo.app.worker import keep_spare_worker
 
     keep_spare_worker()  # so a Train click finds a training process with torch imported
     fresh = "_app_ran" not in st.session_state
@@ -230,7 +233,7 @@ def source_status(source: DataSource) -> tuple[str, str]:
     label, detail = _source_reach(source)
     bundled = [t for t in SAMPLE_TILES if bundled_tile_path(t) is not None]
     if bundled:
-        from bharateo.views import PRESET_PLACES
+        from bharateo.app.regions import PRESET_PLACES
 
         places = ", ".join(f"{t} ({PRESET_PLACES.get(t, t)})" for t in bundled)
         detail += f"; bundled offline sample: {places}"
@@ -316,10 +319,21 @@ def map_overviews(source: DataSource) -> list:
     return out + (_cached_region_overviews(str(folder), tuple(listing)) if listing else [])
 
 
+def pixel_query() -> tuple[str, str, float]:
+    """(pixel source, Sentinel-2 dates, cloud limit) the Regions page reads with this session."""
+    state = st.session_state
+    return (state.get("pixel_source", "worldcover"), state.get("s2_dates", ChipConfig().dates),
+            float(state.get("s2_max_cloud", ChipConfig().max_cloud)))
+
+
 def read_roi(spec: RoiSpec, progress=None) -> Roi:
     """An ROI through the server-wide store (thirty students choosing Delhi read it once),
-    carrying this user's name for it. `progress(fraction, text)` is called while a read from the
+    carrying this user's name for it: WorldCover, or Sentinel-2 with WorldCover labels when the
+    session's pixel source is one. `progress(fraction, text)` is called while a read from the
     source runs (bounded by BHARATEO_READ_TIMEOUT_S); raises BharatEOError as load_roi does."""
+    kind, dates, max_cloud = pixel_query()
+    if kind != "worldcover":
+        return read_s2_roi(spec, kind, dates, max_cloud, progress)
     source = data_source_from_env()
     key = (spec.lon, spec.lat, spec.size, source)
     lock, store = _shared_rois()
@@ -335,6 +349,98 @@ def read_roi(spec: RoiSpec, progress=None) -> Roi:
                 store.popitem(last=False)
     return Roi(spec, roi.native, {**roi.provenance, "name": spec.name}, list(roi.notes),
                roi.cache_error)
+
+
+def source_choices() -> dict[str, str]:
+    """Pixel source name -> its label, for the Regions page."""
+    from bharateo.sources import PIXEL_SOURCES
+
+    return {name: src.label for name, src in PIXEL_SOURCES.items()}
+
+
+def set_pixel_query(kind: str, dates: str | None = None, max_cloud: float | None = None) -> str:
+    """Make `kind` (with Sentinel-2 dates and cloud limit) what Regions reads; '' when done,
+    else what is wrong with the dates or cloud limit (the previous values are kept)."""
+    from bharateo.sentinel2 import S2Query
+
+    state = st.session_state
+    if kind != "worldcover":
+        try:
+            S2Query(str(dates), float(max_cloud)).check()
+        except (BharatEOError, TypeError, ValueError) as exc:
+            return f"Sentinel-2 regions are read with the last good settings: {exc}"
+        state.s2_dates, state.s2_max_cloud = str(dates).strip(), float(max_cloud)
+    state.pixel_source = kind
+    return ""
+
+
+def source_mismatch() -> str:
+    """A sentence when the session's regions were not read from the chosen pixel source."""
+    from bharateo.sentinel2 import source_of_rois
+
+    rois, kind = st.session_state.rois, pixel_query()[0]
+    found = source_of_rois(rois) if rois else kind
+    if found == kind:
+        return ""
+    labels = source_choices()
+    return (f"Your regions were read as {labels.get(found, 'a mix of sources')}, not as "
+            f"{labels.get(kind, kind)}: chips are cut from one source. Remove them and add them "
+            "again to read them from the chosen source.")
+
+
+def s2_presets() -> list[RoiSpec]:
+    """One region per scene of the local Sentinel-2 folder (BHARATEO_S2_DIR), if one is set."""
+    from bharateo.sentinel2 import folder_presets
+
+    return folder_presets()
+
+
+def s2_source_text() -> str:
+    from bharateo.sentinel2 import s2_source_from_env
+
+    return (f"Scenes from {s2_source_from_env().describe()}: of the scenes in the date range under "
+            "the cloud limit that cover the whole region, the least cloudy is read (only the "
+            "region's bytes); cloud, cloud shadow and no-data pixels (the scene's SCL) become "
+            "no data. Labels: WorldCover reprojected onto the scene's UTM grid.")
+
+
+def chip_source_fields() -> dict:
+    """ChipConfig source fields for chips cut from this session's regions: the regions' own
+    source and (Sentinel-2) the dates and cloud limit they were read with; else the session's."""
+    from bharateo.sentinel2 import source_of_rois
+
+    rois = st.session_state.rois
+    kind, dates, max_cloud = pixel_query()
+    found = source_of_rois(rois) if rois else None
+    if found and found != "worldcover":
+        p = rois[0].provenance
+        return {"source": found, "dates": p.get("dates", dates),
+                "max_cloud": float(p.get("max_cloud", max_cloud))}
+    return {"source": found or kind, "dates": dates, "max_cloud": max_cloud}
+
+
+def read_s2_roi(spec: RoiSpec, kind: str, dates: str, max_cloud: float, progress=None):
+    """A Sentinel-2 region (sentinel2.load_s2_roi) through the same server-wide store."""
+    from dataclasses import replace
+
+    from bharateo.sentinel2 import S2_SOURCES, S2Query, load_s2_roi, s2_source_from_env
+
+    source = data_source_from_env()
+    key = (spec.lon, spec.lat, spec.size, source, kind, dates, max_cloud, s2_source_from_env())
+    lock, store = _shared_rois()
+    with lock:
+        roi = store.get(key)
+        if roi is not None:
+            store.move_to_end(key)
+    if roi is None:
+        roi = load_s2_roi(spec, S2_SOURCES[kind], S2Query(dates, max_cloud), wc_source=source,
+                          progress=progress)
+        with lock:
+            store[key] = roi
+            while len(store) > SHARED_ROIS:
+                store.popitem(last=False)
+    return replace(roi, spec=spec, provenance={**roi.provenance, "name": spec.name},
+                   notes=list(roi.notes))
 
 
 def add_roi(spec: RoiSpec, progress=None) -> Roi:
@@ -357,6 +463,12 @@ def remove_roi(name: str) -> None:
 
 
 def is_cached(spec: RoiSpec) -> bool:
+    kind, dates, max_cloud = pixel_query()
+    if kind != "worldcover":
+        from bharateo import sentinel2 as s2
+
+        return s2.cache_path(spec, s2.S2_SOURCES[kind], s2.S2Query(dates, max_cloud),
+                             s2.s2_source_from_env(), data_source_from_env()).exists()
     return cache_path(roi_window(spec), data_source_from_env()).exists()
 
 
@@ -368,7 +480,11 @@ def synthetic_banner() -> None:
         if not roi.verified:
             groups.setdefault(roi.data_label, []).append(roi.spec.name)
     for label, names in groups.items():
-        if "fixture" in label:
+        if label.startswith("Sentinel-2") and "fixture" in label:
+            text = (f"The **land-cover labels** of {', '.join(names)} come from a **synthetic "
+                    "test fixture** (tiles tagged BHARATEO_SYNTHETIC_FIXTURE), not from ESA "
+                    "WorldCover; their Sentinel-2 reflectance is real.")
+        elif "fixture" in label:
             text = (f"These pixels ({', '.join(names)}) come from a **synthetic test fixture** "
                     "(tiles tagged BHARATEO_SYNTHETIC_FIXTURE), not from ESA WorldCover.")
         else:
@@ -381,7 +497,7 @@ def synthetic_banner() -> None:
 
 def data_in_use_text() -> str:
     """views.data_in_use for this session: its regions' data, or where the default presets lie."""
-    from bharateo.views import data_in_use
+    from bharateo.app.regions import data_in_use
 
     rois = st.session_state.rois
     return data_in_use(rois, [] if rois else current_presets(data_source_from_env()))
@@ -512,8 +628,8 @@ def adopt_finished_job() -> bool:
 
 
 def start_training(config, run_name: str):
-    """Queue a training job for this session (see bharateo.jobs)."""
-    from bharateo.jobs import TrainingJob, streamlit_session_alive
+    """Queue a training job for this session (see bharateo.app.jobs)."""
+    from bharateo.app.jobs import TrainingJob, streamlit_session_alive
 
     job = TrainingJob(config, list(st.session_state.rois), run_name, streamlit_session_alive())
     st.session_state.job = job.start()
@@ -548,7 +664,7 @@ def queue_panel() -> None:
     Cancel button each. Your own job cancels at once; another session's needs the box ticked
     (a teacher freeing the slot for the class): it stops as if Stop was pressed and is saved,
     or leaves the queue, and its page says it was cancelled from another session."""
-    from bharateo.jobs import jobs_listing
+    from bharateo.app.jobs import jobs_listing
 
     st.subheader("Training queue on this server")
     if not jobs_listing():
@@ -559,7 +675,7 @@ def queue_panel() -> None:
 
 @st.fragment(run_every=2.0)
 def _queue_live() -> None:
-    from bharateo.jobs import jobs_listing, max_trainings
+    from bharateo.app.jobs import jobs_listing, max_trainings
 
     rows, mine = jobs_listing(), st.session_state.get("job")
     if not rows:

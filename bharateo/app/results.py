@@ -25,11 +25,12 @@ import numpy as np
 import pandas as pd
 
 from bharateo import evaluate as ev
+from bharateo.evaluate import class_table  # noqa: F401  (the pages read it from here)
 from bharateo.chips import ChipSet, build_chip_sets
 from bharateo.errors import BharatEOError
 from bharateo.pipeline import RunConfig, load_rois
 from bharateo.words import plural
-from bharateo.render import draw_grid, labels_image, magma, to_uint8, upscale
+from bharateo.app.pictures import draw_grid, labels_image, magma, to_uint8, upscale
 from bharateo.runs import SavedRun, read_run_file, write_run_file
 from bharateo.schema import is_int, is_number
 from bharateo.worldcover import CLASS_NAMES, NUM_CLASSES
@@ -39,6 +40,7 @@ MEMORY_ENTRIES = 64
 PANEL_SIDE = 256  # px of every reconstruction panel (an integer upscale of the chip)
 THUMB_SIDE = 80  # px of a chip thumbnail
 ERROR_RANGE = (0.0, 0.5)  # the notebook's magma range for |RGB error|
+REFLECTANCE_ERROR_RANGE = (0.0, 2.0)  # |error| of per-band normalised reflectance, in std units
 UNSCORED_GREY = np.array([0.55, 0.55, 0.55], dtype=np.float32)
 
 _lock = threading.Lock()
@@ -287,25 +289,39 @@ def reconstruction_panels(rec: ev.ChipReconstruction, mask_ratio: float, index: 
     """
     p = rec.target.shape[0] // rec.mask.shape[0]
     pixel_mask = np.kron(rec.mask, np.ones((p, p), dtype=bool))
-    error = magma(rec.abs_error, *ERROR_RANGE)
+    reflectance = rec.false_colour is not None  # Sentinel-2: true colour here, false colour after
+    low, high = REFLECTANCE_ERROR_RANGE if reflectance else ERROR_RANGE
+    error = magma(rec.abs_error, low, high)
     error[~pixel_mask] = to_uint8(UNSCORED_GREY)
     hidden = int(rec.mask.sum())
-    return [
-        Panel(_chip_picture(rec.target, side), f"target RGB · chip {index}"),
+    what = "true colour (B4 B3 B2)" if reflectance else "RGB"
+    panels = [
+        Panel(_chip_picture(rec.target, side), f"target {what} · chip {index}"),
         Panel(_chip_picture(rec.masked_input, side),
               f"{mask_ratio:.0%} masked input ({hidden} of {rec.mask.size} patches hidden)"),
-        Panel(_chip_picture(rec.predicted, side), "predicted RGB (only hidden patches are trained)"),
+        Panel(_chip_picture(rec.predicted, side), f"predicted {what} (only hidden patches are trained)"),
         Panel(_chip_picture(rec.composite, side), "visible + filled-in"),
-        Panel(upscale(error, max(1, side // error.shape[0])), "abs RGB error on hidden patches (0–0.5)"),
+        Panel(upscale(error, max(1, side // error.shape[0])),
+              f"abs error on hidden patches, normalised reflectance (0–{high:g} std)" if reflectance
+              else f"abs RGB error on hidden patches ({low:g}–{high:g})"),
         Panel(_grid_picture(rec.patch_prediction, side), "ESA patch pred"),
         Panel(_grid_picture(rec.patch_target, side), "ESA patch target (patch labels)"),
     ]
+    if reflectance:  # the same four panels in false colour: vegetation shows red
+        f = rec.false_colour
+        panels += [Panel(_chip_picture(f["target"], side), f"target false colour (B8 B4 B3) · chip {index}"),
+                   Panel(_chip_picture(f["masked_input"], side), "masked input, false colour"),
+                   Panel(_chip_picture(f["predicted"], side), "predicted false colour"),
+                   Panel(_chip_picture(f["composite"], side), "visible + filled-in, false colour")]
+    return panels
 
 
 def thumbnail(chips: ChipSet, index: int, side: int = THUMB_SIDE) -> np.ndarray:
     """Chip `index` as a side x side uint8 picture (nearest sampling: exact class colours)."""
     s = chips.chip_size
     idx = np.arange(side) * s // side
+    if chips.pixels is not None:  # reflectance: its true colour picture
+        return to_uint8(chips.picture(index, "true")[np.ix_(idx, idx)])
     return labels_image(chips.labels[index][np.ix_(idx, idx)])
 
 
@@ -316,26 +332,6 @@ def magma_legend(width: int = PANEL_SIDE, height: int = 12) -> np.ndarray:
 
 
 # --- tables and words ------------------------------------------------------------------------
-def class_table(result: dict) -> pd.DataFrame:
-    """Per class: precision, recall, F1, support (patches) and masked reconstruction MAE.
-
-    Undefined values are left empty instead of shown as 0: recall for a class with no target
-    patches, precision for a class never predicted.
-    """
-    confusion = np.asarray(result["confusion"])
-    predicted = confusion.sum(axis=0)
-    rows = []
-    for i, row in enumerate(result["per_class"]):
-        # results stored before undefined scores became None held 0 there: same rule on read
-        precision = row["precision"] if predicted[i] else None
-        recall = row["recall"] if row["support"] else None
-        f1 = row["f1"] if precision is not None and recall is not None else None
-        rows.append({"class": row["class"], "precision": precision, "recall": recall, "F1": f1,
-                     "support": row["support"], "predicted": int(predicted[i]),
-                     "masked MAE": result["per_class_mae"][i]})
-    return pd.DataFrame(rows)
-
-
 def class_table_display(result: dict) -> pd.DataFrame:
     """class_table for reading: scores as text, undefined ones as '—' (st.dataframe shows 'None')."""
     table = class_table(result)

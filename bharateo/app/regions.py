@@ -16,9 +16,9 @@ import pandas as pd
 
 from bharateo.chips import HOLDOUT_BLOCKS, MAX_CHIP_NODATA_FRACTION, ChipConfig, ChipSet
 from bharateo.errors import RegionError
-from bharateo.mapview import default_roi_name
+from bharateo.app.mapview import default_roi_name
 from bharateo.model import ModelConfig
-from bharateo.render import draw_grid, labels_image, thumbnail_labels, to_uint8, upscale
+from bharateo.app.pictures import draw_grid, labels_image, thumbnail_labels, to_uint8, upscale
 from bharateo.roi import (
     NOTEBOOK_ROIS,
     SAMPLE_ROIS,
@@ -27,6 +27,7 @@ from bharateo.roi import (
     check_roi_spec,
     roi_window,
 )
+from bharateo.reflectance import composite
 from bharateo.words import ordinal
 from bharateo.worldcover import (
     CLASS_COLORS_255,
@@ -325,7 +326,19 @@ class RoiPicture:
 
 
 def roi_picture(roi: Roi, max_side: int = 512) -> RoiPicture:
-    """The ROI in the class palette (every k-th pixel for big ROIs; no-data in black)."""
+    """The ROI in the class palette (every k-th pixel for big ROIs; no-data in black); a
+    Sentinel-2 region in true colour (B4 B3 B2, 2-98 % stretch; cloud and no-data black)."""
+    if getattr(roi, "pixels", None) is not None:
+        step = max(1, math.ceil(max(roi.native.shape) / max_side))
+        valid = roi.native[::step, ::step] != NODATA
+        image = to_uint8(composite(roi.pixels[:, ::step, ::step], roi.bands, "true", valid))
+        p = roi.provenance
+        caption = (f"True colour (B4 B3 B2, 2–98 % stretch) of Sentinel-2 scene {p.get('scene_id')} "
+                   f"({p.get('scene_date')}, {p.get('cloud_cover')} % cloud over the scene), "
+                   f"{roi.spec.size} px of {p.get('pixel_m', 10):g} m; north is up (UTM "
+                   f"{p.get('crs')}). Black: cloud, cloud shadow or no data, "
+                   f"{1 - valid.mean():.1%}; never a land-cover class.")
+        return RoiPicture(image, step, caption)
     native = thumbnail_labels(roi.native, max_side)
     step = max(1, math.ceil(max(roi.native.shape) / max_side))  # as thumbnail_labels
     image = labels_image(collapse_worldcover(native))
@@ -347,6 +360,16 @@ def roi_from_cache(roi: Roi) -> bool:
 
 def roi_summary(roi: Roi) -> str:
     """One line under an ROI's picture: where it is and where its pixels came from."""
+    if getattr(roi, "pixels", None) is not None:  # Sentinel-2
+        p = roi.provenance
+        text = (f"Centre {lon_lat_text(roi.spec.lon, roi.spec.lat)}; Sentinel-2 L2A scene "
+                f"{p.get('scene_id')} (MGRS {p.get('mgrs_tile')}, {p.get('scene_date')}), bands "
+                f"{' '.join(roi.bands)}; {p.get('reflectance_rule')}; source: {p.get('source')}. "
+                f"Labels: WorldCover tiles {', '.join(t.get('tile', '?') for t in p.get('tiles', []))} "
+                f"reprojected onto the scene's grid ({(p.get('labels') or {}).get('resampling')}).")
+        if roi.synthetic:
+            text += " The labels are a synthetic test fixture, not WorldCover; the reflectance is real."
+        return text
     tiles = [t.get("tile", "?") for t in roi.provenance.get("tiles", [])]
     text = (f"Centre {lon_lat_text(roi.spec.lon, roi.spec.lat)}; "
             f"tile{'s' if len(tiles) > 1 else ''} {', '.join(tiles)}; "
@@ -484,9 +507,20 @@ def chips_stale(chips: ChipSet | None, rois: list[Roi]) -> bool:
     return chips is not None and chips.roi_names != [r.spec.name for r in rois]
 
 
+def chip_modes(chips: ChipSet) -> dict[str, str]:
+    """What the Chips page can show of these chips: label -> chip_picture mode."""
+    if chips.pixels is None:
+        return {"RGB chip (model input)": "rgb", "patch labels (targets)": "patch"}
+    return {"true colour (B4 B3 B2)": "true", "false colour (B8 B4 B3)": "false",
+            "patch labels (targets)": "patch"}
+
+
 def chip_picture(chips: ChipSet, i: int, mode: str = "rgb", display_px: int = 256) -> np.ndarray:
-    """Chip i as uint8, enlarged (nearest) to about display_px: its RGB, or its patch labels."""
-    if mode == "rgb":
+    """Chip i as uint8, enlarged (nearest) to about display_px: its RGB, its true or false colour
+    picture (Sentinel-2 chips: modes "true", "false"), or its patch labels."""
+    if mode in ("true", "false") or (mode == "rgb" and chips.pixels is not None):
+        image = to_uint8(chips.picture(i, "false" if mode == "false" else "true"))
+    elif mode == "rgb":
         image = labels_image(chips.labels[i])
     else:
         image = labels_image(chips.patch_labels[i])
@@ -510,12 +544,14 @@ def chip_caption(chips: ChipSet, i: int) -> str:
 class TokenView:
     """The notebook's patch-token view of one chip."""
 
-    tokens: np.ndarray  # N x (3*p*p) float32, the model's input rows
-    tokens_rgb: np.ndarray  # N x 3 x p x p
+    tokens: np.ndarray  # N x (C*p*p) float32, the model's input rows
+    tokens_rgb: np.ndarray  # N x 3 x p x p picture (palette RGB, or true colour of reflectance)
     mean_rgb: np.ndarray  # N x 3
     color_var: np.ndarray  # G x G: per-channel variance inside a token, averaged over channels
     grid: int
     patch: int
+    values: np.ndarray | None = None  # N x C x p x p model input values (C = len(bands))
+    bands: tuple = ("red", "green", "blue")
 
     @property
     def n_tokens(self) -> int:
@@ -528,18 +564,60 @@ class TokenView:
 def token_view(chips: ChipSet, i: int) -> TokenView:
     """Tokens of chip i plus the notebook's token mean RGB and token colour variance."""
     tokens = chips.tokens([i])[0].numpy()
-    p, g = chips.patch_size, chips.grid_size
-    tokens_rgb = tokens.reshape(g * g, 3, p, p)
+    p, g, c = chips.patch_size, chips.grid_size, chips.channels
+    values = tokens.reshape(g * g, c, p, p)
+    if chips.pixels is None:
+        tokens_rgb = values
+    else:  # the true colour picture, cut into the same tokens
+        picture = chips.picture(i, "true").transpose(2, 0, 1)
+        tokens_rgb = picture.reshape(3, g, p, g, p).transpose(1, 3, 0, 2, 4).reshape(g * g, 3, p, p)
     mean_rgb = tokens_rgb.mean(axis=(-1, -2))
-    flat = tokens_rgb.reshape(g * g, 3, p * p).astype(np.float64)
+    flat = values.reshape(g * g, c, p * p).astype(np.float64)
     color_var = flat.var(axis=-1, ddof=1).mean(axis=1).reshape(g, g)  # torch .var is unbiased
-    return TokenView(tokens, tokens_rgb, mean_rgb, color_var, g, p)
+    return TokenView(tokens, tokens_rgb, mean_rgb, color_var, g, p, values, tuple(chips.bands))
+
+
+def token_order_text(view: TokenView) -> str:
+    """How a token's values are laid out, under its value tables."""
+    names = [name for name, _ in channel_tabs(view)]
+    values = "normalised reflectance values" if view.values is not None and names[0] != "R" else "values"
+    return (f"Rows and columns are pixel positions inside the token. In the "
+            f"{view.tokens.shape[1]:,}-long token vector the {view.patch ** 2} {names[0]} "
+            f"{values} come first, then {', '.join(names[1:-1]) + ' and ' if len(names) > 2 else ''}"
+            f"{names[-1]}.")
+
+
+def source_caption(source: str) -> str:
+    """One sentence on what a Sentinel-2 chip is ('' for WorldCover palette RGB)."""
+    if source == "worldcover":
+        return ""
+    from bharateo.sources import pixel_source
+
+    bands = pixel_source(source).bands
+    return (f"{pixel_source(source).label}: the model reads {len(bands)} bands "
+            f"({' '.join(bands)}) of real Sentinel-2 L2A reflectance, each normalised by the "
+            "training chips' mean and standard deviation; a token holds "
+            f"{len(bands)} × 16 × 16 = {len(bands) * 256:,} values. Cloud, cloud shadow and "
+            "no-data pixels are no data (black). The patch labels are WorldCover, reprojected "
+            "onto the scene's grid.")
+
+
+def channel_tabs(view: TokenView) -> list[tuple[str, str]]:
+    """(short name, long name) of each input channel: R G B for palette RGB, band ids
+    (blue, green, ...) for Sentinel-2."""
+    if view.values is None or view.values.shape[1] == 3 and view.bands == ("red", "green", "blue"):
+        return list(zip(CHANNELS, CHANNEL_NAMES))
+    from bharateo.sentinel2 import BAND_NAMES
+
+    return [(b, BAND_NAMES.get(b, b)) for b in view.bands]
 
 
 def chip_with_grid(chips: ChipSet, i: int, token: int | None, display_px: int = 384) -> np.ndarray:
     """Chip i enlarged, with its token grid drawn and token `token` outlined."""
     g = chips.grid_size
-    image = upscale(labels_image(chips.labels[i]), max(1, display_px // chips.chip_size))
+    picture = (labels_image(chips.labels[i]) if chips.pixels is None
+               else to_uint8(chips.picture(i, "true")))
+    image = upscale(picture, max(1, display_px // chips.chip_size))
     return draw_grid(image, g, highlight=None if token is None else divmod(int(token), g))
 
 
@@ -552,10 +630,12 @@ def mean_rgb_picture(view: TokenView, token: int | None, display_px: int = 384) 
 
 
 def token_values(view: TokenView, token: int) -> dict[str, pd.DataFrame]:
-    """Channel -> p x p table of token `token`'s values (rows u, columns v), 3 decimals."""
+    """Channel -> p x p table of token `token`'s values (rows u, columns v), 3 decimals: the
+    model's input values (palette RGB, or per-band normalised reflectance)."""
     out = {}
-    for c, name in enumerate(CHANNELS):
-        values = np.round(view.tokens_rgb[token, c].astype(np.float64), 3)
+    source = view.tokens_rgb if view.values is None else view.values
+    for c, (name, _) in enumerate(channel_tabs(view)):
+        values = np.round(source[token, c].astype(np.float64), 3)
         out[name] = pd.DataFrame(values, columns=[str(v) for v in range(view.patch)])
     return out
 
@@ -623,6 +703,27 @@ def shape_journey(chips: ChipSet, i: int, view: TokenView, embed_dim: int, embed
     first = ", ".join(f"{v:.3f}" for v in view.mean_rgb[0])
     chosen = ", ".join(f"{v:.3f}" for v in view.mean_rgb[token])
     tr, tc = view.rowcol(token)
+    if chips.pixels is not None:  # Sentinel-2 reflectance: C bands, normalised per band
+        c, bands = chips.channels, " ".join(chips.bands)
+        return "\n".join([
+            f"**Chip {i}** was cut from `{roi}` at rows {r0}–{r0 + s - 1}, columns {c0}–{c0 + s - 1} "
+            "of the region, on the Sentinel-2 scene's own grid.",
+            "",
+            f"1. **{c} × {s} × {s}** reflectance values ({bands}), each band normalised by the "
+            "training chips' mean and standard deviation (cloud and no-data left out, and read "
+            f"as 0): {c * s * s:,} values, min {lo:.3f}, max {hi:.3f}.",
+            f"2. Patchify: cutting the chip into {g} × {g} patches of {p} × {p} px gives "
+            f"**{n} × {dim}**: {n} tokens, each {c} bands × {p} × {p} px = {dim:,} values (all "
+            f"{chips.bands[0]} values, then {chips.bands[1]}, …).",
+            f"3. The linear patch embedding ({dim:,} → {embed_dim}) turns them into "
+            f"**{n} × {embed_dim}** (embed dim {embed_dim}: {embed_source}).",
+            f"4. The encoder keeps **{n} × {embed_dim}**; the pixel head maps each token back to "
+            f"{dim:,} values and the patch head to {NUM_CLASSES} class scores (the WorldCover "
+            f"labels reprojected onto this grid): **{n} × {dim}** and **{n} × {NUM_CLASSES}**.",
+            "",
+            f"Selected token {token} (row {tr}, col {tc}): mean true colour ({chosen}), variance "
+            f"of its normalised values {float(view.color_var[tr, tc]):.4f}.",
+        ])
     return "\n".join([
         f"**Chip {i}** was cut from `{roi}` at rows {r0}–{r0 + s - 1}, columns {c0}–{c0 + s - 1} "
         f"of the region (about {km_text(s * pixel_metres(0)[0])} a side).",

@@ -5,7 +5,7 @@ into the job (under a lock) and pages poll `snapshot()`. At most BHARATEO_MAX_TR
 once on a server; the rest wait in order. A job whose browser session has gone stops, is saved,
 and frees its slot.
 
-Each training runs in a worker process of its own (bharateo.worker): in a server thread the same
+Each training runs in a worker process of its own (bharateo.app.worker): in a server thread the same
 loop runs 15-25 % slower. The job's thread feeds it the chips, relays its events and saves the run.
 
 No slot is held forever: a worker that sends nothing and uses no CPU for BHARATEO_STALL_S seconds
@@ -29,7 +29,7 @@ from bharateo.errors import BharatEOError
 from bharateo.pipeline import ExperimentResult, RunConfig, renamed, save_experiment
 from bharateo.runs import release_run_name
 from bharateo.train import EpochMetrics, StepMetrics, TrainingEnd, make_model
-from bharateo.worker import WorkerRun, keep_spare_worker, state_dict_from_bytes
+from bharateo.app.worker import WorkerRun, keep_spare_worker, state_dict_from_bytes
 
 log = logging.getLogger(__name__)
 SESSION_GRACE_S = 30.0  # a session gone this long counts as closed
@@ -191,6 +191,7 @@ class TrainingJob:
         try:
             self.train_chips, self.heldout_chips = build_chip_sets(self.rois, self.config.chips)
             self.model = make_model(self.config.model, self.config.train.seed)
+            self.model.band_stats = self.train_chips.band_stats  # reflectance: the run's normalisation
             if not self.queue.wait_for_slot(self, self._cancelled):
                 why = f" ({self.stop_reason})" if self.stop_reason else ""
                 self._set(status="cancelled", error=f"Cancelled before it started{why}.")
