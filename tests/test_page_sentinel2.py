@@ -74,6 +74,23 @@ def test_a_sentinel2_lesson_from_regions_to_chips(s2_lesson):
                                           "B08 (near infrared)"]
     assert "1,024-long token vector" in texts(at) and "normalised reflectance" in texts(at)
 
+    # a refresh (a new session on the same address) restores the Sentinel-2 lesson
+    home = AppTest.from_file(APP, default_timeout=120).run()  # the address as Home writes it
+    for key in ("rois", "chip_config", "train_chips", "heldout_chips", "pixel_source", "s2_dates",
+                "s2_max_cloud"):
+        home.session_state[key] = at.session_state[key]
+    params = dict(home.run().query_params)
+    assert params["src"] == "s2-4band,2020-01-01/2020-03-01,20"
+    again = AppTest.from_file(APP, default_timeout=120)
+    again.query_params.update(params)
+    again.run()
+    assert not again.exception
+    assert [w.value for w in again.warning if "synthetic test fixture" not in w.value] == []
+    restored = again.session_state["train_chips"]
+    assert again.session_state["rois"][0].provenance["scene_id"] == roi.provenance["scene_id"]
+    assert again.session_state["chip_config"] == at.session_state["chip_config"]
+    assert (restored.pixels == chips.pixels).all() and restored.band_stats == chips.band_stats
+
 
 def test_reconstruct_shows_true_and_false_colour(s2_lesson):
     from bharateo.app.state import read_s2_roi  # noqa: F401  (the app's reader is used below)

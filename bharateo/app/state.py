@@ -10,6 +10,7 @@ import sys
 import threading
 import urllib.request
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 
 import streamlit as st
@@ -83,7 +84,7 @@ def init_state() -> None:
 # Regions come back from the ROI cache (or the source), chips are cut again from the chip config
 # (seeded, so identical), the model is loaded from its saved run. Nothing read here is trusted:
 # each value is checked, a bad one is skipped with a note, and no path is built from it unchecked.
-LESSON_PARAMS = ("roi", "chips", "run")
+LESSON_PARAMS = ("roi", "chips", "run", "src")  # src=<pixel source>,<dates>,<max cloud> (Sentinel-2)
 MAX_LESSON_REGIONS = 8  # regions a page address may restore (each up to 4096 x 4096 px)
 CHIP_PARAMS = ("n_chips", "chip_size", "patch_size", "min_classes", "seed", "n_holdout_chips",
                "holdout_roi", "holdout_block")
@@ -99,6 +100,9 @@ def lesson_params() -> dict[str, list[str]]:
         config = state.chip_config
         params["chips"] = [",".join("" if getattr(config, f) is None else str(getattr(config, f))
                                     for f in CHIP_PARAMS)]
+    kind, dates, max_cloud = pixel_query()
+    if kind != "worldcover":  # the regions and chips are read from this source
+        params["src"] = [f"{kind},{dates},{max_cloud:g}"]
     model = state.get("model")
     if model and model.get("run") and (checkpoint_root() / str(model["run"]) / "model.pt").exists():
         params["run"] = [model["run"]]
@@ -169,6 +173,19 @@ def restore_lesson(params) -> list[str]:
     from bharateo.chips import build_chip_sets
 
     state, notes, rois = st.session_state, [], []
+    if raw := params.get("src"):  # Sentinel-2: set the source before any region is read
+        kind, _, rest = str(raw).partition(",")
+        dates, _, cloud = rest.rpartition(",")
+        try:
+            if kind not in source_choices():
+                raise ValueError(f"unknown pixel source {kind!r}")
+            problem = set_pixel_query(kind, dates, float(cloud)) if kind != "worldcover" else \
+                set_pixel_query(kind)
+            if problem:
+                raise ValueError(problem)
+        except ValueError as exc:
+            notes.append(f"The pixel source in this page's address was not used ({raw!r}): {exc}. "
+                         "Regions are read as WorldCover.")
     wanted = params.get_all("roi")
     if len(wanted) > MAX_LESSON_REGIONS:
         notes.append(f"This page's address names {len(wanted)} regions; only the first "
@@ -185,7 +202,8 @@ def restore_lesson(params) -> list[str]:
     state.rois = rois
     if (raw := params.get("chips")) and rois:
         try:
-            config = _chips_from_param(raw, [r.spec.name for r in rois])
+            config = replace(_chips_from_param(raw, [r.spec.name for r in rois]),
+                             **chip_source_fields())
             state.train_chips, state.heldout_chips = build_chip_sets(rois, config)
             state.chip_config = config
         except Exception as exc:  # from the address: any bad value is a note, never a traceback
