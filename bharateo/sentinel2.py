@@ -40,7 +40,6 @@ import numpy as np
 from bharateo.errors import (BharatEOError, ConfigError, RegionError, SourceUnreachableError,
                              TileFileError)
 from bharateo.roi import (
-    FIXTURE_LABEL,
     GDAL_ENV,
     MAX_NODATA_FRACTION,
     GlobalWindow,
@@ -295,6 +294,8 @@ def footprint_contains(geometry: dict | None, points) -> bool:
 
 
 def in_range(scene: Scene, query: S2Query) -> bool:
+    """True when the scene was sensed within the query's dates (UTC day) with at most its cloud
+    limit (a scene without eo:cloud_cover is let through: the region's own cloud is checked)."""
     first, last = query.days()
     try:
         day = scene.date
@@ -585,10 +586,12 @@ class S2Roi(Roi):
 
     @property
     def valid(self) -> np.ndarray:
+        """S x S bool: pixels that are neither cloud, shadow, scene no-data nor WorldCover no-data."""
         return self.native != NODATA
 
 
 def cache_path(spec: RoiSpec, bands, query: S2Query, source: S2Source, wc: DataSource) -> Path:
+    """data/sentinel2/s2_<name>_<digest of cache_binding>.npz: one file per region and query."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.name)[:40] or "region"
     return data_dir() / "sentinel2" / f"s2_{safe}_{_binding_digest(spec, bands, query, source, wc)[:16]}.npz"
 
@@ -768,11 +771,6 @@ def _make_roi(spec, bands, dn, native, provenance, notes) -> S2Roi:
         extra.append("The labels of this Sentinel-2 region come from a synthetic test fixture, not "
                      "ESA WorldCover; its reflectance is real Sentinel-2 data.")
     return S2Roi(spec, native, provenance, notes + extra, pixels=pixels, bands=tuple(bands))
-
-
-def describe_labels(roi: S2Roi) -> str:
-    """'synthetic test fixture' / 'ESA WorldCover ...' for the labels of a Sentinel-2 region."""
-    return FIXTURE_LABEL if roi.synthetic else roi.labels_label
 
 
 def folder_presets(source: S2Source | None = None, max_size: int = 256) -> list[RoiSpec]:

@@ -72,9 +72,9 @@ def read_regions(specs, refit: bool = True) -> None:
         for k, spec in enumerate(specs):
             if spec in [r.spec for r in state.rois]:  # added by a run that was interrupted
                 continue
-            where = ("the local cache" if ui.is_cached(spec)
-                     else "the bundled sample" if all(bundled_tile_path(t) for t in views.spec_tiles(spec))
-                     else data_source_from_env().describe())
+            where = ("the local cache" if ui.is_cached(spec) else ui.s2_reading_text()
+                     or ("the bundled sample" if all(bundled_tile_path(t) for t in views.spec_tiles(spec))
+                         else data_source_from_env().describe()))
             bar.progress(k / len(specs),
                          text=f"{spec.name}: {views.size_label(spec.size)} from {where}…")
 

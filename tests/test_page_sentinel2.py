@@ -93,7 +93,6 @@ def test_a_sentinel2_lesson_from_regions_to_chips(s2_lesson):
 
 
 def test_reconstruct_shows_true_and_false_colour(s2_lesson):
-    from bharateo.app.state import read_s2_roi  # noqa: F401  (the app's reader is used below)
     from bharateo.pipeline import load_rois
 
     config = RunConfig(rois=(s2_lesson,), chips=ChipConfig(

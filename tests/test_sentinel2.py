@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import numpy as np
 import pytest
@@ -331,6 +330,22 @@ def test_a_4band_run_trains_reconstructs_and_evaluates(s2_env):
         assert "s2-four" in [d.name for d in scan_runs()[1]]
 
 
+def test_the_apps_training_worker_trains_and_saves_a_4band_run(s2_env):
+    """The app's path (a TrainingJob in a worker process) trains the same 4-band run as the
+    core and saves its band statistics; the app's model carries them."""
+    from bharateo.app import jobs
+
+    config = tiny_config()
+    rois = load_rois(config.rois, chips=config.chips)
+    job = jobs.TrainingJob(config, rois, "s2-worker", queue=jobs.TrainingQueue()).start()
+    job.join(180)
+    assert job.status == "finished", job.error
+    saved = load_run("s2-worker")
+    assert BandStats.from_dict(saved.config["band_stats"]) == job.train_chips.band_stats
+    assert job.model.band_stats == job.train_chips.band_stats
+    assert saved.config["model"]["in_chans"] == 4 and saved.config["chips"]["source"] == "s2-4band"
+
+
 def test_10band_chips_and_a_source_mix_is_refused(s2_env):
     ten = load_rois(tiny_config("s2-10band").rois, chips=tiny_config("s2-10band").chips)
     train, held = build_chip_sets(ten, tiny_config("s2-10band").chips)
@@ -339,6 +354,14 @@ def test_10band_chips_and_a_source_mix_is_refused(s2_env):
     assert RunConfig(chips=ChipConfig(source="s2-10band")).model.in_chans == 10
     with pytest.raises(ConfigError, match="Unknown pixel source"):
         RunConfig(chips=ChipConfig(source="landsat")).validate()
+    from bharateo.errors import ChipError
+    from bharateo.roi import load_roi
+
+    palette = load_roi(RoiSpec("sao_tome", 6.60, 0.25, 512))
+    with pytest.raises(ChipError, match="same source|chips' source"):
+        build_chip_sets([palette, *ten], tiny_config("s2-10band").chips)
+    with pytest.raises(ChipError, match="Sentinel-2 pixels"):
+        build_chip_sets(ten, ChipConfig(n_chips=4, chip_size=64))
 
 
 # --- the STAC search through a local server ----------------------------------------------------

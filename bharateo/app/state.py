@@ -413,6 +413,17 @@ def s2_presets() -> list[RoiSpec]:
     return folder_presets()
 
 
+def s2_reading_text() -> str:
+    """Where a Sentinel-2 region is read from ('' when the session reads WorldCover)."""
+    kind, dates, max_cloud = pixel_query()
+    if kind == "worldcover":
+        return ""
+    from bharateo.sentinel2 import s2_source_from_env
+
+    return (f"{s2_source_from_env().describe()} (scenes {dates}, at most {max_cloud:g} % cloud) "
+            "with WorldCover labels")
+
+
 def s2_source_text() -> str:
     from bharateo.sentinel2 import s2_source_from_env
 
@@ -615,11 +626,18 @@ def sidebar() -> None:
         label, detail = source_status(data_source_from_env())
         st.markdown(f"**Data source:** {label}")
         st.caption(detail)
+        if reading := s2_reading_text():  # Sentinel-2 pixels, WorldCover labels
+            st.markdown(f"**Pixels:** {source_choices()[pixel_query()[0]]}")
+            st.caption(f"From {reading}.")
         names = ", ".join(r.spec.name for r in state.rois) or "none yet"
         st.markdown(f"**Regions:** {names}")
         st.caption(data_in_use_text())
         if any(r.verified for r in state.rois):
             st.caption(f"© {ATTRIBUTION}; CC-BY 4.0.")
+        if any(getattr(r, "pixels", None) is not None for r in state.rois):
+            years = sorted({str(r.provenance.get("scene_date", ""))[:4] for r in state.rois
+                            if getattr(r, "pixels", None) is not None})
+            st.caption(f"Contains modified Copernicus Sentinel data {', '.join(years)}.")
         chips = state.train_chips
         held = state.heldout_chips
         st.markdown("**Chips:** " + (f"{len(chips)} train" + (f" + {len(held)} held-out" if held else "")
