@@ -254,10 +254,11 @@ def stac_scenes(source: S2Source, bbox, query: S2Query) -> list[Scene]:
                                query={"eo:cloud_cover": {"lte": query.max_cloud}},
                                max_items=SEARCH_MAX_ITEMS)
         items = [item.to_dict() for item in search.items()]
-    except (APIError, OSError, ValueError, KeyError, TypeError) as exc:
+    except (APIError, OSError, ValueError, KeyError, TypeError, NotImplementedError) as exc:
         import requests
 
         why = ("no answer" if isinstance(exc, requests.exceptions.ConnectionError) else
+               "it is not a STAC API with item search" if isinstance(exc, NotImplementedError) else
                redact_text(str(exc))[:200])
         raise SourceUnreachableError(
             f"The Sentinel-2 search at {source.shown} failed ({why}). Check the network and try "
@@ -730,6 +731,12 @@ def load_s2_roi(spec: RoiSpec, bands=BANDS_4, query: S2Query | None = None,
             "shadow): too little ground to learn from. Pick other dates or a lower cloud limit, or "
             "move the region.")
     native = np.where(valid, labels, NODATA).astype(np.uint8)
+    nodata = float(np.mean(native == NODATA))
+    if nodata > MAX_NODATA_FRACTION:  # the labels' own no-data: sea or outside WorldCover
+        raise RegionError(
+            f"The region at ({spec.lon:.3f}, {spec.lat:.3f}) is {nodata:.0%} no-data once its "
+            "WorldCover labels are added (open sea, or outside WorldCover coverage). Move the "
+            "centre onto land or pick a smaller region.")
     offset, rule = reflectance_rule(scene)
     provenance = {
         "name": spec.name, "kind": "sentinel2", "center_lon_lat": [spec.lon, spec.lat],
@@ -742,7 +749,7 @@ def load_s2_roi(spec: RoiSpec, bands=BANDS_4, query: S2Query | None = None,
         "scene_window": list(grid.window), "bounds": list(grid.bounds_lonlat()),
         "dates": query.dates, "max_cloud": query.max_cloud,
         "cloud_fraction": cloud, "s2_nodata_fraction": bad,
-        "nodata_fraction": float(np.mean(native == NODATA)),
+        "nodata_fraction": nodata,
         "band_files": {b: redact_text(scene.hrefs[b]) for b in (*bands, "SCL") if b in scene.hrefs},
         "scl": "SCL" in scene.hrefs,
         "source": source.describe(), "source_kind": source.kind,

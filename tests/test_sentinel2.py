@@ -42,6 +42,7 @@ from bharateo.worldcover import NODATA_ID, PIXELS_PER_DEGREE, DataSource
 from tests.fixture_tiles import write_fixture_tile
 from tests.s2_fixtures import (
     SAHARA,
+    SAHARA_EAST,
     SCENE_DIR,
     SCENE_ID,
     StacServer,
@@ -228,6 +229,9 @@ def test_region_outside_every_scene_gives_a_clear_message(s2_env):
         load_s2_roi(SAHARA, BANDS_4, S2Query("2021-01-01/2021-02-01", 20))
     with pytest.raises(ConfigError, match="dates must be a range"):
         S2Query("last winter", 20).check()
+    # clear sky, but no WorldCover labels there (the fixture leaves it as sea / no data)
+    with pytest.raises(RegionError, match="no-data once its WorldCover labels are added"):
+        load_s2_roi(SAHARA_EAST, BANDS_4, S2Query(DATES, 20))
 
 
 # --- normalisation -----------------------------------------------------------------------------
