@@ -273,3 +273,33 @@ def test_a_worker_that_is_only_slow_still_using_cpu_is_not_killed(monkeypatch):
         assert job.status == "finished", job.error
     finally:
         thaw_and_end(job)
+
+
+def test_the_worker_sends_typed_events_from_the_pipelines_one_loop():
+    import pickle
+
+    from bharateo.app.worker import TrainingFailed, send_training
+    from bharateo.chips import build_chip_sets
+    from bharateo.pipeline import run_experiment
+    from bharateo.train import EpochMetrics, StepMetrics, TrainedWeights, TrainingEnd
+
+    run = config(epochs=2)
+    train_chips, heldout = build_chip_sets(ROIS, run.chips)
+    sent = []
+    send_training(run, train_chips, heldout, None, lambda e: sent.append(pickle.loads(pickle.dumps(e))))
+    kinds = [type(e) for e in sent]
+    assert kinds[-2:] == [TrainingEnd, TrainedWeights] and StepMetrics in kinds and EpochMetrics in kinds
+    assert all(not isinstance(e, tuple) for e in sent)  # no untyped tuples on the wire
+    core = run_experiment(run, rois=ROIS)  # the CLI's path: the same loop, the same numbers
+    assert [e.loss for e in sent if isinstance(e, StepMetrics)] == [s.loss for s in core.steps]
+    weights = sent[-1]
+    assert weights.metrics == core.metrics
+    for name, tensor in core.model.state_dict().items():
+        assert torch.equal(weights.state_dict()[name], tensor), name
+
+    failed = []  # a bad setting reaches the page as a typed failure with the core's message
+    bad = RunConfig(rois=run.rois, chips=run.chips, model=run.model,
+                    train=TrainConfig(epochs=1, device="tpu"))
+    send_training(bad, train_chips, heldout, None, failed.append)
+    assert len(failed) == 1 and isinstance(failed[0], TrainingFailed)
+    assert "Unknown device 'tpu'" in failed[0].message

@@ -3,9 +3,10 @@
 The same loop in a thread of the Streamlit server runs 15-25 % slower (bench/app_overhead.py); in
 the main thread of a separate process it doesn't. A worker is `python -m bharateo.app.worker`: it
 imports torch and bharateo, writes "ready", waits on stdin for one pickled job (config, train
-chips, held-out chips), trains in its main thread and writes pickled events to its stdout: every
-StepMetrics, EpochMetrics and TrainingEnd, then ("weights", state_dict bytes, final metrics) or
-("error", message). A line on stdin after the job asks it to stop between steps; stdin closing
+chips, held-out chips), trains in its main thread through the pipeline's one experiment loop
+(pipeline.experiment_events, as `python -m bharateo train` does) and writes its typed events,
+pickled, to its stdout: every StepMetrics, EpochMetrics and TrainingEnd, then TrainedWeights (the
+weights and final metrics), or a TrainingFailed. A line on stdin after the job asks it to stop between steps; stdin closing
 (the app went away) does the same.
 
 One worker is kept started and idle, so a Train click doesn't wait ~3 s for torch to import.
@@ -17,7 +18,6 @@ SIGKILL after a grace, which also ends a worker stopped with SIGSTOP).
 """
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import queue
@@ -25,6 +25,7 @@ import select
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from bharateo.errors import BharatEOError  # torch and the training code: imported where used,
@@ -36,6 +37,13 @@ _spare: subprocess.Popen | None = None
 READY = "ready"
 WORKER_NICE = 10  # added to the worker's niceness (BHARATEO_WORKER_NICE): the server comes first
 _GONE = ("gone",)  # the reader's last event: the worker closed its output (it ended)
+
+
+@dataclass
+class TrainingFailed:
+    """The worker's last event when training raised: the message the page shows."""
+
+    message: str
 
 
 def worker_threads() -> int:
@@ -143,9 +151,9 @@ class WorkerRun:
             pass
 
     def next_event(self, timeout: float):
-        """The worker's next event (StepMetrics, EpochMetrics, TrainingEnd, then ("weights",
-        state_dict bytes, final metrics)), or None if none came within `timeout` s.
-        ("error", message) and a worker that died are raised as BharatEOError."""
+        """The worker's next event (StepMetrics, EpochMetrics, TrainingEnd, then TrainedWeights),
+        or None if none came within `timeout` s. A TrainingFailed and a worker that died are
+        raised as BharatEOError."""
         try:
             event = self._events.get(timeout=timeout)
         except queue.Empty:
@@ -153,8 +161,8 @@ class WorkerRun:
         if event is _GONE or event == _GONE:
             code = self.process.wait()
             raise BharatEOError(f"The training process ended unexpectedly (exit code {code}).")
-        if isinstance(event, tuple) and event[0] == "error":
-            raise BharatEOError(event[1])
+        if isinstance(event, TrainingFailed):
+            raise BharatEOError(event.message)
         return event
 
     def cpu_seconds(self) -> float | None:
@@ -193,12 +201,6 @@ class WorkerRun:
                 pass
 
 
-def state_dict_from_bytes(data: bytes) -> dict:
-    import torch
-
-    return torch.load(io.BytesIO(data), weights_only=True)
-
-
 def run_one_job() -> None:
     """The worker's main: say ready, read one job, train, send events (see module docstring)."""
     import torch._dynamo  # noqa: F401  torch.optim imports it on first use (~1.4 s): do it while idle
@@ -230,27 +232,17 @@ def run_one_job() -> None:
 
 
 def send_training(config, train_chips, heldout, stop, send) -> None:
-    """Train in this (main) thread, sending every event, then the weights or the error."""
-    import torch
-
-    from bharateo.pipeline import final_metrics
-    from bharateo.train import TrainingEnd, make_model, train
+    """Train in this (main) thread through pipeline.experiment_events, sending every event (the
+    last one TrainedWeights), or a TrainingFailed with the error's message."""
+    from bharateo.pipeline import experiment_events
 
     try:
-        model = make_model(config.model, config.train.seed)
-        end = None
-        for event in train(model, train_chips, config.train, heldout, stop):
+        for event in experiment_events(config, train_chips, heldout, stop):
             send(event)
-            end = event if isinstance(event, TrainingEnd) else end
-        metrics = final_metrics(model, config, end, train_chips, heldout)
-        weights = io.BytesIO()
-        torch.save(model.state_dict(), weights)
     except BharatEOError as exc:
-        send(("error", str(exc)))
+        send(TrainingFailed(str(exc)))
     except Exception as exc:  # shown to the user as an unexpected failure
-        send(("error", f"Training failed unexpectedly: {exc!r}"))
-    else:
-        send(("weights", weights.getvalue(), metrics))
+        send(TrainingFailed(f"Training failed unexpectedly: {exc!r}"))
 
 
 if __name__ == "__main__":
