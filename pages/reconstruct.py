@@ -80,8 +80,7 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
     for col, panel in zip(row[:3], panels[4:]):
         col.image(panel.image, caption=panel.title, output_format="PNG")
     row[0].image(insight.magma_legend(), output_format="PNG",
-                 caption="mean |RGB error|: 0 (black) … 0.5 or more (yellow); grey = visible, "
-                         "not scored")
+                 caption=insight.error_legend_caption(rec))
     row[1].markdown(views.legend_html(sorted(set(rec.patch_prediction.ravel()) |
                                                      set(rec.patch_target.ravel()))),
                     unsafe_allow_html=True)

@@ -9,6 +9,7 @@ from bharateo.pipeline import PRESETS
 from bharateo.chips import HOLDOUT_BLOCKS
 from bharateo.pipeline import saved_as_message
 from bharateo.runs import delete_run, rename_run, scan_runs
+from bharateo.sources import pixel_source
 from bharateo.words import plural
 from bharateo.app.train import (chip_knobs, config_from_knobs, default_run_name, eta_seconds,
                              free_run_name, knob_help, knob_problems, knobs_from_config,
@@ -114,7 +115,10 @@ if config is not None:
     m4.metric("masked tokens", f"{tokens.masked_tokens:,}")
     m5.metric("masked pixel targets", f"{tokens.masked_pixel_targets:,}")
     st.caption(f"Settings: {preset or 'custom'} · chips of {config.chips.chip_size} px from "
-               f"{', '.join(roi_names)}")
+               f"{', '.join(roi_names)} · {pixel_source(config.chips.source).label}: tokens of "
+               f"{tokens.channels} × {tokens.patch_size} × {tokens.patch_size} = "
+               f"{tokens.token_dim:,} values, {tokens.masked_value_targets:,} masked values to "
+               "reconstruct")
     estimate, over_budget = training_estimate(config, scan_runs()[0], max_training_seconds())
     st.caption(estimate)
     if over_budget:  # refused before it takes the slot for hours

@@ -319,6 +319,17 @@ def reconstruction_panels(rec: ev.ChipReconstruction, mask_ratio: float, index: 
     return panels
 
 
+def error_legend_caption(rec: ev.ChipReconstruction) -> str:
+    """The caption under the error colour bar: what the error is measured in, and its range."""
+    if rec.false_colour is not None:
+        low, high = REFLECTANCE_ERROR_RANGE
+        return (f"mean |error| of the normalised bands: {low:g} (black) … {high:g} std or more "
+                "(yellow); grey = visible, not scored")
+    low, high = ERROR_RANGE
+    return (f"mean |RGB error|: {low:g} (black) … {high:g} or more (yellow); grey = visible, not "
+            "scored")
+
+
 def thumbnail(chips: ChipSet, index: int, side: int = THUMB_SIDE) -> np.ndarray:
     """Chip `index` as a side x side uint8 picture (nearest sampling: exact class colours)."""
     s = chips.chip_size
