@@ -334,7 +334,7 @@ def roi_picture(roi: Roi, max_side: int = 512) -> RoiPicture:
         image = to_uint8(composite(roi.pixels[:, ::step, ::step], roi.bands, "true", valid))
         p = roi.provenance
         caption = (f"True colour (B4 B3 B2, 2–98 % stretch) of Sentinel-2 scene {p.get('scene_id')} "
-                   f"({p.get('scene_date')}, {p.get('cloud_cover')} % cloud over the scene), "
+                   f"({p.get('scene_date')}, {cloud_text(p.get('cloud_cover'))} over the scene), "
                    f"{roi.spec.size} px of {p.get('pixel_m', 10):g} m; north is up (UTM "
                    f"{p.get('crs')}). Black: cloud, cloud shadow or no data, "
                    f"{1 - valid.mean():.1%}; never a land-cover class.")
@@ -505,6 +505,11 @@ def chip_field_problems(values: dict) -> list[str]:
 def chips_stale(chips: ChipSet | None, rois: list[Roi]) -> bool:
     """True if the chips were cut from regions other than the ones chosen now."""
     return chips is not None and chips.roi_names != [r.spec.name for r in rois]
+
+
+def cloud_text(cloud) -> str:
+    """A scene's eo:cloud_cover as '4.1 % cloud' ('cloud cover not given' without one)."""
+    return f"{cloud:.1f} % cloud" if isinstance(cloud, (int, float)) else "cloud cover not given"
 
 
 def chip_modes(chips: ChipSet) -> dict[str, str]:
