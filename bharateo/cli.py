@@ -81,7 +81,7 @@ def _prefetch_s2(args) -> None:
             not_cached.append((roi.spec.name, roi.cache_error))
         s = _s2_summary(roi)
         print(f"  {roi.spec.name}: {roi.spec.size}x{roi.spec.size} px of {s['pixel_m']:g} m, scene "
-              f"{s['scene_id']} ({s['scene_date']}, {s['cloud_cover']} % cloud), bands "
+              f"{s['scene_id']} ({s['scene_date']}, {s['cloud_cover']} % cloud over the scene), bands "
               f"{' '.join(s['bands'])}, {s['nodata_fraction']:.1%} no data or cloud; "
               f"{roi.data_label}")
         for note in roi.notes:

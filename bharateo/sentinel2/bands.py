@@ -26,6 +26,7 @@ FALSE_COLOUR = ("B08", "B04", "B03")  # "B8-B4-B3 false color" (vegetation red)
 SCL_NODATA_CLASSES = {0: "no data", 1: "saturated or defective", 3: "cloud shadow",
                       8: "cloud, medium probability", 9: "cloud, high probability",
                       10: "thin cirrus"}
+SCL_CLOUD_CLASSES = (3, 8, 9, 10)  # of those, cloud shadow and cloud (reported apart)
 BAND_NODATA_DN = 0  # L2A band no-data value
 QUANTIFICATION_VALUE = 10000  # L2A: reflectance = (DN + BOA_ADD_OFFSET) / 10000
 BOA_ADD_OFFSET = -1000  # processing baseline >= 04.00 (products since 25 Jan 2022)

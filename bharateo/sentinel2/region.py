@@ -17,7 +17,7 @@ import numpy as np
 from bharateo.errors import BharatEOError, RegionError, SourceUnreachableError
 from bharateo.roi import (MAX_NODATA_FRACTION, Roi, RoiSpec, _disk_fault, _with_deadline,
                           atomic_write_bytes, data_dir, read_timeout_s)
-from bharateo.sentinel2.bands import BANDS_4, BANDS_10, S2_LABEL, S2_SOURCES
+from bharateo.sentinel2.bands import BANDS_4, BANDS_10, S2_LABEL, S2_SOURCES, SCL_CLOUD_CLASSES
 from bharateo.sentinel2.labels import worldcover_on_grid
 from bharateo.sentinel2.read import (RegionGrid, choose_scene, read_scene_window,
                                      reflectance_rule, to_reflectance)
@@ -184,11 +184,13 @@ def load_s2_roi(spec: RoiSpec, bands=BANDS_4, query: S2Query | None = None,
             str(exc).replace("BHARATEO_WORLDCOVER_DIR to a folder holding the tiles",
                              "BHARATEO_S2_DIR to a folder of scenes")) from None
     notes += found_notes
-    cloud = float(np.mean(np.isin(scl, [3, 8, 9, 10])))
+    cloud = float(np.mean(np.isin(scl, SCL_CLOUD_CLASSES)))
     bad = float(np.mean(~valid))
     if bad > MAX_NODATA_FRACTION:
         raise RegionError(
-            f"In scene {scene.id} ({scene.date}, {scene.cloud_cover:g} % cloud over the scene) "
+            f"In scene {scene.id} ({scene.date}, "
+            + ("cloud cover not given" if scene.cloud_cover is None else
+               f"{scene.cloud_cover:.1f} % cloud over the scene") + ") "
             f"{bad:.0%} of the region is cloud, cloud shadow or no-data ({cloud:.0%} cloud or "
             "shadow): too little ground to learn from. Pick other dates or a lower cloud limit, or "
             "move the region.")
