@@ -500,8 +500,9 @@ def build_chip_sets(rois, config: ChipConfig,
                             progress=progress and (lambda done, _n: progress(config.n_chips + done,
                                                                              total)), **args)
     if roi_pixels is not None:  # normalise by the training chips' statistics, held-out too
-        step = 64
-        train.band_stats = band_stats(((train.pixels[i:i + step], train.labels[i:i + step] != NODATA_ID)
+        step = 64  # chips per batch of the float64 sums
+        train.band_stats = band_stats(((train.pixels[i:i + step],
+                                        train.labels[i:i + step] != NODATA_ID)
                                        for i in range(0, len(train), step)), bands)
         if held is not None:
             held.band_stats = train.band_stats
