@@ -21,8 +21,9 @@ import numpy as np
 from bharateo.roi import RoiSpec
 from bharateo.worldcover import PIXELS_PER_DEGREE, TILE_DEGREES, tile_id_from_origin, tile_origin
 from tests.fixture_tiles import RangeHTTPServer, synthetic_native, write_fixture_tile
+from tests.paths import SHARED
 
-SHARED_S2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sentinel2"
+SHARED_S2 = SHARED / "data" / "sentinel2"
 SCENE_ID = "S2A_29RKH_20200219_0_L2A"
 SCENE_DIR = SHARED_S2 / "S2A_29RKH_20200219_L2A_100m"
 SCENE_ITEM = SCENE_DIR / f"{SCENE_ID}.json"

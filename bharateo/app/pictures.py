@@ -1,12 +1,50 @@
-"""Pictures of chips, ROIs and errors as uint8 RGB arrays for st.image (no matplotlib)."""
+"""Every picture the pages draw, as uint8 RGB arrays for st.image (no matplotlib), and the class
+legends beside them: regions (Regions), chips, token grids and tokens (Chips), chip thumbnails
+and the reconstruction panels (Reconstruct). One place draws chip pictures, so no-data is black
+and every class has its palette colour everywhere.
+"""
 from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from plotly.colors import sample_colorscale
 
-from bharateo.worldcover import NODATA_ID, NUM_CLASSES, PALETTE_255
+from bharateo.app.regions import ground_size
+from bharateo.words import ordinal
+from bharateo.worldcover import (
+    CLASS_COLORS_255,
+    CLASS_COLORS_HEX,
+    CLASS_NAMES,
+    NODATA,
+    NODATA_COLOR_255,
+    NODATA_COLOR_HEX,
+    NODATA_ID,
+    NODATA_NAME,
+    NUM_CLASSES,
+    PALETTE_255,
+    collapse_worldcover,
+)
+
+if TYPE_CHECKING:
+    from bharateo.app.chips import TokenView
+    from bharateo.chips import ChipSet
+    from bharateo.evaluate import ChipReconstruction
+    from bharateo.roi import Roi
+
+PANEL_SIDE = 256  # px of every reconstruction panel (an integer upscale of the chip)
+THUMB_SIDE = 80  # px of a chip thumbnail
+ERROR_RANGE = (0.0, 0.5)  # the notebook's magma range for |RGB error|
+REFLECTANCE_ERROR_RANGE = (0.0, 2.0)  # |error| of per-band normalised reflectance, in std units
+UNSCORED_GREY = np.array([0.55, 0.55, 0.55], dtype=np.float32)
+NODATA_RGB = NODATA_COLOR_255  # sea / outside coverage in every picture: black
+NODATA_HELP = "left out of losses and metrics"
 
 
+# --- building blocks -------------------------------------------------------------------------
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """H x W x 3 float in [0, 1] -> uint8."""
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
@@ -58,3 +96,229 @@ def magma(values: np.ndarray, vmin: float = 0.0, vmax: float = 0.5) -> np.ndarra
     """H x W floats -> H x W x 3 uint8 with the magma colour map on [vmin, vmax]."""
     idx = np.clip((values - vmin) / (vmax - vmin) * 255, 0, 255).astype(np.int64)
     return _MAGMA[idx]
+
+
+# --- class legends (HTML beside the pictures) -------------------------------------------------
+def _is_class(class_id) -> bool:
+    return 0 <= int(class_id) < NUM_CLASSES
+
+
+def _hex(class_id: int) -> str:
+    return CLASS_COLORS_HEX[class_id] if _is_class(class_id) else NODATA_COLOR_HEX
+
+
+def legend_html(classes=None, nodata: bool = False) -> str:
+    """Inline HTML swatches for the collapsed classes (all, or the ids in `classes`), plus a
+    black 'no data' swatch, listed apart, when `nodata` or when `classes` holds a no-data id
+    (NODATA_ID, IGNORE_INDEX)."""
+    ids = range(NUM_CLASSES) if classes is None else sorted(set(int(c) for c in classes))
+    nodata = nodata or any(not _is_class(i) for i in ids)
+    items = [(_hex(i), text_color(i), CLASS_NAMES[i]) for i in ids if _is_class(i)]
+    items += [(NODATA_COLOR_HEX, "#fff", NODATA_NAME)] if nodata else []
+    return " ".join(
+        f"<span style='background:{color};padding:1px 7px;border-radius:3px;"
+        f"color:{text};font-size:0.8em'>{html.escape(name)}</span>" for color, text, name in items)
+
+
+def text_color(class_id: int) -> str:
+    """Black or white, whichever reads better on the class colour (white on no-data black)."""
+    if not _is_class(class_id):
+        return "#fff"
+    r, g, b = (int(v) for v in CLASS_COLORS_255[class_id])
+    return "#111" if 0.299 * r + 0.587 * g + 0.114 * b > 150 else "#fff"
+
+
+def share_legend_html(counts, nodata: int = 0) -> str:
+    """Swatches of the classes present in `counts` (pixels per class), with their shares; with
+    `nodata` pixels, shares are of all pixels and a black 'no data' swatch comes last, apart."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = max(int(counts.sum()) + int(nodata), 1)
+    items = [(i, CLASS_NAMES[i], counts[i]) for i in np.argsort(-counts, kind="stable") if counts[i]]
+    items += [(-1, NODATA_NAME, int(nodata))] if nodata else []
+    return " ".join(
+        f"<span style='background:{_hex(i)};padding:1px 6px;border-radius:3px;"
+        f"color:{text_color(i)};font-size:0.8em;white-space:nowrap'>"
+        f"{html.escape(name)} {100 * n / total:.1f}%</span>" for i, name, n in items)
+
+
+def class_swatch_html(class_id: int, text: str | None = None) -> str:
+    """One class as a coloured swatch followed by its name (or `text`); a no-data id (NODATA_ID,
+    IGNORE_INDEX) is a black swatch named 'no data (left out of losses and metrics)'."""
+    default = CLASS_NAMES[class_id] if _is_class(class_id) else f"{NODATA_NAME} ({NODATA_HELP})"
+    return (f"<span style='display:inline-block;width:1.1em;height:1.1em;vertical-align:-0.2em;"
+            f"border:1px solid #555;background:{_hex(class_id)}'></span> "
+            f"<b>{html.escape(text or default)}</b>")
+
+
+# --- regions, chips and tokens (Regions, Chips) -----------------------------------------------
+@dataclass
+class RoiPicture:
+    image: np.ndarray  # h x w x 3 uint8 palette picture
+    step: int  # every step-th pixel shown
+    caption: str
+
+
+def cloud_text(cloud) -> str:
+    """A scene's eo:cloud_cover as '4.1 % cloud' ('cloud cover not given' without one)."""
+    return f"{cloud:.1f} % cloud" if isinstance(cloud, (int, float)) else "cloud cover not given"
+
+
+def roi_picture(roi: Roi, max_side: int = 512) -> RoiPicture:
+    """The ROI in the class palette (every k-th pixel for big ROIs; no-data in black); a
+    Sentinel-2 region in true colour (B4 B3 B2, 2-98 % stretch; cloud and no-data black)."""
+    if getattr(roi, "pixels", None) is not None:
+        from bharateo.reflectance import composite
+
+        step = max(1, math.ceil(max(roi.native.shape) / max_side))
+        valid = roi.native[::step, ::step] != NODATA
+        image = to_uint8(composite(roi.pixels[:, ::step, ::step], roi.bands, "true", valid))
+        p = roi.provenance
+        caption = (f"True colour (B4 B3 B2, 2–98 % stretch) of Sentinel-2 scene {p.get('scene_id')} "
+                   f"({p.get('scene_date')}, {cloud_text(p.get('cloud_cover'))} over the scene), "
+                   f"{roi.spec.size} px of {p.get('pixel_m', 10):g} m; north is up (UTM "
+                   f"{p.get('crs')}). Black: cloud, cloud shadow or no data, "
+                   f"{1 - valid.mean():.1%}; never a land-cover class.")
+        return RoiPicture(image, step, caption)
+    native = thumbnail_labels(roi.native, max_side)
+    step = max(1, math.ceil(max(roi.native.shape) / max_side))  # as thumbnail_labels
+    image = labels_image(collapse_worldcover(native))
+    nodata = native == NODATA
+    if nodata.any():
+        image = image.copy()
+        image[nodata] = NODATA_RGB
+    scale = "full resolution" if step == 1 else f"every {ordinal(step)} pixel shown (1:{step})"
+    caption = f"{ground_size(roi.spec.size, roi.spec.lat)}; {scale}; north is up."
+    if nodata.any():
+        caption += (" Black: no data (sea / outside coverage), "
+                    f"{nodata.mean():.1%} of the pixels shown; never a land-cover class.")
+    return RoiPicture(image, step, caption)
+
+
+def chip_modes(chips: ChipSet) -> dict[str, str]:
+    """What the Chips page can show of these chips: label -> chip_picture mode."""
+    if chips.pixels is None:
+        return {"RGB chip (model input)": "rgb", "patch labels (targets)": "patch"}
+    return {"true colour (B4 B3 B2)": "true", "false colour (B8 B4 B3)": "false",
+            "patch labels (targets)": "patch"}
+
+
+def chip_colour(chips: ChipSet, i: int) -> np.ndarray:
+    """Chip i as an S x S x 3 uint8 picture: palette colours, or reflectance in true colour."""
+    if chips.pixels is None:
+        return labels_image(chips.labels[i])
+    return to_uint8(chips.picture(i, "true"))
+
+
+def chip_picture(chips: ChipSet, i: int, mode: str = "rgb", display_px: int = 256) -> np.ndarray:
+    """Chip i as uint8, enlarged (nearest) to about display_px: its RGB, its true or false colour
+    picture (Sentinel-2 chips: modes "true", "false"), or its patch labels."""
+    if mode in ("true", "false") and chips.pixels is not None:
+        image = to_uint8(chips.picture(i, mode))
+    elif mode in ("rgb", "true", "false"):
+        image = chip_colour(chips, i)
+    else:
+        image = labels_image(chips.patch_labels[i])
+    return upscale(image, max(1, display_px // image.shape[0]))
+
+
+def chip_with_grid(chips: ChipSet, i: int, token: int | None, display_px: int = 384) -> np.ndarray:
+    """Chip i enlarged, with its token grid drawn and token `token` outlined."""
+    g = chips.grid_size
+    image = upscale(chip_colour(chips, i), max(1, display_px // chips.chip_size))
+    return draw_grid(image, g, highlight=None if token is None else divmod(int(token), g))
+
+
+def mean_rgb_picture(view: TokenView, token: int | None, display_px: int = 384) -> np.ndarray:
+    """G x G token mean colours (reflectance: of the true colour picture), enlarged, token
+    `token` outlined."""
+    means = view.mean_rgb if view.picture is None else view.picture.mean(axis=(-1, -2))
+    image = to_uint8(means.reshape(view.grid, view.grid, 3))
+    image = upscale(image, max(1, display_px // view.grid))
+    return draw_grid(image, view.grid, color=(255, 255, 255),
+                     highlight=None if token is None else view.rowcol(token))
+
+
+def token_picture(view: TokenView, token: int, display_px: int = 128) -> np.ndarray:
+    """Token `token`'s p x p pixels (reflectance: in true colour), enlarged."""
+    pixels = view.tokens_rgb if view.picture is None else view.picture
+    image = to_uint8(pixels[token].transpose(1, 2, 0))
+    return upscale(image, max(1, display_px // view.patch))
+
+
+# --- reconstruction panels and thumbnails (Reconstruct) ---------------------------------------
+@dataclass
+class Panel:
+    image: np.ndarray  # H x W x 3 uint8, nearest-upscaled
+    title: str
+
+
+def _chip_picture(image: np.ndarray, side: int) -> np.ndarray:
+    return upscale(to_uint8(image), max(1, side // image.shape[0]))
+
+
+def _grid_picture(labels: np.ndarray, side: int) -> np.ndarray:
+    g = labels.shape[0]
+    return draw_grid(upscale(labels_image(labels), max(1, side // g)), g, color=(255, 255, 255))
+
+
+def reconstruction_panels(rec: ChipReconstruction, mask_ratio: float, index: int,
+                          side: int = PANEL_SIDE) -> list[Panel]:
+    """The notebook's six panels (plus the patch-label target), each `side` px, crisp.
+
+    The error panel shows |target - predicted| (mean over RGB, magma on 0-0.5) on the hidden
+    patches only, as the notebook's text describes it; visible patches are grey because they are
+    not scored (the pixel head is trained on hidden patches only).
+    """
+    p = rec.target.shape[0] // rec.mask.shape[0]
+    pixel_mask = np.kron(rec.mask, np.ones((p, p), dtype=bool))
+    reflectance = rec.false_colour is not None  # Sentinel-2: true colour here, false colour after
+    low, high = REFLECTANCE_ERROR_RANGE if reflectance else ERROR_RANGE
+    error = magma(rec.abs_error, low, high)
+    error[~pixel_mask] = to_uint8(UNSCORED_GREY)
+    hidden = int(rec.mask.sum())
+    what = "true colour (B4 B3 B2)" if reflectance else "RGB"
+    panels = [
+        Panel(_chip_picture(rec.target, side), f"target {what} · chip {index}"),
+        Panel(_chip_picture(rec.masked_input, side),
+              f"{mask_ratio:.0%} masked input ({hidden} of {rec.mask.size} patches hidden)"),
+        Panel(_chip_picture(rec.predicted, side), f"predicted {what} (only hidden patches are trained)"),
+        Panel(_chip_picture(rec.composite, side), "visible + filled-in"),
+        Panel(upscale(error, max(1, side // error.shape[0])),
+              f"abs error on hidden patches, normalised reflectance (0–{high:g} std)" if reflectance
+              else f"abs RGB error on hidden patches ({low:g}–{high:g})"),
+        Panel(_grid_picture(rec.patch_prediction, side), "ESA patch pred"),
+        Panel(_grid_picture(rec.patch_target, side), "ESA patch target (patch labels)"),
+    ]
+    if reflectance:  # the same four panels in false colour: vegetation shows red
+        f = rec.false_colour
+        panels += [Panel(_chip_picture(f["target"], side), f"target false colour (B8 B4 B3) · chip {index}"),
+                   Panel(_chip_picture(f["masked_input"], side), "masked input, false colour"),
+                   Panel(_chip_picture(f["predicted"], side), "predicted false colour"),
+                   Panel(_chip_picture(f["composite"], side), "visible + filled-in, false colour")]
+    return panels
+
+
+def error_legend_caption(rec: ChipReconstruction) -> str:
+    """The caption under the error colour bar: what the error is measured in, and its range."""
+    if rec.false_colour is not None:
+        low, high = REFLECTANCE_ERROR_RANGE
+        return (f"mean |error| of the normalised bands: {low:g} (black) … {high:g} std or more "
+                "(yellow); grey = visible, not scored")
+    low, high = ERROR_RANGE
+    return (f"mean |RGB error|: {low:g} (black) … {high:g} or more (yellow); grey = visible, not "
+            "scored")
+
+
+def thumbnail(chips: ChipSet, index: int, side: int = THUMB_SIDE) -> np.ndarray:
+    """Chip `index` as a side x side uint8 picture (nearest sampling: exact class colours)."""
+    s = chips.chip_size
+    idx = np.arange(side) * s // side
+    if chips.pixels is not None:  # reflectance: its true colour picture
+        return to_uint8(chips.picture(index, "true")[np.ix_(idx, idx)])
+    return labels_image(chips.labels[index][np.ix_(idx, idx)])
+
+
+def magma_legend(width: int = PANEL_SIDE, height: int = 12) -> np.ndarray:
+    """A horizontal magma bar for 0 ... 0.5."""
+    row = magma(np.linspace(*ERROR_RANGE, width)[None, :], *ERROR_RANGE)
+    return np.repeat(row, height, axis=0)
