@@ -126,8 +126,10 @@ def token_view(chips: ChipSet, i: int) -> TokenView:
     mean_rgb = tokens_rgb.mean(axis=(-1, -2))
     flat = tokens_rgb.reshape(g * g, c, p * p).astype(np.float64)
     color_var = flat.var(axis=-1, ddof=1).mean(axis=1).reshape(g, g)  # torch .var is unbiased
+    from bharateo.reflectance import composite_bands
+
     picture = None
-    if chips.pixels is not None:  # the true colour picture, cut into the same tokens
+    if chips.pixels is not None and composite_bands(chips.bands, "true"):  # true colour, in tokens
         image = chips.picture(i, "true").transpose(2, 0, 1)
         picture = image.reshape(3, g, p, g, p).transpose(1, 3, 0, 2, 4).reshape(g * g, 3, p, p)
     return TokenView(tokens, tokens_rgb, mean_rgb, color_var, g, p, chips.bands, picture)

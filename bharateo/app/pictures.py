@@ -196,15 +196,20 @@ def roi_picture(roi: Roi, max_side: int = 512) -> RoiPicture:
 
 def chip_modes(chips: ChipSet) -> dict[str, str]:
     """What the Chips page can show of these chips: label -> chip_picture mode."""
-    if chips.pixels is None:
+    from bharateo.reflectance import composite_bands
+
+    if chips.pixels is None or not composite_bands(chips.bands, "true"):
         return {"RGB chip (model input)": "rgb", "patch labels (targets)": "patch"}
     return {"true colour (B4 B3 B2)": "true", "false colour (B8 B4 B3)": "false",
             "patch labels (targets)": "patch"}
 
 
 def chip_colour(chips: ChipSet, i: int) -> np.ndarray:
-    """Chip i as an S x S x 3 uint8 picture: palette colours, or reflectance in true colour."""
-    if chips.pixels is None:
+    """Chip i as an S x S x 3 uint8 picture: palette colours, or reflectance in true colour
+    (chips whose bands make no true colour picture: their class colours)."""
+    from bharateo.reflectance import composite_bands
+
+    if chips.pixels is None or not composite_bands(chips.bands, "true"):
         return labels_image(chips.labels[i])
     return to_uint8(chips.picture(i, "true"))
 
@@ -212,7 +217,7 @@ def chip_colour(chips: ChipSet, i: int) -> np.ndarray:
 def chip_picture(chips: ChipSet, i: int, mode: str = "rgb", display_px: int = 256) -> np.ndarray:
     """Chip i as uint8, enlarged (nearest) to about display_px: its RGB, its true or false colour
     picture (Sentinel-2 chips: modes "true", "false"), or its patch labels."""
-    if mode in ("true", "false") and chips.pixels is not None:
+    if mode in ("true", "false") and chips.pixels is not None and chips.band_stats is not None:
         image = to_uint8(chips.picture(i, mode))
     elif mode in ("rgb", "true", "false"):
         image = chip_colour(chips, i)
@@ -313,8 +318,8 @@ def thumbnail(chips: ChipSet, index: int, side: int = THUMB_SIDE) -> np.ndarray:
     """Chip `index` as a side x side uint8 picture (nearest sampling: exact class colours)."""
     s = chips.chip_size
     idx = np.arange(side) * s // side
-    if chips.pixels is not None:  # reflectance: its true colour picture
-        return to_uint8(chips.picture(index, "true")[np.ix_(idx, idx)])
+    if chips.pixels is not None and chips.band_stats is not None:  # reflectance: true colour
+        return to_uint8(chip_colour(chips, index)[np.ix_(idx, idx)])
     return labels_image(chips.labels[index][np.ix_(idx, idx)])
 
 
