@@ -7,8 +7,8 @@ imports torch and bharateo, writes "ready", waits on stdin for one pickled job (
 chips, held-out chips), trains in its main thread through the pipeline's one experiment loop
 (pipeline.experiment_events, as `python -m bharateo train` does) and writes its typed events,
 pickled, to its stdout: every StepMetrics, EpochMetrics and TrainingEnd, then TrainedWeights (the
-weights and final metrics), or a TrainingFailed. A line on stdin after the job asks it to stop between steps; stdin closing
-(the app went away) does the same.
+weights and final metrics), or a TrainingFailed. A line on stdin after the job asks it to stop
+between steps; stdin closing (the app went away) does the same.
 
 One worker is kept started and idle, so a Train click doesn't wait ~3 s for torch to import.
 A worker runs at a lower priority (nice WORKER_NICE, BHARATEO_WORKER_NICE overrides) on one core fewer than the machine has
