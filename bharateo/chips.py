@@ -104,11 +104,14 @@ class ChipConfig:
                           widget="selectbox",
                           help="where the chips' input bands come from (bharateo/sources.py)")
     # Sentinel-2 sources: which scene a region is read from (bharateo/sentinel2/)
-    dates: str = setting("2021-01-01/2021-12-31", label="Sentinel-2 dates",
+    # (flag=False: `--dates` and `--max-cloud` are the CLI's scene-query flags, bharateo/cli.py)
+    dates: str = setting("2021-01-01/2021-12-31", label="Sentinel-2 dates", flag=False,
                          help="the scenes' sensing dates, first/last day (YYYY-MM-DD/YYYY-MM-DD); "
                               "the least cloudy scene covering a region is read")
-    max_cloud: float = setting(20.0, label="Sentinel-2 max cloud (%)", low=0, high=100,
-                               help="the most cloud over a scene (its eo:cloud_cover, %)")
+    max_cloud: float = setting(20.0, label="Sentinel-2 max cloud (percent)", low=0, high=100,
+                               flag=False,
+                               help="the most cloud over a scene, in percent (its "
+                                    "eo:cloud_cover)")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -174,7 +174,8 @@ def cmd_train(args) -> None:
     base = PRESETS[args.preset]
     config = RunConfig(
         rois=tuple(_roi_specs(args)) if args.lon is not None else base.rois,
-        **{key: rebuilt(cls, getattr(base, key), from_args(cls, args))
+        **{key: rebuilt(cls, getattr(base, key),
+                        {**from_args(cls, args), **(_chip_source(args) if key == "chips" else {})})
            for key, cls in SECTIONS.items()})
     # the Train page's limits on typed values, named by flag (e.g. "--epochs is -3: ...")
     flags = {name: s.flag for name, s in knob_settings().items()}
@@ -283,14 +284,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--size", type=int, default=size, help="ROI size in pixels (64-4096)")
         p.add_argument("--name", help="ROI name")
 
-    def add_source_flags(p):
+    def add_source_flags(p, source: bool = True):
+        """--source (unless `source` is False: train declares it), --dates and --max-cloud."""
         from bharateo.sentinel2 import DEFAULT_DATES, DEFAULT_MAX_CLOUD
 
-        p.add_argument("--source", choices=list(PIXEL_SOURCES), help=(
-            f"pixel source of the chips' input bands (default {DEFAULT_SOURCE}: WorldCover "
-            "palette RGB); s2-4band / s2-10band: Sentinel-2 L2A reflectance (B02 B03 B04 B08, or "
-            "ten bands), scenes from the folder BHARATEO_S2_DIR or the STAC API "
-            "BHARATEO_S2_STAC_URL (default Earth Search)"))
+        if source:
+            p.add_argument("--source", choices=list(PIXEL_SOURCES), help=(
+                f"pixel source of the chips' input bands (default {DEFAULT_SOURCE}: WorldCover "
+                "palette RGB); s2-4band / s2-10band: Sentinel-2 L2A reflectance (B02 B03 B04 "
+                "B08, or ten bands), scenes from the folder BHARATEO_S2_DIR or the STAC API "
+                "BHARATEO_S2_STAC_URL (default Earth Search)"))
         p.add_argument("--dates", help=f"Sentinel-2 date range, e.g. {DEFAULT_DATES}")
         p.add_argument("--max-cloud", dest="max_cloud", type=float,
                        help=f"Sentinel-2 scene cloud cover limit in %% (default {DEFAULT_MAX_CLOUD:g})")
@@ -312,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_roi_flags(p)
     for cls in SECTIONS.values():  # one flag per declared setting (bharateo/settings.py)
         add_flags(p, cls)
+    add_source_flags(p, source=False)  # the Sentinel-2 scene query: --dates, --max-cloud
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
