@@ -48,6 +48,7 @@ import torch
 
 from bharateo.errors import ChipError
 from bharateo.model import patchify
+from bharateo.reflectance import BandStats, band_stats, composite, normalise
 from bharateo.settings import setting
 from bharateo.sources import DEFAULT_SOURCE, PIXEL_SOURCES, pixel_source
 from bharateo.worldcover import (IGNORE_INDEX, NATIVE_TO_COLLAPSED_ID, NODATA, NODATA_ID,
@@ -102,6 +103,15 @@ class ChipConfig:
     source: str = setting(DEFAULT_SOURCE, label="pixel source", choices=lambda: tuple(PIXEL_SOURCES),
                           widget="selectbox",
                           help="where the chips' input bands come from (bharateo/sources.py)")
+    # Sentinel-2 sources: which scene a region is read from (bharateo/sentinel2/)
+    # (flag=False: `--dates` and `--max-cloud` are the CLI's scene-query flags, bharateo/cli.py)
+    dates: str = setting("2021-01-01/2021-12-31", label="Sentinel-2 dates", flag=False,
+                         help="the scenes' sensing dates, first/last day (YYYY-MM-DD/YYYY-MM-DD); "
+                              "the least cloudy scene covering a region is read")
+    max_cloud: float = setting(20.0, label="Sentinel-2 max cloud (percent)", low=0, high=100,
+                               flag=False,
+                               help="the most cloud over a scene, in percent (its "
+                                    "eo:cloud_cover)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,6 +141,9 @@ class ChipSet:
     rejected_nodata: candidate chips drawn and rejected for holding too much no-data
     bands:        the C input bands in channel order (worldcover.PALETTE_BANDS: palette RGB)
     pixels:       None (palette RGB rendered from `labels`), or K x C x S x S float32 input values
+                  (Sentinel-2: reflectance, normalised per band with `band_stats` in tokens())
+    band_stats:   per-band mean/std of the training chips' valid pixels (reflectance.BandStats),
+                  or None: pixels are used as they are
     Raises ChipError when `pixels` doesn't match the bands or the labels' shape.
     """
 
@@ -144,6 +157,7 @@ class ChipSet:
     rejected_nodata: int = 0
     bands: tuple[str, ...] = PALETTE_BANDS
     pixels: np.ndarray | None = None
+    band_stats: BandStats | None = None
 
     def __post_init__(self):
         self.bands = tuple(self.bands)
@@ -168,13 +182,28 @@ class ChipSet:
     def grid_size(self) -> int:
         return self.chip_size // self.patch_size
 
-    def tokens(self, index=slice(None)) -> torch.Tensor:
-        """Chips `index` as B x N x (C*p*p) float32 tokens, channel-major, the model's input."""
+    def tokens(self, index=slice(None), stats: BandStats | None = None) -> torch.Tensor:
+        """Chips `index` as B x N x (C*p*p) float32 tokens, channel-major, the model's input.
+
+        Pixel values are normalised per band with `stats` (default: this set's band_stats; the
+        model's own via tokens_for), no-data pixels 0 (reflectance.normalise)."""
         if self.pixels is None:
             return labels_to_tokens(self.labels[index], self.patch_size)
         pixels = np.asarray(self.pixels[index], dtype=np.float32)
-        return patchify(torch.from_numpy(pixels.reshape((-1,) + self.pixels.shape[1:])),
-                        self.patch_size).contiguous()
+        pixels = pixels.reshape((-1,) + self.pixels.shape[1:])
+        stats = stats or self.band_stats
+        if stats is not None:
+            valid = self.labels[index].reshape((-1,) + self.labels.shape[1:]) != NODATA_ID
+            pixels = normalise(pixels, valid, stats)
+        return patchify(torch.from_numpy(pixels), self.patch_size).contiguous()
+
+    def picture(self, i: int, which: str = "true") -> np.ndarray:
+        """Chip i as an S x S x 3 float image: palette colours (palette-RGB chips), or the true
+        (B04 B03 B02) or false (B08 B04 B03) colour composite of its reflectance, 2-98 % stretch
+        (reflectance.composite), no-data and cloud black."""
+        if self.pixels is None:
+            return self.rgb(i)
+        return composite(self.pixels[i], self.bands, which, self.labels[i] != NODATA_ID)
 
     def patch_targets(self, index=slice(None)) -> torch.Tensor:
         """B x N int64 patch labels in token order."""
@@ -390,12 +419,13 @@ def _draw_origins(rng, high_r, high_c, n) -> np.ndarray:
 
 def sample_chips(native_rois, regions, n, chip_size, patch_size, min_classes, seed, roi_names,
                  progress: Callable[[int, int], None] | None = None,
-                 bands: tuple[str, ...] = PALETTE_BANDS):
+                 bands: tuple[str, ...] = PALETTE_BANDS, roi_pixels: list | None = None):
     """n chips from `regions` in round-robin (the notebook's WorldCoverChipDataset) -> ChipSet.
 
     Chips follow the no-data rule of this module's docstring. ChipError when the chips can't be
     built (also early, once the request is clearly hopeless). `progress(done, n)` reports the
-    chips accepted so far after every batch of draws.
+    chips accepted so far after every batch of draws. `roi_pixels`: each ROI's C x H x W values
+    of `bands` (a source with its own pixels), cut at the same origins as the labels.
     """
     if chip_size % patch_size:
         raise ChipError(f"Chip size {chip_size} is not a multiple of the patch size {patch_size}.")
@@ -426,6 +456,11 @@ def sample_chips(native_rois, regions, n, chip_size, patch_size, min_classes, se
         roi_index += [region.roi_index] * k
         all_origins += origins
     labels = np.concatenate(labels)
+    pixels = None
+    if roi_pixels is not None:
+        pixels = np.empty((len(labels), len(bands), chip_size, chip_size), np.float32)
+        for j, (k, (r, c)) in enumerate(zip(roi_index, all_origins)):
+            pixels[j] = roi_pixels[k][:, r:r + chip_size, c:c + chip_size]
     return ChipSet(
         labels=labels,
         patch_labels=patch_mode_labels(labels, patch_size),
@@ -436,6 +471,7 @@ def sample_chips(native_rois, regions, n, chip_size, patch_size, min_classes, se
         patch_size=patch_size,
         rejected_nodata=rejected_nodata,
         bands=bands,
+        pixels=pixels,
     )
 
 
@@ -475,13 +511,25 @@ def build_chip_sets(rois, config: ChipConfig,
     if not rois:
         raise ChipError("Choose at least one region on the Regions page first.")
     bands = pixel_source(config.source).bands
+    roi_pixels = None
+    if bands != PALETTE_BANDS:  # a source with its own pixels (Sentinel-2 regions: .pixels)
+        roi_pixels = [getattr(r, "pixels", None) for r in rois]
+        if any(p is None or tuple(getattr(r, "bands", ())) != bands
+               for p, r in zip(roi_pixels, rois)):
+            raise ChipError(f"All regions must be read from the chips' source "
+                            f"({pixel_source(config.source).label}, bands {' '.join(bands)}): "
+                            "read the regions again from that source on the Regions page.")
+    elif any(getattr(r, "pixels", None) is not None for r in rois):
+        raise ChipError("Some regions hold Sentinel-2 pixels, not WorldCover palette RGB: choose "
+                        "their source for the chips, or read the regions again as WorldCover.")
     names = [r.spec.name for r in rois]
     natives = [r.native for r in rois]
     train_regions, held_regions = split_regions([a.shape for a in natives], names,
                                                 config.holdout_roi, config.holdout_block)
     total = config.n_chips + (config.n_holdout_chips if held_regions else 0)
     args = dict(chip_size=config.chip_size, patch_size=config.patch_size,
-                min_classes=config.min_classes, roi_names=names, bands=bands)
+                min_classes=config.min_classes, roi_names=names, bands=bands,
+                roi_pixels=roi_pixels)
     train = sample_chips(natives, train_regions, config.n_chips, seed=config.seed,
                          progress=progress and (lambda done, _n: progress(done, total)), **args)
     held = None
@@ -489,4 +537,18 @@ def build_chip_sets(rois, config: ChipConfig,
         held = sample_chips(natives, held_regions, config.n_holdout_chips, seed=config.seed + 1,
                             progress=progress and (lambda done, _n: progress(config.n_chips + done,
                                                                              total)), **args)
+    if roi_pixels is not None:  # normalise by the training chips' statistics, held-out too
+        step = 64  # chips per batch of the float64 sums
+        train.band_stats = band_stats(((train.pixels[i:i + step],
+                                        train.labels[i:i + step] != NODATA_ID)
+                                       for i in range(0, len(train), step)), bands)
+        if held is not None:
+            held.band_stats = train.band_stats
     return train, held
+
+
+def tokens_for(model, chips: ChipSet, index=slice(None)) -> torch.Tensor:
+    """Chips `index` as the tokens `model` reads: pixel values normalised with the statistics
+    the model was trained with (`model.band_stats`, set by train() and, from config.json, by
+    runs.load_model) when it has them, else with the chips' own."""
+    return chips.tokens(index, getattr(model, "band_stats", None))

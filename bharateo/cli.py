@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 
 from bharateo.errors import BharatEOError
 
@@ -19,10 +20,30 @@ def _roi_specs(args):
     return [RoiSpec(name, args.lon, args.lat, args.size)]
 
 
+def _chip_source(args):
+    """ChipConfig fields of --source/--dates/--max-cloud (checked: ConfigError), or {}."""
+    from bharateo.chips import ChipConfig
+    from bharateo.pipeline import check_source
+
+    given = {k: getattr(args, k) for k in ("source", "dates", "max_cloud")
+             if getattr(args, k, None) is not None}
+    check_source(replace(ChipConfig(), **given))
+    return given
+
+
+def _load_rois_for(args, specs):
+    from bharateo.chips import ChipConfig
+    from bharateo.pipeline import load_rois
+
+    return load_rois(specs, chips=replace(ChipConfig(), **_chip_source(args)))
+
+
 def cmd_prefetch(args) -> None:
     from bharateo.roi import load_roi, native_class_counts
     from bharateo.worldcover import data_source_from_env
 
+    if _chip_source(args).get("source", "worldcover") != "worldcover":
+        return _prefetch_s2(args)
     source = data_source_from_env()
     print(f"Reading from {source.describe()} into the cache...")
     not_cached = []
@@ -43,10 +64,68 @@ def cmd_prefetch(args) -> None:
             "Run prefetch again once that is fixed.")
 
 
+def _s2_summary(roi) -> dict:
+    p = roi.provenance
+    return {k: p.get(k) for k in ("scene_id", "scene_date", "cloud_cover", "mgrs_tile", "bands",
+                                   "crs", "pixel_m", "bounds", "reflectance_rule", "source",
+                                   "cloud_fraction", "nodata_fraction")}
+
+
+def _prefetch_s2(args) -> None:
+    from bharateo.sentinel2 import s2_source_from_env
+
+    print(f"Reading Sentinel-2 from {s2_source_from_env().describe()} into the cache...")
+    not_cached = []
+    for roi in _load_rois_for(args, _roi_specs(args)):
+        if roi.cache_error:
+            not_cached.append((roi.spec.name, roi.cache_error))
+        s = _s2_summary(roi)
+        print(f"  {roi.spec.name}: {roi.spec.size}x{roi.spec.size} px of {s['pixel_m']:g} m, scene "
+              f"{s['scene_id']} ({s['scene_date']}, {s['cloud_cover']} % cloud over the scene), bands "
+              f"{' '.join(s['bands'])}, {s['nodata_fraction']:.1%} no data or cloud; "
+              f"{roi.data_label}")
+        for note in roi.notes:
+            print(f"    note: {note}")
+    if not_cached:
+        raise BharatEOError(
+            f"{', '.join(n for n, _ in not_cached)} could not be cached: {not_cached[0][1]}. "
+            "Run prefetch again once that is fixed.")
+
+
+def _inspect_s2(args) -> None:
+    from bharateo.roi import native_class_counts
+    from bharateo.worldcover import NATIVE_WORLDCOVER_CLASSES
+
+    if args.lon is None or args.lat is None:
+        raise BharatEOError("A Sentinel-2 region needs --lon and --lat.")
+    roi = _load_rois_for(args, _roi_specs(args))[0]
+    counts = native_class_counts(roi.native)
+    report = {"name": roi.spec.name, **_s2_summary(roi), "data": roi.data_label,
+              "synthetic_fixture": roi.synthetic, "labels": roi.provenance.get("labels"),
+              "band_files": roi.provenance.get("band_files"), "native_counts": counts,
+              "notes": roi.notes}
+    if args.json:
+        print(json.dumps(report))
+        return
+    for key in ("name", "scene_id", "scene_date", "cloud_cover", "mgrs_tile", "crs", "pixel_m",
+                "reflectance_rule", "source", "data"):
+        print(f"{key}: {report[key]}")
+    print("bands: " + " ".join(report["bands"]))
+    print("bounds (W, S, E, N): " + ", ".join(f"{b:.6f}" for b in report["bounds"]))
+    for code, n in counts.items():
+        name = ("no data or cloud (never a class)" if code == 0 else
+                NATIVE_WORLDCOVER_CLASSES.get(code, "unknown code"))
+        print(f"  {code:3d} {name:34s} {n:>10,d}")
+    for note in roi.notes:
+        print(f"note: {note}")
+
+
 def cmd_inspect(args) -> None:
     from bharateo.roi import default_presets, load_roi, native_class_counts
     from bharateo.worldcover import NATIVE_WORLDCOVER_CLASSES
 
+    if _chip_source(args).get("source", "worldcover") != "worldcover":
+        return _inspect_s2(args)
     # no --lon/--lat: the first default preset (notebook's delhi_ncr, or sao_tome offline)
     spec = _roi_specs(args)[0] if args.lon is not None or args.lat is not None else \
         default_presets()[0]
@@ -96,7 +175,8 @@ def cmd_train(args) -> None:
     base = PRESETS[args.preset]
     config = RunConfig(
         rois=tuple(_roi_specs(args)) if args.lon is not None else base.rois,
-        **{key: rebuilt(cls, getattr(base, key), from_args(cls, args))
+        **{key: rebuilt(cls, getattr(base, key),
+                        {**from_args(cls, args), **(_chip_source(args) if key == "chips" else {})})
            for key, cls in SECTIONS.items()})
     # the Train page's limits on typed values, named by flag (e.g. "--epochs is -3: ...")
     flags = {name: s.flag for name, s in knob_settings().items()}
@@ -281,7 +361,7 @@ def cmd_evaluate(args) -> None:
     run = load_run(args.run)
     config = RunConfig.from_dict(run.config)
     model = load_model(run, device=args.device)
-    train_chips, heldout = build_chip_sets(load_rois(config.rois), config.chips)
+    train_chips, heldout = build_chip_sets(load_rois(config.rois, chips=config.chips), config.chips)
     t = config.train  # the run's precision, auto resolved for this device as training would
     precision = resolve_precision(t.precision, args.device, config.model, t.batch_size,
                                   t.mask_ratio)[0]
@@ -341,12 +421,28 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--size", type=int, default=size, help="ROI size in pixels (64-4096)")
         p.add_argument("--name", help="ROI name")
 
+    def add_source_flags(p, source: bool = True):
+        """--source (unless `source` is False: train declares it), --dates and --max-cloud."""
+        from bharateo.sentinel2 import DEFAULT_DATES, DEFAULT_MAX_CLOUD
+
+        if source:
+            p.add_argument("--source", choices=list(PIXEL_SOURCES), help=(
+                f"pixel source of the chips' input bands (default {DEFAULT_SOURCE}: WorldCover "
+                "palette RGB); s2-4band / s2-10band: Sentinel-2 L2A reflectance (B02 B03 B04 "
+                "B08, or ten bands), scenes from the folder BHARATEO_S2_DIR or the STAC API "
+                "BHARATEO_S2_STAC_URL (default Earth Search)"))
+        p.add_argument("--dates", help=f"Sentinel-2 date range, e.g. {DEFAULT_DATES}")
+        p.add_argument("--max-cloud", dest="max_cloud", type=float,
+                       help=f"Sentinel-2 scene cloud cover limit in %% (default {DEFAULT_MAX_CLOUD:g})")
+
     p = sub.add_parser("prefetch", help="fill the ROI cache so a class can work offline")
     add_roi_flags(p)
+    add_source_flags(p)
     p.set_defaults(func=cmd_prefetch)
 
     p = sub.add_parser("inspect", help="tile, window bounds and native class counts of an ROI")
     add_roi_flags(p)
+    add_source_flags(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_inspect)
 
@@ -362,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", dest="arch", choices=_variant_names(),
                    help="the model variant, as --arch: 'notebook' (encoder over all tokens) or "
                         "'mae' (encoder over the visible tokens only, light decoder: fast mode)")
+    add_source_flags(p, source=False)  # the Sentinel-2 scene query: --dates, --max-cloud
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--chips-dir", help="train on a chip store (python -m bharateo chips build); "
                    "also under torchrun --nproc_per_node=N -m bharateo train ...")

@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bharateo.chips import ChipSet
+from bharateo.chips import ChipSet, tokens_for
 from bharateo.device import autocast, model_device
 from bharateo.errors import ConfigError
 from bharateo.model import TinyRGBMAE, check_mask_ratio, random_patch_mask, unpatchify
-from bharateo.worldcover import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from bharateo.reflectance import composite, composite_bands, denormalise, stretch_limits
+from bharateo.worldcover import CLASS_NAMES, IGNORE_INDEX, NODATA_ID, NUM_CLASSES
 
 EVAL_MASK_SEED = 0  # the masks of Reconstruct, Evaluate and `python -m bharateo evaluate`
 CURVE_RATIOS = tuple(round(r, 2) for r in np.arange(0.1, 0.91, 0.1))
@@ -62,7 +63,7 @@ def masked_batches(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float, seed: i
     try:
         for start in range(0, len(order), batch_size):
             idx = slice(start, start + batch_size) if indices is None else order[start:start + batch_size]
-            tokens, targets = chips.tokens(idx), chips.patch_targets(idx)
+            tokens, targets = tokens_for(model, chips, idx), chips.patch_targets(idx)
             mask = random_patch_mask(len(tokens), tokens.shape[1], mask_ratio, generator)
             tokens, targets, mask = tokens.to(device), targets.to(device), mask.to(device)
             with torch.no_grad(), autocast(device, precision):
@@ -129,7 +130,7 @@ def evaluate(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float = 0.75,
     preds, logits, mask = predict(model, chips, mask_ratio, seed, precision=precision)
     targets = chips.patch_targets()
     confusion = confusion_matrix(targets.numpy(), logits.argmax(-1).numpy())
-    tokens = chips.tokens()
+    tokens = tokens_for(model, chips)
     valid = targets != IGNORE_INDEX
     scored = mask & valid
     err = (preds - tokens).abs()  # K x N x T
@@ -184,7 +185,7 @@ def mask_ratio_curve(model: TinyRGBMAE, chips: ChipSet, ratios=CURVE_RATIOS,
     patches left out)."""
     rows = []
     targets = chips.patch_targets()
-    tokens = chips.tokens()
+    tokens = tokens_for(model, chips)
     valid = targets != IGNORE_INDEX
     for ratio in ratios:
         preds, logits, mask = predict(model, chips, ratio, seed, precision=precision)
@@ -210,6 +211,23 @@ class ChipReconstruction:
     mask: np.ndarray  # G x G bool
     masked_mae: float | None  # over hidden land-cover patches (None: all hidden ones are no-data)
     patch_acc: float | None  # over land-cover patches (no-data patches left out)
+    # reflectance chips: the first four panels in false colour (B08 B04 B03), keys target,
+    # masked_input, predicted, composite; the fields above are then true colour (B04 B03 B02)
+    false_colour: dict | None = None
+
+
+def _colour_panels(target: np.ndarray, predicted: np.ndarray, bands, which: str,
+                   valid: np.ndarray, pixel_mask: np.ndarray) -> dict:
+    """C x H x W reflectance of a chip and its prediction -> the four picture panels in `which`
+    colour, both stretched with the target's 2-98 % limits so they compare."""
+    idx = list(composite_bands(bands, which))
+    limits = stretch_limits(target[idx], valid)
+    t = composite(target, bands, which, valid, limits)
+    pr = composite(predicted, bands, which, None, limits)
+    masked_input, mixed = t.copy(), t.copy()
+    masked_input[pixel_mask] = MASK_GREY_VALUE
+    mixed[pixel_mask] = pr[pixel_mask]
+    return {"target": t, "masked_input": masked_input, "predicted": pr, "composite": mixed}
 
 
 MASK_GREY_VALUE = np.float32(0.94)  # hidden patches in the masked-input panel: light grey
@@ -224,21 +242,34 @@ def reconstruct_chip(model: TinyRGBMAE, chips: ChipSet, index: int, mask_ratio: 
     g, p, c = chips.grid_size, chips.patch_size, chips.channels
     (batch,) = masked_batches(model, chips, mask_ratio, seed, indices=[index], precision=precision)
     tokens, _, mask, pred_tokens, logits = (t.cpu() for t in batch)
-    target = unpatchify(tokens, c, p)[0].permute(1, 2, 0).numpy()
-    predicted = unpatchify(pred_tokens, c, p)[0].clamp(0, 1).permute(1, 2, 0).numpy()
     grid_mask = mask.reshape(g, g).numpy()
     pixel_mask = np.kron(grid_mask, np.ones((p, p), dtype=bool))
-    masked_input, composite = target.copy(), target.copy()
+    false_colour = None
+    if chips.band_stats is None:  # palette RGB: the values are the picture
+        target = unpatchify(tokens, c, p)[0].permute(1, 2, 0).numpy()
+        predicted = unpatchify(pred_tokens, c, p)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+        abs_error = np.abs(target - predicted).mean(axis=2)
+    else:  # reflectance: pictures in reflectance, error in normalised units (the loss's)
+        values, guess = unpatchify(tokens, c, p)[0].numpy(), unpatchify(pred_tokens, c, p)[0].numpy()
+        abs_error = np.abs(values - guess).mean(axis=0)
+        stats = getattr(model, "band_stats", None) or chips.band_stats
+        pictures = {which: _colour_panels(denormalise(values, stats), denormalise(guess, stats),
+                                          chips.bands, which, chips.labels[index] != NODATA_ID,
+                                          pixel_mask)
+                    for which in ("true", "false") if composite_bands(chips.bands, which)}
+        target, predicted = pictures["true"]["target"], pictures["true"]["predicted"]
+        false_colour = pictures.get("false")
+    masked_input, composite_img = target.copy(), target.copy()
     masked_input[pixel_mask] = MASK_GREY_VALUE  # every channel, whatever the bands
-    composite[pixel_mask] = predicted[pixel_mask]
+    composite_img[pixel_mask] = predicted[pixel_mask]
     patch_prediction = logits.argmax(-1).reshape(g, g).numpy()
     patch_target = chips.patch_labels[index]
     valid = torch.from_numpy(patch_target.reshape(1, -1) != IGNORE_INDEX)
     scored = mask & valid
     return ChipReconstruction(
-        target=target, masked_input=masked_input, predicted=predicted, composite=composite,
-        abs_error=np.abs(target - predicted).mean(axis=2), patch_prediction=patch_prediction,
-        patch_target=patch_target, mask=grid_mask,
+        target=target, masked_input=masked_input, predicted=predicted, composite=composite_img,
+        abs_error=abs_error, patch_prediction=patch_prediction,
+        patch_target=patch_target, mask=grid_mask, false_colour=false_colour,
         masked_mae=(float((pred_tokens[scored] - tokens[scored]).abs().mean()) if scored.any()
                     else None),
         patch_acc=(float((patch_prediction == patch_target)[patch_target != IGNORE_INDEX].mean())

@@ -87,6 +87,7 @@ class RunConfig:
         if c.chip_size % c.patch_size:
             raise ConfigError(f"Chip size {c.chip_size} is not a multiple of the patch size "
                               f"{c.patch_size}.")
+        check_source(c)
         self.model.validate()
         self.train.validate()
         return self
@@ -119,8 +120,27 @@ PRESETS = {
 }
 
 
-def load_rois(specs, source: DataSource | None = None) -> list[Roi]:
-    return [load_roi(spec, source) for spec in specs]
+def check_source(chips: ChipConfig) -> None:
+    """ConfigError for an unknown source, or Sentinel-2 dates / cloud limit that can't be used."""
+    from bharateo.sentinel2 import S2_SOURCES, S2Query
+
+    pixel_source(chips.source)
+    if chips.source in S2_SOURCES:
+        S2Query(chips.dates, chips.max_cloud).check()
+
+
+def load_rois(specs, source: DataSource | None = None, chips: ChipConfig | None = None,
+              **kw) -> list[Roi]:
+    """The regions of a run: WorldCover regions, or Sentinel-2 regions (with WorldCover labels
+    from `source`) when `chips.source` is a Sentinel-2 source; `kw` goes to the loader."""
+    if chips is not None and chips.source != "worldcover":
+        from bharateo.sentinel2 import S2_SOURCES, S2Query, load_s2_roi
+
+        check_source(chips)
+        query = S2Query(chips.dates, chips.max_cloud)
+        return [load_s2_roi(spec, S2_SOURCES[chips.source], query, wc_source=source, **kw)
+                for spec in specs]
+    return [load_roi(spec, source, **kw) for spec in specs]
 
 
 @dataclass
@@ -151,15 +171,25 @@ def final_metrics(model, config: RunConfig, end: TrainingEnd, train_chips, heldo
 
 
 def provenance_summary(rois: list[Roi]) -> list[dict]:
-    return [{"name": r.spec.name, "source": r.provenance.get("source"),
-             "synthetic": r.synthetic, "bounds": r.provenance.get("bounds"),
-             "tiles": [t["tile"] for t in r.provenance.get("tiles", [])]} for r in rois]
+    out = []
+    for r in rois:
+        row = {"name": r.spec.name, "source": r.provenance.get("source"),
+               "synthetic": r.synthetic, "bounds": r.provenance.get("bounds"),
+               "tiles": [t["tile"] for t in r.provenance.get("tiles", [])]}
+        if r.provenance.get("kind") == "sentinel2":  # the scene, so the run says what it read
+            row.update({k: r.provenance.get(k) for k in (
+                "scene_id", "scene_date", "cloud_cover", "mgrs_tile", "bands", "crs",
+                "reflectance_rule", "pixel_m")}, data=r.data_label)
+        out.append(row)
+    return out
 
 
 def save_experiment(name, config: RunConfig, result: ExperimentResult, rois, extra=None):
     """save_run of a finished experiment -> the run's folder (its name may differ from `name`
     when the name was taken meanwhile: see renamed()). RunSaveError on a full/read-only disk."""
     meta = {**config.to_dict(), "data": provenance_summary(rois), **(extra or {})}
+    if result.train_chips is not None and result.train_chips.band_stats is not None:
+        meta["band_stats"] = result.train_chips.band_stats.to_dict()  # used to read it back
     return save_run(name, result.model, meta, result.history, result.metrics)
 
 
@@ -239,7 +269,7 @@ def run_experiment(config: RunConfig, rois: list[Roi] | None = None, name: str |
     """Build chips, train (experiment_events), (optionally) save. `on_event` sees every
     StepMetrics/EpochMetrics."""
     config.validate()
-    rois = rois if rois is not None else load_rois(config.rois)
+    rois = rois if rois is not None else load_rois(config.rois, chips=config.chips)
     train_chips, heldout = build_chip_sets(rois, config.chips)
     model = model or make_model(config.model, config.train.seed)
     end, steps, metrics = None, [], None

@@ -293,8 +293,27 @@ def check_config(config) -> None:
             raise RunDamagedError(f"config.json: '{key}' should be text, not {config[key]!r}")
     try:
         RunConfig.from_dict(config)
+        run_band_stats(config, config["model"].get("in_chans", 3))  # reflectance runs
     except ConfigError as exc:
         raise RunDamagedError(f"config.json: {exc}") from None
+
+
+def run_band_stats(config: dict, channels: int):
+    """The per-band statistics a reflectance run was trained with (config.json "band_stats",
+    checked) or None for a palette-RGB run. ConfigError when they are damaged or their band count
+    is not the model's input channels."""
+    from bharateo.reflectance import BandStats
+
+    if config.get("band_stats") is None:
+        if (config.get("chips") or {}).get("source", "worldcover") != "worldcover":
+            raise ConfigError("a run on Sentinel-2 pixels has no band statistics ('band_stats'), "
+                              "so its pixels can't be normalised as in training")
+        return None
+    stats = BandStats.from_dict(config["band_stats"])
+    if len(stats.bands) != channels:
+        raise ConfigError(f"the band statistics cover {len(stats.bands)} bands but the model "
+                          f"reads {channels} channels")
+    return stats
 
 
 def check_history(history) -> None:
@@ -377,6 +396,10 @@ def load_model(run: SavedRun, expected: ModelConfig | None = None,
                                               for k, v in state.items()):
         raise RunDamagedError(unreadable_weights_message(run.name))
     load_weights(model, state, run.name)
+    try:
+        model.band_stats = run_band_stats(run.config, config.in_chans)
+    except ConfigError as exc:
+        raise RunDamagedError(f"Run '{run.name}' can't be used: config.json: {exc}.") from None
     model.to(target).eval()
     return model
 

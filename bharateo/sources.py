@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from bharateo.errors import ConfigError
 from bharateo.worldcover import PALETTE_BANDS
 
+# Sentinel-2 MSI bands (ESA band ids; read by bharateo/sentinel2.py)
+S2_BANDS_4 = ("B02", "B03", "B04", "B08")  # blue, green, red, near infrared: the 10 m bands
+S2_BANDS_10 = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+
 
 @dataclass(frozen=True)
 class PixelSource:
@@ -40,6 +44,15 @@ PIXEL_SOURCES: dict[str, PixelSource] = {
         "worldcover", "WorldCover palette RGB", PALETTE_BANDS,
         "ESA WorldCover 10 m class ids drawn in the notebook's class palette (red, green, blue "
         "in [0, 1]; no-data black), as the BharatEO-v0 notebook's model reads them."),
+    "s2-4band": PixelSource(
+        "s2-4band", "Sentinel-2 4 band", S2_BANDS_4,
+        "Sentinel-2 L2A surface reflectance, blue, green, red and near infrared (B02 B03 B04 B08, "
+        "10 m), normalised per band; WorldCover labels reprojected onto the scene's grid."),
+    "s2-10band": PixelSource(
+        "s2-10band", "Sentinel-2 10 band", S2_BANDS_10,
+        "Sentinel-2 L2A surface reflectance, the ten 10 m and 20 m bands (B02-B08, B8A, B11, "
+        "B12; 20 m bands on the 10 m grid), normalised per band; WorldCover labels reprojected "
+        "onto the scene's grid."),
 }
 DEFAULT_SOURCE = "worldcover"  # runs saved before sources existed have no key: palette RGB
 

@@ -179,6 +179,7 @@ class ChipStore:
     """
 
     streamed = True
+    band_stats = None  # palette-RGB chips only: nothing to normalise (see build_store)
 
     def __init__(self, folder, split: str = "train"):
         self.folder = Path(folder)
@@ -317,8 +318,13 @@ class ChipStore:
         rows = self._read("origins", index)
         return rows[:, 0], rows[:, 1:]
 
-    def tokens(self, index=slice(None)) -> torch.Tensor:
-        """Chips `index` as B x N x (C*p*p) float32 tokens, exactly as ChipSet.tokens renders them."""
+    def tokens(self, index=slice(None), stats=None) -> torch.Tensor:
+        """Chips `index` as B x N x (C*p*p) float32 tokens, exactly as ChipSet.tokens renders them.
+        `stats` (per-band normalisation, ChipSet.tokens' argument) must be None: a store holds
+        palette-RGB chips, which are not normalised."""
+        if stats is not None:
+            raise ChipStoreError("A chip store holds palette-RGB chips, which have no per-band "
+                                 "normalisation: train a Sentinel-2 run from chips in memory.")
         return labels_to_tokens(self.labels(index), self.patch_size)
 
     def patch_targets(self, index=slice(None)) -> torch.Tensor:

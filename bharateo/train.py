@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from bharateo.architectures import build_model
-from bharateo.chips import ChipSet
+from bharateo.chips import ChipSet, tokens_for
 from bharateo.device import (autocast, check_device_name, check_precision, cpu_state_dict,
                              resolve_device, resolve_precision)
 from bharateo.errors import ConfigError
@@ -217,6 +217,8 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
     precision, _why = resolve_precision(config.precision, device, model.config, config.batch_size,
                                         config.mask_ratio)
     model.to(device)
+    if chips.band_stats is not None and getattr(model, "band_stats", None) is None:
+        model.band_stats = chips.band_stats  # the run's normalisation, saved with it
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay, fused=True)
@@ -224,7 +226,7 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
                  if config.cosine else None)
     n = len(chips)
     steps_per_epoch = math.ceil(n / config.batch_size)
-    batch_tokens, batch_targets = _token_source(chips, device), _target_source(chips, device)
+    batch_tokens, batch_targets = _token_source(model, chips, device), _target_source(chips, device)
     n_patches = chips.grid_size ** 2
     history: list[dict] = []
     start, global_step, first_loss = time.perf_counter(), 0, None
@@ -317,15 +319,15 @@ class LastGoodWeights:
         return all(bool(torch.isfinite(t).all()) for t in self.live)
 
 
-def _token_source(chips: ChipSet, device: torch.device = torch.device("cpu")):
+def _token_source(model, chips: ChipSet, device: torch.device = torch.device("cpu")):
     """idx (numpy int array) -> B x N x T tokens on `device`: from one up-front rendering when it
     is small enough (the default 384 chips: 75 MB, saving ~2 ms a step), else rendered batch by
     batch and moved (always for a chip store on disk: its memory must not grow with the chip
     count)."""
     size = len(chips) * chips.grid_size ** 2 * chips.channels * chips.patch_size ** 2 * 4
     if size > PRERENDER_BYTES or getattr(chips, "streamed", False):
-        return lambda idx: chips.tokens(idx).to(device, non_blocking=True)
-    everything = chips.tokens().to(device)
+        return lambda idx: tokens_for(model, chips, idx).to(device, non_blocking=True)
+    everything = tokens_for(model, chips).to(device)
     return lambda idx: everything[torch.from_numpy(idx).to(device)]
 
 

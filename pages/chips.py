@@ -6,11 +6,12 @@ import streamlit as st
 from bharateo.app.chips import (build_session_chips, chip_caption, chip_field_problems,
                                 chip_form_field, chip_form_settings, chip_indices, chips_stale,
                                 embed_dim_from_state, holdout_choices, holdout_label,
-                                shape_journey, token_label, token_mix_text, token_values,
-                                token_view)
+                                shape_journey, source_caption, token_label, token_mix_text,
+                                token_values, token_view)
 from bharateo.app.figures import chips_per_roi_chart, class_share_chart, token_variance_heatmap
-from bharateo.app.pictures import (chip_picture, chip_with_grid, class_swatch_html, legend_html,
-                                   mean_rgb_picture, token_picture)
+from bharateo.app.pictures import (chip_modes, chip_picture, chip_with_grid, class_swatch_html,
+                                   legend_html, mean_rgb_picture, token_picture)
+from bharateo.app.regions import chip_source_fields
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import (PAGES, current_chip_config, current_model, guidance, keep_widget,
                                 page_setup)
@@ -34,6 +35,8 @@ if not state.rois:
                 "first (the notebook's three are one button away).", "regions", "Go to Regions")
     st.stop()
 synthetic_banner()
+if caption := source_caption(chip_source_fields()["source"]):
+    st.caption(caption)
 
 # --- controls -> ChipConfig -------------------------------------------------------------------
 names = [r.spec.name for r in state.rois]
@@ -68,7 +71,8 @@ if problems:
 if build:
     holdout_roi, holdout_block = choices[holdout]
     build_session_chips(replace(config, **{name: s.coerce(values[name]) for name, s in form.items()},
-                                holdout_roi=holdout_roi, holdout_block=holdout_block))
+                                holdout_roi=holdout_roi, holdout_block=holdout_block,
+                                **chip_source_fields()))
 if message := state.pop("chips_message", None):
     st.success(message)
 
@@ -88,9 +92,9 @@ sets = {"training": chips} | ({"held-out": held} if held is not None else {})
 keep_widget("chip_set", "training", lambda v: v if v in sets else "training")
 shown_set = v1.radio("Chip set", list(sets), horizontal=True, key="chip_set")
 shown = sets.get(shown_set, chips)
-keep_widget("chip_mode")
-mode = v2.radio("Show", ["RGB chip (model input)", "patch labels (targets)"], horizontal=True,
-                key="chip_mode")
+modes = chip_modes(shown)
+keep_widget("chip_mode", None, lambda v: v if v in modes else next(iter(modes)))
+mode = v2.radio("Show", list(modes), horizontal=True, key="chip_mode")
 region_names = [n for n, k in shown.chips_per_roi().items() if k]
 keep_widget("chip_region", "all regions",
                lambda v: v if v in ["all regions", *region_names] else "all regions")
@@ -100,10 +104,10 @@ pages = max(1, -(-len(selected) // PER_PAGE))
 keep_widget("chip_page", 1, lambda v: min(max(int(v), 1), pages))
 page = v4.number_input(f"Page (of {pages})", 1, pages, key="chip_page")
 indices = selected[(page - 1) * PER_PAGE:page * PER_PAGE]
-kind = "rgb" if mode.startswith("RGB") else "patch"
+kind = modes.get(mode, "patch")
 st.caption(f"{len(indices)} of the {len(selected)} {shown_set} chips from {region} "
            f"(page {page} of {pages}), {shown.chip_size} × {shown.chip_size} px"
-           + ("" if kind == "rgb" else f"; each square is one {shown.patch_size} px token's "
+           + ("" if kind != "patch" else f"; each square is one {shown.patch_size} px token's "
                                        "dominant class"))
 for row in range(0, len(indices), 8):
     for col, i in zip(st.columns(8), indices[row:row + 8]):
@@ -141,7 +145,7 @@ row, col = view.rowcol(token)
 
 p1, p2, p3 = st.columns(3)
 p1.image(chip_with_grid(shown, chip_i, token), width="stretch",
-         caption=f"RGB chip {chip_i} with its {view.grid} × {view.grid} token grid; "
+         caption=f"{'RGB' if shown.pixels is None else 'true colour'} chip {chip_i} with its {view.grid} × {view.grid} token grid; "
                  f"token {token} outlined")
 p2.image(mean_rgb_picture(view, token), width="stretch",
          caption="token mean RGB: each token's average colour")

@@ -57,7 +57,8 @@ table_format = {
     "support": st.column_config.Column(
         "support", help="Target patches of this class (the row sum of the matrix)", **num),
     "masked MAE": st.column_config.Column(
-        "MAE", help="Mean |RGB error| on hidden pixels of this class", **num),
+        "MAE", help="Mean |error| on hidden pixels of this class, in the model's input values "
+                    "(palette RGB 0–1, or Sentinel-2 reflectance normalised per band)", **num),
 }
 for split, col in columns.items():
     with col:
@@ -73,7 +74,9 @@ for split, col in columns.items():
         m1.metric("Patch accuracy", f"{res['accuracy']:.1%}",
                   help="Share of all patches whose class the model names correctly.")
         m2.metric("Masked MAE", "—" if res["masked_mae"] is None else f"{res['masked_mae']:.3f}",
-                  help="Mean |RGB error| over hidden pixels: how well it paints hidden patches back.")
+                  help="Mean |error| over hidden pixels, in the model's input values (palette RGB "
+                       "0–1, or Sentinel-2 reflectance normalised per band): how well it paints "
+                       "hidden patches back.")
         ignored = int(res.get("ignored_patches", 0))
         m3.metric("Patches", f"{scored_patches(res, train_chips.grid_size):,}",
                   help=f"{plural(res['chips'], 'chip')} × {train_chips.grid_size ** 2} patches"

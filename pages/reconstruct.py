@@ -3,7 +3,8 @@ import streamlit as st
 
 from bharateo import evaluate
 from bharateo.app import figures
-from bharateo.app.pictures import legend_html, magma_legend, reconstruction_panels, thumbnail
+from bharateo.app.pictures import (error_legend_caption, legend_html, magma_legend,
+                                   reconstruction_panels, thumbnail)
 from bharateo.app.results import (THUMBNAILS, chip_choice, chip_picker_key, chip_splits,
                                   model_and_chips, ratio_curve)
 from bharateo.app.sidebar import synthetic_banner
@@ -70,12 +71,12 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
     # the notebook's six panels, plus the patch-label target
     for col, panel in zip(st.columns(4), panels[:4]):
         col.image(panel.image, caption=panel.title, output_format="PNG")
+    for col, panel in zip(st.columns(4), panels[7:]):  # Sentinel-2: the same in false colour
+        col.image(panel.image, caption=panel.title, output_format="PNG")
     row = st.columns(4)
     for col, panel in zip(row[:3], panels[4:]):
         col.image(panel.image, caption=panel.title, output_format="PNG")
-    row[0].image(magma_legend(), output_format="PNG",
-                 caption="mean |RGB error|: 0 (black) … 0.5 or more (yellow); grey = visible, "
-                         "not scored")
+    row[0].image(magma_legend(), output_format="PNG", caption=error_legend_caption(rec))
     row[1].markdown(legend_html(sorted(set(rec.patch_prediction.ravel()) |
                                                      set(rec.patch_target.ravel()))),
                     unsafe_allow_html=True)

@@ -9,10 +9,11 @@ from bharateo.app.regions import (SIZE_OPTIONS, collapsed_counts, current_preset
                                   discard_proposal, ground_size, handle_map_event, init_page_state,
                                   is_cached, map_overviews, missing_presets, native_counts_html,
                                   nodata_pixels, on_size_change, presets_place, provenance_markdown,
-                                  read_regions, remove_roi, roi_summary, size_label, spec_from_form,
-                                  spec_summary)
+                                  read_regions, remove_roi, roi_summary, s2_presets, s2_source_text,
+                                  set_pixel_query, size_label, source_choices, source_mismatch,
+                                  spec_from_form, spec_summary)
 from bharateo.app.sidebar import synthetic_banner
-from bharateo.app.state import PAGES, page_setup
+from bharateo.app.state import PAGES, keep_widget, page_setup
 from bharateo.errors import BharatEOError
 from bharateo.roi import NOTEBOOK_ROIS, SAMPLE_ROIS, RoiSpec, check_no_overlap
 from bharateo.worldcover import ATTRIBUTION, data_source_from_env
@@ -42,6 +43,35 @@ with side_col:
     for kind, text in state.regions_messages:
         {"success": st.success, "warning": st.warning}.get(kind, st.error)(text)
     state.regions_messages = []
+
+    # which pixels a region is read as: WorldCover palette RGB or Sentinel-2 reflectance
+    sources = source_choices()
+    keep_widget("region_pixel_source", state.pixel_source)
+    picked = st.radio("Pixels", list(sources), format_func=sources.get, horizontal=True,
+                      key="region_pixel_source",
+                      help="WorldCover palette RGB (the notebook's input) or real Sentinel-2 L2A "
+                           "reflectance (4 or 10 bands) with WorldCover as the patch labels.")
+    s2_dates = s2_cloud = None
+    if picked != "worldcover":
+        keep_widget("region_s2_dates", state.s2_dates)
+        keep_widget("region_s2_cloud", state.s2_max_cloud)
+        d1, d2 = st.columns([3, 2])
+        s2_dates = d1.text_input("Scene dates (first/last day)", key="region_s2_dates",
+                                 help="e.g. 2021-01-01/2021-03-31")
+        s2_cloud = d2.number_input("Max cloud over the scene (%)", 0.0, 100.0, step=5.0,
+                                   key="region_s2_cloud")
+        st.caption(s2_source_text())
+    if problem := set_pixel_query(picked, s2_dates, s2_cloud):
+        st.error(problem)
+    if mismatch := source_mismatch():
+        st.warning(mismatch)
+    if picked != "worldcover" and (scene_presets := s2_presets()):
+        st.markdown("**Sentinel-2 scenes in the local folder** (BHARATEO_S2_DIR)")
+        for col, spec in zip(st.columns(min(len(scene_presets), 3)), scene_presets[:3]):
+            if col.button(spec.name, key=f"add_s2_{spec.name}", width="stretch",
+                          disabled=spec.name in [r.spec.name for r in state.rois],
+                          help=f"{spec.size} px centred on {spec.lon:.4f}E {spec.lat:.4f}N"):
+                read_regions([spec])
 
     defaults = current_presets(data_source_from_env())
     missing_defaults = missing_presets(state.rois, defaults)

@@ -16,6 +16,7 @@ from bharateo.errors import BharatEOError
 from bharateo.pipeline import PRESETS
 from bharateo.runs import delete_run, rename_run, scan_runs
 from bharateo.settings import GROUPS
+from bharateo.sources import pixel_source
 
 page_setup("train")
 st.title("Train")
@@ -70,7 +71,10 @@ if config is not None:
     m4.metric("masked tokens", f"{tokens.masked_tokens:,}")
     m5.metric("masked pixel targets", f"{tokens.masked_pixel_targets:,}")
     st.caption(f"Settings: {preset or 'custom'} · chips of {config.chips.chip_size} px from "
-               f"{', '.join(roi_names)}")
+               f"{', '.join(roi_names)} · {pixel_source(config.chips.source).label}: tokens of "
+               f"{tokens.channels} × {tokens.patch_size} × {tokens.patch_size} = "
+               f"{tokens.token_dim:,} values, {tokens.masked_value_targets:,} masked values to "
+               "reconstruct")
     st.markdown("**Expected work per chip** (training FLOPs: forward and backward, at this mask ratio)")
     st.table(flops_table(config))
     st.caption(precision_caption(config))

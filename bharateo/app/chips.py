@@ -134,6 +134,8 @@ class TokenView:
     grid: int
     patch: int
     bands: tuple[str, ...] = PALETTE_BANDS
+    # reflectance chips: N x 3 x p x p of the chip's true colour picture, what the pictures show
+    picture: np.ndarray | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -156,7 +158,28 @@ def token_view(chips: ChipSet, i: int) -> TokenView:
     mean_rgb = tokens_rgb.mean(axis=(-1, -2))
     flat = tokens_rgb.reshape(g * g, c, p * p).astype(np.float64)
     color_var = flat.var(axis=-1, ddof=1).mean(axis=1).reshape(g, g)  # torch .var is unbiased
-    return TokenView(tokens, tokens_rgb, mean_rgb, color_var, g, p, chips.bands)
+    from bharateo.reflectance import composite_bands
+
+    picture = None
+    if chips.pixels is not None and composite_bands(chips.bands, "true"):  # true colour, in tokens
+        image = chips.picture(i, "true").transpose(2, 0, 1)
+        picture = image.reshape(3, g, p, g, p).transpose(1, 3, 0, 2, 4).reshape(g * g, 3, p, p)
+    return TokenView(tokens, tokens_rgb, mean_rgb, color_var, g, p, chips.bands, picture)
+
+
+def source_caption(source: str) -> str:
+    """One sentence on what a Sentinel-2 chip is ('' for WorldCover palette RGB)."""
+    if source == "worldcover":
+        return ""
+    from bharateo.sources import pixel_source
+
+    bands = pixel_source(source).bands
+    return (f"{pixel_source(source).label}: the model reads {len(bands)} bands "
+            f"({' '.join(bands)}) of real Sentinel-2 L2A reflectance, each normalised by the "
+            "training chips' mean and standard deviation; a token holds "
+            f"{len(bands)} × 16 × 16 = {len(bands) * 256:,} values. Cloud, cloud shadow and "
+            "no-data pixels are no data (black). The patch labels are WorldCover, reprojected "
+            "onto the scene's grid.")
 
 
 def channel_label(band: str) -> str:

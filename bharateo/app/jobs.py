@@ -192,6 +192,7 @@ class TrainingJob:
         try:
             self.train_chips, self.heldout_chips = build_chip_sets(self.rois, self.config.chips)
             self.model = make_model(self.config.model, self.config.train.seed)
+            self.model.band_stats = self.train_chips.band_stats  # reflectance: its normalisation
             if not self.queue.wait_for_slot(self, self._cancelled):
                 why = f" ({self.stop_reason})" if self.stop_reason else ""
                 self._set(status="cancelled", error=f"Cancelled before it started{why}.")

@@ -11,11 +11,13 @@ each value is checked, a bad one is skipped with a note, and no path is built fr
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from bharateo.app.regions import read_roi
+from bharateo.app.regions import (chip_source_fields, pixel_query, read_roi, set_pixel_query,
+                                  source_choices)
 from bharateo.app.state import current_chip_config, current_model, use_saved_run
 from bharateo.errors import BharatEOError
 from bharateo.roi import RoiSpec, check_no_overlap, check_roi_spec
@@ -23,7 +25,7 @@ from bharateo.roi import RoiSpec, check_no_overlap, check_roi_spec
 if TYPE_CHECKING:
     from bharateo.chips import ChipConfig
 
-LESSON_PARAMS = ("roi", "chips", "run")
+LESSON_PARAMS = ("roi", "chips", "run", "src")  # src=<pixel source>,<dates>,<max cloud> (Sentinel-2)
 MAX_LESSON_REGIONS = 8  # regions a page address may restore (each up to 4096 x 4096 px)
 CHIP_PARAMS = ("n_chips", "chip_size", "patch_size", "min_classes", "seed", "n_holdout_chips",
                "holdout_roi", "holdout_block")
@@ -39,6 +41,9 @@ def lesson_params() -> dict[str, list[str]]:
         config = current_chip_config()
         params["chips"] = [",".join("" if getattr(config, f) is None else str(getattr(config, f))
                                     for f in CHIP_PARAMS)]
+    kind, dates, max_cloud = pixel_query()
+    if kind != "worldcover":  # the regions and chips are read from this source
+        params["src"] = [f"{kind},{dates},{max_cloud:g}"]
     model = current_model()
     if model and model.run:
         from bharateo.runs import checkpoint_root  # imports torch: only once a model is in use
@@ -113,6 +118,18 @@ def restore_lesson(params) -> list[str]:
     from bharateo.runs import load_run, validate_run_name
 
     state, notes, rois = st.session_state, [], []
+    if raw := params.get("src"):  # Sentinel-2: set the source before any region is read
+        kind, _, rest = str(raw).partition(",")
+        dates, _, cloud = rest.rpartition(",")
+        try:
+            if kind not in source_choices():
+                raise ValueError(f"unknown pixel source {kind!r}")
+            if problem := (set_pixel_query(kind, dates, float(cloud)) if kind != "worldcover"
+                           else set_pixel_query(kind)):
+                raise ValueError(problem)
+        except ValueError as exc:
+            notes.append(f"The pixel source in this page's address was not used ({raw!r}): {exc}. "
+                         "Regions are read as WorldCover.")
     wanted = params.get_all("roi")
     if len(wanted) > MAX_LESSON_REGIONS:
         notes.append(f"This page's address names {len(wanted)} regions; only the first "
@@ -129,7 +146,8 @@ def restore_lesson(params) -> list[str]:
     state.rois = rois
     if (raw := params.get("chips")) and rois:
         try:
-            config = _chips_from_param(raw, [r.spec.name for r in rois])
+            config = replace(_chips_from_param(raw, [r.spec.name for r in rois]),
+                             **chip_source_fields())
             state.train_chips, state.heldout_chips = build_chip_sets(rois, config)
             state.chip_config = config
         except Exception as exc:  # from the address: any bad value is a note, never a traceback

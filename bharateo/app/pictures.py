@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 PANEL_SIDE = 256  # px of every reconstruction panel (an integer upscale of the chip)
 THUMB_SIDE = 80  # px of a chip thumbnail
 ERROR_RANGE = (0.0, 0.5)  # the notebook's magma range for |RGB error|
+REFLECTANCE_ERROR_RANGE = (0.0, 2.0)  # |error| of per-band normalised reflectance, in std units
 UNSCORED_GREY = np.array([0.55, 0.55, 0.55], dtype=np.float32)
 NODATA_RGB = NODATA_COLOR_255  # sea / outside coverage in every picture: black
 NODATA_HELP = "left out of losses and metrics"
@@ -157,8 +158,27 @@ class RoiPicture:
     caption: str
 
 
+def cloud_text(cloud) -> str:
+    """A scene's eo:cloud_cover as '4.1 % cloud' ('cloud cover not given' without one)."""
+    return f"{cloud:.1f} % cloud" if isinstance(cloud, (int, float)) else "cloud cover not given"
+
+
 def roi_picture(roi: Roi, max_side: int = 512) -> RoiPicture:
-    """The ROI in the class palette (every k-th pixel for big ROIs; no-data in black)."""
+    """The ROI in the class palette (every k-th pixel for big ROIs; no-data in black); a
+    Sentinel-2 region in true colour (B4 B3 B2, 2-98 % stretch; cloud and no-data black)."""
+    if getattr(roi, "pixels", None) is not None:
+        from bharateo.reflectance import composite
+
+        step = max(1, math.ceil(max(roi.native.shape) / max_side))
+        valid = roi.native[::step, ::step] != NODATA
+        image = to_uint8(composite(roi.pixels[:, ::step, ::step], roi.bands, "true", valid))
+        p = roi.provenance
+        caption = (f"True colour (B4 B3 B2, 2–98 % stretch) of Sentinel-2 scene {p.get('scene_id')} "
+                   f"({p.get('scene_date')}, {cloud_text(p.get('cloud_cover'))} over the scene), "
+                   f"{roi.spec.size} px of {p.get('pixel_m', 10):g} m; north is up (UTM "
+                   f"{p.get('crs')}). Black: cloud, cloud shadow or no data, "
+                   f"{1 - valid.mean():.1%}; never a land-cover class.")
+        return RoiPicture(image, step, caption)
     native = thumbnail_labels(roi.native, max_side)
     step = max(1, math.ceil(max(roi.native.shape) / max_side))  # as thumbnail_labels
     image = labels_image(collapse_worldcover(native))
@@ -174,10 +194,33 @@ def roi_picture(roi: Roi, max_side: int = 512) -> RoiPicture:
     return RoiPicture(image, step, caption)
 
 
+def chip_modes(chips: ChipSet) -> dict[str, str]:
+    """What the Chips page can show of these chips: label -> chip_picture mode."""
+    from bharateo.reflectance import composite_bands
+
+    if chips.pixels is None or not composite_bands(chips.bands, "true"):
+        return {"RGB chip (model input)": "rgb", "patch labels (targets)": "patch"}
+    return {"true colour (B4 B3 B2)": "true", "false colour (B8 B4 B3)": "false",
+            "patch labels (targets)": "patch"}
+
+
+def chip_colour(chips: ChipSet, i: int) -> np.ndarray:
+    """Chip i as an S x S x 3 uint8 picture: palette colours, or reflectance in true colour
+    (chips whose bands make no true colour picture: their class colours)."""
+    from bharateo.reflectance import composite_bands
+
+    if chips.pixels is None or not composite_bands(chips.bands, "true"):
+        return labels_image(chips.labels[i])
+    return to_uint8(chips.picture(i, "true"))
+
+
 def chip_picture(chips: ChipSet, i: int, mode: str = "rgb", display_px: int = 256) -> np.ndarray:
-    """Chip i as uint8, enlarged (nearest) to about display_px: its RGB, or its patch labels."""
-    if mode == "rgb":
-        image = labels_image(chips.labels[i])
+    """Chip i as uint8, enlarged (nearest) to about display_px: its RGB, its true or false colour
+    picture (Sentinel-2 chips: modes "true", "false"), or its patch labels."""
+    if mode in ("true", "false") and chips.pixels is not None and chips.band_stats is not None:
+        image = to_uint8(chips.picture(i, mode))
+    elif mode in ("rgb", "true", "false"):
+        image = chip_colour(chips, i)
     else:
         image = labels_image(chips.patch_labels[i])
     return upscale(image, max(1, display_px // image.shape[0]))
@@ -186,21 +229,24 @@ def chip_picture(chips: ChipSet, i: int, mode: str = "rgb", display_px: int = 25
 def chip_with_grid(chips: ChipSet, i: int, token: int | None, display_px: int = 384) -> np.ndarray:
     """Chip i enlarged, with its token grid drawn and token `token` outlined."""
     g = chips.grid_size
-    image = upscale(labels_image(chips.labels[i]), max(1, display_px // chips.chip_size))
+    image = upscale(chip_colour(chips, i), max(1, display_px // chips.chip_size))
     return draw_grid(image, g, highlight=None if token is None else divmod(int(token), g))
 
 
 def mean_rgb_picture(view: TokenView, token: int | None, display_px: int = 384) -> np.ndarray:
-    """G x G token mean colours, enlarged, token `token` outlined."""
-    image = to_uint8(view.mean_rgb.reshape(view.grid, view.grid, 3))
+    """G x G token mean colours (reflectance: of the true colour picture), enlarged, token
+    `token` outlined."""
+    means = view.mean_rgb if view.picture is None else view.picture.mean(axis=(-1, -2))
+    image = to_uint8(means.reshape(view.grid, view.grid, 3))
     image = upscale(image, max(1, display_px // view.grid))
     return draw_grid(image, view.grid, color=(255, 255, 255),
                      highlight=None if token is None else view.rowcol(token))
 
 
 def token_picture(view: TokenView, token: int, display_px: int = 128) -> np.ndarray:
-    """Token `token`'s p x p pixels, enlarged."""
-    image = to_uint8(view.tokens_rgb[token].transpose(1, 2, 0))
+    """Token `token`'s p x p pixels (reflectance: in true colour), enlarged."""
+    pixels = view.tokens_rgb if view.picture is None else view.picture
+    image = to_uint8(pixels[token].transpose(1, 2, 0))
     return upscale(image, max(1, display_px // view.patch))
 
 
@@ -230,25 +276,50 @@ def reconstruction_panels(rec: ChipReconstruction, mask_ratio: float, index: int
     """
     p = rec.target.shape[0] // rec.mask.shape[0]
     pixel_mask = np.kron(rec.mask, np.ones((p, p), dtype=bool))
-    error = magma(rec.abs_error, *ERROR_RANGE)
+    reflectance = rec.false_colour is not None  # Sentinel-2: true colour here, false colour after
+    low, high = REFLECTANCE_ERROR_RANGE if reflectance else ERROR_RANGE
+    error = magma(rec.abs_error, low, high)
     error[~pixel_mask] = to_uint8(UNSCORED_GREY)
     hidden = int(rec.mask.sum())
-    return [
-        Panel(_chip_picture(rec.target, side), f"target RGB · chip {index}"),
+    what = "true colour (B4 B3 B2)" if reflectance else "RGB"
+    panels = [
+        Panel(_chip_picture(rec.target, side), f"target {what} · chip {index}"),
         Panel(_chip_picture(rec.masked_input, side),
               f"{mask_ratio:.0%} masked input ({hidden} of {rec.mask.size} patches hidden)"),
-        Panel(_chip_picture(rec.predicted, side), "predicted RGB (only hidden patches are trained)"),
+        Panel(_chip_picture(rec.predicted, side), f"predicted {what} (only hidden patches are trained)"),
         Panel(_chip_picture(rec.composite, side), "visible + filled-in"),
-        Panel(upscale(error, max(1, side // error.shape[0])), "abs RGB error on hidden patches (0–0.5)"),
+        Panel(upscale(error, max(1, side // error.shape[0])),
+              f"abs error on hidden patches, normalised reflectance (0–{high:g} std)" if reflectance
+              else f"abs RGB error on hidden patches ({low:g}–{high:g})"),
         Panel(_grid_picture(rec.patch_prediction, side), "ESA patch pred"),
         Panel(_grid_picture(rec.patch_target, side), "ESA patch target (patch labels)"),
     ]
+    if reflectance:  # the same four panels in false colour: vegetation shows red
+        f = rec.false_colour
+        panels += [Panel(_chip_picture(f["target"], side), f"target false colour (B8 B4 B3) · chip {index}"),
+                   Panel(_chip_picture(f["masked_input"], side), "masked input, false colour"),
+                   Panel(_chip_picture(f["predicted"], side), "predicted false colour"),
+                   Panel(_chip_picture(f["composite"], side), "visible + filled-in, false colour")]
+    return panels
+
+
+def error_legend_caption(rec: ChipReconstruction) -> str:
+    """The caption under the error colour bar: what the error is measured in, and its range."""
+    if rec.false_colour is not None:
+        low, high = REFLECTANCE_ERROR_RANGE
+        return (f"mean |error| of the normalised bands: {low:g} (black) … {high:g} std or more "
+                "(yellow); grey = visible, not scored")
+    low, high = ERROR_RANGE
+    return (f"mean |RGB error|: {low:g} (black) … {high:g} or more (yellow); grey = visible, not "
+            "scored")
 
 
 def thumbnail(chips: ChipSet, index: int, side: int = THUMB_SIDE) -> np.ndarray:
     """Chip `index` as a side x side uint8 picture (nearest sampling: exact class colours)."""
     s = chips.chip_size
     idx = np.arange(side) * s // side
+    if chips.pixels is not None and chips.band_stats is not None:  # reflectance: true colour
+        return to_uint8(chip_colour(chips, index)[np.ix_(idx, idx)])
     return labels_image(chips.labels[index][np.ix_(idx, idx)])
 
 

@@ -193,6 +193,16 @@ def roi_from_cache(roi: Roi) -> bool:
 
 def roi_summary(roi: Roi) -> str:
     """One line under an ROI's picture: where it is and where its pixels came from."""
+    if getattr(roi, "pixels", None) is not None:  # Sentinel-2
+        p = roi.provenance
+        text = (f"Centre {lon_lat_text(roi.spec.lon, roi.spec.lat)}; Sentinel-2 L2A scene "
+                f"{p.get('scene_id')} (MGRS {p.get('mgrs_tile')}, {p.get('scene_date')}), bands "
+                f"{' '.join(roi.bands)}; {p.get('reflectance_rule')}; source: {p.get('source')}. "
+                f"Labels: WorldCover tiles {', '.join(t.get('tile', '?') for t in p.get('tiles', []))} "
+                f"reprojected onto the scene's grid ({(p.get('labels') or {}).get('resampling')}).")
+        if roi.synthetic:
+            text += " The labels are a synthetic test fixture, not WorldCover; the reflectance is real."
+        return text
     tiles = [t.get("tile", "?") for t in roi.provenance.get("tiles", [])]
     text = (f"Centre {lon_lat_text(roi.spec.lon, roi.spec.lat)}; "
             f"tile{'s' if len(tiles) > 1 else ''} {', '.join(tiles)}; "
@@ -335,10 +345,124 @@ def map_overviews(source: DataSource) -> list:
     return out + (_cached_region_overviews(str(folder), tuple(listing)) if listing else [])
 
 
+def pixel_query() -> tuple[str, str, float]:
+    """(pixel source, Sentinel-2 dates, cloud limit) the Regions page reads with this session."""
+    state = st.session_state
+    return (state.get("pixel_source", "worldcover"), state.get("s2_dates", "2021-01-01/2021-12-31"),
+            float(state.get("s2_max_cloud", 20.0)))
+
+
+def source_choices() -> dict[str, str]:
+    """Pixel source name -> its label, for the Regions page."""
+    from bharateo.sources import PIXEL_SOURCES
+
+    return {name: src.label for name, src in PIXEL_SOURCES.items()}
+
+
+def set_pixel_query(kind: str, dates: str | None = None, max_cloud: float | None = None) -> str:
+    """Make `kind` (with Sentinel-2 dates and cloud limit) what Regions reads; '' when done,
+    else what is wrong with the dates or cloud limit (the previous values are kept)."""
+    from bharateo.sentinel2 import S2Query
+
+    state = st.session_state
+    if kind != "worldcover":
+        try:
+            S2Query(str(dates), float(max_cloud)).check()
+        except (BharatEOError, TypeError, ValueError) as exc:
+            return f"Sentinel-2 regions are read with the last good settings: {exc}"
+        state.s2_dates, state.s2_max_cloud = str(dates).strip(), float(max_cloud)
+    state.pixel_source = kind
+    return ""
+
+
+def source_mismatch() -> str:
+    """A sentence when the session's regions were not read from the chosen pixel source."""
+    from bharateo.sentinel2 import source_of_rois
+
+    rois, kind = st.session_state.rois, pixel_query()[0]
+    found = source_of_rois(rois) if rois else kind
+    if found == kind:
+        return ""
+    labels = source_choices()
+    return (f"Your regions were read as {labels.get(found, 'a mix of sources')}, not as "
+            f"{labels.get(kind, kind)}: chips are cut from one source. Remove them and add them "
+            "again to read them from the chosen source.")
+
+
+def s2_presets() -> list[RoiSpec]:
+    """One region per scene of the local Sentinel-2 folder (BHARATEO_S2_DIR), if one is set."""
+    from bharateo.sentinel2 import folder_presets
+
+    return folder_presets()
+
+
+def s2_reading_text() -> str:
+    """Where a Sentinel-2 region is read from ('' when the session reads WorldCover)."""
+    kind, dates, max_cloud = pixel_query()
+    if kind == "worldcover":
+        return ""
+    from bharateo.sentinel2 import s2_source_from_env
+
+    return (f"{s2_source_from_env().describe()} (scenes {dates}, at most {max_cloud:g} % cloud) "
+            "with WorldCover labels")
+
+
+def s2_source_text() -> str:
+    from bharateo.sentinel2 import s2_source_from_env
+
+    return (f"Scenes from {s2_source_from_env().describe()}: of the scenes in the date range under "
+            "the cloud limit that cover the whole region, the least cloudy is read (only the "
+            "region's bytes); cloud, cloud shadow and no-data pixels (the scene's SCL) become "
+            "no data. Labels: WorldCover reprojected onto the scene's UTM grid.")
+
+
+def chip_source_fields() -> dict:
+    """ChipConfig source fields for chips cut from this session's regions: the regions' own
+    source and (Sentinel-2) the dates and cloud limit they were read with; else the session's."""
+    from bharateo.sentinel2 import source_of_rois
+
+    rois = st.session_state.rois
+    kind, dates, max_cloud = pixel_query()
+    found = source_of_rois(rois) if rois else None
+    if found and found != "worldcover":
+        p = rois[0].provenance
+        return {"source": found, "dates": p.get("dates", dates),
+                "max_cloud": float(p.get("max_cloud", max_cloud))}
+    return {"source": found or kind, "dates": dates, "max_cloud": max_cloud}
+
+
+def read_s2_roi(spec: RoiSpec, kind: str, dates: str, max_cloud: float, progress=None):
+    """A Sentinel-2 region (sentinel2.load_s2_roi) through the same server-wide store."""
+    from dataclasses import replace
+
+    from bharateo.sentinel2 import S2_SOURCES, S2Query, load_s2_roi, s2_source_from_env
+
+    source = data_source_from_env()
+    key = (spec.lon, spec.lat, spec.size, source, kind, dates, max_cloud, s2_source_from_env())
+    lock, store = _shared_rois()
+    with lock:
+        roi = store.get(key)
+        if roi is not None:
+            store.move_to_end(key)
+    if roi is None:
+        roi = load_s2_roi(spec, S2_SOURCES[kind], S2Query(dates, max_cloud), wc_source=source,
+                          progress=progress)
+        with lock:
+            store[key] = roi
+            while len(store) > SHARED_ROIS:
+                store.popitem(last=False)
+    return replace(roi, spec=spec, provenance={**roi.provenance, "name": spec.name},
+                   notes=list(roi.notes))
+
+
 def read_roi(spec: RoiSpec, progress=None) -> Roi:
     """An ROI through the server-wide store (thirty students choosing Delhi read it once),
-    carrying this user's name for it. `progress(fraction, text)` is called while a read from the
+    carrying this user's name for it: WorldCover, or Sentinel-2 with WorldCover labels when the
+    session's pixel source is one. `progress(fraction, text)` is called while a read from the
     source runs (bounded by BHARATEO_READ_TIMEOUT_S); raises BharatEOError as load_roi does."""
+    kind, dates, max_cloud = pixel_query()
+    if kind != "worldcover":
+        return read_s2_roi(spec, kind, dates, max_cloud, progress)
     source = data_source_from_env()
     key = (spec.lon, spec.lat, spec.size, source)
     lock, store = _shared_rois()
@@ -376,6 +500,12 @@ def remove_roi(name: str) -> None:
 
 
 def is_cached(spec: RoiSpec) -> bool:
+    kind, dates, max_cloud = pixel_query()
+    if kind != "worldcover":
+        from bharateo import sentinel2 as s2
+
+        return s2.cache_path(spec, s2.S2_SOURCES[kind], s2.S2Query(dates, max_cloud),
+                             s2.s2_source_from_env(), data_source_from_env()).exists()
     return cache_path(roi_window(spec), data_source_from_env()).exists()
 
 
@@ -452,9 +582,9 @@ def read_regions(specs, refit: bool = True) -> None:
         for k, spec in enumerate(specs):
             if spec in [r.spec for r in state.rois]:  # added by a run that was interrupted
                 continue
-            where = ("the local cache" if is_cached(spec)
-                     else "the bundled sample" if all(bundled_tile_path(t) for t in spec_tiles(spec))
-                     else data_source_from_env().describe())
+            where = ("the local cache" if is_cached(spec) else s2_reading_text()
+                     or ("the bundled sample" if all(bundled_tile_path(t) for t in spec_tiles(spec))
+                         else data_source_from_env().describe()))
             bar.progress(k / len(specs),
                          text=f"{spec.name}: {size_label(spec.size)} from {where}…")
 

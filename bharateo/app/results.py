@@ -386,7 +386,10 @@ def chips_for_run(config: RunConfig, read_roi: Callable | None = None):
 
     `read_roi(spec)` reads one region (the app passes its server-wide cached reader).
     """
-    rois = [read_roi(spec) for spec in config.rois] if read_roi else load_rois(config.rois)
+    if read_roi is not None and config.chips.source == "worldcover":
+        rois = [read_roi(spec) for spec in config.rois]
+    else:  # Sentinel-2 regions come from their own loader (and cache)
+        rois = load_rois(config.rois, chips=config.chips)
     train, held = build_chip_sets(rois, config.chips)
     return rois, train, held
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from bharateo.app.regions import PRESET_PLACES, data_in_use_text
+from bharateo.app.regions import (PRESET_PLACES, data_in_use_text, pixel_query, s2_reading_text,
+                                  source_choices)
 from bharateo.app.state import current_model
 from bharateo.roi import data_dir
 from bharateo.worldcover import (
@@ -64,7 +65,11 @@ def synthetic_banner() -> None:
         if not roi.verified:
             groups.setdefault(roi.data_label, []).append(roi.spec.name)
     for label, names in groups.items():
-        if "fixture" in label:
+        if label.startswith("Sentinel-2") and "fixture" in label:
+            text = (f"The **land-cover labels** of {', '.join(names)} come from a **synthetic "
+                    "test fixture** (tiles tagged BHARATEO_SYNTHETIC_FIXTURE), not from ESA "
+                    "WorldCover; their Sentinel-2 reflectance is real.")
+        elif "fixture" in label:
             text = (f"These pixels ({', '.join(names)}) come from a **synthetic test fixture** "
                     "(tiles tagged BHARATEO_SYNTHETIC_FIXTURE), not from ESA WorldCover.")
         else:
@@ -86,11 +91,18 @@ def sidebar() -> None:
         label, detail = source_status(data_source_from_env())
         st.markdown(f"**Data source:** {label}")
         st.caption(detail)
+        if reading := s2_reading_text():  # Sentinel-2 pixels, WorldCover labels
+            st.markdown(f"**Pixels:** {source_choices()[pixel_query()[0]]}")
+            st.caption(f"From {reading}.")
         names = ", ".join(r.spec.name for r in state.rois) or "none yet"
         st.markdown(f"**Regions:** {names}")
         st.caption(data_in_use_text())
         if any(r.verified for r in state.rois):
             st.caption(f"© {ATTRIBUTION}; CC-BY 4.0.")
+        if any(getattr(r, "pixels", None) is not None for r in state.rois):
+            years = sorted({str(r.provenance.get("scene_date", ""))[:4] for r in state.rois
+                            if getattr(r, "pixels", None) is not None})
+            st.caption(f"Contains modified Copernicus Sentinel data {', '.join(years)}.")
         chips = state.train_chips
         held = state.heldout_chips
         st.markdown("**Chips:** " + (f"{len(chips)} train" + (f" + {len(held)} held-out" if held else "")

@@ -72,6 +72,9 @@ class LabState:
     heldout_chips: ChipSet | None = None
     job: TrainingJob | None = None
     model: CurrentModel | None = None  # what Reconstruct and Evaluate use
+    pixel_source: str = "worldcover"  # a name in sources.PIXEL_SOURCES: what Regions reads
+    s2_dates: str = "2021-01-01/2021-12-31"  # Sentinel-2 sources: the scenes' date range...
+    s2_max_cloud: float = 20.0  # ... and cloud limit (% of the scene); as ChipConfig's defaults
 
 
 def current_model() -> CurrentModel | None:

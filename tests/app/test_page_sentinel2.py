@@ -1,0 +1,112 @@
+"""Sentinel-2 lesson in the app (AppTest): Regions offers the source and reads a scene of the
+local folder, Chips shows true and false colour and the real channel count, Reconstruct shows
+both colour rows. Reflectance: the real shared crop; labels: fixtures, labelled as such."""
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from bharateo.chips import ChipConfig
+from bharateo.model import ModelConfig
+from bharateo.pipeline import RunConfig, run_experiment
+from bharateo.sentinel2 import folder_presets
+from bharateo.train import TrainConfig
+from tests.paths import APP
+from tests.s2_fixtures import SCENE_DIR, sahara_labels, scene_folder
+
+pytestmark = pytest.mark.skipif(not SCENE_DIR.is_dir(), reason="needs ../shared/data/sentinel2")
+VARIED = {40: .35, 60: .3, 20: .2, 50: .1, 30: .05}
+
+
+@pytest.fixture
+def s2_lesson(tmp_path, monkeypatch):
+    scene_folder(tmp_path / "s2")
+    monkeypatch.setenv("BHARATEO_S2_DIR", str(tmp_path / "s2"))
+    spec = folder_presets()[0]
+    sahara_labels(tmp_path / "wc", spec, weights=VARIED)
+    monkeypatch.setenv("BHARATEO_WORLDCOVER_DIR", str(tmp_path / "wc"))
+    return spec
+
+
+def texts(at) -> str:
+    return " ".join(str(getattr(e, "value", "")) for kind in ("markdown", "caption", "warning",
+                                                             "error", "success", "info")
+                    for e in at.get(kind))
+
+
+def image_captions(at) -> list[str]:
+    return [img.caption for element in at.get("image") for img in element.proto.imgs]
+
+
+def test_a_sentinel2_lesson_from_regions_to_chips(s2_lesson):
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("pages/regions.py").run()
+    at.radio(key="region_pixel_source").set_value("s2-4band").run()
+    at.text_input(key="region_s2_dates").set_value("2020-01-01/2020-03-01").run()
+    assert not at.exception
+    at.button(key=f"add_s2_{s2_lesson.name}").click().run()
+    assert not at.exception, at.exception
+    roi = at.session_state["rois"][0]
+    assert roi.provenance["scene_id"] == "S2A_29RKH_20200219_0_L2A" and roi.bands == (
+        "B02", "B03", "B04", "B08")
+    assert any("True colour (B4 B3 B2" in c for c in image_captions(at))
+    assert "synthetic test fixture" in texts(at) and "reflectance is real" in texts(at)
+    # bad dates: said, and the last good ones kept
+    at.text_input(key="region_s2_dates").set_value("March").run()
+    assert any("dates must be a range" in e.value for e in at.error)
+    assert at.session_state["s2_dates"] == "2020-01-01/2020-03-01"
+
+    at.switch_page("pages/chips.py").run()
+    at.number_input(key="cfg_n").set_value(16)
+    at.select_slider(key="cfg_size").set_value(64)
+    at.button(key="build_chips").click().run()
+    assert not at.exception, at.exception
+    chips = at.session_state["train_chips"]
+    assert chips.channels == 4 and at.session_state["chip_config"].source == "s2-4band"
+    assert "4 × 16 × 16 = 1,024 values" in texts(at)
+    assert list(at.radio(key="chip_mode").options) == [
+        "true colour (B4 B3 B2)", "false colour (B8 B4 B3)", "patch labels (targets)"]
+    at.radio(key="chip_mode").set_value("false colour (B8 B4 B3)").run()
+    assert not at.exception
+    assert [t.label for t in at.tabs] == ["B02", "B03", "B04", "B08"]
+    assert "1024-long token vector" in texts(at) and "normalised by the training chips" in texts(at)
+
+    # a refresh (a new session on the same address) restores the Sentinel-2 lesson
+    home = AppTest.from_file(APP, default_timeout=120).run()  # the address as Home writes it
+    for key in ("rois", "chip_config", "train_chips", "heldout_chips", "pixel_source", "s2_dates",
+                "s2_max_cloud"):
+        home.session_state[key] = at.session_state[key]
+    params = dict(home.run().query_params)
+    assert params["src"] == "s2-4band,2020-01-01/2020-03-01,20"
+    again = AppTest.from_file(APP, default_timeout=120)
+    again.query_params.update(params)
+    again.run()
+    assert not again.exception
+    assert [w.value for w in again.warning if "synthetic test fixture" not in w.value] == []
+    restored = again.session_state["train_chips"]
+    assert again.session_state["rois"][0].provenance["scene_id"] == roi.provenance["scene_id"]
+    assert again.session_state["chip_config"] == at.session_state["chip_config"]
+    assert (restored.pixels == chips.pixels).all() and restored.band_stats == chips.band_stats
+
+
+def test_reconstruct_shows_true_and_false_colour(s2_lesson):
+    from bharateo.pipeline import load_rois
+
+    config = RunConfig(rois=(s2_lesson,), chips=ChipConfig(
+        n_chips=16, chip_size=64, source="s2-4band", dates="2020-01-01/2020-03-01"),
+        model=ModelConfig(embed_dim=32, depth=1, heads=2), train=TrainConfig(epochs=1, batch_size=8))
+    rois = load_rois(config.rois, chips=config.chips)
+    result = run_experiment(config, rois=rois, name="s2-page")
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.session_state["rois"] = rois
+    at.session_state["chip_config"] = config.chips
+    at.session_state["train_chips"] = result.train_chips
+    at.session_state["heldout_chips"] = None
+    at.session_state["model"] = {"model": result.model, "label": "s2-page", "config": config,
+                                 "run": "s2-page"}
+    at.switch_page("pages/reconstruct.py").run()
+    assert not at.exception, at.exception
+    captions = image_captions(at)
+    assert any(c.startswith("target true colour (B4 B3 B2)") for c in captions)
+    assert any(c.startswith("target false colour (B8 B4 B3)") for c in captions)
+    assert any("normalised reflectance" in c for c in captions)
