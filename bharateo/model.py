@@ -156,22 +156,51 @@ class TinyRGBMAE(nn.Module):
         z[~mask] = self.patch_embed(tokens[~mask])
         return z + self.pos_embed
 
-    def attention(self, layer: nn.TransformerEncoderLayer, h: torch.Tensor) -> torch.Tensor:
-        """Multi-head self-attention with the layer's own weights. B x N x D -> B x N x D."""
+    def attention(self, layer: nn.TransformerEncoderLayer, h: torch.Tensor,
+                  weights: list | None = None) -> torch.Tensor:
+        """Multi-head self-attention with the layer's own weights. B x N x D -> B x N x D.
+        `weights` (a list) receives the layer's softmax, B x H x N x N (rows sum to 1)."""
         b, n, d = h.shape
         heads = self.config.heads
         qkv = F.linear(h, layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias)
         q, k, v = qkv.reshape(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)  # B x H x N x d/H
         scores = (q * (d // heads) ** -0.5) @ k.transpose(-2, -1)  # B x H x N x N
-        out = scores.softmax(dim=-1) @ v  # B x H x N x d/H
+        probs = scores.softmax(dim=-1)
+        if weights is not None:  # only when asked (attention_weights): training keeps nothing
+            weights.append(probs.detach())
+        out = probs @ v  # B x H x N x d/H
         return layer.self_attn.out_proj(out.transpose(1, 2).reshape(b, n, d))
 
-    def encode(self, z: torch.Tensor) -> torch.Tensor:
-        """B x N x D -> B x N x D through the pre-norm layers (x + attn(norm(x)); x + ff(norm(x)))."""
+    def encode(self, z: torch.Tensor, weights: list | None = None) -> torch.Tensor:
+        """B x N x D -> B x N x D through the pre-norm layers (x + attn(norm(x)); x + ff(norm(x))).
+        `weights`: see attention()."""
         for layer in self.encoder.layers:
-            z = z + self.attention(layer, layer.norm1(z))
+            z = z + self.attention(layer, layer.norm1(z), weights)
             z = z + layer.linear2(F.gelu(layer.linear1(layer.norm2(z))))
         return z
+
+    @torch.no_grad()
+    def attention_weights(self, tokens: torch.Tensor, mask: torch.Tensor) -> dict:
+        """What each token attends to, layer by layer (the lesson's "inside the model" view).
+
+        tokens B x N x T, mask B x N bool (True = hidden) -> {"weights": L x B x H x N x N
+        softmax weights (query row, key column; each row sums to 1), "layers": L names,
+        "queries": L x B x N bool (the queries a layer computed: here every token, since the
+        notebook's encoder runs over all N, hidden ones as the mask token)}. Same maths as
+        forward(); nothing is kept during training.
+        """
+        weights: list[torch.Tensor] = []
+        self.encode(self.embed(tokens, mask), weights)
+        b, n = mask.shape
+        return {"weights": torch.stack(weights),
+                "layers": [f"encoder layer {i + 1}" for i in range(len(weights))],
+                "queries": torch.ones(len(weights), b, n, dtype=torch.bool)}
+
+    @torch.no_grad()
+    def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
+        """B x N x T tokens, nothing hidden -> B x N x D: the encoder's output for every token
+        (what the embedding map projects)."""
+        return self.encode(self.embed(tokens, torch.zeros(tokens.shape[:2], dtype=torch.bool)))
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor):
         """B x N x T tokens, B x N mask -> (B x N x T pixel predictions, B x N x K class logits)."""
