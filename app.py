@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from bharateo import ui, views
+from bharateo.app import state as ui, regions as views
 from bharateo.words import plural
 from bharateo.tokens import CHANNEL_OPTIONS, token_accounting
 from bharateo.worldcover import ATTRIBUTION, CITATION, data_source_from_env

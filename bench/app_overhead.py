@@ -32,7 +32,7 @@ def app_run(epochs: int) -> dict:
     from streamlit.testing.v1 import AppTest
 
     from bharateo.roi import NOTEBOOK_ROIS, load_roi
-    from bharateo.worker import spare_worker_ready
+    from bharateo.app.worker import spare_worker_ready
 
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
     at.session_state["rois"] = [load_roi(s) for s in NOTEBOOK_ROIS]

@@ -1,7 +1,7 @@
 """A classroom on one server: N fresh browser sessions open Home while a model trains.
 
 One Streamlit server (app.py, on synthetic fixture tiles, offline, 127.0.0.1 only) and one
-training of the notebook default config in a worker process started through bharateo.jobs (the
+training of the notebook default config in a worker process started through bharateo.app.jobs (the
 same worker, priority and threads the app's Train button gets), with two more trainings waiting
 in its queue. Phases, back to back in one process:
   solo   the training alone for --phase-s seconds,
@@ -214,10 +214,10 @@ def main() -> None:
     fixture = notebook_fixture(tmp / "tiles")
     os.environ["BHARATEO_WORLDCOVER_DIR"] = str(fixture.folder)
 
-    from bharateo import jobs
+    from bharateo.app import jobs
     from bharateo.pipeline import PRESETS, RunConfig, load_rois
     from bharateo.train import TrainConfig
-    from bharateo.worker import WORKER_NICE, spare_worker_ready, worker_threads
+    from bharateo.app.worker import WORKER_NICE, spare_worker_ready, worker_threads
 
     nb = PRESETS["notebook default"]
     config = RunConfig(rois=nb.rois, chips=nb.chips, model=nb.model,

@@ -52,7 +52,8 @@ def main() -> int:
     from PIL import Image
     from streamlit.testing.v1 import AppTest
 
-    from bharateo import evaluate, insight
+    from bharateo import evaluate
+    from bharateo.app import results as insight
     from bharateo.chips import ChipConfig
     from bharateo.model import ModelConfig
     from bharateo.pipeline import RunConfig, run_experiment

@@ -1,4 +1,9 @@
-"""Chips: square crops of ROIs, their palette-RGB tokens, pixel labels and patch-mode labels.
+"""Chips: square crops of ROIs, their input tokens, pixel labels and patch-mode labels.
+
+A chip set carries its input bands (`ChipSet.bands`, from the pixel source named by
+`ChipConfig.source`, see bharateo/sources.py); its channel count is `len(bands)`. WorldCover chips
+are palette RGB (worldcover.PALETTE_BANDS), rendered from their class ids; a source with its own
+pixel values (e.g. reflectance) stores them in `ChipSet.pixels`.
 
 Sampling follows the notebook exactly (same seeded draws, same rejection rule, ROIs in
 round-robin), only vectorised: candidates are drawn and tested in batches, then the generator is
@@ -42,8 +47,10 @@ import numpy as np
 import torch
 
 from bharateo.errors import ChipError
+from bharateo.model import patchify
+from bharateo.sources import DEFAULT_SOURCE, pixel_source
 from bharateo.worldcover import (IGNORE_INDEX, NATIVE_TO_COLLAPSED_ID, NODATA, NODATA_ID,
-                                 NUM_CLASSES, PALETTE,
+                                 NUM_CLASSES, PALETTE, PALETTE_BANDS,
                                  collapse_worldcover, labels_to_rgb)
 
 HOLDOUT_BLOCKS = ("north", "south", "east", "west")
@@ -63,6 +70,7 @@ class ChipConfig:
     holdout_roi: str | None = None  # name of an ROI kept out of training
     holdout_block: str | None = None  # None: the whole ROI; or one half: north/south/east/west
     n_holdout_chips: int = 64
+    source: str = DEFAULT_SOURCE  # a name in sources.PIXEL_SOURCES; older runs: palette RGB
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,7 +89,8 @@ class SamplingRegion:
 
 @dataclass
 class ChipSet:
-    """K chips. Stored compactly as class ids; palette-RGB tokens are rendered per batch.
+    """K chips of C = len(bands) input channels. Palette-RGB chips are stored compactly as class
+    ids and their tokens rendered per batch; a source with its own values stores them in `pixels`.
 
     labels:       K x S x S uint8   collapsed class per pixel (NODATA_ID for no-data)
     patch_labels: K x G x G int64   dominant class per p x p patch (G = S/p), IGNORE_INDEX for a
@@ -89,6 +98,9 @@ class ChipSet:
     roi_index:    K int             which ROI each chip came from
     origins:      K x 2 int         (row, col) of each chip's corner in its ROI
     rejected_nodata: candidate chips drawn and rejected for holding too much no-data
+    bands:        the C input bands in channel order (worldcover.PALETTE_BANDS: palette RGB)
+    pixels:       None (palette RGB rendered from `labels`), or K x C x S x S float32 input values
+    Raises ChipError when `pixels` doesn't match the bands or the labels' shape.
     """
 
     labels: np.ndarray
@@ -98,26 +110,47 @@ class ChipSet:
     roi_names: list[str]
     chip_size: int
     patch_size: int
-    channels: int = 3  # palette RGB
     rejected_nodata: int = 0
+    bands: tuple[str, ...] = PALETTE_BANDS
+    pixels: np.ndarray | None = None
+
+    def __post_init__(self):
+        self.bands = tuple(self.bands)
+        if self.pixels is None:
+            if self.bands != PALETTE_BANDS:
+                raise ChipError(f"Chips with bands {self.bands} need their pixel values: only "
+                                f"palette-RGB chips {PALETTE_BANDS} are drawn from class ids.")
+        elif self.pixels.shape != (len(self.labels), len(self.bands)) + self.labels.shape[1:]:
+            raise ChipError(f"Chip pixels of shape {self.pixels.shape} don't match "
+                            f"{len(self.labels)} chips of {len(self.bands)} bands "
+                            f"{self.bands} and {self.labels.shape[1:]} px.")
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def channels(self) -> int:
+        """Input channels C: one per band."""
+        return len(self.bands)
 
     @property
     def grid_size(self) -> int:
         return self.chip_size // self.patch_size
 
     def tokens(self, index=slice(None)) -> torch.Tensor:
-        """Chips `index` as B x N x (3*p*p) palette-RGB tokens, the model's input."""
-        return labels_to_tokens(self.labels[index], self.patch_size)
+        """Chips `index` as B x N x (C*p*p) float32 tokens, channel-major, the model's input."""
+        if self.pixels is None:
+            return labels_to_tokens(self.labels[index], self.patch_size)
+        pixels = np.asarray(self.pixels[index], dtype=np.float32)
+        return patchify(torch.from_numpy(pixels.reshape((-1,) + self.pixels.shape[1:])),
+                        self.patch_size).contiguous()
 
     def patch_targets(self, index=slice(None)) -> torch.Tensor:
         """B x N int64 patch labels in token order."""
         return torch.from_numpy(self.patch_labels[index].reshape(-1, self.grid_size ** 2))
 
     def rgb(self, i: int) -> np.ndarray:
-        """Chip i as an S x S x 3 float image."""
+        """Chip i's class ids as an S x S x 3 float palette picture (whatever its bands)."""
         return labels_to_rgb(self.labels[i])
 
     def chips_per_roi(self) -> dict[str, int]:
@@ -196,7 +229,7 @@ def patch_mode_labels(labels: np.ndarray, patch_size: int) -> np.ndarray:
 
 def labels_to_tokens(labels: np.ndarray, patch_size: int) -> torch.Tensor:
     """B x S x S collapsed ids -> B x N x (3*p*p) palette-RGB tokens (no-data black),
-    channel-major inside a token.
+    channel-major inside a token (channels: PALETTE_BANDS, one per palette column).
 
     Same values and layout as the notebook's `patchify(labels_to_rgb_input(...))`, built with one
     1-byte transpose and a palette lookup per channel straight into the output.
@@ -204,13 +237,14 @@ def labels_to_tokens(labels: np.ndarray, patch_size: int) -> torch.Tensor:
     b, s, _ = labels.shape
     g, p = s // patch_size, patch_size
     blocks = labels.reshape(b, g, p, g, p).transpose(0, 1, 3, 2, 4).reshape(b, g * g, p * p)
-    out = np.empty((b, g * g, 3, p * p), dtype=np.float32)
-    for c in range(3):
-        np.take(_PALETTE_BY_CHANNEL[c], blocks, out=out[:, :, c])
-    return torch.from_numpy(out.reshape(b, g * g, 3 * p * p))
+    c = len(_PALETTE_BY_CHANNEL)
+    out = np.empty((b, g * g, c, p * p), dtype=np.float32)
+    for channel, palette in enumerate(_PALETTE_BY_CHANNEL):
+        np.take(palette, blocks, out=out[:, :, channel])
+    return torch.from_numpy(out.reshape(b, g * g, c * p * p))
 
 
-_PALETTE_BY_CHANNEL = np.ascontiguousarray(PALETTE.T)  # 3 x 256 collapsed ids
+_PALETTE_BY_CHANNEL = np.ascontiguousarray(PALETTE.T)  # len(PALETTE_BANDS) x 256 collapsed ids
 
 
 def _distinct_classes(chips: np.ndarray) -> np.ndarray:
@@ -324,7 +358,8 @@ def _draw_origins(rng, high_r, high_c, n) -> np.ndarray:
 
 
 def sample_chips(native_rois, regions, n, chip_size, patch_size, min_classes, seed, roi_names,
-                 progress: Callable[[int, int], None] | None = None):
+                 progress: Callable[[int, int], None] | None = None,
+                 bands: tuple[str, ...] = PALETTE_BANDS):
     """n chips from `regions` in round-robin (the notebook's WorldCoverChipDataset) -> ChipSet.
 
     Chips follow the no-data rule of this module's docstring. ChipError when the chips can't be
@@ -369,6 +404,7 @@ def sample_chips(native_rois, regions, n, chip_size, patch_size, min_classes, se
         chip_size=chip_size,
         patch_size=patch_size,
         rejected_nodata=rejected_nodata,
+        bands=bands,
     )
 
 
@@ -407,13 +443,14 @@ def build_chip_sets(rois, config: ChipConfig,
     """
     if not rois:
         raise ChipError("Choose at least one region on the Regions page first.")
+    bands = pixel_source(config.source).bands
     names = [r.spec.name for r in rois]
     natives = [r.native for r in rois]
     train_regions, held_regions = split_regions([a.shape for a in natives], names,
                                                 config.holdout_roi, config.holdout_block)
     total = config.n_chips + (config.n_holdout_chips if held_regions else 0)
     args = dict(chip_size=config.chip_size, patch_size=config.patch_size,
-                min_classes=config.min_classes, roi_names=names)
+                min_classes=config.min_classes, roi_names=names, bands=bands)
     train = sample_chips(natives, train_regions, config.n_chips, seed=config.seed,
                          progress=progress and (lambda done, _n: progress(done, total)), **args)
     held = None

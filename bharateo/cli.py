@@ -10,13 +10,13 @@ from bharateo.errors import BharatEOError
 
 
 def _roi_specs(args):
-    from bharateo.roi import NOTEBOOK_ROIS, RoiSpec
+    from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, default_roi_name
 
     if args.lon is None and args.lat is None:
         return list(NOTEBOOK_ROIS)
     if args.lon is None or args.lat is None:
         raise BharatEOError("Give both --lon and --lat (or neither, for the notebook's three ROIs).")
-    name = args.name or f"roi_{args.lon:.4f}E_{args.lat:.4f}N"
+    name = args.name or default_roi_name(args.lon, args.lat)
     return [RoiSpec(name, args.lon, args.lat, args.size)]
 
 
@@ -84,13 +84,14 @@ def cmd_train(args) -> None:
     from tqdm import tqdm
 
     from bharateo.chips import ChipConfig
+    from bharateo.device import resolve_device
     from bharateo.model import ModelConfig
     from bharateo.pipeline import PRESETS, RunConfig, run_experiment
     from bharateo.errors import ConfigError
     from bharateo.pipeline import saved_as_message
     from bharateo.runs import release_run_name, reserve_run_name
     from bharateo.schema import number_text
-    from bharateo.studio import NUMBER_KNOBS, knob_problems, knobs_from_config
+    from bharateo.pipeline import NUMBER_KNOBS, knob_problems, knobs_from_config
     from bharateo.train import EpochMetrics, TrainConfig
 
     base = PRESETS[args.preset]
@@ -103,6 +104,7 @@ def cmd_train(args) -> None:
     if problems := knob_problems(knobs_from_config(config), flags):
         raise ConfigError("Fix these settings: " + " ".join(problems).replace("**", ""))
     config.validate()  # the app's checks and messages, before anything is read or built
+    resolve_device(config.train.device)  # a missing GPU fails now, before the name is reserved
     # reserve the name before spending time on training (a taken name fails now, not at save)
     name = reserve_run_name(args.run, exact=True)
     print(f"{config.parameters / 1e6:.2f}M parameters, {config.tokens().total_tokens:,} token "
@@ -146,18 +148,19 @@ def _given(args, cls) -> dict:
 def cmd_evaluate(args) -> None:
     from bharateo.chips import build_chip_sets
     from bharateo.evaluate import evaluate, score_text
-    from bharateo.insight import class_table
+    from bharateo.evaluate import class_table
     from bharateo.pipeline import RunConfig, load_rois
     from bharateo.runs import load_model, load_run
     from bharateo.worldcover import CLASS_NAMES
 
     run = load_run(args.run)
     config = RunConfig.from_dict(run.config)
-    model = load_model(run)
+    model = load_model(run, device=args.device)
     train_chips, heldout = build_chip_sets(load_rois(config.rois), config.chips)
-    results = {"train": evaluate(model, train_chips, args.mask_ratio)}
+    precision = config.train.precision
+    results = {"train": evaluate(model, train_chips, args.mask_ratio, precision=precision)}
     if heldout is not None:
-        results["heldout"] = evaluate(model, heldout, args.mask_ratio)
+        results["heldout"] = evaluate(model, heldout, args.mask_ratio, precision=precision)
     if args.json:
         print(json.dumps(results))
         return
@@ -190,7 +193,9 @@ def cmd_tokens(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bharateo.device import DEVICES, PRECISIONS
     from bharateo.pipeline import PRESETS
+    from bharateo.sources import DEFAULT_SOURCE, PIXEL_SOURCES
 
     parser = argparse.ArgumentParser(prog="python -m bharateo", description=(
         "BharatEO Lab: a tiny masked autoencoder on real ESA WorldCover pixels. Data comes from "
@@ -223,12 +228,17 @@ def build_parser() -> argparse.ArgumentParser:
                       ("mask_ratio", float), ("patch_loss_weight", float), ("seed", int)]:
         p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ)
     p.add_argument("--no-cosine", dest="cosine", action="store_const", const=False)
+    p.add_argument("--source", choices=list(PIXEL_SOURCES),
+                   help=f"pixel source of the chips' input bands (default {DEFAULT_SOURCE})")
+    p.add_argument("--device", choices=DEVICES, help="where to train (default cpu)")
+    p.add_argument("--precision", choices=PRECISIONS, help="arithmetic policy (default fp32)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="confusion matrix and scores of a saved run")
     p.add_argument("run")
     p.add_argument("--mask-ratio", type=float, default=0.75)
+    p.add_argument("--device", choices=DEVICES, default="cpu", help="where to evaluate")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
@@ -236,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chips", type=int, default=384)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--mask-ratio", type=float, default=0.75)
-    p.add_argument("--channels", type=int, default=3)
+    p.add_argument("--channels", type=int, default=PIXEL_SOURCES[DEFAULT_SOURCE].channels,
+                   help="input channels (bands) per pixel")
     p.add_argument("--chip-size", type=int, default=128)
     p.add_argument("--patch-size", type=int, default=16)
     p.set_defaults(func=cmd_tokens)

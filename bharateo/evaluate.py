@@ -1,22 +1,28 @@
 """What the model learned: reconstructions, confusion matrices, per-class scores, mask-ratio curves.
 
-All evaluation uses seeded masks so the same run, chips and ratio always give the same numbers.
+All evaluation uses seeded masks so the same run, chips and ratio always give the same numbers:
+one loop, `masked_batches`, draws them (on a CPU generator, so every device masks the same
+patches) and runs the model on its own device under the run's precision; every function here and
+train.masked_metrics are built on it and return CPU tensors / numpy arrays.
 No-data patches (IGNORE_INDEX, the no-data rule in bharateo/chips.py) are left out of every
 metric here: masked MAE, accuracy, the confusion matrix, the per-class report and error, the curve.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 from bharateo.chips import ChipSet
+from bharateo.device import autocast, model_device
 from bharateo.errors import ConfigError
-from bharateo.model import TinyRGBMAE, random_patch_mask, unpatchify
+from bharateo.model import TinyRGBMAE, check_mask_ratio, random_patch_mask, unpatchify
 from bharateo.worldcover import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 
-EVAL_MASK_SEED = 0
+EVAL_MASK_SEED = 0  # the masks of Reconstruct, Evaluate and `python -m bharateo evaluate`
 CURVE_RATIOS = tuple(round(r, 2) for r in np.arange(0.1, 0.91, 0.1))
 
 
@@ -35,21 +41,46 @@ def check_compatible(model: TinyRGBMAE, chips: ChipSet) -> None:
                           ". Rebuild the chips with the run's settings, or pick another run.")
 
 
-@torch.no_grad()
-def predict(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float, seed: int = EVAL_MASK_SEED,
-            batch_size: int = 128):
-    """-> (pixel predictions K x N x T, patch logits K x N x C, mask K x N), seeded masks."""
-    check_compatible(model, chips)
-    if not 0 < mask_ratio < 1:
-        raise ConfigError("Mask ratio must be strictly between 0 and 1.")
-    model.eval()
+def masked_batches(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float, seed: int,
+                   batch_size: int = 128, indices: Sequence[int] | None = None,
+                   precision: str = "fp32") -> Iterator[tuple[torch.Tensor, ...]]:
+    """The one seeded-mask evaluation loop: for each batch of `batch_size` chips (all of them,
+    or `indices` in that order), yields (tokens B x N x T, targets B x N int64, mask B x N bool,
+    pred B x N x T, logits B x N x K), all on the model's device, in eval mode, without grad.
+
+    Masks come from one CPU torch.Generator seeded with `seed`, drawn batch after batch, so the
+    same chips, ratio and seed give the same masks on every device. The forward pass runs under
+    `autocast(device, precision)`. The model's train/eval mode is restored afterwards.
+    Raises ConfigError for a mask ratio outside (0, 1) or an unknown precision.
+    """
+    check_mask_ratio(mask_ratio)
+    device = model_device(model)
     generator = torch.Generator().manual_seed(seed)
+    order = np.arange(len(chips)) if indices is None else np.asarray(indices, dtype=np.int64)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = slice(start, start + batch_size) if indices is None else order[start:start + batch_size]
+            tokens, targets = chips.tokens(idx), chips.patch_targets(idx)
+            mask = random_patch_mask(len(tokens), tokens.shape[1], mask_ratio, generator)
+            tokens, targets, mask = tokens.to(device), targets.to(device), mask.to(device)
+            with torch.no_grad(), autocast(device, precision):
+                pred, logits = model(tokens, mask)
+            yield tokens, targets, mask, pred.float(), logits.float()
+    finally:
+        model.train(was_training)
+
+
+def predict(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float, seed: int = EVAL_MASK_SEED,
+            batch_size: int = 128, precision: str = "fp32"):
+    """-> (pixel predictions K x N x T, patch logits K x N x C, mask K x N), seeded masks, on the
+    CPU. Raises ConfigError when the run can't read these chips or the mask ratio is not in (0, 1)."""
+    check_compatible(model, chips)
     preds, logits, masks = [], [], []
-    for start in range(0, len(chips), batch_size):
-        tokens = chips.tokens(slice(start, start + batch_size))
-        mask = random_patch_mask(len(tokens), tokens.shape[1], mask_ratio, generator)
-        p, lg = model(tokens, mask)
-        preds.append(p), logits.append(lg), masks.append(mask)
+    for _, _, mask, p, lg in masked_batches(model, chips, mask_ratio, seed, batch_size,
+                                            precision=precision):
+        preds.append(p.cpu()), logits.append(lg.cpu()), masks.append(mask.cpu())
     return torch.cat(preds), torch.cat(logits), torch.cat(masks)
 
 
@@ -93,9 +124,9 @@ def score_text(value, digits: int = 3) -> str:
 
 
 def evaluate(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float = 0.75,
-             seed: int = EVAL_MASK_SEED) -> dict:
+             seed: int = EVAL_MASK_SEED, precision: str = "fp32") -> dict:
     """Confusion matrix, per-class scores, masked MAE and per-class masked MAE, as plain JSON."""
-    preds, logits, mask = predict(model, chips, mask_ratio, seed)
+    preds, logits, mask = predict(model, chips, mask_ratio, seed, precision=precision)
     targets = chips.patch_targets()
     confusion = confusion_matrix(targets.numpy(), logits.argmax(-1).numpy())
     tokens = chips.tokens()
@@ -121,6 +152,26 @@ def evaluate(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float = 0.75,
     }
 
 
+def class_table(result: dict) -> pd.DataFrame:
+    """Per class: precision, recall, F1, support (patches) and masked reconstruction MAE.
+
+    Undefined values are left empty instead of shown as 0: recall for a class with no target
+    patches, precision for a class never predicted.
+    """
+    confusion = np.asarray(result["confusion"])
+    predicted = confusion.sum(axis=0)
+    rows = []
+    for i, row in enumerate(result["per_class"]):
+        # results stored before undefined scores became None held 0 there: same rule on read
+        precision = row["precision"] if predicted[i] else None
+        recall = row["recall"] if row["support"] else None
+        f1 = row["f1"] if precision is not None and recall is not None else None
+        rows.append({"class": row["class"], "precision": precision, "recall": recall, "F1": f1,
+                     "support": row["support"], "predicted": int(predicted[i]),
+                     "masked MAE": result["per_class_mae"][i]})
+    return pd.DataFrame(rows)
+
+
 def _pixel_labels_in_token_order(chips: ChipSet) -> np.ndarray:
     k, g, p = len(chips), chips.grid_size, chips.patch_size
     return np.ascontiguousarray(
@@ -128,7 +179,7 @@ def _pixel_labels_in_token_order(chips: ChipSet) -> np.ndarray:
 
 
 def mask_ratio_curve(model: TinyRGBMAE, chips: ChipSet, ratios=CURVE_RATIOS,
-                     seed: int = EVAL_MASK_SEED) -> list[dict]:
+                     seed: int = EVAL_MASK_SEED, precision: str = "fp32") -> list[dict]:
     """[{ratio, masked_mae, patch_acc}] for each ratio, same seeded masks per ratio (no-data
     patches left out)."""
     rows = []
@@ -136,7 +187,7 @@ def mask_ratio_curve(model: TinyRGBMAE, chips: ChipSet, ratios=CURVE_RATIOS,
     tokens = chips.tokens()
     valid = targets != IGNORE_INDEX
     for ratio in ratios:
-        preds, logits, mask = predict(model, chips, ratio, seed)
+        preds, logits, mask = predict(model, chips, ratio, seed, precision=precision)
         scored = mask & valid
         rows.append({"ratio": float(ratio),
                      "masked_mae": float((preds[scored] - tokens[scored]).abs().mean()),
@@ -146,7 +197,8 @@ def mask_ratio_curve(model: TinyRGBMAE, chips: ChipSet, ratios=CURVE_RATIOS,
 
 @dataclass
 class ChipReconstruction:
-    """The notebook's six panels for one chip (H x W x 3 images in [0, 1] unless noted)."""
+    """The notebook's six panels for one chip (H x W x C images, C = the chips' channels, in
+    [0, 1] unless noted; palette-RGB chips give H x W x 3)."""
 
     target: np.ndarray
     masked_input: np.ndarray  # masked patches greyed out
@@ -160,27 +212,24 @@ class ChipReconstruction:
     patch_acc: float | None  # over land-cover patches (no-data patches left out)
 
 
-MASK_GREY = np.array([0.94, 0.94, 0.94], dtype=np.float32)
+MASK_GREY_VALUE = np.float32(0.94)  # hidden patches in the masked-input panel: light grey
+MASK_GREY = np.full(3, MASK_GREY_VALUE)  # the same grey as a palette-RGB colour
 
 
-@torch.no_grad()
 def reconstruct_chip(model: TinyRGBMAE, chips: ChipSet, index: int, mask_ratio: float,
-                     seed: int = EVAL_MASK_SEED) -> ChipReconstruction:
-    """Mask chip `index` at `mask_ratio` (seeded) and reconstruct it."""
+                     seed: int = EVAL_MASK_SEED, precision: str = "fp32") -> ChipReconstruction:
+    """Mask chip `index` at `mask_ratio` (seeded: the first mask `seed` draws) and reconstruct it.
+    Raises ConfigError when the run can't read these chips or the mask ratio is not in (0, 1)."""
     check_compatible(model, chips)
-    if not 0 < mask_ratio < 1:
-        raise ConfigError("Mask ratio must be strictly between 0 and 1.")
-    model.eval()
-    tokens = chips.tokens([index])
     g, p, c = chips.grid_size, chips.patch_size, chips.channels
-    mask = random_patch_mask(1, g * g, mask_ratio, torch.Generator().manual_seed(seed))
-    pred_tokens, logits = model(tokens, mask)
+    (batch,) = masked_batches(model, chips, mask_ratio, seed, indices=[index], precision=precision)
+    tokens, _, mask, pred_tokens, logits = (t.cpu() for t in batch)
     target = unpatchify(tokens, c, p)[0].permute(1, 2, 0).numpy()
     predicted = unpatchify(pred_tokens, c, p)[0].clamp(0, 1).permute(1, 2, 0).numpy()
     grid_mask = mask.reshape(g, g).numpy()
     pixel_mask = np.kron(grid_mask, np.ones((p, p), dtype=bool))
     masked_input, composite = target.copy(), target.copy()
-    masked_input[pixel_mask] = MASK_GREY
+    masked_input[pixel_mask] = MASK_GREY_VALUE  # every channel, whatever the bands
     composite[pixel_mask] = predicted[pixel_mask]
     patch_prediction = logits.argmax(-1).reshape(g, g).numpy()
     patch_target = chips.patch_labels[index]

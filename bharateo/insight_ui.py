@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from bharateo import evaluate, insight, ui
+from bharateo import evaluate
+from bharateo.app import results as insight, state as ui
 from bharateo.errors import BharatEOError, ConfigError
 from bharateo.words import plural
 from bharateo.runs import SavedRun, list_runs, load_run, unreadable_weights_message

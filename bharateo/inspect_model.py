@@ -23,7 +23,8 @@ import torch
 from bharateo import evaluate as ev
 from bharateo.chips import ChipSet
 from bharateo.errors import ConfigError
-from bharateo.model import random_patch_mask
+from bharateo.device import autocast, model_device
+from bharateo.model import check_mask_ratio, random_patch_mask
 from bharateo.worldcover import CLASS_NAMES, IGNORE_INDEX
 
 NEIGHBOURS = 5  # "chips like this one": how many nearest chips are kept per chip
@@ -61,11 +62,6 @@ class AttentionMaps:
         return w.mean(axis=0).reshape(g, g)
 
 
-def _check_ratio(mask_ratio: float) -> None:
-    if not 0 < mask_ratio < 1:
-        raise ConfigError(f"Mask ratio must be strictly between 0 and 1 (got {mask_ratio}).")
-
-
 def _require(model, method: str) -> None:
     if not callable(getattr(model, method, None)):
         name = getattr(getattr(model, "config", None), "arch", type(model).__name__)
@@ -75,22 +71,24 @@ def _require(model, method: str) -> None:
 
 @torch.no_grad()
 def attention_maps(model, chips: ChipSet, index: int, mask_ratio: float,
-                   seed: int = ev.EVAL_MASK_SEED) -> AttentionMaps:
-    """Attention of chip `index` under the seeded mask Reconstruct uses (same `seed`, same ratio,
-    so the hidden patches are the ones the Reconstruct page hides).
+                   seed: int = ev.EVAL_MASK_SEED, precision: str = "fp32") -> AttentionMaps:
+    """Attention of chip `index` under the seeded mask Reconstruct uses (the first mask `seed`
+    draws on the CPU, as evaluate.masked_batches: the hidden patches are the ones the Reconstruct
+    page hides), on the model's device under `precision`.
 
     Raises ConfigError: the run doesn't fit the chips, a ratio outside (0, 1), an index outside
     the chip set, or a variant without `attention_weights`.
     """
     ev.check_compatible(model, chips)
-    _check_ratio(mask_ratio)
+    check_mask_ratio(mask_ratio)
     if not 0 <= index < len(chips):
         raise ConfigError(f"There is no chip {index}: pick one from 0 to {len(chips) - 1}.")
     _require(model, "attention_weights")
     model.eval()
-    g = chips.grid_size
+    g, device = chips.grid_size, model_device(model)
     mask = random_patch_mask(1, g * g, mask_ratio, torch.Generator().manual_seed(seed))
-    out = model.attention_weights(chips.tokens([index]), mask)
+    with autocast(device, precision):
+        out = model.attention_weights(chips.tokens([index]).to(device), mask.to(device))
     return AttentionMaps(weights=out["weights"][:, 0].float().cpu().numpy(),
                          queries=out["queries"][:, 0].cpu().numpy(), layers=list(out["layers"]),
                          mask=mask.reshape(g, g).numpy())
@@ -112,14 +110,23 @@ def attention_rows(maps: AttentionMaps, query: int) -> list[dict]:
 
 
 @torch.no_grad()
-def token_embeddings(model, chips: ChipSet, batch_size: int = EMBED_BATCH) -> np.ndarray:
+def token_embeddings(model, chips: ChipSet, batch_size: int = EMBED_BATCH,
+                     precision: str = "fp32") -> np.ndarray:
     """K x N x D float32: the encoder's output for every token of every chip, nothing hidden,
-    in eval mode (deterministic). Raises ConfigError if the run doesn't fit the chips."""
+    in eval mode (deterministic), on the model's device under `precision`. Raises ConfigError
+    if the run doesn't fit the chips or the variant has no `token_embeddings`."""
     ev.check_compatible(model, chips)
     _require(model, "token_embeddings")
+    was_training, device = model.training, model_device(model)
     model.eval()
-    parts = [model.token_embeddings(chips.tokens(slice(s, s + batch_size))).float().cpu()
-             for s in range(0, len(chips), batch_size)]
+    try:
+        parts = []
+        for s in range(0, len(chips), batch_size):
+            with autocast(device, precision):
+                z = model.token_embeddings(chips.tokens(slice(s, s + batch_size)).to(device))
+            parts.append(z.float().cpu())
+    finally:
+        model.train(was_training)
     return torch.cat(parts).numpy()
 
 
@@ -152,7 +159,7 @@ def nearest_chips(chip_vectors: np.ndarray, k: int = NEIGHBOURS) -> tuple[np.nda
     return order, np.take_along_axis(sim, order, axis=1)
 
 
-def embedding_map(model, chips: ChipSet, neighbours: int = NEIGHBOURS) -> dict:
+def embedding_map(model, chips: ChipSet, neighbours: int = NEIGHBOURS, precision: str = "fp32") -> dict:
     """The token-embedding map of `chips` as plain JSON (stored beside a run).
 
     -> {"x", "y": M floats (M = chips x tokens, chip-major: point i is chip i // N, token i % N),
@@ -161,7 +168,7 @@ def embedding_map(model, chips: ChipSet, neighbours: int = NEIGHBOURS) -> dict:
     "neighbours" / "similarity": K x k nearest chips by the cosine of their mean embeddings over
     land-cover tokens (all tokens for a chip that has none)}.
     """
-    emb = token_embeddings(model, chips)  # K x N x D
+    emb = token_embeddings(model, chips, precision=precision)  # K x N x D
     k, n, d = emb.shape
     xy, explained = pca_2d(emb.reshape(k * n, d))
     labels = chips.patch_targets().numpy()  # K x N

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bharateo.errors import ConfigError
-from bharateo.schema import check_range, check_types
+from bharateo.schema import check_range, check_types, is_number
 from bharateo.worldcover import IGNORE_INDEX
 
 
@@ -86,6 +86,15 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def check_mask_ratio(mask_ratio: float) -> float:
+    """`mask_ratio` if it is a number strictly between 0 and 1 (the one check: training,
+    evaluation, reconstruction and the token accounting call it), else ConfigError."""
+    if not (is_number(mask_ratio) and 0.0 < mask_ratio < 1.0):
+        raise ConfigError(f"Mask ratio must be strictly between 0 and 1 (got {mask_ratio}): "
+                          "at 0 there is nothing to reconstruct, at 1 nothing to see.")
+    return mask_ratio
 
 
 def num_masked(num_patches: int, mask_ratio: float) -> int:
@@ -194,13 +203,14 @@ class TinyRGBMAE(nn.Module):
         b, n = mask.shape
         return {"weights": torch.stack(weights),
                 "layers": [f"encoder layer {i + 1}" for i in range(len(weights))],
-                "queries": torch.ones(len(weights), b, n, dtype=torch.bool)}
+                "queries": torch.ones(len(weights), b, n, dtype=torch.bool, device=mask.device)}
 
     @torch.no_grad()
     def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
         """B x N x T tokens, nothing hidden -> B x N x D: the encoder's output for every token
         (what the embedding map projects)."""
-        return self.encode(self.embed(tokens, torch.zeros(tokens.shape[:2], dtype=torch.bool)))
+        return self.encode(self.embed(tokens, torch.zeros(tokens.shape[:2], dtype=torch.bool,
+                                                          device=tokens.device)))
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor):
         """B x N x T tokens, B x N mask -> (B x N x T pixel predictions, B x N x K class logits)."""
@@ -235,9 +245,9 @@ class TinyRGBMAE(nn.Module):
         esa = (F.cross_entropy(flat_logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
                if len(labels) else nothing)
         with torch.no_grad():
-            mae = (pred - target).abs().mean() if len(target) else torch.zeros(())
+            mae = (pred - target).abs().mean() if len(target) else torch.zeros((), device=z.device)
             acc = ((flat_logits.argmax(dim=-1) == labels).float().mean() if len(labels)
-                   else torch.zeros(()))
+                   else torch.zeros((), device=z.device))
         return {"loss": rec + patch_loss_weight * esa, "rec": rec, "esa": esa,
                 "rec_mae": mae, "esa_acc": acc}
 

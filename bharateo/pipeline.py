@@ -5,6 +5,7 @@ parts), so the app trains exactly what `python -m bharateo train` trains.
 """
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import asdict, dataclass, field, replace
 
@@ -14,8 +15,10 @@ from bharateo.model import ModelConfig, TinyRGBMAE, parameter_count
 from bharateo.roi import NOTEBOOK_ROIS, Roi, RoiSpec, load_roi
 from bharateo.runs import save_run
 from bharateo.schema import check_range, check_types, finite_or_none
+from bharateo.sources import PIXEL_SOURCES, pixel_source
 from bharateo.tokens import token_accounting
-from bharateo.train import EpochMetrics, TrainConfig, TrainingEnd, make_model, masked_metrics, train
+from bharateo.train import (HELDOUT_MASK_SEED, EpochMetrics, TrainConfig, TrainingEnd, make_model,
+                            masked_metrics, train)
 from bharateo.worldcover import DataSource
 
 
@@ -32,9 +35,13 @@ class RunConfig:
     train: TrainConfig = TrainConfig()
 
     def __post_init__(self):
-        # the model always reads the chips it is given
+        # the model always reads the chips it is given: their size, patches and bands (an
+        # unknown source keeps in_chans as it is; validate() names the source)
+        source = PIXEL_SOURCES.get(self.chips.source) if isinstance(self.chips.source, str) else None
+        in_chans = source.channels if source is not None else self.model.in_chans
         object.__setattr__(self, "model", replace(self.model, img_size=self.chips.chip_size,
-                                                  patch_size=self.chips.patch_size))
+                                                  patch_size=self.chips.patch_size,
+                                                  in_chans=in_chans))
 
     def to_dict(self) -> dict:
         return {"rois": [asdict(r) for r in self.rois], "chips": self.chips.to_dict(),
@@ -79,6 +86,7 @@ class RunConfig:
         if c.chip_size % c.patch_size:
             raise ConfigError(f"Chip size {c.chip_size} is not a multiple of the patch size "
                               f"{c.patch_size}.")
+        pixel_source(c.source)
         self.model.validate()
         self.train.validate()
         return self
@@ -124,7 +132,8 @@ def final_metrics(model, config: RunConfig, end: TrainingEnd, train_chips, heldo
                "epochs_done": end.epochs_done, "parameters": config.parameters,
                **{f"train_{k}": last.get(k) for k in ("loss", "rec", "esa", "rec_mae", "esa_acc")}}
     if heldout is not None and len(heldout):
-        mae, acc = masked_metrics(model, heldout, config.train.mask_ratio, seed=1234)
+        mae, acc = masked_metrics(model, heldout, config.train.mask_ratio, HELDOUT_MASK_SEED,
+                                  precision=config.train.precision)
         metrics.update(heldout_rec_mae=mae, heldout_esa_acc=acc)
     return finite_or_none(metrics)  # a NaN score is "unknown" (None), never NaN in JSON
 
@@ -145,6 +154,66 @@ def save_experiment(name, config: RunConfig, result: ExperimentResult, rois, ext
 def renamed(requested: str, path) -> dict:
     """{"run_name": the name saved under, "requested_name": `requested` if it was taken}."""
     return {"run_name": path.name, "requested_name": None if path.name == requested else str(requested)}
+
+
+# --- typed settings: the limits the Train page and the CLI share --------------------------------
+# knob key -> (section, field) in RunConfig
+KNOBS = {
+    "n_chips": ("chips", "n_chips"), "min_classes": ("chips", "min_classes"),
+    "holdout_roi": ("chips", "holdout_roi"), "holdout_block": ("chips", "holdout_block"),
+    "embed_dim": ("model", "embed_dim"), "depth": ("model", "depth"), "heads": ("model", "heads"),
+    "mask_ratio": ("train", "mask_ratio"), "patch_loss_weight": ("train", "patch_loss_weight"),
+    "lr": ("train", "lr"), "weight_decay": ("train", "weight_decay"), "epochs": ("train", "epochs"),
+    "batch_size": ("train", "batch_size"), "cosine": ("train", "cosine"), "seed": ("train", "seed"),
+}
+
+
+HOLDOUT_KNOBS = ("holdout_roi", "holdout_block")  # "" means none (a selectbox can't show None)
+
+# The typed (number-input) knobs: label on the page, lowest, highest, whole number?, why the limit.
+# The inputs have no min/max of their own: with them the browser turns a bad value red and keeps
+# sending the last valid one, so a run would train on settings nobody typed. Checked here instead.
+NUMBER_KNOBS = {
+    "n_chips": ("chips", 16, 4096, True, "fewer than 16 can't fill a batch; more than 4096 take "
+                "too long to cut and train in a lesson"),
+    "min_classes": ("min classes per chip", 1, 8, True, "there are 8 land-cover classes"),
+    "seed": ("seed", 0, 2**31 - 1, True, "seeds are whole numbers from 0 to 2^31 - 1"),
+    "lr": ("learning rate", 1e-6, 10.0, False, "at 0 the model never changes, below 1e-6 hardly; "
+           "the notebook uses 4e-4"),
+    "weight_decay": ("weight decay", 0.0, 1.0, False, "AdamW's decay is a share from 0 to 1 "
+                     "(the notebook uses 0.05)"),
+    "epochs": ("epochs", 1, 500, True, "a run needs at least one pass over its chips"),
+}
+
+
+def knob_help(key: str) -> str:
+    """The allowed range of a typed knob, for its help tooltip."""
+    label, low, high, whole, why = NUMBER_KNOBS[key]
+    return f"{'Whole number' if whole else 'Number'} from {low:g} to {high:g}: {why}."
+
+
+def knob_problems(knobs: dict, names: dict[str, str] | None = None) -> list[str]:
+    """One sentence per invalid typed knob, naming the field (`names`: other names for the knobs,
+    e.g. the CLI's flags), the value and the allowed range (empty list: all fine). A value is
+    never replaced by another: the page blocks Train instead, the CLI stops with exit code 2."""
+    problems = []
+    for key, (label, low, high, whole, why) in NUMBER_KNOBS.items():
+        label = (names or {}).get(key, label)
+        value = knobs.get(key)
+        allowed = f"type a {'whole number' if whole else 'number'} from {low:g} to {high:g}"
+        if value is None:
+            problems.append(f"**{label}** is empty: {allowed}.")
+        elif not math.isfinite(value):  # NaN / inf: only from the CLI
+            problems.append(f"**{label}** is {value}, not a number: {allowed}.")
+        elif not low <= value <= high or (whole and value != int(value)):
+            problems.append(f"**{label}** is {value:g}: {allowed} ({why}).")
+    return problems
+
+
+def knobs_from_config(config: RunConfig) -> dict:
+    """Widget values for every knob."""
+    knobs = {key: getattr(getattr(config, section), name) for key, (section, name) in KNOBS.items()}
+    return {**knobs, **{k: knobs[k] or "" for k in HOLDOUT_KNOBS}}
 
 
 def saved_as_message(requested: str | None, saved: str) -> str:

@@ -91,6 +91,16 @@ class RoiSpec:
     size: int = 2048
 
 
+def default_roi_name(lon: float, lat: float) -> str:
+    """The one rule (app and CLI) naming a region from its centre in degrees, 4 decimals (about
+    11 m) with the hemisphere: (77.23, 28.61) -> 'roi_77.2300E_28.6100N', (-11.5, -24.8) ->
+    'roi_11.5000W_24.8000S'. Only letters, digits, '.' and '_', so it is also a cache and run
+    name. The hemisphere is read after rounding, so -0.00001 is 'E' like 0.0000."""
+    lon, lat = round(float(lon), 4) + 0.0, round(float(lat), 4) + 0.0  # + 0.0: -0.0 -> 0.0
+    return (f"roi_{abs(lon):.4f}{'E' if lon >= 0 else 'W'}"
+            f"_{abs(lat):.4f}{'N' if lat >= 0 else 'S'}")
+
+
 NOTEBOOK_ROIS = [
     RoiSpec("delhi_ncr", 77.23, 28.61, 2048),
     RoiSpec("shekhawati", 75.80, 28.50, 2048),

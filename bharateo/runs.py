@@ -28,6 +28,7 @@ import torch
 from bharateo.errors import (BharatEOError, CheckpointMismatchError, ConfigError, RunDamagedError, RunNameError,
                              RunNotFoundError, RunSaveError)
 from bharateo.architectures import build_model
+from bharateo.device import cpu_state_dict, resolve_device
 from bharateo.model import ModelConfig, TinyRGBMAE
 from bharateo.schema import is_int, is_number, json_bytes
 
@@ -208,7 +209,7 @@ def save_run(name: str, model: TinyRGBMAE, config: dict, history: list[dict], me
     claimed = None
     try:
         weights = io.BytesIO()
-        torch.save(model.state_dict(), weights)
+        torch.save(cpu_state_dict(model), weights)
         saved_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         for filename, data in (("model.pt", weights.getvalue()),
                                ("config.json", json_bytes({**config, "saved_at": saved_at})),
@@ -344,8 +345,11 @@ def load_run(name: str, root: Path | None = None) -> SavedRun:
     return SavedRun(name, path, config, history, metrics)
 
 
-def load_model(run: SavedRun, expected: ModelConfig | None = None) -> TinyRGBMAE:
-    """The run's weights in a model of the run's shape (torch.load with weights_only=True).
+def load_model(run: SavedRun, expected: ModelConfig | None = None,
+               device: str = "cpu") -> TinyRGBMAE:
+    """The run's weights in a model of the run's shape (torch.load with weights_only=True), in
+    eval mode on `device` (a name in device.DEVICES; the weights are mapped there, whatever
+    device the run trained on). ConfigError when this machine lacks that device.
 
     With `expected`, a run of another shape raises CheckpointMismatchError naming the mismatch.
     A model.pt that is damaged, not a plain state_dict, or refused by weights_only (a malicious
@@ -359,18 +363,19 @@ def load_model(run: SavedRun, expected: ModelConfig | None = None) -> TinyRGBMAE
         diffs = [f"{k}: run has {v}, expected {getattr(expected, k)}"
                  for k, v in config.to_dict().items() if getattr(expected, k) != v]
         raise CheckpointMismatchError(f"Run '{run.name}' has another model shape ({'; '.join(diffs)}).")
+    target = resolve_device(device)
     model = build_model(config)
     try:
         with warnings.catch_warnings():  # torch's notes about odd pickles are not for a teacher
             warnings.simplefilter("ignore")
-            state = torch.load(run.path / "model.pt", map_location="cpu", weights_only=True)
+            state = torch.load(run.path / "model.pt", map_location=target, weights_only=True)
     except Exception as exc:  # truncated, not a zip, a pickled object: torch's text is not for us
         raise RunDamagedError(unreadable_weights_message(run.name)) from exc
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise RunDamagedError(unreadable_weights_message(run.name))
     load_weights(model, state, run.name)
-    model.eval()
+    model.to(target).eval()
     return model
 
 

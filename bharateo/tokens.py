@@ -4,9 +4,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from bharateo.errors import ConfigError
-from bharateo.model import num_masked
+from bharateo.model import check_mask_ratio, num_masked
+from bharateo.sources import DEFAULT_SOURCE, pixel_source
 
-CHANNEL_OPTIONS = {3: "palette RGB (this lab)", 4: "Sentinel-2 RGB + NIR", 10: "Sentinel-2 10-band"}
+# channel counts the Home page's calculator offers: this lab's input, then the notebook's next steps
+CHANNEL_OPTIONS = {pixel_source(DEFAULT_SOURCE).channels: "palette RGB (this lab)",
+                   4: "Sentinel-2 RGB + NIR", 10: "Sentinel-2 10-band"}
 
 
 @dataclass(frozen=True)
@@ -29,17 +32,19 @@ class TokenAccount:
         return asdict(self)
 
 
-def token_accounting(chips: int, epochs: int, mask_ratio: float = 0.75, channels: int = 3,
+def token_accounting(chips: int, epochs: int, mask_ratio: float = 0.75,
+                     channels: int = pixel_source(DEFAULT_SOURCE).channels,
                      chip_size: int = 128, patch_size: int = 16) -> TokenAccount:
     """384 chips x 20 epochs at 0.75, 3 channels -> 491,520 / 122,880 / 368,640 / 94,371,840.
 
+    `channels`: the chips' input channels (ChipSet.channels, the pixel source's band count).
     Masked tokens are counted per chip as the model masks them: int(N x ratio), at least 1 and at
-    most N - 1.
+    most N - 1. Raises ConfigError for a chip size that isn't a multiple of the patch size, a
+    mask ratio outside (0, 1), or fewer than 1 chip, epoch or channel.
     """
     if chip_size % patch_size or patch_size < 1:
         raise ConfigError(f"Chip size {chip_size} must be a multiple of patch size {patch_size}.")
-    if not 0 < mask_ratio < 1:
-        raise ConfigError("Mask ratio must be strictly between 0 and 1.")
+    check_mask_ratio(mask_ratio)
     if min(chips, epochs, channels) < 1:
         raise ConfigError("Chips, epochs and channels must be at least 1.")
     n = (chip_size // patch_size) ** 2

@@ -2,7 +2,9 @@
 
 `train()` is a generator so every caller (CLI progress bar, the app's training worker, tests)
 sees the same numbers as they happen. It stops between steps when asked, keeps the last good
-weights on a NaN/inf loss, and is deterministic under its seed.
+weights on a NaN/inf loss, and is deterministic under its seed. It runs on `config.device` under
+`config.precision` (bharateo/device.py); the chip order and masks come from a CPU generator, so
+they are the same on every device.
 """
 from __future__ import annotations
 
@@ -16,13 +18,16 @@ import torch.nn as nn
 
 from bharateo.architectures import build_model
 from bharateo.chips import ChipSet
+from bharateo.device import autocast, check_device_name, check_precision, resolve_device
 from bharateo.errors import ConfigError
-from bharateo.model import ModelConfig, TinyRGBMAE, random_patch_mask
+from bharateo.evaluate import masked_batches
+from bharateo.model import ModelConfig, TinyRGBMAE, check_mask_ratio, random_patch_mask
 from bharateo.schema import check_types
 from bharateo.worldcover import IGNORE_INDEX
 from bharateo.words import plural
 
-HELDOUT_MASK_SEED = 1234  # fixed masks for held-out metrics, so epochs are comparable
+# fixed masks for held-out metrics (every epoch's and the saved run's), so they are comparable
+HELDOUT_MASK_SEED = 1234
 BLOW_UP_FACTOR = 20.0  # a loss this many times the first step's has diverged
 PRERENDER_BYTES = 256 * 2**20  # render every chip's tokens once if they fit in this much memory
 MAX_EPOCHS, MAX_BATCH = 100_000, 4096
@@ -38,14 +43,18 @@ class TrainConfig:
     mask_ratio: float = 0.75
     patch_loss_weight: float = 0.2
     seed: int = 42
+    device: str = "cpu"  # device.DEVICES; runs saved before devices existed trained on the CPU
+    precision: str = "fp32"  # device.PRECISIONS; older runs: fp32
 
     def validate(self) -> "TrainConfig":
         """Types and ranges (ConfigError naming the value and what to use instead). NaN and inf
-        are refused everywhere: `x < 0` is False for NaN, so every bound is checked as finite."""
+        are refused everywhere: `x < 0` is False for NaN, so every bound is checked as finite.
+        The device is checked by name only: whether this machine has it is checked when training
+        starts (device.resolve_device), so a run trained on a GPU still loads on a laptop."""
         check_types(self, "training")
-        if not (0.0 < self.mask_ratio < 1.0):
-            raise ConfigError(f"Mask ratio must be strictly between 0 and 1 (got {self.mask_ratio}): "
-                              "at 0 there is nothing to reconstruct, at 1 nothing to see.")
+        check_mask_ratio(self.mask_ratio)
+        check_device_name(self.device)
+        check_precision(self.precision)
         if not (1 <= self.epochs <= MAX_EPOCHS and 1 <= self.batch_size <= MAX_BATCH):
             raise ConfigError(f"Epochs must be 1-{MAX_EPOCHS} and batch size 1-{MAX_BATCH} (got "
                               f"{self.epochs} and {self.batch_size}).")
@@ -130,27 +139,19 @@ def make_model(model_config: ModelConfig, seed: int) -> nn.Module:
     return build_model(model_config)
 
 
-@torch.no_grad()
 def masked_metrics(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float, seed: int,
-                   batch_size: int = 128) -> tuple[float, float]:
-    """(masked MAE, ESA patch accuracy) over `chips` with seeded masks, eval mode; no-data
-    (IGNORE_INDEX) patches are left out of both."""
-    was_training = model.training
-    model.eval()
-    generator = torch.Generator().manual_seed(seed)
+                   batch_size: int = 128, precision: str = "fp32") -> tuple[float, float]:
+    """(masked MAE, ESA patch accuracy) over `chips` with seeded masks (evaluate.masked_batches:
+    eval mode, the model's device), no-data (IGNORE_INDEX) patches left out of both."""
     abs_sum = n_abs = correct = n_tokens = 0
-    for start in range(0, len(chips), batch_size):
-        idx = slice(start, start + batch_size)
-        tokens, targets = chips.tokens(idx), chips.patch_targets(idx)
-        mask = random_patch_mask(len(tokens), tokens.shape[1], mask_ratio, generator)
-        pred, logits = model(tokens, mask)
+    for tokens, targets, mask, pred, logits in masked_batches(model, chips, mask_ratio, seed,
+                                                              batch_size, precision=precision):
         valid = targets != IGNORE_INDEX  # no-data patches are left out (see bharateo/chips.py)
         scored = mask & valid
         abs_sum += (pred[scored] - tokens[scored]).abs().sum().item()
         n_abs += tokens[scored].numel()
         correct += (logits.argmax(-1)[valid] == targets[valid]).sum().item()
         n_tokens += int(valid.sum())
-    model.train(was_training)
     return abs_sum / max(n_abs, 1), correct / max(n_tokens, 1)
 
 
@@ -161,12 +162,21 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
 
     Diverged: a NaN/inf loss, or one over BLOW_UP_FACTOR x the first step's (at lr = 1 AdamW
     throws the loss from ~0.8 to ~50 without ever reaching NaN).
+    The model is moved to `config.device` (it stays there) and every batch with it; forward and
+    losses run under `autocast(device, config.precision)`. Raises ConfigError for a bad config,
+    a device this machine lacks, or chips the model can't read (size, patches, channels).
     """
     config.validate()
     if model.config.img_size != chips.chip_size or model.config.patch_size != chips.patch_size:
         raise ConfigError(f"The model expects {model.config.img_size} px chips with "
                           f"{model.config.patch_size} px patches, but the chips are "
                           f"{chips.chip_size} px with {chips.patch_size} px patches.")
+    if model.config.in_chans != chips.channels:
+        raise ConfigError(f"The model reads {model.config.in_chans} input channels, but the chips "
+                          f"have {chips.channels} ({', '.join(chips.bands)}). Build the model "
+                          "from the chips' pixel source (RunConfig does).")
+    device = resolve_device(config.device)
+    model.to(device)
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay, fused=True)
@@ -174,8 +184,8 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
                  if config.cosine else None)
     n = len(chips)
     steps_per_epoch = math.ceil(n / config.batch_size)
-    batch_tokens = _token_source(chips)
-    targets_all = chips.patch_targets()
+    batch_tokens = _token_source(chips, device)
+    targets_all = chips.patch_targets().to(device)
     history: list[dict] = []
     start, global_step, first_loss = time.perf_counter(), 0, None
     good = LastGoodWeights(model)
@@ -192,9 +202,11 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
                 return
             step_start = time.perf_counter()
             idx = order[(step - 1) * config.batch_size: step * config.batch_size]
-            tokens, targets = batch_tokens(idx), targets_all[idx]
-            mask = random_patch_mask(len(idx), tokens.shape[1], config.mask_ratio, generator)
-            out = model.training_losses(tokens, targets, mask, config.patch_loss_weight)
+            tokens, targets = batch_tokens(idx), targets_all[torch.from_numpy(idx).to(device)]
+            mask = random_patch_mask(len(idx), tokens.shape[1], config.mask_ratio,
+                                     generator).to(device)
+            with autocast(device, config.precision):
+                out = model.training_losses(tokens, targets, mask, config.patch_loss_weight)
             values = {k: v.item() for k, v in out.items()}  # the step's numbers, read once
             loss = values["loss"]
             first_loss = loss if first_loss is None else first_loss
@@ -225,7 +237,7 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
                            **{k: v / n for k, v in totals.items()})
         if heldout is not None and len(heldout):
             row.heldout_rec_mae, row.heldout_esa_acc = masked_metrics(
-                model, heldout, config.mask_ratio, HELDOUT_MASK_SEED)
+                model, heldout, config.mask_ratio, HELDOUT_MASK_SEED, precision=config.precision)
         history.append(asdict(row))
         yield row
     yield TrainingEnd("finished", f"Finished {plural(config.epochs, 'epoch')}.", config.epochs,
@@ -260,14 +272,15 @@ class LastGoodWeights:
         return all(bool(torch.isfinite(t).all()) for t in self.live)
 
 
-def _token_source(chips: ChipSet):
-    """idx -> B x N x T tokens: from one up-front rendering when it is small enough (the default
-    384 chips: 75 MB, saving ~2 ms a step), else rendered batch by batch."""
+def _token_source(chips: ChipSet, device: torch.device = torch.device("cpu")):
+    """idx (numpy int array) -> B x N x T tokens on `device`: from one up-front rendering when it
+    is small enough (the default 384 chips: 75 MB, saving ~2 ms a step), else rendered batch by
+    batch and moved."""
     size = len(chips) * chips.grid_size ** 2 * chips.channels * chips.patch_size ** 2 * 4
     if size > PRERENDER_BYTES:
-        return chips.tokens
-    everything = chips.tokens()
-    return lambda idx: everything[torch.from_numpy(idx)]
+        return lambda idx: chips.tokens(idx).to(device, non_blocking=True)
+    everything = chips.tokens().to(device)
+    return lambda idx: everything[torch.from_numpy(idx).to(device)]
 
 
 def divergence_message(config: TrainConfig, epoch: int, step: int, loss: float,

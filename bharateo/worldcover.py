@@ -90,6 +90,8 @@ PALETTE_255 = np.zeros((256, 3), dtype=np.uint8)
 PALETTE_255[:NUM_CLASSES] = CLASS_COLORS_255
 PALETTE_255[NODATA_ID] = NODATA_COLOR_255
 PALETTE = PALETTE_255.astype(np.float32) / 255.0  # rows 0..7 equal CLASS_COLORS bit for bit
+# The bands of the palette-RGB input the notebook's model reads: one per PALETTE column.
+PALETTE_BANDS = ("red", "green", "blue")
 
 
 def collapse_worldcover(native_map: np.ndarray) -> np.ndarray:

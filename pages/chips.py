@@ -3,10 +3,10 @@ import time
 
 import streamlit as st
 
-from bharateo import ui, views
+from bharateo.app import state as ui, regions as views
 from bharateo.chips import MAX_CHIP_NODATA_FRACTION, ChipConfig, build_chip_sets
 from bharateo.errors import BharatEOError
-from bharateo.figures import chips_per_roi_chart, class_share_chart, token_variance_heatmap
+from bharateo.app.figures import chips_per_roi_chart, class_share_chart, token_variance_heatmap
 from bharateo.words import plural
 from bharateo.worldcover import NODATA_ID
 

@@ -1,7 +1,8 @@
 """Evaluate: what the patch head gets right and wrong, on training chips and on a held-out region."""
 import streamlit as st
 
-from bharateo import figures, insight, insight_ui, ui
+from bharateo import insight_ui
+from bharateo.app import figures, results as insight, state as ui
 from bharateo.errors import BharatEOError
 from bharateo.words import plural
 

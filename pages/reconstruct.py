@@ -1,7 +1,8 @@
 """Reconstruct: hide some of a chip's patches and see what the model paints back."""
 import streamlit as st
 
-from bharateo import evaluate, figures, insight, insight_ui, ui, views
+from bharateo import evaluate, insight_ui
+from bharateo.app import figures, results as insight, state as ui, regions as views
 from bharateo.errors import BharatEOError
 from bharateo.words import plural
 

@@ -4,10 +4,10 @@ import time
 import streamlit as st
 from streamlit_folium import st_folium
 
-from bharateo import ui, views
+from bharateo.app import state as ui, regions as views
 from bharateo.errors import BharatEOError
-from bharateo.figures import class_bar_chart
-from bharateo.mapview import build_region_map, map_event, propose_roi_from_click
+from bharateo.app.figures import class_bar_chart
+from bharateo.app.mapview import build_region_map, map_event, propose_roi_from_click
 from bharateo.roi import NOTEBOOK_ROIS, SAMPLE_ROIS, RoiSpec, check_no_overlap
 from bharateo.worldcover import ATTRIBUTION, bundled_tile_path, data_source_from_env
 

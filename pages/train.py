@@ -1,16 +1,16 @@
 """Train: poke hyperparameters, watch live loss charts, stop, save and compare runs."""
 import streamlit as st
 
-from bharateo import ui
+from bharateo.app import state as ui
 from bharateo.errors import BharatEOError
-from bharateo.figures import accuracy_figure, loss_figure
-from bharateo.jobs import max_training_seconds, max_trainings
+from bharateo.app.figures import accuracy_figure, loss_figure
+from bharateo.app.jobs import max_training_seconds, max_trainings
 from bharateo.pipeline import PRESETS
 from bharateo.chips import HOLDOUT_BLOCKS
 from bharateo.pipeline import saved_as_message
 from bharateo.runs import delete_run, rename_run, scan_runs
 from bharateo.words import plural
-from bharateo.studio import (chip_knobs, config_from_knobs, default_run_name, eta_seconds,
+from bharateo.app.train import (chip_knobs, config_from_knobs, default_run_name, eta_seconds,
                              free_run_name, knob_help, knob_problems, knobs_from_config,
                              matching_preset, preset_knobs, runs_table, save_job_again,
                              series_from_job, series_from_run, training_estimate)

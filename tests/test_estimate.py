@@ -5,7 +5,7 @@ from types import SimpleNamespace
 from bharateo.chips import ChipConfig
 from bharateo.model import ModelConfig
 from bharateo.pipeline import PRESETS, RunConfig
-from bharateo.studio import (budget_advice, estimate_training_seconds, speed_factor,
+from bharateo.app.train import (budget_advice, estimate_training_seconds, speed_factor,
                              training_estimate)
 from bharateo.train import TrainConfig
 

@@ -1,4 +1,4 @@
-"""Core evaluation (bharateo.evaluate) and the page computations built on it (bharateo.insight).
+"""Core evaluation (bharateo.evaluate) and the page computations built on it (bharateo.app.results).
 
 Also home of the tiny trained fixture run the Reconstruct/Evaluate page tests import
 (`trained`, `save_tiny_run`, `model_entry`): 64 chips of 128 px from 512 px fixture ROIs, a
@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from bharateo import evaluate as ev
-from bharateo import figures, insight
+from bharateo.app import figures, results as insight
 from bharateo.chips import ChipConfig, build_chip_sets
 from bharateo.errors import ConfigError
 from bharateo.model import ModelConfig, num_masked, random_patch_mask
-from bharateo.render import magma
+from bharateo.app.pictures import magma
 from bharateo.pipeline import ExperimentResult, RunConfig, load_rois, run_experiment, save_experiment
 from bharateo.roi import NOTEBOOK_ROIS, RoiSpec
 from bharateo.runs import load_run
@@ -370,7 +370,7 @@ def test_describe_model_counts_the_epochs_that_ran():
 def test_a_small_share_in_the_confusion_matrix_never_reads_zero():
     """6 of 10,017 tree patches predicted water read '0%' in the row-normalised matrix."""
     import numpy as np
-    from bharateo.figures import confusion_heatmap, share_text
+    from bharateo.app.figures import confusion_heatmap, share_text
 
     counts = np.zeros((8, 8), dtype=np.int64)
     counts[0, 0], counts[0, 5], counts[1, 1] = 10_011, 6, 40

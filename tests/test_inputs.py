@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from bharateo import cli, figures, insight, views
+from bharateo import cli
+from bharateo.app import figures, results as insight, regions as views
 from bharateo.chips import ChipConfig
 from bharateo.errors import RunNotFoundError
 from bharateo.model import ModelConfig, num_masked, random_patch_mask

@@ -81,7 +81,7 @@ def test_attention_bad_requests_say_what_to_do():
     model = tiny_model(chips)
     with pytest.raises(ConfigError, match="no chip 6"):
         im.attention_maps(model, chips, 6, 0.75)
-    with pytest.raises(ConfigError, match="between 0 and 1"):
+    with pytest.raises(ConfigError, match="strictly between 0 and 1"):
         im.attention_maps(model, chips, 0, 1.0)
     other = block_chips(size=32, patch=8)
     with pytest.raises(ConfigError, match="doesn't match"):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bharateo.errors import RegionError
-from bharateo.mapview import (
+from bharateo.app.mapview import (
     LOCAL_CSS,
     LOCAL_JS,
     STATIC_DIR,

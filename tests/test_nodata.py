@@ -16,12 +16,12 @@ from streamlit.testing.v1 import AppTest
 
 from bharateo import chips as chips_module
 from bharateo import evaluate as ev
-from bharateo import figures, insight, views
+from bharateo.app import figures, results as insight, regions as views
 from bharateo.chips import (MAX_CHIP_NODATA_FRACTION, ChipConfig, ChipSet, build_chip_sets,
                             patch_mode_labels)
 from bharateo.errors import ChipError
 from bharateo.model import ModelConfig, TinyRGBMAE, random_patch_mask
-from bharateo.render import labels_image
+from bharateo.app.pictures import labels_image
 from bharateo.pipeline import RunConfig
 from bharateo.roi import Roi, RoiSpec, load_roi
 from bharateo.train import TrainConfig, TrainingEnd, make_model, masked_metrics, train

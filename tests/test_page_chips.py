@@ -166,7 +166,7 @@ def test_token_panels_follow_the_notebook(worldcover_dir):
 
     from bharateo.chips import ChipConfig, build_chip_sets
     from bharateo.model import patchify
-    from bharateo.views import token_view
+    from bharateo.app.regions import token_view
     from bharateo.worldcover import labels_to_rgb_input
 
     chips, _ = build_chip_sets(small_rois(), ChipConfig(n_chips=6))

@@ -7,7 +7,7 @@ import numpy as np
 from streamlit.testing.v1 import AppTest
 
 from bharateo import evaluate as ev
-from bharateo import insight
+from bharateo.app import results as insight
 from bharateo.chips import ChipConfig, build_chip_sets
 from tests.test_evaluate import model_entry, save_tiny_run, trained  # noqa: F401 (fixture)
 from tests.test_evaluate import open_page as open_insight_page

@@ -7,7 +7,7 @@ import pytest
 
 from streamlit.testing.v1 import AppTest
 
-from bharateo import insight
+from bharateo.app import results as insight
 from bharateo.chips import ChipConfig, build_chip_sets
 from bharateo.model import num_masked
 from tests.test_evaluate import model_entry, save_tiny_run, trained  # noqa: F401 (fixture)

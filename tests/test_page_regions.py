@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from bharateo import views
-from bharateo.mapview import propose_roi_from_click
+from bharateo.app import regions as views
+from bharateo.app.mapview import propose_roi_from_click
 from bharateo.roi import (
     NOTEBOOK_ROIS,
     SAMPLE_ROIS,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from bharateo.jobs import QUEUE
+from bharateo.app.jobs import QUEUE
 from bharateo.pipeline import PRESETS
 from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
 from bharateo.runs import list_runs, load_run

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bharateo import insight, runs, studio
+from bharateo import runs
+from bharateo.app import results as insight, train as studio
 from bharateo.chips import ChipConfig, build_chip_sets
 from bharateo.errors import ConfigError, RunDamagedError, RunNameError, RunNotFoundError, RunSaveError
 from bharateo.model import ModelConfig, TinyRGBMAE
@@ -355,3 +356,25 @@ def test_cli_save_problems_and_damaged_runs_are_plain(isolated_env, rois, result
     edit_json(runs.run_dir("taken"), "config.json", _set("model", "embed_dim", "64"))
     res = cli("evaluate", "taken")
     assert res.returncode == 2 and "whole number" in res.stderr and "Traceback" not in res.stderr
+
+
+# --- issue 12: a run folder written before variants, sources and devices existed -------------
+def test_an_old_format_run_folder_loads_as_the_notebook_model_on_palette_rgb_and_cpu(rois, result):
+    path = save(result, rois, "old-format")
+
+    def old_format(d):  # config.json as the lab wrote it before issue 12: none of these keys
+        del d["model"]["arch"], d["chips"]["source"], d["train"]["device"], d["train"]["precision"]
+        return d
+
+    edit_json(path, "config.json", old_format)
+    raw = json.loads((path / "config.json").read_text())
+    assert "arch" not in raw["model"] and "source" not in raw["chips"]
+    assert not {"device", "precision"} & set(raw["train"])
+    run = load_run("old-format")
+    config = RunConfig.from_dict(run.config)
+    assert (config.model.arch, config.chips.source) == ("notebook", "worldcover")
+    assert (config.train.device, config.train.precision) == ("cpu", "fp32")
+    assert config == CONFIG  # the defaults are what the run was trained with
+    model = load_model(run)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 result.model.state_dict().values()))

@@ -16,9 +16,9 @@ import pandas as pd
 
 from bharateo.chips import HOLDOUT_BLOCKS, MAX_CHIP_NODATA_FRACTION, ChipConfig, ChipSet
 from bharateo.errors import RegionError
-from bharateo.mapview import default_roi_name
+from bharateo.app.mapview import default_roi_name
 from bharateo.model import ModelConfig
-from bharateo.render import draw_grid, labels_image, thumbnail_labels, to_uint8, upscale
+from bharateo.app.pictures import draw_grid, labels_image, thumbnail_labels, to_uint8, upscale
 from bharateo.roi import (
     NOTEBOOK_ROIS,
     SAMPLE_ROIS,

@@ -21,10 +21,10 @@ from branca.element import MacroElement
 from folium.template import Template
 
 from bharateo.errors import RegionError
-from bharateo.roi import ROI_SIZE_RANGE, RoiSpec, check_roi_spec
+from bharateo.roi import ROI_SIZE_RANGE, RoiSpec, check_roi_spec, default_roi_name  # noqa: F401 (re-exported)
 from bharateo.worldcover import ATTRIBUTION, TILE_DEGREES
 
-STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
+STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 STATIC_URL = "/app/static"  # where Streamlit serves STATIC_DIR
 LEAFLET_URL = f"{STATIC_URL}/vendor/leaflet-1.9.3"
 LOCAL_JS = [("leaflet", f"{LEAFLET_URL}/leaflet.js")]
@@ -220,12 +220,6 @@ def map_event(map_state: dict | None, seen: dict | None):
         view = ((round(float(center["lat"]), 5), round(lon, 5)), int(zoom))
     click = map_state.get("last_clicked")
     return view, (click if click and click != seen.get("last_clicked") else None)
-
-
-def default_roi_name(lon: float, lat: float) -> str:
-    """(77.23, 28.61) -> 'roi_77.2300E_28.6100N'."""
-    return (f"roi_{abs(lon):.4f}{'E' if lon >= 0 else 'W'}"
-            f"_{abs(lat):.4f}{'N' if lat >= 0 else 'S'}")
 
 
 def propose_roi_from_click(map_state: dict | None, size: int, name: str | None = None

@@ -13,69 +13,11 @@ from bharateo.chips import ChipConfig
 from bharateo.errors import ConfigError
 from bharateo.model import ModelConfig
 from bharateo.errors import RunNotFoundError
-from bharateo.pipeline import PRESETS, RunConfig, renamed, save_experiment
+from bharateo.pipeline import (HOLDOUT_KNOBS, KNOBS, NUMBER_KNOBS, PRESETS, RunConfig, knob_help,  # noqa: F401
+                               knob_problems, knobs_from_config, renamed, save_experiment)
 from bharateo.runs import DamagedRun, ReservedName, SavedRun, reserve_run_name
 from bharateo.schema import number_text
 from bharateo.train import TrainConfig
-
-# knob key -> (section, field) in RunConfig
-KNOBS = {
-    "n_chips": ("chips", "n_chips"), "min_classes": ("chips", "min_classes"),
-    "holdout_roi": ("chips", "holdout_roi"), "holdout_block": ("chips", "holdout_block"),
-    "embed_dim": ("model", "embed_dim"), "depth": ("model", "depth"), "heads": ("model", "heads"),
-    "mask_ratio": ("train", "mask_ratio"), "patch_loss_weight": ("train", "patch_loss_weight"),
-    "lr": ("train", "lr"), "weight_decay": ("train", "weight_decay"), "epochs": ("train", "epochs"),
-    "batch_size": ("train", "batch_size"), "cosine": ("train", "cosine"), "seed": ("train", "seed"),
-}
-
-
-HOLDOUT_KNOBS = ("holdout_roi", "holdout_block")  # "" means none (a selectbox can't show None)
-
-# The typed (number-input) knobs: label on the page, lowest, highest, whole number?, why the limit.
-# The inputs have no min/max of their own: with them the browser turns a bad value red and keeps
-# sending the last valid one, so a run would train on settings nobody typed. Checked here instead.
-NUMBER_KNOBS = {
-    "n_chips": ("chips", 16, 4096, True, "fewer than 16 can't fill a batch; more than 4096 take "
-                "too long to cut and train in a lesson"),
-    "min_classes": ("min classes per chip", 1, 8, True, "there are 8 land-cover classes"),
-    "seed": ("seed", 0, 2**31 - 1, True, "seeds are whole numbers from 0 to 2^31 - 1"),
-    "lr": ("learning rate", 1e-6, 10.0, False, "at 0 the model never changes, below 1e-6 hardly; "
-           "the notebook uses 4e-4"),
-    "weight_decay": ("weight decay", 0.0, 1.0, False, "AdamW's decay is a share from 0 to 1 "
-                     "(the notebook uses 0.05)"),
-    "epochs": ("epochs", 1, 500, True, "a run needs at least one pass over its chips"),
-}
-
-
-def knob_help(key: str) -> str:
-    """The allowed range of a typed knob, for its help tooltip."""
-    label, low, high, whole, why = NUMBER_KNOBS[key]
-    return f"{'Whole number' if whole else 'Number'} from {low:g} to {high:g}: {why}."
-
-
-def knob_problems(knobs: dict, names: dict[str, str] | None = None) -> list[str]:
-    """One sentence per invalid typed knob, naming the field (`names`: other names for the knobs,
-    e.g. the CLI's flags), the value and the allowed range (empty list: all fine). A value is
-    never replaced by another: the page blocks Train instead, the CLI stops with exit code 2."""
-    problems = []
-    for key, (label, low, high, whole, why) in NUMBER_KNOBS.items():
-        label = (names or {}).get(key, label)
-        value = knobs.get(key)
-        allowed = f"type a {'whole number' if whole else 'number'} from {low:g} to {high:g}"
-        if value is None:
-            problems.append(f"**{label}** is empty: {allowed}.")
-        elif not math.isfinite(value):  # NaN / inf: only from the CLI
-            problems.append(f"**{label}** is {value}, not a number: {allowed}.")
-        elif not low <= value <= high or (whole and value != int(value)):
-            problems.append(f"**{label}** is {value:g}: {allowed} ({why}).")
-    return problems
-
-
-def knobs_from_config(config: RunConfig) -> dict:
-    """Widget values for every knob."""
-    knobs = {key: getattr(getattr(config, section), name) for key, (section, name) in KNOBS.items()}
-    return {**knobs, **{k: knobs[k] or "" for k in HOLDOUT_KNOBS}}
-
 
 def preset_knobs(preset: str) -> dict:
     """A preset's knobs, except the held-out choice: that belongs to the dataset being used."""
@@ -198,7 +140,7 @@ def runs_table(runs: list[SavedRun], damaged: list[DamagedRun] = ()) -> pd.DataF
 
 
 # --- training-time estimate ------------------------------------------------------------------
-# One training worker thread (bharateo.worker leaves the other core to the server) on the 2-core
+# One training worker thread (bharateo.app.worker leaves the other core to the server) on the 2-core
 # AMD EPYC this lab was measured on: the encoder's matmuls ran at ~60-75 GFLOP/s, and PyTorch's
 # per-op overhead added ~4 ms + ~3 ms per layer to every step. Saved runs' measured chips/s
 # rescale these for the machine at hand (speed_factor).

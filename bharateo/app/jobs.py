@@ -5,7 +5,7 @@ into the job (under a lock) and pages poll `snapshot()`. At most BHARATEO_MAX_TR
 once on a server; the rest wait in order. A job whose browser session has gone stops, is saved,
 and frees its slot.
 
-Each training runs in a worker process of its own (bharateo.worker): in a server thread the same
+Each training runs in a worker process of its own (bharateo.app.worker): in a server thread the same
 loop runs 15-25 % slower. The job's thread feeds it the chips, relays its events and saves the run.
 
 No slot is held forever: a worker that sends nothing and uses no CPU for BHARATEO_STALL_S seconds
@@ -17,7 +17,7 @@ that reaches the server's budget BHARATEO_MAX_TRAINING_S (unset: none) stops as 
 pressed and is saved, saying why. Any job can be cancelled with stop(reason) (see jobs_listing).
 
 A running job can be paused, resumed and stepped (pause(), resume(), step("step" | "epoch")):
-the worker stops pulling the training loop's next event (bharateo.worker.TrainingControl), so the
+the worker stops pulling the training loop's next event (bharateo.app.worker.TrainingControl), so the
 chart stays and nothing about the training changes. A paused worker is waiting, not stalled: the
 watchdog leaves it alone; a closed browser or Stop still ends it, saved like any stopped run. A
 paused training keeps its slot, so its pause counts toward BHARATEO_MAX_TRAINING_S. Every
@@ -37,7 +37,7 @@ from bharateo.errors import BharatEOError
 from bharateo.pipeline import ExperimentResult, RunConfig, renamed, save_experiment
 from bharateo.runs import release_run_name
 from bharateo.train import EpochMetrics, StepMetrics, TrainingEnd, TrainingPaused, make_model
-from bharateo.worker import WorkerRun, keep_spare_worker, state_dict_from_bytes
+from bharateo.app.worker import WorkerRun, keep_spare_worker, state_dict_from_bytes
 
 log = logging.getLogger(__name__)
 SESSION_GRACE_S = 30.0  # a session gone this long counts as closed

@@ -25,11 +25,12 @@ import numpy as np
 import pandas as pd
 
 from bharateo import evaluate as ev
+from bharateo.evaluate import class_table  # noqa: F401  (the pages read it from here)
 from bharateo.chips import ChipSet, build_chip_sets
 from bharateo.errors import BharatEOError
 from bharateo.pipeline import RunConfig, load_rois
 from bharateo.words import plural
-from bharateo.render import draw_grid, labels_image, magma, to_uint8, upscale
+from bharateo.app.pictures import draw_grid, labels_image, magma, to_uint8, upscale
 from bharateo.runs import SavedRun, read_run_file, write_run_file
 from bharateo.schema import is_int, is_number
 from bharateo.worldcover import CLASS_NAMES, NUM_CLASSES
@@ -313,26 +314,6 @@ def magma_legend(width: int = PANEL_SIDE, height: int = 12) -> np.ndarray:
 
 
 # --- tables and words ------------------------------------------------------------------------
-def class_table(result: dict) -> pd.DataFrame:
-    """Per class: precision, recall, F1, support (patches) and masked reconstruction MAE.
-
-    Undefined values are left empty instead of shown as 0: recall for a class with no target
-    patches, precision for a class never predicted.
-    """
-    confusion = np.asarray(result["confusion"])
-    predicted = confusion.sum(axis=0)
-    rows = []
-    for i, row in enumerate(result["per_class"]):
-        # results stored before undefined scores became None held 0 there: same rule on read
-        precision = row["precision"] if predicted[i] else None
-        recall = row["recall"] if row["support"] else None
-        f1 = row["f1"] if precision is not None and recall is not None else None
-        rows.append({"class": row["class"], "precision": precision, "recall": recall, "F1": f1,
-                     "support": row["support"], "predicted": int(predicted[i]),
-                     "masked MAE": result["per_class_mae"][i]})
-    return pd.DataFrame(rows)
-
-
 def class_table_display(result: dict) -> pd.DataFrame:
     """class_table for reading: scores as text, undefined ones as '—' (st.dataframe shows 'None')."""
     table = class_table(result)

@@ -1,7 +1,7 @@
 """Training in a worker process of its own, so the app trains at the CLI's speed.
 
 The same loop in a thread of the Streamlit server runs 15-25 % slower (bench/app_overhead.py); in
-the main thread of a separate process it doesn't. A worker is `python -m bharateo.worker`: it
+the main thread of a separate process it doesn't. A worker is `python -m bharateo.app.worker`: it
 imports torch and bharateo, writes "ready", waits on stdin for one pickled job (config, train
 chips, held-out chips), trains in its main thread and writes pickled events to its stdout: every
 StepMetrics, EpochMetrics and TrainingEnd, then ("weights", state_dict bytes, final metrics) or
@@ -35,7 +35,7 @@ from pathlib import Path
 from bharateo.errors import BharatEOError  # torch and the training code: imported where used,
 # so the server's first page doesn't wait for them and a worker imports them at low priority
 
-PACKAGE_PARENT = Path(__file__).resolve().parents[1]
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 _spare_lock = threading.Lock()
 _spare: subprocess.Popen | None = None
 READY = "ready"
@@ -70,7 +70,7 @@ def lower_priority() -> None:
 
 def start_worker() -> subprocess.Popen:
     path = os.pathsep.join(p for p in (str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")) if p)
-    return subprocess.Popen([sys.executable, "-m", "bharateo.worker"], stdin=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "bharateo.app.worker"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": path})
 
 

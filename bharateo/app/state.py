@@ -52,13 +52,13 @@ STATE_DEFAULTS = {
     "chip_config": ChipConfig(),
     "train_chips": None,  # ChipSet
     "heldout_chips": None,  # ChipSet | None
-    "job": None,  # bharateo.jobs.TrainingJob
+    "job": None,  # bharateo.app.jobs.TrainingJob
     "model": None,  # {"model", "label", "config", "run"}: what Reconstruct/Evaluate use
 }
 
 
 def init_state() -> None:
-    from bharateo.worker import keep_spare_worker
+    from bharateo.app.worker import keep_spare_worker
 
     keep_spare_worker()  # so a Train click finds a training process with torch imported
     fresh = "_app_ran" not in st.session_state
@@ -230,7 +230,7 @@ def source_status(source: DataSource) -> tuple[str, str]:
     label, detail = _source_reach(source)
     bundled = [t for t in SAMPLE_TILES if bundled_tile_path(t) is not None]
     if bundled:
-        from bharateo.views import PRESET_PLACES
+        from bharateo.app.regions import PRESET_PLACES
 
         places = ", ".join(f"{t} ({PRESET_PLACES.get(t, t)})" for t in bundled)
         detail += f"; bundled offline sample: {places}"
@@ -381,7 +381,7 @@ def synthetic_banner() -> None:
 
 def data_in_use_text() -> str:
     """views.data_in_use for this session: its regions' data, or where the default presets lie."""
-    from bharateo.views import data_in_use
+    from bharateo.app.regions import data_in_use
 
     rois = st.session_state.rois
     return data_in_use(rois, [] if rois else current_presets(data_source_from_env()))
@@ -512,8 +512,8 @@ def adopt_finished_job() -> bool:
 
 
 def start_training(config, run_name: str):
-    """Queue a training job for this session (see bharateo.jobs)."""
-    from bharateo.jobs import TrainingJob, streamlit_session_alive
+    """Queue a training job for this session (see bharateo.app.jobs)."""
+    from bharateo.app.jobs import TrainingJob, streamlit_session_alive
 
     job = TrainingJob(config, list(st.session_state.rois), run_name, streamlit_session_alive())
     st.session_state.job = job.start()
@@ -548,7 +548,7 @@ def queue_panel() -> None:
     Cancel button each. Your own job cancels at once; another session's needs the box ticked
     (a teacher freeing the slot for the class): it stops as if Stop was pressed and is saved,
     or leaves the queue, and its page says it was cancelled from another session."""
-    from bharateo.jobs import jobs_listing
+    from bharateo.app.jobs import jobs_listing
 
     st.subheader("Training queue on this server")
     if not jobs_listing():
@@ -559,7 +559,7 @@ def queue_panel() -> None:
 
 @st.fragment(run_every=2.0)
 def _queue_live() -> None:
-    from bharateo.jobs import jobs_listing, max_trainings
+    from bharateo.app.jobs import jobs_listing, max_trainings
 
     rows, mine = jobs_listing(), st.session_state.get("job")
     if not rows:
