@@ -123,7 +123,7 @@ if config is not None:
 # --- run control -------------------------------------------------------------------------------
 job = st.session_state.job
 running = job is not None and not job.done
-name_col, train_col, stop_col = st.columns([3, 1, 1])
+name_col, train_col, stop_col, pause_col, step_col, epoch_col = st.columns([3, 1, 1, 1, 1, 1])
 ui.keep_widget("run_name")
 run_name = name_col.text_input("run name", key="run_name", on_change=ui.clear_error, args=("train",),
                                placeholder="automatic, e.g. " + (default_run_name(config) if config
@@ -141,6 +141,22 @@ ui.show_kept_error("train")
 if stop_col.button("Stop", disabled=not running, width="stretch"):
     job.stop()
     st.toast("Stopping after the current step; the run is kept.")
+# Pause / Resume / Step: the worker waits between optimiser steps; the chart stays and grows
+# by exactly one step (or to the end of the epoch) on each Step
+paused = running and getattr(job, "control_state", "running") in ("pausing", "paused")
+if pause_col.button("Resume" if paused else "Pause", key="train_pause", disabled=not running,
+                    width="stretch", help="Pause between optimiser steps (nothing is lost); "
+                                          "Resume goes on from exactly there."):
+    job.resume() if paused else job.pause()
+    st.rerun()
+if step_col.button("Step", key="train_step", disabled=not running, width="stretch",
+                   help="One optimiser step (one batch), then pause."):
+    job.step("step")
+    st.rerun()
+if epoch_col.button("Step epoch", key="train_step_epoch", disabled=not running, width="stretch",
+                    help="Train to the end of the current epoch, then pause."):
+    job.step("epoch")
+    st.rerun()
 
 
 def draw_progress(snap, requested_name: str | None = None) -> None:
@@ -148,7 +164,19 @@ def draw_progress(snap, requested_name: str | None = None) -> None:
     if snap["status"] == "queued":
         st.info(f"Waiting for a free training slot: you are number {snap['queue_position'] or 1} "
                 f"in the queue (this server trains {plural(max_trainings(), 'run')} at a time).")
-    elif snap["status"] == "running":
+    elif snap["status"] == "running" and snap.get("control_state") in ("paused", "pausing",
+                                                                        "stepping"):
+        last = steps[-1] if steps else None
+        where = (f"after step {last['global_step']} (epoch {last['epoch']}/{epochs}, step "
+                 f"{last['step']}/{last['steps_per_epoch']})" if last else "before the first step")
+        if snap["control_state"] == "paused":
+            st.info(f"Paused {where}. Resume goes on from here; Step trains one more step (one "
+                    "batch) and Step epoch to the end of this epoch, then pause again. Stop saves "
+                    "the run.", icon=":material/pause:")
+        else:
+            st.info(("Pausing" if snap["control_state"] == "pausing" else "Stepping") +
+                    f" {where}…", icon=":material/hourglass_top:")
+    if snap["status"] == "running" and snap.get("control_state", "running") == "running":
         if steps:
             last = steps[-1]
             eta = eta_seconds(steps, epochs)
