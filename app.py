@@ -98,6 +98,7 @@ navigation = st.navigation([
     st.Page(ui.PAGES["train"], title="Train", icon="📈"),
     st.Page(ui.PAGES["reconstruct"], title="Reconstruct", icon="🎭"),
     st.Page(ui.PAGES["evaluate"], title="Evaluate", icon="📊"),
+    st.Page(ui.PAGES["inside"], title="Inside the model", icon="🔬"),
 ])
 ui.open_requested_page()
 st.set_page_config(page_title="BharatEO Lab", page_icon="🛰️", layout="wide")

@@ -45,6 +45,7 @@ PAGES = {
     "train": "pages/train.py",
     "reconstruct": "pages/reconstruct.py",
     "evaluate": "pages/evaluate.py",
+    "inside": "pages/inside.py",
 }
 STATE_DEFAULTS = {
     "rois": [],  # list[Roi], in the order chosen
