@@ -1,7 +1,8 @@
 """One experiment end to end: ROIs -> chips -> model -> training -> saved run.
 
-The CLI, the Streamlit training studio and the benchmarks all call `run_experiment` (or its
-parts), so the app trains exactly what `python -m bharateo train` trains.
+`experiment_events` is the one experiment loop: `run_experiment` (the CLI, benchmarks, tests)
+and the app's training worker both train through it, so the app trains exactly what
+`python -m bharateo train` trains.
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from bharateo.runs import save_run
 from bharateo.schema import check_range, check_types, finite_or_none
 from bharateo.sources import PIXEL_SOURCES, pixel_source
 from bharateo.tokens import token_accounting
-from bharateo.train import (HELDOUT_MASK_SEED, EpochMetrics, TrainConfig, TrainingEnd, make_model,
-                            masked_metrics, train)
+from bharateo.train import (HELDOUT_MASK_SEED, StepMetrics, TrainConfig, TrainedWeights, TrainingEnd,
+                            make_model, masked_metrics, train)
 from bharateo.worldcover import DataSource
 
 
@@ -224,24 +225,41 @@ def saved_as_message(requested: str | None, saved: str) -> str:
             f"'{saved}'.")
 
 
+def experiment_events(config: RunConfig, train_chips: ChipSet, heldout: ChipSet | None = None,
+                      stop: threading.Event | None = None, model: TinyRGBMAE | None = None):
+    """The one experiment loop: train `model` (default: a fresh one seeded with
+    config.train.seed) on the chips with config.train; yields every StepMetrics, EpochMetrics and
+    TrainingEnd of train.train, then one TrainedWeights (the weights and metrics.json's metrics,
+    final_metrics). Raises ConfigError (bad settings, a missing device) before the first step."""
+    model = model if model is not None else make_model(config.model, config.train.seed)
+    end = None
+    for event in train(model, train_chips, config.train, heldout, stop):
+        end = event if isinstance(event, TrainingEnd) else end
+        yield event
+    yield TrainedWeights.of(model, final_metrics(model, config, end, train_chips, heldout))
+
+
 def run_experiment(config: RunConfig, rois: list[Roi] | None = None, name: str | None = None,
                    on_event=None, stop: threading.Event | None = None,
                    model: TinyRGBMAE | None = None) -> ExperimentResult:
-    """Build chips, train, (optionally) save. `on_event` sees every StepMetrics/EpochMetrics."""
+    """Build chips, train (experiment_events), (optionally) save. `on_event` sees every
+    StepMetrics/EpochMetrics."""
     config.validate()
     rois = rois if rois is not None else load_rois(config.rois)
     train_chips, heldout = build_chip_sets(rois, config.chips)
     model = model or make_model(config.model, config.train.seed)
-    end, steps = None, []
-    for event in train(model, train_chips, config.train, heldout, stop):
-        if isinstance(event, TrainingEnd):
+    end, steps, metrics = None, [], None
+    for event in experiment_events(config, train_chips, heldout, stop, model):
+        if isinstance(event, TrainedWeights):
+            metrics = event.metrics
+        elif isinstance(event, TrainingEnd):
             end = event
-        elif on_event is not None:
-            on_event(event)
-        if not isinstance(event, (EpochMetrics, TrainingEnd)):
-            steps.append(event)
-    result = ExperimentResult(model, end.history, end, final_metrics(model, config, end, train_chips, heldout),
-                              train_chips, heldout, steps=steps)
+        else:
+            if on_event is not None:
+                on_event(event)
+            if isinstance(event, StepMetrics):
+                steps.append(event)
+    result = ExperimentResult(model, end.history, end, metrics, train_chips, heldout, steps=steps)
     if name:
         result.path = save_experiment(name, config, result, rois)
     return result

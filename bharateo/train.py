@@ -8,6 +8,7 @@ they are the same on every device.
 """
 from __future__ import annotations
 
+import io
 import math
 import threading
 import time
@@ -18,7 +19,8 @@ import torch.nn as nn
 
 from bharateo.architectures import build_model
 from bharateo.chips import ChipSet
-from bharateo.device import autocast, check_device_name, check_precision, resolve_device
+from bharateo.device import (autocast, check_device_name, check_precision, cpu_state_dict,
+                             resolve_device)
 from bharateo.errors import ConfigError
 from bharateo.evaluate import masked_batches
 from bharateo.model import ModelConfig, TinyRGBMAE, check_mask_ratio, random_patch_mask
@@ -115,6 +117,28 @@ class TrainingEnd:
     message: str
     epochs_done: int
     history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class TrainedWeights:
+    """The last event of an experiment (pipeline.experiment_events), after TrainingEnd: the
+    trained weights as `torch.save` bytes of a CPU state_dict (so the event crosses a process
+    boundary, e.g. from the app's training worker, and loads on any device) and metrics.json's
+    metrics (pipeline.final_metrics)."""
+
+    weights: bytes
+    metrics: dict
+
+    @classmethod
+    def of(cls, model: nn.Module, metrics: dict) -> "TrainedWeights":
+        buffer = io.BytesIO()
+        torch.save(cpu_state_dict(model), buffer)
+        return cls(buffer.getvalue(), metrics)
+
+    def state_dict(self) -> dict:
+        """The weights as a CPU state_dict (torch.load with weights_only=True: never unpickles
+        an object)."""
+        return torch.load(io.BytesIO(self.weights), map_location="cpu", weights_only=True)
 
 
 @dataclass

@@ -340,8 +340,8 @@ def test_pause_step_and_resume_leave_the_training_bit_identical():
 
     from bharateo.chips import build_chip_sets
     from bharateo.pipeline import run_experiment
-    from bharateo.train import EpochMetrics, StepMetrics, TrainingEnd, TrainingPaused
-    from bharateo.app.worker import TrainingControl, send_training, state_dict_from_bytes
+    from bharateo.train import EpochMetrics, StepMetrics, TrainedWeights, TrainingEnd, TrainingPaused
+    from bharateo.app.worker import TrainingControl, send_training
 
     cfg = config(epochs=2)
     cfg = replace(cfg, train=replace(cfg.train, batch_size=4))  # 4 steps an epoch
@@ -370,14 +370,14 @@ def test_pause_step_and_resume_leave_the_training_bit_identical():
     assert seen[-1].global_step == 4 and seen[-2].epoch == 1
     assert seen[-1].by == "epoch" and seen[-1].commands == 3
     control.command("resume")
-    rest = until(tuple)  # ("weights", state_dict bytes, metrics)
+    rest = until(TrainedWeights)
     thread.join(60)
     end = next(e for e in rest if isinstance(e, TrainingEnd))
     core = run_experiment(cfg, rois=ROIS)
     learned = ("loss", "rec", "esa", "rec_mae", "esa_acc", "lr")
     assert [[e[k] for k in learned] for e in end.history] == \
         [[e[k] for k in learned] for e in core.history]
-    weights = state_dict_from_bytes(rest[-1][1])
+    weights = rest[-1].state_dict()
     assert all(torch.equal(weights[k], v) for k, v in core.model.state_dict().items())
     assert control.paused_s > 0
 
@@ -398,3 +398,33 @@ def test_time_paused_is_not_training_time():
     end = control.adjust(TrainingEnd("finished", "", 1, [asdict(epoch)]), 16)
     assert end.history[0]["chips_per_s"] == pytest.approx(8.0)
     assert end.history[0]["elapsed"] == pytest.approx(2.0)
+
+
+def test_the_worker_sends_typed_events_from_the_pipelines_one_loop():
+    import pickle
+
+    from bharateo.app.worker import TrainingFailed, send_training
+    from bharateo.chips import build_chip_sets
+    from bharateo.pipeline import run_experiment
+    from bharateo.train import EpochMetrics, StepMetrics, TrainedWeights, TrainingEnd
+
+    run = config(epochs=2)
+    train_chips, heldout = build_chip_sets(ROIS, run.chips)
+    sent = []
+    send_training(run, train_chips, heldout, None, lambda e: sent.append(pickle.loads(pickle.dumps(e))))
+    kinds = [type(e) for e in sent]
+    assert kinds[-2:] == [TrainingEnd, TrainedWeights] and StepMetrics in kinds and EpochMetrics in kinds
+    assert all(not isinstance(e, tuple) for e in sent)  # no untyped tuples on the wire
+    core = run_experiment(run, rois=ROIS)  # the CLI's path: the same loop, the same numbers
+    assert [e.loss for e in sent if isinstance(e, StepMetrics)] == [s.loss for s in core.steps]
+    weights = sent[-1]
+    assert weights.metrics == core.metrics
+    for name, tensor in core.model.state_dict().items():
+        assert torch.equal(weights.state_dict()[name], tensor), name
+
+    failed = []  # a bad setting reaches the page as a typed failure with the core's message
+    bad = RunConfig(rois=run.rois, chips=run.chips, model=run.model,
+                    train=TrainConfig(epochs=1, device="tpu"))
+    send_training(bad, train_chips, heldout, None, failed.append)
+    assert len(failed) == 1 and isinstance(failed[0], TrainingFailed)
+    assert "Unknown device 'tpu'" in failed[0].message

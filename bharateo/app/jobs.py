@@ -36,8 +36,9 @@ from bharateo.chips import build_chip_sets
 from bharateo.errors import BharatEOError
 from bharateo.pipeline import ExperimentResult, RunConfig, renamed, save_experiment
 from bharateo.runs import release_run_name
-from bharateo.train import EpochMetrics, StepMetrics, TrainingEnd, TrainingPaused, make_model
-from bharateo.app.worker import WorkerRun, keep_spare_worker, state_dict_from_bytes
+from bharateo.train import (EpochMetrics, StepMetrics, TrainedWeights, TrainingEnd,
+                            TrainingPaused, make_model)
+from bharateo.app.worker import WorkerRun, keep_spare_worker
 
 log = logging.getLogger(__name__)
 SESSION_GRACE_S = 30.0  # a session gone this long counts as closed
@@ -270,7 +271,7 @@ class TrainingJob:
                 if event is not None:
                     last_event = now
                     if self._relay(event):
-                        metrics = event[2]
+                        metrics = event.metrics
                         break
                 if now - last_check > 2.0:
                     last_check = now
@@ -324,8 +325,8 @@ class TrainingJob:
                                       "by": event.by, "time": round(time.time() - self.created, 3)})
                 if event.commands == self._commands_sent:  # else a newer command is on its way
                     self.paused, self.control_state = True, "paused"
-            else:  # ("weights", state_dict bytes, final metrics)
-                self.model.load_state_dict(state_dict_from_bytes(event[1]))
+            elif isinstance(event, TrainedWeights):
+                self.model.load_state_dict(event.state_dict())
                 return True
         return False
 

@@ -21,7 +21,7 @@ from branca.element import MacroElement
 from folium.template import Template
 
 from bharateo.errors import RegionError
-from bharateo.roi import ROI_SIZE_RANGE, RoiSpec, check_roi_spec, default_roi_name  # noqa: F401 (re-exported)
+from bharateo.roi import ROI_SIZE_RANGE, RoiSpec, check_roi_spec, default_roi_name
 from bharateo.worldcover import ATTRIBUTION, TILE_DEGREES
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"

@@ -16,7 +16,6 @@ import pandas as pd
 
 from bharateo.chips import HOLDOUT_BLOCKS, MAX_CHIP_NODATA_FRACTION, ChipConfig, ChipSet
 from bharateo.errors import RegionError
-from bharateo.app.mapview import default_roi_name
 from bharateo.model import ModelConfig
 from bharateo.app.pictures import draw_grid, labels_image, thumbnail_labels, to_uint8, upscale
 from bharateo.roi import (
@@ -25,6 +24,7 @@ from bharateo.roi import (
     Roi,
     RoiSpec,
     check_roi_spec,
+    default_roi_name,
     roi_window,
 )
 from bharateo.words import ordinal

@@ -65,6 +65,9 @@ def chips_fingerprint(chips: ChipSet) -> str:
                          list(chips.roi_names), len(chips)]).encode())
     for array in (chips.labels, chips.roi_index, chips.origins):
         h.update(np.ascontiguousarray(array).tobytes())
+    if chips.pixels is not None:  # a source with its own values (not palette RGB): they count too
+        h.update(json.dumps(list(chips.bands)).encode())
+        h.update(np.ascontiguousarray(chips.pixels).tobytes())
     fingerprint = h.hexdigest()
     with _lock:
         _chip_fps[key] = (weakref.ref(chips, lambda _ref, k=key: _chip_fps.pop(k, None)), fingerprint)

@@ -3,13 +3,14 @@
 The same loop in a thread of the Streamlit server runs 15-25 % slower (bench/app_overhead.py); in
 the main thread of a separate process it doesn't. A worker is `python -m bharateo.app.worker`: it
 imports torch and bharateo, writes "ready", waits on stdin for one pickled job (config, train
-chips, held-out chips), trains in its main thread and writes pickled events to its stdout: every
-StepMetrics, EpochMetrics and TrainingEnd, then ("weights", state_dict bytes, final metrics) or
-("error", message). Lines on stdin after the job control it between steps: "stop"; "pause";
-"resume"; "step" (one more optimiser step, then pause) and "epoch" (to the end of the current
-epoch, then pause). Pausing is done here, in the consumer of train.train: not pulling its next
-event is a pause, so the training itself stays bit-identical; each pause is announced with a
-TrainingPaused event. stdin closing (the app went away) stops it, paused or not.
+chips, held-out chips), trains in its main thread through the pipeline's one experiment loop
+(pipeline.experiment_events, as `python -m bharateo train` does) and writes its typed events,
+pickled, to its stdout: every StepMetrics, EpochMetrics and TrainingEnd, then TrainedWeights (the
+weights and final metrics), or a TrainingFailed. Lines on stdin after the job control it between
+steps: "stop"; "pause"; "resume"; "step" (one more optimiser step, then pause) and "epoch" (to
+the end of the current epoch, then pause). Pausing is done here, in the consumer of the loop: not
+pulling its next event is a pause, so the training itself stays bit-identical; each pause is
+announced with a TrainingPaused event. stdin closing (the app went away) stops it, paused or not.
 
 One worker is kept started and idle, so a Train click doesn't wait ~3 s for torch to import.
 A worker runs at a lower priority (nice WORKER_NICE, BHARATEO_WORKER_NICE overrides) on one core fewer than the machine has
@@ -20,7 +21,6 @@ SIGKILL after a grace, which also ends a worker stopped with SIGSTOP).
 """
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import queue
@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from bharateo.errors import BharatEOError  # torch and the training code: imported where used,
@@ -41,6 +41,13 @@ _spare: subprocess.Popen | None = None
 READY = "ready"
 WORKER_NICE = 10  # added to the worker's niceness (BHARATEO_WORKER_NICE): the server comes first
 _GONE = ("gone",)  # the reader's last event: the worker closed its output (it ended)
+
+
+@dataclass
+class TrainingFailed:
+    """The worker's last event when training raised: the message the page shows."""
+
+    message: str
 
 
 def worker_threads() -> int:
@@ -167,9 +174,9 @@ class WorkerRun:
                 self._pending.append(command)
 
     def next_event(self, timeout: float):
-        """The worker's next event (StepMetrics, EpochMetrics, TrainingEnd, then ("weights",
-        state_dict bytes, final metrics)), or None if none came within `timeout` s.
-        ("error", message) and a worker that died are raised as BharatEOError."""
+        """The worker's next event (StepMetrics, EpochMetrics, TrainingEnd, then TrainedWeights),
+        or None if none came within `timeout` s. A TrainingFailed and a worker that died are
+        raised as BharatEOError."""
         try:
             event = self._events.get(timeout=timeout)
         except queue.Empty:
@@ -177,8 +184,8 @@ class WorkerRun:
         if event is _GONE or event == _GONE:
             code = self.process.wait()
             raise BharatEOError(f"The training process ended unexpectedly (exit code {code}).")
-        if isinstance(event, tuple) and event[0] == "error":
-            raise BharatEOError(event[1])
+        if isinstance(event, TrainingFailed):
+            raise BharatEOError(event.message)
         return event
 
     def cpu_seconds(self) -> float | None:
@@ -215,12 +222,6 @@ class WorkerRun:
                 pipe.close()
             except OSError:
                 pass
-
-
-def state_dict_from_bytes(data: bytes) -> dict:
-    import torch
-
-    return torch.load(io.BytesIO(data), weights_only=True)
 
 
 def run_one_job() -> None:
@@ -344,33 +345,23 @@ class TrainingControl:
 
 
 def send_training(config, train_chips, heldout, control, send) -> None:
-    """Train in this (main) thread, sending every event, then the weights or the error.
-    `control`: a TrainingControl (or a plain threading.Event that only stops)."""
-    import torch
+    """Train in this (main) thread through pipeline.experiment_events, sending every event (the
+    last one TrainedWeights), or a TrainingFailed with the error's message. `control`: a
+    TrainingControl (or a plain threading.Event that only stops, or None)."""
+    from bharateo.pipeline import experiment_events
 
-    from bharateo.pipeline import final_metrics
-    from bharateo.train import TrainingEnd, make_model, train
-
-    if isinstance(control, threading.Event):
+    if not isinstance(control, TrainingControl):
         stop, control = control, TrainingControl()
-        control.stop = stop
+        control.stop = stop if stop is not None else control.stop
     try:
-        model = make_model(config.model, config.train.seed)
-        end = None
-        for event in train(model, train_chips, config.train, heldout, control.stop):
+        for event in experiment_events(config, train_chips, heldout, control.stop):
             event = control.adjust(event, len(train_chips))
             send(event)
             control.after(event, send)
-            end = event if isinstance(event, TrainingEnd) else end
-        metrics = final_metrics(model, config, end, train_chips, heldout)
-        weights = io.BytesIO()
-        torch.save(model.state_dict(), weights)
     except BharatEOError as exc:
-        send(("error", str(exc)))
+        send(TrainingFailed(str(exc)))
     except Exception as exc:  # shown to the user as an unexpected failure
-        send(("error", f"Training failed unexpectedly: {exc!r}"))
-    else:
-        send(("weights", weights.getvalue(), metrics))
+        send(TrainingFailed(f"Training failed unexpectedly: {exc!r}"))
 
 
 if __name__ == "__main__":
