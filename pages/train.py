@@ -1,7 +1,7 @@
 """Train: poke hyperparameters, watch live loss charts, stop, save and compare runs."""
 import streamlit as st
 
-from bharateo.app import state as ui
+from bharateo.app import state as ui, teacher
 from bharateo.errors import BharatEOError
 from bharateo.app.figures import accuracy_figure, loss_figure
 from bharateo.app.jobs import max_training_seconds, max_trainings
@@ -37,8 +37,11 @@ def apply_preset(name: str) -> None:
 
 # Streamlit forgets a widget's value when another page is shown, so the knobs are kept under
 # "train_knobs" as well and put back on return.
-if "knob_n_chips" not in st.session_state:
-    set_knobs(st.session_state.get("train_knobs") or knobs_from_config(PRESETS["notebook default"]))
+# A knob teacher mode hides is not drawn, so Streamlit drops it too: every missing knob comes back.
+kept = st.session_state.get("train_knobs") or {}
+set_knobs({key: kept.get(key, value)
+           for key, value in knobs_from_config(PRESETS["notebook default"]).items()
+           if f"knob_{key}" not in st.session_state})
 # chips built on the Chips page since the knobs last saw them: train on those (held-out included)
 chip_config = st.session_state.chip_config
 if st.session_state.train_chips is not None and st.session_state.get("knobs_chips") != chip_config:
@@ -52,47 +55,63 @@ def number_knob(label: str, key: str, **kwargs) -> None:
     """A typed knob with no min/max (knob_problems checks it: the browser would turn a bad value
     red and keep sending the last valid one). Its default is its current value, so a browser
     that draws the field before the session's value arrives shows that value, not 0."""
+    if not teacher.shown(key):  # hidden by teacher mode: keeps the lesson's value
+        return
     st.number_input(label, value=st.session_state[f"knob_{key}"], key=f"knob_{key}",
                     help=knob_help(key), **kwargs)
 
 
-st.markdown("**Presets:** " + " · ".join(PRESETS))
-preset_cols = st.columns(len(PRESETS))
-for col, name in zip(preset_cols, PRESETS):
-    col.button(name, on_click=apply_preset, args=(name,), width="stretch")
+teacher.teacher_panel()
+if teacher.student_view() is None:  # a preset would change the settings teacher mode fixes
+    st.markdown("**Presets:** " + " · ".join(PRESETS))
+    preset_cols = st.columns(len(PRESETS))
+    for col, name in zip(preset_cols, PRESETS):
+        col.button(name, on_click=apply_preset, args=(name,), width="stretch")
 
 data_col, model_col, objective_col, optim_col = st.columns(4)
 with data_col:
     st.markdown("**Dataset**")
     number_knob("chips", "n_chips", step=16)
     number_knob("min classes per chip", "min_classes", step=1)
-    st.selectbox("held-out region", ["", *roi_names], key="knob_holdout_roi",
-                 format_func=lambda n: n or "none",
-                 help="A region kept out of training to test on; none: evaluate on training chips.")
-    st.selectbox("held-out part", ["", *HOLDOUT_BLOCKS], key="knob_holdout_block",
-                 format_func=lambda b: f"{b} half" if b else "the whole region",
-                 disabled=not st.session_state.knob_holdout_roi)
+    if teacher.shown("holdout_roi"):
+        st.selectbox("held-out region", ["", *roi_names], key="knob_holdout_roi",
+                     format_func=lambda n: n or "none",
+                     help="A region kept out of training to test on; none: evaluate on training chips.")
+    if teacher.shown("holdout_block"):
+        st.selectbox("held-out part", ["", *HOLDOUT_BLOCKS], key="knob_holdout_block",
+                     format_func=lambda b: f"{b} half" if b else "the whole region",
+                     disabled=not st.session_state.knob_holdout_roi)
 with model_col:
     st.markdown("**Model**")
-    st.select_slider("embed dim", [32, 64, 96, 128, 192, 256], key="knob_embed_dim")
-    st.slider("depth (layers)", 1, 8, key="knob_depth")
-    st.select_slider("heads", [1, 2, 4, 6, 8], key="knob_heads")
+    if teacher.shown("embed_dim"):
+        st.select_slider("embed dim", [32, 64, 96, 128, 192, 256], key="knob_embed_dim")
+    if teacher.shown("depth"):
+        st.slider("depth (layers)", 1, 8, key="knob_depth")
+    if teacher.shown("heads"):
+        st.select_slider("heads", [1, 2, 4, 6, 8], key="knob_heads")
 with objective_col:
     st.markdown("**Objective**")
-    st.slider("mask ratio", 0.05, 0.95, step=0.05, key="knob_mask_ratio")
-    st.slider("patch-loss weight", 0.0, 2.0, step=0.05, key="knob_patch_loss_weight")
+    if teacher.shown("mask_ratio"):
+        st.slider("mask ratio", 0.05, 0.95, step=0.05, key="knob_mask_ratio")
+    if teacher.shown("patch_loss_weight"):
+        st.slider("patch-loss weight", 0.0, 2.0, step=0.05, key="knob_patch_loss_weight")
     number_knob("seed", "seed", step=1)
 with optim_col:
     st.markdown("**Optimiser**")
     number_knob("learning rate", "lr", format="%.1e", step=1e-4)
     number_knob("weight decay", "weight_decay", step=0.01)
     number_knob("epochs", "epochs", step=1)
-    st.select_slider("batch size", [4, 8, 16, 32, 64, 128], key="knob_batch_size")
-    st.checkbox("cosine schedule", key="knob_cosine")
+    if teacher.shown("batch_size"):
+        st.select_slider("batch size", [4, 8, 16, 32, 64, 128], key="knob_batch_size")
+    if teacher.shown("cosine"):
+        st.checkbox("cosine schedule", key="knob_cosine")
 
 knobs = {key.removeprefix("knob_"): st.session_state[key]
          for key in st.session_state if str(key).startswith("knob_")}
 st.session_state.train_knobs = knobs
+if teacher.student_view() is not None:
+    st.caption(":material/lock: Teacher mode: the other settings are fixed for this lesson: "
+               + teacher.hidden_summary(knobs))
 config = None
 if problems := knob_problems(knobs):  # blocks Train: nothing trains on values nobody typed
     st.error("Train is blocked until these settings are fixed:\n\n- " + "\n- ".join(problems),

@@ -15,6 +15,7 @@ from pathlib import Path
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
+from bharateo.app import teacher
 from bharateo.chips import HOLDOUT_BLOCKS, ChipConfig
 from bharateo.errors import BharatEOError, RunNotFoundError
 from bharateo.roi import (
@@ -67,7 +68,8 @@ def init_state() -> None:
         if key not in st.session_state:
             st.session_state[key] = value.copy() if isinstance(value, list) else value
     st.session_state["_app_ran"] = True
-    if fresh and any(k in st.query_params for k in LESSON_PARAMS):  # a refresh, or a shared link
+    if fresh and any(k not in teacher.STREAMLIT_PARAMS for k in st.query_params):  # a refresh,
+        # or a shared link (unknown keys too: they get a note)
         with st.spinner("Restoring the lesson from this page's address…"):
             notes = restore_lesson(st.query_params)
         for note in notes:
@@ -100,13 +102,13 @@ def lesson_params() -> dict[str, list[str]]:
     model = state.get("model")
     if model and model.get("run") and (checkpoint_root() / str(model["run"]) / "model.pt").exists():
         params["run"] = [model["run"]]
-    return params
+    return {**params, **teacher.extra_params()}  # knobs, Reconstruct chip and ratio, teacher mode
 
 
 def write_lesson_url() -> None:
     """Put lesson_params() in the address bar (only the keys that changed)."""
     params = lesson_params()
-    for key in LESSON_PARAMS:
+    for key in (*LESSON_PARAMS, *teacher.extra_keys()):
         if key not in params:
             if key in st.query_params:
                 del st.query_params[key]
@@ -194,7 +196,7 @@ def restore_lesson(params) -> list[str]:
             use_saved_run(load_run(validate_run_name(raw)))
         except BharatEOError as exc:
             notes.append(f"The model in this page's address was not loaded: {exc}")
-    return notes
+    return notes + teacher.restore_extra(params, LESSON_PARAMS)
 
 
 def page_setup() -> None:
