@@ -61,7 +61,6 @@ def number_knob(label: str, key: str, **kwargs) -> None:
                     help=knob_help(key), **kwargs)
 
 
-teacher.teacher_panel()
 if teacher.student_view() is None:  # a preset would change the settings teacher mode fixes
     st.markdown("**Presets:** " + " · ".join(PRESETS))
     preset_cols = st.columns(len(PRESETS))
@@ -138,6 +137,8 @@ if config is not None:
     st.caption(estimate)
     if over_budget:  # refused before it takes the slot for hours
         st.error(over_budget, icon=":material/timer_off:")
+
+teacher.teacher_panel()
 
 # --- run control -------------------------------------------------------------------------------
 job = st.session_state.job

@@ -263,7 +263,7 @@ def teacher_panel() -> None:
     keep_widget("teacher_show", ["mask_ratio", "lr"], lambda names: [n for n in names if n in specs])
     with st.expander(":material/school: Teacher mode: choose the controls students see",
                      expanded=bool(state.get("teacher_on"))):
-        st.caption("The chosen controls stay on the page; the others are hidden and keep their "
+        st.markdown("The chosen controls stay on the page; the others are hidden and keep their "
                    "current values, which still train. The choice goes into this page's address: "
                    "share it, and students open the lesson with only those controls.")
         st.multiselect("controls students see", list(specs), key="teacher_show",
