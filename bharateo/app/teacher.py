@@ -80,11 +80,13 @@ def default_knobs() -> dict:
 
 # --- values <-> address text ------------------------------------------------------------------
 def knob_text(value) -> str:
-    """A knob's value as address text: repr for floats (round-trips exactly), 1/0 for booleans."""
+    """A knob's value as address text: floats as the shortest text that reads back the same
+    after rounding off float noise (a slider's 0.75 + 2 x 0.05 is 0.8500000000000001: "0.85"),
+    booleans as 1/0."""
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, float):
-        return repr(value)
+        return repr(round(value, 12))
     return "" if value is None else str(value)
 
 
@@ -234,8 +236,13 @@ def apply_recon(split: str, chip: int, ratio: float) -> None:
 
 def apply_knobs(values: dict) -> None:
     """Put restored knob values in the session: the Train page starts from them."""
+    from bharateo.app.train import chip_knobs
+
     state = st.session_state
-    knobs = {**(state.get("train_knobs") or default_knobs()), **values}
+    knobs = state.get("train_knobs") or default_knobs()
+    if state.get("train_chips") is not None:  # the lesson's chips first, then its knobs
+        knobs = {**knobs, **chip_knobs(state.chip_config, [r.spec.name for r in state.rois])}
+    knobs = {**knobs, **values}
     state["train_knobs"] = knobs
     for name, value in knobs.items():
         state[f"knob_{name}"] = value
@@ -247,7 +254,10 @@ def hidden_summary(knobs: dict) -> str:
     """'mask ratio 0.75 · learning rate 0.0004 · ...': the hidden knobs and their fixed values."""
     specs = knob_specs()
     view = student_view() or []
-    return " · ".join(f"{spec.label} {knob_text(knobs.get(name)) or 'none'}"
+    def text(value) -> str:
+        return ("on" if value else "off") if isinstance(value, bool) else knob_text(value) or "none"
+
+    return " · ".join(f"{spec.label} {text(knobs.get(name))}"
                       for name, spec in specs.items() if name not in view and name in knobs)
 
 
@@ -279,7 +289,9 @@ def extra_keys() -> tuple[str, ...]:
 
 def extra_params() -> dict[str, list[str]]:
     """Train knobs that differ from the notebook's, the Reconstruct chip and ratio, teacher mode."""
-    knobs = st.session_state.get("train_knobs")
+    state = st.session_state
+    knobs = {**(state.get("train_knobs") or {}),  # the widgets' values as this run starts too:
+             **{str(k)[5:]: v for k, v in state.items() if str(k).startswith("knob_")}}
     return {**(knob_params(knobs) if knobs else {}), **recon_params(), **teacher_params()}
 
 
