@@ -53,7 +53,7 @@ def main() -> int:
     from streamlit.testing.v1 import AppTest
 
     from bharateo import evaluate
-    from bharateo.app import results as insight
+    from bharateo.app import pictures
     from bharateo.chips import ChipConfig
     from bharateo.model import ModelConfig
     from bharateo.pipeline import RunConfig, run_experiment
@@ -102,7 +102,7 @@ def main() -> int:
         ratio = ratios[(i * 7) % len(ratios)]
         t = time.perf_counter()
         rec = evaluate.reconstruct_chip(model, chips, 3, ratio, seed=i)
-        panels = insight.reconstruction_panels(rec, ratio, 3)
+        panels = pictures.reconstruction_panels(rec, ratio, 3)
         t_compute = time.perf_counter() - t
         for panel in panels:
             Image.fromarray(panel.image).save(io.BytesIO(), format="PNG")

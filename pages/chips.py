@@ -1,17 +1,22 @@
 """Chips: cut the regions into chips and look at the tokens the model sees."""
-import time
-
 import streamlit as st
 
-from bharateo.app import state as ui, regions as views
-from bharateo.chips import MAX_CHIP_NODATA_FRACTION, ChipConfig, build_chip_sets
-from bharateo.errors import BharatEOError
+from bharateo.app.chips import (CHIP_SIZES, build_session_chips,
+                                chip_caption, chip_field_help, chip_field_problems, chip_indices,
+                                chips_stale, embed_dim_from_state, holdout_choices, holdout_label,
+                                shape_journey, token_label, token_mix_text, token_values,
+                                token_view)
 from bharateo.app.figures import chips_per_roi_chart, class_share_chart, token_variance_heatmap
-from bharateo.words import plural
+from bharateo.app.pictures import (chip_picture, chip_with_grid, class_swatch_html, legend_html,
+                                   mean_rgb_picture, token_picture)
+from bharateo.app.sidebar import synthetic_banner
+from bharateo.app.state import (PAGES, current_chip_config, current_model, guidance, keep_widget,
+                                page_setup)
+from bharateo.chips import MAX_CHIP_NODATA_FRACTION, ChipConfig
 from bharateo.worldcover import NODATA_ID
 
 PER_PAGE = 24
-ui.page_setup()
+page_setup("chips")
 state = st.session_state
 
 st.title("Chips")
@@ -23,23 +28,23 @@ st.markdown(
     f"{MAX_CHIP_NODATA_FRACTION:.0%} no-data is drawn again, and a token at least half no-data "
     "gets no label and is left out of losses and metrics.")
 if not state.rois:
-    ui.guidance("There are no regions to cut chips from yet. Choose some on the Regions page "
+    guidance("There are no regions to cut chips from yet. Choose some on the Regions page "
                 "first (the notebook's three are one button away).", "regions", "Go to Regions")
     st.stop()
-ui.synthetic_banner()
+synthetic_banner()
 
 # --- controls -> ChipConfig -------------------------------------------------------------------
 names = [r.spec.name for r in state.rois]
-config = state.chip_config
-choices = views.holdout_choices(names)
+config = current_chip_config()
+choices = holdout_choices(names)
 # The typed fields have no min/max: the browser would turn a bad value red and keep sending the
 # last valid one, so a click would build chips nobody asked for. They are checked on Build instead.
 with st.form("chip_form"):
     c1, c2, c3, c4 = st.columns(4)
     n_chips = c1.number_input("Training chips", value=config.n_chips, step=16, key="cfg_n",
-                              help=views.chip_field_help("n_chips")
+                              help=chip_field_help("n_chips")
                                    + " The notebook uses 384, spread evenly over the regions.")
-    chip_size = c2.select_slider("Chip size (px)", views.CHIP_SIZES, value=config.chip_size,
+    chip_size = c2.select_slider("Chip size (px)", CHIP_SIZES, value=config.chip_size,
                                  key="cfg_size",
                                  help="128 px ≈ 1.2 km N-S (1/12000° pixels): 8 × 8 = 64 tokens "
                                       "of 16 × 16 px.")
@@ -47,21 +52,21 @@ with st.form("chip_form"):
                             help="Chips with fewer distinct land-cover classes are drawn again "
                                  "(no data never counts as a class).")
     seed = c4.number_input("Seed", value=config.seed, step=1, key="cfg_seed",
-                           help=views.chip_field_help("seed")
+                           help=chip_field_help("seed")
                                 + " Same seed and settings = the same chips (the notebook uses 42).")
     h1, h2 = st.columns([3, 1])
     if state.get("cfg_holdout") not in choices:  # its region was removed
         state.pop("cfg_holdout", None)
     holdout = h1.selectbox("Held-out region (never used for training)", list(choices),
-                           index=list(choices).index(views.holdout_label(config, names)),
+                           index=list(choices).index(holdout_label(config, names)),
                            key="cfg_holdout",
                            help="Hold out a whole region, or one half of one, to test the model "
                                 "on land it never saw.")
     n_holdout = h2.number_input("Held-out chips", value=config.n_holdout_chips, step=16,
-                                key="cfg_n_holdout", help=views.chip_field_help("n_holdout_chips"))
+                                key="cfg_n_holdout", help=chip_field_help("n_holdout_chips"))
     build = st.form_submit_button("Build chips", type="primary", key="build_chips")
 
-problems = views.chip_field_problems(
+problems = chip_field_problems(
     {"n_chips": n_chips, "seed": seed, "n_holdout_chips": n_holdout}) if build else []
 if problems:
     st.error("No chips were built: " + " ".join(problems) + " Correct the field and press "
@@ -70,35 +75,10 @@ if problems:
     build = False
 if build:
     holdout_roi, holdout_block = choices[holdout]
-    new_config = ChipConfig(n_chips=int(n_chips), chip_size=int(chip_size),
-                            patch_size=config.patch_size, min_classes=int(min_classes),
-                            seed=int(seed), holdout_roi=holdout_roi, holdout_block=holdout_block,
-                            n_holdout_chips=int(n_holdout))
-    what = (f"Sampling {new_config.n_chips} chips of {chip_size} px from "
-            f"{plural(len(names), 'region')}")
-    bar = st.progress(0.0, text=f"{what}…")
-
-    def progress(done: int, total: int) -> None:
-        bar.progress(min(done / total, 1.0), text=f"{what}: {done} of {total} chips")
-
-    start = time.perf_counter()
-    try:
-        train, held = build_chip_sets(state.rois, new_config, progress)
-    except BharatEOError as exc:
-        bar.empty()
-        st.error(f"No chips were built. {exc}"
-                 + (" The chips below are the ones built before." if state.train_chips is not None else ""))
-    else:
-        bar.progress(1.0, text="done")
-        state.chip_config, state.train_chips, state.heldout_chips = new_config, train, held
-        rejected = train.rejected_nodata + (held.rejected_nodata if held is not None else 0)
-        state.chips_message = (f"Built {len(train)} training"
-                               + (f" + {len(held)} held-out" if held is not None else "")
-                               + f" chips in {time.perf_counter() - start:.1f} s."
-                               + (f" {rejected:,} candidate chips were drawn again because more "
-                                  f"than {MAX_CHIP_NODATA_FRACTION:.0%} of their pixels were no "
-                                  "data." if rejected else ""))
-        st.rerun()  # so the sidebar and every widget below see the new chips
+    build_session_chips(ChipConfig(n_chips=int(n_chips), chip_size=int(chip_size),
+                                   patch_size=config.patch_size, min_classes=int(min_classes),
+                                   seed=int(seed), holdout_roi=holdout_roi,
+                                   holdout_block=holdout_block, n_holdout_chips=int(n_holdout)))
 if message := state.pop("chips_message", None):
     st.success(message)
 
@@ -106,7 +86,7 @@ chips = state.train_chips
 if chips is None:
     st.info("Choose the settings above and press **Build chips**.")
     st.stop()
-if views.chips_stale(chips, state.rois):
+if chips_stale(chips, state.rois):
     st.warning("The regions changed since these chips were built (they come from "
                f"{', '.join(chips.roi_names)}). Press **Build chips** to cut them again.")
 
@@ -115,19 +95,19 @@ st.subheader("The chips")
 held = state.heldout_chips
 v1, v2, v3, v4 = st.columns([2, 2, 2, 1])
 sets = {"training": chips} | ({"held-out": held} if held is not None else {})
-ui.keep_widget("chip_set", "training", lambda v: v if v in sets else "training")
+keep_widget("chip_set", "training", lambda v: v if v in sets else "training")
 shown_set = v1.radio("Chip set", list(sets), horizontal=True, key="chip_set")
 shown = sets.get(shown_set, chips)
-ui.keep_widget("chip_mode")
+keep_widget("chip_mode")
 mode = v2.radio("Show", ["RGB chip (model input)", "patch labels (targets)"], horizontal=True,
                 key="chip_mode")
 region_names = [n for n, k in shown.chips_per_roi().items() if k]
-ui.keep_widget("chip_region", "all regions",
+keep_widget("chip_region", "all regions",
                lambda v: v if v in ["all regions", *region_names] else "all regions")
 region = v3.selectbox("From region", ["all regions", *region_names], key="chip_region")
-selected = views.chip_indices(shown, None if region == "all regions" else region)
+selected = chip_indices(shown, None if region == "all regions" else region)
 pages = max(1, -(-len(selected) // PER_PAGE))
-ui.keep_widget("chip_page", 1, lambda v: min(max(int(v), 1), pages))
+keep_widget("chip_page", 1, lambda v: min(max(int(v), 1), pages))
 page = v4.number_input(f"Page (of {pages})", 1, pages, key="chip_page")
 indices = selected[(page - 1) * PER_PAGE:page * PER_PAGE]
 kind = "rgb" if mode.startswith("RGB") else "patch"
@@ -137,10 +117,10 @@ st.caption(f"{len(indices)} of the {len(selected)} {shown_set} chips from {regio
                                        "dominant class"))
 for row in range(0, len(indices), 8):
     for col, i in zip(st.columns(8), indices[row:row + 8]):
-        col.image(views.chip_picture(shown, i, kind), caption=views.chip_caption(shown, i),
+        col.image(chip_picture(shown, i, kind), caption=chip_caption(shown, i),
                   width="stretch")
 ignored = shown.ignored_patches()
-st.markdown(views.legend_html(nodata=ignored > 0 or shown.rejected_nodata > 0
+st.markdown(legend_html(nodata=ignored > 0 or shown.rejected_nodata > 0
                               or bool((shown.labels == NODATA_ID).any())), unsafe_allow_html=True)
 if ignored:
     st.caption(f"{ignored:,} of the {shown_set} chips' {shown.patch_labels.size:,} patches are at "
@@ -160,43 +140,44 @@ g2.plotly_chart(class_share_chart(balance, nodata=nodata), key="class_balance")
 # --- one chip up close ------------------------------------------------------------------------
 st.subheader("Inside one chip: 3 panels and the tensor shapes")
 n_tokens = shown.grid_size ** 2
-ui.keep_widget("detail_chip", 0, lambda v: min(int(v), len(shown) - 1))
-ui.keep_widget("detail_token", 0, lambda v: min(int(v), n_tokens - 1))
+keep_widget("detail_chip", 0, lambda v: min(int(v), len(shown) - 1))
+keep_widget("detail_token", 0, lambda v: min(int(v), n_tokens - 1))
 d1, d2 = st.columns(2)
 chip_i = d1.number_input(f"Chip ({shown_set}, 0–{len(shown) - 1})", 0, len(shown) - 1,
                          key="detail_chip")
 token = d2.slider(f"Token (0–{n_tokens - 1}, row by row)", 0, n_tokens - 1, key="detail_token")
-view = views.token_view(shown, chip_i)
+view = token_view(shown, chip_i)
 row, col = view.rowcol(token)
 
 p1, p2, p3 = st.columns(3)
-p1.image(views.chip_with_grid(shown, chip_i, token), width="stretch",
+p1.image(chip_with_grid(shown, chip_i, token), width="stretch",
          caption=f"RGB chip {chip_i} with its {view.grid} × {view.grid} token grid; "
                  f"token {token} outlined")
-p2.image(views.mean_rgb_picture(view, token), width="stretch",
+p2.image(mean_rgb_picture(view, token), width="stretch",
          caption="token mean RGB: each token's average colour")
 p3.plotly_chart(token_variance_heatmap(view.color_var, (row, col)), key="token_variance")
 p3.caption("black = one colour inside the token; bright = mixed classes")
 
-embed_dim, embed_source = views.embed_dim_from_state(state.model)
-st.markdown(views.shape_journey(shown, chip_i, view, embed_dim, embed_source, token))
+embed_dim, embed_source = embed_dim_from_state(current_model())
+st.markdown(shape_journey(shown, chip_i, view, embed_dim, embed_source, token))
 
-st.markdown(f"##### Token {token} (row {row}, col {col}): its {view.patch} × {view.patch} × 3 "
-            f"= {view.tokens.shape[1]} values")
+st.markdown(f"##### Token {token} (row {row}, col {col}): its {view.patch} × {view.patch} × "
+            f"{view.channels} = {view.tokens.shape[1]} values")
 t1, t2 = st.columns([1, 4])
 with t1:
-    st.image(views.token_picture(view, token), caption=f"token {token}, enlarged")
-    label = views.token_label(shown, chip_i, token)
-    st.markdown("Patch label: " + views.class_swatch_html(label), unsafe_allow_html=True)
-    st.caption(views.token_mix_text(shown, chip_i, token))
+    st.image(token_picture(view, token), caption=f"token {token}, enlarged")
+    label = token_label(shown, chip_i, token)
+    st.markdown("Patch label: " + class_swatch_html(label), unsafe_allow_html=True)
+    st.caption(token_mix_text(shown, chip_i, token))
 with t2:
-    tabs = st.tabs([f"{c} ({name})" for c, name in zip(views.CHANNELS, views.CHANNEL_NAMES)])
-    for tab, (channel, table) in zip(tabs, views.token_values(view, token).items()):
+    values = token_values(view, token)
+    tabs = st.tabs(list(values))
+    for tab, (channel, table) in zip(tabs, values.items()):
         tab.dataframe(table, height=600 if view.patch > 8 else "auto", column_config={
             "_index": st.column_config.NumberColumn(width=28),
             **{name: st.column_config.NumberColumn(name, format="%.3f", width=42)
                for name in table.columns}})
     st.caption(f"Rows and columns are pixel positions inside the token. In the "
-               f"{view.tokens.shape[1]}-long token vector the {view.patch ** 2} red values come "
-               "first, then green, then blue.")
-st.page_link(ui.PAGES["train"], label="Next: train the model on these chips", icon=":material/arrow_forward:")
+               f"{view.tokens.shape[1]}-long token vector the {view.patch ** 2} {view.bands[0]} "
+               "values come first" + "".join(f", then {b}" for b in view.bands[1:]) + ".")
+st.page_link(PAGES["train"], label="Next: train the model on these chips", icon=":material/arrow_forward:")

@@ -1,40 +1,43 @@
 """Evaluate: what the patch head gets right and wrong, on training chips and on a held-out region."""
 import streamlit as st
 
-from bharateo import insight_ui
-from bharateo.app import figures, results as insight, state as ui
+from bharateo.app import figures
+from bharateo.app.results import (class_table_display, evaluation, gap_reading, held_out_by_run,
+                                  held_region_name, model_and_chips, normalised_confusion)
+from bharateo.app.sidebar import synthetic_banner
+from bharateo.app.state import guidance, keep_widget, page_setup, show_error
 from bharateo.errors import BharatEOError
 from bharateo.words import plural
 
-ui.page_setup()
+page_setup("evaluate")
 st.title("Evaluate")
 st.caption("The ESA patch head names a land-cover class for each of a chip's 64 patches. The "
            "confusion matrix counts, for every true (target) class, which class the model said. "
            "Compare the chips it trained on with a region it never saw.")
-ui.synthetic_banner()
+synthetic_banner()
 
-entry, run, train_chips, held_chips = insight_ui.model_and_chips("evaluate")
-model, config = entry["model"], entry["config"]
+current, run, train_chips, held_chips = model_and_chips("evaluate")
+model, config = current.model, current.config
 ratio = config.train.mask_ratio
 
 try:
     with st.spinner("Evaluating every patch of every chip (once per run and chips)…"):
-        results = {"train": insight.evaluation(model, train_chips, ratio, run)}
+        results = {"train": evaluation(model, train_chips, ratio, run)}
         if held_chips is not None:
-            results["held"] = insight.evaluation(model, held_chips, ratio, run)
+            results["held"] = evaluation(model, held_chips, ratio, run)
 except BharatEOError as exc:
-    ui.show_error(exc)
+    show_error(exc)
     st.stop()
-held_name = insight.held_region_name(held_chips) if held_chips is not None else None
+held_name = held_region_name(held_chips) if held_chips is not None else None
 train_res = results["train"].value
 held_res = results["held"].value if "held" in results else None
 
-st.info(insight.gap_reading(train_res, held_res, held_name,
-                            insight.held_out_by_run(config, held_chips) if held_chips else True),
+st.info(gap_reading(train_res, held_res, held_name,
+                            held_out_by_run(config, held_chips) if held_chips else True),
         icon=":material/school:")
 st.caption(f"Predictions are made with {ratio:.0%} of each chip's patches hidden (the run's "
            "training mask ratio), with the same fixed masks every time.")
-ui.keep_widget("eval_normalised", False)
+keep_widget("eval_normalised", False)
 normalised = st.toggle("Row-normalised", key="eval_normalised",
                        help="Each row is a true (target) class and sums to 100 %: the cells show "
                             "how that class's patches were labelled, so the diagonal is its recall. "
@@ -60,7 +63,7 @@ for split, col in columns.items():
     with col:
         if split not in results:
             st.subheader("Held-out region")
-            ui.guidance("No held-out region in these chips. To test the model on land it never saw, "
+            guidance("No held-out region in these chips. To test the model on land it never saw, "
                         "hold out a region (or half of one) on the Chips page, then train a run with "
                         "those chips: its held-out chips appear here.", "chips", "Go to Chips")
             continue
@@ -76,10 +79,10 @@ for split, col in columns.items():
                   help=f"{plural(res['chips'], 'chip')} × {train_chips.grid_size ** 2} patches"
                        + (f", less {ignored:,} no-data patches (at least half sea or outside "
                           "coverage), which are left out of every score here" if ignored else ""))
-        st.plotly_chart(figures.confusion_heatmap(res["confusion"], insight.normalised_confusion(res),
+        st.plotly_chart(figures.confusion_heatmap(res["confusion"], normalised_confusion(res),
                                                   normalised, title="ESA patch classification confusion"),
                         key=f"eval_confusion_{split}")
-        st.dataframe(insight.class_table_display(res), hide_index=True, column_config=table_format,
+        st.dataframe(class_table_display(res), hide_index=True, column_config=table_format,
                      column_order=TABLE_COLUMNS, key=f"eval_table_{split}")
 
 st.plotly_chart(figures.per_class_mae_chart(

@@ -1,30 +1,34 @@
 """Reconstruct: hide some of a chip's patches and see what the model paints back."""
 import streamlit as st
 
-from bharateo import evaluate, insight_ui
-from bharateo.app import figures, results as insight, state as ui, regions as views
+from bharateo import evaluate
+from bharateo.app import figures
+from bharateo.app.pictures import legend_html, magma_legend, reconstruction_panels, thumbnail
+from bharateo.app.results import held_region_name, model_and_chips, ratio_curve
+from bharateo.app.sidebar import synthetic_banner
+from bharateo.app.state import keep_widget, page_setup, show_error
 from bharateo.errors import BharatEOError
 from bharateo.words import plural
 
-ui.page_setup()
+page_setup("reconstruct")
 st.title("Reconstruct")
 st.caption("Hide some of a chip's 64 patches, as in training, and see what the model paints back "
            "and which land-cover class it names for every patch. Drag the mask ratio: the more is "
            "hidden, the less the model has to go on, though a small model often paints best near "
            "the ratio it was trained at (the curve below shows it).")
-ui.synthetic_banner()
+synthetic_banner()
 
-entry, run, train_chips, held_chips = insight_ui.model_and_chips("reconstruct")
-model = entry["model"]
+current, run, train_chips, held_chips = model_and_chips("reconstruct")
+model = current.model
 
 # --- which chips ---------------------------------------------------------------------------------
 splits = {"train": train_chips}
 if held_chips is not None:
     splits["held"] = held_chips
-ui.keep_widget("recon_split", "train", lambda s: s if s in splits else "train")
+keep_widget("recon_split", "train", lambda s: s if s in splits else "train")
 split_titles = {"train": "training chips"}
 if held_chips is not None:
-    split_titles["held"] = f"held-out region {insight.held_region_name(held_chips)}"
+    split_titles["held"] = f"held-out region {held_region_name(held_chips)}"
 split_names = {s: f"{title} ({plural(len(splits[s]), 'chip')})" for s, title in split_titles.items()}
 split = st.radio("Chips", list(splits), key="recon_split", horizontal=True,
                  format_func=split_names.get)
@@ -38,7 +42,7 @@ if st.session_state.get(f"{chip_key}_of") != (id(chips), len(chips)):  # other c
     st.session_state[f"{chip_key}_of"] = (id(chips), len(chips))
     st.session_state.pop(f"_kept_{chip_key}", None)
     st.session_state[chip_key] = 0
-ui.keep_widget(chip_key, 0)
+keep_widget(chip_key, 0)
 picker, *thumb_cols = st.columns([1.6] + [1] * 10, vertical_alignment="bottom")
 # no min/max: the browser would turn a typed 999 red and keep showing the last chip
 typed = picker.number_input(f"Chip (0–{len(chips) - 1})", step=1, key=chip_key,
@@ -47,7 +51,7 @@ typed = picker.number_input(f"Chip (0–{len(chips) - 1})", step=1, key=chip_key
 index = int(typed) if typed is not None and 0 <= typed < len(chips) else None
 first = min((index or 0) // 10 * 10, max(len(chips) - 10, 0))
 for col, i in zip(thumb_cols, range(first, min(first + 10, len(chips)))):
-    col.image(insight.thumbnail(chips, i), output_format="PNG")
+    col.image(thumbnail(chips, i), output_format="PNG")
     col.button(f"{i}", key=f"recon_thumb_{split}_{i}", width="stretch",
                type="primary" if i == index else "secondary",
                on_click=st.session_state.__setitem__, args=(chip_key, i))
@@ -55,7 +59,7 @@ for col, i in zip(thumb_cols, range(first, min(first + 10, len(chips)))):
 # --- the mask, the panels and the curve: a fragment, so a slider move reruns only this part ------
 @st.fragment
 def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: float) -> None:
-    ui.keep_widget("recon_mask_ratio", 0.75)
+    keep_widget("recon_mask_ratio", 0.75)
     st.session_state.setdefault("recon_mask_seed", 0)  # a plain key: kept for the session
     slider_col, seed_col = st.columns([5, 1], vertical_alignment="bottom")
     ratio = round(slider_col.slider("Mask ratio: share of the 64 patches hidden", 0.05, 0.95,
@@ -67,9 +71,9 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
     try:
         rec = evaluate.reconstruct_chip(model, chips, index, ratio, st.session_state.recon_mask_seed)
     except BharatEOError as exc:
-        ui.show_error(exc)
+        show_error(exc)
         return
-    panels = insight.reconstruction_panels(rec, ratio, index)
+    panels = reconstruction_panels(rec, ratio, index)
 
     # the notebook's six panels, plus the patch-label target
     for col, panel in zip(st.columns(4), panels[:4]):
@@ -77,10 +81,10 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
     row = st.columns(4)
     for col, panel in zip(row[:3], panels[4:]):
         col.image(panel.image, caption=panel.title, output_format="PNG")
-    row[0].image(insight.magma_legend(), output_format="PNG",
+    row[0].image(magma_legend(), output_format="PNG",
                  caption="mean |RGB error|: 0 (black) … 0.5 or more (yellow); grey = visible, "
                          "not scored")
-    row[1].markdown(views.legend_html(sorted(set(rec.patch_prediction.ravel()) |
+    row[1].markdown(legend_html(sorted(set(rec.patch_prediction.ravel()) |
                                                      set(rec.patch_target.ravel()))),
                     unsafe_allow_html=True)
     with row[3]:
@@ -99,7 +103,7 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
 
     # the whole split at nine ratios, computed once; the current ratio marked
     with st.spinner("Measuring the model on these chips at nine mask ratios (once per run)…"):
-        curve = insight.ratio_curve(model, chips, run)
+        curve = ratio_curve(model, chips, run)
     st.plotly_chart(
         figures.mask_ratio_curve(curve.value, ratio, train_ratio,
                                  title=f"{split_title}: masked MAE and patch accuracy vs mask "
@@ -116,4 +120,4 @@ if index is None:
     st.error(f"There is no chip {typed}: these {plural(len(chips), 'chip')} are numbered 0 to "
              f"{len(chips) - 1}. Type a number in that range, or click a thumbnail.")
     st.stop()
-mask_explorer(model, chips, index, split_titles[split], run, entry["config"].train.mask_ratio)
+mask_explorer(model, chips, index, split_titles[split], run, current.config.train.mask_ratio)

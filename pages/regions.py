@@ -1,114 +1,35 @@
 """Regions: choose WorldCover areas on a map (or by lon/lat), read them, and look at them."""
-import time
-
 import streamlit as st
 from streamlit_folium import st_folium
 
-from bharateo.app import state as ui, regions as views
-from bharateo.errors import BharatEOError
 from bharateo.app.figures import class_bar_chart
-from bharateo.app.mapview import build_region_map, map_event, propose_roi_from_click
+from bharateo.app.mapview import build_region_map, map_caption, map_frame, map_layers, map_view
+from bharateo.app.pictures import roi_picture, share_legend_html
+from bharateo.app.regions import (SIZE_OPTIONS, collapsed_counts, current_presets, data_in_use_text,
+                                  discard_proposal, ground_size, handle_map_event, init_page_state,
+                                  is_cached, map_overviews, missing_presets, native_counts_html,
+                                  nodata_pixels, on_size_change, presets_place, provenance_markdown,
+                                  read_regions, remove_roi, roi_summary, size_label, spec_from_form,
+                                  spec_summary)
+from bharateo.app.sidebar import synthetic_banner
+from bharateo.app.state import PAGES, page_setup
+from bharateo.errors import BharatEOError
 from bharateo.roi import NOTEBOOK_ROIS, SAMPLE_ROIS, RoiSpec, check_no_overlap
-from bharateo.worldcover import ATTRIBUTION, bundled_tile_path, data_source_from_env
+from bharateo.worldcover import ATTRIBUTION, data_source_from_env
 
-ui.page_setup()
+page_setup("regions")
 state = st.session_state
-state.setdefault("region_size_choice", views.DEFAULT_SIZE)  # not a widget key: survives pages
-state.setdefault("regions_messages", [])  # [(kind, text)] shown once, next to the map
-state.setdefault("region_map_view", None)  # ((lat, lon), zoom) where the user left the map
-state.setdefault("region_map_frame", None)  # (what the map draws, the view it was drawn at)
-state.setdefault("region_map_seen", None)  # st_folium's return value last acted on
-if "region_size" not in state:  # first run of this page since another page: the widget is new
-    state.region_size = state.region_size_choice
-    state.region_map_frame = None  # a new map component: draw it where the user left the map
-
-
-# --- map events, handled before the map is drawn so it already shows their result -------------
-def handle_map_event() -> None:
-    view, click = map_event(state.get("region_map"), state.region_map_seen)
-    state.region_map_seen = state.get("region_map")
-    if view is not None and not views.drawn_view(view, state.get("region_map_drawn", [])):
-        state.region_map_view = view  # a pan or zoom by the user (not the map saying where we put it)
-    if click is None:
-        return
-    try:
-        spec = propose_roi_from_click({"last_clicked": click}, state.region_size_choice)
-    except BharatEOError as exc:
-        state.regions_messages.append(("error", str(exc)))
-        return
-    state.proposed_roi = spec
-
-
-def on_size_change() -> None:
-    state.region_size_choice = state.region_size
-    if state.proposed_roi is not None:
-        try:
-            state.proposed_roi = views.resized(state.proposed_roi, state.region_size)
-        except BharatEOError as exc:
-            state.regions_messages.append(("error", str(exc)))
-
-
-handle_map_event()
-
-
-def discard_proposal() -> None:
-    state.proposed_roi = None
-
-
-def read_regions(specs, refit: bool = True) -> None:
-    """Read and add `specs` showing progress, then rerun so every widget sees the new regions.
-
-    With `refit` (presets, the form) the map frames all regions again afterwards; a region added
-    from a map click (refit=False) keeps the user's view."""
-    # Kept until every spec is read: a map event arriving mid-read reruns the page and stops this
-    # script, and the next run picks up what is left instead of adding only the first region.
-    tries = state.pending_regions[2] + 1 if state.get("pending_regions") else 1
-    state.pending_regions = (list(specs), refit, tries)
-    errors, read = [], []
-    start = time.perf_counter()
-    with st.status(f"Reading {len(specs)} region{'s' if len(specs) > 1 else ''}…",
-                   expanded=True) as status:
-        bar = st.progress(0.0)
-        for k, spec in enumerate(specs):
-            if spec in [r.spec for r in state.rois]:  # added by a run that was interrupted
-                continue
-            where = ("the local cache" if ui.is_cached(spec)
-                     else "the bundled sample" if all(bundled_tile_path(t) for t in views.spec_tiles(spec))
-                     else data_source_from_env().describe())
-            bar.progress(k / len(specs),
-                         text=f"{spec.name}: {views.size_label(spec.size)} from {where}…")
-
-            def progress(fraction, text, k=k):  # each tile, and the seconds spent, while it reads
-                bar.progress(min((k + fraction) / len(specs), 1.0), text=text)
-
-            try:
-                roi = ui.add_roi(spec, progress)
-                read.append(f"{spec.name} (from {roi.provenance.get('source', where)})")
-                if roi.cache_error:
-                    errors.append(("warning", f"**{spec.name}** is in use but was not cached: "
-                                              f"{roi.cache_error}."))
-            except BharatEOError as exc:
-                errors.append(("error", f"**{spec.name}** was not added. {exc}"))
-        bar.progress(1.0)
-        state.pending_regions = None
-        status.update(state="error" if any(k == "error" for k, _ in errors) else "complete")
-    if read:  # ui.add_roi also ended any proposal
-        state.regions_messages.append(
-            ("success", f"Read {', '.join(read)} in {time.perf_counter() - start:.1f} s."))
-        if refit:
-            state.region_map_view = None
-    state.regions_messages.extend(errors)
-    st.rerun()
-
+init_page_state()
+handle_map_event()  # before the map is drawn, so it already shows the event's result
 
 st.title("Regions")
 st.markdown(
     "Pick the areas the model will learn from. Each region is a square of WorldCover pixels, "
     "1/12000° each: about 9.3 m north-south everywhere and 9.3 m x cos(latitude) east-west "
-    f"({views.ground_size(2048, 28.61)}, Delhi). Click the map to propose a region centred on "
+    f"({ground_size(2048, 28.61)}, Delhi). Click the map to propose a region centred on "
     "the click, or type a longitude/latitude; preset regions are one button away.")
-st.markdown(f"Pixels in use: {ui.data_in_use_text()}")
-ui.synthetic_banner()
+st.markdown(f"Pixels in use: {data_in_use_text()}")
+synthetic_banner()
 map_col, side_col = st.columns([3, 2], gap="medium")
 
 # --- right: messages, presets, size, the lon/lat form and the proposal -------------------------
@@ -122,26 +43,26 @@ with side_col:
         {"success": st.success, "warning": st.warning}.get(kind, st.error)(text)
     state.regions_messages = []
 
-    defaults = ui.current_presets(data_source_from_env())
-    missing_defaults = views.missing_presets(state.rois, defaults)
+    defaults = current_presets(data_source_from_env())
+    missing_defaults = missing_presets(state.rois, defaults)
     default_label = ("Add the notebook's three regions" if defaults == NOTEBOOK_ROIS else
                      f"Add the offline sample's {len(defaults)} regions")
     if st.button(default_label, key="add_presets", type="primary", disabled=not missing_defaults,
                  width="stretch", help="The defaults: " + ", ".join(s.name for s in defaults)
-                 + f" in {views.presets_place(defaults)}"):
+                 + f" in {presets_place(defaults)}"):
         read_regions(missing_defaults)
-    missing = views.missing_presets(state.rois)
+    missing = missing_presets(state.rois)
     for title, presets in (("The notebook's regions", NOTEBOOK_ROIS),
                            ("The offline sample (bundled with the lab)", SAMPLE_ROIS)):
-        st.markdown(f"**{title}**: {views.presets_place(presets)}, 2048 px each")
+        st.markdown(f"**{title}**: {presets_place(presets)}, 2048 px each")
         for col, spec in zip(st.columns(len(presets)), presets):
             if col.button(spec.name, key=f"add_preset_{spec.name}", width="stretch",
-                          disabled=spec not in missing, help=views.spec_summary(spec)):
+                          disabled=spec not in missing, help=spec_summary(spec)):
                 read_regions([spec])
 
     st.markdown("**A region of your own**")
-    st.select_slider("Region size", options=views.SIZE_OPTIONS, key="region_size",
-                     format_func=views.size_label, on_change=on_size_change,
+    st.select_slider("Region size", options=SIZE_OPTIONS, key="region_size",
+                     format_func=size_label, on_change=on_size_change,
                      help="Side of the square; used for map clicks and for the form below. "
                           "East-west it is cos(latitude) times shorter than north-south.")
     with st.form("roi_form"):
@@ -158,7 +79,7 @@ with side_col:
         add_now = b2.form_submit_button("Add region now", width="stretch")
     if propose or add_now:
         try:
-            spec = views.spec_from_form(name, lon, lat, state.region_size)
+            spec = spec_from_form(name, lon, lat, state.region_size)
         except BharatEOError as exc:
             st.error(str(exc))
         else:
@@ -172,8 +93,8 @@ with side_col:
     if proposal is not None:
         with st.container(border=True):
             st.markdown(f"**Proposed: {proposal.name}** (dashed orange on the map, not read yet)")
-            st.caption(views.spec_summary(proposal)
-                       + ("; already in the local cache" if ui.is_cached(proposal) else ""))
+            st.caption(spec_summary(proposal)
+                       + ("; already in the local cache" if is_cached(proposal) else ""))
             try:
                 check_no_overlap(proposal, state.rois)
             except BharatEOError as exc:
@@ -190,12 +111,12 @@ with side_col:
 # --- left: the map -----------------------------------------------------------------------------
 with map_col:
     source = data_source_from_env()
-    overviews = ui.map_overviews(source)
-    chosen, proposed = views.map_layers(state.rois, state.proposed_roi)
-    state.region_map_frame = views.map_frame(
+    overviews = map_overviews(source)
+    chosen, proposed = map_layers(state.rois, state.proposed_roi)
+    state.region_map_frame = map_frame(
         state.region_map_frame, (tuple(chosen), proposed, tuple(o.name for o in overviews)),
         state.region_map_view,
-        lambda: views.map_view([b for _, b in chosen] + ([proposed[1]] if proposed else [])
+        lambda: map_view([b for _, b in chosen] + ([proposed[1]] if proposed else [])
                                or [o.bounds for o in overviews]))
     center, zoom = state.region_map_frame[1]
     # the views this page drew lately: a map drawn at one reports it back, sometimes late (after
@@ -208,7 +129,7 @@ with map_col:
                  disabled=not (chosen or proposed or overviews)):
         state.region_map_view, state.region_map_frame = None, None
         st.rerun()
-    st.caption(views.map_caption(overviews) + f" Land cover © {ATTRIBUTION}; CC-BY 4.0.")
+    st.caption(map_caption(overviews) + f" Land cover © {ATTRIBUTION}; CC-BY 4.0.")
 
 # --- the chosen regions ------------------------------------------------------------------------
 st.subheader(f"Your regions ({len(state.rois)})")
@@ -220,19 +141,19 @@ else:
         for col, roi in zip(st.columns(per_row), state.rois[first:first + per_row]):
             with col.container(border=True):
                 st.markdown(f"#### {roi.spec.name}")
-                picture = views.roi_picture(roi)
+                picture = roi_picture(roi)
                 st.image(picture.image, caption=picture.caption, width="stretch")
-                counts, nodata = views.collapsed_counts(roi), views.nodata_pixels(roi)
-                st.markdown(views.share_legend_html(counts, nodata), unsafe_allow_html=True)
+                counts, nodata = collapsed_counts(roi), nodata_pixels(roi)
+                st.markdown(share_legend_html(counts, nodata), unsafe_allow_html=True)
                 st.plotly_chart(class_bar_chart(counts, "collapsed class pixels", nodata=nodata),
                                 key=f"bars_{roi.spec.name}")
-                st.caption(views.roi_summary(roi))
+                st.caption(roi_summary(roi))
                 for note in roi.notes:
                     st.warning(note)
                 with st.expander("Provenance and native class counts"):
-                    st.markdown(views.provenance_markdown(roi))
+                    st.markdown(provenance_markdown(roi))
                     st.caption("Native WorldCover codes in this region (as the notebook prints)")
-                    st.markdown(views.native_counts_html(roi), unsafe_allow_html=True)
-                st.button("Remove", key=f"remove_{roi.spec.name}", on_click=ui.remove_roi,
+                    st.markdown(native_counts_html(roi), unsafe_allow_html=True)
+                st.button("Remove", key=f"remove_{roi.spec.name}", on_click=remove_roi,
                           args=(roi.spec.name,))
-    st.page_link(ui.PAGES["chips"], label="Next: cut these regions into chips", icon=":material/arrow_forward:")
+    st.page_link(PAGES["chips"], label="Next: cut these regions into chips", icon=":material/arrow_forward:")

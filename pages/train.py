@@ -1,26 +1,31 @@
 """Train: poke hyperparameters, watch live loss charts, stop, save and compare runs."""
 import streamlit as st
 
-from bharateo.app import state as ui, teacher
-from bharateo.errors import BharatEOError
+from bharateo.app import teacher
 from bharateo.app.figures import accuracy_figure, loss_figure
 from bharateo.app.jobs import max_training_seconds, max_trainings
-from bharateo.pipeline import PRESETS
+from bharateo.app.sidebar import synthetic_banner
+from bharateo.app.state import (clear_error, current_chip_config, guidance, keep_error, keep_widget,
+                                page_setup, show_error, show_kept_error, use_saved_run,
+                                use_trained_model)
+from bharateo.app.train import (adopt_finished_job, chip_knobs, config_from_knobs, default_run_name,
+                                eta_seconds, free_run_name, knob_help, knob_problems,
+                                knobs_from_config, matching_preset, preset_knobs, queue_panel,
+                                runs_table, save_job_again, series_from_job, series_from_run,
+                                start_training, training_estimate)
 from bharateo.chips import HOLDOUT_BLOCKS
+from bharateo.errors import BharatEOError
+from bharateo.pipeline import PRESETS
 from bharateo.pipeline import saved_as_message
 from bharateo.runs import delete_run, rename_run, scan_runs
 from bharateo.words import plural
-from bharateo.app.train import (chip_knobs, config_from_knobs, default_run_name, eta_seconds,
-                             free_run_name, knob_help, knob_problems, knobs_from_config,
-                             matching_preset, preset_knobs, runs_table, save_job_again,
-                             series_from_job, series_from_run, training_estimate)
 
-ui.page_setup()
+page_setup("train")
 st.title("Train")
-ui.synthetic_banner()
+synthetic_banner()
 rois = st.session_state.rois
 if not rois:
-    ui.guidance("Training needs regions to cut chips from. Add some on the Regions page first "
+    guidance("Training needs regions to cut chips from. Add some on the Regions page first "
                 "(the notebook's three presets are one click).", "regions", "Go to Regions")
     st.stop()
 roi_names = [r.spec.name for r in rois]
@@ -43,7 +48,7 @@ set_knobs({key: kept.get(key, value)
            for key, value in knobs_from_config(PRESETS["notebook default"]).items()
            if f"knob_{key}" not in st.session_state})
 # chips built on the Chips page since the knobs last saw them: train on those (held-out included)
-chip_config = st.session_state.chip_config
+chip_config = current_chip_config()
 if st.session_state.train_chips is not None and st.session_state.get("knobs_chips") != chip_config:
     set_knobs(chip_knobs(chip_config, roi_names))
 st.session_state.knobs_chips = chip_config
@@ -117,9 +122,9 @@ if problems := knob_problems(knobs):  # blocks Train: nothing trains on values n
              icon=":material/block:")
 else:
     try:
-        config = config_from_knobs(knobs, rois, st.session_state.chip_config)
+        config = config_from_knobs(knobs, rois, current_chip_config())
     except BharatEOError as exc:
-        ui.show_error(exc)
+        show_error(exc)
 
 over_budget = None
 if config is not None:
@@ -144,20 +149,20 @@ teacher.teacher_panel()
 job = st.session_state.job
 running = job is not None and not job.done
 name_col, train_col, stop_col, pause_col, step_col, epoch_col = st.columns([3, 1, 1, 1, 1, 1])
-ui.keep_widget("run_name")
-run_name = name_col.text_input("run name", key="run_name", on_change=ui.clear_error, args=("train",),
+keep_widget("run_name")
+run_name = name_col.text_input("run name", key="run_name", on_change=clear_error, args=("train",),
                                placeholder="automatic, e.g. " + (default_run_name(config) if config
                                                                  else "mask0.75-lr0.0004-…"),
                                help="Saved under checkpoints/<run name>/")
 if train_col.button("Train", type="primary", disabled=running or config is None
-                    or bool(over_budget), width="stretch", on_click=ui.clear_error,
+                    or bool(over_budget), width="stretch", on_click=clear_error,
                     args=("train",)) and config is not None and not over_budget:
     try:
-        ui.start_training(config, free_run_name(run_name or default_run_name(config)))
+        start_training(config, free_run_name(run_name or default_run_name(config)))
     except BharatEOError as exc:
-        ui.keep_error("train", exc)  # shown until the next Train click or run-name change
+        keep_error("train", exc)  # shown until the next Train click or run-name change
     st.rerun()
-ui.show_kept_error("train")
+show_kept_error("train")
 if stop_col.button("Stop", disabled=not running, width="stretch"):
     job.stop()
     st.toast("Stopping after the current step; the run is kept.")
@@ -235,14 +240,14 @@ def live_progress(job) -> None:
 
 def save_again(job) -> None:
     """Button callback: save a training whose save failed, from the model kept in memory."""
-    ui.clear_error("save")
+    clear_error("save")
     try:
         name = save_job_again(job)
     except BharatEOError as exc:
-        ui.keep_error("save", exc)
+        keep_error("save", exc)
         return
     if job.status in ("finished", "stopped"):
-        ui.use_trained_model(job.model, job.config, name, job.end.epochs_done)
+        use_trained_model(job.model, job.config, name, job.end.epochs_done)
     st.toast(f"Saved as run '{name}'.")
 
 
@@ -251,15 +256,15 @@ if job is not None:
     if running:
         live_progress(job)
     else:
-        ui.adopt_finished_job()
+        adopt_finished_job()
         draw_progress(job.snapshot(), getattr(job, "requested_name", None))
         if job.status == "failed" and getattr(job, "unsaved", None) is not None:
             st.caption("The trained model is still in memory: free some space (or make the "
                        "checkpoints folder writable), then save it.")
             st.button("Save again", on_click=save_again, args=(job,), type="primary")
-        ui.show_kept_error("save")
+        show_kept_error("save")
 
-ui.queue_panel()
+queue_panel()
 
 # --- saved runs --------------------------------------------------------------------------------
 st.subheader("Saved runs")
@@ -273,7 +278,7 @@ if damaged:
         f"- **{bad.name}**: {bad.reason}" for bad in damaged))
 by_name = {r.name: r for r in runs}
 if by_name:
-    ui.keep_widget("train_compare", list(by_name)[:2], lambda names: [n for n in names if n in by_name])
+    keep_widget("train_compare", list(by_name)[:2], lambda names: [n for n in names if n in by_name])
     compare = st.multiselect("compare runs on the same charts", list(by_name), key="train_compare")
     if compare:
         series = [series_from_run(by_name[n]) for n in compare]
@@ -282,32 +287,32 @@ if by_name:
         right.plotly_chart(accuracy_figure(series), width="stretch")
 
 all_names = [*by_name, *(bad.name for bad in damaged)]  # a damaged run can be renamed or deleted
-ui.keep_widget("train_manage_run", None,
+keep_widget("train_manage_run", None,
                lambda name: name if name in all_names else all_names[0])
 chosen = st.selectbox("manage a run", all_names, key="train_manage_run")
 load_col, rename_col, delete_col = st.columns(3)
 if load_col.button("Use this run for Reconstruct / Evaluate", width="stretch",
                    disabled=chosen not in by_name,
                    help=None if chosen in by_name else "This run is damaged: rename or delete it."):
-    ui.clear_error("manage")
+    clear_error("manage")
     try:
-        ui.use_saved_run(by_name[chosen])
+        use_saved_run(by_name[chosen])
         st.success(f"Now using saved run '{chosen}'.")
     except BharatEOError as exc:
-        ui.keep_error("manage", exc)  # shown below until the next load, rename or delete
-ui.keep_widget("rename_to")  # (the delete confirmation below is deliberately not kept)
+        keep_error("manage", exc)  # shown below until the next load, rename or delete
+keep_widget("rename_to")  # (the delete confirmation below is deliberately not kept)
 new_name = rename_col.text_input("new name", key="rename_to", label_visibility="collapsed",
                                  placeholder="new name")
 
 
 def manage(action, *args) -> None:
     """Button callback: rename or delete, keeping any error for the page to show."""
-    ui.clear_error("manage")
+    clear_error("manage")
     try:
         action(*args)
         st.session_state.confirm_delete = False
     except BharatEOError as exc:
-        ui.keep_error("manage", exc)  # shown until the next rename or delete
+        keep_error("manage", exc)  # shown until the next rename or delete
 
 
 rename_col.button("Rename", width="stretch", disabled=not new_name,
@@ -315,4 +320,4 @@ rename_col.button("Rename", width="stretch", disabled=not new_name,
 confirm = delete_col.checkbox(f"yes, delete '{chosen}'", key="confirm_delete")
 delete_col.button("Delete", width="stretch", disabled=not confirm,
                   on_click=manage, args=(delete_run, chosen))
-ui.show_kept_error("manage")
+show_kept_error("manage")

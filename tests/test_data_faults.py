@@ -303,7 +303,7 @@ def test_credentials_never_appear_anywhere(fixture_tiles_dir, isolated_env, monk
     from bharateo.model import ModelConfig
     from bharateo.pipeline import RunConfig, run_experiment
     from bharateo.train import TrainConfig
-    from bharateo.app.state import source_status
+    from bharateo.app.sidebar import source_status
 
     shown = []
     with RangeHTTPServer(fixture_tiles_dir.folder) as srv:

@@ -15,11 +15,12 @@ import pytest
 import torch
 
 from bharateo import evaluate as ev
-from bharateo.app import figures, results as insight
+from bharateo.app import figures, pictures, results
 from bharateo.chips import ChipConfig, build_chip_sets
 from bharateo.errors import ConfigError
 from bharateo.model import ModelConfig, num_masked, random_patch_mask
 from bharateo.app.pictures import magma
+from bharateo.app.state import CurrentModel
 from bharateo.pipeline import ExperimentResult, RunConfig, load_rois, run_experiment, save_experiment
 from bharateo.roi import NOTEBOOK_ROIS, RoiSpec
 from bharateo.runs import load_run
@@ -66,10 +67,9 @@ def save_tiny_run(tiny: TinyRun, name: str):
     return load_run(name)
 
 
-def model_entry(tiny: TinyRun, run_name: str | None) -> dict:
-    """What the Train page / ui.use_saved_run put in st.session_state.model."""
-    return {"model": tiny.result.model, "label": f"run '{run_name}' (trained here)",
-            "config": tiny.config, "run": run_name}
+def model_entry(tiny: TinyRun, run_name: str | None) -> CurrentModel:
+    """What the Train page / state.use_saved_run put in st.session_state.model."""
+    return CurrentModel(tiny.result.model, f"run '{run_name}' (trained here)", tiny.config, run_name)
 
 
 # --- confusion matrix, normalisation, scores ---------------------------------------------------
@@ -93,7 +93,7 @@ def test_row_normalised_rows_sum_to_one_and_empty_rows_stay_zero():
 
 def test_row_normalised_on_a_real_evaluation(trained):
     res = ev.evaluate(trained.result.model, trained.result.heldout_chips, 0.75)
-    shares = insight.normalised_confusion(res)
+    shares = results.normalised_confusion(res)
     support = np.array(res["confusion"]).sum(axis=1)
     np.testing.assert_allclose(shares.sum(axis=1)[support > 0], 1.0)
     assert np.all(shares.sum(axis=1)[support == 0] == 0)
@@ -125,7 +125,7 @@ def test_class_table_leaves_undefined_scores_empty():
     confusion[0, 0], confusion[1, 0], confusion[0, 2] = 5, 3, 2
     res = {"confusion": confusion.tolist(), **ev.classification_report(confusion),
            "per_class_mae": [0.1] * NUM_CLASSES}
-    table = insight.class_table(res).set_index("class")
+    table = results.class_table(res).set_index("class")
     assert table.loc[CLASS_NAMES[0], "precision"] == pytest.approx(5 / 8)
     assert table.loc[CLASS_NAMES[0], "recall"] == pytest.approx(5 / 7)
     assert table.loc[CLASS_NAMES[1], "recall"] == 0 and np.isnan(table.loc[CLASS_NAMES[1], "precision"])
@@ -195,17 +195,17 @@ def test_incompatible_chips_raise_config_error_in_words(trained):
 def test_panels_are_crisp_upscales_and_error_panel_scores_hidden_patches_only(trained):
     chips, model = trained.result.train_chips, trained.result.model
     rec = ev.reconstruct_chip(model, chips, 2, 0.5, seed=0)
-    panels = insight.reconstruction_panels(rec, 0.5, 2)
+    panels = pictures.reconstruction_panels(rec, 0.5, 2)
     assert len(panels) == 7
     assert [p.title.split(" ")[0] for p in panels][:4] == ["target", "50%", "predicted", "visible"]
     for panel in panels:
-        assert panel.image.shape == (insight.PANEL_SIDE, insight.PANEL_SIDE, 3)
+        assert panel.image.shape == (pictures.PANEL_SIDE, pictures.PANEL_SIDE, 3)
         assert panel.image.dtype == np.uint8
     target = panels[0].image
     np.testing.assert_array_equal(target[::2, ::2], target[1::2, 1::2])  # nearest 2x, no blur
     error = panels[4].image
     pixel_mask = np.kron(rec.mask, np.ones((32, 32), bool))
-    assert np.all(error[~pixel_mask] == (insight.UNSCORED_GREY * 255 + 0.5).astype(np.uint8))
+    assert np.all(error[~pixel_mask] == (pictures.UNSCORED_GREY * 255 + 0.5).astype(np.uint8))
     # a hidden pixel's colour is magma of its error
     r, c = np.argwhere(pixel_mask)[0]
     np.testing.assert_array_equal(error[r, c], magma(rec.abs_error[r // 2, c // 2][None, None])[0, 0])
@@ -242,27 +242,27 @@ def test_evaluation_is_stored_beside_the_run_and_reused(trained, monkeypatch):
     calls = []
     real = ev.evaluate
     monkeypatch.setattr(ev, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
-    insight.clear_memory()
-    first = insight.evaluation(model, chips, 0.75, run)
+    results.clear_memory()
+    first = results.evaluation(model, chips, 0.75, run)
     assert first.source == "computed" and len(calls) == 1
     path = run.path / first.filename
-    assert path.exists() and insight.chips_fingerprint(chips)[:12] in first.filename
+    assert path.exists() and results.chips_fingerprint(chips)[:12] in first.filename
     stored = json.loads(path.read_text())
     assert stored["result"]["confusion"] == first.value["confusion"]
 
-    assert insight.evaluation(model, chips, 0.75, run).source == "memory"
-    insight.clear_memory()
-    again = insight.evaluation(model, chips, 0.75, run)
+    assert results.evaluation(model, chips, 0.75, run).source == "memory"
+    results.clear_memory()
+    again = results.evaluation(model, chips, 0.75, run)
     assert again.source == "file" and len(calls) == 1 and again.value == first.value
 
     # other chips or another mask ratio: another file; other weights: recomputed, not reused
-    held = insight.evaluation(model, trained.result.heldout_chips, 0.75, run)
+    held = results.evaluation(model, trained.result.heldout_chips, 0.75, run)
     assert held.filename != first.filename and len(calls) == 2
-    assert insight.evaluation(model, chips, 0.5, run).filename != first.filename
-    insight.clear_memory()
+    assert results.evaluation(model, chips, 0.5, run).filename != first.filename
+    results.clear_memory()
     stored["model_digest"] = "0" * 32
     path.write_text(json.dumps(stored))
-    assert insight.evaluation(model, chips, 0.75, run).source == "computed"
+    assert results.evaluation(model, chips, 0.75, run).source == "computed"
 
 
 @pytest.mark.parametrize("damage", [
@@ -274,13 +274,13 @@ def test_evaluation_is_stored_beside_the_run_and_reused(trained, monkeypatch):
 def test_a_damaged_stored_result_is_recomputed_not_drawn(trained, damage):
     run = save_tiny_run(trained, "stored")
     model, chips = trained.result.model, trained.result.train_chips
-    insight.clear_memory()
-    first = insight.evaluation(model, chips, 0.75, run)
+    results.clear_memory()
+    first = results.evaluation(model, chips, 0.75, run)
     path = run.path / first.filename
     stored = json.loads(path.read_text())
     path.write_text(json.dumps({**stored, "result": damage(stored["result"])}))  # header intact
-    insight.clear_memory()
-    again = insight.evaluation(model, chips, 0.75, run)
+    results.clear_memory()
+    again = results.evaluation(model, chips, 0.75, run)
     assert again.source == "computed" and again.value == first.value
     assert json.loads(path.read_text())["result"] == first.value  # rewritten
 
@@ -288,28 +288,28 @@ def test_a_damaged_stored_result_is_recomputed_not_drawn(trained, damage):
 def test_fingerprints_follow_content_not_identity(trained):
     chips = trained.result.train_chips
     same = replace(chips, labels=chips.labels.copy())
-    assert insight.chips_fingerprint(same) == insight.chips_fingerprint(chips)
+    assert results.chips_fingerprint(same) == results.chips_fingerprint(chips)
     other = replace(chips, labels=chips.labels.copy())
     other.labels[0, 0, 0] = (other.labels[0, 0, 0] + 1) % NUM_CLASSES
-    assert insight.chips_fingerprint(other) != insight.chips_fingerprint(chips)
+    assert results.chips_fingerprint(other) != results.chips_fingerprint(chips)
     model = trained.result.model
     twin = type(model)(model.config)
     twin.load_state_dict(model.state_dict())
-    assert insight.model_digest(twin) == insight.model_digest(model)
-    assert insight.model_digest(type(model)(model.config)) != insight.model_digest(model)
+    assert results.model_digest(twin) == results.model_digest(model)
+    assert results.model_digest(type(model)(model.config)) != results.model_digest(model)
 
 
 def test_chips_for_run_rebuilds_the_training_chips(trained, worldcover_dir):
-    _, train, held = insight.chips_for_run(trained.config)
-    assert insight.chips_fingerprint(train) == insight.chips_fingerprint(trained.result.train_chips)
-    assert insight.chips_fingerprint(held) == insight.chips_fingerprint(trained.result.heldout_chips)
-    assert insight.chip_differences(trained.config, train, held) == []
-    assert insight.held_out_by_run(trained.config, held)
+    _, train, held = results.chips_for_run(trained.config)
+    assert results.chips_fingerprint(train) == results.chips_fingerprint(trained.result.train_chips)
+    assert results.chips_fingerprint(held) == results.chips_fingerprint(trained.result.heldout_chips)
+    assert results.chip_differences(trained.config, train, held) == []
+    assert results.held_out_by_run(trained.config, held)
     other = replace(trained.config, chips=replace(trained.config.chips, holdout_roi=None, n_chips=8))
-    diffs = insight.chip_differences(other, train, held)
+    diffs = results.chip_differences(other, train, held)
     assert any("trained on 8 chips" in d for d in diffs)
     assert any("held out no region" in d for d in diffs)
-    assert not insight.held_out_by_run(other, held)
+    assert not results.held_out_by_run(other, held)
 
 
 # --- the plain-language reading ------------------------------------------------------------------
@@ -328,7 +328,7 @@ def test_gap_reading_names_memorisation_with_the_numbers():
     support = [200, 500, 100, 200, 0, 0, 0, 0]
     train = _result(0.90, [180, 450, 90, 180, 0, 0, 0, 0], support, mae=0.05)
     held = _result(0.71, [150, 400, 50, 110, 0, 0, 0, 0], support, mae=0.08)
-    text = insight.gap_reading(train, held, "mathura_belt")
+    text = results.gap_reading(train, held, "mathura_belt")
     assert "drops from 0.90 on training chips to 0.71" in text and "memorised" in text
     assert "'mathura_belt'" in text and "0.050" in text and "0.080" in text and "+60%" in text
     assert "'grass_shrub': recall 0.90 → 0.50" in text  # the biggest of the recall drops
@@ -337,14 +337,14 @@ def test_gap_reading_names_memorisation_with_the_numbers():
 def test_gap_reading_other_cases():
     support = [100, 700, 100, 100, 0, 0, 0, 0]
     good = _result(0.85, [80, 650, 60, 60, 0, 0, 0, 0], support)
-    assert "about the same" in insight.gap_reading(good, good, "x")
-    easy = insight.gap_reading(good, _result(0.95, [95, 700, 90, 65, 0, 0, 0, 0], support), "x")
+    assert "about the same" in results.gap_reading(good, good, "x")
+    easy = results.gap_reading(good, _result(0.95, [95, 700, 90, 65, 0, 0, 0, 0], support), "x")
     assert "higher on" in easy and "easier" in easy and "would already score 70%" in easy
     assert easy.count("always answering") == 1  # said once, not twice
-    lazy = insight.gap_reading(good, _result(0.70, [0, 700, 0, 0, 0, 0, 0, 0], support), "x")
+    lazy = results.gap_reading(good, _result(0.70, [0, 700, 0, 0, 0, 0, 0, 0], support), "x")
     assert "no better than always answering 'cropland' (70% of its patches)" in lazy
-    assert "hold out a region" in insight.gap_reading(good, None)
-    assert insight.gap_reading(good, good, "x", held_out_by_run=False).startswith("Careful")
+    assert "hold out a region" in results.gap_reading(good, None)
+    assert results.gap_reading(good, good, "x", held_out_by_run=False).startswith("Careful")
 
 
 def open_page(page: str, **state):
@@ -363,8 +363,8 @@ def open_page(page: str, **state):
 def test_describe_model_counts_the_epochs_that_ran():
     config = RunConfig(train=TrainConfig(epochs=20))
     entry = {"model": None, "label": "run 'x'", "config": config, "run": "x"}
-    assert "× 20 epochs" in insight.describe_model(entry)  # nothing known: the planned epochs
-    assert "× 6 epochs" in insight.describe_model({**entry, "epochs_done": 6})  # stopped early
+    assert "× 20 epochs" in results.describe_model(entry)  # nothing known: the planned epochs
+    assert "× 6 epochs" in results.describe_model({**entry, "epochs_done": 6})  # stopped early
 
 
 def test_a_small_share_in_the_confusion_matrix_never_reads_zero():

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bharateo import cli
-from bharateo.app import figures, results as insight, regions as views
+from bharateo.app import figures, pictures, results
 from bharateo.chips import ChipConfig
 from bharateo.errors import RunNotFoundError
 from bharateo.model import ModelConfig, num_masked, random_patch_mask
@@ -130,7 +130,7 @@ def test_gap_reading_never_says_carries_over_and_not_learned_about_one_run():
         diag_h = [right_h, 690, right_h, right_h // 2, 0, 0, 0, 0]
         train = _result(sum(diag_t) / 1000, diag_t, support)
         held = _result(sum(diag_h) / 1000, diag_h, support)
-        text = insight.gap_reading(train, held, "x")
+        text = results.gap_reading(train, held, "x")
         carries = "learned carries over" in text
         seen.add(carries)
         assert not (carries and "not learned much" in text), text
@@ -160,15 +160,15 @@ def test_counted_words():
     assert (plural(1, "epoch"), plural(2, "epoch"), plural(1024, "chip")) == \
         ("1 epoch", "2 epochs", "1,024 chips")
     entry = {"model": None, "label": "run 'x'", "config": SMALL_CONFIG, "run": "x", "epochs_done": 1}
-    assert "× 1 epoch at" in insight.describe_model(entry)
+    assert "× 1 epoch at" in results.describe_model(entry)
     run = save_untrained_run("one-epoch")
-    from bharateo.insight_ui import _run_label
+    from bharateo.app.results import _run_label
     assert " · 1 epoch" in _run_label(run) and "epochs" not in _run_label(run)
 
 
 def test_region_picture_caption_uses_ordinals(worldcover_dir):
     roi = load_roi(RoiSpec("x", 77.23, 28.61, 1024))
-    caption = views.roi_picture(roi, max_side=512).caption
+    caption = pictures.roi_picture(roi, max_side=512).caption
     assert "every 2nd pixel" in caption and "2th" not in caption
 
 

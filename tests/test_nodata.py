@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from bharateo import chips as chips_module
 from bharateo import evaluate as ev
-from bharateo.app import figures, results as insight, regions as views
+from bharateo.app import chips as app_chips, figures, pictures, regions, results
 from bharateo.chips import (MAX_CHIP_NODATA_FRACTION, ChipConfig, ChipSet, build_chip_sets,
                             patch_mode_labels)
 from bharateo.errors import ChipError
@@ -326,19 +326,19 @@ def test_pictures_and_words_show_nodata_as_nodata():
     assert (labels_image(chips.labels[1])[:, :8] == black).all()
     assert (labels_image(chips.patch_labels[1])[:, 0] == black).all()  # IGNORE patch labels
     assert not (labels_image(chips.patch_labels[1])[:, 1:] == black).all(-1).any()
-    picture = views.chip_picture(chips, 1, "patch", display_px=32)
+    picture = pictures.chip_picture(chips, 1, "patch", display_px=32)
     assert (picture[:, :8] == black).all()
-    assert "no data" in views.legend_html([0, 1, NODATA_ID]) and "no data" not in views.legend_html()
-    assert "no data" in views.legend_html(nodata=True)
-    assert "rare_other" not in views.legend_html([0, IGNORE_INDEX])
-    assert views.token_label(chips, 1, 0) == IGNORE_INDEX
-    assert "no data (left out of losses and metrics)" in views.class_swatch_html(IGNORE_INDEX)
-    text = views.token_mix_text(chips, 1, 0)
+    assert "no data" in pictures.legend_html([0, 1, NODATA_ID]) and "no data" not in pictures.legend_html()
+    assert "no data" in pictures.legend_html(nodata=True)
+    assert "rare_other" not in pictures.legend_html([0, IGNORE_INDEX])
+    assert app_chips.token_label(chips, 1, 0) == IGNORE_INDEX
+    assert "no data (left out of losses and metrics)" in pictures.class_swatch_html(IGNORE_INDEX)
+    text = app_chips.token_mix_text(chips, 1, 0)
     assert "no data 64" in text and "left out of losses and metrics" in text
-    assert "no data 24" in views.token_mix_text(chips, 3, 15)
-    assert "land-cover class" in views.token_mix_text(chips, 3, 15)
-    view = views.token_view(chips, 1)
-    assert "no data" in views.shape_journey(chips, 1, view, 16, "test")
+    assert "no data 24" in app_chips.token_mix_text(chips, 3, 15)
+    assert "land-cover class" in app_chips.token_mix_text(chips, 3, 15)
+    view = app_chips.token_view(chips, 1)
+    assert "no data" in app_chips.shape_journey(chips, 1, view, 16, "test")
     assert chips.patch_class_counts().sum() == 8 * 16 - chips.ignored_patches()
 
 
@@ -346,15 +346,15 @@ def test_region_counts_and_summary_list_nodata_apart():
     native = np.full((64, 64), 40, dtype=np.uint8)
     native[:, :16] = 0
     roi = Roi(RoiSpec("coast", 6.9, 0.4, 64), native, {"tiles": [{"tile": "N00E006"}]})
-    counts = views.collapsed_counts(roi)
+    counts = regions.collapsed_counts(roi)
     assert counts.sum() == 64 * 48 and counts[RARE_OTHER] == 0
-    assert "25.0% of the region" in views.roi_summary(roi)
-    assert views.nodata_pixels(roi) == 64 * 16
-    legend = views.share_legend_html(counts, views.nodata_pixels(roi))
+    assert "25.0% of the region" in regions.roi_summary(roi)
+    assert regions.nodata_pixels(roi) == 64 * 16
+    legend = pictures.share_legend_html(counts, regions.nodata_pixels(roi))
     assert "no data 25.0%" in legend and "cropland 75.0%" in legend
-    table = views.native_counts_table(roi)
+    table = regions.native_counts_table(roi)
     assert table.loc[table.code == 0, "collapsed to"].item() == "no data (never a class)"
-    bars = figures.class_bar_chart(counts, "pixels", nodata=views.nodata_pixels(roi)).data[0]
+    bars = figures.class_bar_chart(counts, "pixels", nodata=regions.nodata_pixels(roi)).data[0]
     assert list(bars.x)[-1] == "no data" and list(bars.y) == counts.tolist() + [64 * 16]
     assert list(bars.marker.color)[-1] == "#000000"
     assert list(figures.class_bar_chart(counts, "pixels").data[0].x) == CLASS_NAMES
@@ -415,11 +415,11 @@ def test_short_training_on_real_chips_then_evaluate_and_reconstruct(real_run):
     result = ev.evaluate(model, chips, 0.75)
     assert np.asarray(result["confusion"]).sum() == chips.patch_labels.size - chips.ignored_patches()
     assert result["ignored_patches"] == chips.ignored_patches()
-    assert insight.class_table_display(result).shape[0] == NUM_CLASSES
-    assert insight.gap_reading(result, ev.evaluate(model, held, 0.75), SAO_TOME.name)
+    assert results.class_table_display(result).shape[0] == NUM_CLASSES
+    assert results.gap_reading(result, ev.evaluate(model, held, 0.75), SAO_TOME.name)
     index = first_chip_with_ignored_patch(chips)
     rec = ev.reconstruct_chip(model, chips, index, 0.5)
-    panels = insight.reconstruction_panels(rec, 0.5, index)
+    panels = pictures.reconstruction_panels(rec, 0.5, index)
     target_panel = panels[-1].image
     g = chips.grid_size
     side = target_panel.shape[0] // g

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from bharateo import runs
-from bharateo.app import results as insight, train as studio
+from bharateo.app import results, train as studio
 from bharateo.chips import ChipConfig, build_chip_sets
 from bharateo.errors import ConfigError, RunDamagedError, RunNameError, RunNotFoundError, RunSaveError
 from bharateo.model import ModelConfig, TinyRGBMAE
@@ -231,9 +231,9 @@ def test_evaluating_a_deleted_run_does_not_recreate_its_folder(rois, result):
     delete_run("gone")
     with pytest.raises(RunNotFoundError):
         write_run_file(run, "evaluation_x.json", {"a": 1})
-    insight.clear_memory()
+    results.clear_memory()
     chips, _ = build_chip_sets(rois, CONFIG.chips)
-    stored = insight.stored_result("evaluation", result.model, chips, {"p": 1}, lambda: {"v": 1}, run)
+    stored = results.stored_result("evaluation", result.model, chips, {"p": 1}, lambda: {"v": 1}, run)
     assert stored.value == {"v": 1} and stored.filename is None
     assert not run.path.exists()
 

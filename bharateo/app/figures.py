@@ -1,4 +1,7 @@
-"""Plotly figures for the pages. Each function takes plain data and returns a go.Figure."""
+"""Every plotly chart the pages draw: class bars (Regions), chip and class-balance charts and the
+token variance heatmap (Chips), loss and accuracy curves (Train), the mask-ratio curve
+(Reconstruct), confusion matrices and per-class error (Evaluate). Each function takes plain data
+and returns a go.Figure."""
 from __future__ import annotations
 
 import plotly.graph_objects as go

@@ -1,9 +1,10 @@
-"""The "Inside the model" page's logic: attention pictures, the embedding map and its selection.
+"""The "Inside the model" page's logic: the embedding map (stored once per run and chips), its
+figure and selection, and which token to show first.
 
 The science is in bharateo/inspect_model.py (attention weights, token embeddings, PCA, nearest
-chips); here it becomes pictures and plotly figures, and the embedding map is computed once per
-model + chips and stored beside the run (results.stored_result, like the evaluations).
-Nothing here calls Streamlit, so it is tested directly.
+chips); the attention pictures are drawn in bharateo/app/pictures.py with the other chip pictures;
+the embedding map is computed once per model + chips and stored beside the run
+(results.stored_result, like the evaluations). Nothing here calls Streamlit.
 """
 from __future__ import annotations
 
@@ -12,15 +13,11 @@ import plotly.graph_objects as go
 
 from bharateo import inspect_model as im
 from bharateo.app import results
-from bharateo.app.pictures import draw_grid, labels_image, magma, upscale
 from bharateo.chips import ChipSet
 from bharateo.runs import SavedRun
 from bharateo.worldcover import CLASS_COLORS_255, CLASS_NAMES, NODATA_NAME
 
-OVERLAY_SIDE = 256  # px of the attention pictures (an integer upscale of the chip)
-SMALL_SIDE = 128  # px of each layer x head picture
 MAX_MAP_POINTS = 60_000  # points drawn on the embedding map (every token is stored)
-HIDDEN_GREY = np.array([235, 235, 235], dtype=np.uint8)
 
 
 def embedding_map(model, chips: ChipSet, run: SavedRun | None = None) -> results.StoredResult:
@@ -34,54 +31,6 @@ def default_query(maps: im.AttentionMaps) -> int:
     """The first hidden patch (what a hidden patch looks at is the lesson), else token 0."""
     hidden = np.flatnonzero(maps.mask.ravel())
     return int(hidden[0]) if len(hidden) else 0
-
-
-def masked_picture(chips: ChipSet, index: int, mask: np.ndarray, query: int | None,
-                   side: int = OVERLAY_SIDE) -> np.ndarray:
-    """The chip's land-cover picture with hidden patches light grey and patch `query` outlined."""
-    g = mask.shape[0]
-    p = chips.chip_size // g
-    image = labels_image(chips.labels[index]).copy()
-    image[np.kron(mask, np.ones((p, p), dtype=bool))] = HIDDEN_GREY
-    image = upscale(image, max(1, side // chips.chip_size))
-    return draw_grid(image, g, color=(255, 255, 255),
-                     highlight=None if query is None else divmod(query, g))
-
-
-def attention_picture(chips: ChipSet, index: int, weights: np.ndarray, query: int,
-                      side: int = OVERLAY_SIDE) -> np.ndarray:
-    """G x G attention weights of one query drawn over the chip: the chip's picture faded under
-    a magma heat map scaled to this map's largest weight, the query patch outlined.
-    H x W x 3 uint8 (side px)."""
-    g = weights.shape[0]
-    base = upscale(labels_image(chips.labels[index]), max(1, side // chips.chip_size)).astype(np.float32)
-    top = float(weights.max())
-    heat = magma(weights / top if top > 0 else weights, 0.0, 1.0)  # G x G x 3
-    cell = base.shape[0] // g
-    heat = upscale(heat, cell).astype(np.float32)
-    alpha = upscale(np.clip(weights / top if top > 0 else weights, 0, 1), cell)[..., None]
-    blended = base * (1 - 0.75 * np.sqrt(alpha)) + heat * 0.75 * np.sqrt(alpha)
-    out = (blended + 0.5).astype(np.uint8)
-    return draw_grid(out, g, color=(90, 90, 90), highlight=divmod(query, g))
-
-
-def attention_grid_pictures(chips: ChipSet, index: int, maps: im.AttentionMaps, query: int,
-                            side: int = SMALL_SIDE) -> list[list[tuple[np.ndarray, str]]]:
-    """One row per layer, one (picture, caption) per head, for token `query`. A layer that did
-    not compute this query (a visible-only encoder, a hidden query) gets a caption saying so."""
-    rows = []
-    for li, name in enumerate(maps.layers):
-        row = []
-        for h in range(maps.heads):
-            if maps.queries[li, query]:
-                grid = maps.grid(li, h, query)
-                row.append((attention_picture(chips, index, grid, query, side),
-                            f"{name} · head {h + 1} · max {grid.max():.2f}"))
-            else:
-                row.append((masked_picture(chips, index, maps.mask, query, side),
-                            f"{name} · head {h + 1}: this layer never sees a hidden patch"))
-        rows.append(row)
-    return rows
 
 
 def class_name(label: int) -> str:

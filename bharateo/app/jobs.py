@@ -1,4 +1,4 @@
-"""Background training for the app: one thread per job, a first-come-first-served queue per server.
+"""The Train page's training jobs: one thread per job, a first-come-first-served queue per server.
 
 Streamlit APIs are not thread-safe, so a job never touches Streamlit: its thread writes progress
 into the job (under a lock) and pages poll `snapshot()`. At most BHARATEO_MAX_TRAININGS jobs run at
@@ -32,13 +32,13 @@ import threading
 import time
 from dataclasses import asdict, replace
 
+from bharateo.app.worker import WorkerRun, keep_spare_worker
 from bharateo.chips import build_chip_sets
 from bharateo.errors import BharatEOError
 from bharateo.pipeline import ExperimentResult, RunConfig, renamed, save_experiment
 from bharateo.runs import release_run_name
 from bharateo.train import (EpochMetrics, StepMetrics, TrainedWeights, TrainingEnd,
                             TrainingPaused, make_model)
-from bharateo.app.worker import WorkerRun, keep_spare_worker
 
 log = logging.getLogger(__name__)
 SESSION_GRACE_S = 30.0  # a session gone this long counts as closed

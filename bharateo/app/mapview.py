@@ -1,4 +1,5 @@
-"""Folium maps for the Regions page that draw without internet.
+"""The Regions page's map: folium maps that draw without internet, where the map opens and
+stays (framing, the user's pan and zoom), clicks turned into proposed regions, and its key.
 
 folium points its Leaflet, jQuery, Bootstrap and Font Awesome links at CDNs, and streamlit-folium
 loads every one of them before drawing; offline the first failed load stops the map. The maps here
@@ -13,6 +14,8 @@ small script for the tiles in view after every pan or zoom, so they follow the u
 from __future__ import annotations
 
 import html
+import math
+import re
 from numbers import Integral
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from branca.element import MacroElement
 from folium.template import Template
 
 from bharateo.errors import RegionError
-from bharateo.roi import ROI_SIZE_RANGE, RoiSpec, check_roi_spec, default_roi_name
+from bharateo.roi import ROI_SIZE_RANGE, Roi, RoiSpec, check_roi_spec, default_roi_name, roi_window
 from bharateo.worldcover import ATTRIBUTION, TILE_DEGREES
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
@@ -243,3 +246,82 @@ def propose_roi_from_click(map_state: dict | None, size: int, name: str | None =
                    lon=lon, lat=lat, size=int(size))
     check_roi_spec(spec)
     return spec
+
+
+# --- framing: where the map opens and stays ---------------------------------------------------
+def map_layers(rois: list[Roi], proposed: RoiSpec | None):
+    """(chosen [(name, bounds)], proposed (name, bounds) | None) for mapview.build_region_map."""
+    chosen = [(r.spec.name, tuple(r.provenance.get("bounds") or roi_window(r.spec).bounds))
+              for r in rois]
+    return chosen, (None if proposed is None else (proposed.name, roi_window(proposed).bounds))
+
+
+def drawn_view(view, drawn) -> bool:
+    """True when `view` ((lat, lon), zoom), reported by the map, is one of the views in `drawn`
+    (the page's own recent frames) to within a screen pixel at that zoom (256 px tiles:
+    360 / 2^(zoom + 8) degrees of longitude a pixel), i.e. not a pan or zoom by the user."""
+    (lat, lon), zoom = view
+    tolerance = 360 / 2 ** (zoom + 8)
+    return any(z == zoom and abs(c[0] - lat) <= tolerance and abs(c[1] - lon) <= tolerance
+               for c, z in drawn)
+
+
+def map_view(bounds_list, default=((27.5, 77.0), 5), width_px: int = 700, height_px: int = 450,
+             min_span_deg: float = 0.4, zoom_range=(2, 11)):
+    """(centre (lat, lon), zoom) framing every (west, south, east, north) in `bounds_list`, the
+    largest Web Mercator zoom at which they fit in `width_px` x `height_px` with a 30 % margin.
+
+    Keeps at least `min_span_deg` in view, so one 2048 px region (0.17°) fills about a third of
+    the map instead of being a speck or filling it.
+    """
+    if not bounds_list:
+        return default
+    west = min(b[0] for b in bounds_list)
+    south = min(b[1] for b in bounds_list)
+    east = max(b[2] for b in bounds_list)
+    north = max(b[3] for b in bounds_list)
+    lat_c, lon_c = (south + north) / 2, (west + east) / 2
+    span_lon = max((east - west) * 1.3, min_span_deg)
+    span_lat = max((north - south) * 1.3, min_span_deg) / max(math.cos(math.radians(lat_c)), 0.2)
+    fit = min(math.log2(width_px * 360 / (256 * span_lon)),
+              math.log2(height_px * 360 / (256 * span_lat)))
+    zoom = int(min(max(math.floor(fit), zoom_range[0]), zoom_range[1]))
+    return (round(lat_c, 4), round(lon_c, 4)), zoom
+
+
+def map_frame(frame, content, user_view, fit):
+    """The (content, ((lat, lon), zoom)) to draw the Regions map at this run.
+
+    `frame` is last run's; `content` anything hashable naming what the map draws; `user_view`
+    where the user left the map (None until they pan or zoom, or after a refit); `fit()` the
+    view framing the regions. Unchanged content keeps the frame, so the map script stays the same
+    and st_folium keeps its live map (and the user's pan); new content is drawn where the user
+    left the map, or fitted when they have not moved it.
+    """
+    if frame is not None and frame[0] == content:
+        return frame
+    return content, (user_view or fit())
+
+
+def map_caption(overviews) -> str:
+    """The map's key, naming the land-cover overviews on it and what their pixels are."""
+    text = ("Grey lines: the WorldCover 3° tiles everywhere (60°S-84°N), each named at its "
+            "south-west corner once zoomed in. Blue: your regions; dashed orange: the proposal.")
+    tiles = [o for o in overviews if re.fullmatch(r"[NS]\d\d[EW]\d{3}", o.name)]
+    labels: dict[str, list[str]] = {}
+    for o in tiles:
+        labels.setdefault(o.data_label, []).append(o.name)
+    if tiles:
+        text += " Colours: each tile at hand read offline from its own overviews (~1 km pixels; " + \
+            "; ".join(f"{', '.join(names)}: {label}" for label, names in labels.items()) + ")"
+    regions: dict[str, int] = {}
+    for o in overviews:
+        if o not in tiles:
+            regions[o.data_label] = regions.get(o.data_label, 0) + 1
+    if regions:
+        text += (", " if tiles else " Colours: ") + ", ".join(
+            f"{n} cached region{'s' * (n > 1)} ({label})" for label, n in regions.items())
+    if overviews:
+        text += "; no data (sea) left clear."
+    return text + (" The OpenStreetMap background needs internet; offline the land-cover "
+                   "colours, tiles, regions and clicks still work.")

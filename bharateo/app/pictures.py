@@ -1,12 +1,50 @@
-"""Pictures of chips, ROIs and errors as uint8 RGB arrays for st.image (no matplotlib)."""
+"""Every picture the pages draw, as uint8 RGB arrays for st.image (no matplotlib), and the class
+legends beside them: regions (Regions), chips, token grids and tokens (Chips), chip thumbnails
+and the reconstruction panels (Reconstruct). One place draws chip pictures, so no-data is black
+and every class has its palette colour everywhere.
+"""
 from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from plotly.colors import sample_colorscale
 
-from bharateo.worldcover import NODATA_ID, NUM_CLASSES, PALETTE_255
+from bharateo.app.regions import ground_size
+from bharateo.words import ordinal
+from bharateo.worldcover import (
+    CLASS_COLORS_255,
+    CLASS_COLORS_HEX,
+    CLASS_NAMES,
+    NODATA,
+    NODATA_COLOR_255,
+    NODATA_COLOR_HEX,
+    NODATA_ID,
+    NODATA_NAME,
+    NUM_CLASSES,
+    PALETTE_255,
+    collapse_worldcover,
+)
+
+if TYPE_CHECKING:
+    from bharateo.app.chips import TokenView
+    from bharateo.chips import ChipSet
+    from bharateo.evaluate import ChipReconstruction
+    from bharateo.inspect_model import AttentionMaps
+    from bharateo.roi import Roi
+
+PANEL_SIDE = 256  # px of every reconstruction panel (an integer upscale of the chip)
+THUMB_SIDE = 80  # px of a chip thumbnail
+ERROR_RANGE = (0.0, 0.5)  # the notebook's magma range for |RGB error|
+UNSCORED_GREY = np.array([0.55, 0.55, 0.55], dtype=np.float32)
+NODATA_RGB = NODATA_COLOR_255  # sea / outside coverage in every picture: black
+NODATA_HELP = "left out of losses and metrics"
 
 
+# --- building blocks -------------------------------------------------------------------------
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """H x W x 3 float in [0, 1] -> uint8."""
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
@@ -58,3 +96,218 @@ def magma(values: np.ndarray, vmin: float = 0.0, vmax: float = 0.5) -> np.ndarra
     """H x W floats -> H x W x 3 uint8 with the magma colour map on [vmin, vmax]."""
     idx = np.clip((values - vmin) / (vmax - vmin) * 255, 0, 255).astype(np.int64)
     return _MAGMA[idx]
+
+
+# --- class legends (HTML beside the pictures) -------------------------------------------------
+def _is_class(class_id) -> bool:
+    return 0 <= int(class_id) < NUM_CLASSES
+
+
+def _hex(class_id: int) -> str:
+    return CLASS_COLORS_HEX[class_id] if _is_class(class_id) else NODATA_COLOR_HEX
+
+
+def legend_html(classes=None, nodata: bool = False) -> str:
+    """Inline HTML swatches for the collapsed classes (all, or the ids in `classes`), plus a
+    black 'no data' swatch, listed apart, when `nodata` or when `classes` holds a no-data id
+    (NODATA_ID, IGNORE_INDEX)."""
+    ids = range(NUM_CLASSES) if classes is None else sorted(set(int(c) for c in classes))
+    nodata = nodata or any(not _is_class(i) for i in ids)
+    items = [(_hex(i), text_color(i), CLASS_NAMES[i]) for i in ids if _is_class(i)]
+    items += [(NODATA_COLOR_HEX, "#fff", NODATA_NAME)] if nodata else []
+    return " ".join(
+        f"<span style='background:{color};padding:1px 7px;border-radius:3px;"
+        f"color:{text};font-size:0.8em'>{html.escape(name)}</span>" for color, text, name in items)
+
+
+def text_color(class_id: int) -> str:
+    """Black or white, whichever reads better on the class colour (white on no-data black)."""
+    if not _is_class(class_id):
+        return "#fff"
+    r, g, b = (int(v) for v in CLASS_COLORS_255[class_id])
+    return "#111" if 0.299 * r + 0.587 * g + 0.114 * b > 150 else "#fff"
+
+
+def share_legend_html(counts, nodata: int = 0) -> str:
+    """Swatches of the classes present in `counts` (pixels per class), with their shares; with
+    `nodata` pixels, shares are of all pixels and a black 'no data' swatch comes last, apart."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = max(int(counts.sum()) + int(nodata), 1)
+    items = [(i, CLASS_NAMES[i], counts[i]) for i in np.argsort(-counts, kind="stable") if counts[i]]
+    items += [(-1, NODATA_NAME, int(nodata))] if nodata else []
+    return " ".join(
+        f"<span style='background:{_hex(i)};padding:1px 6px;border-radius:3px;"
+        f"color:{text_color(i)};font-size:0.8em;white-space:nowrap'>"
+        f"{html.escape(name)} {100 * n / total:.1f}%</span>" for i, name, n in items)
+
+
+def class_swatch_html(class_id: int, text: str | None = None) -> str:
+    """One class as a coloured swatch followed by its name (or `text`); a no-data id (NODATA_ID,
+    IGNORE_INDEX) is a black swatch named 'no data (left out of losses and metrics)'."""
+    default = CLASS_NAMES[class_id] if _is_class(class_id) else f"{NODATA_NAME} ({NODATA_HELP})"
+    return (f"<span style='display:inline-block;width:1.1em;height:1.1em;vertical-align:-0.2em;"
+            f"border:1px solid #555;background:{_hex(class_id)}'></span> "
+            f"<b>{html.escape(text or default)}</b>")
+
+
+# --- regions, chips and tokens (Regions, Chips) -----------------------------------------------
+@dataclass
+class RoiPicture:
+    image: np.ndarray  # h x w x 3 uint8 palette picture
+    step: int  # every step-th pixel shown
+    caption: str
+
+
+def roi_picture(roi: Roi, max_side: int = 512) -> RoiPicture:
+    """The ROI in the class palette (every k-th pixel for big ROIs; no-data in black)."""
+    native = thumbnail_labels(roi.native, max_side)
+    step = max(1, math.ceil(max(roi.native.shape) / max_side))  # as thumbnail_labels
+    image = labels_image(collapse_worldcover(native))
+    nodata = native == NODATA
+    if nodata.any():
+        image = image.copy()
+        image[nodata] = NODATA_RGB
+    scale = "full resolution" if step == 1 else f"every {ordinal(step)} pixel shown (1:{step})"
+    caption = f"{ground_size(roi.spec.size, roi.spec.lat)}; {scale}; north is up."
+    if nodata.any():
+        caption += (" Black: no data (sea / outside coverage), "
+                    f"{nodata.mean():.1%} of the pixels shown; never a land-cover class.")
+    return RoiPicture(image, step, caption)
+
+
+def chip_picture(chips: ChipSet, i: int, mode: str = "rgb", display_px: int = 256) -> np.ndarray:
+    """Chip i as uint8, enlarged (nearest) to about display_px: its RGB, or its patch labels."""
+    if mode == "rgb":
+        image = labels_image(chips.labels[i])
+    else:
+        image = labels_image(chips.patch_labels[i])
+    return upscale(image, max(1, display_px // image.shape[0]))
+
+
+def chip_with_grid(chips: ChipSet, i: int, token: int | None, display_px: int = 384) -> np.ndarray:
+    """Chip i enlarged, with its token grid drawn and token `token` outlined."""
+    g = chips.grid_size
+    image = upscale(labels_image(chips.labels[i]), max(1, display_px // chips.chip_size))
+    return draw_grid(image, g, highlight=None if token is None else divmod(int(token), g))
+
+
+def mean_rgb_picture(view: TokenView, token: int | None, display_px: int = 384) -> np.ndarray:
+    """G x G token mean colours, enlarged, token `token` outlined."""
+    image = to_uint8(view.mean_rgb.reshape(view.grid, view.grid, 3))
+    image = upscale(image, max(1, display_px // view.grid))
+    return draw_grid(image, view.grid, color=(255, 255, 255),
+                     highlight=None if token is None else view.rowcol(token))
+
+
+def token_picture(view: TokenView, token: int, display_px: int = 128) -> np.ndarray:
+    """Token `token`'s p x p pixels, enlarged."""
+    image = to_uint8(view.tokens_rgb[token].transpose(1, 2, 0))
+    return upscale(image, max(1, display_px // view.patch))
+
+
+# --- reconstruction panels and thumbnails (Reconstruct) ---------------------------------------
+@dataclass
+class Panel:
+    image: np.ndarray  # H x W x 3 uint8, nearest-upscaled
+    title: str
+
+
+def _chip_picture(image: np.ndarray, side: int) -> np.ndarray:
+    return upscale(to_uint8(image), max(1, side // image.shape[0]))
+
+
+def _grid_picture(labels: np.ndarray, side: int) -> np.ndarray:
+    g = labels.shape[0]
+    return draw_grid(upscale(labels_image(labels), max(1, side // g)), g, color=(255, 255, 255))
+
+
+def reconstruction_panels(rec: ChipReconstruction, mask_ratio: float, index: int,
+                          side: int = PANEL_SIDE) -> list[Panel]:
+    """The notebook's six panels (plus the patch-label target), each `side` px, crisp.
+
+    The error panel shows |target - predicted| (mean over RGB, magma on 0-0.5) on the hidden
+    patches only, as the notebook's text describes it; visible patches are grey because they are
+    not scored (the pixel head is trained on hidden patches only).
+    """
+    p = rec.target.shape[0] // rec.mask.shape[0]
+    pixel_mask = np.kron(rec.mask, np.ones((p, p), dtype=bool))
+    error = magma(rec.abs_error, *ERROR_RANGE)
+    error[~pixel_mask] = to_uint8(UNSCORED_GREY)
+    hidden = int(rec.mask.sum())
+    return [
+        Panel(_chip_picture(rec.target, side), f"target RGB · chip {index}"),
+        Panel(_chip_picture(rec.masked_input, side),
+              f"{mask_ratio:.0%} masked input ({hidden} of {rec.mask.size} patches hidden)"),
+        Panel(_chip_picture(rec.predicted, side), "predicted RGB (only hidden patches are trained)"),
+        Panel(_chip_picture(rec.composite, side), "visible + filled-in"),
+        Panel(upscale(error, max(1, side // error.shape[0])), "abs RGB error on hidden patches (0–0.5)"),
+        Panel(_grid_picture(rec.patch_prediction, side), "ESA patch pred"),
+        Panel(_grid_picture(rec.patch_target, side), "ESA patch target (patch labels)"),
+    ]
+
+
+def thumbnail(chips: ChipSet, index: int, side: int = THUMB_SIDE) -> np.ndarray:
+    """Chip `index` as a side x side uint8 picture (nearest sampling: exact class colours)."""
+    s = chips.chip_size
+    idx = np.arange(side) * s // side
+    return labels_image(chips.labels[index][np.ix_(idx, idx)])
+
+
+def magma_legend(width: int = PANEL_SIDE, height: int = 12) -> np.ndarray:
+    """A horizontal magma bar for 0 ... 0.5."""
+    row = magma(np.linspace(*ERROR_RANGE, width)[None, :], *ERROR_RANGE)
+    return np.repeat(row, height, axis=0)
+
+
+# --- attention (the Inside-the-model page) -------------------------------------------------------
+ATTENTION_SIDE = 256  # px of the attention pictures (an integer upscale of the chip)
+ATTENTION_SMALL_SIDE = 128  # px of each layer x head picture
+HIDDEN_GREY = np.array([235, 235, 235], dtype=np.uint8)
+
+
+def hidden_patches_picture(chips: ChipSet, index: int, mask: np.ndarray, query: int | None,
+                   side: int = ATTENTION_SIDE) -> np.ndarray:
+    """The chip's land-cover picture with hidden patches light grey and patch `query` outlined."""
+    g = mask.shape[0]
+    p = chips.chip_size // g
+    image = labels_image(chips.labels[index]).copy()
+    image[np.kron(mask, np.ones((p, p), dtype=bool))] = HIDDEN_GREY
+    image = upscale(image, max(1, side // chips.chip_size))
+    return draw_grid(image, g, color=(255, 255, 255),
+                     highlight=None if query is None else divmod(query, g))
+
+
+def attention_picture(chips: ChipSet, index: int, weights: np.ndarray, query: int,
+                      side: int = ATTENTION_SIDE) -> np.ndarray:
+    """G x G attention weights of one query drawn over the chip: the chip's picture faded under
+    a magma heat map scaled to this map's largest weight, the query patch outlined.
+    H x W x 3 uint8 (side px)."""
+    g = weights.shape[0]
+    base = upscale(labels_image(chips.labels[index]), max(1, side // chips.chip_size)).astype(np.float32)
+    top = float(weights.max())
+    heat = magma(weights / top if top > 0 else weights, 0.0, 1.0)  # G x G x 3
+    cell = base.shape[0] // g
+    heat = upscale(heat, cell).astype(np.float32)
+    alpha = upscale(np.clip(weights / top if top > 0 else weights, 0, 1), cell)[..., None]
+    blended = base * (1 - 0.75 * np.sqrt(alpha)) + heat * 0.75 * np.sqrt(alpha)
+    out = (blended + 0.5).astype(np.uint8)
+    return draw_grid(out, g, color=(90, 90, 90), highlight=divmod(query, g))
+
+
+def attention_grid_pictures(chips: ChipSet, index: int, maps: AttentionMaps, query: int,
+                            side: int = ATTENTION_SMALL_SIDE) -> list[list[tuple[np.ndarray, str]]]:
+    """One row per layer, one (picture, caption) per head, for token `query`. A layer that did
+    not compute this query (a visible-only encoder, a hidden query) gets a caption saying so."""
+    rows = []
+    for li, name in enumerate(maps.layers):
+        row = []
+        for h in range(maps.heads):
+            if maps.queries[li, query]:
+                grid = maps.grid(li, h, query)
+                row.append((attention_picture(chips, index, grid, query, side),
+                            f"{name} · head {h + 1} · max {grid.max():.2f}"))
+            else:
+                row.append((hidden_patches_picture(chips, index, maps.mask, query, side),
+                            f"{name} · head {h + 1}: this layer never sees a hidden patch"))
+        rows.append(row)
+    return rows

@@ -1,111 +1,59 @@
-"""What the Regions and Chips pages show, computed from ROIs and chips (no Streamlit here).
-
-The pages only lay these out: ROI pictures and provenance, map framing, held-out choices, chip
-thumbnails, and the notebook's "patch tokens" panels (token mean RGB, token colour variance,
-one token's 16 x 16 x 3 values) with the tensor-shape journey spelled out for one chip.
+"""The Regions page's logic: its session keys and map events, reading regions for a session
+(with progress on the page, through a server-wide store, so thirty students choosing Delhi read
+it once), the presets, the land-cover overviews under the map, and what the page says about
+each region (ground size on the WGS84 ellipsoid, provenance, class and native-code counts).
+The map itself is bharateo/app/mapview.py; the pictures are bharateo/app/pictures.py. The
+sidebar and Home use data_in_use_text.
 """
 from __future__ import annotations
 
 import html
 import math
-import re
-from dataclasses import dataclass
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import streamlit as st
 
-from bharateo.chips import HOLDOUT_BLOCKS, MAX_CHIP_NODATA_FRACTION, ChipConfig, ChipSet
-from bharateo.errors import RegionError
-from bharateo.model import ModelConfig
-from bharateo.app.pictures import draw_grid, labels_image, thumbnail_labels, to_uint8, upscale
+from bharateo.errors import BharatEOError, RegionError
 from bharateo.roi import (
     NOTEBOOK_ROIS,
     SAMPLE_ROIS,
     Roi,
     RoiSpec,
+    cache_path,
+    check_no_overlap,
     check_roi_spec,
+    data_dir,
+    default_presets,
     default_roi_name,
+    load_roi,
     roi_window,
 )
-from bharateo.words import ordinal
 from bharateo.worldcover import (
-    CLASS_COLORS_255,
-    CLASS_COLORS_HEX,
-    CLASS_NAMES,
     NATIVE_TO_COLLAPSED_NAME,
     NATIVE_WORLDCOVER_CLASSES,
     NODATA,
-    NODATA_COLOR_255,
-    NODATA_COLOR_HEX,
     NODATA_NAME,
     NUM_CLASSES,
     PIXELS_PER_DEGREE,
-    class_name,
+    SAMPLE_TILES,
+    DataSource,
+    bundled_tile_path,
     collapse_worldcover,
+    data_source_from_env,
 )
 
 WGS84_A = 6378137.0  # WGS84 semi-major axis, m (NIMA TR8350.2)
 WGS84_F = 1 / 298.257223563  # WGS84 flattening
 SIZE_OPTIONS = [512, 1024, 1536, 2048, 2560, 3072, 3584, 4096]
 DEFAULT_SIZE = 2048
-NODATA_RGB = NODATA_COLOR_255  # sea / outside coverage in every picture: black
-NODATA_HELP = "left out of losses and metrics"
-CHANNELS = ("R", "G", "B")
-CHANNEL_NAMES = ("red", "green", "blue")
 
 
-# --- legends and labels ----------------------------------------------------------------------
-def _is_class(class_id) -> bool:
-    return 0 <= int(class_id) < NUM_CLASSES
-
-
-def _hex(class_id: int) -> str:
-    return CLASS_COLORS_HEX[class_id] if _is_class(class_id) else NODATA_COLOR_HEX
-
-
-def legend_html(classes=None, nodata: bool = False) -> str:
-    """Inline HTML swatches for the collapsed classes (all, or the ids in `classes`), plus a
-    black 'no data' swatch, listed apart, when `nodata` or when `classes` holds a no-data id
-    (NODATA_ID, IGNORE_INDEX)."""
-    ids = range(NUM_CLASSES) if classes is None else sorted(set(int(c) for c in classes))
-    nodata = nodata or any(not _is_class(i) for i in ids)
-    items = [(_hex(i), text_color(i), CLASS_NAMES[i]) for i in ids if _is_class(i)]
-    items += [(NODATA_COLOR_HEX, "#fff", NODATA_NAME)] if nodata else []
-    return " ".join(
-        f"<span style='background:{color};padding:1px 7px;border-radius:3px;"
-        f"color:{text};font-size:0.8em'>{html.escape(name)}</span>" for color, text, name in items)
-
-
-def text_color(class_id: int) -> str:
-    """Black or white, whichever reads better on the class colour (white on no-data black)."""
-    if not _is_class(class_id):
-        return "#fff"
-    r, g, b = (int(v) for v in CLASS_COLORS_255[class_id])
-    return "#111" if 0.299 * r + 0.587 * g + 0.114 * b > 150 else "#fff"
-
-
-def share_legend_html(counts, nodata: int = 0) -> str:
-    """Swatches of the classes present in `counts` (pixels per class), with their shares; with
-    `nodata` pixels, shares are of all pixels and a black 'no data' swatch comes last, apart."""
-    counts = np.asarray(counts, dtype=np.int64)
-    total = max(int(counts.sum()) + int(nodata), 1)
-    items = [(i, CLASS_NAMES[i], counts[i]) for i in np.argsort(-counts, kind="stable") if counts[i]]
-    items += [(-1, NODATA_NAME, int(nodata))] if nodata else []
-    return " ".join(
-        f"<span style='background:{_hex(i)};padding:1px 6px;border-radius:3px;"
-        f"color:{text_color(i)};font-size:0.8em;white-space:nowrap'>"
-        f"{html.escape(name)} {100 * n / total:.1f}%</span>" for i, name, n in items)
-
-
-def class_swatch_html(class_id: int, text: str | None = None) -> str:
-    """One class as a coloured swatch followed by its name (or `text`); a no-data id (NODATA_ID,
-    IGNORE_INDEX) is a black swatch named 'no data (left out of losses and metrics)'."""
-    default = CLASS_NAMES[class_id] if _is_class(class_id) else f"{NODATA_NAME} ({NODATA_HELP})"
-    return (f"<span style='display:inline-block;width:1.1em;height:1.1em;vertical-align:-0.2em;"
-            f"border:1px solid #555;background:{_hex(class_id)}'></span> "
-            f"<b>{html.escape(text or default)}</b>")
-
-
+# --- ground size -----------------------------------------------------------------------------
 def pixel_metres(lat: float) -> tuple[float, float]:
     """(north-south, east-west) ground size in metres of one WorldCover pixel at latitude `lat`.
 
@@ -220,84 +168,6 @@ def spec_summary(spec: RoiSpec) -> str:
             f"tile{'s' if len(tiles) > 1 else ''} {', '.join(tiles)}")
 
 
-def map_layers(rois: list[Roi], proposed: RoiSpec | None):
-    """(chosen [(name, bounds)], proposed (name, bounds) | None) for mapview.build_region_map."""
-    chosen = [(r.spec.name, tuple(r.provenance.get("bounds") or roi_window(r.spec).bounds))
-              for r in rois]
-    return chosen, (None if proposed is None else (proposed.name, roi_window(proposed).bounds))
-
-
-def drawn_view(view, drawn) -> bool:
-    """True when `view` ((lat, lon), zoom), reported by the map, is one of the views in `drawn`
-    (the page's own recent frames) to within a screen pixel at that zoom (256 px tiles:
-    360 / 2^(zoom + 8) degrees of longitude a pixel), i.e. not a pan or zoom by the user."""
-    (lat, lon), zoom = view
-    tolerance = 360 / 2 ** (zoom + 8)
-    return any(z == zoom and abs(c[0] - lat) <= tolerance and abs(c[1] - lon) <= tolerance
-               for c, z in drawn)
-
-
-def map_view(bounds_list, default=((27.5, 77.0), 5), width_px: int = 700, height_px: int = 450,
-             min_span_deg: float = 0.4, zoom_range=(2, 11)):
-    """(centre (lat, lon), zoom) framing every (west, south, east, north) in `bounds_list`, the
-    largest Web Mercator zoom at which they fit in `width_px` x `height_px` with a 30 % margin.
-
-    Keeps at least `min_span_deg` in view, so one 2048 px region (0.17°) fills about a third of
-    the map instead of being a speck or filling it.
-    """
-    if not bounds_list:
-        return default
-    west = min(b[0] for b in bounds_list)
-    south = min(b[1] for b in bounds_list)
-    east = max(b[2] for b in bounds_list)
-    north = max(b[3] for b in bounds_list)
-    lat_c, lon_c = (south + north) / 2, (west + east) / 2
-    span_lon = max((east - west) * 1.3, min_span_deg)
-    span_lat = max((north - south) * 1.3, min_span_deg) / max(math.cos(math.radians(lat_c)), 0.2)
-    fit = min(math.log2(width_px * 360 / (256 * span_lon)),
-              math.log2(height_px * 360 / (256 * span_lat)))
-    zoom = int(min(max(math.floor(fit), zoom_range[0]), zoom_range[1]))
-    return (round(lat_c, 4), round(lon_c, 4)), zoom
-
-
-def map_frame(frame, content, user_view, fit):
-    """The (content, ((lat, lon), zoom)) to draw the Regions map at this run.
-
-    `frame` is last run's; `content` anything hashable naming what the map draws; `user_view`
-    where the user left the map (None until they pan or zoom, or after a refit); `fit()` the
-    view framing the regions. Unchanged content keeps the frame, so the map script stays the same
-    and st_folium keeps its live map (and the user's pan); new content is drawn where the user
-    left the map, or fitted when they have not moved it.
-    """
-    if frame is not None and frame[0] == content:
-        return frame
-    return content, (user_view or fit())
-
-
-def map_caption(overviews) -> str:
-    """The map's key, naming the land-cover overviews on it and what their pixels are."""
-    text = ("Grey lines: the WorldCover 3° tiles everywhere (60°S-84°N), each named at its "
-            "south-west corner once zoomed in. Blue: your regions; dashed orange: the proposal.")
-    tiles = [o for o in overviews if re.fullmatch(r"[NS]\d\d[EW]\d{3}", o.name)]
-    labels: dict[str, list[str]] = {}
-    for o in tiles:
-        labels.setdefault(o.data_label, []).append(o.name)
-    if tiles:
-        text += " Colours: each tile at hand read offline from its own overviews (~1 km pixels; " + \
-            "; ".join(f"{', '.join(names)}: {label}" for label, names in labels.items()) + ")"
-    regions: dict[str, int] = {}
-    for o in overviews:
-        if o not in tiles:
-            regions[o.data_label] = regions.get(o.data_label, 0) + 1
-    if regions:
-        text += (", " if tiles else " Colours: ") + ", ".join(
-            f"{n} cached region{'s' * (n > 1)} ({label})" for label, n in regions.items())
-    if overviews:
-        text += "; no data (sea) left clear."
-    return text + (" The OpenStreetMap background needs internet; offline the land-cover "
-                   "colours, tiles, regions and clicks still work.")
-
-
 def native_code_counts(roi: Roi) -> np.ndarray:
     """Pixels per native code 0..255 (one pass; np.unique would sort 4M pixels)."""
     return np.bincount(roi.native.ravel(), minlength=256)
@@ -317,30 +187,6 @@ def nodata_pixels(roi: Roi) -> int:
     return int(np.count_nonzero(roi.native == NODATA))
 
 
-@dataclass
-class RoiPicture:
-    image: np.ndarray  # h x w x 3 uint8 palette picture
-    step: int  # every step-th pixel shown
-    caption: str
-
-
-def roi_picture(roi: Roi, max_side: int = 512) -> RoiPicture:
-    """The ROI in the class palette (every k-th pixel for big ROIs; no-data in black)."""
-    native = thumbnail_labels(roi.native, max_side)
-    step = max(1, math.ceil(max(roi.native.shape) / max_side))  # as thumbnail_labels
-    image = labels_image(collapse_worldcover(native))
-    nodata = native == NODATA
-    if nodata.any():
-        image = image.copy()
-        image[nodata] = NODATA_RGB
-    scale = "full resolution" if step == 1 else f"every {ordinal(step)} pixel shown (1:{step})"
-    caption = f"{ground_size(roi.spec.size, roi.spec.lat)}; {scale}; north is up."
-    if nodata.any():
-        caption += (" Black: no data (sea / outside coverage), "
-                    f"{nodata.mean():.1%} of the pixels shown; never a land-cover class.")
-    return RoiPicture(image, step, caption)
-
-
 def roi_from_cache(roi: Roi) -> bool:
     return str(roi.provenance.get("source", "")).startswith("local cache")
 
@@ -353,6 +199,8 @@ def roi_summary(roi: Roi) -> str:
             f"source: {roi.provenance.get('source', '?')}.")
     nodata = nodata_pixels(roi)
     if nodata:
+        from bharateo.chips import MAX_CHIP_NODATA_FRACTION  # imports torch: only when needed
+
         text += (f" No data (sea / outside coverage): {nodata:,} pixels, "
                  f"{nodata / roi.native.size:.1%} of the region; never a land-cover class (chips "
                  f"with more than {MAX_CHIP_NODATA_FRACTION:.0%} no-data are not used).")
@@ -429,220 +277,205 @@ def native_counts_html(roi: Roi) -> str:
             f"</tr></thead><tbody>{rows}</tbody></table>")
 
 
-# --- chips -----------------------------------------------------------------------------------
-CHIP_SIZES = [64, 128, 256]
+# --- reading regions for a session ----------------------------------------------------------
+SHARED_ROIS = 64  # regions kept in the server's memory for every session
 
 
-def holdout_choices(roi_names: list[str]) -> dict[str, tuple[str | None, str | None]]:
-    """Label -> (holdout_roi, holdout_block), 'none' first."""
-    choices = {"none (all regions train)": (None, None)}
-    for name in roi_names:
-        choices[f"all of {name}"] = (name, None)
-        for block in HOLDOUT_BLOCKS:
-            choices[f"{name}: {block} half"] = (name, block)
-    return choices
+@st.cache_resource(show_spinner=False)
+def _shared_rois() -> tuple[threading.Lock, OrderedDict]:
+    """The server-wide store of regions read: (lock, {(lon, lat, size, source): Roi}), newest
+    last. A plain store, not st.cache_data, so that a read can draw its progress on the page."""
+    return threading.Lock(), OrderedDict()
 
 
-def holdout_label(config: ChipConfig, roi_names: list[str]) -> str:
-    """The choice label matching `config` (or 'none' when its ROI is gone)."""
-    for label, value in holdout_choices(roi_names).items():
-        if value == (config.holdout_roi, config.holdout_block):
-            return label
-    return next(iter(holdout_choices(roi_names)))
+@st.cache_data(ttl=30, show_spinner=False)
+def current_presets(source: DataSource) -> list[RoiSpec]:
+    """roi.default_presets(source), asked at most every 30 s (it may ask the source)."""
+    return default_presets(source)
 
 
-# The Chips form's typed fields: (label, low, high, why). Checked on Build, never clamped.
-CHIP_FIELDS = {
-    "n_chips": ("Training chips", 1, 4096, "more than 4096 take too long to cut and train in a lesson"),
-    "seed": ("Seed", 0, 2**31 - 1, "seeds are whole numbers from 0 to 2^31 - 1"),
-    "n_holdout_chips": ("Held-out chips", 1, 1024, "1024 are plenty to measure a held-out region"),
-}
+@st.cache_data(show_spinner=False, max_entries=256)
+def _tile_overview(tile: str, path: str, mtime_ns: int, cache_dir: str):
+    from bharateo.overview import tile_overview
+
+    return tile_overview(tile, path, Path(cache_dir))
 
 
-def chip_field_help(key: str) -> str:
-    """The allowed range of one of the Chips form's typed fields, for its tooltip."""
-    label, low, high, why = CHIP_FIELDS[key]
-    return f"Whole number from {low:,} to {high:,}."
+@st.cache_data(show_spinner=False, max_entries=8)
+def _cached_region_overviews(folder: str, listing: tuple):
+    from bharateo.overview import cached_region_overviews
+
+    return cached_region_overviews(Path(folder))
 
 
-def chip_field_problems(values: dict) -> list[str]:
-    """One sentence per invalid typed Chips field (empty: all fine), naming the field, the value
-    typed and the allowed range; a value is never replaced by another."""
-    problems = []
-    for key, (label, low, high, why) in CHIP_FIELDS.items():
-        value = values.get(key)
-        allowed = f"type a whole number from {low:,} to {high:,}"
-        if value is None or value != value:
-            problems.append(f"**{label}** is empty: {allowed}.")
-        elif not low <= value <= high or value != int(value):
-            problems.append(f"**{label}** is {value:g}: {allowed} ({why}).")
-    return problems
+def map_overviews(source: DataSource) -> list:
+    """Land-cover pictures for the map (bharateo.overview.Overview): every local or bundled tile
+    from its own COG overviews (~1 km), then every cached region (~80 m), all offline. Cached per
+    file (and under data/overviews/), so a rerun reads nothing."""
+    from bharateo.overview import local_tiles
+
+    tiles = local_tiles(source.location) if source.kind == "folder" else {}
+    for tile in SAMPLE_TILES:
+        if tile not in tiles and (path := bundled_tile_path(tile)) is not None:
+            tiles[tile] = path
+    out = []
+    for tile, path in tiles.items():
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            continue
+        if (overview := _tile_overview(tile, str(path), mtime, str(data_dir()))) is not None:
+            out.append(overview)
+    folder, listing = data_dir(), []
+    for f in sorted(folder.glob("worldcover_*.npz")) if folder.is_dir() else []:
+        try:
+            listing.append((f.name, f.stat().st_mtime_ns))
+        except OSError:  # moved aside or replaced meanwhile
+            continue
+    return out + (_cached_region_overviews(str(folder), tuple(listing)) if listing else [])
 
 
-def chips_stale(chips: ChipSet | None, rois: list[Roi]) -> bool:
-    """True if the chips were cut from regions other than the ones chosen now."""
-    return chips is not None and chips.roi_names != [r.spec.name for r in rois]
+def read_roi(spec: RoiSpec, progress=None) -> Roi:
+    """An ROI through the server-wide store (thirty students choosing Delhi read it once),
+    carrying this user's name for it. `progress(fraction, text)` is called while a read from the
+    source runs (bounded by BHARATEO_READ_TIMEOUT_S); raises BharatEOError as load_roi does."""
+    source = data_source_from_env()
+    key = (spec.lon, spec.lat, spec.size, source)
+    lock, store = _shared_rois()
+    with lock:
+        roi = store.get(key)
+        if roi is not None:
+            store.move_to_end(key)
+    if roi is None:
+        roi = load_roi(spec, source, progress=progress)  # its notes name no region
+        with lock:
+            store[key] = roi
+            while len(store) > SHARED_ROIS:
+                store.popitem(last=False)
+    return Roi(spec, roi.native, {**roi.provenance, "name": spec.name}, list(roi.notes),
+               roi.cache_error)
 
 
-def chip_picture(chips: ChipSet, i: int, mode: str = "rgb", display_px: int = 256) -> np.ndarray:
-    """Chip i as uint8, enlarged (nearest) to about display_px: its RGB, or its patch labels."""
-    if mode == "rgb":
-        image = labels_image(chips.labels[i])
-    else:
-        image = labels_image(chips.patch_labels[i])
-    return upscale(image, max(1, display_px // image.shape[0]))
+def add_roi(spec: RoiSpec, progress=None) -> Roi:
+    """Read `spec` and add it to this session's regions (BharatEOError if it can't be used).
+
+    Adding any region ends the current map proposal (it and its overlap warning were about the
+    regions before this one)."""
+    check_no_overlap(spec, st.session_state.rois)
+    roi = read_roi(spec, progress)
+    st.session_state.rois = [*st.session_state.rois, roi]
+    st.session_state.proposed_roi = None
+    return roi
 
 
-def chip_indices(chips: ChipSet, roi_name: str | None = None) -> list[int]:
-    """Indices of the chips from `roi_name` (all chips when None)."""
-    if roi_name is None:
-        return list(range(len(chips)))
-    if roi_name not in chips.roi_names:
-        return []
-    return np.flatnonzero(chips.roi_index == chips.roi_names.index(roi_name)).tolist()
+def remove_roi(name: str) -> None:
+    st.session_state.rois = [r for r in st.session_state.rois if r.spec.name != name]
+    chips = st.session_state.train_chips
+    if chips is not None and name in chips.roi_names:
+        st.session_state.train_chips = st.session_state.heldout_chips = None
 
 
-def chip_caption(chips: ChipSet, i: int) -> str:
-    return f"#{i} · {chips.roi_names[chips.roi_index[i]]}"
+def is_cached(spec: RoiSpec) -> bool:
+    return cache_path(roi_window(spec), data_source_from_env()).exists()
 
 
-@dataclass
-class TokenView:
-    """The notebook's patch-token view of one chip."""
+def data_in_use_text() -> str:
+    """data_in_use for this session: its regions' data, or where the default presets lie."""
+    rois = st.session_state.rois
+    return data_in_use(rois, [] if rois else current_presets(data_source_from_env()))
 
-    tokens: np.ndarray  # N x (3*p*p) float32, the model's input rows
-    tokens_rgb: np.ndarray  # N x 3 x p x p
-    mean_rgb: np.ndarray  # N x 3
-    color_var: np.ndarray  # G x G: per-channel variance inside a token, averaged over channels
-    grid: int
-    patch: int
-
-    @property
-    def n_tokens(self) -> int:
-        return len(self.tokens)
-
-    def rowcol(self, token: int) -> tuple[int, int]:
-        return divmod(int(token), self.grid)
-
-
-def token_view(chips: ChipSet, i: int) -> TokenView:
-    """Tokens of chip i plus the notebook's token mean RGB and token colour variance."""
-    tokens = chips.tokens([i])[0].numpy()
-    p, g = chips.patch_size, chips.grid_size
-    tokens_rgb = tokens.reshape(g * g, 3, p, p)
-    mean_rgb = tokens_rgb.mean(axis=(-1, -2))
-    flat = tokens_rgb.reshape(g * g, 3, p * p).astype(np.float64)
-    color_var = flat.var(axis=-1, ddof=1).mean(axis=1).reshape(g, g)  # torch .var is unbiased
-    return TokenView(tokens, tokens_rgb, mean_rgb, color_var, g, p)
+# --- the Regions page's state and events ------------------------------------------------------
+def init_page_state() -> None:
+    """The Regions page's own session keys, set before anything is drawn."""
+    state = st.session_state
+    state.setdefault("region_size_choice", DEFAULT_SIZE)  # not a widget key: survives pages
+    state.setdefault("regions_messages", [])  # [(kind, text)] shown once, next to the map
+    state.setdefault("region_map_view", None)  # ((lat, lon), zoom) where the user left the map
+    state.setdefault("region_map_frame", None)  # (what the map draws, the view it was drawn at)
+    state.setdefault("region_map_seen", None)  # st_folium's return value last acted on
+    if "region_size" not in state:  # first run of this page since another page: the widget is new
+        state.region_size = state.region_size_choice
+        state.region_map_frame = None  # a new map component: draw it where the user left the map
 
 
-def chip_with_grid(chips: ChipSet, i: int, token: int | None, display_px: int = 384) -> np.ndarray:
-    """Chip i enlarged, with its token grid drawn and token `token` outlined."""
-    g = chips.grid_size
-    image = upscale(labels_image(chips.labels[i]), max(1, display_px // chips.chip_size))
-    return draw_grid(image, g, highlight=None if token is None else divmod(int(token), g))
+def handle_map_event() -> None:
+    """Act on the map's last report before the map is drawn, so it already shows the result: a
+    pan or zoom by the user is kept as their view, a click proposes a region there."""
+    from bharateo.app.mapview import drawn_view, map_event, propose_roi_from_click  # folium: here only
+
+    state = st.session_state
+    view, click = map_event(state.get("region_map"), state.region_map_seen)
+    state.region_map_seen = state.get("region_map")
+    if view is not None and not drawn_view(view, state.get("region_map_drawn", [])):
+        state.region_map_view = view  # a pan or zoom by the user (not the map saying where we put it)
+    if click is None:
+        return
+    try:
+        spec = propose_roi_from_click({"last_clicked": click}, state.region_size_choice)
+    except BharatEOError as exc:
+        state.regions_messages.append(("error", str(exc)))
+        return
+    state.proposed_roi = spec
 
 
-def mean_rgb_picture(view: TokenView, token: int | None, display_px: int = 384) -> np.ndarray:
-    """G x G token mean colours, enlarged, token `token` outlined."""
-    image = to_uint8(view.mean_rgb.reshape(view.grid, view.grid, 3))
-    image = upscale(image, max(1, display_px // view.grid))
-    return draw_grid(image, view.grid, color=(255, 255, 255),
-                     highlight=None if token is None else view.rowcol(token))
+def on_size_change() -> None:
+    """Region size slider callback: keep the choice for the session, resize the proposal."""
+    state = st.session_state
+    state.region_size_choice = state.region_size
+    if state.proposed_roi is not None:
+        try:
+            state.proposed_roi = resized(state.proposed_roi, state.region_size)
+        except BharatEOError as exc:
+            state.regions_messages.append(("error", str(exc)))
 
 
-def token_values(view: TokenView, token: int) -> dict[str, pd.DataFrame]:
-    """Channel -> p x p table of token `token`'s values (rows u, columns v), 3 decimals."""
-    out = {}
-    for c, name in enumerate(CHANNELS):
-        values = np.round(view.tokens_rgb[token, c].astype(np.float64), 3)
-        out[name] = pd.DataFrame(values, columns=[str(v) for v in range(view.patch)])
-    return out
+def discard_proposal() -> None:
+    st.session_state.proposed_roi = None
 
 
-def token_class_mix(chips: ChipSet, i: int, token: int) -> list[tuple[int, int]]:
-    """[(collapsed id, pixels)] inside token `token` of chip i, most pixels first (no-data, id
-    NODATA_ID, among them)."""
-    p, g = chips.patch_size, chips.grid_size
-    r, c = divmod(int(token), g)
-    block = chips.labels[i, r * p:(r + 1) * p, c * p:(c + 1) * p]
-    counts = np.bincount(block.ravel(), minlength=NUM_CLASSES)
-    return [(int(k), int(counts[k])) for k in np.argsort(-counts, kind="stable") if counts[k]]
+def read_regions(specs, refit: bool = True) -> None:
+    """Read and add `specs` showing progress (a status box where it is called), then rerun so
+    every widget sees the new regions.
 
+    With `refit` (presets, the form) the map frames all regions again afterwards; a region added
+    from a map click (refit=False) keeps the user's view."""
+    state = st.session_state
+    # Kept until every spec is read: a map event arriving mid-read reruns the page and stops this
+    # script, and the next run picks up what is left instead of adding only the first region.
+    tries = state.pending_regions[2] + 1 if state.get("pending_regions") else 1
+    state.pending_regions = (list(specs), refit, tries)
+    errors, read = [], []
+    start = time.perf_counter()
+    with st.status(f"Reading {len(specs)} region{'s' if len(specs) > 1 else ''}…",
+                   expanded=True) as status:
+        bar = st.progress(0.0)
+        for k, spec in enumerate(specs):
+            if spec in [r.spec for r in state.rois]:  # added by a run that was interrupted
+                continue
+            where = ("the local cache" if is_cached(spec)
+                     else "the bundled sample" if all(bundled_tile_path(t) for t in spec_tiles(spec))
+                     else data_source_from_env().describe())
+            bar.progress(k / len(specs),
+                         text=f"{spec.name}: {size_label(spec.size)} from {where}…")
 
-def token_mix_text(chips: ChipSet, i: int, token: int) -> str:
-    """'Pixels by class: built_up 180, tree 76 (of 256); the most frequent class is the label.'
+            def progress(fraction, text, k=k):  # each tile, and the seconds spent, while it reads
+                bar.progress(min((k + fraction) / len(specs), 1.0), text=text)
 
-    For a patch at least half no-data it says the label is no data, left out of losses and
-    metrics (the no-data rule in bharateo/chips.py)."""
-    mix = token_class_mix(chips, i, token)
-    text = ("Pixels by class: " + ", ".join(f"{class_name(k)} {n}" for k, n in mix)
-            + f" (of {chips.patch_size ** 2}); ")
-    if token_label(chips, i, token) < 0:
-        return text + (f"at least half is no data, so the patch label is {NODATA_NAME} "
-                       f"({NODATA_HELP}).")
-    land = [(k, n) for k, n in mix if k < NUM_CLASSES]
-    text += "the most frequent " + ("land-cover class (no data never is)" if len(land) < len(mix)
-                                    else "class") + " is the label"
-    if len(land) > 1 and land[0][1] == land[1][1]:
-        text += " (a tie goes to the class listed first in the legend)"
-    return text + "."
-
-
-def token_label(chips: ChipSet, i: int, token: int) -> int:
-    g = chips.grid_size
-    r, c = divmod(int(token), g)
-    return int(chips.patch_labels[i, r, c])
-
-
-def token_picture(view: TokenView, token: int, display_px: int = 128) -> np.ndarray:
-    """Token `token`'s p x p pixels, enlarged."""
-    image = to_uint8(view.tokens_rgb[token].transpose(1, 2, 0))
-    return upscale(image, max(1, display_px // view.patch))
-
-
-def embed_dim_from_state(model_state) -> tuple[int, str]:
-    """(embed dim, where it came from) for the current model, else the notebook's default."""
-    if model_state:
-        config = model_state.get("config")
-        dim = getattr(getattr(config, "model", None), "embed_dim", None)
-        if dim:
-            return int(dim), f"the current model, {model_state.get('label', 'loaded')}"
-    return ModelConfig().embed_dim, "the notebook's default; no model trained or loaded yet"
-
-
-def shape_journey(chips: ChipSet, i: int, view: TokenView, embed_dim: int, embed_source: str,
-                  token: int = 0) -> str:
-    """Markdown: how chip i becomes the model's input, with this chip's numbers."""
-    s, p, g, n = chips.chip_size, chips.patch_size, view.grid, view.n_tokens
-    dim = view.tokens.shape[1]
-    r0, c0 = (int(v) for v in chips.origins[i])
-    roi = chips.roi_names[chips.roi_index[i]]
-    classes = sorted(set(np.unique(chips.labels[i]).tolist()))  # NODATA_ID (255) sorts last
-    lo, hi = float(view.tokens.min()), float(view.tokens.max())
-    first = ", ".join(f"{v:.3f}" for v in view.mean_rgb[0])
-    chosen = ", ".join(f"{v:.3f}" for v in view.mean_rgb[token])
-    tr, tc = view.rowcol(token)
-    return "\n".join([
-        f"**Chip {i}** was cut from `{roi}` at rows {r0}–{r0 + s - 1}, columns {c0}–{c0 + s - 1} "
-        f"of the region (about {km_text(s * pixel_metres(0)[0])} a side).",
-        "",
-        f"1. **{s} × {s}** class ids (classes here: "
-        f"{', '.join(class_name(k) for k in classes)}) are painted in the palette: the input "
-        f"tensor is **3 × {s} × {s}** = {3 * s * s:,} values, min {lo:.3f}, max {hi:.3f}.",
-        f"2. Patchify: cutting the chip into {g} × {g} patches of {p} × {p} px gives "
-        f"**{n} × {dim}**: {n} tokens, each 3 channels × {p} × {p} px = {dim} values (all red "
-        "values, then green, then blue).",
-        f"3. The linear patch embedding ({dim} → {embed_dim}) turns them into "
-        f"**{n} × {embed_dim}**, the transformer's sequence (embed dim {embed_dim}: "
-        f"{embed_source}).",
-        f"4. The encoder keeps **{n} × {embed_dim}**; the pixel head maps each token back to "
-        f"{dim} values and the patch head to {NUM_CLASSES} class scores: **{n} × {dim}** and "
-        f"**{n} × {NUM_CLASSES}**.",
-        "",
-        f"First token's mean RGB: ({first}); its colour variance "
-        f"{float(view.color_var.flat[0]):.4f}. Selected token {token} (row {tr}, col {tc}): mean "
-        f"RGB ({chosen}), variance {float(view.color_var[tr, tc]):.4f}.",
-    ])
-
-
+            try:
+                roi = add_roi(spec, progress)
+                read.append(f"{spec.name} (from {roi.provenance.get('source', where)})")
+                if roi.cache_error:
+                    errors.append(("warning", f"**{spec.name}** is in use but was not cached: "
+                                              f"{roi.cache_error}."))
+            except BharatEOError as exc:
+                errors.append(("error", f"**{spec.name}** was not added. {exc}"))
+        bar.progress(1.0)
+        state.pending_regions = None
+        status.update(state="error" if any(k == "error" for k, _ in errors) else "complete")
+    if read:  # add_roi also ended any proposal
+        state.regions_messages.append(
+            ("success", f"Read {', '.join(read)} in {time.perf_counter() - start:.1f} s."))
+        if refit:
+            state.region_map_view = None
+    state.regions_messages.extend(errors)
+    st.rerun()

@@ -1,14 +1,18 @@
-"""What the Reconstruct and Evaluate pages compute, kept out of the page scripts.
+"""The Reconstruct and Evaluate pages' logic, kept out of the page scripts.
+
+- both pages' first step: the session's model (or a saved run picked here), then the session's
+  chips (or the chips the run was trained on, rebuilt on request), checked against the model;
+  each step shows guidance or an error in words and stops the page when it can't go on,
 
 - which chips go with a run (rebuild a run's own chips from its config; say how the session's
   chips differ from them),
 - results that are computed once per model + chips and then reused: the evaluation and the
   mask-ratio curve are stored beside a saved run (runs.write_run_file, file name carrying a
   fingerprint of the chips) and kept in a small in-process memo so a rerun costs nothing,
-- the reconstruction panels as crisp uint8 pictures, the per-class table, and a plain-language
-  reading of the gap between training chips and the held-out region.
+- the per-class table, and a plain-language reading of the gap between training chips and the
+  held-out region (the reconstruction panels are drawn in bharateo/app/pictures.py).
 
-Nothing here imports Streamlit, so all of it is testable directly.
+Only the model-and-chips step draws (Streamlit); everything else is testable directly.
 """
 from __future__ import annotations
 
@@ -23,30 +27,143 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import streamlit as st
 
 from bharateo import evaluate as ev
-from bharateo.evaluate import class_table  # noqa: F401  (the pages read it from here)
+from bharateo.app import regions, state
+from bharateo.app.state import CurrentModel
 from bharateo.chips import ChipSet, build_chip_sets
-from bharateo.errors import BharatEOError
+from bharateo.errors import BharatEOError, ConfigError
+from bharateo.evaluate import class_table  # noqa: F401  (the pages read it from here)
 from bharateo.inspect_model import valid_embedding_map
 from bharateo.pipeline import RunConfig, load_rois
-from bharateo.words import plural
-from bharateo.app.pictures import draw_grid, labels_image, magma, to_uint8, upscale
-from bharateo.runs import SavedRun, read_run_file, write_run_file
+from bharateo.runs import (SavedRun, list_runs, load_run, read_run_file, unreadable_weights_message,
+                           write_run_file)
+from bharateo.schema import number_text
 from bharateo.schema import is_int, is_number
+from bharateo.words import plural
 from bharateo.worldcover import CLASS_NAMES, NUM_CLASSES
 
 RESULT_FORMAT = 1
 MEMORY_ENTRIES = 64
-PANEL_SIDE = 256  # px of every reconstruction panel (an integer upscale of the chip)
-THUMB_SIDE = 80  # px of a chip thumbnail
-ERROR_RANGE = (0.0, 0.5)  # the notebook's magma range for |RGB error|
-UNSCORED_GREY = np.array([0.55, 0.55, 0.55], dtype=np.float32)
 
 _lock = threading.Lock()
 _memory: OrderedDict[tuple, object] = OrderedDict()
 _chip_fps: dict[int, tuple[weakref.ref, str]] = {}
 _model_digests: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+# --- the model and the chips both pages start from ---------------------------------------------
+def _switch_run(key: str) -> None:
+    """Selectbox callback: make the chosen saved run the session's model."""
+    name = st.session_state.get(key)
+    state.clear_error("run")
+    if not name:
+        return
+    try:
+        state.use_saved_run(load_run(name))
+    except BharatEOError as exc:  # kept until another pick or another model (state.keep_error)
+        state.keep_error("run", exc)
+    except Exception:  # anything else unreadable: the same plain words as the CLI, no traceback
+        state.keep_error("run", BharatEOError(unreadable_weights_message(name)))
+
+
+def _run_label(run: SavedRun) -> str:
+    saved = run.config.get("saved_at", "")[:16].replace("T", " ")
+    epochs = run.metrics.get("epochs_done", run.config.get("train", {}).get("epochs", "?"))
+    held = number_text(run.metrics.get("heldout_esa_acc"), 2)
+    tail = f", held-out acc {held}" if held != "—" else ""
+    epochs = plural(epochs, "epoch") if isinstance(epochs, int) else f"{epochs} epochs"
+    return f"{run.name} · {saved} · {epochs}{tail}"
+
+
+def choose_model(page: str) -> tuple[CurrentModel, SavedRun | None] | None:
+    """The saved-run picker and a line about the model -> (the current model, its saved run or
+    None), or None after guidance when there is no model to show."""
+    runs = list_runs()
+    current = state.current_model()
+    if current is None and not runs:
+        state.guidance("There is no trained model yet. Train one on the Train page (the 'quick "
+                       "demo' preset takes under a minute), then come back here.", "train",
+                       "Go to Train")
+        return None
+    by_name = {r.name: r for r in runs}
+    key = f"{page}_saved_run"
+    name = current.run if current else None
+    st.session_state[key] = name if name in by_name else None  # follow the session's model
+    st.selectbox("Saved run", list(by_name), key=key, on_change=_switch_run, args=(key,),
+                 format_func=lambda name: _run_label(by_name[name]),
+                 placeholder="choose a saved run…",
+                 help="Switches the model this page and the other pages use. Newest first.")
+    state.show_kept_error("run")
+    current = state.current_model()
+    if current is None:
+        state.guidance("No model in this session yet: choose a saved run above, or train one.",
+                       "train", "Go to Train")
+        return None
+    st.caption(describe_model(current))
+    return current, by_name.get(current.run)
+
+
+def _load_run_chips_button(current: CurrentModel, page: str, label: str) -> None:
+    """A button that rebuilds the run's own chips (its regions, its chip settings) into the session."""
+    if not st.button(label, key=f"{page}_load_run_chips", type="primary"):
+        return
+    config = current.config
+    with st.spinner("Reading the run's regions and cutting its chips…"):
+        try:
+            rois, train, held = chips_for_run(config, regions.read_roi)
+        except BharatEOError as exc:
+            state.show_error(exc)
+            return
+    st.session_state.rois = rois
+    st.session_state.chip_config = config.chips
+    st.session_state.train_chips, st.session_state.heldout_chips = train, held
+    st.rerun()
+
+
+def choose_chips(current: CurrentModel, page: str):
+    """The session's chips, checked against the model -> (training chips, held-out or None) or None."""
+    train, held = st.session_state.train_chips, st.session_state.heldout_chips
+    run_label = "Load the chips this run was trained on"
+    if train is None:
+        st.info("There are no chips in this session yet. Load the chips this run was trained on "
+                "(rebuilt from its regions and chip settings), or cut other chips on the Chips page.")
+        _load_run_chips_button(current, page, run_label)
+        st.page_link(state.PAGES["chips"], label="Go to Chips", icon=":material/arrow_forward:")
+        return None
+    try:
+        ev.check_compatible(current.model, train)
+    except ConfigError as exc:
+        st.error(str(exc))
+        _load_run_chips_button(current, page, "Load the chips this run was trained on (replaces "
+                                              "the current chips)")
+        return None
+    if held is not None:
+        try:
+            ev.check_compatible(current.model, held)
+        except ConfigError as exc:
+            st.warning(f"The held-out chips can't be used: {exc}")
+            held = None
+    differences = chip_differences(current.config, train, held)
+    if differences:
+        with st.expander("ℹ️ These are not the chips this run was trained on", expanded=False):
+            st.markdown("- " + "\n- ".join(differences))
+            st.caption("'Training chips' below means the chips in this session. To see the run on "
+                       "its own chips, load them:")
+            _load_run_chips_button(current, page, f"{run_label} (replaces the current chips)")
+    return train, held
+
+
+def model_and_chips(page: str):
+    """Both pages' first step: (the current model, its saved run or None, training chips,
+    held-out chips or None). Stops the page when guidance or an error has been shown instead."""
+    choice = choose_model(page)
+    chip_sets = choose_chips(choice[0], page) if choice is not None else None
+    if chip_sets is None:
+        st.stop()
+    entry, run = choice
+    return entry, run, *chip_sets
 
 
 # --- identities ------------------------------------------------------------------------------
@@ -251,73 +368,20 @@ def held_out_by_run(config: RunConfig, held: ChipSet | None) -> bool:
     return held is not None and config.chips.holdout_roi == held_region_name(held)
 
 
-def describe_model(entry: dict) -> str:
-    """One line about the model the pages use: where it's from, its shape, what it was trained on."""
-    config: RunConfig = entry["config"]
+def describe_model(current: CurrentModel | dict) -> str:
+    """One line about the model the pages use: where it's from, its shape, what it was trained on.
+    `current`: a CurrentModel, or its fields as a mapping (CurrentModel.of)."""
+    current = CurrentModel.of(current)
+    config: RunConfig = current.config
     m, t, c = config.model, config.train, config.chips
     regions = [r.name for r in config.rois if r.name != c.holdout_roi]
     held = f"; held out: {c.holdout_roi}" + (f" ({c.holdout_block} half)" if c.holdout_block else "") \
         if c.holdout_roi else ""
-    epochs = entry.get("epochs_done")
-    epochs = t.epochs if epochs is None else epochs
-    return (f"{entry['label']} · {config.parameters / 1e6:.2f}M parameters (embed {m.embed_dim}, "
+    epochs = t.epochs if current.epochs_done is None else current.epochs_done
+    return (f"{current.label} · {config.parameters / 1e6:.2f}M parameters (embed {m.embed_dim}, "
             f"depth {m.depth}, {m.heads} heads) · {c.n_chips} chips of {c.chip_size} px × "
             f"{plural(epochs, 'epoch')} at mask ratio {t.mask_ratio:g} · regions: "
             f"{', '.join(regions)}{held}")
-
-
-# --- pictures ----------------------------------------------------------------------------------
-@dataclass
-class Panel:
-    image: np.ndarray  # H x W x 3 uint8, nearest-upscaled
-    title: str
-
-
-def _chip_picture(image: np.ndarray, side: int) -> np.ndarray:
-    return upscale(to_uint8(image), max(1, side // image.shape[0]))
-
-
-def _grid_picture(labels: np.ndarray, side: int) -> np.ndarray:
-    g = labels.shape[0]
-    return draw_grid(upscale(labels_image(labels), max(1, side // g)), g, color=(255, 255, 255))
-
-
-def reconstruction_panels(rec: ev.ChipReconstruction, mask_ratio: float, index: int,
-                          side: int = PANEL_SIDE) -> list[Panel]:
-    """The notebook's six panels (plus the patch-label target), each `side` px, crisp.
-
-    The error panel shows |target - predicted| (mean over RGB, magma on 0-0.5) on the hidden
-    patches only, as the notebook's text describes it; visible patches are grey because they are
-    not scored (the pixel head is trained on hidden patches only).
-    """
-    p = rec.target.shape[0] // rec.mask.shape[0]
-    pixel_mask = np.kron(rec.mask, np.ones((p, p), dtype=bool))
-    error = magma(rec.abs_error, *ERROR_RANGE)
-    error[~pixel_mask] = to_uint8(UNSCORED_GREY)
-    hidden = int(rec.mask.sum())
-    return [
-        Panel(_chip_picture(rec.target, side), f"target RGB · chip {index}"),
-        Panel(_chip_picture(rec.masked_input, side),
-              f"{mask_ratio:.0%} masked input ({hidden} of {rec.mask.size} patches hidden)"),
-        Panel(_chip_picture(rec.predicted, side), "predicted RGB (only hidden patches are trained)"),
-        Panel(_chip_picture(rec.composite, side), "visible + filled-in"),
-        Panel(upscale(error, max(1, side // error.shape[0])), "abs RGB error on hidden patches (0–0.5)"),
-        Panel(_grid_picture(rec.patch_prediction, side), "ESA patch pred"),
-        Panel(_grid_picture(rec.patch_target, side), "ESA patch target (patch labels)"),
-    ]
-
-
-def thumbnail(chips: ChipSet, index: int, side: int = THUMB_SIDE) -> np.ndarray:
-    """Chip `index` as a side x side uint8 picture (nearest sampling: exact class colours)."""
-    s = chips.chip_size
-    idx = np.arange(side) * s // side
-    return labels_image(chips.labels[index][np.ix_(idx, idx)])
-
-
-def magma_legend(width: int = PANEL_SIDE, height: int = 12) -> np.ndarray:
-    """A horizontal magma bar for 0 ... 0.5."""
-    row = magma(np.linspace(*ERROR_RANGE, width)[None, :], *ERROR_RANGE)
-    return np.repeat(row, height, axis=0)
 
 
 # --- tables and words ------------------------------------------------------------------------

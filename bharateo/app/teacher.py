@@ -131,11 +131,23 @@ def parse_knob(spec, raw: str, region_names: list[str] | None = None):
     return value
 
 
+def baseline_knobs() -> dict:
+    """The knobs a session opened on this lesson's address starts from before its knob values:
+    the notebook's defaults, with the dataset knobs of the lesson's chips when it has some."""
+    from bharateo.app.state import current_chip_config
+    from bharateo.app.train import chip_knobs
+
+    state, knobs = st.session_state, default_knobs()
+    if state.get("train_chips") is not None:
+        knobs = {**knobs, **chip_knobs(current_chip_config(), [r.spec.name for r in state.rois])}
+    return knobs
+
+
 def knob_params(knobs: dict) -> dict[str, list[str]]:
-    """The knobs that differ from the notebook's default, as address values."""
-    specs, defaults = knob_specs(), default_knobs()
+    """The knobs that differ from baseline_knobs(), as address values."""
+    specs, baseline = knob_specs(), baseline_knobs()
     return {name: [knob_text(knobs[name])] for name in specs
-            if name in knobs and knobs[name] != defaults.get(name)}
+            if name in knobs and knobs[name] != baseline.get(name)}
 
 
 def restore_knobs(params, region_names: list[str]) -> tuple[dict, list[str]]:
@@ -236,13 +248,8 @@ def apply_recon(split: str, chip: int, ratio: float) -> None:
 
 def apply_knobs(values: dict) -> None:
     """Put restored knob values in the session: the Train page starts from them."""
-    from bharateo.app.train import chip_knobs
-
     state = st.session_state
-    knobs = state.get("train_knobs") or default_knobs()
-    if state.get("train_chips") is not None:  # the lesson's chips first, then its knobs
-        knobs = {**knobs, **chip_knobs(state.chip_config, [r.spec.name for r in state.rois])}
-    knobs = {**knobs, **values}
+    knobs = {**baseline_knobs(), **values}  # the lesson's chips first, then its knobs
     state["train_knobs"] = knobs
     for name, value in knobs.items():
         state[f"knob_{name}"] = value
@@ -282,16 +289,24 @@ def teacher_panel() -> None:
 
 
 # --- the lesson link's extra parameters (bharateo/app lesson URL calls these) -----------------
+def _session_knobs() -> dict:
+    """The Train knobs this session holds: the page's kept copy, then the widgets' values as this
+    run starts (a widget changed in this rerun is in the address at once)."""
+    state = st.session_state
+    return {**(state.get("train_knobs") or {}),
+            **{str(k)[5:]: v for k, v in state.items() if str(k).startswith("knob_")}}
+
+
 def extra_keys() -> tuple[str, ...]:
-    """The address keys this module reads and writes (besides roi, chips and run)."""
-    return (*knob_specs(), RECON_PARAM, SHOW_PARAM)
+    """The address keys this module writes (besides roi, chips and run). Without Train knobs in
+    the session nothing is imported (Home paints before torch is imported)."""
+    knobs = _session_knobs()
+    return (*(knob_specs() if knobs else ()), RECON_PARAM, SHOW_PARAM)
 
 
 def extra_params() -> dict[str, list[str]]:
     """Train knobs that differ from the notebook's, the Reconstruct chip and ratio, teacher mode."""
-    state = st.session_state
-    knobs = {**(state.get("train_knobs") or {}),  # the widgets' values as this run starts too:
-             **{str(k)[5:]: v for k, v in state.items() if str(k).startswith("knob_")}}
+    knobs = _session_knobs()
     return {**(knob_params(knobs) if knobs else {}), **recon_params(), **teacher_params()}
 
 
@@ -300,7 +315,8 @@ def restore_extra(params, known: tuple[str, ...]) -> list[str]:
     and chips are restored) -> notes on what was left out. `known`: the lesson link's other keys.
     Never raises; an unknown key is ignored with a note."""
     state, notes = st.session_state, []
-    unknown = [k for k in params if k not in (*known, *extra_keys(), *STREAMLIT_PARAMS)]
+    unknown = [k for k in params if k not in (*known, *knob_specs(), RECON_PARAM, SHOW_PARAM,
+                                              *STREAMLIT_PARAMS)]
     if unknown:
         notes.append(f"This page's address has {', '.join(map(repr, unknown[:5]))}, which the lab "
                      "doesn't know; {} ignored.".format("it was" if len(unknown) == 1 else "they were"))

@@ -1,5 +1,7 @@
-"""The training studio's logic: knobs <-> RunConfig, run names, chart series, the runs table, and
-the training-time estimate shown (and checked against the server's budget) before Train."""
+"""The Train page's logic: knobs <-> RunConfig, run names, chart series, the runs table, the
+training-time estimate shown (and checked against the server's budget) before Train, and the
+session's training: start it, adopt its model when it ends, its status in the sidebar, and the
+server's queue with a Cancel button per training (the jobs themselves: bharateo/app/jobs.py)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -8,11 +10,13 @@ import statistics
 from dataclasses import replace
 
 import pandas as pd
+import streamlit as st
 
+from bharateo.app.state import use_trained_model
 from bharateo.chips import ChipConfig
 from bharateo.errors import ConfigError
-from bharateo.model import ModelConfig
 from bharateo.errors import RunNotFoundError
+from bharateo.model import ModelConfig
 from bharateo.pipeline import (HOLDOUT_KNOBS, KNOBS, NUMBER_KNOBS, PRESETS, RunConfig, knob_help,  # noqa: F401
                                knob_problems, knobs_from_config, renamed, save_experiment)
 from bharateo.runs import DamagedRun, ReservedName, SavedRun, reserve_run_name
@@ -235,3 +239,89 @@ def training_estimate(config: RunConfig, runs, budget: float | None) -> tuple[st
     caption = (f"Estimated training time: about {format_duration(estimate)} (an estimate from "
                f"chips x epochs x model size at {basis}{limit}).")
     return caption, budget_advice(config, factor, budget) if budget else None
+
+
+# --- the session's training ------------------------------------------------------------------
+def adopt_finished_job() -> bool:
+    """Once a job has finished or been stopped, make its model the session's current model (a
+    diverged run, or one stopped before its first epoch finished, is saved, but the pages keep
+    the model they had)."""
+    job = st.session_state.job
+    if job is None or not job.done or job.model is None or getattr(job, "adopted", False):
+        return False
+    if job.status in ("finished", "stopped") and job.end is not None and job.end.epochs_done >= 1:
+        use_trained_model(job.model, job.config, job.run_name, job.end.epochs_done)
+        st.session_state.train_chips, st.session_state.heldout_chips = job.train_chips, job.heldout_chips
+        st.session_state.chip_config = job.config.chips
+    job.adopted = True
+    return True
+
+
+def start_training(config, run_name: str):
+    """Queue a training job for this session (see bharateo.app.jobs)."""
+    from bharateo.app.jobs import TrainingJob, streamlit_session_alive
+
+    job = TrainingJob(config, list(st.session_state.rois), run_name, streamlit_session_alive())
+    st.session_state.job = job.start()
+    return job
+
+
+def training_status(job) -> None:
+    if job.done:
+        adopt_finished_job()
+        st.markdown(f"**Training:** {job.status} ({job.run_name})")
+    else:
+        _training_status_live(job)
+
+
+@st.fragment(run_every=2.0)
+def _training_status_live(job) -> None:
+    if job.done:
+        st.rerun(scope="app")
+    snap = job.snapshot()
+    if snap["status"] == "queued":
+        st.markdown(f"**Training:** queued (position {snap['queue_position'] or '…'})")
+    elif snap["status"] == "running" and snap["steps"]:
+        last = snap["steps"][-1]
+        st.markdown(f"**Training:** epoch {last['epoch']}/{snap['config'].train.epochs}")
+        st.progress(min(last["progress"] / snap["config"].train.epochs, 1.0))
+    else:
+        st.markdown(f"**Training:** {snap['status']}")
+
+
+def queue_panel() -> None:
+    """Every training on this server (running, then queued in order) with its run name and a
+    Cancel button each. Your own job cancels at once; another session's needs the box ticked
+    (a teacher freeing the slot for the class): it stops as if Stop was pressed and is saved,
+    or leaves the queue, and its page says it was cancelled from another session."""
+    from bharateo.app.jobs import jobs_listing
+
+    st.subheader("Training queue on this server")
+    if not jobs_listing():
+        st.caption("No training is running or waiting.")
+        return
+    _queue_live()
+
+
+@st.fragment(run_every=2.0)
+def _queue_live() -> None:
+    from bharateo.app.jobs import jobs_listing, max_trainings
+
+    rows, mine = jobs_listing(), st.session_state.get("job")
+    if not rows:
+        st.caption("No training is running or waiting.")
+        return
+    st.caption(f"This server trains {max_trainings()} at a time; the rest wait in this order.")
+    others = st.checkbox("allow cancelling other sessions' trainings (teacher)", key="cancel_others")
+    for row in rows:
+        job = row["job"]
+        own = job is mine
+        state = (f"running, epoch {row['epoch']}/{row['epochs']}" if row["position"] is None
+                 else f"queued, number {row['position']}")
+        name_col, state_col, button_col = st.columns([3, 2, 1])
+        name_col.markdown(f"**{row['run_name']}**" + (" (yours)" if own else ""))
+        state_col.markdown(state)
+        if button_col.button("Cancel", key=f"cancel-{id(job)}", disabled=not (own or others)
+                             or job.done, width="stretch"):
+            job.stop(None if own else "cancelled from another session")
+            st.toast(f"Cancelling '{row['run_name']}'.")

@@ -1,4 +1,5 @@
-"""Training in a worker process of its own, so the app trains at the CLI's speed.
+"""The Train page's worker process: each training in a process of its own (started by
+bharateo/app/jobs.py), so the app trains at the CLI's speed.
 
 The same loop in a thread of the Streamlit server runs 15-25 % slower (bench/app_overhead.py); in
 the main thread of a separate process it doesn't. A worker is `python -m bharateo.app.worker`: it

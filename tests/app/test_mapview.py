@@ -41,6 +41,7 @@ from bharateo.worldcover import (
     collapse_worldcover,
     tile_id,
 )
+from tests.paths import SHARED
 
 CHOSEN = [(spec.name, roi_window(spec).bounds) for spec in NOTEBOOK_ROIS]
 
@@ -253,7 +254,7 @@ def test_a_pan_is_a_view_and_not_a_click():
 # --- offline land-cover overviews, on the real tile ---------------------------------------------
 # the bundled sample once it is there, else the shared copy beside the project (../shared)
 REAL_TILE = bundled_tile_path("N00E006") or (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "worldcover"
+    SHARED / "data" / "worldcover"
     / "ESA_WorldCover_10m_2021_v200_N00E006_Map.tif")
 REAL_DIR = REAL_TILE.parent
 needs_real_tile = pytest.mark.skipif(not REAL_TILE.is_file(), reason="real N00E006 tile absent")

@@ -1,5 +1,4 @@
 """Chips page (AppTest): guidance first, building chips, the grid, the token detail view, errors."""
-from pathlib import Path
 
 import numpy as np
 from streamlit.testing.v1 import AppTest
@@ -8,8 +7,8 @@ from bharateo.model import ModelConfig
 from bharateo.pipeline import RunConfig
 from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
 from bharateo.worldcover import CLASS_NAMES
+from tests.paths import APP
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
 def small_rois(size=512):
@@ -166,7 +165,7 @@ def test_token_panels_follow_the_notebook(worldcover_dir):
 
     from bharateo.chips import ChipConfig, build_chip_sets
     from bharateo.model import patchify
-    from bharateo.app.regions import token_view
+    from bharateo.app.chips import token_view
     from bharateo.worldcover import labels_to_rgb_input
 
     chips, _ = build_chip_sets(small_rois(), ChipConfig(n_chips=6))

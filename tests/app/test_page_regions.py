@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from bharateo.app import regions as views
+from bharateo.app import mapview, pictures, regions as app_regions
 from bharateo.app.mapview import propose_roi_from_click
 from bharateo.roi import (
     NOTEBOOK_ROIS,
@@ -21,8 +21,8 @@ from bharateo.roi import (
 )
 from bharateo.worldcover import (SAMPLE_TILES, bundled_tile_path, collapse_worldcover,
                                  data_source_from_env)
+from tests.paths import APP, SHARED
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 NOTEBOOK_NAMES = [spec.name for spec in NOTEBOOK_ROIS]
 
 
@@ -54,7 +54,7 @@ def map_script(at) -> str:
 
 def metres_per_degree(lat: float) -> tuple[float, float]:
     """(N-S, E-W) metres per degree on WGS84 from the standard series (e.g. the NGA / Wikipedia
-    'length of a degree' tables): an independent check of views.pixel_metres."""
+    'length of a degree' tables): an independent check of app_regions.pixel_metres."""
     phi = math.radians(lat)
     ns = 111132.954 - 559.822 * math.cos(2 * phi) + 1.175 * math.cos(4 * phi)
     ew = 111412.84 * math.cos(phi) - 93.5 * math.cos(3 * phi) + 0.118 * math.cos(5 * phi)
@@ -264,16 +264,16 @@ def test_no_data_pixels_are_black_and_left_out_of_the_counts():
     native[:, :16] = 0  # a quarter sea
     native[0, 20] = 50
     roi = Roi(RoiSpec("coast", 77.0, 28.0, 64), native, {})
-    counts = views.collapsed_counts(roi)
+    counts = app_regions.collapsed_counts(roi)
     assert counts.sum() == 64 * 48 and counts[1] == 64 * 48 - 1 and counts[3] == 1
-    picture = views.roi_picture(roi)
+    picture = pictures.roi_picture(roi)
     assert (picture.image[:, :16] == 0).all() and picture.step == 1
     assert "Black: no data" in picture.caption
 
 
 # --- issue 10: the data in use, the presets, the map view and state across pages ---------------
 REAL_TILE = bundled_tile_path("N00E006") or (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "worldcover"
+    SHARED / "data" / "worldcover"
     / "ESA_WorldCover_10m_2021_v200_N00E006_Map.tif")
 needs_real_tile = pytest.mark.skipif(not REAL_TILE.is_file(), reason="real N00E006 tile absent")
 
@@ -344,11 +344,11 @@ def test_a_map_click_proposes_once_and_a_pan_keeps_the_view(regions):
 
 def test_map_frame_keeps_the_script_while_only_the_view_changes():
     fit = lambda: ((1.0, 2.0), 9)  # noqa: E731
-    frame = views.map_frame(None, "a", None, fit)
+    frame = mapview.map_frame(None, "a", None, fit)
     assert frame == ("a", ((1.0, 2.0), 9))
-    assert views.map_frame(frame, "a", ((5.0, 6.0), 7), fit) is frame  # a pan: same map
-    assert views.map_frame(frame, "b", ((5.0, 6.0), 7), fit) == ("b", ((5.0, 6.0), 7))
-    assert views.map_frame(frame, "b", None, fit) == ("b", ((1.0, 2.0), 9))
+    assert mapview.map_frame(frame, "a", ((5.0, 6.0), 7), fit) is frame  # a pan: same map
+    assert mapview.map_frame(frame, "b", ((5.0, 6.0), 7), fit) == ("b", ((5.0, 6.0), 7))
+    assert mapview.map_frame(frame, "b", None, fit) == ("b", ((1.0, 2.0), 9))
 
 
 @needs_real_tile
@@ -376,7 +376,7 @@ def test_offline_sample_presets_on_the_real_tile(monkeypatch):
     # the map now also draws the two cached regions, finer, over the tile overview
     assert map_script(at).count("L.imageOverlay(") == 3
     for roi in at.session_state["rois"]:
-        assert_true_ground_size(views.spec_summary(roi.spec), 2048, roi.spec.lat)
+        assert_true_ground_size(app_regions.spec_summary(roi.spec), 2048, roi.spec.lat)
 
 
 def test_unverified_pixels_are_called_so_on_the_regions_page(regions, monkeypatch):
@@ -447,6 +447,6 @@ def test_a_late_report_of_an_old_view_does_not_undo_a_refit(regions):
 
 def test_drawn_view_is_within_a_pixel():
     drawn = [((28.5, 77.0), 9)]
-    assert views.drawn_view(((28.5 + 1e-4, 77.0 - 1e-4), 9), drawn)
-    assert not views.drawn_view(((28.5, 77.01), 9), drawn)  # ~7 px at zoom 9: a pan
-    assert not views.drawn_view(((28.5, 77.0), 10), drawn)  # a zoom
+    assert mapview.drawn_view(((28.5 + 1e-4, 77.0 - 1e-4), 9), drawn)
+    assert not mapview.drawn_view(((28.5, 77.01), 9), drawn)  # ~7 px at zoom 9: a pan
+    assert not mapview.drawn_view(((28.5, 77.0), 10), drawn)  # a zoom

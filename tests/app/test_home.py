@@ -1,13 +1,12 @@
 """Home page: the token accounting calculator reproduces the notebook's table and follows its sliders."""
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from bharateo.roi import SAMPLE_ROIS, Roi, load_roi
 from bharateo.worldcover import DataSource, bundled_tile_path
+from tests.paths import APP, REPO, SHARED
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 ROWS = ["tokens per chip", "values per token", "total token presentations",
         "visible token inputs", "masked token targets", "masked pixel regression targets"]
 
@@ -68,7 +67,7 @@ def test_channels_change_values_per_token(home):
 
 # --- the data in use (issue 10): Home and the sidebar name it, honestly -------------------------
 REAL_TILE = bundled_tile_path("N00E006") or (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "worldcover"
+    SHARED / "data" / "worldcover"
     / "ESA_WorldCover_10m_2021_v200_N00E006_Map.tif")
 
 
@@ -136,3 +135,42 @@ def test_calculator_choices_survive_a_visit_to_another_page(home):
     assert home.selectbox(key="calc_channels").value == 10
     col, _ = run_column(token_table(home))
     assert col == "this run (1,024 chips x 20 epochs)"
+
+
+# --- Home's first paint doesn't wait for torch (issue 12) ---------------------------------------
+HOME_WITHOUT_TORCH = r"""
+import json, sys
+
+class RefuseTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise ImportError(f"{name} is blocked by the test")
+        return None
+
+sys.meta_path.insert(0, RefuseTorch())
+from streamlit.testing.v1 import AppTest
+
+at = AppTest.from_file(sys.argv[1], default_timeout=60).run()
+print(json.dumps({"title": [t.value for t in at.title],
+                  "subheaders": [s.value for s in at.subheader],
+                  "sidebar": [m.value for m in at.sidebar.markdown],
+                  "exceptions": [e.message for e in at.exception]}))
+"""
+
+
+def test_home_draws_everything_before_the_calculator_without_torch(worldcover_dir):
+    """With torch unimportable, a new session's first run (state, lesson address, sidebar) and
+    Home's text are drawn; only the token calculator (bharateo.tokens) needs torch, and it is
+    the last thing on the page before the data notes."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", HOME_WITHOUT_TORCH, APP], capture_output=True,
+                          text=True, timeout=300, cwd=str(REPO))
+    assert done.returncode == 0, done.stderr[-2000:]
+    page = json.loads(done.stdout.strip().splitlines()[-1])
+    assert page["title"] == ["BharatEO Lab"]
+    assert page["subheaders"][:2] == ["Running a lesson", "Token accounting calculator"]
+    assert "### Lab state" in page["sidebar"]
+    assert page["exceptions"] and all("torch" in e and "blocked" in e for e in page["exceptions"])

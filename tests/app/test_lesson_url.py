@@ -3,15 +3,14 @@
 config (seeded) and the saved run."""
 from __future__ import annotations
 
-from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
 from bharateo.chips import ChipConfig, build_chip_sets
 from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
 from tests.test_inputs import save_untrained_run
+from tests.paths import APP
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 SMALL_ROIS = [RoiSpec(s.name, s.lon, s.lat, 512) for s in NOTEBOOK_ROIS]
 
 

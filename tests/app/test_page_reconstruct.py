@@ -7,7 +7,7 @@ import pytest
 
 from streamlit.testing.v1 import AppTest
 
-from bharateo.app import results as insight
+from bharateo.app import results
 from bharateo.chips import ChipConfig, build_chip_sets
 from bharateo.model import num_masked
 from tests.test_evaluate import model_entry, save_tiny_run, trained  # noqa: F401 (fixture)
@@ -59,7 +59,7 @@ def test_pick_a_saved_run_then_load_its_chips(trained, worldcover_dir):
     at.button(key="reconstruct_load_run_chips").click().run()
     assert not at.exception and not at.error
     chips = at.session_state.train_chips
-    assert insight.chips_fingerprint(chips) == insight.chips_fingerprint(trained.result.train_chips)
+    assert results.chips_fingerprint(chips) == results.chips_fingerprint(trained.result.train_chips)
     assert at.session_state.heldout_chips is not None
     assert len(panel_images(at)) == 7
     assert set(metrics(at)) == {"Masked MAE (this chip)", "Patch accuracy (this chip)"}

@@ -7,7 +7,7 @@ import numpy as np
 from streamlit.testing.v1 import AppTest
 
 from bharateo import evaluate as ev
-from bharateo.app import results as insight
+from bharateo.app import results
 from bharateo.chips import ChipConfig, build_chip_sets
 from tests.test_evaluate import model_entry, save_tiny_run, trained  # noqa: F401 (fixture)
 from tests.test_evaluate import open_page as open_insight_page
@@ -72,7 +72,7 @@ def test_reading_is_built_from_the_numbers(trained):
     train = ev.evaluate(trained.result.model, trained.result.train_chips, 0.25)
     held = ev.evaluate(trained.result.model, trained.result.heldout_chips, 0.25)
     reading = [i.value for i in at.info if "training chips" in i.value]
-    assert reading == [insight.gap_reading(train, held, "mathura_belt")]
+    assert reading == [results.gap_reading(train, held, "mathura_belt")]
     assert f"{train['accuracy']:.2f}" in reading[0] and f"{held['accuracy']:.2f}" in reading[0]
 
 
@@ -81,22 +81,22 @@ def test_results_are_stored_beside_the_run_and_reused(trained, monkeypatch):
     calls = []
     real = ev.evaluate
     monkeypatch.setattr(ev, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
-    insight.clear_memory()
+    results.clear_memory()
     at = open_page(**session_with(trained, "evaluated"))
     files = sorted(run.path.glob("evaluation_*.json"))
     assert len(files) == 2 and len(calls) == 2
-    fps = {insight.chips_fingerprint(c)[:12] for c in (trained.result.train_chips,
+    fps = {results.chips_fingerprint(c)[:12] for c in (trained.result.train_chips,
                                                       trained.result.heldout_chips)}
     assert {f.name.split("_")[1] for f in files} == fps
     assert any("computed now and stored in" in c.value for c in at.caption)
 
     # next time (fresh server memory): read back from the files, not computed again
-    train_fp = insight.chips_fingerprint(trained.result.train_chips)[:12]
+    train_fp = results.chips_fingerprint(trained.result.train_chips)[:12]
     train_file = next(f for f in files if train_fp in f.name)
     stored = json.loads(train_file.read_text())
     stored["result"]["accuracy"] = 0.4242
     train_file.write_text(json.dumps(stored))
-    insight.clear_memory()
+    results.clear_memory()
     at = open_page(**session_with(trained, "evaluated"))
     assert len(calls) == 2
     assert metric_values(at, "Patch accuracy")[0] == "42.4%"

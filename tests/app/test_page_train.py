@@ -2,7 +2,6 @@
 and several sessions sharing one server's training slots."""
 import json
 import time
-from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
@@ -10,8 +9,8 @@ from bharateo.app.jobs import QUEUE
 from bharateo.pipeline import PRESETS
 from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
 from bharateo.runs import list_runs, load_run
+from tests.paths import APP
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 SMALL_ROIS = [RoiSpec(s.name, s.lon, s.lat, 512) for s in NOTEBOOK_ROIS]
 
 

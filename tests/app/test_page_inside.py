@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 
 from bharateo import inspect_model as im
-from bharateo.app import inside, results
+from bharateo.app import inside, pictures, results
 from tests.test_evaluate import model_entry, save_tiny_run, trained  # noqa: F401 (fixture)
 from tests.test_evaluate import open_page as open_insight_page
 
@@ -101,10 +101,10 @@ def test_attention_picture_is_brightest_where_the_weight_is(trained):
     chips = trained.result.train_chips
     weights = np.zeros((8, 8))
     weights[2, 5] = 1.0
-    picture = inside.attention_picture(chips, 0, weights, query=0)
+    picture = pictures.attention_picture(chips, 0, weights, query=0)
     assert picture.shape == (256, 256, 3)
     cell = picture[2 * 32 + 8:3 * 32 - 8, 5 * 32 + 8:6 * 32 - 8].astype(int)
-    base = inside.masked_picture(chips, 0, np.zeros((8, 8), bool), None)
+    base = pictures.hidden_patches_picture(chips, 0, np.zeros((8, 8), bool), None)
     assert not np.array_equal(cell, base[2 * 32 + 8:3 * 32 - 8, 5 * 32 + 8:6 * 32 - 8])
     untouched = picture[6 * 32 + 8:7 * 32 - 8, 6 * 32 + 8:7 * 32 - 8]
     assert np.array_equal(untouched, base[6 * 32 + 8:7 * 32 - 8, 6 * 32 + 8:7 * 32 - 8])

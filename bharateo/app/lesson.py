@@ -1,0 +1,146 @@
+"""The lesson in the page address (every page): regions, chips and the saved run as URL query
+parameters, written after each run and restored when a refresh or a shared link opens a new
+session.
+
+A browser refresh starts a new session, so the lesson's minimal state is kept in the URL:
+  roi=<lon>,<lat>,<size>,<name> (repeated, in order), chips=<ChipConfig fields in CHIP_PARAMS
+  order, comma-separated, "" for none>, run=<saved run name>.
+Regions come back from the ROI cache (or the source), chips are cut again from the chip config
+(seeded, so identical), the model is loaded from its saved run. Nothing read here is trusted:
+each value is checked, a bad one is skipped with a note, and no path is built from it unchecked.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import streamlit as st
+
+from bharateo.app import teacher
+from bharateo.app.regions import read_roi
+from bharateo.app.state import current_chip_config, current_model, use_saved_run
+from bharateo.errors import BharatEOError
+from bharateo.roi import RoiSpec, check_no_overlap, check_roi_spec
+
+if TYPE_CHECKING:
+    from bharateo.chips import ChipConfig
+
+LESSON_PARAMS = ("roi", "chips", "run")
+MAX_LESSON_REGIONS = 8  # regions a page address may restore (each up to 4096 x 4096 px)
+CHIP_PARAMS = ("n_chips", "chip_size", "patch_size", "min_classes", "seed", "n_holdout_chips",
+               "holdout_roi", "holdout_block")
+
+
+def lesson_params() -> dict[str, list[str]]:
+    """The session's regions, chip config (once chips are built) and saved run as URL values."""
+    state, params = st.session_state, {}
+    if state.get("rois"):
+        params["roi"] = [f"{r.spec.lon!r},{r.spec.lat!r},{r.spec.size},{r.spec.name}"
+                         for r in state.rois]
+    if state.get("train_chips") is not None:
+        config = current_chip_config()
+        params["chips"] = [",".join("" if getattr(config, f) is None else str(getattr(config, f))
+                                    for f in CHIP_PARAMS)]
+    model = current_model()
+    if model and model.run:
+        from bharateo.runs import checkpoint_root  # imports torch: only once a model is in use
+
+        if (checkpoint_root() / str(model.run) / "model.pt").exists():
+            params["run"] = [model.run]
+    return {**params, **teacher.extra_params()}  # knobs, Reconstruct chip and ratio, teacher mode
+
+
+def write_lesson_url() -> None:
+    """Put lesson_params() in the address bar (only the keys that changed)."""
+    params = lesson_params()
+    for key in (*LESSON_PARAMS, *teacher.extra_keys()):
+        if key not in params:
+            if key in st.query_params:
+                del st.query_params[key]
+        elif st.query_params.get_all(key) != params[key]:
+            st.query_params[key] = params[key]
+
+
+def _roi_from_param(raw: str) -> RoiSpec:
+    """'lon,lat,size,name' -> a checked RoiSpec (ValueError / RegionError saying what is wrong)."""
+    parts = raw.split(",", 3)
+    if len(parts) != 4:
+        raise ValueError("expected longitude,latitude,size,name")
+    name = parts[3].strip()
+    if not name or len(name) > 64 or not name.isprintable():
+        raise ValueError("the region name is empty, too long or not printable")
+    try:
+        lon, lat, size = float(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        raise ValueError("longitude and latitude must be numbers and size a whole number") from None
+    spec = RoiSpec(name, lon, lat, size)
+    check_roi_spec(spec)  # RegionError in words
+    return spec
+
+
+def _chips_from_param(raw: str, roi_names: list[str]) -> ChipConfig:
+    """The CHIP_PARAMS values, comma-separated -> ChipConfig (ValueError saying what is wrong)."""
+    from bharateo.chips import HOLDOUT_BLOCKS, ChipConfig
+
+    if len(raw.split(",")) != len(CHIP_PARAMS):
+        raise ValueError(f"expected {len(CHIP_PARAMS)} values ({', '.join(CHIP_PARAMS)})")
+    values = dict(zip(CHIP_PARAMS, raw.split(",")))
+    try:
+        numbers = {k: int(values[k]) for k in CHIP_PARAMS[:6]}
+    except ValueError:
+        raise ValueError(f"{', '.join(CHIP_PARAMS[:6])} must be whole numbers") from None
+    config = ChipConfig(**numbers,
+                        holdout_roi=values["holdout_roi"] or None,
+                        holdout_block=values["holdout_block"] or None)
+    if config.holdout_roi is not None and config.holdout_roi not in roi_names:
+        raise ValueError(f"its held-out region '{config.holdout_roi}' is not among the regions")
+    if config.holdout_block not in (None, *HOLDOUT_BLOCKS):
+        raise ValueError(f"'{config.holdout_block}' is not a held-out part")
+    if not (1 <= config.n_chips <= 4096 and 1 <= config.n_holdout_chips <= 4096):
+        raise ValueError("the chip count is out of range")
+    # only what the Chips page can set: an address must not ask for chips that exhaust memory
+    if config.chip_size not in (64, 128, 256) or config.patch_size not in (8, 16, 32) \
+            or config.chip_size % config.patch_size:
+        raise ValueError("the chip or patch size is not one the Chips page offers")
+    if not (1 <= config.min_classes <= 8 and 0 <= config.seed <= 2**31 - 1):
+        raise ValueError("min classes must be 1 to 8 and the seed 0 to 2^31 - 1")
+    return config
+
+
+def restore_lesson(params) -> list[str]:
+    """Regions, chips and model from URL values (see LESSON_PARAMS) -> notes on what was skipped.
+
+    Never raises: a malformed value or one that can't be used any more (a deleted run, a region
+    that can't be read) is left out with a note saying what and why.
+    """
+    from bharateo.chips import build_chip_sets
+    from bharateo.runs import load_run, validate_run_name
+
+    state, notes, rois = st.session_state, [], []
+    wanted = params.get_all("roi")
+    if len(wanted) > MAX_LESSON_REGIONS:
+        notes.append(f"This page's address names {len(wanted)} regions; only the first "
+                     f"{MAX_LESSON_REGIONS} were read.")
+    for raw in wanted[:MAX_LESSON_REGIONS]:
+        try:
+            spec = _roi_from_param(raw)
+            if spec.name in [r.spec.name for r in rois]:
+                raise ValueError(f"a second region called '{spec.name}'")
+            check_no_overlap(spec, rois)
+            rois.append(read_roi(spec))
+        except (ValueError, BharatEOError) as exc:
+            notes.append(f"A region in this page's address was left out ({raw!r}): {exc}")
+    state.rois = rois
+    if (raw := params.get("chips")) and rois:
+        try:
+            config = _chips_from_param(raw, [r.spec.name for r in rois])
+            state.train_chips, state.heldout_chips = build_chip_sets(rois, config)
+            state.chip_config = config
+        except Exception as exc:  # from the address: any bad value is a note, never a traceback
+            notes.append(f"The chip settings in this page's address were not used ({raw!r}): {exc}. "
+                         "Cut chips again on the Chips page.")
+    if raw := params.get("run"):
+        try:
+            use_saved_run(load_run(validate_run_name(raw)))
+        except BharatEOError as exc:
+            notes.append(f"The model in this page's address was not loaded: {exc}")
+    return notes + teacher.restore_extra(params, LESSON_PARAMS)
