@@ -76,3 +76,33 @@ def _cell(value):
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
         return "'" + value
     return value
+
+
+# --- each chart's data as rows (the CSV downloads) -----------------------------------------------
+HISTORY_COLUMNS = ("run", "kind", "epoch", "step", "progress", "loss", "rec", "esa", "rec_mae",
+                   "esa_acc", "heldout_rec_mae", "heldout_esa_acc", "lr", "chips_per_s", "elapsed")
+
+
+def series_rows(series: list[dict]) -> list[dict]:
+    """The loss / accuracy charts' data: each series' per-step then per-epoch rows (kind "step" or
+    "epoch"), in HISTORY_COLUMNS. `series`: {"label", "steps", "epochs"} as the charts take them."""
+    rows = []
+    for s in series:
+        for kind in ("step", "epoch"):
+            for row in s.get(f"{kind}s") or []:
+                rows.append({"run": s["label"], "kind": kind,
+                             **{c: row.get(c) for c in HISTORY_COLUMNS[2:]},
+                             "progress": row.get("progress", row.get("epoch"))})
+    return rows
+
+
+def confusion_rows(result: dict, class_names: list[str]) -> list[dict]:
+    """An evaluation's confusion matrix as rows: target class, predicted class, patches, and the
+    share of the target class's patches (the normalised matrix)."""
+    rows = []
+    for i, counts in enumerate(result["confusion"]):
+        total = sum(counts)
+        for j, count in enumerate(counts):
+            rows.append({"target": class_names[i], "predicted": class_names[j], "patches": count,
+                         "share_of_target": count / total if total else None})
+    return rows

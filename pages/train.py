@@ -2,6 +2,7 @@
 import streamlit as st
 
 from bharateo.app import teacher
+from bharateo.app.downloads import csv_button, run_zip_button
 from bharateo.app.figures import accuracy_figure, loss_figure
 from bharateo.app.jobs import max_training_seconds, max_trainings
 from bharateo.app.sidebar import synthetic_banner
@@ -15,6 +16,7 @@ from bharateo.app.train import (adopt_finished_job, chip_knobs, config_from_knob
                                 start_training, training_estimate)
 from bharateo.chips import HOLDOUT_BLOCKS
 from bharateo.errors import BharatEOError
+from bharateo.export import HISTORY_COLUMNS, series_rows
 from bharateo.pipeline import PRESETS
 from bharateo.pipeline import saved_as_message
 from bharateo.runs import delete_run, rename_run, scan_runs
@@ -257,7 +259,12 @@ if job is not None:
         live_progress(job)
     else:
         adopt_finished_job()
-        draw_progress(job.snapshot(), getattr(job, "requested_name", None))
+        snap = job.snapshot()
+        draw_progress(snap, getattr(job, "requested_name", None))
+        if snap["steps"] or snap["epochs"]:
+            csv_button("this run's steps and epochs (CSV)",
+                       lambda: series_rows([series_from_job(snap, snap["run_name"])]),
+                       f"{snap['run_name']}_history.csv", "train_job_csv", HISTORY_COLUMNS)
         if job.status == "failed" and getattr(job, "unsaved", None) is not None:
             st.caption("The trained model is still in memory: free some space (or make the "
                        "checkpoints folder writable), then save it.")
@@ -285,6 +292,8 @@ if by_name:
         left, right = st.columns(2)
         left.plotly_chart(loss_figure(series), width="stretch")
         right.plotly_chart(accuracy_figure(series), width="stretch")
+        csv_button("these runs' histories (CSV)", lambda: series_rows(series),
+                   "run_histories.csv", "train_compare_csv", HISTORY_COLUMNS)
 
 all_names = [*by_name, *(bad.name for bad in damaged)]  # a damaged run can be renamed or deleted
 keep_widget("train_manage_run", None,
@@ -321,3 +330,5 @@ confirm = delete_col.checkbox(f"yes, delete '{chosen}'", key="confirm_delete")
 delete_col.button("Delete", width="stretch", disabled=not confirm,
                   on_click=manage, args=(delete_run, chosen))
 show_kept_error("manage")
+if chosen in by_name:
+    run_zip_button(by_name[chosen], "train_run_zip")  # its folder: weights, settings, history

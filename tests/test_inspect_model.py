@@ -169,3 +169,21 @@ def test_csv_has_a_header_and_defuses_formulas():
     rows = list(csv.reader(io.StringIO(data.decode())))
     assert rows == [["a", "b"], ["1", "'=HYPERLINK(1)"], ["", "x"]]
     assert csv_bytes([], ["a"]) == b"a\n"
+
+
+def test_chart_rows_for_the_csv_downloads():
+    from bharateo.export import HISTORY_COLUMNS, confusion_rows, series_rows
+
+    series = [{"label": "a", "steps": [{"epoch": 1, "step": 1, "progress": 0.5, "loss": 2.0}],
+               "epochs": [{"epoch": 1, "loss": 1.5, "heldout_esa_acc": 0.4}]},
+              {"label": "b", "steps": [], "epochs": [{"epoch": 1, "loss": 1.0}]}]
+    rows = series_rows(series)
+    assert [(r["run"], r["kind"], r["loss"]) for r in rows] == [("a", "step", 2.0),
+                                                              ("a", "epoch", 1.5), ("b", "epoch", 1.0)]
+    assert rows[1]["progress"] == 1 and rows[1]["heldout_esa_acc"] == 0.4
+    assert set(rows[0]) == set(HISTORY_COLUMNS)
+    data = csv_bytes(rows, list(HISTORY_COLUMNS)).decode().splitlines()
+    assert data[0].split(",") == list(HISTORY_COLUMNS) and len(data) == 4
+    conf = confusion_rows({"confusion": [[3, 1], [0, 0]]}, ["tree", "water"])
+    assert conf[0] == {"target": "tree", "predicted": "tree", "patches": 3, "share_of_target": 0.75}
+    assert conf[3]["share_of_target"] is None  # no water patches: no share, not 0

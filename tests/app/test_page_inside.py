@@ -119,3 +119,17 @@ def test_the_run_zip_downloads_the_runs_files(trained):
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert {"zip-run/model.pt", "zip-run/config.json", "zip-run/history.json",
                 "zip-run/metrics.json"} <= set(archive.namelist())
+
+
+def test_every_chart_page_offers_its_data_as_csv(trained):
+    """Reconstruct's curve, Evaluate's confusion matrices and class tables (both splits)."""
+    save_tiny_run(trained, "csv-run")
+    state = dict(model=model_entry(trained, "csv-run"), train_chips=trained.result.train_chips,
+                 heldout_chips=trained.result.heldout_chips)
+    recon = open_insight_page("pages/reconstruct.py", **state)
+    evaluate = open_insight_page("pages/evaluate.py", **state)
+    for at, wanted in ((recon, ["the curve (CSV)"]),
+                       (evaluate, ["confusion matrix (CSV)", "per-class table (CSV)"] * 2)):
+        assert not at.exception
+        labels = sorted(e.proto.label.split(": ", 1)[-1] for e in at.get("download_button"))
+        assert labels == sorted(wanted), labels
