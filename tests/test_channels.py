@@ -108,24 +108,3 @@ def test_chips_with_other_bands_need_matching_pixels():
         ChipSet(chips.labels, chips.patch_labels, chips.roi_index, chips.origins, ["fake"], 32, 8,
                 bands=FAKE_BANDS[:3], pixels=chips.pixels)
 
-
-def test_the_chips_pages_token_view_and_shapes_follow_the_bands():
-    from bharateo.app import chips as views
-
-    chips = four_band_chips()
-    view = views.token_view(chips, 0)
-    assert view.tokens_rgb.shape == (16, 4, 8, 8) and view.mean_rgb.shape == (16, 4)
-    assert list(views.token_values(view, 5)) == list(FAKE_BANDS)  # one table per band, in order
-    journey = views.shape_journey(chips, 0, view, 16, "test")
-    assert "**4 × 32 × 32** = 4,096 values" in journey
-    assert "each 4 channels × 8 × 8 px = 256 values (all b1 values, then b2, then b3, then nir)" \
-        in journey
-    assert "painted in the palette" not in journey  # these pixels are not class colours
-    palette = views.token_view(_palette_chips(), 0)
-    assert list(views.token_values(palette, 0)) == ["R (red)", "G (green)", "B (blue)"]
-
-
-def _palette_chips() -> ChipSet:
-    chips = four_band_chips(n=2)
-    return ChipSet(chips.labels, chips.patch_labels, chips.roi_index, chips.origins, ["fake"],
-                   32, 8)
