@@ -1,11 +1,7 @@
 """BharatEO Lab: home page and navigation. Run with `streamlit run app.py`."""
 import streamlit as st
 
-<<<<<<< HEAD
 from bharateo.app.home import CALCULATOR_DEFAULTS, channel_options, pipeline_dot, token_table
-=======
-from bharateo.app.home import CALCULATOR_DEFAULTS, PIPELINE_DOT, channel_options, token_table
->>>>>>> core
 from bharateo.app.lesson import write_lesson_url
 from bharateo.app.pictures import legend_html
 from bharateo.app.regions import data_in_use_text

@@ -171,12 +171,8 @@ with t1:
     st.caption(token_mix_text(shown, chip_i, token))
 with t2:
     values = token_values(view, token)
-<<<<<<< HEAD
     tabs = st.tabs(list(values))
     for tab, (channel, table) in zip(tabs, values.items()):
-=======
-    for tab, (channel, table) in zip(st.tabs(list(values)), values.items()):
->>>>>>> core
         tab.dataframe(table, height=600 if view.patch > 8 else "auto", column_config={
             "_index": st.column_config.NumberColumn(width=28),
             **{name: st.column_config.NumberColumn(name, format="%.3f", width=42)
