@@ -8,21 +8,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-<<<<<<< HEAD
-from bharateo.sources import DEFAULT_SOURCE, pixel_source
-=======
 from bharateo.sources import DEFAULT_SOURCE, pixel_source  # no torch: Home stays light
->>>>>>> core
 from bharateo.words import plural
 
 
 def pipeline_dot(source: str = DEFAULT_SOURCE, chip: int = 128, patch: int = 16) -> str:
     """The notebook's pipeline as a Graphviz diagram (its default chips, mask and model), the
-<<<<<<< HEAD
-    chip's channels and token length from the pixel source's bands."""
-=======
     chip's channels and token length from the pixel source's bands (bharateo/sources.py)."""
->>>>>>> core
     bands = pixel_source(source)
     n, dim = (chip // patch) ** 2, bands.channels * patch * patch
     return f"""
@@ -40,18 +32,12 @@ digraph {{
 """
 
 
-<<<<<<< HEAD
-# The calculator's widgets: key -> first value (the notebook's run: 384 chips x 20 epochs, ...).
-CALCULATOR_DEFAULTS = {"calc_chips": 384, "calc_epochs": 20, "calc_mask_ratio": 0.75,
-                       "calc_channels": pixel_source(DEFAULT_SOURCE).channels, "calc_chip_size": 128, "calc_patch_size": 16}
-=======
 PIPELINE_DOT = pipeline_dot()  # the lab's default: WorldCover palette RGB
 
 # The calculator's widgets: key -> first value (the notebook's run: 384 chips x 20 epochs, ...).
 CALCULATOR_DEFAULTS = {"calc_chips": 384, "calc_epochs": 20, "calc_mask_ratio": 0.75,
                        "calc_channels": pixel_source(DEFAULT_SOURCE).channels,
                        "calc_chip_size": 128, "calc_patch_size": 16}
->>>>>>> core
 V0_CHIPS, V0_EPOCHS = 1_000_000, 100  # the BharatEO-v0 projection in the notebook
 TOKEN_ROWS = [("tokens per chip", "tokens_per_chip"), ("values per token", "token_dim"),
               ("total token presentations", "total_tokens"), ("visible token inputs", "visible_tokens"),
