@@ -150,7 +150,7 @@ teacher.teacher_panel()
 # --- run control -------------------------------------------------------------------------------
 job = st.session_state.job
 running = job is not None and not job.done
-name_col, train_col, stop_col, pause_col, step_col, epoch_col = st.columns([3, 1, 1, 1, 1, 1])
+name_col, train_col, stop_col, control_col = st.columns([3, 1, 1, 3])
 keep_widget("run_name")
 run_name = name_col.text_input("run name", key="run_name", on_change=clear_error, args=("train",),
                                placeholder="automatic, e.g. " + (default_run_name(config) if config
@@ -169,21 +169,33 @@ if stop_col.button("Stop", disabled=not running, width="stretch"):
     job.stop()
     st.toast("Stopping after the current step; the run is kept.")
 # Pause / Resume / Step: the worker waits between optimiser steps; the chart stays and grows
-# by exactly one step (or to the end of the epoch) on each Step
-paused = running and getattr(job, "control_state", "running") in ("pausing", "paused")
-if pause_col.button("Resume" if paused else "Pause", key="train_pause", disabled=not running,
-                    width="stretch", help="Pause between optimiser steps (nothing is lost); "
-                                          "Resume goes on from exactly there."):
-    job.resume() if paused else job.pause()
-    st.rerun()
-if step_col.button("Step", key="train_step", disabled=not running, width="stretch",
-                   help="One optimiser step (one batch), then pause."):
-    job.step("step")
-    st.rerun()
-if epoch_col.button("Step epoch", key="train_step_epoch", disabled=not running, width="stretch",
-                    help="Train to the end of the current epoch, then pause."):
-    job.step("epoch")
-    st.rerun()
+# by exactly one step (or to the end of the epoch) on each Step. Drawn by a fragment that follows
+# the job each second, so Pause turns into Resume when the worker has paused.
+def control_buttons(job, running: bool) -> None:
+    paused = running and job.control_state in ("pausing", "paused")
+    pause_col, step_col, epoch_col = st.columns(3)
+    if pause_col.button("Resume" if paused else "Pause", key="train_pause", disabled=not running,
+                        width="stretch", help="Pause between optimiser steps (nothing is lost); "
+                                              "Resume goes on from exactly there."):
+        job.resume() if paused else job.pause()
+        st.rerun(scope="fragment" if running else "app")
+    if step_col.button("Step", key="train_step", disabled=not running, width="stretch",
+                       help="One optimiser step (one batch), then pause."):
+        job.step("step")
+        st.rerun(scope="fragment" if running else "app")
+    if epoch_col.button("Step epoch", key="train_step_epoch", disabled=not running,
+                        width="stretch", help="Train to the end of the current epoch, then pause."):
+        job.step("epoch")
+        st.rerun(scope="fragment" if running else "app")
+
+
+@st.fragment(run_every=1.0)
+def live_control_buttons(job) -> None:
+    control_buttons(job, not job.done)
+
+
+with control_col:
+    live_control_buttons(job) if running else control_buttons(job, False)
 
 
 def draw_progress(snap, requested_name: str | None = None) -> None:
