@@ -1,7 +1,7 @@
 """BharatEO Lab: home page and navigation. Run with `streamlit run app.py`."""
 import streamlit as st
 
-from bharateo.app.home import CALCULATOR_DEFAULTS, channel_options, pipeline_dot, token_table
+from bharateo.app.home import CALCULATOR_DEFAULTS, PIPELINE_DOT, channel_options, token_table
 from bharateo.app.lesson import write_lesson_url
 from bharateo.app.pictures import legend_html
 from bharateo.app.regions import data_in_use_text
@@ -20,7 +20,7 @@ def home() -> None:
         "token.")
     st.markdown(f"**Data in use:** {data_in_use_text()}")
     synthetic_banner()
-    st.graphviz_chart(pipeline_dot())
+    st.graphviz_chart(PIPELINE_DOT)
     st.markdown(f"The 8 classes and their palette colours: {legend_html()}",
                 unsafe_allow_html=True)
 

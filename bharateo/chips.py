@@ -48,7 +48,8 @@ import torch
 
 from bharateo.errors import ChipError
 from bharateo.model import patchify
-from bharateo.sources import DEFAULT_SOURCE, pixel_source
+from bharateo.settings import setting
+from bharateo.sources import DEFAULT_SOURCE, PIXEL_SOURCES, pixel_source
 from bharateo.worldcover import (IGNORE_INDEX, NATIVE_TO_COLLAPSED_ID, NODATA, NODATA_ID,
                                  NUM_CLASSES, PALETTE, PALETTE_BANDS,
                                  collapse_worldcover, labels_to_rgb)
@@ -60,17 +61,47 @@ ATTEMPTS_PER_CHIP = 400  # the notebook's budget: `attempts < n * 400`
 FAIL_FAST_MIN_ATTEMPTS = 2000  # draws in a region before its acceptance rate is judged
 
 
+MAX_CHIPS = 100_000  # bound of any chip config; the pages offer up to 4096
+
+
 @dataclass(frozen=True)
 class ChipConfig:
-    n_chips: int = 384
-    chip_size: int = 128
-    patch_size: int = 16
-    min_classes: int = 2
-    seed: int = 42
-    holdout_roi: str | None = None  # name of an ROI kept out of training
-    holdout_block: str | None = None  # None: the whole ROI; or one half: north/south/east/west
-    n_holdout_chips: int = 64
-    source: str = DEFAULT_SOURCE  # a name in sources.PIXEL_SOURCES; older runs: palette RGB
+    """How chips are cut, each field declared once (bharateo/settings.py): the Chips page's
+    fields, the Train page's dataset knobs, the CLI's flags and the checks come from these."""
+
+    n_chips: int = setting(384, label="chips", low=16, high=4096, bounds=(1, MAX_CHIPS), step=16,
+                           widget="number", group="Dataset",
+                           help="fewer than 16 can't fill a batch; more than 4096 take too long "
+                                "to cut and train in a lesson")
+    chip_size: int = setting(128, label="chip size (px)", bounds=(1, 1024),
+                             options=(64, 128, 256), widget="select_slider",
+                             help="128 px ≈ 1.2 km N-S (1/12000° pixels): 8 × 8 = 64 tokens of "
+                                  "16 × 16 px")
+    patch_size: int = setting(16, label="patch size (px)", bounds=(1, 64), options=(8, 16, 32),
+                              help="side of one token's square of pixels")
+    min_classes: int = setting(2, label="min classes per chip", low=1, high=8, step=1,
+                               widget="number", group="Dataset",
+                               help="chips with fewer distinct land-cover classes are drawn "
+                                    "again (there are 8; no data never counts as a class)")
+    seed: int = setting(42, label="seed", low=0, high=2**31 - 1, bounds=(0, 2**63 - 1), step=1,
+                        widget="number", help="seeds are whole numbers from 0 to 2^31 - 1")
+    # name of an ROI kept out of training
+    holdout_roi: str | None = setting(None, label="held-out region", widget="selectbox",
+                                      group="Dataset",
+                                      help="a region kept out of training to test on; none: "
+                                           "evaluate on training chips")
+    # None: the whole ROI; or one half: north/south/east/west
+    holdout_block: str | None = setting(None, label="held-out part", choices=HOLDOUT_BLOCKS,
+                                        widget="selectbox", group="Dataset",
+                                        help="the half of the held-out region kept out, or all "
+                                             "of it")
+    n_holdout_chips: int = setting(64, label="held-out chips", low=1, high=1024,
+                                   bounds=(1, MAX_CHIPS), step=16, widget="number",
+                                   help="1024 are plenty to measure a held-out region")
+    # a name in sources.PIXEL_SOURCES; older runs have no key: palette RGB
+    source: str = setting(DEFAULT_SOURCE, label="pixel source", choices=lambda: tuple(PIXEL_SOURCES),
+                          widget="selectbox",
+                          help="where the chips' input bands come from (bharateo/sources.py)")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 
 from bharateo.errors import BharatEOError
 
@@ -83,26 +82,25 @@ def cmd_inspect(args) -> None:
 def cmd_train(args) -> None:
     from tqdm import tqdm
 
-    from bharateo.chips import ChipConfig
     from bharateo.device import resolve_device
-    from bharateo.model import ModelConfig
-    from bharateo.pipeline import PRESETS, RunConfig, run_experiment
     from bharateo.errors import ConfigError
+    from bharateo.pipeline import (PRESETS, SECTIONS, RunConfig, knob_problems, knob_settings,
+                                   knobs_from_config, run_experiment)
     from bharateo.pipeline import saved_as_message
     from bharateo.runs import release_run_name, reserve_run_name
     from bharateo.schema import number_text
-    from bharateo.pipeline import NUMBER_KNOBS, knob_problems, knobs_from_config
-    from bharateo.train import EpochMetrics, TrainConfig
+    from bharateo.settings import from_args, rebuilt
+    from bharateo.train import EpochMetrics
 
     base = PRESETS[args.preset]
     config = RunConfig(
         rois=tuple(_roi_specs(args)) if args.lon is not None else base.rois,
-        chips=replace(base.chips, **_given(args, ChipConfig)),
-        model=replace(base.model, **_given(args, ModelConfig)),
-        train=replace(base.train, **_given(args, TrainConfig)))
-    flags = {key: "--" + key.replace("_", "-") for key in NUMBER_KNOBS}  # the same limits as Train
+        **{key: rebuilt(cls, getattr(base, key), from_args(cls, args))
+           for key, cls in SECTIONS.items()})
+    # the Train page's limits on typed values, named by flag (e.g. "--epochs is -3: ...")
+    flags = {name: s.flag for name, s in knob_settings().items()}
     if problems := knob_problems(knobs_from_config(config), flags):
-        raise ConfigError("Fix these settings: " + " ".join(problems).replace("**", ""))
+        raise ConfigError("Fix these settings: " + " ".join(problems))
     config.validate()  # the app's checks and messages, before anything is read or built
     resolve_device(config.train.device)  # a missing GPU fails now, before the name is reserved
     # reserve the name before spending time on training (a taken name fails now, not at save)
@@ -137,12 +135,6 @@ def cmd_train(args) -> None:
     if note := saved_as_message(args.run, result.path.name):
         print(note)
     print(f"saved to {result.path}")
-
-
-def _given(args, cls) -> dict:
-    """The flags the user actually set that belong to dataclass `cls`."""
-    names = set(cls.__dataclass_fields__)
-    return {k: v for k, v in vars(args).items() if k in names and v is not None}
 
 
 def cmd_evaluate(args) -> None:
@@ -193,9 +185,13 @@ def cmd_tokens(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bharateo.device import DEVICES, PRECISIONS
-    from bharateo.pipeline import PRESETS
+    from bharateo.device import DEVICES
+    from bharateo.pipeline import PRESETS, SECTIONS
+    from bharateo.settings import add_flags, settings_of
     from bharateo.sources import DEFAULT_SOURCE, PIXEL_SOURCES
+
+    # the declared defaults, for the subcommands whose flags are not a config's fields
+    default = {s.name: s.default for cls in SECTIONS.values() for s in settings_of(cls)}
 
     parser = argparse.ArgumentParser(prog="python -m bharateo", description=(
         "BharatEO Lab: a tiny masked autoencoder on real ESA WorldCover pixels. Data comes from "
@@ -221,35 +217,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run name (letters, digits, . _ -)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="notebook default")
     add_roi_flags(p)
-    for flag, typ in [("n_chips", int), ("chip_size", int), ("patch_size", int), ("min_classes", int),
-                      ("holdout_roi", str), ("holdout_block", str), ("n_holdout_chips", int),
-                      ("embed_dim", int), ("depth", int), ("heads", int),
-                      ("epochs", int), ("batch_size", int), ("lr", float), ("weight_decay", float),
-                      ("mask_ratio", float), ("patch_loss_weight", float), ("seed", int)]:
-        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ)
-    p.add_argument("--no-cosine", dest="cosine", action="store_const", const=False)
-    p.add_argument("--source", choices=list(PIXEL_SOURCES),
-                   help=f"pixel source of the chips' input bands (default {DEFAULT_SOURCE})")
-    p.add_argument("--device", choices=DEVICES, help="where to train (default cpu)")
-    p.add_argument("--precision", choices=PRECISIONS, help="arithmetic policy (default fp32)")
+    for cls in SECTIONS.values():  # one flag per declared setting (bharateo/settings.py)
+        add_flags(p, cls)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="confusion matrix and scores of a saved run")
     p.add_argument("run")
-    p.add_argument("--mask-ratio", type=float, default=0.75)
-    p.add_argument("--device", choices=DEVICES, default="cpu", help="where to evaluate")
+    p.add_argument("--mask-ratio", type=float, default=default["mask_ratio"])
+    p.add_argument("--device", choices=DEVICES, default=default["device"], help="where to evaluate")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("tokens", help="the notebook's token accounting table")
-    p.add_argument("--chips", type=int, default=384)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--mask-ratio", type=float, default=0.75)
+    p.add_argument("--chips", type=int, default=default["n_chips"])
+    p.add_argument("--epochs", type=int, default=default["epochs"])
+    p.add_argument("--mask-ratio", type=float, default=default["mask_ratio"])
     p.add_argument("--channels", type=int, default=PIXEL_SOURCES[DEFAULT_SOURCE].channels,
                    help="input channels (bands) per pixel")
-    p.add_argument("--chip-size", type=int, default=128)
-    p.add_argument("--patch-size", type=int, default=16)
+    p.add_argument("--chip-size", type=int, default=default["chip_size"])
+    p.add_argument("--patch-size", type=int, default=default["patch_size"])
     p.set_defaults(func=cmd_tokens)
     return parser
 

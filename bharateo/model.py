@@ -20,30 +20,47 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bharateo.errors import ConfigError
-from bharateo.schema import check_range, check_types, is_number
+from bharateo.schema import check_types, is_number
+from bharateo.settings import check_settings, setting
 from bharateo.worldcover import IGNORE_INDEX
 
 
-# bounds on every size field: a config from disk or the CLI never allocates more than this
-MODEL_LIMITS = {"img_size": (1, 1024), "patch_size": (1, 64), "in_chans": (1, 16),
-                "embed_dim": (1, 1024), "depth": (1, 32), "heads": (1, 64), "num_classes": (1, 256)}
 MAX_PATCHES = 4096  # tokens per chip (attention is N x N)
 MAX_PARAMETERS = 50_000_000  # the UI's largest model (embed 256 x depth 8) has ~6.6M
+
+
+def _variant_names() -> tuple[str, ...]:
+    from bharateo.architectures import MODELS  # the registry imports this module
+    return tuple(MODELS)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """A model's architecture: which variant (`arch`, a name in bharateo/architectures.py) and
-    its sizes. `in_chans` follows the data's bands (RunConfig sets it from the chips)."""
+    its sizes, each declared once (bharateo/settings.py). Every size has bounds, so a config from
+    disk or the CLI never allocates more than this lab allows. `img_size`, `patch_size` and
+    `in_chans` follow the chips (RunConfig sets them), so they have no flag or knob."""
 
-    arch: str = "notebook"  # runs saved before variants existed have no key: the notebook's model
-    img_size: int = 128
-    patch_size: int = 16
-    in_chans: int = 3
-    embed_dim: int = 128
-    depth: int = 3
-    heads: int = 4
-    num_classes: int = 8
+    # runs saved before variants existed have no key: the notebook's model
+    arch: str = setting("notebook", label="model variant", choices=_variant_names,
+                        widget="selectbox", group="Model",
+                        help="the architecture, by its name in bharateo/architectures.py")
+    img_size: int = setting(128, label="img size", bounds=(1, 1024), flag=False,
+                            help="chip size in pixels (set from the chips)")
+    patch_size: int = setting(16, label="patch size", bounds=(1, 64), flag=False,
+                              help="patch size in pixels (set from the chips)")
+    in_chans: int = setting(3, label="in chans", bounds=(1, 16), flag=False,
+                            help="input bands per pixel (set from the chips)")
+    embed_dim: int = setting(128, label="embed dim", bounds=(1, 1024),
+                             options=(32, 64, 96, 128, 192, 256), widget="select_slider",
+                             group="Model", help="width of every token inside the encoder")
+    depth: int = setting(3, label="depth (layers)", low=1, high=8, bounds=(1, 32),
+                         widget="slider", group="Model", help="transformer encoder layers")
+    heads: int = setting(4, label="heads", bounds=(1, 64), options=(1, 2, 4, 6, 8),
+                         widget="select_slider", group="Model",
+                         help="attention heads per layer (they must divide the embed dim)")
+    num_classes: int = setting(8, label="num classes", bounds=(1, 256), flag=False,
+                               help="ESA patch classes the class head predicts")
 
     @property
     def grid_size(self) -> int:
@@ -61,14 +78,13 @@ class ModelConfig:
         """Types, bounds and shape rules, checked before any tensor is allocated.
 
         Raises ConfigError: a field of the wrong type (embed_dim "64" or 64.0), a size outside
-        MODEL_LIMITS, an image size that isn't a multiple of the patch size, an embed dim not
+        its declared bounds, an image size that isn't a multiple of the patch size, an embed dim not
         divisible by the heads, or more than MAX_PARAMETERS parameters.
         """
         check_types(self, "model")
         from bharateo.architectures import model_class  # the registry imports this module
-        variant = model_class(self.arch)
-        for name, (low, high) in MODEL_LIMITS.items():
-            check_range(name.replace("_", " "), getattr(self, name), low, high, "Model: ")
+        variant = model_class(self.arch)  # its message names the known variants
+        check_settings(self, "model", "Model: ")
         if self.img_size % self.patch_size:
             raise ConfigError(f"Image size {self.img_size} must be a multiple of patch size "
                               f"{self.patch_size}.")

@@ -6,7 +6,6 @@ and the app's training worker both train through it, so the app trains exactly w
 """
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import asdict, dataclass, field, replace
 
@@ -15,7 +14,8 @@ from bharateo.errors import ConfigError
 from bharateo.model import ModelConfig, TinyRGBMAE, parameter_count
 from bharateo.roi import NOTEBOOK_ROIS, Roi, RoiSpec, load_roi
 from bharateo.runs import save_run
-from bharateo.schema import check_range, check_types, finite_or_none
+from bharateo.schema import check_types, finite_or_none
+from bharateo.settings import Setting, check_settings, range_problems, settings_of
 from bharateo.sources import PIXEL_SOURCES, pixel_source
 from bharateo.tokens import token_accounting
 from bharateo.train import (HELDOUT_MASK_SEED, StepMetrics, TrainConfig, TrainedWeights, TrainingEnd,
@@ -23,7 +23,9 @@ from bharateo.train import (HELDOUT_MASK_SEED, StepMetrics, TrainConfig, Trained
 from bharateo.worldcover import DataSource
 
 
-MAX_CHIPS = 100_000  # the app offers up to 4096
+# RunConfig's sections and their classes: config.json, the CLI's flags and the Train page's
+# knobs are built from these classes' declared settings (bharateo/settings.py).
+SECTIONS = {"chips": ChipConfig, "model": ModelConfig, "train": TrainConfig}
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,8 @@ class RunConfig:
         if not all(isinstance(r, dict) for r in d["rois"]):
             raise ConfigError("every region in 'rois' must be an object")
         try:
-            config = cls(rois=tuple(RoiSpec(**r) for r in d["rois"]), chips=ChipConfig(**d["chips"]),
-                         model=ModelConfig(**d["model"]), train=TrainConfig(**d["train"]))
+            config = cls(rois=tuple(RoiSpec(**r) for r in d["rois"]),
+                         **{key: SECTIONS[key](**d[key]) for key in SECTIONS})
         except TypeError as exc:  # an unknown or missing field
             raise ConfigError(f"unexpected settings ({exc})") from None
         return config.validate()
@@ -76,18 +78,13 @@ class RunConfig:
             raise ConfigError("Choose at least one region.")
         for roi in self.rois:
             check_types(roi, "region")
-        check_types(self.chips, "chips")
         c = self.chips
-        for name, value, high in (("number of chips", c.n_chips, MAX_CHIPS),
-                                  ("number of held-out chips", c.n_holdout_chips, MAX_CHIPS),
-                                  ("chip size (px)", c.chip_size, 1024),
-                                  ("patch size (px)", c.patch_size, 64),
-                                  ("min classes per chip", c.min_classes, 8)):
-            check_range(name, value, 1, high, "Chips: ")
+        check_types(c, "chips")
+        pixel_source(c.source)  # its message names the known sources
+        check_settings(c, "chips", "Chips: ")
         if c.chip_size % c.patch_size:
             raise ConfigError(f"Chip size {c.chip_size} is not a multiple of the patch size "
                               f"{c.patch_size}.")
-        pixel_source(c.source)
         self.model.validate()
         self.train.validate()
         return self
@@ -157,64 +154,43 @@ def renamed(requested: str, path) -> dict:
     return {"run_name": path.name, "requested_name": None if path.name == requested else str(requested)}
 
 
-# --- typed settings: the limits the Train page and the CLI share --------------------------------
-# knob key -> (section, field) in RunConfig
-KNOBS = {
-    "n_chips": ("chips", "n_chips"), "min_classes": ("chips", "min_classes"),
-    "holdout_roi": ("chips", "holdout_roi"), "holdout_block": ("chips", "holdout_block"),
-    "embed_dim": ("model", "embed_dim"), "depth": ("model", "depth"), "heads": ("model", "heads"),
-    "mask_ratio": ("train", "mask_ratio"), "patch_loss_weight": ("train", "patch_loss_weight"),
-    "lr": ("train", "lr"), "weight_decay": ("train", "weight_decay"), "epochs": ("train", "epochs"),
-    "batch_size": ("train", "batch_size"), "cosine": ("train", "cosine"), "seed": ("train", "seed"),
-}
+# --- knobs: the settings the Train page shows and the CLI limits alike --------------------------
+HOLDOUT_KNOBS = ("holdout_roi", "holdout_block")  # the held-out choice belongs to the dataset
 
 
-HOLDOUT_KNOBS = ("holdout_roi", "holdout_block")  # "" means none (a selectbox can't show None)
-
-# The typed (number-input) knobs: label on the page, lowest, highest, whole number?, why the limit.
-# The inputs have no min/max of their own: with them the browser turns a bad value red and keeps
-# sending the last valid one, so a run would train on settings nobody typed. Checked here instead.
-NUMBER_KNOBS = {
-    "n_chips": ("chips", 16, 4096, True, "fewer than 16 can't fill a batch; more than 4096 take "
-                "too long to cut and train in a lesson"),
-    "min_classes": ("min classes per chip", 1, 8, True, "there are 8 land-cover classes"),
-    "seed": ("seed", 0, 2**31 - 1, True, "seeds are whole numbers from 0 to 2^31 - 1"),
-    "lr": ("learning rate", 1e-6, 10.0, False, "at 0 the model never changes, below 1e-6 hardly; "
-           "the notebook uses 4e-4"),
-    "weight_decay": ("weight decay", 0.0, 1.0, False, "AdamW's decay is a share from 0 to 1 "
-                     "(the notebook uses 0.05)"),
-    "epochs": ("epochs", 1, 500, True, "a run needs at least one pass over its chips"),
-}
+def knob_settings() -> dict[str, Setting]:
+    """The Train page's knobs: every declared setting of RunConfig's sections that has a `group`
+    (its column), by name. A knob fills every section with a field of that name (`seed` seeds
+    both the chips and the training). Read at call time, so a setting added to a config class is
+    a knob at once. Typed knobs (Setting.typed) have no min/max on the page; knob_problems checks
+    them: with min/max the browser turns a bad value red and keeps sending the last valid one, so
+    a run would train on settings nobody typed. The CLI applies the same limits to its flags."""
+    return {s.name: s for cls in SECTIONS.values() for s in settings_of(cls) if s.group}
 
 
 def knob_help(key: str) -> str:
-    """The allowed range of a typed knob, for its help tooltip."""
-    label, low, high, whole, why = NUMBER_KNOBS[key]
-    return f"{'Whole number' if whole else 'Number'} from {low:g} to {high:g}: {why}."
+    """A knob's tooltip: the allowed range of a typed knob and why, or what it does."""
+    return knob_settings()[key].range_text
 
 
 def knob_problems(knobs: dict, names: dict[str, str] | None = None) -> list[str]:
     """One sentence per invalid typed knob, naming the field (`names`: other names for the knobs,
     e.g. the CLI's flags), the value and the allowed range (empty list: all fine). A value is
     never replaced by another: the page blocks Train instead, the CLI stops with exit code 2."""
-    problems = []
-    for key, (label, low, high, whole, why) in NUMBER_KNOBS.items():
-        label = (names or {}).get(key, label)
-        value = knobs.get(key)
-        allowed = f"type a {'whole number' if whole else 'number'} from {low:g} to {high:g}"
-        if value is None:
-            problems.append(f"**{label}** is empty: {allowed}.")
-        elif not math.isfinite(value):  # NaN / inf: only from the CLI
-            problems.append(f"**{label}** is {value}, not a number: {allowed}.")
-        elif not low <= value <= high or (whole and value != int(value)):
-            problems.append(f"**{label}** is {value:g}: {allowed} ({why}).")
-    return problems
+    return range_problems(knobs, [s for s in knob_settings().values() if s.typed], names)
 
 
 def knobs_from_config(config: RunConfig) -> dict:
-    """Widget values for every knob."""
-    knobs = {key: getattr(getattr(config, section), name) for key, (section, name) in KNOBS.items()}
-    return {**knobs, **{k: knobs[k] or "" for k in HOLDOUT_KNOBS}}
+    """Widget values for every knob ("" for an empty optional choice: a selectbox can't show
+    None). A section of an older class lacking a knob's field gives that knob's default."""
+    knobs = {}
+    for key, cls in SECTIONS.items():
+        section = getattr(config, key)
+        for s in settings_of(cls):
+            if s.group:
+                value = getattr(section, s.name, s.default)
+                knobs[s.name] = "" if value is None and s.optional else value
+    return knobs
 
 
 def saved_as_message(requested: str | None, saved: str) -> str:

@@ -22,9 +22,11 @@ from bharateo.chips import ChipSet
 from bharateo.device import (autocast, check_device_name, check_precision, cpu_state_dict,
                              resolve_device)
 from bharateo.errors import ConfigError
+from bharateo.device import DEVICES, PRECISIONS
 from bharateo.evaluate import masked_batches
 from bharateo.model import ModelConfig, TinyRGBMAE, check_mask_ratio, random_patch_mask
 from bharateo.schema import check_types
+from bharateo.settings import check_settings, setting
 from bharateo.worldcover import IGNORE_INDEX
 from bharateo.words import plural
 
@@ -37,38 +39,53 @@ MAX_EPOCHS, MAX_BATCH = 100_000, 4096
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 20
-    batch_size: int = 16
-    lr: float = 4e-4
-    weight_decay: float = 0.05
-    cosine: bool = True
-    mask_ratio: float = 0.75
-    patch_loss_weight: float = 0.2
-    seed: int = 42
-    device: str = "cpu"  # device.DEVICES; runs saved before devices existed trained on the CPU
-    precision: str = "fp32"  # device.PRECISIONS; older runs: fp32
+    """The optimiser, schedule and objective (the notebook's values by default). Each field is
+    declared once with its label, ranges and help (bharateo/settings.py): the Train page's knobs,
+    the CLI's flags and validate() are built from these lines."""
+
+    lr: float = setting(4e-4, label="learning rate", low=1e-6, high=10.0, bounds=(0, None),
+                        strict=True, step=1e-4, format="%.1e", widget="number", group="Optimiser",
+                        help="at 0 the model never changes, below 1e-6 hardly; the notebook uses 4e-4")
+    weight_decay: float = setting(0.05, label="weight decay", low=0.0, high=1.0, bounds=(0, None),
+                                  step=0.01, widget="number", group="Optimiser",
+                                  help="AdamW's decay is a share from 0 to 1 (the notebook uses 0.05)")
+    epochs: int = setting(20, label="epochs", low=1, high=500, bounds=(1, MAX_EPOCHS), step=1,
+                          widget="number", group="Optimiser",
+                          help="a run needs at least one pass over its chips")
+    batch_size: int = setting(16, label="batch size", bounds=(1, MAX_BATCH),
+                              options=(4, 8, 16, 32, 64, 128), widget="select_slider",
+                              group="Optimiser", help="chips per optimiser step (the notebook's 16)")
+    cosine: bool = setting(True, label="cosine schedule", widget="checkbox", group="Optimiser",
+                           help="cosine learning-rate decay over the epochs (the notebook's), "
+                                "else a constant rate")
+    mask_ratio: float = setting(0.75, label="mask ratio", low=0.05, high=0.95, bounds=(0, 1),
+                                strict=True, step=0.05, widget="slider", group="Objective",
+                                help="share of each chip's patches hidden; at 0 there is nothing "
+                                     "to reconstruct, at 1 nothing to see")
+    patch_loss_weight: float = setting(0.2, label="patch-loss weight", low=0.0, high=2.0,
+                                       bounds=(0, None), step=0.05, widget="slider",
+                                       group="Objective",
+                                       help="weight of the ESA patch-class loss beside the pixel "
+                                            "loss (the notebook uses 0.2)")
+    seed: int = setting(42, label="seed", low=0, high=2**31 - 1, bounds=(0, 2**63 - 1), step=1,
+                        widget="number", group="Objective",
+                        help="seeds are whole numbers from 0 to 2^31 - 1")
+    # runs saved before devices existed trained on the CPU in fp32
+    device: str = setting("cpu", label="device", choices=DEVICES, widget="selectbox",
+                          help="where to train (cpu, or a GPU: cuda, Apple's mps)")
+    precision: str = setting("fp32", label="precision", choices=PRECISIONS, widget="selectbox",
+                             help="arithmetic policy (fp32: the notebook's exact numerics)")
 
     def validate(self) -> "TrainConfig":
-        """Types and ranges (ConfigError naming the value and what to use instead). NaN and inf
-        are refused everywhere: `x < 0` is False for NaN, so every bound is checked as finite.
-        The device is checked by name only: whether this machine has it is checked when training
-        starts (device.resolve_device), so a run trained on a GPU still loads on a laptop."""
+        """Types, names and bounds of every setting (check_settings; ConfigError naming the value
+        and the allowed range). NaN and inf are refused everywhere. The device is checked by name
+        only: whether this machine has it is checked when training starts
+        (device.resolve_device), so a run trained on a GPU still loads on a laptop."""
         check_types(self, "training")
-        check_mask_ratio(self.mask_ratio)
+        check_mask_ratio(self.mask_ratio)  # the one mask-ratio check and its message
         check_device_name(self.device)
         check_precision(self.precision)
-        if not (1 <= self.epochs <= MAX_EPOCHS and 1 <= self.batch_size <= MAX_BATCH):
-            raise ConfigError(f"Epochs must be 1-{MAX_EPOCHS} and batch size 1-{MAX_BATCH} (got "
-                              f"{self.epochs} and {self.batch_size}).")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"Learning rate must be a positive number (got {self.lr}).")
-        for label, value in (("Weight decay", self.weight_decay),
-                             ("Patch-loss weight", self.patch_loss_weight)):
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{label} must be a finite number of 0 or more (got {value}); "
-                                  "the notebook uses 0.05 and 0.2.")
-        if not 0 <= self.seed < 2**63:
-            raise ConfigError(f"Seed must be a whole number from 0 to 2^63 - 1 (got {self.seed}).")
+        check_settings(self, "training")
         return self
 
     def to_dict(self) -> dict:

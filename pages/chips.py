@@ -1,9 +1,11 @@
 """Chips: cut the regions into chips and look at the tokens the model sees."""
+from dataclasses import replace
+
 import streamlit as st
 
-from bharateo.app.chips import (CHIP_SIZES, build_session_chips,
-                                chip_caption, chip_field_help, chip_field_problems, chip_indices,
-                                chips_stale, embed_dim_from_state, holdout_choices, holdout_label,
+from bharateo.app.chips import (CHIP_FORM, build_session_chips, chip_caption, chip_field_problems,
+                                chip_form_settings, chip_indices, chips_stale,
+                                embed_dim_from_state, holdout_choices, holdout_label,
                                 shape_journey, token_label, token_mix_text, token_values,
                                 token_view)
 from bharateo.app.figures import chips_per_roi_chart, class_share_chart, token_variance_heatmap
@@ -12,7 +14,7 @@ from bharateo.app.pictures import (chip_picture, chip_with_grid, class_swatch_ht
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import (PAGES, current_chip_config, current_model, guidance, keep_widget,
                                 page_setup)
-from bharateo.chips import MAX_CHIP_NODATA_FRACTION, ChipConfig
+from bharateo.chips import MAX_CHIP_NODATA_FRACTION
 from bharateo.worldcover import NODATA_ID
 
 PER_PAGE = 24
@@ -39,22 +41,28 @@ config = current_chip_config()
 choices = holdout_choices(names)
 # The typed fields have no min/max: the browser would turn a bad value red and keep sending the
 # last valid one, so a click would build chips nobody asked for. They are checked on Build instead.
+form = chip_form_settings()  # ChipConfig's declared settings, as this form shows them
+page_help = {"n_chips": " The notebook uses 384, spread evenly over the regions.",
+             "seed": " Same seed and settings = the same chips (the notebook uses 42)."}
+
+
+def chip_field(col, s):
+    """One form field drawn from its declaration, starting at the current chip config."""
+    value, kw = getattr(config, s.name), dict(key=CHIP_FORM[s.name],
+                                              help=s.range_text + page_help.get(s.name, ""))
+    if s.widget == "number":  # no min/max: checked on Build (chip_field_problems)
+        return col.number_input(s.label, value=value, step=s.step, **kw)
+    if s.widget == "select_slider":
+        return col.select_slider(s.label, list(s.options), value=value, **kw)
+    return col.slider(s.label, s.low, s.high, value, **kw)
+
+
 with st.form("chip_form"):
-    c1, c2, c3, c4 = st.columns(4)
-    n_chips = c1.number_input("Training chips", value=config.n_chips, step=16, key="cfg_n",
-                              help=chip_field_help("n_chips")
-                                   + " The notebook uses 384, spread evenly over the regions.")
-    chip_size = c2.select_slider("Chip size (px)", CHIP_SIZES, value=config.chip_size,
-                                 key="cfg_size",
-                                 help="128 px ≈ 1.2 km N-S (1/12000° pixels): 8 × 8 = 64 tokens "
-                                      "of 16 × 16 px.")
-    min_classes = c3.slider("Min classes per chip", 1, 8, config.min_classes, key="cfg_min",
-                            help="Chips with fewer distinct land-cover classes are drawn again "
-                                 "(no data never counts as a class).")
-    seed = c4.number_input("Seed", value=config.seed, step=1, key="cfg_seed",
-                           help=chip_field_help("seed")
-                                + " Same seed and settings = the same chips (the notebook uses 42).")
+    row = st.columns(4)
     h1, h2 = st.columns([3, 1])
+    columns = {"n_holdout_chips": h2,
+               **dict(zip(["n_chips", "chip_size", "min_classes", "seed"], row))}
+    values = {name: chip_field(columns[name], s) for name, s in form.items()}
     if state.get("cfg_holdout") not in choices:  # its region was removed
         state.pop("cfg_holdout", None)
     holdout = h1.selectbox("Held-out region (never used for training)", list(choices),
@@ -62,12 +70,9 @@ with st.form("chip_form"):
                            key="cfg_holdout",
                            help="Hold out a whole region, or one half of one, to test the model "
                                 "on land it never saw.")
-    n_holdout = h2.number_input("Held-out chips", value=config.n_holdout_chips, step=16,
-                                key="cfg_n_holdout", help=chip_field_help("n_holdout_chips"))
     build = st.form_submit_button("Build chips", type="primary", key="build_chips")
 
-problems = chip_field_problems(
-    {"n_chips": n_chips, "seed": seed, "n_holdout_chips": n_holdout}) if build else []
+problems = chip_field_problems(values) if build else []
 if problems:
     st.error("No chips were built: " + " ".join(problems) + " Correct the field and press "
              "**Build chips** again." + (" The chips below are the ones built before."
@@ -75,10 +80,8 @@ if problems:
     build = False
 if build:
     holdout_roi, holdout_block = choices[holdout]
-    build_session_chips(ChipConfig(n_chips=int(n_chips), chip_size=int(chip_size),
-                                   patch_size=config.patch_size, min_classes=int(min_classes),
-                                   seed=int(seed), holdout_roi=holdout_roi,
-                                   holdout_block=holdout_block, n_holdout_chips=int(n_holdout)))
+    build_session_chips(replace(config, **{name: s.coerce(values[name]) for name, s in form.items()},
+                                holdout_roi=holdout_roi, holdout_block=holdout_block))
 if message := state.pop("chips_message", None):
     st.success(message)
 
@@ -171,8 +174,7 @@ with t1:
     st.caption(token_mix_text(shown, chip_i, token))
 with t2:
     values = token_values(view, token)
-    tabs = st.tabs(list(values))
-    for tab, (channel, table) in zip(tabs, values.items()):
+    for tab, (channel, table) in zip(st.tabs(list(values)), values.items()):
         tab.dataframe(table, height=600 if view.patch > 8 else "auto", column_config={
             "_index": st.column_config.NumberColumn(width=28),
             **{name: st.column_config.NumberColumn(name, format="%.3f", width=42)

@@ -10,16 +10,16 @@ from bharateo.app.state import (clear_error, current_chip_config, guidance, keep
                                 page_setup, show_error, show_kept_error, use_saved_run,
                                 use_trained_model)
 from bharateo.app.train import (adopt_finished_job, chip_knobs, config_from_knobs, default_run_name,
-                                eta_seconds, free_run_name, knob_help, knob_problems,
+                                eta_seconds, free_run_name, knob_problems, knob_settings,
                                 knobs_from_config, matching_preset, preset_knobs, queue_panel,
                                 runs_table, save_job_again, series_from_job, series_from_run,
                                 start_training, training_estimate)
-from bharateo.chips import HOLDOUT_BLOCKS
 from bharateo.errors import BharatEOError
 from bharateo.export import HISTORY_COLUMNS, series_rows
 from bharateo.pipeline import PRESETS
 from bharateo.pipeline import saved_as_message
 from bharateo.runs import delete_run, rename_run, scan_runs
+from bharateo.settings import GROUPS, Setting
 from bharateo.words import plural
 
 page_setup("train")
@@ -44,7 +44,8 @@ def apply_preset(name: str) -> None:
 
 # Streamlit forgets a widget's value when another page is shown, so the knobs are kept under
 # "train_knobs" as well and put back on return.
-# A knob teacher mode hides is not drawn, so Streamlit drops it too: every missing knob comes back.
+# A knob new to this session (a setting added since) starts at the notebook's default, and
+# one teacher mode hides (not drawn, so Streamlit drops it) comes back with its kept value.
 kept = st.session_state.get("train_knobs") or {}
 set_knobs({key: kept.get(key, value)
            for key, value in knobs_from_config(PRESETS["notebook default"]).items()
@@ -57,15 +58,24 @@ st.session_state.knobs_chips = chip_config
 if st.session_state.knob_holdout_roi not in ["", *roi_names]:  # that region was removed
     set_knobs({"holdout_roi": "", "holdout_block": ""})
 
-# --- knobs -------------------------------------------------------------------------------------
-def number_knob(label: str, key: str, **kwargs) -> None:
-    """A typed knob with no min/max (knob_problems checks it: the browser would turn a bad value
-    red and keep sending the last valid one). Its default is its current value, so a browser
-    that draws the field before the session's value arrives shows that value, not 0."""
-    if not teacher.shown(key):  # hidden by teacher mode: keeps the lesson's value
-        return
-    st.number_input(label, value=st.session_state[f"knob_{key}"], key=f"knob_{key}",
-                    help=knob_help(key), **kwargs)
+# --- knobs: one widget per declared setting (bharateo/settings.py), in its group's column -----
+def knob_widget(s: Setting, **extra) -> None:
+    """Setting `s` as a widget keyed knob_<name>. Its value lives in session state only (set_knobs):
+    a widget given a value as well makes Streamlit warn that it was also set via Session State.
+    Typed knobs have no min/max (knob_problems checks them, see knob_settings)."""
+    key, extra = f"knob_{s.name}", {"help": s.range_text, **extra}
+    if s.widget == "number":
+        st.number_input(s.label, key=key, step=s.step, format=s.format, **extra)
+    elif s.widget == "slider":
+        st.slider(s.label, s.low, s.high, step=s.step, key=key, **extra)
+    elif s.widget == "select_slider":
+        st.select_slider(s.label, list(s.options), key=key, **extra)
+    elif s.widget == "checkbox":
+        st.checkbox(s.label, key=key, **extra)
+    elif s.widget == "selectbox":
+        options = extra.pop("options", None) or [*([""] if s.optional else []), *s.choices]
+        if len(options) > 1:  # a choice of one (a single model variant) is no choice
+            st.selectbox(s.label, options, key=key, **extra)
 
 
 if teacher.student_view() is None:  # a preset would change the settings teacher mode fixes
@@ -74,43 +84,18 @@ if teacher.student_view() is None:  # a preset would change the settings teacher
     for col, name in zip(preset_cols, PRESETS):
         col.button(name, on_click=apply_preset, args=(name,), width="stretch")
 
-data_col, model_col, objective_col, optim_col = st.columns(4)
-with data_col:
-    st.markdown("**Dataset**")
-    number_knob("chips", "n_chips", step=16)
-    number_knob("min classes per chip", "min_classes", step=1)
-    if teacher.shown("holdout_roi"):
-        st.selectbox("held-out region", ["", *roi_names], key="knob_holdout_roi",
-                     format_func=lambda n: n or "none",
-                     help="A region kept out of training to test on; none: evaluate on training chips.")
-    if teacher.shown("holdout_block"):
-        st.selectbox("held-out part", ["", *HOLDOUT_BLOCKS], key="knob_holdout_block",
-                     format_func=lambda b: f"{b} half" if b else "the whole region",
-                     disabled=not st.session_state.knob_holdout_roi)
-with model_col:
-    st.markdown("**Model**")
-    if teacher.shown("embed_dim"):
-        st.select_slider("embed dim", [32, 64, 96, 128, 192, 256], key="knob_embed_dim")
-    if teacher.shown("depth"):
-        st.slider("depth (layers)", 1, 8, key="knob_depth")
-    if teacher.shown("heads"):
-        st.select_slider("heads", [1, 2, 4, 6, 8], key="knob_heads")
-with objective_col:
-    st.markdown("**Objective**")
-    if teacher.shown("mask_ratio"):
-        st.slider("mask ratio", 0.05, 0.95, step=0.05, key="knob_mask_ratio")
-    if teacher.shown("patch_loss_weight"):
-        st.slider("patch-loss weight", 0.0, 2.0, step=0.05, key="knob_patch_loss_weight")
-    number_knob("seed", "seed", step=1)
-with optim_col:
-    st.markdown("**Optimiser**")
-    number_knob("learning rate", "lr", format="%.1e", step=1e-4)
-    number_knob("weight decay", "weight_decay", step=0.01)
-    number_knob("epochs", "epochs", step=1)
-    if teacher.shown("batch_size"):
-        st.select_slider("batch size", [4, 8, 16, 32, 64, 128], key="knob_batch_size")
-    if teacher.shown("cosine"):
-        st.checkbox("cosine schedule", key="knob_cosine")
+page_extras = {  # what only this page knows: its regions, and how an empty choice reads
+    "holdout_roi": dict(options=["", *roi_names], format_func=lambda n: n or "none"),
+    "holdout_block": dict(format_func=lambda b: f"{b} half" if b else "the whole region",
+                          disabled=not st.session_state.knob_holdout_roi)}
+settings = [s for s in knob_settings().values() if teacher.shown(s.name)]  # teacher mode
+groups = [g for g in GROUPS if any(s.group == g for s in settings)]
+for group, col in zip(groups, st.columns(max(len(groups), 1))):
+    with col:
+        st.markdown(f"**{group}**")
+        for s in settings:
+            if s.group == group:
+                knob_widget(s, **page_extras.get(s.name, {}))
 
 knobs = {key.removeprefix("knob_"): st.session_state[key]
          for key in st.session_state if str(key).startswith("knob_")}

@@ -6,7 +6,7 @@ spelled out for that chip. The pictures themselves are drawn in bharateo/app/pic
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -20,11 +20,9 @@ from bharateo.chips import (HOLDOUT_BLOCKS, MAX_CHIP_NODATA_FRACTION, ChipConfig
 from bharateo.errors import BharatEOError
 from bharateo.model import ModelConfig
 from bharateo.roi import Roi
+from bharateo.settings import Setting, range_problems, settings_of
 from bharateo.words import plural
 from bharateo.worldcover import NODATA_NAME, NUM_CLASSES, PALETTE_BANDS, class_name
-
-CHIP_SIZES = [64, 128, 256]
-
 
 def holdout_choices(roi_names: list[str]) -> dict[str, tuple[str | None, str | None]]:
     """Label -> (holdout_roi, holdout_block), 'none' first."""
@@ -44,31 +42,51 @@ def holdout_label(config: ChipConfig, roi_names: list[str]) -> str:
     return next(iter(holdout_choices(roi_names)))
 
 
-# The Chips form's typed fields: (label, low, high, why). Checked on Build, never clamped.
-CHIP_FIELDS = {
-    "n_chips": ("Training chips", 1, 4096, "more than 4096 take too long to cut and train in a lesson"),
-    "seed": ("Seed", 0, 2**31 - 1, "seeds are whole numbers from 0 to 2^31 - 1"),
-    "n_holdout_chips": ("Held-out chips", 1, 1024, "1024 are plenty to measure a held-out region"),
-}
+# The Chips form draws these ChipConfig settings (declared once in bharateo/chips.py), keyed by
+# its widget keys, with capitalised labels and these changes: "Training chips", since the form
+# counts held-out chips too, from 1 (a few chips are enough to look at; Train asks for 16, a
+# batch), and a slider for min classes (1-8: nothing to type). Typed fields are checked on
+# Build, never clamped (chip_field_problems).
+CHIP_FORM = {"n_chips": "cfg_n", "chip_size": "cfg_size", "min_classes": "cfg_min",
+             "seed": "cfg_seed", "n_holdout_chips": "cfg_n_holdout"}
+CHIP_FORM_CHANGES = {
+    "n_chips": dict(label="Training chips", low=1,
+                    help="more than 4096 take too long to cut and train in a lesson"),
+    "min_classes": dict(widget="slider")}
+
+
+def chip_form_settings() -> dict[str, Setting]:
+    """CHIP_FORM's settings as the Chips form shows them, in form order."""
+    declared = {s.name: s for s in settings_of(ChipConfig)}
+    return {name: replace(declared[name], **{"label": declared[name].label.capitalize(),
+                                             **CHIP_FORM_CHANGES.get(name, {})})
+            for name in CHIP_FORM}
 
 
 def chip_field_help(key: str) -> str:
-    """The allowed range of one of the Chips form's typed fields, for its tooltip."""
-    label, low, high, why = CHIP_FIELDS[key]
-    return f"Whole number from {low:,} to {high:,}."
+    """The tooltip of one of the Chips form's fields (a typed one: its allowed range and why)."""
+    return chip_form_settings()[key].range_text
 
 
 def chip_field_problems(values: dict) -> list[str]:
     """One sentence per invalid typed Chips field (empty: all fine), naming the field, the value
     typed and the allowed range; a value is never replaced by another."""
-    problems = []
-    for key, (label, low, high, why) in CHIP_FIELDS.items():
-        value = values.get(key)
-        allowed = f"type a whole number from {low:,} to {high:,}"
-        if value is None or value != value:
-            problems.append(f"**{label}** is empty: {allowed}.")
-        elif not low <= value <= high or value != int(value):
-            problems.append(f"**{label}** is {value:g}: {allowed} ({why}).")
+    return range_problems(values, [s for s in chip_form_settings().values() if s.typed])
+
+
+def chip_config_problems(config: ChipConfig) -> list[str]:
+    """What in `config` the Chips form could not have set (empty list: nothing), for a config
+    from outside, such as a page address: a typed field outside its range, a size the form
+    doesn't offer (the declared `options`), min classes off its slider; one sentence each."""
+    form = chip_form_settings()
+    problems = range_problems(vars(config), [s for s in form.values() if s.typed])
+    for s in {**{s.name: s for s in settings_of(ChipConfig)}, **form}.values():
+        value = getattr(config, s.name)
+        if s.options and value not in s.options:
+            problems.append(f"**{s.label}** {value} is not one the Chips page offers "
+                            f"({', '.join(map(str, s.options))}).")
+        elif s.widget == "slider" and s.name in form and not s.low <= value <= s.high:
+            problems.append(f"**{s.label}** {value} is outside {s.low}-{s.high}.")
     return problems
 
 

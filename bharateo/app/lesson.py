@@ -95,14 +95,12 @@ def _chips_from_param(raw: str, roi_names: list[str]) -> ChipConfig:
         raise ValueError(f"its held-out region '{config.holdout_roi}' is not among the regions")
     if config.holdout_block not in (None, *HOLDOUT_BLOCKS):
         raise ValueError(f"'{config.holdout_block}' is not a held-out part")
-    if not (1 <= config.n_chips <= 4096 and 1 <= config.n_holdout_chips <= 4096):
-        raise ValueError("the chip count is out of range")
     # only what the Chips page can set: an address must not ask for chips that exhaust memory
-    if config.chip_size not in (64, 128, 256) or config.patch_size not in (8, 16, 32) \
-            or config.chip_size % config.patch_size:
-        raise ValueError("the chip or patch size is not one the Chips page offers")
-    if not (1 <= config.min_classes <= 8 and 0 <= config.seed <= 2**31 - 1):
-        raise ValueError("min classes must be 1 to 8 and the seed 0 to 2^31 - 1")
+    from bharateo.app.chips import chip_config_problems  # the Chips form's declared limits
+    if problems := chip_config_problems(config):
+        raise ValueError(" ".join(problems).replace("**", ""))
+    if config.chip_size % config.patch_size:
+        raise ValueError("the chip size is not a multiple of the patch size")
     return config
 
 

@@ -17,8 +17,6 @@ options, range, slider step); a bad one is left out with a note, never trusted.
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
-
 import streamlit as st
 
 SHOW_PARAM = "show"
@@ -30,45 +28,11 @@ STREAMLIT_PARAMS = ("embed", "embed_options")  # Streamlit's own: never a notice
 
 # --- the knobs' declarations ------------------------------------------------------------------
 def knob_specs() -> dict:
-    """name -> the knob's declaration (the attributes of settings.Setting used here: name,
-    label, type, optional, options, choices, widget, low, high, step), in page order."""
-    try:
-        from bharateo.app.train import knob_settings
-    except ImportError:  # before settings are declared once: the Train page's own widgets
-        return _page_knobs()
+    """name -> the knob's declaration (bharateo.settings.Setting: label, type, optional,
+    options, choices, widget, low, high, step), in the Train page's order."""
+    from bharateo.app.train import knob_settings
+
     return dict(knob_settings())
-
-
-def _page_knobs() -> dict:
-    from bharateo.chips import HOLDOUT_BLOCKS
-    from bharateo.pipeline import NUMBER_KNOBS
-
-    def spec(name, label, kind, **kw):
-        base = dict(name=name, label=label, type=kind, optional=False, options=None, choices=None,
-                    widget="number", low=None, high=None, step=None)
-        return SimpleNamespace(**{**base, **kw})
-
-    typed = {k: spec(k, v[0], int if v[3] else float, low=v[1], high=v[2])
-             for k, v in NUMBER_KNOBS.items()}
-    return {
-        "n_chips": typed["n_chips"], "min_classes": typed["min_classes"],
-        "holdout_roi": spec("holdout_roi", "held-out region", str, widget="selectbox", optional=True),
-        "holdout_block": spec("holdout_block", "held-out part", str, widget="selectbox",
-                              optional=True, choices=HOLDOUT_BLOCKS),
-        "embed_dim": spec("embed_dim", "embed dim", int, widget="select_slider",
-                          options=(32, 64, 96, 128, 192, 256)),
-        "depth": spec("depth", "depth (layers)", int, widget="slider", low=1, high=8, step=1),
-        "heads": spec("heads", "heads", int, widget="select_slider", options=(1, 2, 4, 6, 8)),
-        "mask_ratio": spec("mask_ratio", "mask ratio", float, widget="slider", low=0.05,
-                           high=0.95, step=0.05),
-        "patch_loss_weight": spec("patch_loss_weight", "patch-loss weight", float,
-                                  widget="slider", low=0.0, high=2.0, step=0.05),
-        "seed": typed["seed"], "lr": typed["lr"], "weight_decay": typed["weight_decay"],
-        "epochs": typed["epochs"],
-        "batch_size": spec("batch_size", "batch size", int, widget="select_slider",
-                           options=(4, 8, 16, 32, 64, 128)),
-        "cosine": spec("cosine", "cosine schedule", bool, widget="checkbox"),
-    }
 
 
 def default_knobs() -> dict:

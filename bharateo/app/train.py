@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import statistics
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pandas as pd
 import streamlit as st
@@ -17,11 +17,14 @@ from bharateo.chips import ChipConfig
 from bharateo.errors import ConfigError
 from bharateo.errors import RunNotFoundError
 from bharateo.model import ModelConfig
-from bharateo.pipeline import (HOLDOUT_KNOBS, KNOBS, NUMBER_KNOBS, PRESETS, RunConfig, knob_help,  # noqa: F401
-                               knob_problems, knobs_from_config, renamed, save_experiment)
+# the knobs are declared settings; these helpers live with RunConfig (the CLI shares them)
+from bharateo.pipeline import (HOLDOUT_KNOBS, PRESETS, SECTIONS, RunConfig, knob_help,  # noqa: F401
+                               knob_problems, knob_settings, knobs_from_config, renamed,
+                               save_experiment)
 from bharateo.runs import DamagedRun, ReservedName, SavedRun, reserve_run_name
 from bharateo.schema import number_text
-from bharateo.train import TrainConfig
+from bharateo.settings import rebuilt
+
 
 def preset_knobs(preset: str) -> dict:
     """A preset's knobs, except the held-out choice: that belongs to the dataset being used."""
@@ -31,11 +34,20 @@ def preset_knobs(preset: str) -> dict:
 
 def chip_knobs(chip_config: ChipConfig, roi_names: list[str]) -> dict:
     """The dataset knobs of chips built on the Chips page, so training uses what was browsed."""
+    chip_fields = {f.name for f in fields(chip_config)}
+    knobs = {name: getattr(chip_config, name) for name in knob_settings() if name in chip_fields}
     holdout = chip_config.holdout_roi if chip_config.holdout_roi in roi_names else ""
-    return {"n_chips": chip_config.n_chips, "min_classes": chip_config.min_classes,
-            "holdout_roi": holdout,
-            "holdout_block": (chip_config.holdout_block or "") if holdout else "",
-            "seed": chip_config.seed}
+    return {**knobs, "holdout_roi": holdout,
+            "holdout_block": (chip_config.holdout_block or "") if holdout else ""}
+
+
+def _section(key: str, base, knobs: dict):
+    """RunConfig section `key` (its class from SECTIONS): `base`'s values, then the knobs that
+    name one of its fields, each as the field's type."""
+    cls, settings = SECTIONS[key], knob_settings()
+    names = {f.name for f in fields(cls)}
+    return rebuilt(cls, base, {name: settings[name].coerce(value) for name, value in knobs.items()
+                               if name in settings and name in names})
 
 
 def config_from_knobs(knobs: dict, rois, chip_config: ChipConfig) -> RunConfig:
@@ -46,17 +58,11 @@ def config_from_knobs(knobs: dict, rois, chip_config: ChipConfig) -> RunConfig:
     """
     if problems := knob_problems(knobs):
         raise ConfigError("Fix these settings before training: " + " ".join(problems))
-    seed = int(knobs["seed"])
-    chips = replace(chip_config, n_chips=int(knobs["n_chips"]), min_classes=int(knobs["min_classes"]),
-                    holdout_roi=knobs["holdout_roi"] or None,
-                    holdout_block=(knobs["holdout_block"] or None) if knobs["holdout_roi"] else None,
-                    seed=seed)
-    model = ModelConfig(embed_dim=int(knobs["embed_dim"]), depth=int(knobs["depth"]),
-                        heads=int(knobs["heads"])).validate()
-    train = TrainConfig(epochs=int(knobs["epochs"]), batch_size=int(knobs["batch_size"]),
-                        lr=float(knobs["lr"]), weight_decay=float(knobs["weight_decay"]),
-                        cosine=bool(knobs["cosine"]), mask_ratio=float(knobs["mask_ratio"]),
-                        patch_loss_weight=float(knobs["patch_loss_weight"]), seed=seed).validate()
+    chips = _section("chips", chip_config, knobs)
+    if chips.holdout_roi is None:  # a held-out part of no region means none
+        chips = replace(chips, holdout_block=None)
+    model = _section("model", SECTIONS["model"](), knobs).validate()
+    train = _section("train", SECTIONS["train"](), knobs).validate()
     return RunConfig(rois=tuple(r.spec for r in rois), chips=chips, model=model, train=train).validate()
 
 

@@ -1,0 +1,251 @@
+"""Each hyperparameter declared once: a config dataclass field carrying its label, range, step
+and help, from which the lab builds everything else.
+
+    epochs: int = setting(20, label="epochs", low=1, high=500, bounds=(1, MAX_EPOCHS),
+                          step=1, widget="number", group="Optimiser", help="...")
+
+`setting(...)` is a `dataclasses.field` whose metadata feeds:
+  - validation: `check_settings(config, what, prefix)` (each config's validate() calls it, then
+    adds its cross-field rules): the field's type, its `choices` and its hard `bounds`, for a
+    config typed on the CLI, built on a page or read back from a run's config.json;
+  - the CLI: `add_flags(parser, cls)` makes `--n-chips` for `n_chips` (`--no-cosine` for a bool
+    that defaults to True), `from_args(cls, args)` reads back the ones given;
+  - the app: the Train page draws one widget per setting that has a `group` (its column), the
+    Chips page its fields; `range_problems` checks typed values against `low`..`high` with the
+    sentences both the page and the CLI show (a value is never replaced by another);
+  - presets and config.json: plain dataclass values (`asdict`), as before.
+Adding a hyperparameter is this one field; nothing else lists it.
+
+Two ranges, because a lesson and a saved run have different limits:
+  low..high  what the Train page offers: a slider's ends, or, for a typed field
+             (widget "number"), the values Train and the CLI accept (epochs 1-500, so a run
+             fits a lesson);
+  bounds     what every config must satisfy before anything is built (epochs 1-100,000; a
+             None end is open); `strict` excludes the ends (a mask ratio of 0 or 1). Default:
+             low..high.
+`choices` are the only values allowed (validated); `options` only what a select slider offers
+(the CLI and config.json may use any value within bounds, e.g. embed dim 16 in tests).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+
+from bharateo.errors import ConfigError
+from bharateo.schema import check_types, is_number
+
+WIDGETS = ("number", "slider", "select_slider", "checkbox", "selectbox")
+GROUPS = ("Dataset", "Model", "Objective", "Optimiser")  # the Train page's columns, in order
+_KEY = "bharateo.setting"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One declared hyperparameter (see the module docstring for the meaning of each part)."""
+
+    name: str  # the dataclass field, the knob key and (with dashes) the CLI flag
+    owner: type  # the config dataclass that declares it
+    type: type  # int, float, bool or str
+    optional: bool  # None allowed (shown as "" in a select box)
+    default: object
+    label: str
+    help: str
+    low: float | None = None
+    high: float | None = None
+    bounds: tuple = (None, None)
+    strict: bool = False
+    step: float | None = None
+    choices: tuple | None = None
+    options: tuple | None = None
+    widget: str | None = None
+    group: str | None = None
+    flag: str | None = None  # None: no CLI flag
+    format: str | None = None  # printf format of a typed field, e.g. "%.1e"
+
+    @property
+    def whole(self) -> bool:
+        return self.type is int
+
+    @property
+    def typed(self) -> bool:
+        """A typed field: no min/max on the widget, checked by range_problems instead (with
+        min/max the browser turns a bad value red and keeps sending the last valid one)."""
+        return self.widget == "number" and self.low is not None and self.high is not None
+
+    @property
+    def range_text(self) -> str:
+        """'Whole number from 16 to 4,096: <help>.' (a tooltip), or the help alone."""
+        if not self.typed:
+            return self.help[:1].upper() + self.help[1:] + "."
+        return (f"{'Whole number' if self.whole else 'Number'} from {number_words(self.low)} to "
+                f"{number_words(self.high)}: {self.help}.")
+
+    def coerce(self, value):
+        """A widget's value as the field's type: "" is None for an optional field, a whole-number
+        knob's 48.0 is 48. Range and type are checked later (range_problems, check_settings)."""
+        if value == "" and self.optional:
+            return None
+        if self.type in (int, float) and is_number(value) and math.isfinite(value) \
+                and (self.type is float or value == int(value)):  # 48.5 stays, check_types says so
+            return self.type(value)
+        return value
+
+
+def setting(default, *, label: str, help: str, low=None, high=None, bounds=None,
+            strict: bool = False, step=None, choices=None, options=None, widget: str | None = None,
+            group: str | None = None, flag: str | bool = True, format: str | None = None):
+    """A dataclass field declaring one hyperparameter (see the module docstring).
+
+    `choices` may be a zero-argument function (a registry read when the settings are listed,
+    e.g. the model variants). `flag`: True for `--<name-with-dashes>`, False for none (fields
+    the lab sets itself, such as the model's image size), or the flag's text.
+    Raises ValueError for a declaration the app can't draw (an unknown widget or group).
+    """
+    if widget is not None and widget not in WIDGETS:
+        raise ValueError(f"widget must be one of {WIDGETS}, not {widget!r}")
+    if group is not None and group not in GROUPS:
+        raise ValueError(f"group must be one of {GROUPS}, not {group!r}")
+    meta = dict(label=label, help=help, low=low, high=high,
+                bounds=tuple(bounds) if bounds is not None else (low, high), strict=strict,
+                step=step, choices=choices, options=tuple(options) if options else None,
+                widget=widget, group=group, flag=flag, format=format)
+    return field(default=default, metadata={_KEY: meta})
+
+
+def _base_type(hint) -> tuple[type, bool]:
+    """(int, True) for `int | None`; (float, False) for `float`."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return (args[0] if args else hint), len(args) < len(typing.get_args(hint))
+
+
+def settings_of(cls) -> list[Setting]:
+    """The declared settings of config dataclass `cls` (or an instance), in field order."""
+    cls = cls if isinstance(cls, type) else type(cls)
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in fields(cls):
+        if _KEY not in f.metadata:
+            continue
+        meta = dict(f.metadata[_KEY])
+        if callable(meta["choices"]):
+            meta["choices"] = meta["choices"]()
+        meta["choices"] = tuple(meta["choices"]) if meta["choices"] is not None else None
+        flag = meta.pop("flag")
+        kind, optional = _base_type(hints[f.name])
+        default = f.default if f.default is not MISSING else f.default_factory()
+        if flag is True:
+            flag = f"--{'no-' if kind is bool and default else ''}{f.name.replace('_', '-')}"
+        out.append(Setting(name=f.name, owner=cls, type=kind, optional=optional, default=default,
+                           flag=flag or None, **meta))
+    return out
+
+
+def number_words(x) -> str:
+    """A bound for reading: 4,096 for a whole number, 0.0001 / 1e-06 for a fraction."""
+    if isinstance(x, int) or (isinstance(x, float) and x.is_integer() and abs(x) >= 1e4):
+        return f"{int(x):,}"
+    return f"{x:g}"
+
+
+def _within(s: Setting, value) -> bool:
+    low, high = s.bounds
+    if not (is_number(value) and math.isfinite(value)):
+        return False
+    above = low is None or (value > low if s.strict else value >= low)
+    below = high is None or (value < high if s.strict else value <= high)
+    return above and below
+
+
+def _bounds_words(s: Setting) -> str:
+    low, high = s.bounds
+    if low is not None and high is not None:
+        return (f"{'strictly ' if s.strict else ''}between {number_words(low)} and "
+                f"{number_words(high)}")
+    if low is not None:
+        return f"a finite number {'above' if s.strict else 'of'} {number_words(low)}" + \
+            ("" if s.strict else " or more")
+    if high is not None:
+        return f"a finite number {'below' if s.strict else 'of'} {number_words(high)}" + \
+            ("" if s.strict else " or less")
+    return "a finite number"
+
+
+def check_settings(obj, what: str, prefix: str = "") -> None:
+    """Raise ConfigError for the first declared setting of dataclass `obj` that is wrong: its
+    type (schema.check_types' message: "The model setting 'embed_dim' must be a whole number,
+    not '64' (str)."), a value outside `choices`, or a number outside `bounds` ("Model: heads
+    must be between 1 and 64 (got 0)."; `prefix` names the section, e.g. "Model: ", and the
+    sentence starts with a capital). `what`: the section in words, e.g. "model".
+    Cross-field rules (an image size that is a multiple of the patch size, ...) stay in the
+    config's validate()."""
+    check_types(obj, what)
+    for s in settings_of(obj):
+        value = getattr(obj, s.name)
+        if value is None and s.optional:
+            continue
+        problem = None
+        if s.choices is not None and value not in s.choices:
+            problem = f"must be one of {', '.join(map(repr, s.choices))}"
+        elif s.type in (int, float) and not _within(s, value):
+            problem = f"must be {_bounds_words(s)}"
+        if problem:
+            text = f"{prefix}{s.label} {problem} (got {value!r})."
+            raise ConfigError(text[:1].upper() + text[1:])
+
+
+def range_problems(values: dict, settings: list[Setting], names: dict[str, str] | None = None
+                   ) -> list[str]:
+    """One sentence per typed setting (Setting.typed) whose value in `values` (keyed by setting
+    name) is empty, not a number, not whole where it must be, or outside `low`..`high`; the
+    setting is named by `names` (e.g. CLI flags) or its bold label. Empty list: all fine."""
+    problems = []
+    for s in settings:
+        if not s.typed:
+            continue
+        label = (names or {}).get(s.name, f"**{s.label}**")
+        value = values.get(s.name)
+        allowed = (f"type a {'whole number' if s.whole else 'number'} from "
+                   f"{number_words(s.low)} to {number_words(s.high)}")
+        if value is None:  # an emptied field
+            problems.append(f"{label} is empty: {allowed}.")
+        elif not is_number(value) or not math.isfinite(value):  # NaN / inf: only from the CLI
+            problems.append(f"{label} is {value}, not a number: {allowed}.")
+        elif not s.low <= value <= s.high or (s.whole and value != int(value)):
+            typed = f"{int(value)}" if value == int(value) else f"{value:g}"  # 2147483648 as typed
+            problems.append(f"{label} is {typed}: {allowed} ({s.help}).")
+    return problems
+
+
+def add_flags(parser: argparse.ArgumentParser, cls) -> None:
+    """One optional flag per declared setting of `cls` that has one (default None: "not given",
+    so a preset's value stays). A flag already on `parser` (a name two sections share, such as
+    `--seed` for the chips and the training) is added once and fills both. Whole numbers parse
+    as int, so `--epochs 2.5` is refused by argparse (exit 2)."""
+    for s in settings_of(cls):
+        if not s.flag or s.flag in parser._option_string_actions:
+            continue
+        if s.type is bool:
+            parser.add_argument(s.flag, dest=s.name, action="store_const", const=not s.default,
+                                help=f"{'no ' if s.default else ''}{s.label}: {s.help}")
+            continue
+        allowed = (f"{number_words(s.low)} to {number_words(s.high)}" if s.typed else
+                   _bounds_words(s) if s.type in (int, float) else "")
+        where = f" ({allowed}; default {s.default})" if allowed else f" (default {s.default})"
+        parser.add_argument(s.flag, dest=s.name, type=s.type, choices=s.choices,
+                            help=f"{s.label}{where}: {s.help}")
+
+
+def from_args(cls, args: argparse.Namespace) -> dict:
+    """{field: value} of the settings of `cls` given on the command line (flags left out are
+    None and not included, so `dataclasses.replace(preset, **from_args(...))` keeps the rest)."""
+    given = vars(args)
+    return {s.name: given[s.name] for s in settings_of(cls) if given.get(s.name) is not None}
+
+
+def rebuilt(cls, base, values: dict):
+    """An instance of `cls` with `base`'s values for the fields both have, then `values`: a
+    preset saved as one config class carried into another (a class with an extra setting)."""
+    names = {f.name for f in fields(cls) if f.init}
+    return cls(**{**{k: v for k, v in vars(base).items() if k in names}, **values})

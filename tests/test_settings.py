@@ -1,0 +1,131 @@
+"""Each setting declared once (issue 12.2): a field with `setting(...)` metadata is a CLI flag, a
+checked value, a Train knob's limits and a config.json key, with no other list to edit. The
+app's side (the Train and Chips pages drawn from the declarations): tests/app/test_knobs.py."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+
+import pytest
+
+from bharateo import cli, pipeline
+from bharateo.chips import ChipConfig
+from bharateo.errors import BharatEOError, ConfigError
+from bharateo.model import ModelConfig
+from bharateo.pipeline import (PRESETS, SECTIONS, RunConfig, knob_problems, knob_settings,
+                               knobs_from_config)
+from bharateo.runs import list_runs
+from bharateo.settings import (add_flags, check_settings, from_args, range_problems, setting,
+                               settings_of)
+from bharateo.train import TrainConfig
+
+# one line: the whole declaration of a new hyperparameter
+WarmupTrainConfig = dataclasses.make_dataclass(
+    "WarmupTrainConfig",
+    [("warmup_epochs", int, setting(0, label="warmup epochs", low=0, high=10, step=1,
+                                    widget="number", group="Optimiser",
+                                    help="epochs of linear learning-rate warm-up"))],
+    bases=(TrainConfig,), frozen=True)
+
+
+@pytest.fixture
+def warmup(monkeypatch):
+    monkeypatch.setitem(SECTIONS, "train", WarmupTrainConfig)
+    return WarmupTrainConfig
+
+
+def test_a_new_setting_is_a_cli_flag_checked_against_its_range(warmup, monkeypatch, capsys):
+    args = cli.build_parser().parse_args(["train", "--run", "w", "--warmup-epochs", "3"])
+    assert args.warmup_epochs == 3 and from_args(warmup, args)["warmup_epochs"] == 3
+    assert "warmup epochs (0 to 10" in cli.build_parser()._subparsers._group_actions[0] \
+        .choices["train"].format_help()
+    seen = []
+
+    def fake_run(config, **kwargs):  # stop before any data is read or model trained
+        seen.append(config)
+        raise BharatEOError("stopped by the test")
+    monkeypatch.setattr(pipeline, "run_experiment", fake_run)
+    assert cli.main(["train", "--run", "w", "--warmup-epochs", "3"]) == 2
+    assert seen[0].train.warmup_epochs == 3 and seen[0].train.lr == 4e-4  # the rest: the preset
+    assert RunConfig.from_dict(seen[0].to_dict()).train.warmup_epochs == 3  # config.json
+    capsys.readouterr()
+    assert cli.main(["train", "--run", "w", "--warmup-epochs", "99"]) == 2
+    err = capsys.readouterr().err
+    assert "--warmup-epochs is 99: type a whole number from 0 to 10" in err and "Traceback" not in err
+    assert len(seen) == 1 and list_runs() == []  # refused before anything was built
+
+
+def test_every_cli_flag_of_train_is_a_declared_setting():
+    """Today's flag names (pinned by scripts and tests) all come from the declarations."""
+    parser = argparse.ArgumentParser()
+    for cls in SECTIONS.values():
+        add_flags(parser, cls)
+    flags = {flag for action in parser._actions for flag in action.option_strings} - {"-h", "--help"}
+    assert flags == {"--n-chips", "--chip-size", "--patch-size", "--min-classes", "--seed",
+                     "--holdout-roi", "--holdout-block", "--n-holdout-chips", "--arch",
+                     "--embed-dim", "--depth", "--heads", "--epochs", "--batch-size", "--lr",
+                     "--weight-decay", "--no-cosine", "--mask-ratio", "--patch-loss-weight",
+                     "--source", "--device", "--precision"}
+    args = parser.parse_args(["--no-cosine", "--seed", "7"])
+    assert from_args(TrainConfig, args) == {"cosine": False, "seed": 7}
+    assert from_args(ChipConfig, args) == {"seed": 7}  # one --seed seeds chips and training
+
+
+def _outside(s):
+    """Values just outside setting `s`'s bounds (and non-finite ones)."""
+    low, high = s.bounds
+    bad = [math.nan, math.inf] if s.type is float else []
+    if low is not None:
+        bad.append(low if s.strict else low - (1 if s.type is int else 1e-9))
+    if high is not None:
+        bad.append(high if s.strict else high + 1)
+    return bad
+
+
+@pytest.mark.parametrize("cls, what, prefix", [(ChipConfig, "chips", "Chips: "),
+                                               (ModelConfig, "model", "Model: "),
+                                               (TrainConfig, "training", "")])
+def test_bounds_and_types_of_every_setting_are_checked(cls, what, prefix):
+    """The whole kind: every declared number outside its bounds, and every wrong type, is
+    refused with a sentence naming the setting and the value; the defaults pass."""
+    check_settings(cls(), what, prefix)
+    numbers = [s for s in settings_of(cls) if s.type in (int, float)]
+    assert numbers
+    for s in numbers:
+        for value in _outside(s):
+            with pytest.raises(ConfigError) as info:
+                check_settings(dataclasses.replace(cls(), **{s.name: value}), what, prefix)
+            text = str(info.value)
+            assert text.lower().startswith(f"{prefix}{s.label}".lower()) and repr(value) in text
+        wrong = "12" if s.type is int else "0.5"
+        with pytest.raises(ConfigError, match=f"'{s.name}' must be"):
+            check_settings(dataclasses.replace(cls(), **{s.name: wrong}), what, prefix)
+    for s in settings_of(cls):
+        if s.choices:
+            with pytest.raises(ConfigError, match="must be one of"):
+                check_settings(dataclasses.replace(cls(), **{s.name: "nowhere"}), what, prefix)
+
+
+def test_typed_knob_ranges_come_from_the_declarations():
+    """Every typed knob refuses a value just outside low..high and a fraction where a whole
+    number is needed, naming its label; the values at the ends pass."""
+    typed = [s for s in knob_settings().values() if s.typed]
+    assert {s.name for s in typed} == {"n_chips", "min_classes", "seed", "lr", "weight_decay",
+                                       "epochs"}
+    good = knobs_from_config(PRESETS["notebook default"])
+    for s in typed:
+        for value in (s.low, s.high):
+            assert knob_problems({**good, s.name: value}) == []
+        for value in (s.low - 1, s.high * 2, None) + ((s.low + 0.5,) if s.whole else ()):
+            problems = knob_problems({**good, s.name: value})
+            assert len(problems) == 1 and problems[0].startswith(f"**{s.label}** is"), problems
+    assert range_problems({"lr": math.nan}, [knob_settings()["lr"]], {"lr": "--lr"}) == [
+        "--lr is nan, not a number: type a number from 1e-06 to 10."]
+
+
+def test_a_bad_declaration_is_refused_at_import():
+    with pytest.raises(ValueError, match="widget"):
+        setting(1, label="x", help="y", widget="dial")
+    with pytest.raises(ValueError, match="group"):
+        setting(1, label="x", help="y", group="Elsewhere")
