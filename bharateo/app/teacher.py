@@ -31,8 +31,10 @@ def knob_specs() -> dict:
     """name -> the knob's declaration (bharateo.settings.Setting: label, type, optional,
     options, choices, widget, low, high, step), in the Train page's order."""
     from bharateo.app.train import knob_settings
+    from bharateo.settings import GROUPS
 
-    return dict(knob_settings())
+    knobs = knob_settings()  # the page draws them column by column (GROUPS), each in field order
+    return dict(sorted(knobs.items(), key=lambda kv: GROUPS.index(kv[1].group)))
 
 
 def default_knobs() -> dict:
