@@ -39,15 +39,23 @@ class AttentionMaps:
     queries: L x N bool, the query tokens each layer computed (False rows are all zero)
     layers:  L names ("encoder layer 1", ...)
     mask:    G x G bool, the hidden patches (True = hidden)
+    layer_heads: L head counts (a decoder may have fewer heads than the encoder: heads past a
+             layer's count are zero padding)
     """
 
     weights: np.ndarray
     queries: np.ndarray
     layers: list[str]
     mask: np.ndarray
+    layer_heads: list[int] | None = None
+
+    def __post_init__(self):
+        if self.layer_heads is None:
+            self.layer_heads = [self.weights.shape[1]] * len(self.layers)
 
     @property
     def heads(self) -> int:
+        """The most heads any layer has."""
         return self.weights.shape[1]
 
     @property
@@ -56,8 +64,10 @@ class AttentionMaps:
 
     def grid(self, layer: int, head: int | None, query: int) -> np.ndarray:
         """G x G weights that token `query` gives every patch in `layer` (`head` None: the mean
-        over heads). All zeros when that layer did not compute this query."""
-        w = self.weights[layer, :, query] if head is None else self.weights[layer, head, query][None]
+        over that layer's heads). All zeros when that layer did not compute this query or has no
+        such head."""
+        real = self.layer_heads[layer]
+        w = self.weights[layer, :real, query] if head is None else self.weights[layer, head, query][None]
         g = self.grid_size
         return w.mean(axis=0).reshape(g, g)
 
@@ -89,9 +99,10 @@ def attention_maps(model, chips: ChipSet, index: int, mask_ratio: float,
     mask = random_patch_mask(1, g * g, mask_ratio, torch.Generator().manual_seed(seed))
     with autocast(device, precision):
         out = model.attention_weights(chips.tokens([index]).to(device), mask.to(device))
-    return AttentionMaps(weights=out["weights"][:, 0].float().cpu().numpy(),
-                         queries=out["queries"][:, 0].cpu().numpy(), layers=list(out["layers"]),
-                         mask=mask.reshape(g, g).numpy())
+    weights = out["weights"][:, 0].float().cpu().numpy()
+    return AttentionMaps(weights=weights, queries=out["queries"][:, 0].cpu().numpy(),
+                         layers=list(out["layers"]), mask=mask.reshape(g, g).numpy(),
+                         layer_heads=list(out.get("heads") or [weights.shape[1]] * len(weights)))
 
 
 def attention_rows(maps: AttentionMaps, query: int) -> list[dict]:
@@ -102,7 +113,7 @@ def attention_rows(maps: AttentionMaps, query: int) -> list[dict]:
     for li, name in enumerate(maps.layers):
         if not maps.queries[li, query]:
             continue
-        for h in range(maps.heads):
+        for h in range(maps.layer_heads[li]):
             for k, w in enumerate(maps.weights[li, h, query]):
                 rows.append({"layer": name, "head": h + 1, "query_token": query, "key_token": k,
                              "key_row": k // g, "key_col": k % g, "weight": float(w)})

@@ -61,7 +61,10 @@ left, right, words = st.columns([1, 1, 1.2])
 left.image(hidden_patches_picture(chips, int(index), maps.mask, query), output_format="PNG",
            caption=f"chip {index}: {int(maps.mask.sum())} of {n} patches hidden (grey); token "
                    f"{query} outlined")
-if maps.queries[layer, query]:
+if head is not None and head >= maps.layer_heads[layer]:
+    right.info(f"{maps.layers[layer]} has {maps.layer_heads[layer]} heads: pick one of them, or "
+               "the mean of heads.")
+elif maps.queries[layer, query]:
     grid = maps.grid(layer, head, query)
     right.image(attention_picture(chips, int(index), grid, query), output_format="PNG",
                 caption=f"{maps.layers[layer]}, "

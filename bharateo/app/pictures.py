@@ -301,7 +301,7 @@ def attention_grid_pictures(chips: ChipSet, index: int, maps: AttentionMaps, que
     rows = []
     for li, name in enumerate(maps.layers):
         row = []
-        for h in range(maps.heads):
+        for h in range(maps.layer_heads[li]):
             if maps.queries[li, query]:
                 grid = maps.grid(li, h, query)
                 row.append((attention_picture(chips, index, grid, query, side),
