@@ -162,7 +162,10 @@ def control_buttons(job, running: bool) -> None:
     if pause_col.button("Resume" if paused else "Pause", key="train_pause", disabled=not running,
                         width="stretch", help="Pause between optimiser steps (nothing is lost); "
                                               "Resume goes on from exactly there."):
-        job.resume() if paused else job.pause()
+        if paused:
+            job.resume()
+        else:
+            job.pause()
         st.rerun(scope="fragment" if running else "app")
     if step_col.button("Step", key="train_step", disabled=not running, width="stretch",
                        help="One optimiser step (one batch), then pause."):
