@@ -15,9 +15,11 @@ import torch.nn as nn
 
 from bharateo.errors import ConfigError
 from bharateo.model import ModelConfig, TinyRGBMAE
+from bharateo.model_mae import MaskedAutoencoder
 
 MODELS: dict[str, type[nn.Module]] = {
     "notebook": TinyRGBMAE,  # the BharatEO-v0 notebook's model: encoder over all 64 tokens
+    "mae": MaskedAutoencoder,  # He et al. 2021: encoder over visible tokens, light decoder
 }
 
 

@@ -80,18 +80,19 @@ def cmd_inspect(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from tqdm import tqdm
-
+    from bharateo.chips import ChipConfig
     from bharateo.device import resolve_device
+    from bharateo.device import native_bf16
     from bharateo.errors import ConfigError
     from bharateo.pipeline import (PRESETS, SECTIONS, RunConfig, knob_problems, knob_settings,
                                    knobs_from_config, run_experiment)
-    from bharateo.pipeline import saved_as_message
     from bharateo.runs import release_run_name, reserve_run_name
-    from bharateo.schema import number_text
     from bharateo.settings import from_args, rebuilt
-    from bharateo.train import EpochMetrics
 
+    chip_flags = set(from_args(ChipConfig, args)) - set(from_args(SECTIONS["train"], args))
+    if args.chips_dir is not None and (chip_flags or args.lon is not None or args.lat is not None):
+        raise ConfigError("--chips-dir trains on the chip store's own chips and regions: drop the "
+                          "chip and region flags (they were fixed when the store was built).")
     base = PRESETS[args.preset]
     config = RunConfig(
         rois=tuple(_roi_specs(args)) if args.lon is not None else base.rois,
@@ -103,10 +104,31 @@ def cmd_train(args) -> None:
         raise ConfigError("Fix these settings: " + " ".join(problems))
     config.validate()  # the app's checks and messages, before anything is read or built
     resolve_device(config.train.device)  # a missing GPU fails now, before the name is reserved
+    if args.chips_dir is not None:  # chips from a store on disk, one process or under torchrun
+        return cmd_train_store(args, config)
     # reserve the name before spending time on training (a taken name fails now, not at save)
     name = reserve_run_name(args.run, exact=True)
-    print(f"{config.parameters / 1e6:.2f}M parameters, {config.tokens().total_tokens:,} token "
-          f"presentations; run '{args.run}'")
+    print(f"{config.model.arch} model, {config.parameters / 1e6:.2f}M parameters, "
+          f"{config.tokens().total_tokens:,} token presentations; run '{args.run}'")
+    precision, why = config.precision()
+    native, native_why = native_bf16(config.train.device)
+    print(f"precision {precision}" + (f" (auto: {why})" if config.train.precision == "auto" else
+                                      f" (as asked, but {native_why})" if precision == "bf16"
+                                      and not native else ""))
+    try:
+        result = run_experiment(config, name=name, on_event=_progress_printer(args.quiet))
+    finally:
+        release_run_name(name)  # only if nothing was saved into the reservation
+    _print_result(args.run, result)
+
+
+def _progress_printer(quiet: bool):
+    """on_event for training: a tqdm bar per epoch (stderr) and one line per epoch (stdout)."""
+    from tqdm import tqdm
+
+    from bharateo.schema import number_text
+    from bharateo.train import EpochMetrics
+
     bar = {}
 
     def on_event(event):
@@ -117,28 +139,139 @@ def cmd_train(args) -> None:
                     f"{number_text(event.heldout_esa_acc)}")
             print(f"epoch {event.epoch:02d} | loss {event.loss:.4f} | rec SmoothL1 {event.rec:.4f} | "
                   f"ESA CE {event.esa:.3f} | masked MAE {event.rec_mae:.4f} | ESA acc "
-                  f"{event.esa_acc:.3f} | {event.chips_per_s:.0f} chips/s{held}")
+                  f"{event.esa_acc:.3f} | {event.chips_per_s:.0f} chips/s{held}", flush=True)
             return
         if "bar" not in bar:
             bar["bar"] = tqdm(total=event.steps_per_epoch, desc=f"epoch {event.epoch}",
-                              leave=False, file=sys.stderr, disable=args.quiet)
+                              leave=False, file=sys.stderr, disable=quiet)
         bar["bar"].update(1)
         bar["bar"].set_postfix(loss=f"{event.loss:.4f}")
 
-    try:
-        result = run_experiment(config, name=name, on_event=on_event)
-    finally:
-        release_run_name(name)  # only if nothing was saved into the reservation
+    return on_event
+
+
+def _print_result(requested: str, result) -> None:
+    from bharateo.pipeline import saved_as_message
+    from bharateo.schema import number_text
+
     print(result.end.message)
     for key, value in result.metrics.items():  # a score that was NaN/inf is None: shown as —
         print(f"  {key}: {value if isinstance(value, (str, int)) else number_text(value, 4)}")
-    if note := saved_as_message(args.run, result.path.name):
+    if note := saved_as_message(requested, result.path.name):
         print(note)
     print(f"saved to {result.path}")
 
 
+def cmd_train_store(args, config) -> None:
+    """`train --chips-dir DIR`: train on a chip store, in one process or as one rank under
+    torchrun (bharateo/distributed.py). Rank 0 reserves the name, prints and saves; a SIGTERM
+    (torchrun stopping the job because another rank failed) ends this rank with a message,
+    releasing the reservation, so no run is left half-written."""
+    import os
+    import signal
+
+    from bharateo import distributed
+    from bharateo.errors import DistributedError
+    from bharateo.runs import release_run_name, reserve_run_name
+
+    env = distributed.rank_env()
+    rank, world = (env[0], env[1]) if env else (0, 1)
+    where = f"rank {rank}: " if world > 1 else ""
+
+    def stopped(signum, frame):
+        raise DistributedError(f"{where}stopped by signal {signal.Signals(signum).name} (torchrun "
+                               "stops every rank when one fails; its error is printed above). "
+                               "Nothing was saved.")
+
+    signal.signal(signal.SIGTERM, stopped)
+    name = ranks = None
+    try:
+        if rank == 0:  # before joining: a taken name fails now, not after training
+            name = reserve_run_name(args.run, exact=True)
+        ranks = distributed.join(getattr(config.train, "device", "cpu"))
+        if ranks is not None:
+            print(f"bharateo: rank {rank}/{world} pid {os.getpid()} on {ranks.device} "
+                  f"({ranks.backend})", file=sys.stderr, flush=True)
+        if rank == 0:
+            config, store, _ = distributed.open_store(config, args.chips_dir)
+            print(f"{config.parameters / 1e6:.2f}M parameters, {config.tokens().total_tokens:,} "
+                  f"token presentations; {len(store):,} chips from {args.chips_dir}; "
+                  f"{world} process{'es' if world > 1 else ''}; run '{args.run}'", flush=True)
+        result = distributed.train_from_store(
+            config, args.chips_dir, name, _progress_printer(args.quiet) if rank == 0 else None, ranks)
+        if result is not None:
+            _print_result(args.run, result)
+    except BharatEOError as exc:
+        if where and not str(exc).startswith(where):
+            raise DistributedError(f"{where}{exc}") from None
+        raise
+    finally:
+        if name is not None:
+            release_run_name(name)  # only if nothing was saved into the reservation
+        if ranks is not None:
+            ranks.close()
+
+
+def _region_specs(args):
+    """--region NAME,LON,LAT[,SIZE] (repeatable), else the --lon/--lat region or the notebook's."""
+    from bharateo.roi import RoiSpec
+
+    if not args.region:
+        return _roi_specs(args)
+    if args.lon is not None or args.lat is not None:
+        raise BharatEOError("Give regions either with --region or with --lon/--lat, not both.")
+    specs = []
+    for text in args.region:
+        parts = [p.strip() for p in text.split(",")]
+        try:
+            if len(parts) not in (3, 4):
+                raise ValueError
+            size = int(parts[3]) if len(parts) == 4 else args.size
+            specs.append(RoiSpec(parts[0], float(parts[1]), float(parts[2]), size))
+        except ValueError:
+            raise BharatEOError(f"--region {text!r} should be NAME,LON,LAT or NAME,LON,LAT,SIZE "
+                                "(e.g. --region agra,78.01,27.18,2048).") from None
+    return specs
+
+
+def cmd_chips_build(args) -> None:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from bharateo.chips import ChipConfig
+    from bharateo.pipeline import RunConfig, load_rois
+    from bharateo.settings import from_args
+    from bharateo.store import ChipStore, build_store
+
+    config = RunConfig(rois=tuple(_region_specs(args)),
+                       chips=ChipConfig(**from_args(ChipConfig, args))).validate()
+    rois = load_rois(config.rois)
+    total = config.chips.n_chips + (config.chips.n_holdout_chips if config.chips.holdout_roi else 0)
+    with tqdm(total=total, desc="chips", file=sys.stderr, disable=args.quiet) as bar:
+        out = build_store(Path(args.out), rois, config.chips, args.shard_size,
+                          progress=lambda done, _total: bar.update(done - bar.n))
+    store = ChipStore(out)
+    labels = sorted({r.data_label for r in rois})
+    print(f"{len(store):,} chips in {store.describe()['shards']} shard(s) at {out} "
+          f"({', '.join(f'{k}: {v}' for k, v in store.chips_per_roi().items())}); data: "
+          f"{'; '.join(labels)}")
+    if "heldout" in store.manifest["splits"]:
+        print(f"{len(ChipStore(out, 'heldout')):,} held-out chips")
+
+
+def cmd_chips_verify(args) -> None:
+    from bharateo.store import ChipStore, read_manifest
+
+    for split in read_manifest(args.dir)["splits"]:
+        store = ChipStore(args.dir, split)
+        store.verify()
+        print(f"{split}: {len(store):,} chips, every shard file matches its checksum")
+
+
 def cmd_evaluate(args) -> None:
     from bharateo.chips import build_chip_sets
+    from bharateo.device import resolve_precision
     from bharateo.evaluate import evaluate, score_text
     from bharateo.evaluate import class_table
     from bharateo.pipeline import RunConfig, load_rois
@@ -149,7 +282,9 @@ def cmd_evaluate(args) -> None:
     config = RunConfig.from_dict(run.config)
     model = load_model(run, device=args.device)
     train_chips, heldout = build_chip_sets(load_rois(config.rois), config.chips)
-    precision = config.train.precision
+    t = config.train  # the run's precision, auto resolved for this device as training would
+    precision = resolve_precision(t.precision, args.device, config.model, t.batch_size,
+                                  t.mask_ratio)[0]
     results = {"train": evaluate(model, train_chips, args.mask_ratio, precision=precision)}
     if heldout is not None:
         results["heldout"] = evaluate(model, heldout, args.mask_ratio, precision=precision)
@@ -185,7 +320,9 @@ def cmd_tokens(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bharateo.chips import ChipConfig
     from bharateo.device import DEVICES
+    from bharateo.model import _variant_names
     from bharateo.pipeline import PRESETS, SECTIONS
     from bharateo.settings import add_flags, settings_of
     from bharateo.sources import DEFAULT_SOURCE, PIXEL_SOURCES
@@ -214,13 +351,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("train", help="train and save a run under checkpoints/")
-    p.add_argument("--run", required=True, help="run name (letters, digits, . _ -)")
+    p.add_argument("--run", "--run-name", dest="run", required=True,
+                   help="run name (letters, digits, . _ -); under torchrun write --run-name "
+                   "(torchrun takes --run for its own --run-path)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="notebook default")
     add_roi_flags(p)
     for cls in SECTIONS.values():  # one flag per declared setting (bharateo/settings.py)
         add_flags(p, cls)
+    # issue 13's spelling: `train --model mae` is --arch (the same declared setting)
+    p.add_argument("--model", dest="arch", choices=_variant_names(),
+                   help="the model variant, as --arch: 'notebook' (encoder over all tokens) or "
+                        "'mae' (encoder over the visible tokens only, light decoder: fast mode)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--chips-dir", help="train on a chip store (python -m bharateo chips build); "
+                   "also under torchrun --nproc_per_node=N -m bharateo train ...")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("chips", help="chip stores on disk, for large or distributed training")
+    chips_sub = p.add_subparsers(dest="chips_command", required=True)
+    p = chips_sub.add_parser("build", help="cut chips (as the app does) into .npy shards + manifest")
+    p.add_argument("--out", required=True, help="new folder for the store")
+    add_roi_flags(p)
+    p.add_argument("--region", action="append", metavar="NAME,LON,LAT[,SIZE]",
+                   help="a region to cut chips from (repeat for many regions and tiles)")
+    add_flags(p, ChipConfig)  # the chip settings, declared once (bharateo/settings.py)
+    p.add_argument("--shard-size", type=int, default=1024, help="chips per shard (default 1024)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_chips_build)
+    p = chips_sub.add_parser("verify", help="check every shard of a chip store against its checksums")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_chips_verify)
 
     p = sub.add_parser("evaluate", help="confusion matrix and scores of a saved run")
     p.add_argument("run")

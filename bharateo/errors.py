@@ -61,3 +61,13 @@ class RunDamagedError(RunNotFoundError):
 
 class RunSaveError(BharatEOError):
     """A run could not be written: the checkpoints folder is read-only, full, or missing."""
+
+
+class ChipStoreError(BharatEOError):
+    """A chip store on disk can't be used or written: no manifest, a missing, truncated or damaged
+    shard (named), or a folder that already exists. The message says to rebuild the store."""
+
+
+class DistributedError(BharatEOError):
+    """A distributed (torchrun) training can't start or was stopped: bad rank environment, an
+    unavailable backend, or another rank that failed (its own error is printed above)."""

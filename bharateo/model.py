@@ -39,7 +39,10 @@ class ModelConfig:
     """A model's architecture: which variant (`arch`, a name in bharateo/architectures.py) and
     its sizes, each declared once (bharateo/settings.py). Every size has bounds, so a config from
     disk or the CLI never allocates more than this lab allows. `img_size`, `patch_size` and
-    `in_chans` follow the chips (RunConfig sets them), so they have no flag or knob."""
+    `in_chans` follow the chips (RunConfig sets them), so they have no flag or knob. The
+    decoder_* sizes belong to the `mae` variant's light decoder (bharateo/model_mae.py); the
+    notebook model ignores them, and runs saved before they existed load with these defaults
+    (64 / 1 / 4: measured in bench/fast_mode.py, see README "Fast mode")."""
 
     # runs saved before variants existed have no key: the notebook's model
     arch: str = setting("notebook", label="model variant", choices=_variant_names,
@@ -61,6 +64,19 @@ class ModelConfig:
                          help="attention heads per layer (they must divide the embed dim)")
     num_classes: int = setting(8, label="num classes", bounds=(1, 256), flag=False,
                                help="ESA patch classes the class head predicts")
+    # no CLI flags (yet): the train flags are pinned by tests/test_settings.py; a preset, the
+    # Train page and config.json set them
+    decoder_dim: int = setting(64, label="decoder dim", bounds=(1, 1024), flag=False,
+                               options=(16, 32, 64, 96, 128, 192, 256), widget="select_slider",
+                               group="Model", help="mae only: the light decoder's token width")
+    decoder_depth: int = setting(1, label="decoder depth", low=1, high=4, bounds=(1, 32), flag=False,
+                                 widget="slider", group="Model",
+                                 help="mae only: the light decoder's transformer layers")
+    decoder_heads: int = setting(4, label="decoder heads", bounds=(1, 64), options=(1, 2, 4, 8),
+                                 flag=False,
+                                 widget="select_slider", group="Model",
+                                 help="mae only: attention heads per decoder layer (they must "
+                                      "divide the decoder dim)")
 
     @property
     def grid_size(self) -> int:
@@ -91,6 +107,8 @@ class ModelConfig:
         if self.embed_dim % self.heads:
             raise ConfigError(f"Embed dim {self.embed_dim} must be divisible by the number of "
                               f"heads {self.heads} (try {self.heads * 32} or fewer heads).")
+        if hasattr(variant, "check_config"):  # rules of the variant's own sizes (e.g. its decoder)
+            variant.check_config(self)
         if self.num_patches > MAX_PATCHES:
             raise ConfigError(f"{self.num_patches} patches per chip is too many (at most "
                               f"{MAX_PATCHES}): use larger patches or smaller chips.")
@@ -151,6 +169,95 @@ def unpatchify(tokens: torch.Tensor, channels: int, patch_size: int) -> torch.Te
         b, channels, g * p, g * p)
 
 
+def attention(layer: nn.TransformerEncoderLayer, h: torch.Tensor, heads: int,
+              weights: list | None = None) -> torch.Tensor:
+    """Multi-head self-attention with `layer`'s own weights, as two small batched matmuls (the
+    fused CPU flash kernel is slower at 16-64 tokens). B x N x D -> B x N x D. `weights` (a
+    list) receives the softmax, B x H x N x N (rows sum to 1): only when asked, never in training."""
+    b, n, d = h.shape
+    qkv = F.linear(h, layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias)
+    q, k, v = qkv.reshape(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)  # B x H x N x d/H
+    scores = (q * (d // heads) ** -0.5) @ k.transpose(-2, -1)  # B x H x N x N
+    probs = scores.softmax(dim=-1)
+    if weights is not None:
+        weights.append(probs.detach())
+    out = probs @ v  # B x H x N x d/H
+    return layer.self_attn.out_proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+def run_layers(layers, z: torch.Tensor, heads: int, weights: list | None = None) -> torch.Tensor:
+    """B x N x D -> B x N x D through nn.TransformerEncoderLayer pre-norm GELU layers
+    (x + attn(norm1(x)); x + ff(norm2(x))), as nn.TransformerEncoder computes them.
+    `weights`: see attention()."""
+    for layer in layers:
+        z = z + attention(layer, layer.norm1(z), heads, weights)
+        z = z + layer.linear2(F.gelu(layer.linear1(layer.norm2(z))))
+    return z
+
+
+def grid_attention(weights: torch.Tensor, positions: torch.Tensor, n: int) -> torch.Tensor:
+    """Attention among a subset of tokens placed on the full grid: B x H x V x V weights of the
+    tokens at `positions` (B x V grid indices) -> B x H x N x N, zero in the rows and columns of
+    tokens that were not in the subset (a visible-only encoder's hidden patches)."""
+    b, h, v, _ = weights.shape
+    full = weights.new_zeros(b, h, n, n)
+    rows = positions[:, None, :, None].expand(b, h, v, v)
+    cols = positions[:, None, None, :].expand(b, h, v, v)
+    return full.index_put_((torch.arange(b)[:, None, None, None], torch.arange(h)[None, :, None, None],
+                            rows, cols), weights)
+
+
+def encoder_layers(width: int, heads: int, depth: int) -> nn.TransformerEncoder:
+    """The notebook's layer stack: `depth` pre-norm GELU layers, feed-forward 4 x width, no
+    dropout (its parameter names are what a notebook state_dict holds)."""
+    layer = nn.TransformerEncoderLayer(d_model=width, nhead=heads, dim_feedforward=4 * width,
+                                       dropout=0.0, activation="gelu", batch_first=True,
+                                       norm_first=True)
+    # enable_nested_tensor=False: the notebook got the same (with a warning) via norm_first.
+    return nn.TransformerEncoder(layer, num_layers=depth, enable_nested_tensor=False)
+
+
+def layer_macs(tokens: int, width: int) -> int:
+    """Multiply-adds of one encoder layer over `tokens` tokens of `width`, per chip: the q/k/v,
+    output and two feed-forward (4 x width) projections, 12 width^2 per token, plus the two
+    attention matmuls (scores and weighted sum), 2 x tokens x width per token."""
+    return tokens * (12 * width * width + 2 * tokens * width)
+
+
+def scored_losses(tokens: torch.Tensor, patch_labels: torch.Tensor, mask: torch.Tensor,
+                  features: torch.Tensor, pixel_head: nn.Module, patch_head: nn.Module,
+                  patch_loss_weight: float) -> dict:
+    """The notebook's losses and metrics from per-token features; shared by every variant.
+
+    tokens B x N x T, patch_labels B x N, mask B x N (True = hidden), features B x N x F (what
+    the two heads read) -> dict of 0-d float32 tensors: loss = rec + weight x esa; rec =
+    SmoothL1 (beta 0.1, the notebook's) on hidden tokens, the pixel head run on those only;
+    esa = cross-entropy over every token; rec_mae = mean |error| on hidden tokens; esa_acc =
+    patch accuracy. Patches labelled IGNORE_INDEX (mostly no-data, see bharateo/chips.py) are
+    left out of all four; a batch without them runs exactly the notebook's computation. Head
+    outputs are cast to float32 first, so the losses are fp32 under bf16 autocast too (a no-op
+    at fp32).
+    """
+    logits = patch_head(features).float()  # B x N x K
+    valid = patch_labels != IGNORE_INDEX
+    if bool(valid.all()):
+        scored, labels, flat_logits = mask, patch_labels, logits
+    else:
+        scored, labels, flat_logits = mask & valid, patch_labels[valid], logits[valid]
+    pred = pixel_head(features[scored]).float()  # M x T
+    target = tokens[scored]
+    nothing = features.float().sum() * 0.0  # a zero loss that still backpropagates (all no-data)
+    rec = F.smooth_l1_loss(pred, target, beta=0.1) if len(target) else nothing
+    esa = (F.cross_entropy(flat_logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+           if len(labels) else nothing)
+    with torch.no_grad():
+        mae = (pred - target).abs().mean() if len(target) else torch.zeros((), device=tokens.device)
+        acc = ((flat_logits.argmax(dim=-1) == labels).float().mean() if len(labels)
+               else torch.zeros((), device=tokens.device))
+    return {"loss": rec + patch_loss_weight * esa, "rec": rec, "esa": esa,
+            "rec_mae": mae, "esa_acc": acc}
+
+
 class TinyRGBMAE(nn.Module):
     """Linear patch embed + mask token + learned positions -> pre-norm transformer encoder ->
     pixel head (C*p*p per token) and patch-class head (num_classes per token)."""
@@ -162,12 +269,7 @@ class TinyRGBMAE(nn.Module):
         self.patch_embed = nn.Linear(config.token_dim, d)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embed = nn.Parameter(torch.zeros(1, config.num_patches, d))
-        layer = nn.TransformerEncoderLayer(d_model=d, nhead=config.heads, dim_feedforward=4 * d,
-                                           dropout=0.0, activation="gelu", batch_first=True,
-                                           norm_first=True)
-        # enable_nested_tensor=False: the notebook got the same (with a warning) via norm_first.
-        self.encoder = nn.TransformerEncoder(layer, num_layers=config.depth,
-                                             enable_nested_tensor=False)
+        self.encoder = encoder_layers(d, config.heads, config.depth)
         self.pixel_head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, config.token_dim))
         self.patch_head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, config.num_classes))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -178,35 +280,22 @@ class TinyRGBMAE(nn.Module):
         mask token, plus positions. Masked tokens are never embedded."""
         b, n, _ = tokens.shape
         z = self.mask_token.expand(b, n, -1).clone()
-        z[~mask] = self.patch_embed(tokens[~mask])
+        z[~mask] = self.patch_embed(tokens[~mask]).to(z.dtype)  # bf16 under autocast
         return z + self.pos_embed
 
     def attention(self, layer: nn.TransformerEncoderLayer, h: torch.Tensor,
                   weights: list | None = None) -> torch.Tensor:
-        """Multi-head self-attention with the layer's own weights. B x N x D -> B x N x D.
-        `weights` (a list) receives the layer's softmax, B x H x N x N (rows sum to 1)."""
-        b, n, d = h.shape
-        heads = self.config.heads
-        qkv = F.linear(h, layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias)
-        q, k, v = qkv.reshape(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)  # B x H x N x d/H
-        scores = (q * (d // heads) ** -0.5) @ k.transpose(-2, -1)  # B x H x N x N
-        probs = scores.softmax(dim=-1)
-        if weights is not None:  # only when asked (attention_weights): training keeps nothing
-            weights.append(probs.detach())
-        out = probs @ v  # B x H x N x d/H
-        return layer.self_attn.out_proj(out.transpose(1, 2).reshape(b, n, d))
+        """Multi-head self-attention with the layer's own weights. B x N x D -> B x N x D."""
+        return attention(layer, h, self.config.heads, weights)
 
     def encode(self, z: torch.Tensor, weights: list | None = None) -> torch.Tensor:
         """B x N x D -> B x N x D through the pre-norm layers (x + attn(norm(x)); x + ff(norm(x))).
-        `weights`: see attention()."""
-        for layer in self.encoder.layers:
-            z = z + self.attention(layer, layer.norm1(z), weights)
-            z = z + layer.linear2(F.gelu(layer.linear1(layer.norm2(z))))
-        return z
+        `weights`: see bharateo.model.attention."""
+        return run_layers(self.encoder.layers, z, self.config.heads, weights)
 
     @torch.no_grad()
     def attention_weights(self, tokens: torch.Tensor, mask: torch.Tensor) -> dict:
-        """What each token attends to, layer by layer (the lesson's "inside the model" view).
+        """What each token attends to, layer by layer (the "Inside the model" page).
 
         tokens B x N x T, mask B x N bool (True = hidden) -> {"weights": L x B x H x N x N
         softmax weights (query row, key column; each row sums to 1), "layers": L names,
@@ -238,34 +327,33 @@ class TinyRGBMAE(nn.Module):
         """Trainable parameters of this variant at `config`, without building it."""
         return parameter_count(config)
 
-    def training_losses(self, tokens, patch_labels, mask, patch_loss_weight: float) -> dict:
-        """One training step's losses and metrics. Pixel head on masked tokens only.
+    @staticmethod
+    def layer_count(config: ModelConfig) -> int:
+        """Transformer layers a step runs through (the training-time estimate's per-layer cost)."""
+        return config.depth
 
-        tokens B x N x T, patch_labels B x N, mask B x N -> dict of 0-d tensors:
-        loss = rec + weight * esa; rec = SmoothL1(beta 0.1) on masked tokens; esa = CE over all
-        tokens; rec_mae = mean |error| on masked tokens; esa_acc = patch accuracy.
-        Patches labelled IGNORE_INDEX (mostly no-data, see bharateo/chips.py) are left out of
-        all four; a batch without them runs exactly the notebook's computation.
+    @staticmethod
+    def flops_per_chip(config: ModelConfig, mask_ratio: float) -> float:
+        """Training FLOPs for one chip at `mask_ratio`: forward + backward = 3 x the forward's
+        2 x multiply-adds (the usual 6 x MACs rule, Kaplan et al. 2020). Forward: the patch
+        embedding of the V visible tokens (V x T x D; masked ones are the mask token), `depth`
+        layers over all N tokens (layer_macs), the pixel head on the N - V masked tokens and the
+        class head on all N. Softmax, norms and the optimiser are left out (a few %)."""
+        n, t, d = config.num_patches, config.token_dim, config.embed_dim
+        masked = num_masked(n, mask_ratio)
+        macs = ((n - masked) * t * d + config.depth * layer_macs(n, d)
+                + masked * d * t + n * d * config.num_classes)
+        return 6.0 * macs
+
+    def training_losses(self, tokens, patch_labels, mask, patch_loss_weight: float) -> dict:
+        """One training step's losses and metrics (scored_losses), the encoder over all N tokens.
+
+        tokens B x N x T, patch_labels B x N, mask B x N -> dict of 0-d tensors loss, rec, esa,
+        rec_mae, esa_acc; the pixel head runs on masked tokens only.
         """
         z = self.encode(self.embed(tokens, mask))
-        logits = self.patch_head(z)  # B x N x K
-        valid = patch_labels != IGNORE_INDEX
-        if bool(valid.all()):
-            scored, labels, flat_logits = mask, patch_labels, logits
-        else:
-            scored, labels, flat_logits = mask & valid, patch_labels[valid], logits[valid]
-        pred = self.pixel_head(z[scored])  # M x T
-        target = tokens[scored]
-        nothing = z.sum() * 0.0  # a zero loss that still backpropagates (all patches no-data)
-        rec = F.smooth_l1_loss(pred, target, beta=0.1) if len(target) else nothing
-        esa = (F.cross_entropy(flat_logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
-               if len(labels) else nothing)
-        with torch.no_grad():
-            mae = (pred - target).abs().mean() if len(target) else torch.zeros((), device=z.device)
-            acc = ((flat_logits.argmax(dim=-1) == labels).float().mean() if len(labels)
-                   else torch.zeros((), device=z.device))
-        return {"loss": rec + patch_loss_weight * esa, "rec": rec, "esa": esa,
-                "rec_mae": mae, "esa_acc": acc}
+        return scored_losses(tokens, patch_labels, mask, z, self.pixel_head, self.patch_head,
+                             patch_loss_weight)
 
 
 def parameter_count(config: ModelConfig) -> int:

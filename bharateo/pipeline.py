@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass, field, replace
 
 from bharateo.chips import ChipConfig, ChipSet, build_chip_sets
 from bharateo.errors import ConfigError
-from bharateo.model import ModelConfig, TinyRGBMAE, parameter_count
+from bharateo.architectures import model_class
+from bharateo.device import resolve_precision
+from bharateo.model import ModelConfig, TinyRGBMAE
 from bharateo.roi import NOTEBOOK_ROIS, Roi, RoiSpec, load_roi
 from bharateo.runs import save_run
 from bharateo.schema import check_types, finite_or_none
@@ -89,9 +91,16 @@ class RunConfig:
         self.train.validate()
         return self
 
+    def precision(self) -> tuple[str, str]:
+        """(the precision training runs at, why): train.precision with auto resolved for this
+        model, batch and mask ratio on train.device (device.resolve_precision, as train() does)."""
+        t = self.train
+        return resolve_precision(t.precision, t.device, self.model, t.batch_size, t.mask_ratio)
+
     @property
     def parameters(self) -> int:
-        return parameter_count(self.model)
+        """Trainable parameters of the chosen variant at these sizes (nothing is built)."""
+        return model_class(self.model.arch).parameter_count(self.model)
 
     def tokens(self):
         return token_accounting(self.chips.n_chips, self.train.epochs, self.train.mask_ratio,
@@ -104,6 +113,9 @@ PRESETS = {
                             train=TrainConfig(epochs=8, lr=2e-3)),  # ~3 s on 2 cores
     "bigger": RunConfig(chips=ChipConfig(n_chips=768), model=ModelConfig(embed_dim=192, depth=4, heads=6),
                         train=TrainConfig(epochs=30)),
+    # the notebook default's data and training, with the visible-only encoder (issue 13)
+    # (precision auto: bf16 only where native and a step is big enough to pay, device.py)
+    "fast (MAE encoder)": RunConfig(model=ModelConfig(arch="mae"), train=TrainConfig(precision="auto")),
 }
 
 
@@ -126,12 +138,14 @@ class ExperimentResult:
 def final_metrics(model, config: RunConfig, end: TrainingEnd, train_chips, heldout) -> dict:
     """metrics.json: last epoch's training metrics, held-out metrics, and how the run ended."""
     last = end.history[-1] if end.history else {}
+    precision, why = config.precision()
     metrics = {"end_reason": end.reason, "end_message": end.message,
                "epochs_done": end.epochs_done, "parameters": config.parameters,
+               "precision": precision, "precision_reason": why,
                **{f"train_{k}": last.get(k) for k in ("loss", "rec", "esa", "rec_mae", "esa_acc")}}
     if heldout is not None and len(heldout):
         mae, acc = masked_metrics(model, heldout, config.train.mask_ratio, HELDOUT_MASK_SEED,
-                                  precision=config.train.precision)
+                                  precision=precision)
         metrics.update(heldout_rec_mae=mae, heldout_esa_acc=acc)
     return finite_or_none(metrics)  # a NaN score is "unknown" (None), never NaN in JSON
 
@@ -202,17 +216,21 @@ def saved_as_message(requested: str | None, saved: str) -> str:
 
 
 def experiment_events(config: RunConfig, train_chips: ChipSet, heldout: ChipSet | None = None,
-                      stop: threading.Event | None = None, model: TinyRGBMAE | None = None):
+                      stop: threading.Event | None = None, model: TinyRGBMAE | None = None,
+                      ranks=None):
     """The one experiment loop: train `model` (default: a fresh one seeded with
     config.train.seed) on the chips with config.train; yields every StepMetrics, EpochMetrics and
     TrainingEnd of train.train, then one TrainedWeights (the weights and metrics.json's metrics,
-    final_metrics). Raises ConfigError (bad settings, a missing device) before the first step."""
+    final_metrics). Raises ConfigError (bad settings, a missing device) before the first step.
+    `ranks`: a distributed.RankGroup under torchrun (train.train's); then only rank 0 yields
+    TrainedWeights (it alone evaluates and saves)."""
     model = model if model is not None else make_model(config.model, config.train.seed)
     end = None
-    for event in train(model, train_chips, config.train, heldout, stop):
+    for event in train(model, train_chips, config.train, heldout, stop, ranks=ranks):
         end = event if isinstance(event, TrainingEnd) else end
         yield event
-    yield TrainedWeights.of(model, final_metrics(model, config, end, train_chips, heldout))
+    if ranks is None or ranks.rank == 0:
+        yield TrainedWeights.of(model, final_metrics(model, config, end, train_chips, heldout))
 
 
 def run_experiment(config: RunConfig, rois: list[Roi] | None = None, name: str | None = None,

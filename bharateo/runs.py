@@ -311,16 +311,18 @@ def check_history(history) -> None:
 
 
 def check_metrics(metrics) -> None:
-    """metrics.json: an object; end_reason/end_message text, every score a number or null."""
+    """metrics.json: an object; end_reason/end_message/precision/precision_reason text, every
+    score a number or null."""
     if not isinstance(metrics, dict):
         raise RunDamagedError(f"metrics.json holds a JSON {type(metrics).__name__}, not an object")
     for key, value in metrics.items():
-        ok = (isinstance(value, str) if key in ("end_reason", "end_message") else
+        ok = (isinstance(value, str) if key in ("end_reason", "end_message", "precision",
+                                                "precision_reason") else
               value is None or is_int(value) if key in ("epochs_done", "parameters") else
               _number_or_none(value) if key.startswith(("train_", "heldout_")) else True)
         if not ok:
             raise RunDamagedError(f"metrics.json: '{key}' = {value!r} is not "
-                                  + ("text" if key.startswith("end_") else "a number"))
+                                  + ("text" if key.startswith(("end_", "precision")) else "a number"))
 
 
 def load_run(name: str, root: Path | None = None) -> SavedRun:

@@ -20,7 +20,7 @@ import torch.nn as nn
 from bharateo.architectures import build_model
 from bharateo.chips import ChipSet
 from bharateo.device import (autocast, check_device_name, check_precision, cpu_state_dict,
-                             resolve_device)
+                             resolve_device, resolve_precision)
 from bharateo.errors import ConfigError
 from bharateo.device import DEVICES, PRECISIONS
 from bharateo.evaluate import masked_batches
@@ -74,7 +74,11 @@ class TrainConfig:
     device: str = setting("cpu", label="device", choices=DEVICES, widget="selectbox",
                           help="where to train (cpu, or a GPU: cuda, Apple's mps)")
     precision: str = setting("fp32", label="precision", choices=PRECISIONS, widget="selectbox",
-                             help="arithmetic policy (fp32: the notebook's exact numerics)")
+                             group="Optimiser",
+                             help="fp32: the notebook's exact arithmetic; bf16: matmuls in "
+                                  "bfloat16, weights and losses fp32, fast only where the "
+                                  "processor has it natively; auto: bf16 only there and when a "
+                                  "step is big enough to gain (device.resolve_precision)")
 
     def validate(self) -> "TrainConfig":
         """Types, names and bounds of every setting (check_settings; ConfigError naming the value
@@ -197,15 +201,24 @@ def masked_metrics(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float, seed: i
 
 
 def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipSet | None = None,
-          stop: threading.Event | None = None):
+          stop: threading.Event | None = None, ranks=None):
     """Train `model` on `chips`; yields StepMetrics after every step, EpochMetrics after every
     epoch, and finally one TrainingEnd. The model keeps the weights of the last good step.
+
+    `chips`: a ChipSet in memory or a store.ChipStore on disk (streamed batch by batch).
+    `ranks`: None for one process, or a distributed.RankGroup under torchrun: every rank draws
+    the same global order and masks from the seed, computes its slice of each global batch and
+    gets the global batch's numbers back (so every event, and every divergence decision, is the
+    same on all ranks and the same as one process's up to float rounding); held-out metrics are
+    computed on rank 0 only.
 
     Diverged: a NaN/inf loss, or one over BLOW_UP_FACTOR x the first step's (at lr = 1 AdamW
     throws the loss from ~0.8 to ~50 without ever reaching NaN).
     The model is moved to `config.device` (it stays there) and every batch with it; forward and
-    losses run under `autocast(device, config.precision)`. Raises ConfigError for a bad config,
-    a device this machine lacks, or chips the model can't read (size, patches, channels).
+    losses run under `autocast(device, precision)`, `precision` being config.precision with
+    auto resolved for this model and batch (device.resolve_precision). Raises ConfigError for a
+    bad config, a device this machine lacks, or chips the model can't read (size, patches,
+    channels).
     """
     config.validate()
     if model.config.img_size != chips.chip_size or model.config.patch_size != chips.patch_size:
@@ -217,6 +230,8 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
                           f"have {chips.channels} ({', '.join(chips.bands)}). Build the model "
                           "from the chips' pixel source (RunConfig does).")
     device = resolve_device(config.device)
+    precision, _why = resolve_precision(config.precision, device, model.config, config.batch_size,
+                                        config.mask_ratio)
     model.to(device)
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
@@ -225,8 +240,8 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
                  if config.cosine else None)
     n = len(chips)
     steps_per_epoch = math.ceil(n / config.batch_size)
-    batch_tokens = _token_source(chips, device)
-    targets_all = chips.patch_targets().to(device)
+    batch_tokens, batch_targets = _token_source(chips, device), _target_source(chips, device)
+    n_patches = chips.grid_size ** 2
     history: list[dict] = []
     start, global_step, first_loss = time.perf_counter(), 0, None
     good = LastGoodWeights(model)
@@ -243,12 +258,17 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
                 return
             step_start = time.perf_counter()
             idx = order[(step - 1) * config.batch_size: step * config.batch_size]
-            tokens, targets = batch_tokens(idx), targets_all[torch.from_numpy(idx).to(device)]
-            mask = random_patch_mask(len(idx), tokens.shape[1], config.mask_ratio,
-                                     generator).to(device)
-            with autocast(device, config.precision):
-                out = model.training_losses(tokens, targets, mask, config.patch_loss_weight)
-            values = {k: v.item() for k, v in out.items()}  # the step's numbers, read once
+            mask = random_patch_mask(len(idx), n_patches, config.mask_ratio, generator).to(device)
+            if ranks is None:
+                tokens, targets = batch_tokens(idx), batch_targets(idx)
+                with autocast(device, precision):
+                    out = model.training_losses(tokens, targets, mask, config.patch_loss_weight)
+                values = {k: v.item() for k, v in out.items()}  # the step's numbers, read once
+                step_loss = out["loss"]
+            else:  # this rank's slice; values are the global batch's
+                with autocast(device, precision):
+                    step_loss, values = ranks.losses(idx, mask, batch_tokens, batch_targets,
+                                                     config.patch_loss_weight)
             loss = values["loss"]
             first_loss = loss if first_loss is None else first_loss
             if not math.isfinite(loss) or loss > BLOW_UP_FACTOR * first_loss:
@@ -258,7 +278,7 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
                 return
             good.keep()  # the weights that gave a good loss, before this step changes them
             optimizer.zero_grad(set_to_none=True)
-            out["loss"].backward()
+            step_loss.backward()
             optimizer.step()
             for k, v in values.items():
                 totals[k] += v * len(idx)
@@ -276,9 +296,9 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
         row = EpochMetrics(epoch, lr=lr, chips_per_s=n / (time.perf_counter() - epoch_start),
                            elapsed=time.perf_counter() - start,
                            **{k: v / n for k, v in totals.items()})
-        if heldout is not None and len(heldout):
+        if heldout is not None and len(heldout) and (ranks is None or ranks.rank == 0):
             row.heldout_rec_mae, row.heldout_esa_acc = masked_metrics(
-                model, heldout, config.mask_ratio, HELDOUT_MASK_SEED, precision=config.precision)
+                model, heldout, config.mask_ratio, HELDOUT_MASK_SEED, precision=precision)
         history.append(asdict(row))
         yield row
     yield TrainingEnd("finished", f"Finished {plural(config.epochs, 'epoch')}.", config.epochs,
@@ -316,11 +336,21 @@ class LastGoodWeights:
 def _token_source(chips: ChipSet, device: torch.device = torch.device("cpu")):
     """idx (numpy int array) -> B x N x T tokens on `device`: from one up-front rendering when it
     is small enough (the default 384 chips: 75 MB, saving ~2 ms a step), else rendered batch by
-    batch and moved."""
+    batch and moved (always for a chip store on disk: its memory must not grow with the chip
+    count)."""
     size = len(chips) * chips.grid_size ** 2 * chips.channels * chips.patch_size ** 2 * 4
-    if size > PRERENDER_BYTES:
+    if size > PRERENDER_BYTES or getattr(chips, "streamed", False):
         return lambda idx: chips.tokens(idx).to(device, non_blocking=True)
     everything = chips.tokens().to(device)
+    return lambda idx: everything[torch.from_numpy(idx).to(device)]
+
+
+def _target_source(chips: ChipSet, device: torch.device = torch.device("cpu")):
+    """idx (numpy int array) -> B x N int64 patch labels on `device`: all held as one tensor for
+    chips in memory (8 bytes a token), read batch by batch from a chip store."""
+    if getattr(chips, "streamed", False):
+        return lambda idx: chips.patch_targets(idx).to(device, non_blocking=True)
+    everything = chips.patch_targets().to(device)
     return lambda idx: everything[torch.from_numpy(idx).to(device)]
 
 

@@ -9,9 +9,10 @@ from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import (clear_error, current_chip_config, guidance, keep_error, keep_widget,
                                 page_setup, show_error, show_kept_error, use_saved_run,
                                 use_trained_model)
-from bharateo.app.train import (adopt_finished_job, chip_knobs, config_from_knobs, default_run_name,
-                                eta_seconds, free_run_name, knob_problems, knob_settings,
-                                knobs_from_config, matching_preset, preset_knobs, queue_panel,
+from bharateo.app.train import (VARIANT_CHOICES, adopt_finished_job, chip_knobs, compare_table,
+                                config_from_knobs, default_run_name, eta_seconds, flops_table,
+                                free_run_name, knob_problems, knob_settings, knobs_from_config,
+                                matching_preset, precision_caption, preset_knobs, queue_panel,
                                 runs_table, save_job_again, series_from_job, series_from_run,
                                 start_training, training_estimate)
 from bharateo.errors import BharatEOError
@@ -21,6 +22,7 @@ from bharateo.pipeline import saved_as_message
 from bharateo.runs import delete_run, rename_run, scan_runs
 from bharateo.settings import GROUPS, Setting
 from bharateo.words import plural
+from bharateo.app.figures import X_AXES
 
 page_setup("train")
 st.title("Train")
@@ -87,7 +89,10 @@ if teacher.student_view() is None:  # a preset would change the settings teacher
 page_extras = {  # what only this page knows: its regions, and how an empty choice reads
     "holdout_roi": dict(options=["", *roi_names], format_func=lambda n: n or "none"),
     "holdout_block": dict(format_func=lambda b: f"{b} half" if b else "the whole region",
-                          disabled=not st.session_state.knob_holdout_roi)}
+                          disabled=not st.session_state.knob_holdout_roi),
+    "arch": dict(format_func=lambda a: VARIANT_CHOICES.get(a, a)),
+    **{name: dict(disabled=st.session_state.knob_arch != "mae")  # only the mae variant has one
+       for name in ("decoder_dim", "decoder_depth", "decoder_heads")}}
 settings = [s for s in knob_settings().values() if teacher.shown(s.name)]  # teacher mode
 groups = [g for g in GROUPS if any(s.group == g for s in settings)]
 for group, col in zip(groups, st.columns(max(len(groups), 1))):
@@ -125,6 +130,9 @@ if config is not None:
     m5.metric("masked pixel targets", f"{tokens.masked_pixel_targets:,}")
     st.caption(f"Settings: {preset or 'custom'} · chips of {config.chips.chip_size} px from "
                f"{', '.join(roi_names)}")
+    st.markdown("**Expected work per chip** (training FLOPs: forward and backward, at this mask ratio)")
+    st.table(flops_table(config))
+    st.caption(precision_caption(config))
     estimate, over_budget = training_estimate(config, scan_runs()[0], max_training_seconds())
     st.caption(estimate)
     if over_budget:  # refused before it takes the slot for hours
@@ -288,10 +296,15 @@ if by_name:
     keep_widget("train_compare", list(by_name)[:2], lambda names: [n for n in names if n in by_name])
     compare = st.multiselect("compare runs on the same charts", list(by_name), key="train_compare")
     if compare:
+        keep_widget("train_compare_x", "epoch", lambda x: x if x in X_AXES else "epoch")
+        x = st.radio("x axis", list(X_AXES), key="train_compare_x", horizontal=True,
+                     format_func=lambda k: {"epoch": "epoch", "time": "training time (s)"}[k],
+                     help="Against training time, the faster run's curves end further left.")
         series = [series_from_run(by_name[n]) for n in compare]
         left, right = st.columns(2)
-        left.plotly_chart(loss_figure(series), width="stretch")
-        right.plotly_chart(accuracy_figure(series), width="stretch")
+        left.plotly_chart(loss_figure(series, x), width="stretch")
+        right.plotly_chart(accuracy_figure(series, x), width="stretch")
+        st.dataframe(compare_table([by_name[n] for n in compare]), hide_index=True, width="stretch")
         csv_button("these runs' histories (CSV)", lambda: series_rows(series),
                    "run_histories.csv", "train_compare_csv", HISTORY_COLUMNS)
 

@@ -187,3 +187,26 @@ def test_chart_rows_for_the_csv_downloads():
     conf = confusion_rows({"confusion": [[3, 1], [0, 0]]}, ["tree", "water"])
     assert conf[0] == {"target": "tree", "predicted": "tree", "patches": 3, "share_of_target": 0.75}
     assert conf[3]["share_of_target"] is None  # no water patches: no share, not 0
+
+
+def test_mae_variant_attention_on_the_grid_and_its_embedding_map():
+    """The visible-only encoder's maps sit on the full grid (hidden rows and columns zero, its
+    computed rows sum to 1); the decoder's cover every token; the map has one point per token."""
+    chips = block_chips(k=4)
+    model = make_model(ModelConfig(arch="mae", img_size=64, patch_size=16, embed_dim=16, depth=2,
+                                   heads=2, decoder_dim=16, decoder_depth=1, decoder_heads=4), 3)
+    maps = im.attention_maps(model, chips, 1, 0.75)
+    hidden = maps.mask.ravel()
+    assert maps.layers == ["encoder layer 1", "encoder layer 2", "decoder layer 1"]
+    assert maps.layer_heads == [2, 2, 4] and maps.weights.shape == (3, 4, 16, 16)
+    for li in range(2):  # encoder: visible queries only, never a hidden key
+        assert (maps.queries[li] == ~hidden).all()
+        w = maps.weights[li, :2]
+        np.testing.assert_allclose(w[:, ~hidden].sum(-1), 1.0, atol=1e-5)
+        assert (w[:, hidden] == 0).all() and (w[:, :, hidden] == 0).all()
+        assert (maps.weights[li, 2:] == 0).all()  # padding heads
+    assert maps.queries[2].all()
+    np.testing.assert_allclose(maps.weights[2].sum(-1), 1.0, atol=1e-5)
+    assert maps.grid(2, None, int(np.flatnonzero(hidden)[0])).sum() == pytest.approx(1.0, abs=1e-5)
+    value = im.embedding_map(model, chips)
+    assert len(value["x"]) == 4 * 16 and value["dim"] == 16

@@ -28,14 +28,17 @@ def class_bar_chart(counts, title: str, yaxis: str = "pixels", nodata: int = 0) 
     return fig
 
 
-def _training_layout(fig: go.Figure, title: str, **layout) -> go.Figure:
-    """Train's charts: x is the epoch (named in the title, not on the axis: a legend below the plot
-    covered the axis title once two runs' entries wrapped onto more rows). The legend hangs from
-    just under the tick labels and the figure grows by one legend row per entry (in a half-width
-    column each entry takes a row), so the plot area keeps its height however many runs are
-    compared."""
+X_AXES = {"epoch": "per epoch", "time": "over training time (s)"}  # Train charts' x choices
+
+
+def _training_layout(fig: go.Figure, title: str, x: str = "epoch", **layout) -> go.Figure:
+    """Train's charts: x is the epoch or the seconds since training started (named in the title,
+    not on the axis: a legend below the plot covered the axis title once two runs' entries
+    wrapped onto more rows). The legend hangs from just under the tick labels and the figure
+    grows by one legend row per entry (in a half-width column each entry takes a row), so the
+    plot area keeps its height however many runs are compared."""
     entries = sum(t.showlegend is not False for t in fig.data)
-    fig.update_layout(title=f"{title} per epoch", margin=FIGURE_MARGIN, height=300 + 18 * entries,
+    fig.update_layout(title=f"{title} {X_AXES[x]}", margin=FIGURE_MARGIN, height=300 + 18 * entries,
                       legend=dict(orientation="h", yanchor="top", y=-0.15, x=0), **layout)
     fig.update_xaxes(title=None)
     return fig
@@ -44,45 +47,53 @@ def _training_layout(fig: go.Figure, title: str, **layout) -> go.Figure:
 RUN_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 
 
-def _training_traces(fig, series, color, metrics, step_keys):
-    """Epoch markers (and faint per-step lines while training) for one run."""
+def _training_traces(fig, series, color, metrics, step_keys, x: str = "epoch"):
+    """Epoch markers (and faint per-step lines while training) for one run; x: "epoch" or
+    "time" (the seconds since training started that each step and epoch recorded, so a faster
+    run's curve ends further left on the same axes)."""
+    step_x, epoch_x = ("progress", "epoch") if x == "epoch" else ("elapsed", "elapsed")
     for label, key, dash, scale in metrics:
         steps, epochs = series["steps"], series["epochs"]
         name = f"{series['label']}: {label}"
         if steps and key in step_keys:
             fig.add_trace(go.Scatter(
-                x=[s["progress"] for s in steps], y=[scale(series) * s[key] for s in steps],
+                x=[s[step_x] for s in steps], y=[scale(series) * s[key] for s in steps],
                 mode="lines", line=dict(color=color, dash=dash, width=1), opacity=0.35,
                 name=f"{name} (steps)", showlegend=False, hoverinfo="skip"))
-        points = [(e["epoch"], e.get(key)) for e in epochs if e.get(key) is not None]
+        points = [(e.get(epoch_x), e.get(key)) for e in epochs
+                  if e.get(key) is not None and e.get(epoch_x) is not None]
         if points:
             fig.add_trace(go.Scatter(
                 x=[p[0] for p in points], y=[scale(series) * p[1] for p in points],
                 mode="lines+markers", line=dict(color=color, dash=dash), name=name))
 
 
-def loss_figure(all_series: list[dict]) -> go.Figure:
-    """The notebook's left plot: total loss, masked SmoothL1 and weight x ESA CE per epoch."""
+def loss_figure(all_series: list[dict], x: str = "epoch") -> go.Figure:
+    """The notebook's left plot: total loss, masked SmoothL1 and weight x ESA CE per epoch (or
+    over training time: x="time")."""
     fig = go.Figure()
     one = lambda s: 1.0  # noqa: E731
     weighted = lambda s: s["patch_loss_weight"]  # noqa: E731
     metrics = [("total", "loss", "solid", one), ("masked SmoothL1", "rec", "dash", one),
                ("weight x ESA CE", "esa", "dot", weighted)]
     for i, series in enumerate(all_series):
-        _training_traces(fig, series, RUN_COLORS[i % len(RUN_COLORS)], metrics, {"loss", "rec", "esa"})
-    return _training_layout(fig, "losses")
+        _training_traces(fig, series, RUN_COLORS[i % len(RUN_COLORS)], metrics,
+                         {"loss", "rec", "esa"}, x)
+    return _training_layout(fig, "losses", x)
 
 
-def accuracy_figure(all_series: list[dict]) -> go.Figure:
-    """The notebook's right plot, plus the held-out region: masked MAE and ESA patch accuracy."""
+def accuracy_figure(all_series: list[dict], x: str = "epoch") -> go.Figure:
+    """The notebook's right plot, plus the held-out region: masked MAE and ESA patch accuracy
+    per epoch (or over training time: x="time")."""
     fig = go.Figure()
     one = lambda s: 1.0  # noqa: E731
     metrics = [("masked MAE", "rec_mae", "solid", one), ("ESA acc", "esa_acc", "dash", one),
                ("held-out MAE", "heldout_rec_mae", "dot", one),
                ("held-out ESA acc", "heldout_esa_acc", "dashdot", one)]
     for i, series in enumerate(all_series):
-        _training_traces(fig, series, RUN_COLORS[i % len(RUN_COLORS)], metrics, {"rec_mae", "esa_acc"})
-    return _training_layout(fig, "reconstruction error and ESA accuracy", yaxis_range=[0, 1])
+        _training_traces(fig, series, RUN_COLORS[i % len(RUN_COLORS)], metrics,
+                         {"rec_mae", "esa_acc"}, x)
+    return _training_layout(fig, "reconstruction error and ESA accuracy", x, yaxis_range=[0, 1])
 
 
 # --- Chips page ------------------------------------------------------------------------------

@@ -378,8 +378,10 @@ def describe_model(current: CurrentModel | dict) -> str:
     held = f"; held out: {c.holdout_roi}" + (f" ({c.holdout_block} half)" if c.holdout_block else "") \
         if c.holdout_roi else ""
     epochs = t.epochs if current.epochs_done is None else current.epochs_done
-    return (f"{current.label} · {config.parameters / 1e6:.2f}M parameters (embed {m.embed_dim}, "
-            f"depth {m.depth}, {m.heads} heads) · {c.n_chips} chips of {c.chip_size} px × "
+    decoder = (f"; decoder {m.decoder_dim} wide x {m.decoder_depth}" if m.arch == "mae" else "")
+    return (f"{current.label} · {m.arch} model, {config.parameters / 1e6:.2f}M parameters (embed "
+            f"{m.embed_dim}, depth {m.depth}, {m.heads} heads{decoder}) · {c.n_chips} chips of "
+            f"{c.chip_size} px × "
             f"{plural(epochs, 'epoch')} at mask ratio {t.mask_ratio:g} · regions: "
             f"{', '.join(regions)}{held}")
 

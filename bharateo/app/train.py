@@ -13,16 +13,18 @@ import pandas as pd
 import streamlit as st
 
 from bharateo.app.state import use_trained_model
+from bharateo.architectures import MODELS, model_class
 from bharateo.chips import ChipConfig
+from bharateo.device import native_bf16
 from bharateo.errors import ConfigError
 from bharateo.errors import RunNotFoundError
-from bharateo.model import ModelConfig
+from bharateo.model import ModelConfig, num_masked
 # the knobs are declared settings; these helpers live with RunConfig (the CLI shares them)
 from bharateo.pipeline import (HOLDOUT_KNOBS, PRESETS, SECTIONS, RunConfig, knob_help,  # noqa: F401
                                knob_problems, knob_settings, knobs_from_config, renamed,
                                save_experiment)
 from bharateo.runs import DamagedRun, ReservedName, SavedRun, reserve_run_name
-from bharateo.schema import number_text
+from bharateo.schema import is_number, number_text
 from bharateo.settings import rebuilt
 
 
@@ -118,9 +120,88 @@ def series_from_job(snapshot: dict, label: str) -> dict:
             "patch_loss_weight": snapshot["config"].train.patch_loss_weight}
 
 
+def run_chips_per_s(run: SavedRun) -> float | None:
+    """Training speed of a saved run: the median of its epochs' chips/s (None if unknown)."""
+    speeds = [e.get("chips_per_s") for e in run.history]
+    speeds = [float(v) for v in speeds if is_number(v) and math.isfinite(v) and v > 0]
+    return statistics.median(speeds) if speeds else None
+
+
+def run_variant(run: SavedRun) -> str:
+    """'mae bf16', 'notebook fp32', ...: the run's model variant and the precision it trained at
+    (auto as resolved then, from metrics.json; runs from before issue 13: notebook, fp32)."""
+    arch = run.config["model"].get("arch", "notebook")
+    precision = run.metrics.get("precision") or run.config["train"].get("precision", "fp32")
+    return f"{arch} {precision}"
+
+
 def series_from_run(run: SavedRun) -> dict:
+    """A saved run for the compare charts (its variant and speed are in compare_table)."""
     return {"label": run.name, "steps": [], "epochs": run.history,
             "patch_loss_weight": run.config["train"]["patch_loss_weight"]}
+
+
+def compare_table(runs: list[SavedRun]) -> pd.DataFrame:
+    """The compared runs side by side: variant and precision, training speed (chips/s) and its
+    ratio to the first run, training time, and the final scores (so a class reads 'same data,
+    N x the speed, the same reconstruction quality', or sees that it isn't)."""
+    rows, first = [], None
+    for run in runs:
+        m, speed = run.metrics, run_chips_per_s(run)
+        first = first if first is not None else speed
+        elapsed = [e.get("elapsed") for e in run.history if is_number(e.get("elapsed"))]
+        rows.append({
+            "run": run.name, "model": run_variant(run), "epochs": m.get("epochs_done"),
+            "chips/s": None if speed is None else round(speed),
+            "speed vs first": "—" if not (speed and first) else f"{speed / first:.2f}x",
+            "training time": format_duration(elapsed[-1]) if elapsed else "—",
+            "masked MAE": number_text(m.get("train_rec_mae")),
+            "ESA acc": number_text(m.get("train_esa_acc")),
+            "held-out MAE": number_text(m.get("heldout_rec_mae")),
+            "held-out acc": number_text(m.get("heldout_esa_acc")),
+        })
+    return pd.DataFrame(rows)
+
+
+VARIANT_CHOICES = {arch: {"notebook": "notebook (encoder over all tokens)",
+                          "mae": "mae (encoder over visible tokens only)"}.get(arch, arch)
+                   for arch in MODELS}  # the Train page's choices: every registered variant
+VARIANT_WORDS = {"notebook": "notebook model: the encoder runs over all {n} tokens",
+                 "mae": "mae: the encoder runs over the {v} visible tokens only, a light decoder "
+                        "({dd} wide, {dl} layer(s)) over all {n}"}
+
+
+def flops_table(config: RunConfig) -> pd.DataFrame:
+    """Before Train: every model variant at these sizes and this mask ratio, side by side: what
+    its encoder sees, training FLOPs per chip (its flops_per_chip), that vs the notebook model's,
+    and parameters; `chosen` marks the selected one. Indexed by variant name."""
+    m, ratio = config.model, config.train.mask_ratio
+    n = m.num_patches
+    words = dict(n=n, v=n - num_masked(n, ratio), dd=m.decoder_dim, dl=m.decoder_depth)
+    notebook = model_class("notebook").flops_per_chip(replace(m, arch="notebook"), ratio)
+    rows = []
+    for arch in MODELS:
+        variant = replace(m, arch=arch)
+        flops = model_class(arch).flops_per_chip(variant, ratio)
+        rows.append({"variant": arch, "chosen": "✓" if arch == m.arch else "",
+                     "what runs": VARIANT_WORDS.get(arch, arch).format(**words),
+                     "MFLOP per chip": round(flops / 1e6),
+                     "vs notebook": f"{notebook / flops:.1f}x fewer" if flops < notebook else
+                                    ("same" if flops == notebook else f"{flops / notebook:.1f}x more"),
+                     "parameters": f"{model_class(arch).parameter_count(variant) / 1e6:.2f}M"})
+    return pd.DataFrame(rows).set_index("variant")
+
+
+def precision_caption(config: RunConfig) -> str:
+    """What precision training will run at and why (auto resolved here, as train() will), and a
+    warning when bf16 is asked for where it is only emulated."""
+    precision, why = config.precision()
+    if config.train.precision == "auto":
+        return f"Precision: auto picks **{precision}** here: {why}."
+    native, native_why = native_bf16(config.train.device)
+    if precision == "bf16" and not native:
+        return f"Precision: **bf16** as asked, but {native_why}."
+    return f"Precision: **{precision}** as asked."
 
 
 def runs_table(runs: list[SavedRun], damaged: list[DamagedRun] = ()) -> pd.DataFrame:
@@ -136,7 +217,9 @@ def runs_table(runs: list[SavedRun], damaged: list[DamagedRun] = ()) -> pd.DataF
             "epochs": m.get("epochs_done"),
             "mask": cfg["train"]["mask_ratio"],
             "lr": cfg["train"]["lr"],
+            "model": run_variant(run),
             "embed/depth/heads": f"{cfg['model']['embed_dim']}/{cfg['model']['depth']}/{cfg['model']['heads']}",
+            "chips/s": number_text(run_chips_per_s(run), 0),
             "masked MAE": number_text(m.get("train_rec_mae")),
             "ESA acc": number_text(m.get("train_esa_acc")),
             "held-out MAE": number_text(m.get("heldout_rec_mae")),
@@ -144,7 +227,8 @@ def runs_table(runs: list[SavedRun], damaged: list[DamagedRun] = ()) -> pd.DataF
         })
     for bad in damaged:
         rows.append({"run": bad.name, "saved": "", "status": "reserved" if bad.reserved else "damaged",
-                     "epochs": None, "mask": None, "lr": None, "embed/depth/heads": "",
+                     "epochs": None, "mask": None, "lr": None, "model": "", "embed/depth/heads": "",
+                     "chips/s": "—",
                      **dict.fromkeys(("masked MAE", "ESA acc", "held-out MAE", "held-out acc"), "—")})
     return pd.DataFrame(rows)
 
@@ -160,21 +244,17 @@ EVAL_COST = 1 / 3  # a forward pass (held-out metrics) vs a training step, per c
 
 
 def chip_flops(model: ModelConfig, mask_ratio: float) -> float:
-    """Training FLOPs for one chip (forward + backward = 3 x the forward's 2 x multiply-adds):
-    patch embedding of the visible tokens, `depth` encoder layers over all N tokens (projections
-    12 d^2 and attention 2 N d per token), the pixel head on masked tokens, the class head."""
-    n, t, d = model.num_patches, model.token_dim, model.embed_dim
-    masked = round(n * mask_ratio)
-    macs = ((n - masked) * t * d + model.depth * n * (12 * d * d + 2 * n * d)
-            + masked * d * t + n * d * model.num_classes)
-    return 6.0 * macs
+    """Training FLOPs for one chip of the variant `model.arch` (its flops_per_chip: the notebook
+    model's encoder runs over all N tokens, the mae variant's over the visible ones only)."""
+    return model_class(model.arch).flops_per_chip(model, mask_ratio)
 
 
 def _epoch_seconds(config: RunConfig, factor: float) -> tuple[float, float]:
     """(training s, held-out evaluation s) of one epoch at `factor` x the reference speed."""
     flops = chip_flops(config.model, config.train.mask_ratio) / (FLOPS_PER_S * factor)
     steps = math.ceil(config.chips.n_chips / config.train.batch_size)
-    overhead = (STEP_OVERHEAD_S[0] + STEP_OVERHEAD_S[1] * config.model.depth) / factor
+    layers = model_class(config.model.arch).layer_count(config.model)
+    overhead = (STEP_OVERHEAD_S[0] + STEP_OVERHEAD_S[1] * layers) / factor
     held = config.chips.n_holdout_chips if config.chips.holdout_roi else 0
     return steps * overhead + config.chips.n_chips * flops, held * flops * EVAL_COST
 

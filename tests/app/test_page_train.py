@@ -490,6 +490,56 @@ def test_a_read_only_checkpoints_folder_is_reported_at_train_click(worldcover_di
     assert not any(runs.checkpoint_root().iterdir())
 
 
+def test_fast_preset_offers_the_mae_variant_and_shows_the_flops_of_each_choice(worldcover_dir):
+    at = train_page()
+    table = at.table[0].value  # every variant at these sizes, before training
+    assert table.loc["notebook", "chosen"] == "✓" and table.loc["mae", "chosen"] == ""
+    assert table.loc["notebook", "MFLOP per chip"] == 284 and table.loc["mae", "MFLOP per chip"] == 104
+    assert table.loc["mae", "vs notebook"] == "2.7x fewer" and "16 visible" in table.loc["mae", "what runs"]
+    assert at.selectbox(key="knob_arch").value == "notebook"
+    assert at.select_slider(key="knob_decoder_dim").disabled  # the notebook model has no decoder
+    button(at, "fast (MAE encoder)").click().run()
+    assert not at.exception and "fast (MAE encoder)" in at.caption[0].value
+    assert (at.session_state["knob_arch"], at.session_state["knob_precision"]) == ("mae", "auto")
+    assert at.table[0].value.loc["mae", "chosen"] == "✓" and at.metric[0].value == "0.81M"
+    assert not at.select_slider(key="knob_decoder_dim").disabled
+    assert any("Precision: auto picks" in c.value for c in at.caption)
+    set_knobs(at, mask_ratio=0.9)  # more hidden: the visible-only encoder does even less
+    assert at.table[0].value.loc["mae", "MFLOP per chip"] < 104
+    assert at.table[0].value.loc["notebook", "MFLOP per chip"] == 284
+    reduced = at.table[0].value.loc["mae", "MFLOP per chip"]
+    set_knobs(at, decoder_depth=2)  # a deeper decoder: more work, and the table says so
+    assert at.table[0].value.loc["mae", "MFLOP per chip"] > reduced
+    at.selectbox(key="knob_precision").set_value("bf16").run()
+    assert any("Precision: **bf16**" in c.value for c in at.caption)
+
+
+def test_a_notebook_run_and_an_mae_run_compare_side_by_side_with_their_speeds(worldcover_dir):
+    at = train_page()
+    button(at, "quick demo").click().run()
+    for arch, name in [("notebook", "nb-run"), ("mae", "mae-run")]:
+        set_knobs(at, n_chips=32, epochs=1, arch=arch, precision="auto")
+        at.text_input[0].input(name).run()
+        button(at, "Train").click().run()
+        wait(at.session_state["job"])
+        at.run()
+    assert load_run("mae-run").config["model"]["arch"] == "mae"
+    runs = at.dataframe[0].value
+    assert runs.set_index("run").loc["mae-run", "model"].startswith("mae ")
+    at.multiselect[0].set_value(["nb-run", "mae-run"]).run()
+    table = at.dataframe[1].value.set_index("run")  # the compared runs side by side
+    for name in ("nb-run", "mae-run"):
+        run = load_run(name)
+        assert table.loc[name, "model"] == f"{run.config['model']['arch']} {run.metrics['precision']}"
+        assert table.loc[name, "chips/s"] > 0
+    assert table.loc["nb-run", "speed vs first"] == "1.00x"
+    at.radio(key="train_compare_x").set_value("time").run()
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")][-2:]  # the compare charts
+    assert all("over training time" in c["layout"]["title"]["text"] for c in charts)
+    xs = [t["x"] for c in charts for t in c["data"] if t["name"] == "mae-run: total"]
+    assert xs and xs[0] == [e["elapsed"] for e in load_run("mae-run").history]
+
+
 def test_pause_then_step_advances_exactly_one_step_and_the_history_says_so(worldcover_dir):
     at = train_page()
     set_knobs(at, n_chips=64, epochs=200, embed_dim=32, depth=1, heads=2, batch_size=16)

@@ -1,0 +1,433 @@
+"""Chip store: chips cut once, written as NumPy .npy shards with a manifest, streamed to training.
+
+`python -m bharateo chips build --out DIR` cuts chips exactly as the app does
+(chips.build_chip_sets: the notebook's seeded draws, labels and the no-data rule) and writes
+
+  DIR/manifest.json               written last: format, chip counts, bands, chip settings, the
+                                  regions with their provenance, every file's size and sha256
+  DIR/train-00000.labels.npy      K x S x S uint8  collapsed class ids (NODATA_ID for no-data)
+  DIR/train-00000.patches.npy     K x G x G int8   patch labels (IGNORE_INDEX -100 fits in int8)
+  DIR/train-00000.origins.npy     K x 3 int64      (roi index, row, col) of each chip's corner
+  DIR/heldout-00000.*.npy         the held-out chips, when a region is held out
+
+into a temporary folder renamed onto DIR at the end, so a store is complete or absent.
+Tokens are not stored: `ChipStore.tokens` renders them per batch with chips.labels_to_tokens,
+the function ChipSet.tokens uses, so they are bit-identical to the in-memory chips' tokens (and
+a chip costs 16 KB on disk instead of 196 KB of float tokens).
+
+Why .npy shards and not WebDataset, LitData or zarr: training needs random access by chip index
+(every epoch is a fresh seeded permutation of all chips, and each DDP rank takes its slice of
+every global batch, so a run on N ranks sees the batches one process sees); fixed-size rows in a
+.npy file give that with one read per chip, np.load opens any shard without this project, and
+numpy is already a dependency. Tar-based formats stream sequentially with a shuffle buffer,
+which can't reproduce the one-process order; zarr would add a dependency for three arrays.
+Rows are read with os.pread, not through np.load(mmap_mode="r"): pages of a memory map count
+toward the process's resident memory as they are touched, so a mapped 100k-chip store grows
+RSS by up to 1.6 GB over an epoch, while a read keeps only the batch in memory.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import hashlib
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bharateo.chips import ChipConfig, ChipSet, build_chip_sets, labels_to_tokens
+from bharateo.errors import ChipStoreError
+from bharateo.worldcover import PALETTE_BANDS
+
+FORMAT, VERSION = "bharateo-chip-store", 1
+MANIFEST = "manifest.json"
+SPLITS = ("train", "heldout")
+KINDS = ("labels", "patches", "origins")  # one .npy file of each per shard
+DEFAULT_SHARD_SIZE = 1024  # 16 MB of 128 px chips a shard
+MAX_SHARD_SIZE = 65_536
+_SHARD_RE = re.compile(r"^(train|heldout)-\d{5}$")
+
+
+def _shard_file(shard: str, kind: str) -> str:
+    return f"{shard}.{kind}.npy"
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    with open(path, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _split_shards(folder: Path, split: str, chips: ChipSet, shard_size: int) -> dict:
+    """Write one split's shards into `folder` -> its manifest entry."""
+    shards = []
+    for k, start in enumerate(range(0, len(chips), shard_size)):
+        rows = slice(start, start + shard_size)
+        arrays = {"labels": chips.labels[rows].astype(np.uint8),
+                  "patches": chips.patch_labels[rows].astype(np.int8),
+                  "origins": np.column_stack([chips.roi_index[rows], chips.origins[rows]]
+                                             ).astype(np.int64)}
+        name, files = f"{split}-{k:05d}", {}
+        for kind, array in arrays.items():
+            data = _npy_bytes(array)
+            _write_new(folder / _shard_file(name, kind), data)
+            files[kind] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        shards.append({"name": name, "chips": len(arrays["labels"]), "files": files})
+    return {"chips": len(chips), "rejected_nodata": int(chips.rejected_nodata),
+            "chips_per_roi": chips.chips_per_roi(), "shards": shards}
+
+
+def _region_entry(roi) -> dict:
+    """A region's spec and provenance for the manifest (what the run's config.json records)."""
+    p = roi.provenance
+    return {"spec": asdict(roi.spec), "data_label": roi.data_label, "synthetic": roi.synthetic,
+            "source": p.get("source"), "bounds": p.get("bounds"),
+            "tiles": [t["tile"] for t in p.get("tiles", [])],
+            "nodata_fraction": p.get("nodata_fraction")}
+
+
+def build_store(out: Path, rois, config: ChipConfig, shard_size: int = DEFAULT_SHARD_SIZE,
+                progress=None) -> Path:
+    """Cut chips from `rois` with `config` (chips.build_chip_sets, so the same chips, labels and
+    no-data rule as the app) and write them as a chip store at `out` -> `out`.
+
+    Memory while building: the chip set (S*S + G*G + 24 bytes a chip: 16.5 KB at 128 px, 1.6 GB
+    for 100k chips); training from the store afterwards holds one batch. ChipStoreError when
+    `out` exists, the shard size is out of range, or the disk is full or read-only; ChipError
+    from sampling. Nothing is left at `out` unless the whole store was written.
+    """
+    out = Path(out)
+    if not 1 <= shard_size <= MAX_SHARD_SIZE:
+        raise ChipStoreError(f"Shard size must be 1-{MAX_SHARD_SIZE:,} chips (got {shard_size}); "
+                             f"{DEFAULT_SHARD_SIZE} is a good default.")
+    if out.exists():
+        raise ChipStoreError(f"{out} already exists. Choose a new --out folder or delete that one.")
+    train, heldout = build_chip_sets(rois, config, progress)
+    if train.pixels is not None:
+        raise ChipStoreError(f"A chip store holds class ids rendered as palette RGB; chips of the "
+                             f"'{config.source}' source carry their own band values "
+                             f"{train.bands}, which this store format can't hold yet. Build "
+                             "the store from WorldCover chips (--source worldcover).")
+    tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        splits = {"train": _split_shards(tmp, "train", train, shard_size)}
+        if heldout is not None:
+            splits["heldout"] = _split_shards(tmp, "heldout", heldout, shard_size)
+        manifest = {"format": FORMAT, "version": VERSION,
+                    "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "chip_size": train.chip_size, "patch_size": train.patch_size,
+                    "bands": list(train.bands),
+                    "chip_config": config.to_dict(), "roi_names": list(train.roi_names),
+                    "regions": [_region_entry(r) for r in rois], "splits": splits}
+        _write_new(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())  # last: marks it whole
+        os.rename(tmp, out)  # fails if `out` appeared meanwhile: never merged into another store
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        what = ("the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else
+                "the folder is read-only" if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+                else f"{out} appeared meanwhile" if exc.errno in (errno.EEXIST, errno.ENOTEMPTY)
+                else exc.strerror or str(exc))
+        raise ChipStoreError(f"The chip store {out} could not be written: {what}. Nothing was "
+                             "kept; free some space or choose another --out, then try again.") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+@dataclass(frozen=True)
+class _Shard:
+    name: str
+    start: int  # global index of its first chip
+    chips: int
+    offsets: dict  # kind -> byte offset of the array data in its file
+    files: dict  # kind -> {"bytes", "sha256"} from the manifest
+
+
+def _expected(kind: str, chips: int, chip_size: int, grid: int):
+    return {"labels": ((chips, chip_size, chip_size), np.dtype(np.uint8)),
+            "patches": ((chips, grid, grid), np.dtype(np.int8)),
+            "origins": ((chips, 3), np.dtype(np.int64))}[kind]
+
+
+class ChipStore:
+    """One split ("train" or "heldout") of a chip store, read chip by chip: the interface of
+    ChipSet that training and evaluation use (len, tokens, patch_targets, chip_size, patch_size,
+    grid_size, channels, bands, roi_names, chips_per_roi, rejected_nodata), with memory that
+    does not grow with the chip count (`streamed`: train() renders tokens per batch).
+
+    Opening checks the manifest and that every shard file is present, of the size recorded and
+    holds the array shape and type expected; each file's sha256 is checked the first time this
+    process reads from it (verify() checks them all now). Any fault raises ChipStoreError naming
+    the store and the file, and saying to rebuild the store.
+    """
+
+    streamed = True
+
+    def __init__(self, folder, split: str = "train"):
+        self.folder = Path(folder)
+        self.split = split
+        self.manifest = read_manifest(self.folder)
+        m = self.manifest
+        if split not in m["splits"]:
+            raise ChipStoreError(f"The chip store {self.folder} has no '{split}' chips (it was built "
+                                 "without a held-out region).")
+        self.chip_size, self.patch_size = m["chip_size"], m["patch_size"]
+        self.bands = tuple(m["bands"])
+        self.channels = len(self.bands)
+        self.roi_names = list(m["roi_names"])
+        entry = m["splits"][split]
+        self.rejected_nodata = entry["rejected_nodata"]
+        self._per_roi = entry["chips_per_roi"]
+        self._shards, start = [], 0
+        for shard in entry["shards"]:
+            offsets = {kind: self._check_file(shard, kind) for kind in KINDS}
+            self._shards.append(_Shard(shard["name"], start, shard["chips"], offsets, shard["files"]))
+            start += shard["chips"]
+        self._n = start
+        self._starts = np.array([s.start for s in self._shards], dtype=np.int64)
+        self._verified: set[str] = set()
+
+    # --- checks -----------------------------------------------------------------------------
+    def _fault(self, file: str, what: str) -> ChipStoreError:
+        return ChipStoreError(f"Chip store {self.folder}: shard file {file} {what}. Rebuild the "
+                              "store (python -m bharateo chips build --out NEW_FOLDER ...).")
+
+    def _check_file(self, shard: dict, kind: str) -> int:
+        """Presence, size and .npy header of one shard file -> byte offset of its data."""
+        file = _shard_file(shard["name"], kind)
+        path = self.folder / file
+        shape, dtype = _expected(kind, shard["chips"], self.chip_size, self.grid_size)
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size != shard["files"][kind]["bytes"]:
+                    raise self._fault(file, f"is {size:,} bytes, not the {shard['files'][kind]['bytes']:,} "
+                                      "the manifest records (truncated or replaced)")
+                version = np.lib.format.read_magic(f)
+                got_shape, fortran, got_dtype = (np.lib.format.read_array_header_1_0(f)
+                                                 if version == (1, 0) else
+                                                 np.lib.format.read_array_header_2_0(f))
+                offset = f.tell()
+        except FileNotFoundError:
+            raise self._fault(file, "is missing") from None
+        except ChipStoreError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise self._fault(file, f"is not a readable .npy file ({exc})") from None
+        if got_shape != shape or got_dtype != dtype or fortran:
+            raise self._fault(file, f"holds a {got_dtype} array of shape {got_shape}, not the "
+                              f"{dtype} {shape} the manifest implies")
+        if offset + int(np.prod(shape)) * dtype.itemsize != size:
+            raise self._fault(file, "has the wrong length for its array")
+        return offset
+
+    def _verify_file(self, shard: _Shard, kind: str) -> None:
+        file = _shard_file(shard.name, kind)
+        if file in self._verified:
+            return
+        digest = hashlib.sha256()
+        try:
+            with open(self.folder / file, "rb") as f:
+                while block := f.read(1 << 20):  # 1 MB at a time: memory stays bounded
+                    digest.update(block)
+        except OSError as exc:
+            raise self._fault(file, f"can't be read ({exc.strerror or exc})") from None
+        if digest.hexdigest() != shard.files[kind]["sha256"]:
+            raise self._fault(file, "is damaged (its sha256 checksum doesn't match the manifest)")
+        self._verified.add(file)
+
+    def verify(self) -> None:
+        """Check every shard file's sha256 now (ChipStoreError naming the first bad file)."""
+        for shard in self._shards:
+            for kind in KINDS:
+                self._verify_file(shard, kind)
+
+    # --- reading ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def grid_size(self) -> int:
+        return self.chip_size // self.patch_size
+
+    def _indices(self, index) -> np.ndarray:
+        if isinstance(index, slice):
+            return np.arange(self._n)[index]
+        idx = np.asarray(index, dtype=np.int64).reshape(-1)
+        if len(idx) and (idx.min() < 0 or idx.max() >= self._n):
+            raise IndexError(f"chip index out of range for a store of {self._n} chips")
+        return idx
+
+    def _read(self, kind: str, index) -> np.ndarray:
+        """Rows `index` of every shard's `kind` array, in the order asked. Consecutive chips of
+        one shard are read with one pread."""
+        idx = self._indices(index)
+        shape, dtype = _expected(kind, len(idx), self.chip_size, self.grid_size)
+        out = np.empty(shape, dtype)
+        row_bytes = out[0].nbytes if len(idx) else 0
+        which = np.searchsorted(self._starts, idx, side="right") - 1
+        i = 0
+        while i < len(idx):
+            shard = self._shards[which[i]]
+            j = i + 1  # extend a run of consecutive chips in the same shard
+            while j < len(idx) and which[j] == which[i] and idx[j] == idx[j - 1] + 1:
+                j += 1
+            self._verify_file(shard, kind)
+            file = _shard_file(shard.name, kind)
+            offset = shard.offsets[kind] + int(idx[i] - shard.start) * row_bytes
+            want = (j - i) * row_bytes
+            try:
+                with open(self.folder / file, "rb") as f:
+                    data = os.pread(f.fileno(), want, offset)
+            except OSError as exc:
+                raise self._fault(file, f"can't be read ({exc.strerror or exc})") from None
+            if len(data) != want:
+                raise self._fault(file, "ended early (truncated after the store was opened)")
+            out[i:j] = np.frombuffer(data, dtype).reshape((j - i,) + shape[1:])
+            i = j
+        return out
+
+    def labels(self, index=slice(None)) -> np.ndarray:
+        """B x S x S uint8 collapsed class ids of chips `index` (a slice or an index array)."""
+        return self._read("labels", index)
+
+    def patch_labels(self, index=slice(None)) -> np.ndarray:
+        """B x G x G int64 patch labels (IGNORE_INDEX for a mostly no-data patch)."""
+        return self._read("patches", index).astype(np.int64)
+
+    def origins(self, index=slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """(B roi indices, B x 2 (row, col) corners) of chips `index` in their regions."""
+        rows = self._read("origins", index)
+        return rows[:, 0], rows[:, 1:]
+
+    def tokens(self, index=slice(None)) -> torch.Tensor:
+        """Chips `index` as B x N x (C*p*p) float32 tokens, exactly as ChipSet.tokens renders them."""
+        return labels_to_tokens(self.labels(index), self.patch_size)
+
+    def patch_targets(self, index=slice(None)) -> torch.Tensor:
+        """B x N int64 patch labels in token order."""
+        return torch.from_numpy(self.patch_labels(index).reshape(-1, self.grid_size ** 2))
+
+    def chips_per_roi(self) -> dict[str, int]:
+        return dict(self._per_roi)
+
+    def chip_config(self) -> ChipConfig:
+        """The chip settings the store was built with."""
+        return ChipConfig(**self.manifest["chip_config"])
+
+    def chip_set(self, index=slice(None)) -> ChipSet:
+        """Chips `index` loaded into memory as a ChipSet (for evaluation or browsing a few)."""
+        roi_index, origins = self.origins(index)
+        return ChipSet(labels=self.labels(index), patch_labels=self.patch_labels(index),
+                       roi_index=roi_index, origins=origins, roi_names=self.roi_names,
+                       chip_size=self.chip_size, patch_size=self.patch_size,
+                       rejected_nodata=self.rejected_nodata, bands=self.bands)
+
+    def describe(self) -> dict:
+        """What config.json records about the store a run trained on."""
+        return {"folder": str(self.folder.resolve()), "split": self.split, "chips": self._n,
+                "shards": len(self._shards), "created": self.manifest["created"],
+                "manifest_sha256": hashlib.sha256((self.folder / MANIFEST).read_bytes()).hexdigest()}
+
+
+def read_manifest(folder: Path) -> dict:
+    """The checked manifest of the chip store in `folder`. ChipStoreError saying what is wrong:
+    no store there, unreadable JSON, a field of the wrong type, counts that don't add up."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+
+    def bad(what: str) -> ChipStoreError:
+        return ChipStoreError(f"{path} is not a usable chip store manifest: {what}. Rebuild the "
+                              "store (python -m bharateo chips build --out NEW_FOLDER ...).")
+
+    try:
+        m = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ChipStoreError(f"{folder} is not a chip store (no {MANIFEST} in it). Build one with "
+                             f"python -m bharateo chips build --out {folder}.") from None
+    except (OSError, ValueError) as exc:
+        raise bad(f"unreadable ({exc})") from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise bad(f"its format is not '{FORMAT}'")
+    if m.get("version") != VERSION:
+        raise bad(f"version {m.get('version')!r}; this lab reads version {VERSION}")
+
+    def whole(value, low, high, what):
+        if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+            raise bad(f"{what} is {value!r}, not a whole number {low}-{high}")
+
+    whole(m.get("chip_size"), 1, 1024, "chip_size")
+    whole(m.get("patch_size"), 1, 64, "patch_size")
+    if m["chip_size"] % m["patch_size"]:
+        raise bad("chip_size is not a multiple of patch_size")
+    if tuple(m.get("bands") or ()) != PALETTE_BANDS:
+        raise bad(f"bands {m.get('bands')!r}: this store format holds class ids rendered as "
+                  f"{'/'.join(PALETTE_BANDS)}")
+    names = m.get("roi_names")
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise bad("roi_names is not a list of names")
+    if not isinstance(m.get("chip_config"), dict) or not isinstance(m.get("regions"), list):
+        raise bad("chip_config or regions is missing")
+    try:
+        ChipConfig(**m["chip_config"])
+    except TypeError as exc:
+        raise bad(f"chip_config has unexpected fields ({exc})") from None
+    if not all(isinstance(r, dict) and isinstance(r.get("spec"), dict) for r in m["regions"]):
+        raise bad("every region needs its 'spec' (name, lon, lat, size)")
+    splits = m.get("splits")
+    if not (isinstance(splits, dict) and "train" in splits and set(splits) <= set(SPLITS)):
+        raise bad("splits must hold 'train' (and optionally 'heldout')")
+    for split, entry in splits.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("shards"), list)):
+            raise bad(f"split '{split}' has no shard list")
+        whole(entry.get("chips"), 0, 10**9, f"{split} chips")
+        whole(entry.get("rejected_nodata"), 0, 10**12, f"{split} rejected_nodata")
+        if not isinstance(entry.get("chips_per_roi"), dict):
+            raise bad(f"split '{split}' has no chips_per_roi")
+        total = 0
+        for shard in entry["shards"]:
+            if not (isinstance(shard, dict) and isinstance(shard.get("name"), str)
+                    and _SHARD_RE.match(shard["name"]) and shard["name"].startswith(split + "-")):
+                raise bad(f"a shard of '{split}' has a bad name {shard.get('name') if isinstance(shard, dict) else shard!r}")
+            whole(shard.get("chips"), 1, MAX_SHARD_SIZE, f"chips of {shard['name']}")
+            files = shard.get("files")
+            for kind in KINDS:
+                info = files.get(kind) if isinstance(files, dict) else None
+                if not (isinstance(info, dict) and isinstance(info.get("sha256"), str)
+                        and re.fullmatch(r"[0-9a-f]{64}", info["sha256"])):
+                    raise bad(f"{shard['name']} has no sha256 for its {kind}")
+                whole(info.get("bytes"), 1, 2**40, f"bytes of {_shard_file(shard['name'], kind)}")
+            total += shard["chips"]
+        if total != entry["chips"]:
+            raise bad(f"the '{split}' shards hold {total} chips, not the {entry['chips']} recorded")
+    return m
+
+
+def roi_specs(manifest: dict):
+    """The RoiSpecs the store's chips were cut from (for the run's config.json). ChipStoreError
+    for a spec with unexpected fields (types are checked by RunConfig.validate)."""
+    from bharateo.roi import RoiSpec
+
+    try:
+        return tuple(RoiSpec(**r["spec"]) for r in manifest["regions"])
+    except TypeError as exc:
+        raise ChipStoreError(f"The chip store's manifest has a region spec with unexpected fields "
+                             f"({exc}). Rebuild the store.") from None
+

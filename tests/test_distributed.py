@@ -1,0 +1,194 @@
+"""DDP under torchrun: 2 gloo ranks on CPU train exactly what one process trains; rank 0 alone
+writes; a rank that dies ends the job with a message and no half-written run."""
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from bharateo import distributed
+from bharateo.errors import DistributedError
+from bharateo.model import ModelConfig
+from bharateo.pipeline import RunConfig
+from bharateo.store import build_store
+from bharateo.train import StepMetrics, TrainConfig
+from tests.test_store import CHIPS, make_rois
+
+REPO = Path(__file__).resolve().parents[1]
+# 11 chips in batches of 5: the 2 ranks take 3 + 2 chips, and the last batch of 1 chip leaves
+# rank 1 with nothing (it runs a zero-weight stand-in); region 'a' holds no-data patches
+STORE_CHIPS = replace(CHIPS, n_chips=11, n_holdout_chips=4)
+CONFIG = RunConfig(model=ModelConfig(embed_dim=32, depth=1, heads=2),
+                   train=TrainConfig(epochs=2, batch_size=5, seed=7))
+STEP_KEYS = ("loss", "rec", "esa", "rec_mae", "esa_acc")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return build_store(tmp_path_factory.mktemp("ddp") / "chips", make_rois(), STORE_CHIPS,
+                       shard_size=4)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank, world, port, folder, out, checkpoints, device="cpu"):
+    """One rank, started the way torchrun starts it (env:// variables), as torch.mp.spawn runs it."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      BHARATEO_CHECKPOINT_DIR=checkpoints)
+    torch.set_num_threads(1)
+    ranks = distributed.join(device)
+    config = replace(CONFIG, train=replace(CONFIG.train, device=device))
+    steps = []
+    try:  # every rank is given the name: only rank 0 may write
+        result = distributed.train_from_store(config, folder, name="ddp", on_event=steps.append,
+                                              ranks=ranks)
+    finally:
+        ranks.close()
+    torch.save({"steps": [[getattr(e, k) for k in STEP_KEYS] for e in steps
+                          if isinstance(e, StepMetrics)],
+                "returned": None if result is None else str(result.path),
+                "weights": None if result is None else result.model.state_dict()},
+               Path(out) / f"rank{rank}.pt")
+
+
+def test_two_gloo_ranks_match_one_process_and_only_rank0_writes(store, tmp_path, isolated_env):
+    one = []
+    reference = distributed.train_from_store(CONFIG, store, on_event=one.append)
+    one_steps = torch.tensor([[getattr(e, k) for k in STEP_KEYS] for e in one
+                              if isinstance(e, StepMetrics)])
+    assert len(one_steps) == 2 * 3  # 3 steps an epoch: 5 + 5 + 1 chips
+    mp.spawn(_rank_main, args=(2, free_port(), str(store), str(tmp_path),
+                               str(isolated_env["checkpoints"])), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for got in (rank0, rank1):  # every rank sees the global batch's numbers
+        assert torch.allclose(torch.tensor(got["steps"]), one_steps, rtol=1e-5, atol=1e-6)
+    d = CONFIG.model.embed_dim
+    for name, value in reference.model.state_dict().items():
+        got = rank0["weights"][name]
+        if name.endswith("in_proj_bias"):
+            # The key bias adds q.b to every score of a row, which softmax cancels: its true
+            # gradient is 0, so what it gets is rounding noise, and AdamW's m / sqrt(v) turns
+            # noise into steps of up to lr either way. Only that bound can be asserted.
+            steps = len(one_steps)
+            assert (got[d:2 * d] - value[d:2 * d]).abs().max() <= 2 * CONFIG.train.lr * steps
+            got, value = torch.cat([got[:d], got[2 * d:]]), torch.cat([value[:d], value[2 * d:]])
+        assert torch.allclose(got, value, rtol=1e-4, atol=1e-5), name
+    assert rank1["returned"] is None and rank1["weights"] is None
+    runs = [p.name for p in isolated_env["checkpoints"].iterdir()]
+    assert runs == ["ddp"] and rank0["returned"].endswith("ddp")
+    assert sorted(os.listdir(isolated_env["checkpoints"] / "ddp")) == [
+        "config.json", "history.json", "metrics.json", "model.pt"]
+
+
+def test_rank_slices_cover_every_batch():
+    for world in (1, 2, 3, 8):
+        for batch in range(0, 20):
+            parts = [distributed.RankGroup(r, world, torch.device("cpu"), "gloo").part(batch)
+                     for r in range(world)]
+            sizes = [p.stop - p.start for p in parts]
+            assert [i for p in parts for i in range(p.start, p.stop)] == list(range(batch))
+            assert max(sizes) - min(sizes) <= 1
+
+
+def test_bad_rank_environment_is_refused(monkeypatch):
+    assert distributed.join() is None  # no torchrun: one plain process
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("RANK", raising=False)
+    with pytest.raises(DistributedError, match="start distributed training with torchrun"):
+        distributed.join()
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(DistributedError, match="impossible"):
+        distributed.join()
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(DistributedError, match="cpu .gloo. or cuda"):
+        distributed.join("tpu")
+    monkeypatch.setenv("BHARATEO_DIST_TIMEOUT_S", "soon")
+    with pytest.raises(DistributedError, match="BHARATEO_DIST_TIMEOUT_S"):
+        distributed.join("cpu")
+
+
+def test_killing_one_rank_ends_the_job_with_a_message_and_no_run(store, isolated_env):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "BHARATEO_DIST_TIMEOUT_S": "60"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "bharateo", "train", "--run-name", "killed", "--chips-dir", str(store),
+               "--embed-dim", "32", "--depth", "1", "--heads", "2", "--epochs", "500",
+               "--batch-size", "2", "--quiet"]
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    seen, pid = [], None
+    try:
+        deadline = time.monotonic() + 300  # a loaded 2-core machine starts ranks slowly
+        while not any(l.startswith("epoch 01") for l in seen):
+            assert time.monotonic() < deadline, "no epoch finished:\n" + "".join(seen)
+            try:
+                seen.append(lines.get(timeout=1))
+            except queue.Empty:
+                assert proc.poll() is None, "".join(seen)
+        pid = next(int(l.split("pid ")[1].split()[0]) for l in seen if "rank 1/2 pid" in l)
+        assert (isolated_env["checkpoints"] / "killed" / ".reserved").exists()  # rank 0 reserved
+        os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=180)
+        time.sleep(0.5)
+        while not lines.empty():
+            seen.append(lines.get())
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = "".join(seen)
+    assert proc.returncode != 0, text
+    assert "local_rank: 1" in text and "SIGKILL" in text, text  # torchrun names the dead rank
+    assert ("rank 0: stopped because another rank failed" in text
+            or "rank 0: stopped by signal SIGTERM" in text), text  # rank 0 says why it stopped
+    frames = [l for l in seen if l.lstrip().startswith("File ") or "]:   File " in l]
+    assert not [l for l in frames if "bharateo" in l], text  # no traceback from our ranks
+    assert list(isolated_env["checkpoints"].iterdir()) == [], text  # no run, nor a reservation
+
+
+def gpu_kinds():
+    return [pytest.param("cuda", marks=pytest.mark.skipif(
+                not torch.cuda.is_available(), reason="no CUDA GPU on this machine")),
+            pytest.param("mps", marks=pytest.mark.skipif(
+                not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()),
+                reason="no Apple MPS device on this machine"))]
+
+
+@pytest.mark.parametrize("device", gpu_kinds())
+def test_gpu_training_from_a_store_matches_cpu(store, device):
+    """The GPU path: the same store, seed and global batch on a GPU give the CPU's losses (fp32;
+    GPU kernels sum in another order, hence the looser tolerance)."""
+    runs = {}
+    for where in ("cpu", device):
+        steps = []
+        config = replace(CONFIG, train=replace(CONFIG.train, device=where))
+        runs[where] = distributed.train_from_store(config, store, on_event=steps.append), steps
+    losses = {k: torch.tensor([e.loss for e in steps if isinstance(e, StepMetrics)])
+              for k, (_, steps) in runs.items()}
+    assert torch.allclose(losses[device], losses["cpu"], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs (nccl)")
+def test_two_nccl_ranks_match_one_process(store, tmp_path, isolated_env):
+    one = []
+    distributed.train_from_store(CONFIG, store, on_event=one.append)
+    mp.spawn(_rank_main, args=(2, free_port(), str(store), str(tmp_path),
+                               str(isolated_env["checkpoints"]), "cuda"), nprocs=2, join=True)
+    got = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    want = [[getattr(e, k) for k in STEP_KEYS] for e in one if isinstance(e, StepMetrics)]
+    assert torch.allclose(torch.tensor(got["steps"]), torch.tensor(want), rtol=1e-3, atol=1e-4)
