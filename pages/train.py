@@ -138,7 +138,6 @@ if config is not None:
     if over_budget:  # refused before it takes the slot for hours
         st.error(over_budget, icon=":material/timer_off:")
 
-teacher.teacher_panel()
 
 # --- run control -------------------------------------------------------------------------------
 job = st.session_state.job
@@ -286,6 +285,7 @@ st.subheader("Saved runs")
 runs, damaged = scan_runs()
 if not runs and not damaged:
     st.caption("No saved runs yet. Every finished or stopped run is saved here.")
+    teacher.teacher_panel()  # at the page's end (below the runs when there are some)
     st.stop()
 st.dataframe(runs_table(runs, damaged), hide_index=True, width="stretch")
 if damaged:
@@ -345,3 +345,4 @@ delete_col.button("Delete", width="stretch", disabled=not confirm,
 show_kept_error("manage")
 if chosen in by_name:
     run_zip_button(by_name[chosen], "train_run_zip")  # its folder: weights, settings, history
+teacher.teacher_panel()  # at the page's end: the lesson's own controls come first
