@@ -75,6 +75,7 @@ navigation = st.navigation([
     st.Page(PAGES["train"], title="Train", icon="📈"),
     st.Page(PAGES["reconstruct"], title="Reconstruct", icon="🎭"),
     st.Page(PAGES["evaluate"], title="Evaluate", icon="📊"),
+    st.Page(PAGES["inside"], title="Inside the model", icon="🔬"),
 ])
 open_requested_page()
 st.set_page_config(page_title="BharatEO Lab", page_icon="🛰️", layout="wide")

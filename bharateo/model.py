@@ -166,24 +166,42 @@ def unpatchify(tokens: torch.Tensor, channels: int, patch_size: int) -> torch.Te
         b, channels, g * p, g * p)
 
 
-def attention(layer: nn.TransformerEncoderLayer, h: torch.Tensor, heads: int) -> torch.Tensor:
+def attention(layer: nn.TransformerEncoderLayer, h: torch.Tensor, heads: int,
+              weights: list | None = None) -> torch.Tensor:
     """Multi-head self-attention with `layer`'s own weights, as two small batched matmuls (the
-    fused CPU flash kernel is slower at 16-64 tokens). B x N x D -> B x N x D."""
+    fused CPU flash kernel is slower at 16-64 tokens). B x N x D -> B x N x D. `weights` (a
+    list) receives the softmax, B x H x N x N (rows sum to 1): only when asked, never in training."""
     b, n, d = h.shape
     qkv = F.linear(h, layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias)
     q, k, v = qkv.reshape(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)  # B x H x N x d/H
     scores = (q * (d // heads) ** -0.5) @ k.transpose(-2, -1)  # B x H x N x N
-    out = scores.softmax(dim=-1) @ v  # B x H x N x d/H
+    probs = scores.softmax(dim=-1)
+    if weights is not None:
+        weights.append(probs.detach())
+    out = probs @ v  # B x H x N x d/H
     return layer.self_attn.out_proj(out.transpose(1, 2).reshape(b, n, d))
 
 
-def run_layers(layers, z: torch.Tensor, heads: int) -> torch.Tensor:
+def run_layers(layers, z: torch.Tensor, heads: int, weights: list | None = None) -> torch.Tensor:
     """B x N x D -> B x N x D through nn.TransformerEncoderLayer pre-norm GELU layers
-    (x + attn(norm1(x)); x + ff(norm2(x))), as nn.TransformerEncoder computes them."""
+    (x + attn(norm1(x)); x + ff(norm2(x))), as nn.TransformerEncoder computes them.
+    `weights`: see attention()."""
     for layer in layers:
-        z = z + attention(layer, layer.norm1(z), heads)
+        z = z + attention(layer, layer.norm1(z), heads, weights)
         z = z + layer.linear2(F.gelu(layer.linear1(layer.norm2(z))))
     return z
+
+
+def grid_attention(weights: torch.Tensor, positions: torch.Tensor, n: int) -> torch.Tensor:
+    """Attention among a subset of tokens placed on the full grid: B x H x V x V weights of the
+    tokens at `positions` (B x V grid indices) -> B x H x N x N, zero in the rows and columns of
+    tokens that were not in the subset (a visible-only encoder's hidden patches)."""
+    b, h, v, _ = weights.shape
+    full = weights.new_zeros(b, h, n, n)
+    rows = positions[:, None, :, None].expand(b, h, v, v)
+    cols = positions[:, None, None, :].expand(b, h, v, v)
+    return full.index_put_((torch.arange(b)[:, None, None, None], torch.arange(h)[None, :, None, None],
+                            rows, cols), weights)
 
 
 def encoder_layers(width: int, heads: int, depth: int) -> nn.TransformerEncoder:
@@ -262,13 +280,39 @@ class TinyRGBMAE(nn.Module):
         z[~mask] = self.patch_embed(tokens[~mask]).to(z.dtype)  # bf16 under autocast
         return z + self.pos_embed
 
-    def attention(self, layer: nn.TransformerEncoderLayer, h: torch.Tensor) -> torch.Tensor:
+    def attention(self, layer: nn.TransformerEncoderLayer, h: torch.Tensor,
+                  weights: list | None = None) -> torch.Tensor:
         """Multi-head self-attention with the layer's own weights. B x N x D -> B x N x D."""
-        return attention(layer, h, self.config.heads)
+        return attention(layer, h, self.config.heads, weights)
 
-    def encode(self, z: torch.Tensor) -> torch.Tensor:
-        """B x N x D -> B x N x D through the pre-norm layers (x + attn(norm(x)); x + ff(norm(x)))."""
-        return run_layers(self.encoder.layers, z, self.config.heads)
+    def encode(self, z: torch.Tensor, weights: list | None = None) -> torch.Tensor:
+        """B x N x D -> B x N x D through the pre-norm layers (x + attn(norm(x)); x + ff(norm(x))).
+        `weights`: see bharateo.model.attention."""
+        return run_layers(self.encoder.layers, z, self.config.heads, weights)
+
+    @torch.no_grad()
+    def attention_weights(self, tokens: torch.Tensor, mask: torch.Tensor) -> dict:
+        """What each token attends to, layer by layer (the "Inside the model" page).
+
+        tokens B x N x T, mask B x N bool (True = hidden) -> {"weights": L x B x H x N x N
+        softmax weights (query row, key column; each row sums to 1), "layers": L names,
+        "queries": L x B x N bool (the queries a layer computed: here every token, since the
+        notebook's encoder runs over all N, hidden ones as the mask token)}. Same maths as
+        forward(); nothing is kept during training.
+        """
+        weights: list[torch.Tensor] = []
+        self.encode(self.embed(tokens, mask), weights)
+        b, n = mask.shape
+        return {"weights": torch.stack(weights),
+                "layers": [f"encoder layer {i + 1}" for i in range(len(weights))],
+                "queries": torch.ones(len(weights), b, n, dtype=torch.bool, device=mask.device)}
+
+    @torch.no_grad()
+    def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
+        """B x N x T tokens, nothing hidden -> B x N x D: the encoder's output for every token
+        (what the embedding map projects)."""
+        return self.encode(self.embed(tokens, torch.zeros(tokens.shape[:2], dtype=torch.bool,
+                                                          device=tokens.device)))
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor):
         """B x N x T tokens, B x N mask -> (B x N x T pixel predictions, B x N x K class logits)."""

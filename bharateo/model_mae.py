@@ -25,7 +25,8 @@ import torch
 import torch.nn as nn
 
 from bharateo.errors import ConfigError
-from bharateo.model import (ModelConfig, encoder_layers, layer_macs, num_masked, run_layers,
+from bharateo.model import (ModelConfig, encoder_layers, grid_attention, layer_macs, num_masked,
+                            run_layers,
                             scored_losses)
 
 
@@ -52,7 +53,8 @@ class MaskedAutoencoder(nn.Module):
         for p in (self.pos_embed, self.mask_token, self.decoder_pos_embed):
             nn.init.trunc_normal_(p, std=0.02)
 
-    def encode(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def encode(self, tokens: torch.Tensor, mask: torch.Tensor,
+               weights: list | None = None) -> torch.Tensor:
         """B x N x T tokens, B x N mask (True = hidden, the same count in every row, as
         random_patch_mask makes) -> B x V x D features of the V visible tokens, in position
         order. Hidden tokens' pixels are never read. ValueError if rows hide different counts."""
@@ -63,16 +65,17 @@ class MaskedAutoencoder(nn.Module):
             raise ValueError("every chip in a batch must hide the same number of patches")
         x = self.patch_embed(tokens[visible]) + self.pos_embed.expand(b, -1, -1)[visible]  # BV x D
         return self.encoder_norm(run_layers(self.encoder.layers, x.reshape(b, v, -1),
-                                            self.config.heads))
+                                            self.config.heads, weights))
 
-    def decode(self, latent: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def decode(self, latent: torch.Tensor, mask: torch.Tensor,
+               weights: list | None = None) -> torch.Tensor:
         """B x V x D visible features, B x N mask -> B x N x decoder_dim: the mask token in every
         hidden place, decoder positions added, decoder layers over all N tokens."""
         b, n = mask.shape
         z = self.mask_token.expand(b, n, -1).clone()
         z[~mask] = self.decoder_embed(latent).reshape(-1, z.shape[-1]).to(z.dtype)  # autocast
         return run_layers(self.decoder.layers, z + self.decoder_pos_embed,
-                          self.config.decoder_heads)
+                          self.config.decoder_heads, weights)
 
     def features(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """B x N x T, B x N -> B x N x decoder_dim, what both heads read. Rows hiding different
@@ -81,6 +84,37 @@ class MaskedAutoencoder(nn.Module):
         if bool((counts == counts[0]).all()):
             return self.decode(self.encode(tokens, mask), mask)
         return torch.cat([self.features(tokens[i:i + 1], mask[i:i + 1]) for i in range(len(mask))])
+
+    @torch.no_grad()
+    def attention_weights(self, tokens: torch.Tensor, mask: torch.Tensor) -> dict:
+        """What each token attends to (the "Inside the model" page): the encoder's layers over
+        the visible tokens, placed on the full grid (bharateo.model.grid_attention: hidden
+        patches' rows and columns are zero, and `queries` says the encoder never computed them),
+        then the decoder's layers over all N tokens, where a hidden patch looks at the visible
+        ones to be filled in. tokens B x N x T, mask B x N (the same count hidden in every row)
+        -> {"weights": L x B x H x N x N, "layers": L names, "queries": L x B x N bool,
+        "heads": L head counts}. The decoder may have another head count than the encoder: the
+        maps are padded with zero heads to the larger count. Same maths as forward()."""
+        b, n = mask.shape
+        enc: list[torch.Tensor] = []
+        dec: list[torch.Tensor] = []
+        self.decode(self.encode(tokens, mask, enc), mask, dec)
+        positions = (~mask).nonzero(as_tuple=True)[1].reshape(b, -1)  # B x V, in grid order
+        maps = [grid_attention(w, positions, n) for w in enc] + dec
+        counts = [w.shape[1] for w in maps]
+        maps = [torch.cat([w, w.new_zeros(b, max(counts) - w.shape[1], n, n)], dim=1) for w in maps]
+        queries = [~mask] * len(enc) + [torch.ones_like(mask)] * len(dec)
+        return {"weights": torch.stack(maps), "heads": counts,
+                "layers": [f"encoder layer {i + 1}" for i in range(len(enc))]
+                + [f"decoder layer {i + 1}" for i in range(len(dec))],
+                "queries": torch.stack(queries)}
+
+    @torch.no_grad()
+    def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
+        """B x N x T tokens, nothing hidden -> B x N x D: the encoder's output (after its final
+        norm) for every token, what the embedding map projects."""
+        return self.encode(tokens, torch.zeros(tokens.shape[:2], dtype=torch.bool,
+                                               device=tokens.device))
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor):
         """B x N x T tokens, B x N mask -> (B x N x T pixel predictions, B x N x K class logits)."""

@@ -162,6 +162,22 @@ class TrainedWeights:
         return torch.load(io.BytesIO(self.weights), map_location="cpu", weights_only=True)
 
 
+@dataclass
+class TrainingPaused:
+    """Not yielded by train(): sent by a consumer that stopped pulling train()'s events (the
+    app's worker, on Pause or after a Step). The loop is paused after optimiser step
+    `global_step` (epoch `epoch`, step `step` within it); `by` is what paused it ("pause",
+    "step" or "epoch"); `commands`: how many pause/resume/step commands the consumer had received
+    (a pause that answers an older command than the latest is already out of date). Pulling the
+    next event resumes it exactly where it was."""
+
+    global_step: int
+    epoch: int
+    step: int
+    by: str
+    commands: int = 0
+
+
 def make_model(model_config: ModelConfig, seed: int) -> nn.Module:
     """A freshly initialised model; the same seed always gives the same weights."""
     torch.manual_seed(seed)

@@ -2,13 +2,17 @@
 import streamlit as st
 
 from bharateo.app import figures
+from bharateo.app.downloads import csv_button
 from bharateo.app.results import (class_table_display, evaluations, gap_reading, held_out_by_run,
                                   held_region_name, model_and_chips, normalised_confusion,
                                   scored_patches)
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import guidance, keep_widget, page_setup, show_error
 from bharateo.errors import BharatEOError
+from bharateo.evaluate import class_table
+from bharateo.export import confusion_rows
 from bharateo.words import plural
+from bharateo.worldcover import CLASS_NAMES
 
 page_setup("evaluate")
 st.title("Evaluate")
@@ -87,6 +91,13 @@ for split, col in columns.items():
                         key=f"eval_confusion_{split}")
         st.dataframe(class_table_display(res), hide_index=True, column_config=table_format,
                      column_order=TABLE_COLUMNS, key=f"eval_table_{split}")
+        a, b = st.columns(2)
+        with a:
+            csv_button("confusion matrix (CSV)", lambda res=res: confusion_rows(res, CLASS_NAMES),
+                       f"confusion_{split}.csv", f"eval_confusion_csv_{split}")
+        with b:
+            csv_button("per-class table (CSV)", lambda res=res: class_table(res).to_dict("records"),
+                       f"per_class_{split}.csv", f"eval_table_csv_{split}")
 
 st.plotly_chart(figures.per_class_mae_chart(
     {"training chips": train_res["per_class_mae"],

@@ -3,6 +3,7 @@ import streamlit as st
 
 from bharateo import evaluate
 from bharateo.app import figures
+from bharateo.app.downloads import csv_button
 from bharateo.app.pictures import (error_legend_caption, legend_html, magma_legend,
                                    reconstruction_panels, thumbnail)
 from bharateo.app.results import (THUMBNAILS, chip_choice, chip_picker_key, chip_splits,
@@ -107,6 +108,7 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
                f"{train_ratio:.0%} hidden, and a small model is often best near that ratio. "
                + (f"Computed once and stored beside run '{run.name}' ({curve.filename})."
                   if curve.filename else "Computed once for this model and these chips."))
+    csv_button("the curve (CSV)", curve.value, "mask_ratio_curve.csv", "recon_curve_csv")
 
 
 if index is None:

@@ -1,18 +1,22 @@
 """Train: poke hyperparameters, watch live loss charts, stop, save and compare runs."""
 import streamlit as st
 
+from bharateo.app import teacher
+from bharateo.app.downloads import csv_button, run_zip_button
 from bharateo.app.figures import X_AXES, accuracy_figure, loss_figure
 from bharateo.app.jobs import max_training_seconds
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import (clear_error, current_chip_config, guidance, keep_error, keep_widget,
                                 page_setup, show_error, show_kept_error, use_saved_run)
 from bharateo.app.train import (VARIANT_CHOICES, adopt_finished_job, apply_preset, compare_table,
-                                config_from_knobs, current_knobs, default_run_name, draw_progress,
+                                config_from_knobs, control_buttons, live_control_buttons,
+                                series_from_job, current_knobs, default_run_name, draw_progress,
                                 flops_table, free_run_name, knob_problems, knob_settings,
                                 knob_widget, live_progress, manage_run, matching_preset,
                                 precision_caption, queue_panel, restore_knobs, runs_table,
                                 save_again, series_from_run, start_training, training_estimate)
 from bharateo.errors import BharatEOError
+from bharateo.export import HISTORY_COLUMNS, series_rows
 from bharateo.pipeline import PRESETS
 from bharateo.runs import delete_run, rename_run, scan_runs
 from bharateo.settings import GROUPS
@@ -29,10 +33,11 @@ if not rois:
 roi_names = [r.spec.name for r in rois]
 restore_knobs(roi_names, current_chip_config())  # kept knobs back, chips' knobs, defaults
 
-st.markdown("**Presets:** " + " · ".join(PRESETS))
-preset_cols = st.columns(len(PRESETS))
-for col, name in zip(preset_cols, PRESETS):
-    col.button(name, on_click=apply_preset, args=(name,), width="stretch")
+if teacher.student_view() is None:  # a preset would change the settings teacher mode fixes
+    st.markdown("**Presets:** " + " · ".join(PRESETS))
+    preset_cols = st.columns(len(PRESETS))
+    for col, name in zip(preset_cols, PRESETS):
+        col.button(name, on_click=apply_preset, args=(name,), width="stretch")
 
 page_extras = {  # what only this page knows: its regions, and how an empty choice reads
     "holdout_roi": dict(options=["", *roi_names], format_func=lambda n: n or "none"),
@@ -41,8 +46,9 @@ page_extras = {  # what only this page knows: its regions, and how an empty choi
     "arch": dict(format_func=lambda a: VARIANT_CHOICES.get(a, a)),
     **{name: dict(disabled=st.session_state.knob_arch != "mae")  # only the mae variant has one
        for name in ("decoder_dim", "decoder_depth", "decoder_heads")}}
-settings = list(knob_settings().values())
-for group, col in zip(GROUPS, st.columns(len(GROUPS))):
+settings = [s for s in knob_settings().values() if teacher.shown(s.name)]  # teacher mode
+groups = [g for g in GROUPS if any(s.group == g for s in settings)]
+for group, col in zip(groups, st.columns(max(len(groups), 1))):
     with col:
         st.markdown(f"**{group}**")
         for s in settings:
@@ -50,6 +56,9 @@ for group, col in zip(GROUPS, st.columns(len(GROUPS))):
                 knob_widget(s, **page_extras.get(s.name, {}))
 
 knobs = current_knobs()
+if teacher.student_view() is not None:
+    st.caption(":material/lock: Teacher mode: the other settings are fixed for this lesson: "
+               + teacher.hidden_summary(knobs))
 config = None
 if problems := knob_problems(knobs):  # blocks Train: nothing trains on values nobody typed
     st.error("Train is blocked until these settings are fixed:\n\n- " + "\n- ".join(problems),
@@ -83,10 +92,11 @@ if config is not None:
     if over_budget:  # refused before it takes the slot for hours
         st.error(over_budget, icon=":material/timer_off:")
 
+
 # --- run control -------------------------------------------------------------------------------
 job = st.session_state.job
 running = job is not None and not job.done
-name_col, train_col, stop_col = st.columns([3, 1, 1])
+name_col, train_col, stop_col, control_col = st.columns([3, 1, 1, 3])
 keep_widget("run_name")
 run_name = name_col.text_input("run name", key="run_name", on_change=clear_error, args=("train",),
                                placeholder="automatic, e.g. " + (default_run_name(config) if config
@@ -104,6 +114,12 @@ show_kept_error("train")
 if stop_col.button("Stop", disabled=not running, width="stretch"):
     job.stop()
     st.toast("Stopping after the current step; the run is kept.")
+# Pause / Resume / Step: the worker waits between optimiser steps; the chart stays and grows
+# by exactly one step (or to the end of the epoch) on each Step. Drawn by a fragment that follows
+# the job each second, so Pause turns into Resume when the worker has paused.
+
+with control_col:
+    live_control_buttons(job) if running else control_buttons(job, False)
 
 
 if job is not None:
@@ -112,7 +128,12 @@ if job is not None:
         live_progress(job)
     else:
         adopt_finished_job()
-        draw_progress(job.snapshot(), job.requested_name)
+        snap = job.snapshot()
+        draw_progress(snap, job.requested_name)
+        if snap["steps"] or snap["epochs"]:
+            csv_button("this run's steps and epochs (CSV)",
+                       lambda: series_rows([series_from_job(snap, snap["run_name"])]),
+                       f"{snap['run_name']}_history.csv", "train_job_csv", HISTORY_COLUMNS)
         if job.status == "failed" and job.unsaved is not None:
             st.caption("The trained model is still in memory: free some space (or make the "
                        "checkpoints folder writable), then save it.")
@@ -126,6 +147,7 @@ st.subheader("Saved runs")
 runs, damaged = scan_runs()
 if not runs and not damaged:
     st.caption("No saved runs yet. Every finished or stopped run is saved here.")
+    teacher.teacher_panel()  # at the page's end (below the runs when there are some)
     st.stop()
 st.dataframe(runs_table(runs, damaged), hide_index=True, width="stretch")
 if damaged:
@@ -145,6 +167,8 @@ if by_name:
         left.plotly_chart(loss_figure(series, x), width="stretch")
         right.plotly_chart(accuracy_figure(series, x), width="stretch")
         st.dataframe(compare_table([by_name[n] for n in compare]), hide_index=True, width="stretch")
+        csv_button("these runs' histories (CSV)", lambda: series_rows(series),
+                   "run_histories.csv", "train_compare_csv", HISTORY_COLUMNS)
 
 all_names = [*by_name, *(bad.name for bad in damaged)]  # a damaged run can be renamed or deleted
 keep_widget("train_manage_run", None,
@@ -171,3 +195,6 @@ confirm = delete_col.checkbox(f"yes, delete '{chosen}'", key="confirm_delete")
 delete_col.button("Delete", width="stretch", disabled=not confirm,
                   on_click=manage_run, args=(delete_run, chosen))
 show_kept_error("manage")
+if chosen in by_name:
+    run_zip_button(by_name[chosen], "train_run_zip")  # its folder: weights, settings, history
+teacher.teacher_panel()  # at the page's end: the lesson's own controls come first

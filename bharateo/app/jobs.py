@@ -15,6 +15,14 @@ is only slow because the machine is loaded still uses CPU, so it is left alone);
 doesn't answer Stop (or a closed browser) within STOP_GRACE_S of idle CPU is killed; a training
 that reaches the server's budget BHARATEO_MAX_TRAINING_S (unset: none) stops as if Stop was
 pressed and is saved, saying why. Any job can be cancelled with stop(reason) (see jobs_listing).
+
+A running job can be paused, resumed and stepped (pause(), resume(), step("step" | "epoch")):
+the worker stops pulling the training loop's next event (bharateo.app.worker.TrainingControl), so the
+chart stays and nothing about the training changes. A paused worker is waiting, not stalled: the
+watchdog leaves it alone; a closed browser or Stop still ends it, saved like any stopped run. A
+paused training keeps its slot, so its pause counts toward BHARATEO_MAX_TRAINING_S. Every
+control and pause is logged (`controls`, saved in config.json), so a run's record says how it
+was stepped.
 """
 from __future__ import annotations
 
@@ -29,7 +37,8 @@ from bharateo.chips import build_chip_sets
 from bharateo.errors import BharatEOError
 from bharateo.pipeline import ExperimentResult, RunConfig, renamed, save_experiment
 from bharateo.runs import release_run_name
-from bharateo.train import EpochMetrics, StepMetrics, TrainedWeights, TrainingEnd, make_model
+from bharateo.train import (EpochMetrics, StepMetrics, TrainedWeights, TrainingEnd,
+                            TrainingPaused, make_model)
 
 log = logging.getLogger(__name__)
 SESSION_GRACE_S = 30.0  # a session gone this long counts as closed
@@ -156,6 +165,11 @@ class TrainingJob:
         self.created = time.time()
         self.started_at: float | None = None
         self.stop_reason: str | None = None  # why it was stopped, if not by its own session
+        self.paused = False  # the worker is waiting (a TrainingPaused came, no command since)
+        self.control_state = "running"  # running | pausing | paused | stepping
+        self.controls: list[dict] = []  # pause/resume/step commands and pauses, in order
+        self._early: list[str] = []  # commands given before the worker started
+        self._commands_sent = 0
         self._gone_since: float | None = None
         self._thread = threading.Thread(target=self._run, name=f"train-{run_name}", daemon=True)
 
@@ -170,6 +184,36 @@ class TrainingJob:
         if reason and not self._stop.is_set():
             self.stop_reason = reason
         self._stop.set()
+
+    def pause(self) -> None:
+        """Pause after the current optimiser step (the chart stays; Resume or Step go on)."""
+        self._command("pause", "pausing")
+
+    def resume(self) -> None:
+        self._command("resume", "running")
+
+    def step(self, unit: str = "step") -> None:
+        """One more optimiser step ("step") or the rest of the current epoch ("epoch"), then
+        pause again."""
+        if unit not in ("step", "epoch"):
+            raise ValueError(f"step unit must be 'step' or 'epoch', not {unit!r}")
+        self._command(unit, "stepping")
+
+    def _command(self, command: str, state: str) -> None:
+        with self._lock:
+            if self.done or self._stop.is_set():
+                return
+            self.paused, self.control_state = False, state
+            self._commands_sent += 1
+            self.controls.append({"action": command, "after_step": self._global_step(),
+                                  "time": round(time.time() - self.created, 3)})
+            if self.worker is None:
+                self._early.append(command)
+            else:  # under the lock: two clicks reach the worker in the order they were made
+                self.worker.control(command)
+
+    def _global_step(self) -> int:
+        return self.steps[-1]["global_step"] if self.steps else 0
 
     def join(self, timeout=None) -> None:
         self._thread.join(timeout)
@@ -211,7 +255,11 @@ class TrainingJob:
 
     def _train(self) -> None:
         metrics, budget, stall = None, max_training_seconds(), stall_seconds()
-        self.worker = run = WorkerRun(self.config, self.train_chips, self.heldout_chips)
+        run = WorkerRun(self.config, self.train_chips, self.heldout_chips)
+        with self._lock:
+            self.worker, early, self._early = run, self._early, []
+        for command in early:
+            run.control(command)
         try:
             now = last_check = last_event = last_progress = time.monotonic()
             started, stop_asked, cpu = now, None, run.cpu_seconds()
@@ -219,8 +267,9 @@ class TrainingJob:
                 event = run.next_event(timeout=POLL_S)
                 now, was = time.monotonic(), cpu
                 cpu = run.cpu_seconds()
-                if event is not None or cpu != was:  # busy counts: the machine may be loaded
-                    last_progress = now
+                if event is not None or cpu != was or self.paused:  # busy counts (a loaded
+                    last_progress = now  # machine); a paused worker waits for us, it isn't stuck
+                    last_event = now if self.paused else last_event
                 if event is not None:
                     last_event = now
                     if self._relay(event):
@@ -259,7 +308,8 @@ class TrainingJob:
                                   self.train_chips, self.heldout_chips)
         self.unsaved = result  # until saved: a failed save can be retried (studio.save_job_again)
         extra = {"status": end.reason, **({"stop_reason": self.stop_reason}
-                                          if end.reason == "stopped" and self.stop_reason else {})}
+                                          if end.reason == "stopped" and self.stop_reason else {}),
+                 **({"controls": list(self.controls)} if self.controls else {})}
         path = save_experiment(self.run_name, self.config, result, self.rois, extra=extra)
         self._set(status=end.reason, saved_path=path, unsaved=None, **renamed(self.run_name, path))
 
@@ -272,6 +322,11 @@ class TrainingJob:
                 self.epochs.append(asdict(event))
             elif isinstance(event, TrainingEnd):
                 self.end = event
+            elif isinstance(event, TrainingPaused):
+                self.controls.append({"action": "paused", "after_step": event.global_step,
+                                      "by": event.by, "time": round(time.time() - self.created, 3)})
+                if event.commands == self._commands_sent:  # else a newer command is on its way
+                    self.paused, self.control_state = True, "paused"
             elif isinstance(event, TrainedWeights):
                 self.model.load_state_dict(event.state_dict())
                 return True
@@ -289,7 +344,8 @@ class TrainingJob:
                     "end": self.end, "error": self.error, "saved_path": self.saved_path,
                     "queue_position": self.queue.position(self), "run_name": self.run_name,
                     "started_at": self.started_at, "config": self.config,
-                    "stop_reason": self.stop_reason}
+                    "stop_reason": self.stop_reason, "paused": self.paused,
+                    "control_state": self.control_state, "controls": list(self.controls)}
 
 
 def jobs_listing(queue: TrainingQueue = QUEUE) -> list[dict]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
+from bharateo.app import teacher
 from bharateo.app.regions import (chip_source_fields, pixel_query, read_roi, set_pixel_query,
                                   source_choices)
 from bharateo.app.state import current_chip_config, current_model, use_saved_run
@@ -50,13 +51,13 @@ def lesson_params() -> dict[str, list[str]]:
 
         if (checkpoint_root() / str(model.run) / "model.pt").exists():
             params["run"] = [model.run]
-    return params
+    return {**params, **teacher.extra_params()}  # knobs, Reconstruct chip and ratio, teacher mode
 
 
 def write_lesson_url() -> None:
     """Put lesson_params() in the address bar (only the keys that changed)."""
     params = lesson_params()
-    for key in LESSON_PARAMS:
+    for key in (*LESSON_PARAMS, *teacher.extra_keys()):
         if key not in params:
             if key in st.query_params:
                 del st.query_params[key]
@@ -158,4 +159,4 @@ def restore_lesson(params) -> list[str]:
             use_saved_run(load_run(validate_run_name(raw)))
         except BharatEOError as exc:
             notes.append(f"The model in this page's address was not loaded: {exc}")
-    return notes
+    return notes + teacher.restore_extra(params, LESSON_PARAMS)

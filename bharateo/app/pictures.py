@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from bharateo.app.chips import TokenView
     from bharateo.chips import ChipSet
     from bharateo.evaluate import ChipReconstruction
+    from bharateo.inspect_model import AttentionMaps
     from bharateo.roi import Roi
 
 PANEL_SIDE = 256  # px of every reconstruction panel (an integer upscale of the chip)
@@ -327,3 +328,57 @@ def magma_legend(width: int = PANEL_SIDE, height: int = 12) -> np.ndarray:
     """A horizontal magma bar for 0 ... 0.5."""
     row = magma(np.linspace(*ERROR_RANGE, width)[None, :], *ERROR_RANGE)
     return np.repeat(row, height, axis=0)
+
+
+# --- attention (the Inside-the-model page) -------------------------------------------------------
+ATTENTION_SIDE = 256  # px of the attention pictures (an integer upscale of the chip)
+ATTENTION_SMALL_SIDE = 128  # px of each layer x head picture
+HIDDEN_GREY = np.array([235, 235, 235], dtype=np.uint8)
+
+
+def hidden_patches_picture(chips: ChipSet, index: int, mask: np.ndarray, query: int | None,
+                   side: int = ATTENTION_SIDE) -> np.ndarray:
+    """The chip's land-cover picture with hidden patches light grey and patch `query` outlined."""
+    g = mask.shape[0]
+    p = chips.chip_size // g
+    image = labels_image(chips.labels[index]).copy()
+    image[np.kron(mask, np.ones((p, p), dtype=bool))] = HIDDEN_GREY
+    image = upscale(image, max(1, side // chips.chip_size))
+    return draw_grid(image, g, color=(255, 255, 255),
+                     highlight=None if query is None else divmod(query, g))
+
+
+def attention_picture(chips: ChipSet, index: int, weights: np.ndarray, query: int,
+                      side: int = ATTENTION_SIDE) -> np.ndarray:
+    """G x G attention weights of one query drawn over the chip: the chip's picture faded under
+    a magma heat map scaled to this map's largest weight, the query patch outlined.
+    H x W x 3 uint8 (side px)."""
+    g = weights.shape[0]
+    base = upscale(labels_image(chips.labels[index]), max(1, side // chips.chip_size)).astype(np.float32)
+    top = float(weights.max())
+    heat = magma(weights / top if top > 0 else weights, 0.0, 1.0)  # G x G x 3
+    cell = base.shape[0] // g
+    heat = upscale(heat, cell).astype(np.float32)
+    alpha = upscale(np.clip(weights / top if top > 0 else weights, 0, 1), cell)[..., None]
+    blended = base * (1 - 0.75 * np.sqrt(alpha)) + heat * 0.75 * np.sqrt(alpha)
+    out = (blended + 0.5).astype(np.uint8)
+    return draw_grid(out, g, color=(90, 90, 90), highlight=divmod(query, g))
+
+
+def attention_grid_pictures(chips: ChipSet, index: int, maps: AttentionMaps, query: int,
+                            side: int = ATTENTION_SMALL_SIDE) -> list[list[tuple[np.ndarray, str]]]:
+    """One row per layer, one (picture, caption) per head, for token `query`. A layer that did
+    not compute this query (a visible-only encoder, a hidden query) gets a caption saying so."""
+    rows = []
+    for li, name in enumerate(maps.layers):
+        row = []
+        for h in range(maps.layer_heads[li]):
+            if maps.queries[li, query]:
+                grid = maps.grid(li, h, query)
+                row.append((attention_picture(chips, index, grid, query, side),
+                            f"{name} · head {h + 1} · max {grid.max():.2f}"))
+            else:
+                row.append((hidden_patches_picture(chips, index, maps.mask, query, side),
+                            f"{name} · head {h + 1}: this layer never sees a hidden patch"))
+        rows.append(row)
+    return rows

@@ -35,6 +35,7 @@ from bharateo.app.state import CurrentModel
 from bharateo.chips import ChipSet, build_chip_sets
 from bharateo.errors import BharatEOError, ConfigError
 from bharateo.evaluate import class_table  # noqa: F401  (the pages read it from here)
+from bharateo.inspect_model import valid_embedding_map
 from bharateo.pipeline import RunConfig, load_rois
 from bharateo.runs import (SavedRun, list_runs, load_run, read_run_file, unreadable_weights_message,
                            write_run_file)
@@ -284,8 +285,11 @@ def stored_result(kind: str, model, chips: ChipSet, params: dict, compute: Calla
 def valid_result(kind: str, value) -> bool:
     """A stored result read back from disk has the shape the pages draw (else it is recomputed):
     an evaluation's K x K integer confusion, K per-class rows and numbers (or null) where numbers
-    go; a curve's rows of ratio / masked MAE / patch accuracy."""
+    go; a curve's rows of ratio / masked MAE / patch accuracy; an embedding map's columns
+    (inspect_model.valid_embedding_map)."""
     k = NUM_CLASSES
+    if kind == "embedding_map":
+        return valid_embedding_map(value)
     if kind == "ratio_curve":
         return isinstance(value, list) and bool(value) and all(
             isinstance(r, dict) and all(is_number(r.get(f)) for f in ("ratio", "masked_mae", "patch_acc"))

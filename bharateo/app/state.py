@@ -29,6 +29,7 @@ PAGES = {
     "train": "pages/train.py",
     "reconstruct": "pages/reconstruct.py",
     "evaluate": "pages/evaluate.py",
+    "inside": "pages/inside.py",
 }
 
 
@@ -95,7 +96,8 @@ def current_chip_config() -> ChipConfig:
 def init_state() -> None:
     """Fill in LabState's defaults this session lacks; on a session's first run, restore a
     lesson from the page address (bharateo/app/lesson.py) with a note for whatever was skipped."""
-    from bharateo.app.lesson import LESSON_PARAMS, restore_lesson
+    from bharateo.app.lesson import restore_lesson
+    from bharateo.app.teacher import STREAMLIT_PARAMS
     from bharateo.app.worker import keep_spare_worker
 
     keep_spare_worker()  # so a Train click finds a training process with torch imported
@@ -106,7 +108,8 @@ def init_state() -> None:
         for name in missing:
             st.session_state[name] = getattr(defaults, name)
     st.session_state["_app_ran"] = True
-    if fresh and any(k in st.query_params for k in LESSON_PARAMS):  # a refresh, or a shared link
+    if fresh and any(k not in STREAMLIT_PARAMS for k in st.query_params):  # a refresh,
+        # or a shared link (unknown keys too: they get a note)
         with st.spinner("Restoring the lesson from this page's address…"):
             notes = restore_lesson(st.query_params)
         for note in notes:

@@ -174,6 +174,18 @@ def draw_progress(snap: dict, requested_name: str | None = None) -> None:
     if snap["status"] == "queued":
         st.info(f"Waiting for a free training slot: you are number {snap['queue_position'] or 1} "
                 f"in the queue (this server trains {plural(max_trainings(), 'run')} at a time).")
+    elif snap["status"] == "running" and snap.get("control_state") in ("paused", "pausing",
+                                                                        "stepping"):
+        last = steps[-1] if steps else None
+        where = (f"after step {last['global_step']} (epoch {last['epoch']}/{epochs}, step "
+                 f"{last['step']}/{last['steps_per_epoch']})" if last else "before the first step")
+        if snap["control_state"] == "paused":
+            st.info(f"Paused {where}. Resume goes on from here; Step trains one more step (one "
+                    "batch) and Step epoch to the end of this epoch, then pause again. Stop saves "
+                    "the run.", icon=":material/pause:")
+        else:
+            st.info(("Pausing" if snap["control_state"] == "pausing" else "Stepping") +
+                    f" {where}…", icon=":material/hourglass_top:")
     elif snap["status"] == "running":
         if steps:
             last = steps[-1]
@@ -202,6 +214,37 @@ def draw_progress(snap: dict, requested_name: str | None = None) -> None:
         left, right = st.columns(2)
         left.plotly_chart(loss_figure(series), width="stretch", key=f"loss-{len(steps)}")
         right.plotly_chart(accuracy_figure(series), width="stretch", key=f"acc-{len(steps)}")
+
+
+def control_buttons(job, running: bool) -> None:
+    """Pause / Resume, Step and Step epoch beside Stop: the worker waits between optimiser steps
+    (bharateo/app/worker.py TrainingControl); the chart stays and grows by exactly one step (or to
+    the end of the epoch) on each Step."""
+    paused = running and job.control_state in ("pausing", "paused")
+    pause_col, step_col, epoch_col = st.columns(3)
+    if pause_col.button("Resume" if paused else "Pause", key="train_pause", disabled=not running,
+                        width="stretch", help="Pause between optimiser steps (nothing is lost); "
+                                              "Resume goes on from exactly there."):
+        if paused:
+            job.resume()
+        else:
+            job.pause()
+        st.rerun(scope="fragment" if running else "app")
+    if step_col.button("Step", key="train_step", disabled=not running, width="stretch",
+                       help="One optimiser step (one batch), then pause."):
+        job.step("step")
+        st.rerun(scope="fragment" if running else "app")
+    if epoch_col.button("Step epoch", key="train_step_epoch", disabled=not running,
+                        width="stretch", help="Train to the end of the current epoch, then pause."):
+        job.step("epoch")
+        st.rerun(scope="fragment" if running else "app")
+
+
+@st.fragment(run_every=1.0)
+def live_control_buttons(job) -> None:
+    """control_buttons of a running job, redrawn every second (Pause turns into Resume when the
+    worker has paused)."""
+    control_buttons(job, not job.done)
 
 
 @st.fragment(run_every=1.0)

@@ -7,8 +7,11 @@ imports torch and bharateo, writes "ready", waits on stdin for one pickled job (
 chips, held-out chips), trains in its main thread through the pipeline's one experiment loop
 (pipeline.experiment_events, as `python -m bharateo train` does) and writes its typed events,
 pickled, to its stdout: every StepMetrics, EpochMetrics and TrainingEnd, then TrainedWeights (the
-weights and final metrics), or a TrainingFailed. A line on stdin after the job asks it to stop
-between steps; stdin closing (the app went away) does the same.
+weights and final metrics), or a TrainingFailed. Lines on stdin after the job control it between
+steps: "stop"; "pause"; "resume"; "step" (one more optimiser step, then pause) and "epoch" (to
+the end of the current epoch, then pause). Pausing is done here, in the consumer of the loop: not
+pulling its next event is a pause, so the training itself stays bit-identical; each pause is
+announced with a TrainingPaused event. stdin closing (the app went away) stops it, paused or not.
 
 One worker is kept started and idle, so a Train click doesn't wait ~3 s for torch to import.
 A worker runs at a lower priority (nice WORKER_NICE, BHARATEO_WORKER_NICE overrides) on one core fewer than the machine has
@@ -26,7 +29,8 @@ import select
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from bharateo.errors import BharatEOError  # torch and the training code: imported where used,
@@ -108,7 +112,8 @@ class WorkerRun:
     def __init__(self, config, train_chips, heldout):
         self.process = take_worker()
         self.stopping = self._sent = False
-        self._lock = threading.Lock()  # "stop" is written only after the whole job
+        self._lock = threading.Lock()  # commands are written only after the whole job
+        self._pending: list[str] = []  # commands given before the job was written
         self._events: queue.Queue = queue.Queue()
         # the job (megabytes of chips) is written by a thread too: a frozen worker would block
         # the write once the pipe is full, and the caller's watchdog must keep running
@@ -124,6 +129,8 @@ class WorkerRun:
             return
         with self._lock:
             self._sent = True
+            for command in self._pending:
+                self._write(command)
             if self.stopping:
                 self._write_stop()
 
@@ -146,10 +153,26 @@ class WorkerRun:
                 self._write_stop()
 
     def _write_stop(self) -> None:
+        self._write("stop")
+
+    def _write(self, command: str) -> None:
         try:
-            os.write(self.process.stdin.fileno(), b"stop\n")
+            os.write(self.process.stdin.fileno(), f"{command}\n".encode())
         except (OSError, ValueError):  # it has finished already
             pass
+
+    def control(self, command: str) -> None:
+        """Send "pause", "resume", "step" or "epoch" (see the module docstring); ignored once
+        stopping. Commands before the job is written wait for it, in order."""
+        if command not in COMMANDS or command == "stop":
+            raise ValueError(f"unknown worker command {command!r}")
+        with self._lock:
+            if self.stopping:
+                return
+            if self._sent:
+                self._write(command)
+            else:
+                self._pending.append(command)
 
     def next_event(self, timeout: float):
         """The worker's next event (StepMetrics, EpochMetrics, TrainingEnd, then TrainedWeights),
@@ -219,27 +242,123 @@ def run_one_job() -> None:
         config, train_chips, heldout = pickle.load(jobs_in)
     except (BrokenPipeError, EOFError):  # the app closed before this worker got a job
         return
-    stop = threading.Event()
+    control = TrainingControl()
 
-    def wait_for_stop():
-        jobs_in.readline()  # "stop", or end of file when the app has gone
-        stop.set()
+    def read_commands():
+        for line in iter(jobs_in.readline, b""):
+            control.command(line.decode(errors="replace").strip())
+        control.command("stop")  # end of file: the app has gone
 
-    threading.Thread(target=wait_for_stop, daemon=True).start()
+    threading.Thread(target=read_commands, daemon=True).start()
     try:
-        send_training(config, train_chips, heldout, stop, send)
+        send_training(config, train_chips, heldout, control, send)
     except BrokenPipeError:  # the app has gone
         pass
 
 
-def send_training(config, train_chips, heldout, stop, send) -> None:
+COMMANDS = ("stop", "pause", "resume", "step", "epoch")
+
+
+class TrainingControl:
+    """Stop / pause / resume / step for a consumer of train.train, driven from another thread.
+
+    The consumer calls `after(event, send)` after handling each event: it returns at once unless
+    the training is paused, in which case it sends one TrainingPaused and waits for the next
+    command. "step" lets exactly one more StepMetrics through, "epoch" lets training run to the
+    next EpochMetrics; both pause again after it. `stop` is the Event train.train checks.
+    Time spent paused is not training time: `adjust` takes it out of the events' `elapsed` and
+    the epochs' chips/s (the ETA and the Train page's speed calibration read them).
+    """
+
+    def __init__(self):
+        self.stop = threading.Event()
+        self._cond = threading.Condition()
+        self._paused = False
+        self._until: str | None = None  # "step" | "epoch": run to the next such event, then pause
+        self._by = "pause"
+        self._last_step = None  # the last StepMetrics: where a pause after an epoch's end is
+        self.paused_s = 0.0  # seconds paused so far
+        self.commands = 0  # pause/resume/step commands received
+        self._paused_in: dict[int, float] = {}  # epoch -> seconds paused inside its timing
+        self._paused_by_end_of: dict[int, float] = {}  # epoch -> paused_s when it ended
+
+    def command(self, name: str) -> None:
+        """Apply one command (unknown text is ignored: the app is the only writer)."""
+        with self._cond:
+            self.commands += name in COMMANDS[1:]
+            if name == "stop":
+                self.stop.set()
+            elif name == "pause":
+                self._paused, self._until, self._by = True, None, "pause"
+            elif name == "resume":
+                self._paused, self._until = False, None
+            elif name in ("step", "epoch"):
+                self._paused, self._until, self._by = False, name, name
+            self._cond.notify_all()
+
+    def after(self, event, send) -> None:
+        """Called after each event of train.train; blocks while paused (see the class)."""
+        from bharateo.train import EpochMetrics, StepMetrics, TrainingPaused
+
+        if not isinstance(event, (StepMetrics, EpochMetrics)):
+            return
+        with self._cond:
+            self._last_step = event if isinstance(event, StepMetrics) else self._last_step
+            if self._until == ("step" if isinstance(event, StepMetrics) else "epoch"):
+                self._paused, self._until = True, None
+            if not self._paused or self.stop.is_set():
+                return
+            last = self._last_step
+            send(TrainingPaused(last.global_step if last else 0, last.epoch if last else 0,
+                                last.step if last else 0, self._by, self.commands))
+            began = time.perf_counter()
+            while self._paused and not self.stop.is_set():
+                self._cond.wait()
+            waited = time.perf_counter() - began
+            self.paused_s += waited
+            if isinstance(event, StepMetrics):  # train() times its epoch across this pause
+                self._paused_in[event.epoch] = self._paused_in.get(event.epoch, 0.0) + waited
+
+    def adjust(self, event, n_chips: int):
+        """`event` with the time spent paused taken out (the same object when nothing was)."""
+        from bharateo.train import EpochMetrics, StepMetrics, TrainingEnd
+
+        if isinstance(event, EpochMetrics):
+            self._paused_by_end_of[event.epoch] = self.paused_s
+        if not self.paused_s:
+            return event
+        if isinstance(event, StepMetrics):
+            return replace(event, elapsed=event.elapsed - self.paused_s)
+        if isinstance(event, EpochMetrics):
+            return replace(event, **self._unpaused(asdict(event), n_chips))
+        if isinstance(event, TrainingEnd):
+            return replace(event, history=[{**row, **self._unpaused(row, n_chips)}
+                                           for row in event.history])
+        return event
+
+    def _unpaused(self, row: dict, n_chips: int) -> dict:
+        epoch = row["epoch"]
+        inside = self._paused_in.get(epoch, 0.0)
+        wall = n_chips / row["chips_per_s"] if row["chips_per_s"] else 0.0
+        return {"elapsed": row["elapsed"] - self._paused_by_end_of.get(epoch, self.paused_s),
+                "chips_per_s": n_chips / (wall - inside) if inside and wall > inside
+                else row["chips_per_s"]}
+
+
+def send_training(config, train_chips, heldout, control, send) -> None:
     """Train in this (main) thread through pipeline.experiment_events, sending every event (the
-    last one TrainedWeights), or a TrainingFailed with the error's message."""
+    last one TrainedWeights), or a TrainingFailed with the error's message. `control`: a
+    TrainingControl (or a plain threading.Event that only stops, or None)."""
     from bharateo.pipeline import experiment_events
 
+    if not isinstance(control, TrainingControl):
+        stop, control = control, TrainingControl()
+        control.stop = stop if stop is not None else control.stop
     try:
-        for event in experiment_events(config, train_chips, heldout, stop):
+        for event in experiment_events(config, train_chips, heldout, control.stop):
+            event = control.adjust(event, len(train_chips))
             send(event)
+            control.after(event, send)
     except BharatEOError as exc:
         send(TrainingFailed(str(exc)))
     except Exception as exc:  # shown to the user as an unexpected failure

@@ -531,3 +531,144 @@ def s2_lesson(page, server, spec, shots):
     b.scroll_to(page, f'{b.MAIN} [data-testid="stSlider"]')
     b.screenshot(page, shots, "sentinel2_reconstruct", height=1500)
     print(f"\nSentinel-2 run {run_name} reconstructed in true and false colour")
+
+# --- issue 14: pause / step / resume, inside the model, the share link and teacher mode ---------
+LESSON_CHIPS = "32,128,16,3,7,16,mathura_belt,"  # CHIP_PARAMS: 32 chips, mathura_belt held out
+
+
+def lesson_address(server, page_path: str = "", **knobs) -> str:
+    """A lesson link: the notebook's three regions at 1024 px, 32 chips, and these Train knobs."""
+    from urllib.parse import urlencode
+
+    from bharateo.roi import NOTEBOOK_ROIS
+
+    params = [("roi", f"{r.lon!r},{r.lat!r},1024,{r.name}") for r in NOTEBOOK_ROIS]
+    params += [("chips", LESSON_CHIPS), *((k, str(v)) for k, v in knobs.items())]
+    return f"{server.url}/{page_path}?{urlencode(params)}"
+
+
+def run_chart_points(page) -> int:
+    """Points of the first trace of the page's first chart: the run's live loss chart (charts of
+    saved runs compared further down are left out)."""
+    return page.evaluate(
+        """(scope) => { const gd = document.querySelector(scope + ' .js-plotly-plot');
+            return (gd && gd.data && gd.data.length && gd.data[0].x) ? gd.data[0].x.length : 0; }""",
+        b.MAIN)
+
+
+def wait_run_chart_points(page, at_least: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while (points := run_chart_points(page)) < at_least:
+        assert time.monotonic() < deadline, f"the run's chart has {points} points, not {at_least}"
+        time.sleep(0.2)
+    return points
+
+
+def paused_alert(page):
+    return page.locator(f'{b.MAIN} [data-testid="stAlert"]', has_text="Paused after step")
+
+
+def paused_step(page) -> int:
+    paused_alert(page).first.wait_for(timeout=TRAIN_TIMEOUT * 1000)
+    return int(re.search(r"Paused after step (\d+)", paused_alert(page).first.inner_text()).group(1))
+
+
+def test_pause_step_resume_and_inside_the_model_in_a_browser(context, app_server, shots, tmp_path):
+    page = new_page(context)
+    try:
+        page.goto(lesson_address(app_server, "train", epochs=300, embed_dim=32, depth=1, heads=2,
+                                 batch_size=8, n_chips=32, min_classes=3, seed=7,
+                                 holdout_roi="mathura_belt"))
+        page.wait_for_selector('h1:has-text("Train")', timeout=60_000)
+        b.settle(page, "Train opened from a lesson link")
+        page.get_by_role("button", name="Train", exact=True).click()
+        wait_run_chart_points(page, 2, TRAIN_TIMEOUT)
+        page.get_by_role("button", name="Pause").click()
+        n = paused_step(page)
+        b.settle(page, "Train paused")
+        points = wait_run_chart_points(page, n, 30)
+        assert points == n, (points, n)  # the chart shows every step up to the pause
+        time.sleep(3)  # three chart refreshes: a paused training draws nothing new
+        assert run_chart_points(page) == n, "the chart grew while paused"
+        b.scroll_to(page, "h1")
+        b.screenshot(page, shots, "train_paused", height=1500)
+
+        page.get_by_role("button", name="Step", exact=True).click()
+        page.wait_for_function(
+            "(n) => [...document.querySelectorAll('[data-testid=\"stAlert\"]')].some("
+            "a => a.innerText.includes('Paused after step ' + n + ' '))", arg=n + 1,
+            timeout=TRAIN_TIMEOUT * 1000)
+        assert wait_run_chart_points(page, n + 1, 30) == n + 1  # exactly one step more
+        time.sleep(2)
+        assert run_chart_points(page) == n + 1
+
+        page.get_by_role("button", name="Resume").click()
+        wait_run_chart_points(page, n + 4, TRAIN_TIMEOUT)  # it trains on
+        page.get_by_role("button", name="Stop").click()
+        page.locator(f'{b.MAIN} [data-testid="stAlert"]', has_text="Saved as run").wait_for(
+            timeout=TRAIN_TIMEOUT * 1000)
+        b.settle(page, "Train stopped")
+
+        b.go_to(page, "Inside the model")
+        b.wait_images_loaded(page, f'{b.MAIN} [data-testid="stImage"] img', 2)
+        b.wait_plot_type(page, "scattergl", timeout=60)
+        b.settle(page, "Inside the model")
+        assert page.get_by_text("where token").count() >= 1
+        b.screenshot(page, shots, "inside_attention", height=1300)
+        b.scroll_to(page, f"{b.MAIN} h3:has-text('Token-embedding map')")
+        b.screenshot(page, shots, "inside_embeddings", height=1100)
+    except BaseException:
+        page.screenshot(path=str(tmp_path / "failure.png"))
+        print(f"\nfailed on {page.url}; screenshot {tmp_path / 'failure.png'}\n"
+              f"server log:\n{app_server.log_tail(40)}")
+        raise
+    assert not context.js_errors, "JavaScript errors:\n" + "\n".join(context.js_errors)
+
+
+def test_share_link_round_trip_and_the_teacher_mode_view(chromium, app_server, shots):
+    """A teacher sets a mask ratio and teacher mode in one browser; the link, opened in another
+    browser context (a student's), shows only the chosen controls with the lesson's values."""
+    contexts = [chromium.new_context(viewport=b.VIEWPORT) for _ in range(2)]
+    try:
+        for ctx in contexts:
+            b.block_foreign_hosts(ctx)
+        teacher = contexts[0].new_page()
+        teacher.goto(lesson_address(app_server, "train", epochs=7, lr=0.002))
+        teacher.wait_for_selector('h1:has-text("Train")', timeout=60_000)
+        b.settle(teacher, "Train from a lesson link")
+        slider = teacher.get_by_role("slider", name="mask ratio")
+        for _ in range(4):  # 0.75 -> 0.85 (a key press during a rerun can be lost: check)
+            if slider.get_attribute("value") == "0.85":
+                break
+            slider.focus()
+            slider.press("ArrowRight")
+            b.settle(teacher, "Train after a mask-ratio key press")
+        assert slider.get_attribute("value") == "0.85"
+        teacher.wait_for_function("() => location.search.includes('mask_ratio=0.85')",
+                                  timeout=60_000)
+        b.settle(teacher, "Train after moving the mask ratio")
+        teacher.get_by_text("Teacher mode: choose the controls students see").click()
+        teacher.get_by_text("students see only these").click()
+        b.settle(teacher, "Train after turning teacher mode on")
+        teacher.wait_for_function("() => location.search.includes('show=')")
+        b.settle(teacher, "Train in teacher mode")
+        link = teacher.url
+        assert "show=mask_ratio%2Clr" in link and "epochs=7" in link, link
+
+        student = contexts[1].new_page()
+        student.goto(link)
+        student.wait_for_selector('h1:has-text("Train")', timeout=60_000)
+        b.settle(student, "the lesson link opened by a student")
+        main = student.locator(b.MAIN)
+        assert student.get_by_role("slider", name="mask ratio").get_attribute("value") == "0.85"
+        assert float(knob_value(student, "learning rate")) == 0.002
+        for hidden in ("chips", "epochs", "seed", "weight decay"):
+            assert main.locator(f'input[aria-label="{hidden}"]').count() == 0, hidden
+        assert main.get_by_role("button", name="quick demo").count() == 0
+        assert main.get_by_text("Teacher mode: choose the controls").count() == 0
+        lock = main.locator('[data-testid="stCaptionContainer"]', has_text="Teacher mode")
+        assert "epochs 7" in lock.inner_text()
+        b.screenshot(student, shots, "teacher_mode", height=1100)
+    finally:
+        for ctx in contexts:
+            ctx.close()

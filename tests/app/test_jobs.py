@@ -2,6 +2,7 @@
 import os
 import signal
 import time
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -273,6 +274,130 @@ def test_a_worker_that_is_only_slow_still_using_cpu_is_not_killed(monkeypatch):
         assert job.status == "finished", job.error
     finally:
         thaw_and_end(job)
+
+
+# --- pause, resume, step ---------------------------------------------------------------------
+def paused_after(job, steps_before):
+    """Wait for the job to be paused with its chart at least `steps_before` steps long."""
+    wait_until(lambda: job.snapshot()["paused"] and len(job.snapshot()["steps"]) >= steps_before)
+    return job.snapshot()
+
+
+def test_pause_then_step_advances_exactly_one_step_and_the_run_says_so(monkeypatch):
+    monkeypatch.setenv("BHARATEO_STALL_S", "3")  # a paused worker is waiting, not stalled
+    job = jobs.TrainingJob(config(epochs=500), ROIS, "stepped", queue=jobs.TrainingQueue()).start()
+    wait_until(lambda: len(job.snapshot()["steps"]) > 2)
+    job.pause()
+    snap = paused_after(job, 3)
+    n = len(snap["steps"])
+    assert [s["global_step"] for s in snap["steps"]] == list(range(1, n + 1))
+    assert snap["controls"][-1]["action"] == "paused" and snap["controls"][-1]["after_step"] == n
+    time.sleep(7)  # over two stall periods: the watchdog must leave a paused worker alone
+    assert len(job.snapshot()["steps"]) == n and job.status == "running"
+    for k in (1, 2):
+        job.step()
+        wait_until(lambda: job.snapshot()["controls"][-1]["action"] == "paused")
+        snap = paused_after(job, n + k)
+        assert len(snap["steps"]) == n + k  # exactly one optimiser step per Step
+        assert snap["controls"][-2:] == [
+            {"action": "step", "after_step": n + k - 1, "time": snap["controls"][-2]["time"]},
+            {"action": "paused", "after_step": n + k, "by": "step",
+             "time": snap["controls"][-1]["time"]}]
+    job.resume()
+    wait_until(lambda: len(job.snapshot()["steps"]) > n + 4)
+    assert not job.snapshot()["paused"]
+    job.stop()
+    job.join(60)
+    assert job.status == "stopped"
+    saved = load_run("stepped").config["controls"]
+    assert [c["action"] for c in saved] == ["pause", "paused", "step", "paused", "step", "paused",
+                                            "resume"]
+    assert [c["after_step"] for c in saved][1:6] == [n, n, n + 1, n + 1, n + 2]
+
+
+def test_a_paused_training_whose_browser_closed_is_saved_as_stopped(monkeypatch):
+    monkeypatch.setattr(jobs, "SESSION_GRACE_S", 0.0)
+    alive = {"yes": True}
+    job = jobs.TrainingJob(config(epochs=500), ROIS, "paused-gone", lambda: alive["yes"],
+                           queue=jobs.TrainingQueue()).start()
+    wait_until(lambda: len(job.snapshot()["steps"]) > 1)
+    job.pause()
+    snap = paused_after(job, 2)
+    alive["yes"] = False  # the tab closed while paused
+    job.join(60)
+    assert job.status == "stopped"
+    run = load_run("paused-gone")
+    assert run.metrics["end_reason"] == "stopped"
+    assert "browser session closed" in run.config["stop_reason"]
+    assert len(job.snapshot()["steps"]) == len(snap["steps"])  # no step after the pause
+
+
+def test_pause_step_and_resume_leave_the_training_bit_identical():
+    """TrainingControl pauses the consumer of train.train, never the loop itself: a run paused,
+    stepped by steps and an epoch, then resumed ends with the same weights and losses."""
+    import queue as q
+    import threading
+
+    from bharateo.chips import build_chip_sets
+    from bharateo.pipeline import run_experiment
+    from bharateo.train import EpochMetrics, StepMetrics, TrainedWeights, TrainingEnd, TrainingPaused
+    from bharateo.app.worker import TrainingControl, send_training
+
+    cfg = config(epochs=2)
+    cfg = replace(cfg, train=replace(cfg.train, batch_size=4))  # 4 steps an epoch
+    chips, held = build_chip_sets(ROIS, cfg.chips)
+    events, control = q.Queue(), TrainingControl()
+    control.command("pause")  # paused after the very first step
+    thread = threading.Thread(target=send_training, args=(cfg, chips, held, control, events.put))
+    thread.start()
+
+    def until(kind):
+        seen = []
+        while True:
+            event = events.get(timeout=60)
+            seen.append(event)
+            if isinstance(event, kind):
+                return seen
+
+    seen = until(TrainingPaused)
+    assert [type(e) for e in seen] == [StepMetrics, TrainingPaused] and seen[1].global_step == 1
+    control.command("step")
+    seen = until(TrainingPaused)
+    assert [type(e) for e in seen] == [StepMetrics, TrainingPaused] and seen[0].global_step == 2
+    control.command("epoch")  # the rest of epoch 1
+    seen = until(TrainingPaused)
+    assert [type(e) for e in seen] == [StepMetrics, StepMetrics, EpochMetrics, TrainingPaused]
+    assert seen[-1].global_step == 4 and seen[-2].epoch == 1
+    assert seen[-1].by == "epoch" and seen[-1].commands == 3
+    control.command("resume")
+    rest = until(TrainedWeights)
+    thread.join(60)
+    end = next(e for e in rest if isinstance(e, TrainingEnd))
+    core = run_experiment(cfg, rois=ROIS)
+    learned = ("loss", "rec", "esa", "rec_mae", "esa_acc", "lr")
+    assert [[e[k] for k in learned] for e in end.history] == \
+        [[e[k] for k in learned] for e in core.history]
+    weights = rest[-1].state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in core.model.state_dict().items())
+    assert control.paused_s > 0
+
+
+def test_time_paused_is_not_training_time():
+    """Epoch chips/s and elapsed leave out the pauses (the ETA and the speed calibration)."""
+    from bharateo.train import EpochMetrics, StepMetrics, TrainingEnd
+    from bharateo.app.worker import TrainingControl
+
+    control = TrainingControl()
+    step = StepMetrics(1, 1, 2, 1, 1.0, 1.0, 1.0, 0.1, 0.5, 4e-4, chips_per_s=8.0, elapsed=1.0)
+    assert control.adjust(step, 16) is step  # never paused: the same event
+    control.paused_s, control._paused_in = 3.0, {1: 3.0}  # 3 s paused inside epoch 1
+    epoch = EpochMetrics(1, 1.0, 1.0, 1.0, 0.1, 0.5, 4e-4, chips_per_s=16 / 5.0, elapsed=5.0)
+    fixed = control.adjust(epoch, 16)
+    assert fixed.chips_per_s == pytest.approx(16 / 2.0) and fixed.elapsed == pytest.approx(2.0)
+    assert control.adjust(replace(step, elapsed=6.0), 16).elapsed == pytest.approx(3.0)
+    end = control.adjust(TrainingEnd("finished", "", 1, [asdict(epoch)]), 16)
+    assert end.history[0]["chips_per_s"] == pytest.approx(8.0)
+    assert end.history[0]["elapsed"] == pytest.approx(2.0)
 
 
 def test_the_worker_sends_typed_events_from_the_pipelines_one_loop():

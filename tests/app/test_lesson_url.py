@@ -95,3 +95,108 @@ def test_an_address_cannot_ask_for_chips_or_regions_beyond_what_the_pages_offer(
     assert not at.exception
     assert len(at.session_state["rois"]) == 8
     assert any("names 10 regions; only the first 8" in w.value for w in at.warning)
+
+
+# --- issue 14: training knobs, the Reconstruct chip and ratio, teacher mode ---------------------
+KNOB_WIDGETS = ("number_input", "slider", "select_slider", "selectbox", "checkbox")
+
+
+def knob_widgets(at) -> set[str]:
+    """The Train knobs drawn on the page (widget keys without the knob_ prefix)."""
+    return {w.key.removeprefix("knob_") for kind in KNOB_WIDGETS for w in at.get(kind)
+            if w.key and w.key.startswith("knob_")}
+
+
+def test_the_address_restores_every_listed_setting(worldcover_dir):
+    """A lesson set up on Train and Reconstruct, opened in a new session from its address."""
+    before = lesson_session().switch_page("pages/train.py").run()
+    changes = dict(mask_ratio=0.9, lr=0.002, epochs=3, embed_dim=64, depth=2, heads=2,
+                   batch_size=8, cosine=False, patch_loss_weight=0.5, weight_decay=0.1, seed=11,
+                   n_chips=32, min_classes=2, holdout_roi="mathura_belt", holdout_block="west")
+    for key, value in changes.items():
+        before.session_state[f"knob_{key}"] = value
+    before.run()
+    before.session_state["recon_split"], before.session_state["recon_chip_held"] = "held", 5
+    before.session_state["recon_mask_ratio"] = 0.6
+    before.run()
+    params = dict(before.switch_page("app.py").run().query_params)  # app.py writes the address
+    assert params["mask_ratio"] == "0.9" and params["cosine"] == "0" and params["recon"] == "held,5,0.60"
+    assert "show" not in params  # teacher mode is off
+
+    after = refreshed(params)
+    assert not after.exception
+    assert [w.value for w in after.warning if "synthetic test fixture" not in w.value] == []
+    state = after.session_state
+    for key, value in changes.items():
+        assert state[f"knob_{key}"] == value, key
+    assert (state["recon_split"], state["recon_chip_held"], state["recon_mask_ratio"]) == ("held", 5, 0.6)
+    assert state["model"]["run"] == "lesson-run"
+    train = after.switch_page("pages/train.py").run()
+    assert not train.exception
+    config = train.session_state["train_knobs"]
+    assert {k: config[k] for k in changes} == changes  # the page keeps them (chips didn't reset them)
+    recon = after.switch_page("pages/reconstruct.py").run()
+    assert recon.session_state["recon_split"] == "held" and recon.session_state["recon_chip_held"] == 5
+    assert recon.slider(key="recon_mask_ratio").value == 0.6
+
+
+def test_malformed_settings_are_ignored_with_a_notice(worldcover_dir):
+    params = dict(lesson_session().query_params)
+    bad = {"roi": params["roi"], "chips": params["chips"],
+           "mask_ratio": "0.93", "lr": "abc", "embed_dim": "100", "cosine": "maybe",
+           "epochs": "1e9", "holdout_roi": "../x", "recon": "train,999,0.5", "show": "lr,bogus",
+           "foo": "1", "heads": "2"}
+    at = refreshed(bad)
+    assert not at.exception
+    notes = " ".join(w.value for w in at.warning)
+    for what in ("mask ratio", "learning rate", "embed dim", "cosine schedule", "epochs",
+                 "held-out region"):
+        assert f"'{what}'" in notes, what
+    assert "not on the slider's steps" in notes and "'abc' is not a number" in notes
+    assert "there is no chip 999" in notes and "'bogus'" in notes and "'foo'" in notes
+    state = at.session_state
+    assert state["knob_heads"] == 2 and state["knob_mask_ratio"] == 0.75  # good kept, bad default
+    assert state["teacher_show"] == ["lr"] and state["teacher_on"]
+
+
+def lesson_roi_params() -> list[str]:
+    return [f"{s.lon!r},{s.lat!r},{s.size},{s.name}" for s in SMALL_ROIS]
+
+
+def test_teacher_mode_hides_exactly_the_chosen_controls_and_their_values_still_train(worldcover_dir):
+    params = {"roi": lesson_roi_params(), "show": "mask_ratio,lr", "epochs": "2", "embed_dim": "32",
+              "depth": "1", "heads": "2", "n_chips": "16", "mask_ratio": "0.5", "seed": "9"}
+    at = refreshed(params).switch_page("pages/train.py").run()
+    assert not at.exception
+    assert knob_widgets(at) == {"mask_ratio", "lr"}  # exactly the chosen ones
+    assert not [b for b in at.button if b.label in ("quick demo", "notebook default")]  # no presets
+    assert not [e for e in at.expander if "Teacher mode" in e.label]  # a student's view
+    assert any("Teacher mode: the other settings are fixed" in c.value for c in at.caption)
+    at.slider(key="knob_mask_ratio").set_value(0.6).run()  # a student moves a shown control
+    assert not at.exception
+    next(b for b in at.button if b.label == "Train").click().run()
+    job = at.session_state["job"]
+    try:
+        t, m, c = job.config.train, job.config.model, job.config.chips
+        assert (t.epochs, t.mask_ratio, t.seed, m.embed_dim, m.depth, m.heads, c.n_chips) == \
+            (2, 0.6, 9, 32, 1, 2, 16)  # the hidden values reached the config, the shown one too
+    finally:
+        job.stop()
+        job.join(60)
+    assert dict(at.switch_page("app.py").run().query_params)["show"] == "mask_ratio,lr"  # kept
+
+
+def test_a_teacher_chooses_the_controls_and_the_link_carries_the_choice(worldcover_dir):
+    at = lesson_session().switch_page("pages/train.py").run()
+    assert len(knob_widgets(at)) > 10 and "show" not in dict(at.query_params)
+    at.multiselect(key="teacher_show").set_value(["epochs", "mask_ratio"]).run()
+    at.toggle(key="teacher_on").set_value(True).run()
+    assert knob_widgets(at) == {"epochs", "mask_ratio"}
+    assert [e for e in at.expander if "Teacher mode" in e.label]  # the teacher keeps the panel
+    home = at.switch_page("app.py").run()  # another page: the choice is kept, and in the address
+    assert dict(home.query_params)["show"] == "mask_ratio,epochs"  # in page order
+    at = home.switch_page("pages/train.py").run()
+    assert knob_widgets(at) == {"epochs", "mask_ratio"}
+    at.toggle(key="teacher_on").set_value(False).run()
+    assert len(knob_widgets(at)) > 10
+    assert "show" not in dict(at.switch_page("app.py").run().query_params)

@@ -538,3 +538,48 @@ def test_a_notebook_run_and_an_mae_run_compare_side_by_side_with_their_speeds(wo
     assert all("over training time" in c["layout"]["title"]["text"] for c in charts)
     xs = [t["x"] for c in charts for t in c["data"] if t["name"] == "mae-run: total"]
     assert xs and xs[0] == [e["elapsed"] for e in load_run("mae-run").history]
+
+
+def test_pause_then_step_advances_exactly_one_step_and_the_history_says_so(worldcover_dir):
+    at = train_page()
+    set_knobs(at, n_chips=64, epochs=200, embed_dim=32, depth=1, heads=2, batch_size=16)
+    at.text_input[0].input("paused-run").run()
+    button(at, "Train").click().run()
+    job = at.session_state["job"]
+
+    def until(condition):
+        deadline = time.time() + 60
+        while not condition():
+            assert time.time() < deadline, job.snapshot()["control_state"]
+            time.sleep(0.05)
+
+    until(lambda: len(job.snapshot()["steps"]) >= 2)
+    button(at.run(), "Pause").click().run()
+    until(lambda: job.snapshot()["paused"])
+    at.run()
+    assert not at.exception
+    n = len(job.snapshot()["steps"])
+    assert any(f"Paused after step {n} " in i.value for i in at.info)
+    assert button(at, "Resume") and button(at, "Step")
+    charts = len(at.get("plotly_chart"))
+    button(at, "Step").click().run()
+    until(lambda: job.snapshot()["paused"] and len(job.snapshot()["steps"]) > n)
+    at.run()
+    assert len(job.snapshot()["steps"]) == n + 1  # one optimiser step, then paused again
+    assert any(f"Paused after step {n + 1} " in i.value for i in at.info)
+    assert len(at.get("plotly_chart")) == charts  # the live charts stay, one step longer
+    button(at, "Step epoch").click().run()
+    until(lambda: job.snapshot()["paused"] and job.snapshot()["controls"][-1].get("by") == "epoch")
+    steps, end_of_epoch = job.snapshot()["steps"], -(-(n + 1) // 4) * 4  # 64 chips / 16 a step
+    assert len(steps) == end_of_epoch and steps[-1]["step"] == 4  # to the end of that epoch
+    assert len(job.snapshot()["epochs"]) == end_of_epoch // 4
+    button(at.run(), "Resume").click().run()
+    until(lambda: len(job.snapshot()["steps"]) > 6)
+    button(at.run(), "Stop").click().run()
+    wait(job)
+    run = load_run("paused-run")
+    assert run.metrics["end_reason"] == "stopped"
+    assert [(c["action"], c["after_step"]) for c in run.config["controls"]][:6] == [
+        ("pause", c0 := run.config["controls"][0]["after_step"]), ("paused", n), ("step", n),
+        ("paused", n + 1), ("epoch", n + 1), ("paused", end_of_epoch)]
+    assert c0 <= n

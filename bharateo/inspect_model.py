@@ -1,0 +1,223 @@
+"""A look inside a trained model: attention maps and the token-embedding map.
+
+- Attention: for one chip and a seeded mask, the softmax weights of every layer and head
+  (query token x key token over the G x G grid), from the variant's own
+  `attention_weights(tokens, mask)` (see bharateo/architectures.py). A variant whose encoder sees
+  only the visible tokens reports the rows and columns of the hidden ones as zeros and says which
+  queries each layer computed (`queries`); every computed row sums to 1.
+- Embedding map: the encoder's output for every token of a chip set with nothing hidden
+  (`token_embeddings(tokens)`), projected to 2-D by PCA (principal components of the centred
+  embeddings, from the D x D covariance: no new dependency, deterministic), one point per token
+  with its chip, token index and patch label; and "chips like this one": each chip's nearest
+  chips by cosine similarity of their mean token embeddings.
+
+Nothing here imports Streamlit; the app stores the map beside a run (app results) and draws it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bharateo import evaluate as ev
+from bharateo.chips import ChipSet
+from bharateo.errors import ConfigError
+from bharateo.device import autocast, model_device
+from bharateo.model import check_mask_ratio, random_patch_mask
+from bharateo.worldcover import CLASS_NAMES, IGNORE_INDEX
+
+NEIGHBOURS = 5  # "chips like this one": how many nearest chips are kept per chip
+EMBED_BATCH = 128  # chips per forward pass when embedding a chip set
+
+
+@dataclass
+class AttentionMaps:
+    """One chip's attention, every layer and head.
+
+    weights: L x H x N x N float32 (query row, key column; a computed row sums to 1)
+    queries: L x N bool, the query tokens each layer computed (False rows are all zero)
+    layers:  L names ("encoder layer 1", ...)
+    mask:    G x G bool, the hidden patches (True = hidden)
+    layer_heads: L head counts (a decoder may have fewer heads than the encoder: heads past a
+             layer's count are zero padding)
+    """
+
+    weights: np.ndarray
+    queries: np.ndarray
+    layers: list[str]
+    mask: np.ndarray
+    layer_heads: list[int] | None = None
+
+    def __post_init__(self):
+        if self.layer_heads is None:
+            self.layer_heads = [self.weights.shape[1]] * len(self.layers)
+
+    @property
+    def heads(self) -> int:
+        """The most heads any layer has."""
+        return self.weights.shape[1]
+
+    @property
+    def grid_size(self) -> int:
+        return self.mask.shape[0]
+
+    def grid(self, layer: int, head: int | None, query: int) -> np.ndarray:
+        """G x G weights that token `query` gives every patch in `layer` (`head` None: the mean
+        over that layer's heads). All zeros when that layer did not compute this query or has no
+        such head."""
+        real = self.layer_heads[layer]
+        w = self.weights[layer, :real, query] if head is None else self.weights[layer, head, query][None]
+        g = self.grid_size
+        return w.mean(axis=0).reshape(g, g)
+
+
+def _require(model, method: str) -> None:
+    if not callable(getattr(model, method, None)):
+        name = getattr(getattr(model, "config", None), "arch", type(model).__name__)
+        raise ConfigError(f"The model variant '{name}' can't show {method.replace('_', ' ')} yet: "
+                          "pick a run of another variant.")
+
+
+@torch.no_grad()
+def attention_maps(model, chips: ChipSet, index: int, mask_ratio: float,
+                   seed: int = ev.EVAL_MASK_SEED, precision: str = "fp32") -> AttentionMaps:
+    """Attention of chip `index` under the seeded mask Reconstruct uses (the first mask `seed`
+    draws on the CPU, as evaluate.masked_batches: the hidden patches are the ones the Reconstruct
+    page hides), on the model's device under `precision`.
+
+    Raises ConfigError: the run doesn't fit the chips, a ratio outside (0, 1), an index outside
+    the chip set, or a variant without `attention_weights`.
+    """
+    ev.check_compatible(model, chips)
+    check_mask_ratio(mask_ratio)
+    if not 0 <= index < len(chips):
+        raise ConfigError(f"There is no chip {index}: pick one from 0 to {len(chips) - 1}.")
+    _require(model, "attention_weights")
+    model.eval()
+    g, device = chips.grid_size, model_device(model)
+    mask = random_patch_mask(1, g * g, mask_ratio, torch.Generator().manual_seed(seed))
+    with autocast(device, precision):
+        out = model.attention_weights(chips.tokens([index]).to(device), mask.to(device))
+    weights = out["weights"][:, 0].float().cpu().numpy()
+    return AttentionMaps(weights=weights, queries=out["queries"][:, 0].cpu().numpy(),
+                         layers=list(out["layers"]), mask=mask.reshape(g, g).numpy(),
+                         layer_heads=list(out.get("heads") or [weights.shape[1]] * len(weights)))
+
+
+def attention_rows(maps: AttentionMaps, query: int) -> list[dict]:
+    """Every layer's and head's weights from token `query` to each patch, as table rows (the
+    attention chart's CSV): layer, head, key token, key row/col on the grid, weight."""
+    g = maps.grid_size
+    rows = []
+    for li, name in enumerate(maps.layers):
+        if not maps.queries[li, query]:
+            continue
+        for h in range(maps.layer_heads[li]):
+            for k, w in enumerate(maps.weights[li, h, query]):
+                rows.append({"layer": name, "head": h + 1, "query_token": query, "key_token": k,
+                             "key_row": k // g, "key_col": k % g, "weight": float(w)})
+    return rows
+
+
+@torch.no_grad()
+def token_embeddings(model, chips: ChipSet, batch_size: int = EMBED_BATCH,
+                     precision: str = "fp32") -> np.ndarray:
+    """K x N x D float32: the encoder's output for every token of every chip, nothing hidden,
+    in eval mode (deterministic), on the model's device under `precision`. Raises ConfigError
+    if the run doesn't fit the chips or the variant has no `token_embeddings`."""
+    ev.check_compatible(model, chips)
+    _require(model, "token_embeddings")
+    was_training, device = model.training, model_device(model)
+    model.eval()
+    try:
+        parts = []
+        for s in range(0, len(chips), batch_size):
+            with autocast(device, precision):
+                z = model.token_embeddings(chips.tokens(slice(s, s + batch_size)).to(device))
+            parts.append(z.float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(parts).numpy()
+
+
+def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """M x D points -> (M x 2 coordinates on the first two principal components, their shares
+    of the total variance). Eigenvectors of the D x D covariance (float64), each signed so its
+    largest loading is positive: the same embeddings always give the same picture."""
+    x = np.asarray(x, dtype=np.float64)
+    centred = x - x.mean(axis=0)
+    cov = centred.T @ centred / max(len(x) - 1, 1)
+    values, vectors = np.linalg.eigh(cov)  # ascending
+    top = vectors[:, ::-1][:, :2]
+    if top.shape[1] < 2:  # D == 1: a flat second axis
+        top = np.concatenate([top, np.zeros((len(top), 2 - top.shape[1]))], axis=1)
+    top = top * np.sign(top[np.abs(top).argmax(axis=0), [0, 1]] + 1e-300)
+    total = float(values.sum())
+    explained = values[::-1][:2] / total if total > 0 else np.zeros(2)
+    return centred @ top, np.pad(explained, (0, 2 - len(explained)))
+
+
+def nearest_chips(chip_vectors: np.ndarray, k: int = NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
+    """K x D chip vectors -> (K x k indices of the most cosine-similar other chips, best first;
+    K x k similarities). Fewer than k other chips: k is cut to K - 1."""
+    v = np.asarray(chip_vectors, dtype=np.float64)
+    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    sim = v @ v.T
+    np.fill_diagonal(sim, -np.inf)
+    k = min(k, len(v) - 1)
+    order = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(sim, order, axis=1)
+
+
+def embedding_map(model, chips: ChipSet, neighbours: int = NEIGHBOURS, precision: str = "fp32") -> dict:
+    """The token-embedding map of `chips` as plain JSON (stored beside a run).
+
+    -> {"x", "y": M floats (M = chips x tokens, chip-major: point i is chip i // N, token i % N),
+    "chip", "token", "label": M ints (label: the patch label, IGNORE_INDEX for no-data),
+    "explained": 2 variance shares, "tokens_per_chip": N, "chips": K, "dim": D,
+    "neighbours" / "similarity": K x k nearest chips by the cosine of their mean embeddings over
+    land-cover tokens (all tokens for a chip that has none)}.
+    """
+    emb = token_embeddings(model, chips, precision=precision)  # K x N x D
+    k, n, d = emb.shape
+    xy, explained = pca_2d(emb.reshape(k * n, d))
+    labels = chips.patch_targets().numpy()  # K x N
+    land = (labels != IGNORE_INDEX)[..., None]
+    counts = land.sum(axis=1)
+    means = np.where(counts > 0, (emb * land).sum(axis=1) / np.maximum(counts, 1), emb.mean(axis=1))
+    near, sim = nearest_chips(means, neighbours)
+    return {"x": np.round(xy[:, 0], 5).tolist(), "y": np.round(xy[:, 1], 5).tolist(),
+            "chip": np.repeat(np.arange(k), n).tolist(), "token": np.tile(np.arange(n), k).tolist(),
+            "label": labels.reshape(-1).astype(int).tolist(),
+            "explained": [float(e) for e in explained], "tokens_per_chip": n, "chips": k, "dim": d,
+            "neighbours": near.tolist(), "similarity": np.round(sim, 5).tolist()}
+
+
+def valid_embedding_map(value) -> bool:
+    """A stored embedding map read back from disk has the shape embedding_map() writes (else it
+    is computed again)."""
+    if not isinstance(value, dict):
+        return False
+    k, n = value.get("chips"), value.get("tokens_per_chip")
+    if not (isinstance(k, int) and isinstance(n, int) and k > 0 and n > 0):
+        return False
+    columns = [value.get(c) for c in ("x", "y", "chip", "token", "label")]
+    if not all(isinstance(c, list) and len(c) == k * n for c in columns):
+        return False
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                  for c in columns[:2] for v in c)
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for c in columns[2:] for v in c)
+    near, sim = value.get("neighbours"), value.get("similarity")
+    return (numbers and ints and all(0 <= c < k for c in columns[2]) and all(0 <= t < n for t in columns[3])
+            and isinstance(near, list) and len(near) == k and isinstance(sim, list) and len(sim) == k
+            and all(isinstance(r, list) and all(isinstance(j, int) and 0 <= j < k for j in r) for r in near)
+            and isinstance(value.get("explained"), list) and len(value["explained"]) == 2)
+
+
+def embedding_rows(value: dict) -> list[dict]:
+    """The embedding map as table rows (its CSV): chip, token, patch label, pc1, pc2."""
+    return [{"chip": c, "token": t, "patch_label": CLASS_NAMES[lab] if 0 <= lab < len(CLASS_NAMES)
+             else "no-data", "pc1": x, "pc2": y}
+            for x, y, c, t, lab in zip(value["x"], value["y"], value["chip"], value["token"],
+                                       value["label"])]

@@ -1,0 +1,130 @@
+"""Inside the model: what each token attends to, and where the tokens' embeddings land."""
+import streamlit as st
+
+from bharateo import inspect_model
+from bharateo.app import inside
+from bharateo.app.downloads import csv_button, run_zip_button
+from bharateo.app.pictures import (attention_grid_pictures, attention_picture, hidden_patches_picture,
+                                    legend_html, thumbnail)
+from bharateo.app.results import model_and_chips
+from bharateo.app.sidebar import synthetic_banner
+from bharateo.app.state import keep_widget, page_setup, show_error
+from bharateo.errors import BharatEOError
+from bharateo.words import plural
+
+page_setup("inside")
+st.title("Inside the model")
+st.caption("Two looks inside the trained encoder. **Attention:** for one patch (a token), which "
+           "patches each layer and head looks at to build its picture of it, so for a hidden patch, "
+           "which visible patches the model uses to fill it in. **Token embeddings:** every token's "
+           "vector from the encoder, flattened to 2-D; tokens of the same land cover landing "
+           "together means the model has learned something about land cover without being told "
+           "where the patches are.")
+synthetic_banner()
+
+current, run, train_chips, held_chips = model_and_chips("inside")
+model = current.model
+splits = {"train": train_chips, **({"held": held_chips} if held_chips is not None else {})}
+keep_widget("inside_split", "train", lambda s: s if s in splits else "train")
+split = st.radio("Chips", list(splits), key="inside_split", horizontal=True,
+                 format_func=lambda s: f"{'training chips' if s == 'train' else 'held-out chips'} "
+                                       f"({plural(len(splits[s]), 'chip')})")
+chips = splits[split]
+
+# --- attention ---------------------------------------------------------------------------------
+st.subheader("Attention")
+keep_widget("inside_chip", 0, lambda i: i if isinstance(i, int) and 0 <= i < len(chips) else 0)
+keep_widget("inside_ratio", current.config.train.mask_ratio)
+chip_col, ratio_col, layer_col, head_col = st.columns([1, 2, 1.3, 1])
+index = chip_col.number_input(f"Chip (0–{len(chips) - 1})", 0, len(chips) - 1, step=1,
+                              key="inside_chip")
+ratio = round(ratio_col.slider("Mask ratio (hidden patches, as on Reconstruct)", 0.05, 0.95,
+                               step=0.05, key="inside_ratio", format="%.2f"), 2)
+try:
+    maps = inspect_model.attention_maps(model, chips, int(index), ratio)
+except BharatEOError as exc:
+    show_error(exc)
+    st.stop()
+layer = layer_col.selectbox("Layer", range(len(maps.layers)), format_func=maps.layers.__getitem__,
+                            key="inside_layer", index=len(maps.layers) - 1)
+head = head_col.selectbox("Head", [None, *range(maps.heads)], key="inside_head",
+                          format_func=lambda h: "mean of heads" if h is None else f"head {h + 1}")
+n = maps.grid_size ** 2
+query_key = f"inside_query_{split}_{index}_{ratio}"
+query = st.select_slider("Token (patch) asking: row-major over the grid; hidden ones marked",
+                         list(range(n)), value=st.session_state.get(query_key, inside.default_query(maps)),
+                         key=query_key,
+                         format_func=lambda t: f"{t} (row {t // maps.grid_size}, col "
+                                               f"{t % maps.grid_size}"
+                                               + (", hidden)" if maps.mask.ravel()[t] else ")"))
+left, right, words = st.columns([1, 1, 1.2])
+left.image(hidden_patches_picture(chips, int(index), maps.mask, query), output_format="PNG",
+           caption=f"chip {index}: {int(maps.mask.sum())} of {n} patches hidden (grey); token "
+                   f"{query} outlined")
+if head is not None and head >= maps.layer_heads[layer]:
+    right.info(f"{maps.layers[layer]} has {maps.layer_heads[layer]} heads: pick one of them, or "
+               "the mean of heads.")
+elif maps.queries[layer, query]:
+    grid = maps.grid(layer, head, query)
+    right.image(attention_picture(chips, int(index), grid, query), output_format="PNG",
+                caption=f"{maps.layers[layer]}, "
+                        f"{'mean of heads' if head is None else f'head {head + 1}'}: where token "
+                        f"{query} looks (brighter = more weight; largest {grid.max():.2f})")
+    top = grid.ravel().argsort()[::-1][:3]
+    words.markdown(
+        f"Token **{query}** is {'a hidden' if maps.mask.ravel()[query] else 'a visible'} patch. "
+        f"In {maps.layers[layer]} it gives the most weight to patches "
+        + ", ".join(f"{t} ({grid.ravel()[t]:.0%}{', hidden' if maps.mask.ravel()[t] else ''})"
+                    for t in top)
+        + ". Each row of weights sums to 100 %: attention shares out the token's view of the chip.")
+else:
+    right.info("This layer computes visible patches only (its encoder never sees a hidden one): "
+               "pick a visible token, or a decoder layer.")
+with st.expander("Every layer and head for this token", expanded=False):
+    for row in attention_grid_pictures(chips, int(index), maps, query):
+        for col, (picture, caption) in zip(st.columns(max(len(row), 4)), row):
+            col.image(picture, caption=caption, output_format="PNG")
+csv_button("attention of this token (CSV)", lambda: inspect_model.attention_rows(maps, query),
+           f"attention_chip{index}_token{query}.csv", "inside_attention_csv")
+
+# --- the token-embedding map ---------------------------------------------------------------------
+st.subheader("Token-embedding map")
+with st.spinner(f"Embedding all {len(chips) * n:,} tokens and projecting them (once per run)…"):
+    try:
+        stored = inside.embedding_map(model, chips, run)
+    except BharatEOError as exc:
+        show_error(exc)
+        st.stop()
+value = stored.value
+selected = st.session_state.get("inside_map_chip")
+event = st.plotly_chart(inside.embedding_figure(value, selected), key="inside_map",
+                        on_select="rerun", selection_mode=("points", "lasso"), width="stretch")
+if (point := inside.selected_point(event)) is not None and point[0] != selected:
+    st.session_state.inside_map_chip = selected = point[0]
+    st.session_state.inside_map_token = point[1]
+    st.rerun()
+st.caption(f"Each dot is one token (patch) of one chip, coloured by its patch label; hover for "
+           f"chip and token, click one to open its chip below. "
+           + (f"Computed once and stored beside run '{run.name}' ({stored.filename})."
+              if stored.filename else "Computed once for this model and these chips."))
+csv_button("embedding map (CSV)", lambda: inspect_model.embedding_rows(value),
+           "embedding_map.csv", "inside_map_csv")
+if selected is not None and 0 <= selected < len(chips):
+    token = st.session_state.get("inside_map_token", 0)
+    pic_col, near_col = st.columns([1, 2])
+    pic_col.image(hidden_patches_picture(chips, selected, maps.mask & False, token),
+                  output_format="PNG", caption=f"chip {selected}, token {token} outlined")
+    pic_col.button("Show this chip's attention above", key="inside_open_chip",
+                   on_click=st.session_state.update, args=({"inside_chip": selected},))
+    near_col.markdown("**Chips like this one** (nearest by mean token embedding, cosine):")
+    near = inside.neighbours(value, selected)
+    for col, (j, sim) in zip(near_col.columns(max(len(near), 1)), near):
+        col.image(thumbnail(chips, j), output_format="PNG", caption=f"chip {j} · {sim:.2f}")
+        col.button(f"open {j}", key=f"inside_near_{j}",
+                   on_click=st.session_state.update, args=({"inside_map_chip": j},))
+st.markdown(legend_html(set(value["label"])), unsafe_allow_html=True)
+
+# --- the run itself ----------------------------------------------------------------------------
+if run is not None:
+    st.subheader("Download")
+    run_zip_button(run, "inside_run_zip")

@@ -1,0 +1,135 @@
+"""The Inside-the-model page (AppTest) and its logic (bharateo.app.inside): attention overlay,
+the embedding map stored once per run, a click on the map opening its chip, downloads."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import zipfile
+
+import numpy as np
+
+from bharateo import inspect_model as im
+from bharateo.app import inside, pictures, results
+from tests.test_evaluate import model_entry, save_tiny_run, trained  # noqa: F401 (fixture)
+from tests.test_evaluate import open_page as open_insight_page
+
+PAGE = "pages/inside.py"
+
+
+def open_page(tiny, run_name):
+    return open_insight_page(PAGE, model=model_entry(tiny, run_name),
+                             train_chips=tiny.result.train_chips,
+                             heldout_chips=tiny.result.heldout_chips)
+
+
+def count(array) -> int:
+    """Length of a plotly JSON array: a list, or a typed array {"dtype", "bdata" (base64)}."""
+    if isinstance(array, dict):
+        return len(np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]))
+    return len(array)
+
+
+def test_attention_overlay_and_the_embedding_map_are_drawn(trained):
+    save_tiny_run(trained, "inside-run")
+    at = open_page(trained, "inside-run")
+    assert not at.exception and not at.error
+    captions = [img.captions[0] for img in at.image if img.captions]
+    assert any(c.startswith("chip 0:") and "patches hidden" in c for c in captions)
+    assert any("where token" in c for c in captions)
+    charts = [c for c in at.get("plotly_chart") if c.key == "inside_map"]
+    assert len(charts) == 1
+    spec = json.loads(charts[0].proto.spec)
+    chips = trained.result.train_chips
+    assert sum(count(t["x"]) for t in spec["data"]) == len(chips) * 64  # one point per token
+    # coloured by class: one trace per patch label present
+    labels = set(chips.patch_targets().numpy().ravel().tolist())
+    assert {t["name"] for t in spec["data"]} == {inside.class_name(v) for v in labels}
+
+
+def test_the_embedding_map_is_stored_once_per_run_and_chips(trained, monkeypatch):
+    run = save_tiny_run(trained, "stored-map")
+    results.clear_memory()
+    calls = []
+    real = im.embedding_map
+    monkeypatch.setattr(im, "embedding_map", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model, chips = trained.result.model, trained.result.train_chips
+    first = inside.embedding_map(model, chips, run)
+    assert first.source == "computed" and first.filename.startswith("embedding_map_")
+    assert (run.path / first.filename).exists()
+    assert inside.embedding_map(model, chips, run).source == "memory"
+    results.clear_memory()
+    again = inside.embedding_map(model, chips, run)
+    assert again.source == "file" and again.value == first.value and len(calls) == 1
+    # a damaged file is computed again, not drawn
+    stored = json.loads((run.path / first.filename).read_text())
+    stored["result"]["x"] = stored["result"]["x"][:3]
+    (run.path / first.filename).write_text(json.dumps(stored))
+    results.clear_memory()
+    assert inside.embedding_map(model, chips, run).source == "computed" and len(calls) == 2
+    # other chips: another map
+    held = trained.result.heldout_chips
+    assert inside.embedding_map(model, held, run).filename != first.filename
+
+
+def test_clicking_a_point_opens_its_chip_and_chips_like_it(trained):
+    at = open_page(trained, None)
+    at.session_state["inside_map_chip"] = 5
+    at.session_state["inside_map_token"] = 9
+    at.run()
+    assert not at.exception
+    captions = [img.captions[0] for img in at.image if img.captions]
+    assert "chip 5, token 9 outlined" in captions
+    value = im.embedding_map(trained.result.model, trained.result.train_chips)
+    near = [j for j, _ in inside.neighbours(value, 5)]
+    assert [c.split(" ·")[0] for c in captions if c.startswith("chip ") and " · " in c][:len(near)] \
+        == [f"chip {j}" for j in near]
+    at.button(key=f"inside_near_{near[0]}").click().run()
+    assert at.session_state["inside_map_chip"] == near[0]
+    at.button(key="inside_open_chip").click().run()
+    assert at.session_state["inside_chip"] == near[0]
+
+
+def test_a_selection_event_gives_its_chip_and_malformed_ones_nothing():
+    assert inside.selected_point({"selection": {"points": [{"customdata": [3, 17]}]}}) == (3, 17)
+    for bad in (None, {}, {"selection": {"points": [{"customdata": "x"}]}},
+                {"selection": {"points": [{"customdata": ["a", 1]}]}}, {"selection": 5}):
+        assert inside.selected_point(bad) is None
+
+
+def test_attention_picture_is_brightest_where_the_weight_is(trained):
+    chips = trained.result.train_chips
+    weights = np.zeros((8, 8))
+    weights[2, 5] = 1.0
+    picture = pictures.attention_picture(chips, 0, weights, query=0)
+    assert picture.shape == (256, 256, 3)
+    cell = picture[2 * 32 + 8:3 * 32 - 8, 5 * 32 + 8:6 * 32 - 8].astype(int)
+    base = pictures.hidden_patches_picture(chips, 0, np.zeros((8, 8), bool), None)
+    assert not np.array_equal(cell, base[2 * 32 + 8:3 * 32 - 8, 5 * 32 + 8:6 * 32 - 8])
+    untouched = picture[6 * 32 + 8:7 * 32 - 8, 6 * 32 + 8:7 * 32 - 8]
+    assert np.array_equal(untouched, base[6 * 32 + 8:7 * 32 - 8, 6 * 32 + 8:7 * 32 - 8])
+
+
+def test_the_run_zip_downloads_the_runs_files(trained):
+    save_tiny_run(trained, "zip-run")
+    at = open_page(trained, "zip-run")
+    at.button(key="inside_run_zip_prepare").click().run()
+    assert not at.exception
+    data = at.session_state["_zip_inside_run_zip"][1]
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert {"zip-run/model.pt", "zip-run/config.json", "zip-run/history.json",
+                "zip-run/metrics.json"} <= set(archive.namelist())
+
+
+def test_every_chart_page_offers_its_data_as_csv(trained):
+    """Reconstruct's curve, Evaluate's confusion matrices and class tables (both splits)."""
+    save_tiny_run(trained, "csv-run")
+    state = dict(model=model_entry(trained, "csv-run"), train_chips=trained.result.train_chips,
+                 heldout_chips=trained.result.heldout_chips)
+    recon = open_insight_page("pages/reconstruct.py", **state)
+    evaluate = open_insight_page("pages/evaluate.py", **state)
+    for at, wanted in ((recon, ["the curve (CSV)"]),
+                       (evaluate, ["confusion matrix (CSV)", "per-class table (CSV)"] * 2)):
+        assert not at.exception
+        labels = sorted(e.proto.label.split(": ", 1)[-1] for e in at.get("download_button"))
+        assert labels == sorted(wanted), labels
