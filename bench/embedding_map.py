@@ -24,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import processor_line  # noqa: E402
 TARGET_S = 5.0
 
 
@@ -66,6 +68,7 @@ def main() -> int:
     rois = load_rois([RoiSpec(r.name, r.lon, r.lat, size) for r in NOTEBOOK_ROIS])
     chips, _ = build_chip_sets(rois, ChipConfig(n_chips=n_chips))
     model = make_model(ModelConfig(), seed=42).eval()
+    print(processor_line())
     print(f"{len(chips)} chips x {chips.grid_size ** 2} tokens = {len(chips) * chips.grid_size ** 2:,} "
           f"points; model {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; "
           f"torch threads {torch.get_num_threads()}; synthetic fixture tiles")

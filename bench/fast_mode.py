@@ -19,7 +19,6 @@ usage: python bench/fast_mode.py [--quick] [--epochs 20] [--threads 2]
 """
 import argparse
 import json
-import platform
 import random
 import statistics
 import sys
@@ -31,29 +30,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BASELINE = REPO.parent / "shared" / "bench" / "seed_baseline.py"
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import processor  # noqa: E402
 
 CONTENDERS = ("baseline", "notebook-fp32", "notebook-bf16", "mae-fp32", "mae-bf16")
 TARGET_RATIO = 2.5  # issue 13: mae fp32 >= 2.5x the baseline's chips/s (aim for 4x)
 QUALITY_TOLERANCE = 0.02  # issue 13: final masked MAE and ESA accuracy within 0.02 of notebook
-
-
-def processor() -> dict:
-    """The CPU's name, the flags that decide bf16 speed, and torch's view of it."""
-    import torch
-
-    flags, name = set(), platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name in ("", "x86_64"):
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")
-    return {"name": name, "flags": [f for f in wanted if f in flags],
-            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
 def load_baseline():

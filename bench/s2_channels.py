@@ -25,6 +25,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import processor_line  # noqa: E402
 
 
 def train_speed(chips, config, epochs: int) -> float:
@@ -110,7 +112,8 @@ def main() -> None:
     for row in rows:
         row["train_vs_palette"] = row["train_chips_per_s"] / base
         print(json.dumps(row))
-    print(f"\n{'input':34s} {'C':>3s} {'values/token':>12s} {'build chips/s':>14s} "
+    print("\n" + processor_line())
+    print(f"{'input':34s} {'C':>3s} {'values/token':>12s} {'build chips/s':>14s} "
           f"{'train chips/s':>14s} {'vs palette':>10s}")
     for r in rows:
         print(f"{r['input']:34s} {r['channels']:3d} {r['token_values']:12,d} "

@@ -29,6 +29,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import processor_line  # noqa: E402
 
 
 # --- the plan's assumptions (nothing below is measured here; docs/scale.md states each) -------
@@ -205,6 +207,7 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     report = {"cores": os.cpu_count(), "load_average_1min_at_start": os.getloadavg()[0],
               "store_chips": n_train, "epochs": epochs, "batch": 16, "throughput": [], "rss": []}
+    print(processor_line())
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (other work on this "
           "machine slows every figure)", flush=True)
     with tempfile.TemporaryDirectory(prefix="bharateo-scale-") as tmp:

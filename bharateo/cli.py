@@ -165,6 +165,7 @@ def cmd_train(args) -> None:
     from bharateo.errors import ConfigError
     from bharateo.pipeline import (PRESETS, SECTIONS, RunConfig, knob_problems, knob_settings,
                                    knobs_from_config, run_experiment)
+    from bharateo.roi import NOTEBOOK_ROIS, default_presets
     from bharateo.runs import release_run_name, reserve_run_name
     from bharateo.settings import from_args, rebuilt
 
@@ -173,8 +174,19 @@ def cmd_train(args) -> None:
         raise ConfigError("--chips-dir trains on the chip store's own chips and regions: drop the "
                           "chip and region flags (they were fixed when the store was built).")
     base = PRESETS[args.preset]
+    rois = tuple(_roi_specs(args)) if args.lon is not None else base.rois
+    if args.lon is None and args.chips_dir is None and rois == tuple(NOTEBOOK_ROIS):
+        # as the app's Regions page: offline, with no north-India tile at hand, the bundled
+        # real São Tomé / Príncipe regions are the lesson (a held-out region named by the preset
+        # is among the notebook's, so none is held out then)
+        if (defaults := tuple(default_presets())) != rois:
+            print("The notebook's north-India tile N27E075 can't be read (offline, not prefetched, "
+                  "no local folder): training on the bundled sample's regions "
+                  f"{', '.join(r.name for r in defaults)} (real ESA WorldCover tile N00E006). "
+                  "Give --lon/--lat for another place.", file=sys.stderr)
+            rois = defaults
     config = RunConfig(
-        rois=tuple(_roi_specs(args)) if args.lon is not None else base.rois,
+        rois=rois,
         **{key: rebuilt(cls, getattr(base, key),
                         {**from_args(cls, args), **(_chip_source(args) if key == "chips" else {})})
            for key, cls in SECTIONS.items()})

@@ -119,7 +119,10 @@ if stop_col.button("Stop", disabled=not running, width="stretch"):
 # the job each second, so Pause turns into Resume when the worker has paused.
 
 with control_col:
-    live_control_buttons(job) if running else control_buttons(job, False)
+    if running:
+        live_control_buttons(job)
+    else:
+        control_buttons(job, False)
 
 
 if job is not None:

@@ -190,8 +190,11 @@ def test_auto_picks_bf16_where_native_only_for_steps_big_enough_to_pay(cpu_flags
     nb = device.resolve_precision("auto", "cpu", ModelConfig(), 16, 0.75)
     assert nb[0] == "bf16" and "AMX_BF16" in nb[1] and "4.5 GFLOP" in nb[1]
     mae = device.resolve_precision("auto", "cpu", ModelConfig(arch="mae"), 16, 0.75)
-    assert mae[0] == "fp32" and "1.7 GFLOP" in mae[1] and "under" in mae[1]
-    assert device.resolve_precision("auto", "cpu", ModelConfig(arch="mae"), 64, 0.75)[0] == "bf16"
+    assert mae[0] == "bf16" and "1.7 GFLOP" in mae[1] and "over" in mae[1]
+    small = ModelConfig(arch="mae", embed_dim=64, depth=2)  # 0.8 GFLOP a step: bf16 gains nothing
+    small_pick = device.resolve_precision("auto", "cpu", small, 16, 0.75)
+    assert small_pick[0] == "fp32" and "under" in small_pick[1]
+    assert device.resolve_precision("auto", "cpu", small, 64, 0.75)[0] == "bf16"
     cpu_flags("avx512_bf16")
     with device.autocast("cpu", device.resolve_precision("auto", "cpu", ModelConfig(), 16)[0]):
         assert torch.is_autocast_enabled("cpu")

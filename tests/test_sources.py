@@ -333,3 +333,20 @@ def test_offline_a_region_past_the_bundled_tile_says_how_to_stay_inside_it(no_ne
     with pytest.raises(SourceUnreachableError) as info:  # no bundled tile involved: no such advice
         load_roi(NOTEBOOK_ROIS[0])
     assert "bundled sample" not in str(info.value)
+
+
+def test_cli_train_offline_without_regions_uses_the_bundled_sample(monkeypatch, capsys):
+    """The walkthrough's first CLI command failed offline: the notebook's tile can't be reached,
+    so, as the Regions page does, `train` without --lon/--lat trains on São Tomé / Príncipe."""
+    import json
+
+    from bharateo import cli, roi
+    from bharateo.runs import list_runs
+
+    monkeypatch.setattr(roi, "source_has_tile", lambda tile, source, timeout=3.0: tile != "N27E075")
+    assert cli.main(["train", "--run", "offline", "--epochs", "1", "--n-chips", "16",
+                     "--embed-dim", "32", "--depth", "1", "--heads", "2", "--quiet"]) == 0
+    assert "bundled sample" in capsys.readouterr().err
+    (run,) = list_runs()
+    config = json.loads((run.path / "config.json").read_text())
+    assert [r["name"] for r in config["rois"]] == [s.name for s in roi.SAMPLE_ROIS]

@@ -303,5 +303,9 @@ def restore_extra(params, known: tuple[str, ...]) -> list[str]:
     if (raw := params.get(SHOW_PARAM)) is not None:
         names, show_notes = parse_show(raw)
         notes += show_notes
-        state["teacher_on"], state["teacher_show"], state["teacher_from_link"] = True, names, True
+        if names:
+            state["teacher_on"], state["teacher_show"], state["teacher_from_link"] = True, names, True
+        else:  # nothing a student could see: a malformed link must not lock every control
+            notes.append(f"Teacher mode in this page's address ({raw!r}) names no control "
+                         "students could see, so it is off and every setting shows.")
     return notes

@@ -159,6 +159,17 @@ def test_malformed_settings_are_ignored_with_a_notice(worldcover_dir):
     assert state["teacher_show"] == ["lr"] and state["teacher_on"]
 
 
+def test_a_teacher_mode_naming_no_real_control_does_not_lock_the_train_page(worldcover_dir):
+    """show=nonsense used to turn teacher mode on with nothing shown: every knob hidden."""
+    params = {"roi": lesson_roi_params(), "show": "nonsense"}
+    at = refreshed(params)
+    assert not at.exception
+    assert "names no control students could see" in " ".join(w.value for w in at.warning)
+    assert not at.session_state["teacher_on"] if "teacher_on" in at.session_state else True
+    at = at.switch_page("pages/train.py").run()
+    assert {"mask_ratio", "lr", "epochs"} <= knob_widgets(at)  # every setting shows
+
+
 def lesson_roi_params() -> list[str]:
     return [f"{s.lon!r},{s.lat!r},{s.size},{s.name}" for s in SMALL_ROIS]
 
