@@ -264,6 +264,7 @@ class DamagedRun:
     path: Path
     reason: str
     reserved: bool = False  # a name reserved by a training that has not saved (yet)
+    training: bool = False  # reserved by a training whose process is alive: it is training now
 
 
 def _read_json(path: Path, filename: str):
@@ -459,7 +460,8 @@ def scan_runs(root: Path | None = None) -> tuple[list[SavedRun], list[DamagedRun
             alive = _pid_alive(marker.get("pid"))
             damaged.append(DamagedRun(path.name, path, (
                 f"reserved at {when} UTC by a training that has not saved yet" if alive else
-                f"reserved at {when} UTC by a training that ended without saving"), reserved=True))
+                f"reserved at {when} UTC by a training that ended without saving"), reserved=True,
+                training=alive))
             continue
         try:
             runs.append(load_run(path.name, root))

@@ -148,6 +148,10 @@ queue_panel()
 # --- saved runs --------------------------------------------------------------------------------
 st.subheader("Saved runs")
 runs, damaged = scan_runs()
+training_now = [bad.name for bad in damaged if bad.training]  # reserved by a live training
+damaged = [bad for bad in damaged if not bad.training]  # not a broken folder: don't offer delete
+if training_now:
+    st.caption("Training now (saved here when it ends): " + ", ".join(training_now))
 if not runs and not damaged:
     st.caption("No saved runs yet. Every finished or stopped run is saved here.")
     teacher.teacher_panel()  # at the page's end (below the runs when there are some)

@@ -583,3 +583,15 @@ def test_pause_then_step_advances_exactly_one_step_and_the_history_says_so(world
         ("pause", c0 := run.config["controls"][0]["after_step"]), ("paused", n), ("step", n),
         ("paused", n + 1), ("epoch", n + 1), ("paused", end_of_epoch)]
     assert c0 <= n
+
+
+def test_a_run_training_now_is_not_listed_as_a_damaged_folder(worldcover_dir):
+    """The walkthrough saw the running training's reservation in the 'can't be used; rename or
+    delete them' list, inviting a student to delete the run that is training."""
+    from bharateo.runs import reserve_run_name
+
+    reserve_run_name("training-now")  # a reservation by this (live) process, as a worker's is
+    at = train_page()
+    assert not at.exception
+    assert any("Training now" in c.value and "training-now" in c.value for c in at.caption)
+    assert not any("training-now" in w.value for w in at.warning)
