@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from bharateo.errors import SourceUnreachableError
 from bharateo.roi import GlobalWindow, read_window
 from bharateo.sentinel2.read import RegionGrid
 from bharateo.worldcover import NODATA, PIXELS_PER_DEGREE, DataSource, data_source_from_env
@@ -37,7 +38,14 @@ def worldcover_on_grid(grid: RegionGrid, source: DataSource | None = None,
     size = max(math.ceil((east + 180) * PIXELS_PER_DEGREE) + 2 - col0,
                math.ceil((90 - south) * PIXELS_PER_DEGREE) + 2 - row0)
     window = GlobalWindow(row0, col0, size)
-    native, info = read_window(window, source or data_source_from_env(), deadline)
+    try:
+        native, info = read_window(window, source or data_source_from_env(), deadline)
+    except SourceUnreachableError as exc:  # its advice is about WorldCover regions, not labels
+        raise SourceUnreachableError(
+            f"The Sentinel-2 pixels were found, but their labels come from ESA WorldCover, and "
+            f"that read failed: {exc} Offline, put the WorldCover tile for this place in the "
+            "folder named by BHARATEO_WORLDCOVER_DIR (or prefetch the region while online); "
+            "BHARATEO_S2_DIR only holds the Sentinel-2 scenes.") from None
     src_transform = Affine(WC_PIXEL_DEG, 0, col0 * WC_PIXEL_DEG - 180,
                            0, -WC_PIXEL_DEG, 90 - row0 * WC_PIXEL_DEG)
     out = np.zeros((grid.size, grid.size), np.uint8)
