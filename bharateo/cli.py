@@ -282,8 +282,11 @@ def cmd_train_store(args, config) -> None:
             name = reserve_run_name(args.run, exact=True)
         ranks = distributed.join(getattr(config.train, "device", "cpu"))
         if ranks is not None:
-            print(f"bharateo: rank {rank}/{world} pid {os.getpid()} on {ranks.device} "
-                  f"({ranks.backend})", file=sys.stderr, flush=True)
+            # One write of the whole line: print() writes text and newline separately, and
+            # two ranks sharing torchrun's stderr then interleave their banners on one line.
+            sys.stderr.write(f"bharateo: rank {rank}/{world} pid {os.getpid()} on {ranks.device} "
+                             f"({ranks.backend})\n")
+            sys.stderr.flush()
         if rank == 0:
             config, store, _ = distributed.open_store(config, args.chips_dir)
             print(f"{config.parameters / 1e6:.2f}M parameters, {config.tokens().total_tokens:,} "
