@@ -362,9 +362,9 @@ def open_page(page: str, **state):
 
 def test_describe_model_counts_the_epochs_that_ran():
     config = RunConfig(train=TrainConfig(epochs=20))
-    entry = {"model": None, "label": "run 'x'", "config": config, "run": "x"}
+    entry = CurrentModel(None, "run 'x'", config, "x")
     assert "× 20 epochs" in results.describe_model(entry)  # nothing known: the planned epochs
-    assert "× 6 epochs" in results.describe_model({**entry, "epochs_done": 6})  # stopped early
+    assert "× 6 epochs" in results.describe_model(replace(entry, epochs_done=6))  # stopped early
 
 
 def test_a_small_share_in_the_confusion_matrix_never_reads_zero():

@@ -21,6 +21,7 @@ from bharateo.runs import list_runs, load_model, load_run, save_run, unreadable_
 from bharateo.tokens import token_accounting
 from bharateo.train import TrainConfig
 from bharateo.words import ordinal, plural
+from bharateo.app.state import CurrentModel
 from tests.test_evaluate import _result
 
 SMALL_CONFIG = RunConfig(rois=tuple(RoiSpec(r.name, r.lon, r.lat, 512) for r in NOTEBOOK_ROIS),
@@ -159,7 +160,7 @@ def test_counted_words():
         ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "23rd", "112th"]
     assert (plural(1, "epoch"), plural(2, "epoch"), plural(1024, "chip")) == \
         ("1 epoch", "2 epochs", "1,024 chips")
-    entry = {"model": None, "label": "run 'x'", "config": SMALL_CONFIG, "run": "x", "epochs_done": 1}
+    entry = CurrentModel(None, "run 'x'", SMALL_CONFIG, "x", epochs_done=1)
     assert "× 1 epoch at" in results.describe_model(entry)
     run = save_untrained_run("one-epoch")
     from bharateo.app.results import _run_label
@@ -183,4 +184,4 @@ def test_a_failed_run_pick_stays_on_screen_until_the_next_pick():
     at.run()  # a rerun the user did not ask for keeps it
     assert [e.value for e in at.error] == [unreadable_weights_message("broken")]
     at.selectbox(key="reconstruct_saved_run").select("fine").run()
-    assert not at.error and at.session_state["model"]["run"] == "fine"
+    assert not at.error and at.session_state["model"].run == "fine"

@@ -234,7 +234,6 @@ def token_label(chips: ChipSet, i: int, token: int) -> int:
 
 def embed_dim_from_state(current: CurrentModel | None) -> tuple[int, str]:
     """(embed dim, where it came from) for the current model, else the notebook's default."""
-    current = CurrentModel.of(current)
     if current is not None and current.config is not None and current.config.model.embed_dim:
         return int(current.config.model.embed_dim), f"the current model, {current.label}"
     return ModelConfig().embed_dim, "the notebook's default; no model trained or loaded yet"

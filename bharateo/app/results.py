@@ -429,10 +429,8 @@ def held_out_by_run(config: RunConfig, held: ChipSet | None) -> bool:
     return held is not None and config.chips.holdout_roi == held_region_name(held)
 
 
-def describe_model(current: CurrentModel | dict) -> str:
-    """One line about the model the pages use: where it's from, its shape, what it was trained on.
-    `current`: a CurrentModel, or its fields as a mapping (CurrentModel.of)."""
-    current = CurrentModel.of(current)
+def describe_model(current: CurrentModel) -> str:
+    """One line about the model the pages use: where it's from, its shape, what it was trained on."""
     config: RunConfig = current.config
     m, t, c = config.model, config.train, config.chips
     regions = [r.name for r in config.rois if r.name != c.holdout_roi]

@@ -9,7 +9,7 @@ torch at module level, so Home's first paint doesn't wait for it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
@@ -38,8 +38,7 @@ class CurrentModel:
     """The model the Reconstruct and Evaluate pages use (st.session_state.model), in eval mode.
 
     `run`: the name of its saved run (None: not saved); `epochs_done`: epochs it finished (None:
-    not recorded, read as the planned epochs). entry["run"] reads a field by its name, as the
-    dict this used to be was read.
+    not recorded, read as the planned epochs).
     """
 
     model: Any  # a model built by bharateo.architectures.build_model
@@ -47,19 +46,6 @@ class CurrentModel:
     config: RunConfig | None
     run: str | None = None
     epochs_done: int | None = None
-
-    def __getitem__(self, key: str):
-        if key not in self.__dataclass_fields__:
-            raise KeyError(key)
-        return getattr(self, key)
-
-    @classmethod
-    def of(cls, value: CurrentModel | Mapping | None) -> CurrentModel | None:
-        """`value` as a CurrentModel: itself, or one from its fields as a mapping (keys it
-        doesn't have are left out); None stays None."""
-        if value is None or isinstance(value, cls):
-            return value
-        return cls(**{k: value[k] for k in cls.__dataclass_fields__ if k in value})
 
 
 @dataclass
@@ -79,8 +65,8 @@ class LabState:
 
 
 def current_model() -> CurrentModel | None:
-    """The session's current model (CurrentModel.of whatever is stored under 'model')."""
-    return CurrentModel.of(st.session_state.get("model"))
+    """The session's current model (None: none trained or loaded yet)."""
+    return st.session_state.get("model")
 
 
 def current_chip_config() -> ChipConfig:

@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from bharateo.chips import ChipConfig, build_chip_sets
 from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
+from bharateo.app.state import CurrentModel
 from tests.test_inputs import save_untrained_run
 from tests.paths import APP
 
@@ -24,8 +25,7 @@ def lesson_session():
     at.session_state["rois"] = rois
     at.session_state["chip_config"] = config
     at.session_state["train_chips"], at.session_state["heldout_chips"] = build_chip_sets(rois, config)
-    at.session_state["model"] = {"model": None, "label": "saved run 'lesson-run'", "config": None,
-                                 "run": "lesson-run"}
+    at.session_state["model"] = CurrentModel(None, "saved run 'lesson-run'", None, "lesson-run")
     return at.run()
 
 
@@ -51,7 +51,7 @@ def test_a_refresh_restores_regions_chips_and_model(worldcover_dir):
         old, new = before.session_state[split], state[split]
         assert (old.labels == new.labels).all() and (old.origins == new.origins).all()
         assert (old.patch_labels == new.patch_labels).all() and old.roi_names == new.roi_names
-    assert state["model"]["run"] == "lesson-run" and state["model"]["model"] is not None
+    assert state["model"].run == "lesson-run" and state["model"].model is not None
     assert dict(after.query_params) == params  # and the address still holds the lesson
 
 
@@ -130,7 +130,7 @@ def test_the_address_restores_every_listed_setting(worldcover_dir):
     for key, value in changes.items():
         assert state[f"knob_{key}"] == value, key
     assert (state["recon_split"], state["recon_chip_held"], state["recon_mask_ratio"]) == ("held", 5, 0.6)
-    assert state["model"]["run"] == "lesson-run"
+    assert state["model"].run == "lesson-run"
     train = after.switch_page("pages/train.py").run()
     assert not train.exception
     config = train.session_state["train_knobs"]

@@ -54,7 +54,7 @@ def test_pick_a_saved_run_then_load_its_chips(trained, worldcover_dir):
     at = open_page()
     assert any("choose a saved run" in i.value for i in at.info)
     at.selectbox(key="reconstruct_saved_run").select("picked").run()
-    assert at.session_state.model["run"] == "picked"
+    assert at.session_state.model.run == "picked"
     assert any("no chips in this session" in i.value for i in at.info)
     at.button(key="reconstruct_load_run_chips").click().run()
     assert not at.exception and not at.error

@@ -11,6 +11,7 @@ from bharateo.model import ModelConfig
 from bharateo.pipeline import RunConfig, run_experiment
 from bharateo.sentinel2 import folder_presets
 from bharateo.train import TrainConfig
+from bharateo.app.state import CurrentModel
 from tests.paths import APP
 from tests.s2_fixtures import SCENE_DIR, sahara_labels, scene_folder
 
@@ -102,8 +103,7 @@ def test_reconstruct_shows_true_and_false_colour(s2_lesson):
     at.session_state["chip_config"] = config.chips
     at.session_state["train_chips"] = result.train_chips
     at.session_state["heldout_chips"] = None
-    at.session_state["model"] = {"model": result.model, "label": "s2-page", "config": config,
-                                 "run": "s2-page"}
+    at.session_state["model"] = CurrentModel(result.model, "s2-page", config, "s2-page")
     at.switch_page("pages/reconstruct.py").run()
     assert not at.exception, at.exception
     captions = image_captions(at)

@@ -9,6 +9,7 @@ from bharateo.app.jobs import QUEUE
 from bharateo.pipeline import PRESETS
 from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
 from bharateo.runs import list_runs, load_run
+from bharateo.app.state import CurrentModel
 from tests.paths import APP
 
 SMALL_ROIS = [RoiSpec(s.name, s.lon, s.lat, 512) for s in NOTEBOOK_ROIS]
@@ -73,7 +74,7 @@ def test_quick_run_draws_charts_saves_run_and_becomes_current_model(worldcover_d
     assert run.config["train"]["epochs"] == 1 and run.config["chips"]["holdout_roi"] == "mathura_belt"
     assert len(run.history) == 1 and run.history[0]["heldout_rec_mae"] is not None
     assert run.config["data"][0]["synthetic"] is True and run.config["saved_at"]
-    assert at.session_state["model"]["run"] == "demo-run"
+    assert at.session_state["model"].run == "demo-run"
     assert "demo-run" in at.dataframe[0].value["run"].tolist()
 
 
@@ -324,7 +325,7 @@ def test_a_bad_run_name_error_stays_until_the_user_acts(worldcover_dir):
 
 def test_a_run_stopped_before_its_first_epoch_never_becomes_the_model(worldcover_dir):
     at = train_page()
-    previous = {"model": None, "label": "saved run 'trained-before'", "run": None, "config": None}
+    previous = CurrentModel(None, "saved run 'trained-before'", None)
     at.session_state["model"] = previous
     set_knobs(at, n_chips=1024, epochs=1, batch_size=4, embed_dim=32, depth=1, heads=2)
     at.text_input(key="run_name").input("too-early").run()
@@ -469,7 +470,7 @@ def test_a_full_disk_at_save_keeps_the_model_and_save_again_works(worldcover_dir
     button(at, "Save again").click().run()
     assert not at.exception and job.status == "finished"
     assert [r.name for r in list_runs()] == ["full-disk"]
-    assert at.session_state["model"]["run"] == "full-disk"
+    assert at.session_state["model"].run == "full-disk"
 
 
 def test_a_read_only_checkpoints_folder_is_reported_at_train_click(worldcover_dir, monkeypatch):
