@@ -62,7 +62,9 @@ ATTEMPTS_PER_CHIP = 400  # the notebook's budget: `attempts < n * 400`
 FAIL_FAST_MIN_ATTEMPTS = 2000  # draws in a region before its acceptance rate is judged
 
 
-MAX_CHIPS = 100_000  # bound of any chip config; the pages offer up to 4096
+MAX_CHIPS = 10_000_000  # bound of any chip config: a chip store (store.py) streams them to disk
+# (docs/scale.md's 1M-chip plan, ten times over); the pages offer up to 4096
+MAX_IN_MEMORY_CHIPS = 100_000  # build_chip_sets holds its chips: 16.5 KB each at 128 px, 1.6 GB
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ class ChipConfig:
                                         help="the half of the held-out region kept out, or all "
                                              "of it")
     n_holdout_chips: int = setting(64, label="held-out chips", low=1, high=1024,
-                                   bounds=(1, MAX_CHIPS), step=16, widget="number",
+                                   bounds=(1, MAX_IN_MEMORY_CHIPS), step=16, widget="number",
                                    help="1024 are plenty to measure a held-out region")
     # a name in sources.PIXEL_SOURCES; older runs have no key: palette RGB
     source: str = setting(DEFAULT_SOURCE, label="pixel source", choices=lambda: tuple(PIXEL_SOURCES),
@@ -606,10 +608,18 @@ def plan_chips(rois, config: ChipConfig) -> SamplingPlan:
 def build_chip_sets(rois, config: ChipConfig,
                     progress: Callable[[int, int], None] | None = None) -> tuple[ChipSet, ChipSet | None]:
     """ROIs (objects with .spec.name and .native) -> (training chips, held-out chips or None).
+    ChipError for more than MAX_IN_MEMORY_CHIPS training chips (a chip store takes more).
 
     `progress(done, total)`: chips accepted so far over all chips wanted (training + held-out).
     """
     plan = plan_chips(rois, config)
+    if config.n_chips > MAX_IN_MEMORY_CHIPS:
+        grid = config.chip_size // config.patch_size  # labels 1 B, patch labels 8 B, origin 24 B
+        need = plan.total * (config.chip_size ** 2 + grid * grid * 8 + 24) / 1e9
+        raise ChipError(f"{config.n_chips:,} training chips are more than the "
+                        f"{MAX_IN_MEMORY_CHIPS:,} this lab cuts in memory (about {need:,.1f} GB). Cut them into a chip store on disk "
+                        "(python -m bharateo chips build --out DIR ...) and train from it "
+                        "(python -m bharateo train --chips-dir DIR).")
     sets = [sample_chips(plan.natives, split.regions, split.n, config.chip_size,
                          config.patch_size, config.min_classes, split.seed, plan.names,
                          progress and (lambda done, _n, o=split.offset: progress(o + done,

@@ -9,7 +9,7 @@ import torch
 from bharateo import store as store_module
 from bharateo.chips import ChipConfig, build_chip_sets
 from bharateo.cli import main
-from bharateo.errors import ChipStoreError
+from bharateo.errors import ChipError, ChipStoreError
 from bharateo.model import ModelConfig
 from bharateo.roi import Roi, RoiSpec
 from bharateo.store import ChipStore, build_store, read_manifest
@@ -277,3 +277,17 @@ def test_an_interrupted_build_leaves_no_store(tmp_path, monkeypatch, fault):
         assert "stopped part-way (RuntimeError: injected fault)" in str(err.value)
         assert "Nothing was kept" in str(err.value)
     assert seen and list(out.parent.iterdir()) == []  # neither the store nor its temporary folder
+
+
+def test_the_store_is_not_bound_by_the_in_memory_chip_limit(tmp_path, monkeypatch):
+    """Past MAX_IN_MEMORY_CHIPS, build_chip_sets refuses with a message naming the chip store,
+    while build_store (which never holds the chip set) builds the same request; the chip settings
+    accept the 1M-chip plan (docs/scale.md)."""
+    from bharateo import chips as chips_module
+    from bharateo.pipeline import RunConfig
+
+    RunConfig(rois=(RoiSpec("a", 77.0, 28.0, 512),), chips=ChipConfig(n_chips=1_000_000)).validate()
+    monkeypatch.setattr(chips_module, "MAX_IN_MEMORY_CHIPS", 44)
+    with pytest.raises(ChipError, match=r"45 training chips are more than the 44 .*chips build --out"):
+        build_chip_sets(make_rois(), CHIPS)
+    assert len(ChipStore(build_store(tmp_path / "s", make_rois(), CHIPS))) == 45
