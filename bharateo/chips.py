@@ -64,7 +64,7 @@ FAIL_FAST_MIN_ATTEMPTS = 2000  # draws in a region before its acceptance rate is
 
 MAX_CHIPS = 10_000_000  # bound of any chip config: a chip store (store.py) streams them to disk
 # (docs/scale.md's 1M-chip plan, ten times over); the pages offer up to 4096
-MAX_IN_MEMORY_CHIPS = 100_000  # build_chip_sets holds its chips: 16.5 KB each at 128 px, 1.6 GB
+MAX_IN_MEMORY_CHIPS = 100_000  # build_chip_sets holds its chips (16.5 KB each at 128 px)
 
 
 @dataclass(frozen=True)
@@ -331,7 +331,7 @@ CHUNK_BYTES = 16 * 2 ** 20  # candidate pixels tested at once: 1,024 chips of 12
 
 
 def _region_chunks(native_roi, region, want, chip_size, min_classes, rng, attempts_left,
-                   name="the region", progress=None, tally=None):
+                   name, progress, tally: SamplingTally):
     """Draw chips from one region the way the notebook does, in batches -> yields (collapsed
     chips K x S x S uint8, origins K x 2 in ROI pixels) as they are accepted.
 
@@ -341,10 +341,9 @@ def _region_chunks(native_roi, region, want, chip_size, min_classes, rng, attemp
     in chunks of at most CHUNK_BYTES of candidate pixels, so memory stays bounded however many
     chips are wanted; the hopeless-request check (see above) still runs after every whole batch.
     A region holding no-data also rejects chips over MAX_CHIP_NODATA_FRACTION no-data.
-    `progress(chips accepted so far)` is called after every chunk; `tally` (a SamplingTally)
-    gets the draws used and the no-data rejections added.
+    `progress(chips accepted so far)` (or None) is called after every chunk; `tally`, this
+    region's own, counts the draws used and the no-data rejections.
     """
-    tally = SamplingTally() if tally is None else tally
     high_r, high_c = region.height - chip_size, region.width - chip_size
     if high_r <= 0 or high_c <= 0:
         raise ChipError(
@@ -355,12 +354,12 @@ def _region_chunks(native_roi, region, want, chip_size, min_classes, rng, attemp
     has_nodata = bool(view.min() == NODATA)  # code 0 is the smallest; never on the notebook's ROIs
     max_nodata = int(MAX_CHIP_NODATA_FRACTION * chip_size * chip_size)
     chunk = max(1, CHUNK_BYTES // (chip_size * chip_size))
-    got, used, rejected_nodata = 0, 0, 0
-    while got < want and used < attempts_left:
-        missing = want - got
-        batch_end = used + min(missing + missing // 4 + 8, attempts_left - used)
-        while got < want and used < batch_end:
-            n, missing = min(batch_end - used, chunk), want - got
+    got = 0
+    while got < want and tally.attempts < attempts_left:
+        missing = want - got  # the notebook-sized batch; the hopeless check runs after each
+        batch_end = tally.attempts + min(missing + missing // 4 + 8, attempts_left - tally.attempts)
+        while got < want and tally.attempts < batch_end:
+            n, missing = min(batch_end - tally.attempts, chunk), want - got
             state = rng.bit_generator.state
             draws = _draw_origins(rng, high_r, high_c, n)
             candidates = collapse_worldcover(windows[draws[:, 0], draws[:, 1]])
@@ -371,10 +370,7 @@ def _region_chunks(native_roi, region, want, chip_size, min_classes, rng, attemp
             accepted = np.flatnonzero(keep)[:missing]
             consumed = n if len(accepted) < missing else int(accepted[-1]) + 1
             if has_nodata:
-                rejected = int(np.count_nonzero(too_much[:consumed]))
-                rejected_nodata += rejected
-                tally.rejected_nodata += rejected
-            used += consumed
+                tally.rejected_nodata += int(np.count_nonzero(too_much[:consumed]))
             tally.attempts += consumed
             rng.bit_generator.state = state
             _draw_origins(rng, high_r, high_c, consumed)
@@ -384,8 +380,8 @@ def _region_chunks(native_roi, region, want, chip_size, min_classes, rng, attemp
             if len(accepted):
                 yield candidates[accepted], draws[accepted] + (region.row, region.col)
         if got < want:
-            _fail_if_hopeless(name, want, got, used, attempts_left, min_classes,
-                              rejected_nodata, view)
+            _fail_if_hopeless(name, want, got, tally.attempts, attempts_left, min_classes,
+                              tally.rejected_nodata, view)
 
 
 def _fail_if_hopeless(name, want, got, used, attempts_left, min_classes, rejected_nodata, view):
@@ -617,9 +613,10 @@ def build_chip_sets(rois, config: ChipConfig,
         grid = config.chip_size // config.patch_size  # labels 1 B, patch labels 8 B, origin 24 B
         need = plan.total * (config.chip_size ** 2 + grid * grid * 8 + 24) / 1e9
         raise ChipError(f"{config.n_chips:,} training chips are more than the "
-                        f"{MAX_IN_MEMORY_CHIPS:,} this lab cuts in memory (about {need:,.1f} GB). Cut them into a chip store on disk "
-                        "(python -m bharateo chips build --out DIR ...) and train from it "
-                        "(python -m bharateo train --chips-dir DIR).")
+                        f"{MAX_IN_MEMORY_CHIPS:,} this lab cuts in memory (about {need:,.1f} GB). "
+                        "Cut them into a chip store on disk (python -m bharateo chips build "
+                        "--out DIR ...) and train from it (python -m bharateo train --chips-dir "
+                        "DIR).")
     sets = [sample_chips(plan.natives, split.regions, split.n, config.chip_size,
                          config.patch_size, config.min_classes, split.seed, plan.names,
                          progress and (lambda done, _n, o=split.offset: progress(o + done,

@@ -288,6 +288,7 @@ def test_the_store_is_not_bound_by_the_in_memory_chip_limit(tmp_path, monkeypatc
 
     RunConfig(rois=(RoiSpec("a", 77.0, 28.0, 512),), chips=ChipConfig(n_chips=1_000_000)).validate()
     monkeypatch.setattr(chips_module, "MAX_IN_MEMORY_CHIPS", 44)
-    with pytest.raises(ChipError, match=r"45 training chips are more than the 44 .*chips build --out"):
+    with pytest.raises(ChipError, match=r"45 training chips are more than the 44 .*chips build "
+                                        r"--out"):
         build_chip_sets(make_rois(), CHIPS)
     assert len(ChipStore(build_store(tmp_path / "s", make_rois(), CHIPS))) == 45
