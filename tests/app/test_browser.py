@@ -482,6 +482,7 @@ def s2_lesson(page, server, spec, shots):
         "Sentinel-2 4 band").click()
     dates = page.get_by_role("textbox", name="Scene dates (first/last day)")
     dates.wait_for()
+    assert dates.input_value() == "2020-01-01/2020-12-31"  # starts covering the folder's scene
     dates.fill("2020-01-01/2020-03-01")
     dates.press("Enter")
     b.settle(page, "Regions after choosing Sentinel-2")
