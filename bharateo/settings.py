@@ -152,6 +152,18 @@ def settings_of(cls) -> list[Setting]:
     return out
 
 
+def registered(registry: dict, name, what: str):
+    """`registry[name]`, for a registry of named entries (the model variants, the pixel sources:
+    what their settings' `choices` list). Raises ConfigError "Unknown <what> 'x': this lab has
+    'a', 'b'. ..." for a name it lacks, also an unhashable one read from a config.json."""
+    try:
+        return registry[name]
+    except (KeyError, TypeError):
+        known = ", ".join(f"'{n}'" for n in registry)
+        raise ConfigError(f"Unknown {what} {name!r}: this lab has {known}. A run saved by a newer "
+                          "version of the lab needs that version to load.") from None
+
+
 def number_words(x) -> str:
     """A bound for reading: 4,096 for a whole number, 0.0001 / 1e-06 for a fraction."""
     if isinstance(x, int) or (isinstance(x, float) and x.is_integer() and abs(x) >= 1e4):

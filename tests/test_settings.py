@@ -206,3 +206,15 @@ def test_a_bad_declaration_is_refused_at_import():
         setting(1, label="x", help="y", widget="dial")
     with pytest.raises(ValueError, match="group"):
         setting(1, label="x", help="y", group="Elsewhere")
+
+
+def test_a_registry_lookup_names_the_known_entries():
+    """The one lookup behind the model variants and the pixel sources (settings.registered):
+    an unknown name, or one a damaged config.json made unhashable, is a ConfigError listing
+    what the registry holds."""
+    from bharateo.settings import registered
+
+    assert registered({"a": 1, "b": 2}, "b", "colour") == 2
+    for bad in ("c", ["a"]):
+        with pytest.raises(ConfigError, match=r"^Unknown colour .*: this lab has 'a', 'b'\."):
+            registered({"a": 1, "b": 2}, bad, "colour")
