@@ -328,6 +328,21 @@ def knob_value(page, label: str) -> str:
     return page.locator(f'{b.MAIN} input[aria-label="{label}"]').first.input_value()
 
 
+def knob_values_shown(page, values: dict[str, str], timeout: float = 60.0) -> dict[str, str]:
+    """The knobs' values once each shows its value in `values`, or after `timeout` s (the caller
+    asserts and names what fell back): a page drawn again fills its inputs after its script
+    run ends, which a loaded 2-core machine can make a read right after settling miss."""
+    try:
+        page.wait_for_function(
+            """([main, values]) => Object.entries(values).every(([label, value]) =>
+                document.querySelector(`${main} input[aria-label="${label}"]`)?.value === value)""",
+            arg=[b.MAIN, values], timeout=timeout * 1000)
+    except Exception as exc:  # playwright's TimeoutError: the assertion after says which differ
+        if "Timeout" not in type(exc).__name__:
+            raise
+    return {label: knob_value(page, label) for label in values}
+
+
 def train_with_notebook_regions(context, app_server):
     """A new page: Regions opened by its URL, the notebook's three regions added, then Train."""
     page = new_page(context)
@@ -352,7 +367,7 @@ def test_train_settings_survive_a_visit_to_another_page(context, app_server):
 
     b.go_to(page, "Home", heading="BharatEO Lab")
     b.go_to(page, "Train")
-    back = {label: knob_value(page, label) for label in chosen}
+    back = knob_values_shown(page, chosen)
     assert back == chosen, f"the knobs fell back from {chosen} to {back} after a visit to Home"
     assert settings.inner_text().startswith("Settings: quick demo"), settings.inner_text()
     b.assert_clean(page, "Train after a visit to Home")
