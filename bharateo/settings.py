@@ -16,7 +16,8 @@ and help, from which the lab builds everything else.
     Chips page its fields; `range_problems` checks typed values against `low`..`high` with the
     sentences both the page and the CLI show (a value is never replaced by another);
   - presets and config.json: plain dataclass values (`asdict`), as before.
-Adding a hyperparameter is this one field; nothing else lists it.
+Adding a hyperparameter is this one field; nothing else lists it. `registered(registry, name,
+what)` is the one lookup of a registry a setting's `choices` read (model variants, pixel sources).
 
 Two ranges, because a lesson and a saved run have different limits:
   low..high  what the Train page offers: a slider's ends, or, for a typed field
