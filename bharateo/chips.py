@@ -77,11 +77,11 @@ class ChipConfig:
                            help="fewer than 16 can't fill a batch; more than 4096 take too long "
                                 "to cut and train in a lesson")
     chip_size: int = setting(128, label="chip size (px)", bounds=(1, 1024),
-                             options=(64, 128, 256), widget="select_slider",
+                             options=(64, 128, 256), widget="select_slider", commands=("tokens",),
                              help="128 px ≈ 1.2 km N-S (1/12000° pixels): 8 × 8 = 64 tokens of "
                                   "16 × 16 px")
     patch_size: int = setting(16, label="patch size (px)", bounds=(1, 64), options=(8, 16, 32),
-                              help="side of one token's square of pixels")
+                              commands=("tokens",), help="side of one token's square of pixels")
     min_classes: int = setting(2, label="min classes per chip", low=1, high=8, step=1,
                                widget="number", group="Dataset",
                                help="chips with fewer distinct land-cover classes are drawn "
@@ -103,15 +103,15 @@ class ChipConfig:
                                    help="1024 are plenty to measure a held-out region")
     # a name in sources.PIXEL_SOURCES; older runs have no key: palette RGB
     source: str = setting(DEFAULT_SOURCE, label="pixel source", choices=lambda: tuple(PIXEL_SOURCES),
-                          widget="selectbox",
+                          widget="selectbox", commands=("prefetch", "inspect"),
                           help="where the chips' input bands come from (bharateo/sources.py)")
     # Sentinel-2 sources: which scene a region is read from (bharateo/sentinel2/)
-    # (flag=False: `--dates` and `--max-cloud` are the CLI's scene-query flags, bharateo/cli.py)
-    dates: str = setting("2021-01-01/2021-12-31", label="Sentinel-2 dates", flag=False,
+    dates: str = setting("2021-01-01/2021-12-31", label="Sentinel-2 dates",
+                         commands=("prefetch", "inspect"),
                          help="the scenes' sensing dates, first/last day (YYYY-MM-DD/YYYY-MM-DD); "
                               "the least cloudy scene covering a region is read")
     max_cloud: float = setting(20.0, label="Sentinel-2 max cloud (percent)", low=0, high=100,
-                               flag=False,
+                               commands=("prefetch", "inspect"),
                                help="the most cloud over a scene, in percent (its "
                                     "eo:cloud_cover)")
 

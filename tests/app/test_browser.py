@@ -328,8 +328,23 @@ def knob_value(page, label: str) -> str:
     return page.locator(f'{b.MAIN} input[aria-label="{label}"]').first.input_value()
 
 
-def test_train_settings_survive_a_visit_to_another_page(context, app_server):
-    """Pick 'quick demo' on Train, look at Home, come back: the knobs still say 'quick demo'."""
+def knob_values_shown(page, values: dict[str, str], timeout: float = 60.0) -> dict[str, str]:
+    """The knobs' values once each shows its value in `values`, or after `timeout` s (the caller
+    asserts and names what fell back): a page drawn again fills its inputs after its script
+    run ends, which a loaded 2-core machine can make a read right after settling miss."""
+    try:
+        page.wait_for_function(
+            """([main, values]) => Object.entries(values).every(([label, value]) =>
+                document.querySelector(`${main} input[aria-label="${label}"]`)?.value === value)""",
+            arg=[b.MAIN, values], timeout=timeout * 1000)
+    except Exception as exc:  # playwright's TimeoutError: the assertion after says which differ
+        if "Timeout" not in type(exc).__name__:
+            raise
+    return {label: knob_value(page, label) for label in values}
+
+
+def train_with_notebook_regions(context, app_server):
+    """A new page: Regions opened by its URL, the notebook's three regions added, then Train."""
     page = new_page(context)
     page.goto(f"{app_server.url}/regions")
     page.wait_for_selector('h1:has-text("Regions")', timeout=b.LOAD_MS)
@@ -337,6 +352,12 @@ def test_train_settings_survive_a_visit_to_another_page(context, app_server):
     page.get_by_role("button", name="Add the notebook's three regions").click()
     page.wait_for_selector(f"{b.MAIN} h4:has-text('mathura_belt')", timeout=b.LOAD_MS)
     b.go_to(page, "Train")
+    return page
+
+
+def test_train_settings_survive_a_visit_to_another_page(context, app_server):
+    """Pick 'quick demo' on Train, look at Home, come back: the knobs still say 'quick demo'."""
+    page = train_with_notebook_regions(context, app_server)
     page.get_by_role("button", name="quick demo").click()
     page.wait_for_function("() => document.querySelector('input[aria-label=\"chips\"]')?.value == '192'")
     b.settle(page, "Train after the quick demo preset")
@@ -346,7 +367,7 @@ def test_train_settings_survive_a_visit_to_another_page(context, app_server):
 
     b.go_to(page, "Home", heading="BharatEO Lab")
     b.go_to(page, "Train")
-    back = {label: knob_value(page, label) for label in chosen}
+    back = knob_values_shown(page, chosen)
     assert back == chosen, f"the knobs fell back from {chosen} to {back} after a visit to Home"
     assert settings.inner_text().startswith("Settings: quick demo"), settings.inner_text()
     b.assert_clean(page, "Train after a visit to Home")
@@ -389,13 +410,7 @@ def test_bad_typed_settings_block_train_and_a_refresh_keeps_the_lesson(context, 
     """Typed out of range, a field used to turn red while the last valid value trained silently:
     now the value reaches the page, which names the field and disables Train. Then a browser
     refresh: the regions come back from the page address."""
-    page = new_page(context)
-    page.goto(f"{app_server.url}/regions")
-    page.wait_for_selector('h1:has-text("Regions")', timeout=b.LOAD_MS)
-    b.settle(page, "Regions")
-    page.get_by_role("button", name="Add the notebook's three regions").click()
-    page.wait_for_selector(f"{b.MAIN} h4:has-text('mathura_belt')", timeout=b.LOAD_MS)
-    b.go_to(page, "Train")
+    page = train_with_notebook_regions(context, app_server)
     train = page.get_by_role("button", name="Train", exact=True)
     for label, bad in [("chips", "99999"), ("epochs", "-3"), ("learning rate", "0")]:
         field = page.locator(f'{b.MAIN} input[aria-label="{label}"]').first
