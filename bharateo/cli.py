@@ -513,4 +513,8 @@ def main(argv=None) -> int:
     except BharatEOError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: a sentence, not a traceback; 130 is the shells' code
+        print("stopped (Ctrl-C). Files are written whole or not at all, so nothing half-written "
+              "was kept; run the command again to finish.", file=sys.stderr)
+        return 130
     return 0

@@ -292,3 +292,22 @@ def test_the_store_is_not_bound_by_the_in_memory_chip_limit(tmp_path, monkeypatc
                                         r"--out"):
         build_chip_sets(make_rois(), CHIPS)
     assert len(ChipStore(build_store(tmp_path / "s", make_rois(), CHIPS))) == 45
+
+
+def test_ctrl_c_in_chips_build_is_a_sentence_and_leaves_nothing(worldcover_dir, tmp_path,
+                                                                monkeypatch, capsys):
+    """Ctrl-C part-way through `chips build`: exit 130 with a sentence, no traceback, no store."""
+    real_write = store_module._write_shard
+
+    def interrupt_after_first(folder, *args):
+        if list(folder.glob("*.npy")):
+            raise KeyboardInterrupt
+        return real_write(folder, *args)
+
+    monkeypatch.setattr(store_module, "_write_shard", interrupt_after_first)
+    out = tmp_path / "stores" / "store"
+    assert main(["chips", "build", "--out", str(out), "--n-chips", "24", "--chip-size", "64",
+                 "--shard-size", "10", "--region", "delhi_ncr,77.23,28.61,512", "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert "stopped (Ctrl-C)" in err and "Traceback" not in err
+    assert list(out.parent.iterdir()) == []
