@@ -329,6 +329,9 @@ def _region_specs(args):
 
 
 def cmd_chips_build(args) -> None:
+    """`chips build`: the regions read from the chips' source exactly as `train --source` reads
+    them (pipeline.load_rois: WorldCover, or Sentinel-2 from BHARATEO_S2_DIR or STAC within
+    --dates and --max-cloud), cut into a chip store (store.build_store)."""
     from pathlib import Path
 
     from tqdm import tqdm
@@ -340,7 +343,7 @@ def cmd_chips_build(args) -> None:
 
     config = RunConfig(rois=tuple(_region_specs(args)),
                        chips=ChipConfig(**from_args(ChipConfig, args))).validate()
-    rois = load_rois(config.rois)
+    rois = load_rois(config.rois, chips=config.chips)
     total = config.chips.n_chips + (config.chips.n_holdout_chips if config.chips.holdout_roi else 0)
     with tqdm(total=total, desc="chips", file=sys.stderr, disable=args.quiet) as bar:
         out = build_store(Path(args.out), rois, config.chips, args.shard_size,
@@ -350,6 +353,11 @@ def cmd_chips_build(args) -> None:
     print(f"{len(store):,} chips in {store.describe()['shards']} shard(s) at {out} "
           f"({', '.join(f'{k}: {v}' for k, v in store.chips_per_roi().items())}); data: "
           f"{'; '.join(labels)}")
+    if store.band_stats is not None:  # a Sentinel-2 store: its bands, scenes and normalisation
+        scenes = {r["name"]: f"{r['scene_id']} ({r['scene_date']})" for r in store.manifest["regions"]}
+        print(f"bands {' '.join(store.bands)}; scenes: "
+              f"{', '.join(f'{k}: {v}' for k, v in scenes.items())}; per-band normalisation from "
+              f"{store.band_stats.pixels:,} valid training pixels")
     if "heldout" in store.manifest["splits"]:
         print(f"{len(ChipStore(out, 'heldout')):,} held-out chips")
 

@@ -181,8 +181,10 @@ def peer_failure(exc: BaseException, ranks: RankGroup) -> DistributedError:
 
 
 def open_store(config, store_dir):
-    """-> (`config` with the store's regions, chip settings and bands, checked; the store's
-    training chips; its held-out chips or None). ChipStoreError for a store that can't be read."""
+    """-> (`config` with the store's regions, chip settings (its pixel source too) and bands,
+    checked; the store's training chips; its held-out chips or None; a Sentinel-2 store's chips
+    carry its band_stats, which train() gives the model). ChipStoreError for a store that can't
+    be read."""
     from bharateo.store import ChipStore, roi_specs
 
     store = ChipStore(store_dir, "train")
@@ -234,5 +236,7 @@ def train_from_store(config, store_dir, name=None, on_event=None, ranks: RankGro
                 "chip_store": store.describe(),
                 "distributed": {"world_size": ranks.world_size if ranks else 1,
                                 "backend": ranks.backend if ranks else None}}
+        if store.band_stats is not None:  # reflectance: as an in-memory run (save_experiment)
+            meta["band_stats"] = store.band_stats.to_dict()
         result.path = save_run(name, model, meta, result.history, result.metrics)
     return result

@@ -10,7 +10,17 @@ chip set):
   DIR/train-00000.labels.npy      K x S x S uint8  collapsed class ids (NODATA_ID for no-data)
   DIR/train-00000.patches.npy     K x G x G int8   patch labels (IGNORE_INDEX -100 fits in int8)
   DIR/train-00000.origins.npy     K x 3 int64      (roi index, row, col) of each chip's corner
+  DIR/train-00000.pixels.npy      K x C x S x S float32 reflectance (Sentinel-2 stores only)
   DIR/heldout-00000.*.npy         the held-out chips, when a region is held out
+
+A Sentinel-2 store (`--source s2-4band|s2-10band`) also holds each chip's reflectance, cut at the
+chip's origin from its region's C x H x W values exactly as chips.sample_chips cuts them, as
+float32: the in-memory ChipSet.pixels' type, so a store's chips, tokens and training are
+bit-identical to the in-memory ones (float16 would halve the disk but round reflectance by up to
+5e-4, and a run from a store would no longer be the in-memory run). Its manifest records the
+bands, each region's scene (id, date, cloud, MGRS tile, CRS, reflectance rule) and the per-band
+normalisation (reflectance.band_stats over the training chips' valid pixels, computed at build
+time by streaming the written shards back, 64 chips at a time, as build_chip_sets batches it).
 
 into a temporary folder renamed onto DIR at the end, so a store is complete or absent.
 Tokens are not stored: `ChipStore.tokens` renders them per batch with chips.labels_to_tokens,
@@ -46,13 +56,18 @@ import torch
 
 from bharateo.chips import (ChipConfig, ChipSet, SamplingPlan, SamplingTally, SplitPlan,
                             iter_chips, labels_to_tokens, patch_mode_labels, plan_chips)
-from bharateo.errors import BharatEOError, ChipError, ChipStoreError
-from bharateo.worldcover import PALETTE_BANDS
+from bharateo.errors import BharatEOError, ChipError, ChipStoreError, ConfigError
+from bharateo.model import patchify
+from bharateo.reflectance import BandStats, band_stats, normalise
+from bharateo.sources import PIXEL_SOURCES
+from bharateo.worldcover import NODATA_ID, PALETTE_BANDS
 
 FORMAT, VERSION = "bharateo-chip-store", 1
 MANIFEST = "manifest.json"
 SPLITS = ("train", "heldout")
 KINDS = ("labels", "patches", "origins")  # one .npy file of each per shard
+PIXEL_KINDS = KINDS + ("pixels",)  # a store of a source with its own band values (Sentinel-2)
+STATS_BATCH = 64  # chips per batch of the band statistics' sums: build_chip_sets' batches
 DEFAULT_SHARD_SIZE = 1024  # 16 MB of 128 px chips a shard
 MAX_SHARD_SIZE = 65_536
 _SHARD_RE = re.compile(r"^(train|heldout)-\d{5}$")
@@ -75,13 +90,30 @@ def _write_new(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def _kinds(bands) -> tuple[str, ...]:
+    """The shard files of a store of `bands`: palette RGB is rendered from labels, any other
+    source's values are stored."""
+    return KINDS if tuple(bands) == PALETTE_BANDS else PIXEL_KINDS
+
+
+def _cut_pixels(roi_pixels, roi_index: np.ndarray, origins: np.ndarray, size: int) -> np.ndarray:
+    """K x C x S x S float32 values of chips at (roi, row, col), as chips.sample_chips cuts them."""
+    out = np.empty((len(origins), roi_pixels[0].shape[0], size, size), np.float32)
+    for j, (k, (r, c)) in enumerate(zip(roi_index, origins)):
+        out[j] = roi_pixels[k][:, r:r + size, c:c + size]
+    return out
+
+
 def _write_shard(folder: Path, name: str, labels: np.ndarray, roi_index: np.ndarray,
-                 origins: np.ndarray, patch_size: int) -> dict:
-    """Write one shard's three .npy files (patch labels computed here, chips.patch_mode_labels)
-    -> its manifest entry (chip count, each file's size and sha256)."""
+                 origins: np.ndarray, patch_size: int, roi_pixels=None) -> dict:
+    """Write one shard's .npy files (patch labels computed here, chips.patch_mode_labels; the
+    chips' values cut from `roi_pixels`, each region's C x H x W, when given) -> its manifest
+    entry (chip count, each file's size and sha256)."""
     arrays = {"labels": labels.astype(np.uint8, copy=False),
               "patches": patch_mode_labels(labels, patch_size).astype(np.int8),
               "origins": np.column_stack([roi_index, origins]).astype(np.int64)}
+    if roi_pixels is not None:
+        arrays["pixels"] = _cut_pixels(roi_pixels, roi_index, origins, labels.shape[1])
     files = {}
     for kind, array in arrays.items():
         data = _npy_bytes(array)
@@ -104,7 +136,8 @@ def _stream_split(folder: Path, plan: SamplingPlan, split: SplitPlan, config: Ch
         while len(labels) - start >= shard_size or (final and start < len(labels)):
             rows = slice(start, start + shard_size)
             shards.append(_write_shard(folder, f"{split.name}-{len(shards):05d}", labels[rows],
-                                       roi_index[rows], origins[rows], config.patch_size))
+                                       roi_index[rows], origins[rows], config.patch_size,
+                                       plan.roi_pixels))
             start += shard_size
         pending = [(labels[start:], roi_index[start:], origins[start:])]
 
@@ -124,13 +157,31 @@ def _stream_split(folder: Path, plan: SamplingPlan, split: SplitPlan, config: Ch
             "chips_per_roi": dict(zip(plan.names, per_roi.tolist())), "shards": shards}
 
 
+S2_PROVENANCE = ("scene_id", "scene_date", "cloud_cover", "mgrs_tile", "bands", "crs",
+                 "reflectance_rule", "pixel_m", "dates", "max_cloud")
+
+
 def _region_entry(roi) -> dict:
-    """A region's spec and provenance for the manifest (what the run's config.json records)."""
+    """A region's spec and provenance for the manifest (what the run's config.json records); a
+    Sentinel-2 region adds its scene (pipeline.provenance_summary's keys, and the query)."""
     p = roi.provenance
-    return {"spec": asdict(roi.spec), "data_label": roi.data_label, "synthetic": roi.synthetic,
-            "source": p.get("source"), "bounds": p.get("bounds"),
-            "tiles": [t["tile"] for t in p.get("tiles", [])],
-            "nodata_fraction": p.get("nodata_fraction")}
+    entry = {"spec": asdict(roi.spec), "data_label": roi.data_label, "synthetic": roi.synthetic,
+             "source": p.get("source"), "bounds": p.get("bounds"),
+             "tiles": [t["tile"] for t in p.get("tiles", [])],
+             "nodata_fraction": p.get("nodata_fraction")}
+    if p.get("kind") == "sentinel2":
+        entry.update({"name": roi.spec.name, **{k: p.get(k) for k in S2_PROVENANCE}})
+    return entry
+
+
+def _train_band_stats(folder: Path, manifest: dict) -> dict:
+    """reflectance.band_stats over the written training chips' valid pixels, read back
+    STATS_BATCH chips at a time (memory: one batch; the same batches, hence the same float64
+    sums bit for bit, as build_chip_sets) -> BandStats.to_dict()."""
+    chips = ChipStore(folder, "train", manifest)
+    batches = ((chips.pixel_values(idx), chips.labels(idx) != NODATA_ID)
+               for idx in (slice(i, i + STATS_BATCH) for i in range(0, len(chips), STATS_BATCH)))
+    return band_stats(batches, chips.bands).to_dict()
 
 
 def build_store(out: Path, rois, config: ChipConfig, shard_size: int = DEFAULT_SHARD_SIZE,
@@ -143,9 +194,12 @@ def build_store(out: Path, rois, config: ChipConfig, shard_size: int = DEFAULT_S
     set: about 50 MB at 128 px and 1,024-chip shards, whatever the chip count (docs/scale.md).
     The manifest is written last, into a temporary folder renamed onto `out`: a build that stops
     part-way (an error, Ctrl-C, a killed process) leaves no `out` and nothing that opens as a
-    store. ChipStoreError when `out` exists, the shard size is out of range, the source's chips
-    carry their own band values, the disk is full or read-only, or writing fails part-way;
-    ChipError from sampling. `progress(done, total)` counts chips over both splits.
+    store. Regions of a Sentinel-2 source (sentinel2.load_s2_roi) add each chip's reflectance
+    (`pixels` shards, float32) and the manifest's `band_stats`, so memory adds one shard of
+    reflectance (4 MB a 1,024-chip shard per band at 128 px) and the regions' values.
+    ChipStoreError when `out` exists, the shard size is out of range, the disk is full or
+    read-only, or writing fails part-way; ChipError from sampling (also for regions not read
+    from `config.source`); ConfigError when no training pixel is valid. `progress(done, total)` counts chips over both splits.
     """
     out = Path(out)
     if not 1 <= shard_size <= MAX_SHARD_SIZE:
@@ -154,11 +208,6 @@ def build_store(out: Path, rois, config: ChipConfig, shard_size: int = DEFAULT_S
     if out.exists():
         raise ChipStoreError(f"{out} already exists. Choose a new --out folder or delete that one.")
     plan = plan_chips(rois, config)
-    if plan.bands != PALETTE_BANDS:
-        raise ChipStoreError(f"A chip store holds class ids rendered as palette RGB; chips of the "
-                             f"'{config.source}' source carry their own band values "
-                             f"{plan.bands}, which this store format can't hold yet. Build "
-                             "the store from WorldCover chips (--source worldcover).")
     if config.chip_size % config.patch_size:
         raise ChipError(f"Chip size {config.chip_size} is not a multiple of the patch size "
                         f"{config.patch_size}.")
@@ -174,6 +223,8 @@ def build_store(out: Path, rois, config: ChipConfig, shard_size: int = DEFAULT_S
                     "bands": list(plan.bands),
                     "chip_config": config.to_dict(), "roi_names": list(plan.names),
                     "regions": [_region_entry(r) for r in rois], "splits": splits}
+        if plan.roi_pixels is not None:  # held-out chips are normalised with these too
+            manifest["band_stats"] = _train_band_stats(tmp, manifest)
         _write_new(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())  # last: marks it whole
         os.rename(tmp, out)  # fails if `out` appeared meanwhile: never merged into another store
     except OSError as exc:
@@ -206,17 +257,20 @@ class _Shard:
     files: dict  # kind -> {"bytes", "sha256"} from the manifest
 
 
-def _expected(kind: str, chips: int, chip_size: int, grid: int):
+def _expected(kind: str, chips: int, chip_size: int, grid: int, channels: int = 3):
     return {"labels": ((chips, chip_size, chip_size), np.dtype(np.uint8)),
             "patches": ((chips, grid, grid), np.dtype(np.int8)),
-            "origins": ((chips, 3), np.dtype(np.int64))}[kind]
+            "origins": ((chips, 3), np.dtype(np.int64)),
+            "pixels": ((chips, channels, chip_size, chip_size), np.dtype(np.float32))}[kind]
 
 
 class ChipStore:
     """One split ("train" or "heldout") of a chip store, read chip by chip: the interface of
     ChipSet that training and evaluation use (len, tokens, patch_targets, chip_size, patch_size,
-    grid_size, channels, bands, roi_names, chips_per_roi, rejected_nodata), with memory that
-    does not grow with the chip count (`streamed`: train() renders tokens per batch).
+    grid_size, channels, bands, band_stats, roi_names, chips_per_roi, rejected_nodata), with
+    memory that does not grow with the chip count (`streamed`: train() renders tokens per batch).
+    A Sentinel-2 store's tokens are its reflectance normalised with the manifest's band_stats
+    (the training chips', for both splits), as ChipSet.tokens normalises in-memory chips.
 
     Opening checks the manifest and that every shard file is present, of the size recorded and
     holds the array shape and type expected; each file's sha256 is checked the first time this
@@ -224,13 +278,13 @@ class ChipStore:
     the store and the file, and saying to rebuild the store.
     """
 
-    streamed = True
-    band_stats = None  # palette-RGB chips only: nothing to normalise (see build_store)
+    streamed = True  # never the whole set in memory: pixel_values(index) reads a batch
 
-    def __init__(self, folder, split: str = "train"):
+    def __init__(self, folder, split: str = "train", manifest: dict | None = None):
+        """`manifest`: build_store's own, before it is written (otherwise read_manifest's)."""
         self.folder = Path(folder)
         self.split = split
-        self.manifest = read_manifest(self.folder)
+        self.manifest = read_manifest(self.folder) if manifest is None else manifest
         m = self.manifest
         if split not in m["splits"]:
             raise ChipStoreError(f"The chip store {self.folder} has no '{split}' chips (it was built "
@@ -238,13 +292,16 @@ class ChipStore:
         self.chip_size, self.patch_size = m["chip_size"], m["patch_size"]
         self.bands = tuple(m["bands"])
         self.channels = len(self.bands)
+        self.kinds = _kinds(self.bands)
+        stats = m.get("band_stats")
+        self.band_stats = None if stats is None else BandStats.from_dict(stats)
         self.roi_names = list(m["roi_names"])
         entry = m["splits"][split]
         self.rejected_nodata = entry["rejected_nodata"]
         self._per_roi = entry["chips_per_roi"]
         self._shards, start = [], 0
         for shard in entry["shards"]:
-            offsets = {kind: self._check_file(shard, kind) for kind in KINDS}
+            offsets = {kind: self._check_file(shard, kind) for kind in self.kinds}
             self._shards.append(_Shard(shard["name"], start, shard["chips"], offsets, shard["files"]))
             start += shard["chips"]
         self._n = start
@@ -260,7 +317,8 @@ class ChipStore:
         """Presence, size and .npy header of one shard file -> byte offset of its data."""
         file = _shard_file(shard["name"], kind)
         path = self.folder / file
-        shape, dtype = _expected(kind, shard["chips"], self.chip_size, self.grid_size)
+        shape, dtype = _expected(kind, shard["chips"], self.chip_size, self.grid_size,
+                                 self.channels)
         try:
             with open(path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
@@ -303,7 +361,7 @@ class ChipStore:
     def verify(self) -> None:
         """Check every shard file's sha256 now (ChipStoreError naming the first bad file)."""
         for shard in self._shards:
-            for kind in KINDS:
+            for kind in self.kinds:
                 self._verify_file(shard, kind)
 
     # --- reading ----------------------------------------------------------------------------
@@ -326,7 +384,7 @@ class ChipStore:
         """Rows `index` of every shard's `kind` array, in the order asked. Consecutive chips of
         one shard are read with one pread."""
         idx = self._indices(index)
-        shape, dtype = _expected(kind, len(idx), self.chip_size, self.grid_size)
+        shape, dtype = _expected(kind, len(idx), self.chip_size, self.grid_size, self.channels)
         out = np.empty(shape, dtype)
         row_bytes = out[0].nbytes if len(idx) else 0
         which = np.searchsorted(self._starts, idx, side="right") - 1
@@ -364,14 +422,27 @@ class ChipStore:
         rows = self._read("origins", index)
         return rows[:, 0], rows[:, 1:]
 
-    def tokens(self, index=slice(None), stats=None) -> torch.Tensor:
-        """Chips `index` as B x N x (C*p*p) float32 tokens, exactly as ChipSet.tokens renders them.
-        `stats` (per-band normalisation, ChipSet.tokens' argument) must be None: a store holds
-        palette-RGB chips, which are not normalised."""
+    def pixel_values(self, index=slice(None)) -> np.ndarray:
+        """B x C x S x S float32 reflectance of chips `index` (a Sentinel-2 store; ChipStoreError
+        for a palette-RGB store, whose values are rendered from labels)."""
+        if "pixels" not in self.kinds:
+            raise ChipStoreError(f"The chip store {self.folder} holds palette-RGB chips: their "
+                                 "values are rendered from the labels, none are stored.")
+        return self._read("pixels", index)
+
+    def tokens(self, index=slice(None), stats: BandStats | None = None) -> torch.Tensor:
+        """Chips `index` as B x N x (C*p*p) float32 tokens, exactly as ChipSet.tokens renders them:
+        palette RGB from the labels, or reflectance normalised per band with `stats` (default:
+        the manifest's band_stats), no-data pixels 0. ChipStoreError for `stats` on a palette
+        store (palette RGB is never normalised)."""
+        if "pixels" not in self.kinds:
+            if stats is not None:
+                raise ChipStoreError("A palette-RGB chip store has no per-band normalisation.")
+            return labels_to_tokens(self.labels(index), self.patch_size)
+        pixels, stats = self.pixel_values(index), stats or self.band_stats
         if stats is not None:
-            raise ChipStoreError("A chip store holds palette-RGB chips, which have no per-band "
-                                 "normalisation: train a Sentinel-2 run from chips in memory.")
-        return labels_to_tokens(self.labels(index), self.patch_size)
+            pixels = normalise(pixels, self.labels(index) != NODATA_ID, stats)
+        return patchify(torch.from_numpy(pixels), self.patch_size).contiguous()
 
     def patch_targets(self, index=slice(None)) -> torch.Tensor:
         """B x N int64 patch labels in token order."""
@@ -390,7 +461,9 @@ class ChipStore:
         return ChipSet(labels=self.labels(index), patch_labels=self.patch_labels(index),
                        roi_index=roi_index, origins=origins, roi_names=self.roi_names,
                        chip_size=self.chip_size, patch_size=self.patch_size,
-                       rejected_nodata=self.rejected_nodata, bands=self.bands)
+                       rejected_nodata=self.rejected_nodata, bands=self.bands,
+                       pixels=self.pixel_values(index) if "pixels" in self.kinds else None,
+                       band_stats=self.band_stats)
 
     def describe(self) -> dict:
         """What config.json records about the store a run trained on."""
@@ -429,9 +502,20 @@ def read_manifest(folder: Path) -> dict:
     whole(m.get("patch_size"), 1, 64, "patch_size")
     if m["chip_size"] % m["patch_size"]:
         raise bad("chip_size is not a multiple of patch_size")
-    if tuple(m.get("bands") or ()) != PALETTE_BANDS:
-        raise bad(f"bands {m.get('bands')!r}: this store format holds class ids rendered as "
-                  f"{'/'.join(PALETTE_BANDS)}")
+    config = m.get("chip_config")
+    source = PIXEL_SOURCES.get(config.get("source")) if isinstance(config, dict) else None
+    if source is None or tuple(m.get("bands") or ()) != source.bands:
+        raise bad(f"bands {m.get('bands')!r} are not those of its chips' pixel source "
+                  f"({config.get('source') if isinstance(config, dict) else None!r})")
+    kinds = _kinds(source.bands)
+    if kinds is PIXEL_KINDS:
+        try:
+            stats = BandStats.from_dict(m.get("band_stats"))
+        except (ConfigError, AttributeError):
+            raise bad("a Sentinel-2 store needs its band statistics ('band_stats': bands, mean, "
+                      "std)") from None
+        if stats.bands != source.bands:
+            raise bad(f"band_stats cover {stats.bands}, not the store's bands {source.bands}")
     names = m.get("roi_names")
     if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
         raise bad("roi_names is not a list of names")
@@ -460,7 +544,7 @@ def read_manifest(folder: Path) -> dict:
                 raise bad(f"a shard of '{split}' has a bad name {shard.get('name') if isinstance(shard, dict) else shard!r}")
             whole(shard.get("chips"), 1, MAX_SHARD_SIZE, f"chips of {shard['name']}")
             files = shard.get("files")
-            for kind in KINDS:
+            for kind in kinds:
                 info = files.get(kind) if isinstance(files, dict) else None
                 if not (isinstance(info, dict) and isinstance(info.get("sha256"), str)
                         and re.fullmatch(r"[0-9a-f]{64}", info["sha256"])):

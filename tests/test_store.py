@@ -1,6 +1,7 @@
 """Chip store: shards on disk equal the in-memory chips; faults are named; training streams it."""
 import errno
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from bharateo.chips import ChipConfig, build_chip_sets
 from bharateo.cli import main
 from bharateo.errors import ChipError, ChipStoreError
 from bharateo.model import ModelConfig
+from bharateo.reflectance import BandStats
 from bharateo.roi import Roi, RoiSpec
 from bharateo.store import ChipStore, build_store, read_manifest
 from bharateo.train import StepMetrics, TrainConfig, TrainingEnd, make_model, train
@@ -311,3 +313,144 @@ def test_ctrl_c_in_chips_build_is_a_sentence_and_leaves_nothing(worldcover_dir, 
     err = capsys.readouterr().err
     assert "stopped (Ctrl-C)" in err and "Traceback" not in err
     assert list(out.parent.iterdir()) == []
+
+
+# --- Sentinel-2 stores: the real shared L2A crop with fixture labels (tests/s2_fixtures.py) ------
+from bharateo.pipeline import RunConfig, load_rois  # noqa: E402
+from bharateo.sentinel2 import BANDS_4  # noqa: E402
+from tests.s2_fixtures import SAHARA, SCENE_DIR, SCENE_ID  # noqa: E402
+from tests.test_sentinel2 import DATES as S2_DATES, s2_env  # noqa: E402,F401 (a fixture)
+
+needs_s2 = pytest.mark.skipif(not SCENE_DIR.is_dir(), reason="needs ../shared/data/sentinel2")
+# 20 training chips of the west half and 6 held-out chips of the east half, 7-chip shards
+S2_CHIPS = ChipConfig(n_chips=20, chip_size=64, patch_size=16, source="s2-4band", dates=S2_DATES,
+                      holdout_roi=SAHARA.name, holdout_block="east", n_holdout_chips=6, seed=4)
+S2_MODEL = ModelConfig(img_size=64, patch_size=16, in_chans=4, embed_dim=32, depth=1, heads=2)
+
+
+def s2_built(tmp_path, chips=S2_CHIPS):
+    """(store folder, in-memory training chips, in-memory held-out chips) from the same regions,
+    read as `train --source s2-4band` reads them (pipeline.load_rois)."""
+    rois = load_rois((SAHARA,), chips=chips)
+    folder = build_store(tmp_path / "s2-chips", rois, chips, shard_size=7)
+    return (folder, *build_chip_sets(rois, chips))
+
+
+@needs_s2
+def test_s2_store_round_trip_equals_the_in_memory_s2_chips(s2_env):
+    folder, chips, heldout = s2_built(s2_env)
+    stats = chips.band_stats
+    for split, mem in (("train", chips), ("heldout", heldout)):
+        disk = ChipStore(folder, split)
+        disk.verify()
+        assert disk.bands == BANDS_4 and disk.channels == 4 and len(disk) == len(mem)
+        assert np.array_equal(disk.pixel_values(), mem.pixels)  # the reflectance, bit for bit
+        assert np.array_equal(disk.labels(), mem.labels)
+        assert np.array_equal(disk.patch_labels(), mem.patch_labels)
+        roi_index, origins = disk.origins()
+        assert np.array_equal(roi_index, mem.roi_index) and np.array_equal(origins, mem.origins)
+        assert disk.band_stats == stats  # the training chips' statistics, held-out chips too
+        idx = np.random.default_rng(1).permutation(len(mem))  # across shards, any order
+        assert torch.equal(disk.tokens(idx), mem.tokens(idx))  # normalised as in memory
+        other = BandStats(BANDS_4, (0.1,) * 4, (0.2,) * 4)  # a run's own statistics win
+        assert torch.equal(disk.tokens(idx[:5], other), mem.tokens(idx[:5], other))
+        back = disk.chip_set(idx[:4])
+        assert np.array_equal(back.pixels, mem.pixels[idx[:4]]) and back.band_stats == stats
+    m = read_manifest(folder)
+    assert m["bands"] == list(BANDS_4) and m["chip_config"] == S2_CHIPS.to_dict()
+    assert BandStats.from_dict(m["band_stats"]) == stats
+    region = m["regions"][0]
+    assert (region["scene_id"], region["bands"], region["crs"]) == (SCENE_ID, list(BANDS_4),
+                                                                    "EPSG:32629")
+    assert region["scene_date"] == "2020-02-19" and "synthetic test fixture" in region["data_label"]
+    shard = m["splits"]["train"]["shards"][1]
+    assert set(shard["files"]) == {"labels", "patches", "origins", "pixels"}
+    raw = np.load(folder / "train-00001.pixels.npy", allow_pickle=False)  # plain NumPy reads it
+    assert raw.dtype == np.float32 and raw.shape == (7, 4, 64, 64)
+    with pytest.raises(ChipStoreError, match="palette-RGB"):  # palette stores hold no values
+        ChipStore(build_store(s2_env / "p", make_rois(), CHIPS)).pixel_values([0])
+
+
+@needs_s2
+def test_training_from_an_s2_store_is_the_in_memory_s2_training(s2_env):
+    """Same seed: the same losses bit for bit, and the model carries the store's statistics."""
+    folder, chips, heldout = s2_built(s2_env)
+    config = TrainConfig(epochs=2, batch_size=8, seed=5)
+    runs = []
+    for train_chips, held in ((chips, heldout), (ChipStore(folder), ChipStore(folder, "heldout"))):
+        model = make_model(S2_MODEL, 0)
+        events = list(train(model, train_chips, config, held))
+        runs.append(([(e.loss, e.rec, e.esa, e.rec_mae, e.esa_acc) for e in events
+                      if isinstance(e, StepMetrics)], events[-1], model))
+    (mem_steps, mem_end, mem_model), (disk_steps, disk_end, disk_model) = runs
+    assert disk_end.reason == "finished" and len(disk_steps) == 2 * 3
+    assert disk_steps == mem_steps
+    assert disk_end.history[-1]["heldout_rec_mae"] == mem_end.history[-1]["heldout_rec_mae"]
+    assert disk_model.band_stats == mem_model.band_stats == chips.band_stats
+    state = mem_model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in disk_model.state_dict().items())
+
+
+@needs_s2
+@pytest.mark.parametrize("damage", ["flip", "truncate", "stats"])
+def test_a_damaged_pixels_shard_is_named(s2_env, damage):
+    folder = s2_built(s2_env, replace(S2_CHIPS, holdout_roi=None, holdout_block=None))[0]
+    victim = folder / "train-00001.pixels.npy"
+    data = victim.read_bytes()
+    if damage == "flip":
+        victim.write_bytes(data[:-100] + bytes([data[-100] ^ 0xFF]) + data[-99:])
+        disk = ChipStore(folder)
+        disk.tokens([0, 6])  # shard 0 is fine
+        with pytest.raises(ChipStoreError, match="train-00001.pixels.npy is damaged"):
+            disk.tokens([3, 9])  # chip 9 lies in shard 1
+        with pytest.raises(ChipStoreError, match="train-00001.pixels.npy is damaged"):
+            ChipStore(folder).verify()
+    elif damage == "truncate":
+        victim.write_bytes(data[:-64])
+        with pytest.raises(ChipStoreError, match="train-00001.pixels.npy.*Rebuild the store"):
+            ChipStore(folder)
+    else:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["band_stats"]["std"][2] = 0.0
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ChipStoreError, match="band statistics"):
+            ChipStore(folder)
+
+
+@needs_s2
+def test_cli_builds_an_s2_store_and_trains_a_4band_run_from_it(s2_env, capsys):
+    """`chips build --source s2-4band --dates --max-cloud` reads the regions as `train --source`
+    does; `train --chips-dir` saves a 4-band run with the statistics an in-memory run records,
+    which loads and evaluates and reconstructs as the app does."""
+    from bharateo import evaluate as ev
+    from bharateo.runs import load_model, load_run
+
+    out = s2_env / "store"
+    region = f"{SAHARA.name},{SAHARA.lon},{SAHARA.lat},{SAHARA.size}"
+    assert main(["chips", "build", "--out", str(out), "--source", "s2-4band", "--dates", S2_DATES,
+                 "--max-cloud", "20", "--region", region, "--n-chips", "20", "--chip-size", "64",
+                 "--holdout-roi", SAHARA.name, "--holdout-block", "east", "--n-holdout-chips",
+                 "6", "--seed", "4", "--shard-size", "7", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "20 chips in 3 shard(s)" in printed and "bands B02 B03 B04 B08" in printed
+    assert SCENE_ID in printed
+    assert main(["chips", "verify", str(out)]) == 0
+    assert main(["train", "--run-name", "s2-store", "--chips-dir", str(out), "--embed-dim", "32",
+                 "--depth", "1", "--heads", "2", "--epochs", "1", "--batch-size", "8",
+                 "--quiet"]) == 0
+    run = load_run("s2-store")
+    config = RunConfig.from_dict(run.config)
+    assert run.config["model"]["in_chans"] == 4 and config.chips == S2_CHIPS
+    rois = load_rois(config.rois, chips=config.chips)  # what the app reads for the run
+    chips, heldout = build_chip_sets(rois, config.chips)
+    assert BandStats.from_dict(run.config["band_stats"]) == chips.band_stats
+    assert run.config["data"][0]["scene_id"] == SCENE_ID
+    model = load_model(run)
+    assert model.config.in_chans == 4 and model.band_stats == chips.band_stats
+    rec = ev.reconstruct_chip(model, chips, 0, 0.75)  # Reconstruct's panels, in true colour
+    assert rec.target.shape == (64, 64, 3) and rec.false_colour is not None
+    assert ev.evaluate(model, heldout)["chips"] == 6  # Evaluate's held-out scores
+    # the wrong source for the dates: refused before anything is read
+    assert main(["chips", "build", "--out", str(s2_env / "x"), "--source", "s2-4band",
+                 "--dates", "2020-03-01/2020-01-01", "--region", region, "--quiet"]) == 2
+    assert "ends before it starts" in capsys.readouterr().err
