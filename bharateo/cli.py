@@ -289,7 +289,8 @@ def cmd_train_store(args, config) -> None:
         if rank == 0:
             config, store, _ = distributed.open_store(config, args.chips_dir)
             print(f"{config.parameters / 1e6:.2f}M parameters, {config.tokens().total_tokens:,} "
-                  f"token presentations; {len(store):,} chips from {args.chips_dir}; "
+                  f"token presentations; {len(store):,} chips ({' '.join(store.bands)}) from "
+                  f"{args.chips_dir}; "
                   f"{world} process{'es' if world > 1 else ''}; run '{args.run}'", flush=True)
         result = distributed.train_from_store(
             config, args.chips_dir, name, _progress_printer(args.quiet) if rank == 0 else None, ranks)

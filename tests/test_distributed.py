@@ -1,5 +1,6 @@
 """DDP under torchrun: 2 gloo ranks on CPU train exactly what one process trains; rank 0 alone
 writes; a rank that dies ends the job with a message and no half-written run."""
+import json
 import os
 import re
 import queue
@@ -22,7 +23,8 @@ from bharateo.model import ModelConfig
 from bharateo.pipeline import RunConfig
 from bharateo.store import build_store
 from bharateo.train import StepMetrics, TrainConfig
-from tests.test_store import CHIPS, make_rois
+from tests.s2_fixtures import SAHARA, SCENE_DIR, sahara_labels, scene_folder
+from tests.test_store import CHIPS, S2_CHIPS, make_rois
 
 REPO = Path(__file__).resolve().parents[1]
 # 11 chips in batches of 5: the 2 ranks take 3 + 2 chips, and the last batch of 1 chip leaves
@@ -37,6 +39,25 @@ STEP_KEYS = ("loss", "rec", "esa", "rec_mae", "esa_acc")
 def store(tmp_path_factory):
     return build_store(tmp_path_factory.mktemp("ddp") / "chips", make_rois(), STORE_CHIPS,
                        shard_size=4)
+
+
+@pytest.fixture(scope="module")
+def s2_store(tmp_path_factory):
+    """A Sentinel-2 4-band store of 11 chips (the real shared crop, fixture labels), as `chips
+    build --source s2-4band` cuts it: its reflectance and band statistics train on every rank."""
+    from bharateo.pipeline import load_rois
+
+    if not SCENE_DIR.is_dir():
+        pytest.skip("needs ../shared/data/sentinel2")
+    root = tmp_path_factory.mktemp("ddp-s2")
+    sahara_labels(root / "wc")
+    with pytest.MonkeyPatch.context() as env:  # a module fixture: no per-test monkeypatch
+        env.setenv("BHARATEO_S2_DIR", str(scene_folder(root / "s2")))
+        env.setenv("BHARATEO_WORLDCOVER_DIR", str(root / "wc"))
+        env.delenv("BHARATEO_S2_STAC_URL", raising=False)
+        chips = replace(S2_CHIPS, n_chips=11, n_holdout_chips=4, min_classes=1)
+        rois = load_rois((SAHARA,), chips=chips, use_cache=False)
+        return build_store(root / "chips", rois, chips, shard_size=4)
 
 
 def free_port() -> int:
@@ -66,7 +87,12 @@ def _rank_main(rank, world, port, folder, out, checkpoints, device="cpu"):
                Path(out) / f"rank{rank}.pt")
 
 
-def test_two_gloo_ranks_match_one_process_and_only_rank0_writes(store, tmp_path, isolated_env):
+@pytest.mark.parametrize("kind", ["store", "s2_store"])
+def test_two_gloo_ranks_match_one_process_and_only_rank0_writes(kind, request, tmp_path,
+                                                                isolated_env):
+    """Palette RGB and Sentinel-2 stores alike (a Sentinel-2 store's ranks normalise its
+    reflectance with its band statistics, which rank 0 saves with the run)."""
+    store = request.getfixturevalue(kind)
     one = []
     reference = distributed.train_from_store(CONFIG, store, on_event=one.append)
     one_steps = torch.tensor([[getattr(e, k) for k in STEP_KEYS] for e in one
@@ -93,6 +119,10 @@ def test_two_gloo_ranks_match_one_process_and_only_rank0_writes(store, tmp_path,
     assert runs == ["ddp"] and rank0["returned"].endswith("ddp")
     assert sorted(os.listdir(isolated_env["checkpoints"] / "ddp")) == [
         "config.json", "history.json", "metrics.json", "model.pt"]
+    saved = json.loads((isolated_env["checkpoints"] / "ddp" / "config.json").read_text())
+    stats = reference.train_chips.band_stats
+    assert saved.get("band_stats") == (stats.to_dict() if stats else None)
+    assert saved["model"]["in_chans"] == reference.train_chips.channels
 
 
 def test_rank_slices_cover_every_batch():
