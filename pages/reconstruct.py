@@ -4,8 +4,8 @@ import streamlit as st
 from bharateo import evaluate
 from bharateo.app import figures
 from bharateo.app.downloads import csv_button
-from bharateo.app.pictures import (error_legend_caption, legend_html, magma_legend,
-                                   reconstruction_panels, thumbnail)
+from bharateo.app.pictures import (RAW, error_legend_caption, legend_html, magma_legend,
+                                   picture_rows, reconstruction_panels, thumbnail)
 from bharateo.app.results import (THUMBNAILS, chip_choice, chip_picker_key, chip_splits,
                                   model_and_chips, ratio_curve)
 from bharateo.app.sidebar import synthetic_banner
@@ -69,13 +69,23 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
         return
     panels = reconstruction_panels(rec, ratio, index)
 
-    # the notebook's six panels, plus the patch-label target
-    for col, panel in zip(st.columns(4), panels[:4]):
-        col.image(panel.image, caption=panel.title, output_format="PNG")
-    for col, panel in zip(st.columns(4), panels[7:]):  # Sentinel-2: the same in false colour
-        col.image(panel.image, caption=panel.title, output_format="PNG")
+    # target, masked input, reconstruction + visible; the raw output on request (Sentinel-2: a
+    # second row in false colour)
+    keep_widget("recon_raw_output", False)
+    for n, row in enumerate(picture_rows(panels, st.session_state.recon_raw_output)):
+        cols = st.columns(4)
+        if n == 0:
+            cols[3].toggle(f"Show the {RAW}", key="recon_raw_output",
+                           help="The pixel loss scores hidden patches only (as in the notebook "
+                                "and the MAE paper), so what the model paints on visible patches "
+                                "is never trained.")
+            if not st.session_state.recon_raw_output:
+                cols[3].caption("Visible patches are pasted from the input, as in the MAE paper's "
+                                "figures: the model is only trained to paint the hidden ones.")
+        for col, panel in zip(cols, row):
+            col.image(panel.image, caption=panel.title, output_format="PNG")
     row = st.columns(4)
-    for col, panel in zip(row[:3], panels[4:]):
+    for col, panel in zip(row[:3], panels[4:7]):
         col.image(panel.image, caption=panel.title, output_format="PNG")
     row[0].image(magma_legend(), output_format="PNG", caption=error_legend_caption(rec))
     row[1].markdown(legend_html(sorted(set(rec.patch_prediction.ravel()) |

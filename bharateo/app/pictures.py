@@ -251,6 +251,18 @@ def token_picture(view: TokenView, token: int, display_px: int = 128) -> np.ndar
     return upscale(image, max(1, display_px // view.patch))
 
 
+def patch_picture(chips: ChipSet, index: int, token: int, display_px: int = 128) -> np.ndarray:
+    """Token `token` of chip `index` as its p x p picture (palette colours, or reflectance in
+    true colour, as chip_colour), enlarged (nearest) to about display_px: p*k x p*k x 3 uint8.
+    Raises IndexError for a chip or token outside the chip set."""
+    g, p = chips.grid_size, chips.patch_size
+    if not (0 <= index < len(chips) and 0 <= token < g * g):
+        raise IndexError(f"no token {token} of chip {index}")
+    r, c = divmod(int(token), g)
+    patch = chip_colour(chips, index)[r * p:(r + 1) * p, c * p:(c + 1) * p]
+    return upscale(patch, max(1, display_px // p))
+
+
 # --- reconstruction panels and thumbnails (Reconstruct) ---------------------------------------
 @dataclass
 class Panel:
@@ -267,13 +279,23 @@ def _grid_picture(labels: np.ndarray, side: int) -> np.ndarray:
     return draw_grid(upscale(labels_image(labels), max(1, side // g)), g, color=(255, 255, 255))
 
 
+PASTED = "reconstruction + visible"  # the MAE paper's figures: visible patches from the input
+RAW = "model output, all patches"  # what the pixel head paints everywhere, visible patches too
+
+
 def reconstruction_panels(rec: ChipReconstruction, mask_ratio: float, index: int,
                           side: int = PANEL_SIDE) -> list[Panel]:
-    """The notebook's six panels (plus the patch-label target), each `side` px, crisp.
+    """The notebook's panels (plus the patch-label target), each `side` px, crisp, in this order:
+    target, masked input, reconstruction + visible, model output (all patches), error, ESA patch
+    pred, ESA patch target; Sentinel-2 chips add target, masked input, reconstruction + visible
+    and model output in false colour.
 
-    The error panel shows |target - predicted| (mean over RGB, magma on 0-0.5) on the hidden
-    patches only, as the notebook's text describes it; visible patches are grey because they are
-    not scored (the pixel head is trained on hidden patches only).
+    "Reconstruction + visible" pastes the visible patches from the input over the model's output
+    (as the figures of He et al. 2021 do): the pixel loss scores hidden patches only, so the
+    model's output on visible patches is untrained and looks speckled. The raw output is the
+    fourth panel, for a class that wants to see why. The error panel shows |target - predicted|
+    (mean over channels, magma) on the hidden patches only, as the notebook's text describes it;
+    visible patches are grey because they are not scored.
     """
     p = rec.target.shape[0] // rec.mask.shape[0]
     pixel_mask = np.kron(rec.mask, np.ones((p, p), dtype=bool))
@@ -287,8 +309,10 @@ def reconstruction_panels(rec: ChipReconstruction, mask_ratio: float, index: int
         Panel(_chip_picture(rec.target, side), f"target {what} · chip {index}"),
         Panel(_chip_picture(rec.masked_input, side),
               f"{mask_ratio:.0%} masked input ({hidden} of {rec.mask.size} patches hidden)"),
-        Panel(_chip_picture(rec.predicted, side), f"predicted {what} (only hidden patches are trained)"),
-        Panel(_chip_picture(rec.composite, side), "visible + filled-in"),
+        Panel(_chip_picture(rec.composite, side),
+              f"{PASTED} (hidden patches painted by the model, visible ones pasted from the input)"),
+        Panel(_chip_picture(rec.predicted, side),
+              f"{RAW} ({what}; only hidden patches are trained, so visible ones look speckled)"),
         Panel(upscale(error, max(1, side // error.shape[0])),
               f"abs error on hidden patches, normalised reflectance (0–{high:g} std)" if reflectance
               else f"abs RGB error on hidden patches ({low:g}–{high:g})"),
@@ -299,9 +323,17 @@ def reconstruction_panels(rec: ChipReconstruction, mask_ratio: float, index: int
         f = rec.false_colour
         panels += [Panel(_chip_picture(f["target"], side), f"target false colour (B8 B4 B3) · chip {index}"),
                    Panel(_chip_picture(f["masked_input"], side), "masked input, false colour"),
-                   Panel(_chip_picture(f["predicted"], side), "predicted false colour"),
-                   Panel(_chip_picture(f["composite"], side), "visible + filled-in, false colour")]
+                   Panel(_chip_picture(f["composite"], side), f"{PASTED}, false colour"),
+                   Panel(_chip_picture(f["predicted"], side), f"{RAW}, false colour")]
     return panels
+
+
+def picture_rows(panels: list[Panel], raw: bool) -> list[list[Panel]]:
+    """The picture rows of reconstruction_panels (one per colour: RGB or true colour, then false
+    colour), each target, masked input, reconstruction + visible, and the raw model output only
+    when `raw`."""
+    rows = [panels[:4]] + ([panels[7:11]] if len(panels) > 7 else [])
+    return [row if raw else row[:3] for row in rows]
 
 
 def error_legend_caption(rec: ChipReconstruction) -> str:
