@@ -103,7 +103,7 @@ if (point := inside.selected_point(event)) is not None and point[0] != selected:
     st.session_state.inside_map_token = point[1]
     st.rerun()
 st.caption(f"Each dot is one token (patch) of one chip, coloured by its patch label; hover for "
-           f"chip and token, click one to open its chip below. "
+           f"chip and token, click one to open its chip, and the patch enlarged, below. "
            + (f"Computed once and stored beside run '{run.name}' ({stored.filename})."
               if stored.filename else "Computed once for this model and these chips."))
 csv_button("embedding map (CSV)", lambda: inspect_model.embedding_rows(value),

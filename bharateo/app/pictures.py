@@ -47,7 +47,10 @@ NODATA_HELP = "left out of losses and metrics"
 
 # --- building blocks -------------------------------------------------------------------------
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """H x W x 3 float in [0, 1] -> uint8."""
+    """H x W x 3 float in [0, 1] -> uint8; a uint8 picture is returned as it is (read as 0-1
+    floats, every non-zero value would turn white: Sentinel-2 thumbnails once did)."""
+    if image.dtype == np.uint8:
+        return image
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
@@ -348,12 +351,10 @@ def error_legend_caption(rec: ChipReconstruction) -> str:
 
 
 def thumbnail(chips: ChipSet, index: int, side: int = THUMB_SIDE) -> np.ndarray:
-    """Chip `index` as a side x side uint8 picture (nearest sampling: exact class colours)."""
-    s = chips.chip_size
-    idx = np.arange(side) * s // side
-    if chips.pixels is not None and chips.band_stats is not None:  # reflectance: true colour
-        return to_uint8(chip_colour(chips, index)[np.ix_(idx, idx)])
-    return labels_image(chips.labels[index][np.ix_(idx, idx)])
+    """Chip `index` as a side x side uint8 picture (nearest sampling: exact class colours;
+    reflectance chips in true colour, as chip_colour)."""
+    idx = np.arange(side) * chips.chip_size // side
+    return chip_colour(chips, index)[np.ix_(idx, idx)]  # palette colours or true colour
 
 
 def magma_legend(width: int = PANEL_SIDE, height: int = 12) -> np.ndarray:

@@ -119,7 +119,7 @@ def test_reconstruct_pastes_the_visible_patches_in_true_and_false_colour(s2_less
     import numpy as np
 
     from bharateo import evaluate as ev
-    from bharateo.app.pictures import PANEL_SIDE, PASTED, RAW
+    from bharateo.app.pictures import PANEL_SIDE, PASTED, RAW, THUMB_SIDE, chip_colour, thumbnail
     from bharateo.pipeline import load_rois
 
     config = RunConfig(rois=(s2_lesson,), chips=ChipConfig(
@@ -142,3 +142,7 @@ def test_reconstruct_pastes_the_visible_patches_in_true_and_false_colour(s2_less
         np.testing.assert_array_equal(pasted[~hidden], target[~hidden])
         np.testing.assert_array_equal(pasted[hidden], raw[hidden])
         assert not np.array_equal(raw[~hidden], target[~hidden])
+    # the chip thumbnails beside the panels are the chips' true colour too (they were white)
+    idx = np.arange(THUMB_SIDE) * chips.chip_size // THUMB_SIDE
+    for i in range(3):
+        np.testing.assert_array_equal(thumbnail(chips, i), chip_colour(chips, i)[np.ix_(idx, idx)])
