@@ -257,11 +257,9 @@ def token_picture(view: TokenView, token: int, display_px: int = 128) -> np.ndar
 def patch_picture(chips: ChipSet, index: int, token: int, display_px: int = 128) -> np.ndarray:
     """Token `token` of chip `index` as its p x p picture (palette colours, or reflectance in
     true colour, as chip_colour), enlarged (nearest) to about display_px: p*k x p*k x 3 uint8.
-    Raises IndexError for a chip or token outside the chip set."""
-    g, p = chips.grid_size, chips.patch_size
-    if not (0 <= index < len(chips) and 0 <= token < g * g):
-        raise IndexError(f"no token {token} of chip {index}")
-    r, c = divmod(int(token), g)
+    The caller keeps index and token in range (0..K-1, 0..G*G-1)."""
+    p = chips.patch_size
+    r, c = divmod(int(token), chips.grid_size)
     patch = chip_colour(chips, index)[r * p:(r + 1) * p, c * p:(c + 1) * p]
     return upscale(patch, max(1, display_px // p))
 
