@@ -437,11 +437,12 @@ def first_chip_with_ignored_patch(chips: ChipSet) -> int:
 
 @needs_tile
 def test_evaluate_and_reconstruct_pages_on_the_real_run(real_run):
-    from bharateo.app.state import CurrentModel
     from tests.test_evaluate import open_page
 
     model, chips, held, _ = real_run
-    entry = CurrentModel(model, "real Sao Tome run (trained here)", REAL_RUN, None)
+    from bharateo.app.state import CurrentModel
+
+    entry = CurrentModel(model, "real Sao Tome run (trained here)", REAL_RUN)
     state = dict(model=entry, train_chips=chips, heldout_chips=held)
     at = open_page("pages/evaluate.py", **state)
     ignored = chips.ignored_patches()
