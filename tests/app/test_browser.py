@@ -606,8 +606,10 @@ def paused_step(page) -> int:
 def test_pause_step_resume_and_inside_the_model_in_a_browser(context, app_server, shots, tmp_path):
     page = new_page(context)
     try:
-        page.goto(lesson_address(app_server, "train", epochs=300, embed_dim=32, depth=1, heads=2,
-                                 batch_size=8, n_chips=32, min_classes=3, seed=7,
+        # 256 chips x 500 epochs at batch 8 = 16,000 steps: far more than the seconds a loaded
+        # machine can take between Train and the Pause click (300 x 4 steps once ran out first)
+        page.goto(lesson_address(app_server, "train", epochs=500, embed_dim=32, depth=1, heads=2,
+                                 batch_size=8, n_chips=256, min_classes=3, seed=7,
                                  holdout_roi="mathura_belt"))
         page.wait_for_selector('h1:has-text("Train")', timeout=b.LOAD_MS)
         b.settle(page, "Train opened from a lesson link")
