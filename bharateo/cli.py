@@ -355,7 +355,8 @@ def cmd_chips_build(args) -> None:
           f"({', '.join(f'{k}: {v}' for k, v in store.chips_per_roi().items())}); data: "
           f"{'; '.join(labels)}")
     if store.band_stats is not None:  # a Sentinel-2 store: its bands, scenes and normalisation
-        scenes = {r["name"]: f"{r['scene_id']} ({r['scene_date']})" for r in store.manifest["regions"]}
+        scenes = {r["name"]: f"{r['scene_id']} ({r['scene_date']})"
+                  for r in store.manifest["regions"]}
         print(f"bands {' '.join(store.bands)}; scenes: "
               f"{', '.join(f'{k}: {v}' for k, v in scenes.items())}; per-band normalisation from "
               f"{store.band_stats.pixels:,} valid training pixels")

@@ -59,7 +59,7 @@ from bharateo.chips import (ChipConfig, ChipSet, SamplingPlan, SamplingTally, Sp
 from bharateo.errors import BharatEOError, ChipError, ChipStoreError, ConfigError
 from bharateo.model import patchify
 from bharateo.reflectance import BandStats, band_stats, normalise
-from bharateo.sources import PIXEL_SOURCES
+from bharateo.sources import DEFAULT_SOURCE, PIXEL_SOURCES
 from bharateo.worldcover import NODATA_ID, PALETTE_BANDS
 
 FORMAT, VERSION = "bharateo-chip-store", 1
@@ -199,7 +199,8 @@ def build_store(out: Path, rois, config: ChipConfig, shard_size: int = DEFAULT_S
     reflectance (4 MB a 1,024-chip shard per band at 128 px) and the regions' values.
     ChipStoreError when `out` exists, the shard size is out of range, the disk is full or
     read-only, or writing fails part-way; ChipError from sampling (also for regions not read
-    from `config.source`); ConfigError when no training pixel is valid. `progress(done, total)` counts chips over both splits.
+    from `config.source`); ConfigError when no training pixel is valid. `progress(done, total)`
+    counts chips over both splits.
     """
     out = Path(out)
     if not 1 <= shard_size <= MAX_SHARD_SIZE:
@@ -503,7 +504,8 @@ def read_manifest(folder: Path) -> dict:
     if m["chip_size"] % m["patch_size"]:
         raise bad("chip_size is not a multiple of patch_size")
     config = m.get("chip_config")
-    source = PIXEL_SOURCES.get(config.get("source")) if isinstance(config, dict) else None
+    source = (PIXEL_SOURCES.get(config.get("source", DEFAULT_SOURCE))
+              if isinstance(config, dict) else None)
     if source is None or tuple(m.get("bands") or ()) != source.bands:
         raise bad(f"bands {m.get('bands')!r} are not those of its chips' pixel source "
                   f"({config.get('source') if isinstance(config, dict) else None!r})")

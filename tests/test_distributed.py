@@ -162,7 +162,8 @@ def test_killing_one_rank_ends_the_job_with_a_message_and_no_run(store, isolated
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True)
+    reader.start()
     seen, pid = [], None
     try:
         deadline = time.monotonic() + 300  # a loaded 2-core machine starts ranks slowly
@@ -177,7 +178,7 @@ def test_killing_one_rank_ends_the_job_with_a_message_and_no_run(store, isolated
         assert (isolated_env["checkpoints"] / "killed" / ".reserved").exists()  # rank 0 reserved
         os.kill(pid, signal.SIGKILL)
         proc.wait(timeout=180)
-        time.sleep(0.5)
+        reader.join(timeout=120)  # every line up to EOF, not whatever arrived within a pause
         while not lines.empty():
             seen.append(lines.get())
     finally:
@@ -201,10 +202,12 @@ def gpu_kinds():
                 reason="no Apple MPS device on this machine"))]
 
 
+@pytest.mark.parametrize("kind", ["store", "s2_store"])
 @pytest.mark.parametrize("device", gpu_kinds())
-def test_gpu_training_from_a_store_matches_cpu(store, device):
-    """The GPU path: the same store, seed and global batch on a GPU give the CPU's losses (fp32;
-    GPU kernels sum in another order, hence the looser tolerance)."""
+def test_gpu_training_from_a_store_matches_cpu(kind, request, device):
+    """The GPU path: the same store (palette RGB or Sentinel-2), seed and global batch on a GPU
+    give the CPU's losses (fp32; GPU kernels sum in another order, hence the looser tolerance)."""
+    store = request.getfixturevalue(kind)
     runs = {}
     for where in ("cpu", device):
         steps = []

@@ -110,6 +110,8 @@ def test_bad_manifests_are_refused(built, tmp_path):
             (lambda m: m["splits"]["train"].update(chips=46), "hold 45 chips, not the 46"),
             (lambda m: m.update(chip_size="64"), "chip_size"),
             (lambda m: m.update(format="other"), "format"),
+            (lambda m: m.update(bands=["B02", "B03", "B04", "B08"]),
+             "not those of its chips' pixel source"),
             (lambda m: m["regions"][0].pop("spec"), "needs its 'spec'")]:
         bad = json.loads(json.dumps(manifest))
         change(bad)
