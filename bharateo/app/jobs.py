@@ -388,7 +388,8 @@ def job_chips_text(config: RunConfig) -> str:
 
 def job_settings_text(config: RunConfig) -> str:
     """A training's settings from its own config, for a caption: '20 epochs · mask ratio 0.75 ·
-    learning rate 0.0004 · batch 16 · notebook model: embed dim 128, depth 3, heads 4 · fp32'."""
+    learning rate 0.0004 · batch 16 · notebook model: embed dim 128, depth 3, heads 4 · fp32 on
+    cpu' (the precision as configured: auto is resolved when training starts)."""
     t, m = config.train, config.model
     return (f"{plural(t.epochs, 'epoch')} · mask ratio {t.mask_ratio:g} · learning rate {t.lr:g} · "
             f"batch {t.batch_size} · {m.arch} model: embed dim {m.embed_dim}, depth {m.depth}, "

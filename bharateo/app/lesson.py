@@ -7,7 +7,8 @@ A browser refresh starts a new session, so the lesson's minimal state is kept in
   order, comma-separated, "" for none>, run=<saved run name>.
 Regions come back from the ROI cache (or the source), chips are cut again from the chip config
 (seeded, so identical), the model is loaded from its saved run. Nothing read here is trusted:
-each value is checked, a bad one is skipped with a note, and no path is built from it unchecked.
+each value is checked, a bad one is skipped with a note (shown once; write_lesson_url then drops
+it from the address), and no path is built from it unchecked.
 """
 from __future__ import annotations
 

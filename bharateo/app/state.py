@@ -81,7 +81,8 @@ def current_chip_config() -> ChipConfig:
 
 def init_state() -> None:
     """Fill in LabState's defaults this session lacks; on a session's first run, restore a
-    lesson from the page address (bharateo/app/lesson.py) with a note for whatever was skipped."""
+    lesson from the page address (bharateo/app/lesson.py) with a note for whatever was skipped,
+    shown once on the page the address opens (kept while page_setup switches page)."""
     from bharateo.app.lesson import restore_lesson
     from bharateo.app.teacher import STREAMLIT_PARAMS
     from bharateo.app.worker import keep_spare_worker

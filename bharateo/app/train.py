@@ -563,7 +563,7 @@ def training_chips_note() -> str | None:
     if job is None or job.done:
         return None
     if (chips is not None and job.config.chips == state.get("chip_config")
-            and [r.name for r in job.config.rois] == [r.spec.name for r in state.rois]):
+            and job.config.rois == tuple(r.spec for r in state.rois)):
         return None  # the same settings and regions cut the same chips (seeded)
     shown = "no chips are built here" if chips is None else f"the chips below are this page's {len(chips)}"
     return (f"Run '{job.run_name}' is training on chips cut with its own settings: "

@@ -3,6 +3,7 @@
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
+from bharateo.app.state import CurrentModel
 from bharateo.model import ModelConfig
 from bharateo.pipeline import RunConfig
 from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
@@ -143,8 +144,8 @@ def test_too_few_varied_chips_is_an_error_and_keeps_old_chips(worldcover_dir):
 
 
 def test_embed_dim_comes_from_the_current_model(worldcover_dir):
-    model = {"model": None, "label": "run 'tiny64'", "config": RunConfig(
-        model=ModelConfig(embed_dim=64, heads=4)), "run": "tiny64"}
+    model = CurrentModel(None, "run 'tiny64'", RunConfig(model=ModelConfig(embed_dim=64, heads=4)),
+                         "tiny64")
     at = build(open_chips(small_rois(), model=model), n=12, size=64)
     journey = next(m.value for m in at.markdown if m.value.startswith("**Chip 0**"))
     assert "**3 × 64 × 64**" in journey and "**16 × 768**" in journey
