@@ -12,15 +12,14 @@ usage: python bench/app_overhead.py [--epochs 4] [--rounds 2]
 """
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lab import ROOT as REPO, fixture_lab  # noqa: E402
 
 
 def epoch_times(epochs: list[dict]) -> list[float]:
@@ -68,13 +67,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
-    from tests.fixture_tiles import notebook_fixture
 
     with tempfile.TemporaryDirectory() as tmp:
-        info = notebook_fixture(Path(tmp) / "tiles")
-        os.environ.update(BHARATEO_WORLDCOVER_DIR=str(info.folder),
-                          BHARATEO_DATA_DIR=str(Path(tmp) / "data"),
-                          BHARATEO_CHECKPOINT_DIR=str(Path(tmp) / "ck"))
+        fixture_lab(Path(tmp))
         app_epochs, core_epochs, first_points = [], [], []
         core_run(1)  # warm the ROI cache and torch
         for _ in range(args.rounds):

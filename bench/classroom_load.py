@@ -34,8 +34,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lab import fixture_lab  # noqa: E402
 
 import subprocess  # noqa: E402
 
@@ -201,18 +201,8 @@ def main() -> None:
     if not 1 <= args.sessions <= 50:
         parser.error("--sessions must be 1 to 50")
 
-    tmp = Path(tempfile.mkdtemp(prefix="classroom_load_"))
-    for name in ("data", "checkpoints"):
-        (tmp / name).mkdir()
-    os.environ.update(BHARATEO_DATA_DIR=str(tmp / "data"),
-                      BHARATEO_CHECKPOINT_DIR=str(tmp / "checkpoints"),
-                      BHARATEO_MAX_TRAININGS="1")
-    os.environ.pop("BHARATEO_WORLDCOVER_URL", None)
-
-    from tests.fixture_tiles import notebook_fixture
-
-    fixture = notebook_fixture(tmp / "tiles")
-    os.environ["BHARATEO_WORLDCOVER_DIR"] = str(fixture.folder)
+    os.environ["BHARATEO_MAX_TRAININGS"] = "1"
+    tmp = fixture_lab(Path(tempfile.mkdtemp(prefix="classroom_load_")))
 
     from bharateo.app import jobs
     from bharateo.pipeline import PRESETS, RunConfig, load_rois

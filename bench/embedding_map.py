@@ -15,16 +15,13 @@ each the median of --repeats runs, printed next to the target (not asserted). Fr
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lab import fixture_lab  # noqa: E402
 from machine import processor_line  # noqa: E402
 TARGET_S = 5.0
 
@@ -45,11 +42,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="bharateo-bench-"))
-    os.environ["BHARATEO_WORLDCOVER_DIR"] = str(tmp / "tiles")
-    os.environ["BHARATEO_DATA_DIR"] = str(tmp / "data")
-    os.environ["BHARATEO_CHECKPOINT_DIR"] = str(tmp / "checkpoints")
-
+    fixture_lab(threads=args.threads)
     import torch
 
     from bharateo import inspect_model as im
@@ -58,11 +51,7 @@ def main() -> int:
     from bharateo.pipeline import load_rois
     from bharateo.roi import NOTEBOOK_ROIS, RoiSpec
     from bharateo.train import make_model
-    from tests.fixture_tiles import notebook_fixture
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    notebook_fixture(tmp / "tiles")
     n_chips, repeats = (96, 1) if args.quick else (384, args.repeats)
     size = 1024 if args.quick else 2048
     rois = load_rois([RoiSpec(r.name, r.lon, r.lat, size) for r in NOTEBOOK_ROIS])

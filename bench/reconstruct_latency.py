@@ -20,12 +20,11 @@ import io
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lab import ROOT, fixture_lab  # noqa: E402
 TARGET_MS = 300.0
 
 
@@ -43,11 +42,8 @@ def main() -> int:
     parser.add_argument("--moves", type=int, default=20)
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="bharateo-bench-"))
-    os.environ["BHARATEO_WORLDCOVER_DIR"] = str(tmp / "tiles")
-    os.environ["BHARATEO_DATA_DIR"] = str(tmp / "data")
-    os.environ["BHARATEO_CHECKPOINT_DIR"] = str(tmp / "checkpoints")
-
+    t = time.perf_counter()
+    fixture_lab(threads=args.threads)
     import torch
     from PIL import Image
     from streamlit.testing.v1 import AppTest
@@ -59,13 +55,8 @@ def main() -> int:
     from bharateo.pipeline import RunConfig, run_experiment
     from bharateo.roi import NOTEBOOK_ROIS, RoiSpec
     from bharateo.train import TrainConfig
-    from tests.fixture_tiles import notebook_fixture
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
-    t = time.perf_counter()
-    notebook_fixture(tmp / "tiles")
     config = RunConfig(
         rois=tuple(RoiSpec(r.name, r.lon, r.lat, 1024) for r in NOTEBOOK_ROIS),
         chips=ChipConfig(n_chips=128, holdout_roi="mathura_belt", n_holdout_chips=32),

@@ -8,12 +8,16 @@ figures measure the machine and the code, not the land cover. Each measurement r
 process: throughput under `python -m torch.distributed.run --standalone --nproc_per_node=P`
 (this script's --worker mode calls bharateo.distributed.train_from_store, what
 `torchrun -m bharateo train --chips-dir` runs), memory in a plain process that trains the
-notebook model for a fixed number of steps in the store's random order.
+notebook model for a fixed number of steps in the store's random order. Each store of the RSS
+measurement is built in its own process too (`--build-worker`, store.build_store as
+`chips build` runs it), which reports its peak RSS: the builder streams shards, so that peak
+does not grow with the chip count either.
 
-usage: python bench/scale.py [--quick] [--json] [--arch NAME ...] [--no-rss]
+usage: python bench/scale.py [--quick] [--json] [--arch NAME ...] [--no-rss] [--no-throughput]
   full:    a 2,048-chip store, 3 epochs; RSS for 10,000 and 100,000 stored chips, 600 steps
-           (building the 100k store holds 1.6 GB and writes 1.65 GB; ~10 min on 2 cores)
-  --quick: a 256-chip store, 2 epochs; RSS for 2,000 and 8,000 stored chips, 150 steps
+           (building the 100k store writes 1.65 GB; ~10 min on 2 cores)
+  --quick: a 256-chip store, 2 epochs; RSS for 2,000 and 20,000 stored chips, 150 steps
+  --no-throughput: only the stores' build and training RSS (no chips/s, no plan)
 """
 from __future__ import annotations
 
@@ -106,6 +110,16 @@ def build(folder: Path, n_chips: int) -> Path:
     return build_store(folder, synthetic_rois(2048), ChipConfig(n_chips=n_chips), shard_size=1024)
 
 
+def worker_build(folder: str, n_chips: int) -> None:
+    """Build a store of `n_chips` in this process; print its build time and peak RSS (JSON)."""
+    import resource
+
+    t0 = time.perf_counter()
+    build(Path(folder), n_chips)
+    print(json.dumps({"build_s": time.perf_counter() - t0, "build_maxrss_mb":
+                      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+
+
 def rss_mb() -> float:
     with open("/proc/self/status") as f:
         kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
@@ -190,20 +204,24 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--arch", action="append", help="only these model variants (default: all)")
     parser.add_argument("--no-rss", action="store_true", help="skip the memory measurement")
+    parser.add_argument("--no-throughput", action="store_true", help="only the memory measurement")
     parser.add_argument("--worker", nargs=4, metavar=("STORE", "ARCH", "EPOCHS", "BATCH"))
     parser.add_argument("--rss-worker", nargs=2, metavar=("STORE", "STEPS"))
+    parser.add_argument("--build-worker", nargs=2, metavar=("STORE", "CHIPS"))
     args = parser.parse_args()
     if args.worker:
         return worker_train(args.worker[0], args.worker[1], int(args.worker[2]), int(args.worker[3]))
     if args.rss_worker:
         return worker_rss(args.rss_worker[0], int(args.rss_worker[1]))
+    if args.build_worker:
+        return worker_build(args.build_worker[0], int(args.build_worker[1]))
 
     from bharateo.app.train import chip_flops
     from bharateo.architectures import MODELS
     from bharateo.model import ModelConfig
 
     n_train, epochs = (256, 2) if args.quick else (2048, 3)
-    rss_sizes, rss_steps = ((2_000, 8_000), 150) if args.quick else ((10_000, 100_000), 600)
+    rss_sizes, rss_steps = ((2_000, 20_000), 150) if args.quick else ((10_000, 100_000), 600)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     report = {"cores": os.cpu_count(), "load_average_1min_at_start": os.getloadavg()[0],
               "store_chips": n_train, "epochs": epochs, "batch": 16, "throughput": [], "rss": []}
@@ -211,11 +229,12 @@ def main() -> None:
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (other work on this "
           "machine slows every figure)", flush=True)
     with tempfile.TemporaryDirectory(prefix="bharateo-scale-") as tmp:
-        store = build(Path(tmp) / "train", n_train)
-        report["input_pipeline"] = read_rate(store)
-        print(f"input pipeline (read + render, 1 process): {report['input_pipeline']['chips_per_s']:,.0f} "
-              "chips/s", flush=True)
-        for arch in args.arch or MODELS:
+        if not args.no_throughput:
+            store = build(Path(tmp) / "train", n_train)
+            report["input_pipeline"] = read_rate(store)
+            print(f"input pipeline (read + render, 1 process): "
+                  f"{report['input_pipeline']['chips_per_s']:,.0f} chips/s", flush=True)
+        for arch in () if args.no_throughput else args.arch or MODELS:
             for procs, threads in ((1, 1), (1, os.cpu_count()), (2, 1)):
                 run_env = {**env, "OMP_NUM_THREADS": str(threads)}
                 row = run_json([sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -237,18 +256,16 @@ def main() -> None:
                                                              else ")"), flush=True)
         for n in () if args.no_rss else rss_sizes:
             folder = Path(tmp) / f"rss{n}"
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-                            "from bench.scale import build; build(__import__('pathlib').Path(sys.argv[2]), "
-                            "int(sys.argv[3]))", str(REPO), str(folder), str(n)],
-                           cwd=REPO, env=env, check=True)
-            build_s = time.perf_counter() - t0
+            built = run_json([sys.executable, str(Path(__file__).resolve()), "--build-worker",
+                              str(folder), str(n)], {**env, "OMP_NUM_THREADS": "1"})
             row = run_json([sys.executable, str(Path(__file__).resolve()), "--rss-worker", str(folder),
                             str(rss_steps)], {**env, "OMP_NUM_THREADS": "1"})
-            row["build_s"] = round(build_s, 1)
+            row.update(built)
             row["store_mb"] = round(sum(f.stat().st_size for f in folder.iterdir()) / 2**20, 1)
             report["rss"].append({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()})
-            print(f"{n:>7,d} stored chips ({row['store_mb']:,.0f} MB on disk): RSS {row['rss_step10_mb']:.0f} MB "
+            print(f"{n:>7,d} stored chips ({row['store_mb']:,.0f} MB on disk): built in "
+                  f"{row['build_s']:.0f} s, peak RSS of the build {row['build_maxrss_mb']:.0f} MB; "
+                  f"training RSS {row['rss_step10_mb']:.0f} MB "
                   f"at step 10, {row['rss_end_mb']:.0f} MB after {rss_steps} steps, peak "
                   f"{row['maxrss_mb']:.0f} MB", flush=True)
             subprocess.run(["rm", "-rf", str(folder)], check=True)

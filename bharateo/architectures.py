@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from bharateo.errors import ConfigError
 from bharateo.model import ModelConfig, TinyRGBMAE
 from bharateo.model_mae import MaskedAutoencoder
+from bharateo.settings import registered
 
 MODELS: dict[str, type[nn.Module]] = {
     "notebook": TinyRGBMAE,  # the BharatEO-v0 notebook's model: encoder over all 64 tokens
@@ -25,12 +25,7 @@ MODELS: dict[str, type[nn.Module]] = {
 
 def model_class(name: str) -> type[nn.Module]:
     """The class registered as `name`. Raises ConfigError naming the known variants."""
-    try:
-        return MODELS[name]
-    except (KeyError, TypeError):
-        known = ", ".join(f"'{n}'" for n in MODELS)
-        raise ConfigError(f"Unknown model variant {name!r}: this lab has {known}. A run saved by "
-                          "a newer version of the lab needs that version to load.") from None
+    return registered(MODELS, name, "model variant")
 
 
 def build_model(config: ModelConfig) -> nn.Module:

@@ -62,7 +62,9 @@ ATTEMPTS_PER_CHIP = 400  # the notebook's budget: `attempts < n * 400`
 FAIL_FAST_MIN_ATTEMPTS = 2000  # draws in a region before its acceptance rate is judged
 
 
-MAX_CHIPS = 100_000  # bound of any chip config; the pages offer up to 4096
+MAX_CHIPS = 10_000_000  # bound of any chip config: a chip store (store.py) streams them to disk
+# (docs/scale.md's 1M-chip plan, ten times over); the pages offer up to 4096
+MAX_IN_MEMORY_CHIPS = 100_000  # build_chip_sets holds its chips (16.5 KB each at 128 px)
 
 
 @dataclass(frozen=True)
@@ -75,11 +77,11 @@ class ChipConfig:
                            help="fewer than 16 can't fill a batch; more than 4096 take too long "
                                 "to cut and train in a lesson")
     chip_size: int = setting(128, label="chip size (px)", bounds=(1, 1024),
-                             options=(64, 128, 256), widget="select_slider",
+                             options=(64, 128, 256), widget="select_slider", commands=("tokens",),
                              help="128 px ≈ 1.2 km N-S (1/12000° pixels): 8 × 8 = 64 tokens of "
                                   "16 × 16 px")
     patch_size: int = setting(16, label="patch size (px)", bounds=(1, 64), options=(8, 16, 32),
-                              help="side of one token's square of pixels")
+                              commands=("tokens",), help="side of one token's square of pixels")
     min_classes: int = setting(2, label="min classes per chip", low=1, high=8, step=1,
                                widget="number", group="Dataset",
                                help="chips with fewer distinct land-cover classes are drawn "
@@ -97,19 +99,19 @@ class ChipConfig:
                                         help="the half of the held-out region kept out, or all "
                                              "of it")
     n_holdout_chips: int = setting(64, label="held-out chips", low=1, high=1024,
-                                   bounds=(1, MAX_CHIPS), step=16, widget="number",
+                                   bounds=(1, MAX_IN_MEMORY_CHIPS), step=16, widget="number",
                                    help="1024 are plenty to measure a held-out region")
     # a name in sources.PIXEL_SOURCES; older runs have no key: palette RGB
     source: str = setting(DEFAULT_SOURCE, label="pixel source", choices=lambda: tuple(PIXEL_SOURCES),
-                          widget="selectbox",
+                          widget="selectbox", commands=("prefetch", "inspect"),
                           help="where the chips' input bands come from (bharateo/sources.py)")
     # Sentinel-2 sources: which scene a region is read from (bharateo/sentinel2/)
-    # (flag=False: `--dates` and `--max-cloud` are the CLI's scene-query flags, bharateo/cli.py)
-    dates: str = setting("2021-01-01/2021-12-31", label="Sentinel-2 dates", flag=False,
+    dates: str = setting("2021-01-01/2021-12-31", label="Sentinel-2 dates",
+                         commands=("prefetch", "inspect"),
                          help="the scenes' sensing dates, first/last day (YYYY-MM-DD/YYYY-MM-DD); "
                               "the least cloudy scene covering a region is read")
     max_cloud: float = setting(20.0, label="Sentinel-2 max cloud (percent)", low=0, high=100,
-                               flag=False,
+                               commands=("prefetch", "inspect"),
                                help="the most cloud over a scene, in percent (its "
                                     "eo:cloud_cover)")
 
@@ -316,16 +318,31 @@ def _distinct_classes(chips: np.ndarray) -> np.ndarray:
     return np.bitwise_count(present)
 
 
-def _sample_region(native_roi, region, want, chip_size, min_classes, rng, attempts_left,
-                   name="the region", progress=None):
-    """Draw chips from one region the way the notebook does, in batches.
+@dataclass
+class SamplingTally:
+    """What a sampling pass counted besides its chips: draws made, candidates rejected for
+    holding too much no-data (rule 2 of the no-data rule)."""
 
-    Returns (collapsed chips, origins, attempts used, candidates rejected for no-data). The
-    notebook draws row, col per attempt and keeps the chip if it has >= min_classes classes; here
-    a batch of attempts is drawn at once, and the generator is rewound and re-advanced by exactly
-    the attempts consumed. A region holding no-data also rejects chips over
-    MAX_CHIP_NODATA_FRACTION no-data; a hopeless request raises ChipError early (see above).
-    `progress(chips accepted so far)` is called after every batch.
+    attempts: int = 0
+    rejected_nodata: int = 0
+
+
+CHUNK_BYTES = 16 * 2 ** 20  # candidate pixels tested at once: 1,024 chips of 128 px
+
+
+def _region_chunks(native_roi, region, want, chip_size, min_classes, rng, attempts_left,
+                   name, progress, tally: SamplingTally):
+    """Draw chips from one region the way the notebook does, in batches -> yields (collapsed
+    chips K x S x S uint8, origins K x 2 in ROI pixels) as they are accepted.
+
+    The notebook draws row, col per attempt and keeps the chip if it has >= min_classes classes;
+    here a batch of attempts is drawn at once, and the generator is rewound and re-advanced by
+    exactly the attempts consumed, so the chips don't depend on the batch size. A batch is tested
+    in chunks of at most CHUNK_BYTES of candidate pixels, so memory stays bounded however many
+    chips are wanted; the hopeless-request check (see above) still runs after every whole batch.
+    A region holding no-data also rejects chips over MAX_CHIP_NODATA_FRACTION no-data.
+    `progress(chips accepted so far)` (or None) is called after every chunk; `tally`, this
+    region's own, counts the draws used and the no-data rejections.
     """
     high_r, high_c = region.height - chip_size, region.width - chip_size
     if high_r <= 0 or high_c <= 0:
@@ -336,33 +353,35 @@ def _sample_region(native_roi, region, want, chip_size, min_classes, rng, attemp
     windows = np.lib.stride_tricks.sliding_window_view(view, (chip_size, chip_size))
     has_nodata = bool(view.min() == NODATA)  # code 0 is the smallest; never on the notebook's ROIs
     max_nodata = int(MAX_CHIP_NODATA_FRACTION * chip_size * chip_size)
-    chips, origins, used, rejected_nodata = [], [], 0, 0
-    while len(origins) < want and used < attempts_left:
-        missing = want - len(origins)
-        batch = min(missing + missing // 4 + 8, attempts_left - used)
-        state = rng.bit_generator.state
-        draws = _draw_origins(rng, high_r, high_c, batch)
-        candidates = collapse_worldcover(windows[draws[:, 0], draws[:, 1]])
-        keep = _distinct_classes(candidates) >= min_classes
-        if has_nodata:
-            too_much = np.count_nonzero(candidates.reshape(batch, -1) == NODATA_ID, 1) > max_nodata
-            keep &= ~too_much
-        accepted = np.flatnonzero(keep)[:missing]
-        consumed = batch if len(accepted) < missing else int(accepted[-1]) + 1
-        if has_nodata:
-            rejected_nodata += int(np.count_nonzero(too_much[:consumed]))
-        chips.append(candidates[accepted])
-        origins.extend(draws[accepted].tolist())
-        used += consumed
-        rng.bit_generator.state = state
-        _draw_origins(rng, high_r, high_c, consumed)
-        if progress is not None:
-            progress(len(origins))
-        if len(origins) < want:
-            _fail_if_hopeless(name, want, len(origins), used, attempts_left, min_classes,
-                              rejected_nodata, view)
-    chips = np.concatenate(chips) if chips else np.zeros((0, chip_size, chip_size), np.uint8)
-    return chips, [(r + region.row, c + region.col) for r, c in origins], used, rejected_nodata
+    chunk = max(1, CHUNK_BYTES // (chip_size * chip_size))
+    got = 0
+    while got < want and tally.attempts < attempts_left:
+        missing = want - got  # the notebook-sized batch; the hopeless check runs after each
+        batch_end = tally.attempts + min(missing + missing // 4 + 8, attempts_left - tally.attempts)
+        while got < want and tally.attempts < batch_end:
+            n, missing = min(batch_end - tally.attempts, chunk), want - got
+            state = rng.bit_generator.state
+            draws = _draw_origins(rng, high_r, high_c, n)
+            candidates = collapse_worldcover(windows[draws[:, 0], draws[:, 1]])
+            keep = _distinct_classes(candidates) >= min_classes
+            if has_nodata:
+                too_much = np.count_nonzero(candidates.reshape(n, -1) == NODATA_ID, 1) > max_nodata
+                keep &= ~too_much
+            accepted = np.flatnonzero(keep)[:missing]
+            consumed = n if len(accepted) < missing else int(accepted[-1]) + 1
+            if has_nodata:
+                tally.rejected_nodata += int(np.count_nonzero(too_much[:consumed]))
+            tally.attempts += consumed
+            rng.bit_generator.state = state
+            _draw_origins(rng, high_r, high_c, consumed)
+            got += len(accepted)
+            if progress is not None:
+                progress(got)
+            if len(accepted):
+                yield candidates[accepted], draws[accepted] + (region.row, region.col)
+        if got < want:
+            _fail_if_hopeless(name, want, got, tally.attempts, attempts_left, min_classes,
+                              tally.rejected_nodata, view)
 
 
 def _fail_if_hopeless(name, want, got, used, attempts_left, min_classes, rejected_nodata, view):
@@ -417,10 +436,53 @@ def _draw_origins(rng, high_r, high_c, n) -> np.ndarray:
                     dtype=np.int64).reshape(n, 2)
 
 
+def iter_chips(native_rois, regions, n, chip_size, min_classes, seed, roi_names,
+               progress: Callable[[int, int], None] | None = None,
+               tally: SamplingTally | None = None):
+    """n chips from `regions` in round-robin shares (the notebook's WorldCoverChipDataset),
+    drawn region after region with one seeded generator -> yields (roi index, K x S x S uint8
+    collapsed chips, K x 2 int64 origins) batches in chip order, each at most CHUNK_BYTES of
+    pixels, so a consumer that writes them out holds one batch (chips.sample_chips and
+    store.build_store both cut chips through this function, so they are the same chips).
+
+    ChipError when the chips can't be built (also early, once the request is clearly hopeless).
+    `progress(done, n)` reports the chips accepted so far; `tally` counts draws and no-data
+    rejections.
+    """
+    if n < 1:
+        raise ChipError("Ask for at least one chip.")
+    tally = SamplingTally() if tally is None else tally
+    rng = np.random.default_rng(seed)
+    want = [n // len(regions)] * len(regions)
+    for i in range(n - sum(want)):
+        want[i] += 1
+    attempts_left, done = n * ATTEMPTS_PER_CHIP, 0
+    for region, k in zip(regions, want):
+        name = roi_names[region.roi_index]
+        report = None if progress is None else (lambda got, done=done: progress(done + got, n))
+        region_tally = SamplingTally()
+        got = 0
+        for chips, origins in _region_chunks(native_rois[region.roi_index], region, k, chip_size,
+                                             min_classes, rng, attempts_left, name, report,
+                                             region_tally):
+            got += len(chips)
+            yield region.roi_index, chips, origins
+        attempts_left -= region_tally.attempts
+        tally.attempts += region_tally.attempts
+        tally.rejected_nodata += region_tally.rejected_nodata
+        if got < k:
+            raise ChipError(
+                f"Only {got} of {k} chips in '{name}' have at least {min_classes} "
+                f"land-cover classes" + (f" and at most {MAX_CHIP_NODATA_FRACTION:.0%} no-data"
+                                         if region_tally.rejected_nodata else "")
+                + ". Lower 'min classes' or choose a more varied region.")
+        done += k
+
+
 def sample_chips(native_rois, regions, n, chip_size, patch_size, min_classes, seed, roi_names,
                  progress: Callable[[int, int], None] | None = None,
                  bands: tuple[str, ...] = PALETTE_BANDS, roi_pixels: list | None = None):
-    """n chips from `regions` in round-robin (the notebook's WorldCoverChipDataset) -> ChipSet.
+    """n chips from `regions` in round-robin (iter_chips, gathered in memory) -> ChipSet.
 
     Chips follow the no-data rule of this module's docstring. ChipError when the chips can't be
     built (also early, once the request is clearly hopeless). `progress(done, n)` reports the
@@ -429,32 +491,13 @@ def sample_chips(native_rois, regions, n, chip_size, patch_size, min_classes, se
     """
     if chip_size % patch_size:
         raise ChipError(f"Chip size {chip_size} is not a multiple of the patch size {patch_size}.")
-    if n < 1:
-        raise ChipError("Ask for at least one chip.")
-    rng = np.random.default_rng(seed)
-    want = [n // len(regions)] * len(regions)
-    for i in range(n - sum(want)):
-        want[i] += 1
-    attempts_left = n * ATTEMPTS_PER_CHIP
-    labels, roi_index, all_origins, rejected_nodata = [], [], [], 0
-    for region, k in zip(regions, want):
-        name = roi_names[region.roi_index]
-        done = len(roi_index)
-        report = None if progress is None else (lambda got, done=done: progress(done + got, n))
-        chips, origins, used, rejected = _sample_region(
-            native_rois[region.roi_index], region, k, chip_size, min_classes, rng, attempts_left,
-            name, report)
-        attempts_left -= used
-        rejected_nodata += rejected
-        if len(origins) < k:
-            raise ChipError(
-                f"Only {len(origins)} of {k} chips in '{name}' have at least {min_classes} "
-                f"land-cover classes" + (f" and at most {MAX_CHIP_NODATA_FRACTION:.0%} no-data"
-                                         if rejected else "")
-                + ". Lower 'min classes' or choose a more varied region.")
+    tally = SamplingTally()
+    labels, roi_index, all_origins = [], [], []
+    for k, chips, origins in iter_chips(native_rois, regions, n, chip_size, min_classes, seed,
+                                        roi_names, progress, tally):
         labels.append(chips)
-        roi_index += [region.roi_index] * k
-        all_origins += origins
+        roi_index += [k] * len(chips)
+        all_origins += origins.tolist()
     labels = np.concatenate(labels)
     pixels = None
     if roi_pixels is not None:
@@ -469,7 +512,7 @@ def sample_chips(native_rois, regions, n, chip_size, patch_size, min_classes, se
         roi_names=list(roi_names),
         chip_size=chip_size,
         patch_size=patch_size,
-        rejected_nodata=rejected_nodata,
+        rejected_nodata=tally.rejected_nodata,
         bands=bands,
         pixels=pixels,
     )
@@ -502,12 +545,37 @@ def split_regions(roi_shapes, roi_names, holdout_roi=None, holdout_block=None):
     return train, [held]
 
 
-def build_chip_sets(rois, config: ChipConfig,
-                    progress: Callable[[int, int], None] | None = None) -> tuple[ChipSet, ChipSet | None]:
-    """ROIs (objects with .spec.name and .native) -> (training chips, held-out chips or None).
+@dataclass(frozen=True)
+class SplitPlan:
+    """One split's sampling: its regions, chips wanted, seed, and its first chip's place in the
+    progress count over all splits."""
 
-    `progress(done, total)`: chips accepted so far over all chips wanted (training + held-out).
-    """
+    name: str  # "train" or "heldout"
+    regions: list
+    n: int
+    seed: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """What build_chip_sets cuts from which ROIs, checked before any draw (plan_chips)."""
+
+    names: list[str]
+    natives: list  # each ROI's H x W native WorldCover codes
+    bands: tuple[str, ...]
+    roi_pixels: list | None  # each ROI's C x H x W values of `bands`, or None (palette RGB)
+    splits: tuple[SplitPlan, ...]  # training first, then the held-out chips if any
+
+    @property
+    def total(self) -> int:
+        return sum(s.n for s in self.splits)
+
+
+def plan_chips(rois, config: ChipConfig) -> SamplingPlan:
+    """ROIs (objects with .spec.name and .native) and chip settings -> the checked SamplingPlan:
+    the training regions (seed config.seed) and the held-out ones (seed config.seed + 1).
+    ChipError for no ROI, ROIs not read from the chips' source, or a bad held-out choice."""
     if not rois:
         raise ChipError("Choose at least one region on the Regions page first.")
     bands = pixel_source(config.source).bands
@@ -526,22 +594,41 @@ def build_chip_sets(rois, config: ChipConfig,
     natives = [r.native for r in rois]
     train_regions, held_regions = split_regions([a.shape for a in natives], names,
                                                 config.holdout_roi, config.holdout_block)
-    total = config.n_chips + (config.n_holdout_chips if held_regions else 0)
-    args = dict(chip_size=config.chip_size, patch_size=config.patch_size,
-                min_classes=config.min_classes, roi_names=names, bands=bands,
-                roi_pixels=roi_pixels)
-    train = sample_chips(natives, train_regions, config.n_chips, seed=config.seed,
-                         progress=progress and (lambda done, _n: progress(done, total)), **args)
-    held = None
+    splits = [SplitPlan("train", train_regions, config.n_chips, config.seed, 0)]
     if held_regions:
-        held = sample_chips(natives, held_regions, config.n_holdout_chips, seed=config.seed + 1,
-                            progress=progress and (lambda done, _n: progress(config.n_chips + done,
-                                                                             total)), **args)
-    if roi_pixels is not None:  # normalise by the training chips' statistics, held-out too
+        splits.append(SplitPlan("heldout", held_regions, config.n_holdout_chips,
+                                config.seed + 1, config.n_chips))
+    return SamplingPlan(names, natives, bands, roi_pixels, tuple(splits))
+
+
+def build_chip_sets(rois, config: ChipConfig,
+                    progress: Callable[[int, int], None] | None = None) -> tuple[ChipSet, ChipSet | None]:
+    """ROIs (objects with .spec.name and .native) -> (training chips, held-out chips or None).
+    ChipError for more than MAX_IN_MEMORY_CHIPS training chips (a chip store takes more).
+
+    `progress(done, total)`: chips accepted so far over all chips wanted (training + held-out).
+    """
+    plan = plan_chips(rois, config)
+    if config.n_chips > MAX_IN_MEMORY_CHIPS:
+        grid = config.chip_size // config.patch_size  # labels 1 B, patch labels 8 B, origin 24 B
+        need = plan.total * (config.chip_size ** 2 + grid * grid * 8 + 24) / 1e9
+        raise ChipError(f"{config.n_chips:,} training chips are more than the "
+                        f"{MAX_IN_MEMORY_CHIPS:,} this lab cuts in memory (about {need:,.1f} GB). "
+                        "Cut them into a chip store on disk (python -m bharateo chips build "
+                        "--out DIR ...) and train from it (python -m bharateo train --chips-dir "
+                        "DIR).")
+    sets = [sample_chips(plan.natives, split.regions, split.n, config.chip_size,
+                         config.patch_size, config.min_classes, split.seed, plan.names,
+                         progress and (lambda done, _n, o=split.offset: progress(o + done,
+                                                                                 plan.total)),
+                         plan.bands, plan.roi_pixels)
+            for split in plan.splits]
+    train, held = sets[0], (sets[1] if len(sets) > 1 else None)
+    if plan.roi_pixels is not None:  # normalise by the training chips' statistics, held-out too
         step = 64  # chips per batch of the float64 sums
         train.band_stats = band_stats(((train.pixels[i:i + step],
                                         train.labels[i:i + step] != NODATA_ID)
-                                       for i in range(0, len(train), step)), bands)
+                                       for i in range(0, len(train), step)), plan.bands)
         if held is not None:
             held.band_stats = train.band_stats
     return train, held

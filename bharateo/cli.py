@@ -20,29 +20,29 @@ def _roi_specs(args):
     return [RoiSpec(name, args.lon, args.lat, args.size)]
 
 
-def _chip_source(args):
-    """ChipConfig fields of --source/--dates/--max-cloud (checked: ConfigError), or {}."""
+def _chip_config(args):
+    """The chip settings of prefetch's and inspect's flags (--source, --dates, --max-cloud),
+    checked: ConfigError for an unknown source or a Sentinel-2 query that can't be used."""
     from bharateo.chips import ChipConfig
     from bharateo.pipeline import check_source
+    from bharateo.settings import from_args
 
-    given = {k: getattr(args, k) for k in ("source", "dates", "max_cloud")
-             if getattr(args, k, None) is not None}
-    check_source(replace(ChipConfig(), **given))
-    return given
+    chips = replace(ChipConfig(), **from_args(ChipConfig, args))
+    check_source(chips)
+    return chips
 
 
 def _load_rois_for(args, specs):
-    from bharateo.chips import ChipConfig
     from bharateo.pipeline import load_rois
 
-    return load_rois(specs, chips=replace(ChipConfig(), **_chip_source(args)))
+    return load_rois(specs, chips=_chip_config(args))
 
 
 def cmd_prefetch(args) -> None:
     from bharateo.roi import load_roi, native_class_counts
     from bharateo.worldcover import data_source_from_env
 
-    if _chip_source(args).get("source", "worldcover") != "worldcover":
+    if _chip_config(args).source != "worldcover":
         return _prefetch_s2(args)
     source = data_source_from_env()
     print(f"Reading from {source.describe()} into the cache...")
@@ -124,7 +124,7 @@ def cmd_inspect(args) -> None:
     from bharateo.roi import default_presets, load_roi, native_class_counts
     from bharateo.worldcover import NATIVE_WORLDCOVER_CLASSES
 
-    if _chip_source(args).get("source", "worldcover") != "worldcover":
+    if _chip_config(args).source != "worldcover":
         return _inspect_s2(args)
     # no --lon/--lat: the first default preset (notebook's delhi_ncr, or sao_tome offline)
     spec = _roi_specs(args)[0] if args.lon is not None or args.lat is not None else \
@@ -187,8 +187,7 @@ def cmd_train(args) -> None:
             rois = defaults
     config = RunConfig(
         rois=rois,
-        **{key: rebuilt(cls, getattr(base, key),
-                        {**from_args(cls, args), **(_chip_source(args) if key == "chips" else {})})
+        **{key: rebuilt(cls, getattr(base, key), from_args(cls, args))
            for key, cls in SECTIONS.items()})
     # the Train page's limits on typed values, named by flag (e.g. "--epochs is -3: ...")
     flags = {name: s.flag for name, s in knob_settings().items()}
@@ -401,7 +400,7 @@ def cmd_evaluate(args) -> None:
 def cmd_tokens(args) -> None:
     from bharateo.tokens import token_accounting
 
-    rows = [("this run", token_accounting(args.chips, args.epochs, args.mask_ratio, args.channels,
+    rows = [("this run", token_accounting(args.chips, args.epochs, args.mask_ratio, args.in_chans,
                                           args.chip_size, args.patch_size)),
             ("BharatEO-v0 (1M chips x 100 epochs, 10 bands)",
              token_accounting(1_000_000, 100, args.mask_ratio, 10, args.chip_size, args.patch_size))]
@@ -416,19 +415,18 @@ def cmd_tokens(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from bharateo.chips import ChipConfig
-    from bharateo.device import DEVICES
-    from bharateo.model import _variant_names
     from bharateo.pipeline import PRESETS, SECTIONS
-    from bharateo.settings import add_flags, settings_of
-    from bharateo.sources import DEFAULT_SOURCE, PIXEL_SOURCES
-
-    # the declared defaults, for the subcommands whose flags are not a config's fields
-    default = {s.name: s.default for cls in SECTIONS.values() for s in settings_of(cls)}
+    from bharateo.settings import add_flags
 
     parser = argparse.ArgumentParser(prog="python -m bharateo", description=(
         "BharatEO Lab: a tiny masked autoencoder on real ESA WorldCover pixels. Data comes from "
         "the public bucket, BHARATEO_WORLDCOVER_URL, or the folder BHARATEO_WORLDCOVER_DIR."))
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_settings(p, command):
+        """The flags of every setting `command` takes, built from its declaration (one
+        `setting()` field, bharateo/settings.py); main() checks them against their ranges."""
+        p.set_defaults(declared=[s for cls in SECTIONS.values() for s in add_flags(p, cls, command)])
 
     def add_roi_flags(p, size=2048):
         p.add_argument("--lon", type=float, help="centre longitude (default: the notebook's three ROIs)")
@@ -436,44 +434,31 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--size", type=int, default=size, help="ROI size in pixels (64-4096)")
         p.add_argument("--name", help="ROI name")
 
-    def add_source_flags(p, source: bool = True):
-        """--source (unless `source` is False: train declares it), --dates and --max-cloud."""
-        from bharateo.sentinel2 import DEFAULT_DATES, DEFAULT_MAX_CLOUD
-
-        if source:
-            p.add_argument("--source", choices=list(PIXEL_SOURCES), help=(
-                f"pixel source of the chips' input bands (default {DEFAULT_SOURCE}: WorldCover "
-                "palette RGB); s2-4band / s2-10band: Sentinel-2 L2A reflectance (B02 B03 B04 "
-                "B08, or ten bands), scenes from the folder BHARATEO_S2_DIR or the STAC API "
-                "BHARATEO_S2_STAC_URL (default Earth Search)"))
-        p.add_argument("--dates", help=f"Sentinel-2 date range, e.g. {DEFAULT_DATES}")
-        p.add_argument("--max-cloud", dest="max_cloud", type=float,
-                       help=f"Sentinel-2 scene cloud cover limit in %% (default {DEFAULT_MAX_CLOUD:g})")
-
-    p = sub.add_parser("prefetch", help="fill the ROI cache so a class can work offline")
+    s2_scenes = ("Sentinel-2 sources (s2-4band, s2-10band: L2A reflectance) read scenes from the "
+                 "folder BHARATEO_S2_DIR or the STAC API BHARATEO_S2_STAC_URL (default Earth "
+                 "Search), the least cloudy one within --dates and --max-cloud.")
+    p = sub.add_parser("prefetch", help="fill the ROI cache so a class can work offline",
+                       description=s2_scenes)
     add_roi_flags(p)
-    add_source_flags(p)
+    add_settings(p, "prefetch")
     p.set_defaults(func=cmd_prefetch)
 
-    p = sub.add_parser("inspect", help="tile, window bounds and native class counts of an ROI")
+    p = sub.add_parser("inspect", help="tile, window bounds and native class counts of an ROI",
+                       description=s2_scenes)
     add_roi_flags(p)
-    add_source_flags(p)
+    add_settings(p, "inspect")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("train", help="train and save a run under checkpoints/")
+    p = sub.add_parser("train", help="train and save a run under checkpoints/",
+                       description=s2_scenes)
     p.add_argument("--run", "--run-name", dest="run", required=True,
                    help="run name (letters, digits, . _ -); under torchrun write --run-name "
                    "(torchrun takes --run for its own --run-path)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="notebook default")
     add_roi_flags(p)
-    for cls in SECTIONS.values():  # one flag per declared setting (bharateo/settings.py)
+    for cls in SECTIONS.values():  # every declared setting with a flag; cmd_train checks them
         add_flags(p, cls)
-    # issue 13's spelling: `train --model mae` is --arch (the same declared setting)
-    p.add_argument("--model", dest="arch", choices=_variant_names(),
-                   help="the model variant, as --arch: 'notebook' (encoder over all tokens) or "
-                        "'mae' (encoder over the visible tokens only, light decoder: fast mode)")
-    add_source_flags(p, source=False)  # the Sentinel-2 scene query: --dates, --max-cloud
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--chips-dir", help="train on a chip store (python -m bharateo chips build); "
                    "also under torchrun --nproc_per_node=N -m bharateo train ...")
@@ -486,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_roi_flags(p)
     p.add_argument("--region", action="append", metavar="NAME,LON,LAT[,SIZE]",
                    help="a region to cut chips from (repeat for many regions and tiles)")
-    add_flags(p, ChipConfig)  # the chip settings, declared once (bharateo/settings.py)
+    add_flags(p, ChipConfig)  # the chip settings, checked by ChipConfig's bounds (up to 100,000 chips)
     p.add_argument("--shard-size", type=int, default=1024, help="chips per shard (default 1024)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_chips_build)
@@ -496,28 +481,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="confusion matrix and scores of a saved run")
     p.add_argument("run")
-    p.add_argument("--mask-ratio", type=float, default=default["mask_ratio"])
-    p.add_argument("--device", choices=DEVICES, default=default["device"], help="where to evaluate")
+    add_settings(p, "evaluate")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("tokens", help="the notebook's token accounting table")
-    p.add_argument("--chips", type=int, default=default["n_chips"])
-    p.add_argument("--epochs", type=int, default=default["epochs"])
-    p.add_argument("--mask-ratio", type=float, default=default["mask_ratio"])
-    p.add_argument("--channels", type=int, default=PIXEL_SOURCES[DEFAULT_SOURCE].channels,
-                   help="input channels (bands) per pixel")
-    p.add_argument("--chip-size", type=int, default=default["chip_size"])
-    p.add_argument("--patch-size", type=int, default=default["patch_size"])
+    # not n_chips: the accounting counts chip sets of any size (docs/scale.md's 1M-chip plan),
+    # beyond what one run may cut (its declared bounds); the default is the notebook's 384
+    p.add_argument("--chips", type=int, default=ChipConfig().n_chips,
+                   help=f"chips in the data set, 1 or more (default {ChipConfig().n_chips})")
+    add_settings(p, "tokens")
     p.set_defaults(func=cmd_tokens)
     return parser
+
+
+def _check_declared(args) -> None:
+    """ConfigError naming each flag of a declared setting outside its declared range (train's
+    are checked with the whole config, cmd_train)."""
+    from bharateo.errors import ConfigError
+    from bharateo.settings import flag_problems
+
+    if problems := flag_problems(args, getattr(args, "declared", [])):
+        raise ConfigError("Fix these settings: " + " ".join(problems))
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_declared(args)
         args.func(args)
     except BharatEOError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: a sentence, not a traceback; 130 is the shells' code
+        print("stopped (Ctrl-C). Files are written whole or not at all, so nothing half-written "
+              "was kept; run the command again to finish.", file=sys.stderr)
+        return 130
     return 0

@@ -46,13 +46,14 @@ class ModelConfig:
 
     # runs saved before variants existed have no key: the notebook's model
     arch: str = setting("notebook", label="model variant", choices=_variant_names,
-                        widget="selectbox", group="Model",
+                        widget="selectbox", group="Model", aliases=("--model",),  # issue 13's
                         help="the architecture, by its name in bharateo/architectures.py")
     img_size: int = setting(128, label="img size", bounds=(1, 1024), flag=False,
                             help="chip size in pixels (set from the chips)")
     patch_size: int = setting(16, label="patch size", bounds=(1, 64), flag=False,
                               help="patch size in pixels (set from the chips)")
     in_chans: int = setting(3, label="in chans", bounds=(1, 16), flag=False,
+                            commands={"tokens": "--channels"},
                             help="input bands per pixel (set from the chips)")
     embed_dim: int = setting(128, label="embed dim", bounds=(1, 1024),
                              options=(32, 64, 96, 128, 192, 256), widget="select_slider",

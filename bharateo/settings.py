@@ -9,12 +9,15 @@ and help, from which the lab builds everything else.
     adds its cross-field rules): the field's type, its `choices` and its hard `bounds`, for a
     config typed on the CLI, built on a page or read back from a run's config.json;
   - the CLI: `add_flags(parser, cls)` makes `--n-chips` for `n_chips` (`--no-cosine` for a bool
-    that defaults to True), `from_args(cls, args)` reads back the ones given;
+    that defaults to True) on `train`, and on each other subcommand its `commands` name
+    (`evaluate --mask-ratio`, `tokens --channels`); `from_args(cls, args)` reads back the ones
+    given and `flag_problems(args, settings)` checks them against their declared range;
   - the app: the Train page draws one widget per setting that has a `group` (its column), the
     Chips page its fields; `range_problems` checks typed values against `low`..`high` with the
     sentences both the page and the CLI show (a value is never replaced by another);
   - presets and config.json: plain dataclass values (`asdict`), as before.
-Adding a hyperparameter is this one field; nothing else lists it.
+Adding a hyperparameter is this one field; nothing else lists it. `registered(registry, name,
+what)` is the one lookup of a registry a setting's `choices` read (model variants, pixel sources).
 
 Two ranges, because a lesson and a saved run have different limits:
   low..high  what the Train page offers: a slider's ends, or, for a typed field
@@ -31,7 +34,7 @@ from __future__ import annotations
 import argparse
 import math
 import typing
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 
 from bharateo.errors import ConfigError
 from bharateo.schema import check_types, is_number
@@ -62,6 +65,8 @@ class Setting:
     widget: str | None = None
     group: str | None = None
     flag: str | None = None  # None: no CLI flag
+    aliases: tuple = ()  # other spellings of the flag (`--model` for `--arch`)
+    commands: tuple = ()  # (subcommand, its flag) for each subcommand besides train taking it
     format: str | None = None  # printf format of a typed field, e.g. "%.1e"
 
     @property
@@ -95,12 +100,16 @@ class Setting:
 
 def setting(default, *, label: str, help: str, low=None, high=None, bounds=None,
             strict: bool = False, step=None, choices=None, options=None, widget: str | None = None,
-            group: str | None = None, flag: str | bool = True, format: str | None = None):
+            group: str | None = None, flag: str | bool = True, aliases=(), commands=(),
+            format: str | None = None):
     """A dataclass field declaring one hyperparameter (see the module docstring).
 
     `choices` may be a zero-argument function (a registry read when the settings are listed,
     e.g. the model variants). `flag`: True for `--<name-with-dashes>`, False for none (fields
-    the lab sets itself, such as the model's image size), or the flag's text.
+    the lab sets itself, such as the model's image size), or the flag's text; `aliases`: other
+    spellings of it. `train` takes every setting with a flag; `commands` names the other
+    subcommands that take this one (`("evaluate", "tokens")`), or maps them to the flag it has
+    there where that differs (`{"tokens": "--channels"}`).
     Raises ValueError for a declaration the app can't draw (an unknown widget or group).
     """
     if widget is not None and widget not in WIDGETS:
@@ -110,7 +119,9 @@ def setting(default, *, label: str, help: str, low=None, high=None, bounds=None,
     meta = dict(label=label, help=help, low=low, high=high,
                 bounds=tuple(bounds) if bounds is not None else (low, high), strict=strict,
                 step=step, choices=choices, options=tuple(options) if options else None,
-                widget=widget, group=group, flag=flag, format=format)
+                widget=widget, group=group, flag=flag, aliases=tuple(aliases),
+                commands=tuple(commands.items() if isinstance(commands, dict) else
+                               ((c, True) for c in commands)), format=format)
     return field(default=default, metadata={_KEY: meta})
 
 
@@ -132,14 +143,26 @@ def settings_of(cls) -> list[Setting]:
         if callable(meta["choices"]):
             meta["choices"] = meta["choices"]()
         meta["choices"] = tuple(meta["choices"]) if meta["choices"] is not None else None
-        flag = meta.pop("flag")
         kind, optional = _base_type(hints[f.name])
         default = f.default if f.default is not MISSING else f.default_factory()
-        if flag is True:
-            flag = f"--{'no-' if kind is bool and default else ''}{f.name.replace('_', '-')}"
+        auto = f"--{'no-' if kind is bool and default else ''}{f.name.replace('_', '-')}"
+        flag = auto if meta["flag"] is True else meta["flag"] or None
+        commands = tuple((c, auto if text is True else text) for c, text in meta["commands"])
         out.append(Setting(name=f.name, owner=cls, type=kind, optional=optional, default=default,
-                           flag=flag or None, **meta))
+                           **{**meta, "flag": flag, "commands": commands}))
     return out
+
+
+def registered(registry: dict, name, what: str):
+    """`registry[name]`, for a registry of named entries (the model variants, the pixel sources:
+    what their settings' `choices` list). Raises ConfigError "Unknown <what> 'x': this lab has
+    'a', 'b'. ..." for a name it lacks, also an unhashable one read from a config.json."""
+    try:
+        return registry[name]
+    except (KeyError, TypeError):
+        known = ", ".join(f"'{n}'" for n in registry)
+        raise ConfigError(f"Unknown {what} {name!r}: this lab has {known}. A run saved by a newer "
+                          "version of the lab needs that version to load.") from None
 
 
 def number_words(x) -> str:
@@ -218,23 +241,55 @@ def range_problems(values: dict, settings: list[Setting], names: dict[str, str] 
     return problems
 
 
-def add_flags(parser: argparse.ArgumentParser, cls) -> None:
-    """One optional flag per declared setting of `cls` that has one (default None: "not given",
-    so a preset's value stays). A flag already on `parser` (a name two sections share, such as
-    `--seed` for the chips and the training) is added once and fills both. Whole numbers parse
-    as int, so `--epochs 2.5` is refused by argparse (exit 2)."""
-    for s in settings_of(cls):
-        if not s.flag or s.flag in parser._option_string_actions:
+def flag_settings(cls, command: str = "train") -> list[Setting]:
+    """The declared settings of `cls` that subcommand `command` takes, each with its flag there:
+    on `train` every setting with a flag (and its aliases), on another command those whose
+    `commands` name it."""
+    if command == "train":
+        return [s for s in settings_of(cls) if s.flag]
+    return [replace(s, flag=dict(s.commands)[command], aliases=())
+            for s in settings_of(cls) if command in dict(s.commands)]
+
+
+def add_flags(parser: argparse.ArgumentParser, cls, command: str = "train") -> list[Setting]:
+    """One optional flag per setting of `cls` that `command` takes (flag_settings), with the
+    declared type, choices, help and range; returns those settings. On `train` (and
+    `chips build`) a flag's default is None, "not given", so a preset's value stays; on the other
+    commands, which start from no preset, it is the declared default. A flag already on `parser`
+    (a name two sections share, such as `--seed` for the chips and the training) is added once
+    and fills both. Whole numbers parse as int, so `--epochs 2.5` is refused by argparse (exit 2)."""
+    added = []
+    for s in flag_settings(cls, command):
+        if s.flag in parser._option_string_actions:
             continue
+        added.append(s)
+        default = None if command == "train" else s.default
         if s.type is bool:
-            parser.add_argument(s.flag, dest=s.name, action="store_const", const=not s.default,
+            parser.add_argument(s.flag, *s.aliases, dest=s.name, action="store_const",
+                                const=not s.default, default=default,
                                 help=f"{'no ' if s.default else ''}{s.label}: {s.help}")
             continue
         allowed = (f"{number_words(s.low)} to {number_words(s.high)}" if s.typed else
                    _bounds_words(s) if s.type in (int, float) else "")
         where = f" ({allowed}; default {s.default})" if allowed else f" (default {s.default})"
-        parser.add_argument(s.flag, dest=s.name, type=s.type, choices=s.choices,
-                            help=f"{s.label}{where}: {s.help}")
+        parser.add_argument(s.flag, *s.aliases, dest=s.name, type=s.type, choices=s.choices,
+                            default=default, metavar=None if s.choices else
+                            s.flag[2:].upper().replace("-", "_"), help=f"{s.label}{where}: {s.help}")
+    return added
+
+
+def flag_problems(args: argparse.Namespace, settings: list[Setting]) -> list[str]:
+    """One sentence per flag of `settings` (as add_flags returned them) whose value in `args` is
+    outside its declared range, naming the flag: a typed setting against low..high (the
+    sentences range_problems gives train's flags), any other number against its bounds
+    ("--mask-ratio is 1.5: it must be strictly between 0 and 1 (...)."). Empty: all fine."""
+    values = {s.name: getattr(args, s.name) for s in settings}
+    problems = range_problems(values, settings, {s.name: s.flag for s in settings})
+    for s in settings:
+        value = values[s.name]
+        if not s.typed and s.type in (int, float) and value is not None and not _within(s, value):
+            problems.append(f"{s.flag} is {value:g}: it must be {_bounds_words(s)} ({s.help}).")
+    return problems
 
 
 def from_args(cls, args: argparse.Namespace) -> dict:

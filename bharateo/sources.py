@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bharateo.errors import ConfigError
+from bharateo.settings import registered
 from bharateo.worldcover import PALETTE_BANDS
 
 # Sentinel-2 MSI bands (ESA band ids; read by bharateo/sentinel2.py)
@@ -59,9 +59,4 @@ DEFAULT_SOURCE = "worldcover"  # runs saved before sources existed have no key: 
 
 def pixel_source(name: str) -> PixelSource:
     """The PixelSource registered as `name`. Raises ConfigError naming the known sources."""
-    try:
-        return PIXEL_SOURCES[name]
-    except (KeyError, TypeError):
-        known = ", ".join(f"'{n}'" for n in PIXEL_SOURCES)
-        raise ConfigError(f"Unknown pixel source {name!r}: this lab has {known}. A run saved by a "
-                          "newer version of the lab needs that version to load.") from None
+    return registered(PIXEL_SOURCES, name, "pixel source")

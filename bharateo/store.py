@@ -1,7 +1,9 @@
 """Chip store: chips cut once, written as NumPy .npy shards with a manifest, streamed to training.
 
 `python -m bharateo chips build --out DIR` cuts chips exactly as the app does
-(chips.build_chip_sets: the notebook's seeded draws, labels and the no-data rule) and writes
+(chips.iter_chips, what build_chip_sets gathers: the notebook's seeded draws, labels and the
+no-data rule, in the same order) and writes each shard as it fills (memory: one shard, not the
+chip set):
 
   DIR/manifest.json               written last: format, chip counts, bands, chip settings, the
                                   regions with their provenance, every file's size and sha256
@@ -42,8 +44,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bharateo.chips import ChipConfig, ChipSet, build_chip_sets, labels_to_tokens
-from bharateo.errors import ChipStoreError
+from bharateo.chips import (ChipConfig, ChipSet, SamplingPlan, SamplingTally, SplitPlan,
+                            iter_chips, labels_to_tokens, patch_mode_labels, plan_chips)
+from bharateo.errors import BharatEOError, ChipError, ChipStoreError
 from bharateo.worldcover import PALETTE_BANDS
 
 FORMAT, VERSION = "bharateo-chip-store", 1
@@ -72,23 +75,53 @@ def _write_new(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _split_shards(folder: Path, split: str, chips: ChipSet, shard_size: int) -> dict:
-    """Write one split's shards into `folder` -> its manifest entry."""
-    shards = []
-    for k, start in enumerate(range(0, len(chips), shard_size)):
-        rows = slice(start, start + shard_size)
-        arrays = {"labels": chips.labels[rows].astype(np.uint8),
-                  "patches": chips.patch_labels[rows].astype(np.int8),
-                  "origins": np.column_stack([chips.roi_index[rows], chips.origins[rows]]
-                                             ).astype(np.int64)}
-        name, files = f"{split}-{k:05d}", {}
-        for kind, array in arrays.items():
-            data = _npy_bytes(array)
-            _write_new(folder / _shard_file(name, kind), data)
-            files[kind] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        shards.append({"name": name, "chips": len(arrays["labels"]), "files": files})
-    return {"chips": len(chips), "rejected_nodata": int(chips.rejected_nodata),
-            "chips_per_roi": chips.chips_per_roi(), "shards": shards}
+def _write_shard(folder: Path, name: str, labels: np.ndarray, roi_index: np.ndarray,
+                 origins: np.ndarray, patch_size: int) -> dict:
+    """Write one shard's three .npy files (patch labels computed here, chips.patch_mode_labels)
+    -> its manifest entry (chip count, each file's size and sha256)."""
+    arrays = {"labels": labels.astype(np.uint8, copy=False),
+              "patches": patch_mode_labels(labels, patch_size).astype(np.int8),
+              "origins": np.column_stack([roi_index, origins]).astype(np.int64)}
+    files = {}
+    for kind, array in arrays.items():
+        data = _npy_bytes(array)
+        _write_new(folder / _shard_file(name, kind), data)
+        files[kind] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    return {"name": name, "chips": len(labels), "files": files}
+
+
+def _stream_split(folder: Path, plan: SamplingPlan, split: SplitPlan, config: ChipConfig,
+                  shard_size: int, progress=None) -> dict:
+    """Cut one split's chips (chips.iter_chips, the app's draws in the app's order) and write
+    each shard as soon as it fills -> the split's manifest entry. Holds at most one shard and
+    one sampling batch of chips."""
+    tally, shards, pending, held = SamplingTally(), [], [], 0  # pending: unwritten pieces
+
+    def write(final: bool = False) -> None:
+        nonlocal pending
+        labels, roi_index, origins = (np.concatenate(part) for part in zip(*pending))
+        start = 0
+        while len(labels) - start >= shard_size or (final and start < len(labels)):
+            rows = slice(start, start + shard_size)
+            shards.append(_write_shard(folder, f"{split.name}-{len(shards):05d}", labels[rows],
+                                       roi_index[rows], origins[rows], config.patch_size))
+            start += shard_size
+        pending = [(labels[start:], roi_index[start:], origins[start:])]
+
+    per_roi = np.zeros(len(plan.names), np.int64)
+    report = progress and (lambda done, _n: progress(split.offset + done, plan.total))
+    for roi, chips, origins in iter_chips(plan.natives, split.regions, split.n, config.chip_size,
+                                          config.min_classes, split.seed, plan.names, report, tally):
+        pending.append((chips, np.full(len(chips), roi, np.int64), origins))
+        held += len(chips)
+        per_roi[roi] += len(chips)
+        if held >= shard_size:
+            write()
+            held = len(pending[0][0])
+    if held:
+        write(final=True)
+    return {"chips": split.n, "rejected_nodata": tally.rejected_nodata,
+            "chips_per_roi": dict(zip(plan.names, per_roi.tolist())), "shards": shards}
 
 
 def _region_entry(roi) -> dict:
@@ -102,13 +135,17 @@ def _region_entry(roi) -> dict:
 
 def build_store(out: Path, rois, config: ChipConfig, shard_size: int = DEFAULT_SHARD_SIZE,
                 progress=None) -> Path:
-    """Cut chips from `rois` with `config` (chips.build_chip_sets, so the same chips, labels and
-    no-data rule as the app) and write them as a chip store at `out` -> `out`.
+    """Cut chips from `rois` with `config` and write them as a chip store at `out` -> `out`.
 
-    Memory while building: the chip set (S*S + G*G + 24 bytes a chip: 16.5 KB at 128 px, 1.6 GB
-    for 100k chips); training from the store afterwards holds one batch. ChipStoreError when
-    `out` exists, the shard size is out of range, or the disk is full or read-only; ChipError
-    from sampling. Nothing is left at `out` unless the whole store was written.
+    The chips, labels and order are build_chip_sets' (both cut through chips.iter_chips: the
+    notebook's seeded draws, labels and no-data rule), but each shard is written as soon as it
+    fills, so memory holds one shard and one sampling batch (chips.CHUNK_BYTES), not the chip
+    set: about 50 MB at 128 px and 1,024-chip shards, whatever the chip count (docs/scale.md).
+    The manifest is written last, into a temporary folder renamed onto `out`: a build that stops
+    part-way (an error, Ctrl-C, a killed process) leaves no `out` and nothing that opens as a
+    store. ChipStoreError when `out` exists, the shard size is out of range, the source's chips
+    carry their own band values, the disk is full or read-only, or writing fails part-way;
+    ChipError from sampling. `progress(done, total)` counts chips over both splits.
     """
     out = Path(out)
     if not 1 <= shard_size <= MAX_SHARD_SIZE:
@@ -116,24 +153,26 @@ def build_store(out: Path, rois, config: ChipConfig, shard_size: int = DEFAULT_S
                              f"{DEFAULT_SHARD_SIZE} is a good default.")
     if out.exists():
         raise ChipStoreError(f"{out} already exists. Choose a new --out folder or delete that one.")
-    train, heldout = build_chip_sets(rois, config, progress)
-    if train.pixels is not None:
+    plan = plan_chips(rois, config)
+    if plan.bands != PALETTE_BANDS:
         raise ChipStoreError(f"A chip store holds class ids rendered as palette RGB; chips of the "
                              f"'{config.source}' source carry their own band values "
-                             f"{train.bands}, which this store format can't hold yet. Build "
+                             f"{plan.bands}, which this store format can't hold yet. Build "
                              "the store from WorldCover chips (--source worldcover).")
+    if config.chip_size % config.patch_size:
+        raise ChipError(f"Chip size {config.chip_size} is not a multiple of the patch size "
+                        f"{config.patch_size}.")
     tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()
-        splits = {"train": _split_shards(tmp, "train", train, shard_size)}
-        if heldout is not None:
-            splits["heldout"] = _split_shards(tmp, "heldout", heldout, shard_size)
+        splits = {split.name: _stream_split(tmp, plan, split, config, shard_size, progress)
+                  for split in plan.splits}
         manifest = {"format": FORMAT, "version": VERSION,
                     "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    "chip_size": train.chip_size, "patch_size": train.patch_size,
-                    "bands": list(train.bands),
-                    "chip_config": config.to_dict(), "roi_names": list(train.roi_names),
+                    "chip_size": config.chip_size, "patch_size": config.patch_size,
+                    "bands": list(plan.bands),
+                    "chip_config": config.to_dict(), "roi_names": list(plan.names),
                     "regions": [_region_entry(r) for r in rois], "splits": splits}
         _write_new(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())  # last: marks it whole
         os.rename(tmp, out)  # fails if `out` appeared meanwhile: never merged into another store
@@ -145,7 +184,14 @@ def build_store(out: Path, rois, config: ChipConfig, shard_size: int = DEFAULT_S
                 else exc.strerror or str(exc))
         raise ChipStoreError(f"The chip store {out} could not be written: {what}. Nothing was "
                              "kept; free some space or choose another --out, then try again.") from exc
-    except BaseException:
+    except BharatEOError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except Exception as exc:  # an unexpected fault part-way: say so, keep the cause chained
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ChipStoreError(f"Building the chip store {out} stopped part-way ({type(exc).__name__}: "
+                             f"{exc}). Nothing was kept; run the build again.") from exc
+    except BaseException:  # Ctrl-C, SystemExit: clean up and let it through
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out

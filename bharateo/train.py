@@ -50,7 +50,7 @@ class TrainConfig:
                                   step=0.01, widget="number", group="Optimiser",
                                   help="AdamW's decay is a share from 0 to 1 (the notebook uses 0.05)")
     epochs: int = setting(20, label="epochs", low=1, high=500, bounds=(1, MAX_EPOCHS), step=1,
-                          widget="number", group="Optimiser",
+                          widget="number", group="Optimiser", commands=("tokens",),
                           help="a run needs at least one pass over its chips")
     batch_size: int = setting(16, label="batch size", bounds=(1, MAX_BATCH),
                               options=(4, 8, 16, 32, 64, 128), widget="select_slider",
@@ -60,6 +60,7 @@ class TrainConfig:
                                 "else a constant rate")
     mask_ratio: float = setting(0.75, label="mask ratio", low=0.05, high=0.95, bounds=(0, 1),
                                 strict=True, step=0.05, widget="slider", group="Objective",
+                                commands=("evaluate", "tokens"),
                                 help="share of each chip's patches hidden; at 0 there is nothing "
                                      "to reconstruct, at 1 nothing to see")
     patch_loss_weight: float = setting(0.2, label="patch-loss weight", low=0.0, high=2.0,
@@ -72,7 +73,8 @@ class TrainConfig:
                         help="seeds are whole numbers from 0 to 2^31 - 1")
     # runs saved before devices existed trained on the CPU in fp32
     device: str = setting("cpu", label="device", choices=DEVICES, widget="selectbox",
-                          help="where to train (cpu, or a GPU: cuda, Apple's mps)")
+                          commands=("evaluate",),
+                          help="where the model trains or runs (cpu, or a GPU: cuda, Apple's mps)")
     precision: str = setting("fp32", label="precision", choices=PRECISIONS, widget="selectbox",
                              group="Optimiser",
                              help="fp32: the notebook's exact arithmetic; bf16: matmuls in "

@@ -9,9 +9,9 @@ from bharateo.app.regions import (SIZE_OPTIONS, collapsed_counts, current_preset
                                   discard_proposal, ground_size, handle_map_event, init_page_state,
                                   is_cached, map_overviews, missing_presets, native_counts_html,
                                   nodata_pixels, on_size_change, presets_place, provenance_markdown,
-                                  read_regions, remove_roi, roi_summary, s2_presets, s2_source_text,
-                                  set_pixel_query, size_label, source_choices, source_mismatch,
-                                  spec_from_form, spec_summary)
+                                  read_regions, remove_roi, roi_summary, s2_dates_default,
+                                  s2_presets, s2_source_text, set_pixel_query, size_label,
+                                  source_choices, source_mismatch, spec_from_form, spec_summary)
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import PAGES, keep_widget, page_setup
 from bharateo.errors import BharatEOError
@@ -53,7 +53,7 @@ with side_col:
                            "reflectance (4 or 10 bands) with WorldCover as the patch labels.")
     s2_dates = s2_cloud = None
     if picked != "worldcover":
-        keep_widget("region_s2_dates", state.s2_dates)
+        keep_widget("region_s2_dates", s2_dates_default())
         keep_widget("region_s2_cloud", state.s2_max_cloud)
         d1, d2 = st.columns([3, 2])
         s2_dates = d1.text_input("Scene dates (first/last day)", key="region_s2_dates",

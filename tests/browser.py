@@ -33,6 +33,7 @@ CDN_LIBRARIES = re.compile(r"leaflet|jquery|bootstrap|font-?awesome|awesome-mark
 EXCEPTION = '[data-testid="stException"]'
 STATUS_WIDGET = '[data-testid="stStatusWidget"]'
 STALE = '[data-testid="stElementContainer"][data-stale="true"]'
+LOAD_MS = 120_000  # a page load or a new session's first run; slow on a loaded 2-core machine
 MAIN = '[data-testid="stMain"]'
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -52,7 +53,7 @@ class StreamlitServer:
     The server (and anything it started) is stopped on exit, also when the body raised.
     """
 
-    def __init__(self, env: dict[str, str], log_path: Path, startup_timeout: float = 60.0):
+    def __init__(self, env: dict[str, str], log_path: Path, startup_timeout: float = 120.0):
         self.env = env
         self.log_path = Path(log_path)
         self.startup_timeout = startup_timeout
@@ -140,10 +141,20 @@ def require_chromium() -> str:
 
 
 # --- reading a Streamlit page ----------------------------------------------------------------------
-def wait_idle(page, timeout: float = 60.0) -> None:
-    """Until no script run is under way: no running indicator and no stale (greyed) elements."""
-    page.wait_for_selector(STATUS_WIDGET, state="detached", timeout=timeout * 1000)
-    page.wait_for_selector(STALE, state="detached", timeout=timeout * 1000)
+def wait_idle(page, timeout: float = 120.0, quiet: float = 0.3) -> None:
+    """Until no script run is under way: no running indicator and no stale (greyed) elements,
+    still so `quiet` s later. Why the second look: right after a load or a click the next run
+    may not have started yet (a loaded machine: a rerun for the address, a widget's value), and
+    a page read in that gap shows values from before it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = max(deadline - time.monotonic(), 1.0) * 1000
+        page.wait_for_selector(STATUS_WIDGET, state="detached", timeout=left)
+        page.wait_for_selector(STALE, state="detached", timeout=left)
+        page.wait_for_timeout(quiet * 1000)
+        if not page.locator(STATUS_WIDGET).count() and not page.locator(STALE).count():
+            return
+        assert time.monotonic() < deadline, f"the app was still running after {timeout:g} s"
 
 
 def assert_clean(page, where: str) -> None:
@@ -158,12 +169,12 @@ def assert_clean(page, where: str) -> None:
         pytest.fail(f"{where}: a traceback is shown on the page:\n{text[i:i + 2000]}")
 
 
-def settle(page, where: str, timeout: float = 60.0) -> None:
+def settle(page, where: str, timeout: float = 120.0) -> None:
     wait_idle(page, timeout)
     assert_clean(page, where)
 
 
-def go_to(page, title: str, heading: str | None = None, timeout: float = 60.0) -> None:
+def go_to(page, title: str, heading: str | None = None, timeout: float = 120.0) -> None:
     """Click a page in the sidebar navigation and wait for its title and an idle app."""
     page.locator('[data-testid="stSidebarNav"] a', has_text=title).click()
     page.wait_for_selector(f'h1:has-text("{heading or title}")', timeout=timeout * 1000)
@@ -175,13 +186,22 @@ def wait_count(page, selector: str, at_least: int, timeout: float = 30.0) -> Non
     page.locator(selector).nth(at_least - 1).wait_for(state="attached", timeout=timeout * 1000)
 
 
-def wait_images_loaded(page, selector: str, at_least: int, timeout: float = 60.0) -> None:
+def wait_images_loaded(page, selector: str, at_least: int, timeout: float = 120.0) -> None:
     """Until `at_least` images matching `selector` exist and have finished loading with pixels."""
     page.wait_for_function(
         """([sel, n]) => {
             const imgs = Array.from(document.querySelectorAll(sel));
             return imgs.length >= n && imgs.every(i => i.complete && i.naturalWidth > 0);
         }""", arg=[selector, at_least], timeout=timeout * 1000)
+
+
+def wait_until(condition, what: str, timeout: float = 30.0) -> None:
+    """Until `condition()` is true (a widget's value arrives after the run that set it); fails
+    naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not so after {timeout:g} s"
+        time.sleep(0.2)
 
 
 def wait_text_stable(locator, quiet: float = 0.8, timeout: float = 30.0) -> str:
@@ -206,7 +226,7 @@ def plot_points(page, scope: str = MAIN) -> list[int]:
         scope)
 
 
-def wait_plot_points(page, at_least: int, scope: str = MAIN, timeout: float = 60.0) -> int:
+def wait_plot_points(page, at_least: int, scope: str = MAIN, timeout: float = 120.0) -> int:
     """Until some plotly chart under `scope` has `at_least` x values in its first trace; the most
     any chart has then."""
     page.wait_for_function(

@@ -90,11 +90,13 @@ class StacServer:
     """A tiny STAC API on 127.0.0.1 for pystac-client: landing page (GET /), conformance, and
     item search (GET or POST /search) answering with `items` whose band hrefs point at band files
     served with HTTP range requests from `files` under /files/ (tests/fixture_tiles._RangeHandler).
-    The search answers every item, as an API that ignores filters would; the client side decides.
+    The search answers every item, as an API that ignores filters would; the client side decides
+    (`honour_dates`: only the items in the search's datetime range, as Earth Search answers).
     `searches` records each search's body."""
 
-    def __init__(self, files: Path, items: list[dict]):
+    def __init__(self, files: Path, items: list[dict], honour_dates: bool = False):
         self.files, self.items, self.searches = Path(files), items, []
+        self.honour_dates = honour_dates
         self._files_server = RangeHTTPServer(self.files)
 
     def __enter__(self) -> "StacServer":
@@ -119,7 +121,8 @@ class StacServer:
 
             def _search(self, body):
                 outer.searches.append(body)
-                feats = [outer.item_with_urls(it) for it in outer.items]
+                feats = [outer.item_with_urls(it) for it in outer.items
+                         if not outer.honour_dates or outer.in_dates(it, body)]
                 self._json({"type": "FeatureCollection", "features": feats, "links": []})
 
             def do_GET(self):
@@ -151,6 +154,13 @@ class StacServer:
         self._server.shutdown()
         self._server.server_close()
         self._files_server.stop()
+
+    @staticmethod
+    def in_dates(item: dict, body: dict) -> bool:
+        """Is the item's day within the search body's "first/last" datetime range?"""
+        first, _, last = str(body.get("datetime", "")).partition("/")
+        day = item["properties"]["datetime"][:10]
+        return first[:10] <= day <= last[:10]
 
     CONFORMS = ["https://api.stacspec.org/v1.0.0/core",
                 "https://api.stacspec.org/v1.0.0/item-search",

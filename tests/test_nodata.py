@@ -440,8 +440,9 @@ def test_evaluate_and_reconstruct_pages_on_the_real_run(real_run):
     from tests.test_evaluate import open_page
 
     model, chips, held, _ = real_run
-    entry = {"model": model, "label": "real Sao Tome run (trained here)", "config": REAL_RUN,
-             "run": None}
+    from bharateo.app.state import CurrentModel
+
+    entry = CurrentModel(model, "real Sao Tome run (trained here)", REAL_RUN)
     state = dict(model=entry, train_chips=chips, heldout_chips=held)
     at = open_page("pages/evaluate.py", **state)
     ignored = chips.ignored_patches()

@@ -225,13 +225,38 @@ def test_all_cloud_region_gives_a_clear_message(s2_env):
 def test_region_outside_every_scene_gives_a_clear_message(s2_env):
     with pytest.raises(RegionError, match="covers the whole.*Move the centre"):
         load_s2_roi(RoiSpec("edge", -10.9, 24.8, 256), BANDS_4, S2Query(DATES, 20))
-    with pytest.raises(RegionError, match="No Sentinel-2 L2A scene.*Widen the dates"):
+    with pytest.raises(RegionError, match=r"No Sentinel-2 L2A scene.*on 2020-02-19 "
+                                          r"\(S2A_29RKH_20200219_0_L2A\): set the dates"):
         load_s2_roi(SAHARA, BANDS_4, S2Query("2021-01-01/2021-02-01", 20))
     with pytest.raises(ConfigError, match="dates must be a range"):
         S2Query("last winter", 20).check()
     # clear sky, but no WorldCover labels there (the fixture leaves it as sea / no data)
     with pytest.raises(RegionError, match="no-data once its WorldCover labels are added"):
         load_s2_roi(SAHARA_EAST, BANDS_4, S2Query(DATES, 20))
+
+
+def test_no_scene_in_the_dates_names_the_folders_nearest_scene_dates(s2_env):
+    """The default dates (2021) miss the shared 2020 scene: the message names the folder's scene
+    dates nearest to the range first, the cloud limit when that is what excludes one, and the
+    dates that include it, which then read it."""
+    with pytest.raises(RegionError) as err:
+        load_s2_roi(SAHARA, BANDS_4, S2Query())  # the default range, 2021
+    text = str(err.value)
+    assert f"folder {s2_env / 's2'} has a scene at this place on 2020-02-19 ({SCENE_ID})" in text
+    assert "set the dates to include it (e.g. 2020-02-19/2021-12-31)" in text
+    roi = load_s2_roi(SAHARA, BANDS_4, S2Query("2020-02-19/2021-12-31"))  # the suggestion works
+    assert roi.provenance["scene_id"] == SCENE_ID
+    scene_folder(s2_env / "s2", {"S2A_LATE": {"datetime": "2022-03-01T11:00:00Z",
+                                              "eo:cloud_cover": 45.0},
+                                 "S2A_EARLY": {"datetime": "2018-05-01T11:00:00Z"}})
+    with pytest.raises(RegionError) as err:
+        load_s2_roi(SAHARA, BANDS_4, S2Query("2021-06-01/2021-12-31", 20), use_cache=False)
+    assert (f"has scenes at this place on 2022-03-01 (S2A_LATE, 45.0 % cloud); 2020-02-19 "
+            f"({SCENE_ID}); 2018-05-01 (S2A_EARLY): set the dates to include it (e.g. "
+            "2021-06-01/2022-03-01) and raise the cloud limit to at least 45 %") in str(err.value)
+    # a place none of the folder's scenes covers: said so, not "change the dates"
+    with pytest.raises(RegionError, match="3 scene.s., none covering this place"):
+        load_s2_roi(RoiSpec("delhi", 77.2, 28.6, 256), BANDS_4, S2Query(), use_cache=False)
 
 
 # --- normalisation -----------------------------------------------------------------------------
@@ -413,6 +438,20 @@ def test_stac_search_errors_are_clear(tmp_path):
     with pytest.raises(Exception, match="search at .* failed.*BHARATEO_S2_DIR"):
         load_s2_roi(SAHARA, BANDS_4, S2Query(DATES, 20), S2Source("stac", closed_port_url()),
                     DataSource("folder", str(tmp_path)), use_cache=False)
+
+
+def test_stac_no_scene_in_the_dates_names_the_dates_the_api_has(tmp_path):
+    """An API that filters by date returns nothing for 2021: a second search over all dates finds
+    the 2019 and 2020 scenes, and the message names the nearer one first."""
+    items = [shared_item("S2A_2019", datetime="2019-01-01T11:00:00Z"), shared_item()]
+    with StacServer(tmp_path, items, honour_dates=True) as server:
+        with pytest.raises(RegionError) as err:
+            load_s2_roi(SAHARA, BANDS_4, S2Query("2021-01-01/2021-03-01", 20),
+                        S2Source("stac", server.url), DataSource("folder", str(tmp_path)),
+                        use_cache=False)
+        assert len(server.searches) == 2 and server.searches[1]["datetime"].startswith("2015")
+    assert (f"has scenes at this place on 2020-02-19 ({SCENE_ID}); 2019-01-01 (S2A_2019): set "
+            "the dates to include it (e.g. 2020-02-19/2021-03-01)") in str(err.value)
 
 
 # --- the CLI ---------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ from bharateo.model import ModelConfig
 from bharateo.pipeline import (PRESETS, SECTIONS, RunConfig, knob_problems, knob_settings,
                                knobs_from_config)
 from bharateo.runs import list_runs
-from bharateo.settings import (add_flags, check_settings, from_args, range_problems, setting,
-                               settings_of)
+from bharateo.settings import (add_flags, check_settings, from_args, number_words,
+                               range_problems, setting, settings_of)
 from bharateo.train import TrainConfig
 
 # one line: the whole declaration of a new hyperparameter
@@ -67,10 +67,86 @@ def test_every_cli_flag_of_train_is_a_declared_setting():
                      "--embed-dim", "--depth", "--heads", "--epochs", "--batch-size", "--lr",
                      "--weight-decay", "--no-cosine", "--mask-ratio", "--patch-loss-weight",
                      "--source", "--device", "--precision", "--decoder-dim", "--decoder-depth",
-                     "--decoder-heads"}
+                     "--decoder-heads", "--dates", "--max-cloud", "--model"}
     args = parser.parse_args(["--no-cosine", "--seed", "7"])
     assert from_args(TrainConfig, args) == {"cosine": False, "seed": 7}
     assert from_args(ChipConfig, args) == {"seed": 7}  # one --seed seeds chips and training
+
+
+# a setting two more subcommands take: one line declares it for all three
+WarmupTrainConfig2 = dataclasses.make_dataclass(
+    "WarmupTrainConfig2",
+    [("warmup_epochs", int, setting(0, label="warmup epochs", low=0, high=10, step=1,
+                                    widget="number", group="Optimiser",
+                                    commands=("evaluate", "tokens"),
+                                    help="epochs of linear learning-rate warm-up"))],
+    bases=(TrainConfig,), frozen=True)
+
+
+def _help(command):
+    return cli.build_parser()._subparsers._group_actions[0].choices[command].format_help()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "tokens"])
+def test_a_new_setting_is_a_flag_of_every_subcommand_its_declaration_names(command, monkeypatch,
+                                                                           capsys):
+    """Declared with commands=("evaluate", "tokens"), a setting is a flag of those two (and of
+    train), with the declared default, help and range; a value outside it exits 2 naming the
+    flag and the range, before the command reads anything."""
+    monkeypatch.setitem(SECTIONS, "train", WarmupTrainConfig2)
+    head = ["evaluate", "no-such-run"] if command == "evaluate" else ["tokens"]
+    assert cli.build_parser().parse_args(head).warmup_epochs == 0  # the declared default
+    assert cli.build_parser().parse_args(head + ["--warmup-epochs", "4"]).warmup_epochs == 4
+    assert "warmup epochs (0 to 10; default 0): epochs of linear" in _help(command)
+    ran = []
+    monkeypatch.setattr(cli, f"cmd_{command}", lambda args: ran.append(args))
+    assert cli.main(head + ["--warmup-epochs", "11"]) == 2
+    err = capsys.readouterr().err
+    assert "--warmup-epochs is 11: type a whole number from 0 to 10" in err
+    assert "Traceback" not in err and ran == []
+    cli.build_parser()  # the parser's func is looked up when it is built: build a fresh one
+    assert "--warmup-epochs" not in _help("prefetch")  # only where it is declared
+
+
+# each subcommand's flags that are declared settings, as README and docs/ use them
+COMMAND_FLAGS = {"evaluate": {"--mask-ratio": "train.mask_ratio", "--device": "train.device"},
+                 "tokens": {"--epochs": "train.epochs", "--mask-ratio": "train.mask_ratio",
+                            "--channels": "model.in_chans", "--chip-size": "chips.chip_size",
+                            "--patch-size": "chips.patch_size"},
+                 **{c: {"--source": "chips.source", "--dates": "chips.dates",
+                        "--max-cloud": "chips.max_cloud"} for c in ("prefetch", "inspect")}}
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_FLAGS))
+def test_every_subcommand_takes_its_settings_from_the_declarations(command, capsys):
+    """The whole kind: each flag of evaluate, tokens, prefetch and inspect that is a setting has
+    its declared name, default, type and help, and every numeric one refuses a value outside its
+    declared range with exit 2 and a sentence naming the flag and the range."""
+    declared = {f"{key}.{s.name}": s for key, cls in SECTIONS.items() for s in settings_of(cls)}
+    parser = cli.build_parser()._subparsers._group_actions[0].choices[command]
+    actions = {a.option_strings[0]: a for a in parser._actions if a.option_strings}
+    head = ["evaluate", "no-such-run"] if command == "evaluate" else [command]
+    for flag, name in COMMAND_FLAGS[command].items():
+        s, action = declared[name], actions[flag]
+        assert (action.dest, action.default) == (s.name, s.default)
+        assert action.help.startswith(s.label) and action.help.endswith(s.help)
+        assert action.type is s.type and (action.choices is None) == (s.choices is None)
+        if s.type not in (int, float):
+            continue
+        for bad in _outside(s)[-1:] + ([s.high + 1] if s.typed else []):
+            assert cli.main(head + [flag, str(int(bad) if s.type is int else bad)]) == 2
+            err = capsys.readouterr().err
+            low, high = (s.low, s.high) if s.typed else s.bounds
+            assert f"error: Fix these settings: {flag} is " in err and "Traceback" not in err
+            assert f"{number_words(low)} " in err and f" {number_words(high)}" in err, err
+
+
+def test_tokens_counts_a_chip_set_of_any_size(capsys):
+    """`tokens --chips` is the accounting's chip count, not a run's: docs/scale.md's 1M-chip plan
+    (beyond the 100,000 chips a run may cut) is counted, not refused."""
+    assert cli.main(["tokens", "--chips", "1000000", "--epochs", "100", "--channels", "10"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("6,400,000,000") == 2 and "2,560 values each" in out
 
 
 def _outside(s):
@@ -130,3 +206,15 @@ def test_a_bad_declaration_is_refused_at_import():
         setting(1, label="x", help="y", widget="dial")
     with pytest.raises(ValueError, match="group"):
         setting(1, label="x", help="y", group="Elsewhere")
+
+
+def test_a_registry_lookup_names_the_known_entries():
+    """The one lookup behind the model variants and the pixel sources (settings.registered):
+    an unknown name, or one a damaged config.json made unhashable, is a ConfigError listing
+    what the registry holds."""
+    from bharateo.settings import registered
+
+    assert registered({"a": 1, "b": 2}, "b", "colour") == 2
+    for bad in ("c", ["a"]):
+        with pytest.raises(ConfigError, match=r"^Unknown colour .*: this lab has 'a', 'b'\."):
+            registered({"a": 1, "b": 2}, bad, "colour")

@@ -9,7 +9,7 @@ import torch
 from bharateo import store as store_module
 from bharateo.chips import ChipConfig, build_chip_sets
 from bharateo.cli import main
-from bharateo.errors import ChipStoreError
+from bharateo.errors import ChipError, ChipStoreError
 from bharateo.model import ModelConfig
 from bharateo.roi import Roi, RoiSpec
 from bharateo.store import ChipStore, build_store, read_manifest
@@ -202,3 +202,112 @@ def test_cli_builds_verifies_and_trains_from_a_store(worldcover_dir, tmp_path, c
     assert "train-00001.patches.npy is damaged" in capsys.readouterr().err
     assert main(["chips", "build", "--out", str(tmp_path / "x"), "--region", "bad,1"]) == 2
     assert "NAME,LON,LAT" in capsys.readouterr().err
+
+
+def three_rois():
+    """make_rois plus a third region of another kind, so chips are cut from several regions."""
+    c = synthetic_native(320, 320, seed=5, class_weights="arid")
+    return make_rois() + [Roi(RoiSpec("c", 0.0, 0.0, 320), c, {"synthetic": True, "source": "c"})]
+
+
+@pytest.mark.parametrize("config", [
+    CHIPS,  # with a held-out half and a region holding no-data
+    ChipConfig(n_chips=61, chip_size=64, patch_size=8, holdout_roi="c", n_holdout_chips=9, seed=8),
+    ChipConfig(n_chips=40, chip_size=32, patch_size=8, min_classes=3, seed=11)])
+def test_streamed_build_is_the_in_memory_build_written_shard_by_shard(tmp_path, monkeypatch,
+                                                                      config):
+    """Chip for chip, label for label, in the same order, while each shard is written before the
+    next chips are even drawn: memory holds a shard and one sampling batch, not the chip set."""
+    from bharateo import chips as chips_module
+
+    rois = three_rois()
+    mem_train, mem_held = build_chip_sets(rois, config)  # default batches: one per request here
+    monkeypatch.setattr(chips_module, "CHUNK_BYTES", 3 * config.chip_size ** 2)  # 3-chip batches
+    drawn, at_write, written = [], [], []
+    real_write = store_module._write_shard
+
+    def spy(folder, name, labels, *rest):
+        at_write.append(drawn[-1])  # chips drawn so far when this shard is written
+        written.append(len(labels))
+        return real_write(folder, name, labels, *rest)
+
+    monkeypatch.setattr(store_module, "_write_shard", spy)
+    folder = build_store(tmp_path / "s", rois, config, shard_size=7,
+                         progress=lambda done, total: drawn.append(done))
+    for split, mem in (("train", mem_train), ("heldout", mem_held)):
+        if mem is None:
+            assert split not in read_manifest(folder)["splits"]
+            continue
+        disk = ChipStore(folder, split)
+        disk.verify()
+        assert np.array_equal(disk.labels(), mem.labels)
+        assert np.array_equal(disk.patch_labels(), mem.patch_labels)
+        roi_index, origins = disk.origins()
+        assert np.array_equal(roi_index, mem.roi_index) and np.array_equal(origins, mem.origins)
+        assert disk.chips_per_roi() == mem.chips_per_roi()
+        assert disk.rejected_nodata == mem.rejected_nodata
+    total = len(mem_train) + (len(mem_held) if mem_held is not None else 0)
+    assert max(written) == 7 and drawn[-1] == total
+    assert at_write[0] < 7 + 3  # the first shard went out once 7 chips were in, not at the end
+    assert all(done - sum(written[:i + 1]) < 7 + 3 for i, done in enumerate(at_write))
+
+
+@pytest.mark.parametrize("fault", [RuntimeError("injected fault"), KeyboardInterrupt()])
+def test_an_interrupted_build_leaves_no_store(tmp_path, monkeypatch, fault):
+    """A fault after the first shard: a clear message (Ctrl-C passes through), nothing at `out`,
+    no temporary folder; and at that moment the half-written folder opens as no store at all
+    (the manifest comes last), so a build killed there can't pass for a complete one."""
+    rois, out = make_rois(), tmp_path / "stores" / "store"
+    real_write, seen = store_module._write_shard, []
+
+    def fail_after_first(folder, *args):
+        if seen:
+            with pytest.raises(ChipStoreError, match="not a chip store"):
+                ChipStore(folder)  # what `chips verify` or training would find after a kill
+            assert not (folder / "manifest.json").exists()
+            raise fault
+        seen.append(real_write(folder, *args))
+        return seen[-1]
+
+    monkeypatch.setattr(store_module, "_write_shard", fail_after_first)
+    expected = ChipStoreError if isinstance(fault, Exception) else KeyboardInterrupt
+    with pytest.raises(expected) as err:
+        build_store(out, rois, CHIPS, shard_size=10)
+    if expected is ChipStoreError:
+        assert "stopped part-way (RuntimeError: injected fault)" in str(err.value)
+        assert "Nothing was kept" in str(err.value)
+    assert seen and list(out.parent.iterdir()) == []  # neither the store nor its temporary folder
+
+
+def test_the_store_is_not_bound_by_the_in_memory_chip_limit(tmp_path, monkeypatch):
+    """Past MAX_IN_MEMORY_CHIPS, build_chip_sets refuses with a message naming the chip store,
+    while build_store (which never holds the chip set) builds the same request; the chip settings
+    accept the 1M-chip plan (docs/scale.md)."""
+    from bharateo import chips as chips_module
+    from bharateo.pipeline import RunConfig
+
+    RunConfig(rois=(RoiSpec("a", 77.0, 28.0, 512),), chips=ChipConfig(n_chips=1_000_000)).validate()
+    monkeypatch.setattr(chips_module, "MAX_IN_MEMORY_CHIPS", 44)
+    with pytest.raises(ChipError, match=r"45 training chips are more than the 44 .*chips build "
+                                        r"--out"):
+        build_chip_sets(make_rois(), CHIPS)
+    assert len(ChipStore(build_store(tmp_path / "s", make_rois(), CHIPS))) == 45
+
+
+def test_ctrl_c_in_chips_build_is_a_sentence_and_leaves_nothing(worldcover_dir, tmp_path,
+                                                                monkeypatch, capsys):
+    """Ctrl-C part-way through `chips build`: exit 130 with a sentence, no traceback, no store."""
+    real_write = store_module._write_shard
+
+    def interrupt_after_first(folder, *args):
+        if list(folder.glob("*.npy")):
+            raise KeyboardInterrupt
+        return real_write(folder, *args)
+
+    monkeypatch.setattr(store_module, "_write_shard", interrupt_after_first)
+    out = tmp_path / "stores" / "store"
+    assert main(["chips", "build", "--out", str(out), "--n-chips", "24", "--chip-size", "64",
+                 "--shard-size", "10", "--region", "delhi_ncr,77.23,28.61,512", "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert "stopped (Ctrl-C)" in err and "Traceback" not in err
+    assert list(out.parent.iterdir()) == []

@@ -396,6 +396,17 @@ def s2_presets() -> list[RoiSpec]:
     return folder_presets()
 
 
+def s2_dates_default() -> str:
+    """The Sentinel-2 dates the Regions page's date field starts with: the session's, except
+    while they are still the stock default (nothing typed, none from a lesson link) and the
+    source is a local folder: then a range covering the folder's scenes (sentinel2.folder_dates),
+    so a new user's first read finds them."""
+    from bharateo.sentinel2 import DEFAULT_DATES, folder_dates
+
+    dates = pixel_query()[1]
+    return (folder_dates() or dates) if dates == DEFAULT_DATES else dates
+
+
 def s2_reading_text() -> str:
     """Where a Sentinel-2 region is read from ('' when the session reads WorldCover)."""
     kind, dates, max_cloud = pixel_query()

@@ -44,5 +44,5 @@ from bharateo.sentinel2.labels import (  # noqa: F401
 )
 from bharateo.sentinel2.region import (  # noqa: F401
     S2Roi, cache_path, cache_binding, write_cache, read_cache, find_scene, load_s2_roi,
-    folder_presets, source_of_rois,
+    folder_presets, folder_dates, source_of_rois,
 )

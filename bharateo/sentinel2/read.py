@@ -111,8 +111,8 @@ def choose_scene(spec: RoiSpec, scenes: list[Scene], query: S2Query, where: str,
     what = (f"between {query.dates.replace('/', ' and ')} with at most {query.max_cloud:g} % "
             f"cloud at {spec.lon:.4f}E {spec.lat:.4f}N")
     if not candidates:
-        raise RegionError(f"No Sentinel-2 L2A scene in {where} {what}. Widen the dates, raise the "
-                          "cloud limit, or pick a place the source has scenes for.")
+        raise RegionError(f"No Sentinel-2 L2A scene in {where} {what}. "
+                          + _scenes_elsewhere(spec, scenes, query, where))
     tried = []
     for scene in candidates:
         if not footprint_contains(scene.footprint, [(spec.lon, spec.lat)]):  # no need to open it
@@ -136,6 +136,47 @@ def choose_scene(spec: RoiSpec, scenes: list[Scene], query: S2Query, where: str,
         f"No Sentinel-2 scene {what} covers the whole {spec.size} px region: "
         + "; ".join(tried[:4]) + (" ..." if len(tried) > 4 else "")
         + ". Move the centre further inside the scene, make the region smaller, or widen the dates.")
+
+
+NEAREST_SHOWN = 3  # scenes a "no scene in range" message names
+
+
+def _scenes_elsewhere(spec: RoiSpec, scenes: list[Scene], query: S2Query, where: str) -> str:
+    """What to change when no scene is in the query's range: the dates of the source's scenes
+    at the region's centre nearest to the range (with their cloud cover when it is over the
+    limit), else that its scenes lie elsewhere, else the general advice."""
+    first, last = query.days()
+
+    def days_out(day) -> int:  # days between `day` and the query's range
+        return (first - day).days if day < first else max(0, (day - last).days)
+
+    def cloudy(scene) -> bool:
+        return scene.cloud_cover is not None and scene.cloud_cover > query.max_cloud
+
+    dated = []
+    for scene in scenes:
+        try:
+            dated.append((scene, scene.date))
+        except ValueError:  # an item without a readable datetime can't be chosen anyway
+            continue
+    here = sorted(((s, d) for s, d in dated
+                   if footprint_contains(s.footprint, [(spec.lon, spec.lat)])),
+                  key=lambda sd: (days_out(sd[1]), sd[0].datetime, sd[0].id))[:NEAREST_SHOWN]
+    source = where[0].upper() + where[1:]
+    if not here:
+        return (f"{source} has {len(dated)} scene(s), none covering this place: move the region "
+                "onto one of its scenes." if dated else
+                "Widen the dates, raise the cloud limit, or pick a place the source has scenes for.")
+    shown = "; ".join(f"{d.isoformat()} ({s.id}"
+                      + (f", {s.cloud_cover:.1f} % cloud" if cloudy(s) else "") + ")"
+                      for s, d in here)
+    scene, day = here[0]
+    todo = ([f"set the dates to include it (e.g. {min(first, day)}/{max(last, day)})"]
+            if days_out(day) else [])
+    if cloudy(scene):
+        todo.append(f"raise the cloud limit to at least {math.ceil(scene.cloud_cover)} %")
+    return (f"{source} has {'a scene' if len(here) == 1 else 'scenes'} at this place on "
+            f"{shown}: {' and '.join(todo)}.")
 
 
 # --- reading -------------------------------------------------------------------------------

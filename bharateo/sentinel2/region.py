@@ -21,7 +21,7 @@ from bharateo.sentinel2.bands import BANDS_4, BANDS_10, S2_LABEL, S2_SOURCES, SC
 from bharateo.sentinel2.labels import worldcover_on_grid
 from bharateo.sentinel2.read import (RegionGrid, choose_scene, read_scene_window,
                                      reflectance_rule, to_reflectance)
-from bharateo.sentinel2.scenes import (S2Query, S2Source, Scene, folder_scenes,
+from bharateo.sentinel2.scenes import (S2Query, S2Source, Scene, folder_scenes, in_range,
                                        s2_source_from_env, stac_scenes)
 from bharateo.worldcover import NODATA, DataSource, data_source_from_env, redact_text
 
@@ -117,8 +117,24 @@ def find_scene(spec: RoiSpec, query: S2Query, source: S2Source,
         bbox = (spec.lon - half, spec.lat - half, spec.lon + half, spec.lat + half)
         scenes = stac_scenes(source, bbox, query)
         where = source.describe()
+        if not any(in_range(s, query) for s in scenes):  # so the message can name other dates
+            scenes += _any_date_scenes(source, bbox)
     scene, grid = choose_scene(spec, scenes, query, where, deadline)
     return scene, grid, notes
+
+
+SENTINEL2_FIRST_DAY = dt.date(2015, 6, 23)  # Sentinel-2A's launch: no L2A scene before it
+
+
+def _any_date_scenes(source: S2Source, bbox) -> list[Scene]:
+    """Scenes of a STAC source over `bbox` on any date at any cloud cover (at most
+    SEARCH_MAX_ITEMS, in the API's order), for a "no scene in range" message; [] if the search
+    fails (the message then gives the general advice)."""
+    every = S2Query(f"{SENTINEL2_FIRST_DAY.isoformat()}/{dt.date.today().isoformat()}", 100.0)
+    try:
+        return stac_scenes(source, bbox, every)
+    except BharatEOError:
+        return []
 
 
 def load_s2_roi(spec: RoiSpec, bands=BANDS_4, query: S2Query | None = None,
@@ -273,6 +289,27 @@ def folder_presets(source: S2Source | None = None, max_size: int = 256) -> list[
         name = re.sub(r"[^A-Za-z0-9_]", "_", f"s2_{scene.mgrs_tile or scene.id}_{scene.date}")
         out.append(RoiSpec(name, round(lon[0], 4), round(lat[0], 4), size))
     return out
+
+
+def folder_dates(source: S2Source | None = None) -> str | None:
+    """A date range ("YYYY-MM-DD/YYYY-MM-DD") covering every scene of a local Sentinel-2 folder
+    (BHARATEO_S2_DIR): whole calendar years from the first scene's to the last's, e.g.
+    "2020-01-01/2020-12-31" for the shared 2020-02-19 scene; the Regions page's default dates for
+    such a folder. None for a STAC source or a folder without readable dated scenes."""
+    source = source or s2_source_from_env()
+    if source.kind != "folder":
+        return None
+    try:
+        scenes, _ = folder_scenes(Path(source.location))
+    except BharatEOError:
+        return None
+    days = []
+    for scene in scenes:
+        try:
+            days.append(scene.date)
+        except ValueError:  # no readable datetime: never chosen, so nothing to cover
+            continue
+    return f"{min(days).year}-01-01/{max(days).year}-12-31" if days else None
 
 
 def source_of_rois(rois) -> str | None:

@@ -3,11 +3,11 @@
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
-from bharateo.app.state import CurrentModel
 from bharateo.model import ModelConfig
 from bharateo.pipeline import RunConfig
 from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
 from bharateo.worldcover import CLASS_NAMES
+from bharateo.app.state import CurrentModel
 from tests.paths import APP
 
 

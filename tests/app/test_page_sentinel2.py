@@ -110,3 +110,29 @@ def test_reconstruct_shows_true_and_false_colour(s2_lesson):
     assert any(c.startswith("target true colour (B4 B3 B2)") for c in captions)
     assert any(c.startswith("target false colour (B8 B4 B3)") for c in captions)
     assert any("normalised reflectance" in c for c in captions)
+
+
+def test_regions_page_dates_default_to_the_local_folders_scenes(s2_lesson, monkeypatch):
+    """A new user picking Sentinel-2 with a folder source gets dates covering its scenes (the
+    shared scene is from 2020, the stock default is 2021) and reads a scene without typing any;
+    a typed range is kept; a STAC source keeps the stock default."""
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("pages/regions.py").run()
+    at.radio(key="region_pixel_source").set_value("s2-4band").run()
+    assert not at.exception, at.exception
+    assert at.text_input(key="region_s2_dates").value == "2020-01-01/2020-12-31"
+    at.button(key=f"add_s2_{s2_lesson.name}").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["rois"][0].provenance["scene_id"] == "S2A_29RKH_20200219_0_L2A"
+    assert at.session_state["s2_dates"] == "2020-01-01/2020-12-31"  # what chips are cut with
+    at.text_input(key="region_s2_dates").set_value("2020-02-01/2020-02-29").run()
+    at.switch_page("pages/chips.py").run()
+    at.switch_page("pages/regions.py").run()
+    assert at.text_input(key="region_s2_dates").value == "2020-02-01/2020-02-29"
+
+    monkeypatch.delenv("BHARATEO_S2_DIR")  # Earth Search: no folder to look at, nothing read
+    stac = AppTest.from_file(APP, default_timeout=120).run()
+    stac.switch_page("pages/regions.py").run()
+    stac.radio(key="region_pixel_source").set_value("s2-4band").run()
+    assert not stac.exception, stac.exception
+    assert stac.text_input(key="region_s2_dates").value == "2021-01-01/2021-12-31"

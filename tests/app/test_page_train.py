@@ -31,6 +31,26 @@ def set_knobs(at, **values):
     return at.run()
 
 
+def start_training(at, name, **knobs):
+    """Set `knobs`, name the run `name` and press Train; returns the session's job."""
+    set_knobs(at, **knobs)
+    at.text_input[0].input(name).run()
+    button(at, "Train").click().run()
+    return at.session_state["job"]
+
+
+def wait_until(condition, timeout=120) -> bool:
+    """Poll `condition` until it holds or `timeout` s pass (generous: a loaded 2-core machine);
+    returns its last value."""
+    deadline = time.time() + timeout
+    while not condition() and time.time() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+SLOW = dict(epochs=200, embed_dim=32, depth=1, heads=2)  # a small model that trains until stopped
+
+
 def wait(job, timeout=120):
     job.join(timeout)
     assert job.done, f"job still {job.status}"
@@ -61,10 +81,7 @@ def test_notebook_default_preset_is_the_notebooks_config(worldcover_dir):
 def test_quick_run_draws_charts_saves_run_and_becomes_current_model(worldcover_dir):
     at = train_page()
     button(at, "quick demo").click().run()
-    set_knobs(at, n_chips=32, epochs=1, holdout_roi="mathura_belt")
-    at.text_input[0].input("demo-run").run()
-    button(at, "Train").click().run()
-    job = at.session_state["job"]
+    job = start_training(at, "demo-run", n_chips=32, epochs=1, holdout_roi="mathura_belt")
     wait(job)
     at.run()
     assert not at.exception
@@ -80,13 +97,8 @@ def test_quick_run_draws_charts_saves_run_and_becomes_current_model(worldcover_d
 
 def test_stop_keeps_partial_history(worldcover_dir):
     at = train_page()
-    set_knobs(at, n_chips=64, epochs=200, embed_dim=32, depth=1, heads=2, batch_size=16)
-    at.text_input[0].input("stopped-run").run()
-    button(at, "Train").click().run()
-    job = at.session_state["job"]
-    deadline = time.time() + 60
-    while len(job.snapshot()["epochs"]) < 2 and time.time() < deadline:
-        time.sleep(0.05)
+    job = start_training(at, "stopped-run", n_chips=64, batch_size=16, **SLOW)
+    wait_until(lambda: len(job.snapshot()["epochs"]) >= 2)
     button(at.run(), "Stop").click().run()
     wait(job)
     run = load_run("stopped-run")
@@ -118,10 +130,7 @@ def test_comparing_two_runs_overlays_both(worldcover_dir):
     at = train_page()
     button(at, "quick demo").click().run()
     for ratio, name in [(0.5, "mask-050"), (0.9, "mask-090")]:
-        set_knobs(at, n_chips=32, epochs=2, mask_ratio=ratio)
-        at.text_input[0].input(name).run()
-        button(at, "Train").click().run()
-        wait(at.session_state["job"])
+        wait(start_training(at, name, n_chips=32, epochs=2, mask_ratio=ratio))
         at.run()
     at.multiselect[0].set_value(["mask-050", "mask-090"]).run()
     charts = at.get("plotly_chart")
@@ -132,10 +141,7 @@ def test_comparing_two_runs_overlays_both(worldcover_dir):
 def test_rename_and_delete_with_confirmation(worldcover_dir):
     at = train_page()
     button(at, "quick demo").click().run()
-    set_knobs(at, n_chips=32, epochs=1)
-    at.text_input[0].input("to-rename").run()
-    button(at, "Train").click().run()
-    wait(at.session_state["job"])
+    wait(start_training(at, "to-rename", n_chips=32, epochs=1))
     at.run()
     at.text_input(key="rename_to").input("renamed").run()
     button(at, "Rename").click().run()
@@ -152,9 +158,7 @@ def test_five_sessions_share_one_slot_in_queue_order(worldcover_dir, monkeypatch
     for i in range(5):
         at = train_page()
         button(at, "quick demo").click().run()
-        set_knobs(at, n_chips=32, epochs=1)
-        at.text_input[0].input(f"queued-{i}").run()
-        button(at, "Train").click().run()
+        start_training(at, f"queued-{i}", n_chips=32, epochs=1)
         sessions.append(at)
     jobs = [at.session_state["job"] for at in sessions]
     seen_running = []
@@ -176,13 +180,8 @@ def test_waiting_session_sees_its_queue_position(worldcover_dir, monkeypatch):
     monkeypatch.setenv("BHARATEO_MAX_TRAININGS", "1")
     first, second = train_page(), train_page()
     for at, name in [(first, "long"), (second, "waiting")]:
-        set_knobs(at, n_chips=32, epochs=200, embed_dim=32, depth=1, heads=2)
-        at.text_input[0].input(name).run()
-    button(first, "Train").click().run()
-    button(second, "Train").click().run()
-    deadline = time.time() + 30
-    while first.session_state["job"].status != "running" and time.time() < deadline:
-        time.sleep(0.01)
+        start_training(at, name, n_chips=32, **SLOW)
+    wait_until(lambda: first.session_state["job"].status == "running")
     second.run()
     snapshots = [at.session_state["job"].snapshot() for at in (first, second)]
     assert any("number 1 in the queue" in i.value for i in second.info), \
@@ -261,14 +260,9 @@ def test_estimate_shown_and_a_training_over_the_servers_budget_refused(worldcove
 def test_any_session_can_cancel_a_queued_or_running_job_from_the_queue(worldcover_dir, monkeypatch):
     monkeypatch.setenv("BHARATEO_MAX_TRAININGS", "1")
     student, other = train_page(), train_page()
-    for at, name in [(student, "long-run"), (other, "waiting-run")]:
-        set_knobs(at, n_chips=32, epochs=200, embed_dim=32, depth=1, heads=2)
-        at.text_input[0].input(name).run()
-        button(at, "Train").click().run()
-    first, second = student.session_state["job"], other.session_state["job"]
-    deadline = time.time() + 60
-    while first.status != "running" and time.time() < deadline:
-        time.sleep(0.05)
+    first, second = (start_training(at, name, n_chips=32, **SLOW)
+                     for at, name in [(student, "long-run"), (other, "waiting-run")])
+    wait_until(lambda: first.status == "running")
     teacher = train_page()
     names = " ".join(m.value for m in teacher.markdown)
     assert "**long-run**" in names and "**waiting-run**" in names and "queued, number 1" in names
@@ -331,9 +325,7 @@ def test_a_run_stopped_before_its_first_epoch_never_becomes_the_model(worldcover
     at.text_input(key="run_name").input("too-early").run()
     button(at, "Train").click().run()
     job = at.session_state["job"]
-    deadline = time.time() + 60
-    while job.status in ("queued",) and time.time() < deadline:
-        time.sleep(0.005)
+    wait_until(lambda: job.status != "queued")
     job.stop()
     wait(job)
     at.run()
@@ -519,10 +511,7 @@ def test_a_notebook_run_and_an_mae_run_compare_side_by_side_with_their_speeds(wo
     at = train_page()
     button(at, "quick demo").click().run()
     for arch, name in [("notebook", "nb-run"), ("mae", "mae-run")]:
-        set_knobs(at, n_chips=32, epochs=1, arch=arch, precision="auto")
-        at.text_input[0].input(name).run()
-        button(at, "Train").click().run()
-        wait(at.session_state["job"])
+        wait(start_training(at, name, n_chips=32, epochs=1, arch=arch, precision="auto"))
         at.run()
     assert load_run("mae-run").config["model"]["arch"] == "mae"
     runs = at.dataframe[0].value
@@ -543,16 +532,10 @@ def test_a_notebook_run_and_an_mae_run_compare_side_by_side_with_their_speeds(wo
 
 def test_pause_then_step_advances_exactly_one_step_and_the_history_says_so(worldcover_dir):
     at = train_page()
-    set_knobs(at, n_chips=64, epochs=200, embed_dim=32, depth=1, heads=2, batch_size=16)
-    at.text_input[0].input("paused-run").run()
-    button(at, "Train").click().run()
-    job = at.session_state["job"]
+    job = start_training(at, "paused-run", n_chips=64, batch_size=16, **SLOW)
 
     def until(condition):
-        deadline = time.time() + 60
-        while not condition():
-            assert time.time() < deadline, job.snapshot()["control_state"]
-            time.sleep(0.05)
+        assert wait_until(condition), job.snapshot()["control_state"]
 
     until(lambda: len(job.snapshot()["steps"]) >= 2)
     button(at.run(), "Pause").click().run()
