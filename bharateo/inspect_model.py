@@ -62,6 +62,16 @@ class AttentionMaps:
     def grid_size(self) -> int:
         return self.mask.shape[0]
 
+    def is_encoder(self, layer: int) -> bool:
+        """Whether `layer` is an encoder layer (the variants name theirs "encoder layer i" and
+        "decoder layer i", bharateo/architectures.py)."""
+        return self.layers[layer].startswith("encoder")
+
+    def sees_hidden(self, layer: int) -> bool:
+        """Whether `layer` computed the hidden patches too (the notebook's encoder, as mask
+        tokens; a decoder), not only the visible ones (an `mae` encoder)."""
+        return bool(self.queries[layer][self.mask.ravel()].all())
+
     def grid(self, layer: int, head: int | None, query: int) -> np.ndarray:
         """G x G weights that token `query` gives every patch in `layer` (`head` None: the mean
         over that layer's heads). All zeros when that layer did not compute this query or has no

@@ -5,7 +5,7 @@ from bharateo import inspect_model
 from bharateo.app import inside
 from bharateo.app.downloads import csv_button, run_zip_button
 from bharateo.app.pictures import (attention_grid_pictures, attention_picture, hidden_patches_picture,
-                                    legend_html, thumbnail)
+                                    legend_html, patch_picture, thumbnail)
 from bharateo.app.results import model_and_chips
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import keep_widget, page_setup, show_error
@@ -16,7 +16,8 @@ page_setup("inside")
 st.title("Inside the model")
 st.caption("Two looks inside the trained encoder. **Attention:** for one patch (a token), which "
            "patches each layer and head looks at to build its picture of it, so for a hidden patch, "
-           "which visible patches the model uses to fill it in. **Token embeddings:** every token's "
+           "which visible patches the model uses to fill it in (in an `mae` run that is the "
+           "decoder's job: its encoder sees only the visible patches). **Token embeddings:** every token's "
            "vector from the encoder, flattened to 2-D; tokens of the same land cover landing "
            "together means the model has learned something about land cover without being told "
            "where the patches are.")
@@ -45,14 +46,17 @@ try:
 except BharatEOError as exc:
     show_error(exc)
     st.stop()
+layer_key = f"inside_layer_{current.config.model.arch}"  # each variant opens on its own default
+keep_widget(layer_key, inside.default_layer(maps),
+            lambda li: li if li in range(len(maps.layers)) else inside.default_layer(maps))
 layer = layer_col.selectbox("Layer", range(len(maps.layers)), format_func=maps.layers.__getitem__,
-                            key="inside_layer", index=len(maps.layers) - 1)
+                            key=layer_key)
 head = head_col.selectbox("Head", [None, *range(maps.heads)], key="inside_head",
                           format_func=lambda h: "mean of heads" if h is None else f"head {h + 1}")
 n = maps.grid_size ** 2
 query_key = f"inside_query_{split}_{index}_{ratio}"
 query = st.select_slider("Token (patch) asking: row-major over the grid; hidden ones marked",
-                         list(range(n)), value=st.session_state.get(query_key, inside.default_query(maps)),
+                         list(range(n)), value=st.session_state.get(query_key, inside.default_query(maps, layer)),
                          key=query_key,
                          format_func=lambda t: f"{t} (row {t // maps.grid_size}, col "
                                                f"{t % maps.grid_size}"
@@ -70,16 +74,11 @@ elif maps.queries[layer, query]:
                 caption=f"{maps.layers[layer]}, "
                         f"{'mean of heads' if head is None else f'head {head + 1}'}: where token "
                         f"{query} looks (brighter = more weight; largest {grid.max():.2f})")
-    top = grid.ravel().argsort()[::-1][:3]
-    words.markdown(
-        f"Token **{query}** is {'a hidden' if maps.mask.ravel()[query] else 'a visible'} patch. "
-        f"In {maps.layers[layer]} it gives the most weight to patches "
-        + ", ".join(f"{t} ({grid.ravel()[t]:.0%}{', hidden' if maps.mask.ravel()[t] else ''})"
-                    for t in top)
-        + ". Each row of weights sums to 100 %: attention shares out the token's view of the chip.")
+    words.markdown(inside.attention_reading(maps, layer, query, grid))
 else:
-    right.info("This layer computes visible patches only (its encoder never sees a hidden one): "
-               "pick a visible token, or a decoder layer.")
+    right.info(f"{maps.layers[layer].capitalize()} is in the encoder, which sees only the visible "
+               f"patches: token {query} is hidden, so it is not in this layer at all. Pick a "
+               "visible token, or a decoder layer (where the hidden patches are filled in).")
 with st.expander("Every layer and head for this token", expanded=False):
     for row in attention_grid_pictures(chips, int(index), maps, query):
         for col, (picture, caption) in zip(st.columns(max(len(row), 4)), row):
@@ -104,16 +103,21 @@ if (point := inside.selected_point(event)) is not None and point[0] != selected:
     st.session_state.inside_map_token = point[1]
     st.rerun()
 st.caption(f"Each dot is one token (patch) of one chip, coloured by its patch label; hover for "
-           f"chip and token, click one to open its chip below. "
+           f"chip and token, click one to open its chip, and the patch enlarged, below. "
            + (f"Computed once and stored beside run '{run.name}' ({stored.filename})."
               if stored.filename else "Computed once for this model and these chips."))
 csv_button("embedding map (CSV)", lambda: inspect_model.embedding_rows(value),
            "embedding_map.csv", "inside_map_csv")
 if selected is not None and 0 <= selected < len(chips):
     token = st.session_state.get("inside_map_token", 0)
-    pic_col, near_col = st.columns([1, 2])
+    token = token if isinstance(token, int) and 0 <= token < n else 0
+    pic_col, patch_col, near_col = st.columns([1, 0.6, 2])
     pic_col.image(hidden_patches_picture(chips, selected, maps.mask & False, token),
                   output_format="PNG", caption=f"chip {selected}, token {token} outlined")
+    label = int(chips.patch_labels[selected].ravel()[token])
+    patch_col.image(patch_picture(chips, selected, token), output_format="PNG",
+                    caption=f"token {token} enlarged (row {token // maps.grid_size}, col "
+                            f"{token % maps.grid_size}): {inside.class_name(label)}")
     pic_col.button("Show this chip's attention above", key="inside_open_chip",
                    on_click=st.session_state.update, args=({"inside_chip": selected},))
     near_col.markdown("**Chips like this one** (nearest by mean token embedding, cosine):")

@@ -4,8 +4,8 @@ import streamlit as st
 from bharateo import evaluate
 from bharateo.app import figures
 from bharateo.app.downloads import csv_button
-from bharateo.app.pictures import (error_legend_caption, legend_html, magma_legend,
-                                   reconstruction_panels, thumbnail)
+from bharateo.app.pictures import (RAW, error_legend_caption, legend_html, magma_legend,
+                                   picture_rows, reconstruction_panels, thumbnail)
 from bharateo.app.results import (THUMBNAILS, chip_choice, chip_picker_key, chip_splits,
                                   model_and_chips, ratio_curve)
 from bharateo.app.sidebar import synthetic_banner
@@ -54,13 +54,18 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
                   precision: str) -> None:
     keep_widget("recon_mask_ratio", 0.75)
     st.session_state.setdefault("recon_mask_seed", 0)  # a plain key: kept for the session
-    slider_col, seed_col = st.columns([5, 1], vertical_alignment="bottom")
+    keep_widget("recon_raw_output", False)
+    slider_col, raw_col, seed_col = st.columns([3.6, 1.5, 1], vertical_alignment="bottom")
     ratio = round(slider_col.slider("Mask ratio: share of the 64 patches hidden", 0.05, 0.95,
                                     step=0.05, key="recon_mask_ratio", format="%.2f"), 2)
     seed_col.button(":material/casino: New mask", key="recon_new_mask", width="stretch",
                     help="Hide a different random set of patches (same ratio).",
                     on_click=lambda: st.session_state.update(
                         recon_mask_seed=st.session_state.recon_mask_seed + 1))
+    raw = raw_col.toggle("Raw model output", key="recon_raw_output",
+                         help=f"Show the {RAW}: the pixel loss scores hidden patches only (as in the "
+                              "notebook and the MAE paper), so what the model paints on visible "
+                              "patches is never trained and looks speckled.")
     try:
         rec = evaluate.reconstruct_chip(model, chips, index, ratio, st.session_state.recon_mask_seed,
                                        precision=precision)
@@ -69,13 +74,18 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
         return
     panels = reconstruction_panels(rec, ratio, index)
 
-    # the notebook's six panels, plus the patch-label target
-    for col, panel in zip(st.columns(4), panels[:4]):
-        col.image(panel.image, caption=panel.title, output_format="PNG")
-    for col, panel in zip(st.columns(4), panels[7:]):  # Sentinel-2: the same in false colour
-        col.image(panel.image, caption=panel.title, output_format="PNG")
+    # target, masked input, reconstruction + visible; the raw output on request (Sentinel-2: a
+    # second row in false colour)
+    for n, row in enumerate(picture_rows(panels, raw)):
+        cols = st.columns(4)
+        for col, panel in zip(cols, row):
+            col.image(panel.image, caption=panel.title, output_format="PNG")
+        if n == 0 and not raw:
+            cols[3].caption("Visible patches are pasted from the input, as in the MAE paper's "
+                            "figures: the model is only trained to paint the hidden ones. Turn on "
+                            "**Raw model output** to see what it paints on every patch.")
     row = st.columns(4)
-    for col, panel in zip(row[:3], panels[4:]):
+    for col, panel in zip(row[:3], panels[4:7]):
         col.image(panel.image, caption=panel.title, output_format="PNG")
     row[0].image(magma_legend(), output_format="PNG", caption=error_legend_caption(rec))
     row[1].markdown(legend_html(sorted(set(rec.patch_prediction.ravel()) |

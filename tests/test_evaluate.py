@@ -197,7 +197,10 @@ def test_panels_are_crisp_upscales_and_error_panel_scores_hidden_patches_only(tr
     rec = ev.reconstruct_chip(model, chips, 2, 0.5, seed=0)
     panels = pictures.reconstruction_panels(rec, 0.5, 2)
     assert len(panels) == 7
-    assert [p.title.split(" ")[0] for p in panels][:4] == ["target", "50%", "predicted", "visible"]
+    assert [p.title.split(" (")[0] for p in panels][:4] == [
+        "target RGB · chip 2", "50% masked input", pictures.PASTED, pictures.RAW]
+    assert [row[-1].title for row in pictures.picture_rows(panels, raw=False)] == [panels[2].title]
+    assert pictures.picture_rows(panels, raw=True) == [panels[:4]]
     for panel in panels:
         assert panel.image.shape == (pictures.PANEL_SIDE, pictures.PANEL_SIDE, 3)
         assert panel.image.dtype == np.uint8

@@ -27,10 +27,52 @@ def embedding_map(model, chips: ChipSet, run: SavedRun | None = None) -> results
                                  lambda: im.embedding_map(model, chips, im.NEIGHBOURS), run)
 
 
-def default_query(maps: im.AttentionMaps) -> int:
-    """The first hidden patch (what a hidden patch looks at is the lesson), else token 0."""
-    hidden = np.flatnonzero(maps.mask.ravel())
-    return int(hidden[0]) if len(hidden) else 0
+def default_layer(maps: im.AttentionMaps) -> int:
+    """The layer the page opens on: the last encoder layer (an `mae` decoder's mask tokens
+    attend almost evenly, a confusing first look; the encoder is what the embedding map shows)."""
+    encoder = [li for li in range(len(maps.layers)) if maps.is_encoder(li)]
+    return encoder[-1] if encoder else len(maps.layers) - 1
+
+
+def default_query(maps: im.AttentionMaps, layer: int) -> int:
+    """The token the page opens on in `layer`: the first hidden patch where the layer computes
+    hidden ones (what a hidden patch looks at is the lesson), else the first visible one (an
+    `mae` encoder never sees a hidden patch), else token 0."""
+    hidden = maps.mask.ravel()
+    wanted = hidden if maps.sees_hidden(layer) else ~hidden & maps.queries[layer]
+    first = np.flatnonzero(wanted)
+    return int(first[0]) if len(first) else 0
+
+
+def attention_reading(maps: im.AttentionMaps, layer: int, query: int, grid: np.ndarray) -> str:
+    """In plain words (markdown): what the class looks at for this layer and token (encoder or
+    decoder, what that layer's input holds, visible or hidden token) and where the weight goes.
+    `grid` is the G x G weights drawn (maps.grid)."""
+    n, hidden = maps.mask.size, int(maps.mask.sum())
+    name, is_hidden = maps.layers[layer], bool(maps.mask.ravel()[query])
+    if not maps.is_encoder(layer):
+        holds = (f"the **decoder**: it runs over all {n} patches, the encoder's output for the "
+                 f"{n - hidden} visible ones and a shared mask token (plus its position) for each of "
+                 f"the {hidden} hidden ones")
+    elif maps.sees_hidden(layer):
+        holds = (f"the **encoder**: it runs over all {n} patches, each of the {hidden} hidden ones "
+                 "as a shared mask token plus its position")
+    else:
+        holds = (f"the **encoder**: it sees only the {n - hidden} visible patches; the {hidden} "
+                 "hidden ones are not in its input at all")
+    role = ("a **hidden** patch, so this is where it looks to be filled in" if is_hidden else
+            "a **visible** patch, so this is which patches it mixes into its own picture")
+    weights = grid.ravel()
+    top = weights.argsort()[::-1][:3]
+    keys = int(maps.queries[layer].sum())  # self-attention: the keys are the queries
+    spread = weights.max() < 2 / max(keys, 1)
+    return (f"{name.capitalize()} is in {holds}. Token **{query}** is {role}. It gives the most "
+            "weight to patches "
+            + ", ".join(f"{t} ({weights[t]:.0%}{', hidden' if maps.mask.ravel()[t] else ''})"
+                        for t in top)
+            + (f": nearly even over the {keys} patches this layer sees (even would be "
+               f"{1 / keys:.0%} each), so no single patch stands out." if spread else ".")
+            + " Each row of weights sums to 100 %: attention shares out the token's view of the chip.")
 
 
 def class_name(label: int) -> str:

@@ -47,7 +47,10 @@ NODATA_HELP = "left out of losses and metrics"
 
 # --- building blocks -------------------------------------------------------------------------
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """H x W x 3 float in [0, 1] -> uint8."""
+    """H x W x 3 float in [0, 1] -> uint8; a uint8 picture is returned as it is (read as 0-1
+    floats, every non-zero value would turn white: Sentinel-2 thumbnails once did)."""
+    if image.dtype == np.uint8:
+        return image
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
@@ -251,6 +254,16 @@ def token_picture(view: TokenView, token: int, display_px: int = 128) -> np.ndar
     return upscale(image, max(1, display_px // view.patch))
 
 
+def patch_picture(chips: ChipSet, index: int, token: int, display_px: int = 128) -> np.ndarray:
+    """Token `token` of chip `index` as its p x p picture (palette colours, or reflectance in
+    true colour, as chip_colour), enlarged (nearest) to about display_px: p*k x p*k x 3 uint8.
+    The caller keeps index and token in range (0..K-1, 0..G*G-1)."""
+    p = chips.patch_size
+    r, c = divmod(int(token), chips.grid_size)
+    patch = chip_colour(chips, index)[r * p:(r + 1) * p, c * p:(c + 1) * p]
+    return upscale(patch, max(1, display_px // p))
+
+
 # --- reconstruction panels and thumbnails (Reconstruct) ---------------------------------------
 @dataclass
 class Panel:
@@ -267,13 +280,23 @@ def _grid_picture(labels: np.ndarray, side: int) -> np.ndarray:
     return draw_grid(upscale(labels_image(labels), max(1, side // g)), g, color=(255, 255, 255))
 
 
+PASTED = "reconstruction + visible"  # the MAE paper's figures: visible patches from the input
+RAW = "model output, all patches"  # what the pixel head paints everywhere, visible patches too
+
+
 def reconstruction_panels(rec: ChipReconstruction, mask_ratio: float, index: int,
                           side: int = PANEL_SIDE) -> list[Panel]:
-    """The notebook's six panels (plus the patch-label target), each `side` px, crisp.
+    """The notebook's panels (plus the patch-label target), each `side` px, crisp, in this order:
+    target, masked input, reconstruction + visible, model output (all patches), error, ESA patch
+    pred, ESA patch target; Sentinel-2 chips add target, masked input, reconstruction + visible
+    and model output in false colour.
 
-    The error panel shows |target - predicted| (mean over RGB, magma on 0-0.5) on the hidden
-    patches only, as the notebook's text describes it; visible patches are grey because they are
-    not scored (the pixel head is trained on hidden patches only).
+    "Reconstruction + visible" pastes the visible patches from the input over the model's output
+    (as the figures of He et al. 2021 do): the pixel loss scores hidden patches only, so the
+    model's output on visible patches is untrained and looks speckled. The raw output is the
+    fourth panel, for a class that wants to see why. The error panel shows |target - predicted|
+    (mean over channels, magma) on the hidden patches only, as the notebook's text describes it;
+    visible patches are grey because they are not scored.
     """
     p = rec.target.shape[0] // rec.mask.shape[0]
     pixel_mask = np.kron(rec.mask, np.ones((p, p), dtype=bool))
@@ -287,8 +310,10 @@ def reconstruction_panels(rec: ChipReconstruction, mask_ratio: float, index: int
         Panel(_chip_picture(rec.target, side), f"target {what} · chip {index}"),
         Panel(_chip_picture(rec.masked_input, side),
               f"{mask_ratio:.0%} masked input ({hidden} of {rec.mask.size} patches hidden)"),
-        Panel(_chip_picture(rec.predicted, side), f"predicted {what} (only hidden patches are trained)"),
-        Panel(_chip_picture(rec.composite, side), "visible + filled-in"),
+        Panel(_chip_picture(rec.composite, side),
+              f"{PASTED} (hidden patches painted by the model, visible ones pasted from the input)"),
+        Panel(_chip_picture(rec.predicted, side),
+              f"{RAW} ({what}; only hidden patches are trained, so visible ones look speckled)"),
         Panel(upscale(error, max(1, side // error.shape[0])),
               f"abs error on hidden patches, normalised reflectance (0–{high:g} std)" if reflectance
               else f"abs RGB error on hidden patches ({low:g}–{high:g})"),
@@ -299,9 +324,17 @@ def reconstruction_panels(rec: ChipReconstruction, mask_ratio: float, index: int
         f = rec.false_colour
         panels += [Panel(_chip_picture(f["target"], side), f"target false colour (B8 B4 B3) · chip {index}"),
                    Panel(_chip_picture(f["masked_input"], side), "masked input, false colour"),
-                   Panel(_chip_picture(f["predicted"], side), "predicted false colour"),
-                   Panel(_chip_picture(f["composite"], side), "visible + filled-in, false colour")]
+                   Panel(_chip_picture(f["composite"], side), f"{PASTED}, false colour"),
+                   Panel(_chip_picture(f["predicted"], side), f"{RAW}, false colour")]
     return panels
+
+
+def picture_rows(panels: list[Panel], raw: bool) -> list[list[Panel]]:
+    """The picture rows of reconstruction_panels (one per colour: RGB or true colour, then false
+    colour), each target, masked input, reconstruction + visible, and the raw model output only
+    when `raw`."""
+    rows = [panels[:4]] + ([panels[7:11]] if len(panels) > 7 else [])
+    return [row if raw else row[:3] for row in rows]
 
 
 def error_legend_caption(rec: ChipReconstruction) -> str:
@@ -316,12 +349,10 @@ def error_legend_caption(rec: ChipReconstruction) -> str:
 
 
 def thumbnail(chips: ChipSet, index: int, side: int = THUMB_SIDE) -> np.ndarray:
-    """Chip `index` as a side x side uint8 picture (nearest sampling: exact class colours)."""
-    s = chips.chip_size
-    idx = np.arange(side) * s // side
-    if chips.pixels is not None and chips.band_stats is not None:  # reflectance: true colour
-        return to_uint8(chip_colour(chips, index)[np.ix_(idx, idx)])
-    return labels_image(chips.labels[index][np.ix_(idx, idx)])
+    """Chip `index` as a side x side uint8 picture (nearest sampling: exact class colours;
+    reflectance chips in true colour, as chip_colour)."""
+    idx = np.arange(side) * chips.chip_size // side
+    return chip_colour(chips, index)[np.ix_(idx, idx)]  # palette colours or true colour
 
 
 def magma_legend(width: int = PANEL_SIDE, height: int = 12) -> np.ndarray:

@@ -287,6 +287,8 @@ def reconstruct(page, shots):
     caption = page.locator(f'{b.MAIN} [data-testid="stCaptionContainer"]', has_text="Mask #")
     assert "at 75%: 48 of 64 patches hidden" in caption.inner_text()
     sources_before = page.locator(panels).evaluate_all("imgs => imgs.map(i => i.src)")
+    text = page.locator(b.MAIN).inner_text()  # visible patches pasted; the raw output a toggle away
+    assert "reconstruction + visible (" in text and "model output, all patches (" not in text
     panels_top = f'{b.MAIN} [data-testid="stSlider"]'
     b.scroll_to(page, panels_top)
     b.screenshot(page, shots, "reconstruct_before", height=1300)
@@ -307,6 +309,18 @@ def reconstruct(page, shots):
     changed = sum(x != y for x, y in zip(sources_before, sources_after))
     assert changed >= 3, f"only {changed} panels changed with the mask ratio"
     assert after != before, f"the metrics did not change with the mask ratio: {before!r}"
+    raw = page.locator(f'{b.MAIN} [data-testid="stImage"]', has_text="model output, all patches (")
+    for _ in range(3):  # a click during a rerun can be lost: check, and click again
+        page.get_by_test_id("stCheckbox").get_by_text("Raw model output").click()
+        b.settle(page, "Reconstruct after showing the raw model output")
+        try:
+            raw.wait_for(timeout=20_000)
+            break
+        except Exception:  # the toggle is back off (lost click): click it again
+            if page.get_by_role("switch", name="Raw model output").is_checked():
+                raise
+    raw.wait_for(timeout=60_000)
+    b.wait_images_loaded(page, panels, 8)
     b.scroll_to(page, panels_top)
     b.screenshot(page, shots, "reconstruct_after", height=1300)
 
@@ -635,6 +649,7 @@ def test_pause_step_resume_and_inside_the_model_in_a_browser(context, app_server
         b.wait_plot_type(page, "scattergl", timeout=60)
         b.settle(page, "Inside the model")
         assert page.get_by_text("where token").count() >= 1
+        assert "is in the encoder" in page.locator(b.MAIN).inner_text()  # the words say which
         b.screenshot(page, shots, "inside_attention", height=1300)
         b.scroll_to(page, f"{b.MAIN} h3:has-text('Token-embedding map')")
         b.screenshot(page, shots, "inside_embeddings", height=1100)

@@ -6,21 +6,32 @@ import base64
 import io
 import json
 import zipfile
+from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from bharateo import inspect_model as im
 from bharateo.app import inside, pictures, results
+from bharateo.app.state import CurrentModel
+from bharateo.architectures import build_model
+from tests.app.test_page_reconstruct import shown  # noqa: F401 (fixture)
 from tests.test_evaluate import model_entry, save_tiny_run, trained  # noqa: F401 (fixture)
 from tests.test_evaluate import open_page as open_insight_page
 
 PAGE = "pages/inside.py"
 
 
-def open_page(tiny, run_name):
-    return open_insight_page(PAGE, model=model_entry(tiny, run_name),
+def open_page(tiny, run_name, entry=None):
+    return open_insight_page(PAGE, model=entry or model_entry(tiny, run_name),
                              train_chips=tiny.result.train_chips,
                              heldout_chips=tiny.result.heldout_chips)
+
+
+def mae_entry(tiny) -> CurrentModel:
+    """An untrained `mae` model of the tiny run's size (two encoder layers, its decoder)."""
+    config = replace(tiny.config, model=replace(tiny.config.model, arch="mae", depth=2))
+    return CurrentModel(build_model(config.model).eval(), "mae (untrained)", config, None)
 
 
 def count(array) -> int:
@@ -72,7 +83,7 @@ def test_the_embedding_map_is_stored_once_per_run_and_chips(trained, monkeypatch
     assert inside.embedding_map(model, held, run).filename != first.filename
 
 
-def test_clicking_a_point_opens_its_chip_and_chips_like_it(trained):
+def test_clicking_a_point_opens_its_chip_and_chips_like_it(trained, shown):
     at = open_page(trained, None)
     at.session_state["inside_map_chip"] = 5
     at.session_state["inside_map_token"] = 9
@@ -80,6 +91,12 @@ def test_clicking_a_point_opens_its_chip_and_chips_like_it(trained):
     assert not at.exception
     captions = [img.captions[0] for img in at.image if img.captions]
     assert "chip 5, token 9 outlined" in captions
+    # the clicked patch enlarged beside its chip: its own pixels, 8x
+    chips = trained.result.train_chips
+    label = inside.class_name(int(chips.patch_labels[5][1, 1]))
+    patch = shown(at, f"token 9 enlarged (row 1, col 1): {label}")
+    own = pictures.labels_image(chips.labels[5])[16:32, 16:32]
+    np.testing.assert_array_equal(patch, pictures.upscale(own, 8))
     value = im.embedding_map(trained.result.model, trained.result.train_chips)
     near = [j for j, _ in inside.neighbours(value, 5)]
     assert [c.split(" ·")[0] for c in captions if c.startswith("chip ") and " · " in c][:len(near)] \
@@ -133,3 +150,54 @@ def test_every_chart_page_offers_its_data_as_csv(trained):
         assert not at.exception
         labels = sorted(e.proto.label.split(": ", 1)[-1] for e in at.get("download_button"))
         assert labels == sorted(wanted), labels
+
+
+def layer_box(at):
+    return next(box for box in at.selectbox if box.label == "Layer")
+
+
+def reading(at) -> str:
+    return " ".join(m.value for m in at.markdown if "Token **" in m.value)
+
+
+@pytest.mark.parametrize("arch", ["notebook", "mae"])
+def test_the_attention_opens_on_an_encoder_layer_with_a_token_it_computed(trained, arch):
+    """An `mae` run used to open on its last decoder layer, where a hidden token's attention is
+    near even: it now opens on its last encoder layer and a visible token, the notebook's model
+    on its last (encoder) layer and a hidden token; the words say which."""
+    entry = mae_entry(trained) if arch == "mae" else model_entry(trained, None)
+    at = open_page(trained, None, entry)
+    assert not at.exception and not at.info
+    maps = im.attention_maps(entry.model, trained.result.train_chips, 0, entry.config.train.mask_ratio)
+    layer = layer_box(at).value
+    encoder = [i for i, name in enumerate(maps.layers) if name.startswith("encoder")]
+    assert layer == encoder[-1]
+    query = next(s.value for s in at.select_slider if s.key.startswith("inside_query_"))
+    hidden = bool(maps.mask.ravel()[query])
+    words = reading(at)
+    assert f"Encoder layer {len(encoder)} is in the **encoder**" in words
+    if arch == "mae":
+        assert len(maps.layers) > len(encoder)  # it has decoder layers to avoid
+        assert not hidden and "a **visible** patch" in words and "sees only the" in words
+        layer_box(at).set_value(len(maps.layers) - 1).run()
+        assert "is in the **decoder**" in reading(at) and "a **visible** patch" in reading(at)
+    else:
+        assert hidden and "a **hidden** patch" in words and "as a shared mask token" in words
+
+
+def test_the_attention_words_say_when_a_map_is_nearly_even():
+    g, n = 2, 4
+    mask = np.array([[True, False], [False, False]])  # token 0 hidden
+    weights = np.zeros((2, 1, n, n), np.float32)
+    weights[0, 0, 1:, 1:] = 1 / 3  # encoder layer over the three visible tokens: even
+    weights[1, 0] = [0.85, 0.05, 0.05, 0.05]  # decoder layer: all look at token 0
+    queries = np.array([~mask.ravel(), np.ones(n, bool)])
+    maps = im.AttentionMaps(weights, queries, ["encoder layer 1", "decoder layer 1"], mask)
+    assert maps.grid_size == g and not maps.sees_hidden(0) and maps.sees_hidden(1)
+    assert (inside.default_layer(maps), inside.default_query(maps, 0), inside.default_query(maps, 1)) \
+        == (0, 1, 0)
+    even = inside.attention_reading(maps, 0, 1, maps.grid(0, None, 1))
+    assert "nearly even over the 3 patches this layer sees (even would be 33% each)" in even
+    assert "sees only the 3 visible patches" in even
+    peaked = inside.attention_reading(maps, 1, 0, maps.grid(1, None, 0))
+    assert "nearly even" not in peaked and "0 (85%, hidden)" in peaked and "a **hidden** patch" in peaked

@@ -1,13 +1,20 @@
 """The Reconstruct page through AppTest: model and chips choice, panels, slider, mask seed, curve."""
 from __future__ import annotations
 
+import io
 import json
+from dataclasses import replace
 
+import numpy as np
 import pytest
-
+from PIL import Image
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from bharateo.app import results
+from bharateo import evaluate as ev
+from bharateo.app import pictures, results
+from bharateo.app.state import CurrentModel
+from bharateo.architectures import build_model
 from bharateo.chips import ChipConfig, build_chip_sets
 from bharateo.model import num_masked
 from tests.test_evaluate import model_entry, save_tiny_run, trained  # noqa: F401 (fixture)
@@ -30,6 +37,28 @@ def panel_images(at):
     return {img.captions[0].split(" ·")[0].split(" (")[0]: img.value[0]
             for img in at.image if img.captions and img.captions[0]
             and not img.captions[0].startswith("mean |RGB error|")}
+
+
+@pytest.fixture
+def shown(monkeypatch):
+    """The pixels of every picture a page sends (AppTest gives only their media URLs):
+    shown(at, caption_start) -> H x W x 3 uint8 of the one image whose caption starts so."""
+    sent: dict[str, bytes] = {}
+    real = MemoryMediaFileStorage.load_and_get_id
+
+    def keep(self, data, mimetype, *args, **kwargs):
+        file_id = real(self, data, mimetype, *args, **kwargs)
+        sent[file_id] = data
+        return file_id
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", keep)
+
+    def pixels(at, caption_start: str) -> np.ndarray:
+        (url,) = [img.url for element in at.image for img in element.proto.imgs
+                  if img.caption.startswith(caption_start)]
+        data = sent[url.rsplit("/", 1)[1].split(".")[0]]
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    return pixels
 
 
 def metrics(at):
@@ -61,7 +90,7 @@ def test_pick_a_saved_run_then_load_its_chips(trained, worldcover_dir):
     chips = at.session_state.train_chips
     assert results.chips_fingerprint(chips) == results.chips_fingerprint(trained.result.train_chips)
     assert at.session_state.heldout_chips is not None
-    assert len(panel_images(at)) == 7
+    assert len(panel_images(at)) == 6  # the raw model output waits for its toggle
     assert set(metrics(at)) == {"Masked MAE (this chip)", "Patch accuracy (this chip)"}
 
 
@@ -100,7 +129,7 @@ def test_choose_chip_by_thumbnail_and_switch_to_held_out(trained):
     assert at.number_input(key="recon_chip_held").label == \
         f"Chip (0–{len(trained.result.heldout_chips) - 1})"
     assert "held-out region mathura_belt" in curve(at)["layout"]["title"]["text"]
-    assert len(panel_images(at)) == 7
+    assert len(panel_images(at)) == 6
 
 
 def test_curve_marks_the_ratio_and_rises_with_the_mask_and_is_stored_beside_the_run(trained):
@@ -138,8 +167,10 @@ def test_every_choice_survives_a_visit_to_another_page(trained):
     at.radio(key="recon_split").set_value("held").run()
     at.button(key="recon_thumb_held_3").click().run()
     at.button(key="recon_new_mask").click().run()
+    at.toggle(key="recon_raw_output").set_value(True).run()
     at.switch_page("pages/train.py").run()
-    for key in {"recon_mask_ratio", "recon_split", "recon_chip_held"} & set(at.session_state):
+    for key in {"recon_mask_ratio", "recon_split", "recon_chip_held", "recon_raw_output"} & \
+            set(at.session_state):
         del at.session_state[key]  # what a browser session does to widgets a page didn't draw
     at.switch_page("pages/reconstruct.py").run()
     assert not at.exception
@@ -148,6 +179,7 @@ def test_every_choice_survives_a_visit_to_another_page(trained):
     assert at.number_input(key="recon_chip_held").value == 3
     assert at.session_state.recon_mask_seed == 1
     assert "40% masked input" in panel_images(at)
+    assert at.toggle(key="recon_raw_output").value and pictures.RAW in panel_images(at)
 
 
 def test_a_chip_number_out_of_range_says_so_instead_of_showing_another_chip(trained):
@@ -165,3 +197,37 @@ def test_a_chip_number_out_of_range_says_so_instead_of_showing_another_chip(trai
         assert not panel_images(at)
     at.number_input(key="recon_chip_train").set_value(last).run()
     assert not at.error and any(f"chip {last}" in img.captions[0] for img in at.image if img.captions)
+
+
+@pytest.mark.parametrize("arch", ["notebook", "mae"])
+def test_reconstruction_pastes_the_visible_patches_and_keeps_the_raw_output_a_toggle_away(
+        trained, shown, arch):
+    """The MAE paper's figure: visible patches from the input, hidden ones from the model, pixel
+    for pixel; the raw output (speckled on the untrained visible patches) behind a toggle."""
+    tiny = trained
+    if arch == "mae":  # an untrained mae model of the same size: the paste is the page's, not the model's
+        config = replace(trained.config, model=replace(trained.config.model, arch="mae"))
+        model = build_model(config.model).eval()
+        entry = CurrentModel(model, "mae (untrained)", config, None)
+    else:
+        model, entry = trained.result.model, model_entry(trained, None)
+    chips = tiny.result.train_chips
+    at = open_page(model=entry, train_chips=chips, heldout_chips=tiny.result.heldout_chips)
+    at.button(key="recon_thumb_train_3").click().run()
+    at.slider(key="recon_mask_ratio").set_value(0.5).run()
+    assert pictures.PASTED in panel_images(at) and pictures.RAW not in panel_images(at)
+    at.toggle(key="recon_raw_output").set_value(True).run()
+    assert not at.exception and pictures.RAW in panel_images(at)
+
+    rec = ev.reconstruct_chip(model, chips, 3, 0.5, seed=0)
+    scale = pictures.PANEL_SIDE // chips.chip_size
+    hidden = np.kron(rec.mask, np.ones((chips.patch_size * scale,) * 2, dtype=bool))
+    target, masked = shown(at, "target RGB · chip 3"), shown(at, "50% masked input")
+    pasted, raw = shown(at, pictures.PASTED), shown(at, pictures.RAW)
+    assert target.shape == pasted.shape == raw.shape == hidden.shape + (3,)
+    np.testing.assert_array_equal(masked[hidden], np.broadcast_to(
+        pictures.to_uint8(ev.MASK_GREY), masked[hidden].shape))  # the page hides these patches
+    np.testing.assert_array_equal(pasted[~hidden], target[~hidden])  # visible: the input
+    np.testing.assert_array_equal(pasted[hidden], raw[hidden])  # hidden: the model's output
+    assert not np.array_equal(raw[~hidden], target[~hidden])  # the paste is what hides the noise
+    assert metrics(at)["Masked MAE (this chip)"] == f"{rec.masked_mae:.3f}"  # hidden patches only

@@ -12,6 +12,7 @@ from bharateo.pipeline import RunConfig, run_experiment
 from bharateo.sentinel2 import folder_presets
 from bharateo.train import TrainConfig
 from bharateo.app.state import CurrentModel
+from tests.app.test_page_reconstruct import shown  # noqa: F401 (fixture)
 from tests.paths import APP
 from tests.s2_fixtures import SCENE_DIR, sahara_labels, scene_folder
 
@@ -110,6 +111,41 @@ def test_reconstruct_shows_true_and_false_colour(s2_lesson):
     assert any(c.startswith("target true colour (B4 B3 B2)") for c in captions)
     assert any(c.startswith("target false colour (B8 B4 B3)") for c in captions)
     assert any("normalised reflectance" in c for c in captions)
+
+
+def test_reconstruct_pastes_the_visible_patches_in_true_and_false_colour(s2_lesson, shown):
+    """Both colour rows show 'reconstruction + visible': the input's visible patches and the
+    model's hidden ones, pixel for pixel; the raw output of each colour behind the toggle."""
+    import numpy as np
+
+    from bharateo import evaluate as ev
+    from bharateo.app.pictures import PANEL_SIDE, PASTED, RAW, THUMB_SIDE, chip_colour, thumbnail
+    from bharateo.pipeline import load_rois
+
+    config = RunConfig(rois=(s2_lesson,), chips=ChipConfig(
+        n_chips=16, chip_size=64, source="s2-4band", dates="2020-01-01/2020-03-01"),
+        model=ModelConfig(embed_dim=32, depth=1, heads=2), train=TrainConfig(epochs=1, batch_size=8))
+    rois = load_rois(config.rois, chips=config.chips)
+    result = run_experiment(config, rois=rois, name="s2-paste")
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.session_state["train_chips"] = chips = result.train_chips
+    at.session_state["heldout_chips"] = None
+    at.session_state["model"] = CurrentModel(result.model, "s2-paste", config, "s2-paste")
+    at.switch_page("pages/reconstruct.py").run()
+    at.toggle(key="recon_raw_output").set_value(True).run()
+    assert not at.exception, at.exception
+    rec = ev.reconstruct_chip(result.model, chips, 0, 0.75, seed=0)
+    scale = PANEL_SIDE // chips.chip_size
+    hidden = np.kron(rec.mask, np.ones((chips.patch_size * scale,) * 2, dtype=bool))
+    for target, sep in (("target true colour", " ("), ("target false colour", ", false")):
+        target, pasted, raw = (shown(at, start) for start in (target, PASTED + sep, RAW + sep))
+        np.testing.assert_array_equal(pasted[~hidden], target[~hidden])
+        np.testing.assert_array_equal(pasted[hidden], raw[hidden])
+        assert not np.array_equal(raw[~hidden], target[~hidden])
+    # the chip thumbnails beside the panels are the chips' true colour too (they were white)
+    idx = np.arange(THUMB_SIDE) * chips.chip_size // THUMB_SIDE
+    for i in range(3):
+        np.testing.assert_array_equal(thumbnail(chips, i), chip_colour(chips, i)[np.ix_(idx, idx)])
 
 
 def test_regions_page_dates_default_to_the_local_folders_scenes(s2_lesson, monkeypatch):
