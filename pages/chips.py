@@ -13,6 +13,7 @@ from bharateo.app.pictures import (chip_modes, chip_picture, chip_with_grid, cla
                                    legend_html, mean_rgb_picture, token_picture)
 from bharateo.app.regions import chip_source_fields
 from bharateo.app.sidebar import synthetic_banner
+from bharateo.app.train import training_chips_note
 from bharateo.app.state import (PAGES, current_chip_config, current_model, guidance, keep_widget,
                                 page_setup)
 from bharateo.chips import MAX_CHIP_NODATA_FRACTION
@@ -77,6 +78,8 @@ if message := state.pop("chips_message", None):
     st.success(message)
 
 chips = state.train_chips
+if note := training_chips_note():  # a training runs on chips of its own settings
+    st.info(note, icon=":material/model_training:")
 if chips is None:
     st.info("Choose the settings above and press **Build chips**.")
     st.stop()

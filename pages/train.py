@@ -4,7 +4,7 @@ import streamlit as st
 from bharateo.app import teacher
 from bharateo.app.downloads import csv_button, run_zip_button
 from bharateo.app.figures import X_AXES, accuracy_figure, loss_figure
-from bharateo.app.jobs import max_training_seconds
+from bharateo.app.jobs import job_chips_text, job_settings_text, max_training_seconds
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import (clear_error, current_chip_config, guidance, keep_error, keep_widget,
                                 page_setup, show_error, show_kept_error, use_saved_run)
@@ -127,6 +127,8 @@ with control_col:
 
 if job is not None:
     st.subheader(f"Run '{job.run_name}'")
+    st.caption(f"Trains on {job_chips_text(job.config)} · {job_settings_text(job.config)} "
+               "(its own settings: the knobs above are for the next training)")
     if running:
         live_progress(job)
     else:
@@ -157,8 +159,11 @@ if not runs and not damaged:
     teacher.teacher_panel()  # at the page's end (below the runs when there are some)
     st.stop()
 st.dataframe(runs_table(runs, damaged), hide_index=True, width="stretch")
+manage = teacher.shown("manage_runs")  # teacher mode hides rename and delete unless chosen
 if damaged:
-    st.warning("Some run folders can't be used; rename or delete them below:\n\n" + "\n".join(
+    st.warning("Some run folders can't be used" + ("; rename or delete them below" if manage else
+                                                   " (teacher mode hides rename and delete)")
+               + ":\n\n" + "\n".join(
         f"- **{bad.name}**: {bad.reason}" for bad in damaged))
 by_name = {r.name: r for r in runs}
 if by_name:
@@ -191,16 +196,15 @@ if load_col.button("Use this run for Reconstruct / Evaluate", width="stretch",
         st.success(f"Now using saved run '{chosen}'.")
     except BharatEOError as exc:
         keep_error("manage", exc)  # shown below until the next load, rename or delete
-keep_widget("rename_to")  # (the delete confirmation below is deliberately not kept)
-new_name = rename_col.text_input("new name", key="rename_to", label_visibility="collapsed",
-                                 placeholder="new name")
-
-
-rename_col.button("Rename", width="stretch", disabled=not new_name,
-                  on_click=manage_run, args=(rename_run, chosen, new_name))
-confirm = delete_col.checkbox(f"yes, delete '{chosen}'", key="confirm_delete")
-delete_col.button("Delete", width="stretch", disabled=not confirm,
-                  on_click=manage_run, args=(delete_run, chosen))
+if manage:
+    keep_widget("rename_to")  # (the delete confirmation below is deliberately not kept)
+    new_name = rename_col.text_input("new name", key="rename_to", label_visibility="collapsed",
+                                     placeholder="new name")
+    rename_col.button("Rename", width="stretch", disabled=not new_name,
+                      on_click=manage_run, args=(rename_run, chosen, new_name))
+    confirm = delete_col.checkbox(f"yes, delete '{chosen}'", key="confirm_delete")
+    delete_col.button("Delete", width="stretch", disabled=not confirm,
+                      on_click=manage_run, args=(delete_run, chosen))
 show_kept_error("manage")
 if chosen in by_name:
     run_zip_button(by_name[chosen], "train_run_zip")  # its folder: weights, settings, history

@@ -37,8 +37,10 @@ from bharateo.chips import build_chip_sets
 from bharateo.errors import BharatEOError
 from bharateo.pipeline import ExperimentResult, RunConfig, renamed, save_experiment
 from bharateo.runs import release_run_name
+from bharateo.sources import DEFAULT_SOURCE, pixel_source
 from bharateo.train import (EpochMetrics, StepMetrics, TrainedWeights, TrainingEnd,
                             TrainingPaused, make_model)
+from bharateo.words import plural
 
 log = logging.getLogger(__name__)
 SESSION_GRACE_S = 30.0  # a session gone this long counts as closed
@@ -267,9 +269,10 @@ class TrainingJob:
                 event = run.next_event(timeout=POLL_S)
                 now, was = time.monotonic(), cpu
                 cpu = run.cpu_seconds()
-                if event is not None or cpu != was or self.paused:  # busy counts (a loaded
+                waiting = self.paused and not self._stop.is_set()  # asked to stop, it must answer
+                if event is not None or cpu != was or waiting:  # busy counts (a loaded
                     last_progress = now  # machine); a paused worker waits for us, it isn't stuck
-                    last_event = now if self.paused else last_event
+                    last_event = now if waiting else last_event
                 if event is not None:
                     last_event = now
                     if self._relay(event):
@@ -345,16 +348,63 @@ class TrainingJob:
                     "queue_position": self.queue.position(self), "run_name": self.run_name,
                     "started_at": self.started_at, "config": self.config,
                     "stop_reason": self.stop_reason, "paused": self.paused,
-                    "control_state": self.control_state, "controls": list(self.controls)}
+                    "control_state": self.control_state, "controls": list(self.controls),
+                    "stopping": self._stop.is_set() and not self.done}  # Stop asked, not ended
+
+
+def job_state_text(snap: dict) -> str:
+    """A job's state in words, from TrainingJob.snapshot(): 'queued, number 2', 'running, epoch
+    2/20, step 37', 'pausing after step 37 (epoch 2/20)', 'paused at step 37 (epoch 2/20)',
+    'stepping on from step 37 (...)', 'stopping after the current step', or how it ended
+    ('finished', 'stopped', 'failed', ...). Steps are optimiser steps counted over all epochs."""
+    status = snap["status"]
+    if status == "queued":
+        return f"queued, number {snap['queue_position'] or 1}"
+    if status != "running":
+        return status
+    if snap.get("stopping"):
+        return "stopping after the current step"
+    last, state = (snap["steps"] or [None])[-1], snap.get("control_state", "running")
+    if last is None:
+        return {"paused": "paused before the first step"}.get(state, f"{state}, before the first step")
+    step, epoch = last["global_step"], f"epoch {last['epoch']}/{snap['config'].train.epochs}"
+    return {"paused": f"paused at step {step} ({epoch})",
+            "pausing": f"pausing after step {step} ({epoch})",
+            "stepping": f"stepping on from step {step} ({epoch})"}.get(
+        state, f"running, {epoch}, step {step}")
+
+
+def job_chips_text(config: RunConfig) -> str:
+    """The chips a training cuts from its own config: '384 train + 64 held-out (from
+    mathura_belt) chips of 128 px from delhi_ncr, shekhawati, mathura_belt'."""
+    c = config.chips
+    held = (f" + {c.n_holdout_chips:,} held-out (from {c.holdout_roi}"
+            + (f", {c.holdout_block} half" if c.holdout_block else "") + ")"
+            if c.holdout_roi else "")
+    source = "" if c.source == DEFAULT_SOURCE else f", {pixel_source(c.source).label}"
+    return (f"{c.n_chips:,} train{held} chips of {c.chip_size} px from "
+            f"{', '.join(r.name for r in config.rois)}{source}")
+
+
+def job_settings_text(config: RunConfig) -> str:
+    """A training's settings from its own config, for a caption: '20 epochs · mask ratio 0.75 ·
+    learning rate 0.0004 · batch 16 · notebook model: embed dim 128, depth 3, heads 4 · fp32 on
+    cpu' (the precision as configured: auto is resolved when training starts)."""
+    t, m = config.train, config.model
+    return (f"{plural(t.epochs, 'epoch')} · mask ratio {t.mask_ratio:g} · learning rate {t.lr:g} · "
+            f"batch {t.batch_size} · {m.arch} model: embed dim {m.embed_dim}, depth {m.depth}, "
+            f"heads {m.heads} · {t.precision} on {t.device}")
 
 
 def jobs_listing(queue: TrainingQueue = QUEUE) -> list[dict]:
     """The server's trainings for the queue table: running ones first, then waiting ones in order;
-    each {"job", "run_name", "status", "position" (None when running), "epoch", "epochs"}."""
+    each {"job", "run_name", "status", "position" (None when running), "epoch", "epochs",
+    "state" (job_state_text: a paused job says so)}."""
     rows = []
     for job in queue.jobs():
         snap = job.snapshot()
         rows.append({"job": job, "run_name": job.run_name, "status": snap["status"],
                      "position": snap["queue_position"], "epochs": job.config.train.epochs,
-                     "epoch": snap["steps"][-1]["epoch"] if snap["steps"] else 0})
+                     "epoch": snap["steps"][-1]["epoch"] if snap["steps"] else 0,
+                     "state": job_state_text(snap)})
     return rows

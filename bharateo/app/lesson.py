@@ -7,7 +7,8 @@ A browser refresh starts a new session, so the lesson's minimal state is kept in
   order, comma-separated, "" for none>, run=<saved run name>.
 Regions come back from the ROI cache (or the source), chips are cut again from the chip config
 (seeded, so identical), the model is loaded from its saved run. Nothing read here is trusted:
-each value is checked, a bad one is skipped with a note, and no path is built from it unchecked.
+each value is checked, a bad one is skipped with a note (shown once; write_lesson_url then drops
+it from the address), and no path is built from it unchecked.
 """
 from __future__ import annotations
 
@@ -55,14 +56,17 @@ def lesson_params() -> dict[str, list[str]]:
 
 
 def write_lesson_url() -> None:
-    """Put lesson_params() in the address bar (only the keys that changed)."""
+    """Make the address hold exactly lesson_params() (writing only the keys that changed), with
+    Streamlit's own keys kept: any other key goes, an unknown one or a value that was left out
+    (its note was shown once, by restore_lesson), so a refresh or a re-shared link doesn't
+    carry it on and bring the note back."""
     params = lesson_params()
-    for key in (*LESSON_PARAMS, *teacher.extra_keys()):
-        if key not in params:
-            if key in st.query_params:
-                del st.query_params[key]
-        elif st.query_params.get_all(key) != params[key]:
-            st.query_params[key] = params[key]
+    for key in list(st.query_params):
+        if key not in params and key not in teacher.STREAMLIT_PARAMS:
+            del st.query_params[key]
+    for key, values in params.items():
+        if st.query_params.get_all(key) != values:
+            st.query_params[key] = values
 
 
 def _roi_from_param(raw: str) -> RoiSpec:

@@ -103,6 +103,9 @@ def sidebar() -> None:
             years = sorted({str(r.provenance.get("scene_date", ""))[:4] for r in state.rois
                             if getattr(r, "pixels", None) is not None})
             st.caption(f"Contains modified Copernicus Sentinel data {', '.join(years)}.")
+        if state.job is not None and not state.job.done:
+            _training_lines(state.job)
+            return
         chips = state.train_chips
         held = state.heldout_chips
         st.markdown("**Chips:** " + (f"{len(chips)} train" + (f" + {len(held)} held-out" if held else "")
@@ -111,3 +114,18 @@ def sidebar() -> None:
         st.markdown("**Model:** " + (model.label if model else "none (train or load a run)"))
         if state.job is not None:
             training_status(state.job)
+
+
+def _training_lines(job) -> None:
+    """While a training is queued, running or paused: what it trains, from its own config (the
+    Chips page's chips and the Train knobs may have changed since it started), and its live
+    state (running / paused at step N / stopping)."""
+    from bharateo.app.jobs import job_chips_text, job_settings_text
+    from bharateo.app.train import training_status
+
+    training_status(job)
+    st.markdown(f"**Chips:** {job_chips_text(job.config)}")
+    st.caption(f"Settings: {job_settings_text(job.config)}")
+    model = current_model()
+    st.markdown("**Model:** " + (model.label if model else "none")
+                + " (Reconstruct, Evaluate) until this training ends")

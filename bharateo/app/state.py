@@ -81,7 +81,8 @@ def current_chip_config() -> ChipConfig:
 
 def init_state() -> None:
     """Fill in LabState's defaults this session lacks; on a session's first run, restore a
-    lesson from the page address (bharateo/app/lesson.py) with a note for whatever was skipped."""
+    lesson from the page address (bharateo/app/lesson.py) with a note for whatever was skipped,
+    shown once on the page the address opens (kept while page_setup switches page)."""
     from bharateo.app.lesson import restore_lesson
     from bharateo.app.teacher import STREAMLIT_PARAMS
     from bharateo.app.worker import keep_spare_worker
@@ -97,9 +98,10 @@ def init_state() -> None:
     if fresh and any(k not in STREAMLIT_PARAMS for k in st.query_params):  # a refresh,
         # or a shared link (unknown keys too: they get a note)
         with st.spinner("Restoring the lesson from this page's address…"):
-            notes = restore_lesson(st.query_params)
-        for note in notes:
-            st.warning(note, icon=":material/link_off:")
+            st.session_state["_lesson_notes"] = restore_lesson(st.query_params)
+    if "_open_page" not in st.session_state:  # (not in a run about to switch page: page_setup)
+        for note in st.session_state.pop("_lesson_notes", []):  # once: the address drops the
+            st.warning(note, icon=":material/link_off:")  # values they name (write_lesson_url)
 
 
 def page_setup(page: str) -> None:

@@ -7,9 +7,13 @@ values (they still reach the training config). The choice travels in the lesson 
 `<knob>=<value>` (as TensorFlow Playground's link does, e.g. `mask_ratio=0.9&lr=0.002`), and
 the Reconstruct chip and ratio as `recon=<split>,<chip>,<ratio>`.
 
+Besides the knobs, the choice covers the Train page's controls that change other people's work
+(PAGE_CONTROLS: renaming and deleting saved runs, cancelling other sessions' trainings): teacher
+mode hides them unless the teacher chose them, and they travel in `show=` like the knobs.
+
 Teacher mode is a focus tool, not access control (the lab has no accounts): a link opened with
-`show=` draws only those controls and no teacher panel; the teacher changes the choice by
-opening the lesson without `show=`.
+`show=` draws only those controls and no teacher panel, but anyone who opens the lesson without
+`show=` gets every control back. The panel says so.
 
 Every value read from an address is checked against its knob's declaration (type, choices or
 options, range, slider step); a bad one is left out with a note, never trusted.
@@ -24,6 +28,9 @@ RECON_PARAM = "recon"
 RECON_SPLITS = ("train", "held")
 MAX_TEXT = 64  # longest text value an address may set (a region name)
 STREAMLIT_PARAMS = ("embed", "embed_options")  # Streamlit's own: never a notice
+# Train page controls beyond the knobs that teacher mode hides unless chosen: name -> label
+PAGE_CONTROLS = {"manage_runs": "rename and delete saved runs",
+                 "cancel_others": "cancel other sessions' trainings"}
 
 
 # --- the knobs' declarations ------------------------------------------------------------------
@@ -35,6 +42,12 @@ def knob_specs() -> dict:
 
     knobs = knob_settings()  # the page draws them column by column (GROUPS), each in field order
     return dict(sorted(knobs.items(), key=lambda kv: GROUPS.index(kv[1].group)))
+
+
+def controls() -> dict[str, str]:
+    """Every control teacher mode chooses from, name -> label: the knobs in page order, then
+    PAGE_CONTROLS."""
+    return {**{name: spec.label for name, spec in knob_specs().items()}, **PAGE_CONTROLS}
 
 
 def default_knobs() -> dict:
@@ -132,15 +145,15 @@ def restore_knobs(params, region_names: list[str]) -> tuple[dict, list[str]]:
 
 
 def parse_show(raw: str) -> tuple[list[str], list[str]]:
-    """`show=a,b` -> (the knob names students see, in page order; notes on unknown names)."""
-    specs = knob_specs()
+    """`show=a,b` -> (the controls students see, in controls() order; notes on unknown names)."""
+    known = controls()
     wanted = [n.strip() for n in raw.split(",") if n.strip()]
-    unknown = [n for n in wanted if n not in specs]
+    unknown = [n for n in wanted if n not in known]
     notes = ([f"Teacher mode: {', '.join(map(repr, unknown[:5]))} in this page's address "
-              "{} not a Train setting and {} ignored.".format(*(("is", "was") if len(unknown) == 1
+              "{} not a Train control and {} ignored.".format(*(("is", "was") if len(unknown) == 1
                                                               else ("are", "were")))]
              if unknown else [])
-    return [n for n in specs if n in wanted], notes
+    return [n for n in known if n in wanted], notes
 
 
 def parse_recon(raw: str, chip_counts: dict[str, int]) -> tuple[str, int, float]:
@@ -174,19 +187,21 @@ def _kept(key: str, default=None):
 
 
 def student_view() -> list[str] | None:
-    """The knob names students see when teacher mode is on, else None (every knob shows)."""
+    """The controls (knob or PAGE_CONTROLS names) students see when teacher mode is on, else
+    None (every control shows)."""
     return list(_kept("teacher_show") or []) if _kept("teacher_on") else None
 
 
 def shown(name: str) -> bool:
-    """Whether the Train page draws knob `name` (teacher mode hides the others)."""
+    """Whether the Train page draws control `name`, a knob or one of PAGE_CONTROLS (teacher mode
+    hides the others)."""
     view = student_view()
     return view is None or name in view
 
 
 def teacher_params() -> dict[str, list[str]]:
     view = student_view()
-    return {} if view is None else {SHOW_PARAM: [",".join(n for n in knob_specs() if n in view)]}
+    return {} if view is None else {SHOW_PARAM: [",".join(n for n in controls() if n in view)]}
 
 
 def recon_params() -> dict[str, list[str]]:
@@ -239,19 +254,25 @@ def teacher_panel() -> None:
     state = st.session_state
     if state.get("teacher_from_link"):
         return
-    specs = knob_specs()
+    known = controls()
     from bharateo.app.state import keep_widget
 
     keep_widget("teacher_on", False)
-    keep_widget("teacher_show", ["mask_ratio", "lr"], lambda names: [n for n in names if n in specs])
+    keep_widget("teacher_show", ["mask_ratio", "lr"], lambda names: [n for n in names if n in known])
     with st.expander(":material/school: Teacher mode: choose the controls students see",
                      expanded=bool(state.get("teacher_on"))):
         st.markdown("The chosen controls stay on the page; the others are hidden and keep their "
-                   "current values, which still train. The choice goes into this page's address: "
-                   "share it, and students open the lesson with only those controls.")
-        st.multiselect("controls students see", list(specs), key="teacher_show",
-                       format_func=lambda n: specs[n].label)
-        st.toggle("students see only these", key="teacher_on")
+                   "current values, which still train. Renaming and deleting saved runs and "
+                   "cancelling other sessions' trainings are hidden too unless you choose them. "
+                   "The choice goes into this page's address: share it, and students open the "
+                   "lesson with only those controls.")
+        st.markdown("**Teacher mode is not a lock.** It keeps a lesson focused; it does not stop "
+                   "anyone: whoever opens the lesson's address without `show=` (or this page "
+                   "without the link) gets every control back, renaming and deleting included.")
+        st.multiselect("controls students see", list(known), key="teacher_show",
+                       format_func=lambda n: known[n])
+        st.toggle("students see only these", key="teacher_on",
+                  help="A focus tool, not access control: anyone with the link can turn it off.")
 
 
 # --- the lesson link's extra parameters (bharateo/app lesson URL calls these) -----------------
@@ -261,13 +282,6 @@ def _session_knobs() -> dict:
     state = st.session_state
     return {**(state.get("train_knobs") or {}),
             **{str(k)[5:]: v for k, v in state.items() if str(k).startswith("knob_")}}
-
-
-def extra_keys() -> tuple[str, ...]:
-    """The address keys this module writes (besides roi, chips and run). Without Train knobs in
-    the session nothing is imported (Home paints before torch is imported)."""
-    knobs = _session_knobs()
-    return (*(knob_specs() if knobs else ()), RECON_PARAM, SHOW_PARAM)
 
 
 def extra_params() -> dict[str, list[str]]:

@@ -12,6 +12,7 @@ from dataclasses import fields, replace
 import pandas as pd
 import streamlit as st
 
+from bharateo.app import teacher
 from bharateo.app.figures import accuracy_figure, loss_figure
 from bharateo.app.state import clear_error, keep_error, use_trained_model
 from bharateo.architectures import MODELS, model_class
@@ -174,6 +175,9 @@ def draw_progress(snap: dict, requested_name: str | None = None) -> None:
     if snap["status"] == "queued":
         st.info(f"Waiting for a free training slot: you are number {snap['queue_position'] or 1} "
                 f"in the queue (this server trains {plural(max_trainings(), 'run')} at a time).")
+    elif snap["status"] == "running" and snap.get("stopping"):
+        st.info("Stopping after the current step; the run is saved when it has stopped.",
+                icon=":material/hourglass_top:")
     elif snap["status"] == "running" and snap.get("control_state") in ("paused", "pausing",
                                                                         "stepping"):
         last = steps[-1] if steps else None
@@ -527,6 +531,8 @@ def start_training(config, run_name: str):
 
 
 def training_status(job) -> None:
+    """The sidebar's training line: how the session's training ended, or its live state
+    (jobs.job_state_text: running, paused at step N, stopping, queued), redrawn every 2 s."""
     if job.done:
         adopt_finished_job()
         st.markdown(f"**Training:** {job.status} ({job.run_name})")
@@ -536,17 +542,33 @@ def training_status(job) -> None:
 
 @st.fragment(run_every=2.0)
 def _training_status_live(job) -> None:
+    from bharateo.app.jobs import job_state_text
+
     if job.done:
         st.rerun(scope="app")
     snap = job.snapshot()
-    if snap["status"] == "queued":
-        st.markdown(f"**Training:** queued (position {snap['queue_position'] or '…'})")
-    elif snap["status"] == "running" and snap["steps"]:
-        last = snap["steps"][-1]
-        st.markdown(f"**Training:** epoch {last['epoch']}/{snap['config'].train.epochs}")
-        st.progress(min(last["progress"] / snap["config"].train.epochs, 1.0))
-    else:
-        st.markdown(f"**Training:** {snap['status']}")
+    st.markdown(f"**Training:** run '{snap['run_name']}', {job_state_text(snap)}")
+    if snap["status"] == "running" and snap["steps"]:
+        st.progress(min(snap["steps"][-1]["progress"] / snap["config"].train.epochs, 1.0))
+
+
+def training_chips_note() -> str | None:
+    """While the session's training is queued, running or paused on chips that are not the
+    session's (its own config: other knobs, or regions changed since): what it trains on, so a
+    page showing the session's chips doesn't pass for the training's. None otherwise."""
+    from bharateo.app.jobs import job_chips_text
+
+    state = st.session_state
+    job, chips = state.get("job"), state.get("train_chips")
+    if job is None or job.done:
+        return None
+    if (chips is not None and job.config.chips == state.get("chip_config")
+            and job.config.rois == tuple(r.spec for r in state.rois)):
+        return None  # the same settings and regions cut the same chips (seeded)
+    shown = "no chips are built here" if chips is None else f"the chips below are this page's {len(chips)}"
+    return (f"Run '{job.run_name}' is training on chips cut with its own settings: "
+            f"{job_chips_text(job.config)}; {shown}. When it ends (after at least one epoch), "
+            "its chips and model become the session's.")
 
 
 def queue_panel() -> None:
@@ -572,15 +594,14 @@ def _queue_live() -> None:
         st.caption("No training is running or waiting.")
         return
     st.caption(f"This server trains {max_trainings()} at a time; the rest wait in this order.")
-    others = st.checkbox("allow cancelling other sessions' trainings (teacher)", key="cancel_others")
+    others = teacher.shown("cancel_others") and st.checkbox(  # teacher mode hides it (a focus tool)
+        "allow cancelling other sessions' trainings (teacher)", key="cancel_others")
     for row in rows:
         job = row["job"]
         own = job is mine
-        state = (f"running, epoch {row['epoch']}/{row['epochs']}" if row["position"] is None
-                 else f"queued, number {row['position']}")
         name_col, state_col, button_col = st.columns([3, 2, 1])
         name_col.markdown(f"**{row['run_name']}**" + (" (yours)" if own else ""))
-        state_col.markdown(state)
+        state_col.markdown(row["state"])  # a paused or stopping training says so
         if button_col.button("Cancel", key=f"cancel-{id(job)}", disabled=not (own or others)
                              or job.done, width="stretch"):
             job.stop(None if own else "cancelled from another session")

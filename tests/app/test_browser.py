@@ -390,18 +390,23 @@ def test_train_settings_survive_a_visit_to_another_page(context, app_server):
 # --- a page URL opened cold ----------------------------------------------------------------------
 def test_page_url_as_the_first_request_of_a_fresh_server(chromium, fixture_tiles_dir, tmp_path):
     """Before app.py has ever run, Streamlit serves /train from pages/ alone; the lab must still
-    open the Train page (with its navigation), not drop the visitor on Home."""
+    open the Train page (with its navigation), not drop the visitor on Home. An unknown key in
+    that address gets its notice on the Train page (it was drawn on the run that switched page,
+    and lost), then leaves the address."""
     env = server_env(fixture_tiles_dir, tmp_path)
     with b.StreamlitServer(env, tmp_path / "streamlit.log") as server:
         ctx = chromium.new_context(viewport=b.VIEWPORT)
         b.block_foreign_hosts(ctx)
         try:
             page = ctx.new_page()
-            page.goto(f"{server.url}/train")
+            page.goto(f"{server.url}/train?bogus_key=1")
             page.wait_for_selector('h1:has-text("Train")', timeout=b.LOAD_MS)
             b.settle(page, "/train as the server's first request")
-            assert page.url.rstrip("/").endswith("/train")
+            assert page.url.split("?")[0].rstrip("/").endswith("/train")
             assert page.locator('[data-testid="stSidebarNav"]').count() == 1
+            page.locator(f'{b.MAIN} [data-testid="stAlert"]', has_text="'bogus_key'").wait_for()
+            page.wait_for_function("() => !location.search.includes('bogus_key')",
+                                   timeout=b.LOAD_MS)
         finally:
             ctx.close()
         assert b.TRACEBACK not in server.log_text(), server.log_tail(40)

@@ -332,6 +332,30 @@ def test_a_paused_training_whose_browser_closed_is_saved_as_stopped(monkeypatch)
     assert len(job.snapshot()["steps"]) == len(snap["steps"])  # no step after the pause
 
 
+def test_a_paused_worker_that_does_not_answer_stop_is_killed_and_says_stopping_meanwhile(monkeypatch):
+    """A paused worker is waiting, not stuck, but once Stop is asked it must answer: a frozen
+    paused worker used to keep its slot for ever; until it is ended the job says 'stopping'."""
+    monkeypatch.setattr(jobs, "STOP_GRACE_S", 600.0)
+    queue = jobs.TrainingQueue()
+    job = jobs.TrainingJob(config(epochs=500), ROIS, "paused-frozen", queue=queue).start()
+    try:
+        wait_until(lambda: len(job.snapshot()["steps"]) > 1)
+        job.pause()
+        last = paused_after(job, 2)["steps"][-1]  # 16 chips, batch 16: one step an epoch
+        assert jobs.job_state_text(job.snapshot()) == \
+            f"paused at step {last['global_step']} (epoch {last['global_step']}/500)"
+        os.kill(job.worker.process.pid, signal.SIGSTOP)
+        job.stop()
+        assert jobs.job_state_text(job.snapshot()) == "stopping after the current step"
+        assert [r["state"] for r in jobs.jobs_listing(queue)] == ["stopping after the current step"]
+        monkeypatch.setattr(jobs, "STOP_GRACE_S", 1.0)
+        job.join(90)  # a loaded CI machine: the watchdog polls every POLL_S
+        assert job.status == "failed" and "didn't answer Stop" in job.error
+        assert job.worker.process.returncode == -signal.SIGKILL and queue.running() == 0
+    finally:
+        thaw_and_end(job)
+
+
 def test_pause_step_and_resume_leave_the_training_bit_identical():
     """TrainingControl pauses the consumer of train.train, never the loop itself: a run paused,
     stepped by steps and an epoch, then resumed ends with the same weights and losses."""

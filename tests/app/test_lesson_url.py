@@ -211,3 +211,67 @@ def test_a_teacher_chooses_the_controls_and_the_link_carries_the_choice(worldcov
     at.toggle(key="teacher_on").set_value(False).run()
     assert len(knob_widgets(at)) > 10
     assert "show" not in dict(at.switch_page("app.py").run().query_params)
+
+
+# --- polish: the address keeps only the valid lesson; teacher mode hides run management --------
+def lesson_notes(at) -> list[str]:
+    """The restore notes on the page (the fixture banner aside)."""
+    return [w.value for w in at.warning if "synthetic test fixture" not in w.value]
+
+
+def test_bad_values_leave_the_address_once_their_notice_is_shown(worldcover_dir):
+    """The notice was right, but the bad values stayed in the address: a refresh showed it again
+    and a re-shared link carried them on. Every kind: unknown keys, bad knobs (with no good one
+    beside them), a bad region among good ones, run, Reconstruct chip, pixel source, teacher mode."""
+    good = dict(lesson_session().query_params)
+    bad = {"roi": [*good["roi"], "1,2,3"], "chips": good["chips"], "run": "../../etc",
+           "foo": "1", "lr": "abc", "mask_ratio": "0.93", "recon": "train,999,0.5",
+           "show": "lr,bogus", "src": "nope,x,1"}
+    at = refreshed(bad)
+    assert not at.exception
+    notes = " ".join(lesson_notes(at))
+    for what in ("'1,2,3'", "'../../etc'", "'foo'", "'abc'", "0.93", "no chip 999", "'bogus'",
+                 "'nope'"):
+        assert what in notes, what
+    address = dict(at.query_params)
+    assert address == {"roi": good["roi"], "chips": good["chips"], "show": "lr"}  # the valid lesson
+    assert lesson_notes(at.run()) == []  # the notice shows once in this session
+    again = refreshed(address)  # a refresh, or the link shared again
+    assert not again.exception and lesson_notes(again) == []
+    assert dict(again.query_params) == address
+
+
+def run_management(at) -> set[str]:
+    """The run-management controls the Train page draws."""
+    return ({b.label for b in at.button if b.label in ("Rename", "Delete")}
+            | {c.label.split(" '")[0] for c in at.checkbox
+               if c.label.startswith(("yes, delete '", "allow cancelling"))})
+
+
+def test_teacher_mode_hides_rename_delete_and_cancelling_others_unless_chosen(worldcover_dir):
+    from bharateo.app import jobs
+    from tests.app.test_jobs import ROIS, config, wait_until
+
+    other = jobs.TrainingJob(config(epochs=500), ROIS, "another-session").start()  # the queue
+    try:
+        wait_until(lambda: other.snapshot()["steps"], timeout=120)
+        every = {"Rename", "Delete", "yes, delete",
+                 "allow cancelling other sessions' trainings (teacher)"}
+        teacher = lesson_session().switch_page("pages/train.py").run()  # a saved run: lesson-run
+        assert run_management(teacher) == every  # no teacher mode: everything shows
+        panel = " ".join(m.value for m in teacher.markdown)
+        assert "Teacher mode is not a lock" in panel and "without `show=`" in panel
+        student = refreshed({"roi": lesson_roi_params(), "show": "mask_ratio,lr"})
+        student = student.switch_page("pages/train.py").run()
+        assert not student.exception and run_management(student) == set()
+        assert [b for b in student.button if b.label.startswith("Use this run")]  # loading stays
+        chosen = refreshed({"roi": lesson_roi_params(),
+                            "show": "mask_ratio,manage_runs,cancel_others"})
+        chosen = chosen.switch_page("pages/train.py").run()
+        assert not chosen.exception and run_management(chosen) == every
+        assert knob_widgets(chosen) == {"mask_ratio"}
+        address = dict(chosen.switch_page("app.py").run().query_params)
+        assert address["show"] == "mask_ratio,manage_runs,cancel_others"  # it travels in the link
+    finally:
+        other.stop()
+        other.join(60)
