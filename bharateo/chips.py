@@ -75,7 +75,8 @@ class ChipConfig:
     n_chips: int = setting(384, label="chips", low=16, high=4096, bounds=(1, MAX_CHIPS), step=16,
                            widget="number", group="Dataset",
                            help="fewer than 16 can't fill a batch; more than 4096 take too long "
-                                "to cut and train in a lesson")
+                                "to cut and train in a lesson (for more, cut a chip store: "
+                                "python -m bharateo chips build)")
     chip_size: int = setting(128, label="chip size (px)", bounds=(1, 1024),
                              options=(64, 128, 256), widget="select_slider", commands=("tokens",),
                              help="128 px ≈ 1.2 km N-S (1/12000° pixels): 8 × 8 = 64 tokens of "

@@ -481,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_roi_flags(p)
     p.add_argument("--region", action="append", metavar="NAME,LON,LAT[,SIZE]",
                    help="a region to cut chips from (repeat for many regions and tiles)")
-    add_flags(p, ChipConfig)  # the chip settings, checked by ChipConfig's bounds (up to 100,000 chips)
+    add_flags(p, ChipConfig)  # the chip settings, checked by ChipConfig's bounds (up to MAX_CHIPS)
     p.add_argument("--shard-size", type=int, default=1024, help="chips per shard (default 1024)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_chips_build)

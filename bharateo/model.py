@@ -52,9 +52,9 @@ class ModelConfig:
                             help="chip size in pixels (set from the chips)")
     patch_size: int = setting(16, label="patch size", bounds=(1, 64), flag=False,
                               help="patch size in pixels (set from the chips)")
-    in_chans: int = setting(3, label="in chans", bounds=(1, 16), flag=False,
+    in_chans: int = setting(3, label="input bands", bounds=(1, 16), flag=False,
                             commands={"tokens": "--channels"},
-                            help="input bands per pixel (set from the chips)")
+                            help="input bands per pixel (a run takes it from its chips)")
     embed_dim: int = setting(128, label="embed dim", bounds=(1, 1024),
                              options=(32, 64, 96, 128, 192, 256), widget="select_slider",
                              group="Model", help="width of every token inside the encoder")

@@ -269,7 +269,8 @@ def add_flags(parser: argparse.ArgumentParser, cls, command: str = "train") -> l
                                 const=not s.default, default=default,
                                 help=f"{'no ' if s.default else ''}{s.label}: {s.help}")
             continue
-        allowed = (f"{number_words(s.low)} to {number_words(s.high)}" if s.typed else
+        allowed = (f"{number_words(s.low)} to {number_words(s.high)}"
+                   if s.typed and command == "train" else
                    _bounds_words(s) if s.type in (int, float) else "")
         where = f" ({allowed}; default {s.default})" if allowed else f" (default {s.default})"
         parser.add_argument(s.flag, *s.aliases, dest=s.name, type=s.type, choices=s.choices,
@@ -279,15 +280,15 @@ def add_flags(parser: argparse.ArgumentParser, cls, command: str = "train") -> l
 
 
 def flag_problems(args: argparse.Namespace, settings: list[Setting]) -> list[str]:
-    """One sentence per flag of `settings` (as add_flags returned them) whose value in `args` is
-    outside its declared range, naming the flag: a typed setting against low..high (the
-    sentences range_problems gives train's flags), any other number against its bounds
-    ("--mask-ratio is 1.5: it must be strictly between 0 and 1 (...)."). Empty: all fine."""
-    values = {s.name: getattr(args, s.name) for s in settings}
-    problems = range_problems(values, settings, {s.name: s.flag for s in settings})
+    """One sentence per flag of `settings` (as add_flags returned them, for a command other than
+    train) whose number in `args` is outside the setting's hard bounds, naming the flag ("--mask-
+    ratio is 1.5: it must be strictly between 0 and 1 (...)."). Empty: all fine. The Train
+    page's narrower low..high (a lesson's range) is train's alone: `tokens --epochs 800` counts
+    a plan, it doesn't run one."""
+    problems = []
     for s in settings:
-        value = values[s.name]
-        if not s.typed and s.type in (int, float) and value is not None and not _within(s, value):
+        value = getattr(args, s.name)
+        if s.type in (int, float) and value is not None and not _within(s, value):
             problems.append(f"{s.flag} is {value:g}: it must be {_bounds_words(s)} ({s.help}).")
     return problems
 

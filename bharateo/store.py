@@ -56,7 +56,7 @@ import torch
 
 from bharateo.chips import (ChipConfig, ChipSet, SamplingPlan, SamplingTally, SplitPlan,
                             iter_chips, labels_to_tokens, patch_mode_labels, plan_chips)
-from bharateo.errors import BharatEOError, ChipError, ChipStoreError, ConfigError
+from bharateo.errors import ChipError, ChipStoreError, ConfigError
 from bharateo.model import patchify
 from bharateo.reflectance import BandStats, band_stats, normalise
 from bharateo.sources import DEFAULT_SOURCE, PIXEL_SOURCES
@@ -139,7 +139,8 @@ def _stream_split(folder: Path, plan: SamplingPlan, split: SplitPlan, config: Ch
                                        roi_index[rows], origins[rows], config.patch_size,
                                        plan.roi_pixels))
             start += shard_size
-        pending = [(labels[start:], roi_index[start:], origins[start:])]
+        # copies: a view of the rest would keep the whole concatenated batch alive
+        pending = [(labels[start:].copy(), roi_index[start:].copy(), origins[start:].copy())]
 
     per_roi = np.zeros(len(plan.names), np.int64)
     report = progress and (lambda done, _n: progress(split.offset + done, plan.total))
@@ -236,16 +237,9 @@ def build_store(out: Path, rois, config: ChipConfig, shard_size: int = DEFAULT_S
                 else exc.strerror or str(exc))
         raise ChipStoreError(f"The chip store {out} could not be written: {what}. Nothing was "
                              "kept; free some space or choose another --out, then try again.") from exc
-    except BharatEOError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    except Exception as exc:  # an unexpected fault part-way: say so, keep the cause chained
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ChipStoreError(f"Building the chip store {out} stopped part-way ({type(exc).__name__}: "
-                             f"{exc}). Nothing was kept; run the build again.") from exc
-    except BaseException:  # Ctrl-C, SystemExit: clean up and let it through
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    except BaseException:  # our own errors (they say what to do), Ctrl-C, and any bug: clean
+        shutil.rmtree(tmp, ignore_errors=True)  # up and let it through with its traceback (a
+        raise  # bug reworded as "run it again" would fail the same way and hide where)
     return out
 
 

@@ -108,9 +108,9 @@ st.caption(f"Each dot is one token (patch) of one chip, coloured by its patch la
               if stored.filename else "Computed once for this model and these chips."))
 csv_button("embedding map (CSV)", lambda: inspect_model.embedding_rows(value),
            "embedding_map.csv", "inside_map_csv")
-if selected is not None and 0 <= selected < len(chips):
-    token = st.session_state.get("inside_map_token", 0)
-    token = token if isinstance(token, int) and 0 <= token < n else 0
+if (picked := inside.picked_patch(selected, st.session_state.get("inside_map_token"),
+                                  len(chips), n)) is not None:
+    selected, token = picked
     pic_col, patch_col, near_col = st.columns([1, 0.6, 2])
     pic_col.image(hidden_patches_picture(chips, selected, maps.mask & False, token),
                   output_format="PNG", caption=f"chip {selected}, token {token} outlined")

@@ -53,7 +53,7 @@ with side_col:
                            "reflectance (4 or 10 bands) with WorldCover as the patch labels.")
     s2_dates = s2_cloud = None
     if picked != "worldcover":
-        keep_widget("region_s2_dates", s2_dates_default())
+        keep_widget("region_s2_dates", default_from=s2_dates_default)
         keep_widget("region_s2_cloud", state.s2_max_cloud)
         d1, d2 = st.columns([3, 2])
         s2_dates = d1.text_input("Scene dates (first/last day)", key="region_s2_dates",

@@ -91,7 +91,8 @@ class StacServer:
     item search (GET or POST /search) answering with `items` whose band hrefs point at band files
     served with HTTP range requests from `files` under /files/ (tests/fixture_tiles._RangeHandler).
     The search answers every item, as an API that ignores filters would; the client side decides
-    (`honour_dates`: only the items in the search's datetime range, as Earth Search answers).
+    (`honour_dates`: only the items in the search's datetime range and within its
+    eo:cloud_cover limit, as Earth Search answers).
     `searches` records each search's body."""
 
     def __init__(self, files: Path, items: list[dict], honour_dates: bool = False):
@@ -122,7 +123,8 @@ class StacServer:
             def _search(self, body):
                 outer.searches.append(body)
                 feats = [outer.item_with_urls(it) for it in outer.items
-                         if not outer.honour_dates or outer.in_dates(it, body)]
+                         if not outer.honour_dates
+                         or (outer.in_dates(it, body) and outer.under_cloud_limit(it, body))]
                 self._json({"type": "FeatureCollection", "features": feats, "links": []})
 
             def do_GET(self):
@@ -161,6 +163,13 @@ class StacServer:
         first, _, last = str(body.get("datetime", "")).partition("/")
         day = item["properties"]["datetime"][:10]
         return first[:10] <= day <= last[:10]
+
+    @staticmethod
+    def under_cloud_limit(item: dict, body: dict) -> bool:
+        """Is the item's eo:cloud_cover within the search body's query limit (if it has one)?"""
+        limit = ((body.get("query") or {}) if isinstance(body.get("query"), dict) else {}).get(
+            "eo:cloud_cover", {}).get("lte")
+        return limit is None or item["properties"].get("eo:cloud_cover", 0) <= limit
 
     CONFORMS = ["https://api.stacspec.org/v1.0.0/core",
                 "https://api.stacspec.org/v1.0.0/item-search",

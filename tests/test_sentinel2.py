@@ -441,17 +441,36 @@ def test_stac_search_errors_are_clear(tmp_path):
 
 
 def test_stac_no_scene_in_the_dates_names_the_dates_the_api_has(tmp_path):
-    """An API that filters by date returns nothing for 2021: a second search over all dates finds
-    the 2019 and 2020 scenes, and the message names the nearer one first."""
+    """An API that filters by date and cloud returns nothing for early 2021: the same dates at
+    any cloud cover find nothing either, so a year either side is searched (not all of
+    Sentinel-2's life, which could be thousands of items): it finds the 2020 scene, not the 2019
+    one, and the message names it."""
     items = [shared_item("S2A_2019", datetime="2019-01-01T11:00:00Z"), shared_item()]
     with StacServer(tmp_path, items, honour_dates=True) as server:
         with pytest.raises(RegionError) as err:
             load_s2_roi(SAHARA, BANDS_4, S2Query("2021-01-01/2021-03-01", 20),
                         S2Source("stac", server.url), DataSource("folder", str(tmp_path)),
                         use_cache=False)
-        assert len(server.searches) == 2 and server.searches[1]["datetime"].startswith("2015")
-    assert (f"has scenes at this place on 2020-02-19 ({SCENE_ID}); 2019-01-01 (S2A_2019): set "
-            "the dates to include it (e.g. 2020-02-19/2021-03-01)") in str(err.value)
+        assert [s["datetime"][:10] for s in server.searches] == ["2021-01-01", "2021-01-01",
+                                                                 "2020-01-01"]
+    assert (f"has a scene at this place on 2020-02-19 ({SCENE_ID}): set the dates to include it "
+            "(e.g. 2020-02-19/2021-03-01)") in str(err.value)
+    assert "S2A_2019" not in str(err.value)
+
+
+def test_stac_scenes_in_the_dates_but_too_cloudy_say_raise_the_cloud_limit(tmp_path):
+    """Every scene in the dates is over the cloud limit (the API leaves it out): the message
+    says to raise the limit, not to move the dates by years."""
+    items = [shared_item(**{"eo:cloud_cover": 47.5}),
+             shared_item("S2A_2018", datetime="2018-01-01T11:00:00Z", **{"eo:cloud_cover": 1.0})]
+    with StacServer(tmp_path, items, honour_dates=True) as server:
+        with pytest.raises(RegionError) as err:
+            load_s2_roi(SAHARA, BANDS_4, S2Query("2020-01-01/2020-03-01", 20),
+                        S2Source("stac", server.url), DataSource("folder", str(tmp_path)),
+                        use_cache=False)
+        assert len(server.searches) == 2  # the same dates at any cloud cover found it
+    assert "raise the cloud limit to at least 48 %" in str(err.value)
+    assert "S2A_2018" not in str(err.value)
 
 
 # --- the CLI ---------------------------------------------------------------------------------

@@ -135,6 +135,15 @@ def selected_point(event) -> tuple[int, int] | None:
     return None
 
 
+def picked_patch(chip, token, n_chips: int, n_tokens: int) -> tuple[int, int] | None:
+    """The embedding map's picked (chip, token) from session state, checked: None when no chip
+    is picked or it is not one of the `n_chips` chips (the chips changed since); a token that is
+    not one of the chip's `n_tokens` is token 0."""
+    if not (isinstance(chip, int) and 0 <= chip < n_chips):
+        return None
+    return chip, token if isinstance(token, int) and 0 <= token < n_tokens else 0
+
+
 def neighbours(value: dict, chip: int) -> list[tuple[int, float]]:
     """"Chips like this one": (chip, cosine similarity of mean embeddings), best first."""
     if not 0 <= chip < value["chips"]:

@@ -198,17 +198,21 @@ def show_kept_error(what: str) -> None:
         st.error(message)
 
 
-def keep_widget(key: str, default=None, check=None) -> None:
+def keep_widget(key: str, default=None, check=None, *, default_from=None) -> None:
     """Call before drawing the widget `key`: its value persists for the whole session.
 
     Streamlit forgets a widget's value once a page without that widget has run, so each value
-    is mirrored under a plain session key and put back on return. `default` is the first value;
-    `check(value)` may correct a kept value that no longer fits (e.g. a deleted run's name).
+    is mirrored under a plain session key and put back on return. `default` is the first value,
+    or `default_from()` gives it (called only when the widget has no value yet: a default that
+    reads a folder isn't read on every rerun); `check(value)` may correct a kept value that no
+    longer fits (e.g. a deleted run's name).
     """
     kept = f"_kept_{key}"
     if key not in st.session_state and kept in st.session_state:
         st.session_state[key] = st.session_state[kept]
-    elif key not in st.session_state and default is not None:
+    elif key not in st.session_state and default is None and default_from is not None:
+        default = default_from()
+    if key not in st.session_state and default is not None:
         st.session_state[key] = default
     if key in st.session_state and check is not None:
         value = st.session_state[key]

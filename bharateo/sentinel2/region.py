@@ -118,7 +118,7 @@ def find_scene(spec: RoiSpec, query: S2Query, source: S2Source,
         scenes = stac_scenes(source, bbox, query)
         where = source.describe()
         if not any(in_range(s, query) for s in scenes):  # so the message can name other dates
-            scenes += _any_date_scenes(source, bbox)
+            scenes += _other_scenes(source, bbox, query, deadline)
     scene, grid = choose_scene(spec, scenes, query, where, deadline)
     return scene, grid, notes
 
@@ -126,15 +126,30 @@ def find_scene(spec: RoiSpec, query: S2Query, source: S2Source,
 SENTINEL2_FIRST_DAY = dt.date(2015, 6, 23)  # Sentinel-2A's launch: no L2A scene before it
 
 
-def _any_date_scenes(source: S2Source, bbox) -> list[Scene]:
-    """Scenes of a STAC source over `bbox` on any date at any cloud cover (at most
-    SEARCH_MAX_ITEMS, in the API's order), for a "no scene in range" message; [] if the search
-    fails (the message then gives the general advice)."""
-    every = S2Query(f"{SENTINEL2_FIRST_DAY.isoformat()}/{dt.date.today().isoformat()}", 100.0)
-    try:
-        return stac_scenes(source, bbox, every)
-    except BharatEOError:
-        return []
+HINT_WINDOW = dt.timedelta(days=366)  # how far past the query's dates a hint looks
+
+
+def _other_scenes(source: S2Source, bbox, query: S2Query,
+                  deadline: float | None = None) -> list[Scene]:
+    """Scenes of a STAC source over `bbox` that the query left out, for a "no scene in range"
+    message: first its own dates at any cloud cover (the usual cause: every scene there is
+    cloudier than the limit, and the hint then says to raise it), else a year either side of
+    them (HINT_WINDOW, within Sentinel-2's life), at most SEARCH_MAX_ITEMS each. [] when both are
+    empty, a search fails or `deadline` (time.monotonic()) has passed: the message then gives
+    the general advice."""
+    first, last = query.days()
+    wider = (f"{max(SENTINEL2_FIRST_DAY, first - HINT_WINDOW).isoformat()}/"
+             f"{min(dt.date.today(), last + HINT_WINDOW).isoformat()}")
+    for other in ([S2Query(query.dates, 100.0)] if query.max_cloud < 100 else []) + \
+            [S2Query(wider, 100.0)]:
+        if deadline is not None and time.monotonic() > deadline:
+            return []
+        try:
+            if found := stac_scenes(source, bbox, other):
+                return found
+        except BharatEOError:
+            return []
+    return []
 
 
 def load_s2_roi(spec: RoiSpec, bands=BANDS_4, query: S2Query | None = None,
@@ -301,7 +316,7 @@ def folder_dates(source: S2Source | None = None) -> str | None:
         return None
     try:
         scenes, _ = folder_scenes(Path(source.location))
-    except BharatEOError:
+    except (BharatEOError, OSError):  # an unreadable folder: the stock dates; reading says why
         return None
     days = []
     for scene in scenes:

@@ -134,13 +134,20 @@ def scene_from_item(item: dict, base: Path | None = None) -> Scene:
 def folder_scenes(folder: Path) -> tuple[list[Scene], list[str]]:
     """Scenes of a local folder: each sub-folder holding a STAC item (*.json) and band files named
     B02.tif ... B12.tif, SCL.tif (the layout of the shared crop); band files present in the
-    folder are used whatever the item's hrefs say. -> (scenes, notes on folders skipped)."""
+    folder are used whatever the item's hrefs say. -> (scenes, notes on folders skipped).
+    SourceUnreachableError when the folder is missing or can't be listed."""
     folder = Path(folder)
     if not folder.is_dir():
         raise SourceUnreachableError(f"The Sentinel-2 folder {folder} (BHARATEO_S2_DIR) does not "
                                      "exist. Set BHARATEO_S2_DIR to a folder of scene folders.")
+    try:
+        subs = sorted(p for p in folder.iterdir() if p.is_dir())
+    except OSError as exc:  # e.g. no read permission for the server's user
+        raise SourceUnreachableError(
+            f"The Sentinel-2 folder {folder} (BHARATEO_S2_DIR) can't be read ({exc.strerror or exc})."
+            " Give the lab's user read access to it, or set BHARATEO_S2_DIR to another folder.") from None
     scenes, notes = [], []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+    for sub in subs:
         items = sorted(sub.glob("*.json"))
         if not items:
             notes.append(f"{sub.name}: no STAC item JSON, skipped")

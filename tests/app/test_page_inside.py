@@ -114,6 +114,15 @@ def test_a_selection_event_gives_its_chip_and_malformed_ones_nothing():
         assert inside.selected_point(bad) is None
 
 
+def test_a_picked_patch_from_session_state_is_checked_against_these_chips():
+    """The picked chip and token outlive a chip rebuild in session state: out of range is no
+    pick (chip) or token 0, never an IndexError on the page."""
+    assert inside.picked_patch(3, 17, n_chips=10, n_tokens=64) == (3, 17)
+    assert inside.picked_patch(3, 64, 10, 64) == (3, 0) and inside.picked_patch(3, "7", 10, 64) == (3, 0)
+    for chip in (None, 10, -1, "3", 2.0):
+        assert inside.picked_patch(chip, 5, 10, 64) is None
+
+
 def test_attention_picture_is_brightest_where_the_weight_is(trained):
     chips = trained.result.train_chips
     weights = np.zeros((8, 8))

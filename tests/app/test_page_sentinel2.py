@@ -3,6 +3,8 @@ local folder, Chips shows true and false colour and the real channel count, Reco
 both colour rows. Reflectance: the real shared crop; labels: fixtures, labelled as such."""
 from __future__ import annotations
 
+import os
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -172,3 +174,34 @@ def test_regions_page_dates_default_to_the_local_folders_scenes(s2_lesson, monke
     stac.radio(key="region_pixel_source").set_value("s2-4band").run()
     assert not stac.exception, stac.exception
     assert stac.text_input(key="region_s2_dates").value == "2021-01-01/2021-12-31"
+
+
+def test_the_folder_is_read_for_the_default_dates_once_and_an_unreadable_one_is_no_traceback(
+        s2_lesson, monkeypatch):
+    """The date field's default reads the folder only while the field has no value (not on every
+    rerun); a folder the server may not read gives the stock dates, not a traceback."""
+    import bharateo.sentinel2 as s2
+
+    real, reads = s2.folder_dates, []
+    monkeypatch.setattr(s2, "folder_dates", lambda *a: reads.append(1) or real(*a))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("pages/regions.py").run()
+    at.radio(key="region_pixel_source").set_value("s2-4band").run()
+    at.run().run()
+    assert reads == [1] and at.text_input(key="region_s2_dates").value == "2020-01-01/2020-12-31"
+
+    import pathlib
+
+    real_iterdir, folder = pathlib.Path.iterdir, pathlib.Path(os.environ["BHARATEO_S2_DIR"])
+
+    def unreadable(path):  # as root, chmod can't take the permission away: refuse the listing
+        if path == folder:
+            raise PermissionError(13, "Permission denied")
+        return real_iterdir(path)
+
+    monkeypatch.setattr(pathlib.Path, "iterdir", unreadable)
+    fresh = AppTest.from_file(APP, default_timeout=120).run()
+    fresh.switch_page("pages/regions.py").run()
+    fresh.radio(key="region_pixel_source").set_value("s2-4band").run()
+    assert not fresh.exception, fresh.exception
+    assert fresh.text_input(key="region_s2_dates").value == "2021-01-01/2021-12-31"
