@@ -5,7 +5,8 @@ from bharateo import evaluate
 from bharateo.app import figures
 from bharateo.app.downloads import csv_button
 from bharateo.app.pictures import (RAW, error_legend_caption, legend_html, magma_legend,
-                                   picture_rows, reconstruction_panels, thumbnail)
+                                   picture_rows, reconstruction_panels, score_panels,
+                                   thumbnail)
 from bharateo.app.results import (THUMBNAILS, chip_choice, chip_picker_key, chip_splits,
                                   model_and_chips, ratio_curve)
 from bharateo.app.sidebar import synthetic_banner
@@ -85,7 +86,7 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
                             "figures: the model is only trained to paint the hidden ones. Turn on "
                             "**Raw model output** to see what it paints on every patch.")
     row = st.columns(4)
-    for col, panel in zip(row[:3], panels[4:7]):
+    for col, panel in zip(row[:3], score_panels(panels)):
         col.image(panel.image, caption=panel.title, output_format="PNG")
     row[0].image(magma_legend(), output_format="PNG", caption=error_legend_caption(rec))
     row[1].markdown(legend_html(sorted(set(rec.patch_prediction.ravel()) |

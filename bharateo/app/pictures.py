@@ -329,12 +329,22 @@ def reconstruction_panels(rec: ChipReconstruction, mask_ratio: float, index: int
     return panels
 
 
+# where each group sits in reconstruction_panels' list: the one place that knows its order
+PICTURE_PANELS, SCORE_PANELS, FALSE_COLOUR_PANELS = slice(0, 4), slice(4, 7), slice(7, 11)
+
+
 def picture_rows(panels: list[Panel], raw: bool) -> list[list[Panel]]:
     """The picture rows of reconstruction_panels (one per colour: RGB or true colour, then false
     colour), each target, masked input, reconstruction + visible, and the raw model output only
     when `raw`."""
-    rows = [panels[:4]] + ([panels[7:11]] if len(panels) > 7 else [])
+    rows = [panels[PICTURE_PANELS]] + ([panels[FALSE_COLOUR_PANELS]]
+                                       if len(panels) > FALSE_COLOUR_PANELS.start else [])
     return [row if raw else row[:3] for row in rows]
+
+
+def score_panels(panels: list[Panel]) -> list[Panel]:
+    """The scoring panels of reconstruction_panels: error, ESA patch pred, ESA patch target."""
+    return panels[SCORE_PANELS]
 
 
 def error_legend_caption(rec: ChipReconstruction) -> str:
