@@ -32,7 +32,9 @@ def home() -> None:
         "2. **Chips**: cut them into chips and look at the 64 tokens the model sees.\n"
         "3. **Train**: choose hyperparameters, press Train, watch the losses fall.\n"
         "4. **Reconstruct**: drag the mask ratio and see what the model fills in.\n"
-        "5. **Evaluate**: the confusion matrix, on training chips and on a held-out region.")
+        "5. **Evaluate**: the confusion matrix, on training chips and on a held-out region.\n"
+        "6. **Inside the model**: which patches each attention head looks at to fill in a hidden "
+        "one, and a map of the token embeddings coloured by land cover.")
 
     st.subheader("Token accounting calculator")
     st.caption("How many tokens a run shows the model: the notebook's table for any settings.")

@@ -60,7 +60,7 @@ def run_archive(run: SavedRun) -> bytes:
 def csv_bytes(rows: list[dict], columns: list[str] | None = None) -> bytes:
     """Rows of a chart's data as UTF-8 CSV with a header (columns: the first row's keys unless
     given). A cell starting with = + - @ is text a spreadsheet would run as a formula, so it is
-    prefixed with ' (numbers are written as numbers)."""
+    prefixed with ' (numbers are written as numbers); None and NaN (an undefined score) are empty."""
     columns = columns or (list(rows[0]) if rows else [])
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -71,8 +71,8 @@ def csv_bytes(rows: list[dict], columns: list[str] | None = None) -> bytes:
 
 
 def _cell(value):
-    if value is None:
-        return ""
+    if value is None or (isinstance(value, float) and value != value):  # a DataFrame's None is NaN
+        return ""  # an undefined score (class_table) is empty, as in the app, not "nan"
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
         return "'" + value
     return value

@@ -9,7 +9,7 @@ from bharateo.app.results import (class_table_display, evaluations, gap_reading,
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import guidance, keep_widget, page_setup, show_error
 from bharateo.errors import BharatEOError
-from bharateo.evaluate import class_table
+from bharateo.evaluate import class_mae, class_table
 from bharateo.export import confusion_rows
 from bharateo.words import plural
 from bharateo.worldcover import CLASS_NAMES
@@ -91,6 +91,10 @@ for split, col in columns.items():
                         key=f"eval_confusion_{split}")
         st.dataframe(class_table_display(res), hide_index=True, column_config=table_format,
                      column_order=TABLE_COLUMNS, key=f"eval_table_{split}")
+        if absent := [r["class"] for r in res["per_class"] if not r["support"]]:
+            st.caption(f"— : no score. {', '.join(absent)} had no target patches in these chips, "
+                       "so their recall, F1 and MAE are not given (a share of zero patches), and "
+                       "precision is — for a class the model never named.")
         a, b = st.columns(2)
         with a:
             csv_button("confusion matrix (CSV)", lambda res=res: confusion_rows(res, CLASS_NAMES),
@@ -100,8 +104,8 @@ for split, col in columns.items():
                        f"per_class_{split}.csv", f"eval_table_csv_{split}")
 
 st.plotly_chart(figures.per_class_mae_chart(
-    {"training chips": train_res["per_class_mae"],
-     **({f"held-out ({held_name})": held_res["per_class_mae"]} if held_res else {})}),
+    {"training chips": class_mae(train_res),
+     **({f"held-out ({held_name})": class_mae(held_res)} if held_res else {})}),
     key="eval_class_mae")
 stored = [r for r in results.values() if r.filename]
 how = {"file": "read back from", "memory": "computed earlier, stored in",

@@ -26,7 +26,9 @@ synthetic_banner()
 current, run, train_chips, held_chips = model_and_chips("inside")
 model = current.model
 splits = {"train": train_chips, **({"held": held_chips} if held_chips is not None else {})}
-keep_widget("inside_split", "train", lambda s: s if s in splits else "train")
+start = inside.reconstruct_chip(st.session_state, splits)  # the lesson's Reconstruct chip, if any
+# (a default only: once picked here, Inside keeps its own split and chip)
+keep_widget("inside_split", start[0] if start else "train", lambda s: s if s in splits else "train")
 split = st.radio("Chips", list(splits), key="inside_split", horizontal=True,
                  format_func=lambda s: f"{'training chips' if s == 'train' else 'held-out chips'} "
                                        f"({plural(len(splits[s]), 'chip')})")
@@ -34,7 +36,8 @@ chips = splits[split]
 
 # --- attention ---------------------------------------------------------------------------------
 st.subheader("Attention")
-keep_widget("inside_chip", 0, lambda i: i if isinstance(i, int) and 0 <= i < len(chips) else 0)
+keep_widget("inside_chip", start[1] if start and start[0] == split else 0,
+            lambda i: i if isinstance(i, int) and 0 <= i < len(chips) else 0)
 keep_widget("inside_ratio", current.config.train.mask_ratio)
 chip_col, ratio_col, layer_col, head_col = st.columns([1, 2, 1.3, 1])
 index = chip_col.number_input(f"Chip (0–{len(chips) - 1})", 0, len(chips) - 1, step=1,

@@ -9,12 +9,12 @@ from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import (clear_error, current_chip_config, guidance, keep_error, keep_widget,
                                 page_setup, show_error, show_kept_error, use_saved_run)
 from bharateo.app.train import (VARIANT_CHOICES, adopt_finished_job, apply_preset, compare_table,
-                                config_from_knobs, control_buttons, live_control_buttons,
+                                config_from_knobs, control_buttons, control_job, live_control_buttons,
                                 series_from_job, current_knobs, default_run_name, draw_progress,
                                 flops_table, free_run_name, knob_problems, knob_settings,
                                 knob_widget, live_progress, manage_run, matching_preset,
                                 precision_caption, queue_panel, restore_knobs, runs_table,
-                                save_again, series_from_run, start_training, training_estimate)
+                                save_again, series_from_run, start_training, token_metrics, training_estimate)
 from bharateo.errors import BharatEOError
 from bharateo.export import HISTORY_COLUMNS, series_rows
 from bharateo.pipeline import PRESETS
@@ -57,8 +57,8 @@ for group, col in zip(groups, st.columns(max(len(groups), 1))):
 
 knobs = current_knobs()
 if teacher.student_view() is not None:
-    st.caption(":material/lock: Teacher mode: the other settings are fixed for this lesson: "
-               + teacher.hidden_summary(knobs))
+    st.caption(":material/school: Teacher mode: the other settings are set by the teacher for "
+               "this lesson: " + teacher.hidden_summary(knobs))
 config = None
 if problems := knob_problems(knobs):  # blocks Train: nothing trains on values nobody typed
     st.error("Train is blocked until these settings are fixed:\n\n- " + "\n- ".join(problems),
@@ -73,12 +73,9 @@ over_budget = None
 if config is not None:
     tokens = config.tokens()
     preset = matching_preset(knobs)
-    m1, m2, m3, m4, m5 = st.columns(5)
-    m1.metric("parameters", f"{config.parameters / 1e6:.2f}M")
-    m2.metric("token presentations", f"{tokens.total_tokens:,}")
-    m3.metric("visible tokens", f"{tokens.visible_tokens:,}")
-    m4.metric("masked tokens", f"{tokens.masked_tokens:,}")
-    m5.metric("masked pixel targets", f"{tokens.masked_pixel_targets:,}")
+    metrics = token_metrics(config)  # short values (a fifth of the page each), exact in the help
+    for col, (label, value, help_text) in zip(st.columns(len(metrics)), metrics):
+        col.metric(label, value, help=help_text)
     st.caption(f"Settings: {preset or 'custom'} · chips of {config.chips.chip_size} px from "
                f"{', '.join(roi_names)} · {pixel_source(config.chips.source).label}: tokens of "
                f"{tokens.channels} × {tokens.patch_size} × {tokens.patch_size} = "
@@ -111,9 +108,9 @@ if train_col.button("Train", type="primary", disabled=running or config is None
         keep_error("train", exc)  # shown until the next Train click or run-name change
     st.rerun()
 show_kept_error("train")
-if stop_col.button("Stop", disabled=not running, width="stretch"):
-    job.stop()
-    st.toast("Stopping after the current step; the run is kept.")
+# a callback: the job is stopping before this rerun draws the sidebar, which comes first
+stop_col.button("Stop", disabled=not running, width="stretch", on_click=control_job,
+                args=(job, "stop"))
 # Pause / Resume / Step: the worker waits between optimiser steps; the chart stays and grows
 # by exactly one step (or to the end of the epoch) on each Step. Drawn by a fragment that follows
 # the job each second, so Pause turns into Resume when the worker has paused.

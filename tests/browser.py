@@ -35,6 +35,7 @@ STATUS_WIDGET = '[data-testid="stStatusWidget"]'
 STALE = '[data-testid="stElementContainer"][data-stale="true"]'
 LOAD_MS = 120_000  # a page load or a new session's first run; slow on a loaded 2-core machine
 MAIN = '[data-testid="stMain"]'
+SIDEBAR = '[data-testid="stSidebar"]'
 TRACEBACK = "Traceback (most recent call last)"
 
 

@@ -383,3 +383,21 @@ def test_a_small_share_in_the_confusion_matrix_never_reads_zero():
     assert text[2][2] == ""  # no patches: blank
     assert [share_text(s) for s in (0.0, 0.004, 0.005, 0.25, 0.994, 0.995, 1.0)] == [
         "0%", "<1%", "<1%", "25%", "99%", ">99%", "100%"]
+
+
+def test_a_class_with_no_target_patches_has_no_per_class_error(trained):
+    """Masked MAE per class is None for a class with no target patches (its few pixels inside
+    other classes' patches are no score of it), in evaluate()'s JSON (the CLI's) and in
+    class_table for results stored before the rule, which held a number there."""
+    res = ev.evaluate(trained.result.model, trained.result.heldout_chips, 0.5)
+    support = [r["support"] for r in res["per_class"]]
+    assert 0 in support and any(support)
+    assert [m is None for m in res["per_class_mae"]] == [n == 0 for n in support]
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), int)
+    confusion[0, 0], confusion[1, 0], confusion[0, 2] = 5, 3, 2  # class 2: predicted, no target
+    stored = {"confusion": confusion.tolist(), **ev.classification_report(confusion),
+              "per_class_mae": [0.322] * NUM_CLASSES}  # as saved before: a number for every class
+    table = ev.class_table(stored).set_index("class")
+    assert table["masked MAE"].isna().tolist() == [s == 0 for s in table["support"]]
+    assert table.loc[CLASS_NAMES[0], "masked MAE"] == pytest.approx(0.322)
+    assert ev.class_mae(stored)[2] is None and ev.class_mae(stored)[1] == pytest.approx(0.322)

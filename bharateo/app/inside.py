@@ -27,6 +27,22 @@ def embedding_map(model, chips: ChipSet, run: SavedRun | None = None) -> results
                                  lambda: im.embedding_map(model, chips, im.NEIGHBOURS), run)
 
 
+def reconstruct_chip(state, splits: dict[str, ChipSet]) -> tuple[str, int] | None:
+    """(split, chip) the Reconstruct page shows, or a lesson link set for it (`recon=held,4,...`,
+    teacher.apply_recon), from session `state`: where Inside the model starts, so the lesson's
+    chip is the one looked inside. None when there is none, its split has no chips here, or it
+    was picked among other chips (Reconstruct's `recon_chip_<split>_of`, results.chip_picker_key)."""
+    split = state.get("recon_split", state.get("_kept_recon_split"))
+    chips = splits.get(split)
+    key = f"recon_chip_{split}"
+    chip = state.get(key, state.get(f"_kept_{key}"))
+    if chips is None or not isinstance(chip, int) or not 0 <= chip < len(chips):
+        return None
+    if state.get(f"{key}_of", (id(chips), len(chips))) != (id(chips), len(chips)):
+        return None
+    return split, chip
+
+
 def default_layer(maps: im.AttentionMaps) -> int:
     """The layer the page opens on: the last encoder layer (an `mae` decoder's mask tokens
     attend almost evenly, a confusing first look; the encoder is what the embedding map shows)."""

@@ -220,28 +220,38 @@ def draw_progress(snap: dict, requested_name: str | None = None) -> None:
         right.plotly_chart(accuracy_figure(series), width="stretch", key=f"acc-{len(steps)}")
 
 
+def control_job(job, action: str, *args) -> None:
+    """Callback of every button that controls a training (Stop, Pause / Resume, Step, Step epoch,
+    Cancel): `job.<action>(*args)` before the rerun draws anything, so the sidebar, drawn before
+    the page body, already says 'stopping' / 'pausing' (the walkthrough saw 'running, epoch
+    6/60' beside the page's 'Stopping after the current step')."""
+    getattr(job, action)(*args)
+    if action == "stop":
+        st.toast(f"Cancelling '{job.run_name}'." if args else
+                 "Stopping after the current step; the run is kept.")
+
+
 def control_buttons(job, running: bool) -> None:
     """Pause / Resume, Step and Step epoch beside Stop: the worker waits between optimiser steps
     (bharateo/app/worker.py TrainingControl); the chart stays and grows by exactly one step (or to
-    the end of the epoch) on each Step."""
+    the end of the epoch) on each Step. Drawn in a fragment while running: a click reruns the
+    whole app, so the sidebar's training line says what the buttons now do."""
     paused = running and job.control_state in ("pausing", "paused")
     pause_col, step_col, epoch_col = st.columns(3)
-    if pause_col.button("Resume" if paused else "Pause", key="train_pause", disabled=not running,
-                        width="stretch", help="Pause between optimiser steps (nothing is lost); "
-                                              "Resume goes on from exactly there."):
-        if paused:
-            job.resume()
-        else:
-            job.pause()
-        st.rerun(scope="fragment" if running else "app")
-    if step_col.button("Step", key="train_step", disabled=not running, width="stretch",
-                       help="One optimiser step (one batch), then pause."):
-        job.step("step")
-        st.rerun(scope="fragment" if running else "app")
-    if epoch_col.button("Step epoch", key="train_step_epoch", disabled=not running,
-                        width="stretch", help="Train to the end of the current epoch, then pause."):
-        job.step("epoch")
-        st.rerun(scope="fragment" if running else "app")
+    clicked = [
+        pause_col.button("Resume" if paused else "Pause", key="train_pause", disabled=not running,
+                         width="stretch", on_click=control_job,
+                         args=(job, "resume" if paused else "pause"),
+                         help="Pause between optimiser steps (nothing is lost); Resume goes on "
+                              "from exactly there."),
+        step_col.button("Step", key="train_step", disabled=not running, width="stretch",
+                        on_click=control_job, args=(job, "step", "step"),
+                        help="One optimiser step (one batch), then pause."),
+        epoch_col.button("Step epoch", key="train_step_epoch", disabled=not running,
+                         width="stretch", on_click=control_job, args=(job, "step", "epoch"),
+                         help="Train to the end of the current epoch, then pause.")]
+    if any(clicked):
+        st.rerun()  # the app, not the fragment: the sidebar's line follows the click
 
 
 @st.fragment(run_every=1.0)
@@ -368,6 +378,33 @@ def flops_table(config: RunConfig) -> pd.DataFrame:
                                     ("same" if flops == notebook else f"{flops / notebook:.1f}x more"),
                      "parameters": f"{model_class(arch).parameter_count(variant) / 1e6:.2f}M"})
     return pd.DataFrame(rows).set_index("variant")
+
+
+def short_count(n: int) -> str:
+    """A count in at most 6 characters, so an st.metric a fifth of the page wide shows it whole:
+    exact below 10,000, else 3 significant digits: 492k, 283M, 1.23T (the exact number goes in
+    the metric's help)."""
+    if n < 10_000:
+        return f"{n:,}"
+    for size, unit in ((1e3, "k"), (1e6, "M"), (1e9, "B"), (1e12, "T")):
+        if float(text := f"{n / size:.3g}") < 1000:  # 999,999 is 1M, not 1e+03k
+            return text + unit
+    return f"{n / 1e12:,.0f}T"
+
+
+def token_metrics(config: RunConfig) -> list[tuple[str, str, str]]:
+    """The Train page's accounting row: (label, short value, help with the exact value) for the
+    parameters and the run's token presentations, visible and masked tokens, masked pixel
+    targets (config.tokens(), the notebook's table)."""
+    t = config.tokens()
+    rows = [("token presentations", t.total_tokens, "chips x epochs x tokens per chip"),
+            ("visible tokens", t.visible_tokens, "token presentations the encoder sees"),
+            ("masked tokens", t.masked_tokens, "token presentations hidden from the model"),
+            ("masked pixel targets", t.masked_pixel_targets,
+             "masked tokens x patch pixels: the pixels the decoder regresses")]
+    return [("parameters", f"{config.parameters / 1e6:.2f}M",
+             f"{config.parameters:,} trainable parameters")] + [
+        (label, short_count(n), f"{n:,} {what}") for label, n, what in rows]
 
 
 def precision_caption(config: RunConfig) -> str:
@@ -532,7 +569,8 @@ def start_training(config, run_name: str):
 
 def training_status(job) -> None:
     """The sidebar's training line: how the session's training ended, or its live state
-    (jobs.job_state_text: running, paused at step N, stopping, queued), redrawn every 2 s."""
+    (jobs.job_state_text: running, paused at step N, stopping, queued), redrawn every second,
+    as the Train page's progress is (a worker's own change, paused or stopped, shows in both)."""
     if job.done:
         adopt_finished_job()
         st.markdown(f"**Training:** {job.status} ({job.run_name})")
@@ -540,7 +578,7 @@ def training_status(job) -> None:
         _training_status_live(job)
 
 
-@st.fragment(run_every=2.0)
+@st.fragment(run_every=1.0)
 def _training_status_live(job) -> None:
     from bharateo.app.jobs import job_state_text
 
@@ -603,6 +641,7 @@ def _queue_live() -> None:
         name_col.markdown(f"**{row['run_name']}**" + (" (yours)" if own else ""))
         state_col.markdown(row["state"])  # a paused or stopping training says so
         if button_col.button("Cancel", key=f"cancel-{id(job)}", disabled=not (own or others)
-                             or job.done, width="stretch"):
-            job.stop(None if own else "cancelled from another session")
-            st.toast(f"Cancelling '{row['run_name']}'.")
+                             or job.done, width="stretch", on_click=control_job,
+                             args=(job, "stop", None if own else "cancelled from another session")
+                             ) and own:
+            st.rerun()  # the app, not the fragment: the sidebar's line says 'stopping'

@@ -608,6 +608,19 @@ def paused_step(page) -> int:
     return int(re.search(r"Paused after step (\d+)", paused_alert(page).first.inner_text()).group(1))
 
 
+def sidebar_as_main_shows(page, texts: list[str]) -> tuple[str, str]:
+    """(the first of `texts` an alert in the main area shows, the sidebar's text at that same
+    moment), read in one evaluation so nothing redraws between the two."""
+    found = page.wait_for_function(
+        """([main, side, texts]) => {
+            const alerts = [...document.querySelectorAll(main + ' [data-testid="stAlert"]')];
+            const hit = texts.find(t => alerts.some(a => a.innerText.includes(t)));
+            const bar = document.querySelector(side);
+            return hit && bar ? [hit, bar.innerText] : null; }""",
+        arg=[b.MAIN, b.SIDEBAR, texts], timeout=TRAIN_TIMEOUT * 1000).json_value()
+    return found[0], found[1]
+
+
 def test_pause_step_resume_and_inside_the_model_in_a_browser(context, app_server, shots, tmp_path):
     page = new_page(context)
     try:
@@ -621,6 +634,8 @@ def test_pause_step_resume_and_inside_the_model_in_a_browser(context, app_server
         page.get_by_role("button", name="Train", exact=True).click()
         wait_run_chart_points(page, 2, TRAIN_TIMEOUT)
         page.get_by_role("button", name="Pause").click()
+        shown, side = sidebar_as_main_shows(page, ["Pausing after", "Paused after step"])
+        assert re.search(r"(pausing after|paused at) step \d+", side), (shown, side)  # not 'running'
         n = paused_step(page)
         b.settle(page, "Train paused")
         points = wait_run_chart_points(page, n, 30)
@@ -642,6 +657,9 @@ def test_pause_step_resume_and_inside_the_model_in_a_browser(context, app_server
         page.get_by_role("button", name="Resume").click()
         wait_run_chart_points(page, n + 4, TRAIN_TIMEOUT)  # it trains on
         page.get_by_role("button", name="Stop").click()
+        shown, side = sidebar_as_main_shows(page, ["Stopping after", "Saved as run"])
+        assert ("stopping after the current step" if shown == "Stopping after" else
+                "stopped") in side, (shown, side)  # the sidebar says what the page says
         page.locator(f'{b.MAIN} [data-testid="stAlert"]', has_text="Saved as run").wait_for(
             timeout=TRAIN_TIMEOUT * 1000)
         b.settle(page, "Train stopped")

@@ -195,3 +195,15 @@ def test_the_calculator_and_diagram_start_at_the_declared_defaults():
     for text in (f"{chips.chip_size} x {chips.chip_size}", f"mask {train.mask_ratio:.0%}",
                  f"{visible} visible", f"encoder {tokens} x {model.embed_dim}"):
         assert text in PIPELINE_DOT, text
+
+
+def test_running_a_lesson_names_every_page_in_the_navigation(home):
+    """The walkthrough's list stopped at Evaluate: every page app.py navigates to (Home aside)
+    has a numbered line saying what it is for."""
+    import re
+
+    titles = re.findall(r'st\.Page\([^)]*title="([^"]+)"', (REPO / "app.py").read_text())
+    (steps,) = [m.value for m in home.markdown if m.value.startswith("1. **")]
+    for title in titles[1:]:  # the first is Home itself
+        assert re.search(rf"^\d+\. \*\*{re.escape(title)}\*\*: \w", steps, re.M), title
+    assert len(titles) == 7 and "Inside the model" in titles

@@ -182,7 +182,9 @@ def test_teacher_mode_hides_exactly_the_chosen_controls_and_their_values_still_t
     assert knob_widgets(at) == {"mask_ratio", "lr"}  # exactly the chosen ones
     assert not [b for b in at.button if b.label in ("quick demo", "notebook default")]  # no presets
     assert not [e for e in at.expander if "Teacher mode" in e.label]  # a student's view
-    assert any("Teacher mode: the other settings are fixed" in c.value for c in at.caption)
+    note = next(c.value for c in at.caption if c.value.startswith(":material/school: Teacher mode"))
+    assert "set by the teacher for this lesson" in note  # not "fixed"/a lock: teacher mode isn't one
+    assert "lock" not in note and "fixed" not in note
     at.slider(key="knob_mask_ratio").set_value(0.6).run()  # a student moves a shown control
     assert not at.exception
     next(b for b in at.button if b.label == "Train").click().run()

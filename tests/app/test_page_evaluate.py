@@ -143,3 +143,32 @@ def test_row_normalised_toggle_says_rows_are_the_true_class(trained):
     help_text = at.toggle(key="eval_normalised").help
     assert "true (target) class" in help_text and "sums to 100 %" in help_text
     assert "given each answer" not in help_text + at.toggle(key="eval_normalised").label
+
+
+def test_classes_without_target_patches_get_no_score_in_the_table_chart_or_csv(trained):
+    """The walkthrough saw cropland 0.322 and wetland 0.109 (masked MAE) in rows with 0 target
+    patches: every per-class figure of such a class is '—' in the table, absent from the chart
+    and empty in the CSV, with a note saying why; classes with patches keep their numbers."""
+    from bharateo.export import csv_bytes
+
+    at = open_page(**session_with(trained, None))
+    direct = ev.evaluate(trained.result.model, trained.result.train_chips,
+                         trained.config.train.mask_ratio)
+    absent = [r["class"] for r in direct["per_class"] if r["support"] == 0]
+    assert absent  # the fixture's regions lack some of the 8 classes
+    table = at.dataframe[0].value.set_index("class")
+    for name in absent:
+        assert table.loc[name, ["recall", "F1", "masked MAE"]].tolist() == ["—"] * 3, name
+    present = table[table["support"] > 0]
+    assert (present["masked MAE"] != "—").all()
+    assert any(all(n in c.value for n in absent) and "no target patches" in c.value
+               for c in at.caption)
+    (chart,) = [c for c in at.get("plotly_chart") if c.key == "eval_class_mae"]
+    bars = json.loads(chart.proto.spec)["data"][0]  # training chips
+    for name in absent:
+        assert bars["y"][bars["x"].index(name)] is None, name
+    rows = csv_bytes(ev.class_table(direct).to_dict("records")).decode().splitlines()
+    header = rows[0].split(",")
+    for line in rows[1:]:
+        cells = dict(zip(header, line.split(",")))
+        assert (cells["masked MAE"] == "") == (cells["support"] == "0"), line

@@ -210,3 +210,36 @@ def test_the_attention_words_say_when_a_map_is_nearly_even():
     assert "sees only the 3 visible patches" in even
     peaked = inside.attention_reading(maps, 1, 0, maps.grid(1, None, 0))
     assert "nearly even" not in peaked and "0 (85%, hidden)" in peaked and "a **hidden** patch" in peaked
+
+
+def open_with_recon(tiny, split, chip):
+    """Inside the model in a session where Reconstruct's chip is `split`, `chip`, as a lesson
+    link's `recon=` puts it (teacher.apply_recon: the widget's key and its kept copy)."""
+    return open_insight_page(PAGE, model=model_entry(tiny, None),
+                             train_chips=tiny.result.train_chips,
+                             heldout_chips=tiny.result.heldout_chips, recon_split=split,
+                             _kept_recon_split=split, **{f"recon_chip_{split}": chip,
+                                                         f"_kept_recon_chip_{split}": chip})
+
+
+def chip_caption(at) -> str:
+    return next(c for img in at.image for c in img.captions if " patches hidden" in c)
+
+
+def test_inside_starts_on_the_lessons_reconstruct_chip_until_one_is_picked_here(trained):
+    """The walkthrough's lesson link set Reconstruct's chip 4 and Inside the model opened on chip
+    0: it starts on Reconstruct's split and chip; a chip picked on Inside then stays."""
+    at = open_with_recon(trained, "held", 3)
+    assert not at.exception
+    assert at.radio(key="inside_split").value == "held"
+    assert at.number_input(key="inside_chip").value == 3 and chip_caption(at).startswith("chip 3:")
+    at.number_input(key="inside_chip").set_value(1).run()  # the user picks another here
+    at = at.switch_page("app.py").run().switch_page(PAGE).run()
+    assert at.number_input(key="inside_chip").value == 1 and chip_caption(at).startswith("chip 1:")
+    assert at.session_state["recon_chip_held"] == 3  # Reconstruct keeps its own
+
+
+def test_a_reconstruct_chip_these_chips_lack_leaves_inside_on_the_first_chip(trained):
+    at = open_with_recon(trained, "held", len(trained.result.heldout_chips))  # one past the end
+    assert not at.exception
+    assert at.radio(key="inside_split").value == "train" and at.number_input(key="inside_chip").value == 0

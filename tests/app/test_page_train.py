@@ -579,3 +579,27 @@ def test_a_run_training_now_is_not_listed_as_a_damaged_folder(worldcover_dir):
     assert not at.exception
     assert any("Training now" in c.value and "training-now" in c.value for c in at.caption)
     assert not any("training-now" in w.value for w in at.warning)
+
+
+def test_every_token_accounting_figure_is_short_and_exact_in_its_help(worldcover_dir):
+    """The walkthrough saw '283,115,…': a metric a fifth of the page wide cut its value off.
+    At the largest chips x epochs the knobs allow, every figure fits (at most 6 characters) and
+    its help holds the exact number config.tokens() computed."""
+    from bharateo.model import num_masked
+    from bharateo.pipeline import knob_settings
+
+    settings = knob_settings()
+    at = set_knobs(train_page(), n_chips=settings["n_chips"].high, epochs=settings["epochs"].high)
+    assert not at.exception and not at.error
+    knobs = {k: at.session_state[f"knob_{k}"] for k in ("n_chips", "epochs", "mask_ratio")}
+    total = knobs["n_chips"] * knobs["epochs"] * 64  # 64 tokens per 128 px chip of 16 px patches
+    masked = knobs["n_chips"] * knobs["epochs"] * num_masked(64, knobs["mask_ratio"])
+    metrics = {m.label: m for m in at.metric}
+    tokens_row = ["token presentations", "visible tokens", "masked tokens", "masked pixel targets"]
+    assert set(tokens_row) <= set(metrics)
+    for label in ["parameters", *tokens_row]:
+        assert len(metrics[label].value) <= 6, (label, metrics[label].value)
+    exact = {m.label: int(m.help.split()[0].replace(",", "")) for m in at.metric}
+    assert exact["token presentations"] == total and exact["masked tokens"] == masked
+    assert exact["visible tokens"] == total - masked
+    assert exact["masked pixel targets"] == masked * 16 * 16 > 10**9  # patches of 16 x 16 px
