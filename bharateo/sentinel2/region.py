@@ -119,7 +119,7 @@ def find_scene(spec: RoiSpec, query: S2Query, source: S2Source,
         where = source.describe()
         if not any(in_range(s, query) for s in scenes):  # so the message can name other dates
             scenes += _other_scenes(source, bbox, query, deadline)
-    scene, grid = choose_scene(spec, scenes, query, where, deadline)
+    scene, grid = choose_scene(spec, scenes, query, where, deadline, source.kind == "folder")
     return scene, grid, notes
 
 
@@ -203,7 +203,7 @@ def load_s2_roi(spec: RoiSpec, bands=BANDS_4, query: S2Query | None = None,
     def read():
         scene, grid, found_notes = find_scene(spec, query, source, deadline)
         dn, scl, valid = read_scene_window(scene, grid, bands, deadline, on_band)
-        stage.update(text="WorldCover labels", fraction=0.95)
+        stage.update(text="WorldCover labels", fraction=0.95, labels=True)
         labels, wc_info = worldcover_on_grid(grid, wc_source, deadline)
         return scene, grid, found_notes, dn, scl, valid, labels, wc_info
 
@@ -211,6 +211,8 @@ def load_s2_roi(spec: RoiSpec, bands=BANDS_4, query: S2Query | None = None,
         scene, grid, found_notes, dn, scl, valid, labels, wc_info = _with_deadline(
             read, timeout_s, f"Reading the Sentinel-2 region '{spec.name}'", on_wait)
     except SourceUnreachableError as exc:
+        if stage.get("labels"):  # the labels' read: its advice is about WorldCover, and right
+            raise
         raise SourceUnreachableError(
             str(exc).replace("BHARATEO_WORLDCOVER_DIR to a folder holding the tiles",
                              "BHARATEO_S2_DIR to a folder of scenes")) from None
