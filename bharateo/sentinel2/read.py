@@ -123,7 +123,8 @@ def _holds(scene: Scene, bounds, lon: float, lat: float) -> bool:
     return bounds is None or (bounds[0] <= lon <= bounds[2] and bounds[1] <= lat <= bounds[3])
 
 
-def _place_text(bounds) -> str:
+def place_text(bounds) -> str:
+    """(west, south, east, north) degrees -> '11.98°W to 10.87°W, 24.30°N to 25.30°N'."""
     w, s, e, n = bounds
 
     def lon(x):
@@ -147,7 +148,7 @@ def folder_elsewhere(spec: RoiSpec, scenes: list[Scene], where: str) -> str:
         if _holds(scene, bounds, spec.lon, spec.lat):
             return ""
         if bounds is not None:
-            places.append(f"{scene.id} ({_place_text(bounds)})")
+            places.append(f"{scene.id} ({place_text(bounds)})")
     shown = "; ".join(places[:PLACES_SHOWN]) + (" ..." if len(places) > PLACES_SHOWN else "")
     return (f"No scene of {where} is at {spec.lon:.4f}E {spec.lat:.4f}N: "
             + (f"the folder's scenes are at {shown}. " if places else "")

@@ -19,8 +19,8 @@ from bharateo.roi import (MAX_NODATA_FRACTION, Roi, RoiSpec, _disk_fault, _with_
                           atomic_write_bytes, data_dir, read_timeout_s)
 from bharateo.sentinel2.bands import BANDS_4, BANDS_10, S2_LABEL, S2_SOURCES, SCL_CLOUD_CLASSES
 from bharateo.sentinel2.labels import worldcover_on_grid
-from bharateo.sentinel2.read import (RegionGrid, choose_scene, read_scene_window,
-                                     reflectance_rule, to_reflectance)
+from bharateo.sentinel2.read import (RegionGrid, choose_scene, place_text, read_scene_window,
+                                     reflectance_rule, scene_bounds, to_reflectance)
 from bharateo.sentinel2.scenes import (S2Query, S2Source, Scene, folder_scenes, in_range,
                                        s2_source_from_env, stac_scenes)
 from bharateo.worldcover import NODATA, DataSource, data_source_from_env, redact_text
@@ -306,6 +306,21 @@ def folder_presets(source: S2Source | None = None, max_size: int = 256) -> list[
         name = re.sub(r"[^A-Za-z0-9_]", "_", f"s2_{scene.mgrs_tile or scene.id}_{scene.date}")
         out.append(RoiSpec(name, round(lon[0], 4), round(lat[0], 4), size))
     return out
+
+
+def folder_places(source: S2Source | None = None) -> list[str]:
+    """Where a local Sentinel-2 folder's scenes are, one 'id (W to E, S to N)' each (degrees,
+    read.scene_bounds), e.g. 'S2A_29RKH_20200219_0_L2A (11.98°W to 10.87°W, 24.30°N to
+    25.30°N)'. [] for a STAC source or a folder without readable scenes."""
+    source = source or s2_source_from_env()
+    if source.kind != "folder":
+        return []
+    try:
+        scenes, _ = folder_scenes(Path(source.location))
+    except (BharatEOError, OSError):  # an unreadable folder: reading a region says why
+        return []
+    return [f"{scene.id} ({place_text(bounds)})" for scene in scenes
+            if (bounds := scene_bounds(scene)) is not None]
 
 
 def folder_dates(source: S2Source | None = None) -> str | None:
