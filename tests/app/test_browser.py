@@ -520,6 +520,9 @@ def s2_lesson(page, server, spec, shots):
     dates.fill("2020-01-01/2020-03-01")
     dates.press("Enter")
     b.settle(page, "Regions after choosing Sentinel-2")
+    text = page.locator(b.MAIN).inner_text()  # only what the folder can serve, and where it is
+    assert "Add the offline sample" not in text and "Add the notebook's" not in text
+    assert "Sentinel-2 L2A pixels (4 bands" in text and "whose scenes are at S2A_29RKH" in text
     page.get_by_role("button", name=spec.name).click()
     page.wait_for_selector(f"{b.MAIN} h4:has-text('{spec.name}')", timeout=b.LOAD_MS)
     b.wait_images_loaded(page, f'{b.MAIN} [data-testid="stImage"] img', 1)
