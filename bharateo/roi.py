@@ -38,6 +38,7 @@ from bharateo.worldcover import (
     PIXELS_PER_DEGREE,
     TILE_DEGREES,
     TILE_PIXELS,
+    SAMPLE_TILES,
     DataSource,
     bundled_tile_path,
     data_source_from_env,
@@ -687,6 +688,33 @@ def _with_deadline(fn, timeout_s: float, what: str, on_wait=None):
     return result["value"]
 
 
+def tile_extent_text(tile: str) -> str:
+    """'N00E006' -> 'lon 6–9 E, lat 0–3 N' (a tile is TILE_DEGREES square from its SW corner)."""
+    lat0 = int(tile[1:3]) * (1 if tile[0] == "N" else -1)
+    lon0 = int(tile[4:7]) * (1 if tile[3] == "E" else -1)
+    lon1, lat1 = lon0 + TILE_DEGREES, lat0 + TILE_DEGREES
+    return (f"lon {abs(lon0)}–{abs(lon1)} {'E' if lon1 > 0 else 'W'}, "
+            f"lat {abs(lat0)}–{abs(lat1)} {'N' if lat1 > 0 else 'S'}")
+
+
+def offline_advice(window: GlobalWindow, said: str = "") -> str:
+    """What to add to `said`, a message saying `window` couldn't be read for lack of network: the
+    tiles it needs, where the bundled tiles are (for a window touching none of them; read_window
+    advises a window that runs past one) and, unless `said` says it, how to get more tiles.
+    '' when no tile is bundled or the window touches one."""
+    bundled = [t for t in SAMPLE_TILES if bundled_tile_path(t) is not None]
+    needed = [t for t, _, _ in window.tiles()]
+    if not bundled or any(t in bundled for t in needed):
+        return ""
+    at_hand = "; ".join(f"tile {t} ({tile_extent_text(t)})" for t in bundled)
+    more = ("" if "BHARATEO_WORLDCOVER_DIR" in said else
+            " For other places, set BHARATEO_WORLDCOVER_DIR to a folder of tiles, or run "
+            "`python -m bharateo prefetch` while online.")
+    return (f" This region needs tile{'s' if len(needed) > 1 else ''} {', '.join(needed)}; the "
+            f"WorldCover pixels at hand offline are the bundled sample's, {at_hand}: a region "
+            f"inside it works now.{more}")
+
+
 def load_roi(spec: RoiSpec, source: DataSource | None = None, use_cache: bool = True,
              progress=None, timeout_s: float | None = None) -> Roi:
     """Read one ROI (from the cache when it is there and sound) -> Roi.
@@ -744,6 +772,8 @@ def load_roi(spec: RoiSpec, source: DataSource | None = None, use_cache: bool = 
                                            f"{spec.lon:.4f}E {spec.lat:.4f}N from "
                                            f"{source.describe()}", on_wait)
     except BharatEOError as exc:
+        if isinstance(exc, SourceUnreachableError) and source.kind != "folder":  # the network
+            exc.args = (f"{exc}{offline_advice(window, str(exc))}",)
         if notes and not isinstance(exc, RegionError):  # a damaged cache, and no way to re-read
             exc.args = (f"The cached copy of this region was damaged and moved aside, and the "
                         f"region could not be read again: {exc}",)

@@ -1,4 +1,5 @@
-"""Regions: choose WorldCover areas on a map (or by lon/lat), read them, and look at them."""
+"""Regions: choose areas (WorldCover or Sentinel-2 pixels) on a map or by lon/lat, read them, and
+look at them."""
 import streamlit as st
 from streamlit_folium import st_folium
 
@@ -6,9 +7,10 @@ from bharateo.app.figures import class_bar_chart
 from bharateo.app.mapview import build_region_map, map_caption, map_frame, map_layers, map_view
 from bharateo.app.pictures import roi_picture, share_legend_html
 from bharateo.app.regions import (SIZE_OPTIONS, collapsed_counts, current_presets, data_in_use_text,
-                                  discard_proposal, ground_size, handle_map_event, init_page_state,
-                                  is_cached, map_overviews, missing_presets, native_counts_html,
-                                  nodata_pixels, on_size_change, presets_place, provenance_markdown,
+                                  discard_proposal, empty_hint, handle_map_event, init_page_state,
+                                  intro_text, is_cached, map_overviews, missing_presets,
+                                  native_counts_html, nodata_pixels, offers_worldcover_presets,
+                                  on_size_change, place_form, presets_place, provenance_markdown,
                                   read_regions, remove_roi, roi_summary, s2_dates_default,
                                   s2_presets, s2_source_text, set_pixel_query, size_label,
                                   source_choices, source_mismatch, spec_from_form, spec_summary)
@@ -24,12 +26,7 @@ init_page_state()
 handle_map_event()  # before the map is drawn, so it already shows the event's result
 
 st.title("Regions")
-st.markdown(
-    "Pick the areas the model will learn from. Each region is a square of WorldCover pixels, "
-    "1/12000° each: about 9.3 m north-south everywhere and 9.3 m x cos(latitude) east-west "
-    f"({ground_size(2048, 28.61)}, Delhi). Click the map to propose a region centred on "
-    "the click, or type a longitude/latitude; preset regions are one button away.")
-st.markdown(f"Pixels in use: {data_in_use_text()}")
+intro = st.container()  # filled once the Pixels choice below is known, so it follows the choice
 synthetic_banner()
 map_col, side_col = st.columns([3, 2], gap="medium")
 
@@ -65,6 +62,9 @@ with side_col:
         st.error(problem)
     if mismatch := source_mismatch():
         st.warning(mismatch)
+    with intro:
+        st.markdown(intro_text())
+        st.markdown(f"Pixels in use: {data_in_use_text()}")
     if picked != "worldcover" and (scene_presets := s2_presets()):
         st.markdown("**Sentinel-2 scenes in the local folder** (BHARATEO_S2_DIR)")
         for col, spec in zip(st.columns(min(len(scene_presets), 3)), scene_presets[:3]):
@@ -74,21 +74,23 @@ with side_col:
                 read_regions([spec])
 
     defaults = current_presets(data_source_from_env())
-    missing_defaults = missing_presets(state.rois, defaults)
     default_label = ("Add the notebook's three regions" if defaults == NOTEBOOK_ROIS else
                      f"Add the offline sample's {len(defaults)} regions")
-    if st.button(default_label, key="add_presets", type="primary", disabled=not missing_defaults,
-                 width="stretch", help="The defaults: " + ", ".join(s.name for s in defaults)
-                 + f" in {presets_place(defaults)}"):
-        read_regions(missing_defaults)
-    missing = missing_presets(state.rois)
-    for title, presets in (("The notebook's regions", NOTEBOOK_ROIS),
-                           ("The offline sample (bundled with the lab)", SAMPLE_ROIS)):
-        st.markdown(f"**{title}**: {presets_place(presets)}, 2048 px each")
-        for col, spec in zip(st.columns(len(presets)), presets):
-            if col.button(spec.name, key=f"add_preset_{spec.name}", width="stretch",
-                          disabled=spec not in missing, help=spec_summary(spec)):
-                read_regions([spec])
+    if offers_worldcover_presets():  # not from a local Sentinel-2 folder: its scenes are elsewhere
+        missing_defaults = missing_presets(state.rois, defaults)
+        if st.button(default_label, key="add_presets", type="primary",
+                     disabled=not missing_defaults, width="stretch",
+                     help="The defaults: " + ", ".join(s.name for s in defaults)
+                     + f" in {presets_place(defaults)}"):
+            read_regions(missing_defaults)
+        missing = missing_presets(state.rois)
+        for title, presets in (("The notebook's regions", NOTEBOOK_ROIS),
+                               ("The offline sample (bundled with the lab)", SAMPLE_ROIS)):
+            st.markdown(f"**{title}**: {presets_place(presets)}, 2048 px each")
+            for col, spec in zip(st.columns(len(presets)), presets):
+                if col.button(spec.name, key=f"add_preset_{spec.name}", width="stretch",
+                              disabled=spec not in missing, help=spec_summary(spec)):
+                    read_regions([spec])
 
     st.markdown("**A region of your own**")
     st.select_slider("Region size", options=SIZE_OPTIONS, key="region_size",
@@ -99,11 +101,9 @@ with side_col:
         name = st.text_input("Name (optional)", key="form_name",
                              placeholder="e.g. agra (default: roi_<lon>E_<lat>N)")
         c1, c2 = st.columns(2)
-        # the form starts at the default presets' first centre: a place the data in use covers
-        lon = c1.number_input("Longitude (°E)", value=float(defaults[0].lon), step=0.01,
-                              format="%.4f", key="form_lon")
-        lat = c2.number_input("Latitude (°N)", value=float(defaults[0].lat), step=0.01,
-                              format="%.4f", key="form_lat")
+        place_form(defaults)  # starts at a place the chosen source covers
+        lon = c1.number_input("Longitude (°E)", step=0.01, format="%.4f", key="form_lon")
+        lat = c2.number_input("Latitude (°N)", step=0.01, format="%.4f", key="form_lat")
         b1, b2 = st.columns(2)
         propose = b1.form_submit_button("Propose", width="stretch")
         add_now = b2.form_submit_button("Add region now", width="stretch")
@@ -164,7 +164,7 @@ with map_col:
 # --- the chosen regions ------------------------------------------------------------------------
 st.subheader(f"Your regions ({len(state.rois)})")
 if not state.rois:
-    st.info(f"No regions yet. Press **{default_label}**, click the map, or use the form.")
+    st.info(empty_hint(default_label))
 else:
     per_row = 3
     for first in range(0, len(state.rois), per_row):

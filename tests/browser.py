@@ -245,6 +245,21 @@ def wait_plot_type(page, trace_type: str, scope: str = MAIN, timeout: float = 30
         arg=[scope, trace_type], timeout=timeout * 1000)
 
 
+def plot_point_position(page, trace_type: str, index: int, scope: str = MAIN) -> tuple[float, float]:
+    """Page coordinates (px) of point `index` of the first `trace_type` trace under `scope`, from
+    plotly's own axes (a WebGL trace has no DOM element per point to click)."""
+    x, y = page.evaluate(
+        """([scope, type, i]) => {
+            const gd = [...document.querySelectorAll(scope + ' .js-plotly-plot')].find(
+                g => (g._fullData || []).some(t => t.type === type));
+            const t = gd._fullData.find(t => t.type === type);
+            const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+            const box = gd.getBoundingClientRect();
+            return [box.left + xa._offset + xa.l2p(t.x[i]), box.top + ya._offset + ya.l2p(t.y[i])];
+        }""", [scope, trace_type, index])
+    return float(x), float(y)
+
+
 def dataframe_cells(page, scope: str = MAIN) -> list[str]:
     """The text of every cell of every st.dataframe under `scope` (glide's accessible table)."""
     return page.locator(f'{scope} [data-testid="stDataFrame"] td, '

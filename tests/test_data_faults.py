@@ -282,6 +282,37 @@ def test_regions_page_reports_a_stalled_source(monkeypatch):
     assert "was not added" in errors and "within 2 s" in errors
 
 
+OFF_SAMPLE = RoiSpec("off_sample", 5.0, 1.0, 256)  # tile N00E003, beside the bundled N00E006
+OFFLINE_ADVICE = ("N00E006 (lon 6–9 E, lat 0–3 N)", "BHARATEO_WORLDCOVER_DIR",
+                  "python -m bharateo prefetch")
+
+
+@pytest.mark.parametrize("fault", ["closed port", "stall"])
+def test_offline_read_outside_the_bundled_tile_says_where_offline_data_is(fault, monkeypatch,
+                                                                          capsys):
+    """Offline (a refused connection or a stalled server), a region outside the bundled tile is
+    refused naming its tile, where the bundled tile is and how to get more: the app's read and
+    the CLI (exit 2) say the same."""
+    monkeypatch.setenv("BHARATEO_READ_TIMEOUT_S", "2")
+    with StallingServer() as srv:
+        monkeypatch.setenv("BHARATEO_WORLDCOVER_URL",
+                           srv.url if fault == "stall" else closed_port_url())
+        with pytest.raises(SourceUnreachableError) as e:
+            load_roi(OFF_SAMPLE)
+        assert cli.main(["inspect", "--lon", "5.0", "--lat", "1.0", "--size", "256"]) == 2
+    err = capsys.readouterr().err
+    for msg in (str(e.value), err):
+        assert "N00E003" in msg and all(part in msg for part in OFFLINE_ADVICE), msg
+    assert "Traceback" not in err
+
+
+def test_offline_read_inside_the_bundled_tile_needs_no_network(monkeypatch):
+    """The advice points at a tile that really works offline: the same source reads it."""
+    monkeypatch.setenv("BHARATEO_WORLDCOVER_URL", closed_port_url())
+    roi = load_roi(RoiSpec("sample_inside", 7.5, 1.5, 256))
+    assert roi.provenance["tiles"][0]["tile"] == "N00E006"
+
+
 # --- 4. secrets stay secret -------------------------------------------------------------------
 @pytest.mark.parametrize("url,shown", [
     ("http://user:tok@host/p", "http://***@host/p"),

@@ -18,7 +18,7 @@ from rasterio.windows import Window
 
 from bharateo import cli
 from bharateo.chips import ChipConfig, ChipSet, build_chip_sets, tokens_for
-from bharateo.errors import ConfigError, RegionError
+from bharateo.errors import BharatEOError, ConfigError, RegionError
 from bharateo.model import ModelConfig
 from bharateo.pipeline import RunConfig, load_rois, run_experiment
 from bharateo.reflectance import BandStats, band_stats, composite, normalise
@@ -39,7 +39,7 @@ from bharateo.sentinel2 import (
 )
 from bharateo.train import TrainConfig
 from bharateo.worldcover import NODATA_ID, PIXELS_PER_DEGREE, DataSource
-from tests.fixture_tiles import write_fixture_tile
+from tests.fixture_tiles import closed_port_url, write_fixture_tile
 from tests.s2_fixtures import (
     SAHARA,
     SAHARA_EAST,
@@ -235,6 +235,26 @@ def test_region_outside_every_scene_gives_a_clear_message(s2_env):
         load_s2_roi(SAHARA_EAST, BANDS_4, S2Query(DATES, 20))
 
 
+@pytest.mark.parametrize("labels", ["unreachable", "missing"])
+def test_labels_that_cant_be_read_get_one_piece_of_advice(labels, s2_env, monkeypatch):
+    """The scene is found but its WorldCover tile can't be read (offline, or not in the folder):
+    the message names the tile and where to put it, and never sends the user to BHARATEO_S2_DIR
+    (it is set, and holds only scenes)."""
+    if labels == "unreachable":
+        monkeypatch.delenv("BHARATEO_WORLDCOVER_DIR")
+        monkeypatch.setenv("BHARATEO_WORLDCOVER_URL", closed_port_url())
+    else:
+        monkeypatch.setenv("BHARATEO_WORLDCOVER_DIR", str(s2_env / "empty_wc"))
+        (s2_env / "empty_wc").mkdir()
+    with pytest.raises(BharatEOError) as err:
+        load_s2_roi(SAHARA, BANDS_4, S2Query(DATES, 20))
+    text = str(err.value)
+    assert "labels need ESA WorldCover tile N24W012" in text and "BHARATEO_WORLDCOVER_DIR" in text
+    assert "BHARATEO_S2_DIR" not in text and "go online" in text, text
+    assert ("Could not reach" in text) == (labels == "unreachable")
+    assert isinstance(err.value, RegionError) == (labels == "missing")
+
+
 def test_no_scene_in_the_dates_names_the_folders_nearest_scene_dates(s2_env):
     """The default dates (2021) miss the shared 2020 scene: the message names the folder's scene
     dates nearest to the range first, the cloud limit when that is what excludes one, and the
@@ -254,9 +274,27 @@ def test_no_scene_in_the_dates_names_the_folders_nearest_scene_dates(s2_env):
     assert (f"has scenes at this place on 2022-03-01 (S2A_LATE, 45.0 % cloud); 2020-02-19 "
             f"({SCENE_ID}); 2018-05-01 (S2A_EARLY): set the dates to include it (e.g. "
             "2021-06-01/2022-03-01) and raise the cloud limit to at least 45 %") in str(err.value)
-    # a place none of the folder's scenes covers: said so, not "change the dates"
-    with pytest.raises(RegionError, match="3 scene.s., none covering this place"):
+    # a place none of the folder's scenes covers: where they are, not "change the dates"
+    with pytest.raises(RegionError) as err:
         load_s2_roi(RoiSpec("delhi", 77.2, 28.6, 256), BANDS_4, S2Query(), use_cache=False)
+    assert_folder_elsewhere(str(err.value), 3)
+
+
+def assert_folder_elsewhere(text: str, scenes: int) -> None:
+    """A region no scene of the folder holds: the message places the folder's scenes (the shared
+    one at its real footprint) and says to pick a region inside one or use STAC, and gives none
+    of the advice that can't help (dates, cloud, moving the centre 'further inside')."""
+    assert "the folder's scenes are at" in text and "11.98°W to 10.87°W, 24.30°N to 25.30°N" in text
+    assert text.count("S2A_") == scenes and "use the STAC source" in text
+    assert not any(w in text for w in ("widen the dates", "further inside", "cloud limit")), text
+
+
+def test_a_region_far_from_every_folder_scene_says_where_they_are(s2_env):
+    """In the dates or not, a region no folder scene holds gets the same plain message."""
+    for dates in (DATES, "2021-01-01/2021-02-01"):
+        with pytest.raises(RegionError) as err:
+            load_s2_roi(RoiSpec("sao_tome", 6.6, 0.25, 256), BANDS_4, S2Query(dates, 20))
+        assert_folder_elsewhere(str(err.value), 1)
 
 
 # --- normalisation -----------------------------------------------------------------------------

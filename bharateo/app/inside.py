@@ -133,18 +133,25 @@ def embedding_figure(value: dict, selected_chip: int | None = None,
     fig.update_layout(title=title, height=520, margin=dict(l=10, r=10, t=50, b=10),
                       xaxis_title=f"PC 1 ({e1:.0%} of the variance)",
                       yaxis_title=f"PC 2 ({e2:.0%})", legend_title="patch label",
-                      dragmode="lasso", clickmode="event+select")
+                      # "zoom", not "lasso": with a lasso as the drag mode a click selects
+                      # nothing (measured in Chromium with Streamlit 1.67); the lasso stays
+                      # one click away in the chart's toolbar
+                      dragmode="zoom", clickmode="event+select")
     return fig
 
 
 def selected_point(event) -> tuple[int, int] | None:
     """(chip, token) of the first point in a st.plotly_chart selection event, else None.
-    Anything malformed (a browser can send what it likes) is None."""
+    A point's customdata arrives as a list from a click and as {"0": chip, "1": token} from a
+    lasso (Streamlit 1.67 turns the array into an object); anything malformed (a browser can send
+    what it likes) is None."""
     try:
         points = event["selection"]["points"] if event else []
         for point in points:
             data = point.get("customdata")
-            if isinstance(data, (list, tuple)) and len(data) >= 2:
+            if isinstance(data, dict):
+                data = [data.get("0"), data.get("1")]
+            if isinstance(data, (list, tuple)) and len(data) >= 2 and None not in data[:2]:
                 return int(data[0]), int(data[1])
     except (KeyError, TypeError, ValueError, AttributeError):
         return None

@@ -521,9 +521,95 @@ def is_cached(spec: RoiSpec) -> bool:
 
 
 def data_in_use_text() -> str:
-    """data_in_use for this session: its regions' data, or where the default presets lie."""
+    """data_in_use for this session: its regions' data, or (none yet) what the chosen pixel
+    source reads: where the default presets lie, or the Sentinel-2 source (s2_in_use_text)."""
     rois = st.session_state.rois
+    if not rois and pixel_query()[0] != "worldcover":
+        return s2_in_use_text()
     return data_in_use(rois, [] if rois else current_presets(data_source_from_env()))
+
+
+def s2_in_use_text() -> str:
+    """Before any region, in Sentinel-2 mode: which bands from where (a local folder: where its
+    scenes are), labelled from which WorldCover source, and the presets this source can read."""
+    from bharateo.sentinel2 import S2_SOURCES, folder_places, s2_source_from_env
+
+    s2, wc = s2_source_from_env(), data_source_from_env()
+    kind = pixel_query()[0]
+    text = (f"No regions chosen yet; {source_choices()[kind]} ({' '.join(S2_SOURCES[kind])}) "
+            f"from {s2.describe()}")
+    if s2.kind == "folder":
+        places = folder_places(s2)
+        text += (f", whose scenes are at {'; '.join(places)}" if places else
+                 ", which holds no readable scene")
+    text += f", with ESA WorldCover labels from {wc.describe()}."
+    if offers_worldcover_presets():  # a STAC source finds scenes for the WorldCover presets
+        text += f" The preset regions are in {presets_place(current_presets(wc))}."
+    return text
+
+
+def offers_worldcover_presets() -> bool:
+    """Whether the WorldCover presets (the notebook's, the bundled sample's) can be read with the
+    session's pixel source: WorldCover, or Sentinel-2 from a STAC API (it finds scenes anywhere);
+    not from a local Sentinel-2 folder, whose scenes are at a few places of their own (offered
+    as s2_presets instead)."""
+    if pixel_query()[0] == "worldcover":
+        return True
+    from bharateo.sentinel2 import s2_source_from_env
+
+    return s2_source_from_env().kind != "folder"
+
+
+def intro_text() -> str:
+    """The Regions page's first paragraph, for the chosen pixel source: what a region is a
+    square of, and how to choose one (ground size: pixel_metres, from the Delhi example)."""
+    how = ("Click the map to propose a region centred on the click, or type a "
+           "longitude/latitude; ")
+    kind = pixel_query()[0]
+    if kind == "worldcover":
+        return ("Pick the areas the model will learn from. Each region is a square of WorldCover "
+                "pixels, 1/12000° each: about 9.3 m north-south everywhere and 9.3 m x "
+                f"cos(latitude) east-west ({ground_size(2048, 28.61)}, Delhi). {how}preset "
+                "regions are one button away.")
+    from bharateo.sentinel2 import S2_SOURCES
+
+    bands = S2_SOURCES[kind]
+    text = (f"Pick the areas the model will learn from. Each region is a square of Sentinel-2 "
+            f"L2A pixels ({len(bands)} bands: {' '.join(bands)}) on its scene's own grid (its "
+            "UTM zone, 10 m pixels in a full-resolution scene), with ESA WorldCover classes "
+            f"reprojected onto the same grid as the patch labels. {how}")
+    return text + ("preset regions are one button away (the STAC source finds their scenes)."
+                   if offers_worldcover_presets() else
+                   "the local folder's scenes are one button away (a region must lie inside one).")
+
+
+def form_start(defaults: list[RoiSpec]) -> RoiSpec:
+    """Where the lon/lat form starts: a place the chosen source covers (the first local
+    Sentinel-2 scene when those are the only presets offered, else the first default preset)."""
+    scenes = [] if offers_worldcover_presets() else s2_presets()
+    return (scenes or defaults)[0]
+
+
+def place_form(defaults: list[RoiSpec]) -> None:
+    """Call before drawing the lon/lat form: it starts at form_start, and moves with it when the
+    presets on offer change (the pixel source: a rerun of its own, never a form submission),
+    unless the user has typed another place."""
+    state = st.session_state
+    start, offer = form_start(defaults), offers_worldcover_presets()
+    here, last = (float(start.lon), float(start.lat)), state.get("form_start_at")
+    if ("form_lon" not in state or "form_lat" not in state
+            or (offer != state.get("form_offer") and (state.form_lon, state.form_lat) == last)):
+        state.form_lon, state.form_lat = here
+        state.form_start_at = here
+    state.form_offer = offer
+
+
+def empty_hint(default_label: str) -> str:
+    """What to do when the session has no regions yet, for the presets on offer."""
+    if offers_worldcover_presets():
+        return f"No regions yet. Press **{default_label}**, click the map, or use the form."
+    return ("No regions yet. Press a scene's button under **Sentinel-2 scenes in the local "
+            "folder**, or click the map or use the form inside one of its scenes.")
 
 # --- the Regions page's state and events ------------------------------------------------------
 def init_page_state() -> None:

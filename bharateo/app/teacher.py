@@ -122,11 +122,20 @@ def baseline_knobs() -> dict:
     return knobs
 
 
-def knob_params(knobs: dict) -> dict[str, list[str]]:
-    """The knobs that differ from baseline_knobs(), as address values."""
-    specs, baseline = knob_specs(), baseline_knobs()
-    return {name: [knob_text(knobs[name])] for name in specs
-            if name in knobs and knobs[name] != baseline.get(name)}
+def knob_params(knobs: dict, region_names: list[str] | None = None) -> dict[str, list[str]]:
+    """The knobs that differ from baseline_knobs(), as address values; only those the address
+    can give back (parse_knob accepts their text): a value typed out of range blocks Train with
+    a message on the page and stays out of the link, which holds only a valid lesson."""
+    specs, baseline, params = knob_specs(), baseline_knobs(), {}
+    for name, spec in specs.items():
+        if name in knobs and knobs[name] != baseline.get(name):
+            text = knob_text(knobs[name])
+            try:
+                parse_knob(spec, text, region_names)
+            except ValueError:
+                continue
+            params[name] = [text]
+    return params
 
 
 def restore_knobs(params, region_names: list[str]) -> tuple[dict, list[str]]:
@@ -287,7 +296,8 @@ def _session_knobs() -> dict:
 def extra_params() -> dict[str, list[str]]:
     """Train knobs that differ from the notebook's, the Reconstruct chip and ratio, teacher mode."""
     knobs = _session_knobs()
-    return {**(knob_params(knobs) if knobs else {}), **recon_params(), **teacher_params()}
+    regions = [r.spec.name for r in st.session_state.get("rois") or []]
+    return {**(knob_params(knobs, regions) if knobs else {}), **recon_params(), **teacher_params()}
 
 
 def restore_extra(params, known: tuple[str, ...]) -> list[str]:

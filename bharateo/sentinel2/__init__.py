@@ -36,7 +36,7 @@ from bharateo.sentinel2.scenes import (  # noqa: F401
     footprint_contains, in_range,
 )
 from bharateo.sentinel2.read import (  # noqa: F401
-    RegionGrid, region_grid, choose_scene, reflectance_rule, read_band, read_scene_window,
+    RegionGrid, region_grid, choose_scene, scene_bounds, place_text, reflectance_rule, read_band, read_scene_window,
     to_reflectance,
 )
 from bharateo.sentinel2.labels import (  # noqa: F401
@@ -44,5 +44,5 @@ from bharateo.sentinel2.labels import (  # noqa: F401
 )
 from bharateo.sentinel2.region import (  # noqa: F401
     S2Roi, cache_path, cache_binding, write_cache, read_cache, find_scene, load_s2_roi,
-    folder_presets, folder_dates, source_of_rois,
+    folder_presets, folder_places, folder_dates, source_of_rois,
 )

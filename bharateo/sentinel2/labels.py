@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
-from bharateo.errors import SourceUnreachableError
+from bharateo.errors import BharatEOError, MissingTileError, RegionError, SourceUnreachableError
 from bharateo.roi import GlobalWindow, read_window
 from bharateo.sentinel2.read import RegionGrid
 from bharateo.worldcover import NODATA, PIXELS_PER_DEGREE, DataSource, data_source_from_env
@@ -38,14 +39,11 @@ def worldcover_on_grid(grid: RegionGrid, source: DataSource | None = None,
     size = max(math.ceil((east + 180) * PIXELS_PER_DEGREE) + 2 - col0,
                math.ceil((90 - south) * PIXELS_PER_DEGREE) + 2 - row0)
     window = GlobalWindow(row0, col0, size)
+    wc = source or data_source_from_env()
     try:
-        native, info = read_window(window, source or data_source_from_env(), deadline)
-    except SourceUnreachableError as exc:  # its advice is about WorldCover regions, not labels
-        raise SourceUnreachableError(
-            f"The Sentinel-2 pixels were found, but their labels come from ESA WorldCover, and "
-            f"that read failed: {exc} Offline, put the WorldCover tile for this place in the "
-            "folder named by BHARATEO_WORLDCOVER_DIR (or prefetch the region while online); "
-            "BHARATEO_S2_DIR only holds the Sentinel-2 scenes.") from None
+        native, info = read_window(window, wc, deadline)
+    except (SourceUnreachableError, MissingTileError) as exc:  # its advice is for WorldCover regions
+        raise labels_error(exc, [t for t, _, _ in window.tiles()], wc) from None
     src_transform = Affine(WC_PIXEL_DEG, 0, col0 * WC_PIXEL_DEG - 180,
                            0, -WC_PIXEL_DEG, 90 - row0 * WC_PIXEL_DEG)
     out = np.zeros((grid.size, grid.size), np.uint8)
@@ -55,3 +53,22 @@ def worldcover_on_grid(grid: RegionGrid, source: DataSource | None = None,
               dst_nodata=NODATA, resampling=method, tolerance=0)  # exact, not approximated
     info = {**info, "global_window": [row0, col0, size], "resampling": method.name}
     return out, info
+
+
+def labels_error(exc: BharatEOError, tiles: list[str], source: DataSource) -> BharatEOError:
+    """One piece of advice for labels that couldn't be read (`exc` from roi.read_window): the
+    WorldCover tiles they need, why they couldn't be read, and where to get them. The scene was
+    found, so nothing here is about BHARATEO_S2_DIR. -> RegionError for a tile the source has no
+    file for (MissingTileError), else SourceUnreachableError."""
+    needed = f"ESA WorldCover tile{'s' if len(tiles) > 1 else ''} {', '.join(tiles)}"
+    if isinstance(exc, MissingTileError):
+        why = (f"{source.describe()} has no file for it (ESA publishes none over open sea; on "
+               "land, the tile is just not there)")
+    else:
+        why = re.split(r"\. (?=[A-Z`])", str(exc), maxsplit=1)[0].rstrip(".")  # what failed
+    todo = ("Put that tile in the folder BHARATEO_WORLDCOVER_DIR names" if source.kind == "folder"
+            else "Set BHARATEO_WORLDCOVER_DIR to a folder holding that tile")
+    kind = RegionError if isinstance(exc, MissingTileError) else SourceUnreachableError
+    return kind(f"The Sentinel-2 scene was found, but its land-cover labels need {needed}, which "
+                f"could not be read: {why}. {todo}, or go online to read it from the WorldCover "
+                "source.")

@@ -97,14 +97,76 @@ def _band_error(exc: Exception, scene: Scene, band: str) -> BharatEOError:
                          f"GeoTIFF ({text}). Copy the scene again.")
 
 
+def scene_bounds(scene: Scene) -> tuple[float, float, float, float] | None:
+    """(west, south, east, north) in degrees of a scene's data: its footprint's, else its B02
+    raster's; None when neither can be had (no footprint, the band file unreadable)."""
+    geometry = scene.footprint or {}
+    coords = geometry.get("coordinates") or []
+    polygons = [coords] if geometry.get("type") == "Polygon" else coords \
+        if geometry.get("type") == "MultiPolygon" else []
+    points = [p for poly in polygons for ring in poly[:1] for p in ring]
+    if points:
+        lons, lats = [float(p[0]) for p in points], [float(p[1]) for p in points]
+        return min(lons), min(lats), max(lons), max(lats)
+    try:
+        from rasterio.warp import transform_bounds
+
+        with _open(scene.hrefs["B02"]) as src:
+            return transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
+    except Exception:  # no such band, or not readable: the scene's place is unknown
+        return None
+
+
+def _holds(scene: Scene, bounds, lon: float, lat: float) -> bool:
+    if scene.footprint:
+        return footprint_contains(scene.footprint, [(lon, lat)])
+    return bounds is None or (bounds[0] <= lon <= bounds[2] and bounds[1] <= lat <= bounds[3])
+
+
+def place_text(bounds) -> str:
+    """(west, south, east, north) degrees -> '11.98°W to 10.87°W, 24.30°N to 25.30°N'."""
+    w, s, e, n = bounds
+
+    def lon(x):
+        return f"{abs(x):.2f}°{'E' if x >= 0 else 'W'}"
+
+    def lat(y):
+        return f"{abs(y):.2f}°{'N' if y >= 0 else 'S'}"
+    return f"{lon(w)} to {lon(e)}, {lat(s)} to {lat(n)}"
+
+
+PLACES_SHOWN = 3  # scenes a "no scene of the folder is here" message places
+
+
+def folder_elsewhere(spec: RoiSpec, scenes: list[Scene], where: str) -> str:
+    """'' when a scene of a local folder holds the region's centre (any date), else the plain
+    message: where the folder's scenes are, and to pick a region inside one or use a STAC source
+    (a folder can't be widened the way dates or a cloud limit can)."""
+    places = []
+    for scene in scenes:
+        bounds = scene_bounds(scene)
+        if _holds(scene, bounds, spec.lon, spec.lat):
+            return ""
+        if bounds is not None:
+            places.append(f"{scene.id} ({place_text(bounds)})")
+    shown = "; ".join(places[:PLACES_SHOWN]) + (" ..." if len(places) > PLACES_SHOWN else "")
+    return (f"No scene of {where} is at {spec.lon:.4f}E {spec.lat:.4f}N: "
+            + (f"the folder's scenes are at {shown}. " if places else "")
+            + "Pick a region inside one (the Regions page offers each as a preset), or use the "
+            "STAC source (unset BHARATEO_S2_DIR), which finds scenes anywhere.")
+
+
 def choose_scene(spec: RoiSpec, scenes: list[Scene], query: S2Query, where: str,
-                 deadline: float | None = None) -> tuple[Scene, RegionGrid]:
+                 deadline: float | None = None, folder: bool = False) -> tuple[Scene, RegionGrid]:
     """The least cloudy scene in the query's range whose raster and footprint hold the whole
     region -> (scene, the region's grid on it). Ties: the earlier date, then the id.
 
-    RegionError saying what to change when no scene is in range, or none covers the region."""
+    RegionError saying what to change when no scene is in range, or none covers the region;
+    for a local `folder` whose scenes are all elsewhere, where they are (folder_elsewhere)."""
     import rasterio
 
+    if folder and scenes and (elsewhere := folder_elsewhere(spec, scenes, where)):
+        raise RegionError(elsewhere)
     candidates = sorted((s for s in scenes if in_range(s, query)),
                         key=lambda s: (s.cloud_cover if s.cloud_cover is not None else 101,
                                        s.datetime, s.id))

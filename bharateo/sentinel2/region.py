@@ -19,8 +19,8 @@ from bharateo.roi import (MAX_NODATA_FRACTION, Roi, RoiSpec, _disk_fault, _with_
                           atomic_write_bytes, data_dir, read_timeout_s)
 from bharateo.sentinel2.bands import BANDS_4, BANDS_10, S2_LABEL, S2_SOURCES, SCL_CLOUD_CLASSES
 from bharateo.sentinel2.labels import worldcover_on_grid
-from bharateo.sentinel2.read import (RegionGrid, choose_scene, read_scene_window,
-                                     reflectance_rule, to_reflectance)
+from bharateo.sentinel2.read import (RegionGrid, choose_scene, place_text, read_scene_window,
+                                     reflectance_rule, scene_bounds, to_reflectance)
 from bharateo.sentinel2.scenes import (S2Query, S2Source, Scene, folder_scenes, in_range,
                                        s2_source_from_env, stac_scenes)
 from bharateo.worldcover import NODATA, DataSource, data_source_from_env, redact_text
@@ -119,7 +119,7 @@ def find_scene(spec: RoiSpec, query: S2Query, source: S2Source,
         where = source.describe()
         if not any(in_range(s, query) for s in scenes):  # so the message can name other dates
             scenes += _other_scenes(source, bbox, query, deadline)
-    scene, grid = choose_scene(spec, scenes, query, where, deadline)
+    scene, grid = choose_scene(spec, scenes, query, where, deadline, source.kind == "folder")
     return scene, grid, notes
 
 
@@ -203,7 +203,7 @@ def load_s2_roi(spec: RoiSpec, bands=BANDS_4, query: S2Query | None = None,
     def read():
         scene, grid, found_notes = find_scene(spec, query, source, deadline)
         dn, scl, valid = read_scene_window(scene, grid, bands, deadline, on_band)
-        stage.update(text="WorldCover labels", fraction=0.95)
+        stage.update(text="WorldCover labels", fraction=0.95, labels=True)
         labels, wc_info = worldcover_on_grid(grid, wc_source, deadline)
         return scene, grid, found_notes, dn, scl, valid, labels, wc_info
 
@@ -211,6 +211,8 @@ def load_s2_roi(spec: RoiSpec, bands=BANDS_4, query: S2Query | None = None,
         scene, grid, found_notes, dn, scl, valid, labels, wc_info = _with_deadline(
             read, timeout_s, f"Reading the Sentinel-2 region '{spec.name}'", on_wait)
     except SourceUnreachableError as exc:
+        if stage.get("labels"):  # the labels' read: its advice is about WorldCover, and right
+            raise
         raise SourceUnreachableError(
             str(exc).replace("BHARATEO_WORLDCOVER_DIR to a folder holding the tiles",
                              "BHARATEO_S2_DIR to a folder of scenes")) from None
@@ -304,6 +306,21 @@ def folder_presets(source: S2Source | None = None, max_size: int = 256) -> list[
         name = re.sub(r"[^A-Za-z0-9_]", "_", f"s2_{scene.mgrs_tile or scene.id}_{scene.date}")
         out.append(RoiSpec(name, round(lon[0], 4), round(lat[0], 4), size))
     return out
+
+
+def folder_places(source: S2Source | None = None) -> list[str]:
+    """Where a local Sentinel-2 folder's scenes are, one 'id (W to E, S to N)' each (degrees,
+    read.scene_bounds), e.g. 'S2A_29RKH_20200219_0_L2A (11.98°W to 10.87°W, 24.30°N to
+    25.30°N)'. [] for a STAC source or a folder without readable scenes."""
+    source = source or s2_source_from_env()
+    if source.kind != "folder":
+        return []
+    try:
+        scenes, _ = folder_scenes(Path(source.location))
+    except (BharatEOError, OSError):  # an unreadable folder: reading a region says why
+        return []
+    return [f"{scene.id} ({place_text(bounds)})" for scene in scenes
+            if (bounds := scene_bounds(scene)) is not None]
 
 
 def folder_dates(source: S2Source | None = None) -> str | None:

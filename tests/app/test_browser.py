@@ -520,6 +520,9 @@ def s2_lesson(page, server, spec, shots):
     dates.fill("2020-01-01/2020-03-01")
     dates.press("Enter")
     b.settle(page, "Regions after choosing Sentinel-2")
+    text = page.locator(b.MAIN).inner_text()  # only what the folder can serve, and where it is
+    assert "Add the offline sample" not in text and "Add the notebook's" not in text
+    assert "Sentinel-2 L2A pixels (4 bands" in text and "whose scenes are at S2A_29RKH" in text
     page.get_by_role("button", name=spec.name).click()
     page.wait_for_selector(f"{b.MAIN} h4:has-text('{spec.name}')", timeout=b.LOAD_MS)
     b.wait_images_loaded(page, f'{b.MAIN} [data-testid="stImage"] img', 1)
@@ -672,6 +675,15 @@ def test_pause_step_resume_and_inside_the_model_in_a_browser(context, app_server
         assert "is in the encoder" in page.locator(b.MAIN).inner_text()  # the words say which
         b.screenshot(page, shots, "inside_attention", height=1300)
         b.scroll_to(page, f"{b.MAIN} h3:has-text('Token-embedding map')")
+        # click one point of the WebGL map: its chip opens with the patch enlarged beside it
+        for attempt in range(3):  # a click during a rerun can be lost: check, and click again
+            x, y = b.plot_point_position(page, "scattergl", 100 + attempt)
+            page.mouse.move(x, y)
+            page.mouse.click(x, y)
+            b.settle(page, "Inside the model after clicking a point")
+            if page.get_by_text(re.compile(r"token \d+ enlarged")).count():
+                break
+        page.get_by_text(re.compile(r"token \d+ enlarged")).first.wait_for()
         b.screenshot(page, shots, "inside_embeddings", height=1100)
     except BaseException:
         page.screenshot(path=str(tmp_path / "failure.png"))

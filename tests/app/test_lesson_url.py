@@ -277,3 +277,17 @@ def test_teacher_mode_hides_rename_delete_and_cancelling_others_unless_chosen(wo
     finally:
         other.stop()
         other.join(60)
+
+
+def test_values_typed_out_of_range_stay_out_of_the_address(worldcover_dir):
+    """Typed on Train, an absurd value blocks Train with a message; the link keeps only the valid
+    lesson (the walkthrough found lr=-5.0&epochs=100000&n_chips=99999999 in it)."""
+    at = lesson_session().switch_page("pages/train.py").run()
+    for key, value in dict(lr=-5.0, epochs=100000, n_chips=99999999, mask_ratio=0.9).items():
+        at.session_state[f"knob_{key}"] = value
+    at.run()
+    assert any("blocked" in e.value for e in [*at.error, *at.warning])  # the page says so
+    params = dict(at.switch_page("app.py").run().query_params)
+    assert params["mask_ratio"] == "0.9"  # the valid change is there
+    assert not {"lr", "epochs", "n_chips"} & set(params), params
+    assert not refreshed(params).exception

@@ -109,6 +109,9 @@ def test_clicking_a_point_opens_its_chip_and_chips_like_it(trained, shown):
 
 def test_a_selection_event_gives_its_chip_and_malformed_ones_nothing():
     assert inside.selected_point({"selection": {"points": [{"customdata": [3, 17]}]}}) == (3, 17)
+    lasso = {"selection": {"points": [{"customdata": {"0": 193, "1": 3}}]}}  # as a lasso sends it
+    assert inside.selected_point(lasso) == (193, 3)
+    assert inside.selected_point({"selection": {"points": [{"customdata": {"0": 1}}]}}) is None
     for bad in (None, {}, {"selection": {"points": [{"customdata": "x"}]}},
                 {"selection": {"points": [{"customdata": ["a", 1]}]}}, {"selection": 5}):
         assert inside.selected_point(bad) is None

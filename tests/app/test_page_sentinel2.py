@@ -205,3 +205,74 @@ def test_the_folder_is_read_for_the_default_dates_once_and_an_unreadable_one_is_
     fresh.radio(key="region_pixel_source").set_value("s2-4band").run()
     assert not fresh.exception, fresh.exception
     assert fresh.text_input(key="region_s2_dates").value == "2021-01-01/2021-12-31"
+
+
+def button_keys(at) -> list[str]:
+    return [b.key for b in at.button]
+
+
+FOLDER_PLACE = "S2A_29RKH_20200219_0_L2A (11.98°W to 10.87°W, 24.30°N to 25.30°N)"
+
+
+def test_sentinel2_from_a_folder_offers_and_describes_only_what_the_folder_can_serve(s2_lesson):
+    """With a local Sentinel-2 folder, the Regions page offers the folder's scenes and none of
+    the WorldCover presets (their places have no scene there), its text describes Sentinel-2
+    pixels and where the folder's scenes are, and the form starts inside the scene. A region
+    far from the scene is refused saying where the scenes are. WorldCover mode is unchanged."""
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("pages/regions.py").run()
+    assert "add_presets" in button_keys(at) and "square of WorldCover pixels" in texts(at)
+    at.radio(key="region_pixel_source").set_value("s2-4band").run()
+    assert not at.exception, at.exception
+    keys = button_keys(at)
+    assert f"add_s2_{s2_lesson.name}" in keys
+    assert not [k for k in keys if k.startswith("add_preset")], keys  # add_presets, add_preset_*
+    page = texts(at)
+    assert "Sentinel-2 L2A pixels (4 bands: B02 B03 B04 B08)" in page
+    assert "square of WorldCover pixels" not in page and "1/12000°" not in page
+    assert "São Tomé" not in page and "default presets" not in page
+    assert f"whose scenes are at {FOLDER_PLACE}" in page and "No regions yet. Press a scene" in page
+    assert (at.number_input(key="form_lon").value, at.number_input(key="form_lat").value) == (
+        s2_lesson.lon, s2_lesson.lat)
+    # a place far from the folder's scenes: where they are, not "move the centre / widen the dates"
+    at.number_input(key="form_lon").set_value(6.6)
+    at.number_input(key="form_lat").set_value(0.25)
+    at.button(key="FormSubmitter:roi_form-Add region now").click().run()
+    assert not at.exception and at.session_state["rois"] == []
+    errors = " ".join(e.value for e in at.error)
+    assert f"the folder's scenes are at {FOLDER_PLACE}" in errors and "STAC source" in errors
+    assert "widen the dates" not in errors and "further inside" not in errors
+    at.radio(key="region_pixel_source").set_value("worldcover").run()
+    assert "add_presets" in button_keys(at) and "square of WorldCover pixels" in texts(at)
+
+
+def test_sentinel2_from_stac_keeps_the_worldcover_presets(monkeypatch):
+    """A STAC source finds scenes anywhere, so the WorldCover presets stay on offer; the text
+    still says Sentinel-2 and names the STAC API (nothing is searched until a region is read)."""
+    monkeypatch.delenv("BHARATEO_S2_DIR", raising=False)
+    monkeypatch.setenv("BHARATEO_S2_STAC_URL", "http://127.0.0.1:9/stac")
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("pages/regions.py").run()
+    at.radio(key="region_pixel_source").set_value("s2-10band").run()
+    assert not at.exception, at.exception
+    assert {"add_presets", "add_preset_sao_tome"} <= set(button_keys(at))
+    page = texts(at)
+    assert "Sentinel-2 L2A pixels (10 bands" in page and "the STAC API at http://127.0.0.1:9/stac" in page
+    assert "square of WorldCover pixels" not in page and "São Tomé and Príncipe" in page
+
+
+def test_labels_that_cant_be_read_give_one_piece_of_advice_on_the_page(s2_lesson, monkeypatch):
+    """The folder's scene is found but its WorldCover tile (N24W012) can't be read offline: the
+    page says which tile and to set BHARATEO_WORLDCOVER_DIR, not to set BHARATEO_S2_DIR (set)."""
+    from tests.fixture_tiles import closed_port_url
+
+    monkeypatch.delenv("BHARATEO_WORLDCOVER_DIR")
+    monkeypatch.setenv("BHARATEO_WORLDCOVER_URL", closed_port_url())
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("pages/regions.py").run()
+    at.radio(key="region_pixel_source").set_value("s2-4band").run()
+    at.button(key=f"add_s2_{s2_lesson.name}").click().run()
+    assert not at.exception and at.session_state["rois"] == []
+    errors = " ".join(e.value for e in at.error)
+    assert "labels need ESA WorldCover tile N24W012" in errors
+    assert "BHARATEO_WORLDCOVER_DIR" in errors and "BHARATEO_S2_DIR" not in errors, errors
