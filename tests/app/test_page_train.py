@@ -65,7 +65,9 @@ def test_without_regions_the_page_says_what_to_do():
 def test_notebook_default_preset_is_the_notebooks_config(worldcover_dir):
     at = train_page()
     assert not at.exception
-    assert [m.value for m in at.metric] == ["0.80M", "491,520", "122,880", "368,640", "94,371,840"]
+    assert [m.value for m in at.metric] == ["0.80M", "492k", "123k", "369k", "94.4M"]  # short,
+    assert [m.help.split()[0] for m in at.metric][1:] == [  # the notebook's exact table in the help
+        "491,520", "122,880", "368,640", "94,371,840"]
     assert "notebook default" in at.caption[0].value
     knobs = {k.removeprefix("knob_"): at.session_state[k] for k in at.session_state if k.startswith("knob_")}
     nb = PRESETS["notebook default"]
