@@ -330,9 +330,11 @@ def test_offline_a_region_past_the_bundled_tile_says_how_to_stay_inside_it(no_ne
     message = str(info.value)
     assert "S03E006" in message and "may be open sea" in message
     assert "stays inside N00E006" in message and "smaller" in message
-    with pytest.raises(SourceUnreachableError) as info:  # no bundled tile involved: no such advice
-        load_roi(NOTEBOOK_ROIS[0])
-    assert "bundled sample" not in str(info.value)
+    with pytest.raises(SourceUnreachableError) as info:  # no bundled tile involved: no advice to
+        load_roi(NOTEBOOK_ROIS[0])  # shrink into it, only where the offline pixels are
+    message = str(info.value)
+    assert "stays inside N00E006" not in message and "smaller" not in message
+    assert "needs tile N27E075" in message and "bundled sample's, tile N00E006" in message
 
 
 def test_cli_train_offline_without_regions_uses_the_bundled_sample(monkeypatch, capsys):

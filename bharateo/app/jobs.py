@@ -274,7 +274,7 @@ class TrainingJob:
                     last_progress = now  # machine); a paused worker waits for us, it isn't stuck
                     last_event = now if waiting else last_event
                 if event is not None:
-                    last_event = now
+                    last_event = run.sent_at  # when the worker sent it, not when read here
                     if self._relay(event):
                         metrics = event.metrics
                         break
@@ -287,7 +287,9 @@ class TrainingJob:
                               "(BHARATEO_MAX_TRAINING_S) ran out")
                 if self._stop.is_set():
                     run.stop()
-                    stop_asked = stop_asked or now
+                    # the time now, not `now`: this pass may have taken a while (a busy server,
+                    # a slow relay), and events sent before the Stop would pass for an answer
+                    stop_asked = stop_asked or time.monotonic()
                 if (stop_asked and last_event < stop_asked
                         and now - max(stop_asked, last_progress) > STOP_GRACE_S):
                     run.kill()

@@ -7,7 +7,9 @@ imports torch and bharateo, writes "ready", waits on stdin for one pickled job (
 chips, held-out chips), trains in its main thread through the pipeline's one experiment loop
 (pipeline.experiment_events, as `python -m bharateo train` does) and writes its typed events,
 pickled, to its stdout: every StepMetrics, EpochMetrics and TrainingEnd, then TrainedWeights (the
-weights and final metrics), or a TrainingFailed. Lines on stdin after the job control it between
+weights and final metrics), or a TrainingFailed. Each goes as (time.monotonic() when sent, event):
+one clock for every process of a machine, so the app tells an event sent before it asked to stop
+(still in the pipe or its queue) from an answer. Lines on stdin after the job control it between
 steps: "stop"; "pause"; "resume"; "step" (one more optimiser step, then pause) and "epoch" (to
 the end of the current epoch, then pause). Pausing is done here, in the consumer of the loop: not
 pulling its next event is a pause, so the training itself stays bit-identical; each pause is
@@ -114,7 +116,8 @@ class WorkerRun:
         self.stopping = self._sent = False
         self._lock = threading.Lock()  # commands are written only after the whole job
         self._pending: list[str] = []  # commands given before the job was written
-        self._events: queue.Queue = queue.Queue()
+        self._events: queue.Queue = queue.Queue()  # (time.monotonic() when sent, event)
+        self.sent_at = time.monotonic()  # when the worker sent next_event's last event
         # the job (megabytes of chips) is written by a thread too: a frozen worker would block
         # the write once the pipe is full, and the caller's watchdog must keep running
         threading.Thread(target=self._send_job, args=((config, train_chips, heldout),),
@@ -137,11 +140,11 @@ class WorkerRun:
     def _read(self) -> None:
         try:
             while True:
-                event = pickle.load(self.process.stdout)
+                sent_at, event = pickle.load(self.process.stdout)
                 if event != READY:
-                    self._events.put(event)
+                    self._events.put((float(sent_at), event))
         except Exception:  # end of file, a closed pipe or a torn pickle: the worker has gone
-            self._events.put(_GONE)
+            self._events.put((time.monotonic(), _GONE))
 
     def stop(self) -> None:
         """Ask the worker to stop after its current step (once)."""
@@ -177,9 +180,11 @@ class WorkerRun:
     def next_event(self, timeout: float):
         """The worker's next event (StepMetrics, EpochMetrics, TrainingEnd, then TrainedWeights),
         or None if none came within `timeout` s. A TrainingFailed and a worker that died are
-        raised as BharatEOError."""
+        raised as BharatEOError. `sent_at` says when the worker sent it (time.monotonic()): a busy
+        caller may read events long after they were sent, and those sent before a Stop are no
+        answer to it."""
         try:
-            event = self._events.get(timeout=timeout)
+            self.sent_at, event = self._events.get(timeout=timeout)
         except queue.Empty:
             return None
         if event is _GONE or event == _GONE:
@@ -233,7 +238,7 @@ def run_one_job() -> None:
     os.dup2(2, 1)  # a stray print goes to stderr, never into the event stream
 
     def send(obj) -> None:
-        pickle.dump(obj, events, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump((time.monotonic(), obj), events, protocol=pickle.HIGHEST_PROTOCOL)
         events.flush()
 
     jobs_in = sys.stdin.buffer

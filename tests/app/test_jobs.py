@@ -171,6 +171,38 @@ def test_stop_or_a_closed_browser_ends_a_frozen_worker(monkeypatch, how):
         thaw_and_end(job)
 
 
+def test_events_sent_before_stop_are_no_answer_to_it(monkeypatch):
+    """A busy server reads a backlog of step events after it asked a frozen worker to stop:
+    they were sent before the Stop, so they don't count as its answer and the worker is still
+    killed after the grace time (it used to wait for the 120 s stall limit; seen on a loaded CI
+    machine as a frozen worker still 'running' after 90 s)."""
+    monkeypatch.setenv("BHARATEO_MAX_TRAININGS", "1")
+    monkeypatch.setenv("BHARATEO_STALL_S", "600")  # only the Stop rule may end it in time
+    monkeypatch.setattr(jobs, "STOP_GRACE_S", 1.0)
+    job = jobs.TrainingJob(config(epochs=500), ROIS, "backlog", queue=jobs.TrainingQueue())
+    relay, slow = job._relay, {"on": False}
+
+    def slow_relay(event):  # a server too busy to keep up with the worker's events
+        if slow["on"]:
+            time.sleep(0.3)
+        return relay(event)
+
+    monkeypatch.setattr(job, "_relay", slow_relay)
+    job.start()
+    try:
+        wait_until(lambda: len(job.snapshot()["steps"]) > 2)
+        slow["on"] = True
+        wait_until(lambda: job.worker._events.qsize() >= 8)  # a backlog of events sent already
+        os.kill(job.worker.process.pid, signal.SIGSTOP)
+        job.stop()
+        wait_until(lambda: job.snapshot()["stopping"])
+        slow["on"] = False  # the backlog is read after the Stop was asked
+        job.join(60)
+        assert job.status == "failed" and "didn't answer Stop" in job.error, (job.status, job.error)
+    finally:
+        thaw_and_end(job)
+
+
 def test_the_servers_time_budget_stops_a_training_and_saves_it_saying_why(monkeypatch):
     monkeypatch.setenv("BHARATEO_MAX_TRAINING_S", "2")
     job = jobs.TrainingJob(config(epochs=500), ROIS, "budget", queue=jobs.TrainingQueue()).start()
