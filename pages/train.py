@@ -79,8 +79,8 @@ if config is not None:
     st.caption(f"Settings: {preset or 'custom'} · chips of {config.chips.chip_size} px from "
                f"{', '.join(roi_names)} · {pixel_source(config.chips.source).label}: tokens of "
                f"{tokens.channels} × {tokens.patch_size} × {tokens.patch_size} = "
-               f"{tokens.token_dim:,} values, {tokens.masked_value_targets:,} masked values to "
-               "reconstruct")
+               f"{tokens.token_dim:,} values, {tokens.masked_value_targets:,} masked values "
+               f"(masked pixels × {tokens.channels} bands) to reconstruct")
     st.markdown("**Expected work per chip** (training FLOPs: forward and backward, at this mask ratio)")
     st.table(flops_table(config))
     st.caption(precision_caption(config))
