@@ -4,15 +4,17 @@ import streamlit as st
 from streamlit_folium import st_folium
 
 from bharateo.app.figures import class_bar_chart
-from bharateo.app.mapview import build_region_map, map_caption, map_frame, map_layers, map_view
+from bharateo.app.mapview import (build_region_map, fit_bounds, map_caption, map_frame, map_layers,
+                                  map_view)
 from bharateo.app.pictures import roi_picture, share_legend_html
 from bharateo.app.regions import (SIZE_OPTIONS, collapsed_counts, current_presets, data_in_use_text,
                                   discard_proposal, empty_hint, handle_map_event, init_page_state,
                                   intro_text, is_cached, map_overviews, missing_presets,
                                   native_counts_html, nodata_pixels, offers_worldcover_presets,
-                                  on_size_change, place_form, presets_place, provenance_markdown,
-                                  read_regions, remove_roi, roi_summary, s2_dates_default,
-                                  s2_presets, s2_source_text, set_pixel_query, size_label,
+                                  on_size_change, place_form, presets_place, proposal_outside,
+                                  provenance_markdown, read_regions, remove_roi, roi_summary,
+                                  s2_dates_default, s2_presets, s2_scene_outlines,
+                                  s2_skipped_notes, s2_source_text, set_pixel_query, size_label,
                                   source_choices, source_mismatch, spec_from_form, spec_summary)
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import PAGES, keep_widget, page_setup
@@ -33,9 +35,9 @@ map_col, side_col = st.columns([3, 2], gap="medium")
 # --- right: messages, presets, size, the lon/lat form and the proposal -------------------------
 with side_col:
     if state.get("pending_regions"):  # a read stopped part-way by a rerun: finish it
-        specs, refit, tries = state.pending_regions
+        specs, refit, tries, *at_form = state.pending_regions
         if tries < 3:  # never loop on a read that keeps failing
-            read_regions(specs, refit)
+            read_regions(specs, refit, *at_form)
         state.pending_regions = None
     for kind, text in state.regions_messages:
         {"success": st.success, "warning": st.warning}.get(kind, st.error)(text)
@@ -58,6 +60,11 @@ with side_col:
         s2_cloud = d2.number_input("Max cloud over the scene (%)", 0.0, 100.0, step=5.0,
                                    key="region_s2_cloud")
         st.caption(s2_source_text())
+        if skipped := s2_skipped_notes():  # sub-folders of BHARATEO_S2_DIR that are no scene
+            with st.expander(f"{len(skipped)} folder{'s' * (len(skipped) > 1)} in "
+                             "BHARATEO_S2_DIR skipped (not a scene)"):
+                for note in skipped:
+                    st.caption(note)
     if problem := set_pixel_query(picked, s2_dates, s2_cloud):
         st.error(problem)
     if mismatch := source_mismatch():
@@ -114,10 +121,13 @@ with side_col:
             st.error(str(exc))
         else:
             if add_now:
-                read_regions([spec])  # reruns the page
+                read_regions([spec], at_form=True)  # reruns the page
             else:
                 state.proposed_roi = spec
                 state.region_map_view = None  # frame it, wherever it is
+    for kind, text in state.regions_form_messages:  # a read from the form or proposal: said here
+        {"warning": st.warning}.get(kind, st.error)(text)
+    state.regions_form_messages = []
 
     proposal = state.proposed_roi
     if proposal is not None:
@@ -125,6 +135,8 @@ with side_col:
             st.markdown(f"**Proposed: {proposal.name}** (dashed orange on the map, not read yet)")
             st.caption(spec_summary(proposal)
                        + ("; already in the local cache" if is_cached(proposal) else ""))
+            if outside := proposal_outside(proposal):  # said now, not after a failed read
+                st.warning(outside)
             try:
                 check_no_overlap(proposal, state.rois)
             except BharatEOError as exc:
@@ -134,7 +146,7 @@ with side_col:
             p1, p2 = st.columns(2)
             if p1.button("Add region", key="add_proposed", type="primary", width="stretch"):
                 read_regions([RoiSpec(new_name.strip() or proposal.name, proposal.lon,
-                                      proposal.lat, proposal.size)], refit=False)
+                                      proposal.lat, proposal.size)], refit=False, at_form=True)
             p2.button("Discard", key="discard_proposed", on_click=discard_proposal,
                       width="stretch")
 
@@ -143,23 +155,24 @@ with map_col:
     source = data_source_from_env()
     overviews = map_overviews(source)
     chosen, proposed = map_layers(state.rois, state.proposed_roi)
+    scenes = s2_scene_outlines()  # Sentinel-2 from a local folder: where regions can go
     state.region_map_frame = map_frame(
-        state.region_map_frame, (tuple(chosen), proposed, tuple(o.name for o in overviews)),
-        state.region_map_view,
-        lambda: map_view([b for _, b in chosen] + ([proposed[1]] if proposed else [])
-                               or [o.bounds for o in overviews]))
+        state.region_map_frame,
+        (tuple(chosen), proposed, tuple(o.name for o in overviews), tuple(scenes)),
+        state.region_map_view, lambda: map_view(fit_bounds(chosen, proposed, scenes, overviews)))
     center, zoom = state.region_map_frame[1]
     # the views this page drew lately: a map drawn at one reports it back, sometimes late (after
     # a refit on a loaded machine), and that report is not the user moving the map
     state.region_map_drawn = [state.region_map_frame[1], *state.get("region_map_drawn", [])][:6]
-    st_folium(build_region_map(chosen, proposed, center=center, zoom=zoom, overviews=overviews),
+    st_folium(build_region_map(chosen, proposed, center=center, zoom=zoom, overviews=overviews,
+                               scenes=scenes),
               use_container_width=True, height=450,
               returned_objects=["last_clicked", "center", "zoom"], key="region_map")
     if st.button("Fit the map to the regions", key="fit_map",
-                 disabled=not (chosen or proposed or overviews)):
+                 disabled=not (chosen or proposed or overviews or scenes)):
         state.region_map_view, state.region_map_frame = None, None
         st.rerun()
-    st.caption(map_caption(overviews) + f" Land cover © {ATTRIBUTION}; CC-BY 4.0.")
+    st.caption(map_caption(overviews, scenes) + f" Land cover © {ATTRIBUTION}; CC-BY 4.0.")
 
 # --- the chosen regions ------------------------------------------------------------------------
 st.subheader(f"Your regions ({len(state.rois)})")

@@ -529,3 +529,26 @@ def test_cli_prefetch_inspect_and_train_take_the_source(s2_env, capsys):
     assert load_run("cli-s2").config["chips"]["source"] == "s2-4band"
     assert cli.main(["inspect", *flags[:2], "--dates", "2020-03-01/2020-01-01"]) == 2
     assert "ends before it starts" in capsys.readouterr().err
+
+
+def test_folders_that_are_no_scene_are_skipped_with_a_reason_a_teacher_can_act_on(tmp_path):
+    """Each kind of non-scene sub-folder is named with why: band files without their STAC item,
+    a multi-band composite (the shared Belgium mosaic), nothing usable at all."""
+    from bharateo.sentinel2 import folder_scenes
+    from tests.s2_fixtures import BELGIUM_TIF, SCENE_DIR
+
+    tmp_path = tmp_path / "s2"  # beside whatever else the test's folder holds
+    (tmp_path / "bands_only").mkdir(parents=True)
+    (tmp_path / "bands_only" / "B02.tif").symlink_to(SCENE_DIR / "B02.tif")
+    (tmp_path / "composite").mkdir()
+    (tmp_path / "composite" / BELGIUM_TIF.name).symlink_to(BELGIUM_TIF)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad_item").mkdir()
+    (tmp_path / "bad_item" / "item.json").write_text("{not json")
+    scenes, notes = folder_scenes(tmp_path)
+    assert scenes == [] and len(notes) == 4 and all(n.startswith("skipped: ") for n in notes)
+    why = dict(n.removeprefix("skipped: ").split(": ", 1) for n in notes)
+    assert why["bands_only"].startswith("band files without a STAC item JSON")
+    assert why["composite"].startswith("a 4-band composite without a STAC item: not an L2A scene")
+    assert why["empty"].startswith("no band files and no STAC item: not a scene folder")
+    assert why["bad_item"].startswith("its STAC item item.json can't be read")

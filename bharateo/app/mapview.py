@@ -40,6 +40,7 @@ OVERVIEW_OPACITY = 0.75
 GRID_COLOR = "#6b7280"
 CHOSEN_COLOR = "#1d4ed8"
 PROPOSED_COLOR = "#ea580c"
+SCENE_COLOR = "#059669"
 
 MAP_CSS = f"""<style>
 .leaflet-container {{ background: #eef2f0; }}
@@ -185,18 +186,36 @@ def add_overview(fmap: folium.Map, overview) -> None:
     layer.add_to(fmap)
 
 
+def add_scene(fmap: folium.Map, name: str, bounds: Bounds) -> None:
+    """Outline one Sentinel-2 scene's footprint (no fill, not clickable: a click inside still
+    proposes a region there), its id written above its north-west corner."""
+    west, south, east, north = bounds
+    outline = folium.Rectangle(bounds=[[south, west], [north, east]], color=SCENE_COLOR,
+                               weight=2, fill=False, dash_array="2 6")
+    outline.options["interactive"] = False  # folium's path options drop `interactive`
+    outline.add_to(fmap)
+    label = folium.DivIcon(html=f'<span style="color: {SCENE_COLOR}">Sentinel-2 scene '
+                                f'{_label_text(name)}</span>',
+                           icon_size=(360, 16), icon_anchor=(0, 18),
+                           class_name="bharateo-roi-label")
+    folium.Marker([north, west], icon=label, interactive=False).add_to(fmap)
+
+
 def build_region_map(rois: list[tuple[str, Bounds]], proposed: tuple[str, Bounds] | None = None,
                      center: tuple[float, float] = (27.5, 77.0), zoom: int = 6,
-                     overviews=()) -> folium.Map:
-    """Offline map: land-cover `overviews` (bharateo.overview.Overview), the tile grid, each
-    chosen ROI as a solid rectangle and `proposed` dashed.
+                     overviews=(), scenes=()) -> folium.Map:
+    """Offline map: land-cover `overviews` (bharateo.overview.Overview), the tile grid, the
+    footprints of a local Sentinel-2 folder's `scenes` outlined, each chosen ROI as a solid
+    rectangle and `proposed` dashed.
 
-    `rois` and `proposed` are (name, (west, south, east, north)); `center` is (lat, lon).
+    `rois`, `proposed` and `scenes` are (name, (west, south, east, north)); `center` is (lat, lon).
     """
     fmap = offline_map(center, zoom)
     for overview in overviews:
         add_overview(fmap, overview)
     add_tile_grid(fmap)
+    for name, bounds in scenes:
+        add_scene(fmap, name, bounds)
     for name, bounds in rois:
         add_region(fmap, name, bounds, CHOSEN_COLOR, dashed=False)
     if proposed is not None:
@@ -256,6 +275,14 @@ def map_layers(rois: list[Roi], proposed: RoiSpec | None):
     return chosen, (None if proposed is None else (proposed.name, roi_window(proposed).bounds))
 
 
+def fit_bounds(chosen, proposed, scenes=(), overviews=()) -> list[Bounds]:
+    """What the map frames when it opens or is refitted: the regions and the proposal; with
+    none, the local Sentinel-2 folder's scene footprints (where a region can go in that mode);
+    else the land-cover overviews. Each argument as for build_region_map."""
+    return ([b for _, b in chosen] + ([proposed[1]] if proposed else [])
+            or [b for _, b in scenes] or [o.bounds for o in overviews])
+
+
 def drawn_view(view, drawn) -> bool:
     """True when `view` ((lat, lon), zoom), reported by the map, is one of the views in `drawn`
     (the page's own recent frames) to within a screen pixel at that zoom (256 px tiles:
@@ -303,10 +330,14 @@ def map_frame(frame, content, user_view, fit):
     return content, (user_view or fit())
 
 
-def map_caption(overviews) -> str:
-    """The map's key, naming the land-cover overviews on it and what their pixels are."""
+def map_caption(overviews, scenes=()) -> str:
+    """The map's key, naming the land-cover overviews on it and what their pixels are, and the
+    Sentinel-2 scene outlines when `scenes` are drawn."""
     text = ("Grey lines: the WorldCover 3° tiles everywhere (60°S-84°N), each named at its "
             "south-west corner once zoomed in. Blue: your regions; dashed orange: the proposal.")
+    if scenes:
+        text += (" Dotted green: the local Sentinel-2 folder's scenes (a region must lie inside "
+                 "one).")
     tiles = [o for o in overviews if re.fullmatch(r"[NS]\d\d[EW]\d{3}", o.name)]
     labels: dict[str, list[str]] = {}
     for o in tiles:

@@ -396,6 +396,36 @@ def s2_presets() -> list[RoiSpec]:
     return folder_presets()
 
 
+def s2_folder_mode() -> bool:
+    """Whether this session reads Sentinel-2 pixels from a local folder (BHARATEO_S2_DIR)."""
+    return not offers_worldcover_presets()
+
+
+def s2_scene_outlines() -> list:
+    """[(scene id, (west, south, east, north))] of the local folder's scenes, for the map, in
+    Sentinel-2 folder mode; [] otherwise (WorldCover, or a STAC source)."""
+    from bharateo.sentinel2 import folder_footprints
+
+    return folder_footprints() if s2_folder_mode() else []
+
+
+def s2_skipped_notes() -> list[str]:
+    """'skipped: <folder>: <why>' for each sub-folder of the local Sentinel-2 folder
+    (BHARATEO_S2_DIR) that is no scene; [] for a STAC source. The page shows them only while
+    Sentinel-2 pixels are picked."""
+    from bharateo.sentinel2 import folder_notes
+
+    return folder_notes()
+
+
+def proposal_outside(spec: RoiSpec) -> str:
+    """In Sentinel-2 folder mode, the message reading `spec` would fail with when its centre is
+    outside every scene of the folder (sentinel2.folder_outside); '' otherwise."""
+    from bharateo.sentinel2 import folder_outside
+
+    return folder_outside(spec) if s2_folder_mode() else ""
+
+
 def s2_dates_default() -> str:
     """The Sentinel-2 dates the Regions page's date field starts with: the session's, except
     while they are still the stock default (nothing typed, none from a lesson link) and the
@@ -617,6 +647,7 @@ def init_page_state() -> None:
     state = st.session_state
     state.setdefault("region_size_choice", DEFAULT_SIZE)  # not a widget key: survives pages
     state.setdefault("regions_messages", [])  # [(kind, text)] shown once, next to the map
+    state.setdefault("regions_form_messages", [])  # the same, under the form whose read failed
     state.setdefault("region_map_view", None)  # ((lat, lon), zoom) where the user left the map
     state.setdefault("region_map_frame", None)  # (what the map draws, the view it was drawn at)
     state.setdefault("region_map_seen", None)  # st_folium's return value last acted on
@@ -660,17 +691,19 @@ def discard_proposal() -> None:
     st.session_state.proposed_roi = None
 
 
-def read_regions(specs, refit: bool = True) -> None:
+def read_regions(specs, refit: bool = True, at_form: bool = False) -> None:
     """Read and add `specs` showing progress (a status box where it is called), then rerun so
     every widget sees the new regions.
 
     With `refit` (presets, the form) the map frames all regions again afterwards; a region added
-    from a map click (refit=False) keeps the user's view."""
+    from a map click (refit=False) keeps the user's view. With `at_form` (the lon/lat form, the
+    proposal) what went wrong is said under the form, where the user clicked, not at the top of
+    the column (off-screen by then)."""
     state = st.session_state
     # Kept until every spec is read: a map event arriving mid-read reruns the page and stops this
     # script, and the next run picks up what is left instead of adding only the first region.
     tries = state.pending_regions[2] + 1 if state.get("pending_regions") else 1
-    state.pending_regions = (list(specs), refit, tries)
+    state.pending_regions = (list(specs), refit, tries, at_form)
     errors, read = [], []
     start = time.perf_counter()
     with st.status(f"Reading {len(specs)} region{'s' if len(specs) > 1 else ''}…",
@@ -704,5 +737,5 @@ def read_regions(specs, refit: bool = True) -> None:
             ("success", f"Read {', '.join(read)} in {time.perf_counter() - start:.1f} s."))
         if refit:
             state.region_map_view = None
-    state.regions_messages.extend(errors)
+    (state.regions_form_messages if at_form else state.regions_messages).extend(errors)
     st.rerun()

@@ -19,7 +19,7 @@ from bharateo.roi import (MAX_NODATA_FRACTION, Roi, RoiSpec, _disk_fault, _with_
                           atomic_write_bytes, data_dir, read_timeout_s)
 from bharateo.sentinel2.bands import BANDS_4, BANDS_10, S2_LABEL, S2_SOURCES, SCL_CLOUD_CLASSES
 from bharateo.sentinel2.labels import worldcover_on_grid
-from bharateo.sentinel2.read import (RegionGrid, choose_scene, place_text, read_scene_window,
+from bharateo.sentinel2.read import (RegionGrid, choose_scene, folder_elsewhere, place_text, read_scene_window,
                                      reflectance_rule, scene_bounds, to_reflectance)
 from bharateo.sentinel2.scenes import (S2Query, S2Source, Scene, folder_scenes, in_range,
                                        s2_source_from_env, stac_scenes)
@@ -321,6 +321,39 @@ def folder_places(source: S2Source | None = None) -> list[str]:
         return []
     return [f"{scene.id} ({place_text(bounds)})" for scene in scenes
             if (bounds := scene_bounds(scene)) is not None]
+
+
+def _folder(source: S2Source | None):
+    """(scenes, notes) of `source` (default: the environment's) when it is a readable local
+    folder, else ([], []): an unreadable folder is said when a region is read."""
+    source = source or s2_source_from_env()
+    if source.kind != "folder":
+        return [], []
+    try:
+        return folder_scenes(Path(source.location))
+    except (BharatEOError, OSError):
+        return [], []
+
+
+def folder_footprints(source: S2Source | None = None) -> list[tuple[str, tuple]]:
+    """(scene id, (west, south, east, north) degrees, read.scene_bounds) of each scene of a local
+    Sentinel-2 folder whose place is known, for the Regions map. [] for a STAC source."""
+    return [(scene.id, tuple(bounds)) for scene in _folder(source)[0]
+            if (bounds := scene_bounds(scene)) is not None]
+
+
+def folder_notes(source: S2Source | None = None) -> list[str]:
+    """The local folder's sub-folders that are no scene, one 'skipped: <folder>: <why>' each
+    (scenes.folder_scenes). [] for a STAC source or an unreadable folder."""
+    return _folder(source)[1]
+
+
+def folder_outside(spec: RoiSpec, source: S2Source | None = None) -> str:
+    """'' unless `spec`'s centre is outside every scene of a local Sentinel-2 folder; then where
+    the scenes are and what to do (read.folder_elsewhere, the message reading it would give)."""
+    source = source or s2_source_from_env()
+    scenes = _folder(source)[0]
+    return folder_elsewhere(spec, scenes, source.describe()) if scenes else ""
 
 
 def folder_dates(source: S2Source | None = None) -> str | None:

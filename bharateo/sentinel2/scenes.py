@@ -150,18 +150,42 @@ def folder_scenes(folder: Path) -> tuple[list[Scene], list[str]]:
     for sub in subs:
         items = sorted(sub.glob("*.json"))
         if not items:
-            notes.append(f"{sub.name}: no STAC item JSON, skipped")
+            notes.append(f"skipped: {sub.name}: {_not_a_scene(sub)}")
             continue
         try:
             item = json.loads(items[0].read_text())
             scene = scene_from_item(item)
         except (OSError, ValueError, RegionError) as exc:
-            notes.append(f"{sub.name}: its item {items[0].name} is unreadable ({exc}), skipped")
+            notes.append(f"skipped: {sub.name}: its STAC item {items[0].name} can't be read "
+                         f"({exc}); copy the scene's item JSON again")
             continue
         local = {band: str(sub / f"{band}.tif") for band in ASSET_KEYS
                  if (sub / f"{band}.tif").is_file()}
         scenes.append(replace(scene, hrefs=local))
     return scenes, notes
+
+
+SCENE_LAYOUT = "one holds B02.tif ... SCL.tif and the scene's STAC item JSON"
+
+
+def _not_a_scene(sub: Path) -> str:
+    """Why a sub-folder without a STAC item is no scene, for a teacher: band files without the
+    item (which gives the date, cloud cover and processing baseline), a multi-band composite
+    (e.g. the shared monthly 4-band mosaic), or no GeoTIFF at all."""
+    tifs = sorted(sub.glob("*.tif"))
+    if any(t.stem in ASSET_KEYS for t in tifs):
+        return ("band files without a STAC item JSON (its date, cloud cover and processing "
+                "baseline are unknown): not usable until the scene's item is copied beside them")
+    if tifs:
+        try:
+            import rasterio
+
+            with rasterio.open(tifs[0]) as src:
+                what = f"a {src.count}-band composite"
+        except Exception:  # unreadable: still no scene; say what it holds
+            what = "GeoTIFF files"
+        return f"{what} without a STAC item: not an L2A scene folder ({SCENE_LAYOUT}); see README"
+    return f"no band files and no STAC item: not a scene folder ({SCENE_LAYOUT})"
 
 
 def stac_scenes(source: S2Source, bbox, query: S2Query) -> list[Scene]:

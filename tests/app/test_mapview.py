@@ -19,7 +19,9 @@ from bharateo.app.mapview import (
     STATIC_DIR,
     STATIC_URL,
     build_region_map,
+    fit_bounds,
     map_event,
+    map_view,
     offline_map,
     propose_roi_from_click,
 )
@@ -232,6 +234,33 @@ def test_chosen_rois_are_solid_and_proposed_is_dashed():
     assert '"dashArray": "6 4"' in options
     labels = [re.sub(r"<[^>]+>", "", html) for html in div_icon_html(page) if "<span" in html]
     assert labels == [name for name, _ in CHOSEN] + ["new_site (proposed)"]
+
+
+SCENE = ("S2A_29RKH_20200219_0_L2A", (-11.98, 24.30, -10.87, 25.30))
+
+
+def test_folder_scenes_are_outlined_unfilled_and_let_clicks_through():
+    page = rendered(build_region_map(CHOSEN, scenes=[SCENE]))
+    rectangles = re.findall(r"L\.rectangle\(\s*(\[\[.*?\]\]),\s*(\{.*?\})", page, re.S)
+    scene = [(c, o) for c, o in rectangles if c == "[[24.3, -11.98], [25.3, -10.87]]"]
+    assert len(rectangles) == len(CHOSEN) + 1 and len(scene) == 1
+    assert '"fill": false' in scene[0][1] and '"interactive": false' in scene[0][1]
+    labels = [re.sub(r"<[^>]+>", "", html) for html in div_icon_html(page) if "<span" in html]
+    assert "Sentinel-2 scene S2A_29RKH_20200219_0_L2A" in labels
+
+
+def test_the_map_frames_regions_then_folder_scenes_then_overviews():
+    """Regions and the proposal win; with none, a folder's scene footprints (Sentinel-2 from a
+    folder), else the land-cover overviews (WorldCover mode, unchanged)."""
+    class Overview:
+        bounds = (6.0, 0.0, 9.0, 3.0)
+
+    proposed = ("p", (76.0, 29.0, 76.2, 29.2))
+    assert fit_bounds(CHOSEN, proposed, [SCENE], [Overview]) == [b for _, b in CHOSEN] + [proposed[1]]
+    assert fit_bounds([], None, [SCENE], [Overview]) == [SCENE[1]]
+    assert fit_bounds([], None, [], [Overview]) == [Overview.bounds]
+    (lat, lon), zoom = map_view(fit_bounds([], None, [SCENE], [Overview]))
+    assert -11.98 < lon < -10.87 and 24.3 < lat < 25.3 and zoom >= 7
 
 
 def test_roi_names_are_escaped_in_tooltips():

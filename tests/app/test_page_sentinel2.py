@@ -276,3 +276,83 @@ def test_labels_that_cant_be_read_give_one_piece_of_advice_on_the_page(s2_lesson
     errors = " ".join(e.value for e in at.error)
     assert "labels need ESA WorldCover tile N24W012" in errors
     assert "BHARATEO_WORLDCOVER_DIR" in errors and "BHARATEO_S2_DIR" not in errors, errors
+
+
+def in_order(node):
+    """The page's elements and blocks in the order they are drawn (depth first)."""
+    yield node
+    for child in getattr(node, "children", {}).values():
+        yield from in_order(child)
+
+
+def drawn_after(at, element, key: str) -> bool:
+    """Whether `element` is drawn after the widget `key` (e.g. under a form's button)."""
+    order = [id(n) for n in in_order(at.main)]
+    keyed = [n for n in in_order(at.main) if getattr(n, "key", None) == key]
+    return bool(keyed) and order.index(id(element)) > order.index(id(keyed[0]))
+
+
+@pytest.fixture
+def s2_folder_with_composite(s2_lesson, tmp_path):
+    """The lesson's folder plus the shared Belgium 4-band composite (no STAC item)."""
+    composite = SCENE_DIR.parent / "S2_31UFS_2021-06_monthly_10m"
+    if not composite.is_dir():
+        pytest.skip("needs the shared composite folder")
+    (tmp_path / "s2" / composite.name).symlink_to(composite, target_is_directory=True)
+    return s2_lesson
+
+
+def test_folder_mode_frames_and_outlines_the_folders_scenes_and_says_what_was_skipped(
+        s2_folder_with_composite):
+    """Sentinel-2 from a folder: the map opens on the folder's scene (Western Sahara), not on the
+    WorldCover tiles at hand, and outlines it; the sub-folder that is no scene (the Belgium
+    composite) is named with why. WorldCover mode frames and draws as before."""
+    from bharateo.sentinel2 import folder_footprints
+
+    (scene_id, (west, south, east, north)), = folder_footprints()
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("pages/regions.py").run()
+    wc_frame = at.session_state["region_map_frame"]
+    assert "skipped:" not in texts(at) and not wc_frame[0][3]  # WorldCover: no scene drawn
+    at.radio(key="region_pixel_source").set_value("s2-4band").run()
+    assert not at.exception, at.exception
+    content, ((lat, lon), zoom) = at.session_state["region_map_frame"]
+    assert content[3] == ((scene_id, (west, south, east, north)),)  # drawn on the map
+    assert west < lon < east and south < lat < north, (lat, lon)
+    assert 700 * 360 / (256 * 2 ** zoom) >= east - west and zoom >= 7  # all of it, not a speck
+    assert "Dotted green: the local Sentinel-2 folder's scenes" in texts(at)
+    skipped = [e.value for e in at.caption if str(e.value).startswith("skipped:")]
+    assert skipped == ["skipped: S2_31UFS_2021-06_monthly_10m: a 4-band composite without a STAC "
+                       "item: not an L2A scene folder (one holds B02.tif ... SCL.tif and the "
+                       "scene's STAC item JSON); see README"]
+    assert [x.label for x in at.expander if "skipped" in x.label] == [
+        "1 folder in BHARATEO_S2_DIR skipped (not a scene)"]
+    at.radio(key="region_pixel_source").set_value("worldcover").run()
+    assert at.session_state["region_map_frame"] == wc_frame and "skipped:" not in texts(at)
+
+
+def test_a_proposal_outside_the_folders_scenes_is_said_at_once_and_a_failed_add_under_the_form(
+        s2_lesson):
+    """Propose at a point no scene of the folder holds: the proposal says so at once, before any
+    read, with where the scenes are; one inside the scene says nothing of it. Adding the far one
+    (from the proposal or with "Add region now") fails with the error drawn under the form,
+    where the click was, not at the top of the column."""
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("pages/regions.py").run()
+    at.radio(key="region_pixel_source").set_value("s2-4band").run()
+    at.button(key="FormSubmitter:roi_form-Propose").click().run()  # the form starts in the scene
+    assert at.session_state["proposed_roi"] is not None
+    assert not [w for w in at.warning if "No scene of" in w.value]
+    at.number_input(key="form_lon").set_value(6.6)
+    at.number_input(key="form_lat").set_value(0.25)
+    at.button(key="FormSubmitter:roi_form-Propose").click().run()
+    assert not at.exception and at.session_state["rois"] == []
+    warned = [w for w in at.warning if f"the folder's scenes are at {FOLDER_PLACE}" in w.value]
+    assert len(warned) == 1 and "6.6000E 0.2500N" in warned[0].value and not at.error
+    at.button(key="add_proposed").click().run()
+    for submit in ("add_proposed", "FormSubmitter:roi_form-Add region now"):
+        if submit != "add_proposed":
+            at.button(key=submit).click().run()
+        assert at.session_state["rois"] == []
+        failed = [e for e in at.error if "was not added" in e.value]
+        assert len(failed) == 1 and drawn_after(at, failed[0], "FormSubmitter:roi_form-Add region now")
