@@ -54,8 +54,9 @@ TABLE_COLUMNS = ("class", "precision", "recall", "F1", "support", "masked MAE")
 num = dict(width=52, alignment="right")
 table_format = {
     "class": st.column_config.TextColumn("class", width=130),  # fits wetland_mangrove
-    "precision": st.column_config.Column(
-        "precision", help="Of the patches it called this class, the share that were", **num),
+    "precision": st.column_config.Column(  # wider: the header itself needs ~70 px
+        "precision", help="Of the patches it called this class, the share that were",
+        **{**num, "width": 72}),
     "recall": st.column_config.Column("recall", help="Of this class's patches, the share it found", **num),
     "F1": st.column_config.Column("F1", help="Harmonic mean of precision and recall", **num),
     "support": st.column_config.Column(
