@@ -683,8 +683,8 @@ def on_size_change() -> None:
     if state.proposed_roi is not None:
         try:
             state.proposed_roi = resized(state.proposed_roi, state.region_size)
-        except BharatEOError as exc:
-            state.regions_messages.append(("error", str(exc)))
+        except BharatEOError as exc:  # said by the slider and the proposal, not atop the column
+            state.regions_form_messages.append(("error", str(exc)))
 
 
 def discard_proposal() -> None:

@@ -523,6 +523,9 @@ def s2_lesson(page, server, spec, shots):
     text = page.locator(b.MAIN).inner_text()  # only what the folder can serve, and where it is
     assert "Add the offline sample" not in text and "Add the notebook's" not in text
     assert "Sentinel-2 L2A pixels (4 bands" in text and "whose scenes are at S2A_29RKH" in text
+    b.map_locator(page).locator(".bharateo-roi-label", has_text="Sentinel-2 scene S2A_29RKH").wait_for()
+    _, lat, lon = b.map_view(page)  # the map opens on the folder's scene, not on São Tomé
+    assert -11.98 < lon < -10.87 and 24.30 < lat < 25.30, (lat, lon)
     page.get_by_role("button", name=spec.name).click()
     page.wait_for_selector(f"{b.MAIN} h4:has-text('{spec.name}')", timeout=b.LOAD_MS)
     b.wait_images_loaded(page, f'{b.MAIN} [data-testid="stImage"] img', 1)

@@ -450,3 +450,19 @@ def test_drawn_view_is_within_a_pixel():
     assert mapview.drawn_view(((28.5 + 1e-4, 77.0 - 1e-4), 9), drawn)
     assert not mapview.drawn_view(((28.5, 77.01), 9), drawn)  # ~7 px at zoom 9: a pan
     assert not mapview.drawn_view(((28.5, 77.0), 10), drawn)  # a zoom
+
+
+def test_a_proposal_that_cant_take_a_new_size_is_said_beside_the_slider_and_kept(regions):
+    """Growing a proposal at 179.95°E past 180° fails; the error is drawn under the size slider
+    and the form (where the user is), not at the top of the column, and the proposal is kept."""
+    from tests.app.test_page_sentinel2 import drawn_after
+
+    at = regions
+    at.select_slider(key="region_size").set_value(512).run()
+    at.number_input(key="form_lon").set_value(179.95)
+    at.number_input(key="form_lat").set_value(10.0)
+    at.button(key="FormSubmitter:roi_form-Propose").click().run()
+    assert at.session_state["proposed_roi"].size == 512 and not at.error
+    at.select_slider(key="region_size").set_value(4096).run()
+    assert not at.exception and at.session_state["proposed_roi"].size == 512
+    assert len(at.error) == 1 and drawn_after(at, at.error[0], "region_size")
