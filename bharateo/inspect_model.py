@@ -187,7 +187,9 @@ def embedding_map(model, chips: ChipSet, neighbours: int = NEIGHBOURS, precision
     "chip", "token", "label": M ints (label: the patch label, IGNORE_INDEX for no-data),
     "explained": 2 variance shares, "tokens_per_chip": N, "chips": K, "dim": D,
     "neighbours" / "similarity": K x k nearest chips by the cosine of their mean embeddings over
-    land-cover tokens (all tokens for a chip that has none)}.
+    land-cover tokens (all tokens for a chip that has none), centred on the mean over these chips:
+    every chip's tokens pass the same encoder and share a large common component, so raw cosines
+    all read ~1.00 and tell chips apart by rounding only}.
     """
     emb = token_embeddings(model, chips, precision=precision)  # K x N x D
     k, n, d = emb.shape
@@ -196,7 +198,7 @@ def embedding_map(model, chips: ChipSet, neighbours: int = NEIGHBOURS, precision
     land = (labels != IGNORE_INDEX)[..., None]
     counts = land.sum(axis=1)
     means = np.where(counts > 0, (emb * land).sum(axis=1) / np.maximum(counts, 1), emb.mean(axis=1))
-    near, sim = nearest_chips(means, neighbours)
+    near, sim = nearest_chips(means - means.mean(axis=0, keepdims=True), neighbours)
     return {"x": np.round(xy[:, 0], 5).tolist(), "y": np.round(xy[:, 1], 5).tolist(),
             "chip": np.repeat(np.arange(k), n).tolist(), "token": np.tile(np.arange(n), k).tolist(),
             "label": labels.reshape(-1).astype(int).tolist(),

@@ -123,7 +123,8 @@ if (picked := inside.picked_patch(selected, st.session_state.get("inside_map_tok
                             f"{token % maps.grid_size}): {inside.class_name(label)}")
     pic_col.button("Show this chip's attention above", key="inside_open_chip",
                    on_click=st.session_state.update, args=({"inside_chip": selected},))
-    near_col.markdown("**Chips like this one** (nearest by mean token embedding, cosine):")
+    near_col.markdown("**Chips like this one** (nearest by mean token embedding: cosine, after "
+                      "taking away what all these chips share):")
     near = inside.neighbours(value, selected)
     for col, (j, sim) in zip(near_col.columns(max(len(near), 1)), near):
         col.image(thumbnail(chips, j), output_format="PNG", caption=f"chip {j} · {sim:.2f}")

@@ -109,6 +109,20 @@ def test_embedding_map_has_one_point_per_token_with_its_chip_token_and_label():
     assert value["explained"][0] >= value["explained"][1] > 0
 
 
+def test_chips_like_this_one_ignore_what_every_chip_shares(monkeypatch):
+    """A component common to every chip's embeddings (the same encoder made them all) changes
+    neither the neighbours nor their similarities: cosines of raw means all read ~1.00."""
+    chips = block_chips(k=7)
+    model = tiny_model(chips)
+    emb = im.token_embeddings(model, chips)
+    value = im.embedding_map(model, chips, neighbours=3)
+    monkeypatch.setattr(im, "token_embeddings", lambda *a, **k: emb + 50.0)  # a large shared part
+    shifted = im.embedding_map(model, chips, neighbours=3)
+    assert shifted["neighbours"] == value["neighbours"]
+    np.testing.assert_allclose(shifted["similarity"], value["similarity"], atol=1e-4)
+    assert min(min(row) for row in value["similarity"]) < 0.9  # the scores tell chips apart
+
+
 def test_pca_matches_svd_up_to_sign():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(200, 5)) * np.array([5.0, 3.0, 1.0, 0.5, 0.1])

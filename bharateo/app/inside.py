@@ -22,7 +22,7 @@ MAX_MAP_POINTS = 60_000  # points drawn on the embedding map (every token is sto
 
 def embedding_map(model, chips: ChipSet, run: SavedRun | None = None) -> results.StoredResult:
     """inspect_model.embedding_map, computed once per model + chips, stored beside `run`."""
-    params = {"neighbours": im.NEIGHBOURS, "projection": "pca"}
+    params = {"neighbours": im.NEIGHBOURS, "projection": "pca", "similarity": "centred cosine"}
     return results.stored_result("embedding_map", model, chips, params,
                                  lambda: im.embedding_map(model, chips, im.NEIGHBOURS), run)
 
@@ -168,7 +168,7 @@ def picked_patch(chip, token, n_chips: int, n_tokens: int) -> tuple[int, int] | 
 
 
 def neighbours(value: dict, chip: int) -> list[tuple[int, float]]:
-    """"Chips like this one": (chip, cosine similarity of mean embeddings), best first."""
+    """"Chips like this one": (chip, cosine similarity of centred mean embeddings), best first."""
     if not 0 <= chip < value["chips"]:
         return []
     return list(zip(value["neighbours"][chip], value["similarity"][chip]))
