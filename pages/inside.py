@@ -127,7 +127,7 @@ if (picked := inside.picked_patch(selected, st.session_state.get("inside_map_tok
                       "taking away what all these chips share):")
     near = inside.neighbours(value, selected)
     for col, (j, sim) in zip(near_col.columns(max(len(near), 1)), near):
-        col.image(thumbnail(chips, j), output_format="PNG", caption=f"chip {j} · {sim:.2f}")
+        col.image(thumbnail(chips, j), output_format="PNG", caption=f"chip {j} · {sim:.3f}")
         col.button(f"open {j}", key=f"inside_near_{j}",
                    on_click=st.session_state.update, args=({"inside_map_chip": j},))
 st.markdown(legend_html(set(value["label"])), unsafe_allow_html=True)
