@@ -188,12 +188,25 @@ def wait_count(page, selector: str, at_least: int, timeout: float = 30.0) -> Non
 
 
 def wait_images_loaded(page, selector: str, at_least: int, timeout: float = 120.0) -> None:
-    """Until `at_least` images matching `selector` exist and have finished loading with pixels."""
-    page.wait_for_function(
-        """([sel, n]) => {
+    """Until `at_least` images matching `selector` exist and have finished loading with pixels.
+
+    An image whose fetch lost a race with a rerun (Streamlit drops the previous run's media files)
+    stays broken even though the new run serves the same URL: it is fetched again once, and the
+    broken sources are printed (seen once in a CI run, on a cold server's first lesson)."""
+    loaded = """([sel, n]) => {
             const imgs = Array.from(document.querySelectorAll(sel));
             return imgs.length >= n && imgs.every(i => i.complete && i.naturalWidth > 0);
-        }""", arg=[selector, at_least], timeout=timeout * 1000)
+        }"""
+    try:
+        page.wait_for_function(loaded, arg=[selector, at_least], timeout=timeout * 500)
+        return
+    except Exception:
+        broken = page.evaluate("""(sel) => Array.from(document.querySelectorAll(sel))
+            .filter(i => i.complete && i.naturalWidth === 0).map(i => {
+                const src = i.src; i.src = src + (src.includes("?") ? "&" : "?") + "refetch=1";
+                return src; })""", selector)
+        print(f"\nimages broken after {timeout / 2:g} s, fetched again: {broken}")
+    page.wait_for_function(loaded, arg=[selector, at_least], timeout=timeout * 500)
 
 
 def wait_until(condition, what: str, timeout: float = 30.0) -> None:
