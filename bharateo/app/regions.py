@@ -472,6 +472,24 @@ def chip_source_fields() -> dict:
     return {"source": found or kind, "dates": dates, "max_cloud": max_cloud}
 
 
+def _shared_read(key, load):
+    """The region stored under `key` in the server-wide store (least recently used out past
+    SHARED_ROIS), read with `load()` when it isn't there. The store's lock is not held while
+    reading: two sessions asking at once may both read, and the last one stored wins."""
+    lock, store = _shared_rois()
+    with lock:
+        roi = store.get(key)
+        if roi is not None:
+            store.move_to_end(key)
+            return roi
+    roi = load()
+    with lock:
+        store[key] = roi
+        while len(store) > SHARED_ROIS:
+            store.popitem(last=False)
+    return roi
+
+
 def read_s2_roi(spec: RoiSpec, kind: str, dates: str, max_cloud: float, progress=None):
     """A Sentinel-2 region (sentinel2.load_s2_roi) through the same server-wide store."""
     from dataclasses import replace
@@ -480,18 +498,8 @@ def read_s2_roi(spec: RoiSpec, kind: str, dates: str, max_cloud: float, progress
 
     source = data_source_from_env()
     key = (spec.lon, spec.lat, spec.size, source, kind, dates, max_cloud, s2_source_from_env())
-    lock, store = _shared_rois()
-    with lock:
-        roi = store.get(key)
-        if roi is not None:
-            store.move_to_end(key)
-    if roi is None:
-        roi = load_s2_roi(spec, S2_SOURCES[kind], S2Query(dates, max_cloud), wc_source=source,
-                          progress=progress)
-        with lock:
-            store[key] = roi
-            while len(store) > SHARED_ROIS:
-                store.popitem(last=False)
+    roi = _shared_read(key, lambda: load_s2_roi(spec, S2_SOURCES[kind], S2Query(dates, max_cloud),
+                                                wc_source=source, progress=progress))
     return replace(roi, spec=spec, provenance={**roi.provenance, "name": spec.name},
                    notes=list(roi.notes))
 
@@ -505,18 +513,8 @@ def read_roi(spec: RoiSpec, progress=None) -> Roi:
     if kind != "worldcover":
         return read_s2_roi(spec, kind, dates, max_cloud, progress)
     source = data_source_from_env()
-    key = (spec.lon, spec.lat, spec.size, source)
-    lock, store = _shared_rois()
-    with lock:
-        roi = store.get(key)
-        if roi is not None:
-            store.move_to_end(key)
-    if roi is None:
-        roi = load_roi(spec, source, progress=progress)  # its notes name no region
-        with lock:
-            store[key] = roi
-            while len(store) > SHARED_ROIS:
-                store.popitem(last=False)
+    roi = _shared_read((spec.lon, spec.lat, spec.size, source),
+                       lambda: load_roi(spec, source, progress=progress))  # notes name no region
     return Roi(spec, roi.native, {**roi.provenance, "name": spec.name}, list(roi.notes),
                roi.cache_error)
 

@@ -93,14 +93,19 @@ def test_a_sentinel2_lesson_from_regions_to_chips(s2_lesson):
     assert (restored.pixels == chips.pixels).all() and restored.band_stats == chips.band_stats
 
 
-def test_reconstruct_shows_true_and_false_colour(s2_lesson):
+def tiny_s2_run(region, name: str):
+    """A one-epoch 4-band run on `region`, saved as `name` -> (config, its regions, result)."""
     from bharateo.pipeline import load_rois
 
-    config = RunConfig(rois=(s2_lesson,), chips=ChipConfig(
+    config = RunConfig(rois=(region,), chips=ChipConfig(
         n_chips=16, chip_size=64, source="s2-4band", dates="2020-01-01/2020-03-01"),
         model=ModelConfig(embed_dim=32, depth=1, heads=2), train=TrainConfig(epochs=1, batch_size=8))
     rois = load_rois(config.rois, chips=config.chips)
-    result = run_experiment(config, rois=rois, name="s2-page")
+    return config, rois, run_experiment(config, rois=rois, name=name)
+
+
+def test_reconstruct_shows_true_and_false_colour(s2_lesson):
+    config, rois, result = tiny_s2_run(s2_lesson, "s2-page")
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.session_state["rois"] = rois
     at.session_state["chip_config"] = config.chips
@@ -122,13 +127,7 @@ def test_reconstruct_pastes_the_visible_patches_in_true_and_false_colour(s2_less
 
     from bharateo import evaluate as ev
     from bharateo.app.pictures import PANEL_SIDE, PASTED, RAW, THUMB_SIDE, chip_colour, thumbnail
-    from bharateo.pipeline import load_rois
-
-    config = RunConfig(rois=(s2_lesson,), chips=ChipConfig(
-        n_chips=16, chip_size=64, source="s2-4band", dates="2020-01-01/2020-03-01"),
-        model=ModelConfig(embed_dim=32, depth=1, heads=2), train=TrainConfig(epochs=1, batch_size=8))
-    rois = load_rois(config.rois, chips=config.chips)
-    result = run_experiment(config, rois=rois, name="s2-paste")
+    config, rois, result = tiny_s2_run(s2_lesson, "s2-paste")
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.session_state["train_chips"] = chips = result.train_chips
     at.session_state["heldout_chips"] = None
