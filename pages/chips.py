@@ -28,7 +28,8 @@ st.markdown(
     "Each training example is a square **chip** cut at random from a region, kept only if it "
     "holds at least *min classes* land-cover classes. The model reads a chip as palette RGB, "
     "cut into 16 × 16 px **tokens**; the dominant class of each token is its **patch label**. "
-    "No data (sea, outside coverage; black) is never a class: a chip more than "
+    "No data (open sea away from the coast, outside coverage; black) is never a class (sea "
+    "near the coast is mapped by ESA as water, a class): a chip more than "
     f"{MAX_CHIP_NODATA_FRACTION:.0%} no-data is drawn again, and a token at least half no-data "
     "gets no label and is left out of losses and metrics.")
 if not state.rois:

@@ -353,6 +353,6 @@ def map_caption(overviews, scenes=()) -> str:
         text += (", " if tiles else " Colours: ") + ", ".join(
             f"{n} cached region{'s' * (n > 1)} ({label})" for label, n in regions.items())
     if overviews:
-        text += "; no data (sea) left clear."
+        text += "; no data (open sea) left clear; sea near the coast is ESA's water class."
     return text + (" The OpenStreetMap background needs internet; offline the land-cover "
                    "colours, tiles, regions and clicks still work.")

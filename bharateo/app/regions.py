@@ -211,7 +211,7 @@ def roi_summary(roi: Roi) -> str:
     if nodata:
         from bharateo.chips import MAX_CHIP_NODATA_FRACTION  # imports torch: only when needed
 
-        text += (f" No data (sea / outside coverage): {nodata:,} pixels, "
+        text += (f" No data (open sea / outside coverage): {nodata:,} pixels, "
                  f"{nodata / roi.native.size:.1%} of the region; never a land-cover class (chips "
                  f"with more than {MAX_CHIP_NODATA_FRACTION:.0%} no-data are not used).")
     if roi.synthetic:
