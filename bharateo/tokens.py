@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from bharateo.errors import ConfigError
-from bharateo.model import check_mask_ratio, num_masked
+from bharateo.masking import check_mask_ratio, num_masked
 from bharateo.sources import DEFAULT_SOURCE, pixel_source
 
 # channel counts the Home page's calculator offers: this lab's input, then the notebook's next steps
