@@ -1,276 +1,295 @@
-"""A classroom on one server: N fresh browser sessions open Home while a model trains.
+"""A class on one server, measured at the server: waves of students, a training, a soak.
 
-One Streamlit server (app.py, on synthetic fixture tiles, offline, 127.0.0.1 only) and one
-training of the notebook default config in a worker process started through bharateo.app.jobs (the
-same worker, priority and threads the app's Train button gets), with two more trainings waiting
-in its queue. Phases, back to back in one process:
-  solo   the training alone for --phase-s seconds,
-  load   rounds of N fresh Chromium sessions (playwright, each its own browser context) opening
-         Home at once, each timed from navigation to the drawn page (title, token calculator and
-         no running script), until --phase-s has passed (at least one round); meanwhile
-         /_stcore/health is polled every 0.25 s,
-  solo   the training alone again.
-Prints p50/p95 time to a drawn Home (first round and all rounds), health-check latency, the
-training's chips/s in each phase and loaded vs solo, the peak sum of RSS of every process this
-bench started (server, worker, browser, itself), and the processor.
-Targets on 2 cores: p95 Home under 5 s with 10 sessions, training keeps >= 70 % of solo speed.
-Here the N browsers run on the same cores as the server and the training (in class they run on
-the students' devices), so the CPU seconds each role used during the load are printed too: the
-server's share per session is what a classroom server itself pays.
-Everything is bounded: each page load times out after 120 s, the whole load phase after 10 min.
+Starts the app as the README does (`streamlit run app.py`, the repository's .streamlit/config.toml,
+127.0.0.1 only, its data and runs in a temporary folder; the bundled real sample tile is read).
+The students are bench/stream_client.py tabs: what their own devices send and receive, with no
+browser on the server's cores (a browser costs about ten times the server's CPU for its tab).
+Plan, back to back:
+  wave       N students open Home at once, then all go to Train and stay --hold s (its live
+             fragments rerunning, as in a browser), then leave; no training running;
+  training   a teacher tab opens the lesson link (the São Tomé and Príncipe regions of the
+             bundled tile), goes to Train and clicks Train (the notebook default, --epochs);
+             it stays on Train, and its live progress bar gives the training's chips/s;
+  solo, wave, solo, wave, solo: the training alone for --solo-s, then with a wave, ...;
+  soak       with --soak-min M: for M minutes, N students go round every page (a new tab each
+             round), holding each a few seconds, while the training runs (restarted by the
+             teacher if it ends) and the teacher stays on Train; the server's memory (RSS) is
+             sampled every 5 s;
+  Stop, then a last wave with no training.
+Prints a line per step and the summary last:
+  students=N home_p95=..s home_p50=..s home_p95_training=..s train_kept=..% (solo .. chips/s,
+  loaded .. chips/s) server_cpu_per_student=..s failed=K [soak_min=M rss_first2min=.. MB
+  rss_end=.. MB rss_growth=..% soak_failed=K]
+home_*: seconds from a student's connect to a drawn Home (script_finished), over the waves
+without / with a training; train_kept: chips/s during the waves over the solo windows beside
+them; server_cpu_per_student: the server process's CPU s per student in a wave without training
+(Home, Train and --hold s on it); failed: page loads that timed out or drew an exception box.
+Targets on 2 cores (issue 20): Home p95 under 1 s without a training and 2 s with one, training
+kept >= 70 %, soak RSS growth after its first 2 minutes <= 10 %, nothing failed.
 
-usage: python bench/classroom_load.py [--sessions 10] [--phase-s 20]
-       BHARATEO_WORKER_THREADS / BHARATEO_WORKER_NICE set the worker's threads / niceness
-       (e.g. 2 / 0 for the settings before issue 11).
+usage: python bench/classroom_load.py [--students 30] [--soak-min 20] [--port 8615]
 """
+from __future__ import annotations
+
 import argparse
 import asyncio
 import os
+import platform
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lab import fixture_lab  # noqa: E402
+from stream_client import Tab  # noqa: E402
 
-import subprocess  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+LESSON = "roi=6.6,0.25,2048,sao_tome&roi=7.4,1.62,2048,principe"  # the bundled tile's regions
+PAGES = ["Regions", "Chips", "Train", "Reconstruct", "Evaluate", "Inside the model"]
+TICKS = os.sysconf("SC_CLK_TCK")
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, MAIN, REPO as APP_ROOT, StreamlitServer  # noqa: E402
 
-class SameSessionServer(StreamlitServer):
-    """The test helper's server, but in this bench's session (its own process group only): with
-    the kernel's autogroup scheduling, niceness only ranks processes of one session, and in class
-    the server and the worker it starts share one."""
-
-    def start(self) -> "SameSessionServer":
-        cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-               "--server.address", "127.0.0.1", "--server.port", str(self.port),
-               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, cwd=APP_ROOT, env=self.env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, process_group=0)
+# --- the server ------------------------------------------------------------------------------
+def start_server(port: int, lab: Path) -> subprocess.Popen:
+    """The README's command in a session of its own, data and runs under `lab`; waits for
+    /_stcore/health (120 s at most). A server may raise the training budget: the soak trains
+    for its whole length."""
+    env = dict(os.environ, BHARATEO_DATA_DIR=str(lab / "data"),
+               BHARATEO_CHECKPOINT_DIR=str(lab / "checkpoints"),
+               BHARATEO_MAX_TRAINING_S=os.environ.get("BHARATEO_MAX_TRAINING_S", "7200"))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1"],
+        cwd=ROOT, env=env, stdout=open(lab / "server.log", "wb"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+    for _ in range(240):
         try:
-            self._wait_healthy()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+            return server
+        except OSError:
+            if server.poll() is not None:
+                break
+            time.sleep(0.5)
+    stop_server(server)
+    sys.exit(f"the server did not start (log: {lab / 'server.log'})")
 
 
-HOME_DRAWN = 'h3:has-text("Token accounting calculator")'
-LOAD_TIMEOUT_S = 120.0
-LOAD_PHASE_LIMIT_S = 600.0
-
-
-def processor() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                  if line.startswith("model name")), "unknown")
-    return f"{model}, {len(os.sched_getaffinity(0))} cores available"
-
-
-def process_tree(root: int) -> dict[int, dict]:
-    """`root` and all its descendants: pid -> {"name", "rss" (bytes), "cpu" (s, with children
-    already waited for)}."""
-    procs = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
-            procs[int(entry.name)] = {
-                "parent": int(fields[1]), "name": stat[stat.index("(") + 1:stat.rindex(")")],
-                "rss": int(fields[21]) * os.sysconf("SC_PAGE_SIZE"),
-                "cpu": sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")}
-        except (OSError, ValueError, IndexError):
-            continue
-    tree, frontier = {root}, [root]
-    while frontier:
-        parent = frontier.pop()
-        children = [p for p, info in procs.items() if info["parent"] == parent and p not in tree]
-        tree.update(children)
-        frontier.extend(children)
-    return {p: procs[p] for p in tree if p in procs}
-
-
-def rss_of_tree(root: int) -> int:
-    """Sum of resident memory (bytes) of `root` and all its descendants."""
-    return sum(info["rss"] for info in process_tree(root).values())
-
-
-def cpu_by_role(server_pid: int, worker_pid: int) -> dict[str, float]:
-    """CPU seconds used so far by the server process, the training worker, the browser, the rest."""
-    roles = dict.fromkeys(("server", "training", "browser", "other"), 0.0)
-    for pid, info in process_tree(os.getpid()).items():
-        role = ("server" if pid == server_pid else "training" if pid == worker_pid
-                else "browser" if "chrom" in info["name"].lower() else "other")
-        roles[role] += info["cpu"]
-    return roles
-
-
-class Sampler(threading.Thread):
-    """Polls the health endpoint every 0.25 s and the memory every 0.5 s until stopped."""
-
-    def __init__(self, url: str):
-        super().__init__(daemon=True)
-        self.url, self.health, self.peak_rss, self.failures = url, [], 0, 0
-        self.recording = threading.Event()
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        last_rss = 0.0
-        while not self.done.is_set():
-            start = time.perf_counter()
-            try:
-                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=30) as r:
-                    r.read()
-                if self.recording.is_set():
-                    self.health.append(time.perf_counter() - start)
-            except OSError:
-                self.failures += 1
-            if time.monotonic() - last_rss > 0.5:
-                last_rss = time.monotonic()
-                self.peak_rss = max(self.peak_rss, rss_of_tree(os.getpid()))
-            self.done.wait(0.25)
-
-
-async def open_home(browser, url: str) -> float:
-    """Seconds from navigation to a drawn Home page in a fresh browser context."""
-    context = await browser.new_context(viewport={"width": 1400, "height": 900})
+def stop_server(server: subprocess.Popen) -> None:
+    """The server and every process of its session (the training workers)."""
     try:
-        page = await context.new_page()
-        await page.route("**/*", lambda route: route.continue_()
-                         if route.request.url.startswith(url) else route.abort())
-        start = time.perf_counter()
-        await page.goto(url, timeout=LOAD_TIMEOUT_S * 1000)
-        await page.wait_for_selector(f"{MAIN} {HOME_DRAWN}", timeout=LOAD_TIMEOUT_S * 1000)
-        await page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached",
-                                     timeout=LOAD_TIMEOUT_S * 1000)
-        return time.perf_counter() - start
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(server.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# --- students and the teacher ----------------------------------------------------------------
+async def student(url: str, hold: float, home_s: list, failed: list, go_train: asyncio.Event,
+                  ready: list) -> None:
+    tab = Tab(url)
+    try:
+        home = await tab.open()
+        ok = home.seconds is not None and not home.exception
+        (home_s.append(home.seconds) if ok else failed.append("home"))
+        ready.append(1)
+        await go_train.wait()
+        train = await tab.goto("Train")
+        if train.seconds is None or train.exception:
+            failed.append("train")
+        await asyncio.sleep(hold)
+    except Exception as exc:  # a refused or dropped connection counts as a failed student
+        failed.append(repr(exc))
     finally:
-        await context.close()
+        await tab.close()
 
 
-async def load_rounds(url: str, sessions: int, phase_s: float, server_pid: int,
-                      worker_pid: int) -> tuple[list[list[float]], dict[str, float]]:
-    """Rounds of `sessions` fresh sessions opening Home at once (see the module docstring), and
-    the CPU seconds each role used during them (the browser's own start-up left out)."""
-    from playwright.async_api import async_playwright
-
-    rounds = []
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            await open_home(browser, url)  # the browser's own start-up is not a session's wait
-            cpu_before, start = cpu_by_role(server_pid, worker_pid), time.monotonic()
-            while not rounds or (time.monotonic() - start < phase_s
-                                 and time.monotonic() - start < LOAD_PHASE_LIMIT_S):
-                rounds.append(list(await asyncio.gather(
-                    *(open_home(browser, url) for _ in range(sessions)))))
-            cpu_after = cpu_by_role(server_pid, worker_pid)
-        finally:
-            await browser.close()
-    return rounds, {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
+async def wave(url: str, n: int, hold: float, server_pid: int) -> dict:
+    """N students at once: Home, then (all drawn) Train for `hold` s. Times, failures and the
+    server's CPU seconds."""
+    home_s, failed, ready, go = [], [], [], asyncio.Event()
+    cpu0, t0 = cpu_s(server_pid), time.perf_counter()
+    tasks = [asyncio.create_task(student(url, hold, home_s, failed, go, ready)) for _ in range(n)]
+    while len(ready) + len(failed) < n and not all(t.done() for t in tasks):
+        await asyncio.sleep(0.05)
+    go.set()
+    await asyncio.gather(*tasks)
+    home_s.sort()
+    return {"n": n, "home_p50": pct(home_s, 50), "home_p95": pct(home_s, 95),
+            "failed": len(failed), "server_cpu_s": cpu_s(server_pid) - cpu0,
+            "wall_s": time.perf_counter() - t0, "rss_mb": rss_mb(server_pid)}
 
 
-def chips_trained(job) -> int:
-    with job._lock:
-        return len(job.steps) * job.config.train.batch_size
+class Teacher:
+    """The teacher's tab: the lesson link, Train, the Train button; its progress samples."""
+
+    def __init__(self, url: str, epochs: int):
+        self.url, self.epochs = url, epochs
+        self.samples: list[tuple[float, int]] = []  # (perf time, chips/s shown)
+        self.tab = Tab(url, on_progress=lambda step, chips_s: self.samples.append(
+            (time.perf_counter(), chips_s)))
+
+    async def start(self) -> None:
+        await self.tab.open(f"{LESSON}&epochs={self.epochs}")
+        await self.tab.goto("Train")
+        await self.tab.click("Train")
+
+    def speed(self, t0: float, t1: float) -> float | None:
+        """Median chips/s the progress bar showed between t0 and t1."""
+        shown = [c for t, c in self.samples if t0 <= t <= t1]
+        return statistics.median(shown) if shown else None
+
+    async def restart_if_done(self) -> None:
+        if self.samples and time.perf_counter() - self.samples[-1][0] > 10:
+            await self.tab.goto("Train")
+            if "Train" in self.tab.run.buttons:
+                await self.tab.click("Train")
+
+    async def stop(self) -> None:
+        await self.tab.goto("Train")
+        if "Stop" in self.tab.run.buttons:
+            await self.tab.click("Stop")
+        await self.tab.close()
 
 
-def measure_solo(job, seconds: float) -> float:
-    start_chips, start = chips_trained(job), time.perf_counter()
-    time.sleep(seconds)
-    return (chips_trained(job) - start_chips) / (time.perf_counter() - start)
+async def soak(url: str, n: int, minutes: float, server_pid: int, teacher: Teacher) -> dict:
+    """N students round every page for `minutes` (a new tab each round, 3 s a page) while the
+    training runs; the server's RSS every 5 s."""
+    end = time.perf_counter() + minutes * 60
+    failed, rounds, rss = [], [0], []
+
+    async def walker(i: int) -> None:
+        await asyncio.sleep(i * 0.3)  # students arrive over a few seconds, then keep going
+        while time.perf_counter() < end:
+            tab = Tab(url)
+            try:
+                run = await tab.open(LESSON if i % 2 else "")
+                for page in PAGES:
+                    if run.seconds is None or run.exception:
+                        failed.append(f"{run.what}")
+                    if time.perf_counter() >= end:
+                        break
+                    await asyncio.sleep(3)
+                    run = await tab.goto(page)
+                rounds[0] += 1
+            except Exception as exc:
+                failed.append(repr(exc))
+            finally:
+                await tab.close()
+
+    async def sampler() -> None:
+        t0 = time.perf_counter()
+        while time.perf_counter() < end:
+            rss.append((time.perf_counter() - t0, rss_mb(server_pid)))
+            await teacher.restart_if_done()
+            await asyncio.sleep(5)
+
+    await asyncio.gather(sampler(), *(walker(i) for i in range(n)))
+    first = max((m for t, m in rss if t <= 120), default=float("nan"))
+    last = rss[-1][1] if rss else float("nan")
+    return {"soak_min": minutes, "rounds": rounds[0], "soak_failed": len(failed),
+            "failures": sorted(set(failed))[:10], "rss_first2min": first, "rss_end": last,
+            "rss_max": max(m for _, m in rss), "rss_growth": 100 * (last - first) / first}
 
 
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
+def pct(values: list[float], q: float) -> float | None:
+    """The q-th percentile (nearest rank) of sorted `values`."""
+    if not values:
+        return None
+    return values[min(len(values) - 1, max(0, round(q / 100 * len(values) + 0.5) - 1))]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sessions", type=int, default=10)
-    parser.add_argument("--phase-s", type=float, default=20.0)
-    args = parser.parse_args()
-    if not 1 <= args.sessions <= 50:
-        parser.error("--sessions must be 1 to 50")
+async def main(a) -> None:
+    lab = Path(tempfile.mkdtemp(prefix="classroom-"))
+    server = start_server(a.port, lab)
+    url = f"http://127.0.0.1:{a.port}"
+    print(f"server pid {server.pid} on {url}; {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+          f"load {os.getloadavg()[0]:.2f}; lab folder {lab}", flush=True)
+    idle, busy, kept = [], [], []
+    try:
+        warm = Tab(url)  # the first session pays one-time imports: not a student's figure
+        await warm.open()
+        await warm.goto("Train")
+        await warm.close()
+        idle.append(await wave(url, a.students, a.hold, server.pid))
+        print("idle wave", idle[-1], flush=True)
+        teacher = Teacher(url, a.epochs)
+        await teacher.start()
+        await asyncio.sleep(10)  # the worker builds chips and takes its first steps
+        t = time.perf_counter()
+        await asyncio.sleep(a.solo_s)
+        solo = [teacher.speed(t, time.perf_counter())]
+        for _ in range(2):
+            t = time.perf_counter()
+            busy.append(await wave(url, a.students, a.hold, server.pid))
+            loaded = teacher.speed(t, time.perf_counter())
+            t = time.perf_counter()
+            await asyncio.sleep(a.solo_s)
+            solo.append(teacher.speed(t, time.perf_counter()))
+            if None not in (loaded, solo[-2], solo[-1]):
+                busy[-1]["chips_s"] = loaded
+                kept.append(loaded / ((solo[-2] + solo[-1]) / 2))
+            print("wave with training", busy[-1], f"solo chips/s {solo[-2:]}", flush=True)
+        soaked = {}
+        if a.soak_min:
+            soaked = await soak(url, a.students, a.soak_min, server.pid, teacher)
+            print("soak", soaked, flush=True)
+        await teacher.stop()
+        idle.append(await wave(url, a.students, a.hold, server.pid))
+        print("idle wave", idle[-1], flush=True)
+    finally:
+        stop_server(server)
+        shutil.rmtree(lab, ignore_errors=True)
 
-    os.environ["BHARATEO_MAX_TRAININGS"] = "1"
-    tmp = fixture_lab(Path(tempfile.mkdtemp(prefix="classroom_load_")))
-
-    from bharateo.app import jobs
-    from bharateo.pipeline import PRESETS, RunConfig, load_rois
-    from bharateo.train import TrainConfig
-    from bharateo.app.worker import WORKER_NICE, spare_worker_ready, worker_threads
-
-    nb = PRESETS["notebook default"]
-    config = RunConfig(rois=nb.rois, chips=nb.chips, model=nb.model,
-                       train=TrainConfig(**{**nb.train.to_dict(), "epochs": 10_000}))
-    rois = load_rois(config.rois)
-    queue = jobs.TrainingQueue()
-
-    with SameSessionServer(dict(os.environ), tmp / "server.log") as server:
-        sampler = Sampler(server.url)
-        sampler.start()
-        jobs.keep_spare_worker()
-        spare_worker_ready(60)
-        training = jobs.TrainingJob(config, rois, "load-train", queue=queue).start()
-        waiting = [jobs.TrainingJob(config, rois, f"load-wait-{i}", queue=queue).start()
-                   for i in range(2)]
-        deadline = time.monotonic() + 120
-        while len(training.snapshot()["steps"]) < 5 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        try:
-            if training.status != "running":
-                raise SystemExit(f"the training did not start: {training.status} {training.error}")
-            solo_before = measure_solo(training, args.phase_s)
-            sampler.recording.set()
-            start_chips, start = chips_trained(training), time.perf_counter()
-            rounds, cpu_load = asyncio.run(load_rounds(server.url, args.sessions, args.phase_s,
-                                                       server.proc.pid, training.worker.process.pid))
-            loaded = (chips_trained(training) - start_chips) / (time.perf_counter() - start)
-            load_s = time.perf_counter() - start
-            sampler.recording.clear()
-            solo_after = measure_solo(training, args.phase_s)
-        finally:
-            for job in (*waiting, training):
-                job.stop()
-            for job in (*waiting, training):
-                job.join(120)
-            sampler.done.set()
-            sampler.join(40)
-
-    first, every = rounds[0], [t for r in rounds for t in r]
-    solo = (solo_before + solo_after) / 2
-    health = sampler.health or [float("nan")]
-    print(f"processor: {processor()}")
-    print(f"training worker: {worker_threads()} torch thread(s), nice "
-          f"{os.environ.get('BHARATEO_WORKER_NICE', WORKER_NICE)}; notebook default config; "
-          f"2 more trainings queued")
-    print(f"Home drawn, first round of {args.sessions} fresh sessions at once: "
-          f"p50 {statistics.median(first):.2f} s, p95 {percentile(first, 0.95):.2f} s, "
-          f"max {max(first):.2f} s   (target p95 < 5 s)")
-    print(f"Home drawn, all {len(rounds)} round(s), {len(every)} loads: "
-          f"p50 {statistics.median(every):.2f} s, p95 {percentile(every, 0.95):.2f} s")
-    print(f"health check during the load: p50 {statistics.median(health) * 1000:.0f} ms, "
-          f"p95 {percentile(health, 0.95) * 1000:.0f} ms, max {max(health) * 1000:.0f} ms "
-          f"({len(sampler.health)} checks, {sampler.failures} failed)")
-    print(f"training chips/s: solo {solo_before:.0f} before, {solo_after:.0f} after; "
-          f"under load {loaded:.0f} = {loaded / solo:.0%} of solo   (target >= 70 %)")
-    loads = sum(len(r) for r in rounds)
-    print(f"CPU seconds during the load phase ({load_s:.0f} s wall, {loads} sessions): server "
-          f"{cpu_load['server']:.1f} ({cpu_load['server'] / loads:.2f} per session), browsers "
-          f"{cpu_load['browser']:.1f}, training {cpu_load['training']:.1f}, "
-          f"bench and others {cpu_load['other']:.1f}")
-    print(f"peak memory, sum of RSS of every process of this bench: "
-          f"{sampler.peak_rss / 2**30:.2f} GiB")
+    def times(waves, key):
+        return max((w[key] for w in waves if w[key] is not None), default=None)
+    f = lambda v, d=2: "?" if v is None else f"{v:.{d}f}"  # noqa: E731
+    solo_mean = statistics.mean(s for s in solo if s is not None) if any(solo) else None
+    loaded_mean = statistics.mean(w["chips_s"] for w in busy if "chips_s" in w) if kept else None
+    line = (f"students={a.students} home_p95={f(times(idle, 'home_p95'))}s "
+            f"home_p50={f(times(idle, 'home_p50'))}s "
+            f"home_p95_training={f(times(busy, 'home_p95'))}s "
+            f"train_kept={f(100 * statistics.mean(kept) if kept else None, 0)}% "
+            f"(solo {f(solo_mean, 1)} chips/s, loaded {f(loaded_mean, 1)} chips/s) "
+            f"server_cpu_per_student={f(statistics.mean(w['server_cpu_s'] for w in idle) / a.students, 3)}s "
+            f"failed={sum(w['failed'] for w in idle + busy)}")
+    if soaked:
+        line += (f" soak_min={a.soak_min:g} rss_first2min={soaked['rss_first2min']:.0f}MB "
+                 f"rss_end={soaked['rss_end']:.0f}MB rss_growth={soaked['rss_growth']:.1f}% "
+                 f"soak_failed={soaked['soak_failed']}")
+    print(line)
 
 
 if __name__ == "__main__":
-    main()
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--students", type=int, default=30, help="students per wave and in the soak")
+    p.add_argument("--hold", type=float, default=8, help="seconds each student stays on Train")
+    p.add_argument("--solo-s", type=float, default=20, help="seconds of training alone around each wave")
+    p.add_argument("--epochs", type=int, default=500, help="the teacher's training's epochs")
+    p.add_argument("--soak-min", type=float, default=0, help="minutes of soak (0: none)")
+    p.add_argument("--port", type=int, default=8615)
+    args = p.parse_args()
+    if not 1 <= args.students <= 200 or args.soak_min < 0 or not 1 <= args.epochs <= 500:
+        p.error("students 1-200, soak-min >= 0, epochs 1-500")
+    asyncio.run(main(args))
