@@ -184,7 +184,7 @@ def _not_a_scene(sub: Path) -> str:
                 what = f"a {src.count}-band composite"
         except Exception:  # unreadable: still no scene; say what it holds
             what = "GeoTIFF files"
-        return f"{what} without a STAC item: not an L2A scene folder ({SCENE_LAYOUT}); see README"
+        return f"{what} without a STAC item: not an L2A scene folder ({SCENE_LAYOUT}); see docs/sentinel2.md"
     return f"no band files and no STAC item: not a scene folder ({SCENE_LAYOUT})"
 
 

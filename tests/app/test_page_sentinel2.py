@@ -323,7 +323,7 @@ def test_folder_mode_frames_and_outlines_the_folders_scenes_and_says_what_was_sk
     skipped = [e.value for e in at.caption if str(e.value).startswith("skipped:")]
     assert skipped == ["skipped: S2_31UFS_2021-06_monthly_10m: a 4-band composite without a STAC "
                        "item: not an L2A scene folder (one holds B02.tif ... SCL.tif and the "
-                       "scene's STAC item JSON); see README"]
+                       "scene's STAC item JSON); see docs/sentinel2.md"]
     assert [x.label for x in at.expander if "skipped" in x.label] == [
         "1 folder in BHARATEO_S2_DIR skipped (not a scene)"]
     at.radio(key="region_pixel_source").set_value("worldcover").run()
