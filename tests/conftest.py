@@ -36,3 +36,37 @@ def worldcover_dir(isolated_env, fixture_tiles_dir, monkeypatch) -> FixtureInfo:
     """Point BHARATEO_WORLDCOVER_DIR at the fixture tiles; returns the FixtureInfo."""
     monkeypatch.setenv("BHARATEO_WORLDCOVER_DIR", str(fixture_tiles_dir.folder))
     return fixture_tiles_dir
+
+
+# --- tiers -------------------------------------------------------------------------------------
+# Every test gets one tier marker, from where it is and what it drives, so a tier runs alone:
+#   pytest -m unit          the science (tests/*.py), no page, no browser, no torchrun: quick
+#   pytest -m app           the app (tests/app/): pages through streamlit.testing.v1.AppTest and
+#                           the app's own logic; science tests that drive a page are here too
+#   pytest -m browser       the real UI in headless Chromium (tests/app/test_browser.py)
+#   pytest -m distributed   DDP under torchrun (tests/test_distributed.py)
+TIERS = ("unit", "app", "browser", "distributed")
+
+
+def _tier(item) -> str:
+    import inspect
+
+    path = item.path.as_posix()
+    if path.endswith("/tests/app/test_browser.py"):
+        return "browser"
+    if path.endswith("/tests/test_distributed.py"):
+        return "distributed"
+    if "/tests/app/" in path:
+        return "app"
+    try:
+        drives_a_page = "AppTest" in inspect.getsource(item.function)
+    except (OSError, TypeError):
+        drives_a_page = False
+    return "app" if drives_a_page else "unit"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if not any(item.get_closest_marker(name) for name in TIERS):
+            item.add_marker(_tier(item))
