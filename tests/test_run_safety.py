@@ -34,10 +34,10 @@ def saved(name: str) -> Path:
     return runs.save_run(name, make_model(CONFIG.model, 0), CONFIG.to_dict(), [], {})
 
 
-def many_files(name: str) -> Path:
+def many_files(name: str, files: int = FILES) -> Path:
     folder = runs.run_dir(name)
     folder.mkdir()
-    for i in range(FILES):
+    for i in range(files):
         (folder / f"result_{i:03d}.json").write_text(json.dumps({"i": i}))
     return folder
 
@@ -52,14 +52,14 @@ def outcome(action):
         return f"{type(exc).__name__}: {exc}"
 
 
-def check_round(renamed: str, deleted: str, k: int) -> None:
+def check_round(renamed: str, deleted: str, k: int, files: int = FILES) -> None:
     """One of: renamed with every file (the delete found nothing), or deleted (the rename found
     nothing); never an empty or half folder, never an "ok" that isn't true."""
     moved = runs.run_dir(f"moved-{k}")
     assert {renamed, deleted} == {"ok", "not found"}, (renamed, deleted)
     assert not runs.run_dir(f"race-{k}").exists()
     if renamed == "ok":
-        assert sorted(p.name for p in moved.iterdir()) == [f"result_{i:03d}.json" for i in range(FILES)]
+        assert sorted(p.name for p in moved.iterdir()) == [f"result_{i:03d}.json" for i in range(files)]
     else:
         assert not moved.exists()
 
@@ -92,7 +92,7 @@ def _race_in_a_process(action, k, start, answers):
 def test_racing_rename_and_delete_in_two_processes():
     ctx = multiprocessing.get_context("fork")
     for k in range(8):
-        many_files(f"race-{k}")
+        many_files(f"race-{k}", 600)  # processes wake less in step than threads: a longer delete
         start, answers = ctx.Barrier(2), ctx.Queue()
         procs = [ctx.Process(target=_race_in_a_process, args=(a, k, start, answers))
                  for a in ("rename", "delete")]
@@ -101,7 +101,7 @@ def test_racing_rename_and_delete_in_two_processes():
         got = dict(answers.get(timeout=60) for _ in procs)
         for p in procs:
             p.join(timeout=60)
-        check_round(got["rename"], got["delete"], k)
+        check_round(got["rename"], got["delete"], k, 600)
 
 
 def test_a_result_is_never_written_into_a_run_being_deleted():
