@@ -514,7 +514,7 @@ def rename_run(old: str, new: str, root: Path | None = None) -> Path:
 
 def _rename(src: Path, dst: Path, old: str, new: str) -> Path:
     if not src.is_dir():
-        raise RunNotFoundError(f"There is no saved run called '{old}'.")
+        raise RunNotFoundError(f"There is no saved run called '{old}' (renamed or deleted meanwhile?).")
     _refuse_a_live_reservation(src, old, "renamed")
     try:
         dst.mkdir()
@@ -538,7 +538,8 @@ def delete_run(name: str, root: Path | None = None) -> None:
     try:
         with runs_locked(path.parent):
             if not path.is_dir():
-                raise RunNotFoundError(f"There is no saved run called '{name}'.")
+                raise RunNotFoundError(f"There is no saved run called '{name}' (renamed or deleted "
+                                       "meanwhile?).")
             _refuse_a_live_reservation(path, name, "deleted")
             aside = make_temp_dir(path.parent, "deleted")
             try:
