@@ -236,3 +236,34 @@ def test_the_runs_lock_is_reentrant_within_a_thread():
             pass
         runs.release_run_name(runs.reserve_run_name("inside"))  # the changes take it again
     assert not runs.run_dir("inside").exists()
+
+
+def test_no_file_name_opens_anything_outside_the_run_folder(tmp_path):
+    """Generated names (paths, '..', links, NUL) either open a plain file directly inside the run
+    folder (checked through /proc/self/fd) or raise OSError."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (tmp_path / "secret").write_text("s")
+    (folder / "link").symlink_to(tmp_path / "secret")
+    (folder / "sub").mkdir()
+    opened = []
+    names = st.one_of(st.text(max_size=12), st.sampled_from(
+        ["config.json", "link", "sub", "..", ".", "../secret", "sub/../config.json", "/etc/passwd",
+         "a\x00b", ""]))
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(names)
+    def check(name):
+        try:
+            with runfolder.open_run_file(folder, name) as f:
+                opened.append(name)
+                assert Path(os.readlink(f"/proc/self/fd/{f.fileno()}")).parent == folder.resolve()
+        except (OSError, ValueError):  # ValueError: an embedded NUL byte
+            pass
+
+    check()
+    assert set(opened) <= {"config.json"}
+    assert runfolder.read_run_bytes(folder, "config.json") == b"{}"
