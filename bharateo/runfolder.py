@@ -152,7 +152,7 @@ def _left_over(path: Path, now: float) -> bool:
         return False
     if m := _OWNED_TMP_RE.search(name):
         return not owner_alive(int(m.group(1)), int(m.group(2)) or None)
-    if name.endswith((".tmp", ".old")) or ".tmp-" in name:
+    if name.endswith((".tmp", ".old")):
         try:
             return now - path.lstat().st_mtime > STALE_UNOWNED_S
         except OSError:
