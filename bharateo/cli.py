@@ -166,7 +166,7 @@ def cmd_train(args) -> None:
     from bharateo.pipeline import (PRESETS, SECTIONS, RunConfig, knob_problems, knob_settings,
                                    knobs_from_config, run_experiment)
     from bharateo.roi import NOTEBOOK_ROIS, default_presets
-    from bharateo.runs import release_run_name, reserve_run_name
+    from bharateo.runs import clean_leftovers, release_run_name, reserve_run_name
     from bharateo.settings import from_args, rebuilt
 
     chip_flags = set(from_args(ChipConfig, args)) - set(from_args(SECTIONS["train"], args))
@@ -195,6 +195,7 @@ def cmd_train(args) -> None:
         raise ConfigError("Fix these settings: " + " ".join(problems))
     config.validate()  # the app's checks and messages, before anything is read or built
     resolve_device(config.train.device)  # a missing GPU fails now, before the name is reserved
+    clean_leftovers()  # what a killed save or training left (never a live process's)
     if args.chips_dir is not None:  # chips from a store on disk, one process or under torchrun
         return cmd_train_store(args, config)
     # reserve the name before spending time on training (a taken name fails now, not at save)

@@ -202,7 +202,9 @@ def train_from_store(config, store_dir, name=None, on_event=None, ranks: RankGro
     StepMetrics/EpochMetrics.
 
     -> pipeline.ExperimentResult (path set when `name` is given and this is rank 0), or None on
-    ranks other than 0, which never write. ChipStoreError for a store that can't be read,
+    ranks other than 0, which never write. ChipStoreError for a store that can't be read, or
+    whose shards or manifest changed during the training (store.ChipStore.check_unchanged: then
+    nothing is saved),
     ConfigError for settings that don't fit, RunSaveError when the run can't be written,
     DistributedError when another rank fails or stops answering.
     """
@@ -232,6 +234,9 @@ def train_from_store(config, store_dir, name=None, on_event=None, ranks: RankGro
         return None
     result = ExperimentResult(model, end.history, end, metrics, store, heldout)
     if name:
+        for chips in (store, heldout):  # the run records this store: what it read must be it
+            if chips is not None:
+                chips.check_unchanged()
         meta = {**config.to_dict(), "data": store.manifest["regions"],
                 "chip_store": store.describe(),
                 "distributed": {"world_size": ranks.world_size if ranks else 1,

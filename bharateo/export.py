@@ -13,6 +13,7 @@ import stat
 import zipfile
 
 from bharateo.errors import RunNotFoundError, RunSaveError
+from bharateo.runfolder import read_run_bytes
 from bharateo.runs import SavedRun, validate_run_name
 
 ARCHIVE_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*\.(pt|json)$")  # model.pt, config.json, results
@@ -50,7 +51,7 @@ def run_archive(run: SavedRun) -> bytes:
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path in files:
             try:
-                data = path.read_bytes()
+                data = read_run_bytes(run.path, path.name)  # never through a link swapped in
             except OSError:
                 continue
             archive.writestr(f"{name}/{path.name}", data)

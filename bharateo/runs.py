@@ -7,6 +7,12 @@ leaves half a run and a name taken meanwhile is never overwritten: the run is sa
 next free name instead. Every file read back is checked (one schema check per file); a damaged
 run is listed with its reason and can be renamed or deleted, but not used. Run names are checked
 before any path is built.
+
+Changes to the runs are serialised (bharateo/runfolder.py: one lock on the checkpoints folder),
+so a rename and a delete of one run at the same moment give one outcome, told truly to both
+callers. Reservations and temporary folders record their owner by PID and process start time;
+clean_leftovers removes what a killed process left. Files are read from a run folder without
+following links.
 """
 from __future__ import annotations
 
@@ -18,7 +24,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +35,9 @@ from bharateo.errors import (BharatEOError, CheckpointMismatchError, ConfigError
 from bharateo.architectures import build_model
 from bharateo.device import cpu_state_dict, resolve_device
 from bharateo.model import ModelConfig, TinyRGBMAE
+from bharateo.runfolder import (RunFileError, linked_files, make_temp_dir, make_temp_file, open_run_file,
+                                owner, read_run_bytes, reservation_alive, runs_locked)
+from bharateo.runfolder import clean_leftovers as _clean_leftovers
 from bharateo.schema import is_int, is_number, json_bytes
 
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -101,7 +109,7 @@ def _write_file(path: Path, data: bytes) -> None:
 
 def _write_into(folder: Path, filename: str, data: bytes) -> None:
     """Replace folder/filename atomically; never creates `folder` (FileNotFoundError if gone)."""
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{filename}.", suffix=".tmp")
+    fd, tmp = make_temp_file(folder, filename)  # owner in its name: clean_leftovers
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -130,9 +138,14 @@ def reserve_run_name(name: str, root: Path | None = None, exact: bool = False) -
     base = validate_run_name(name)
     root = root or checkpoint_root()
     try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
+        with runs_locked(root):
+            return _reserve(base, root, exact)
+    except OSError as exc:  # the folder can't be created or locked
         raise _save_error(exc, base, root) from exc
+
+
+def _reserve(base: str, root: Path, exact: bool) -> ReservedName:
+    """reserve_run_name under the runs lock."""
     for k in range(1, MAX_NAME_TRIES):
         candidate = base if k == 1 else suffixed_name(base, k)
         path = run_dir(candidate, root)
@@ -146,7 +159,7 @@ def reserve_run_name(name: str, root: Path | None = None, exact: bool = False) -
             raise _save_error(exc, candidate, root) from exc
         reserved = ReservedName(candidate)
         reserved.token = secrets.token_hex(8)
-        marker = {"token": reserved.token, "pid": os.getpid(),
+        marker = {"token": reserved.token, **owner(),  # pid and process start: see runfolder
                   "reserved_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         try:
             _write_into(path, RESERVED, json.dumps(marker).encode())
@@ -163,9 +176,11 @@ def release_run_name(name: str, root: Path | None = None) -> None:
     token = getattr(name, "token", None)
     try:
         path = run_dir(name, root)
-        if token and (_marker(path) or {}).get("token") == token and not (path / "config.json").exists():
-            (path / RESERVED).unlink()
-            path.rmdir()
+        with runs_locked(path.parent):
+            if (token and (_marker(path) or {}).get("token") == token
+                    and not (path / "config.json").exists()):
+                (path / RESERVED).unlink()
+                path.rmdir()
     except (OSError, BharatEOError):
         pass
 
@@ -184,7 +199,7 @@ def _claim(final: Path, token: str | None) -> Path:
         return final
     except FileExistsError:
         pass
-    free = reserve_run_name(final.name, final.parent)
+    free = _reserve(final.name, final.parent, exact=False)
     (run_dir(free, final.parent) / RESERVED).unlink()
     return run_dir(free, final.parent)
 
@@ -196,14 +211,16 @@ def save_run(name: str, model: TinyRGBMAE, config: dict, history: list[dict], me
     The run goes into its reservation (see reserve_run_name) or, if the name is free, under that
     name; a name taken by another run meanwhile gives the next free name (compare the returned
     folder's name). Non-finite metrics are written as null. RunSaveError (what, where) when the
-    disk is full or read-only; nothing half-written is left behind.
+    disk is full or read-only; nothing half-written is left behind. The files are written into a
+    hidden temporary folder named with this process (removed by clean_leftovers if it is killed);
+    only the final rename holds the runs lock.
     """
     token = getattr(name, "token", None)
     final = run_dir(name, root)
     where = final.parent
     try:
         where.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=where, prefix=f".{final.name}.", suffix=".tmp"))
+        tmp = make_temp_dir(where, "save_run")
     except OSError as exc:
         raise _save_error(exc, final.name, where) from exc
     claimed = None
@@ -216,14 +233,15 @@ def save_run(name: str, model: TinyRGBMAE, config: dict, history: list[dict], me
                                ("history.json", json_bytes(history)),
                                ("metrics.json", json_bytes(metrics))):
             _write_file(tmp / filename, data)
-        if overwrite and final.exists():
-            aside = final.with_name(f".{final.name}.old")
-            os.replace(final, aside)
-            os.replace(tmp, final)
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            final = claimed = _claim(final, token)
-            os.rename(tmp, final)  # onto an empty folder of ours: atomic
+        with runs_locked(where):
+            if overwrite and final.exists():
+                aside = make_temp_dir(where, "replaced")
+                os.replace(final, aside)
+                os.replace(tmp, final)
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                final = claimed = _claim(final, token)
+                os.rename(tmp, final)  # onto an empty folder of ours: atomic
     except OSError as exc:
         _clean_up(tmp, claimed)
         raise _save_error(exc, final.name, where) from exc
@@ -354,6 +372,9 @@ def load_run(name: str, root: Path | None = None) -> SavedRun:
     try:
         if not (path / "config.json").exists() and (path / RESERVED).exists():
             raise RunDamagedError("it is reserved by a training that has not saved yet")
+        if links := linked_files(path, RUN_FILES):  # never read through: see runfolder
+            raise RunDamagedError(f"{', '.join(links)} {'is' if len(links) == 1 else 'are'} a link "
+                                  "or not a plain file (a run folder's files must be its own)")
         config, history, metrics = (_read_json(path, f) for f in ("config.json", "history.json",
                                                                    "metrics.json"))
         check_config(config)
@@ -390,7 +411,11 @@ def load_model(run: SavedRun, expected: ModelConfig | None = None,
     try:
         with warnings.catch_warnings():  # torch's notes about odd pickles are not for a teacher
             warnings.simplefilter("ignore")
-            state = torch.load(run.path / "model.pt", map_location=target, weights_only=True)
+            with open_run_file(run.path, "model.pt") as f:  # a link is refused, never followed
+                state = torch.load(f, map_location=target, weights_only=True)
+    except RunFileError as exc:
+        raise RunDamagedError(f"Run '{run.name}' can't be loaded: {exc.strerror}. Delete the run "
+                              "and train it again, or pick another run.") from None
     except Exception as exc:  # truncated, not a zip, a pickled object: torch's text is not for us
         raise RunDamagedError(unreadable_weights_message(run.name)) from exc
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
@@ -431,18 +456,6 @@ def load_weights(model: TinyRGBMAE, state: dict, label: str) -> None:
     model.load_state_dict(state)
 
 
-def _pid_alive(pid) -> bool:
-    if not is_int(pid) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def scan_runs(root: Path | None = None) -> tuple[list[SavedRun], list[DamagedRun]]:
     """(usable runs newest first, damaged or reserved run folders by name). Never raises for
     what is inside a run folder: each damaged one comes back with its reason."""
@@ -457,7 +470,7 @@ def scan_runs(root: Path | None = None) -> tuple[list[SavedRun], list[DamagedRun
             continue
         if not (path / "config.json").exists() and (marker := _marker(path)) is not None:
             when = str(marker.get("reserved_at", "?"))[:19].replace("T", " ")
-            alive = _pid_alive(marker.get("pid"))
+            alive = reservation_alive(marker)  # PID and process start time
             damaged.append(DamagedRun(path.name, path, (
                 f"reserved at {when} UTC by a training that has not saved yet" if alive else
                 f"reserved at {when} UTC by a training that ended without saving"), reserved=True,
@@ -481,19 +494,28 @@ def _refuse_a_live_reservation(path: Path, name: str, what: str) -> None:
     """RunNameError for the folder of a training still running (its marker's process is alive):
     moving or deleting it under the training would make its save go elsewhere, confusingly."""
     marker = _marker(path)
-    if marker is not None and not (path / "config.json").exists() and _pid_alive(marker.get("pid")):
+    if marker is not None and not (path / "config.json").exists() and reservation_alive(marker):
         raise RunNameError(f"'{name}' is reserved by a training that is still running, so it can't "
                            f"be {what} now. Stop that training first (or wait for it to save).")
 
 
 def rename_run(old: str, new: str, root: Path | None = None) -> Path:
     """Rename a run folder (a damaged one too). The new name is taken atomically (mkdir), so a
-    name reserved meanwhile is never overwritten."""
+    name reserved meanwhile is never overwritten. Holds the runs lock: a delete or another rename
+    of the same run at the same moment happens wholly before or after (RunNotFoundError then)."""
     src = run_dir(old, root)
-    if not src.is_dir():
-        raise RunNotFoundError(f"There is no saved run called '{old}'.")
-    _refuse_a_live_reservation(src, old, "renamed")
     dst = run_dir(new, root)
+    try:
+        with runs_locked(src.parent):
+            return _rename(src, dst, old, new)
+    except OSError as exc:  # the folder can't be locked
+        raise _save_error(exc, new, dst.parent) from exc
+
+
+def _rename(src: Path, dst: Path, old: str, new: str) -> Path:
+    if not src.is_dir():
+        raise RunNotFoundError(f"There is no saved run called '{old}' (renamed or deleted meanwhile?).")
+    _refuse_a_live_reservation(src, old, "renamed")
     try:
         dst.mkdir()
     except FileExistsError:
@@ -509,13 +531,23 @@ def rename_run(old: str, new: str, root: Path | None = None) -> Path:
 
 
 def delete_run(name: str, root: Path | None = None) -> None:
-    """Delete a run folder, damaged or not."""
+    """Delete a run folder, damaged or not. Under the runs lock the folder is renamed to a hidden
+    temporary name (atomic: the name is gone at once, and a rename at the same moment happens
+    wholly before or after), then removed; what a killed delete leaves is cleaned later."""
     path = run_dir(name, root)
-    if not path.is_dir():
-        raise RunNotFoundError(f"There is no saved run called '{name}'.")
-    _refuse_a_live_reservation(path, name, "deleted")
     try:
-        shutil.rmtree(path)
+        with runs_locked(path.parent):
+            if not path.is_dir():
+                raise RunNotFoundError(f"There is no saved run called '{name}' (renamed or deleted "
+                                       "meanwhile?).")
+            _refuse_a_live_reservation(path, name, "deleted")
+            aside = make_temp_dir(path.parent, "deleted")
+            try:
+                os.replace(path, aside)  # onto the empty folder just made
+            except OSError:
+                aside.rmdir()
+                raise
+        shutil.rmtree(aside, ignore_errors=True)
     except OSError as exc:
         raise RunSaveError(f"Run '{name}' could not be deleted from {path.parent}: "
                            f"{exc.strerror or exc}.") from exc
@@ -526,17 +558,30 @@ def write_run_file(run: SavedRun, filename: str, obj) -> None:
     meanwhile is never recreated: RunNotFoundError instead."""
     if not re.match(r"^[a-z0-9_-]+\.json$", filename):
         raise RunNameError(f"Bad result file name {filename!r}.")
-    if not (run.path / "config.json").is_file():
-        raise RunNotFoundError(f"Run '{run.name}' is no longer saved.")
+    data = json_bytes(obj)
     try:
-        _write_into(run.path, filename, json_bytes(obj))
+        with runs_locked(run.path.parent):  # never into a run being renamed or deleted
+            if run.path.is_symlink() or not (run.path / "config.json").is_file():
+                raise RunNotFoundError(f"Run '{run.name}' is no longer saved.")
+            _write_into(run.path, filename, data)
     except FileNotFoundError:  # the folder went between the check and the write
         raise RunNotFoundError(f"Run '{run.name}' is no longer saved.") from None
+    except OSError as exc:
+        raise _save_error(exc, run.name, run.path) from exc
 
 
 def read_run_file(run: SavedRun, filename: str):
-    path = run.path / filename
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_run_bytes(run.path, filename))  # a link is refused (OSError)
     except (OSError, ValueError):
         return None
+
+
+def clean_leftovers(root: Path | None = None) -> list[str]:
+    """Remove what killed processes left in the checkpoints folder (see runfolder.clean_leftovers):
+    temporary save and delete folders, half-written result files, and reservations holding nothing
+    whose training is gone -> the names removed. Call once when a server or command starts."""
+    try:
+        return _clean_leftovers(root or checkpoint_root(), RESERVED, _marker)
+    except OSError:
+        return []

@@ -252,6 +252,11 @@ class _Shard:
     files: dict  # kind -> {"bytes", "sha256"} from the manifest
 
 
+def _identity(info: os.stat_result) -> tuple:
+    """What tells a file's contents changed without reading it: device, inode, size, mtime (ns)."""
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+
+
 def _expected(kind: str, chips: int, chip_size: int, grid: int, channels: int = 3):
     return {"labels": ((chips, chip_size, chip_size), np.dtype(np.uint8)),
             "patches": ((chips, grid, grid), np.dtype(np.int8)),
@@ -271,6 +276,13 @@ class ChipStore:
     holds the array shape and type expected; each file's sha256 is checked the first time this
     process reads from it (verify() checks them all now). Any fault raises ChipStoreError naming
     the store and the file, and saying to rebuild the store.
+
+    What is read is what was opened: each shard file's identity (device, inode, size,
+    modification time in ns) is recorded when the store is opened and compared before and after
+    every read, so a shard replaced or rewritten during a training is named at its next read
+    (one whose bytes still match the manifest's sha256, e.g. restored by a copy, is accepted).
+    check_unchanged() re-hashes every file and the manifest before a run is saved as trained on
+    this store.
     """
 
     streamed = True  # never the whole set in memory: pixel_values(index) reads a batch
@@ -279,7 +291,12 @@ class ChipStore:
         """`manifest`: build_store's own, before it is written (otherwise read_manifest's)."""
         self.folder = Path(folder)
         self.split = split
-        self.manifest = read_manifest(self.folder) if manifest is None else manifest
+        self._identity: dict[str, tuple] = {}  # file -> (dev, inode, size, mtime_ns) when opened
+        self._manifest_sha = None
+        if manifest is None:
+            manifest = read_manifest(self.folder)
+            self._manifest_sha = self._manifest_digest()
+        self.manifest = manifest
         m = self.manifest
         if split not in m["splits"]:
             raise ChipStoreError(f"The chip store {self.folder} has no '{split}' chips (it was built "
@@ -316,7 +333,9 @@ class ChipStore:
                                  self.channels)
         try:
             with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
+                info = os.fstat(f.fileno())
+                self._identity[file] = _identity(info)
+                size = info.st_size
                 if size != shard["files"][kind]["bytes"]:
                     raise self._fault(file, f"is {size:,} bytes, not the {shard['files'][kind]['bytes']:,} "
                                       "the manifest records (truncated or replaced)")
@@ -338,20 +357,68 @@ class ChipStore:
             raise self._fault(file, "has the wrong length for its array")
         return offset
 
-    def _verify_file(self, shard: _Shard, kind: str) -> None:
-        file = _shard_file(shard.name, kind)
-        if file in self._verified:
-            return
+    def _changed(self, file: str, how: str) -> ChipStoreError:
+        return ChipStoreError(
+            f"Chip store {self.folder}: shard file {file} changed while it was in use ({how} after "
+            "the store was opened), so chips read from it may not be the ones its manifest "
+            "records; nothing is saved as trained on this store. Leave a store unchanged while it "
+            "is used, or rebuild it (python -m bharateo chips build --out NEW_FOLDER ...) and "
+            "train again.")
+
+    def _digest(self, file: str) -> tuple[str, tuple]:
+        """(sha256 hex, identity) of one shard file, read 1 MB at a time (memory stays bounded);
+        the identity is the file's as hashed, checked unchanged by the end of the read."""
         digest = hashlib.sha256()
         try:
             with open(self.folder / file, "rb") as f:
-                while block := f.read(1 << 20):  # 1 MB at a time: memory stays bounded
+                before = _identity(os.fstat(f.fileno()))
+                while block := f.read(1 << 20):
                     digest.update(block)
+                if _identity(os.fstat(f.fileno())) != before:
+                    raise self._changed(file, "rewritten while its checksum was read")
+        except FileNotFoundError:
+            raise self._changed(file, "removed") from None
         except OSError as exc:
             raise self._fault(file, f"can't be read ({exc.strerror or exc})") from None
-        if digest.hexdigest() != shard.files[kind]["sha256"]:
+        return digest.hexdigest(), before
+
+    def _verify_file(self, shard: _Shard, kind: str, again: bool = False) -> None:
+        """The file's sha256 against the manifest (once per file, or `again`); a file whose
+        identity is no longer the one opened is named as changed unless its bytes still match."""
+        file = _shard_file(shard.name, kind)
+        if file in self._verified and not again:
+            return
+        sha, identity = self._digest(file)
+        if sha != shard.files[kind]["sha256"]:
+            if identity != self._identity.get(file) or file in self._verified:
+                raise self._changed(file, "replaced or rewritten: its sha256 no longer matches "
+                                    "the manifest")
             raise self._fault(file, "is damaged (its sha256 checksum doesn't match the manifest)")
+        self._identity[file] = identity  # these bytes are the manifest's, whatever the inode
         self._verified.add(file)
+
+    def _manifest_digest(self) -> str:
+        try:
+            return hashlib.sha256((self.folder / MANIFEST).read_bytes()).hexdigest()
+        except OSError as exc:
+            raise ChipStoreError(f"Chip store {self.folder}: {MANIFEST} can't be read "
+                                 f"({exc.strerror or exc}).") from None
+
+    def check_unchanged(self) -> None:
+        """Before a run is saved as trained on this store: re-hash every shard file and the
+        manifest, and compare them with the manifest and with what was opened. ChipStoreError
+        naming the first file that changed (or is damaged)."""
+        if self._manifest_sha is not None and self._manifest_digest() != self._manifest_sha:
+            raise ChipStoreError(f"Chip store {self.folder}: {MANIFEST} changed while the store "
+                                 "was in use; nothing is saved as trained on this store. Leave a "
+                                 "store unchanged while it is used, then train again.")
+        for shard in self._shards:
+            for kind in self.kinds:
+                file = _shard_file(shard.name, kind)
+                was_read = file in self._verified
+                self._verify_file(shard, kind, again=True)
+                if not was_read:
+                    self._verified.discard(file)
 
     def verify(self) -> None:
         """Check every shard file's sha256 now (ChipStoreError naming the first bad file)."""
@@ -395,7 +462,13 @@ class ChipStore:
             want = (j - i) * row_bytes
             try:
                 with open(self.folder / file, "rb") as f:
+                    if _identity(os.fstat(f.fileno())) != self._identity[file]:
+                        self._verify_file(shard, kind, again=True)  # raises unless still the same bytes
                     data = os.pread(f.fileno(), want, offset)
+                    if _identity(os.fstat(f.fileno())) != self._identity[file]:
+                        raise self._changed(file, "rewritten while it was read")
+            except FileNotFoundError:
+                raise self._changed(file, "removed") from None
             except OSError as exc:
                 raise self._fault(file, f"can't be read ({exc.strerror or exc})") from None
             if len(data) != want:
@@ -464,7 +537,7 @@ class ChipStore:
         """What config.json records about the store a run trained on."""
         return {"folder": str(self.folder.resolve()), "split": self.split, "chips": self._n,
                 "shards": len(self._shards), "created": self.manifest["created"],
-                "manifest_sha256": hashlib.sha256((self.folder / MANIFEST).read_bytes()).hexdigest()}
+                "manifest_sha256": self._manifest_sha or self._manifest_digest()}
 
 
 def read_manifest(folder: Path) -> dict:

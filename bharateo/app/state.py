@@ -8,6 +8,7 @@ torch at module level, so Home's first paint doesn't wait for it.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +80,24 @@ def current_chip_config() -> ChipConfig:
     return st.session_state.chip_config
 
 
+_cleaned = threading.Lock()  # held for good once this server process has cleaned
+
+
+def clean_leftovers_once() -> None:
+    """Once per server process, in a thread (bharateo.runs imports torch, which the home page
+    doesn't need): runs.clean_leftovers removes temporary folders of saves killed part-way and
+    reservations of trainings that ended with their server; a live process's are kept."""
+    if not _cleaned.acquire(blocking=False):
+        return
+
+    def clean() -> None:
+        from bharateo.runs import clean_leftovers
+
+        clean_leftovers()
+
+    threading.Thread(target=clean, name="clean-checkpoints", daemon=True).start()
+
+
 def init_state() -> None:
     """Fill in LabState's defaults this session lacks; on a session's first run, restore a
     lesson from the page address (bharateo/app/lesson.py) with a note for whatever was skipped,
@@ -88,6 +107,7 @@ def init_state() -> None:
     from bharateo.app.worker import keep_spare_worker
 
     keep_spare_worker()  # so a Train click finds a training process with torch imported
+    clean_leftovers_once()  # what a server killed mid-save or mid-training left
     fresh = "_app_ran" not in st.session_state
     missing = [f.name for f in fields(LabState) if f.name not in st.session_state]
     if missing:
