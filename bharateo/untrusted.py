@@ -101,7 +101,8 @@ def typed(kind: type[T] | Any, value: Any, what: str,
         return _adapter(kind).validate_python(value)
     except ValidationError as exc:
         text = problems_text(exc)
-        raise error(f"{what} {text}" if text.startswith("holds") else f"{what}: {text}") from None
+        raise error(text if not what else f"{what} {text}" if text.startswith("holds") else
+                    f"{what}: {text}") from None
     except RecursionError:  # never for a depth-checked value; a safety net for others
         raise error(f"{what} nests too deeply") from None
 
