@@ -36,9 +36,10 @@ LABEL_BLOCK_PX = 120  # fixture class blocks of 1/100 degree (~1.1 km): a few pe
 
 
 def scene_folder(root: Path, scenes: dict[str, dict] | None = None) -> Path:
-    """A BHARATEO_S2_DIR-style folder under `root` holding the shared scene (its files copied
-    by symlink) once per entry of `scenes` {scene id: item property overrides}, each with its own
-    item JSON; default: the shared scene as it is."""
+    """A BHARATEO_S2_DIR-style folder under `root` holding the shared scene (its band files
+    copied: a link to a file outside the folder is never read) once per entry of `scenes`
+    {scene id: item property overrides}, each with its own item JSON; default: the shared scene
+    as it is."""
     root = Path(root)
     base = json.loads(SCENE_ITEM.read_text())
     for scene_id, overrides in (scenes or {SCENE_ID: {}}).items():
@@ -46,7 +47,7 @@ def scene_folder(root: Path, scenes: dict[str, dict] | None = None) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         for f in SCENE_DIR.glob("*.tif"):
             if not (folder / f.name).exists():
-                (folder / f.name).symlink_to(f)
+                shutil.copyfile(f, folder / f.name)
         item = json.loads(json.dumps(base))
         item["id"] = scene_id
         item["properties"].update(overrides)
