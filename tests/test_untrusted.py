@@ -3,11 +3,8 @@ files, every JSON or item file read from disk, a catalogue or a link is bounded 
 sizes are checked before memory is spent."""
 from __future__ import annotations
 
-import io
 import json
-import os
 import shutil
-import sys
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -17,39 +14,18 @@ import rasterio
 import torch
 
 from bharateo import cli
-from bharateo.chips import ChipConfig
 from bharateo.errors import BharatEOError, RegionError, RunDamagedError, SourceUnreachableError
-from bharateo.model import ModelConfig
-from bharateo.pipeline import RunConfig, run_experiment, save_experiment
-from bharateo.roi import Roi, RoiSpec
 from bharateo.runs import load_model, load_run, weights_limit
 from bharateo.sentinel2 import BANDS_4, S2Query, S2Source, load_s2_roi
 from bharateo.sentinel2.scenes import folder_scenes, stac_scenes
-from bharateo.train import TrainConfig
 from bharateo.untrusted import json_depth, parse_json
 from bharateo.worldcover import DataSource
-from tests.fixture_tiles import synthetic_native
 from tests.s2_fixtures import SAHARA, SCENE_DIR, SCENE_ID, StacServer, scene_folder, shared_item
+from tests.untrusted_fixtures import Opened, save_tiny_run
 
 needs_scene = pytest.mark.skipif(not SCENE_DIR.is_dir(), reason="needs ../shared/data/sentinel2")
 DATES = "2020-01-01/2020-03-01"
 NESTED = "[" * 100_000 + "]" * 100_000  # json.loads: RecursionError before the fix
-
-
-# --- what the process opens --------------------------------------------------------------------
-class Opened:
-    """Paths the interpreter opens (sys.addaudithook "open") while `watching` is set."""
-
-    watching = False
-    paths: list[str] = []
-
-
-def _audit(event, args):
-    if Opened.watching and event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
-        Opened.paths.append(os.fsdecode(args[0]))
-
-
-sys.addaudithook(_audit)  # an audit hook can't be removed: it records only while watching
 
 
 @pytest.fixture
@@ -260,19 +236,7 @@ def test_a_huge_catalogue_answer_is_cut_off_before_memory_is_spent(tmp_path, chu
 @pytest.fixture(scope="module")
 def saved_run(tmp_path_factory):
     """A tiny run trained and saved by today's code, copied fresh into each test's folder."""
-    root = tmp_path_factory.mktemp("runs")
-    rois = [Roi(RoiSpec(n, 0.0, 0.0, 256), synthetic_native(256, 256, seed=i, class_weights=k))
-            for i, (n, k) in enumerate([("a", "urban"), ("b", "arid")])]
-    config = RunConfig(rois=tuple(r.spec for r in rois), chips=ChipConfig(n_chips=8, chip_size=64),
-                       model=ModelConfig(embed_dim=32, depth=1, heads=2),
-                       train=TrainConfig(epochs=1, batch_size=4))
-    old = os.environ.get("BHARATEO_CHECKPOINT_DIR")
-    os.environ["BHARATEO_CHECKPOINT_DIR"] = str(root)
-    try:
-        save_experiment("today", config, run_experiment(config, rois=rois), rois)
-    finally:
-        os.environ["BHARATEO_CHECKPOINT_DIR"] = old or ""
-    return root / "today"
+    return save_tiny_run(tmp_path_factory.mktemp("runs"))
 
 
 @pytest.fixture
