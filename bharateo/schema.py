@@ -85,10 +85,10 @@ def number_text(value, digits: int = 3) -> str:
 # --- typed shapes of the JSON files the lab reads back (read with bharateo.untrusted) ----------
 # Strict: a whole number never comes from 64.0, "64" or true; a number never from text. Unknown
 # keys are kept (older and newer runs add fields), only the known ones are checked.
-from typing import Annotated, Literal  # noqa: E402
+from typing import Annotated  # noqa: E402
 
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt,  # noqa: E402
-                      field_validator, model_validator)
+                      model_validator)
 
 Number = float  # under strict=True a float field takes 3 or 3.5, never true or "3"
 _OPEN = ConfigDict(strict=True, extra="allow")
