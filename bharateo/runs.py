@@ -30,7 +30,8 @@ from bharateo.errors import (BharatEOError, CheckpointMismatchError, ConfigError
 from bharateo.architectures import build_model
 from bharateo.device import cpu_state_dict, resolve_device
 from bharateo.model import ModelConfig, TinyRGBMAE
-from bharateo.schema import (MAX_RESULT_JSON_BYTES, MAX_RUN_JSON_BYTES, HistoryRow, Reservation,
+from bharateo.schema import (MAX_RESULT_JSON_BYTES, MAX_RUN_JSON_BYTES, MAX_RUN_JSON_VALUES,
+                             HistoryRow, Reservation,
                              RunConfigFile, RunMetrics, is_int, json_bytes)
 from bharateo.untrusted import read_json, typed
 
@@ -273,7 +274,8 @@ def _read_json(path: Path, filename: str):
     """The JSON value of a run file: at most MAX_RUN_JSON_BYTES, never a link, depth-checked
     (untrusted.read_json). RunDamagedError naming the file and the problem."""
     try:
-        return read_json(path / filename, filename, MAX_RUN_JSON_BYTES, error=RunDamagedError)
+        return read_json(path / filename, filename, MAX_RUN_JSON_BYTES, error=RunDamagedError,
+                         max_values=MAX_RUN_JSON_VALUES)
     except FileNotFoundError:
         raise RunDamagedError(f"{filename} is missing") from None
 

@@ -93,7 +93,9 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt,
 Number = float  # under strict=True a float field takes 3 or 3.5, never true or "3"
 _OPEN = ConfigDict(strict=True, extra="allow")
 
-MAX_RUN_JSON_BYTES = 16 * 2**20  # config/history/metrics.json: a run's history is ~1 KB/epoch
+MAX_RUN_JSON_BYTES = 32 * 2**20  # config/history/metrics.json: history holds ~330 B per epoch,
+# so 100 000 epochs (train.MAX_EPOCHS, the CLI's limit) fit
+MAX_RUN_JSON_VALUES = 2_000_000  # 100 000 epochs x ~12 values; bounds json.loads' objects
 MAX_RESULT_JSON_BYTES = 64 * 2**20  # a stored result beside a run (an embedding map: ~100 B/token)
 
 

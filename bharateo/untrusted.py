@@ -27,27 +27,40 @@ _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 T = TypeVar("T")
 
 
+def json_shape(data: bytes) -> tuple[int, int]:
+    """(deepest nesting of [ and {, number of values) of JSON text `data`, brackets and commas
+    inside strings not counted, found without recursion in O(len(data)) time (strings cut out,
+    then a running sum). Values: commas plus opening brackets plus one, an upper bound on the
+    objects json.loads would build, so memory can be bounded before it is spent."""
+    bare = np.frombuffer(_STRING.sub(b"", data), np.uint8)
+    opens = (bare == ord("[")) | (bare == ord("{"))
+    step = opens.astype(np.int32) - ((bare == ord("]")) | (bare == ord("}"))).astype(np.int32)
+    depth = int(step.cumsum().max()) if step.size else 0
+    return max(depth, 0), int(opens.sum() + (bare == ord(",")).sum()) + 1
+
+
 def json_depth(data: bytes) -> int:
-    """The deepest nesting of [ and { in JSON text `data` (brackets inside strings don't count),
-    found without recursion in O(len(data)) time: strings are cut out, then a running sum."""
-    bare = _STRING.sub(b"", data)
-    b = np.frombuffer(bare, np.uint8)
-    step = ((b == ord("[")) | (b == ord("{"))).astype(np.int32) - \
-        ((b == ord("]")) | (b == ord("}"))).astype(np.int32)
-    return int(step.cumsum().max()) if step.size else 0
+    """The deepest nesting of [ and { in JSON text `data` (json_shape)."""
+    return json_shape(data)[0]
 
 
 def parse_json(data: bytes | str, what: str, max_bytes: int, max_depth: int = MAX_DEPTH,
-               error: type[BharatEOError] = DataFileError) -> Any:
+               error: type[BharatEOError] = DataFileError, max_values: int | None = None) -> Any:
     """JSON text -> Python value, refused with `error` ("<what> is not valid JSON", "... is
-    larger than N MB", "... nests deeper than D levels") before any parser recursion."""
+    larger than N MB", "... nests deeper than D levels", "... holds more than V values") before
+    any parser recursion or allocation. `max_values` (default max_bytes // 4: every value of a
+    file the lab writes takes 4 bytes or more with its separator) bounds the objects built."""
     if isinstance(data, str):
         data = data.encode("utf-8", "surrogatepass")
     if len(data) > max_bytes:
         raise error(f"{what} is larger than {_size_words(max_bytes)}")
-    if json_depth(data) > max_depth:
+    depth, count = json_shape(data)
+    if depth > max_depth:
         raise error(f"{what} nests deeper than {max_depth} levels, so it is not a file this lab "
                     "wrote")
+    limit = max_bytes // 4 if max_values is None else max_values
+    if count > limit:
+        raise error(f"{what} holds more than {limit:,} values, so it is not a file this lab wrote")
     try:
         return json.loads(data)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
@@ -85,9 +98,10 @@ def read_bytes(path: Path, what: str, max_bytes: int,
 
 
 def read_json(path: Path, what: str, max_bytes: int, max_depth: int = MAX_DEPTH,
-              error: type[BharatEOError] = DataFileError) -> Any:
+              error: type[BharatEOError] = DataFileError, max_values: int | None = None) -> Any:
     """read_bytes then parse_json. FileNotFoundError passes through."""
-    return parse_json(read_bytes(path, what, max_bytes, error), what, max_bytes, max_depth, error)
+    return parse_json(read_bytes(path, what, max_bytes, error), what, max_bytes, max_depth, error,
+                      max_values)
 
 
 def typed(kind: type[T] | Any, value: Any, what: str,

@@ -264,9 +264,12 @@ def test_nested_arrays_in_a_run_file_are_a_damaged_run_not_a_recursion_error(
 
 def test_a_huge_run_file_is_refused_before_it_is_read(run_copy):
     with open(run_copy / "history.json", "wb") as f:
-        f.truncate(17 * 2**20)  # sparse: no disk spent
-    with pytest.raises(RunDamagedError, match="history.json is larger than 16 MB"):
+        f.truncate(33 * 2**20)  # sparse: no disk spent
+    with pytest.raises(RunDamagedError, match="history.json is larger than 32 MB"):
         load_run("today")
+    (run_copy / "history.json").write_text("[" + ",".join(['{"epoch":1}'] * 2_100_000) + "]")
+    with pytest.raises(RunDamagedError, match="history.json holds more than 2,000,000 values"):
+        load_run("today")  # 23 MB of tiny rows: refused before json.loads builds 2 M dicts
 
 
 def test_a_zip_bomb_model_pt_is_refused_before_torch_load(run_copy, monkeypatch):
