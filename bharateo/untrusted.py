@@ -45,7 +45,7 @@ def json_depth(data: bytes) -> int:
 
 
 def parse_json(data: bytes | str, what: str, max_bytes: int, max_depth: int = MAX_DEPTH,
-               error: type[BharatEOError] = DataFileError, max_values: int | None = None) -> Any:
+               error: type[Exception] = DataFileError, max_values: int | None = None) -> Any:
     """JSON text -> Python value, refused with `error` ("<what> is not valid JSON", "... is
     larger than N MB", "... nests deeper than D levels", "... holds more than V values") before
     any parser recursion or allocation. `max_values` (default max_bytes // 4: every value of a

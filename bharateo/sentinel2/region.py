@@ -24,6 +24,7 @@ from bharateo.sentinel2.read import (RegionGrid, choose_scene, folder_elsewhere,
                                      reflectance_rule, scene_bounds, to_reflectance)
 from bharateo.sentinel2.scenes import (S2Query, S2Source, Scene, folder_scenes, in_range,
                                        s2_source_from_env, stac_scenes)
+from bharateo.untrusted import parse_json
 from bharateo.worldcover import NODATA, DataSource, data_source_from_env, redact_text
 
 
@@ -93,8 +94,12 @@ def read_cache(path: Path, binding: dict, n_bands: int) -> tuple[np.ndarray, np.
     """-> (dn, native, provenance). ValueError (or a zip/OS error) for a damaged or foreign file."""
     with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
         dn, native = z["dn"], z["native"]
-        provenance = json.loads(redact_text(z["provenance"]))
-        stored, digest = json.loads(str(z["binding"])), str(z["sha256"])
+        provenance = parse_json(redact_text(z["provenance"]), "its provenance", 2**20,
+                                error=ValueError)
+        stored = parse_json(str(z["binding"]), "its binding", 2**16, error=ValueError)
+        digest = str(z["sha256"])
+    if not isinstance(provenance, dict) or not isinstance(stored, dict):
+        raise ValueError("its provenance or binding is not an object")
     size = binding["size"]
     if stored != binding:
         raise ValueError("it holds another region or query")

@@ -3,8 +3,8 @@ local folder, Chips shows true and false colour and the real channel count, Reco
 both colour rows. Reflectance: the real shared crop; labels: fixtures, labelled as such."""
 from __future__ import annotations
 
-import shutil
 import os
+import shutil
 
 import pytest
 from streamlit.testing.v1 import AppTest
