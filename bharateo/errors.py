@@ -71,3 +71,8 @@ class ChipStoreError(BharatEOError):
 class DistributedError(BharatEOError):
     """A distributed (torchrun) training can't start or was stopped: bad rank environment, an
     unavailable backend, or another rank that failed (its own error is printed above)."""
+
+
+class DataFileError(BharatEOError):
+    """A file, stored result or catalogue answer that is too big, nests too deeply, is not JSON,
+    or holds values of the wrong type (bharateo.untrusted). The message names it and the problem."""

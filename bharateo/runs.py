@@ -36,9 +36,12 @@ from bharateo.architectures import build_model
 from bharateo.device import cpu_state_dict, resolve_device
 from bharateo.model import ModelConfig, TinyRGBMAE
 from bharateo.runfolder import (RunFileError, linked_files, make_temp_dir, make_temp_file, open_run_file,
-                                owner, read_run_bytes, reservation_alive, runs_locked)
+                                owner, reservation_alive, runs_locked)
 from bharateo.runfolder import clean_leftovers as _clean_leftovers
-from bharateo.schema import is_int, is_number, json_bytes
+from bharateo.schema import (MAX_RESULT_JSON_BYTES, MAX_RUN_JSON_BYTES, MAX_RUN_JSON_VALUES,
+                             HistoryRow, Reservation,
+                             RunConfigFile, RunMetrics, json_bytes)
+from bharateo.untrusted import read_json, typed
 
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RUN_FILES = ("model.pt", "config.json", "history.json", "metrics.json")
@@ -123,11 +126,11 @@ def _write_into(folder: Path, filename: str, data: bytes) -> None:
 
 def _marker(path: Path) -> dict | None:
     try:
-        marker = json.loads((path / RESERVED).read_text())
-        return marker if isinstance(marker, dict) else {}
+        marker = read_json(path / RESERVED, RESERVED, 64 * 2**10, error=RunDamagedError)
+        return typed(Reservation, marker, RESERVED, RunDamagedError).model_dump()
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
+    except RunDamagedError:
         return {}
 
 
@@ -286,30 +289,22 @@ class DamagedRun:
 
 
 def _read_json(path: Path, filename: str):
+    """The JSON value of a run file: at most MAX_RUN_JSON_BYTES, never a link, depth-checked
+    (untrusted.read_json). RunDamagedError naming the file and the problem."""
     try:
-        return json.loads((path / filename).read_text())
+        return read_json(path / filename, filename, MAX_RUN_JSON_BYTES, error=RunDamagedError,
+                         max_values=MAX_RUN_JSON_VALUES)
     except FileNotFoundError:
         raise RunDamagedError(f"{filename} is missing") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RunDamagedError(f"{filename} can't be read ({exc.__class__.__name__})") from None
-    except ValueError:
-        raise RunDamagedError(f"{filename} is not valid JSON") from None
-
-
-def _number_or_none(value) -> bool:
-    return value is None or is_number(value)
 
 
 def check_config(config) -> None:
-    """config.json: an object whose settings rebuild a valid RunConfig (types and bounds checked,
-    see RunConfig.from_dict), with `saved_at` and `status` as text. RunDamagedError if not."""
+    """config.json: an object whose sections are typed (schema.RunConfigFile) and whose settings
+    rebuild a valid RunConfig (types and bounds checked, see RunConfig.from_dict).
+    RunDamagedError if not."""
     from bharateo.pipeline import RunConfig
 
-    if not isinstance(config, dict):
-        raise RunDamagedError(f"config.json holds a JSON {type(config).__name__}, not an object")
-    for key in ("saved_at", "status"):
-        if key in config and not isinstance(config[key], str):
-            raise RunDamagedError(f"config.json: '{key}' should be text, not {config[key]!r}")
+    typed(RunConfigFile, config, "config.json", RunDamagedError)
     try:
         RunConfig.from_dict(config)
         run_band_stats(config, config["model"].get("in_chans", 3))  # reflectance runs
@@ -336,31 +331,15 @@ def run_band_stats(config: dict, channels: int):
 
 
 def check_history(history) -> None:
-    """history.json: a list of per-epoch objects with numbers (or null) for every metric."""
-    if not isinstance(history, list):
-        raise RunDamagedError(f"history.json holds a JSON {type(history).__name__}, not a list")
-    for i, row in enumerate(history, 1):
-        if not isinstance(row, dict) or not is_int(row.get("epoch")):
-            raise RunDamagedError(f"history.json: entry {i} is not an epoch record")
-        for key in ("loss", "rec", "esa", "rec_mae", "esa_acc"):
-            if not _number_or_none(row.get(key)):
-                raise RunDamagedError(f"history.json: epoch {row['epoch']} has {key} = {row.get(key)!r}, "
-                                      "not a number")
+    """history.json: a list of per-epoch records with numbers (or null) for every metric
+    (schema.HistoryRow). RunDamagedError naming the entry and value if not."""
+    typed(list[HistoryRow], history, "history.json", RunDamagedError)
 
 
 def check_metrics(metrics) -> None:
-    """metrics.json: an object; end_reason/end_message/precision/precision_reason text, every
-    score a number or null."""
-    if not isinstance(metrics, dict):
-        raise RunDamagedError(f"metrics.json holds a JSON {type(metrics).__name__}, not an object")
-    for key, value in metrics.items():
-        ok = (isinstance(value, str) if key in ("end_reason", "end_message", "precision",
-                                                "precision_reason") else
-              value is None or is_int(value) if key in ("epochs_done", "parameters") else
-              _number_or_none(value) if key.startswith(("train_", "heldout_")) else True)
-        if not ok:
-            raise RunDamagedError(f"metrics.json: '{key}' = {value!r} is not "
-                                  + ("text" if key.startswith(("end_", "precision")) else "a number"))
+    """metrics.json: end_reason/end_message/precision/precision_reason text, every score a number
+    or null (schema.RunMetrics). RunDamagedError naming the key if not."""
+    typed(RunMetrics, metrics, "metrics.json", RunDamagedError)
 
 
 def load_run(name: str, root: Path | None = None) -> SavedRun:
@@ -407,6 +386,7 @@ def load_model(run: SavedRun, expected: ModelConfig | None = None,
                  for k, v in config.to_dict().items() if getattr(expected, k) != v]
         raise CheckpointMismatchError(f"Run '{run.name}' has another model shape ({'; '.join(diffs)}).")
     target = resolve_device(device)
+    check_weights_size(run.path / "model.pt", config, run.name)
     model = build_model(config)
     try:
         with warnings.catch_warnings():  # torch's notes about odd pickles are not for a teacher
@@ -428,6 +408,49 @@ def load_model(run: SavedRun, expected: ModelConfig | None = None,
         raise RunDamagedError(f"Run '{run.name}' can't be used: config.json: {exc}.") from None
     model.to(target).eval()
     return model
+
+
+WEIGHT_BYTES = 8  # per parameter: float64, the widest dtype a state_dict of this lab could hold
+WEIGHTS_SLACK_BYTES = 2**20  # the archive's pickle, byte order and version records (~2 KB)
+WEIGHTS_MAX_MEMBERS = 4096  # a state_dict of the largest allowed model has a few hundred tensors
+
+
+def weights_limit(config: ModelConfig) -> int:
+    """The most bytes a model.pt of `config`'s shape may hold once inflated: WEIGHT_BYTES per
+    parameter (architectures.model_class(...).parameter_count) plus WEIGHTS_SLACK_BYTES."""
+    from bharateo.architectures import model_class
+
+    return model_class(config.arch).parameter_count(config) * WEIGHT_BYTES + WEIGHTS_SLACK_BYTES
+
+
+def check_weights_size(path: Path, config: ModelConfig, name: str) -> None:
+    """Refuse a model.pt larger than its config allows before torch.load spends memory on it: the
+    file's own size and, for a zip archive (torch.save's format), the declared inflated size of
+    each member (zipfile infolist file_size) and their count. RunDamagedError in words."""
+    import zipfile
+
+    limit = weights_limit(config)
+
+    def too_big(what: str) -> RunDamagedError:
+        return RunDamagedError(
+            f"Run '{name}' can't be loaded: its model.pt {what}, more than the "
+            f"{limit / 2**20:.1f} MB weights of its model shape can take (config.json), so it is "
+            "not this run's weights. Delete the run and train it again, or pick another run.")
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise too_big(f"is {size / 2**20:.1f} MB")
+        if not zipfile.is_zipfile(path):
+            return  # torch.load refuses it in words (unreadable_weights_message)
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        raise RunDamagedError(unreadable_weights_message(name)) from None
+    if len(members) > WEIGHTS_MAX_MEMBERS:
+        raise too_big(f"holds {len(members)} files")
+    inflated = sum(m.file_size for m in members)
+    if inflated > limit or any(m.file_size < 0 for m in members):
+        raise too_big(f"inflates to {inflated / 2**20:.1f} MB")
 
 
 def unreadable_weights_message(name: str) -> str:
@@ -571,9 +594,11 @@ def write_run_file(run: SavedRun, filename: str, obj) -> None:
 
 
 def read_run_file(run: SavedRun, filename: str):
+    """A stored result beside a run (write_run_file's), bounded (MAX_RESULT_JSON_BYTES, depth,
+    never a link); None when it is missing, too big, too deep or not JSON (it is computed again)."""
     try:
-        return json.loads(read_run_bytes(run.path, filename))  # a link is refused (OSError)
-    except (OSError, ValueError):
+        return read_json(run.path / filename, filename, MAX_RESULT_JSON_BYTES)
+    except (OSError, BharatEOError):
         return None
 
 

@@ -50,16 +50,20 @@ import secrets
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bharateo.chips import (ChipConfig, ChipSet, SamplingPlan, SamplingTally, SplitPlan,
                             iter_chips, labels_to_tokens, patch_mode_labels, plan_chips)
 from bharateo.errors import ChipError, ChipStoreError, ConfigError
 from bharateo.model import patchify
 from bharateo.reflectance import BandStats, band_stats, normalise
-from bharateo.sources import DEFAULT_SOURCE, PIXEL_SOURCES
+from bharateo.settings import check_settings
+from bharateo.sources import PIXEL_SOURCES
+from bharateo.untrusted import read_json, typed
 from bharateo.worldcover import NODATA_ID, PALETTE_BANDS
 
 FORMAT, VERSION = "bharateo-chip-store", 1
@@ -540,42 +544,86 @@ class ChipStore:
                 "manifest_sha256": self._manifest_sha or self._manifest_digest()}
 
 
+MAX_MANIFEST_BYTES = 16 * 2**20  # a store of 10^6 chips in 4096-chip shards: ~60 KB
+
+
+class _ManifestShardFile(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    bytes: Annotated[int, Field(ge=1, le=2**40)]
+
+
+class _ManifestShard(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+    name: Annotated[str, StringConstraints(pattern=_SHARD_RE.pattern)]
+    chips: Annotated[int, Field(ge=1, le=MAX_SHARD_SIZE)]
+    files: dict[str, _ManifestShardFile]
+
+
+class _ManifestSplit(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+    shards: list[_ManifestShard]
+    chips: Annotated[int, Field(ge=0, le=10**9)]
+    rejected_nodata: Annotated[int, Field(ge=0, le=10**12)]
+    chips_per_roi: dict[str, Annotated[int, Field(ge=0)]]
+
+
+class _ManifestRegion(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+    spec: dict
+
+
+class Manifest(BaseModel):
+    """manifest.json's fields and types; read_manifest checks how they fit together."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    format: Literal[FORMAT]
+    version: Literal[VERSION]
+    created: str = ""
+    chip_size: Annotated[int, Field(ge=1, le=1024)]
+    patch_size: Annotated[int, Field(ge=1, le=64)]
+    bands: list[str]
+    chip_config: dict
+    roi_names: Annotated[list[str], Field(min_length=1)]
+    regions: list[_ManifestRegion]
+    splits: dict[Literal[SPLITS], _ManifestSplit]
+    band_stats: dict | None = None
+
+
 def read_manifest(folder: Path) -> dict:
-    """The checked manifest of the chip store in `folder`. ChipStoreError saying what is wrong:
-    no store there, unreadable JSON, a field of the wrong type, counts that don't add up."""
+    """The checked manifest of the chip store in `folder`: read bounded (MAX_MANIFEST_BYTES,
+    depth; untrusted.read_json), typed (Manifest), then how its parts fit (chip and patch size,
+    the pixel source's bands and band statistics, shard names per split, chip totals).
+    ChipStoreError saying what is wrong: no store there, unreadable JSON, a field of the wrong
+    type, counts that don't add up."""
     folder = Path(folder)
     path = folder / MANIFEST
+    hint = "Rebuild the store (python -m bharateo chips build --out NEW_FOLDER ...)."
 
     def bad(what: str) -> ChipStoreError:
-        return ChipStoreError(f"{path} is not a usable chip store manifest: {what}. Rebuild the "
-                              "store (python -m bharateo chips build --out NEW_FOLDER ...).")
+        return ChipStoreError(f"{path} is not a usable chip store manifest: {what}. {hint}")
 
     try:
-        m = json.loads(path.read_bytes())
+        m = read_json(path, "it", MAX_MANIFEST_BYTES, error=ChipStoreError)
+        typed(Manifest, m, "", ChipStoreError)
     except FileNotFoundError:
         raise ChipStoreError(f"{folder} is not a chip store (no {MANIFEST} in it). Build one with "
                              f"python -m bharateo chips build --out {folder}.") from None
-    except (OSError, ValueError) as exc:
-        raise bad(f"unreadable ({exc})") from None
-    if not isinstance(m, dict) or m.get("format") != FORMAT:
-        raise bad(f"its format is not '{FORMAT}'")
-    if m.get("version") != VERSION:
-        raise bad(f"version {m.get('version')!r}; this lab reads version {VERSION}")
-
-    def whole(value, low, high, what):
-        if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
-            raise bad(f"{what} is {value!r}, not a whole number {low}-{high}")
-
-    whole(m.get("chip_size"), 1, 1024, "chip_size")
-    whole(m.get("patch_size"), 1, 64, "patch_size")
+    except ChipStoreError as exc:
+        raise bad(str(exc)) from None
     if m["chip_size"] % m["patch_size"]:
         raise bad("chip_size is not a multiple of patch_size")
-    config = m.get("chip_config")
-    source = (PIXEL_SOURCES.get(config.get("source", DEFAULT_SOURCE))
-              if isinstance(config, dict) else None)
-    if source is None or tuple(m.get("bands") or ()) != source.bands:
-        raise bad(f"bands {m.get('bands')!r} are not those of its chips' pixel source "
-                  f"({config.get('source') if isinstance(config, dict) else None!r})")
+    try:
+        chips = ChipConfig(**m["chip_config"])
+        check_settings(chips, "chips", "chip_config: ")
+    except TypeError as exc:
+        raise bad(f"chip_config has unexpected fields ({exc})") from None
+    except ConfigError as exc:
+        raise bad(str(exc).rstrip(".")) from None
+    source = PIXEL_SOURCES.get(chips.source)
+    if source is None or tuple(m["bands"]) != source.bands:
+        raise bad(f"bands {m['bands']!r:.80} are not those of its chips' pixel source "
+                  f"({chips.source!r})")
     kinds = _kinds(source.bands)
     if kinds is PIXEL_KINDS:
         try:
@@ -585,41 +633,16 @@ def read_manifest(folder: Path) -> dict:
                       "std)") from None
         if stats.bands != source.bands:
             raise bad(f"band_stats cover {stats.bands}, not the store's bands {source.bands}")
-    names = m.get("roi_names")
-    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
-        raise bad("roi_names is not a list of names")
-    if not isinstance(m.get("chip_config"), dict) or not isinstance(m.get("regions"), list):
-        raise bad("chip_config or regions is missing")
-    try:
-        ChipConfig(**m["chip_config"])
-    except TypeError as exc:
-        raise bad(f"chip_config has unexpected fields ({exc})") from None
-    if not all(isinstance(r, dict) and isinstance(r.get("spec"), dict) for r in m["regions"]):
-        raise bad("every region needs its 'spec' (name, lon, lat, size)")
-    splits = m.get("splits")
-    if not (isinstance(splits, dict) and "train" in splits and set(splits) <= set(SPLITS)):
+    if "train" not in m["splits"]:
         raise bad("splits must hold 'train' (and optionally 'heldout')")
-    for split, entry in splits.items():
-        if not (isinstance(entry, dict) and isinstance(entry.get("shards"), list)):
-            raise bad(f"split '{split}' has no shard list")
-        whole(entry.get("chips"), 0, 10**9, f"{split} chips")
-        whole(entry.get("rejected_nodata"), 0, 10**12, f"{split} rejected_nodata")
-        if not isinstance(entry.get("chips_per_roi"), dict):
-            raise bad(f"split '{split}' has no chips_per_roi")
-        total = 0
+    for split, entry in m["splits"].items():
         for shard in entry["shards"]:
-            if not (isinstance(shard, dict) and isinstance(shard.get("name"), str)
-                    and _SHARD_RE.match(shard["name"]) and shard["name"].startswith(split + "-")):
-                raise bad(f"a shard of '{split}' has a bad name {shard.get('name') if isinstance(shard, dict) else shard!r}")
-            whole(shard.get("chips"), 1, MAX_SHARD_SIZE, f"chips of {shard['name']}")
-            files = shard.get("files")
+            if not shard["name"].startswith(split + "-"):
+                raise bad(f"a shard of '{split}' has a bad name {shard['name']!r}")
             for kind in kinds:
-                info = files.get(kind) if isinstance(files, dict) else None
-                if not (isinstance(info, dict) and isinstance(info.get("sha256"), str)
-                        and re.fullmatch(r"[0-9a-f]{64}", info["sha256"])):
+                if kind not in shard["files"]:
                     raise bad(f"{shard['name']} has no sha256 for its {kind}")
-                whole(info.get("bytes"), 1, 2**40, f"bytes of {_shard_file(shard['name'], kind)}")
-            total += shard["chips"]
+        total = sum(shard["chips"] for shard in entry["shards"])
         if total != entry["chips"]:
             raise bad(f"the '{split}' shards hold {total} chips, not the {entry['chips']} recorded")
     return m

@@ -36,9 +36,10 @@ LABEL_BLOCK_PX = 120  # fixture class blocks of 1/100 degree (~1.1 km): a few pe
 
 
 def scene_folder(root: Path, scenes: dict[str, dict] | None = None) -> Path:
-    """A BHARATEO_S2_DIR-style folder under `root` holding the shared scene (its files copied
-    by symlink) once per entry of `scenes` {scene id: item property overrides}, each with its own
-    item JSON; default: the shared scene as it is."""
+    """A BHARATEO_S2_DIR-style folder under `root` holding the shared scene (its band files
+    copied: a link to a file outside the folder is never read) once per entry of `scenes`
+    {scene id: item property overrides}, each with its own item JSON; default: the shared scene
+    as it is."""
     root = Path(root)
     base = json.loads(SCENE_ITEM.read_text())
     for scene_id, overrides in (scenes or {SCENE_ID: {}}).items():
@@ -46,7 +47,7 @@ def scene_folder(root: Path, scenes: dict[str, dict] | None = None) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         for f in SCENE_DIR.glob("*.tif"):
             if not (folder / f.name).exists():
-                (folder / f.name).symlink_to(f)
+                shutil.copyfile(f, folder / f.name)
         item = json.loads(json.dumps(base))
         item["id"] = scene_id
         item["properties"].update(overrides)
@@ -93,11 +94,14 @@ class StacServer:
     The search answers every item, as an API that ignores filters would; the client side decides
     (`honour_dates`: only the items in the search's datetime range and within its
     eo:cloud_cover limit, as Earth Search answers).
-    `searches` records each search's body."""
+    `searches` records each search's body. `answer` (body -> dict or bytes), when set, is the
+    search's whole answer instead (bytes sent as they are, chunked when `chunked`: no
+    Content-Length), for catalogues that answer with something else."""
 
-    def __init__(self, files: Path, items: list[dict], honour_dates: bool = False):
+    def __init__(self, files: Path, items: list[dict], honour_dates: bool = False,
+                 answer=None, chunked: bool = False):
         self.files, self.items, self.searches = Path(files), items, []
-        self.honour_dates = honour_dates
+        self.honour_dates, self.answer, self.chunked = honour_dates, answer, chunked
         self._files_server = RangeHTTPServer(self.files)
 
     def __enter__(self) -> "StacServer":
@@ -120,8 +124,32 @@ class StacServer:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _raw(self, body: bytes):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                if outer.chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    try:
+                        for i in range(0, len(body), 2**20):
+                            part = body[i:i + 2**20]
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                        self.wfile.write(b"0\r\n\r\n")
+                    except OSError:  # the client stopped reading: as it should
+                        pass
+                    return
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except OSError:
+                    pass
+
             def _search(self, body):
                 outer.searches.append(body)
+                if outer.answer is not None:
+                    answer = outer.answer(body)
+                    return self._raw(answer) if isinstance(answer, bytes) else self._json(answer)
                 feats = [outer.item_with_urls(it) for it in outer.items
                          if not outer.honour_dates
                          or (outer.in_dates(it, body) and outer.under_cloud_limit(it, body))]

@@ -75,7 +75,7 @@ def _pop(key):
 
 
 DAMAGES = {  # name: (file, change, words in the reason)
-    "missing-train": ("config.json", _pop("train"), "'train' section is missing"),
+    "missing-train": ("config.json", _pop("train"), "'train' is missing"),
     "text-score": ("metrics.json", lambda d: {**d, "train_rec_mae": "abc"}, "train_rec_mae"),
     "config-list": ("config.json", lambda d: [d], "list, not an object"),
     "saved-at-int": ("config.json", lambda d: {**d, "saved_at": 1234567}, "saved_at"),

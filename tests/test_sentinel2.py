@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -37,6 +38,7 @@ from bharateo.sentinel2 import (
     scene_from_item,
     worldcover_on_grid,
 )
+from bharateo.sentinel2.bands import EARTH_SEARCH_ASSET_HOSTS
 from bharateo.train import TrainConfig
 from bharateo.worldcover import NODATA_ID, PIXELS_PER_DEGREE, DataSource
 from tests.fixture_tiles import closed_port_url, write_fixture_tile
@@ -71,7 +73,7 @@ def s2_env(tmp_path, monkeypatch):
 
 
 def shared_scene():
-    return scene_from_item(shared_item()), {b: str(SCENE_DIR / f"{b}.tif") for b in
+    return scene_from_item(shared_item(), EARTH_SEARCH_ASSET_HOSTS), {b: str(SCENE_DIR / f"{b}.tif") for b in
                                             (*BANDS_10, "SCL")}
 
 
@@ -541,7 +543,7 @@ def test_folders_that_are_no_scene_are_skipped_with_a_reason_a_teacher_can_act_o
     (tmp_path / "bands_only").mkdir(parents=True)
     (tmp_path / "bands_only" / "B02.tif").symlink_to(SCENE_DIR / "B02.tif")
     (tmp_path / "composite").mkdir()
-    (tmp_path / "composite" / BELGIUM_TIF.name).symlink_to(BELGIUM_TIF)
+    shutil.copyfile(BELGIUM_TIF, tmp_path / "composite" / BELGIUM_TIF.name)
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad_item").mkdir()
     (tmp_path / "bad_item" / "item.json").write_text("{not json")

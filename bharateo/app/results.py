@@ -35,12 +35,11 @@ from bharateo.app.state import CurrentModel
 from bharateo.chips import ChipSet, build_chip_sets
 from bharateo.errors import BharatEOError, ConfigError
 from bharateo.evaluate import class_table  # noqa: F401  (the pages read it from here)
-from bharateo.inspect_model import valid_embedding_map
 from bharateo.pipeline import RunConfig, load_rois
 from bharateo.runs import (SavedRun, list_runs, load_run, read_run_file, unreadable_weights_message,
                            write_run_file)
 from bharateo.schema import number_text
-from bharateo.schema import is_int, is_number
+from bharateo.untrusted import typed
 from bharateo.words import plural
 from bharateo.worldcover import CLASS_NAMES, NUM_CLASSES
 
@@ -284,30 +283,18 @@ def stored_result(kind: str, model, chips: ChipSet, params: dict, compute: Calla
 
 def valid_result(kind: str, value) -> bool:
     """A stored result read back from disk has the shape the pages draw (else it is recomputed):
-    an evaluation's K x K integer confusion, K per-class rows and numbers (or null) where numbers
-    go; a curve's rows of ratio / masked MAE / patch accuracy; an embedding map's columns
-    (inspect_model.valid_embedding_map)."""
-    k = NUM_CLASSES
-    if kind == "embedding_map":
-        return valid_embedding_map(value)
-    if kind == "ratio_curve":
-        return isinstance(value, list) and bool(value) and all(
-            isinstance(r, dict) and all(is_number(r.get(f)) for f in ("ratio", "masked_mae", "patch_acc"))
-            for r in value)
-    if kind != "evaluation" or not isinstance(value, dict):
+    schema.StoredEvaluation, schema.RatioCurve or schema.EmbeddingMap, by `kind`."""
+    from bharateo.schema import EmbeddingMap, RatioCurve, StoredEvaluation
+
+    shape = {"evaluation": StoredEvaluation, "ratio_curve": RatioCurve,
+             "embedding_map": EmbeddingMap}.get(kind)
+    if shape is None:
         return False
-    confusion, rows, per_mae = value.get("confusion"), value.get("per_class"), value.get("per_class_mae")
-    return (isinstance(confusion, list) and len(confusion) == k
-            and all(isinstance(r, list) and len(r) == k and all(is_int(v) and v >= 0 for v in r)
-                    for r in confusion)
-            and isinstance(rows, list) and len(rows) == k
-            and all(isinstance(r, dict) and isinstance(r.get("class"), str) and is_int(r.get("support"))
-                    and all(r.get(f) is None or is_number(r.get(f)) for f in ("precision", "recall", "f1"))
-                    for r in rows)
-            and isinstance(per_mae, list) and len(per_mae) == k
-            and all(v is None or is_number(v) for v in per_mae)
-            and is_number(value.get("accuracy")) and is_number(value.get("mask_ratio"))
-            and (value.get("masked_mae") is None or is_number(value.get("masked_mae"))))
+    try:
+        typed(shape, value, kind)
+    except BharatEOError:
+        return False
+    return True
 
 
 def _precision_param(precision: str) -> dict:

@@ -36,6 +36,12 @@ DEFAULT_COLLECTION = "sentinel-2-l2a"
 DEFAULT_DATES = "2021-01-01/2021-12-31"  # WorldCover 2021's year
 DEFAULT_MAX_CLOUD = 20.0
 SEARCH_MAX_ITEMS = 200
+# Hosts whose band files a catalogue's items may name, besides the catalogue's own host: Earth
+# Search v1's COGs are in AWS's open-data bucket (its items' asset hrefs). Another catalogue's
+# hosts are named in BHARATEO_S2_ASSET_HOSTS (comma-separated).
+EARTH_SEARCH_ASSET_HOSTS = ("sentinel-cogs.s3.us-west-2.amazonaws.com",)
+MAX_ITEM_BYTES = 2**20  # one STAC item file (the shared scene's: 21 KB)
+MAX_SEARCH_ANSWER_BYTES = 16 * 2**20  # one catalogue answer (a page of 100 items: ~2 MB)
 SEARCH_TIMEOUT_S = 15.0
 S2_LABEL = "Sentinel-2 L2A reflectance"
 ATTRIBUTION = "Contains modified Copernicus Sentinel data"

@@ -67,10 +67,28 @@ def region_grid(spec: RoiSpec, crs, transform, shape) -> RegionGrid | None:
                       spec.size, (row0, col0), tuple(shape))
 
 
-def _open(href: str):
+def openable(href: str) -> bool:
+    """The last gate before GDAL: an http(s) URL (its host was checked when the item was read,
+    scenes.href_problem) or an absolute path of a plain local file (a folder's file, resolved
+    inside it by scenes.folder_scenes); never a GDAL virtual path, another scheme, inline XML or
+    a driver prefix."""
+    if not isinstance(href, str) or not href or "\x00" in href:
+        return False
+    low = href.lower()
+    if low.startswith(("http://", "https://")):
+        return True
+    return href.startswith("/") and not low.startswith("/vsi") and "://" not in href
+
+
+def open_band(href: str):
+    """rasterio.open for GeoTIFF band files only (driver GTiff: a "B02.tif" that is a VRT naming
+    other files is not followed). TileFileError for an href openable() refuses."""
     import rasterio
 
-    return rasterio.open(href)
+    if not openable(href):
+        raise TileFileError("A band file named in a way this lab never opens (a GDAL virtual path or "
+                            "another scheme) was refused. Use a folder of scenes or a STAC API.")
+    return rasterio.open(href, driver="GTiff")
 
 
 def _env(deadline: float | None = None) -> dict:
@@ -111,7 +129,7 @@ def scene_bounds(scene: Scene) -> tuple[float, float, float, float] | None:
     try:
         from rasterio.warp import transform_bounds
 
-        with _open(scene.hrefs["B02"]) as src:
+        with open_band(scene.hrefs["B02"]) as src:
             return transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
     except Exception:  # no such band, or not readable: the scene's place is unknown
         return None
@@ -181,10 +199,10 @@ def choose_scene(spec: RoiSpec, scenes: list[Scene], query: S2Query, where: str,
             tried.append(f"{scene.id} (the centre is outside its data footprint)")
             continue
         if "B02" not in scene.hrefs:
-            tried.append(f"{scene.id} (no B02 band file)")
+            tried.append(f"{scene.id} ({_why_missing(scene, 'B02')})")
             continue
         try:
-            with rasterio.Env(**_env(deadline)), _open(scene.hrefs["B02"]) as src:
+            with rasterio.Env(**_env(deadline)), open_band(scene.hrefs["B02"]) as src:
                 grid = region_grid(spec, src.crs, src.transform, src.shape)
         except Exception as exc:
             raise _band_error(exc, scene, "B02") from exc
@@ -241,6 +259,13 @@ def _scenes_elsewhere(spec: RoiSpec, scenes: list[Scene], query: S2Query, where:
             f"{shown}: {' and '.join(todo)}.")
 
 
+def _why_missing(scene: Scene, band: str) -> str:
+    """Why `scene` has no readable file for `band`: its refusal (scenes.scene_from_item,
+    folder_scenes) or that it has none."""
+    why = scene.refused.get(band)
+    return f"band {band} is {why}" if why else f"no {band} band file"
+
+
 # --- reading -------------------------------------------------------------------------------
 def reflectance_rule(scene: Scene) -> tuple[int, str]:
     """(offset added to every DN before / 10000, the reason, for the provenance).
@@ -281,7 +306,7 @@ def read_band(href: str, grid: RegionGrid, band: str, scene: Scene) -> np.ndarra
     s = grid.size
     a, _, c, _, e, f = grid.transform
     x0, y0 = c - col * a, f - row * e  # the scene's 10 m origin
-    with _open(href) as src:
+    with open_band(href) as src:
         t = src.transform
         k = t.a / a
         if (round(k) < 1 or abs(k - round(k)) > 1e-6 or abs(t.e / e - k) > 1e-6
@@ -308,7 +333,7 @@ def read_scene_window(scene: Scene, grid: RegionGrid, bands, deadline: float | N
     without an SCL file is read with only band no-data (a note in the provenance says so)."""
     import rasterio
 
-    wanted = list(bands) + (["SCL"] if "SCL" in scene.hrefs else [])
+    wanted = list(bands) + (["SCL"] if "SCL" in scene.hrefs or "SCL" in scene.refused else [])
     out = np.zeros((len(bands), grid.size, grid.size), np.uint16)
     scl = np.full((grid.size, grid.size), 255, np.uint8)  # 255: no SCL (not a class)
     for i, band in enumerate(wanted):
@@ -317,6 +342,9 @@ def read_scene_window(scene: Scene, grid: RegionGrid, bands, deadline: float | N
         if deadline is not None and time.monotonic() > deadline:
             raise SourceUnreachableError(f"Reading scene {scene.id} ran out of time at band {band}. "
                                          "Try again later, or prefetch the region while online.")
+        if band in scene.refused:
+            raise TileFileError(f"Scene {scene.id} can't be read: {_why_missing(scene, band)}. "
+                                "Pick another scene (dates) or another source.")
         if band not in scene.hrefs:
             raise TileFileError(f"Scene {scene.id} has no {band} band file, so this source can't "
                                 "be read from it. Add the file or pick another scene (dates).")

@@ -19,10 +19,12 @@ from bharateo.roi import (MAX_NODATA_FRACTION, Roi, RoiSpec, _disk_fault, _with_
                           atomic_write_bytes, data_dir, read_timeout_s)
 from bharateo.sentinel2.bands import BANDS_4, BANDS_10, S2_LABEL, S2_SOURCES, SCL_CLOUD_CLASSES
 from bharateo.sentinel2.labels import worldcover_on_grid
-from bharateo.sentinel2.read import (RegionGrid, choose_scene, folder_elsewhere, place_text, read_scene_window,
+from bharateo.sentinel2.read import (RegionGrid, choose_scene, folder_elsewhere, open_band, place_text,
+                                     read_scene_window,
                                      reflectance_rule, scene_bounds, to_reflectance)
 from bharateo.sentinel2.scenes import (S2Query, S2Source, Scene, folder_scenes, in_range,
                                        s2_source_from_env, stac_scenes)
+from bharateo.untrusted import parse_json
 from bharateo.worldcover import NODATA, DataSource, data_source_from_env, redact_text
 
 
@@ -92,8 +94,12 @@ def read_cache(path: Path, binding: dict, n_bands: int) -> tuple[np.ndarray, np.
     """-> (dn, native, provenance). ValueError (or a zip/OS error) for a damaged or foreign file."""
     with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
         dn, native = z["dn"], z["native"]
-        provenance = json.loads(redact_text(z["provenance"]))
-        stored, digest = json.loads(str(z["binding"])), str(z["sha256"])
+        provenance = parse_json(redact_text(z["provenance"]), "its provenance", 2**20,
+                                error=ValueError)
+        stored = parse_json(str(z["binding"]), "its binding", 2**16, error=ValueError)
+        digest = str(z["sha256"])
+    if not isinstance(provenance, dict) or not isinstance(stored, dict):
+        raise ValueError("its provenance or binding is not an object")
     size = binding["size"]
     if stored != binding:
         raise ValueError("it holds another region or query")
@@ -281,8 +287,6 @@ def folder_presets(source: S2Source | None = None, max_size: int = 256) -> list[
     """One region per scene of a local Sentinel-2 folder (BHARATEO_S2_DIR): centred on the
     scene's raster, as big as fits within `max_size` (a multiple of 64 px, at least 64), named
     after its MGRS tile and date. [] for a STAC source or a folder without readable scenes."""
-    import rasterio
-
     source = source or s2_source_from_env()
     if source.kind != "folder":
         return []
@@ -293,7 +297,7 @@ def folder_presets(source: S2Source | None = None, max_size: int = 256) -> list[
     out = []
     for scene in scenes:
         try:
-            with rasterio.open(scene.hrefs["B02"]) as src:
+            with open_band(scene.hrefs["B02"]) as src:
                 t, (h, w), crs = src.transform, src.shape, src.crs
         except Exception:  # a damaged scene: the region read would say so; no preset for it
             continue

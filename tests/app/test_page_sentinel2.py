@@ -4,6 +4,7 @@ both colour rows. Reflectance: the real shared crop; labels: fixtures, labelled 
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -297,7 +298,7 @@ def s2_folder_with_composite(s2_lesson, tmp_path):
     composite = SCENE_DIR.parent / "S2_31UFS_2021-06_monthly_10m"
     if not composite.is_dir():
         pytest.skip("needs the shared composite folder")
-    (tmp_path / "s2" / composite.name).symlink_to(composite, target_is_directory=True)
+    shutil.copytree(composite, tmp_path / "s2" / composite.name)  # a link out is never read
     return s2_lesson
 
 
