@@ -199,15 +199,23 @@ def quality(confusion, chips: int) -> dict:
     balanced = balanced_accuracy(confusion)
     floor = 1.0 / int((confusion.sum(axis=1) > 0).sum())
     margin = baseline_margin(share, chips)
-    if balanced <= floor + margin:
-        verdict = "majority"
-    elif accuracy <= share + margin:
-        verdict = "no_gain"
-    else:
-        verdict = "learned"
     return {"accuracy": accuracy, "majority_class": name, "majority_accuracy": share,
             "balanced_accuracy": balanced, "balanced_floor": floor, "margin": margin,
-            "verdict": verdict}
+            "verdict": verdict(accuracy, share, balanced, floor, margin)}
+
+
+def verdict(accuracy, majority, balanced, floor, margin) -> str:
+    """quality()'s verdict from its numbers (so a saved run's metrics.json is judged by the same
+    rule): "majority", "no_gain", "learned", or "unknown" when a number is missing (NaN or None:
+    a run saved before baselines existed, or a diverged one)."""
+    numbers = (accuracy, majority, balanced, floor, margin)
+    if any(v is None or not isinstance(v, (int, float)) or v != v for v in numbers):
+        return "unknown"
+    if balanced <= floor + margin:
+        return "majority"
+    if accuracy <= majority + margin:
+        return "no_gain"
+    return "learned"
 
 
 def quality_of(result: dict) -> dict:
@@ -225,6 +233,37 @@ def baseline_text(q: dict, digits: int = 3) -> str:
             f"{score_text(q['majority_accuracy'], digits)}; balanced accuracy "
             f"{score_text(q['balanced_accuracy'], digits)} ({score_text(q['balanced_floor'], digits)}"
             " for one class everywhere)")
+
+
+TRY_NEXT = ("train longer (more epochs), or turn on class weights ('effective') so the rare "
+            "classes count as much as the common one")
+
+
+def quality_reading(q: dict, where: str = "these chips") -> str:
+    """One or two sentences on a quality() (or pipeline.split_quality) result on `where`, which
+    only say the model learned when the verdict is "learned"; otherwise they say plainly that it
+    answers the majority class (or no better than it) and what to try (TRY_NEXT)."""
+    t = lambda v: score_text(v, 2)  # noqa: E731
+    v = q.get("verdict")
+    if v in (None, "unknown", "empty"):
+        return (f"On {where} patch accuracy is {t(q.get('accuracy'))}; no baseline was recorded "
+                "to compare it with.")
+    name, acc, maj = q["majority_class"], q["accuracy"], q["majority_accuracy"]
+    bal, floor, margin = q["balanced_accuracy"], q["balanced_floor"], q["margin"]
+    margin_words = f"{margin:.0%} (two standard errors over these chips, at least 2 points)"
+    if v == "majority":
+        return (f"On {where} the model answers '{name}' almost everywhere: accuracy {t(acc)} "
+                f"against {t(maj)} for always answering '{name}', and balanced accuracy {t(bal)} "
+                f"is within {margin_words} of {t(floor)}, what one class everywhere scores. It "
+                f"has not learned to tell the classes apart yet: {TRY_NEXT}.")
+    if v == "no_gain":
+        return (f"On {where} the model tells some classes apart (balanced accuracy {t(bal)}, one "
+                f"class everywhere would score {t(floor)}), but its accuracy {t(acc)} is not above "
+                f"always answering '{name}' ({t(maj)}) by more than {margin_words}: it gets no "
+                f"more patches right than that guess. Try: {TRY_NEXT}.")
+    return (f"On {where} accuracy {t(acc)} beats always answering '{name}' ({t(maj)}) by "
+            f"{acc - maj:.0%}, more than the {margin_words}, and balanced accuracy is {t(bal)} "
+            f"(one class everywhere: {t(floor)}).")
 
 
 def score_text(value, digits: int = 3) -> str:

@@ -331,13 +331,15 @@ def check_history(history) -> None:
 
 
 def check_metrics(metrics) -> None:
-    """metrics.json: an object; end_reason/end_message/precision/precision_reason text, every
-    score a number or null."""
+    """metrics.json: an object; end_reason/end_message/precision/precision_reason text,
+    <split>_majority_class short text or null, every score a number or null."""
     if not isinstance(metrics, dict):
         raise RunDamagedError(f"metrics.json holds a JSON {type(metrics).__name__}, not an object")
     for key, value in metrics.items():
         ok = (isinstance(value, str) if key in ("end_reason", "end_message", "precision",
                                                 "precision_reason") else
+              value is None or (isinstance(value, str) and len(value) <= 64)
+              if key.endswith("_majority_class") else
               value is None or is_int(value) if key in ("epochs_done", "parameters") else
               _number_or_none(value) if key.startswith(("train_", "heldout_")) else True)
         if not ok:

@@ -249,7 +249,7 @@ def training_support(chips, block: int = 4096) -> np.ndarray:
 
 def masked_scores(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float, seed: int,
                   batch_size: int = 128, precision: str = "fp32") -> dict:
-    """{rec_mae, esa_acc, balanced_acc, majority_acc} over `chips` with seeded masks
+    """{rec_mae, esa_acc, balanced_acc, majority_acc, confusion (K x K)} over `chips` with seeded masks
     (evaluate.masked_batches: eval mode, the model's device), no-data (IGNORE_INDEX) patches left
     out of all: masked MAE, ESA patch accuracy, its balanced accuracy (evaluate.balanced_accuracy)
     and the majority baseline on the same patches (evaluate.majority_baseline)."""
@@ -266,7 +266,8 @@ def masked_scores(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float, seed: in
     return {"rec_mae": abs_sum / max(n_abs, 1),
             "esa_acc": float(np.trace(confusion)) / max(total, 1),
             "balanced_acc": balanced_accuracy(confusion),
-            "majority_acc": majority_baseline(confusion.sum(axis=1))[1]}
+            "majority_acc": majority_baseline(confusion.sum(axis=1))[1],
+            "confusion": confusion}
 
 
 def masked_metrics(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float, seed: int,
