@@ -167,11 +167,15 @@ def balanced_accuracy(confusion) -> float | None:
 def baseline_margin(share: float, chips: int) -> float:
     """How far above a baseline share a score must be before the lab says the model learned:
     MARGIN_SE (2) standard errors of a share `share` measured on `chips` chips, sqrt(s (1 - s) /
-    chips), never under MARGIN_FLOOR (2 points). Chips, not patches, count as independent
-    samples: a chip's 16-64 patches are neighbours and mostly the same class, so counting them
-    apart would make a one-chip fluke look significant."""
+    chips), never under MARGIN_FLOOR (2 points), and never over half the room above the
+    baseline, (1 - share) / 2 (on chips that are 97 % tree, a model that gets 99 % right has
+    removed most of the baseline's mistakes; two standard errors over few chips would be more
+    than all the room there is). Chips, not patches, count as independent samples: a chip's
+    16-64 patches are neighbours and mostly the same class, so counting them apart would make a
+    one-chip fluke look significant."""
     share = min(max(float(share), 0.0), 1.0)
-    return max(MARGIN_FLOOR, MARGIN_SE * math.sqrt(share * (1 - share) / max(int(chips), 1)))
+    se = MARGIN_SE * math.sqrt(share * (1 - share) / max(int(chips), 1))
+    return min(max(MARGIN_FLOOR, se), (1 - share) / 2)
 
 
 def quality(confusion, chips: int) -> dict:
@@ -219,9 +223,13 @@ def verdict(accuracy, majority, balanced, floor, margin) -> str:
 
 
 def quality_of(result: dict) -> dict:
-    """quality() of a stored evaluation (its confusion and chip count); the same for results
-    stored before baselines were kept (they are recomputed from the confusion)."""
-    return quality(result["confusion"], result.get("chips", 1))
+    """quality() of a stored evaluation (its confusion and chip count; a result without a chip
+    count counts its patches); the same for results stored before baselines were kept (they are
+    recomputed from the confusion)."""
+    confusion = np.asarray(result["confusion"])
+    chips = result.get("chips")
+    return quality(confusion, chips if isinstance(chips, int) and chips > 0 else
+                   max(int(confusion.sum()), 1))
 
 
 def baseline_text(q: dict, digits: int = 3) -> str:
@@ -250,9 +258,10 @@ def quality_reading(q: dict, where: str = "these chips") -> str:
                 "to compare it with.")
     name, acc, maj = q["majority_class"], q["accuracy"], q["majority_accuracy"]
     bal, floor, margin = q["balanced_accuracy"], q["balanced_floor"], q["margin"]
-    margin_words = f"{margin:.0%} (two standard errors over these chips, at least 2 points)"
+    margin_words = (f"{margin:.1%} (two standard errors over these chips, at least 2 points, at "
+                    "most half the room above the baseline)")
     if v == "majority":
-        return (f"On {where} the model answers '{name}' almost everywhere: accuracy {t(acc)} "
+        return (f"On {where} the model does little more than answer '{name}': accuracy {t(acc)} "
                 f"against {t(maj)} for always answering '{name}', and balanced accuracy {t(bal)} "
                 f"is within {margin_words} of {t(floor)}, what one class everywhere scores. It "
                 f"has not learned to tell the classes apart yet: {TRY_NEXT}.")
