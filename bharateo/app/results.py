@@ -461,6 +461,47 @@ def normalised_confusion(result: dict) -> np.ndarray:
     return ev.row_normalised(np.asarray(result["confusion"]))
 
 
+VERDICT_WORDS = {"learned": "learned", "majority": "majority class", "no_gain": "no gain"}
+
+
+def score_percent(value) -> str:
+    """A share as '80.8%', '—' when undefined."""
+    return "—" if value is None or value != value else f"{value:.1%}"
+
+
+def baseline_delta(q: dict) -> dict:
+    """st.metric's delta for an accuracy: its difference from the majority baseline (green above
+    it by more than the margin, grey within it, red below), or nothing without a baseline."""
+    if q.get("accuracy") is None or q.get("majority_accuracy") is None:
+        return {}
+    diff = q["accuracy"] - q["majority_accuracy"]
+    within = abs(diff) <= q["margin"]
+    return {"delta": f"{diff:+.1%} vs always '{q['majority_class']}'",
+            "delta_color": "off" if within else "normal"}
+
+
+def chip_baseline_caption(q: dict | None) -> str:
+    """Under Reconstruct's per-chip accuracy: its baselines on this chip's patches."""
+    if not q or q.get("majority_accuracy") is None:
+        return "No land-cover patches on this chip to score."
+    return (f"Always answering '{q['majority_class']}' would score "
+            f"{q['majority_accuracy']:.0%} on this chip; balanced accuracy "
+            f"{score_percent(q['balanced_accuracy'])} (one class everywhere: "
+            f"{score_percent(q['balanced_floor'])}).")
+
+
+def curve_baseline_caption(rows: list[dict]) -> str:
+    """Under Reconstruct's curve: the majority baseline and the balanced accuracy range."""
+    majority = rows[0].get("majority_acc") if rows else None
+    if majority is None:
+        return ""
+    balanced = [r["balanced_acc"] for r in rows if r.get("balanced_acc") is not None]
+    span = (f"; balanced accuracy (every class counts the same) runs from {min(balanced):.0%} to "
+            f"{max(balanced):.0%}" if balanced else "")
+    return (f"The grey line is the majority baseline: always answering the most common class "
+            f"scores {majority:.0%} of these patches at every ratio{span}.")
+
+
 def majority_share(result: dict) -> tuple[str, float]:
     """(most common target class, its share of patches): the always-guess-it baseline."""
     support = np.asarray(result["confusion"]).sum(axis=1)
