@@ -203,7 +203,10 @@ def quality(confusion, chips: int) -> dict:
     balanced = balanced_accuracy(confusion)
     floor = 1.0 / int((confusion.sum(axis=1) > 0).sum())
     margin = baseline_margin(share, chips)
+    predicted = confusion.sum(axis=0)
     return {"accuracy": accuracy, "majority_class": name, "majority_accuracy": share,
+            "answered_class": CLASS_NAMES[int(predicted.argmax())],
+            "answered_share": float(predicted.max() / total),
             "balanced_accuracy": balanced, "balanced_floor": floor, "margin": margin,
             "verdict": verdict(accuracy, share, balanced, floor, margin)}
 
@@ -260,8 +263,11 @@ def quality_reading(q: dict, where: str = "these chips") -> str:
     bal, floor, margin = q["balanced_accuracy"], q["balanced_floor"], q["margin"]
     margin_words = (f"{margin:.1%} (two standard errors over these chips, at least 2 points, at "
                     "most half the room above the baseline)")
+    answered = q.get("answered_class", name)
     if v == "majority":
-        return (f"On {where} the model does little more than answer '{name}': accuracy {t(acc)} "
+        what = (f"answer '{name}'" if answered == name else
+                f"answer one class, '{answered}' ({q['answered_share']:.0%} of its answers)")
+        return (f"On {where} the model does little more than {what}: accuracy {t(acc)} "
                 f"against {t(maj)} for always answering '{name}', and balanced accuracy {t(bal)} "
                 f"is within {margin_words} of {t(floor)}, what one class everywhere scores. It "
                 f"has not learned to tell the classes apart yet: {TRY_NEXT}.")
