@@ -182,11 +182,12 @@ def quality(confusion, chips: int) -> dict:
     """An accuracy with its baselines and what it may be read as, from a C x C confusion (rows =
     target, no-data already left out) over `chips` chips:
 
-    accuracy, majority_class, majority_accuracy (always answering it), balanced_accuracy, its
-    floor balanced_floor = 1 / classes present (what the majority answer scores), margin
-    (baseline_margin of the majority share), and verdict:
+    accuracy, majority_class, majority_accuracy (always answering it), answered_class and
+    answered_share (the class the model names most, its share of the answers),
+    balanced_accuracy, its floor balanced_floor = 1 / classes present (what answering one class
+    everywhere scores), margin (baseline_margin of the majority share), and verdict:
       "majority"  balanced accuracy within the margin of its floor: the model (nearly) always
-                  answers the majority class;
+                  answers one class (usually the majority class);
       "no_gain"   it tells some classes apart, but its accuracy is not above the majority
                   baseline by more than the margin;
       "learned"   both above their baselines by more than the margin;
