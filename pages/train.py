@@ -8,7 +8,8 @@ from bharateo.app.jobs import job_chips_text, job_settings_text, max_training_se
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import (clear_error, current_chip_config, guidance, keep_error, keep_widget,
                                 page_setup, show_error, show_kept_error, use_saved_run)
-from bharateo.app.train import (ACCURACY_CAPTION, VARIANT_CHOICES, accuracy_column_help, adopt_finished_job, apply_preset, compare_table,
+from bharateo.app.train import (ACCURACY_CAPTION, VARIANT_CHOICES, accuracy_column_help,
+                                adopt_finished_job, apply_preset, compare_table,
                                 config_from_knobs, control_buttons, control_job, live_control_buttons,
                                 series_from_job, current_knobs, default_run_name, draw_progress,
                                 flops_table, free_run_name, knob_problems, knob_settings,

@@ -72,7 +72,9 @@ def _run_label(run: SavedRun) -> str:
     saved = run.config.get("saved_at", "")[:16].replace("T", " ")
     epochs = run.metrics.get("epochs_done", run.config.get("train", {}).get("epochs", "?"))
     held = number_text(run.metrics.get("heldout_esa_acc"), 2)
-    tail = f", held-out acc {held}" if held != "—" else ""
+    majority = number_text(run.metrics.get("heldout_majority_acc"), 2)
+    tail = (f", held-out acc {held}" + (f" (majority {majority})" if majority != "—" else "")
+            if held != "—" else "")
     epochs = plural(epochs, "epoch") if isinstance(epochs, int) else f"{epochs} epochs"
     return f"{run.name} · {saved} · {epochs}{tail}"
 
