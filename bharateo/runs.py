@@ -317,15 +317,21 @@ def run_band_stats(config: dict, channels: int):
     return stats
 
 
+# scores an epoch may lack (runs saved before held-out regions or baselines existed)
+OPTIONAL_HISTORY = ("heldout_rec_mae", "heldout_esa_acc", "esa_balanced", "majority_acc",
+                    "heldout_esa_balanced", "heldout_majority_acc")
+
+
 def check_history(history) -> None:
-    """history.json: a list of per-epoch objects with numbers (or null) for every metric."""
+    """history.json: a list of per-epoch objects with numbers (or null) for every metric (the
+    OPTIONAL_HISTORY ones only where present)."""
     if not isinstance(history, list):
         raise RunDamagedError(f"history.json holds a JSON {type(history).__name__}, not a list")
     for i, row in enumerate(history, 1):
         if not isinstance(row, dict) or not is_int(row.get("epoch")):
             raise RunDamagedError(f"history.json: entry {i} is not an epoch record")
-        for key in ("loss", "rec", "esa", "rec_mae", "esa_acc"):
-            if not _number_or_none(row.get(key)):
+        for key in ("loss", "rec", "esa", "rec_mae", "esa_acc", *OPTIONAL_HISTORY):
+            if (key in row or key not in OPTIONAL_HISTORY) and not _number_or_none(row.get(key)):
                 raise RunDamagedError(f"history.json: epoch {row['epoch']} has {key} = {row.get(key)!r}, "
                                       "not a number")
 

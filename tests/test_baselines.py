@@ -181,3 +181,13 @@ def test_old_metrics_without_baselines_read_as_unknown_not_learned():
     q = split_quality({"train_esa_acc": 0.9}, "train")
     assert q["verdict"] == "unknown"
     assert "no baseline" in ev.quality_reading(q)
+
+
+def test_a_history_with_a_baseline_that_is_not_a_number_is_damaged(tmp_path):
+    from bharateo.runs import RunDamagedError, check_history
+
+    row = {"epoch": 1, "loss": 1.0, "rec": 0.5, "esa": 0.5, "rec_mae": 0.1, "esa_acc": 0.8}
+    check_history([row])  # saved before baselines: fine
+    check_history([{**row, "majority_acc": 0.8, "esa_balanced": None}])
+    with pytest.raises(RunDamagedError, match="majority_acc"):
+        check_history([{**row, "majority_acc": "0.8"}])
