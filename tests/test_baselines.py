@@ -3,7 +3,6 @@ model that answers the majority class is never read as learning; the class-weigh
 (a class-weighted patch loss, Cui et al. 2019) is a knob, a flag and a config key and changes
 the loss as documented."""
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from bharateo import cli
 from bharateo import evaluate as ev
 from bharateo.app import results
 from bharateo.errors import ConfigError
-from bharateo.model import ModelConfig, scored_losses
+from bharateo.model import scored_losses
 from bharateo.pipeline import RunConfig, knob_settings, split_quality
 from bharateo.runs import load_run
 from bharateo.settings import settings_of

@@ -504,13 +504,6 @@ def curve_baseline_caption(rows: list[dict]) -> str:
             f"scores {majority:.0%} of these patches at every ratio{span}.")
 
 
-def majority_share(result: dict) -> tuple[str, float]:
-    """(most common target class, its share of patches): the always-guess-it baseline."""
-    support = np.asarray(result["confusion"]).sum(axis=1)
-    k = int(support.argmax())
-    return CLASS_NAMES[k], float(support[k] / max(support.sum(), 1))
-
-
 def _with_baselines(q: dict) -> str:
     """'0.85 (always 'tree': 0.81; balanced accuracy 0.25)': an accuracy beside its baselines."""
     return (f"{ev.score_text(q['accuracy'], 2)} (always '{q['majority_class']}': "
