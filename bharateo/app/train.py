@@ -435,15 +435,14 @@ def accuracy_columns(metrics: dict) -> dict:
     (pipeline.split_quality; '—' where a run saved before baselines has none)."""
     words = {"learned": "learned", "majority": "majority", "no_gain": "no gain"}
     out = {}
-    for split, prefix in (("train", ""), ("heldout", "held-out ")):
+    for split, prefix, acc in (("train", "", "ESA acc"), ("heldout", "held-out ", "held-out acc")):
         q = split_quality(metrics, split)
         if split == "heldout":
             out["held-out MAE"] = number_text(metrics.get("heldout_rec_mae"))
-        out[f"{prefix}ESA acc" if prefix else "ESA acc"] = number_text(q["accuracy"])
+        out[acc] = number_text(q["accuracy"])
         out[f"{prefix}majority"] = number_text(q["majority_accuracy"])
         out[f"{prefix}balanced"] = number_text(q["balanced_accuracy"])
         out[f"{prefix}reading"] = words.get(q["verdict"], "—")
-    out["held-out acc"] = out.pop("held-out ESA acc")
     return out
 
 
