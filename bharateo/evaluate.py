@@ -236,17 +236,6 @@ def quality_of(result: dict) -> dict:
                    max(int(confusion.sum()), 1))
 
 
-def baseline_text(q: dict, digits: int = 3) -> str:
-    """'always answering 'tree' scores 0.808; balanced accuracy 0.412 (0.167 for one class
-    everywhere)': an accuracy's baselines in words, for the CLI and the pages."""
-    if q.get("majority_accuracy") is None:
-        return "no scored patches"
-    return (f"always answering '{q['majority_class']}' scores "
-            f"{score_text(q['majority_accuracy'], digits)}; balanced accuracy "
-            f"{score_text(q['balanced_accuracy'], digits)} ({score_text(q['balanced_floor'], digits)}"
-            " for one class everywhere)")
-
-
 TRY_NEXT = ("train longer (more epochs), or turn on class weights ('effective') so the rare "
             "classes count as much as the common one")
 
@@ -262,8 +251,8 @@ def quality_reading(q: dict, where: str = "these chips") -> str:
                 "to compare it with.")
     name, acc, maj = q["majority_class"], q["accuracy"], q["majority_accuracy"]
     bal, floor, margin = q["balanced_accuracy"], q["balanced_floor"], q["margin"]
-    margin_words = (f"{margin:.1%} (two standard errors over these chips, at least 2 points, at "
-                    "most half the room above the baseline)")
+    margin_words = (f"{100 * margin:.1f} points (two standard errors over these chips, at least "
+                    "2 points, at most half the room above the baseline)")
     answered = q.get("answered_class", name)
     if v == "majority":
         what = (f"answer '{name}'" if answered == name else
@@ -278,7 +267,7 @@ def quality_reading(q: dict, where: str = "these chips") -> str:
                 f"always answering '{name}' ({t(maj)}) by more than {margin_words}: it gets no "
                 f"more patches right than that guess. Try: {TRY_NEXT}.")
     return (f"On {where} accuracy {t(acc)} beats always answering '{name}' ({t(maj)}) by "
-            f"{acc - maj:.0%}, more than the {margin_words}, and balanced accuracy is {t(bal)} "
+            f"{100 * (acc - maj):.1f} points, more than the {margin_words}, and balanced accuracy is {t(bal)} "
             f"(one class everywhere: {t(floor)}).")
 
 
