@@ -243,7 +243,8 @@ def class_weights(support, scheme: str, beta: float = EFFECTIVE_BETA) -> torch.T
 
 def training_support(chips, block: int = 4096) -> np.ndarray:
     """K patch counts per class over all of `chips` (a ChipSet, or a ChipStore read `block`
-    chips at a time so memory does not grow with the store), no-data left out."""
+    chips at a time so memory does not grow with the store: train() reads a batch at a time),
+    no-data left out."""
     if not getattr(chips, "streamed", False):
         return class_support(chips.patch_targets().numpy())
     support = np.zeros(NUM_CLASSES, dtype=np.int64)
@@ -326,7 +327,8 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
     steps_per_epoch = math.ceil(n / config.batch_size)
     batch_tokens, batch_targets = _token_source(model, chips, device), _target_source(chips, device)
     n_patches = chips.grid_size ** 2
-    support = training_support(chips)  # no-data left out: the baseline's patches
+    # no-data left out: the baseline's patches; a store is read a batch at a time, as in training
+    support = training_support(chips, block=config.batch_size)
     majority = majority_baseline(support)[1]
     weights = class_weights(support, config.class_weighting)
     weights = None if weights is None else weights.to(device)
