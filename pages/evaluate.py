@@ -80,7 +80,8 @@ for split, col in columns.items():
         m1, m2, m3 = st.columns(3)
         m1.metric("Patch accuracy", f"{res['accuracy']:.1%}", **baseline_delta(q),
                   help="Share of all patches whose class the model names correctly; the arrow "
-                       "compares it with the majority baseline.")
+                       "says how many percentage points it is above (or below) the majority "
+                       "baseline, grey when within the margin.")
         m2.metric("Majority baseline", score_percent(q["majority_accuracy"]),
                   help=f"Always answering '{q['majority_class']}', the most common class here, "
                        "would score this on the same patches (no-data left out).")

@@ -101,8 +101,8 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
         st.metric("Patch accuracy (this chip)", "—" if rec.patch_acc is None else f"{rec.patch_acc:.0%}",
                   **baseline_delta(rec.quality or {}),
                   help="Share of this chip's 64 patches whose ESA class the patch head names "
-                       "correctly (hidden and visible patches); the arrow compares it with "
-                       "always answering this chip's most common class.")
+                       "correctly (hidden and visible patches); the arrow: percentage points "
+                       "above (or below) always answering this chip's most common class.")
         st.caption(chip_baseline_caption(rec.quality))
         ignored = int((rec.patch_target < 0).sum())
         st.caption(f"Mask #{st.session_state.recon_mask_seed} at {ratio:.0%}: "

@@ -463,7 +463,7 @@ def normalised_confusion(result: dict) -> np.ndarray:
     return ev.row_normalised(np.asarray(result["confusion"]))
 
 
-VERDICT_WORDS = {"learned": "learned", "majority": "majority class", "no_gain": "no gain"}
+VERDICT_WORDS = {"learned": "learned", "majority": "majority", "no_gain": "no gain"}
 
 
 def score_percent(value) -> str:
@@ -472,14 +472,14 @@ def score_percent(value) -> str:
 
 
 def baseline_delta(q: dict) -> dict:
-    """st.metric's delta for an accuracy: its difference from the majority baseline (green above
-    it by more than the margin, grey within it, red below), or nothing without a baseline."""
+    """st.metric's delta for an accuracy: its difference from the majority baseline in
+    percentage points, '+4.1 pts' (short: a metric is a sixth of the page wide; green above it by
+    more than the margin, grey within it, red below), or nothing without a baseline."""
     if q.get("accuracy") is None or q.get("majority_accuracy") is None:
         return {}
     diff = q["accuracy"] - q["majority_accuracy"]
     within = abs(diff) <= q["margin"]
-    return {"delta": f"{diff:+.1%} vs always '{q['majority_class']}'",
-            "delta_color": "off" if within else "normal"}
+    return {"delta": f"{100 * diff:+.1f} pts", "delta_color": "off" if within else "normal"}
 
 
 def chip_baseline_caption(q: dict | None) -> str:

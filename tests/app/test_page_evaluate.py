@@ -183,10 +183,10 @@ def test_every_accuracy_stands_beside_its_majority_baseline_and_balanced_accurac
                                                       for q in expected]
     assert metric_values(at, "Balanced accuracy") == [f"{q['balanced_accuracy']:.1%}"
                                                       for q in expected]
-    words = {"learned": "learned", "majority": "majority class", "no_gain": "no gain"}
+    words = {"learned": "learned", "majority": "majority", "no_gain": "no gain"}
     assert metric_values(at, "Reading") == [words[q["verdict"]] for q in expected]
     deltas = [m.proto.delta for m in at.metric if m.label == "Patch accuracy"]
-    assert all("vs always '" in d for d in deltas) and len(deltas) == 2
+    assert deltas == [f"{100 * (q['accuracy'] - q['majority_accuracy']):+.1f} pts" for q in expected]
     reading = next(i.value for i in at.info if "training chips" in i.value)
     assert f"always '{expected[1]['majority_class']}'" in reading or \
         f"always answering '{expected[1]['majority_class']}'" in reading
