@@ -3,8 +3,9 @@
 A variant is an nn.Module class built from a ModelConfig with one contract:
   - `forward(tokens, mask)`: B x N x T tokens, B x N bool mask (True = hidden) ->
     (B x N x T pixel predictions, B x N x K patch-class logits);
-  - `training_losses(tokens, patch_labels, mask, patch_loss_weight)` -> dict of 0-d tensors
-    `loss`, `rec`, `esa`, `rec_mae`, `esa_acc` (see TinyRGBMAE.training_losses);
+  - `training_losses(tokens, patch_labels, mask, patch_loss_weight, class_weights=None)` ->
+    dict of 0-d tensors `loss`, `rec`, `esa`, `rec_mae`, `esa_acc` and the batch's K x K
+    `confusion` (see TinyRGBMAE.training_losses, model.scored_losses);
   - a static `parameter_count(config)` (checked before a tensor is allocated).
 `config.json` records the name in `model.arch`; runs saved before variants existed have no such
 key and load as "notebook". A new variant is one class and one line in MODELS.

@@ -228,10 +228,14 @@ def _progress_printer(quiet: bool):
             bar.pop("bar").close()
             held = ("" if event.heldout_rec_mae is None else
                     f" | held-out MAE {number_text(event.heldout_rec_mae, 4)} acc "
-                    f"{number_text(event.heldout_esa_acc)}")
+                    f"{number_text(event.heldout_esa_acc)} (majority "
+                    f"{number_text(event.heldout_majority_acc)}, balanced "
+                    f"{number_text(event.heldout_esa_balanced)})")
             print(f"epoch {event.epoch:02d} | loss {event.loss:.4f} | rec SmoothL1 {event.rec:.4f} | "
                   f"ESA CE {event.esa:.3f} | masked MAE {event.rec_mae:.4f} | ESA acc "
-                  f"{event.esa_acc:.3f} | {event.chips_per_s:.0f} chips/s{held}", flush=True)
+                  f"{event.esa_acc:.3f} (majority {number_text(event.majority_acc)}, balanced "
+                  f"{number_text(event.esa_balanced)}) | {event.chips_per_s:.0f} chips/s{held}",
+                  flush=True)
             return
         if "bar" not in bar:
             bar["bar"] = tqdm(total=event.steps_per_epoch, desc=f"epoch {event.epoch}",
@@ -246,9 +250,18 @@ def _print_result(requested: str, result) -> None:
     from bharateo.pipeline import saved_as_message
     from bharateo.schema import number_text
 
+    from bharateo.evaluate import quality_reading
+    from bharateo.pipeline import split_quality
+
     print(result.end.message)
     for key, value in result.metrics.items():  # a score that was NaN/inf is None: shown as —
         print(f"  {key}: {value if isinstance(value, (str, int)) else number_text(value, 4)}")
+    print("ESA accuracy beside its baselines (majority: always answering the most common class; "
+          "balanced: mean per-class recall):")
+    for split, where in (("train", "the training chips (last epoch)"),
+                         ("heldout", "the held-out chips")):
+        if result.metrics.get(f"{split}_esa_acc") is not None:
+            print("  " + quality_reading(split_quality(result.metrics, split), where))
     if note := saved_as_message(requested, result.path.name):
         print(note)
     print(f"saved to {result.path}")
@@ -377,7 +390,7 @@ def cmd_chips_verify(args) -> None:
 def cmd_evaluate(args) -> None:
     from bharateo.chips import build_chip_sets
     from bharateo.device import resolve_precision
-    from bharateo.evaluate import evaluate, score_text
+    from bharateo.evaluate import evaluate, quality_of, quality_reading, score_text
     from bharateo.evaluate import class_table
     from bharateo.pipeline import RunConfig, load_rois
     from bharateo.runs import load_model, load_run
@@ -397,8 +410,12 @@ def cmd_evaluate(args) -> None:
         print(json.dumps(results))
         return
     for split, res in results.items():
+        q = quality_of(res)
         print(f"\n[{split}] {res['chips']} chips, mask {res['mask_ratio']}: accuracy "
-              f"{res['accuracy']:.3f}, masked MAE {res['masked_mae']:.4f}")
+              f"{res['accuracy']:.3f} (majority baseline {score_text(q['majority_accuracy'])}, "
+              f"always '{q['majority_class']}'; balanced accuracy "
+              f"{score_text(q['balanced_accuracy'])}), masked MAE {score_text(res['masked_mae'], 4)}")
+        print(quality_reading(q, "the training chips" if split == "train" else "the held-out chips"))
         print(f"{'target / predicted':>18s} " + " ".join(f"{n[:6]:>6s}" for n in CLASS_NAMES))
         for name, row in zip(CLASS_NAMES, res["confusion"]):
             print(f"{name:>18s} " + " ".join(f"{v:6d}" for v in row))

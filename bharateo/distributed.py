@@ -45,8 +45,9 @@ class _Losses(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, tokens, patch_labels, mask, patch_loss_weight):
-        return self.model.training_losses(tokens, patch_labels, mask, patch_loss_weight)
+    def forward(self, tokens, patch_labels, mask, patch_loss_weight, class_weights=None):
+        return self.model.training_losses(tokens, patch_labels, mask, patch_loss_weight,
+                                          class_weights)
 
 
 def rank_env() -> tuple[int, int, int] | None:
@@ -95,37 +96,45 @@ class RankGroup:
         start = self.rank * q + min(self.rank, r)
         return slice(start, start + q + (self.rank < r))
 
-    def losses(self, idx, mask, tokens_of, targets_of, patch_loss_weight: float):
+    def losses(self, idx, mask, tokens_of, targets_of, patch_loss_weight: float,
+               class_weights: torch.Tensor | None = None):
         """One step on this rank's slice of the global batch `idx` (B chip indices, B x N mask)
-        -> (loss to backpropagate, the global batch's {loss, rec, esa, rec_mae, esa_acc}).
+        -> (loss to backpropagate, the global batch's {loss, rec, esa, rec_mae, esa_acc} and its
+        K x K `confusion` tensor, summed over ranks).
 
         The model's losses are means: rec and rec_mae over the masked valid tokens it scores,
-        esa and esa_acc over the valid patches (IGNORE_INDEX ones left out). Weighting rank r's
-        mean by its share of the global count (n_r / n) and by the world size W gives, after
-        DDP averages the gradients over W ranks, sum_r (n_r / n) grad(mean_r) = the gradient of
-        the global batch's mean: the same step as one process, whatever the slice sizes. A rank
-        whose slice is empty (a last batch smaller than W) runs the batch's first chip with
-        weight 0, so every rank takes part in DDP's gradient all-reduce.
+        esa_acc over the valid patches (IGNORE_INDEX ones left out), esa over the valid patches
+        weighted by their class weight (`class_weights`, train.class_weights; 1 each when None).
+        Weighting rank r's mean by its share of the global count (n_r / n) and by the world size
+        W gives, after DDP averages the gradients over W ranks, sum_r (n_r / n) grad(mean_r) =
+        the gradient of the global batch's mean: the same step as one process, whatever the
+        slice sizes. A rank whose slice is empty (a last batch smaller than W) runs the batch's
+        first chip with weight 0, so every rank takes part in DDP's gradient all-reduce.
         """
         part = self.part(len(idx))
         empty = part.start == part.stop
         local = slice(0, 1) if empty else part
         tokens, targets = tokens_of(idx[local]), targets_of(idx[local])
         tokens, targets, mask = (t.to(self.device) for t in (tokens, targets, mask[local]))
-        out = self.ddp(tokens, targets, mask, patch_loss_weight)
+        out = self.ddp(tokens, targets, mask, patch_loss_weight, class_weights)
         valid = targets != IGNORE_INDEX
-        counts = torch.stack([(mask & valid).sum(), valid.sum()]).double() * (0.0 if empty else 1.0)
+        weighed = (valid.sum().double() if class_weights is None else
+                   class_weights.to(self.device, torch.float64)[targets[valid]].sum())
+        counts = (torch.stack([(mask & valid).sum().double(), weighed, valid.sum().double()])
+                  * (0.0 if empty else 1.0))
         means = torch.stack([out[k].detach() for k in LOSS_KEYS]).double()
-        weights = counts[[0, 1, 0, 1]]
-        numbers = torch.cat([torch.where(weights > 0, means * weights, 0.0), counts])
+        weights = counts[[0, 1, 0, 2]]
+        confusion = out["confusion"].double().ravel() * (0.0 if empty else 1.0)
+        numbers = torch.cat([torch.where(weights > 0, means * weights, 0.0), counts, confusion])
         try:
             dist.all_reduce(numbers)  # sums over ranks: one small collective a step
         except RuntimeError as exc:  # gloo/nccl: a peer died, or the timeout passed
             raise peer_failure(exc, self) from None
-        total = numbers[4:].clamp(min=1.0)
-        values = dict(zip(LOSS_KEYS, (numbers[:4] / total[[0, 1, 0, 1]]).tolist()))
+        total = numbers[4:7].clamp(min=1e-12)
+        values = dict(zip(LOSS_KEYS, (numbers[:4] / total[[0, 1, 0, 2]]).tolist()))
         values["loss"] = values["rec"] + patch_loss_weight * values["esa"]
-        share = (counts / total).float() * self.world_size
+        values["confusion"] = numbers[7:].round().long().reshape(out["confusion"].shape).cpu()
+        share = (counts[:2] / total[:2]).float() * self.world_size
         loss = out["rec"] * share[0] + patch_loss_weight * out["esa"] * share[1]
         return loss, values
 

@@ -9,6 +9,7 @@ metric here: masked MAE, accuracy, the confusion matrix, the per-class report an
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -119,6 +120,157 @@ def classification_report(confusion: np.ndarray) -> dict:
     return {"accuracy": float(tp.sum() / max(confusion.sum(), 1)), "per_class": rows}
 
 
+# --- quality beside its baseline --------------------------------------------------------------
+# A patch accuracy alone reads well on imbalanced land (a São Tomé chip set is ~85 % tree
+# patches): every accuracy the lab shows comes with the majority baseline (always answering the
+# most common class, on the same patches) and with balanced accuracy, the mean per-class recall
+# over the classes present. Balanced accuracy rather than macro-F1 because its floor is known
+# exactly: a model that answers one class everywhere scores 1 / (classes present), whatever the
+# mix, while macro-F1 needs every class's precision, undefined for a class never predicted (the
+# lab leaves undefined scores undefined, classification_report). Brodersen et al., "The balanced
+# accuracy and its posterior distribution", ICPR 2010.
+MARGIN_FLOOR = 0.02  # two percentage points: below this a gain is not worth a sentence
+MARGIN_SE = 2.0  # standard errors of a share measured on n chips
+
+
+def class_support(targets) -> np.ndarray:
+    """Target patches per class: any-shape int array/tensor of patch labels -> int64 array of
+    NUM_CLASSES counts. No-data patches (IGNORE_INDEX, any value outside 0..C-1) are left out."""
+    t = np.asarray(targets).astype(np.int64).ravel()
+    t = t[(t >= 0) & (t < NUM_CLASSES)]
+    return np.bincount(t, minlength=NUM_CLASSES)[:NUM_CLASSES]
+
+
+def majority_baseline(support) -> tuple[str | None, float | None]:
+    """(most common class's name, its share of the scored patches): the accuracy of always
+    answering that class on these patches. (None, None) when there are no scored patches."""
+    support = np.asarray(support)
+    total = int(support.sum())
+    if not total:
+        return None, None
+    k = int(support.argmax())
+    return CLASS_NAMES[k], float(support[k] / total)
+
+
+def balanced_accuracy(confusion) -> float | None:
+    """Mean per-class recall over the classes with target patches (rows of the C x C confusion
+    with a non-zero sum); None when no class has any. A model answering one class everywhere
+    scores exactly 1 / (classes present)."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    support = confusion.sum(axis=1)
+    present = support > 0
+    if not present.any():
+        return None
+    return float((np.diag(confusion)[present] / support[present]).mean())
+
+
+def baseline_margin(share: float, chips: int) -> float:
+    """How far above a baseline share a score must be before the lab says the model learned:
+    MARGIN_SE (2) standard errors of a share `share` measured on `chips` chips, sqrt(s (1 - s) /
+    chips), never under MARGIN_FLOOR (2 points), and never over half the room above the
+    baseline, (1 - share) / 2 (on chips that are 97 % tree, a model that gets 99 % right has
+    removed most of the baseline's mistakes; two standard errors over few chips would be more
+    than all the room there is). Chips, not patches, count as independent samples: a chip's
+    16-64 patches are neighbours and mostly the same class, so counting them apart would make a
+    one-chip fluke look significant."""
+    share = min(max(float(share), 0.0), 1.0)
+    se = MARGIN_SE * math.sqrt(share * (1 - share) / max(int(chips), 1))
+    return min(max(MARGIN_FLOOR, se), (1 - share) / 2)
+
+
+def quality(confusion, chips: int) -> dict:
+    """An accuracy with its baselines and what it may be read as, from a C x C confusion (rows =
+    target, no-data already left out) over `chips` chips:
+
+    accuracy, majority_class, majority_accuracy (always answering it), answered_class and
+    answered_share (the class the model names most, its share of the answers),
+    balanced_accuracy, its floor balanced_floor = 1 / classes present (what answering one class
+    everywhere scores), margin (baseline_margin of the majority share), and verdict:
+      "majority"  balanced accuracy within the margin of its floor: the model (nearly) always
+                  answers one class (usually the majority class);
+      "no_gain"   it tells some classes apart, but its accuracy is not above the majority
+                  baseline by more than the margin;
+      "learned"   both above their baselines by more than the margin;
+      "empty"     no scored patches.
+    Readings never say a model learned, fits or carries over unless the verdict is "learned"."""
+    confusion = np.asarray(confusion)
+    total = int(confusion.sum())
+    name, share = majority_baseline(confusion.sum(axis=1))
+    if not total:
+        return {"accuracy": None, "majority_class": None, "majority_accuracy": None,
+                "balanced_accuracy": None, "balanced_floor": None, "margin": None,
+                "verdict": "empty"}
+    accuracy = float(np.trace(confusion) / total)
+    balanced = balanced_accuracy(confusion)
+    floor = 1.0 / int((confusion.sum(axis=1) > 0).sum())
+    margin = baseline_margin(share, chips)
+    predicted = confusion.sum(axis=0)
+    return {"accuracy": accuracy, "majority_class": name, "majority_accuracy": share,
+            "answered_class": CLASS_NAMES[int(predicted.argmax())],
+            "answered_share": float(predicted.max() / total),
+            "balanced_accuracy": balanced, "balanced_floor": floor, "margin": margin,
+            "verdict": verdict(accuracy, share, balanced, floor, margin)}
+
+
+def verdict(accuracy, majority, balanced, floor, margin) -> str:
+    """quality()'s verdict from its numbers (so a saved run's metrics.json is judged by the same
+    rule): "majority", "no_gain", "learned", or "unknown" when a number is missing (NaN or None:
+    a run saved before baselines existed, or a diverged one)."""
+    numbers = (accuracy, majority, balanced, floor, margin)
+    if any(v is None or not isinstance(v, (int, float)) or v != v for v in numbers):
+        return "unknown"
+    if balanced <= floor + margin:
+        return "majority"
+    if accuracy <= majority + margin:
+        return "no_gain"
+    return "learned"
+
+
+def quality_of(result: dict) -> dict:
+    """quality() of a stored evaluation (its confusion and chip count; a result without a chip
+    count counts its patches); the same for results stored before baselines were kept (they are
+    recomputed from the confusion)."""
+    confusion = np.asarray(result["confusion"])
+    chips = result.get("chips")
+    return quality(confusion, chips if isinstance(chips, int) and chips > 0 else
+                   max(int(confusion.sum()), 1))
+
+
+TRY_NEXT = ("train longer (more epochs), or turn on class weights ('effective') so the rare "
+            "classes count as much as the common one")
+
+
+def quality_reading(q: dict, where: str = "these chips") -> str:
+    """One or two sentences on a quality() (or pipeline.split_quality) result on `where`, which
+    only say the model learned when the verdict is "learned"; otherwise they say plainly that it
+    answers the majority class (or no better than it) and what to try (TRY_NEXT)."""
+    t = lambda v: score_text(v, 2)  # noqa: E731
+    v = q.get("verdict")
+    if v in (None, "unknown", "empty"):
+        return (f"On {where} patch accuracy is {t(q.get('accuracy'))}; no baseline was recorded "
+                "to compare it with.")
+    name, acc, maj = q["majority_class"], q["accuracy"], q["majority_accuracy"]
+    bal, floor, margin = q["balanced_accuracy"], q["balanced_floor"], q["margin"]
+    margin_words = (f"{100 * margin:.1f} points (two standard errors over these chips, at least "
+                    "2 points, at most half the room above the baseline)")
+    answered = q.get("answered_class", name)
+    if v == "majority":
+        what = (f"answer '{name}'" if answered == name else
+                f"answer one class, '{answered}' ({q['answered_share']:.0%} of its answers)")
+        return (f"On {where} the model does little more than {what}: accuracy {t(acc)} "
+                f"against {t(maj)} for always answering '{name}', and balanced accuracy {t(bal)} "
+                f"is within {margin_words} of {t(floor)}, what one class everywhere scores. It "
+                f"has not learned to tell the classes apart yet: {TRY_NEXT}.")
+    if v == "no_gain":
+        return (f"On {where} the model tells some classes apart (balanced accuracy {t(bal)}, one "
+                f"class everywhere would score {t(floor)}), but its accuracy {t(acc)} is not above "
+                f"always answering '{name}' ({t(maj)}) by more than {margin_words}: it gets no "
+                f"more patches right than that guess. Try: {TRY_NEXT}.")
+    return (f"On {where} accuracy {t(acc)} beats always answering '{name}' ({t(maj)}) by "
+            f"{100 * (acc - maj):.1f} points, more than the {margin_words}, and balanced accuracy is {t(bal)} "
+            f"(one class everywhere: {t(floor)}).")
+
+
 def score_text(value, digits: int = 3) -> str:
     """A score for reading: '—' when undefined (None or NaN), else `digits` decimals."""
     return "—" if value is None or value != value else f"{value:.{digits}f}"
@@ -126,7 +278,9 @@ def score_text(value, digits: int = 3) -> str:
 
 def evaluate(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float = 0.75,
              seed: int = EVAL_MASK_SEED, precision: str = "fp32") -> dict:
-    """Confusion matrix, per-class scores, masked MAE and per-class masked MAE, as plain JSON."""
+    """Confusion matrix, per-class scores, masked MAE and per-class masked MAE, as plain JSON,
+    with the accuracy's baselines (quality(): majority_class, majority_accuracy,
+    balanced_accuracy, balanced_floor, margin, verdict)."""
     preds, logits, mask = predict(model, chips, mask_ratio, seed, precision=precision)
     targets = chips.patch_targets()
     confusion = confusion_matrix(targets.numpy(), logits.argmax(-1).numpy())
@@ -143,11 +297,14 @@ def evaluate(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float = 0.75,
         sel = masked_pixels & (pixel_class == k)
         per_class_mae.append(float(pixel_err[sel].mean()) if sel.any() else None)
     report = classification_report(confusion)
+    q = quality(confusion, len(chips))
     return {
         "mask_ratio": mask_ratio,
         "chips": len(chips),
         "confusion": confusion.tolist(),
         **report,
+        **{k: q[k] for k in ("majority_class", "majority_accuracy", "balanced_accuracy",
+                             "balanced_floor", "margin", "verdict")},
         "masked_mae": float(err[scored].mean()) if scored.any() else None,
         "per_class_mae": class_mae({"per_class": report["per_class"], "per_class_mae": per_class_mae}),
         "ignored_patches": int((~valid).sum()),
@@ -191,18 +348,23 @@ def _pixel_labels_in_token_order(chips: ChipSet) -> np.ndarray:
 
 def mask_ratio_curve(model: TinyRGBMAE, chips: ChipSet, ratios=CURVE_RATIOS,
                      seed: int = EVAL_MASK_SEED, precision: str = "fp32") -> list[dict]:
-    """[{ratio, masked_mae, patch_acc}] for each ratio, same seeded masks per ratio (no-data
-    patches left out)."""
+    """[{ratio, masked_mae, patch_acc, majority_acc, balanced_acc}] for each ratio, same seeded
+    masks per ratio (no-data patches left out). majority_acc (always answering the chips' most
+    common class) is the same at every ratio; balanced_acc is balanced_accuracy at that ratio."""
     rows = []
     targets = chips.patch_targets()
     tokens = tokens_for(model, chips)
     valid = targets != IGNORE_INDEX
+    _, majority = majority_baseline(class_support(targets.numpy()))
     for ratio in ratios:
         preds, logits, mask = predict(model, chips, ratio, seed, precision=precision)
         scored = mask & valid
         rows.append({"ratio": float(ratio),
                      "masked_mae": float((preds[scored] - tokens[scored]).abs().mean()),
-                     "patch_acc": float((logits.argmax(-1)[valid] == targets[valid]).float().mean())})
+                     "patch_acc": float((logits.argmax(-1)[valid] == targets[valid]).float().mean()),
+                     "majority_acc": majority,
+                     "balanced_acc": balanced_accuracy(confusion_matrix(
+                         targets.numpy(), logits.argmax(-1).numpy()))})
     return rows
 
 
@@ -224,6 +386,9 @@ class ChipReconstruction:
     # reflectance chips: the first four panels in false colour (B08 B04 B03), keys target,
     # masked_input, predicted, composite; the fields above are then true colour (B04 B03 B02)
     false_colour: dict | None = None
+    # patch_acc beside its baselines on this chip's patches (quality(): majority_accuracy,
+    # balanced_accuracy, ...); None only for reconstructions made before baselines existed
+    quality: dict | None = None
 
 
 def _colour_panels(target: np.ndarray, predicted: np.ndarray, bands, which: str,
@@ -283,4 +448,5 @@ def reconstruct_chip(model: TinyRGBMAE, chips: ChipSet, index: int, mask_ratio: 
         masked_mae=(float((pred_tokens[scored] - tokens[scored]).abs().mean()) if scored.any()
                     else None),
         patch_acc=(float((patch_prediction == patch_target)[patch_target != IGNORE_INDEX].mean())
-                   if valid.any() else None))
+                   if valid.any() else None),
+        quality=quality(confusion_matrix(patch_target, patch_prediction), 1))

@@ -81,7 +81,8 @@ def _cell(value):
 
 # --- each chart's data as rows (the CSV downloads) -----------------------------------------------
 HISTORY_COLUMNS = ("run", "kind", "epoch", "step", "progress", "loss", "rec", "esa", "rec_mae",
-                   "esa_acc", "heldout_rec_mae", "heldout_esa_acc", "lr", "chips_per_s", "elapsed")
+                   "esa_acc", "esa_balanced", "majority_acc", "heldout_rec_mae", "heldout_esa_acc",
+                   "heldout_esa_balanced", "heldout_majority_acc", "lr", "chips_per_s", "elapsed")
 
 
 def series_rows(series: list[dict]) -> list[dict]:

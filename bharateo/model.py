@@ -203,7 +203,7 @@ def layer_macs(tokens: int, width: int) -> int:
 
 def scored_losses(tokens: torch.Tensor, patch_labels: torch.Tensor, mask: torch.Tensor,
                   features: torch.Tensor, pixel_head: nn.Module, patch_head: nn.Module,
-                  patch_loss_weight: float) -> dict:
+                  patch_loss_weight: float, class_weights: torch.Tensor | None = None) -> dict:
     """The notebook's losses and metrics from per-token features; shared by every variant.
 
     tokens B x N x T, patch_labels B x N, mask B x N (True = hidden), features B x N x F (what
@@ -214,6 +214,11 @@ def scored_losses(tokens: torch.Tensor, patch_labels: torch.Tensor, mask: torch.
     left out of all four; a batch without them runs exactly the notebook's computation. Head
     outputs are cast to float32 first, so the losses are fp32 under bf16 autocast too (a no-op
     at fp32).
+    `class_weights` (K floats, train.class_weights; None: the notebook's unweighted loss): esa
+    is then the weighted mean sum_i w[y_i] CE_i / sum_i w[y_i] (torch's cross_entropy `weight`),
+    so a rare class's patches count more; esa_acc stays the plain share of patches right.
+    Also returns "confusion": the batch's K x K int64 counts (row target, column predicted) of
+    valid patches, not a loss: the training loop sums it into the epoch's balanced accuracy.
     """
     logits = patch_head(features).float()  # B x N x K
     valid = patch_labels != IGNORE_INDEX
@@ -225,14 +230,18 @@ def scored_losses(tokens: torch.Tensor, patch_labels: torch.Tensor, mask: torch.
     target = tokens[scored]
     nothing = features.float().sum() * 0.0  # a zero loss that still backpropagates (all no-data)
     rec = F.smooth_l1_loss(pred, target, beta=0.1) if len(target) else nothing
-    esa = (F.cross_entropy(flat_logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+    k = logits.shape[-1]
+    weight = None if class_weights is None else class_weights.to(logits.device, torch.float32)
+    esa = (F.cross_entropy(flat_logits.reshape(-1, k), labels.reshape(-1), weight=weight)
            if len(labels) else nothing)
     with torch.no_grad():
         mae = (pred - target).abs().mean() if len(target) else torch.zeros((), device=tokens.device)
-        acc = ((flat_logits.argmax(dim=-1) == labels).float().mean() if len(labels)
+        guess = flat_logits.argmax(dim=-1)
+        acc = ((guess == labels).float().mean() if len(labels)
                else torch.zeros((), device=tokens.device))
+        confusion = torch.bincount((labels * k + guess).reshape(-1), minlength=k * k).reshape(k, k)
     return {"loss": rec + patch_loss_weight * esa, "rec": rec, "esa": esa,
-            "rec_mae": mae, "esa_acc": acc}
+            "rec_mae": mae, "esa_acc": acc, "confusion": confusion}
 
 
 class TinyRGBMAE(nn.Module):
@@ -322,15 +331,17 @@ class TinyRGBMAE(nn.Module):
                 + masked * d * t + n * d * config.num_classes)
         return 6.0 * macs
 
-    def training_losses(self, tokens, patch_labels, mask, patch_loss_weight: float) -> dict:
+    def training_losses(self, tokens, patch_labels, mask, patch_loss_weight: float,
+                        class_weights: torch.Tensor | None = None) -> dict:
         """One training step's losses and metrics (scored_losses), the encoder over all N tokens.
 
         tokens B x N x T, patch_labels B x N, mask B x N -> dict of 0-d tensors loss, rec, esa,
-        rec_mae, esa_acc; the pixel head runs on masked tokens only.
+        rec_mae, esa_acc and the K x K confusion; the pixel head runs on masked tokens only.
+        `class_weights`: see scored_losses.
         """
         z = self.encode(self.embed(tokens, mask))
         return scored_losses(tokens, patch_labels, mask, z, self.pixel_head, self.patch_head,
-                             patch_loss_weight)
+                             patch_loss_weight, class_weights)
 
 
 def parameter_count(config: ModelConfig) -> int:

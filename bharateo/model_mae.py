@@ -121,11 +121,13 @@ class MaskedAutoencoder(nn.Module):
         z = self.features(tokens, mask)
         return self.pixel_head(z), self.patch_head(z)
 
-    def training_losses(self, tokens, patch_labels, mask, patch_loss_weight: float) -> dict:
+    def training_losses(self, tokens, patch_labels, mask, patch_loss_weight: float,
+                        class_weights=None) -> dict:
         """tokens B x N x T, patch_labels B x N, mask B x N -> the notebook's losses and metrics
-        (bharateo.model.scored_losses): pixel head on hidden tokens, class head on all N."""
+        (bharateo.model.scored_losses): pixel head on hidden tokens, class head on all N.
+        `class_weights`: see scored_losses."""
         return scored_losses(tokens, patch_labels, mask, self.features(tokens, mask),
-                             self.pixel_head, self.patch_head, patch_loss_weight)
+                             self.pixel_head, self.patch_head, patch_loss_weight, class_weights)
 
     @staticmethod
     def check_config(config: ModelConfig) -> None:

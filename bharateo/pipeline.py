@@ -20,8 +20,9 @@ from bharateo.schema import check_types, finite_or_none
 from bharateo.settings import Setting, check_settings, range_problems, settings_of
 from bharateo.sources import PIXEL_SOURCES, pixel_source
 from bharateo.tokens import token_accounting
+from bharateo.evaluate import baseline_margin, majority_baseline, quality, verdict
 from bharateo.train import (HELDOUT_MASK_SEED, StepMetrics, TrainConfig, TrainedWeights, TrainingEnd,
-                            make_model, masked_metrics, train)
+                            make_model, masked_scores, train, training_support)
 from bharateo.worldcover import DataSource
 
 
@@ -156,18 +157,47 @@ class ExperimentResult:
 
 
 def final_metrics(model, config: RunConfig, end: TrainingEnd, train_chips, heldout) -> dict:
-    """metrics.json: last epoch's training metrics, held-out metrics, and how the run ended."""
+    """metrics.json: last epoch's training metrics, held-out metrics, and how the run ended;
+    each accuracy with its baselines (evaluate.quality): <split>_majority_acc and
+    <split>_majority_class (always answering the split's most common class, no-data left out),
+    <split>_balanced_acc (balanced accuracy), <split>_balanced_floor (what answering one class
+    scores there) and <split>_margin (evaluate.baseline_margin); split_quality reads them back."""
     last = end.history[-1] if end.history else {}
     precision, why = config.precision()
     metrics = {"end_reason": end.reason, "end_message": end.message,
                "epochs_done": end.epochs_done, "parameters": config.parameters,
                "precision": precision, "precision_reason": why,
                **{f"train_{k}": last.get(k) for k in ("loss", "rec", "esa", "rec_mae", "esa_acc")}}
+    support = training_support(train_chips)
+    name, share = majority_baseline(support)
+    metrics.update(train_balanced_acc=last.get("esa_balanced"), train_majority_acc=share,
+                   train_majority_class=name,
+                   train_balanced_floor=1 / max(int((support > 0).sum()), 1),
+                   train_margin=baseline_margin(share or 0.0, len(train_chips)))
     if heldout is not None and len(heldout):
-        mae, acc = masked_metrics(model, heldout, config.train.mask_ratio, HELDOUT_MASK_SEED,
-                                  precision=precision)
-        metrics.update(heldout_rec_mae=mae, heldout_esa_acc=acc)
+        held = masked_scores(model, heldout, config.train.mask_ratio, HELDOUT_MASK_SEED,
+                             precision=precision)
+        q = quality(held["confusion"], len(heldout))
+        metrics.update(heldout_rec_mae=held["rec_mae"], heldout_esa_acc=held["esa_acc"],
+                       heldout_balanced_acc=q["balanced_accuracy"],
+                       heldout_majority_acc=q["majority_accuracy"],
+                       heldout_majority_class=q["majority_class"],
+                       heldout_balanced_floor=q["balanced_floor"], heldout_margin=q["margin"])
     return finite_or_none(metrics)  # a NaN score is "unknown" (None), never NaN in JSON
+
+
+def split_quality(metrics: dict, split: str) -> dict:
+    """metrics.json's accuracy of `split` ("train" or "heldout") beside its baselines, as
+    evaluate.quality returns them (accuracy, majority_class, majority_accuracy,
+    balanced_accuracy, balanced_floor, margin, verdict). Runs saved before baselines existed
+    have None there and verdict "unknown"."""
+    get = lambda key: metrics.get(f"{split}_{key}")  # noqa: E731
+    q = {"accuracy": get("esa_acc"), "majority_class": get("majority_class"),
+         "majority_accuracy": get("majority_acc"), "balanced_accuracy": get("balanced_acc"),
+         "balanced_floor": get("balanced_floor"), "margin": get("margin")}
+    q["verdict"] = verdict(q["accuracy"], q["majority_accuracy"], q["balanced_accuracy"],
+                           q["balanced_floor"], q["margin"])
+    return q
 
 
 def provenance_summary(rois: list[Roi]) -> list[dict]:

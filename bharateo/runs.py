@@ -330,6 +330,7 @@ def run_band_stats(config: dict, channels: int):
     return stats
 
 
+
 def check_history(history) -> None:
     """history.json: a list of per-epoch records with numbers (or null) for every metric
     (schema.HistoryRow). RunDamagedError naming the entry and value if not."""

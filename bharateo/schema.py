@@ -122,6 +122,13 @@ class HistoryRow(BaseModel):
     esa: Number | None = None
     rec_mae: Number | None = None
     esa_acc: Number | None = None
+    # written only where they apply: held-out scores and baselines
+    heldout_rec_mae: Number | None = None
+    heldout_esa_acc: Number | None = None
+    esa_balanced: Number | None = None
+    majority_acc: Number | None = None
+    heldout_esa_balanced: Number | None = None
+    heldout_majority_acc: Number | None = None
 
 
 class RunMetrics(BaseModel):
@@ -141,7 +148,10 @@ class RunMetrics(BaseModel):
     def _scores(cls, value):
         if isinstance(value, dict):
             for key, v in value.items():
-                if isinstance(key, str) and key.startswith(("train_", "heldout_")) and \
+                if isinstance(key, str) and key.endswith("_majority_class"):  # a class's name
+                    if not (v is None or (isinstance(v, str) and len(v) <= 64)):
+                        raise ValueError(f"'{key}' = {v!r:.40} is not a class name")
+                elif isinstance(key, str) and key.startswith(("train_", "heldout_")) and \
                         not (v is None or is_number(v)):
                     raise ValueError(f"'{key}' = {v!r:.40} is not a number")
         return value
@@ -195,6 +205,8 @@ class RatioRow(BaseModel):
     ratio: Number
     masked_mae: Number
     patch_acc: Number
+    majority_acc: Number  # required: a curve stored before baselines existed is recomputed
+    balanced_acc: Number | None = None
 
 
 RatioCurve = Annotated[list[RatioRow], Field(min_length=1)]

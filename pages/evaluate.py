@@ -3,13 +3,14 @@ import streamlit as st
 
 from bharateo.app import figures
 from bharateo.app.downloads import csv_button
-from bharateo.app.results import (class_table_display, evaluations, gap_reading, held_out_by_run,
+from bharateo.app.results import (baseline_delta, class_table_display, evaluations, gap_reading,
+                                  held_out_by_run, score_percent, VERDICT_WORDS,
                                   held_region_name, model_and_chips, normalised_confusion,
                                   scored_patches)
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import guidance, keep_widget, page_setup, show_error
 from bharateo.errors import BharatEOError
-from bharateo.evaluate import class_mae, class_table
+from bharateo.evaluate import class_mae, class_table, quality_of, quality_reading
 from bharateo.export import confusion_rows
 from bharateo.words import plural
 from bharateo.worldcover import CLASS_NAMES
@@ -75,9 +76,22 @@ for split, col in columns.items():
             continue
         res = results[split].value
         st.subheader(titles[split])
+        q = quality_of(res)
         m1, m2, m3 = st.columns(3)
-        m1.metric("Patch accuracy", f"{res['accuracy']:.1%}",
-                  help="Share of all patches whose class the model names correctly.")
+        m1.metric("Patch accuracy", f"{res['accuracy']:.1%}", **baseline_delta(q),
+                  help="Share of all patches whose class the model names correctly; the arrow "
+                       "says how many percentage points it is above (or below) the majority "
+                       "baseline, grey when within the margin.")
+        m2.metric("Majority baseline", score_percent(q["majority_accuracy"]),
+                  help=f"Always answering '{q['majority_class']}', the most common class here, "
+                       "would score this on the same patches (no-data left out).")
+        m3.metric("Balanced accuracy", score_percent(q["balanced_accuracy"]),
+                  help="Mean recall over the classes present, so every class counts the same; "
+                       "answering one class everywhere scores "
+                       f"{score_percent(q['balanced_floor'])} here.")
+        m1, m2, m3 = st.columns(3)
+        m1.metric("Reading", VERDICT_WORDS.get(q["verdict"], "—"),
+                  help=quality_reading(q, "these chips"))
         m2.metric("Masked MAE", "—" if res["masked_mae"] is None else f"{res['masked_mae']:.3f}",
                   help="Mean |error| over hidden pixels, in the model's input values (palette RGB "
                        "0–1, or Sentinel-2 reflectance normalised per band): how well it paints "

@@ -7,7 +7,8 @@ from bharateo.app.downloads import csv_button
 from bharateo.app.pictures import (RAW, error_legend_caption, legend_html, magma_legend,
                                    picture_rows, reconstruction_panels, score_panels,
                                    thumbnail)
-from bharateo.app.results import (THUMBNAILS, chip_choice, chip_picker_key, chip_splits,
+from bharateo.app.results import (THUMBNAILS, baseline_delta, chip_baseline_caption, chip_choice,
+                                  chip_picker_key, chip_splits, curve_baseline_caption,
                                   model_and_chips, ratio_curve)
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import keep_widget, page_setup, show_error
@@ -98,8 +99,11 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
                        "run 0–1, so 0.1 is a small colour error and 0.5 a wrong class). Lower is "
                        "better.")
         st.metric("Patch accuracy (this chip)", "—" if rec.patch_acc is None else f"{rec.patch_acc:.0%}",
+                  **baseline_delta(rec.quality or {}),
                   help="Share of this chip's 64 patches whose ESA class the patch head names "
-                       "correctly (hidden and visible patches).")
+                       "correctly (hidden and visible patches); the arrow: percentage points "
+                       "above (or below) always answering this chip's most common class.")
+        st.caption(chip_baseline_caption(rec.quality))
         ignored = int((rec.patch_target < 0).sum())
         st.caption(f"Mask #{st.session_state.recon_mask_seed} at {ratio:.0%}: "
                    f"{int(rec.mask.sum())} of {rec.mask.size} patches hidden."
@@ -114,8 +118,8 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
                                  title=f"{split_title}: masked MAE and patch accuracy vs mask "
                                        f"ratio (all {plural(len(chips), 'chip')})"),
         key="recon_curve")
-    st.caption(f"Averages over all {plural(len(chips), 'chip')} with fixed masks. The model was "
-               "trained with "
+    st.caption(f"Averages over all {plural(len(chips), 'chip')} with fixed masks. "
+               + curve_baseline_caption(curve.value) + " The model was trained with "
                f"{train_ratio:.0%} hidden, and a small model is often best near that ratio. "
                + (f"Computed once and stored beside run '{run.name}' ({curve.filename})."
                   if curve.filename else "Computed once for this model and these chips."))

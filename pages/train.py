@@ -8,7 +8,8 @@ from bharateo.app.jobs import job_chips_text, job_settings_text, max_training_se
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import (clear_error, current_chip_config, guidance, keep_error, keep_widget,
                                 page_setup, show_error, show_kept_error, use_saved_run)
-from bharateo.app.train import (VARIANT_CHOICES, adopt_finished_job, apply_preset, compare_table,
+from bharateo.app.train import (ACCURACY_CAPTION, VARIANT_CHOICES, accuracy_column_help,
+                                adopt_finished_job, apply_preset, compare_table,
                                 config_from_knobs, control_buttons, control_job, live_control_buttons,
                                 series_from_job, current_knobs, default_run_name, draw_progress,
                                 flops_table, free_run_name, knob_problems, knob_settings,
@@ -155,7 +156,9 @@ if not runs and not damaged:
     st.caption("No saved runs yet. Every finished or stopped run is saved here.")
     teacher.teacher_panel()  # at the page's end (below the runs when there are some)
     st.stop()
-st.dataframe(runs_table(runs, damaged), hide_index=True, width="stretch")
+st.dataframe(runs_table(runs, damaged), hide_index=True, width="stretch",
+             column_config=accuracy_column_help())
+st.caption(ACCURACY_CAPTION)
 manage = teacher.shown("manage_runs")  # teacher mode hides rename and delete unless chosen
 if damaged:
     st.warning("Some run folders can't be used" + ("; rename or delete them below" if manage else
@@ -175,7 +178,8 @@ if by_name:
         left, right = st.columns(2)
         left.plotly_chart(loss_figure(series, x), width="stretch")
         right.plotly_chart(accuracy_figure(series, x), width="stretch")
-        st.dataframe(compare_table([by_name[n] for n in compare]), hide_index=True, width="stretch")
+        st.dataframe(compare_table([by_name[n] for n in compare]), hide_index=True, width="stretch",
+                     column_config=accuracy_column_help())
         csv_button("these runs' histories (CSV)", lambda: series_rows(series),
                    "run_histories.csv", "train_compare_csv", HISTORY_COLUMNS)
 

@@ -66,14 +66,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_main(rank, world, port, folder, out, checkpoints, device="cpu"):
+def _rank_main(rank, world, port, folder, out, checkpoints, device="cpu", weighting="off"):
     """One rank, started the way torchrun starts it (env:// variables), as torch.mp.spawn runs it."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       BHARATEO_CHECKPOINT_DIR=checkpoints)
     torch.set_num_threads(1)
     ranks = distributed.join(device)
-    config = replace(CONFIG, train=replace(CONFIG.train, device=device))
+    config = replace(CONFIG, train=replace(CONFIG.train, device=device,
+                                           class_weighting=weighting))
     steps = []
     try:  # every rank is given the name: only rank 0 may write
         result = distributed.train_from_store(config, folder, name="ddp", on_event=steps.append,
@@ -87,19 +88,23 @@ def _rank_main(rank, world, port, folder, out, checkpoints, device="cpu"):
                Path(out) / f"rank{rank}.pt")
 
 
-@pytest.mark.parametrize("kind", ["store", "s2_store"])
-def test_two_gloo_ranks_match_one_process_and_only_rank0_writes(kind, request, tmp_path,
+@pytest.mark.parametrize("kind,weighting", [("store", "off"), ("s2_store", "off"),
+                                            ("store", "inverse")])
+def test_two_gloo_ranks_match_one_process_and_only_rank0_writes(kind, weighting, request, tmp_path,
                                                                 isolated_env):
     """Palette RGB and Sentinel-2 stores alike (a Sentinel-2 store's ranks normalise its
-    reflectance with its band statistics, which rank 0 saves with the run)."""
+    reflectance with its band statistics, which rank 0 saves with the run); with class weights
+    too (each rank's weighted patch loss is weighed by its share of the batch's class weights)."""
     store = request.getfixturevalue(kind)
     one = []
-    reference = distributed.train_from_store(CONFIG, store, on_event=one.append)
+    config = replace(CONFIG, train=replace(CONFIG.train, class_weighting=weighting))
+    reference = distributed.train_from_store(config, store, on_event=one.append)
     one_steps = torch.tensor([[getattr(e, k) for k in STEP_KEYS] for e in one
                               if isinstance(e, StepMetrics)])
     assert len(one_steps) == 2 * 3  # 3 steps an epoch: 5 + 5 + 1 chips
     mp.spawn(_rank_main, args=(2, free_port(), str(store), str(tmp_path),
-                               str(isolated_env["checkpoints"])), nprocs=2, join=True)
+                               str(isolated_env["checkpoints"]), "cpu", weighting), nprocs=2,
+             join=True)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for got in (rank0, rank1):  # every rank sees the global batch's numbers
         assert torch.allclose(torch.tensor(got["steps"]), one_steps, rtol=1e-5, atol=1e-6)

@@ -67,7 +67,7 @@ def test_every_cli_flag_of_train_is_a_declared_setting():
                      "--embed-dim", "--depth", "--heads", "--epochs", "--batch-size", "--lr",
                      "--weight-decay", "--no-cosine", "--mask-ratio", "--patch-loss-weight",
                      "--source", "--device", "--precision", "--decoder-dim", "--decoder-depth",
-                     "--decoder-heads", "--dates", "--max-cloud", "--model"}
+                     "--decoder-heads", "--dates", "--max-cloud", "--model", "--class-weighting"}
     args = parser.parse_args(["--no-cosine", "--seed", "7"])
     assert from_args(TrainConfig, args) == {"cosine": False, "seed": 7}
     assert from_args(ChipConfig, args) == {"seed": 7}  # one --seed seeds chips and training

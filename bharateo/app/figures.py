@@ -84,16 +84,44 @@ def loss_figure(all_series: list[dict], x: str = "epoch") -> go.Figure:
 
 def accuracy_figure(all_series: list[dict], x: str = "epoch") -> go.Figure:
     """The notebook's right plot, plus the held-out region: masked MAE and ESA patch accuracy
-    per epoch (or over training time: x="time")."""
+    per epoch (or over training time: x="time"), each accuracy with its balanced accuracy and
+    its majority baseline as a flat line (_baseline_traces)."""
     fig = go.Figure()
     one = lambda s: 1.0  # noqa: E731
     metrics = [("masked MAE", "rec_mae", "solid", one), ("ESA acc", "esa_acc", "dash", one),
+               ("ESA balanced acc", "esa_balanced", "longdashdot", one),
                ("held-out MAE", "heldout_rec_mae", "dot", one),
-               ("held-out ESA acc", "heldout_esa_acc", "dashdot", one)]
+               ("held-out ESA acc", "heldout_esa_acc", "dashdot", one),
+               ("held-out balanced acc", "heldout_esa_balanced", "longdashdot", one)]
     for i, series in enumerate(all_series):
-        _training_traces(fig, series, RUN_COLORS[i % len(RUN_COLORS)], metrics,
-                         {"rec_mae", "esa_acc"}, x)
+        color = RUN_COLORS[i % len(RUN_COLORS)]
+        _training_traces(fig, series, color, metrics, {"rec_mae", "esa_acc"}, x)
+        _baseline_traces(fig, series, color, x)
     return _training_layout(fig, "reconstruction error and ESA accuracy", x, yaxis_range=[0, 1])
+
+
+def _baseline_traces(fig, series, color, x: str = "epoch") -> None:
+    """The majority baselines as flat thin lines (always answering the most common class of the
+    training chips, and of the held-out chips), from the events' majority_acc and
+    heldout_majority_acc (the first step's, so the line is there from the first step; saved
+    runs: their epochs'). Histories saved before baselines existed draw none."""
+    step_x, epoch_x = ("progress", "epoch") if x == "epoch" else ("elapsed", "elapsed")
+    rows = [(s.get(step_x), s.get("majority_acc")) for s in series["steps"]]
+    epochs = series["epochs"]
+    for label, key, dash in (("majority baseline", "majority_acc", "longdash"),
+                             ("held-out majority baseline", "heldout_majority_acc", "dot")):
+        points = [(e.get(epoch_x), e.get(key)) for e in epochs]
+        if key == "majority_acc":
+            points = rows + points
+        points = sorted((px, py) for px, py in points if px is not None and py is not None)
+        if not points:
+            continue
+        level = points[-1][1]
+        fig.add_trace(go.Scatter(
+            x=[0 if x == "epoch" else points[0][0], points[-1][0]], y=[level, level],
+            mode="lines", line=dict(color=color, dash=dash, width=1), opacity=0.6,
+            name=f"{series['label']}: {label} (always the most common class)",
+            hovertemplate=f"{label}: %{{y:.1%}}<extra></extra>"))
 
 
 # --- Chips page ------------------------------------------------------------------------------
@@ -168,10 +196,12 @@ def token_variance_heatmap(color_var, highlight: tuple[int, int] | None = None) 
 # --- Reconstruct and Evaluate pages ----------------------------------------------------------
 def mask_ratio_curve(rows: list[dict], current_ratio: float | None = None,
                      train_ratio: float | None = None, title: str = "hide more, paint worse?") -> go.Figure:
-    """Masked MAE (left axis) and ESA patch accuracy (right axis) against the mask ratio.
+    """Masked MAE (left axis) and ESA patch accuracy (right axis) against the mask ratio, with
+    balanced accuracy and the majority baseline (a flat line) on the right axis.
 
-    rows: [{ratio, masked_mae, patch_acc}]. A dashed line marks `current_ratio`, a dotted one the
-    ratio the run was trained at.
+    rows: [{ratio, masked_mae, patch_acc, majority_acc, balanced_acc}] (evaluate.mask_ratio_curve;
+    rows stored without the last two draw without them). A dashed line marks `current_ratio`, a
+    dotted one the ratio the run was trained at.
     """
     x = [r["ratio"] for r in rows]
     fig = go.Figure()
@@ -181,6 +211,17 @@ def mask_ratio_curve(rows: list[dict], current_ratio: float | None = None,
     fig.add_trace(go.Scatter(x=x, y=[r["patch_acc"] for r in rows], name="patch accuracy",
                              mode="lines+markers", line=dict(color="#1f77b4", dash="dash"), yaxis="y2",
                              hovertemplate="%{x:.0%} hidden: patch accuracy %{y:.1%}<extra></extra>"))
+    if all(r.get("balanced_acc") is not None for r in rows):
+        fig.add_trace(go.Scatter(
+            x=x, y=[r["balanced_acc"] for r in rows], name="balanced accuracy",
+            mode="lines+markers", line=dict(color="#9467bd", dash="dot"), yaxis="y2",
+            hovertemplate="%{x:.0%} hidden: balanced accuracy %{y:.1%}<extra></extra>"))
+    if rows and rows[0].get("majority_acc") is not None:
+        fig.add_trace(go.Scatter(
+            x=[0, 1], y=[rows[0]["majority_acc"]] * 2, mode="lines", yaxis="y2",
+            name="majority baseline (always the most common class)",
+            line=dict(color="#6b7280", dash="longdash", width=1),
+            hovertemplate="majority baseline: %{y:.1%}<extra></extra>"))
     if train_ratio is not None:
         fig.add_vline(x=train_ratio, line=dict(color="#9ca3af", dash="dot", width=1),
                       annotation_text=f"trained at {train_ratio:.0%}",

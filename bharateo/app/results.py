@@ -41,7 +41,6 @@ from bharateo.runs import (SavedRun, list_runs, load_run, read_run_file, unreada
 from bharateo.schema import number_text
 from bharateo.untrusted import typed
 from bharateo.words import plural
-from bharateo.worldcover import CLASS_NAMES, NUM_CLASSES
 
 RESULT_FORMAT = 1
 MEMORY_ENTRIES = 64
@@ -71,7 +70,9 @@ def _run_label(run: SavedRun) -> str:
     saved = run.config.get("saved_at", "")[:16].replace("T", " ")
     epochs = run.metrics.get("epochs_done", run.config.get("train", {}).get("epochs", "?"))
     held = number_text(run.metrics.get("heldout_esa_acc"), 2)
-    tail = f", held-out acc {held}" if held != "—" else ""
+    majority = number_text(run.metrics.get("heldout_majority_acc"), 2)
+    tail = (f", held-out acc {held}" + (f" (majority {majority})" if majority != "—" else "")
+            if held != "—" else "")
     epochs = plural(epochs, "epoch") if isinstance(epochs, int) else f"{epochs} epochs"
     return f"{run.name} · {saved} · {epochs}{tail}"
 
@@ -283,7 +284,8 @@ def stored_result(kind: str, model, chips: ChipSet, params: dict, compute: Calla
 
 def valid_result(kind: str, value) -> bool:
     """A stored result read back from disk has the shape the pages draw (else it is recomputed):
-    schema.StoredEvaluation, schema.RatioCurve or schema.EmbeddingMap, by `kind`."""
+    schema.StoredEvaluation, schema.RatioCurve (a curve stored before majority baselines is
+    recomputed) or schema.EmbeddingMap, by `kind`."""
     from bharateo.schema import EmbeddingMap, RatioCurve, StoredEvaluation
 
     shape = {"evaluation": StoredEvaluation, "ratio_curve": RatioCurve,
@@ -445,66 +447,117 @@ def normalised_confusion(result: dict) -> np.ndarray:
     return ev.row_normalised(np.asarray(result["confusion"]))
 
 
-def majority_share(result: dict) -> tuple[str, float]:
-    """(most common target class, its share of patches): the always-guess-it baseline."""
-    support = np.asarray(result["confusion"]).sum(axis=1)
-    k = int(support.argmax())
-    return CLASS_NAMES[k], float(support[k] / max(support.sum(), 1))
+VERDICT_WORDS = {"learned": "learned", "majority": "majority", "no_gain": "no gain"}
+
+
+def score_percent(value) -> str:
+    """A share as '80.8%', '—' when undefined."""
+    return "—" if value is None or value != value else f"{value:.1%}"
+
+
+def baseline_delta(q: dict) -> dict:
+    """st.metric's delta for an accuracy: its difference from the majority baseline in
+    percentage points, '+4.1 pts' (short: a metric is a sixth of the page wide; green above it by
+    more than the margin, grey within it, red below), or nothing without a baseline."""
+    if q.get("accuracy") is None or q.get("majority_accuracy") is None:
+        return {}
+    diff = q["accuracy"] - q["majority_accuracy"]
+    within = abs(diff) <= q["margin"]
+    return {"delta": f"{100 * diff:+.1f} pts", "delta_color": "off" if within else "normal"}
+
+
+def chip_baseline_caption(q: dict | None) -> str:
+    """Under Reconstruct's per-chip accuracy: its baselines on this chip's patches."""
+    if not q or q.get("majority_accuracy") is None:
+        return "No land-cover patches on this chip to score."
+    return (f"Always answering '{q['majority_class']}' would score "
+            f"{q['majority_accuracy']:.0%} on this chip; balanced accuracy "
+            f"{score_percent(q['balanced_accuracy'])} (one class everywhere: "
+            f"{score_percent(q['balanced_floor'])}).")
+
+
+def curve_baseline_caption(rows: list[dict]) -> str:
+    """Under Reconstruct's curve: the majority baseline and the balanced accuracy range."""
+    majority = rows[0].get("majority_acc") if rows else None
+    if majority is None:
+        return ""
+    balanced = [r["balanced_acc"] for r in rows if r.get("balanced_acc") is not None]
+    span = (f"; balanced accuracy (every class counts the same) runs from {min(balanced):.0%} to "
+            f"{max(balanced):.0%}" if balanced else "")
+    return (f"The grey line is the majority baseline: always answering the most common class "
+            f"scores {majority:.0%} of these patches at every ratio{span}.")
+
+
+def _with_baselines(q: dict) -> str:
+    """'0.85 (always 'tree': 0.81; balanced accuracy 0.25)': an accuracy beside its baselines."""
+    return (f"{ev.score_text(q['accuracy'], 2)} (always '{q['majority_class']}': "
+            f"{ev.score_text(q['majority_accuracy'], 2)}; balanced accuracy "
+            f"{ev.score_text(q['balanced_accuracy'], 2)})")
 
 
 def gap_reading(train: dict, held: dict | None, held_name: str | None = None,
                 held_out_by_run: bool = True) -> str:
-    """A few sentences a teacher can read out: training chips vs the held-out region.
+    """A few sentences a teacher can read out: training chips vs the held-out region, every
+    accuracy beside its majority baseline and balanced accuracy (evaluate.quality).
 
     `held_out_by_run` False: the run did not keep that region out of training, so say the gap
-    is not a test of generalisation. A split counts as learned when its accuracy beats always
-    answering its most common class by more than 2 points; the reading only says that learning
-    "carries over" when both splits are learned, so it never also says "has not learned much".
+    is not a test of generalisation. A split counts as learned only when evaluate.quality says
+    so (accuracy above always answering its most common class, and balanced accuracy above one
+    class's, each by more than evaluate.baseline_margin); otherwise the reading says it answers
+    the majority class and what to try (evaluate.quality_reading). It only says learning
+    "carries over" when both splits are learned.
     """
+    q_t = ev.quality_of(train)
     acc_t = train["accuracy"]
-    base_name, base_t = majority_share(train)
     if held is None:
+        if q_t["verdict"] != "learned":
+            return (ev.quality_reading(q_t, "its training chips") + " Hold out a region to see "
+                    "how it does on land it never saw.")
         return (f"On its training chips the model labels {acc_t:.0%} of patches correctly "
-                f"(always answering '{base_name}' would score {base_t:.0%}). That shows how well "
-                "it fits what it has seen, not whether it generalises: hold out a region to find out.")
+                f"(always answering '{q_t['majority_class']}' would score "
+                f"{q_t['majority_accuracy']:.0%}; balanced accuracy "
+                f"{ev.score_text(q_t['balanced_accuracy'], 2)}). That shows how well it fits what "
+                "it has seen, not whether it generalises: hold out a region to find out.")
     where = f"the held-out region '{held_name}'" if held_name else "the held-out region"
+    q_h = ev.quality_of(held)
     acc_h = held["accuracy"]
-    base_name_h, base_h = majority_share(held)
     gap = acc_t - acc_h
-    learned_t, learned_h = acc_t > base_t + 0.02, acc_h > base_h + 0.02
-    if not learned_t and gap >= -0.03:
-        lead = (f"Accuracy is {acc_t:.2f} on training chips and {acc_h:.2f} on {where}, but on "
-                f"training chips that is no better than always answering '{base_name}' "
-                f"({base_t:.0%}): the model has not learned much yet, so the gap says little. "
-                "Train longer (or with a higher learning rate) before reading it.")
+    learned_t, learned_h = q_t["verdict"] == "learned", q_h["verdict"] == "learned"
+    if not learned_t:
+        lead = (ev.quality_reading(q_t, "training chips") + f" On {where} accuracy is "
+                f"{_with_baselines(q_h)}; until the model beats the majority answer on its own "
+                "chips, the gap between the two says little.")
+    elif not learned_h:
+        lead = (f"On training chips accuracy is {_with_baselines(q_t)}, above the majority "
+                f"answer. " + ev.quality_reading(q_h, where) + " What it learned on its training "
+                "regions does not carry over there yet.")
     elif gap > 0.10:
-        lead = (f"Accuracy drops from {acc_t:.2f} on training chips to {acc_h:.2f} on {where}: "
-                "the model has partly memorised its training regions rather than learning land "
-                "cover in general.")
-    elif gap > 0.03 and learned_h:
-        lead = (f"Accuracy drops a little, from {acc_t:.2f} on training chips to {acc_h:.2f} on "
-                f"{where}: most of what it learned carries over to new land, some is memorised.")
-    elif gap >= -0.03 and learned_h:
-        lead = (f"Accuracy is about the same on training chips ({acc_t:.2f}) and on {where} "
-                f"({acc_h:.2f}): what the model learned carries over to land it never saw.")
-    elif gap >= -0.03:  # learned on its training chips, not on the held-out land
-        lead = (f"Accuracy goes from {acc_t:.2f} on training chips to {acc_h:.2f} on {where}: what "
-                "it learned on its training regions does not carry over there yet.")
+        lead = (f"Accuracy drops from {acc_t:.2f} on training chips to {acc_h:.2f} on {where} "
+                f"(always '{q_h['majority_class']}' scores {q_h['majority_accuracy']:.2f} there; "
+                f"balanced accuracy {ev.score_text(q_t['balanced_accuracy'], 2)} → "
+                f"{ev.score_text(q_h['balanced_accuracy'], 2)}): the model has partly memorised "
+                "its training regions rather than learning land cover in general.")
+    elif gap > 0.03:
+        lead = (f"Accuracy drops a little, from {_with_baselines(q_t)} on training chips to "
+                f"{_with_baselines(q_h)} on {where}: most of what it learned carries over to new "
+                "land, some is memorised.")
+    elif gap >= -0.03:
+        lead = (f"Accuracy is about the same on training chips, {_with_baselines(q_t)}, and on "
+                f"{where}, {_with_baselines(q_h)}: what the model learned carries over to land "
+                "it never saw.")
     else:
         lead = (f"Accuracy is higher on {where} ({acc_h:.2f}) than on training chips "
                 f"({acc_t:.2f}). That usually means the held-out land is easier, not that the model "
-                f"got better away from home: {base_h:.0%} of its patches are '{base_name_h}', so "
-                f"always answering '{base_name_h}' would already score {base_h:.0%} there.")
+                f"got better away from home: {q_h['majority_accuracy']:.0%} of its patches are "
+                f"'{q_h['majority_class']}', so always answering '{q_h['majority_class']}' would "
+                f"already score {q_h['majority_accuracy']:.0%} there (balanced accuracy "
+                f"{ev.score_text(q_t['balanced_accuracy'], 2)} on training chips, "
+                f"{ev.score_text(q_h['balanced_accuracy'], 2)} there).")
     parts = [lead]
     if not held_out_by_run:
         parts.insert(0, f"Careful: this run did not hold out {held_name or 'this region'} when it "
                         "was trained, so it may have seen this land: what follows is not a fair test "
                         "of new land.")
-    if gap < -0.03 or not learned_t:  # the lead already compared with the majority class
-        pass
-    elif acc_h <= base_h + 0.02:
-        parts.append(f"On {where} it is no better than always answering '{base_name_h}' "
-                     f"({base_h:.0%} of its patches): it has not learned much there yet.")
     mae_t, mae_h = train["masked_mae"], held["masked_mae"]
     if mae_t and mae_h is not None:  # None: no hidden land-cover patch (all no-data)
         change = (mae_h - mae_t) / mae_t

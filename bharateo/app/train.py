@@ -23,7 +23,7 @@ from bharateo.model import ModelConfig, num_masked
 # the knobs are declared settings; these helpers live with RunConfig (the CLI shares them)
 from bharateo.pipeline import (HOLDOUT_KNOBS, PRESETS, SECTIONS, RunConfig, knob_help,  # noqa: F401
                                knob_problems, knob_settings, knobs_from_config, renamed,
-                               save_experiment, saved_as_message)
+                               save_experiment, saved_as_message, split_quality)
 from bharateo.runs import DamagedRun, ReservedName, SavedRun, reserve_run_name
 from bharateo.schema import is_number, number_text
 from bharateo.settings import Setting, rebuilt
@@ -344,9 +344,7 @@ def compare_table(runs: list[SavedRun]) -> pd.DataFrame:
             "speed vs first": "—" if not (speed and first) else f"{speed / first:.2f}x",
             "training time": format_duration(elapsed[-1]) if elapsed else "—",
             "masked MAE": number_text(m.get("train_rec_mae")),
-            "ESA acc": number_text(m.get("train_esa_acc")),
-            "held-out MAE": number_text(m.get("heldout_rec_mae")),
-            "held-out acc": number_text(m.get("heldout_esa_acc")),
+            **accuracy_columns(m),
         })
     return pd.DataFrame(rows)
 
@@ -419,6 +417,50 @@ def precision_caption(config: RunConfig) -> str:
     return f"Precision: **{precision}** as asked."
 
 
+ACCURACY_HELP = {
+    "ESA acc": "share of training patches whose class the patch head names (last epoch)",
+    "majority": "what always answering the training chips' most common class scores on the same "
+                "patches (no-data left out); blank for runs saved before baselines",
+    "balanced": "balanced accuracy: mean recall over the classes present; answering one class "
+                "everywhere scores 1 / classes present",
+    "reading": "learned: above the majority baseline by more than the margin (evaluate.quality); "
+               "majority: does little more than answer the most common class; no gain: tells "
+               "some classes apart but gets no more patches right than that answer",
+}
+
+
+def accuracy_columns(metrics: dict) -> dict:
+    """A saved run's accuracies beside their baselines, for the runs and compare tables: ESA acc,
+    majority, balanced and reading on the training chips, the same for the held-out chips
+    (pipeline.split_quality; '—' where a run saved before baselines has none)."""
+    words = {"learned": "learned", "majority": "majority", "no_gain": "no gain"}
+    out = {}
+    for split, prefix, acc in (("train", "", "ESA acc"), ("heldout", "held-out ", "held-out acc")):
+        q = split_quality(metrics, split)
+        if split == "heldout":
+            out["held-out MAE"] = number_text(metrics.get("heldout_rec_mae"))
+        out[acc] = number_text(q["accuracy"])
+        out[f"{prefix}majority"] = number_text(q["majority_accuracy"])
+        out[f"{prefix}balanced"] = number_text(q["balanced_accuracy"])
+        out[f"{prefix}reading"] = words.get(q["verdict"], "—")
+    return out
+
+
+ACCURACY_CAPTION = ("Every accuracy stands beside its baselines: **majority** is what always "
+                    "answering the most common class would score on the same patches, "
+                    "**balanced** the mean recall over the classes present (one class "
+                    "everywhere scores 1 / classes present). A run whose **reading** is "
+                    "'majority' does little more than answer that class: train longer, or set "
+                    "**class weights** to 'effective'.")
+
+
+def accuracy_column_help() -> dict:
+    """The runs and compare tables' column_config: each accuracy column's help (ACCURACY_HELP)."""
+    return {f"{prefix}{name}": st.column_config.Column(f"{prefix}{name}", help=text)
+            for name, text in ACCURACY_HELP.items() for prefix in ("", "held-out ")
+            if f"{prefix}{name}" != "held-out ESA acc"}
+
+
 def runs_table(runs: list[SavedRun], damaged: list[DamagedRun] = ()) -> pd.DataFrame:
     """One row per saved run (newest first), then one per damaged or reserved run folder.
     Scores that are missing or were not finite read '—'."""
@@ -436,15 +478,13 @@ def runs_table(runs: list[SavedRun], damaged: list[DamagedRun] = ()) -> pd.DataF
             "embed/depth/heads": f"{cfg['model']['embed_dim']}/{cfg['model']['depth']}/{cfg['model']['heads']}",
             "chips/s": number_text(run_chips_per_s(run), 0),
             "masked MAE": number_text(m.get("train_rec_mae")),
-            "ESA acc": number_text(m.get("train_esa_acc")),
-            "held-out MAE": number_text(m.get("heldout_rec_mae")),
-            "held-out acc": number_text(m.get("heldout_esa_acc")),
+            **accuracy_columns(m),
         })
     for bad in damaged:
         rows.append({"run": bad.name, "saved": "", "status": "reserved" if bad.reserved else "damaged",
                      "epochs": None, "mask": None, "lr": None, "model": "", "embed/depth/heads": "",
-                     "chips/s": "—",
-                     **dict.fromkeys(("masked MAE", "ESA acc", "held-out MAE", "held-out acc"), "—")})
+                     "chips/s": "—", "masked MAE": "—",
+                     **dict.fromkeys(accuracy_columns({}), "—")})
     return pd.DataFrame(rows)
 
 

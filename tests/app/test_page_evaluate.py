@@ -172,3 +172,49 @@ def test_classes_without_target_patches_get_no_score_in_the_table_chart_or_csv(t
     for line in rows[1:]:
         cells = dict(zip(header, line.split(",")))
         assert (cells["masked MAE"] == "") == (cells["support"] == "0"), line
+
+
+def test_every_accuracy_stands_beside_its_majority_baseline_and_balanced_accuracy(trained):
+    at = open_page(**session_with(trained, None))
+    ratio = trained.config.train.mask_ratio
+    expected = [ev.quality_of(ev.evaluate(trained.result.model, chips, ratio))
+                for chips in (trained.result.train_chips, trained.result.heldout_chips)]
+    assert metric_values(at, "Majority baseline") == [f"{q['majority_accuracy']:.1%}"
+                                                      for q in expected]
+    assert metric_values(at, "Balanced accuracy") == [f"{q['balanced_accuracy']:.1%}"
+                                                      for q in expected]
+    words = {"learned": "learned", "majority": "majority", "no_gain": "no gain"}
+    assert metric_values(at, "Reading") == [words[q["verdict"]] for q in expected]
+    deltas = [m.proto.delta for m in at.metric if m.label == "Patch accuracy"]
+    assert deltas == [f"{100 * (q['accuracy'] - q['majority_accuracy']):+.1f} pts" for q in expected]
+    reading = next(i.value for i in at.info if "training chips" in i.value)
+    assert f"always '{expected[1]['majority_class']}'" in reading or \
+        f"always answering '{expected[1]['majority_class']}'" in reading
+
+
+def test_a_majority_only_model_is_never_read_as_learning_on_the_page(trained, monkeypatch):
+    """A patch head that answers the training chips' majority class everywhere (its bias set far
+    above the others) gets a reading that says so and claims nothing."""
+    import copy
+
+    import torch
+
+    support = trained.result.train_chips.patch_class_counts()
+    majority = int(np.argmax(support))
+    name = ev.CLASS_NAMES[majority]
+    tiny = copy.copy(trained)
+    model = copy.deepcopy(trained.result.model)
+    with torch.no_grad():
+        linear = model.patch_head[-1]
+        linear.weight.zero_()
+        linear.bias.fill_(-10.0)
+        linear.bias[majority] = 10.0
+    tiny.result = copy.copy(trained.result)
+    tiny.result.model = model
+    results.clear_memory()
+    at = open_page(**session_with(tiny, None))
+    reading = next(i.value for i in at.info if "training chips" in i.value)
+    assert f"little more than answer '{name}'" in reading
+    for claim in ("learned carries over", "fits what", "carries over to new land"):
+        assert claim not in reading, reading
+    assert "learned" not in metric_values(at, "Reading")

@@ -231,3 +231,17 @@ def test_reconstruction_pastes_the_visible_patches_and_keeps_the_raw_output_a_to
     np.testing.assert_array_equal(pasted[hidden], raw[hidden])  # hidden: the model's output
     assert not np.array_equal(raw[~hidden], target[~hidden])  # the paste is what hides the noise
     assert metrics(at)["Masked MAE (this chip)"] == f"{rec.masked_mae:.3f}"  # hidden patches only
+
+
+def test_chip_accuracy_and_curve_stand_beside_their_baselines(trained):
+    at = open_page(**session_with(trained, None))
+    chip = next(m for m in at.metric if m.label == "Patch accuracy (this chip)")
+    assert chip.proto.delta.endswith(" pts")
+    assert any("would score" in c.value and "balanced accuracy" in c.value for c in at.caption)
+    fig = curve(at)
+    names = [t.get("name") for t in fig["data"]]
+    assert "balanced accuracy" in names and any(n and n.startswith("majority baseline") for n in names)
+    rows = ev.mask_ratio_curve(trained.result.model, trained.result.train_chips)
+    baseline = next(t for t in fig["data"] if t.get("name", "").startswith("majority baseline"))
+    assert baseline["y"] == [rows[0]["majority_acc"]] * 2
+    assert any("majority baseline" in c.value for c in at.caption)

@@ -95,6 +95,20 @@ def test_quick_run_draws_charts_saves_run_and_becomes_current_model(worldcover_d
     assert run.config["data"][0]["synthetic"] is True and run.config["saved_at"]
     assert at.session_state["model"].run == "demo-run"
     assert "demo-run" in at.dataframe[0].value["run"].tolist()
+    # every accuracy beside its baselines: the live chart's baseline lines, the runs table
+    chart = json.loads(at.get("plotly_chart")[1].proto.spec)["data"]
+    names = [t.get("name", "") for t in chart]
+    assert any(n.startswith("demo-run: majority baseline") for n in names)
+    assert any(n.startswith("demo-run: held-out majority baseline") for n in names)
+    assert "demo-run: ESA balanced acc" in names
+    row = at.dataframe[0].value.set_index("run").loc["demo-run"]
+    m = run.metrics
+    assert row["majority"] == f"{m['train_majority_acc']:.3f}"
+    assert row["balanced"] == f"{m['train_balanced_acc']:.3f}"
+    assert row["held-out majority"] == f"{m['heldout_majority_acc']:.3f}"
+    assert row["reading"] in ("learned", "majority", "no gain")
+    assert any("majority" in c.value and "balanced" in c.value for c in at.caption)
+    assert "class_weighting" in [s.key.removeprefix("knob_") for s in at.selectbox if s.key]
 
 
 def test_stop_keeps_partial_history(worldcover_dir):
