@@ -405,14 +405,14 @@ def test_a_class_with_no_target_patches_has_no_per_class_error(trained):
 
 # --- issue 22: every accuracy beside its baselines ---------------------------------------------
 def test_every_evaluation_and_curve_row_carries_its_baselines(trained):
-    result = ev.evaluate(trained.model, trained.result.train_chips)
+    result = ev.evaluate(trained.result.model, trained.result.train_chips)
     support = np.asarray(result["confusion"]).sum(axis=1)
     assert result["majority_accuracy"] == pytest.approx(support.max() / support.sum())
     assert result["balanced_accuracy"] == pytest.approx(ev.balanced_accuracy(result["confusion"]))
     assert result["verdict"] in ("majority", "no_gain", "learned")
-    rows = ev.mask_ratio_curve(trained.model, trained.result.train_chips, ratios=(0.5,))
+    rows = ev.mask_ratio_curve(trained.result.model, trained.result.train_chips, ratios=(0.5,))
     assert rows[0]["majority_acc"] == pytest.approx(result["majority_accuracy"])
     assert 0 <= rows[0]["balanced_acc"] <= 1
-    rec = ev.reconstruct_chip(trained.model, trained.result.train_chips, 0, 0.75)
+    rec = ev.reconstruct_chip(trained.result.model, trained.result.train_chips, 0, 0.75)
     assert rec.quality["majority_accuracy"] is not None and rec.quality["accuracy"] == \
         pytest.approx(rec.patch_acc)
