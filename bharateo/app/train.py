@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import statistics
+from pathlib import Path
 from dataclasses import fields, replace
 
 import pandas as pd
@@ -574,13 +575,24 @@ def training_estimate(config: RunConfig, runs, budget: float | None) -> tuple[st
 
 
 # --- the session's training ------------------------------------------------------------------
+def compare_selection(names: list[str], saved: list[str]) -> list[str]:
+    """The Train page's "compare runs" selection (keep_widget's check): the kept `names` that
+    are still `saved`, then each run this session saved since (adopt_finished_job), so a run
+    that finishes joins the comparison instead of being left out of an old selection."""
+    joining = st.session_state.pop("train_compare_joining", [])
+    kept = [n for n in names if n in saved]
+    return kept + [n for n in dict.fromkeys(joining) if n in saved and n not in kept]
+
+
 def adopt_finished_job() -> bool:
     """Once a job has finished or been stopped, make its model the session's current model (a
     diverged run, or one stopped before its first epoch finished, is saved, but the pages keep
-    the model they had)."""
+    the model they had). Every saved run of this session's joins the runs compared on Train."""
     job = st.session_state.job
     if job is None or not job.done or job.model is None or job.adopted:
         return False
+    if job.saved_path is not None:  # saved: it joins "compare runs" (compare_selection)
+        st.session_state.setdefault("train_compare_joining", []).append(Path(job.saved_path).name)
     if job.status in ("finished", "stopped") and job.end is not None and job.end.epochs_done >= 1:
         use_trained_model(job.model, job.config, job.run_name, job.end.epochs_done)
         st.session_state.train_chips, st.session_state.heldout_chips = job.train_chips, job.heldout_chips
