@@ -22,7 +22,8 @@ MAX_MAP_POINTS = 60_000  # points drawn on the embedding map (every token is sto
 
 def embedding_map(model, chips: ChipSet, run: SavedRun | None = None) -> results.StoredResult:
     """inspect_model.embedding_map, computed once per model + chips, stored beside `run`."""
-    params = {"neighbours": im.NEIGHBOURS, "projection": "pca", "similarity": "centred cosine"}
+    params = {"neighbours": im.NEIGHBOURS, "projection": "pca", "similarity": "centred cosine",
+              "patch_components": im.PATCH_COMPONENTS}  # maps stored before lack patch vectors
     return results.stored_result("embedding_map", model, chips, params,
                                  lambda: im.embedding_map(model, chips, im.NEIGHBOURS), run)
 
@@ -167,8 +168,25 @@ def picked_patch(chip, token, n_chips: int, n_tokens: int) -> tuple[int, int] | 
     return chip, token if isinstance(token, int) and 0 <= token < n_tokens else 0
 
 
-def neighbours(value: dict, chip: int) -> list[tuple[int, float]]:
-    """"Chips like this one": (chip, cosine similarity of centred mean embeddings), best first."""
-    if not 0 <= chip < value["chips"]:
-        return []
-    return list(zip(value["neighbours"][chip], value["similarity"][chip]))
+def neighbours(value: dict, chip: int, token: int) -> list[dict]:
+    """"Chips like this one" for the clicked patch (inspect_model.patch_neighbours): each with
+    its nearest patch, that patch's label and the similarity, best first."""
+    return im.patch_neighbours(value, chip, token)
+
+
+def class_shares(chips: ChipSet, chip: int, top: int = 2) -> str:
+    """'tree 94 %, water 6 %': the `top` largest patch-label shares of one chip (no-data
+    patches named as such), what a neighbour's caption compares with the clicked chip's."""
+    labels = np.asarray(chips.patch_labels[chip]).ravel()
+    values, counts = np.unique(labels, return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:top]
+    return ", ".join(f"{class_name(int(values[i]))} {counts[i] / labels.size:.0%}" for i in order)
+
+
+def why_alike(chips: ChipSet, clicked: tuple[int, int], near: dict) -> str:
+    """One neighbour's caption: its nearest patch (token, class) and the cosine to the clicked
+    patch, and its class shares, e.g. 'chip 7 · 0.912: token 12 (tree) nearest; tree 100 %'."""
+    same = near["label"] == int(np.asarray(chips.patch_labels[clicked[0]]).ravel()[clicked[1]])
+    return (f"chip {near['chip']} · {near['similarity']:.3f}: token {near['token']} "
+            f"({class_name(near['label'])}{', same class' if same else ''}) nearest; "
+            f"{class_shares(chips, near['chip'])}")
