@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 
 from bharateo import inspect_model as im
 from bharateo.app import results
+from bharateo.app.figures import FIGURE_MARGIN, figure_title
 from bharateo.chips import ChipSet
 from bharateo.runs import SavedRun
 from bharateo.worldcover import CLASS_COLORS_255, CLASS_NAMES, NODATA_NAME
@@ -131,7 +132,7 @@ def embedding_figure(value: dict, selected_chip: int | None = None,
     e1, e2 = value["explained"]
     title = (f"Token embeddings of {k:,} chips × {n} tokens, PCA to 2-D" +
              (f" (every {stride}th chip drawn)" if stride > 1 else ""))
-    fig.update_layout(title=title, height=520, margin=dict(l=10, r=10, t=50, b=10),
+    fig.update_layout(title=figure_title(title), height=540, margin=FIGURE_MARGIN,
                       xaxis_title=f"PC 1 ({e1:.0%} of the variance)",
                       yaxis_title=f"PC 2 ({e2:.0%})", legend_title="patch label",
                       # "zoom", not "lasso": with a lasso as the drag mode a click selects
