@@ -221,7 +221,7 @@ def embedding_map(model, chips: ChipSet, neighbours: int = NEIGHBOURS, precision
     near, sim = nearest_chips(means - means.mean(axis=0, keepdims=True), neighbours)
     patches = pca_components(emb.reshape(k * n, d), PATCH_COMPONENTS)
     return {"x": np.round(xy[:, 0], 5).tolist(), "y": np.round(xy[:, 1], 5).tolist(),
-            "patch_vectors": np.round(patches, 4).tolist(),
+            "patch_vectors": np.round(patches, 3).tolist(),
             "chip": np.repeat(np.arange(k), n).tolist(), "token": np.tile(np.arange(n), k).tolist(),
             "label": labels.reshape(-1).astype(int).tolist(),
             "explained": [float(e) for e in explained], "tokens_per_chip": n, "chips": k, "dim": d,
