@@ -8,9 +8,10 @@
 - Embedding map: the encoder's output for every token of a chip set with nothing hidden
   (`token_embeddings(tokens)`), projected to 2-D by PCA (principal components of the centred
   embeddings, from the D x D covariance: no new dependency, deterministic), one point per token
-  with its chip, token index and patch label; and "chips like this one" for a clicked patch:
-  the chips holding the patches nearest to it (patch_neighbours: cosine of the patch embeddings
-  centred on the mean over every token, on their first PATCH_COMPONENTS principal components).
+  with its chip, token index and patch label; and "chips like this one" for a clicked patch
+  (patch_neighbours): ranked by the mean of two cosines of embeddings centred on the mean over
+  every token (on their first PATCH_COMPONENTS principal components): their patch nearest to the
+  clicked one, and their whole chip.
   A chip's mean embedding can't rank the sample's near-uniform chips (all ~97 % tree): averaging
   64 tokens leaves every such chip at ~1.000; single patches keep what tells them apart.
 
@@ -229,27 +230,35 @@ def embedding_map(model, chips: ChipSet, neighbours: int = NEIGHBOURS, precision
 
 
 def patch_neighbours(value: dict, chip: int, token: int, k: int = NEIGHBOURS) -> list[dict]:
-    """"Chips like this one" for the clicked patch (`chip`, `token`) of an embedding_map:
-    every other chip is scored by its patch nearest to the clicked one (the cosine of their
-    "patch_vectors": centred token embeddings), and the `k` best chips come back, best first, as
-    {"chip", "token" (its nearest patch), "label" (that patch's label), "similarity"}. The
-    clicked patch's own label is value["label"][chip * N + token]. [] for a patch not in the map
-    or a map without patch vectors."""
+    """"Chips like this one" for the clicked patch (`chip`, `token`) of an embedding_map, best
+    first, as {"chip", "token" (its patch nearest to the clicked one), "label" (that patch's
+    label), "patch" (their cosine), "whole" (the cosine of the two chips' mean vectors),
+    "similarity" (the mean of the two: the rank)}. Cosines are of "patch_vectors" (token
+    embeddings centred on the mean over every token): a chip's mean of them is its mean embedding
+    centred on the set's. The patch part finds chips holding a patch like the clicked one (a
+    water patch in a tree chip finds other water patches); the whole-chip part tells apart
+    chips whose nearest patches are alike (uniform patches of one class differ only by their
+    context). [] for a patch not in the map or a map without patch vectors."""
     n, chips = value.get("tokens_per_chip", 0), value.get("chips", 0)
     vectors = value.get("patch_vectors")
     if not (0 <= chip < chips and 0 <= token < n) or not vectors:
         return []
-    v = np.asarray(vectors, dtype=np.float64).reshape(chips, n, -1)
-    norms = np.maximum(np.linalg.norm(v, axis=2), 1e-12)
-    clicked = v[chip, token] / norms[chip, token]
-    sim = (v @ clicked) / norms  # chips x n
-    sim[chip] = -np.inf
-    best_token = sim.argmax(axis=1)
-    best = sim[np.arange(chips), best_token]
-    order = np.argsort(-best, kind="stable")[:min(k, chips - 1)]
+
+    def unit(x):
+        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+    v = unit(np.asarray(vectors, dtype=np.float64).reshape(chips, n, -1))
+    patch = v @ v[chip, token]  # chips x n
+    best_token = patch.argmax(axis=1)
+    best = patch[np.arange(chips), best_token]
+    means = unit(np.asarray(vectors, dtype=np.float64).reshape(chips, n, -1).mean(axis=1))
+    whole = means @ means[chip]
+    score = (best + whole) / 2
+    score[chip] = -np.inf
+    order = np.argsort(-score, kind="stable")[:min(k, chips - 1)]
     return [{"chip": int(j), "token": int(best_token[j]),
-             "label": int(value["label"][j * n + best_token[j]]), "similarity": float(best[j])}
-            for j in order]
+             "label": int(value["label"][j * n + best_token[j]]), "patch": float(best[j]),
+             "whole": float(whole[j]), "similarity": float(score[j])} for j in order]
 
 
 def valid_embedding_map(value) -> bool:

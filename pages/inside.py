@@ -123,10 +123,10 @@ if (picked := inside.picked_patch(selected, st.session_state.get("inside_map_tok
                             f"{token % maps.grid_size}): {inside.class_name(label)}")
     pic_col.button("Show this chip's attention above", key="inside_open_chip",
                    on_click=st.session_state.update, args=({"inside_chip": selected},))
-    near_col.markdown(f"**Chips like this one**: the chips holding the patches nearest to token "
-                      f"{token} (cosine of their embeddings, after taking away what every patch "
-                      f"shares), each with that patch outlined. This chip: "
-                      f"{inside.class_shares(chips, selected)}.")
+    near_col.markdown(f"**Chips like this one**: ranked by how alike their patch nearest to token "
+                      f"{token} is (outlined) and how alike the whole chips are (the mean of the "
+                      f"two cosines of their embeddings, after taking away what every patch "
+                      f"shares). This chip: {inside.class_shares(chips, selected)}.")
     near = inside.neighbours(value, selected, token)
     for col, hit in zip(near_col.columns(max(len(near), 1)), near):
         j = hit["chip"]

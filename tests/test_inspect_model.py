@@ -148,9 +148,13 @@ def test_chips_like_this_one_tell_near_uniform_chips_apart_and_say_why():
     assert all(h["label"] == 5 for h in near)  # alike because of their water patch
     assert all(chips.patch_labels[h["chip"]].ravel()[h["token"]] == 5 for h in near)
     scores = [h["similarity"] for h in near]
-    assert scores == sorted(scores, reverse=True) and len({f"{x:.3f}" for x in scores}) > 1
+    assert scores == sorted(scores, reverse=True) and len({f"{x:.3f}" for x in scores}) == 5
+    for h in near:
+        assert h["similarity"] == pytest.approx((h["patch"] + h["whole"]) / 2)
     tree = 0 if water else 1
-    assert all(h["label"] == 0 for h in im.patch_neighbours(value, 0, tree, k=5))
+    on_tree = im.patch_neighbours(value, 0, tree, k=5)  # identical tree patches everywhere:
+    assert all(h["label"] == 0 for h in on_tree)  # the whole chips tell them apart
+    assert len({f"{h['similarity']:.3f}" for h in on_tree}) == 5
     assert im.patch_neighbours(value, 0, g * g) == [] and im.patch_neighbours(value, 99, 0) == []
 
 

@@ -185,9 +185,10 @@ def class_shares(chips: ChipSet, chip: int, top: int = 2) -> str:
 
 
 def why_alike(chips: ChipSet, clicked: tuple[int, int], near: dict) -> str:
-    """One neighbour's caption: its nearest patch (token, class) and the cosine to the clicked
-    patch, and its class shares, e.g. 'chip 7 · 0.912: token 12 (tree) nearest; tree 100 %'."""
+    """One neighbour's caption: its score and the two cosines it is the mean of, its patch nearest
+    to the clicked one (token, class) and its class shares, e.g. 'chip 7 · 0.812 (patch 0.990,
+    whole chip 0.634): token 12 (water, same class) nearest; tree 94%, water 6%'."""
     same = near["label"] == int(np.asarray(chips.patch_labels[clicked[0]]).ravel()[clicked[1]])
-    return (f"chip {near['chip']} · {near['similarity']:.3f}: token {near['token']} "
-            f"({class_name(near['label'])}{', same class' if same else ''}) nearest; "
-            f"{class_shares(chips, near['chip'])}")
+    return (f"chip {near['chip']} · {near['similarity']:.3f} (patch {near['patch']:.3f}, whole "
+            f"chip {near['whole']:.3f}): token {near['token']} ({class_name(near['label'])}"
+            f"{', same class' if same else ''}) nearest; {class_shares(chips, near['chip'])}")
