@@ -426,12 +426,11 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_tokens(args) -> None:
-    from bharateo.tokens import token_accounting
+    from bharateo.tokens import V0_NAME, token_accounting, v0_accounting
 
     rows = [("this run", token_accounting(args.chips, args.epochs, args.mask_ratio, args.in_chans,
                                           args.chip_size, args.patch_size)),
-            ("BharatEO-v0 (1M chips x 100 epochs, 10 bands)",
-             token_accounting(1_000_000, 100, args.mask_ratio, 10, args.chip_size, args.patch_size))]
+            (V0_NAME, v0_accounting(args.mask_ratio, args.chip_size, args.patch_size))]
     for label, a in rows:
         print(f"{label}:")
         print(f"  tokens per chip:               {a.tokens_per_chip:,}  ({a.token_dim:,} values each)")

@@ -10,15 +10,26 @@ class RegionError(BharatEOError):
 
 
 class MissingTileError(RegionError):
-    """The data source has no file for the tile(s) the region needs (ESA publishes none over open
-    sea); raised only when no tile of the region could be read."""
+    """The data source has no file for the tile(s) the region needs and they hold no land (GLOBE
+    1 km land mask: ESA publishes none over open sea); raised when no tile of the region could be
+    read. Its subclass LandTileMissingError is a missing tile that holds land."""
 
     def __init__(self, tile: str, where: str):
         self.tile = tile
         super().__init__(
-            f"Tile {tile} is not available from {where}. ESA publishes no WorldCover tile over open "
-            "sea, so this region is probably on open sea: move the centre onto land. If it is on "
-            "land, add that tile to the folder (or check the URL) and try again.")
+            f"Tile {tile} is not available from {where}, and it holds no land (GLOBE 1 km land "
+            "mask): ESA publishes no WorldCover tile over open sea, so this region is on open "
+            "sea. Move the centre onto land.")
+
+
+class LandTileMissingError(MissingTileError):
+    """The data source has no file for a tile that holds land (GLOBE 1 km land mask,
+    bharateo/landmask.py), so its part of the region can't be read as open sea. The message
+    (roi.land_tile_missing) names the tile, its extent, its official URL and how to get it."""
+
+    def __init__(self, tile: str, message: str):
+        self.tile = tile
+        BharatEOError.__init__(self, message)
 
 
 class SourceUnreachableError(BharatEOError):

@@ -8,8 +8,12 @@
 - Embedding map: the encoder's output for every token of a chip set with nothing hidden
   (`token_embeddings(tokens)`), projected to 2-D by PCA (principal components of the centred
   embeddings, from the D x D covariance: no new dependency, deterministic), one point per token
-  with its chip, token index and patch label; and "chips like this one": each chip's nearest
-  chips by cosine similarity of their mean token embeddings.
+  with its chip, token index and patch label; and "chips like this one" for a clicked patch
+  (patch_neighbours): ranked by the mean of two cosines of embeddings centred on the mean over
+  every token (on their first PATCH_COMPONENTS principal components): their patch nearest to the
+  clicked one, and their whole chip.
+  A chip's mean embedding can't rank the sample's near-uniform chips (all ~97 % tree): averaging
+  64 tokens leaves every such chip at ~1.000; single patches keep what tells them apart.
 
 Nothing here imports Streamlit; the app stores the map beside a run (app results) and draws it.
 """
@@ -28,6 +32,7 @@ from bharateo.model import check_mask_ratio, random_patch_mask
 from bharateo.worldcover import CLASS_NAMES, IGNORE_INDEX
 
 NEIGHBOURS = 5  # "chips like this one": how many nearest chips are kept per chip
+PATCH_COMPONENTS = 16  # principal components kept per token for patch_neighbours
 EMBED_BATCH = 128  # chips per forward pass when embedding a chip set
 
 
@@ -151,6 +156,19 @@ def token_embeddings(model, chips: ChipSet, batch_size: int = EMBED_BATCH,
     return torch.cat(parts).numpy()
 
 
+def pca_components(x: np.ndarray, k: int) -> np.ndarray:
+    """M x D points -> M x min(k, D) coordinates on their first k principal components (the
+    centred points projected on the top eigenvectors of the D x D covariance, float64, each
+    signed so its largest loading is positive)."""
+    x = np.asarray(x, dtype=np.float64)
+    centred = x - x.mean(axis=0)
+    cov = centred.T @ centred / max(len(x) - 1, 1)
+    _, vectors = np.linalg.eigh(cov)  # ascending
+    top = vectors[:, ::-1][:, :min(k, x.shape[1])]
+    top = top * np.sign(top[np.abs(top).argmax(axis=0), np.arange(top.shape[1])] + 1e-300)
+    return centred @ top
+
+
 def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """M x D points -> (M x 2 coordinates on the first two principal components, their shares
     of the total variance). Eigenvectors of the D x D covariance (float64), each signed so its
@@ -189,7 +207,10 @@ def embedding_map(model, chips: ChipSet, neighbours: int = NEIGHBOURS, precision
     "neighbours" / "similarity": K x k nearest chips by the cosine of their mean embeddings over
     land-cover tokens (all tokens for a chip that has none), centred on the mean over these chips:
     every chip's tokens pass the same encoder and share a large common component, so raw cosines
-    all read ~1.00 and tell chips apart by rounding only}.
+    all read ~1.00 and tell chips apart by rounding only,
+    "patch_vectors": M x P floats, every token's embedding centred on the mean over all M tokens
+    and projected on its first P = min(PATCH_COMPONENTS, D) principal components (what
+    patch_neighbours ranks by)}.
     """
     emb = token_embeddings(model, chips, precision=precision)  # K x N x D
     k, n, d = emb.shape
@@ -199,11 +220,45 @@ def embedding_map(model, chips: ChipSet, neighbours: int = NEIGHBOURS, precision
     counts = land.sum(axis=1)
     means = np.where(counts > 0, (emb * land).sum(axis=1) / np.maximum(counts, 1), emb.mean(axis=1))
     near, sim = nearest_chips(means - means.mean(axis=0, keepdims=True), neighbours)
+    patches = pca_components(emb.reshape(k * n, d), PATCH_COMPONENTS)
     return {"x": np.round(xy[:, 0], 5).tolist(), "y": np.round(xy[:, 1], 5).tolist(),
+            "patch_vectors": np.round(patches, 3).tolist(),
             "chip": np.repeat(np.arange(k), n).tolist(), "token": np.tile(np.arange(n), k).tolist(),
             "label": labels.reshape(-1).astype(int).tolist(),
             "explained": [float(e) for e in explained], "tokens_per_chip": n, "chips": k, "dim": d,
             "neighbours": near.tolist(), "similarity": np.round(sim, 5).tolist()}
+
+
+def patch_neighbours(value: dict, chip: int, token: int, k: int = NEIGHBOURS) -> list[dict]:
+    """"Chips like this one" for the clicked patch (`chip`, `token`) of an embedding_map, best
+    first, as {"chip", "token" (its patch nearest to the clicked one), "label" (that patch's
+    label), "patch" (their cosine), "whole" (the cosine of the two chips' mean vectors),
+    "similarity" (the mean of the two: the rank)}. Cosines are of "patch_vectors" (token
+    embeddings centred on the mean over every token): a chip's mean of them is its mean embedding
+    centred on the set's. The patch part finds chips holding a patch like the clicked one (a
+    water patch in a tree chip finds other water patches); the whole-chip part tells apart
+    chips whose nearest patches are alike (uniform patches of one class differ only by their
+    context). [] for a patch not in the map or a map without patch vectors."""
+    n, chips = value.get("tokens_per_chip", 0), value.get("chips", 0)
+    vectors = value.get("patch_vectors")
+    if not (0 <= chip < chips and 0 <= token < n) or not vectors:
+        return []
+
+    def unit(x):
+        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+    v = unit(np.asarray(vectors, dtype=np.float64).reshape(chips, n, -1))
+    patch = v @ v[chip, token]  # chips x n
+    best_token = patch.argmax(axis=1)
+    best = patch[np.arange(chips), best_token]
+    means = unit(np.asarray(vectors, dtype=np.float64).reshape(chips, n, -1).mean(axis=1))
+    whole = means @ means[chip]
+    score = (best + whole) / 2
+    score[chip] = -np.inf
+    order = np.argsort(-score, kind="stable")[:min(k, chips - 1)]
+    return [{"chip": int(j), "token": int(best_token[j]),
+             "label": int(value["label"][j * n + best_token[j]]), "patch": float(best[j]),
+             "whole": float(whole[j]), "similarity": float(score[j])} for j in order]
 
 
 def valid_embedding_map(value) -> bool:

@@ -27,6 +27,7 @@ import numpy as np
 
 from bharateo.errors import (
     BharatEOError,
+    LandTileMissingError,
     MissingTileError,
     RegionError,
     SourceUnreachableError,
@@ -43,8 +44,10 @@ from bharateo.worldcover import (
     bundled_tile_path,
     data_source_from_env,
     redact_text,
+    tile_filename,
     tile_global_offset,
     tile_id_from_origin,
+    tile_url,
     tile_origin,
     open_url,
     url_and_auth,
@@ -74,7 +77,9 @@ GDAL_ENV = dict(
 # (a server that accepts and never answers took 53-150 s), so the read runs in a worker thread and
 # is given up after BHARATEO_READ_TIMEOUT_S seconds in all (connect, requests, retries).
 READ_TIMEOUT_S = 30.0
-NOT_PUBLISHED = "not published (sea)"  # provenance status of a tile the source has no file for
+# provenance status of a tile the source has no file for and whose 3-degree cell holds no land in
+# the GLOBE 1 km land mask (bharateo/landmask.py): ESA publishes no tile there (open sea)
+NOT_PUBLISHED = "not published (sea)"
 WORLDCOVER_LABEL = "ESA WorldCover 10 m 2021 v200"
 FIXTURE_LABEL = "synthetic test fixture"
 UNVERIFIED_LABEL = "not verified as ESA WorldCover"
@@ -403,14 +408,79 @@ def _part_way_error(exc: Exception, tile: str, path: str, where: str) -> BharatE
         "Trying again won't help: copy the file again from the WorldCover bucket.")
 
 
+def tile_extent(lon0: int, lat0: int) -> str:
+    """'78-81E, 27-30N': the extent of the 3-degree tile with south-west corner (lon0, lat0)."""
+    def span(a: int, pos: str, neg: str) -> str:
+        b = a + TILE_DEGREES
+        if a >= 0:
+            return f"{a}-{b}{pos}"
+        if b <= 0:
+            return f"{-b}-{-a}{neg}"
+        return f"{-a}{neg}-{b}{pos}"
+    return f"{span(lon0, 'E', 'W')}, {span(lat0, 'N', 'S')}"
+
+
+def check_missing_tile_is_sea(tile: str, lon0: int, lat0: int, source: DataSource) -> None:
+    """Raise LandTileMissingError when `source` has no file for `tile` but the tile's 3 x 3-degree
+    cell holds land in the GLOBE 1 km land mask (bharateo.landmask.tile_has_land, every 1/120-
+    degree cell of the tile looked at): only a tile with no land is open sea that ESA does not
+    publish. Outside WorldCover's coverage (COVERAGE_LAT) ESA publishes nothing, so nothing is
+    raised there. A land mask that can't be read is treated as land (never guess sea)."""
+    from bharateo.landmask import LandMaskUnavailable, tile_has_land
+
+    if lat0 + TILE_DEGREES <= COVERAGE_LAT[0] or lat0 >= COVERAGE_LAT[1]:
+        return
+    try:
+        if not tile_has_land(lon0, lat0):
+            return
+        why = "holds land (GLOBE 1 km land mask)"
+    except LandMaskUnavailable as exc:
+        why = f"may hold land ({exc})"
+    url = tile_url(tile)
+    if source.kind == "folder":
+        how = (f"download {url} while online and put it, named {tile_filename(tile)}, in the "
+               f"folder BHARATEO_WORLDCOVER_DIR names ({source.location})")
+    elif source.kind == "url":
+        how = (f"copy {url} to that mirror, or put the file in a folder and set "
+               "BHARATEO_WORLDCOVER_DIR to it")
+    else:
+        how = (f"check that {url} can be downloaded, or put the file in a folder and set "
+               "BHARATEO_WORLDCOVER_DIR to it")
+    raise LandTileMissingError(tile, (
+        f"Tile {tile} ({tile_extent(lon0, lat0)}) {why}, but {source.describe()} has no file for "
+        f"it, so its part of this region can't be read (it is not open sea, so it is not read as "
+        f"no-data). To get it: {how}. Once read, `python -m bharateo prefetch` with this region "
+        "keeps it cached for offline use."))
+
+
+def land_read_as_sea(provenance: dict) -> list[str]:
+    """Tiles a cached region's provenance lists as NOT_PUBLISHED (read as no-data) although they
+    hold land (check_missing_tile_is_sea): caches written before land was checked. A cache
+    listing any must be read again, never shown."""
+    out = []
+    for part in provenance.get("tiles", []):
+        m = re.fullmatch(r"([NS])(\d{2})([EW])(\d{3})", str(part.get("tile", "")))
+        if part.get("status") != NOT_PUBLISHED or not m:
+            continue
+        lat0 = int(m.group(2)) * (1 if m.group(1) == "N" else -1)
+        lon0 = int(m.group(4)) * (1 if m.group(3) == "E" else -1)
+        try:
+            check_missing_tile_is_sea(m.group(0), lon0, lat0, DataSource("public", ""))
+        except LandTileMissingError:
+            out.append(m.group(0))
+    return out
+
+
 def read_window(window: GlobalWindow, source: DataSource, deadline: float | None = None,
                 on_tile=None) -> tuple[np.ndarray, dict]:
     """Read `window` from every tile it touches -> (size x size uint8 native codes, provenance).
 
-    A tile the source has no file for (folder: file absent; URL: HTTP 403/404/410) is a tile ESA
-    does not publish, which happens only over open sea: its part reads as no-data (0) and is listed
-    with status NOT_PUBLISHED, provided at least one tile of the window was read. Raises
-    MissingTileError (a RegionError) when no tile of the window exists, TileFileError when a file is
+    A tile the source has no file for (folder: file absent; URL: HTTP 403/404/410) whose 3 x 3-
+    degree cell holds no land in the GLOBE 1 km land mask is a tile ESA does not publish (open
+    sea): its part reads as no-data (0) and is listed with status NOT_PUBLISHED, provided at least
+    one tile of the window was read. A missing tile that holds land raises LandTileMissingError
+    naming it and how to get it (check_missing_tile_is_sea). Raises MissingTileError (a
+    RegionError) when no tile of the window exists, TileFileError when a file is
     there but damaged, not a GeoTIFF or not on the WorldCover grid, SourceUnreachableError when a
     tile can't be reached (network down, timeout, HTTP 5xx), each naming the tile. `deadline`
     (time.monotonic() seconds) caps every HTTP request's time limits and is checked between tiles;
@@ -464,6 +534,11 @@ def read_window(window: GlobalWindow, source: DataSource, deadline: float | None
                     synthetic |= SYNTHETIC_TAG in src.tags()
                     crs = str(src.crs)
         except MissingTileError:
+            try:
+                check_missing_tile_is_sea(tile, lon0, lat0, source)
+            except LandTileMissingError:
+                _forget_remote_failures(source)  # the mirror may get the file later
+                raise
             missing.append(tile)
             parts.append({"tile": tile, "status": NOT_PUBLISHED, "path": redact_text(path),
                           "window": box})
@@ -471,11 +546,15 @@ def read_window(window: GlobalWindow, source: DataSource, deadline: float | None
         except SourceUnreachableError as exc:
             _forget_remote_failures(source)
             bundled = [t for t, _, _ in tiles if t != tile and bundled_tile_path(t) is not None]
-            if bundled:  # offline, a sea tile and an unreachable one look the same: say so
+            if bundled:  # offline past the bundled tile: say how to stay inside it
+                try:
+                    check_missing_tile_is_sea(tile, lon0, lat0, source)
+                    what = "which can't be checked without the network"
+                except LandTileMissingError:
+                    what = "which holds land (GLOBE 1 km land mask) and can't be read offline"
                 raise SourceUnreachableError(
                     f"{exc} This region reaches past the bundled sample tile {bundled[0]} into "
-                    f"{tile}, which can't be checked without the network (it may be open sea, "
-                    f"which ESA does not publish). Move the centre so the region stays inside "
+                    f"{tile}, {what}. Move the centre so the region stays inside "
                     f"{bundled[0]}, or make the region smaller.") from exc
             raise
         except TileFileError:
@@ -495,9 +574,9 @@ def read_window(window: GlobalWindow, source: DataSource, deadline: float | None
 
 def tile_notes(provenance: dict) -> list[str]:
     """One sentence per tile of the region read as no-data because the source has no file."""
-    return [f"Tile {t['tile']} is not published by ESA (no file at {t['path']}), which happens "
-            "only over open sea: that part of the region is no-data. If it is land, add the tile "
-            "to the source and read the region again."
+    return [f"Tile {t['tile']} has no file at {t['path']} and holds no land in the GLOBE 1 km "
+            "land mask: it is open sea, which ESA does not publish, so that part of the region is "
+            "no-data."
             for t in provenance.get("tiles", []) if t.get("status") == NOT_PUBLISHED]
 
 
@@ -738,7 +817,11 @@ def load_roi(spec: RoiSpec, source: DataSource | None = None, use_cache: bool = 
             native, provenance = read_cache(path, binding)
             provenance["source"] = f"local cache of {provenance['source']}"
             provenance.update(name=spec.name, center_lon_lat=[spec.lon, spec.lat])
-            return Roi(spec, native, provenance, notes + tile_notes(provenance))
+            land = land_read_as_sea(provenance)
+            if not land:
+                return Roi(spec, native, provenance, notes + tile_notes(provenance))
+            notes.append(f"The cached copy of this region read tile {', '.join(land)} as open sea "
+                         "(no-data), but it holds land: the region is read again.")
         except Exception as exc:  # truncated zip, bad checksum, another region's file, ...
             aside = path.with_suffix(".corrupt")
             why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"

@@ -215,7 +215,9 @@ RatioCurve = Annotated[list[RatioRow], Field(min_length=1)]
 class EmbeddingMap(BaseModel):
     """A stored embedding map (inspect_model.embedding_map): K chips x N tokens as five columns of
     K*N values (x, y numbers; chip, token, label whole numbers with chip < K, token < N), each
-    chip's nearest chips (< K) and their similarities, and the two explained-variance ratios."""
+    chip's nearest chips (< K) and their similarities, the two explained-variance ratios, and
+    K*N patch vectors of one length (what "chips like this one" ranks by; a map stored before
+    them is computed again)."""
 
     model_config = _OPEN
     chips: PositiveInt
@@ -228,15 +230,19 @@ class EmbeddingMap(BaseModel):
     neighbours: list[list[NonNegativeInt]]
     similarity: list[list[Number | None]]
     explained: Annotated[list[Number], Field(min_length=2, max_length=2)]
+    patch_vectors: list[Annotated[list[Number], Field(min_length=1)]]
 
     @model_validator(mode="after")
     def _shapes(self):
         k, n = self.chips, self.tokens_per_chip
-        if any(len(c) != k * n for c in (self.x, self.y, self.chip, self.token, self.label)):
+        if any(len(c) != k * n for c in (self.x, self.y, self.chip, self.token, self.label,
+                                          self.patch_vectors)):
             raise ValueError(f"a column does not hold chips x tokens_per_chip = {k * n} values")
         if any(c >= k for c in self.chip) or any(t >= n for t in self.token):
             raise ValueError("a chip or token index is out of range")
         if len(self.neighbours) != k or len(self.similarity) != k or \
                 any(j >= k for r in self.neighbours for j in r):
             raise ValueError(f"the nearest chips are not {k} lists of chip indices")
+        if len({len(v) for v in self.patch_vectors}) > 1:
+            raise ValueError("the patch vectors are not all of one length")
         return self

@@ -57,3 +57,20 @@ def token_accounting(chips: int, epochs: int, mask_ratio: float = 0.75,
                         total_tokens=presentations * n, visible_tokens=presentations * n - masked,
                         masked_tokens=masked, masked_pixel_targets=pixels,
                         masked_value_targets=pixels * channels)
+
+
+# The notebook's BharatEO-v0 projection ("Token scale: toy run vs BharatEO-v0"): 1M chips x 100
+# epochs of "10 x 128 x 128 Sentinel-2 L2A reflectance" (10 x 16 x 16 = 2,560 values per token).
+# The one source for Home's calculator and the CLI's `tokens`.
+V0_CHIPS, V0_EPOCHS, V0_CHANNELS = 1_000_000, 100, 10
+V0_NAME = (f"BharatEO-v0 ({V0_CHIPS // 1_000_000}M chips x {V0_EPOCHS} epochs, "
+           f"{V0_CHANNELS} Sentinel-2 bands)")
+
+
+def v0_accounting(mask_ratio: float = 0.75, chip_size: int = 128,
+                  patch_size: int = 16) -> TokenAccount:
+    """token_accounting of the notebook's BharatEO-v0 projection (V0_CHIPS chips x V0_EPOCHS
+    epochs, V0_CHANNELS Sentinel-2 bands) at this mask ratio, chip and patch size: at the
+    defaults 64 tokens of 2,560 values, 6.4B presentations, 1.6B visible, 4.8B masked, 1.2T
+    masked pixel targets. Raises what token_accounting raises."""
+    return token_accounting(V0_CHIPS, V0_EPOCHS, mask_ratio, V0_CHANNELS, chip_size, patch_size)

@@ -11,7 +11,7 @@ from bharateo.app.chips import (build_session_chips, chip_caption, chip_field_pr
 from bharateo.app.figures import chips_per_roi_chart, class_share_chart, token_variance_heatmap
 from bharateo.app.pictures import (chip_modes, chip_picture, chip_with_grid, class_swatch_html,
                                    legend_html, mean_rgb_picture, token_picture)
-from bharateo.app.regions import chip_source_fields
+from bharateo.app.regions import chip_source_fields, region_metres_by_name
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.train import training_chips_note
 from bharateo.app.state import (PAGES, current_chip_config, current_model, guidance, keep_widget,
@@ -157,7 +157,8 @@ p3.plotly_chart(token_variance_heatmap(view.color_var, (row, col)), key="token_v
 p3.caption("black = one colour inside the token; bright = mixed classes")
 
 embed_dim, embed_source = embed_dim_from_state(current_model())
-st.markdown(shape_journey(shown, chip_i, view, embed_dim, embed_source, token))
+st.markdown(shape_journey(shown, chip_i, view, embed_dim, embed_source, token,
+                          region_metres_by_name(shown.roi_names[shown.roi_index[chip_i]])))
 
 st.markdown(f"##### Token {token} (row {row}, col {col}): its {view.patch} × {view.patch} × "
             f"{view.channels} = {view.tokens.shape[1]} values")

@@ -5,7 +5,7 @@ from bharateo import inspect_model
 from bharateo.app import inside
 from bharateo.app.downloads import csv_button, run_zip_button
 from bharateo.app.pictures import (attention_grid_pictures, attention_picture, hidden_patches_picture,
-                                    legend_html, patch_picture, thumbnail)
+                                    legend_html, patch_picture)
 from bharateo.app.results import model_and_chips
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import keep_widget, page_setup, show_error
@@ -123,13 +123,18 @@ if (picked := inside.picked_patch(selected, st.session_state.get("inside_map_tok
                             f"{token % maps.grid_size}): {inside.class_name(label)}")
     pic_col.button("Show this chip's attention above", key="inside_open_chip",
                    on_click=st.session_state.update, args=({"inside_chip": selected},))
-    near_col.markdown("**Chips like this one** (nearest by mean token embedding: cosine, after "
-                      "taking away what all these chips share):")
-    near = inside.neighbours(value, selected)
-    for col, (j, sim) in zip(near_col.columns(max(len(near), 1)), near):
-        col.image(thumbnail(chips, j), output_format="PNG", caption=f"chip {j} · {sim:.3f}")
+    near_col.markdown(f"**Chips like this one**: ranked by how alike their patch nearest to token "
+                      f"{token} is (outlined) and how alike the whole chips are (the mean of the "
+                      f"two cosines of their embeddings, after taking away what every patch "
+                      f"shares). This chip: {inside.class_shares(chips, selected)}.")
+    near = inside.neighbours(value, selected, token)
+    for col, hit in zip(near_col.columns(max(len(near), 1)), near):
+        j = hit["chip"]
+        col.image(hidden_patches_picture(chips, j, maps.mask & False, hit["token"]),
+                  output_format="PNG", caption=inside.why_alike(chips, (selected, token), hit))
         col.button(f"open {j}", key=f"inside_near_{j}",
-                   on_click=st.session_state.update, args=({"inside_map_chip": j},))
+                   on_click=st.session_state.update,
+                   args=({"inside_map_chip": j, "inside_map_token": hit["token"]},))
 st.markdown(legend_html(set(value["label"])), unsafe_allow_html=True)
 
 # --- the run itself ----------------------------------------------------------------------------

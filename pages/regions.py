@@ -12,9 +12,10 @@ from bharateo.app.regions import (SIZE_OPTIONS, collapsed_counts, current_preset
                                   intro_text, is_cached, map_overviews, missing_presets,
                                   native_counts_html, nodata_pixels, offers_worldcover_presets,
                                   on_size_change, place_form, presets_place, proposal_outside,
-                                  provenance_markdown, read_regions, remove_roi, roi_summary,
+                                  provenance_markdown, read_regions, region_pixel_metres,
+                                  region_size_format, remove_roi, roi_summary, size_help,
                                   s2_dates_default, s2_presets, s2_scene_outlines,
-                                  s2_skipped_notes, s2_source_text, set_pixel_query, size_label,
+                                  s2_skipped_notes, s2_source_text, set_pixel_query,
                                   source_choices, source_mismatch, spec_from_form, spec_summary)
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import PAGES, keep_widget, page_setup
@@ -67,6 +68,7 @@ with side_col:
                     st.caption(note)
     if problem := set_pixel_query(picked, s2_dates, s2_cloud):
         st.error(problem)
+    pixel_m = region_pixel_metres()  # None: WorldCover's 1/12000 degree; else the scenes' metres
     if mismatch := source_mismatch():
         st.warning(mismatch)
     with intro:
@@ -96,14 +98,13 @@ with side_col:
             st.markdown(f"**{title}**: {presets_place(presets)}, 2048 px each")
             for col, spec in zip(st.columns(len(presets)), presets):
                 if col.button(spec.name, key=f"add_preset_{spec.name}", width="stretch",
-                              disabled=spec not in missing, help=spec_summary(spec)):
+                              disabled=spec not in missing, help=spec_summary(spec, pixel_m)):
                     read_regions([spec])
 
     st.markdown("**A region of your own**")
     st.select_slider("Region size", options=SIZE_OPTIONS, key="region_size",
-                     format_func=size_label, on_change=on_size_change,
-                     help="Side of the square; used for map clicks and for the form below. "
-                          "East-west it is cos(latitude) times shorter than north-south.")
+                     format_func=region_size_format(pixel_m), on_change=on_size_change,
+                     help=size_help(pixel_m))
     with st.form("roi_form"):
         name = st.text_input("Name (optional)", key="form_name",
                              placeholder="e.g. agra (default: roi_<lon>E_<lat>N)")
@@ -133,7 +134,7 @@ with side_col:
     if proposal is not None:
         with st.container(border=True):
             st.markdown(f"**Proposed: {proposal.name}** (dashed orange on the map, not read yet)")
-            st.caption(spec_summary(proposal)
+            st.caption(spec_summary(proposal, pixel_m)
                        + ("; already in the local cache" if is_cached(proposal) else ""))
             if outside := proposal_outside(proposal):  # said now, not after a failed read
                 st.warning(outside)

@@ -9,7 +9,7 @@ from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import (clear_error, current_chip_config, guidance, keep_error, keep_widget,
                                 page_setup, show_error, show_kept_error, use_saved_run)
 from bharateo.app.train import (ACCURACY_CAPTION, VARIANT_CHOICES, accuracy_column_help,
-                                adopt_finished_job, apply_preset, compare_table,
+                                adopt_finished_job, apply_preset, compare_selection, compare_table,
                                 config_from_knobs, control_buttons, control_job, live_control_buttons,
                                 series_from_job, current_knobs, default_run_name, draw_progress,
                                 flops_table, free_run_name, knob_problems, knob_settings,
@@ -167,7 +167,7 @@ if damaged:
         f"- **{bad.name}**: {bad.reason}" for bad in damaged))
 by_name = {r.name: r for r in runs}
 if by_name:
-    keep_widget("train_compare", list(by_name)[:2], lambda names: [n for n in names if n in by_name])
+    keep_widget("train_compare", list(by_name)[:2], lambda names: compare_selection(names, list(by_name)))
     compare = st.multiselect("compare runs on the same charts", list(by_name), key="train_compare")
     if compare:
         keep_widget("train_compare_x", "epoch", lambda x: x if x in X_AXES else "epoch")

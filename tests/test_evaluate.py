@@ -238,6 +238,48 @@ def test_figures_mark_the_current_ratio_and_keep_class_order():
     assert fig.data[0].text[0][0] == ""  # zero cells stay blank, as in the notebook
 
 
+def test_the_curves_now_label_never_sits_on_its_trained_at_label():
+    """A teacher saw "now 75%" drawn over "trained at 75%": one label when the ratios are the
+    same; else each label on the far side of its own line, one at the top, one at the bottom."""
+    rows = [{"ratio": r, "masked_mae": 0.1 + r / 10, "patch_acc": 0.9 - r / 10} for r in ev.CURVE_RATIOS]
+    same = figures.mask_ratio_curve(rows, 0.75, 0.75).layout.annotations
+    assert [a.text for a in same] == ["now 75% = trained at"]
+    for now, trained in ((0.6, 0.75), (0.8, 0.75), (0.3, 0.9)):
+        notes = {a.text.split(" ")[0]: a for a in figures.mask_ratio_curve(rows, now, trained).layout.annotations}
+        assert set(notes) == {"now", "trained"}
+        assert notes["now"].yanchor != notes["trained"].yanchor  # one at the top, one at the bottom
+        # each label away from the other ratio's line: the lower ratio's label to its left
+        assert (notes["now"].xanchor == "right") == (now < trained)
+        assert (notes["trained"].xanchor == "left") == (now < trained)
+
+
+def test_titles_sit_clear_of_the_toolbar_and_class_names_are_never_cut():
+    """Plotly's toolbar covered titles ("collap▢sed class pixels") and wetland_mangrove was cut at
+    the bottom: every title sits in its own row above the plot, under a top margin left for the
+    toolbars, and class-name axes grow their margin to fit slanted labels."""
+    rows = [{"ratio": r, "masked_mae": 0.1, "patch_acc": 0.9} for r in ev.CURVE_RATIOS]
+    counts = np.arange(64).reshape(8, 8)
+    series = [{"label": "run", "patch_loss_weight": 1.0, "epochs": [{"epoch": 1, "loss": 1.0, "rec": 0.5, "esa": 0.5,
+                                          "rec_mae": 0.2, "esa_acc": 0.5}], "steps": []}]
+    made = {
+        "class bars": figures.class_bar_chart([1] * 8, "collapsed class pixels"),
+        "class shares": figures.class_share_chart({"training": [1] * 8, "held-out": [2] * 8}),
+        "per-class MAE": figures.per_class_mae_chart({"training": [0.1] * 8}),
+        "confusion": figures.confusion_heatmap(counts, ev.row_normalised(counts), title="c"),
+        "curve": figures.mask_ratio_curve(rows, 0.6, 0.75),
+        "chips per region": figures.chips_per_roi_chart({"a": 3}, {"a": 1}),
+        "variance": figures.token_variance_heatmap(np.zeros((4, 4))),
+        "loss": figures.loss_figure(series), "accuracy": figures.accuracy_figure(series),
+    }
+    for name, fig in made.items():
+        title = fig.layout.title
+        assert (title.yref, title.y, title.yanchor) == ("paper", 1, "bottom"), name
+        assert fig.layout.margin.t >= 60, name  # the toolbars' row above the title stays free
+    for name in ("class bars", "class shares", "per-class MAE", "confusion"):
+        axis = made[name].layout.xaxis
+        assert axis.automargin is True and axis.tickangle == figures.CLASS_TICK_ANGLE, name
+
+
 # --- results computed once and stored beside the run --------------------------------------------
 def test_evaluation_is_stored_beside_the_run_and_reused(trained, monkeypatch):
     run = save_tiny_run(trained, "stored")

@@ -123,6 +123,41 @@ def test_chips_like_this_one_ignore_what_every_chip_shares(monkeypatch):
     assert min(min(row) for row in value["similarity"]) < 0.9  # the scores tell chips apart
 
 
+def near_uniform_chips(k: int = 8, size: int = 64, patch: int = 16) -> ChipSet:
+    """The sample's kind of chips: all tree, one water patch each (at a different token)."""
+    g = size // patch
+    blocks = np.zeros((k, g, g), np.uint8)  # 0: tree
+    for i in range(k):
+        blocks[i].ravel()[(3 * i + 1) % (g * g)] = 5  # water
+    labels = np.kron(blocks, np.ones((patch, patch), dtype=np.uint8))
+    return ChipSet(labels, patch_mode_labels(labels, patch), np.zeros(k, np.int64),
+                   np.zeros((k, 2), np.int64), ["fixture"], size, patch)
+
+
+def test_chips_like_this_one_tell_near_uniform_chips_apart_and_say_why():
+    """A teacher's report: on the sample's near-uniform chips every neighbour scored 1.000.
+    Ranked by the clicked patch, the scores differ and each neighbour's nearest patch is named:
+    a clicked water patch finds the other chips' water patches."""
+    chips = near_uniform_chips()
+    value = json.loads(json.dumps(im.embedding_map(tiny_model(chips), chips, neighbours=3)))
+    assert im.valid_embedding_map(value)
+    g = chips.grid_size
+    water = int(np.flatnonzero(chips.patch_labels[0].ravel() == 5)[0])
+    near = im.patch_neighbours(value, 0, water, k=5)
+    assert len(near) == 5 and 0 not in [h["chip"] for h in near]
+    assert all(h["label"] == 5 for h in near)  # alike because of their water patch
+    assert all(chips.patch_labels[h["chip"]].ravel()[h["token"]] == 5 for h in near)
+    scores = [h["similarity"] for h in near]
+    assert scores == sorted(scores, reverse=True) and len({f"{x:.3f}" for x in scores}) == 5
+    for h in near:
+        assert h["similarity"] == pytest.approx((h["patch"] + h["whole"]) / 2)
+    tree = 0 if water else 1
+    on_tree = im.patch_neighbours(value, 0, tree, k=5)  # identical tree patches everywhere:
+    assert all(h["label"] == 0 for h in on_tree)  # the whole chips tell them apart
+    assert len({f"{h['similarity']:.3f}" for h in on_tree}) == 5
+    assert im.patch_neighbours(value, 0, g * g) == [] and im.patch_neighbours(value, 99, 0) == []
+
+
 def test_pca_matches_svd_up_to_sign():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(200, 5)) * np.array([5.0, 3.0, 1.0, 0.5, 0.1])

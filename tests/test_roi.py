@@ -12,7 +12,12 @@ import numpy as np
 import pytest
 
 from bharateo import roi as roi_mod
-from bharateo.errors import MissingTileError, RegionError, SourceUnreachableError
+from bharateo.errors import (
+    LandTileMissingError,
+    MissingTileError,
+    RegionError,
+    SourceUnreachableError,
+)
 from bharateo.roi import (
     NOTEBOOK_ROIS,
     SYNTHETIC_TAG,
@@ -43,6 +48,7 @@ from tests.fixture_tiles import (
     synthetic_native,
     tile_rowcol,
     window_in_tile,
+    write_fixture_tile,
 )
 
 NOTEBOOK_BOUNDS = {
@@ -398,24 +404,72 @@ def test_missing_tile_in_folder(worldcover_dir):
     assert "N30E075" in str(e.value)
 
 
-def test_window_needing_an_absent_neighbour_tile(fixture_tiles_dir, tmp_path, monkeypatch):
-    """An absent neighbour is a tile ESA doesn't publish (open sea): its part reads as no-data,
-    is listed as such in provenance and in a note, and the region-level no-data rule decides."""
+NORTH_OF_AGRA = RoiSpec("north_of_agra", 77.97, 28.02, 2048)  # issue 22: a third in N27E078
+
+
+@pytest.mark.parametrize("spec", [NORTH_OF_AGRA, None], ids=["north_of_agra", "tile_edge"])
+@pytest.mark.parametrize("kind", ["folder", "url"])
+def test_missing_land_tile_is_an_error_not_sea(spec, kind, fixture_tiles_dir, tmp_path,
+                                               monkeypatch, isolated_env):
+    """N27E078 (78-81E, 27-30N: Uttar Pradesh) is land: a folder or mirror without its file is an
+    error naming it and how to get it, never a third of the region read as no-data."""
+    spec = spec or fixture_tiles_dir.edge_spec
+    only75 = copy_tiles(fixture_tiles_dir, tmp_path / "only75", tiles=("N27E075",))
+    assert "N27E078" in {t for t, _, _ in roi_window(spec).tiles()}
+    with RangeHTTPServer(only75) as srv:
+        source = (DataSource("folder", str(only75)) if kind == "folder"
+                  else DataSource("url", srv.url))
+        with pytest.raises(LandTileMissingError) as e:
+            load_roi(spec, source)
+    msg = str(e.value)
+    assert e.value.tile == "N27E078" and isinstance(e.value, MissingTileError)
+    assert "N27E078 (78-81E, 27-30N) holds land" in msg and "GLOBE" in msg
+    assert tile_url("N27E078") in msg and "prefetch" in msg
+    assert ("BHARATEO_WORLDCOVER_DIR" in msg and str(only75) in msg) if kind == "folder" \
+        else srv.url in msg
+    assert data_files(isolated_env["data"]) == []  # nothing cached
+
+
+def test_missing_open_sea_tile_reads_as_nodata(tmp_path, monkeypatch, isolated_env):
+    """N15E069 (69-72E, 15-18N) is open Arabian Sea: a region on the Konkan coast's tile N15E072
+    reaching west of 72E reads that part as no-data, listed as not published, with a note."""
+    spec = RoiSpec("konkan_edge", 72.005, 16.5, 512)
+    w = roi_window(spec)
+    r, c = window_in_tile(w, "N15E072")
+    assert c < 0 and {t for t, _, _ in w.tiles()} == {"N15E069", "N15E072"}
+    land = synthetic_native(w.size, w.size + c, seed=7, class_weights="cropland")
+    folder = tmp_path / "konkan"
+    write_fixture_tile(folder, "N15E072", [(r, 0, land)])
+    monkeypatch.setenv("BHARATEO_WORLDCOVER_DIR", str(folder))
+    roi = load_roi(spec)
+    west = -c
+    assert (roi.native[:, :west] == 0).all() and np.array_equal(roi.native[:, west:], land)
+    status = {t["tile"]: t["status"] for t in roi.provenance["tiles"]}
+    assert status == {"N15E072": "read", "N15E069": roi_mod.NOT_PUBLISHED}
+    assert roi.provenance["nodata_fraction"] == pytest.approx(west / w.size)
+    assert len(roi.notes) == 1 and "N15E069" in roi.notes[0] and "no-data" in roi.notes[0]
+    assert "GLOBE" in roi.notes[0]
+    assert load_roi(spec).notes == roi.notes  # the cached region keeps saying so
+
+
+def test_cache_that_read_a_land_tile_as_sea_is_read_again(fixture_tiles_dir, tmp_path,
+                                                          monkeypatch, isolated_env):
+    """A region cached before land was checked (N27E078 stored as no-data) is never shown: it is
+    read again, an error while the tile is still missing, the real pixels once it is there."""
     only75 = copy_tiles(fixture_tiles_dir, tmp_path / "only75", tiles=("N27E075",))
     monkeypatch.setenv("BHARATEO_WORLDCOVER_DIR", str(only75))
     spec = fixture_tiles_dir.edge_spec
+    with monkeypatch.context() as old_rule:  # what the lab did before: every missing tile is sea
+        old_rule.setattr(roi_mod, "check_missing_tile_is_sea", lambda *a: None)
+        stale = load_roi(spec)
+    assert stale.provenance["tiles"][1]["status"] == roi_mod.NOT_PUBLISHED
+    with pytest.raises(LandTileMissingError):
+        load_roi(spec)
+    copy_tiles(fixture_tiles_dir, only75, tiles=("N27E078",))
     roi = load_roi(spec)
-    w = roi_window(spec)
-    r, c = window_in_tile(w, "N27E075")
-    west_w = 36000 - c
-    assert np.array_equal(roi.native[:, :west_w],
-                          direct_read(fixture_tiles_dir.tiles["N27E075"], r, c, 512, west_w))
-    assert (roi.native[:, west_w:] == 0).all()
-    assert roi.provenance["nodata_fraction"] == pytest.approx((512 - west_w) / 512)
-    status = {t["tile"]: t["status"] for t in roi.provenance["tiles"]}
-    assert status == {"N27E075": "read", "N27E078": roi_mod.NOT_PUBLISHED}
-    assert len(roi.notes) == 1 and "N27E078" in roi.notes[0] and "no-data" in roi.notes[0]
-    assert load_roi(spec).notes == roi.notes  # the cached region keeps saying so
+    assert not roi.notes[1:] and "read again" in roi.notes[0]
+    assert {t["status"] for t in roi.provenance["tiles"]} == {"read"}
+    assert np.array_equal(roi.native, expected_pixels(spec, fixture_tiles_dir.folder))
 
 
 def test_folder_that_does_not_exist(tmp_path, monkeypatch):

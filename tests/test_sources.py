@@ -13,7 +13,13 @@ import pytest
 
 from bharateo import cli
 from bharateo import roi as roi_mod
-from bharateo.errors import MissingTileError, RegionError, SourceUnreachableError, TileFileError
+from bharateo.errors import (
+    LandTileMissingError,
+    MissingTileError,
+    RegionError,
+    SourceUnreachableError,
+    TileFileError,
+)
 from bharateo.roi import (
     FIXTURE_LABEL,
     NOT_PUBLISHED,
@@ -24,6 +30,7 @@ from bharateo.roi import (
     RoiSpec,
     default_presets,
     load_roi,
+    read_window,
     roi_window,
     source_has_tile,
 )
@@ -48,7 +55,7 @@ REAL_TILE = "N00E006"
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "worldcover"
 # the real tile as a folder source: ../shared when present, else the bundled copy (same file)
 REAL_DIR = _SHARED if (_SHARED / tile_filename(REAL_TILE)).is_file() else SAMPLE_DIR
-SAO_TOME_SOUTH = RoiSpec("sao_tome_south", 6.60, 0.05, 2048)  # its south part is in S03E006
+SAO_TOME_SOUTH = RoiSpec("sao_tome_south", 6.60, 0.05, 2048)  # its south part is in S03E006 (land)
 OPEN_SEA = RoiSpec("gulf_of_guinea", 8.5, 2.5, 1024)  # inside N00E006, all no-data
 NO_TILE_AT_ALL = RoiSpec("off_gabon", 4.5, 1.5, 512)  # in N00E003, a tile ESA doesn't publish
 REAL_TAGS = {"product_tile": "N00E006", "product_version": "V2.0.0",
@@ -153,7 +160,7 @@ def test_source_has_tile_over_http_and_when_down(fixture_tiles_dir, monkeypatch)
 
 
 # --- real pixels: a region is exactly the window its bounds name ------------------------------
-@pytest.mark.parametrize("spec", SAMPLE_ROIS + [SAO_TOME_SOUTH], ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", SAMPLE_ROIS, ids=lambda s: s.name)
 def test_native_counts_equal_a_direct_read_of_the_bounds(spec):
     roi = load_roi(spec, DataSource("folder", str(REAL_DIR)))
     direct = bounds_read(REAL_DIR / tile_filename(REAL_TILE), roi.provenance["bounds"])
@@ -162,36 +169,40 @@ def test_native_counts_equal_a_direct_read_of_the_bounds(spec):
     assert roi.provenance["tiles"][0]["tags"]["product_tile"] == REAL_TILE and roi.verified
 
 
-# --- tiles ESA doesn't publish ------------------------------------------------------------------
-def _check_sao_tome_south(roi):
-    w = roi_window(SAO_TOME_SOUTH)
-    r, _ = window_in_tile(w, REAL_TILE)
-    south = r + w.size - 36000  # rows of the window below the equator, in S03E006
-    assert 0 < south < w.size // 2
-    assert (roi.native[-south:] == 0).all() and (roi.native[:-south] != 0).any()
-    status = {t["tile"]: t["status"] for t in roi.provenance["tiles"]}
-    assert status == {REAL_TILE: "read", "S03E006": NOT_PUBLISHED}
-    assert roi.provenance["nodata_fraction"] >= south / w.size
-    assert roi.verified and roi.data_label == WORLDCOVER_LABEL
-    assert any("S03E006" in n and "no-data" in n for n in roi.notes)
-
-
-def test_region_reaching_into_an_unpublished_sea_tile_reads_from_a_folder():
-    _check_sao_tome_south(load_roi(SAO_TOME_SOUTH, DataSource("folder", str(REAL_DIR))))
+# --- tiles ESA doesn't publish, and tiles that hold land ----------------------------------------
+def test_region_reaching_into_a_missing_land_tile_is_an_error():
+    """S03E006 (6-9E, 3S-0) holds Gabon's Cap Lopez (8.7E 0.6S): a folder or mirror without its
+    file can't read the south of Sao Tome as sea; the error names the tile and how to get it."""
+    for source, server in ((DataSource("folder", str(REAL_DIR)), None),
+                           (None, RangeHTTPServer(REAL_DIR))):
+        if server is not None:
+            with server as srv:
+                with pytest.raises(LandTileMissingError) as e:
+                    load_roi(SAO_TOME_SOUTH, DataSource("url", srv.url))
+                assert srv.requests > 0  # S03E006 was asked for (404)
+        else:
+            with pytest.raises(LandTileMissingError) as e:
+                load_roi(SAO_TOME_SOUTH, source)
+        assert e.value.tile == "S03E006" and "S03E006 (6-9E, 0-3S) holds land" in str(e.value)
 
 
 @pytest.mark.parametrize("bundle", [True, False], ids=["bundle", "over-http"])
-def test_region_reaching_into_an_unpublished_sea_tile_reads_over_http(bundle, monkeypatch):
-    if not bundle:  # make the real tile come over HTTP range requests too
+def test_window_reaching_into_an_open_sea_tile_reads_it_as_nodata(bundle, monkeypatch):
+    """N00E003 (3-6E, 0-3N) is open Gulf of Guinea: west of 6E reads as no-data, listed as not
+    published, both from the real tile's folder and over HTTP (404 for N00E003)."""
+    window = roi_window(RoiSpec("west_of_6e", 6.01, 0.30, 1024))
+    r, c = window_in_tile(window, REAL_TILE)
+    assert c < 0
+    folder_native, _ = read_window(window, DataSource("folder", str(REAL_DIR)))
+    if not bundle:
         monkeypatch.setattr(roi_mod, "bundled_tile_path", lambda tile: None)
     with RangeHTTPServer(REAL_DIR) as srv:
-        roi = load_roi(SAO_TOME_SOUTH, DataSource("url", srv.url))
-        assert srv.requests > 0  # S03E006 was asked for (404)
-        assert (srv.bytes_sent > 0) != bundle
-    _check_sao_tome_south(roi)
-    assert roi.provenance["source"].startswith("bundled sample") == bundle
-    folder = load_roi(SAO_TOME_SOUTH, DataSource("folder", str(REAL_DIR)), use_cache=False)
-    assert np.array_equal(roi.native, folder.native)
+        native, info = read_window(window, DataSource("url", srv.url))
+        assert srv.requests > 0
+    status = {t["tile"]: t["status"] for t in info["tiles"]}
+    assert status == {REAL_TILE: "read", "N00E003": NOT_PUBLISHED}
+    assert (native[:, :-c] == 0).all() and np.array_equal(native, folder_native)
+    assert any("N00E003" in n and "no-data" in n for n in roi_mod.tile_notes(info))
 
 
 def test_damaged_tile_is_an_error_not_sea(fixture_tiles_dir, tmp_path):
@@ -323,12 +334,12 @@ def test_only_files_that_say_so_are_worldcover(tags, label, tmp_path, capsys, mo
 
 
 def test_offline_a_region_past_the_bundled_tile_says_how_to_stay_inside_it(no_network):
-    """Offline, the sea tile S03E006 can't be told from an unreachable one: the refusal names the
-    bundled tile and says how to stay inside it, instead of only 'check the network'."""
+    """Offline, the land tile S03E006 can't be read: the refusal names it, says it holds land,
+    names the bundled tile and says how to stay inside it, instead of only 'check the network'."""
     with pytest.raises(SourceUnreachableError) as info:
         load_roi(SAO_TOME_SOUTH)
     message = str(info.value)
-    assert "S03E006" in message and "may be open sea" in message
+    assert "S03E006, which holds land" in message
     assert "stays inside N00E006" in message and "smaller" in message
     with pytest.raises(SourceUnreachableError) as info:  # no bundled tile involved: no advice to
         load_roi(NOTEBOOK_ROIS[0])  # shrink into it, only where the offline pixels are

@@ -240,8 +240,10 @@ def embed_dim_from_state(current: CurrentModel | None) -> tuple[int, str]:
 
 
 def shape_journey(chips: ChipSet, i: int, view: TokenView, embed_dim: int, embed_source: str,
-                  token: int = 0) -> str:
-    """Markdown: how chip i becomes the model's input, with this chip's numbers."""
+                  token: int = 0, pixel_m: float | None = None) -> str:
+    """Markdown: how chip i becomes the model's input, with this chip's numbers. `pixel_m`: metres
+    per pixel of its region (regions.region_metres_by_name: a Sentinel-2 scene's own, e.g. 100 m);
+    None: WorldCover's 1/12000 degree (about 9.2 m N-S)."""
     s, p, g, n = chips.chip_size, chips.patch_size, view.grid, view.n_tokens
     dim = view.tokens.shape[1]
     r0, c0 = (int(v) for v in chips.origins[i])
@@ -265,7 +267,7 @@ def shape_journey(chips: ChipSet, i: int, view: TokenView, embed_dim: int, embed
                          (f"per band ({', '.join(bands)})", "variance"))
     return "\n".join([
         f"**Chip {i}** was cut from `{roi}` at rows {r0}–{r0 + s - 1}, columns {c0}–{c0 + s - 1} "
-        f"of the region (about {km_text(s * pixel_metres(0)[0])} a side).",
+        f"of the region (about {km_text(s * (pixel_m or pixel_metres(0)[0]))} a side).",
         "",
         step_1,
         f"2. Patchify: cutting the chip into {g} × {g} patches of {p} × {p} px gives "

@@ -8,7 +8,29 @@ import plotly.graph_objects as go
 
 from bharateo.worldcover import CLASS_COLORS_HEX, CLASS_NAMES, NODATA_COLOR_HEX, NODATA_NAME
 
-FIGURE_MARGIN = dict(l=10, r=10, t=40, b=10)
+# Plotly draws its toolbar (modebar) over the top right of a figure, and Streamlit its own
+# element toolbar there too: a title in that row was covered ("collap▢sed class pixels"). Every
+# title sits in a row of its own, just above the plot area (yref "paper"), under a top margin
+# that leaves the toolbar's row free; axes grow their margin to fit their tick labels (long class
+# names such as wetland_mangrove were cut at the bottom edge).
+FIGURE_MARGIN = dict(l=10, r=10, t=64, b=10)
+TITLE_STYLE = dict(x=0, xanchor="left", xref="paper", y=1, yanchor="bottom", yref="paper",
+                   pad=dict(b=12), font=dict(size=15))
+CLASS_TICK_ANGLE = -35  # class names on an x axis: slanted, all of them, never cut
+# a legend under everything (the figure's bottom edge, not a share of the plot's height, which
+# slanted class names below the axis reached)
+LEGEND_BELOW = dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0)
+
+
+def figure_title(text: str) -> dict:
+    """A layout title in its own row above the plot area, clear of the toolbars (TITLE_STYLE)."""
+    return dict(text=text, **TITLE_STYLE)
+
+
+def class_axis(fig: go.Figure) -> go.Figure:
+    """An x axis of class names: every name shown, slanted, the margin grown to fit them."""
+    fig.update_xaxes(tickangle=CLASS_TICK_ANGLE, automargin=True)
+    return fig
 
 
 def _with_nodata(values: list, nodata) -> tuple[list, list, list]:
@@ -24,8 +46,9 @@ def class_bar_chart(counts, title: str, yaxis: str = "pixels", nodata: int = 0) 
     x, y, colors = _with_nodata([int(c) for c in counts], int(nodata))
     fig = go.Figure(go.Bar(x=x, y=y, marker_color=colors,
                            hovertemplate="%{x}: %{y:,}<extra></extra>"))
-    fig.update_layout(title=title, yaxis_title=yaxis, margin=FIGURE_MARGIN, height=300)
-    return fig
+    fig.update_layout(title=figure_title(title), yaxis_title=yaxis, margin=FIGURE_MARGIN,
+                      height=300)
+    return class_axis(fig)
 
 
 X_AXES = {"epoch": "per epoch", "time": "over training time (s)"}  # Train charts' x choices
@@ -38,7 +61,7 @@ def _training_layout(fig: go.Figure, title: str, x: str = "epoch", **layout) -> 
     grows by one legend row per entry (in a half-width column each entry takes a row), so the
     plot area keeps its height however many runs are compared."""
     entries = sum(t.showlegend is not False for t in fig.data)
-    fig.update_layout(title=f"{title} {X_AXES[x]}", margin=FIGURE_MARGIN, height=300 + 18 * entries,
+    fig.update_layout(title=figure_title(f"{title} {X_AXES[x]}"), margin=FIGURE_MARGIN, height=300 + 18 * entries,
                       legend=dict(orientation="h", yanchor="top", y=-0.15, x=0), **layout)
     fig.update_xaxes(title=None)
     return fig
@@ -134,8 +157,9 @@ def chips_per_roi_chart(train: dict[str, int], heldout: dict[str, int] | None = 
         fig.add_trace(go.Bar(x=names, y=[heldout.get(n, 0) for n in names], name="held-out",
                              marker_color="#ea580c",
                              hovertemplate="%{x}: %{y} held-out chips<extra></extra>"))
-    fig.update_layout(title="chips per region", yaxis_title="chips", barmode="stack",
-                      margin=FIGURE_MARGIN, height=300, legend=dict(orientation="h", y=-0.2))
+    fig.update_layout(title=figure_title("chips per region"), yaxis_title="chips", barmode="stack",
+                      margin=FIGURE_MARGIN, height=320, legend=LEGEND_BELOW)
+    fig.update_xaxes(automargin=True)
     return fig
 
 
@@ -161,10 +185,10 @@ def class_share_chart(series: dict[str, list[int]], title: str = "patch-label cl
             marker=dict(color=colors, pattern_shape="/" if k else "",
                         line=dict(color="#333", width=0.5)),
             hovertemplate=f"{label} · %{{x}}: %{{y:.1f}}% (%{{customdata:,}} {unit})<extra></extra>"))
-    fig.update_layout(title=title, yaxis_title=f"% of {unit}", barmode="group",
-                      margin=FIGURE_MARGIN, height=300, showlegend=len(series) > 1,
-                      legend=dict(orientation="h", y=-0.3))
-    return fig
+    fig.update_layout(title=figure_title(title), yaxis_title=f"% of {unit}", barmode="group",
+                      margin=FIGURE_MARGIN, height=320, showlegend=len(series) > 1,
+                      legend=LEGEND_BELOW)
+    return class_axis(fig)
 
 
 def token_variance_heatmap(color_var, highlight: tuple[int, int] | None = None) -> go.Figure:
@@ -189,7 +213,7 @@ def token_variance_heatmap(color_var, highlight: tuple[int, int] | None = None) 
                      constrain="domain")
     fig.update_yaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False,
                      autorange="reversed", scaleanchor="x", constrain="domain")
-    fig.update_layout(title="token colour variance", margin=FIGURE_MARGIN, height=340)
+    fig.update_layout(title=figure_title("token colour variance"), margin=FIGURE_MARGIN, height=340)
     return fig
 
 
@@ -222,22 +246,32 @@ def mask_ratio_curve(rows: list[dict], current_ratio: float | None = None,
             name="majority baseline (always the most common class)",
             line=dict(color="#6b7280", dash="longdash", width=1),
             hovertemplate="majority baseline: %{y:.1%}<extra></extra>"))
+    same = (train_ratio is not None and current_ratio is not None
+            and f"{train_ratio:.0%}" == f"{current_ratio:.0%}")
+    # the two labels never share a place: one label when the ratios are the same; else each on
+    # the far side of its own line (the lower ratio's label left of its line, the other's right),
+    # "trained at" at the bottom of the plot and "now" at the top
+    now_left = same or (train_ratio is not None and current_ratio is not None
+                        and current_ratio < train_ratio)  # same: left, clear of the right axis
     if train_ratio is not None:
-        fig.add_vline(x=train_ratio, line=dict(color="#9ca3af", dash="dot", width=1),
-                      annotation_text=f"trained at {train_ratio:.0%}",
-                      annotation_position="bottom left", annotation_font_color="#6b7280")
+        label = {} if same else dict(
+            annotation_text=f"trained at {train_ratio:.0%}", annotation_font_color="#6b7280",
+            annotation_position="bottom right" if now_left else "bottom left")
+        fig.add_vline(x=train_ratio, line=dict(color="#9ca3af", dash="dot", width=1), **label)
     if current_ratio is not None:
         fig.add_vline(x=current_ratio, line=dict(color="#111827", dash="dash", width=2),
-                      annotation_text=f"now {current_ratio:.0%}", annotation_position="top right")
+                      annotation_text=(f"now {current_ratio:.0%} = trained at" if same
+                                       else f"now {current_ratio:.0%}"),
+                      annotation_position="top left" if now_left else "top right")
     top = max([r["masked_mae"] for r in rows] + [0.05]) * 1.15
     fig.update_layout(
-        title=title, margin=dict(FIGURE_MARGIN, r=60), height=340,
+        title=figure_title(title), margin=dict(FIGURE_MARGIN, r=60), height=360,
         xaxis=dict(title="mask ratio (share of patches hidden)", range=[0, 1], tickformat=".0%"),
         yaxis=dict(title="masked MAE (lower is better)", range=[0, top]),
         yaxis2=dict(title="patch accuracy", overlaying="y", side="right", range=[0, 1],
                     tickmode="array", tickvals=[0, 0.25, 0.5, 0.75, 1], tickformat=".0%",
                     showgrid=False),
-        legend=dict(orientation="h", y=-0.3))
+        legend=LEGEND_BELOW)
     return fig
 
 
@@ -271,9 +305,9 @@ def confusion_heatmap(counts, shares, normalised: bool = False, title: str = "")
         showscale=False,  # the cells carry their numbers; the width goes to the matrix
         hovertemplate="target %{y} → predicted %{x}<br>%{customdata[0]:,} patches "
                       "(%{customdata[1]:.0%} of the target's patches)<extra></extra>"))
-    fig.update_xaxes(title="predicted", tickangle=-40)
-    fig.update_yaxes(title="target", autorange="reversed")
-    fig.update_layout(title=title, margin=FIGURE_MARGIN, height=470)
+    fig.update_xaxes(title="predicted", tickangle=CLASS_TICK_ANGLE, automargin=True)
+    fig.update_yaxes(title="target", autorange="reversed", automargin=True)
+    fig.update_layout(title=figure_title(title), margin=FIGURE_MARGIN, height=470)
     return fig
 
 
@@ -285,7 +319,7 @@ def per_class_mae_chart(series: dict[str, list]) -> go.Figure:
         fig.add_trace(go.Bar(x=CLASS_NAMES, y=list(values),
                              name=label, marker_color=colors[k % len(colors)],
                              hovertemplate=f"{label} · %{{x}}: MAE %{{y:.3f}}<extra></extra>"))
-    fig.update_layout(title="reconstruction error per class (hidden pixels of that class)",
-                      yaxis_title="masked MAE", barmode="group", margin=FIGURE_MARGIN, height=320,
-                      legend=dict(orientation="h", y=-0.3))
-    return fig
+    fig.update_layout(title=figure_title("reconstruction error per class (hidden pixels of that class)"),
+                      yaxis_title="masked MAE", barmode="group", margin=FIGURE_MARGIN, height=340,
+                      legend=LEGEND_BELOW)
+    return class_axis(fig)

@@ -1,5 +1,6 @@
 """Home's logic (app.py): the pipeline diagram and the token-accounting calculator's table, the
-notebook's table for any settings beside the BharatEO-v0 projection (1M chips x 100 epochs).
+notebook's table for any settings beside the BharatEO-v0 projection (1M chips x 100 epochs of 10
+Sentinel-2 bands, bharateo.tokens.v0_accounting).
 
 bharateo.tokens imports torch (through bharateo.model's mask arithmetic), so it is imported
 only when the calculator is drawn: Home's text and diagram reach the browser before that.
@@ -38,7 +39,6 @@ PIPELINE_DOT = pipeline_dot()  # the lab's default: WorldCover palette RGB
 CALCULATOR_DEFAULTS = {"calc_chips": 384, "calc_epochs": 20, "calc_mask_ratio": 0.75,
                        "calc_channels": pixel_source(DEFAULT_SOURCE).channels,
                        "calc_chip_size": 128, "calc_patch_size": 16}
-V0_CHIPS, V0_EPOCHS = 1_000_000, 100  # the BharatEO-v0 projection in the notebook
 TOKEN_ROWS = [("tokens per chip", "tokens_per_chip"), ("values per token", "token_dim"),
               ("total token presentations", "total_tokens"), ("visible token inputs", "visible_tokens"),
               ("masked token targets", "masked_tokens"),
@@ -54,16 +54,18 @@ def channel_options() -> dict[int, str]:
 
 def token_table(chips: int, epochs: int, mask_ratio: float, channels: int, chip_size: int,
                 patch_size: int) -> pd.DataFrame:
-    """The notebook's token accounting for these settings beside 1M chips x 100 epochs, one row
-    per count, numbers with thousands separators. Raises what token_accounting raises (e.g.
-    ConfigError for a chip size that isn't a multiple of the patch size)."""
-    from bharateo.tokens import token_accounting
+    """The notebook's token accounting for these settings beside the BharatEO-v0 projection
+    (bharateo.tokens.v0_accounting: 1M chips x 100 epochs of 10 Sentinel-2 bands, whatever
+    `channels` this run has; same mask ratio, chip and patch size), one row per count, numbers
+    with thousands separators. Raises what token_accounting raises (e.g. ConfigError for a chip
+    size that isn't a multiple of the patch size)."""
+    from bharateo.tokens import V0_NAME, token_accounting, v0_accounting
 
     mine = token_accounting(chips, epochs, mask_ratio, channels, chip_size, patch_size)
-    v0 = token_accounting(V0_CHIPS, V0_EPOCHS, mask_ratio, channels, chip_size, patch_size)
+    v0 = v0_accounting(mask_ratio, chip_size, patch_size)
     return pd.DataFrame({
         "": [label for label, _ in TOKEN_ROWS],
         f"this run ({chips:,} chips x {plural(epochs, 'epoch')})":
             [f"{getattr(mine, k):,}" for _, k in TOKEN_ROWS],
-        "BharatEO-v0 (1M chips x 100 epochs)": [f"{getattr(v0, k):,}" for _, k in TOKEN_ROWS],
+        V0_NAME: [f"{getattr(v0, k):,}" for _, k in TOKEN_ROWS],
     })

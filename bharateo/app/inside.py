@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 
 from bharateo import inspect_model as im
 from bharateo.app import results
+from bharateo.app.figures import FIGURE_MARGIN, figure_title
 from bharateo.chips import ChipSet
 from bharateo.runs import SavedRun
 from bharateo.worldcover import CLASS_COLORS_255, CLASS_NAMES, NODATA_NAME
@@ -22,7 +23,8 @@ MAX_MAP_POINTS = 60_000  # points drawn on the embedding map (every token is sto
 
 def embedding_map(model, chips: ChipSet, run: SavedRun | None = None) -> results.StoredResult:
     """inspect_model.embedding_map, computed once per model + chips, stored beside `run`."""
-    params = {"neighbours": im.NEIGHBOURS, "projection": "pca", "similarity": "centred cosine"}
+    params = {"neighbours": im.NEIGHBOURS, "projection": "pca", "similarity": "centred cosine",
+              "patch_components": im.PATCH_COMPONENTS}  # maps stored before lack patch vectors
     return results.stored_result("embedding_map", model, chips, params,
                                  lambda: im.embedding_map(model, chips, im.NEIGHBOURS), run)
 
@@ -130,7 +132,7 @@ def embedding_figure(value: dict, selected_chip: int | None = None,
     e1, e2 = value["explained"]
     title = (f"Token embeddings of {k:,} chips × {n} tokens, PCA to 2-D" +
              (f" (every {stride}th chip drawn)" if stride > 1 else ""))
-    fig.update_layout(title=title, height=520, margin=dict(l=10, r=10, t=50, b=10),
+    fig.update_layout(title=figure_title(title), height=540, margin=FIGURE_MARGIN,
                       xaxis_title=f"PC 1 ({e1:.0%} of the variance)",
                       yaxis_title=f"PC 2 ({e2:.0%})", legend_title="patch label",
                       # "zoom", not "lasso": with a lasso as the drag mode a click selects
@@ -167,8 +169,26 @@ def picked_patch(chip, token, n_chips: int, n_tokens: int) -> tuple[int, int] | 
     return chip, token if isinstance(token, int) and 0 <= token < n_tokens else 0
 
 
-def neighbours(value: dict, chip: int) -> list[tuple[int, float]]:
-    """"Chips like this one": (chip, cosine similarity of centred mean embeddings), best first."""
-    if not 0 <= chip < value["chips"]:
-        return []
-    return list(zip(value["neighbours"][chip], value["similarity"][chip]))
+def neighbours(value: dict, chip: int, token: int) -> list[dict]:
+    """"Chips like this one" for the clicked patch (inspect_model.patch_neighbours): each with
+    its nearest patch, that patch's label and the similarity, best first."""
+    return im.patch_neighbours(value, chip, token)
+
+
+def class_shares(chips: ChipSet, chip: int, top: int = 2) -> str:
+    """'tree 94 %, water 6 %': the `top` largest patch-label shares of one chip (no-data
+    patches named as such), what a neighbour's caption compares with the clicked chip's."""
+    labels = np.asarray(chips.patch_labels[chip]).ravel()
+    values, counts = np.unique(labels, return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:top]
+    return ", ".join(f"{class_name(int(values[i]))} {counts[i] / labels.size:.0%}" for i in order)
+
+
+def why_alike(chips: ChipSet, clicked: tuple[int, int], near: dict) -> str:
+    """One neighbour's caption: its score and the two cosines it is the mean of, its patch nearest
+    to the clicked one (token, class) and its class shares, e.g. 'chip 7 · 0.812 (patch 0.990,
+    whole chip 0.634): token 12 (water, same class) nearest; tree 94%, water 6%'."""
+    same = near["label"] == int(np.asarray(chips.patch_labels[clicked[0]]).ravel()[clicked[1]])
+    return (f"chip {near['chip']} · {near['similarity']:.3f} (patch {near['patch']:.3f}, whole "
+            f"chip {near['whole']:.3f}): token {near['token']} ({class_name(near['label'])}"
+            f"{', same class' if same else ''}) nearest; {class_shares(chips, near['chip'])}")

@@ -85,13 +85,77 @@ def km_text(metres: float) -> str:
     return f"{metres / 1000:.1f} km" if metres >= 1000 else f"{metres:.0f} m"
 
 
-def size_label(pixels: int) -> str:
-    """2048 -> '2048 px (≈ 19 km N-S)': a region side for the size slider, before any latitude.
+def size_label(pixels: int, pixel_m: tuple[float, ...] | None = None) -> str:
+    """A region side for the size slider and the reading progress, before any latitude.
 
-    North-south, 1/12000 degree is 9.21-9.31 m wherever the region is (pixel_metres); east-west
-    it depends on the latitude, which spec_summary and the region captions give.
+    `pixel_m` None: WorldCover pixels, 2048 -> '2048 px (≈ 19 km N-S)': north-south, 1/12000
+    degree is 9.21-9.31 m wherever the region is (pixel_metres); east-west it depends on the
+    latitude, which spec_summary and the region captions give. Otherwise the square pixel sizes
+    in metres of the Sentinel-2 scenes the region may come from (region_pixel_metres):
+    (100.0,) -> '256 px (≈ 25.6 km a side, 100 m pixels)'; several -> a range.
     """
-    return f"{pixels} px (≈ {pixels * pixel_metres(45.0)[0] / 1000:.0f} km N-S)"
+    if pixel_m is None:
+        return f"{pixels} px (≈ {pixels * pixel_metres(45.0)[0] / 1000:.0f} km N-S)"
+    if not pixel_m:
+        return f"{pixels} px (the scene's own pixel size)"
+    lo, hi = min(pixel_m), max(pixel_m)
+    if lo == hi:
+        return f"{pixels} px (≈ {km_text(pixels * lo)} a side, {lo:g} m pixels)"
+    return (f"{pixels} px (≈ {km_text(pixels * lo)}–{km_text(pixels * hi)} a side, "
+            f"{lo:g}–{hi:g} m pixels by scene)")
+
+
+def region_pixel_metres() -> tuple[float, ...] | None:
+    """Pixel sizes (m) a region read now would have: None for WorldCover (1/12000 degree,
+    pixel_metres), else the Sentinel-2 source's (sentinel2.folder_pixel_metres: a local folder's
+    scenes' own, 10 m from a STAC API)."""
+    if pixel_query()[0] == "worldcover":
+        return None
+    from bharateo.sentinel2 import folder_pixel_metres
+
+    return tuple(folder_pixel_metres())
+
+
+def region_size_format(pixel_m: tuple[float, ...] | None):
+    """The size slider's format_func for pixels of `pixel_m` (region_pixel_metres, looked up once
+    per page run, not once per slider option): size_label with those sizes."""
+    return lambda pixels: size_label(pixels, pixel_m)
+
+
+def size_help(pixel_m: tuple[float, ...] | None) -> str:
+    """The size slider's help for pixels of `pixel_m` (region_pixel_metres)."""
+    return ("Side of the square; used for map clicks and for the form below. " + (
+        "East-west it is cos(latitude) times shorter than north-south." if pixel_m is None else
+        "Sentinel-2 pixels are square on the scene's UTM grid: its ground size is pixels x the "
+        "scene's pixel size."))
+
+
+def roi_pixel_metres(roi: Roi) -> tuple[float, float]:
+    """(north-south, east-west) metres of one pixel of `roi`: a Sentinel-2 region's scene grid
+    (its provenance's pixel_m, square UTM pixels: 10 m, 100 m for the shared downsampled scene),
+    else WorldCover's 1/12000 degree at the region's centre (pixel_metres)."""
+    pixel_m = roi.provenance.get("pixel_m") if getattr(roi, "pixels", None) is not None else None
+    if pixel_m:
+        return float(pixel_m), float(pixel_m)
+    return pixel_metres(roi.spec.lat)
+
+
+def region_metres_by_name(name: str) -> float:
+    """North-south metres of one pixel of the session's region `name` (roi_pixel_metres): the
+    chips cut from it have that size too. WorldCover's at the equator when it is not loaded."""
+    for roi in st.session_state.get("rois", []):
+        if roi.spec.name == name:
+            return roi_pixel_metres(roi)[0]
+    return pixel_metres(0.0)[0]
+
+
+def roi_ground_size(roi: Roi) -> str:
+    """ground_size for a read region, in its own pixels: WorldCover's at its latitude, or a
+    Sentinel-2 scene's ('256 px of 100 m ≈ 25.6 km a side')."""
+    if getattr(roi, "pixels", None) is not None and roi.provenance.get("pixel_m"):
+        m = float(roi.provenance["pixel_m"])
+        return f"{roi.spec.size} px of {m:g} m ≈ {km_text(roi.spec.size * m)} a side"
+    return ground_size(roi.spec.size, roi.spec.lat)
 
 
 def lon_lat_text(lon: float, lat: float) -> str:
@@ -161,8 +225,12 @@ def spec_tiles(spec: RoiSpec) -> list[str]:
     return [tile for tile, _, _ in roi_window(spec).tiles()]
 
 
-def spec_summary(spec: RoiSpec) -> str:
-    """'centre 77.2300°E 28.6100°N, 2048 px ≈ 18.9 km N-S x 16.7 km E-W at 28.61°N, tile N27E075'."""
+def spec_summary(spec: RoiSpec, pixel_m: tuple[float, ...] | None = None) -> str:
+    """'centre 77.2300°E 28.6100°N, 2048 px ≈ 18.9 km N-S x 16.7 km E-W at 28.61°N, tile N27E075'
+    for WorldCover pixels (`pixel_m` None); for Sentinel-2 scenes of `pixel_m` metres pixels,
+    'centre ..., 256 px (≈ 25.6 km a side, 100 m pixels), WorldCover labels from tile ...'."""
+    if pixel_m is not None:  # its WorldCover label tiles depend on the scene's grid: not known yet
+        return f"centre {lon_lat_text(spec.lon, spec.lat)}, {size_label(spec.size, pixel_m)}"
     tiles = spec_tiles(spec)
     return (f"centre {lon_lat_text(spec.lon, spec.lat)}, {ground_size(spec.size, spec.lat)}, "
             f"tile{'s' if len(tiles) > 1 else ''} {', '.join(tiles)}")
@@ -231,7 +299,7 @@ def provenance_rows(roi: Roi) -> pd.DataFrame:
         ("tiles", ", ".join(tiles) or "?"),
         ("centre", lon_lat_text(roi.spec.lon, roi.spec.lat)),
         ("bounds (deg)", bounds_text(p["bounds"]) if p.get("bounds") else "?"),
-        ("size", ground_size(roi.spec.size, roi.spec.lat)),
+        ("size", roi_ground_size(roi)),
         ("CRS", str(p.get("crs", "?"))),
         ("no-data share", f"{float(p.get('nodata_fraction', 0.0)):.1%}"),
         ("first read at", str(p.get("read_at", "?")).replace("T", " ")),
@@ -703,6 +771,7 @@ def read_regions(specs, refit: bool = True, at_form: bool = False) -> None:
     tries = state.pending_regions[2] + 1 if state.get("pending_regions") else 1
     state.pending_regions = (list(specs), refit, tries, at_form)
     errors, read = [], []
+    pixel_m = region_pixel_metres()
     start = time.perf_counter()
     with st.status(f"Reading {len(specs)} region{'s' if len(specs) > 1 else ''}…",
                    expanded=True) as status:
@@ -714,7 +783,7 @@ def read_regions(specs, refit: bool = True, at_form: bool = False) -> None:
                      or ("the bundled sample" if all(bundled_tile_path(t) for t in spec_tiles(spec))
                          else data_source_from_env().describe()))
             bar.progress(k / len(specs),
-                         text=f"{spec.name}: {size_label(spec.size)} from {where}…")
+                         text=f"{spec.name}: {size_label(spec.size, pixel_m)} from {where}…")
 
             def progress(fraction, text, k=k):  # each tile, and the seconds spent, while it reads
                 bar.progress(min((k + fraction) / len(specs), 1.0), text=text)

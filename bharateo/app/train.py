@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import statistics
+from pathlib import Path
 from dataclasses import fields, replace
 
 import pandas as pd
@@ -521,10 +522,33 @@ def estimate_training_seconds(config: RunConfig, factor: float = 1.0) -> float:
     return config.train.epochs * (train_s + eval_s) + eval_s
 
 
-def speed_factor(runs, newest: int = 5) -> tuple[float, str]:
+UNCALIBRATED = ("this lab's reference machine (2-core AMD EPYC, one training core): uncalibrated, "
+                "nothing has been timed on this server yet, so on a busy or slower machine it can "
+                "take several times longer")
+
+
+def calibration_factor(calibration) -> float | None:
+    """This machine's speed / the reference's from a worker's start-up Calibration
+    (bharateo.app.worker.calibrate): its measured chips/s over what _epoch_seconds predicts for
+    one step of its config at factor 1; None without a usable one."""
+    from bharateo.pipeline import RunConfig
+
+    try:
+        config = RunConfig.from_dict(calibration.config)
+        batch = config.train.batch_size
+        one_step = replace(config, chips=replace(config.chips, n_chips=batch, holdout_roi=None))
+        train_s, _ = _epoch_seconds(one_step, 1.0)
+        ratio = float(calibration.chips_per_s) * train_s / batch
+    except Exception:  # no calibration, or one this version can't read
+        return None
+    return min(max(ratio, 0.05), 20.0) if math.isfinite(ratio) and ratio > 0 else None
+
+
+def speed_factor(runs, newest: int = 5, calibration=None) -> tuple[float, str]:
     """(this machine's speed / the reference's, where that comes from), from the measured epoch
-    chips/s of the `newest` saved runs that have them (median); (1.0, ...) without any. Runs
-    with unreadable or damaged fields are skipped."""
+    chips/s of the `newest` saved runs that have them (median); without any, from `calibration`
+    (a spare worker's start-up timing, bharateo.app.worker.measured_calibration); else
+    (1.0, UNCALIBRATED). Runs with unreadable or damaged fields are skipped."""
     from bharateo.pipeline import RunConfig
 
     ratios = []
@@ -541,7 +565,11 @@ def speed_factor(runs, newest: int = 5) -> tuple[float, str]:
         if len(ratios) == newest:
             break
     if not ratios:
-        return 1.0, "this lab's reference machine (2-core AMD EPYC, one training core)"
+        factor = calibration_factor(calibration) if calibration is not None else None
+        if factor is None:
+            return 1.0, UNCALIBRATED
+        return factor, (f"this server's speed, timed over {calibration.steps} training steps of "
+                        "the notebook's model at start-up (no run saved yet)")
     factor = min(max(statistics.median(ratios), 0.05), 20.0)
     return factor, f"the speed measured in the last {len(ratios)} saved run(s) on this server"
 
@@ -573,8 +601,12 @@ def budget_advice(config: RunConfig, factor: float, budget: float) -> str | None
 
 def training_estimate(config: RunConfig, runs, budget: float | None) -> tuple[str, str | None]:
     """(a caption with the estimated training time and what it is based on, the refusal message
-    if it exceeds the server's `budget` in s, else None). `runs`: saved runs to calibrate from."""
-    factor, basis = speed_factor(runs)
+    if it exceeds the server's `budget` in s, else None). `runs`: saved runs to calibrate from;
+    without any, the spare worker's start-up timing (worker.measured_calibration), if it has
+    answered; else the caption says the estimate is uncalibrated."""
+    from bharateo.app.worker import measured_calibration
+
+    factor, basis = speed_factor(runs, calibration=measured_calibration())
     estimate = estimate_training_seconds(config, factor)
     limit = f"; this server's limit is {format_duration(budget)} per training" if budget else ""
     caption = (f"Estimated training time: about {format_duration(estimate)} (an estimate from "
@@ -583,13 +615,24 @@ def training_estimate(config: RunConfig, runs, budget: float | None) -> tuple[st
 
 
 # --- the session's training ------------------------------------------------------------------
+def compare_selection(names: list[str], saved: list[str]) -> list[str]:
+    """The Train page's "compare runs" selection (keep_widget's check): the kept `names` that
+    are still `saved`, then each run this session saved since (adopt_finished_job), so a run
+    that finishes joins the comparison instead of being left out of an old selection."""
+    joining = st.session_state.pop("train_compare_joining", [])
+    kept = [n for n in names if n in saved]
+    return kept + [n for n in dict.fromkeys(joining) if n in saved and n not in kept]
+
+
 def adopt_finished_job() -> bool:
     """Once a job has finished or been stopped, make its model the session's current model (a
     diverged run, or one stopped before its first epoch finished, is saved, but the pages keep
-    the model they had)."""
+    the model they had). Every saved run of this session's joins the runs compared on Train."""
     job = st.session_state.job
     if job is None or not job.done or job.model is None or job.adopted:
         return False
+    if job.saved_path is not None:  # saved: it joins "compare runs" (compare_selection)
+        st.session_state.setdefault("train_compare_joining", []).append(Path(job.saved_path).name)
     if job.status in ("finished", "stopped") and job.end is not None and job.end.epochs_done >= 1:
         use_trained_model(job.model, job.config, job.run_name, job.end.epochs_done)
         st.session_state.train_chips, st.session_state.heldout_chips = job.train_chips, job.heldout_chips

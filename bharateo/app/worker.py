@@ -16,6 +16,10 @@ pulling its next event is a pause, so the training itself stays bit-identical; e
 announced with a TrainingPaused event. stdin closing (the app went away) stops it, paused or not.
 
 One worker is kept started and idle, so a Train click doesn't wait ~3 s for torch to import.
+While idle after importing, that spare worker times CALIBRATION_STEPS training steps of the
+notebook's default run on random class ids (calibrate) and sends a Calibration before "ready":
+the Train page's first estimate, before any run is saved, is this machine's speed under its
+load at the time (measured_calibration), not the reference machine's.
 A worker runs at a lower priority (nice WORKER_NICE, BHARATEO_WORKER_NICE overrides) on one core fewer than the machine has
 (BHARATEO_WORKER_THREADS overrides), so the Streamlit server keeps answering while it trains.
 The app reads the worker's events in a thread of their own, so a frozen worker can't block the
@@ -78,25 +82,121 @@ def lower_priority() -> None:
     torch.set_num_threads(worker_threads())
 
 
-def start_worker() -> subprocess.Popen:
+def start_worker(calibrate: bool = False) -> subprocess.Popen:
+    """A new worker process. `calibrate`: it times a few training steps first and sends a
+    Calibration before "ready", which a thread of ours reads (`calibration_reader`, joined by
+    WorkerRun before it reads the worker's events)."""
     path = os.pathsep.join(p for p in (str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")) if p)
-    return subprocess.Popen([sys.executable, "-m", "bharateo.app.worker"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": path})
+    args = [sys.executable, "-m", "bharateo.app.worker"] + (["--calibrate"] if calibrate else [])
+    process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               env={**os.environ, "PYTHONPATH": path})
+    if calibrate:
+        process.calibration_reader = threading.Thread(
+            target=_read_calibration, args=(process,), name=f"calibration-{process.pid}",
+            daemon=True)
+        process.calibration_reader.start()
+    return process
+
+
+# --- start-up calibration of the training speed ----------------------------------------------
+CALIBRATION_STEPS = 3  # timed steps, after one warm-up step (the first allocates and is slower)
+_calibration = None  # the newest Calibration with a speed: measured_calibration()
+_calibration_done = threading.Event()  # set once a calibrating worker has answered (or died)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A worker's measured training speed at start-up: the median `chips_per_s` of `steps` timed
+    steps of `config` (RunConfig.to_dict(): the notebook's default run) in the worker's own
+    threads and priority, under the machine's load at the time; chips_per_s None when a job came
+    first and the timing was cut short."""
+
+    chips_per_s: float | None
+    steps: int
+    config: dict
+
+
+def _read_calibration(process: subprocess.Popen) -> None:
+    """In the app: read a calibrating worker's first message (its Calibration) off its stdout,
+    before anything else reads it, and keep it when it holds a speed."""
+    global _calibration
+    try:
+        _, message = pickle.load(process.stdout)
+        if isinstance(message, Calibration) and message.chips_per_s:
+            _calibration = message
+    except Exception:  # the worker died or was killed before it measured: nothing to keep
+        pass
+    finally:
+        _calibration_done.set()
+
+
+def measured_calibration(wait_s: float = 0.0):
+    """The newest Calibration a spare worker measured on this machine (waiting up to `wait_s` s
+    for a first one), or None when none has been measured yet."""
+    if _calibration is None and wait_s > 0:
+        _calibration_done.wait(wait_s)
+    return _calibration
+
+
+def calibrate(job_waiting=lambda: False, steps: int = CALIBRATION_STEPS) -> Calibration:
+    """In a worker: time `steps` training steps (after one warm-up) of the notebook's default run
+    (RunConfig(): its model, batch size and mask ratio) through train.train, on random class ids
+    (timing only: nothing is saved or shown). Stops early, with chips_per_s None, once
+    `job_waiting()` is true, so a Train click never waits for it. -> Calibration."""
+    if job_waiting():
+        return Calibration(None, 0, {})
+    import statistics
+
+    import numpy as np
+
+    from bharateo.chips import ChipSet
+    from bharateo.pipeline import RunConfig
+    from bharateo.train import StepMetrics, make_model, train
+
+    config = RunConfig()
+    size, patch, batch = config.chips.chip_size, config.chips.patch_size, config.train.batch_size
+    n = batch * (steps + 1)
+    rng = np.random.default_rng(0)
+    grid = size // patch
+    chips = ChipSet(labels=rng.integers(0, 8, (n, size, size), dtype=np.uint8),
+                    patch_labels=rng.integers(0, 8, (n, grid, grid)).astype(np.int64),
+                    roi_index=np.zeros(n, dtype=np.int64), origins=np.zeros((n, 2), dtype=np.int64),
+                    roi_names=["calibration"], chip_size=size, patch_size=patch)
+    stop = threading.Event()
+    speeds = []
+    for event in train(make_model(config.model, 0), chips, replace(config.train, epochs=1),
+                       stop=stop):
+        if job_waiting():
+            stop.set()
+        if isinstance(event, StepMetrics) and event.global_step > 1:
+            speeds.append(event.chips_per_s)
+        if len(speeds) == steps or stop.is_set():
+            break
+    measured = statistics.median(speeds) if len(speeds) == steps else None
+    return Calibration(measured, len(speeds), config.to_dict())
 
 
 def keep_spare_worker() -> None:
-    """Start an idle worker unless one is already waiting. Cheap to call often."""
+    """Start an idle worker unless one is already waiting. Cheap to call often. Until one has
+    measured this machine's speed (measured_calibration), the spare calibrates first."""
     global _spare
     with _spare_lock:
-        if _spare is None or _spare.poll() is not None:
-            _spare = start_worker()
+        if _spare is None or _spare.poll() is not None:  # timed once: saved runs take over
+            _spare = start_worker(calibrate=_calibration is None)
 
 
 def spare_worker_ready(timeout: float) -> bool:
-    """Wait up to `timeout` s for the idle worker to have finished importing (POSIX only)."""
+    """Wait up to `timeout` s for the idle worker to have finished importing (and calibrating:
+    its Calibration read, "ready" right behind it) (POSIX only)."""
     with _spare_lock:
         spare = _spare
-    return spare is not None and bool(select.select([spare.stdout], [], [], timeout)[0])
+    if spare is None:
+        return False
+    reader = getattr(spare, "calibration_reader", None)
+    if reader is not None:  # it reads ahead from the pipe: select can't see "ready" any more
+        reader.join(timeout)
+        return not reader.is_alive() and spare.poll() is None
+    return bool(select.select([spare.stdout], [], [], timeout)[0])
 
 
 def take_worker() -> subprocess.Popen:
@@ -138,10 +238,13 @@ class WorkerRun:
                 self._write_stop()
 
     def _read(self) -> None:
+        reader = getattr(self.process, "calibration_reader", None)
+        if reader is not None:  # its Calibration comes first and is read there: wait for it
+            reader.join()
         try:
             while True:
                 sent_at, event = pickle.load(self.process.stdout)
-                if event != READY:
+                if event != READY and not isinstance(event, Calibration):
                     self._events.put((float(sent_at), event))
         except Exception:  # end of file, a closed pipe or a torn pickle: the worker has gone
             self._events.put((time.monotonic(), _GONE))
@@ -230,8 +333,9 @@ class WorkerRun:
                 pass
 
 
-def run_one_job() -> None:
-    """The worker's main: say ready, read one job, train, send events (see module docstring)."""
+def run_one_job(calibrating: bool = False) -> None:
+    """The worker's main: (when `calibrating`, time a few steps and send a Calibration), say
+    ready, read one job, train, send events (see module docstring)."""
     import torch._dynamo  # noqa: F401  torch.optim imports it on first use (~1.4 s): do it while idle
 
     events = os.fdopen(os.dup(1), "wb")
@@ -243,6 +347,14 @@ def run_one_job() -> None:
 
     jobs_in = sys.stdin.buffer
     try:
+        if calibrating:  # by the module's own name: run as __main__, the app could not unpickle
+            from bharateo.app import worker as module  # a Calibration of __main__'s
+
+            try:
+                measured = module.calibrate(lambda: bool(select.select([jobs_in], [], [], 0)[0]))
+            except Exception:  # a timing that fails must not cost the training: no speed
+                measured = module.Calibration(None, 0, {})
+            send(measured)
         send(READY)
         config, train_chips, heldout = pickle.load(jobs_in)
     except (BrokenPipeError, EOFError):  # the app closed before this worker got a job
@@ -372,6 +484,6 @@ def send_training(config, train_chips, heldout, control, send) -> None:
 
 if __name__ == "__main__":
     lower_priority()  # before torch is imported: that takes seconds of CPU too
-    run_one_job()
+    run_one_job(calibrating="--calibrate" in sys.argv[1:])
     sys.stderr.flush()
     os._exit(0)  # not a normal exit: wait_for_stop may still hold stdin's lock

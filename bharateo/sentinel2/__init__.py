@@ -45,5 +45,5 @@ from bharateo.sentinel2.labels import (  # noqa: F401
 from bharateo.sentinel2.region import (  # noqa: F401
     S2Roi, cache_path, cache_binding, write_cache, read_cache, find_scene, load_s2_roi,
     folder_presets, folder_places, folder_dates, source_of_rois, folder_footprints, folder_notes,
-    folder_outside,
+    folder_outside, folder_pixel_metres, S2_PIXEL_M,
 )

@@ -6,7 +6,13 @@ import re
 
 import numpy as np
 
-from bharateo.errors import BharatEOError, MissingTileError, RegionError, SourceUnreachableError
+from bharateo.errors import (
+    BharatEOError,
+    LandTileMissingError,
+    MissingTileError,
+    RegionError,
+    SourceUnreachableError,
+)
 from bharateo.roi import GlobalWindow, read_window
 from bharateo.sentinel2.read import RegionGrid
 from bharateo.worldcover import NODATA, PIXELS_PER_DEGREE, DataSource, data_source_from_env
@@ -61,9 +67,12 @@ def labels_error(exc: BharatEOError, tiles: list[str], source: DataSource) -> Bh
     found, so nothing here is about BHARATEO_S2_DIR. -> RegionError for a tile the source has no
     file for (MissingTileError), else SourceUnreachableError."""
     needed = f"ESA WorldCover tile{'s' if len(tiles) > 1 else ''} {', '.join(tiles)}"
-    if isinstance(exc, MissingTileError):
-        why = (f"{source.describe()} has no file for it (ESA publishes none over open sea; on "
-               "land, the tile is just not there)")
+    if isinstance(exc, LandTileMissingError):
+        why = (f"{source.describe()} has no file for tile {exc.tile}, which holds land (GLOBE "
+               f"1 km land mask), so it can't be read as sea")
+    elif isinstance(exc, MissingTileError):
+        why = (f"{source.describe()} has no file for it, and it holds no land (ESA publishes none "
+               "over open sea)")
     else:
         why = re.split(r"\. (?=[A-Z`])", str(exc), maxsplit=1)[0].rstrip(".")  # what failed
     todo = ("Put that tile in the folder BHARATEO_WORLDCOVER_DIR names" if source.kind == "folder"

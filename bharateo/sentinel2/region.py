@@ -346,6 +346,29 @@ def folder_footprints(source: S2Source | None = None) -> list[tuple[str, tuple]]
             if (bounds := scene_bounds(scene)) is not None]
 
 
+S2_PIXEL_M = 10.0  # metres: the grid of Sentinel-2's 10 m bands (B02 B03 B04 B08), a region's grid
+
+
+def folder_pixel_metres(source: S2Source | None = None) -> list[float]:
+    """Sorted distinct pixel sizes in metres of the 10 m band (B02) rasters of a local Sentinel-2
+    folder's scenes: a region's pixels on that scene (e.g. [100.0] for the shared scene,
+    downsampled 10x by its publisher). [S2_PIXEL_M] for a STAC source (full-resolution scenes);
+    [] for a folder whose scenes can't be opened. Never raises."""
+    import rasterio
+
+    source = source or s2_source_from_env()
+    if source.kind != "folder":
+        return [S2_PIXEL_M]
+    sizes = set()
+    for scene in _folder(source)[0]:
+        try:
+            with rasterio.open(scene.hrefs["B02"]) as src:
+                sizes.add(round(abs(float(src.transform.a)), 3))
+        except Exception:  # a damaged scene: reading a region from it says so
+            continue
+    return sorted(sizes)
+
+
 def folder_notes(source: S2Source | None = None) -> list[str]:
     """The local folder's sub-folders that are no scene, one 'skipped: <folder>: <why>' each
     (scenes.folder_scenes). [] for a STAC source or an unreadable folder."""

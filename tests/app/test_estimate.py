@@ -46,3 +46,54 @@ def test_over_budget_is_refused_saying_what_to_reduce_and_what_fits():
     assert budget_advice(PRESETS["notebook default"], 1.0, 3600) is None
     caption, refusal = training_estimate(PRESETS["notebook default"], [], None)
     assert "an estimate" in caption and refusal is None
+
+
+# --- before any saved run: the spare worker's start-up timing, or said to be uncalibrated -------
+def one_step_reference_chips_per_s(config: RunConfig) -> float:
+    """Chips/s of one training step of `config` at the reference speed (factor 1)."""
+    from dataclasses import replace
+
+    from bharateo.app.train import _epoch_seconds
+
+    batch = config.train.batch_size
+    step = replace(config, chips=replace(config.chips, n_chips=batch))
+    return batch / _epoch_seconds(step, 1.0)[0]
+
+
+def test_without_saved_runs_the_estimate_uses_the_start_up_calibration_or_says_uncalibrated():
+    """A teacher saw 'about 2 s' and waited 17 s on a busy machine: the first estimate was the
+    reference machine's. It now uses the spare worker's timing, or says plainly it has none."""
+    from bharateo.app.worker import Calibration
+
+    nb = RunConfig()
+    factor, basis = speed_factor([])
+    assert factor == 1.0 and "uncalibrated" in basis and "several times longer" in basis
+    slow = Calibration(0.25 * one_step_reference_chips_per_s(nb), 3, nb.to_dict())
+    factor, basis = speed_factor([], calibration=slow)
+    assert 0.24 < factor < 0.26 and "timed over 3 training steps" in basis
+    assert 3.9 < estimate_training_seconds(nb, factor) / estimate_training_seconds(nb) < 4.1
+    reference = nb.chips.n_chips / (estimate_training_seconds(nb) / nb.train.epochs)
+    factor, basis = speed_factor([saved(nb, 2 * reference)], calibration=slow)  # a run wins
+    assert 1.8 < factor < 2.2 and "saved run" in basis
+    for useless in (Calibration(None, 0, {}), Calibration(5.0, 3, {"not": "a config"})):
+        assert speed_factor([], calibration=useless) == speed_factor([])
+
+
+def test_the_train_pages_estimate_names_its_basis(monkeypatch):
+    from bharateo.app import worker
+    from bharateo.app.worker import Calibration
+
+    nb = PRESETS["notebook default"]
+    monkeypatch.setattr(worker, "_calibration", None)
+    caption, _ = training_estimate(nb, [], None)
+    assert "uncalibrated" in caption
+    monkeypatch.setattr(worker, "_calibration", Calibration(
+        0.5 * one_step_reference_chips_per_s(RunConfig()), 3, RunConfig().to_dict()))
+    caption, _ = training_estimate(nb, [], None)
+    assert "timed over 3 training steps" in caption and "uncalibrated" not in caption
+
+
+def test_calibration_gives_way_to_a_job_at_once():
+    from bharateo.app.worker import calibrate
+
+    assert calibrate(job_waiting=lambda: True).chips_per_s is None

@@ -7,6 +7,7 @@ from bharateo.roi import SAMPLE_ROIS, Roi, load_roi
 from bharateo.worldcover import DataSource, bundled_tile_path
 from tests.paths import APP, REPO, SHARED
 
+V0 = "BharatEO-v0 (1M chips x 100 epochs, 10 Sentinel-2 bands)"
 ROWS = ["tokens per chip", "values per token", "total token presentations",
         "visible token inputs", "masked token targets", "masked pixel regression targets"]
 
@@ -35,8 +36,9 @@ def test_defaults_reproduce_the_notebook(home):
     col, this_run = run_column(table)
     assert col == "this run (384 chips x 20 epochs)"
     assert this_run == ["64", "768", "491,520", "122,880", "368,640", "94,371,840"]
-    assert table["BharatEO-v0 (1M chips x 100 epochs)"] == [
-        "64", "768", "6,400,000,000", "1,600,000,000", "4,800,000,000", "1,228,800,000,000"]
+    # the notebook's projection: 10 x 16 x 16 = 2,560 Sentinel-2 values per token (its text)
+    assert table[V0] == [
+        "64", "2,560", "6,400,000,000", "1,600,000,000", "4,800,000,000", "1,228,800,000,000"]
 
 
 def test_chips_slider_changes_this_run_only(home):
@@ -46,7 +48,7 @@ def test_chips_slider_changes_this_run_only(home):
     col, this_run = run_column(table)
     assert col == "this run (768 chips x 20 epochs)"
     assert this_run[2:] == ["983,040", "245,760", "737,280", "188,743,680"]
-    assert table["BharatEO-v0 (1M chips x 100 epochs)"][2] == "6,400,000,000"
+    assert table[V0][2] == "6,400,000,000"
 
 
 def test_mask_ratio_changes_both_columns(home):
@@ -55,7 +57,7 @@ def test_mask_ratio_changes_both_columns(home):
     table = token_table(home)
     _, this_run = run_column(table)
     assert this_run[2:] == ["491,520", "245,760", "245,760", "62,914,560"]
-    assert table["BharatEO-v0 (1M chips x 100 epochs)"][3:5] == ["3,200,000,000", "3,200,000,000"]
+    assert table[V0][3:5] == ["3,200,000,000", "3,200,000,000"]
 
 
 def test_channels_change_values_per_token(home):
@@ -63,6 +65,19 @@ def test_channels_change_values_per_token(home):
     assert not home.exception
     _, this_run = run_column(token_table(home))
     assert this_run[1] == "2,560"
+    home.selectbox[0].set_value(3).run()  # palette RGB: this run only, v0 stays 10 bands
+    table = token_table(home)
+    assert run_column(table)[1][1] == "768" and table[V0][1] == "2,560"
+
+
+def test_cli_tokens_and_home_show_the_same_v0_column(home, capsys):
+    from bharateo import cli
+
+    assert cli.main(["tokens"]) == 0
+    out = capsys.readouterr().out
+    v0_block = out[out.index(V0 + ":"):]
+    for value in token_table(home)[V0][:5]:
+        assert value in v0_block
 
 
 # --- the data in use (issue 10): Home and the sidebar name it, honestly -------------------------

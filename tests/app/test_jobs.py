@@ -484,3 +484,25 @@ def test_the_worker_sends_typed_events_from_the_pipelines_one_loop():
     send_training(bad, train_chips, heldout, None, failed.append)
     assert len(failed) == 1 and isinstance(failed[0], TrainingFailed)
     assert "Unknown device 'tpu'" in failed[0].message
+
+
+def test_the_spare_worker_times_this_machine_then_trains_as_before(isolated_env, monkeypatch):
+    """The idle spare times a few steps at start-up (the first estimate's calibration), and its
+    event stream stays in step: the job that takes it trains and finishes as always."""
+    from bharateo.app import worker
+
+    monkeypatch.setattr(worker, "_calibration", None)  # as at start-up: nothing timed yet
+    old = worker.take_worker()  # any spare an earlier test left
+    old.kill()
+    old.wait()
+    worker.keep_spare_worker()
+    spare = worker._spare
+    assert spare.calibration_reader is not None and worker.spare_worker_ready(120)
+    measured = worker.measured_calibration()
+    assert measured is not None and measured.chips_per_s > 0
+    assert measured.steps == worker.CALIBRATION_STEPS and measured.config["train"]["batch_size"]
+    job = jobs.TrainingJob(config(), ROIS, "after-calibration", queue=jobs.TrainingQueue()).start()
+    job.join(120)
+    assert job.worker.process is spare and job.status == "finished", job.error
+    worker.keep_spare_worker()  # the next spare: measured already, so it doesn't time again
+    assert getattr(worker._spare, "calibration_reader", None) is None

@@ -98,9 +98,11 @@ def test_clicking_a_point_opens_its_chip_and_chips_like_it(trained, shown):
     own = pictures.labels_image(chips.labels[5])[16:32, 16:32]
     np.testing.assert_array_equal(patch, pictures.upscale(own, 8))
     value = im.embedding_map(trained.result.model, trained.result.train_chips)
-    near = [j for j, _ in inside.neighbours(value, 5)]
+    near = [hit["chip"] for hit in inside.neighbours(value, 5, 9)]
     assert [c.split(" ·")[0] for c in captions if c.startswith("chip ") and " · " in c][:len(near)] \
         == [f"chip {j}" for j in near]
+    why = [c for c in captions if c.startswith(f"chip {near[0]} · ")][0]
+    assert "nearest;" in why and "%" in why  # its nearest patch and its class shares
     at.button(key=f"inside_near_{near[0]}").click().run()
     assert at.session_state["inside_map_chip"] == near[0]
     at.button(key="inside_open_chip").click().run()

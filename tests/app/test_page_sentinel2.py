@@ -356,3 +356,39 @@ def test_a_proposal_outside_the_folders_scenes_is_said_at_once_and_a_failed_add_
         assert at.session_state["rois"] == []
         failed = [e for e in at.error if "was not added" in e.value]
         assert len(failed) == 1 and drawn_after(at, failed[0], "FormSubmitter:roi_form-Add region now")
+
+
+def test_sizes_of_a_sentinel2_region_use_the_scenes_own_pixel_size(s2_lesson):
+    """The shared scene has 100 m pixels (downsampled 10x): the size slider, the read region's
+    provenance and a chip's journey say 100 m pixels, never WorldCover's ~9 m ('2048 px (≈ 19 km
+    N-S)' for a scene of 100 m pixels was a teacher's report). WorldCover mode is unchanged."""
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("pages/regions.py").run()
+    assert at.select_slider(key="region_size").format_func(2048) == "2048 px (≈ 19 km N-S)"
+    at.radio(key="region_pixel_source").set_value("s2-4band").run()
+    at.text_input(key="region_s2_dates").set_value("2020-01-01/2020-03-01").run()
+    assert not at.exception, at.exception
+    assert at.select_slider(key="region_size").format_func(2048) == (
+        "2048 px (≈ 204.8 km a side, 100 m pixels)")
+    at.button(key=f"add_s2_{s2_lesson.name}").click().run()
+    assert not at.exception, at.exception
+    size = s2_lesson.size
+    assert f"**size**: {size} px of 100 m ≈ {size / 10:.1f} km a side" in texts(at)
+    assert "km N-S" not in texts(at)
+    at.switch_page("pages/chips.py").run()
+    at.number_input(key="cfg_n").set_value(16)
+    at.select_slider(key="cfg_size").set_value(64)
+    at.button(key="build_chips").click().run()
+    assert not at.exception, at.exception
+    assert "(about 6.4 km a side)" in texts(at)  # 64 px of 100 m
+
+
+def test_sentinel2_from_stac_sizes_regions_in_10_m_pixels(monkeypatch):
+    monkeypatch.delenv("BHARATEO_S2_DIR", raising=False)
+    monkeypatch.setenv("BHARATEO_S2_STAC_URL", "http://127.0.0.1:9/stac")
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("pages/regions.py").run()
+    at.radio(key="region_pixel_source").set_value("s2-10band").run()
+    assert not at.exception, at.exception
+    assert at.select_slider(key="region_size").format_func(2048) == (
+        "2048 px (≈ 20.5 km a side, 10 m pixels)")

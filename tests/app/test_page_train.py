@@ -356,6 +356,25 @@ def test_a_run_stopped_before_its_first_epoch_never_becomes_the_model(worldcover
     assert at.session_state["model"] == previous
 
 
+def test_a_finished_run_joins_the_comparison(worldcover_dir):
+    """A teacher's report: after a second run finished, "compare runs" kept the old selection and
+    left the new run out. Every run this session saves joins it; the kept choice stays too."""
+    at = train_page()
+    button(at, "quick demo").click().run()
+    wait(start_training(at, "first", n_chips=32, epochs=1))
+    at.run()
+    assert at.multiselect(key="train_compare").value == ["first"]
+    at.multiselect(key="train_compare").set_value([]).run()  # compare nothing for now
+    wait(start_training(at, "second", n_chips=32, epochs=1))
+    at.run()
+    assert at.multiselect(key="train_compare").value == ["second"]
+    at.multiselect(key="train_compare").set_value(["first", "second"]).run()
+    wait(start_training(at, "third", n_chips=32, epochs=1))
+    at.run()
+    assert at.multiselect(key="train_compare").value == ["first", "second", "third"]
+    assert not at.exception
+
+
 def test_run_name_and_run_choices_survive_a_visit_to_another_page(worldcover_dir):
     at = train_page()
     button(at, "quick demo").click().run()
