@@ -9,6 +9,7 @@ synthetic fixture tiles (384 training chips, 64 held-out chips from mathura_belt
   - evaluate: Evaluate's scores on the training and the held-out chips (at mask ratio 0.75),
   - attention: Inside's attention maps of one chip,
   - slider: one slider move's panels (reconstruct_chip + the panel pictures + PNG encoding),
+  - loading a run's chips (its regions read from the fixture tiles, its chips cut),
 
 each as the old path ("before": predict() per ratio, the tokens made again for every ratio, the
 pixel head on every token, 128 chips a pass, torch.no_grad) and the new one ("after":
@@ -196,6 +197,11 @@ def main() -> int:
         if label.startswith("curve"):
             worst = max(abs(a["masked_mae"] - b["masked_mae"]) for a, b in zip(new, old))
             print(f"{'':<32} largest masked-MAE difference between the paths: {worst:.1e}")
+    from bharateo.app.results import chips_for_run
+
+    _, wall, cpu = timed(lambda: chips_for_run(config), args.repeat)
+    print(f"{'load a run chips: read + cut':<32} {'':>11} {'':>7}   {wall:9.2f}s {cpu:7.2f}   "
+          f"(Reconstruct/Evaluate/Inside's button and a lesson link; on the page, with a spinner)")
     if args.server_cost:
         server_cost(model, train)
     return 0

@@ -7,8 +7,9 @@
 - which chips go with a run (rebuild a run's own chips from its config; say how the session's
   chips differ from them),
 - results that are computed once per model + chips and then reused: the evaluation and the
-  mask-ratio curve are stored beside a saved run (runs.write_run_file, file name carrying a
-  fingerprint of the chips) and kept in a small in-process memo so a rerun costs nothing,
+  mask-ratio curve are stored beside a saved run (bharateo/app/stored.py) and computed off the
+  page: by the training worker as a run's last step, else in the background while the page
+  draws (bharateo/app/looks.py; the pages call the *_or_filling functions and poll),
 - the per-class table, and a plain-language reading of the gap between training chips and the
   held-out region (the reconstruction panels are drawn in bharateo/app/pictures.py).
 
