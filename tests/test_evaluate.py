@@ -372,7 +372,8 @@ def filled(at):
     as the page's polling fragment does (nothing to wait for: `at` as it is)."""
     from bharateo.app import looks
 
-    if looks.wait_all(timeout=120):
+    # (a result may be ready already, but the page drew its note a moment before)
+    if looks.wait_all(timeout=120) or any("Filling in" in i.value for i in at.info):
         at.run()
         assert not at.exception, at.exception
     return at
