@@ -137,6 +137,7 @@ def curve_filling(task: Filling) -> None:
         st.rerun()
     st.info(filling_note("the mask-ratio curve", [task]), icon=":material/hourglass_top:")
 
+
 if index is None:
     st.error(f"There is no chip {typed}: these {plural(len(chips), 'chip')} are numbered 0 to "
              f"{len(chips) - 1}. Type a number in that range, or click a thumbnail.")

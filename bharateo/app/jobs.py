@@ -163,6 +163,7 @@ class TrainingJob:
         self.unsaved = None  # the trained result while it is not saved
         self.requested_name = None  # set when the run was saved under another name
         self.model = None
+        self.stored_looks: list[dict] | None = None  # the worker's StoredLooks, until saved
         self.adopted = False  # its model was made the session's current model (adopt_finished_job)
         self.worker: WorkerRun | None = None
         self.train_chips = self.heldout_chips = None
@@ -318,7 +319,7 @@ class TrainingJob:
                                           if end.reason == "stopped" and self.stop_reason else {}),
                  **({"controls": list(self.controls)} if self.controls else {})}
         path = save_experiment(self.run_name, self.config, result, self.rois, extra=extra)
-        store_looks(path, getattr(self, "looks", None))
+        store_looks(path, self.stored_looks)
         self._set(status=end.reason, saved_path=path, unsaved=None, **renamed(self.run_name, path))
 
     def _relay(self, event) -> bool:
@@ -336,7 +337,7 @@ class TrainingJob:
                 if event.commands == self._commands_sent:  # else a newer command is on its way
                     self.paused, self.control_state = True, "paused"
             elif isinstance(event, StoredLooks):  # stored beside the run once it is saved
-                self.looks = event.records
+                self.stored_looks = event.records
             elif isinstance(event, TrainedWeights):
                 self.model.load_state_dict(event.state_dict())
                 return True

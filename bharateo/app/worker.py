@@ -355,6 +355,7 @@ def send_training(config, train_chips, heldout, control, send) -> None:
     last one TrainedWeights), or a TrainingFailed with the error's message. `control`: a
     TrainingControl (or a plain threading.Event that only stops, or None)."""
     from bharateo.pipeline import experiment_events
+    from bharateo.train import TrainedWeights
 
     if not isinstance(control, TrainingControl):
         stop, control = control, TrainingControl()
@@ -362,7 +363,7 @@ def send_training(config, train_chips, heldout, control, send) -> None:
     try:
         for event in experiment_events(config, train_chips, heldout, control.stop):
             event = control.adjust(event, len(train_chips))
-            if type(event).__name__ == "TrainedWeights":  # the run's last step: what the pages read
+            if isinstance(event, TrainedWeights):  # the run's last step: what the pages read
                 send_looks(config, train_chips, heldout, event, control.stop, send)
             send(event)
             control.after(event, send)
