@@ -197,9 +197,9 @@ def filling_note(what: str, tasks) -> str:
     if not tasks:
         return ""
     share = sum(t.progress for t in tasks) / len(tasks)
-    return (f"Filling in {what}: measuring the model on these chips in the background "
-            f"({share:.0%} done). It appears here by itself when ready, and is stored beside the "
-            "run, so this happens once.")
+    return (f"Filling in {what}: measuring the model on these chips in the background"
+            + (f" ({share:.0%} done)" if share else "") + ". It appears here by itself when "
+            "ready, and is stored beside the run, so this happens once.")
 
 
 def scored_patches(result: dict, grid_size: int) -> int:
