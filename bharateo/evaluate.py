@@ -277,38 +277,17 @@ def score_text(value, digits: int = 3) -> str:
 
 
 def evaluate(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float = 0.75,
-             seed: int = EVAL_MASK_SEED, precision: str = "fp32") -> dict:
+             seed: int = EVAL_MASK_SEED, precision: str = "fp32", progress=None) -> dict:
     """Confusion matrix, per-class scores, masked MAE and per-class masked MAE, as plain JSON,
     with the accuracy's baselines (quality(): majority_class, majority_accuracy,
-    balanced_accuracy, balanced_floor, margin, verdict)."""
-    preds, logits, mask = predict(model, chips, mask_ratio, seed, precision=precision)
-    targets = chips.patch_targets()
-    confusion = confusion_matrix(targets.numpy(), logits.argmax(-1).numpy())
-    tokens = tokens_for(model, chips)
-    valid = targets != IGNORE_INDEX
-    scored = mask & valid
-    err = (preds - tokens).abs()  # K x N x T
-    p2, c = chips.patch_size ** 2, chips.channels
-    pixel_err = err.reshape(*err.shape[:2], c, p2).mean(dim=2)  # K x N x p*p, mean over channels
-    pixel_class = torch.from_numpy(_pixel_labels_in_token_order(chips))  # K x N x p*p
-    masked_pixels = scored[..., None].expand_as(pixel_class)
-    per_class_mae = []
-    for k in range(NUM_CLASSES):
-        sel = masked_pixels & (pixel_class == k)
-        per_class_mae.append(float(pixel_err[sel].mean()) if sel.any() else None)
-    report = classification_report(confusion)
-    q = quality(confusion, len(chips))
-    return {
-        "mask_ratio": mask_ratio,
-        "chips": len(chips),
-        "confusion": confusion.tolist(),
-        **report,
-        **{k: q[k] for k in ("majority_class", "majority_accuracy", "balanced_accuracy",
-                             "balanced_floor", "margin", "verdict")},
-        "masked_mae": float(err[scored].mean()) if scored.any() else None,
-        "per_class_mae": class_mae({"per_class": report["per_class"], "per_class_mae": per_class_mae}),
-        "ignored_patches": int((~valid).sum()),
-    }
+    balanced_accuracy, balanced_floor, margin, verdict).
+
+    The masks are masked_batches' (seeded, drawn MASK_BATCH chips at a time); the model runs in
+    one pass over the chips (masked_scores). Raises ConfigError when the run can't read these
+    chips or the mask ratio is not in (0, 1). `progress(done, total)`: see masked_scores."""
+    (scores,) = masked_scores(model, chips, (mask_ratio,), seed, precision, per_class=True,
+                              progress=progress)
+    return scores.evaluation()
 
 
 def class_mae(result: dict) -> list[float | None]:
@@ -347,25 +326,157 @@ def _pixel_labels_in_token_order(chips: ChipSet) -> np.ndarray:
 
 
 def mask_ratio_curve(model: TinyRGBMAE, chips: ChipSet, ratios=CURVE_RATIOS,
-                     seed: int = EVAL_MASK_SEED, precision: str = "fp32") -> list[dict]:
-    """[{ratio, masked_mae, patch_acc, majority_acc, balanced_acc}] for each ratio, same seeded
-    masks per ratio (no-data patches left out). majority_acc (always answering the chips' most
-    common class) is the same at every ratio; balanced_acc is balanced_accuracy at that ratio."""
-    rows = []
-    targets = chips.patch_targets()
-    tokens = tokens_for(model, chips)
-    valid = targets != IGNORE_INDEX
-    _, majority = majority_baseline(class_support(targets.numpy()))
+                     seed: int = EVAL_MASK_SEED, precision: str = "fp32",
+                     progress=None) -> list[dict]:
+    """[{ratio, masked_mae, patch_acc, majority_acc, balanced_acc}] for each ratio (see
+    MaskedScores.curve_row), same seeded masks per ratio (no-data patches left out). The chips' tokens are made once for every ratio (masked_scores).
+    `progress(done, total)`: see masked_scores."""
+    return [s.curve_row() for s in masked_scores(model, chips, ratios, seed, precision,
+                                                  progress=progress)]
+
+
+# --- the one pass behind the curve and the evaluation ----------------------------------------
+MASK_BATCH = 128  # chips per mask draw: masked_batches' batch, so every path draws the same masks
+TOKENS_PER_PASS = 384 * 64  # tokens per forward pass: the notebook's 384 chips of 64 tokens in
+# one pass measured fastest on 2 cores (bench/looking.py; 128 chips per pass cost ~1.6x the CPU)
+ATTENTION_FLOATS = 64 * 2 ** 20  # at most this many attention weights (B x H x N x N) per pass
+
+
+def seeded_masks(count: int, num_patches: int, mask_ratio: float, seed: int,
+                 batch_size: int = MASK_BATCH) -> torch.Tensor:
+    """count x num_patches bool (True = hidden): the masks masked_batches draws for `count` chips
+    (one CPU generator seeded with `seed`, random_patch_mask `batch_size` chips at a time)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.cat([random_patch_mask(min(batch_size, count - s), num_patches, mask_ratio,
+                                        generator) for s in range(0, count, batch_size)])
+
+
+def pass_size(num_patches: int, heads: int) -> int:
+    """Chips per forward pass in masked_scores: TOKENS_PER_PASS tokens, fewer when the attention
+    weights of a pass (chips x heads x N x N floats) would pass ATTENTION_FLOATS; at least 1."""
+    return max(1, min(TOKENS_PER_PASS // num_patches,
+                      ATTENTION_FLOATS // max(1, heads * num_patches ** 2)))
+
+
+@dataclass
+class MaskedScores:
+    """Sums over all chips at one mask ratio, from which the curve row and the evaluation are
+    read (float64 sums: the order of a sum over 10^7 pixel errors then barely matters)."""
+
+    mask_ratio: float
+    chips: int
+    confusion: np.ndarray  # K x K int64, rows = target class (no-data patches left out)
+    error_sum: float  # sum |pred - token| over hidden land-cover tokens' values
+    error_count: int  # how many values that sum has
+    ignored_patches: int  # no-data patches (IGNORE_INDEX)
+    class_error_sum: np.ndarray | None = None  # K: sum over hidden pixels of each class of the
+    class_error_count: np.ndarray | None = None  # K   pixel's mean |error| over channels
+
+    def curve_row(self) -> dict:
+        """{ratio, masked_mae, patch_acc, majority_acc, balanced_acc} (mask_ratio_curve's row; NaN
+        MAE: nothing hidden scored). majority_acc (always answering the chips' most common class)
+        is the same at every ratio; balanced_acc is balanced_accuracy at this ratio."""
+        valid = int(self.confusion.sum())
+        _, majority = majority_baseline(self.confusion.sum(axis=1))
+        return {"ratio": float(self.mask_ratio),
+                "masked_mae": self.error_sum / self.error_count if self.error_count else float("nan"),
+                "patch_acc": float(np.trace(self.confusion) / valid) if valid else float("nan"),
+                "majority_acc": majority,
+                "balanced_acc": balanced_accuracy(self.confusion)}
+
+    def evaluation(self) -> dict:
+        """evaluate()'s JSON (needs per_class=True)."""
+        per_class_mae = [float(s / c) if c else None
+                         for s, c in zip(self.class_error_sum, self.class_error_count)]
+        report = classification_report(self.confusion)
+        q = quality(self.confusion, self.chips)
+        return {
+            "mask_ratio": self.mask_ratio,
+            "chips": self.chips,
+            "confusion": self.confusion.tolist(),
+            **report,
+            **{k: q[k] for k in ("majority_class", "majority_accuracy", "balanced_accuracy",
+                                 "balanced_floor", "margin", "verdict")},
+            "masked_mae": self.error_sum / self.error_count if self.error_count else None,
+            "per_class_mae": class_mae({"per_class": report["per_class"],
+                                        "per_class_mae": per_class_mae}),
+            "ignored_patches": self.ignored_patches,
+        }
+
+
+def _heads_outputs(model, tokens: torch.Tensor, mask: torch.Tensor, scored: torch.Tensor):
+    """(pixel predictions of the `scored` tokens M x T, class logits B x N x K), float32. A
+    variant with `features(tokens, mask)` (what both heads read) runs its pixel head on the
+    scored tokens only; any other runs its whole forward."""
+    if callable(getattr(model, "features", None)):
+        z = model.features(tokens, mask)
+        return model.pixel_head(z[scored]).float(), model.patch_head(z).float()
+    pred, logits = model(tokens, mask)
+    return pred[scored].float(), logits.float()
+
+
+def masked_scores(model: TinyRGBMAE, chips: ChipSet, ratios=CURVE_RATIOS,
+                  seed: int = EVAL_MASK_SEED, precision: str = "fp32", per_class: bool = False,
+                  progress=None) -> list[MaskedScores]:
+    """The model on every chip at each mask ratio, under the seeded masks of masked_batches
+    (seeded_masks): one MaskedScores per ratio, in order.
+
+    The chips' tokens and targets are made once for all ratios; the model runs in eval mode under
+    torch.inference_mode and `autocast(device, precision)`, pass_size chips per forward pass.
+    `per_class`: also the per-class pixel error sums evaluate() reports. `progress(done,
+    total)` is called after every pass (total = ratios x passes). Raises ConfigError when the
+    run can't read these chips, a ratio is not in (0, 1) or the precision is unknown.
+    """
+    check_compatible(model, chips)
     for ratio in ratios:
-        preds, logits, mask = predict(model, chips, ratio, seed, precision=precision)
-        scored = mask & valid
-        rows.append({"ratio": float(ratio),
-                     "masked_mae": float((preds[scored] - tokens[scored]).abs().mean()),
-                     "patch_acc": float((logits.argmax(-1)[valid] == targets[valid]).float().mean()),
-                     "majority_acc": majority,
-                     "balanced_acc": balanced_accuracy(confusion_matrix(
-                         targets.numpy(), logits.argmax(-1).numpy()))})
-    return rows
+        check_mask_ratio(ratio)
+    device = model_device(model)
+    k, n = len(chips), chips.grid_size ** 2
+    tokens = tokens_for(model, chips)  # K x N x T, once for every ratio
+    targets = chips.patch_targets()  # K x N
+    valid = targets != IGNORE_INDEX
+    c, p2 = chips.channels, chips.patch_size ** 2
+    pixel_class = torch.from_numpy(_pixel_labels_in_token_order(chips)) if per_class else None
+    size = pass_size(n, getattr(model.config, "heads", 1))
+    total, done = len(ratios) * -(-k // size), 0
+    out = []
+    was_training = model.training
+    model.eval()
+    try:
+        for ratio in ratios:
+            mask = seeded_masks(k, n, ratio, seed)
+            confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+            err_sum, err_count = 0.0, 0
+            cls_sum, cls_count = np.zeros(NUM_CLASSES), np.zeros(NUM_CLASSES, np.int64)
+            for s in range(0, k, size):
+                t, m, v = tokens[s:s + size], mask[s:s + size], valid[s:s + size]
+                scored = m & v
+                with torch.inference_mode(), autocast(device, precision):
+                    pred, logits = _heads_outputs(model, t.to(device), m.to(device),
+                                                  scored.to(device))
+                pred, logits = pred.cpu(), logits.cpu()
+                confusion += confusion_matrix(targets[s:s + size].numpy(),
+                                              logits.argmax(-1).numpy())
+                err = (pred - t[scored]).abs()  # M x T
+                err_sum += float(err.double().sum())
+                err_count += err.numel()
+                if per_class:
+                    pixel_err = err.reshape(-1, c, p2).mean(dim=1).double()  # M x p*p
+                    classes = pixel_class[s:s + size][scored]  # M x p*p
+                    inside = (classes >= 0) & (classes < NUM_CLASSES)
+                    cls_sum += np.bincount(classes[inside].numpy(), pixel_err[inside].numpy(),
+                                           minlength=NUM_CLASSES)[:NUM_CLASSES]
+                    cls_count += np.bincount(classes[inside].numpy(),
+                                             minlength=NUM_CLASSES)[:NUM_CLASSES]
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            out.append(MaskedScores(float(ratio), k, confusion, err_sum, err_count,
+                                    int((~valid).sum()), cls_sum if per_class else None,
+                                    cls_count if per_class else None))
+    finally:
+        model.train(was_training)
+    return out
 
 
 @dataclass

@@ -3,10 +3,11 @@ import streamlit as st
 
 from bharateo.app import figures
 from bharateo.app.downloads import csv_button
-from bharateo.app.results import (baseline_delta, class_table_display, evaluations, gap_reading,
-                                  held_out_by_run, score_percent, VERDICT_WORDS,
-                                  held_region_name, model_and_chips, normalised_confusion,
-                                  scored_patches)
+from bharateo.app.looks import Filling
+from bharateo.app.results import (baseline_delta, class_table_display, evaluations_or_filling,
+                                  filling_note, gap_reading, held_out_by_run, held_region_name,
+                                  model_and_chips, normalised_confusion, score_percent,
+                                  scored_patches, VERDICT_WORDS)
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import guidance, keep_widget, page_setup, show_error
 from bharateo.errors import BharatEOError
@@ -26,12 +27,20 @@ current, run, train_chips, held_chips = model_and_chips("evaluate")
 model, config = current.model, current.config
 ratio = config.train.mask_ratio
 
-try:
-    with st.spinner("Evaluating every patch of every chip (once per run and chips)…"):
-        results = evaluations(model, train_chips, held_chips, ratio, run,
-                              config.train.precision)
-except BharatEOError as exc:
-    show_error(exc)
+# computed off the page: stored by the training worker, else filled in in the background
+results = evaluations_or_filling(model, train_chips, held_chips, ratio, run, config.train.precision)
+if failed := [r.error for r in results.values() if isinstance(r, Filling) and r.error]:
+    show_error(BharatEOError(failed[0]))
+    st.stop()
+if any(isinstance(r, Filling) for r in results.values()):
+    @st.fragment(run_every=1.0)
+    def scores_filling(tasks) -> None:
+        """A note with the progress, polled every second; the page reruns once all are ready."""
+        if all(t.ready for t in tasks):
+            st.rerun()
+        st.info(filling_note("this run's scores", tasks), icon=":material/hourglass_top:")
+
+    scores_filling([r for r in results.values() if isinstance(r, Filling)])
     st.stop()
 held_name = held_region_name(held_chips) if held_chips is not None else None
 train_res = results["train"].value

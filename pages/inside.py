@@ -5,8 +5,9 @@ from bharateo import inspect_model
 from bharateo.app import inside
 from bharateo.app.downloads import csv_button, run_zip_button
 from bharateo.app.pictures import (attention_grid_pictures, attention_picture, hidden_patches_picture,
-                                    legend_html, patch_picture)
-from bharateo.app.results import model_and_chips
+                                   legend_html, patch_picture)
+from bharateo.app.looks import Filling
+from bharateo.app.results import filling_note, model_and_chips
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import keep_widget, page_setup, show_error
 from bharateo.errors import BharatEOError
@@ -91,12 +92,22 @@ csv_button("attention of this token (CSV)", lambda: inspect_model.attention_rows
 
 # --- the token-embedding map ---------------------------------------------------------------------
 st.subheader("Token-embedding map")
-with st.spinner(f"Embedding all {len(chips) * n:,} tokens and projecting them (once per run)…"):
-    try:
-        stored = inside.embedding_map(model, chips, run)
-    except BharatEOError as exc:
-        show_error(exc)
-        st.stop()
+# computed off the page: stored by the training worker, else filled in in the background
+stored = inside.embedding_map_or_filling(model, chips, run)
+if isinstance(stored, Filling) and stored.error:
+    show_error(BharatEOError(stored.error))
+    st.stop()
+if isinstance(stored, Filling):
+    @st.fragment(run_every=1.0)
+    def map_filling(task) -> None:
+        """A note while the map is filled in, polled every second; the page reruns when ready."""
+        if task.ready:
+            st.rerun()
+        st.info(filling_note(f"the map of all {len(chips) * n:,} tokens", [task]),
+                icon=":material/hourglass_top:")
+
+    map_filling(stored)
+    st.stop()
 value = stored.value
 selected = st.session_state.get("inside_map_chip")
 event = st.plotly_chart(inside.embedding_figure(value, selected), key="inside_map",
@@ -105,8 +116,8 @@ if (point := inside.selected_point(event)) is not None and point[0] != selected:
     st.session_state.inside_map_chip = selected = point[0]
     st.session_state.inside_map_token = point[1]
     st.rerun()
-st.caption(f"Each dot is one token (patch) of one chip, coloured by its patch label; hover for "
-           f"chip and token, click one to open its chip, and the patch enlarged, below. "
+st.caption("Each dot is one token (patch) of one chip, coloured by its patch label; hover for "
+           "chip and token, click one to open its chip, and the patch enlarged, below. "
            + (f"Computed once and stored beside run '{run.name}' ({stored.filename})."
               if stored.filename else "Computed once for this model and these chips."))
 csv_button("embedding map (CSV)", lambda: inspect_model.embedding_rows(value),

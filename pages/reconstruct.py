@@ -7,9 +7,10 @@ from bharateo.app.downloads import csv_button
 from bharateo.app.pictures import (RAW, error_legend_caption, legend_html, magma_legend,
                                    picture_rows, reconstruction_panels, score_panels,
                                    thumbnail)
+from bharateo.app.looks import Filling
 from bharateo.app.results import (THUMBNAILS, baseline_delta, chip_baseline_caption, chip_choice,
                                   chip_picker_key, chip_splits, curve_baseline_caption,
-                                  model_and_chips, ratio_curve)
+                                  filling_note, model_and_chips, ratio_curve_or_filling)
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import keep_widget, page_setup, show_error
 from bharateo.errors import BharatEOError
@@ -110,9 +111,15 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
                    + (f" {ignored} no-data patch{'es' if ignored > 1 else ''} (black): no data, "
                       "left out of losses and metrics." if ignored else ""))
 
-    # the whole split at nine ratios, computed once; the current ratio marked
-    with st.spinner("Measuring the model on these chips at nine mask ratios (once per run)…"):
-        curve = ratio_curve(model, chips, run, precision)
+    # the whole split at nine ratios, computed once off the page (stored by the training worker,
+    # else filled in in the background); the current ratio marked
+    curve = ratio_curve_or_filling(model, chips, run, precision)
+    if isinstance(curve, Filling):
+        if curve.error:
+            st.warning(f"The mask-ratio curve could not be computed: {curve.error}")
+        else:
+            curve_filling(curve)
+        return
     st.plotly_chart(
         figures.mask_ratio_curve(curve.value, ratio, train_ratio,
                                  title=f"{split_title}: masked MAE and patch accuracy vs mask "
@@ -124,6 +131,15 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
                + (f"Computed once and stored beside run '{run.name}' ({curve.filename})."
                   if curve.filename else "Computed once for this model and these chips."))
     csv_button("the curve (CSV)", curve.value, "mask_ratio_curve.csv", "recon_curve_csv")
+
+
+@st.fragment(run_every=1.0)
+def curve_filling(task: Filling) -> None:
+    """While the curve is filled in: a note with its progress, polled every second; once it is
+    ready (or failed) the page reruns and draws it (or says why not)."""
+    if task.ready:
+        st.rerun()
+    st.info(filling_note("the mask-ratio curve", [task]), icon=":material/hourglass_top:")
 
 
 if index is None:

@@ -392,9 +392,13 @@ def test_gap_reading_other_cases():
     assert results.gap_reading(good, good, "x", held_out_by_run=False).startswith("Careful")
 
 
-def open_page(page: str, **state):
-    """AppTest of `page` reached through app.py, with `state` put in the session first."""
+def open_page(page: str, fill: bool = True, **state):
+    """AppTest of `page` reached through app.py, with `state` put in the session first.
+    `fill`: when the page asked for results to be filled in off the page (app.looks), wait for
+    them and run the page again, as its polling fragment would (a visitor a moment later)."""
     from streamlit.testing.v1 import AppTest
+
+    from bharateo.app import looks
 
     at = AppTest.from_file("../app.py", default_timeout=90)
     for key, value in state.items():
@@ -402,6 +406,18 @@ def open_page(page: str, **state):
     at.run()
     at.switch_page(page).run()
     assert not at.exception, at.exception
+    return filled(at) if fill else at
+
+
+def filled(at):
+    """`at` once the results its page asked to be filled in off the page are ready: run again,
+    as the page's polling fragment does (nothing to wait for: `at` as it is)."""
+    from bharateo.app import looks
+
+    # (a result may be ready already, but the page drew its note a moment before)
+    if looks.wait_all(timeout=120) or any("Filling in" in i.value for i in at.info):
+        at.run()
+        assert not at.exception, at.exception
     return at
 
 

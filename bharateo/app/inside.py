@@ -12,7 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from bharateo import inspect_model as im
-from bharateo.app import results
+from bharateo.app import looks, results
 from bharateo.app.figures import FIGURE_MARGIN, figure_title
 from bharateo.chips import ChipSet
 from bharateo.runs import SavedRun
@@ -23,10 +23,14 @@ MAX_MAP_POINTS = 60_000  # points drawn on the embedding map (every token is sto
 
 def embedding_map(model, chips: ChipSet, run: SavedRun | None = None) -> results.StoredResult:
     """inspect_model.embedding_map, computed once per model + chips, stored beside `run`."""
-    params = {"neighbours": im.NEIGHBOURS, "projection": "pca", "similarity": "centred cosine",
-              "patch_components": im.PATCH_COMPONENTS}  # maps stored before lack patch vectors
-    return results.stored_result("embedding_map", model, chips, params,
-                                 lambda: im.embedding_map(model, chips, im.NEIGHBOURS), run)
+    look = looks.embedding_look(chips)
+    return results.stored_result(look.kind, model, chips, look.params,
+                                 lambda: look.compute(model), run)
+
+
+def embedding_map_or_filling(model, chips: ChipSet, run: SavedRun | None = None):
+    """The stored embedding map, or the background looks.Filling computing it."""
+    return looks.ready_or_fill(looks.embedding_look(chips), model, run)
 
 
 def reconstruct_chip(state, splits: dict[str, ChipSet]) -> tuple[str, int] | None:

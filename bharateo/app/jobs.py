@@ -32,11 +32,13 @@ import threading
 import time
 from dataclasses import asdict, replace
 
+from bharateo.app import looks
+from bharateo.app.looks import StoredLooks
 from bharateo.app.worker import WorkerRun, keep_spare_worker
 from bharateo.chips import build_chip_sets
 from bharateo.errors import BharatEOError
 from bharateo.pipeline import ExperimentResult, RunConfig, renamed, save_experiment
-from bharateo.runs import release_run_name
+from bharateo.runs import load_run, release_run_name
 from bharateo.sources import DEFAULT_SOURCE, pixel_source
 from bharateo.train import (EpochMetrics, StepMetrics, TrainedWeights, TrainingEnd,
                             TrainingPaused, make_model)
@@ -161,6 +163,7 @@ class TrainingJob:
         self.unsaved = None  # the trained result while it is not saved
         self.requested_name = None  # set when the run was saved under another name
         self.model = None
+        self.stored_looks: list[dict] | None = None  # the worker's StoredLooks, until saved
         self.adopted = False  # its model was made the session's current model (adopt_finished_job)
         self.worker: WorkerRun | None = None
         self.train_chips = self.heldout_chips = None
@@ -316,6 +319,7 @@ class TrainingJob:
                                           if end.reason == "stopped" and self.stop_reason else {}),
                  **({"controls": list(self.controls)} if self.controls else {})}
         path = save_experiment(self.run_name, self.config, result, self.rois, extra=extra)
+        store_looks(path, self.stored_looks)
         self._set(status=end.reason, saved_path=path, unsaved=None, **renamed(self.run_name, path))
 
     def _relay(self, event) -> bool:
@@ -332,6 +336,8 @@ class TrainingJob:
                                       "by": event.by, "time": round(time.time() - self.created, 3)})
                 if event.commands == self._commands_sent:  # else a newer command is on its way
                     self.paused, self.control_state = True, "paused"
+            elif isinstance(event, StoredLooks):  # stored beside the run once it is saved
+                self.stored_looks = event.records
             elif isinstance(event, TrainedWeights):
                 self.model.load_state_dict(event.state_dict())
                 return True
@@ -352,6 +358,17 @@ class TrainingJob:
                     "stop_reason": self.stop_reason, "paused": self.paused,
                     "control_state": self.control_state, "controls": list(self.controls),
                     "stopping": self._stop.is_set() and not self.done}  # Stop asked, not ended
+
+
+def store_looks(path, records) -> None:
+    """The worker's StoredLooks records, written beside the run saved at `path` (and kept in the
+    server's memo), so the pages read them on the first visit. Never fails the run."""
+    if not records:
+        return
+    try:
+        looks.store_records(load_run(path.name, root=path.parent), records)
+    except Exception:  # noqa: BLE001  (the pages fill in whatever is missing)
+        log.exception("storing the results of run %s failed", path.name)
 
 
 def job_state_text(snap: dict) -> str:

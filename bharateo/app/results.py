@@ -7,8 +7,9 @@
 - which chips go with a run (rebuild a run's own chips from its config; say how the session's
   chips differ from them),
 - results that are computed once per model + chips and then reused: the evaluation and the
-  mask-ratio curve are stored beside a saved run (runs.write_run_file, file name carrying a
-  fingerprint of the chips) and kept in a small in-process memo so a rerun costs nothing,
+  mask-ratio curve are stored beside a saved run (bharateo/app/stored.py) and computed off the
+  page: by the training worker as a run's last step, else in the background while the page
+  draws (bharateo/app/looks.py; the pages call the *_or_filling functions and poll),
 - the per-class table, and a plain-language reading of the gap between training chips and the
   held-out region (the reconstruction panels are drawn in bharateo/app/pictures.py).
 
@@ -16,13 +17,6 @@ Only the model-and-chips step draws (Streamlit); everything else is testable dir
 """
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import json
-import threading
-import weakref
-from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -36,20 +30,12 @@ from bharateo.chips import ChipSet, build_chip_sets
 from bharateo.errors import BharatEOError, ConfigError
 from bharateo.evaluate import class_table  # noqa: F401  (the pages read it from here)
 from bharateo.pipeline import RunConfig, load_rois
-from bharateo.runs import (SavedRun, list_runs, load_run, read_run_file, unreadable_weights_message,
-                           write_run_file)
+from bharateo.app import looks
+from bharateo.app.stored import (StoredResult, chips_fingerprint, clear_memory,  # noqa: F401
+                                 model_digest, result_filename, stored_result, valid_result)
+from bharateo.runs import SavedRun, list_runs, load_run, unreadable_weights_message
 from bharateo.schema import number_text
-from bharateo.untrusted import typed
 from bharateo.words import plural
-
-RESULT_FORMAT = 1
-MEMORY_ENTRIES = 64
-
-_lock = threading.Lock()
-_memory: OrderedDict[tuple, object] = OrderedDict()
-_chip_fps: dict[int, tuple[weakref.ref, str]] = {}
-_model_digests: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
 
 # --- the model and the chips both pages start from ---------------------------------------------
 def _switch_run(key: str) -> None:
@@ -166,164 +152,26 @@ def model_and_chips(page: str):
     return entry, run, *chip_sets
 
 
-# --- identities ------------------------------------------------------------------------------
-def chips_fingerprint(chips: ChipSet) -> str:
-    """32 hex digits naming exactly these chips (pixels, where they came from, chip/patch size).
-
-    Memoised per ChipSet object, so asking again on every rerun costs nothing.
-    """
-    key = id(chips)
-    with _lock:
-        hit = _chip_fps.get(key)
-        if hit is not None and hit[0]() is chips:
-            return hit[1]
-    h = hashlib.blake2b(digest_size=16)
-    h.update(json.dumps([chips.chip_size, chips.patch_size, chips.channels,
-                         list(chips.roi_names), len(chips)]).encode())
-    for array in (chips.labels, chips.roi_index, chips.origins):
-        h.update(np.ascontiguousarray(array).tobytes())
-    if chips.pixels is not None:  # a source with its own values (not palette RGB): they count too
-        h.update(json.dumps(list(chips.bands)).encode())
-        h.update(np.ascontiguousarray(chips.pixels).tobytes())
-    fingerprint = h.hexdigest()
-    with _lock:
-        _chip_fps[key] = (weakref.ref(chips, lambda _ref, k=key: _chip_fps.pop(k, None)), fingerprint)
-    return fingerprint
-
-
-def model_digest(model) -> str:
-    """32 hex digits naming the model's weights (memoised per model object).
-
-    A model is only handed to the pages once training has finished, so its weights no longer
-    change; a saved run and the same model still in memory have the same digest.
-    """
-    with _lock:
-        hit = _model_digests.get(model)
-    if hit is not None:
-        return hit
-    h = hashlib.blake2b(digest_size=16)
-    for name, tensor in model.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    digest = h.hexdigest()
-    with _lock:
-        _model_digests[model] = digest
-    return digest
-
-
-# --- results computed once, stored beside the run --------------------------------------------
-@dataclass
-class StoredResult:
-    value: object
-    source: str  # "memory" | "file" | "computed"
-    filename: str | None  # the file beside the run holding it (None: no saved run, or unwritable)
-
-
-def result_filename(kind: str, chips_fp: str, params: dict) -> str:
-    params_hash = hashlib.blake2b(json.dumps(params, sort_keys=True).encode(),
-                                  digest_size=3).hexdigest()
-    return f"{kind}_{chips_fp[:12]}_{params_hash}.json"
-
-
-def clear_memory() -> None:
-    """Forget in-process results (files beside runs stay)."""
-    with _lock:
-        _memory.clear()
-
-
-def _remember(key: tuple, value) -> None:
-    with _lock:
-        _memory[key] = value
-        _memory.move_to_end(key)
-        while len(_memory) > MEMORY_ENTRIES:
-            _memory.popitem(last=False)
-
-
-def stored_result(kind: str, model, chips: ChipSet, params: dict, compute: Callable[[], object],
-                  run: SavedRun | None = None) -> StoredResult:
-    """`compute()` once per (model weights, chips, params); stored beside `run` when given.
-
-    A stored file is used only if it names the same weights, chips and params, so a run that was
-    retrained under the same name, or other chips, never get someone else's numbers.
-    """
-    chips_fp, digest = chips_fingerprint(chips), model_digest(model)
-    key = (kind, digest, chips_fp, json.dumps(params, sort_keys=True))
-    filename = result_filename(kind, chips_fp, params) if run is not None else None
-    record = {"format": RESULT_FORMAT, "kind": kind, "model_digest": digest,
-              "chips_fingerprint": chips_fp, "params": params}
-
-    def write(value) -> str | None:
-        try:
-            write_run_file(run, filename, {**record, "chips": len(chips), "roi_names": chips.roi_names,
-                                           "computed_at": dt.datetime.now(dt.timezone.utc)
-                                           .isoformat(timespec="seconds"), "result": value})
-            return filename
-        except (OSError, BharatEOError):  # read-only checkpoints: still show the numbers
-            return None
-
-    with _lock:
-        value = _memory.get(key)
-        if value is not None:
-            _memory.move_to_end(key)
-    if value is not None:
-        if run is not None and not (run.path / filename).exists():
-            filename = write(value)
-        return StoredResult(value, "memory", filename)
-    if run is not None:
-        stored = read_run_file(run, filename)
-        if isinstance(stored, dict) and all(stored.get(k) == v for k, v in record.items()) \
-                and valid_result(kind, stored.get("result")):
-            _remember(key, stored["result"])
-            return StoredResult(stored["result"], "file", filename)
-    value = compute()
-    if run is not None:
-        filename = write(value)
-    _remember(key, value)
-    return StoredResult(value, "computed", filename)
-
-
-def valid_result(kind: str, value) -> bool:
-    """A stored result read back from disk has the shape the pages draw (else it is recomputed):
-    schema.StoredEvaluation, schema.RatioCurve (a curve stored before majority baselines is
-    recomputed) or schema.EmbeddingMap, by `kind`."""
-    from bharateo.schema import EmbeddingMap, RatioCurve, StoredEvaluation
-
-    shape = {"evaluation": StoredEvaluation, "ratio_curve": RatioCurve,
-             "embedding_map": EmbeddingMap}.get(kind)
-    if shape is None:
-        return False
-    try:
-        typed(shape, value, kind)
-    except BharatEOError:
-        return False
-    return True
-
-
-def _precision_param(precision: str) -> dict:
-    """A stored result's precision key: none for fp32, so results stored before precision
-    policies existed (all fp32) keep their file names and are read back, not recomputed."""
-    return {} if precision == "fp32" else {"precision": precision}
-
-
 def evaluation(model, chips: ChipSet, mask_ratio: float, run: SavedRun | None = None,
                precision: str = "fp32") -> StoredResult:
     """evaluate.evaluate (confusion, P/R/F1, masked MAE, per-class MAE) under the run's
-    `precision` (device.PRECISIONS), computed once."""
-    params = {"mask_ratio": round(float(mask_ratio), 4), "seed": ev.EVAL_MASK_SEED,
-              **_precision_param(precision)}
-    return stored_result("evaluation", model, chips, params,
-                         lambda: ev.evaluate(model, chips, params["mask_ratio"], ev.EVAL_MASK_SEED,
-                                             precision=precision), run)
+    `precision` (device.PRECISIONS), computed once, here (the pages use evaluations_or_filling)."""
+    look = looks.evaluation_look(chips, mask_ratio, precision)
+    return stored_result(look.kind, model, chips, look.params, lambda: look.compute(model), run)
 
 
 def ratio_curve(model, chips: ChipSet, run: SavedRun | None = None,
                 precision: str = "fp32") -> StoredResult:
-    """evaluate.mask_ratio_curve at 0.1 ... 0.9 under the run's `precision`, computed once."""
-    params = {"ratios": list(ev.CURVE_RATIOS), "seed": ev.EVAL_MASK_SEED,
-              **_precision_param(precision)}
-    return stored_result("ratio_curve", model, chips, params,
-                         lambda: ev.mask_ratio_curve(model, chips, ev.CURVE_RATIOS,
-                                                     ev.EVAL_MASK_SEED, precision=precision), run)
+    """evaluate.mask_ratio_curve at 0.1 ... 0.9 under the run's `precision`, computed once, here
+    (the Reconstruct page uses ratio_curve_or_filling)."""
+    look = looks.curve_look(chips, precision)
+    return stored_result(look.kind, model, chips, look.params, lambda: look.compute(model), run)
+
+
+def ratio_curve_or_filling(model, chips: ChipSet, run: SavedRun | None = None,
+                           precision: str = "fp32") -> StoredResult | looks.Filling:
+    """The stored curve, or the background Filling computing it (never computed on the page)."""
+    return looks.ready_or_fill(looks.curve_look(chips, precision), model, run)
 
 
 def evaluations(model, train: ChipSet, held: ChipSet | None, mask_ratio: float,
@@ -333,6 +181,26 @@ def evaluations(model, train: ChipSet, held: ChipSet | None, mask_ratio: float,
     splits = {"train": train, **({"held": held} if held is not None else {})}
     return {split: evaluation(model, chips, mask_ratio, run, precision)
             for split, chips in splits.items()}
+
+
+def evaluations_or_filling(model, train: ChipSet, held: ChipSet | None, mask_ratio: float,
+                           run: SavedRun | None = None, precision: str = "fp32"
+                           ) -> dict[str, StoredResult | looks.Filling]:
+    """evaluations, each either stored or being filled in the background (looks.ready_or_fill)."""
+    splits = {"train": train, **({"held": held} if held is not None else {})}
+    return {split: looks.ready_or_fill(looks.evaluation_look(chips, mask_ratio, precision), model, run)
+            for split, chips in splits.items()}
+
+
+def filling_note(what: str, tasks) -> str:
+    """A line saying `what` is being filled in and how far ('' when nothing is)."""
+    tasks = [t for t in tasks if isinstance(t, looks.Filling)]
+    if not tasks:
+        return ""
+    share = sum(t.progress for t in tasks) / len(tasks)
+    return (f"Filling in {what}: measuring the model on these chips in the background"
+            + (f" ({share:.0%} done)" if share else "") + ". It appears here by itself when "
+            "ready, and is stored beside the run, so this happens once.")
 
 
 def scored_patches(result: dict, grid_size: int) -> int:

@@ -467,6 +467,7 @@ def send_training(config, train_chips, heldout, control, send) -> None:
     last one TrainedWeights), or a TrainingFailed with the error's message. `control`: a
     TrainingControl (or a plain threading.Event that only stops, or None)."""
     from bharateo.pipeline import experiment_events
+    from bharateo.train import TrainedWeights
 
     if not isinstance(control, TrainingControl):
         stop, control = control, TrainingControl()
@@ -474,12 +475,37 @@ def send_training(config, train_chips, heldout, control, send) -> None:
     try:
         for event in experiment_events(config, train_chips, heldout, control.stop):
             event = control.adjust(event, len(train_chips))
+            if isinstance(event, TrainedWeights):  # the run's last step: what the pages read
+                send_looks(config, train_chips, heldout, event, control.stop, send)
             send(event)
             control.after(event, send)
     except BharatEOError as exc:
         send(TrainingFailed(str(exc)))
     except Exception as exc:  # shown to the user as an unexpected failure
         send(TrainingFailed(f"Training failed unexpectedly: {exc!r}"))
+
+
+def send_looks(config, train_chips, heldout, weights, stop, send) -> None:
+    """Before the weights: the curve, the evaluations and the embedding maps of the trained model
+    on its chips (bharateo/app/looks.py), as one StoredLooks event the job stores beside the run,
+    so Reconstruct, Evaluate and Inside read them at once. Skipped after a Stop; a Stop during
+    it sends what was computed. A failure here never costs the run: the pages fill in the rest."""
+    if stop.is_set():
+        return
+    from bharateo.app import looks
+    from bharateo.train import make_model
+
+    try:
+        model = make_model(config.model, config.train.seed)
+        model.load_state_dict(weights.state_dict())
+        model.band_stats = train_chips.band_stats  # as the job's own copy of the model
+        records = looks.compute_records(
+            model, looks.run_looks(train_chips, heldout, config.train.mask_ratio,
+                                   config.train.precision), stop.is_set)
+    except Exception as exc:  # noqa: BLE001  (the run is saved all the same)
+        print(f"the run's stored results were not computed: {exc!r}", file=sys.stderr)
+        return
+    send(looks.StoredLooks(records))
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ def test_results_are_stored_beside_the_run_and_reused(trained, monkeypatch):
     fps = {results.chips_fingerprint(c)[:12] for c in (trained.result.train_chips,
                                                       trained.result.heldout_chips)}
     assert {f.name.split("_")[1] for f in files} == fps
-    assert any("computed now and stored in" in c.value for c in at.caption)
+    assert any("computed earlier, stored in" in c.value for c in at.caption)  # off the page
 
     # next time (fresh server memory): read back from the files, not computed again
     train_fp = results.chips_fingerprint(trained.result.train_chips)[:12]

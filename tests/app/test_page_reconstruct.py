@@ -18,7 +18,7 @@ from bharateo.architectures import build_model
 from bharateo.chips import ChipConfig, build_chip_sets
 from bharateo.model import num_masked
 from tests.test_evaluate import model_entry, save_tiny_run, trained  # noqa: F401 (fixture)
-from tests.test_evaluate import open_page as open_insight_page
+from tests.test_evaluate import filled, open_page as open_insight_page
 
 PAGE = "pages/reconstruct.py"
 
@@ -123,7 +123,7 @@ def test_choose_chip_by_thumbnail_and_switch_to_held_out(trained):
     assert at.number_input(key="recon_chip_train").value == 3
     assert any("chip 3" in img.captions[0] for img in at.image if img.captions)
     assert panel_images(at)["target RGB"] != first
-    at.radio(key="recon_split").set_value("held").run()
+    filled(at.radio(key="recon_split").set_value("held").run())
     assert not at.exception
     assert at.number_input(key="recon_chip_held").value == 0  # other chips: from the first
     assert at.number_input(key="recon_chip_held").label == \

@@ -37,7 +37,8 @@ def session_of(tiny, precision: str) -> dict:
 
 
 @pytest.mark.parametrize("page, calls", [("pages/evaluate.py", 2),  # training and held-out chips
-                                         ("pages/reconstruct.py", 2)])  # the chip, the curve
+                                         ("pages/reconstruct.py", 3)])  # the chip (drawn
+                                         # while the curve fills in, and once it is in), the curve
 def test_results_pages_evaluate_under_the_runs_precision(trained, precisions, page, calls):
     results.clear_memory()
     open_page(page, **session_of(trained, "bf16"))
