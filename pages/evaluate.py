@@ -3,9 +3,10 @@ import streamlit as st
 
 from bharateo.app import figures
 from bharateo.app.downloads import csv_button
-from bharateo.app.results import (class_table_display, evaluations, gap_reading, held_out_by_run,
-                                  held_region_name, model_and_chips, normalised_confusion,
-                                  scored_patches)
+from bharateo.app.results import (class_table_display, clicked_cell, evaluations, gap_reading,
+                                  held_out_by_run, held_region_name, mistakes_section,
+                                  model_and_chips, new_pick, normalised_confusion, pick_patches,
+                                  scored_patches, selected_class)
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import guidance, keep_widget, page_setup, show_error
 from bharateo.errors import BharatEOError
@@ -87,11 +88,19 @@ for split, col in columns.items():
                   help=f"{plural(res['chips'], 'chip')} × {train_chips.grid_size ** 2} patches"
                        + (f", less {ignored:,} no-data patches (at least half sea or outside "
                           "coverage), which are left out of every score here" if ignored else ""))
-        st.plotly_chart(figures.confusion_heatmap(res["confusion"], normalised_confusion(res),
-                                                  normalised, title="ESA patch classification confusion"),
-                        key=f"eval_confusion_{split}")
-        st.dataframe(class_table_display(res), hide_index=True, column_config=table_format,
-                     column_order=TABLE_COLUMNS, key=f"eval_table_{split}")
+        clicked = st.plotly_chart(
+            figures.confusion_heatmap(res["confusion"], normalised_confusion(res), normalised,
+                                      title="ESA patch classification confusion"),
+            key=f"eval_confusion_{split}", on_select="rerun", selection_mode="points")
+        table = class_table_display(res)
+        row = st.dataframe(table, hide_index=True, column_config=table_format,
+                           column_order=TABLE_COLUMNS, key=f"eval_table_{split}",
+                           on_select="rerun", selection_mode="single-row")
+        seen = st.session_state.setdefault("eval_seen_picks", {})
+        if new_pick(seen, f"cell_{split}", clicked_cell(clicked)):
+            pick_patches(split, *clicked_cell(clicked))
+        if new_pick(seen, f"row_{split}", selected_class(row, table)):
+            pick_patches(split, selected_class(row, table), None)
         if absent := [r["class"] for r in res["per_class"] if not r["support"]]:
             st.caption(f"— : no score. {', '.join(absent)} had no target patches in these chips, "
                        "so their recall, F1 and MAE are not given (a share of zero patches), and "
@@ -103,6 +112,9 @@ for split, col in columns.items():
         with b:
             csv_button("per-class table (CSV)", lambda res=res: class_table(res).to_dict("records"),
                        f"per_class_{split}.csv", f"eval_table_csv_{split}")
+
+mistakes_section(model, {"train": train_chips, "held": held_chips}, results, titles, ratio,
+                 config.train.precision)
 
 st.plotly_chart(figures.per_class_mae_chart(
     {"training chips": class_mae(train_res),
