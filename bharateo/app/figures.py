@@ -68,6 +68,22 @@ def _training_traces(fig, series, color, metrics, step_keys, x: str = "epoch"):
                 mode="lines+markers", line=dict(color=color, dash=dash), name=name))
 
 
+def _change_markers(fig: go.Figure, all_series: list[dict], x: str = "epoch") -> None:
+    """A dotted vertical line, labelled, where a run's settings were changed while it was paused
+    (series["changes"]: [{"progress", "elapsed" or None, "text"}], the step it applies from).
+    On the time axis a change with no recorded time is left out."""
+    for i, series in enumerate(all_series):
+        for change in series.get("changes") or ():
+            at = change.get("progress") if x == "epoch" else change.get("elapsed")
+            if at is None:
+                continue
+            fig.add_vline(x=at, line=dict(color=RUN_COLORS[i % len(RUN_COLORS)], dash="dot",
+                                          width=1.5),
+                          annotation=dict(text=change["text"], font=dict(size=10),
+                                          textangle=-90, xanchor="right", yanchor="top"),
+                          annotation_position="top left")
+
+
 def loss_figure(all_series: list[dict], x: str = "epoch") -> go.Figure:
     """The notebook's left plot: total loss, masked SmoothL1 and weight x ESA CE per epoch (or
     over training time: x="time")."""
@@ -79,6 +95,7 @@ def loss_figure(all_series: list[dict], x: str = "epoch") -> go.Figure:
     for i, series in enumerate(all_series):
         _training_traces(fig, series, RUN_COLORS[i % len(RUN_COLORS)], metrics,
                          {"loss", "rec", "esa"}, x)
+    _change_markers(fig, all_series, x)
     return _training_layout(fig, "losses", x)
 
 
@@ -93,6 +110,7 @@ def accuracy_figure(all_series: list[dict], x: str = "epoch") -> go.Figure:
     for i, series in enumerate(all_series):
         _training_traces(fig, series, RUN_COLORS[i % len(RUN_COLORS)], metrics,
                          {"rec_mae", "esa_acc"}, x)
+    _change_markers(fig, all_series, x)
     return _training_layout(fig, "reconstruction error and ESA accuracy", x, yaxis_range=[0, 1])
 
 

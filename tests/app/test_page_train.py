@@ -605,3 +605,40 @@ def test_every_token_accounting_figure_is_short_and_exact_in_its_help(worldcover
     assert exact["token presentations"] == total and exact["masked tokens"] == masked
     assert exact["visible tokens"] == total - masked
     assert exact["masked pixel targets"] == masked * 16 * 16 > 10**9  # patches of 16 x 16 px
+
+
+def test_settings_changed_while_paused_train_from_the_next_step_and_show_on_the_chart(worldcover_dir):
+    at = train_page()
+    job = start_training(at, "changed-run", n_chips=64, batch_size=16, **SLOW)
+    assert wait_until(lambda: len(job.snapshot()["steps"]) >= 2)
+    button(at.run(), "Pause").click().run()
+    assert wait_until(lambda: job.snapshot()["paused"])
+    at.run()
+    n = len(job.snapshot()["steps"])
+    assert at.number_input(key="live_lr").value == 4e-4  # the run's own settings
+    at.number_input(key="live_mask_ratio").set_value(1.0)
+    button(at, "Apply from the next step").click().run()
+    assert any("mask ratio" in e.value.lower() for e in at.error)  # refused, in words
+    assert job.snapshot()["pending_changes"] == {}
+    at.number_input(key="live_mask_ratio").set_value(0.5)
+    at.number_input(key="live_lr").set_value(2e-3)
+    button(at, "Apply from the next step").click().run()
+    assert not at.exception and not at.error
+    assert job.snapshot()["pending_changes"] == {"lr": 2e-3, "mask_ratio": 0.5}
+    assert at.session_state["knob_lr"] == 2e-3  # the lesson link carries what the run goes on with
+    button(at, "Step").click().run()
+    assert wait_until(lambda: job.snapshot()["paused"] and len(job.snapshot()["steps"]) > n)
+    at.run()
+    assert job.snapshot()["steps"][-1]["lr"] == 2e-3  # cosine over 200 epochs: still epoch 1
+    loss_chart = json.loads(next(c for c in at.get("plotly_chart")
+                                 if "losses" in c.proto.spec).proto.spec)
+    marks = [a["text"] for a in loss_chart["layout"].get("annotations", [])]
+    assert marks == ["learning rate 0.002 · mask ratio 0.5"]
+    assert loss_chart["layout"]["shapes"][0]["x0"] == job.snapshot()["steps"][n - 1]["progress"]
+    button(at.run(), "Stop").click().run()
+    wait(job)
+    run = load_run("changed-run")
+    assert run.config["train"]["lr"] == 2e-3 and run.config["train"]["mask_ratio"] == 0.5
+    assert [c["from_step"] for c in run.config["controls"] if c["action"] == "changed"] == [n + 1]
+    params = dict(at.switch_page("app.py").run().query_params)  # app.py writes the address
+    assert params.get("lr") == "0.002" and params.get("mask_ratio") == "0.5"
