@@ -356,7 +356,7 @@ class TrainingJob:
                 self.pending_changes = {k: v for k, v in self.pending_changes.items()
                                         if v != event.changes.get(k)}
                 self.controls.append({"action": "changed", "from_step": event.global_step + 1,
-                                      "progress": round(event.progress, 6),
+                                      "progress": event.progress,
                                       "settings": dict(event.changes), "lr": event.lr,
                                       "time": round(time.time() - self.created, 3)})
             elif isinstance(event, TrainedWeights):

@@ -1,7 +1,10 @@
 """Training studio (AppTest): presets, a live run saved to disk, Stop, divergence, comparing runs,
 and several sessions sharing one server's training slots."""
 import json
+import math
 import time
+
+import pytest
 
 from streamlit.testing.v1 import AppTest
 
@@ -629,7 +632,8 @@ def test_settings_changed_while_paused_train_from_the_next_step_and_show_on_the_
     button(at, "Step").click().run()
     assert wait_until(lambda: job.snapshot()["paused"] and len(job.snapshot()["steps"]) > n)
     at.run()
-    assert job.snapshot()["steps"][-1]["lr"] == 2e-3  # cosine over 200 epochs: still epoch 1
+    last = job.snapshot()["steps"][-1]  # the new base rate, cosine over 200 epochs
+    assert last["lr"] == pytest.approx(2e-3 * (1 + math.cos(math.pi * (last["epoch"] - 1) / 200)) / 2)
     loss_chart = json.loads(next(c for c in at.get("plotly_chart")
                                  if "losses" in c.proto.spec).proto.spec)
     marks = [a["text"] for a in loss_chart["layout"].get("annotations", [])]
