@@ -231,6 +231,8 @@ def share_text(share: float) -> str:
 
 def confusion_heatmap(counts, shares, normalised: bool = False, title: str = "") -> go.Figure:
     """The notebook's ESA patch confusion matrix: rows = target class, columns = predicted.
+    A second trace, an invisible point on every cell with patches, takes clicks (Evaluate lists
+    that cell's patches, results.clicked_cell) and outlines the clicked cell.
 
     counts: C x C patch counts; shares: the same matrix row-normalised (shown as percentages).
     Cells with no patches stay blank; the hover always gives both the count and the share of the
@@ -246,8 +248,19 @@ def confusion_heatmap(counts, shares, normalised: bool = False, title: str = "")
         colorscale="Blues", zmin=0, zmax=1 if normalised else max(int(counts.max()), 1), text=text,
         texttemplate="%{text}", textfont=dict(size=11), customdata=np.dstack([counts, shares]).tolist(),
         showscale=False,  # the cells carry their numbers; the width goes to the matrix
+        hoverinfo="skip"))
+    # one invisible point per cell with patches: a heatmap takes no click selection in
+    # st.plotly_chart (on_select), a scatter point does; the clicked cell gets a square outline
+    cells = [(i, j) for i in range(counts.shape[0]) for j in range(counts.shape[1]) if counts[i, j]]
+    fig.add_trace(go.Scatter(
+        x=[CLASS_NAMES[j] for _, j in cells], y=[CLASS_NAMES[i] for i, _ in cells], mode="markers",
+        marker=dict(symbol="square-open", size=30, color="#111", opacity=0, line=dict(width=3)),
+        selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=0)),
+        customdata=[[int(counts[i, j]), float(shares[i, j])] for i, j in cells],
+        showlegend=False, name="cells",
         hovertemplate="target %{y} → predicted %{x}<br>%{customdata[0]:,} patches "
-                      "(%{customdata[1]:.0%} of the target's patches)<extra></extra>"))
+                      "(%{customdata[1]:.0%} of the target's patches)<br>click to see them"
+                      "<extra></extra>"))
     fig.update_xaxes(title="predicted", tickangle=-40)
     fig.update_yaxes(title="target", autorange="reversed")
     fig.update_layout(title=title, margin=FIGURE_MARGIN, height=470)
