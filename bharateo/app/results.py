@@ -611,6 +611,18 @@ def cell_title(target: int, predicted: int | None, count: int, support: int) -> 
     return f"{plural(count, 'patch')} of {CLASS_NAMES[target]} {what}{share}"
 
 
+def spread_over_chips(cells: np.ndarray) -> np.ndarray:
+    """confusion_cell's (chip, patch) rows reordered so a page shows many chips: each chip's
+    first listed patch (chips in order), then each chip's second, and so on (a page of one
+    chip's twelve neighbouring patches shows less than twelve chips)."""
+    if not len(cells):
+        return cells
+    chips = cells[:, 0]
+    starts = np.r_[0, np.flatnonzero(np.diff(chips)) + 1]  # rows are grouped by chip
+    rank = np.arange(len(cells)) - np.repeat(starts, np.diff(np.r_[starts, len(cells)]))
+    return cells[np.lexsort((chips, rank))]
+
+
 def patch_page(cells: np.ndarray, page: int, per_page: int = PATCHES_PER_PAGE
                ) -> tuple[np.ndarray, int, int]:
     """One page of confusion_cell's (chip, patch) rows -> (rows, page clamped to 0..pages-1,
@@ -672,7 +684,7 @@ def mistakes_section(model, chip_sets: dict, results: dict, titles: dict, mask_r
         state.show_error(exc)
         return
     targets = chips.patch_targets().numpy()
-    cells = ev.confusion_cell(targets, found["predictions"], target, predicted)
+    cells = spread_over_chips(ev.confusion_cell(targets, found["predictions"], target, predicted))
     st.markdown(f"**{cell_title(target, predicted, len(cells), int(support[target]))}** "
                 f"on the {titles[split]}.")
     if not len(cells):

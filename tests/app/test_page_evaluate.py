@@ -193,6 +193,8 @@ def test_a_heatmap_click_and_a_table_row_name_a_cell():
     assert results.new_pick(seen, "cell_train", (1, 0))
     assert not results.new_pick(seen, "cell_train", (1, 0))  # the same selection on a rerun
     assert not results.new_pick(seen, "cell_train", None)  # cleared: nothing to show
+    spread = results.spread_over_chips(np.array([[0, 1], [0, 5], [0, 9], [2, 3], [4, 0], [4, 7]]))
+    assert spread.tolist() == [[0, 1], [2, 3], [4, 0], [0, 5], [4, 7], [0, 9]]
     cells = np.arange(50).reshape(25, 2)
     rows, page, pages = results.patch_page(cells, 9)
     assert (pages, page, len(rows)) == (3, 2, 1) and rows[0].tolist() == [48, 49]
