@@ -218,8 +218,9 @@ def live_settings_form(job, snap: dict) -> None:
         for col, (name, s) in zip(cols, specs.items()):
             col.number_input(s.label, key=f"{LIVE_PREFIX}{name}", step=s.step, format=s.format,
                              help=s.range_text)
-        st.form_submit_button("Apply from the next step", on_click=apply_live_settings,
-                              args=(job,))
+        if st.form_submit_button("Apply from the next step", on_click=apply_live_settings,
+                                 args=(job,)):
+            st.rerun()  # the whole app: the knobs and the lesson link take the new values
     show_kept_error("live")
     if pending := snap.get("pending_changes"):
         labels = live_settings()
