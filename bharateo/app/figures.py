@@ -80,6 +80,7 @@ def _change_markers(fig: go.Figure, all_series: list[dict], x: str = "epoch") ->
             fig.add_vline(x=at, line=dict(color=RUN_COLORS[i % len(RUN_COLORS)], dash="dot",
                                           width=1.5),
                           annotation=dict(text=change["text"], font=dict(size=10),
+                                          bgcolor="rgba(255,255,255,0.8)",
                                           textangle=-90, xanchor="right", yanchor="top"),
                           annotation_position="top left")
 

@@ -399,8 +399,10 @@ def change_marks(controls, steps: list[dict] = ()) -> list[dict]:
         if not (isinstance(c, dict) and c.get("action") == "changed" and is_number(c.get("progress"))
                 and isinstance(c.get("settings"), dict) and is_int(c.get("from_step"))):
             continue
-        text = " · ".join(f"{labels.get(k, k)} {v:g}" if is_number(v) else f"{labels.get(k, k)} {v}"
-                          for k, v in c["settings"].items() if k in labels)
+        # only declared live settings with numbers: a saved config.json is not trusted, and
+        # plotly annotations read HTML (a link) in their text
+        text = " · ".join(f"{labels[k]} {v:g}" for k, v in c["settings"].items()
+                          if k in labels and is_number(v))
         before = by_step.get(c["from_step"] - 1)
         marks.append({"progress": float(c["progress"]), "text": text,
                       "elapsed": before["elapsed"] if before else None})

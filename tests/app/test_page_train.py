@@ -646,3 +646,17 @@ def test_settings_changed_while_paused_train_from_the_next_step_and_show_on_the_
     assert [c["from_step"] for c in run.config["controls"] if c["action"] == "changed"] == [n + 1]
     params = dict(at.switch_page("app.py").run().query_params)  # app.py writes the address
     assert params.get("lr") == "0.002" and params.get("mask_ratio") == "0.5"
+
+
+def test_change_marks_read_only_numbers_of_live_settings_from_a_saved_config():
+    from bharateo.app.train import change_marks
+
+    controls = [{"action": "paused", "after_step": 3},
+                {"action": "changed", "from_step": 4, "progress": 0.75, "lr": 2e-3,
+                 "settings": {"lr": 2e-3, "embed_dim": 64, "mask_ratio": "<a href='x'>0.5</a>"}},
+                {"action": "changed", "from_step": "4", "progress": 0.75, "settings": {}},
+                "junk"]
+    steps = [{"global_step": 3, "elapsed": 1.5}]
+    assert change_marks(controls, steps) == [{"progress": 0.75, "text": "learning rate 0.002",
+                                              "elapsed": 1.5}]
+    assert change_marks(None) == [] and change_marks({"a": 1}) == []
