@@ -608,7 +608,7 @@ def cell_title(target: int, predicted: int | None, count: int, support: int) -> 
     if predicted == target:
         what = "were named correctly"
     share = f" ({count / support:.0%} of {CLASS_NAMES[target]}'s {support:,} patches)" if support else ""
-    return f"{plural(count, 'patch')} of {CLASS_NAMES[target]} {what}{share}"
+    return f"{plural(count, 'patch', 'patches')} of {CLASS_NAMES[target]} {what}{share}"
 
 
 def spread_over_chips(cells: np.ndarray) -> np.ndarray:

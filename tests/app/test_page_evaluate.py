@@ -200,6 +200,10 @@ def test_a_heatmap_click_and_a_table_row_name_a_cell():
     assert (pages, page, len(rows)) == (3, 2, 1) and rows[0].tolist() == [48, 49]
 
 
+def patches(n: int) -> str:
+    return f"{n:,} patch" if n == 1 else f"{n:,} patches"
+
+
 def test_a_picked_cell_shows_exactly_its_patches_a_page_at_a_time(trained):
     at = open_page(**session_with(trained, None))
     train = trained.result.train_chips
@@ -212,7 +216,7 @@ def test_a_picked_cell_shows_exactly_its_patches_a_page_at_a_time(trained):
     at.selectbox(key="eval_mistake_predicted").set_value(names[b]).run()
     assert not at.exception
     title = [m.value for m in at.markdown if "patch" in m.value and names[a] in m.value]
-    assert title and title[0].startswith(f"**{int(confusion[a, b]):,} patch")
+    assert title and title[0].startswith(f"**{patches(int(confusion[a, b]))} of")
     shown = [c.value for c in at.caption if c.value.startswith("chip ")]
     assert len(shown) == min(int(confusion[a, b]), results.PATCHES_PER_PAGE)
     assert all(s.endswith(f"{names[a]} called {names[b]}") for s in shown)
@@ -220,7 +224,7 @@ def test_a_picked_cell_shows_exactly_its_patches_a_page_at_a_time(trained):
     at.selectbox(key="eval_mistake_predicted").set_value(results.MISSES).run()
     misses = int(confusion[a].sum() - confusion[a, a])
     title = [m.value for m in at.markdown if "its misses" in m.value]
-    assert title and title[0].startswith(f"**{misses:,} patch")
+    assert title and title[0].startswith(f"**{patches(misses)} of")
     if misses > results.PATCHES_PER_PAGE:
         pages = -(-misses // results.PATCHES_PER_PAGE)
         at.number_input(key="eval_mistake_page").set_value(pages).run()
