@@ -3,10 +3,9 @@ import streamlit as st
 
 from bharateo.app import figures
 from bharateo.app.downloads import csv_button
-from bharateo.app.results import (class_table_display, clicked_cell, evaluations, gap_reading,
+from bharateo.app.results import (class_table_display, evaluations, follow_clicks, gap_reading,
                                   held_out_by_run, held_region_name, mistakes_section,
-                                  model_and_chips, new_pick, normalised_confusion, pick_patches,
-                                  scored_patches, selected_class)
+                                  model_and_chips, normalised_confusion, scored_patches)
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import guidance, keep_widget, page_setup, show_error
 from bharateo.errors import BharatEOError
@@ -96,11 +95,7 @@ for split, col in columns.items():
         row = st.dataframe(table, hide_index=True, column_config=table_format,
                            column_order=TABLE_COLUMNS, key=f"eval_table_{split}",
                            on_select="rerun", selection_mode="single-row")
-        seen = st.session_state.setdefault("eval_seen_picks", {})
-        if new_pick(seen, f"cell_{split}", clicked_cell(clicked)):
-            pick_patches(split, *clicked_cell(clicked))
-        if new_pick(seen, f"row_{split}", selected_class(row, table)):
-            pick_patches(split, selected_class(row, table), None)
+        follow_clicks(split, clicked, row, table)  # a clicked cell or row: its patches below
         if absent := [r["class"] for r in res["per_class"] if not r["support"]]:
             st.caption(f"— : no score. {', '.join(absent)} had no target patches in these chips, "
                        "so their recall, F1 and MAE are not given (a share of zero patches), and "

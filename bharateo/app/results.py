@@ -10,9 +10,11 @@
   mask-ratio curve are stored beside a saved run (runs.write_run_file, file name carrying a
   fingerprint of the chips) and kept in a small in-process memo so a rerun costs nothing,
 - the per-class table, and a plain-language reading of the gap between training chips and the
-  held-out region (the reconstruction panels are drawn in bharateo/app/pictures.py).
+  held-out region (the reconstruction panels are drawn in bharateo/app/pictures.py),
+- Evaluate's patch viewer: the patches behind a clicked confusion cell or table row.
 
-Only the model-and-chips step draws (Streamlit); everything else is testable directly.
+Only the model-and-chips step and the patch viewer draw (Streamlit); the click handling and
+everything else are testable directly.
 """
 from __future__ import annotations
 
@@ -644,6 +646,17 @@ def pick_patches(split: str, target: int, predicted: int | None) -> None:
     st.session_state[keys["target"]] = CLASS_NAMES[target]
     st.session_state[keys["predicted"]] = MISSES if predicted is None else CLASS_NAMES[predicted]
     st.session_state[keys["page"]] = 1
+
+
+def follow_clicks(split: str, chart_event, table_event, table: pd.DataFrame) -> None:
+    """Point the patch viewer at a cell just clicked in `split`'s confusion matrix, or at the
+    misses of a row just picked in its per-class table (pick_patches); a selection already seen
+    on an earlier rerun is left alone (new_pick). Call before mistakes_section."""
+    seen = st.session_state.setdefault("eval_seen_picks", {})
+    if new_pick(seen, f"cell_{split}", cell := clicked_cell(chart_event)):
+        pick_patches(split, *cell)
+    if new_pick(seen, f"row_{split}", k := selected_class(table_event, table)):
+        pick_patches(split, k, None)
 
 
 def mistakes_section(model, chip_sets: dict, results: dict, titles: dict, mask_ratio: float,

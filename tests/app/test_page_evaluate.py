@@ -231,3 +231,22 @@ def test_a_picked_cell_shows_exactly_its_patches_a_page_at_a_time(trained):
         shown = [c.value for c in at.caption if c.value.startswith("chip ")]
         assert len(shown) == misses - (pages - 1) * results.PATCHES_PER_PAGE
     assert not at.exception
+
+
+def test_a_new_click_moves_the_patch_viewer_and_an_old_one_does_not(monkeypatch):
+    import pandas as pd
+    from bharateo.worldcover import CLASS_NAMES
+
+    state = {}
+    monkeypatch.setattr(results.st, "session_state", state)
+    table = pd.DataFrame({"class": list(CLASS_NAMES)})
+    click = {"selection": {"points": [{"x": "tree", "y": "water"}]}}
+    results.follow_clicks("held", click, {"selection": {"rows": []}}, table)
+    assert (state["eval_mistake_split"], state["eval_mistake_target"],
+            state["eval_mistake_predicted"]) == ("held", "water", "tree")
+    state["eval_mistake_predicted"] = results.MISSES  # the viewer's own choice
+    results.follow_clicks("held", click, {"selection": {"rows": []}}, table)  # a rerun
+    assert state["eval_mistake_predicted"] == results.MISSES
+    results.follow_clicks("held", click, {"selection": {"rows": [2]}}, table)  # a table row
+    assert (state["eval_mistake_target"], state["eval_mistake_predicted"]) == (
+        CLASS_NAMES[2], results.MISSES)
