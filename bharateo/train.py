@@ -44,7 +44,8 @@ class TrainConfig:
     the CLI's flags and validate() are built from these lines."""
 
     lr: float = setting(4e-4, label="learning rate", low=1e-6, high=10.0, bounds=(0, None),
-                        strict=True, live=True, step=1e-4, format="%.1e", widget="number", group="Optimiser",
+                        strict=True, live=True, step=1e-4, format="%.1e", widget="number",
+                        group="Optimiser",
                         help="at 0 the model never changes, below 1e-6 hardly; the notebook uses 4e-4")
     weight_decay: float = setting(0.05, label="weight decay", low=0.0, high=1.0, bounds=(0, None),
                                   step=0.01, live=True, widget="number", group="Optimiser",
@@ -59,7 +60,8 @@ class TrainConfig:
                            help="cosine learning-rate decay over the epochs (the notebook's), "
                                 "else a constant rate")
     mask_ratio: float = setting(0.75, label="mask ratio", low=0.05, high=0.95, bounds=(0, 1),
-                                strict=True, live=True, step=0.05, widget="slider", group="Objective",
+                                strict=True, live=True, step=0.05, widget="slider",
+                                group="Objective",
                                 commands=("evaluate", "tokens"),
                                 help="share of each chip's patches hidden; at 0 there is nothing "
                                      "to reconstruct, at 1 nothing to see")
