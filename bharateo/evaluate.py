@@ -45,7 +45,8 @@ def check_compatible(model: TinyRGBMAE, chips: ChipSet) -> None:
 
 def masked_batches(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float, seed: int,
                    batch_size: int = 128, indices: Sequence[int] | None = None,
-                   precision: str = "fp32") -> Iterator[tuple[torch.Tensor, ...]]:
+                   precision: str = "fp32",
+                   masks: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
     """The one seeded-mask evaluation loop: for each batch of `batch_size` chips (all of them,
     or `indices` in that order), yields (tokens B x N x T, targets B x N int64, mask B x N bool,
     pred B x N x T, logits B x N x K), all on the model's device, in eval mode, without grad.
@@ -53,6 +54,9 @@ def masked_batches(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float, seed: i
     Masks come from one CPU torch.Generator seeded with `seed`, drawn batch after batch, so the
     same chips, ratio and seed give the same masks on every device. The forward pass runs under
     `autocast(device, precision)`. The model's train/eval mode is restored afterwards.
+    `masks`: masks drawn before (len(order) x N bool, in the order of `indices`), used instead of
+    drawing: e.g. one chip's mask from a whole evaluation (predict's), which a fresh draw for that
+    chip alone would not give (the draw depends on the chip's place in its batch).
     Raises ConfigError for a mask ratio outside (0, 1) or an unknown precision.
     """
     check_mask_ratio(mask_ratio)
@@ -65,7 +69,8 @@ def masked_batches(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float, seed: i
         for start in range(0, len(order), batch_size):
             idx = slice(start, start + batch_size) if indices is None else order[start:start + batch_size]
             tokens, targets = tokens_for(model, chips, idx), chips.patch_targets(idx)
-            mask = random_patch_mask(len(tokens), tokens.shape[1], mask_ratio, generator)
+            mask = (random_patch_mask(len(tokens), tokens.shape[1], mask_ratio, generator)
+                    if masks is None else masks[start:start + batch_size].to(torch.bool))
             tokens, targets, mask = tokens.to(device), targets.to(device), mask.to(device)
             with torch.no_grad(), autocast(device, precision):
                 pred, logits = model(tokens, mask)
@@ -84,6 +89,39 @@ def predict(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float, seed: int = EV
                                             precision=precision):
         preds.append(p.cpu()), logits.append(lg.cpu()), masks.append(mask.cpu())
     return torch.cat(preds), torch.cat(logits), torch.cat(masks)
+
+
+def patch_predictions(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float,
+                      seed: int = EVAL_MASK_SEED, precision: str = "fp32"
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """-> (predicted class K x N int64, mask K x N bool) for every patch of every chip, under the
+    very masks `evaluate` draws with the same ratio and seed (predict), so the patches listed by
+    confusion_cell are exactly the ones its confusion matrix counts. Raises ConfigError as predict."""
+    _, logits, mask = predict(model, chips, mask_ratio, seed, precision=precision)
+    return logits.argmax(-1).numpy().astype(np.int64), mask.numpy()
+
+
+def confusion_cell(targets: np.ndarray, predictions: np.ndarray, target: int,
+                   predicted: int | None = None) -> np.ndarray:
+    """The patches behind one confusion-matrix cell: M x 2 int64 rows (chip, patch), chip by chip
+    and patch by patch (row-major within the chip's G x G grid).
+
+    `targets`, `predictions`: K x N class ids (chips.patch_targets(), patch_predictions); no-data
+    targets (IGNORE_INDEX) never match. `predicted` None: the class's misses (target `target`,
+    predicted any other class), i.e. its row of the matrix less the diagonal.
+    Raises ConfigError for a class id outside 0..NUM_CLASSES-1 or mismatched shapes.
+    """
+    targets, predictions = np.asarray(targets), np.asarray(predictions)
+    if targets.shape != predictions.shape or targets.ndim != 2:
+        raise ConfigError(f"Targets {targets.shape} and predictions {predictions.shape} must both "
+                          "be chips x patches.")
+    for name, k in (("target", target), ("predicted", predicted)):
+        if k is not None and not (isinstance(k, (int, np.integer)) and 0 <= k < NUM_CLASSES):
+            raise ConfigError(f"The {name} class must be a class number from 0 to "
+                              f"{NUM_CLASSES - 1}, not {k!r}.")
+    hit = targets == target
+    hit &= (predictions != target) if predicted is None else (predictions == predicted)
+    return np.argwhere(hit).astype(np.int64)
 
 
 def confusion_matrix(targets: np.ndarray, predictions: np.ndarray,
@@ -521,12 +559,17 @@ MASK_GREY = np.full(3, MASK_GREY_VALUE)  # the same grey as a palette-RGB colour
 
 
 def reconstruct_chip(model: TinyRGBMAE, chips: ChipSet, index: int, mask_ratio: float,
-                     seed: int = EVAL_MASK_SEED, precision: str = "fp32") -> ChipReconstruction:
+                     seed: int = EVAL_MASK_SEED, precision: str = "fp32",
+                     mask: np.ndarray | None = None) -> ChipReconstruction:
     """Mask chip `index` at `mask_ratio` (seeded: the first mask `seed` draws) and reconstruct it.
+    `mask`: the chip's N (or G x G) bool mask to use instead, e.g. its mask in a whole evaluation
+    (patch_predictions), so the picture shows what that evaluation scored.
     Raises ConfigError when the run can't read these chips or the mask ratio is not in (0, 1)."""
     check_compatible(model, chips)
     g, p, c = chips.grid_size, chips.patch_size, chips.channels
-    (batch,) = masked_batches(model, chips, mask_ratio, seed, indices=[index], precision=precision)
+    given = None if mask is None else torch.as_tensor(np.asarray(mask, dtype=bool).reshape(1, g * g))
+    (batch,) = masked_batches(model, chips, mask_ratio, seed, indices=[index], precision=precision,
+                              masks=given)
     tokens, _, mask, pred_tokens, logits = (t.cpu() for t in batch)
     grid_mask = mask.reshape(g, g).numpy()
     pixel_mask = np.kron(grid_mask, np.ones((p, p), dtype=bool))

@@ -22,7 +22,8 @@ from bharateo.sources import PIXEL_SOURCES, pixel_source
 from bharateo.tokens import token_accounting
 from bharateo.evaluate import baseline_margin, majority_baseline, quality, verdict
 from bharateo.train import (HELDOUT_MASK_SEED, StepMetrics, TrainConfig, TrainedWeights, TrainingEnd,
-                            make_model, masked_scores, train, training_support)
+                            changed_config, make_model, masked_scores, train,
+                            training_support, SettingsChanged)
 from bharateo.worldcover import DataSource
 
 
@@ -277,17 +278,22 @@ def saved_as_message(requested: str | None, saved: str) -> str:
 
 def experiment_events(config: RunConfig, train_chips: ChipSet, heldout: ChipSet | None = None,
                       stop: threading.Event | None = None, model: TinyRGBMAE | None = None,
-                      ranks=None):
+                      ranks=None, changes=None):
     """The one experiment loop: train `model` (default: a fresh one seeded with
     config.train.seed) on the chips with config.train; yields every StepMetrics, EpochMetrics and
     TrainingEnd of train.train, then one TrainedWeights (the weights and metrics.json's metrics,
     final_metrics). Raises ConfigError (bad settings, a missing device) before the first step.
     `ranks`: a distributed.RankGroup under torchrun (train.train's); then only rank 0 yields
-    TrainedWeights (it alone evaluates and saves)."""
+    TrainedWeights (it alone evaluates and saves).
+    `changes`: train.train's (settings changed while paused); the final metrics are computed
+    with the settings as they ended (e.g. the last mask ratio)."""
     model = model if model is not None else make_model(config.model, config.train.seed)
     end = None
-    for event in train(model, train_chips, config.train, heldout, stop, ranks=ranks):
+    for event in train(model, train_chips, config.train, heldout, stop, ranks=ranks,
+                       changes=changes):
         end = event if isinstance(event, TrainingEnd) else end
+        if isinstance(event, SettingsChanged):
+            config = replace(config, train=changed_config(config.train, event.changes))
         yield event
     if ranks is None or ranks.rank == 0:
         yield TrainedWeights.of(model, final_metrics(model, config, end, train_chips, heldout))

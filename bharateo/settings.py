@@ -68,6 +68,7 @@ class Setting:
     aliases: tuple = ()  # other spellings of the flag (`--model` for `--arch`)
     commands: tuple = ()  # (subcommand, its flag) for each subcommand besides train taking it
     format: str | None = None  # printf format of a typed field, e.g. "%.1e"
+    live: bool = False  # may change while a training is paused (train.changed_config)
 
     @property
     def whole(self) -> bool:
@@ -101,8 +102,12 @@ class Setting:
 def setting(default, *, label: str, help: str, low=None, high=None, bounds=None,
             strict: bool = False, step=None, choices=None, options=None, widget: str | None = None,
             group: str | None = None, flag: str | bool = True, aliases=(), commands=(),
-            format: str | None = None):
+            format: str | None = None, live: bool = False):
     """A dataclass field declaring one hyperparameter (see the module docstring).
+
+    `live`: the setting may change while a training is paused and the training goes on with it
+    (train.changed_config): only settings that change neither the model's shape nor the run's
+    step plan (epochs, batch size, seed) may.
 
     `choices` may be a zero-argument function (a registry read when the settings are listed,
     e.g. the model variants). `flag`: True for `--<name-with-dashes>`, False for none (fields
@@ -121,7 +126,7 @@ def setting(default, *, label: str, help: str, low=None, high=None, bounds=None,
                 step=step, choices=choices, options=tuple(options) if options else None,
                 widget=widget, group=group, flag=flag, aliases=tuple(aliases),
                 commands=tuple(commands.items() if isinstance(commands, dict) else
-                               ((c, True) for c in commands)), format=format)
+                               ((c, True) for c in commands)), format=format, live=live)
     return field(default=default, metadata={_KEY: meta})
 
 

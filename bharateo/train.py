@@ -12,7 +12,7 @@ import io
 import math
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -46,10 +46,11 @@ class TrainConfig:
     the CLI's flags and validate() are built from these lines."""
 
     lr: float = setting(4e-4, label="learning rate", low=1e-6, high=10.0, bounds=(0, None),
-                        strict=True, step=1e-4, format="%.1e", widget="number", group="Optimiser",
+                        strict=True, live=True, step=1e-4, format="%.1e", widget="number",
+                        group="Optimiser",
                         help="at 0 the model never changes, below 1e-6 hardly; the notebook uses 4e-4")
     weight_decay: float = setting(0.05, label="weight decay", low=0.0, high=1.0, bounds=(0, None),
-                                  step=0.01, widget="number", group="Optimiser",
+                                  step=0.01, live=True, widget="number", group="Optimiser",
                                   help="AdamW's decay is a share from 0 to 1 (the notebook uses 0.05)")
     epochs: int = setting(20, label="epochs", low=1, high=500, bounds=(1, MAX_EPOCHS), step=1,
                           widget="number", group="Optimiser", commands=("tokens",),
@@ -61,12 +62,13 @@ class TrainConfig:
                            help="cosine learning-rate decay over the epochs (the notebook's), "
                                 "else a constant rate")
     mask_ratio: float = setting(0.75, label="mask ratio", low=0.05, high=0.95, bounds=(0, 1),
-                                strict=True, step=0.05, widget="slider", group="Objective",
+                                strict=True, live=True, step=0.05, widget="slider",
+                                group="Objective",
                                 commands=("evaluate", "tokens"),
                                 help="share of each chip's patches hidden; at 0 there is nothing "
                                      "to reconstruct, at 1 nothing to see")
     patch_loss_weight: float = setting(0.2, label="patch-loss weight", low=0.0, high=2.0,
-                                       bounds=(0, None), step=0.05, widget="slider",
+                                       bounds=(0, None), live=True, step=0.05, widget="slider",
                                        group="Objective",
                                        help="weight of the ESA patch-class loss beside the pixel "
                                             "loss (the notebook uses 0.2)")
@@ -197,6 +199,74 @@ class TrainingPaused:
     commands: int = 0
 
 
+@dataclass
+class SettingsChanged:
+    """Yielded by train() when settings changed while it was paused (its `changes` callable
+    returned some) take effect: from optimiser step `global_step` + 1 on (epoch `epoch`), which
+    sits at `progress` on the epoch axis (StepMetrics.progress of the step before). `changes`:
+    setting name -> new value (live settings only, changed_config); `lr`: the optimiser's
+    learning rate from that step on (the new base rate with the cosine schedule applied)."""
+
+    global_step: int
+    epoch: int
+    progress: float
+    changes: dict
+    lr: float
+
+
+def live_settings() -> dict[str, str]:
+    """The training settings that may change while a training is paused, name -> label (those
+    declared live=True: learning rate, weight decay, mask ratio, patch-loss weight)."""
+    from bharateo.settings import settings_of
+
+    return {s.name: s.label for s in settings_of(TrainConfig) if s.live}
+
+
+def changed_config(config: TrainConfig, changes: dict) -> TrainConfig:
+    """`config` with `changes` (setting name -> new value) for a paused training to go on with.
+
+    Raises ConfigError, in words: for a setting that changes the model's shape (a ModelConfig
+    field: the weights could not be kept), one fixed once training started (epochs, batch size,
+    seed, schedule, device, precision: the run's step plan and draws), an unknown name, or a value
+    its declaration refuses (TrainConfig.validate)."""
+    from bharateo.settings import settings_of
+
+    live = live_settings()
+    labels = {s.name: s.label for cls in (TrainConfig, ModelConfig) for s in settings_of(cls)}
+    allowed = ", ".join(live.values())
+    for name in changes:
+        label = labels.get(name, name)
+        if name in {s.name for s in settings_of(ModelConfig)}:
+            raise ConfigError(f"'{label}' changes the model's shape, so it can't change in a paused "
+                              f"training (the trained weights would not fit). While paused you can "
+                              f"change {allowed}; for another {label}, stop and train a new run.")
+        if name not in live:
+            raise ConfigError(f"'{label}' is fixed once a training has started (it sets the run's "
+                              f"steps or random draws). While paused you can change {allowed}; "
+                              f"for another {label}, stop and train a new run." if name in labels
+                              else f"There is no training setting '{name}'. While paused you can "
+                                   f"change {allowed}.")
+    return replace(config, **changes).validate()
+
+
+def _apply_changes(config: TrainConfig, changes: dict, optimizer, scheduler
+                   ) -> tuple[TrainConfig, float]:
+    """changed_config, and the optimiser set to it from the next step: every param group's
+    weight decay, and its learning rate as the new base rate under the schedule so far (the
+    cosine factor of the epochs done, CosineAnnealingLR's closed form with eta_min 0, whose
+    recursive update then goes on from there). -> (new config, learning rate from now on)."""
+    config = changed_config(config, changes)
+    factor = 1.0
+    if scheduler is not None:
+        factor = (1 + math.cos(math.pi * scheduler.last_epoch / scheduler.T_max)) / 2
+        scheduler.base_lrs = [config.lr for _ in scheduler.base_lrs]
+    for group in optimizer.param_groups:
+        group["initial_lr"] = config.lr
+        group["lr"] = config.lr * factor
+        group["weight_decay"] = config.weight_decay
+    return config, optimizer.param_groups[0]["lr"]
+
+
 def make_model(model_config: ModelConfig, seed: int) -> nn.Module:
     """A freshly initialised model; the same seed always gives the same weights."""
     torch.manual_seed(seed)
@@ -284,7 +354,7 @@ def masked_metrics(model: TinyRGBMAE, chips: ChipSet, mask_ratio: float, seed: i
 
 
 def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipSet | None = None,
-          stop: threading.Event | None = None, ranks=None):
+          stop: threading.Event | None = None, ranks=None, changes=None):
     """Train `model` on `chips`; yields StepMetrics after every step, EpochMetrics after every
     epoch, and finally one TrainingEnd. The model keeps the weights of the last good step.
 
@@ -294,6 +364,10 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
     gets the global batch's numbers back (so every event, and every divergence decision, is the
     same on all ranks and the same as one process's up to float rounding); held-out metrics are
     computed on rank 0 only.
+    `changes`: None, or a callable the loop asks before every optimiser step for settings changed
+    meanwhile (e.g. while its consumer paused): a dict of live settings (changed_config), or an
+    empty one / None. Changes go into the optimiser and the mask draws from that step on, and
+    one SettingsChanged is yielded before it; a refused change raises ConfigError.
 
     Diverged: a NaN/inf loss, or one over BLOW_UP_FACTOR x the first step's (at lr = 1 AdamW
     throws the loss from ~0.8 to ~50 without ever reaching NaN).
@@ -347,6 +421,10 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
                 yield TrainingEnd("stopped", f"Stopped by you during epoch {epoch}.",
                                   epoch - 1, history)
                 return
+            if changes is not None and (asked := changes()):
+                config, lr = _apply_changes(config, dict(asked), optimizer, scheduler)
+                yield SettingsChanged(global_step, epoch, epoch - 1 + (step - 1) / steps_per_epoch,
+                                      dict(asked), lr)
             step_start = time.perf_counter()
             idx = order[(step - 1) * config.batch_size: step * config.batch_size]
             mask = random_patch_mask(len(idx), n_patches, config.mask_ratio, generator).to(device)

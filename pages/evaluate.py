@@ -5,9 +5,10 @@ from bharateo.app import figures
 from bharateo.app.downloads import csv_button
 from bharateo.app.looks import Filling
 from bharateo.app.results import (baseline_delta, class_table_display, evaluations_or_filling,
-                                  filling_note, gap_reading, held_out_by_run, held_region_name,
-                                  model_and_chips, normalised_confusion, score_percent,
-                                  scored_patches, VERDICT_WORDS)
+                                  filling_note, follow_clicks, gap_reading, held_out_by_run,
+                                  held_region_name, mistakes_section, model_and_chips,
+                                  normalised_confusion, score_percent, scored_patches,
+                                  VERDICT_WORDS)
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import guidance, keep_widget, page_setup, show_error
 from bharateo.errors import BharatEOError
@@ -110,11 +111,15 @@ for split, col in columns.items():
                   help=f"{plural(res['chips'], 'chip')} × {train_chips.grid_size ** 2} patches"
                        + (f", less {ignored:,} no-data patches (at least half sea or outside "
                           "coverage), which are left out of every score here" if ignored else ""))
-        st.plotly_chart(figures.confusion_heatmap(res["confusion"], normalised_confusion(res),
-                                                  normalised, title="ESA patch classification confusion"),
-                        key=f"eval_confusion_{split}")
-        st.dataframe(class_table_display(res), hide_index=True, column_config=table_format,
-                     column_order=TABLE_COLUMNS, key=f"eval_table_{split}")
+        clicked = st.plotly_chart(
+            figures.confusion_heatmap(res["confusion"], normalised_confusion(res), normalised,
+                                      title="ESA patch classification confusion"),
+            key=f"eval_confusion_{split}", on_select="rerun", selection_mode="points")
+        table = class_table_display(res)
+        row = st.dataframe(table, hide_index=True, column_config=table_format,
+                           column_order=TABLE_COLUMNS, key=f"eval_table_{split}",
+                           on_select="rerun", selection_mode="single-row")
+        follow_clicks(split, clicked, row, table)  # a clicked cell or row: its patches below
         if absent := [r["class"] for r in res["per_class"] if not r["support"]]:
             st.caption(f"— : no score. {', '.join(absent)} had no target patches in these chips, "
                        "so their recall, F1 and MAE are not given (a share of zero patches), and "
@@ -126,6 +131,9 @@ for split, col in columns.items():
         with b:
             csv_button("per-class table (CSV)", lambda res=res: class_table(res).to_dict("records"),
                        f"per_class_{split}.csv", f"eval_table_csv_{split}")
+
+mistakes_section(model, {"train": train_chips, "held": held_chips}, results, titles, ratio,
+                 config.train.precision)
 
 st.plotly_chart(figures.per_class_mae_chart(
     {"training chips": class_mae(train_res),

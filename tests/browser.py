@@ -273,6 +273,24 @@ def plot_point_position(page, trace_type: str, index: int, scope: str = MAIN) ->
     return float(x), float(y)
 
 
+def heatmap_cell(page, key: str) -> tuple[int, int, float, float]:
+    """The biggest off-diagonal cell of the heatmap in the element with class st-key-`key`:
+    (row, column, page x, page y) of its centre, from plotly's own axes (category axes place
+    category i at linear position i)."""
+    row, col, x, y = page.evaluate(
+        """(key) => {
+            const gd = document.querySelector('.st-key-' + key + ' .js-plotly-plot');
+            const z = gd._fullData[0].z;
+            let best = [-1, 0, 0];
+            z.forEach((r, i) => r.forEach((v, j) => { if (i !== j && v > best[0]) best = [v, i, j]; }));
+            const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+            const box = gd.getBoundingClientRect();
+            return [best[1], best[2], box.left + xa._offset + xa.l2p(best[2]),
+                    box.top + ya._offset + ya.l2p(best[1])];
+        }""", key)
+    return int(row), int(col), float(x), float(y)
+
+
 def dataframe_cells(page, scope: str = MAIN) -> list[str]:
     """The text of every cell of every st.dataframe under `scope` (glide's accessible table)."""
     return page.locator(f'{scope} [data-testid="stDataFrame"] td, '

@@ -398,8 +398,6 @@ def open_page(page: str, fill: bool = True, **state):
     them and run the page again, as its polling fragment would (a visitor a moment later)."""
     from streamlit.testing.v1 import AppTest
 
-    from bharateo.app import looks
-
     at = AppTest.from_file("../app.py", default_timeout=90)
     for key, value in state.items():
         at.session_state[key] = value
@@ -474,3 +472,37 @@ def test_every_evaluation_and_curve_row_carries_its_baselines(trained):
     rec = ev.reconstruct_chip(trained.result.model, trained.result.train_chips, 0, 0.75)
     assert rec.quality["majority_accuracy"] is not None and rec.quality["accuracy"] == \
         pytest.approx(rec.patch_acc)
+
+
+def test_confusion_cell_lists_exactly_the_patches_its_matrix_counts(trained):
+    """Every cell (target A, predicted B) of Evaluate's matrix lists exactly as many patches as
+    the cell counts, each with that target and prediction; a class's misses are its row less
+    the diagonal; the reconstruction of a listed chip uses that evaluation's mask."""
+    model, chips = trained.result.model, trained.result.train_chips
+    ratio = TINY_CONFIG.train.mask_ratio
+    result = ev.evaluate(model, chips, ratio)
+    predictions, masks = ev.patch_predictions(model, chips, ratio)
+    targets = chips.patch_targets().numpy()
+    confusion = np.asarray(result["confusion"])
+    assert confusion.sum() > 0 and (confusion - np.diag(np.diag(confusion))).sum() > 0
+    for a in range(NUM_CLASSES):
+        for b in range(NUM_CLASSES):
+            cell = ev.confusion_cell(targets, predictions, a, b)
+            assert len(cell) == confusion[a, b]
+            assert all(targets[k, n] == a and predictions[k, n] == b for k, n in cell)
+        misses = ev.confusion_cell(targets, predictions, a)
+        assert len(misses) == confusion[a].sum() - confusion[a, a]
+        assert all(predictions[k, n] != a for k, n in misses)
+    # the listed chip's picture is masked as that evaluation masked it (not a fresh draw)
+    k = int(np.argwhere(masks.any(axis=1))[-1, 0])
+    rec = ev.reconstruct_chip(model, chips, k, ratio, mask=masks[k])
+    assert np.array_equal(rec.mask.ravel(), masks[k])
+    assert np.array_equal(rec.patch_prediction.ravel(), predictions[k])
+
+
+def test_confusion_cell_refuses_bad_classes_in_words():
+    t = np.zeros((2, 4), dtype=np.int64)
+    with pytest.raises(ConfigError, match="class number from 0"):
+        ev.confusion_cell(t, t, NUM_CLASSES, 0)
+    with pytest.raises(ConfigError, match="chips x patches"):
+        ev.confusion_cell(t, t[:1], 0, 0)

@@ -91,6 +91,23 @@ def _training_traces(fig, series, color, metrics, step_keys, x: str = "epoch"):
                 mode="lines+markers", line=dict(color=color, dash=dash), name=name))
 
 
+def _change_markers(fig: go.Figure, all_series: list[dict], x: str = "epoch") -> None:
+    """A dotted vertical line, labelled, where a run's settings were changed while it was paused
+    (series["changes"]: [{"progress", "elapsed" or None, "text"}], the step it applies from).
+    On the time axis a change with no recorded time is left out."""
+    for i, series in enumerate(all_series):
+        for change in series.get("changes") or ():
+            at = change.get("progress") if x == "epoch" else change.get("elapsed")
+            if at is None:
+                continue
+            fig.add_vline(x=at, line=dict(color=RUN_COLORS[i % len(RUN_COLORS)], dash="dot",
+                                          width=1.5),
+                          annotation=dict(text=change["text"], font=dict(size=10),
+                                          bgcolor="rgba(255,255,255,0.8)",
+                                          textangle=-90, xanchor="right", yanchor="top"),
+                          annotation_position="top left")
+
+
 def loss_figure(all_series: list[dict], x: str = "epoch") -> go.Figure:
     """The notebook's left plot: total loss, masked SmoothL1 and weight x ESA CE per epoch (or
     over training time: x="time")."""
@@ -102,6 +119,7 @@ def loss_figure(all_series: list[dict], x: str = "epoch") -> go.Figure:
     for i, series in enumerate(all_series):
         _training_traces(fig, series, RUN_COLORS[i % len(RUN_COLORS)], metrics,
                          {"loss", "rec", "esa"}, x)
+    _change_markers(fig, all_series, x)
     return _training_layout(fig, "losses", x)
 
 
@@ -120,6 +138,7 @@ def accuracy_figure(all_series: list[dict], x: str = "epoch") -> go.Figure:
         color = RUN_COLORS[i % len(RUN_COLORS)]
         _training_traces(fig, series, color, metrics, {"rec_mae", "esa_acc"}, x)
         _baseline_traces(fig, series, color, x)
+    _change_markers(fig, all_series, x)
     return _training_layout(fig, "reconstruction error and ESA accuracy", x, yaxis_range=[0, 1])
 
 
@@ -288,6 +307,8 @@ def share_text(share: float) -> str:
 
 def confusion_heatmap(counts, shares, normalised: bool = False, title: str = "") -> go.Figure:
     """The notebook's ESA patch confusion matrix: rows = target class, columns = predicted.
+    A second trace, an invisible point on every cell with patches, takes clicks (Evaluate lists
+    that cell's patches, results.clicked_cell) and outlines the clicked cell.
 
     counts: C x C patch counts; shares: the same matrix row-normalised (shown as percentages).
     Cells with no patches stay blank; the hover always gives both the count and the share of the
@@ -303,8 +324,19 @@ def confusion_heatmap(counts, shares, normalised: bool = False, title: str = "")
         colorscale="Blues", zmin=0, zmax=1 if normalised else max(int(counts.max()), 1), text=text,
         texttemplate="%{text}", textfont=dict(size=11), customdata=np.dstack([counts, shares]).tolist(),
         showscale=False,  # the cells carry their numbers; the width goes to the matrix
+        hoverinfo="skip"))
+    # one invisible point per cell with patches: a heatmap takes no click selection in
+    # st.plotly_chart (on_select), a scatter point does; the clicked cell gets a square outline
+    cells = [(i, j) for i in range(counts.shape[0]) for j in range(counts.shape[1]) if counts[i, j]]
+    fig.add_trace(go.Scatter(
+        x=[CLASS_NAMES[j] for _, j in cells], y=[CLASS_NAMES[i] for i, _ in cells], mode="markers",
+        marker=dict(symbol="square-open", size=30, color="#111", opacity=0, line=dict(width=3)),
+        selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=0)),
+        customdata=[[int(counts[i, j]), float(shares[i, j])] for i, j in cells],
+        showlegend=False, name="cells",
         hovertemplate="target %{y} → predicted %{x}<br>%{customdata[0]:,} patches "
-                      "(%{customdata[1]:.0%} of the target's patches)<extra></extra>"))
+                     "(%{customdata[1]:.0%} of the target's patches)<br>click to see them"
+                     "<extra></extra>"))
     fig.update_xaxes(title="predicted", tickangle=CLASS_TICK_ANGLE, automargin=True)
     fig.update_yaxes(title="target", autorange="reversed", automargin=True)
     fig.update_layout(title=figure_title(title), margin=FIGURE_MARGIN, height=470)

@@ -22,7 +22,10 @@ chart stays and nothing about the training changes. A paused worker is waiting, 
 watchdog leaves it alone; a closed browser or Stop still ends it, saved like any stopped run. A
 paused training keeps its slot, so its pause counts toward BHARATEO_MAX_TRAINING_S. Every
 control and pause is logged (`controls`, saved in config.json), so a run's record says how it
-was stepped.
+was stepped. While paused, the live settings (learning rate, weight decay, mask ratio, patch-loss
+weight: train.live_settings) can be changed (change_settings); the training goes on with them
+from its next step, each change is logged with that step ("changed"), and the run is saved
+with the settings as they ended.
 """
 from __future__ import annotations
 
@@ -36,12 +39,12 @@ from bharateo.app import looks
 from bharateo.app.looks import StoredLooks
 from bharateo.app.worker import WorkerRun, keep_spare_worker
 from bharateo.chips import build_chip_sets
-from bharateo.errors import BharatEOError
+from bharateo.errors import BharatEOError, ConfigError
 from bharateo.pipeline import ExperimentResult, RunConfig, renamed, save_experiment
 from bharateo.runs import load_run, release_run_name
 from bharateo.sources import DEFAULT_SOURCE, pixel_source
-from bharateo.train import (EpochMetrics, StepMetrics, TrainedWeights, TrainingEnd,
-                            TrainingPaused, make_model)
+from bharateo.train import (EpochMetrics, SettingsChanged, StepMetrics, TrainedWeights,
+                            TrainingEnd, TrainingPaused, changed_config, make_model)
 from bharateo.words import plural
 
 log = logging.getLogger(__name__)
@@ -173,6 +176,7 @@ class TrainingJob:
         self.paused = False  # the worker is waiting (a TrainingPaused came, no command since)
         self.control_state = "running"  # running | pausing | paused | stepping
         self.controls: list[dict] = []  # pause/resume/step commands and pauses, in order
+        self.pending_changes: dict = {}  # settings changed while paused, not yet trained with
         self._early: list[str] = []  # commands given before the worker started
         self._commands_sent = 0
         self._gone_since: float | None = None
@@ -203,6 +207,20 @@ class TrainingJob:
         if unit not in ("step", "epoch"):
             raise ValueError(f"step unit must be 'step' or 'epoch', not {unit!r}")
         self._command(unit, "stepping")
+
+    def change_settings(self, values: dict) -> dict:
+        """Change live settings (name -> value) of this paused training: it goes on with them from
+        its next optimiser step (Resume or Step). -> the settings still waiting for that step.
+        Raises ConfigError, in words, when the training is not paused, or for a setting that
+        can't change while paused or a value out of its range (train.changed_config)."""
+        with self._lock:
+            if self.done or self._stop.is_set() or not self.paused or self.worker is None:
+                raise ConfigError("Settings change only while the training is paused: press "
+                                  "Pause, change them, then Resume or Step.")
+            changed_config(self.config.train, {**self.pending_changes, **values})  # or raises
+            self.pending_changes = {**self.pending_changes, **values}
+            self.worker.change(dict(values))
+            return dict(self.pending_changes)
 
     def _command(self, command: str, state: str) -> None:
         with self._lock:
@@ -338,6 +356,15 @@ class TrainingJob:
                     self.paused, self.control_state = True, "paused"
             elif isinstance(event, StoredLooks):  # stored beside the run once it is saved
                 self.stored_looks = event.records
+            elif isinstance(event, SettingsChanged):  # the run goes on (and is saved) with them
+                self.config = replace(self.config,
+                                      train=changed_config(self.config.train, event.changes))
+                self.pending_changes = {k: v for k, v in self.pending_changes.items()
+                                        if v != event.changes.get(k)}
+                self.controls.append({"action": "changed", "from_step": event.global_step + 1,
+                                      "progress": event.progress,
+                                      "settings": dict(event.changes), "lr": event.lr,
+                                      "time": round(time.time() - self.created, 3)})
             elif isinstance(event, TrainedWeights):
                 self.model.load_state_dict(event.state_dict())
                 return True
@@ -357,6 +384,7 @@ class TrainingJob:
                     "started_at": self.started_at, "config": self.config,
                     "stop_reason": self.stop_reason, "paused": self.paused,
                     "control_state": self.control_state, "controls": list(self.controls),
+                    "pending_changes": dict(self.pending_changes),
                     "stopping": self._stop.is_set() and not self.done}  # Stop asked, not ended
 
 

@@ -423,3 +423,30 @@ def attention_grid_pictures(chips: ChipSet, index: int, maps: AttentionMaps, que
                             f"{name} · head {h + 1}: this layer never sees a hidden patch"))
         rows.append(row)
     return rows
+
+
+# --- one patch the model got wrong (Evaluate) -------------------------------------------------
+def outlined(image: np.ndarray, cells: int, cell: int, side: int) -> np.ndarray:
+    """An H x W x 3 chip picture (floats in [0, 1] or uint8) enlarged to about `side` px with
+    patch `cell` (row-major in a cells x cells grid) outlined: black inside white, so the outline
+    shows on dark water and on no-data black alike."""
+    image = upscale(to_uint8(image), max(1, side // image.shape[0]))
+    h, w = image.shape[:2]
+    r, c = divmod(int(cell), cells)
+    r0, r1 = r * h // cells, (r + 1) * h // cells - 1
+    c0, c1 = c * w // cells, (c + 1) * w // cells - 1
+    out = image.copy()
+    for t, colour in ((0, (255, 255, 255)), (1, (0, 0, 0)), (2, (0, 0, 0)), (3, (255, 255, 255))):
+        a0, a1, b0, b1 = max(r0 - 2 + t, 0), min(r1 + 2 - t, h - 1), max(c0 - 2 + t, 0), min(c1 + 2 - t, w - 1)
+        out[a0, b0:b1 + 1] = out[a1, b0:b1 + 1] = colour
+        out[a0:a1 + 1, b0] = out[a0:a1 + 1, b1] = colour
+    return out
+
+
+def mistake_pictures(rec: ChipReconstruction, patch: int, side: int = 160
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(the chip as the model's input shows it, the model's reconstruction + visible patches),
+    both about `side` px with patch `patch` outlined (outlined). `rec`: reconstruct_chip under
+    the evaluation's mask, so a hidden patch is painted by the model in the second picture."""
+    g = rec.mask.shape[0]
+    return outlined(rec.target, g, patch, side), outlined(rec.composite, g, patch, side)

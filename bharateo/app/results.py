@@ -11,9 +11,11 @@
   page: by the training worker as a run's last step, else in the background while the page
   draws (bharateo/app/looks.py; the pages call the *_or_filling functions and poll),
 - the per-class table, and a plain-language reading of the gap between training chips and the
-  held-out region (the reconstruction panels are drawn in bharateo/app/pictures.py).
+  held-out region (the reconstruction panels are drawn in bharateo/app/pictures.py),
+- Evaluate's patch viewer: the patches behind a clicked confusion cell or table row.
 
-Only the model-and-chips step draws (Streamlit); everything else is testable directly.
+Only the model-and-chips step and the patch viewer draw (Streamlit); the click handling and
+everything else are testable directly.
 """
 from __future__ import annotations
 
@@ -446,3 +448,191 @@ def _biggest_recall_drop(train: dict, held: dict, min_support: int = 20):
             if drop > 0.10 and (best is None or drop > best[0]):
                 best = (drop, a["class"], a["recall"], b["recall"])
     return None if best is None else best[1:]
+
+
+# --- Evaluate: click a mistake, see its patches ----------------------------------------------
+PATCHES_PER_PAGE = 12  # patches shown at once under the confusion matrix
+ANY_OTHER = None  # "predicted" of a class's misses: any class but its own
+
+
+def patch_predictions(model, chips: ChipSet, mask_ratio: float,
+                      precision: str = "fp32") -> StoredResult:
+    """evaluate.patch_predictions (every patch's predicted class and mask, under the seeded masks
+    of the evaluation the matrix counts), computed once per model, chips and ratio and kept in
+    memory only (the pictures need the model anyway): {"predictions": K x N, "mask": K x N}."""
+    params = {"mask_ratio": round(float(mask_ratio), 4), "seed": ev.EVAL_MASK_SEED,
+              **_precision_param(precision)}
+
+    def compute():
+        predictions, mask = ev.patch_predictions(model, chips, params["mask_ratio"],
+                                                 ev.EVAL_MASK_SEED, precision)
+        return {"predictions": predictions, "mask": mask}
+
+    return stored_result("patch_predictions", model, chips, params, compute)
+
+
+def clicked_cell(event) -> tuple[int, int] | None:
+    """A click on the confusion heatmap (st.plotly_chart's selection state, or its "selection"
+    part) -> (target class, predicted class), or None when no cell is selected or the point
+    names no class. Heatmap points carry x = predicted and y = target class names
+    (figures.confusion_heatmap)."""
+    try:
+        selection = event.get("selection", event) if hasattr(event, "get") else None
+        points = (selection or {}).get("points") or []
+        point = points[-1]
+        target, predicted = point.get("y"), point.get("x")
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return None
+    if target in CLASS_NAMES and predicted in CLASS_NAMES:
+        return CLASS_NAMES.index(target), CLASS_NAMES.index(predicted)
+    return None
+
+
+def selected_class(event, table: pd.DataFrame) -> int | None:
+    """A row picked in the per-class table (st.dataframe's selection state) -> its class id, or
+    None when no row (or an unknown one) is selected."""
+    try:
+        selection = event.get("selection", event) if hasattr(event, "get") else None
+        rows = (selection or {}).get("rows") or []
+        name = table["class"].iloc[int(rows[-1])]
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return None
+    return CLASS_NAMES.index(name) if name in CLASS_NAMES else None
+
+
+def new_pick(seen: dict, source: str, pick) -> bool:
+    """True when `source`'s pick (a chart cell or a table row) differs from the one seen on the
+    previous rerun, recording it in `seen`. A selection stays in Streamlit's state across
+    reruns: only a new one should move the patch viewer, never undo the viewer's own choices."""
+    if seen.get(source) == pick:
+        return False
+    seen[source] = pick
+    return pick is not None
+
+
+def cell_title(target: int, predicted: int | None, count: int, support: int) -> str:
+    """'37 patches of water were called tree (12% of water's 310 patches)'; predicted None:
+    the class's misses."""
+    what = (f"were called {CLASS_NAMES[predicted]}" if predicted is not None
+            else "were called another class (its misses)")
+    if predicted == target:
+        what = "were named correctly"
+    share = f" ({count / support:.0%} of {CLASS_NAMES[target]}'s {support:,} patches)" if support else ""
+    return f"{plural(count, 'patch', 'patches')} of {CLASS_NAMES[target]} {what}{share}"
+
+
+def spread_over_chips(cells: np.ndarray) -> np.ndarray:
+    """confusion_cell's (chip, patch) rows reordered so a page shows many chips: each chip's
+    first listed patch (chips in order), then each chip's second, and so on (a page of one
+    chip's twelve neighbouring patches shows less than twelve chips)."""
+    if not len(cells):
+        return cells
+    chips = cells[:, 0]
+    starts = np.r_[0, np.flatnonzero(np.diff(chips)) + 1]  # rows are grouped by chip
+    rank = np.arange(len(cells)) - np.repeat(starts, np.diff(np.r_[starts, len(cells)]))
+    return cells[np.lexsort((chips, rank))]
+
+
+def patch_page(cells: np.ndarray, page: int, per_page: int = PATCHES_PER_PAGE
+               ) -> tuple[np.ndarray, int, int]:
+    """One page of confusion_cell's (chip, patch) rows -> (rows, page clamped to 0..pages-1,
+    pages, at least 1)."""
+    pages = max(1, -(-len(cells) // per_page))
+    page = min(max(int(page), 0), pages - 1)
+    return cells[page * per_page:(page + 1) * per_page], page, pages
+
+
+MISSES = "any other class (its misses)"
+_MISTAKE_KEYS = {k: f"eval_mistake_{k}" for k in ("split", "target", "predicted", "page")}
+
+
+def pick_patches(split: str, target: int, predicted: int | None) -> None:
+    """Point the patch viewer at a cell (target, predicted; predicted None: the class's misses)
+    of `split`'s matrix, on its first page. Call before mistakes_section draws its widgets."""
+    keys = _MISTAKE_KEYS
+    st.session_state[keys["split"]] = split
+    st.session_state[keys["target"]] = CLASS_NAMES[target]
+    st.session_state[keys["predicted"]] = MISSES if predicted is None else CLASS_NAMES[predicted]
+    st.session_state[keys["page"]] = 1
+
+
+def follow_clicks(split: str, chart_event, table_event, table: pd.DataFrame) -> None:
+    """Point the patch viewer at a cell just clicked in `split`'s confusion matrix, or at the
+    misses of a row just picked in its per-class table (pick_patches); a selection already seen
+    on an earlier rerun is left alone (new_pick). Call before mistakes_section."""
+    seen = st.session_state.setdefault("eval_seen_picks", {})
+    if new_pick(seen, f"cell_{split}", cell := clicked_cell(chart_event)):
+        pick_patches(split, *cell)
+    if new_pick(seen, f"row_{split}", k := selected_class(table_event, table)):
+        pick_patches(split, k, None)
+
+
+def mistakes_section(model, chip_sets: dict, results: dict, titles: dict, mask_ratio: float,
+                     precision: str = "fp32") -> None:
+    """Evaluate's patch viewer: the patches behind one confusion cell (or one class's misses),
+    PATCHES_PER_PAGE at a time, each in its chip with the patch outlined and the model's
+    reconstruction beside it, under the evaluation's own masks. Chosen with the selectboxes, or
+    by clicking a matrix cell / a table row (pick_patches)."""
+    from bharateo.app import pictures
+
+    keys = _MISTAKE_KEYS
+    st.subheader("See the patches behind a cell")
+    st.caption("Click a cell of a confusion matrix (or a class's row in its table, for all its "
+               "misses), or choose below: each patch is shown in its chip, outlined, with the "
+               "model's reconstruction beside it.")
+    splits = [s for s in ("train", "held") if s in results and chip_sets.get(s) is not None]
+    for key, default in ((keys["split"], "train"), (keys["target"], None),
+                         (keys["predicted"], MISSES), (keys["page"], 1)):
+        state.keep_widget(key, default)
+    if st.session_state.get(keys["split"]) not in splits:
+        st.session_state[keys["split"]] = splits[0]
+    c1, c2, c3 = st.columns(3)
+    split = c1.selectbox("Chips", splits, key=keys["split"], format_func=lambda s: titles[s])
+    res, chips = results[split].value, chip_sets[split]
+    support = np.asarray(res["confusion"]).sum(axis=1)
+    present = [CLASS_NAMES[k] for k in range(NUM_CLASSES) if support[k]]
+    if st.session_state.get(keys["target"]) not in present:
+        errors = np.asarray(res["confusion"]).sum(axis=1) - np.diag(np.asarray(res["confusion"]))
+        st.session_state[keys["target"]] = CLASS_NAMES[int(errors.argmax())]
+    target_name = c2.selectbox("Target class", present, key=keys["target"])
+    predicted_name = c3.selectbox("Predicted class", [MISSES, *CLASS_NAMES], key=keys["predicted"])
+    target = CLASS_NAMES.index(target_name)
+    predicted = None if predicted_name == MISSES else CLASS_NAMES.index(predicted_name)
+    try:
+        with st.spinner("Finding the patches…"):
+            found = patch_predictions(model, chips, mask_ratio, precision).value
+    except BharatEOError as exc:
+        state.show_error(exc)
+        return
+    targets = chips.patch_targets().numpy()
+    cells = spread_over_chips(ev.confusion_cell(targets, found["predictions"], target, predicted))
+    st.markdown(f"**{cell_title(target, predicted, len(cells), int(support[target]))}** "
+                f"on the {titles[split]}.")
+    if not len(cells):
+        st.info("No patches here: pick another cell.")
+        return
+    pages = max(1, -(-len(cells) // PATCHES_PER_PAGE))
+    if not 1 <= int(st.session_state.get(keys["page"]) or 1) <= pages:
+        st.session_state[keys["page"]] = 1  # another cell, fewer pages
+    if pages > 1:
+        st.number_input(f"Page (of {pages}, {PATCHES_PER_PAGE} patches each)", 1, pages,
+                        key=keys["page"])
+    shown, page, _ = patch_page(cells, int(st.session_state.get(keys["page"]) or 1) - 1)
+    st.caption(f"Patches {page * PATCHES_PER_PAGE + 1}–{page * PATCHES_PER_PAGE + len(shown)} of "
+               f"{len(cells):,}. Left: the chip, the patch outlined. Right: the model's "
+               "reconstruction (hidden patches painted by the model, visible ones as they were).")
+    recs = {}
+    columns = st.columns(3)
+    g = chips.grid_size
+    for n, (k, patch) in enumerate(shown):
+        k, patch = int(k), int(patch)
+        if k not in recs:
+            recs[k] = ev.reconstruct_chip(model, chips, k, mask_ratio, precision=precision,
+                                          mask=found["mask"][k])
+        chip_img, rec_img = pictures.mistake_pictures(recs[k], patch)
+        hidden = "hidden" if found["mask"][k, patch] else "visible"
+        said = CLASS_NAMES[int(found["predictions"][k, patch])]
+        with columns[n % 3]:
+            st.image([chip_img, rec_img], width=150)
+            st.caption(f"chip {k}, patch row {patch // g + 1} col {patch % g + 1} ({hidden}): "
+                       f"{CLASS_NAMES[target]} called {said}")

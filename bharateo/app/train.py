@@ -15,7 +15,7 @@ import streamlit as st
 
 from bharateo.app import teacher
 from bharateo.app.figures import accuracy_figure, loss_figure
-from bharateo.app.state import clear_error, keep_error, use_trained_model
+from bharateo.app.state import clear_error, keep_error, show_kept_error, use_trained_model
 from bharateo.architectures import MODELS, model_class
 from bharateo.chips import ChipConfig
 from bharateo.device import native_bf16
@@ -26,7 +26,7 @@ from bharateo.pipeline import (HOLDOUT_KNOBS, PRESETS, SECTIONS, RunConfig, knob
                                knob_problems, knob_settings, knobs_from_config, renamed,
                                save_experiment, saved_as_message, split_quality)
 from bharateo.runs import DamagedRun, ReservedName, SavedRun, reserve_run_name
-from bharateo.schema import is_number, number_text
+from bharateo.schema import is_int, is_number, number_text
 from bharateo.settings import Setting, rebuilt
 from bharateo.words import plural
 
@@ -167,7 +167,78 @@ def save_job_again(job) -> str:
     return path.name
 
 
-def draw_progress(snap: dict, requested_name: str | None = None) -> None:
+LIVE_PREFIX = "live_"  # session keys of the paused training's settings form
+
+
+def live_values(snap: dict) -> dict:
+    """The live settings a paused training goes on with: its config's, then the changes waiting
+    for its next step (name -> value)."""
+    from bharateo.train import live_settings
+
+    train = snap["config"].train
+    return {name: snap.get("pending_changes", {}).get(name, getattr(train, name))
+            for name in live_settings()}
+
+
+def apply_live_settings(job) -> None:
+    """Form callback: send the settings changed in the paused-training form to the job
+    (jobs.TrainingJob.change_settings), and make them the Train knobs too, so the lesson link
+    and the next training carry the settings this run goes on with. A refusal is kept under
+    "live" and shown in words; nothing is sent then."""
+    clear_error("live")
+    state = st.session_state
+    now = live_values(job.snapshot())
+    asked = {name: state.get(f"{LIVE_PREFIX}{name}", value) for name, value in now.items()}
+    changes = {k: float(v) for k, v in asked.items() if is_number(v) and v != now[k]}
+    if not changes:
+        return
+    try:
+        job.change_settings(changes)
+    except BharatEOError as exc:
+        keep_error("live", exc)
+        return
+    for name, value in changes.items():
+        state[f"knob_{name}"] = value
+    state["train_knobs"] = {**(state.get("train_knobs") or {}), **changes}
+
+
+def live_settings_form(job, snap: dict) -> None:
+    """While a training is paused: its live settings (train.live_settings), to change before
+    Resume or Step; the model's shape and the run's step plan stay as they are."""
+    from bharateo.settings import settings_of
+    from bharateo.train import TrainConfig, live_settings
+
+    state = st.session_state
+    now = live_values(snap)
+    for name, value in now.items():
+        state.setdefault(f"{LIVE_PREFIX}{name}", value)
+    specs = {s.name: s for s in settings_of(TrainConfig) if s.name in live_settings()}
+    with st.form("live_settings_form", border=True):
+        st.markdown("**Change settings while paused**")
+        cols = st.columns(len(specs))
+        for col, (name, s) in zip(cols, specs.items()):
+            col.number_input(s.label, key=f"{LIVE_PREFIX}{name}", step=s.step, format=s.format,
+                             help=s.range_text)
+        if st.form_submit_button("Apply from the next step", on_click=apply_live_settings,
+                                 args=(job,)):
+            st.rerun()  # the whole app: the knobs and the lesson link take the new values
+    show_kept_error("live")
+    if pending := snap.get("pending_changes"):
+        labels = live_settings()
+        st.caption("Waiting for the next step (Resume or Step): " + " · ".join(
+            f"{labels[k]} {v:g}" for k, v in pending.items()))
+    st.caption("The model's shape (embed dim, depth, heads, …), epochs, batch size and seed "
+               "can't change in a paused run: for other values, stop and train a new run. "
+               "Each change is marked on the charts and saved with the run.")
+
+
+def forget_live_form() -> None:
+    """Once the training runs on: the next pause's form starts from the run's values."""
+    for key in [k for k in st.session_state if str(k).startswith(LIVE_PREFIX)]:
+        del st.session_state[key]
+
+
+def draw_progress(snap: dict, requested_name: str | None = None, job=None) -> None:
     """The Train page's view of a training (TrainingJob.snapshot()): its queue place, a progress
     bar with ETA and chips/s, how it ended and under which name it was saved, and its live loss
     and accuracy charts. `requested_name`: the name asked for, when the run went under another."""
@@ -188,6 +259,8 @@ def draw_progress(snap: dict, requested_name: str | None = None) -> None:
             st.info(f"Paused {where}. Resume goes on from here; Step trains one more step (one "
                     "batch) and Step epoch to the end of this epoch, then pause again. Stop saves "
                     "the run.", icon=":material/pause:")
+            if job is not None:
+                live_settings_form(job, snap)
         else:
             st.info(("Pausing" if snap["control_state"] == "pausing" else "Stepping") +
                     f" {where}…", icon=":material/hourglass_top:")
@@ -267,7 +340,10 @@ def live_progress(job) -> None:
     """draw_progress of a running job, redrawn every second on its own (a fragment)."""
     if job.done:
         st.rerun(scope="app")  # once: refresh the runs table and the sidebar
-    draw_progress(job.snapshot(), job.requested_name)
+    snap = job.snapshot()
+    if snap.get("control_state") != "paused":
+        forget_live_form()
+    draw_progress(snap, job.requested_name, job)
 
 
 def save_again(job) -> None:
@@ -305,8 +381,33 @@ def eta_seconds(steps: list[dict], epochs: int, window: int = 20) -> float | Non
 
 
 def series_from_job(snapshot: dict, label: str) -> dict:
-    return {"label": label, "steps": snapshot["steps"], "epochs": snapshot["epochs"],
-            "patch_loss_weight": snapshot["config"].train.patch_loss_weight}
+    steps = snapshot["steps"]
+    return {"label": label, "steps": steps, "epochs": snapshot["epochs"],
+            "patch_loss_weight": snapshot["config"].train.patch_loss_weight,
+            "changes": change_marks(snapshot["controls"], steps)}
+
+
+def change_marks(controls, steps: list[dict] = ()) -> list[dict]:
+    """The settings changes logged in a run's `controls` (jobs.TrainingJob: action "changed")
+    as chart marks: [{"progress": epoch axis, "elapsed": s of the step before (None when the
+    steps are not known), "text": "learning rate 0.002 · mask ratio 0.5"}]. Anything malformed
+    in a saved config.json is skipped."""
+    from bharateo.train import live_settings
+
+    labels, marks = live_settings(), []
+    by_step = {s["global_step"]: s for s in steps}
+    for c in controls if isinstance(controls, list) else ():
+        if not (isinstance(c, dict) and c.get("action") == "changed" and is_number(c.get("progress"))
+                and isinstance(c.get("settings"), dict) and is_int(c.get("from_step"))):
+            continue
+        # only declared live settings with numbers: a saved config.json is not trusted, and
+        # plotly annotations read HTML (a link) in their text
+        text = " · ".join(f"{labels[k]} {v:g}" for k, v in c["settings"].items()
+                          if k in labels and is_number(v))
+        before = by_step.get(c["from_step"] - 1)
+        marks.append({"progress": float(c["progress"]), "text": text,
+                      "elapsed": before["elapsed"] if before else None})
+    return marks
 
 
 def run_chips_per_s(run: SavedRun) -> float | None:
@@ -327,7 +428,8 @@ def run_variant(run: SavedRun) -> str:
 def series_from_run(run: SavedRun) -> dict:
     """A saved run for the compare charts (its variant and speed are in compare_table)."""
     return {"label": run.name, "steps": [], "epochs": run.history,
-            "patch_loss_weight": run.config["train"]["patch_loss_weight"]}
+            "patch_loss_weight": run.config["train"]["patch_loss_weight"],
+            "changes": change_marks(run.config.get("controls"))}
 
 
 def compare_table(runs: list[SavedRun]) -> pd.DataFrame:

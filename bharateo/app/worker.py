@@ -11,7 +11,9 @@ weights and final metrics), or a TrainingFailed. Each goes as (time.monotonic() 
 one clock for every process of a machine, so the app tells an event sent before it asked to stop
 (still in the pipe or its queue) from an answer. Lines on stdin after the job control it between
 steps: "stop"; "pause"; "resume"; "step" (one more optimiser step, then pause) and "epoch" (to
-the end of the current epoch, then pause). Pausing is done here, in the consumer of the loop: not
+the end of the current epoch, then pause); "set <JSON object>" (live settings changed while
+paused, e.g. {"lr": 0.001}: the loop reads them before its next step, train.train's `changes`).
+Pausing is done here, in the consumer of the loop: not
 pulling its next event is a pause, so the training itself stays bit-identical; each pause is
 announced with a TrainingPaused event. stdin closing (the app went away) stops it, paused or not.
 
@@ -28,6 +30,7 @@ SIGKILL after a grace, which also ends a worker stopped with SIGSTOP).
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import queue
@@ -280,6 +283,18 @@ class WorkerRun:
             else:
                 self._pending.append(command)
 
+    def change(self, settings: dict) -> None:
+        """Send live settings (name -> number, checked by the caller with train.changed_config)
+        for the training to go on with from its next step; ignored once stopping."""
+        line = SET + json.dumps(settings, allow_nan=False)
+        with self._lock:
+            if self.stopping:
+                return
+            if self._sent:
+                self._write(line)
+            else:
+                self._pending.append(line)
+
     def next_event(self, timeout: float):
         """The worker's next event (StepMetrics, EpochMetrics, TrainingEnd, then TrainedWeights),
         or None if none came within `timeout` s. A TrainingFailed and a worker that died are
@@ -374,6 +389,8 @@ def run_one_job(calibrating: bool = False) -> None:
 
 
 COMMANDS = ("stop", "pause", "resume", "step", "epoch")
+SET = "set "  # a line "set {...}": settings changed while paused
+MAX_SET_CHARS = 4096  # a longer "set" line is not the app's: ignored
 
 
 class TrainingControl:
@@ -398,9 +415,20 @@ class TrainingControl:
         self.commands = 0  # pause/resume/step commands received
         self._paused_in: dict[int, float] = {}  # epoch -> seconds paused inside its timing
         self._paused_by_end_of: dict[int, float] = {}  # epoch -> paused_s when it ended
+        self._changes: dict = {}  # settings changed while paused, not yet read by the loop
 
     def command(self, name: str) -> None:
-        """Apply one command (unknown text is ignored: the app is the only writer)."""
+        """Apply one command (unknown text is ignored: the app is the only writer). "set {...}"
+        keeps the settings for take_changes (a later value of a setting replaces an earlier)."""
+        if name.startswith(SET):
+            try:
+                settings = json.loads(name[len(SET):]) if len(name) <= MAX_SET_CHARS else None
+            except ValueError:
+                settings = None
+            if isinstance(settings, dict) and all(isinstance(k, str) for k in settings):
+                with self._cond:
+                    self._changes.update(settings)
+            return
         with self._cond:
             self.commands += name in COMMANDS[1:]
             if name == "stop":
@@ -412,6 +440,13 @@ class TrainingControl:
             elif name in ("step", "epoch"):
                 self._paused, self._until, self._by = False, name, name
             self._cond.notify_all()
+
+    def take_changes(self) -> dict:
+        """The settings changed since the last call (train.train asks before every step), then
+        forgotten: {} when none."""
+        with self._cond:
+            changes, self._changes = self._changes, {}
+        return changes
 
     def after(self, event, send) -> None:
         """Called after each event of train.train; blocks while paused (see the class)."""
@@ -473,7 +508,8 @@ def send_training(config, train_chips, heldout, control, send) -> None:
         stop, control = control, TrainingControl()
         control.stop = stop if stop is not None else control.stop
     try:
-        for event in experiment_events(config, train_chips, heldout, control.stop):
+        for event in experiment_events(config, train_chips, heldout, control.stop,
+                                       changes=control.take_changes):
             event = control.adjust(event, len(train_chips))
             if isinstance(event, TrainedWeights):  # the run's last step: what the pages read
                 send_looks(config, train_chips, heldout, event, control.stop, send)

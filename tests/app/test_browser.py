@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bharateo.worldcover import SAMPLE_TILES, bundled_tile_path
+from bharateo.worldcover import CLASS_NAMES, SAMPLE_TILES, bundled_tile_path
 from tests import browser as b
 from tests.s2_fixtures import SCENE_DIR, sahara_labels, scene_folder
 
@@ -336,6 +336,19 @@ def evaluate(page, shots):
     assert {"class", "precision", "recall", "F1"} <= set(headers), headers
     page.locator(f'{b.MAIN} [data-testid="stMetric"]', has_text="Patch accuracy").first.wait_for()
     b.screenshot(page, shots, "evaluate", height=1700)
+    # click a mistake, see it: the biggest off-diagonal cell of the training chips' matrix
+    chart = ".st-key-eval_confusion_train"
+    b.scroll_to(page, chart)
+    row, col, x, y = b.heatmap_cell(page, "eval_confusion_train")
+    page.mouse.click(x, y)
+    target, predicted = CLASS_NAMES[row], CLASS_NAMES[col]
+    title = page.locator(f"{b.MAIN} p", has_text=f"of {target} were called {predicted}")
+    title.first.wait_for(timeout=60_000)
+    b.settle(page, "Evaluate, a clicked cell")
+    viewer = f'{b.MAIN} [data-testid="stImage"] img'
+    b.wait_images_loaded(page, viewer, 2)
+    b.scroll_to(page, ".st-key-eval_mistake_split")
+    b.screenshot(page, shots, "evaluate_patches", height=1300)
 
 
 def knob_value(page, label: str) -> str:

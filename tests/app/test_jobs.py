@@ -506,3 +506,43 @@ def test_the_spare_worker_times_this_machine_then_trains_as_before(isolated_env,
     assert job.worker.process is spare and job.status == "finished", job.error
     worker.keep_spare_worker()  # the next spare: measured already, so it doesn't time again
     assert getattr(worker._spare, "calibration_reader", None) is None
+
+
+def test_a_paused_run_resumed_with_a_new_learning_rate_trains_with_it_and_logs_it(monkeypatch):
+    """Pause, change the learning rate and mask ratio, Step: that step runs at the new rate (the
+    optimiser's, as StepMetrics reports it), the change is logged with its step in config.json
+    and the run is saved with the settings as they ended. A shape-changing setting is refused
+    while paused, and any change while running, in words."""
+    from bharateo.errors import ConfigError
+
+    monkeypatch.setenv("BHARATEO_STALL_S", "30")
+    cfg = config(epochs=500)
+    cfg = replace(cfg, train=replace(cfg.train, cosine=False))  # the new rate, unscheduled
+    job = jobs.TrainingJob(cfg, ROIS, "changed", queue=jobs.TrainingQueue()).start()
+    wait_until(lambda: len(job.snapshot()["steps"]) > 1)
+    with pytest.raises(ConfigError, match="only while the training is paused"):
+        job.change_settings({"lr": 1e-3})
+    job.pause()
+    n = len(paused_after(job, 2)["steps"])
+    with pytest.raises(ConfigError, match="changes the model's shape"):
+        job.change_settings({"embed_dim": 64})
+    with pytest.raises(ConfigError, match="(?i)learning rate must be"):
+        job.change_settings({"lr": -1.0})
+    assert job.change_settings({"lr": 2e-3}) == {"lr": 2e-3}
+    assert job.change_settings({"mask_ratio": 0.5}) == {"lr": 2e-3, "mask_ratio": 0.5}
+    assert job.snapshot()["steps"][-1]["lr"] == 4e-4  # nothing trained with it yet
+    job.step()
+    wait_until(lambda: job.snapshot()["controls"][-1]["action"] == "paused"
+               and len(job.snapshot()["steps"]) == n + 1)
+    snap = job.snapshot()
+    assert [s["lr"] for s in snap["steps"][n - 1:]] == [4e-4, 2e-3]
+    changed = [c for c in snap["controls"] if c["action"] == "changed"]
+    assert changed == [{"action": "changed", "from_step": n + 1, "progress": changed[0]["progress"],
+                        "settings": {"lr": 2e-3, "mask_ratio": 0.5}, "lr": 2e-3,
+                        "time": changed[0]["time"]}]
+    assert snap["pending_changes"] == {} and snap["config"].train.lr == 2e-3
+    job.stop()
+    job.join(60)
+    saved = load_run("changed").config
+    assert saved["train"]["lr"] == 2e-3 and saved["train"]["mask_ratio"] == 0.5
+    assert [c for c in saved["controls"] if c["action"] == "changed"] == changed

@@ -218,3 +218,81 @@ def test_a_majority_only_model_is_never_read_as_learning_on_the_page(trained, mo
     for claim in ("learned carries over", "fits what", "carries over to new land"):
         assert claim not in reading, reading
     assert "learned" not in metric_values(at, "Reading")
+
+
+def test_a_heatmap_click_and_a_table_row_name_a_cell():
+    """The event handling AppTest can't click: plotly's selection state and st.dataframe's."""
+    import pandas as pd
+    from bharateo.worldcover import CLASS_NAMES
+
+    click = {"selection": {"points": [{"x": "tree", "y": "water", "z": 12,
+                                       "point_index": [1, 0]}], "point_indices": [], "box": [],
+                           "lasso": []}}
+    assert results.clicked_cell(click) == (CLASS_NAMES.index("water"), CLASS_NAMES.index("tree"))
+    assert results.clicked_cell({"selection": {"points": []}}) is None
+    assert results.clicked_cell({"selection": {"points": [{"x": "sea?", "y": "tree"}]}}) is None
+    assert results.clicked_cell(None) is None
+    table = pd.DataFrame({"class": list(CLASS_NAMES)})
+    assert results.selected_class({"selection": {"rows": [3], "columns": []}}, table) == 3
+    assert results.selected_class({"selection": {"rows": []}}, table) is None
+    seen = {}
+    assert results.new_pick(seen, "cell_train", (1, 0))
+    assert not results.new_pick(seen, "cell_train", (1, 0))  # the same selection on a rerun
+    assert not results.new_pick(seen, "cell_train", None)  # cleared: nothing to show
+    spread = results.spread_over_chips(np.array([[0, 1], [0, 5], [0, 9], [2, 3], [4, 0], [4, 7]]))
+    assert spread.tolist() == [[0, 1], [2, 3], [4, 0], [0, 5], [4, 7], [0, 9]]
+    cells = np.arange(50).reshape(25, 2)
+    rows, page, pages = results.patch_page(cells, 9)
+    assert (pages, page, len(rows)) == (3, 2, 1) and rows[0].tolist() == [48, 49]
+
+
+def patches(n: int) -> str:
+    return f"{n:,} patch" if n == 1 else f"{n:,} patches"
+
+
+def test_a_picked_cell_shows_exactly_its_patches_a_page_at_a_time(trained):
+    at = open_page(**session_with(trained, None))
+    train = trained.result.train_chips
+    direct = ev.evaluate(trained.result.model, train, trained.config.train.mask_ratio)
+    confusion = np.asarray(direct["confusion"])
+    off = confusion - np.diag(np.diag(confusion))
+    a, b = np.unravel_index(off.argmax(), off.shape)
+    names = results.CLASS_NAMES
+    at.selectbox(key="eval_mistake_target").set_value(names[a]).run()
+    at.selectbox(key="eval_mistake_predicted").set_value(names[b]).run()
+    assert not at.exception
+    title = [m.value for m in at.markdown if "patch" in m.value and names[a] in m.value]
+    assert title and title[0].startswith(f"**{patches(int(confusion[a, b]))} of")
+    shown = [c.value for c in at.caption if c.value.startswith("chip ")]
+    assert len(shown) == min(int(confusion[a, b]), results.PATCHES_PER_PAGE)
+    assert all(s.endswith(f"{names[a]} called {names[b]}") for s in shown)
+    # a class's misses: its row less the diagonal, over as many pages as it takes
+    at.selectbox(key="eval_mistake_predicted").set_value(results.MISSES).run()
+    misses = int(confusion[a].sum() - confusion[a, a])
+    title = [m.value for m in at.markdown if "its misses" in m.value]
+    assert title and title[0].startswith(f"**{patches(misses)} of")
+    if misses > results.PATCHES_PER_PAGE:
+        pages = -(-misses // results.PATCHES_PER_PAGE)
+        at.number_input(key="eval_mistake_page").set_value(pages).run()
+        shown = [c.value for c in at.caption if c.value.startswith("chip ")]
+        assert len(shown) == misses - (pages - 1) * results.PATCHES_PER_PAGE
+    assert not at.exception
+
+
+def test_a_new_click_moves_the_patch_viewer_and_an_old_one_does_not(monkeypatch):
+    import pandas as pd
+    from bharateo.worldcover import CLASS_NAMES
+
+    state = {}
+    monkeypatch.setattr(results.st, "session_state", state)
+    table = pd.DataFrame({"class": list(CLASS_NAMES)})
+    click = {"selection": {"points": [{"x": "tree", "y": "water"}]}}
+    results.follow_clicks("held", click, {"selection": {"rows": []}}, table)
+    assert (state["eval_mistake_split"], state["eval_mistake_target"],
+            state["eval_mistake_predicted"]) == ("held", "water", "tree")
+    state["eval_mistake_predicted"] = results.MISSES  # the viewer's own choice
+    results.follow_clicks("held", click, {"selection": {"rows": []}}, table)  # a rerun
+    assert state["eval_mistake_predicted"] == results.MISSES
+    results.follow_clicks("held", click, {"selection": {"rows": [2]}}, table)  # a table row
+    assert (state["eval_mistake_target"], state["eval_mistake_predicted"]) == (
+        CLASS_NAMES[2], results.MISSES)

@@ -1,7 +1,10 @@
 """Training studio (AppTest): presets, a live run saved to disk, Stop, divergence, comparing runs,
 and several sessions sharing one server's training slots."""
 import json
+import math
 import time
+
+import pytest
 
 from streamlit.testing.v1 import AppTest
 
@@ -638,3 +641,55 @@ def test_every_token_accounting_figure_is_short_and_exact_in_its_help(worldcover
     assert exact["token presentations"] == total and exact["masked tokens"] == masked
     assert exact["visible tokens"] == total - masked
     assert exact["masked pixel targets"] == masked * 16 * 16 > 10**9  # patches of 16 x 16 px
+
+
+def test_settings_changed_while_paused_train_from_the_next_step_and_show_on_the_chart(worldcover_dir):
+    at = train_page()
+    job = start_training(at, "changed-run", n_chips=64, batch_size=16, **SLOW)
+    assert wait_until(lambda: len(job.snapshot()["steps"]) >= 2)
+    button(at.run(), "Pause").click().run()
+    assert wait_until(lambda: job.snapshot()["paused"])
+    at.run()
+    n = len(job.snapshot()["steps"])
+    assert at.number_input(key="live_lr").value == 4e-4  # the run's own settings
+    at.number_input(key="live_mask_ratio").set_value(1.0)
+    button(at, "Apply from the next step").click().run()
+    assert any("mask ratio" in e.value.lower() for e in at.error)  # refused, in words
+    assert job.snapshot()["pending_changes"] == {}
+    at.number_input(key="live_mask_ratio").set_value(0.5)
+    at.number_input(key="live_lr").set_value(2e-3)
+    button(at, "Apply from the next step").click().run()
+    assert not at.exception and not at.error
+    assert job.snapshot()["pending_changes"] == {"lr": 2e-3, "mask_ratio": 0.5}
+    assert at.session_state["knob_lr"] == 2e-3  # the lesson link carries what the run goes on with
+    button(at, "Step").click().run()
+    assert wait_until(lambda: job.snapshot()["paused"] and len(job.snapshot()["steps"]) > n)
+    at.run()
+    last = job.snapshot()["steps"][-1]  # the new base rate, cosine over 200 epochs
+    assert last["lr"] == pytest.approx(2e-3 * (1 + math.cos(math.pi * (last["epoch"] - 1) / 200)) / 2)
+    loss_chart = json.loads(next(c for c in at.get("plotly_chart")
+                                 if "losses" in c.proto.spec).proto.spec)
+    marks = [a["text"] for a in loss_chart["layout"].get("annotations", [])]
+    assert marks == ["learning rate 0.002 · mask ratio 0.5"]
+    assert loss_chart["layout"]["shapes"][0]["x0"] == job.snapshot()["steps"][n - 1]["progress"]
+    button(at.run(), "Stop").click().run()
+    wait(job)
+    run = load_run("changed-run")
+    assert run.config["train"]["lr"] == 2e-3 and run.config["train"]["mask_ratio"] == 0.5
+    assert [c["from_step"] for c in run.config["controls"] if c["action"] == "changed"] == [n + 1]
+    params = dict(at.switch_page("app.py").run().query_params)  # app.py writes the address
+    assert params.get("lr") == "0.002" and params.get("mask_ratio") == "0.5"
+
+
+def test_change_marks_read_only_numbers_of_live_settings_from_a_saved_config():
+    from bharateo.app.train import change_marks
+
+    controls = [{"action": "paused", "after_step": 3},
+                {"action": "changed", "from_step": 4, "progress": 0.75, "lr": 2e-3,
+                 "settings": {"lr": 2e-3, "embed_dim": 64, "mask_ratio": "<a href='x'>0.5</a>"}},
+                {"action": "changed", "from_step": "4", "progress": 0.75, "settings": {}},
+                "junk"]
+    steps = [{"global_step": 3, "elapsed": 1.5}]
+    assert change_marks(controls, steps) == [{"progress": 0.75, "text": "learning rate 0.002",
+                                              "elapsed": 1.5}]
+    assert change_marks(None) == [] and change_marks({"a": 1}) == []
