@@ -53,7 +53,7 @@ class Look:
     compute: Callable = field(repr=False)
 
 
-def _precision_param(precision: str) -> dict:
+def precision_param(precision: str) -> dict:
     """A stored result's precision key: none for fp32, so results stored before precision
     policies existed (all fp32) keep their file names and are read back, not recomputed."""
     return {} if precision == "fp32" else {"precision": precision}
@@ -62,7 +62,7 @@ def _precision_param(precision: str) -> dict:
 def curve_look(chips: ChipSet, precision: str = "fp32") -> Look:
     """Reconstruct's curve: evaluate.mask_ratio_curve at CURVE_RATIOS under `precision`."""
     params = {"ratios": list(ev.CURVE_RATIOS), "seed": ev.EVAL_MASK_SEED,
-              **_precision_param(precision)}
+              **precision_param(precision)}
     return Look("ratio_curve", params, chips,
                 lambda model, progress=None: ev.mask_ratio_curve(
                     model, chips, ev.CURVE_RATIOS, ev.EVAL_MASK_SEED, precision=precision,
@@ -72,7 +72,7 @@ def curve_look(chips: ChipSet, precision: str = "fp32") -> Look:
 def evaluation_look(chips: ChipSet, mask_ratio: float, precision: str = "fp32") -> Look:
     """Evaluate's scores: evaluate.evaluate at `mask_ratio` (the run's) under `precision`."""
     params = {"mask_ratio": round(float(mask_ratio), 4), "seed": ev.EVAL_MASK_SEED,
-              **_precision_param(precision)}
+              **precision_param(precision)}
     return Look("evaluation", params, chips,
                 lambda model, progress=None: ev.evaluate(
                     model, chips, params["mask_ratio"], ev.EVAL_MASK_SEED, precision=precision,

@@ -33,11 +33,13 @@ from bharateo.errors import BharatEOError, ConfigError
 from bharateo.evaluate import class_table  # noqa: F401  (the pages read it from here)
 from bharateo.pipeline import RunConfig, load_rois
 from bharateo.app import looks
+from bharateo.app.looks import precision_param
 from bharateo.app.stored import (StoredResult, chips_fingerprint, clear_memory,  # noqa: F401
                                  model_digest, result_filename, stored_result, valid_result)
 from bharateo.runs import SavedRun, list_runs, load_run, unreadable_weights_message
 from bharateo.schema import number_text
 from bharateo.words import plural
+from bharateo.worldcover import CLASS_NAMES, NUM_CLASSES
 
 # --- the model and the chips both pages start from ---------------------------------------------
 def _switch_run(key: str) -> None:
@@ -461,7 +463,7 @@ def patch_predictions(model, chips: ChipSet, mask_ratio: float,
     of the evaluation the matrix counts), computed once per model, chips and ratio and kept in
     memory only (the pictures need the model anyway): {"predictions": K x N, "mask": K x N}."""
     params = {"mask_ratio": round(float(mask_ratio), 4), "seed": ev.EVAL_MASK_SEED,
-              **_precision_param(precision)}
+              **precision_param(precision)}
 
     def compute():
         predictions, mask = ev.patch_predictions(model, chips, params["mask_ratio"],
