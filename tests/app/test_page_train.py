@@ -427,7 +427,7 @@ def test_damaged_runs_are_listed_with_reasons_and_deletable_and_break_no_page(wo
     assert not at.exception
     assert at.dataframe[0].value["run"].tolist() == ["good", "as-list", "bad-date", "no-train", "text-score"]
     warning = " ".join(w.value for w in at.warning)
-    assert "'train' section is missing" in warning and "saved_at" in warning
+    assert "config.json: 'train' is missing" in warning and "saved_at" in warning
     assert "list, not an object" in warning and "train_rec_mae" in warning
     at.selectbox(key="train_manage_run").select("bad-date").run()
     assert button(at, "Use this run for Reconstruct / Evaluate").disabled
