@@ -7,8 +7,8 @@ process, in turn, so every contender sees the same machine (a shared machine dri
 a minute):
   notebook   ../shared/bench/seed_baseline.py --tile TILE --epochs E: the notebook as a script
   lab        python -m bharateo train --epochs E: the notebook model, fp32 (the default preset)
-  fast       python -m bharateo train --preset "fast (MAE encoder)" --epochs E: fast mode,
-             with the settings its declaration in bharateo/pipeline.py gives
+  fast       python -m bharateo train --preset "fast (MAE encoder)": fast mode, with the
+             settings (its epochs too) that its declaration in bharateo/pipeline.py gives
 and, with --levers, each of fast mode's levers alone on the plain `mae` variant (fp32, batch 16):
 the speed-up a lever gives by itself, and what it does to the quality.
 
@@ -27,8 +27,8 @@ taken on a busy machine (say so when you quote them).
 
 usage: python bench/speed.py [--quick] [--rounds 3] [--epochs 20] [--threads N] [--levers]
                              [--only notebook,lab,fast] [--json]
---quick: one round of notebook, lab and fast at 20 epochs (about 90 s on 2 idle cores; under
-3 minutes). The default: 3 rounds. --levers adds the lever-alone runs (3 more processes a round).
+--quick: one round of notebook, lab (20 epochs each) and fast (its preset's epochs): about 90 s
+on 2 idle cores, under 3 minutes. The default: 3 rounds. --levers adds the lever-alone runs (3 more processes a round).
 """
 from __future__ import annotations
 
@@ -63,19 +63,22 @@ LEVERS = {
     "mae+bf16": ("mae + bf16 autocast (auto's pick on AVX512-BF16/AMX)", [
         "--model", "mae", "--precision", "bf16"]),
     "mae+batch": ("mae + the fast preset's batch size and scaled learning rate", None),
+    "mae+epochs": ("mae + the fast preset's epochs", None),
 }
 TARGET_FAST = 0.25  # issue 23: fast mode at most 0.25 of the notebook script's wall time
 TARGET_LAB = 0.70  # issue 23: the notebook model's whole run at most 0.7
 QUALITY_TOLERANCE = 0.02  # masked MAE and ESA accuracy within 0.02 of the notebook model's
 
 
-def fast_batch_flags() -> list[str]:
-    """The fast preset's batch size and learning rate as flags (read from its declaration)."""
+def lever_flags(name: str) -> list[str]:
+    """A lever read from the fast preset's declaration, alone on the plain mae run, as flags."""
     from bharateo.pipeline import PRESETS
 
     t = PRESETS[FAST].train
-    return ["--model", "mae", "--precision", "fp32", "--batch-size", str(t.batch_size),
-            "--lr", repr(t.lr)]
+    plain = ["--model", "mae", "--precision", "fp32"]
+    if name == "mae+batch":
+        return plain + ["--batch-size", str(t.batch_size), "--lr", repr(t.lr)]
+    return plain + ["--epochs", str(t.epochs)]  # mae+epochs
 
 
 def timed(cmd: list[str], env: dict) -> dict:
@@ -131,7 +134,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one round of notebook, lab and fast")
     ap.add_argument("--rounds", type=int, help="alternating rounds (default 3; --quick 1)")
-    ap.add_argument("--epochs", type=int, default=20, help="epochs of every run (default 20)")
+    ap.add_argument("--epochs", type=int, help="epochs of every run (default: the notebook's "
+                    "20, and fast mode's own from its preset)")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                     help="torch threads of every process (default: the cores this may use)")
     ap.add_argument("--levers", action="store_true", help="add each fast-mode lever alone")
@@ -140,7 +144,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="also print the report as one JSON line")
     args = ap.parse_args()
     rounds = args.rounds or (1 if args.quick else 3)
-    if rounds < 1 or args.epochs < 1 or args.threads < 1:
+    if rounds < 1 or (args.epochs is not None and args.epochs < 1) or args.threads < 1:
         ap.error("--rounds, --epochs and --threads must be at least 1")
     if not BASELINE.is_file():
         ap.error(f"the notebook script is not at {BASELINE} (../shared beside the repository)")
@@ -173,11 +177,13 @@ def main() -> None:
         for name, (_, flags) in contenders.items():
             if name == "notebook":
                 commands[name] = [sys.executable, str(BASELINE), "--tile",
-                                  str(info.tiles["N27E075"]), "--epochs", str(args.epochs),
+                                  str(info.tiles["N27E075"]), "--epochs", str(args.epochs or 20),
                                   "--threads", threads]
             else:
-                flags = fast_batch_flags() if flags is None else flags
-                commands[name] = lab + ["train", "--epochs", str(args.epochs), "--quiet"] + flags
+                flags = lever_flags(name) if flags is None else flags
+                epochs = ([] if args.epochs is None and (name == "fast" or "--epochs" in flags)
+                          else ["--epochs", str(args.epochs or 20)])
+                commands[name] = lab + ["train", "--quiet"] + epochs + flags
         load_before = os.getloadavg()
         runs: dict[str, list[dict]] = {name: [] for name in contenders}
         for r in range(1, rounds + 1):
@@ -207,7 +213,7 @@ def main() -> None:
         if base:
             row["wall_ratio"] = row["wall_s"] / base["wall_s"]
             row["cpu_ratio"] = row["cpu_s"] / base["cpu_s"]
-    report = {"epochs": args.epochs, "rounds": rounds, "threads": args.threads,
+    report = {"epochs": args.epochs or 20, "rounds": rounds, "threads": args.threads,
               "processor": cpu, "load_average_before": [round(x, 1) for x in load_before],
               "load_average_after": [round(x, 1) for x in load_after],
               "rows": {k: {f: (round(v, 4) if isinstance(v, float) else v) for f, v in r.items()}
@@ -226,9 +232,9 @@ def print_report(report: dict) -> None:
     print(f"load average (1, 5, 15 min) before {report['load_average_before']}, after "
           f"{report['load_average_after']}" + (": a BUSY machine, wall times are noisy (compare "
                                                 "CPU-s; rerun on an idle machine)" if busy else ""))
-    print(f"{report['epochs']} epochs, the notebook's default data (384 chips of 128 px from its "
-          f"three regions, on a synthetic fixture tile); median of {report['rounds']} "
-          f"alternating round(s); ratio = time / the notebook script's (0.25 = 4x faster)\n")
+    print(f"{report['epochs']} epochs (fast mode: its preset's own unless --epochs), the "
+          f"notebook's default data (384 chips of 128 px from its three regions, on a "
+          f"synthetic fixture tile); median of {report['rounds']} alternating round(s); ratio = time / the notebook script's (0.25 = 4x faster)\n")
     print(f"{'':10s} {'wall s':>7s} {'ratio':>6s} {'CPU s':>7s} {'ratio':>6s} | {'train MAE':>9s} "
           f"{'train acc':>9s} | {'held MAE':>8s} {'held acc':>8s} {'balanced':>8s} {'majority':>8s}")
     for name, r in rows.items():
