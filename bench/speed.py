@@ -81,6 +81,11 @@ def lever_flags(name: str) -> list[str]:
     return plain + ["--epochs", str(t.epochs)]  # mae+epochs
 
 
+def run_name(contender: str, round_: int) -> str:
+    """The saved run of a contender's round ('+' is not allowed in a run name)."""
+    return f"{contender.replace('+', '_')}-{round_}"
+
+
 def timed(cmd: list[str], env: dict) -> dict:
     """Run `cmd` to the end; its wall seconds, CPU-seconds (getrusage of the child) and stdout.
     Exits with the child's stderr if it failed."""
@@ -188,7 +193,7 @@ def main() -> None:
         runs: dict[str, list[dict]] = {name: [] for name in contenders}
         for r in range(1, rounds + 1):
             for name, cmd in commands.items():
-                extra = [] if name == "notebook" else ["--run", f"{name}-{r}"]
+                extra = [] if name == "notebook" else ["--run", run_name(name, r)]
                 runs[name].append(timed(cmd + extra, env))
                 print(f"round {r}/{rounds} {name}: {runs[name][-1]['wall_s']:.1f} s wall, "
                       f"{runs[name][-1]['cpu_s']:.1f} CPU-s (load {runs[name][-1]['load']:.1f})",
@@ -205,7 +210,7 @@ def main() -> None:
                 final = json.loads(done[-1]["stdout"].strip().splitlines()[-1])["final"]
                 row.update(train_mae=final["rec_mae"], train_acc=final["esa_acc"])
             else:
-                row.update(heldout_scores(f"{name}-{rounds}", held))
+                row.update(heldout_scores(run_name(name, rounds), held))
             rows[name] = row
     cpu = processor()
     base = rows.get("notebook")

@@ -40,12 +40,13 @@ def epoch_losses(chips, config: TrainConfig, model_config: ModelConfig = TINY) -
 
 def test_the_fast_preset_is_the_notebook_run_with_only_its_levers_changed():
     """The preset differs from the notebook default only in the declared levers: the variant,
-    the precision, the batch size and its scaled learning rate (docs/speed.md)."""
+    the precision, the batch size and its scaled learning rate, fewer epochs (docs/speed.md)."""
     base = PRESETS["notebook default"]
     assert FAST.rois == base.rois and FAST.chips == base.chips
     assert replace(FAST.model, arch="notebook") == base.model and FAST.model.arch == "mae"
     changed = {k for k, v in FAST.train.to_dict().items() if base.train.to_dict()[k] != v}
-    assert changed <= {"precision", "batch_size", "lr"} and FAST.train.precision == "auto"
+    assert changed <= {"precision", "batch_size", "lr", "epochs"} and FAST.train.precision == "auto"
+    assert FAST.train.epochs < base.train.epochs
     # the learning rate follows the batch size by the linear scaling rule (docs/speed.md)
     scale = FAST.train.batch_size / base.train.batch_size
     assert scale > 1 and FAST.train.lr == pytest.approx(base.train.lr * scale)
