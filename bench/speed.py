@@ -141,7 +141,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, help="alternating rounds (default 3; --quick 1)")
     ap.add_argument("--epochs", type=int, help="epochs of every run (default: the notebook's "
                     "20, and fast mode's own from its preset)")
-    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    ap.add_argument("--threads", type=int, default=cores,
                     help="torch threads of every process (default: the cores this may use)")
     ap.add_argument("--levers", action="store_true", help="add each fast-mode lever alone")
     ap.add_argument("--only", help="comma-separated contenders (notebook, lab, fast, "
@@ -176,7 +177,7 @@ def main() -> None:
         os.environ.update({k: env[k] for k in ("BHARATEO_WORLDCOVER_DIR", "BHARATEO_DATA_DIR",
                                                 "BHARATEO_CHECKPOINT_DIR")})
         lab = [sys.executable, "-m", "bharateo"]
-        subprocess.run(lab + ["prefetch"], env=env, check=True, capture_output=True, cwd=REPO)
+        timed(lab + ["prefetch"], {**env, "PYTHONPATH": str(REPO)})  # exits with its message
         env["PYTHONPATH"] = str(REPO)
         commands = {}
         for name, (_, flags) in contenders.items():
