@@ -53,7 +53,7 @@ def test_the_fast_preset_is_the_notebook_run_with_only_its_levers_changed():
 
 
 def test_bf16_keeps_a_short_runs_losses_within_3_percent_of_fp32(chips):
-    plain = TrainConfig(epochs=3, precision="fp32")
+    plain = TrainConfig(epochs=2, precision="fp32")
     exact = epoch_losses(chips, plain)
     half = epoch_losses(chips, replace(plain, precision="bf16"))
     assert half != exact  # bf16 really ran
@@ -64,7 +64,7 @@ def test_bf16_keeps_a_short_runs_losses_within_3_percent_of_fp32(chips):
 def test_the_fast_batch_and_scaled_lr_keep_a_short_runs_losses_within_10_percent(chips):
     """Same chips seen (epochs), a quarter of the steps at the larger batch with the linearly scaled
     learning rate: the loss after each epoch stays within 10 % of batch 16's, and it falls."""
-    plain = TrainConfig(epochs=4, precision="fp32")
+    plain = TrainConfig(epochs=3, precision="fp32")
     exact = epoch_losses(chips, plain)
     fast = epoch_losses(chips, replace(plain, batch_size=FAST.train.batch_size, lr=FAST.train.lr))
     assert fast[-1] < fast[0]
