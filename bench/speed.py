@@ -235,9 +235,14 @@ def print_report(report: dict) -> None:
           f"{' '.join(cpu['flags']) or 'none of ' + 'avx512f avx512_bf16 amx'}; torch "
           f"{cpu['torch']} ({cpu['torch_cpu_capability']}); {report['threads']} threads a process")
     busy = max(report["load_average_before"][0], report["load_average_after"][0]) > cpu["cores"]
+    note = ""
+    if busy:
+        note = (": a BUSY machine, wall times are noise; rerun on an idle machine" + (
+            ", or compare CPU-s with --threads 1 (with more threads a waiting OpenMP thread "
+            "spins, so CPU-s grow with the load too)" if report["threads"] > 1 else
+            "; compare CPU-s"))
     print(f"load average (1, 5, 15 min) before {report['load_average_before']}, after "
-          f"{report['load_average_after']}" + (": a BUSY machine, wall times are noisy (compare "
-                                                "CPU-s; rerun on an idle machine)" if busy else ""))
+          f"{report['load_average_after']}{note}")
     print(f"{report['epochs']} epochs (fast mode: its preset's own unless --epochs), the "
           f"notebook's default data (384 chips of 128 px from its three regions, on a "
           f"synthetic fixture tile); median of {report['rounds']} alternating round(s); ratio = time / the notebook script's (0.25 = 4x faster)\n")
