@@ -219,7 +219,11 @@ def main() -> None:
         if base:
             row["wall_ratio"] = row["wall_s"] / base["wall_s"]
             row["cpu_ratio"] = row["cpu_s"] / base["cpu_s"]
-    report = {"epochs": args.epochs or 20, "rounds": rounds, "threads": args.threads,
+    from bharateo.pipeline import PRESETS
+
+    epochs_text = (f"{args.epochs} epochs every run (--epochs)" if args.epochs else
+                   f"20 epochs (fast mode: its preset's {PRESETS[FAST].train.epochs})")
+    report = {"epochs": epochs_text, "rounds": rounds, "threads": args.threads,
               "processor": cpu, "load_average_before": [round(x, 1) for x in load_before],
               "load_average_after": [round(x, 1) for x in load_after],
               "rows": {k: {f: (round(v, 4) if isinstance(v, float) else v) for f, v in r.items()}
@@ -233,7 +237,7 @@ def print_report(report: dict) -> None:
     cpu, rows = report["processor"], report["rows"]
     print(f"processor: {cpu['name']}, {cpu['cores']} cores; flags: "
           f"{' '.join(cpu['flags']) or 'none of ' + 'avx512f avx512_bf16 amx'}; torch "
-          f"{cpu['torch']} ({cpu['torch_cpu_capability']}); {report['threads']} threads a process")
+          f"{cpu['torch']} ({cpu['torch_cpu_capability']}); {report['threads']} thread(s) a process")
     busy = max(report["load_average_before"][0], report["load_average_after"][0]) > cpu["cores"]
     note = ""
     if busy:
@@ -243,8 +247,7 @@ def print_report(report: dict) -> None:
             "; compare CPU-s"))
     print(f"load average (1, 5, 15 min) before {report['load_average_before']}, after "
           f"{report['load_average_after']}{note}")
-    print(f"{report['epochs']} epochs (fast mode: its preset's own unless --epochs), the "
-          f"notebook's default data (384 chips of 128 px from its three regions, on a "
+    print(f"{report['epochs']}, the notebook's default data (384 chips of 128 px from its three regions, on a "
           f"synthetic fixture tile); median of {report['rounds']} alternating round(s); ratio = time / the notebook script's (0.25 = 4x faster)\n")
     print(f"{'':10s} {'wall s':>7s} {'ratio':>6s} {'CPU s':>7s} {'ratio':>6s} | {'train MAE':>9s} "
           f"{'train acc':>9s} | {'held MAE':>8s} {'held acc':>8s} {'balanced':>8s} {'majority':>8s}")
