@@ -3,7 +3,7 @@
 At the notebook's default config (batch 16, 128 px chips, 64 tokens, embed 128, depth 3, fp32)
 this measures, in one process:
   - the baseline's epoch (../shared/bench/seed_baseline.py's loop, line for line) and ours
-    (bharateo.train.train), alternating (train_speed.interleaved_epochs), as ms per step;
+    (bharateo.train.train), alternating epoch by epoch in this process, as ms per step;
   - the floor under our step, from its parts each timed on its own with warm caches:
       matmuls: every aten::mm / addmm / bmm of one real step (shapes recorded by the
                profiler), replayed on contiguous tensors;
@@ -13,6 +13,8 @@ this measures, in one process:
                dispatcher and autograd bookkeeping with next to no arithmetic;
   - the step time a given speed-up target needs, and the best ratio the floor allows even if
     every other op (residual adds, bias adds and sums, copies, gathers, the losses) took no time.
+
+The whole-run figures (start-up, reading, chips, saving included) are bench/speed.py's.
 
 usage: python bench/step_floor.py [--rounds 6] [--target 1.5] [--threads 2]
 """
@@ -29,12 +31,94 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_speed import REPO, interleaved_epochs  # noqa: E402
-
+REPO = Path(__file__).resolve().parents[1]
+BASELINE = REPO.parent / "shared" / "bench" / "seed_baseline.py"
 sys.path.insert(0, str(REPO))
 
 MATMULS = {"aten::mm": torch.mm, "aten::addmm": torch.addmm, "aten::bmm": torch.bmm}
+
+
+def load_baseline():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("seed_baseline", BASELINE)
+    baseline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(baseline)
+    return baseline
+
+
+def baseline_trainer(rois, n_chips: int):
+    """The baseline's model, data and optimiser; returns a function that trains one epoch of
+    seed_baseline.main()'s loop, line for line, and returns its seconds."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+
+    b = load_baseline()
+    torch.manual_seed(42)
+    dataset = b.WorldCoverChipDataset([r.native for r in rois], n_chips)
+    model = b.TinyRGBMAE()
+    loader = DataLoader(dataset, batch_size=b.BATCH_SIZE, shuffle=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.05)
+
+    def baseline_epoch() -> float:
+        te = time.perf_counter()
+        model.train()
+        for x, _labels, patch_labels in loader:
+            patch_labels = patch_labels.reshape(x.size(0), -1)
+            mask = b.random_patch_mask(x.size(0))
+            pred, logits = model(x, mask)
+            l_rec = b.reconstruction_loss(pred, x, mask)
+            l_esa = F.cross_entropy(logits.reshape(-1, b.NUM_CLASSES), patch_labels.reshape(-1))
+            loss = l_rec + b.PATCH_LOSS_WEIGHT * l_esa
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                mae = b.reconstruction_mae(pred, x, mask)
+                acc = (logits.argmax(-1) == patch_labels).float().mean()
+            for v in (loss, l_rec, l_esa, mae, acc):
+                v.item()
+        return time.perf_counter() - te
+
+    return baseline_epoch
+
+
+def interleaved_epochs(tile_dir: str, rounds: int, threads: int) -> dict:
+    """Median epoch seconds of the baseline's training loop and ours, alternating in this process."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ["BHARATEO_WORLDCOVER_DIR"] = tile_dir
+    from bharateo.chips import build_chip_sets
+    from bharateo.pipeline import RunConfig, load_rois
+    from bharateo.train import StepMetrics, TrainConfig, make_model, train
+
+    config = RunConfig(train=TrainConfig(epochs=rounds + 1))
+    rois = load_rois(config.rois)
+    baseline_epoch = baseline_trainer(rois, config.chips.n_chips)
+    train_chips, heldout = build_chip_sets(rois, config.chips)
+    ours_events = train(make_model(config.model, 42), train_chips, config.train, heldout)
+
+    def our_epoch() -> float:
+        te = time.perf_counter()
+        next(e for e in ours_events if not isinstance(e, StepMetrics))
+        return time.perf_counter() - te
+
+    baseline_epoch(), our_epoch()  # warm-up
+    base_s, ours_s = [], []
+    for _ in range(rounds):
+        base_s.append(baseline_epoch())
+        ours_s.append(our_epoch())
+    base_med, ours_med = statistics.median(base_s), statistics.median(ours_s)
+    return {"rounds": rounds, "baseline_epoch_s_median": round(base_med, 3),
+            "ours_epoch_s_median": round(ours_med, 3),
+            "baseline_chips_per_s": round(config.chips.n_chips / base_med, 1),
+            "ours_chips_per_s": round(config.chips.n_chips / ours_med, 1),
+            "ratio": round(base_med / ours_med, 2)}
+
 
 
 def median_ms(fn, repeats: int = 30) -> float:

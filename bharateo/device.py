@@ -33,7 +33,7 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf
 # AMD EPYC (Zen 4), one thread, fp32 vs bf16 steps alternating: 0.8 GFLOP (mae, embed 64 x 2)
 # 1.02x, 1.0 GFLOP (notebook, embed 64 x 2) 1.22x, 1.7 GFLOP (mae default) 1.23x, 4.5 GFLOP
 # (notebook default) 1.62x, 3.6 GFLOP (mae, embed 192 x 4) 1.36x; whole 20-epoch runs of
-# bench/fast_mode.py on an idle machine: notebook default 1.65x, mae default 1.27x (under heavy
+# the former bench/fast_mode.py (now bench/speed.py) on an idle machine: notebook default 1.65x, mae default 1.27x (under heavy
 # load its --quick mode showed 1.00x). Set between the small mae (0.8 GFLOP, no gain) and the
 # mae default (1.7 GFLOP), so the small models that issue 13's AMX probe saw get slower in bf16
 # keep fp32: auto must never be slower than fp32. CUDA: NOT measured here (no GPU); these models

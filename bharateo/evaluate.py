@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 
 from bharateo.chips import ChipSet, tokens_for
@@ -337,12 +336,16 @@ def class_mae(result: dict) -> list[float | None]:
             for row, mae in zip(result["per_class"], result["per_class_mae"])]
 
 
-def class_table(result: dict) -> pd.DataFrame:
+def class_table(result: dict):
     """Per class: precision, recall, F1, support (patches) and masked reconstruction MAE.
 
     Undefined values are left empty instead of shown as 0: recall and masked MAE for a class with
-    no target patches (class_mae), precision for a class never predicted.
+    no target patches (class_mae), precision for a class never predicted. -> a pandas DataFrame
+    (pandas is imported here, not with the module: a training run never needs it, and it costs
+    about 0.2 CPU-s of start-up, docs/speed.md).
     """
+    import pandas as pd
+
     confusion = np.asarray(result["confusion"])
     predicted, mae = confusion.sum(axis=0), class_mae(result)
     rows = []

@@ -42,7 +42,7 @@ class ModelConfig:
     `in_chans` follow the chips (RunConfig sets them), so they have no flag or knob. The
     decoder_* sizes belong to the `mae` variant's light decoder (bharateo/model_mae.py); the
     notebook model ignores them, and runs saved before they existed load with these defaults
-    (64 / 1 / 4: measured in bench/fast_mode.py, see docs/speed_notes.md "Fast mode")."""
+    (64 / 1 / 4: measured with bench/speed.py, docs/speed.md)."""
 
     # runs saved before variants existed have no key: the notebook's model
     arch: str = setting("notebook", label="model variant", choices=_variant_names,

@@ -6,7 +6,7 @@ with their position embeddings and no mask tokens; a light decoder (its own, sma
 depth) then places a learned mask token in every hidden place, adds decoder position
 embeddings, and runs over all N tokens. At the notebook's sizes this is about 2.5x fewer FLOPs
 per chip than the notebook model, whose encoder runs over all 64 tokens, 48 of them mask tokens
-that carry no information (flops_per_chip; bench/fast_mode.py measures the speed).
+that carry no information (flops_per_chip; bench/speed.py measures the speed, docs/speed.md).
 
 Heads. The pixel head reads the decoder output of the hidden tokens only (what the loss scores,
 SmoothL1 beta 0.1 as the notebook). The patch-class head reads the decoder output of EVERY

@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from bharateo.app.jobs import QUEUE
-from bharateo.pipeline import PRESETS
+from bharateo.pipeline import HOLDOUT_KNOBS, PRESETS, knobs_from_config
 from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
 from bharateo.runs import list_runs, load_run
 from bharateo.app.state import CurrentModel
@@ -532,6 +532,12 @@ def test_fast_preset_offers_the_mae_variant_and_shows_the_flops_of_each_choice(w
     button(at, "fast (MAE encoder)").click().run()
     assert not at.exception and "fast (MAE encoder)" in at.caption[0].value
     assert (at.session_state["knob_arch"], at.session_state["knob_precision"]) == ("mae", "auto")
+    # every knob shows the preset's one declaration (bharateo/pipeline.py), its batch size and
+    # scaled learning rate included (issue 23)
+    declared = {k: v for k, v in knobs_from_config(PRESETS["fast (MAE encoder)"]).items()
+                if k not in HOLDOUT_KNOBS}  # the held-out choice belongs to the dataset
+    assert {k: at.session_state[f"knob_{k}"] for k in declared} == declared
+    assert declared["batch_size"] != PRESETS["notebook default"].train.batch_size
     assert at.table[0].value.loc["mae", "chosen"] == "✓" and at.metric[0].value == "0.81M"
     assert not at.select_slider(key="knob_decoder_dim").disabled
     assert any("Precision: auto picks" in c.value for c in at.caption)
