@@ -87,27 +87,29 @@ def _roi_from_param(raw: str) -> RoiSpec:
 
 
 def _chips_from_param(raw: str, roi_names: list[str]) -> ChipConfig:
-    """The CHIP_PARAMS values, comma-separated -> ChipConfig (ValueError saying what is wrong)."""
-    from bharateo.chips import HOLDOUT_BLOCKS, ChipConfig
+    """The CHIP_PARAMS values, comma-separated -> ChipConfig, accepted only if the Chips page
+    could have cut such chips: each value read and checked by its setting's one check
+    (settings.from_text, with the Chips form's ranges), then the whole config as the Train page
+    checks a session's chips (chip_config_problems: the patch size no page changes).
+    ValueError saying what is wrong."""
+    from bharateo.app.chips import chip_config_problems, chip_form_settings
+    from bharateo.chips import ChipConfig
+    from bharateo.settings import from_text, settings_of
 
-    if len(raw.split(",")) != len(CHIP_PARAMS):
+    parts = raw.split(",")
+    if len(parts) != len(CHIP_PARAMS):
         raise ValueError(f"expected {len(CHIP_PARAMS)} values ({', '.join(CHIP_PARAMS)})")
-    values = dict(zip(CHIP_PARAMS, raw.split(",")))
-    try:
-        numbers = {k: int(values[k]) for k in CHIP_PARAMS[:6]}
-    except ValueError:
-        raise ValueError(f"{', '.join(CHIP_PARAMS[:6])} must be whole numbers") from None
-    config = ChipConfig(**numbers,
-                        holdout_roi=values["holdout_roi"] or None,
-                        holdout_block=values["holdout_block"] or None)
-    if config.holdout_roi is not None and config.holdout_roi not in roi_names:
-        raise ValueError(f"its held-out region '{config.holdout_roi}' is not among the regions")
-    if config.holdout_block not in (None, *HOLDOUT_BLOCKS):
-        raise ValueError(f"'{config.holdout_block}' is not a held-out part")
-    # only what the Chips page can set: an address must not ask for chips that exhaust memory
-    from bharateo.app.chips import chip_config_problems  # the Chips form's declared limits
+    declared = {**{s.name: s for s in settings_of(ChipConfig)}, **chip_form_settings()}
+    values = {}
+    for name, text in zip(CHIP_PARAMS, parts):
+        s = declared[name]
+        values[name] = None if s.optional and not text.strip() else from_text(
+            s, text, allowed=roi_names if name == "holdout_roi" else None)
+    config = ChipConfig(**values)
+    if config.holdout_roi is None and config.holdout_block is not None:
+        raise ValueError("a held-out part needs a held-out region")
     if problems := chip_config_problems(config):
-        raise ValueError(" ".join(problems).replace("**", ""))
+        raise ValueError(" ".join(problems))
     if config.chip_size % config.patch_size:
         raise ValueError("the chip size is not a multiple of the patch size")
     return config
@@ -156,7 +158,7 @@ def restore_lesson(params) -> list[str]:
             state.train_chips, state.heldout_chips = build_chip_sets(rois, config)
             state.chip_config = config
         except Exception as exc:  # from the address: any bad value is a note, never a traceback
-            notes.append(f"The chip settings in this page's address were not used ({raw!r}): {exc}. "
+            notes.append(f"The chip settings in this page's address were not used ({raw!r}): {str(exc).rstrip('.')}. "
                          "Cut chips again on the Chips page.")
     if raw := params.get("run"):
         try:
