@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from bharateo.chips import ChipConfig
 
 LESSON_PARAMS = ("roi", "chips", "run", "src")  # src=<pixel source>,<dates>,<max cloud> (Sentinel-2)
+MAX_VALUE_CHARS = 512  # longest value a lesson parameter may hold (a region ~100, show= ~300)
+DROPPED_PARAM = "_address_dropped"  # <characters>,<parameters> of an address Streamlit dropped
 MAX_LESSON_REGIONS = 8  # regions a page address may restore (each up to 4096 x 4096 px)
 CHIP_PARAMS = ("n_chips", "chip_size", "patch_size", "min_classes", "seed", "n_holdout_chips",
                "holdout_roi", "holdout_block")
@@ -67,6 +69,89 @@ def write_lesson_url() -> None:
     for key, values in params.items():
         if st.query_params.get_all(key) != values:
             st.query_params[key] = values
+
+
+# --- an address too long for the web framework ------------------------------------------------
+def guard_long_addresses() -> None:
+    """Make an address Streamlit drops say so. Streamlit reads no query string over 512 KiB or
+    1,000 parameters (streamlit.runtime.state.query_params.sanitize_query_string): it logs a
+    warning on the server and the page sees no parameter at all, so the lesson silently opened
+    empty and the junk stayed in the browser's address. No setting changes those limits; this
+    wraps that one function (where Streamlit reads it) so a dropped query string reads as
+    `DROPPED_PARAM=<characters>,<parameters>`, which restore_lesson turns into a note and
+    write_lesson_url then drops, cleaning the address. Once per server process (app.py calls it
+    on every run; a session whose first run came before it sees the note on its next run).
+    Where Streamlit has moved that function, nothing is wrapped and nothing breaks."""
+    try:
+        from streamlit.runtime import app_session
+        from streamlit.runtime.state import query_params
+    except ImportError:
+        return
+    original = getattr(query_params, "sanitize_query_string", None)
+    if original is None or getattr(original, "_bharateo_guard", False):
+        return
+
+    def sanitize(query_string: str) -> str:
+        if query_string.startswith(f"{DROPPED_PARAM}="):  # ours, read a second time
+            return query_string
+        kept = original(query_string)
+        if query_string and not kept:
+            return f"{DROPPED_PARAM}={len(query_string)},{query_string.count('&') + 1}"
+        return kept
+
+    sanitize._bharateo_guard = True
+    query_params.sanitize_query_string = sanitize
+    if getattr(app_session, "sanitize_query_string", None) is original:
+        app_session.sanitize_query_string = sanitize
+
+
+def dropped_address_note(params) -> str | None:
+    """The note for an address Streamlit dropped (guard_long_addresses), else None."""
+    if DROPPED_PARAM not in params:
+        return None
+    chars, _, count = str(params.get(DROPPED_PARAM)).partition(",")
+    size = (f" ({int(count):,} parameters, {int(chars):,} characters)"
+            if chars.isdigit() and count.isdigit() else "")
+    return (f"This page's address was too long to read{size}: the web framework reads at most "
+            "1,000 parameters and 512 KiB, so none of it was used and it was cleaned from the "
+            "address. Open the lesson from its shared link, or set it up again.")
+
+
+class _Params:
+    """A page address's parameters (key -> values, in order) with over-long values left out,
+    read like st.query_params (get: the last value, get_all, `in`, iteration)."""
+
+    def __init__(self, values: dict[str, list[str]]):
+        self._values = values
+
+    def get(self, key, default=None):
+        return self._values[key][-1] if self._values.get(key) else default
+
+    def get_all(self, key) -> list[str]:
+        return list(self._values.get(key, []))
+
+    def __contains__(self, key) -> bool:
+        return key in self._values
+
+    def __iter__(self):
+        return iter(self._values)
+
+
+def bounded(params) -> tuple[_Params, list[str]]:
+    """(the address's parameters without any value over MAX_VALUE_CHARS, a note per key that
+    lost one). A key whose only values were too long is left out whole; the address then drops
+    it (write_lesson_url)."""
+    kept, notes = {}, []
+    for key in params:
+        values = params.get_all(key)
+        short = [v for v in values if len(v) <= MAX_VALUE_CHARS]
+        if len(short) < len(values):
+            notes.append(f"A value of '{str(key)[:40]}' in this page's address was left out: it "
+                         f"is {max(map(len, values)):,} characters long, over the "
+                         f"{MAX_VALUE_CHARS} any lesson setting needs.")
+        if short:
+            kept[key] = short
+    return _Params(kept), notes
 
 
 def _roi_from_param(raw: str) -> RoiSpec:
@@ -124,7 +209,10 @@ def restore_lesson(params) -> list[str]:
     from bharateo.chips import build_chip_sets
     from bharateo.runs import load_run, validate_run_name
 
-    state, notes, rois = st.session_state, [], []
+    if note := dropped_address_note(params):
+        return [note]
+    params, notes = bounded(params)
+    state, rois = st.session_state, []
     if raw := params.get("src"):  # Sentinel-2: set the source before any region is read
         kind, _, rest = str(raw).partition(",")
         dates, _, cloud = rest.rpartition(",")
@@ -165,4 +253,4 @@ def restore_lesson(params) -> list[str]:
             use_saved_run(load_run(validate_run_name(raw)))
         except BharatEOError as exc:
             notes.append(f"The model in this page's address was not loaded: {exc}")
-    return notes + teacher.restore_extra(params, LESSON_PARAMS)
+    return notes + teacher.restore_extra(params, (*LESSON_PARAMS, DROPPED_PARAM))
