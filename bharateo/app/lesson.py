@@ -12,6 +12,7 @@ it from the address), and no path is built from it unchecked.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -152,6 +153,24 @@ def bounded(params) -> tuple[_Params, list[str]]:
         if short:
             kept[key] = short
     return _Params(kept), notes
+
+
+def lesson_fragment(func):
+    """st.fragment for a part of a page that holds a control the lesson link carries (the
+    Reconstruct mask ratio). A control moved inside a fragment reruns the fragment alone, not
+    app.py, whose write_lesson_url would put it in the address only at the next full run (the
+    slider at 0.60 left recon=train,1,0.75 there, and a fresh browser opened at 75 %): each run of
+    this fragment writes the address as it starts (the moved control's value is in the session
+    by then) and again as it ends (what its body changed), even when it stops early."""
+    @functools.wraps(func)
+    def body(*args, **kwargs):
+        write_lesson_url()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            write_lesson_url()
+
+    return st.fragment(body)
 
 
 def _roi_from_param(raw: str) -> RoiSpec:
