@@ -13,10 +13,10 @@ A training's peak is estimated before anything is built, from its config alone:
   model        its parameters, 4 bytes each, times 4 (weights, gradients, Adam's two moments);
   activations  one batch of B chips through the encoder and the decoder: per layer and chip,
                about ACTIVATION_FLOATS_PER_TOKEN x width floats per token plus two H x N x N
-               attention maps (scores, softmax), doubled for the backward pass's gradients;
+               attention maps (scores, softmax), x BACKWARD_FACTOR for the backward pass;
   process      the training process itself with torch loaded (PROCESS_BYTES, measured).
-It is an estimate (within a factor of about 2 of the peak resident memory measured on the
-reference machine, docs/limits.md); a training is refused only when the estimate exceeds the
+It is an estimate (within about 10 % of the peak resident memory measured for two sizes on a
+2-core Intel Xeon, CPU training, docs/limits.md); a training is refused only when the estimate exceeds the
 memory the machine has free (available_bytes), so whatever is refused would not have fit.
 """
 from __future__ import annotations
@@ -32,8 +32,9 @@ CHIP_COPIES = 3  # server, training process, and the pickle between them while i
 OPTIMISER_COPIES = 4  # weights, gradients, Adam's exp_avg and exp_avg_sq (float32)
 ACTIVATION_FLOATS_PER_TOKEN = 16  # saved per token and layer, in units of the layer's width:
 # 2 layer norms, q, k, v, attention output, projection, 4x MLP hidden before and after GELU
-BACKWARD_FACTOR = 2  # gradients of the activations live beside them during backward
-PROCESS_BYTES = 400 * 2**20  # a training process with torch imported (~350-400 MB RSS measured)
+BACKWARD_FACTOR = 1.25  # backward's gradients beside the saved activations (fitted: measured peaks
+# of 0.52 and 2.8-3.2 GB were estimated at 0.55 and 3.06 GB, docs/limits.md)
+PROCESS_BYTES = 450 * 2**20  # a training process with torch imported (~310 MB) and its buffers
 
 
 @dataclass(frozen=True)
