@@ -21,6 +21,12 @@ A worker runs at a lower priority (nice WORKER_NICE, BHARATEO_WORKER_NICE overri
 The app reads the worker's events in a thread of their own, so a frozen worker can't block the
 app: WorkerRun.next_event() times out, and WorkerRun.kill() ends the worker (SIGTERM, then
 SIGKILL after a grace, which also ends a worker stopped with SIGSTOP).
+
+A worker out of memory says so ("ran out of memory: reduce chips, chip size or model size",
+out_of_memory_message), never "ended unexpectedly": a MemoryError in training is its failure
+message; one it can't even send ends it with exit code OUT_OF_MEMORY_EXIT; a worker ended by a
+SIGKILL the app didn't send is the kernel's out-of-memory killer's doing; a result too large for
+the server to read back is the server's.
 """
 from __future__ import annotations
 
