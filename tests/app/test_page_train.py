@@ -583,7 +583,7 @@ def test_a_run_training_now_is_not_listed_as_a_damaged_folder(worldcover_dir):
     assert not any("training-now" in w.value for w in at.warning)
 
 
-def test_every_token_accounting_figure_is_short_and_exact_in_its_help(worldcover_dir):
+def test_every_token_accounting_figure_is_short_and_exact_in_its_help(worldcover_dir, monkeypatch):
     """The walkthrough saw '283,115,…': a metric a fifth of the page wide cut its value off.
     At the largest chips x epochs the knobs allow, every figure fits (at most 6 characters) and
     its help holds the exact number config.tokens() computed."""
@@ -591,6 +591,7 @@ def test_every_token_accounting_figure_is_short_and_exact_in_its_help(worldcover
     from bharateo.pipeline import knob_settings
 
     settings = knob_settings()
+    monkeypatch.setenv("BHARATEO_MAX_TRAINING_S", "none")  # the figures, not the 30-min default
     at = set_knobs(train_page(), n_chips=settings["n_chips"].high, epochs=settings["epochs"].high)
     assert not at.exception and not at.error
     knobs = {k: at.session_state[f"knob_{k}"] for k in ("n_chips", "epochs", "mask_ratio")}
