@@ -2,12 +2,15 @@
 import streamlit as st
 
 from bharateo.app.home import CALCULATOR_DEFAULTS, PIPELINE_DOT, channel_options, token_table
-from bharateo.app.lesson import write_lesson_url
+from bharateo.app.lesson import guard_long_addresses, write_lesson_url
 from bharateo.app.pictures import legend_html
 from bharateo.app.regions import data_in_use_text
 from bharateo.app.sidebar import sidebar, source_status, synthetic_banner
 from bharateo.app.state import PAGES, init_state, keep_widget, open_requested_page
 from bharateo.worldcover import ATTRIBUTION, CITATION, data_source_from_env
+
+
+guard_long_addresses()  # an address Streamlit drops for its size gets a note and is cleaned
 
 
 def home() -> None:

@@ -196,6 +196,8 @@ def cmd_train(args) -> None:
     config.validate()  # the app's checks and messages, before anything is read or built
     resolve_device(config.train.device)  # a missing GPU fails now, before the name is reserved
     clean_leftovers()  # what a killed save or training left (never a live process's)
+    if args.chips_dir is None:  # chips in memory (a store streams its shards)
+        _check_memory(config)
     if args.chips_dir is not None:  # chips from a store on disk, one process or under torchrun
         return cmd_train_store(args, config)
     # reserve the name before spending time on training (a taken name fails now, not at save)
@@ -212,6 +214,25 @@ def cmd_train(args) -> None:
     finally:
         release_run_name(name)  # only if nothing was saved into the reservation
     _print_result(args.run, result)
+
+
+def _check_memory(config) -> None:
+    """The Train page's memory check (limits.memory_problem: ConfigError saying what to reduce)
+    and a line on stderr with the estimate and the app's time budget, which this command, run
+    by whoever owns the machine, doesn't apply."""
+    from bharateo.errors import ConfigError
+    from bharateo.limits import (available_bytes, gigabytes, max_training_seconds,
+                                 memory_problem, training_memory)
+
+    available = available_bytes()
+    if problem := memory_problem(config, available):
+        raise ConfigError(problem)
+    budget = max_training_seconds()
+    free = f" of {gigabytes(available)} free" if available is not None else ""
+    print(f"peak memory about {gigabytes(training_memory(config).total)} (an estimate){free}; "
+          + (f"the app stops a training at {budget / 60:g} min (BHARATEO_MAX_TRAINING_S), "
+             if budget else "the app sets no time limit (BHARATEO_MAX_TRAINING_S=none), ")
+          + "this command trains to the end", file=sys.stderr)
 
 
 def _progress_printer(quiet: bool):
@@ -489,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--chips-dir", help="train on a chip store (python -m bharateo chips build); "
                    "also under torchrun --nproc_per_node=N -m bharateo train ...")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, paths={"chips_dir": ("--chips-dir", "folder")})
 
     p = sub.add_parser("chips", help="chip stores on disk, for large or distributed training")
     chips_sub = p.add_subparsers(dest="chips_command", required=True)
@@ -501,10 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(p, ChipConfig)  # the chip settings, checked by ChipConfig's bounds (up to MAX_CHIPS)
     p.add_argument("--shard-size", type=int, default=1024, help="chips per shard (default 1024)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_chips_build)
+    p.set_defaults(func=cmd_chips_build, paths={"out": ("--out", "new folder")})
     p = chips_sub.add_parser("verify", help="check every shard of a chip store against its checksums")
     p.add_argument("dir")
-    p.set_defaults(func=cmd_chips_verify)
+    p.set_defaults(func=cmd_chips_verify, paths={"dir": ("DIR", "folder")})
 
     p = sub.add_parser("evaluate", help="confusion matrix and scores of a saved run")
     p.add_argument("run")
@@ -532,9 +553,23 @@ def _check_declared(args) -> None:
         raise ConfigError("Fix these settings: " + " ".join(problems))
 
 
+def _check_paths(args) -> None:
+    """ConfigError saying what is wrong with the first path flag (each subcommand's `paths`:
+    dest -> (flag, "folder" | "new folder")) that can't be used, before any work is done."""
+    from bharateo.errors import ConfigError
+    from bharateo.paths import folder_problem, new_folder_problem
+
+    checks = {"folder": folder_problem, "new folder": new_folder_problem}
+    for dest, (flag, kind) in getattr(args, "paths", {}).items():
+        value = getattr(args, dest, None)
+        if value is not None and (problem := checks[kind](value)):
+            raise ConfigError(f"{flag} {value}: {problem}.")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_paths(args)
         _check_declared(args)
         args.func(args)
     except BharatEOError as exc:

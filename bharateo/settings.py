@@ -223,26 +223,100 @@ def check_settings(obj, what: str, prefix: str = "") -> None:
             raise ConfigError(text[:1].upper() + text[1:])
 
 
+MAX_TEXT = 64  # longest text a page address may give a setting (a region name)
+
+
+def _typed_text(value) -> str:
+    return f"{int(value)}" if value == int(value) else f"{value:g}"  # 2147483648 as typed
+
+
+def page_problem(s: Setting, value, label: str | None = None, allowed=None) -> str | None:
+    """The one check of a value against what the pages can set, for every way a value arrives
+    (a Train knob or Chips field, a page address, a CLI flag): None when a page could have set
+    it, else one sentence naming the setting (`label`, default its bold label), the value and
+    what is allowed. What a page can set: a typed field (Setting.typed) a number of the right
+    kind within low..high; a select slider one of its `options`; a select box one of `choices`
+    (or `allowed`, e.g. the session's region names for the held-out region; "" for an optional
+    one); a slider a value on its steps from low to high; a checkbox True or False."""
+    label = label or f"**{s.label}**"
+    if s.type is bool:
+        return None if isinstance(value, bool) else f"{label} is {value!r}: it is on or off."
+    if s.type is str:
+        options = list(allowed if allowed is not None else s.choices or ())
+        if (value == "" or value is None) and s.optional:
+            return None
+        if value not in options:
+            listed = ", ".join(map(repr, options)) or "the choices"
+            return f"{label} is {value!r}: choose one of {listed}."
+        return None
+    if s.typed:
+        allowed_text = (f"type a {'whole number' if s.whole else 'number'} from "
+                        f"{number_words(s.low)} to {number_words(s.high)}")
+        if value is None:  # an emptied field
+            return f"{label} is empty: {allowed_text}."
+        if not is_number(value) or not math.isfinite(value):  # NaN / inf: only from the CLI
+            return f"{label} is {value}, not a number: {allowed_text}."
+        if not s.low <= value <= s.high or (s.whole and value != int(value)):
+            return f"{label} is {_typed_text(value)}: {allowed_text} ({s.help})."
+        return None
+    if not is_number(value) or not math.isfinite(value):
+        return f"{label} is {value!r}, not a number."
+    choices = s.options or s.choices
+    if choices:
+        if value not in choices:
+            return f"{label} is {_typed_text(value)}: choose one of {', '.join(map(str, choices))}."
+        return None
+    if s.widget == "slider" and s.low is not None and s.high is not None:
+        if not s.low <= value <= s.high:
+            return (f"{label} is {_typed_text(value)}: the slider runs from {number_words(s.low)} "
+                    f"to {number_words(s.high)}.")
+        steps = (value - s.low) / s.step if s.step else 0
+        if abs(steps - round(steps)) > 1e-6:
+            return f"{label} is {value:g}: not on the slider's steps of {s.step:g}."
+        return None
+    if not _within(s, value):
+        return f"{label} is {_typed_text(value)}: it must be {_bounds_words(s)}."
+    return None
+
+
+def from_text(s: Setting, raw: str, label: str | None = None, allowed=None):
+    """Text from outside (a page address) -> the setting's value, accepted only if a page could
+    have set it (page_problem); a slider's value is put exactly on its step (0.8500000000000001
+    reads as 0.85). Raises ValueError with the sentence to show: not a number, not whole, too
+    long or not printable (MAX_TEXT), or page_problem's."""
+    label = label or f"**{s.label}**"
+    raw = str(raw).strip()
+    if len(raw) > MAX_TEXT or not raw.isprintable():
+        raise ValueError(f"{label}: the text is too long or not printable")
+    if s.type is bool:
+        if raw.lower() not in ("1", "0", "true", "false"):
+            raise ValueError(f"{label} is {raw!r}: expected 1 or 0")
+        return raw.lower() in ("1", "true")
+    if s.type is str:
+        value = raw
+    else:
+        try:
+            value = int(raw) if s.type is int else float(raw)
+        except ValueError:
+            raise ValueError(f"{label}: {raw!r} is not "
+                             f"{'a whole number' if s.type is int else 'a number'}") from None
+    if problem := page_problem(s, value, label, allowed):
+        raise ValueError(problem.rstrip("."))
+    if s.widget == "slider" and s.step and s.type is float:
+        value = round(s.low + round((value - s.low) / s.step) * s.step, 10)
+    return value
+
+
 def range_problems(values: dict, settings: list[Setting], names: dict[str, str] | None = None
                    ) -> list[str]:
     """One sentence per typed setting (Setting.typed) whose value in `values` (keyed by setting
-    name) is empty, not a number, not whole where it must be, or outside `low`..`high`; the
-    setting is named by `names` (e.g. CLI flags) or its bold label. Empty list: all fine."""
+    name) is empty, not a number, not whole where it must be, or outside `low`..`high`
+    (page_problem's sentences); the setting is named by `names` (e.g. CLI flags) or its bold
+    label. Empty list: all fine."""
     problems = []
     for s in settings:
-        if not s.typed:
-            continue
-        label = (names or {}).get(s.name, f"**{s.label}**")
-        value = values.get(s.name)
-        allowed = (f"type a {'whole number' if s.whole else 'number'} from "
-                   f"{number_words(s.low)} to {number_words(s.high)}")
-        if value is None:  # an emptied field
-            problems.append(f"{label} is empty: {allowed}.")
-        elif not is_number(value) or not math.isfinite(value):  # NaN / inf: only from the CLI
-            problems.append(f"{label} is {value}, not a number: {allowed}.")
-        elif not s.low <= value <= s.high or (s.whole and value != int(value)):
-            typed = f"{int(value)}" if value == int(value) else f"{value:g}"  # 2147483648 as typed
-            problems.append(f"{label} is {typed}: {allowed} ({s.help}).")
+        if s.typed and (problem := page_problem(s, values.get(s.name), (names or {}).get(s.name))):
+            problems.append(problem)
     return problems
 
 

@@ -58,6 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bharateo.chips import (ChipConfig, ChipSet, SamplingPlan, SamplingTally, SplitPlan,
                             iter_chips, labels_to_tokens, patch_mode_labels, plan_chips)
+from bharateo.paths import new_folder_problem
 from bharateo.errors import ChipError, ChipStoreError, ConfigError
 from bharateo.model import patchify
 from bharateo.reflectance import BandStats, band_stats, normalise
@@ -211,8 +212,9 @@ def build_store(out: Path, rois, config: ChipConfig, shard_size: int = DEFAULT_S
     if not 1 <= shard_size <= MAX_SHARD_SIZE:
         raise ChipStoreError(f"Shard size must be 1-{MAX_SHARD_SIZE:,} chips (got {shard_size}); "
                              f"{DEFAULT_SHARD_SIZE} is a good default.")
-    if out.exists():
-        raise ChipStoreError(f"{out} already exists. Choose a new --out folder or delete that one.")
+    if problem := new_folder_problem(out):  # before any chip is cut
+        raise ChipStoreError(f"The chip store can't be written at {out}: {problem}. Choose "
+                             "another --out folder.")
     plan = plan_chips(rois, config)
     if config.chip_size % config.patch_size:
         raise ChipError(f"Chip size {config.chip_size} is not a multiple of the patch size "
@@ -237,7 +239,8 @@ def build_store(out: Path, rois, config: ChipConfig, shard_size: int = DEFAULT_S
         shutil.rmtree(tmp, ignore_errors=True)
         what = ("the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else
                 "the folder is read-only" if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
-                else f"{out} appeared meanwhile" if exc.errno in (errno.EEXIST, errno.ENOTEMPTY)
+                else new_folder_problem(out) or f"{out} appeared meanwhile"
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR)
                 else exc.strerror or str(exc))
         raise ChipStoreError(f"The chip store {out} could not be written: {what}. Nothing was "
                              "kept; free some space or choose another --out, then try again.") from exc

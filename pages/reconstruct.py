@@ -4,6 +4,7 @@ import streamlit as st
 from bharateo import evaluate
 from bharateo.app import figures
 from bharateo.app.downloads import csv_button
+from bharateo.app.lesson import lesson_fragment
 from bharateo.app.pictures import (RAW, error_legend_caption, legend_html, magma_legend,
                                    picture_rows, reconstruction_panels, score_panels,
                                    thumbnail)
@@ -52,7 +53,7 @@ for col, i in zip(thumb_cols, shown):
                on_click=st.session_state.__setitem__, args=(chip_key, i))
 
 # --- the mask, the panels and the curve: a fragment, so a slider move reruns only this part ------
-@st.fragment
+@lesson_fragment  # st.fragment that also writes the ratio into the lesson's address
 def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: float,
                   precision: str) -> None:
     keep_widget("recon_mask_ratio", 0.75)

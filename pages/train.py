@@ -87,7 +87,7 @@ if config is not None:
     st.caption(precision_caption(config))
     estimate, over_budget = training_estimate(config, scan_runs()[0], max_training_seconds())
     st.caption(estimate)
-    if over_budget:  # refused before it takes the slot for hours
+    if over_budget:  # refused before it takes the slot for hours or runs out of memory
         st.error(over_budget, icon=":material/timer_off:")
 
 

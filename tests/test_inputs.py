@@ -185,3 +185,36 @@ def test_a_failed_run_pick_stays_on_screen_until_the_next_pick():
     assert [e.value for e in at.error] == [unreadable_weights_message("broken")]
     at.selectbox(key="reconstruct_saved_run").select("fine").run()
     assert not at.error and at.session_state["model"].run == "fine"
+
+
+# --- issue 20.4: memory is checked before a training starts -------------------------------------
+def test_cli_refuses_a_training_that_cannot_fit_in_memory(monkeypatch, capsys, tmp_path):
+    from bharateo.cli import main
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    monkeypatch.setenv("BHARATEO_CHECKPOINT_DIR", str(runs))
+    monkeypatch.setenv("BHARATEO_MEMORY_BYTES", str(100 * 2**20))
+    assert main(["train", "--run", "too-big", "--n-chips", "4096", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "run out of memory" in err and "Reduce chips, chip size or model size" in err, err
+    assert err.splitlines()[-1].startswith("error: ") and "Traceback" not in err
+    assert not list(runs.iterdir())  # nothing reserved or built
+
+
+def test_the_memory_estimate_grows_with_chips_chip_size_model_and_batch():
+    from dataclasses import replace
+
+    from bharateo.limits import training_memory
+    from bharateo.pipeline import RunConfig
+
+    base = RunConfig()
+    before = training_memory(base)
+    assert training_memory(replace(base, chips=replace(base.chips, n_chips=4096))).chips \
+        == before.chips * 4096 // base.chips.n_chips
+    assert training_memory(replace(base, chips=replace(base.chips, chip_size=256))).activations \
+        > 4 * before.activations  # 4x the tokens, and attention grows with their square
+    assert training_memory(replace(base, model=replace(base.model, embed_dim=256))).model \
+        > 3 * before.model
+    assert training_memory(replace(base, train=replace(base.train, batch_size=64))).activations \
+        == 4 * before.activations

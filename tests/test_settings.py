@@ -222,3 +222,29 @@ def test_a_registry_lookup_names_the_known_entries():
     for bad in ("c", ["a"]):
         with pytest.raises(ConfigError, match=r"^Unknown colour .*: this lab has 'a', 'b'\."):
             registered({"a": 1, "b": 2}, bad, "colour")
+
+
+# --- issue 20.4: one check per setting, one sentence in the CLI, the page and the link ---------
+def test_a_value_no_page_offers_gets_the_same_sentence_from_cli_page_and_link(capsys):
+    import pytest
+
+    from bharateo.cli import main
+    from bharateo.pipeline import knob_problems, knob_settings
+    from bharateo.settings import from_text
+
+    knobs = knob_settings()
+    sentence = "is 5000: type a whole number from 16 to 4,096"
+    assert main(["train", "--run", "x", "--n-chips", "5000"]) == 2
+    assert f"--n-chips {sentence}" in capsys.readouterr().err
+    assert any(f"**chips** {sentence}" in p for p in knob_problems({"n_chips": 5000}))
+    with pytest.raises(ValueError, match=rf"\*\*chips\*\* {sentence}"):
+        from_text(knobs["n_chips"], "5000")
+    # the kinds of control a page has: a slider's steps, a select slider's options, choices
+    for name, text, words in (("mask_ratio", "0.93", "not on the slider's steps of 0.05"),
+                              ("mask_ratio", "0.99", "the slider runs from 0.05 to 0.95"),
+                              ("heads", "3", "choose one of"), ("precision", "fp8", "choose one of"),
+                              ("cosine", "maybe", "expected 1 or 0"), ("lr", "abc", "'abc' is not a number"),
+                              ("epochs", "x" * 100, "too long")):
+        with pytest.raises(ValueError, match=words):
+            from_text(knobs[name], text)
+    assert from_text(knobs["mask_ratio"], "0.85") == 0.85 and from_text(knobs["cosine"], "0") is False

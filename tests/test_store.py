@@ -457,3 +457,36 @@ def test_cli_builds_an_s2_store_and_trains_a_4band_run_from_it(s2_env, capsys):
     assert main(["chips", "build", "--out", str(s2_env / "x"), "--source", "s2-4band",
                  "--dates", "2020-03-01/2020-01-01", "--region", region, "--quiet"]) == 2
     assert "ends before it starts" in capsys.readouterr().err
+
+
+# --- issue 21.8: a path flag that can't be used says what is wrong with it, before any work ----
+def test_cli_path_flags_say_what_is_wrong_with_the_path(tmp_path, capsys, monkeypatch):
+    """`chips build --out /etc/passwd/x` cut every chip, then reported that the output
+    "appeared meanwhile"."""
+    def no_reading(*args, **kwargs):
+        raise AssertionError("regions read before the path was checked")
+
+    monkeypatch.setattr("bharateo.pipeline.load_rois", no_reading)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    cases = {  # argv -> what the one line must say
+        ("chips", "build", "--out", str(a_file / "x")): f"--out {a_file / 'x'}: {a_file} is a file, not a folder",
+        ("chips", "build", "--out", str(a_file / "x" / "y")): f"{a_file} is a file, not a folder",
+        ("chips", "build", "--out", str(a_file)): "already exists",
+        ("chips", "verify", str(tmp_path / "missing")): f"there is no folder {tmp_path / 'missing'}",
+        ("chips", "verify", str(a_file)): "is a file, not a folder",
+        ("train", "--run", "r", "--chips-dir", str(a_file)): f"--chips-dir {a_file}: {a_file} is a file",
+    }
+    for argv, words in cases.items():
+        assert main(list(argv)) == 2, argv
+        err = capsys.readouterr().err
+        assert words in err and "appeared meanwhile" not in err, (argv, err)
+        assert err.count("\n") == 1 and "Traceback" not in err  # one plain line
+
+
+def test_build_store_refuses_an_unusable_folder_before_cutting_chips(tmp_path, monkeypatch):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    monkeypatch.setattr(store_module, "plan_chips", lambda *a: pytest.fail("chips planned"))
+    with pytest.raises(ChipStoreError, match="is a file, not a folder"):
+        build_store(a_file / "store", make_rois(), CHIPS)

@@ -20,7 +20,7 @@ from bharateo.chips import (HOLDOUT_BLOCKS, MAX_CHIP_NODATA_FRACTION, ChipConfig
 from bharateo.errors import BharatEOError
 from bharateo.model import ModelConfig
 from bharateo.roi import Roi
-from bharateo.settings import Setting, range_problems, settings_of
+from bharateo.settings import Setting, page_problem, range_problems, settings_of
 from bharateo.words import plural
 from bharateo.worldcover import NODATA_NAME, NUM_CLASSES, PALETTE_BANDS, class_name
 
@@ -88,19 +88,22 @@ def chip_field_problems(values: dict) -> list[str]:
     return range_problems(values, [s for s in chip_form_settings().values() if s.typed])
 
 
+# ChipConfig settings no page draws: every chip set a page cuts has their declared default
+CHIP_FIXED = ("patch_size",)
+
+
 def chip_config_problems(config: ChipConfig) -> list[str]:
-    """What in `config` the Chips form could not have set (empty list: nothing), for a config
-    from outside, such as a page address: a typed field outside its range, a size the form
-    doesn't offer (the declared `options`), min classes off its slider; one sentence each."""
-    form = chip_form_settings()
-    problems = range_problems(vars(config), [s for s in form.values() if s.typed])
-    for s in {**{s.name: s for s in settings_of(ChipConfig)}, **form}.values():
-        value = getattr(config, s.name)
-        if s.options and value not in s.options:
-            problems.append(f"**{s.label}** {value} is not one the Chips page offers "
-                            f"({', '.join(map(str, s.options))}).")
-        elif s.widget == "slider" and s.name in form and not s.low <= value <= s.high:
-            problems.append(f"**{s.label}** {value} is outside {s.low}-{s.high}.")
+    """What in `config` the Chips page could not have set (empty list: nothing), for a config
+    from outside the form (a page address, a session's chips given to the Train page): each
+    form field checked as the form checks it (settings.page_problem: a typed field's range, a
+    size the form offers, min classes on its slider), and each setting no page draws
+    (CHIP_FIXED: the patch size) at its declared default; one sentence each."""
+    problems = [p for name, s in chip_form_settings().items()
+                if (p := page_problem(s, getattr(config, name)))]
+    for s in settings_of(ChipConfig):
+        if s.name in CHIP_FIXED and getattr(config, s.name) != s.default:
+            problems.append(f"**{s.label}** is {getattr(config, s.name)}: the Chips page cuts "
+                            f"chips with {s.default} only.")
     return problems
 
 

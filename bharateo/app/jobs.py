@@ -13,7 +13,7 @@ No slot is held forever: a worker that sends nothing and uses no CPU for BHARATE
 BUSY_STALL_FACTOR times that while busy, is killed and its job fails with a message (a worker that
 is only slow because the machine is loaded still uses CPU, so it is left alone); a worker that
 doesn't answer Stop (or a closed browser) within STOP_GRACE_S of idle CPU is killed; a training
-that reaches the server's budget BHARATEO_MAX_TRAINING_S (unset: none) stops as if Stop was
+that reaches the server's budget BHARATEO_MAX_TRAINING_S (unset: 30 min, bharateo/limits.py) stops as if Stop was
 pressed and is saved, saying why. Any job can be cancelled with stop(reason) (see jobs_listing).
 
 A running job can be paused, resumed and stepped (pause(), resume(), step("step" | "epoch")):
@@ -37,9 +37,10 @@ from dataclasses import asdict, replace
 
 from bharateo.app import looks
 from bharateo.app.looks import StoredLooks
-from bharateo.app.worker import WorkerRun, keep_spare_worker
+from bharateo.app.worker import WorkerRun, keep_spare_worker, out_of_memory_message
 from bharateo.chips import build_chip_sets
 from bharateo.errors import BharatEOError, ConfigError
+from bharateo.limits import max_training_seconds  # noqa: F401  (30 min unset; docs/limits.md)
 from bharateo.pipeline import ExperimentResult, RunConfig, renamed, save_experiment
 from bharateo.runs import load_run, release_run_name
 from bharateo.sources import DEFAULT_SOURCE, pixel_source
@@ -74,9 +75,6 @@ def stall_seconds() -> float:
     return _positive_seconds("BHARATEO_STALL_S", 120.0)
 
 
-def max_training_seconds() -> float | None:
-    """BHARATEO_MAX_TRAINING_S: the server's time budget for one training in s (None: no limit)."""
-    return _positive_seconds("BHARATEO_MAX_TRAINING_S", None)
 
 
 class TrainingQueue:
@@ -268,6 +266,8 @@ class TrainingJob:
             self._train()
         except BharatEOError as exc:
             self._set(status="failed", error=str(exc))
+        except MemoryError:  # cutting the chips in the server: the same words as a worker's
+            self._set(status="failed", error=out_of_memory_message("while cutting its chips"))
         except Exception as exc:  # keep the app alive; the page shows the message
             log.exception("training job %s failed", self.run_name)
             self._set(status="failed", error=f"Training failed unexpectedly: {exc!r}")

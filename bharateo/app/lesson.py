@@ -12,6 +12,7 @@ it from the address), and no path is built from it unchecked.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from bharateo.chips import ChipConfig
 
 LESSON_PARAMS = ("roi", "chips", "run", "src")  # src=<pixel source>,<dates>,<max cloud> (Sentinel-2)
+MAX_VALUE_CHARS = 512  # longest value a lesson parameter may hold (a region ~100, show= ~300)
+DROPPED_PARAM = "_address_dropped"  # <characters>,<parameters> of an address Streamlit dropped
 MAX_LESSON_REGIONS = 8  # regions a page address may restore (each up to 4096 x 4096 px)
 CHIP_PARAMS = ("n_chips", "chip_size", "patch_size", "min_classes", "seed", "n_holdout_chips",
                "holdout_roi", "holdout_block")
@@ -69,6 +72,107 @@ def write_lesson_url() -> None:
             st.query_params[key] = values
 
 
+# --- an address too long for the web framework ------------------------------------------------
+def guard_long_addresses() -> None:
+    """Make an address Streamlit drops say so. Streamlit reads no query string over 512 KiB or
+    1,000 parameters (streamlit.runtime.state.query_params.sanitize_query_string): it logs a
+    warning on the server and the page sees no parameter at all, so the lesson silently opened
+    empty and the junk stayed in the browser's address. No setting changes those limits; this
+    wraps that one function (where Streamlit reads it) so a dropped query string reads as
+    `DROPPED_PARAM=<characters>,<parameters>`, which restore_lesson turns into a note and
+    write_lesson_url then drops, cleaning the address. Once per server process (app.py calls it
+    on every run; a session whose first run came before it sees the note on its next run).
+    Where Streamlit has moved that function, nothing is wrapped and nothing breaks."""
+    try:
+        from streamlit.runtime import app_session
+        from streamlit.runtime.state import query_params
+    except ImportError:
+        return
+    original = getattr(query_params, "sanitize_query_string", None)
+    if original is None or getattr(original, "_bharateo_guard", False):
+        return
+
+    def sanitize(query_string: str) -> str:
+        if query_string.startswith(f"{DROPPED_PARAM}="):  # ours, read a second time
+            return query_string
+        kept = original(query_string)
+        if query_string and not kept:
+            return f"{DROPPED_PARAM}={len(query_string)},{query_string.count('&') + 1}"
+        return kept
+
+    sanitize._bharateo_guard = True
+    query_params.sanitize_query_string = sanitize
+    if getattr(app_session, "sanitize_query_string", None) is original:
+        app_session.sanitize_query_string = sanitize
+
+
+def dropped_address_note(params) -> str | None:
+    """The note for an address Streamlit dropped (guard_long_addresses), else None."""
+    if DROPPED_PARAM not in params:
+        return None
+    chars, _, count = str(params.get(DROPPED_PARAM)).partition(",")
+    size = (f" ({int(count):,} parameters, {int(chars):,} characters)"
+            if chars.isdigit() and count.isdigit() else "")
+    return (f"This page's address was too long to read{size}: the web framework reads at most "
+            "1,000 parameters and 512 KiB, so none of it was used and it was cleaned from the "
+            "address. Open the lesson from its shared link, or set it up again.")
+
+
+class _Params:
+    """A page address's parameters (key -> values, in order) with over-long values left out,
+    read like st.query_params (get: the last value, get_all, `in`, iteration)."""
+
+    def __init__(self, values: dict[str, list[str]]):
+        self._values = values
+
+    def get(self, key, default=None):
+        return self._values[key][-1] if self._values.get(key) else default
+
+    def get_all(self, key) -> list[str]:
+        return list(self._values.get(key, []))
+
+    def __contains__(self, key) -> bool:
+        return key in self._values
+
+    def __iter__(self):
+        return iter(self._values)
+
+
+def bounded(params) -> tuple[_Params, list[str]]:
+    """(the address's parameters without any value over MAX_VALUE_CHARS, a note per key that
+    lost one). A key whose only values were too long is left out whole; the address then drops
+    it (write_lesson_url)."""
+    kept, notes = {}, []
+    for key in params:
+        values = params.get_all(key)
+        short = [v for v in values if len(v) <= MAX_VALUE_CHARS]
+        if len(short) < len(values):
+            notes.append(f"A value of '{str(key)[:40]}' in this page's address was left out: it "
+                         f"is {max(map(len, values)):,} characters long, over the "
+                         f"{MAX_VALUE_CHARS} any lesson setting needs.")
+        if short:
+            kept[key] = short
+    return _Params(kept), notes
+
+
+def lesson_fragment(func):
+    """st.fragment for a part of a page that holds a control the lesson link carries (the
+    Reconstruct mask ratio). A control moved inside a fragment reruns the fragment alone, not
+    app.py, whose write_lesson_url would put it in the address only at the next full run (the
+    slider at 0.60 left recon=train,1,0.75 there, and a fresh browser opened at 75 %): each run of
+    this fragment writes the address as it starts (the moved control's value is in the session
+    by then) and again as it ends (what its body changed), even when it stops early."""
+    @functools.wraps(func)
+    def body(*args, **kwargs):
+        write_lesson_url()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            write_lesson_url()
+
+    return st.fragment(body)
+
+
 def _roi_from_param(raw: str) -> RoiSpec:
     """'lon,lat,size,name' -> a checked RoiSpec (ValueError / RegionError saying what is wrong)."""
     parts = raw.split(",", 3)
@@ -87,27 +191,29 @@ def _roi_from_param(raw: str) -> RoiSpec:
 
 
 def _chips_from_param(raw: str, roi_names: list[str]) -> ChipConfig:
-    """The CHIP_PARAMS values, comma-separated -> ChipConfig (ValueError saying what is wrong)."""
-    from bharateo.chips import HOLDOUT_BLOCKS, ChipConfig
+    """The CHIP_PARAMS values, comma-separated -> ChipConfig, accepted only if the Chips page
+    could have cut such chips: each value read and checked by its setting's one check
+    (settings.from_text, with the Chips form's ranges), then the whole config as the Train page
+    checks a session's chips (chip_config_problems: the patch size no page changes).
+    ValueError saying what is wrong."""
+    from bharateo.app.chips import chip_config_problems, chip_form_settings
+    from bharateo.chips import ChipConfig
+    from bharateo.settings import from_text, settings_of
 
-    if len(raw.split(",")) != len(CHIP_PARAMS):
+    parts = raw.split(",")
+    if len(parts) != len(CHIP_PARAMS):
         raise ValueError(f"expected {len(CHIP_PARAMS)} values ({', '.join(CHIP_PARAMS)})")
-    values = dict(zip(CHIP_PARAMS, raw.split(",")))
-    try:
-        numbers = {k: int(values[k]) for k in CHIP_PARAMS[:6]}
-    except ValueError:
-        raise ValueError(f"{', '.join(CHIP_PARAMS[:6])} must be whole numbers") from None
-    config = ChipConfig(**numbers,
-                        holdout_roi=values["holdout_roi"] or None,
-                        holdout_block=values["holdout_block"] or None)
-    if config.holdout_roi is not None and config.holdout_roi not in roi_names:
-        raise ValueError(f"its held-out region '{config.holdout_roi}' is not among the regions")
-    if config.holdout_block not in (None, *HOLDOUT_BLOCKS):
-        raise ValueError(f"'{config.holdout_block}' is not a held-out part")
-    # only what the Chips page can set: an address must not ask for chips that exhaust memory
-    from bharateo.app.chips import chip_config_problems  # the Chips form's declared limits
+    declared = {**{s.name: s for s in settings_of(ChipConfig)}, **chip_form_settings()}
+    values = {}
+    for name, text in zip(CHIP_PARAMS, parts):
+        s = declared[name]
+        values[name] = None if s.optional and not text.strip() else from_text(
+            s, text, allowed=roi_names if name == "holdout_roi" else None)
+    config = ChipConfig(**values)
+    if config.holdout_roi is None and config.holdout_block is not None:
+        raise ValueError("a held-out part needs a held-out region")
     if problems := chip_config_problems(config):
-        raise ValueError(" ".join(problems).replace("**", ""))
+        raise ValueError(" ".join(problems))
     if config.chip_size % config.patch_size:
         raise ValueError("the chip size is not a multiple of the patch size")
     return config
@@ -122,7 +228,10 @@ def restore_lesson(params) -> list[str]:
     from bharateo.chips import build_chip_sets
     from bharateo.runs import load_run, validate_run_name
 
-    state, notes, rois = st.session_state, [], []
+    if note := dropped_address_note(params):
+        return [note]
+    params, notes = bounded(params)
+    state, rois = st.session_state, []
     if raw := params.get("src"):  # Sentinel-2: set the source before any region is read
         kind, _, rest = str(raw).partition(",")
         dates, _, cloud = rest.rpartition(",")
@@ -156,11 +265,11 @@ def restore_lesson(params) -> list[str]:
             state.train_chips, state.heldout_chips = build_chip_sets(rois, config)
             state.chip_config = config
         except Exception as exc:  # from the address: any bad value is a note, never a traceback
-            notes.append(f"The chip settings in this page's address were not used ({raw!r}): {exc}. "
+            notes.append(f"The chip settings in this page's address were not used ({raw!r}): {str(exc).rstrip('.')}. "
                          "Cut chips again on the Chips page.")
     if raw := params.get("run"):
         try:
             use_saved_run(load_run(validate_run_name(raw)))
         except BharatEOError as exc:
             notes.append(f"The model in this page's address was not loaded: {exc}")
-    return notes + teacher.restore_extra(params, LESSON_PARAMS)
+    return notes + teacher.restore_extra(params, (*LESSON_PARAMS, DROPPED_PARAM))

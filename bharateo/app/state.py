@@ -102,7 +102,7 @@ def init_state() -> None:
     """Fill in LabState's defaults this session lacks; on a session's first run, restore a
     lesson from the page address (bharateo/app/lesson.py) with a note for whatever was skipped,
     shown once on the page the address opens (kept while page_setup switches page)."""
-    from bharateo.app.lesson import restore_lesson
+    from bharateo.app.lesson import dropped_address_note, restore_lesson
     from bharateo.app.teacher import STREAMLIT_PARAMS
     from bharateo.app.worker import keep_spare_worker
 
@@ -119,6 +119,8 @@ def init_state() -> None:
         # or a shared link (unknown keys too: they get a note)
         with st.spinner("Restoring the lesson from this page's address…"):
             st.session_state["_lesson_notes"] = restore_lesson(st.query_params)
+    elif note := dropped_address_note(st.query_params):  # a session older than the guard
+        st.session_state["_lesson_notes"] = [note]
     if "_open_page" not in st.session_state:  # (not in a run about to switch page: page_setup)
         for note in st.session_state.pop("_lesson_notes", []):  # once: the address drops the
             st.warning(note, icon=":material/link_off:")  # values they name (write_lesson_url)

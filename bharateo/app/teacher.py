@@ -20,13 +20,11 @@ options, range, slider step); a bad one is left out with a note, never trusted.
 """
 from __future__ import annotations
 
-import math
 import streamlit as st
 
 SHOW_PARAM = "show"
 RECON_PARAM = "recon"
 RECON_SPLITS = ("train", "held")
-MAX_TEXT = 64  # longest text value an address may set (a region name)
 STREAMLIT_PARAMS = ("embed", "embed_options")  # Streamlit's own: never a notice
 # Train page controls beyond the knobs that teacher mode hides unless chosen: name -> label
 PAGE_CONTROLS = {"manage_runs": "rename and delete saved runs",
@@ -70,44 +68,13 @@ def knob_text(value) -> str:
 
 
 def parse_knob(spec, raw: str, region_names: list[str] | None = None):
-    """Address text -> the knob's value, checked against its declaration. ValueError saying what
-    is wrong (the note shown to the user)."""
-    raw = raw.strip()
-    if spec.type is bool:
-        if raw.lower() not in ("1", "0", "true", "false"):
-            raise ValueError("expected 1 or 0")
-        return raw.lower() in ("1", "true")
-    if spec.type is str:
-        if len(raw) > MAX_TEXT or not raw.isprintable():
-            raise ValueError("the text is too long or not printable")
-        allowed = list(spec.choices or ())
-        if spec.name == "holdout_roi":
-            allowed = list(region_names or [])
-        if raw == "" and spec.optional:
-            return ""
-        if raw not in allowed:
-            raise ValueError(f"{raw!r} is not one of {', '.join(map(repr, allowed)) or 'the choices'}")
-        return raw
-    try:
-        value = int(raw) if spec.type is int else float(raw)
-    except ValueError:
-        raise ValueError(f"{raw!r} is not {'a whole number' if spec.type is int else 'a number'}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{raw!r} is not a finite number")
-    if spec.options:
-        if value not in spec.options:
-            raise ValueError(f"{raw} is not one of {', '.join(map(str, spec.options))}")
-        return value
-    if spec.choices is not None and value not in spec.choices:
-        raise ValueError(f"{raw} is not one of {', '.join(map(str, spec.choices))}")
-    if spec.low is not None and spec.high is not None and not spec.low <= value <= spec.high:
-        raise ValueError(f"{raw} is outside {spec.low:g} to {spec.high:g}")
-    if spec.widget == "slider" and spec.step:
-        steps = (value - spec.low) / spec.step
-        if abs(steps - round(steps)) > 1e-6:
-            raise ValueError(f"{raw} is not on the slider's steps of {spec.step:g}")
-        value = round(spec.low + round(steps) * spec.step, 10) if spec.type is float else value
-    return value
+    """Address text -> the knob's value, accepted only if the Train page could have set it: the
+    one check every setting has (bharateo.settings.from_text / page_problem, the sentences the
+    page and the CLI show). ValueError saying what is wrong (the note shown to the user)."""
+    from bharateo.settings import from_text
+
+    allowed = list(region_names or []) if spec.name == "holdout_roi" else None
+    return from_text(spec, raw, allowed=allowed)
 
 
 def baseline_knobs() -> dict:
@@ -177,15 +144,15 @@ def parse_recon(raw: str, chip_counts: dict[str, int]) -> tuple[str, int, float]
     if split not in chip_counts:
         raise ValueError("this lesson has no such chips")
     try:
-        chip, ratio = int(parts[1]), float(parts[2])
+        chip = int(parts[1])
     except ValueError:
-        raise ValueError("the chip must be a whole number and the ratio a number") from None
+        raise ValueError("the chip must be a whole number") from None
     if not 0 <= chip < chip_counts[split]:
         raise ValueError(f"there is no chip {chip} (0 to {chip_counts[split] - 1})")
-    steps = (ratio - 0.05) / 0.05
-    if not (0.05 <= ratio <= 0.95 and abs(steps - round(steps)) < 1e-6):
-        raise ValueError(f"the mask ratio {ratio} is not one of the slider's 0.05 ... 0.95")
-    return split, chip, round(0.05 + round(steps) * 0.05, 2)
+    from bharateo.settings import from_text
+
+    # the page's slider is the mask ratio setting's (0.05 to 0.95 in steps of 0.05): its one check
+    return split, chip, round(from_text(knob_specs()["mask_ratio"], parts[2]), 2)
 
 
 # --- session state ------------------------------------------------------------------------------

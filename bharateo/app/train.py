@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from bharateo.app import teacher
+from bharateo.app.chips import chip_config_problems  # what the Chips page could have cut
 from bharateo.app.figures import accuracy_figure, loss_figure
 from bharateo.app.state import clear_error, keep_error, show_kept_error, use_trained_model
 from bharateo.architectures import MODELS, model_class
@@ -66,6 +67,9 @@ def config_from_knobs(knobs: dict, rois, chip_config: ChipConfig) -> RunConfig:
     chips = _section("chips", chip_config, knobs)
     if chips.holdout_roi is None:  # a held-out part of no region means none
         chips = replace(chips, holdout_block=None)
+    if problems := chip_config_problems(chips):
+        raise ConfigError("These chips are not ones the Chips page can cut, so Train is blocked: "
+                          + " ".join(problems) + " Cut chips again on the Chips page.")
     model = _section("model", SECTIONS["model"](), knobs).validate()
     train = _section("train", SECTIONS["train"](), knobs).validate()
     return RunConfig(rois=tuple(r.spec for r in rois), chips=chips, model=model, train=train).validate()
@@ -701,19 +705,29 @@ def budget_advice(config: RunConfig, factor: float, budget: float) -> str | None
             f"Reduce the epochs, chips, embed dim or depth: with these settings {fits} would fit.")
 
 
-def training_estimate(config: RunConfig, runs, budget: float | None) -> tuple[str, str | None]:
-    """(a caption with the estimated training time and what it is based on, the refusal message
-    if it exceeds the server's `budget` in s, else None). `runs`: saved runs to calibrate from;
-    without any, the spare worker's start-up timing (worker.measured_calibration), if it has
-    answered; else the caption says the estimate is uncalibrated."""
+def training_estimate(config: RunConfig, runs, budget: float | None,
+                      available: int | None = None) -> tuple[str, str | None]:
+    """(a caption with the estimated training time and peak memory, what they are based on and
+    this server's limits; the refusal message if the time exceeds the server's `budget` in s or
+    the memory the `available` bytes (default: limits.available_bytes()), else None). `runs`:
+    saved runs to calibrate from; without any, the spare worker's start-up timing
+    (worker.measured_calibration), if it has answered; else the caption says the estimate is
+    uncalibrated."""
     from bharateo.app.worker import measured_calibration
+    from bharateo.limits import available_bytes, gigabytes, memory_problem, training_memory
 
     factor, basis = speed_factor(runs, calibration=measured_calibration())
     estimate = estimate_training_seconds(config, factor)
-    limit = f"; this server's limit is {format_duration(budget)} per training" if budget else ""
+    available = available_bytes() if available is None else available
+    limit = (f"; this server's limit is {format_duration(budget)} per training" if budget else
+             "; this server sets no time limit")
+    free = f" of {gigabytes(available)} free" if available is not None else ""
     caption = (f"Estimated training time: about {format_duration(estimate)} (an estimate from "
-               f"chips x epochs x model size at {basis}{limit}).")
-    return caption, budget_advice(config, factor, budget) if budget else None
+               f"chips x epochs x model size at {basis}{limit}, BHARATEO_MAX_TRAINING_S); peak "
+               f"memory about {gigabytes(training_memory(config).total)}{free}.")
+    refusal = (budget_advice(config, factor, budget) if budget else None) or \
+        memory_problem(config, available)
+    return caption, refusal
 
 
 # --- the session's training ------------------------------------------------------------------

@@ -27,6 +27,12 @@ A worker runs at a lower priority (nice WORKER_NICE, BHARATEO_WORKER_NICE overri
 The app reads the worker's events in a thread of their own, so a frozen worker can't block the
 app: WorkerRun.next_event() times out, and WorkerRun.kill() ends the worker (SIGTERM, then
 SIGKILL after a grace, which also ends a worker stopped with SIGSTOP).
+
+A worker out of memory says so ("ran out of memory: reduce chips, chip size or model size",
+out_of_memory_message), never "ended unexpectedly": a MemoryError in training is its failure
+message; one it can't even send ends it with exit code OUT_OF_MEMORY_EXIT; a worker ended by a
+SIGKILL the app didn't send is the kernel's out-of-memory killer's doing; a result too large for
+the server to read back is the server's.
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ import os
 import pickle
 import queue
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -51,6 +58,19 @@ _spare: subprocess.Popen | None = None
 READY = "ready"
 WORKER_NICE = 10  # added to the worker's niceness (BHARATEO_WORKER_NICE): the server comes first
 _GONE = ("gone",)  # the reader's last event: the worker closed its output (it ended)
+_NO_MEMORY = ("no memory",)  # the reader's last event: an event too large to read into memory
+OUT_OF_MEMORY_EXIT = 3  # a worker's exit code after a MemoryError it could not report
+
+
+def out_of_memory_message(how: str, likely: bool = False) -> str:
+    """The message of a training that ran out of memory (limits.OUT_OF_MEMORY), and `how` it
+    was found out (`likely`: a guess, e.g. from a SIGKILL nobody here sent)."""
+    from bharateo.limits import OUT_OF_MEMORY
+
+    return (f"The training process {'most likely ' if likely else ''}{OUT_OF_MEMORY} ({how}; "
+            "its weights could not be saved). "
+            "The Train page's memory estimate is only an estimate: leave room for what else the "
+            "machine runs.")
 
 
 @dataclass
@@ -249,6 +269,8 @@ class WorkerRun:
                 sent_at, event = pickle.load(self.process.stdout)
                 if event != READY and not isinstance(event, Calibration):
                     self._events.put((float(sent_at), event))
+        except MemoryError:  # an event (the weights) too large for the server's memory
+            self._events.put((time.monotonic(), _NO_MEMORY))
         except Exception:  # end of file, a closed pipe or a torn pickle: the worker has gone
             self._events.put((time.monotonic(), _GONE))
 
@@ -305,8 +327,18 @@ class WorkerRun:
             self.sent_at, event = self._events.get(timeout=timeout)
         except queue.Empty:
             return None
+        if event is _NO_MEMORY or event == _NO_MEMORY:
+            self.kill()
+            raise BharatEOError(out_of_memory_message("the server could not read its results "
+                                                      "into memory"))
         if event is _GONE or event == _GONE:
             code = self.process.wait()
+            if code == -signal.SIGKILL:  # not ours: kill() callers raise their own message
+                raise BharatEOError(out_of_memory_message(
+                    "it was ended by SIGKILL, the signal the kernel's out-of-memory killer "
+                    "sends", likely=True))
+            if code == OUT_OF_MEMORY_EXIT:
+                raise BharatEOError(out_of_memory_message("MemoryError"))
             raise BharatEOError(f"The training process ended unexpectedly (exit code {code}).")
         if isinstance(event, TrainingFailed):
             raise BharatEOError(event.message)
@@ -374,6 +406,8 @@ def run_one_job(calibrating: bool = False) -> None:
         config, train_chips, heldout = pickle.load(jobs_in)
     except (BrokenPipeError, EOFError):  # the app closed before this worker got a job
         return
+    except MemoryError:  # the job's chips don't fit: say so by the exit code (WorkerRun)
+        os._exit(OUT_OF_MEMORY_EXIT)
     control = TrainingControl()
 
     def read_commands():
@@ -386,6 +420,8 @@ def run_one_job(calibrating: bool = False) -> None:
         send_training(config, train_chips, heldout, control, send)
     except BrokenPipeError:  # the app has gone
         pass
+    except MemoryError:  # even its TrainingFailed could not be sent: say so by the exit code
+        os._exit(OUT_OF_MEMORY_EXIT)
 
 
 COMMANDS = ("stop", "pause", "resume", "step", "epoch")
@@ -517,6 +553,8 @@ def send_training(config, train_chips, heldout, control, send) -> None:
             control.after(event, send)
     except BharatEOError as exc:
         send(TrainingFailed(str(exc)))
+    except MemoryError:
+        send(TrainingFailed(out_of_memory_message("MemoryError")))
     except Exception as exc:  # shown to the user as an unexpected failure
         send(TrainingFailed(f"Training failed unexpectedly: {exc!r}"))
 

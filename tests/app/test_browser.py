@@ -305,6 +305,9 @@ def reconstruct(page, shots):
     b.wait_images_loaded(page, panels, 7)
     after = b.wait_text_stable(metrics)
     assert slider.get_attribute("value") == "0.9"
+    # the lesson link follows the slider, though it reran only its fragment (issue 22.6)
+    page.wait_for_function("() => /recon=[a-z]+,\\d+,0\\.90/.test(decodeURIComponent(location.search))",
+                           timeout=20_000)
     sources_after = page.locator(panels).evaluate_all("imgs => imgs.map(i => i.src)")
     changed = sum(x != y for x, y in zip(sources_before, sources_after))
     assert changed >= 3, f"only {changed} panels changed with the mask ratio"

@@ -100,9 +100,9 @@ def test_a_job_trains_in_a_worker_process_exactly_what_the_core_trains():
 def test_a_worker_that_dies_fails_the_job_with_a_message():
     job = jobs.TrainingJob(config(epochs=500), ROIS, "killed", queue=jobs.TrainingQueue()).start()
     wait_until(lambda: len(job.snapshot()["steps"]) > 2)
-    job.worker.process.kill()
+    job.worker.process.terminate()  # SIGKILL reads as the OOM killer's (test_a_worker_out_of_memory...)
     job.join(60)
-    assert job.status == "failed" and "ended unexpectedly" in job.error
+    assert job.status == "failed" and "ended unexpectedly (exit code -15)" in job.error
 
 
 def test_bad_settings_fail_with_the_message(monkeypatch):
@@ -232,7 +232,8 @@ def test_any_job_can_be_cancelled_from_the_queue_listing(monkeypatch):
     assert jobs.jobs_listing(queue) == []
 
 
-@pytest.mark.parametrize("value,expected", [(None, None), ("600", 600.0), ("0", None), ("x", None)])
+@pytest.mark.parametrize("value,expected", [(None, 1800.0), ("600", 600.0), ("0", 1800.0),
+                                            ("x", 1800.0), ("inf", 1800.0), ("None", None)])
 def test_max_training_seconds_from_env(monkeypatch, value, expected):
     if value is None:
         monkeypatch.delenv("BHARATEO_MAX_TRAINING_S", raising=False)
@@ -546,3 +547,55 @@ def test_a_paused_run_resumed_with_a_new_learning_rate_trains_with_it_and_logs_i
     saved = load_run("changed").config
     assert saved["train"]["lr"] == 2e-3 and saved["train"]["mask_ratio"] == 0.5
     assert [c for c in saved["controls"] if c["action"] == "changed"] == changed
+
+
+# --- issue 20.4: a worker killed by memory says so ----------------------------------------------
+def _worker_running(code: str):
+    """take_worker's stand-in: a process running `code` (the real worker's imports at hand)."""
+    import subprocess
+    import sys
+
+    from bharateo.app import worker
+
+    path = os.pathsep.join(p for p in (str(worker.PACKAGE_PARENT), os.environ.get("PYTHONPATH")) if p)
+    return lambda: subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": path})
+
+
+OOM_WORKERS = {
+    # the kernel's OOM killer: SIGKILL once the job (its chips) is being read
+    "sigkill": "import os, signal, sys; sys.stdin.buffer.read(1); os.kill(os.getpid(), signal.SIGKILL)",
+    # a MemoryError in the training loop: the real worker, its loop raising it
+    "training": "import bharateo.pipeline as p\n"
+                "def boom(*a, **k):\n    raise MemoryError\n"
+                "p.experiment_events = boom\n"
+                "from bharateo.app import worker\nworker.run_one_job()",
+    # a MemoryError while the job is unpickled: nothing can be sent, the exit code says it
+    "reading the job": "import pickle\n"
+                       "def boom(*a, **k):\n    raise MemoryError\n"
+                       "pickle.load = boom\n"
+                       "from bharateo.app import worker\nworker.run_one_job()",
+}
+
+
+@pytest.mark.parametrize("how", list(OOM_WORKERS))
+def test_a_worker_out_of_memory_says_so(monkeypatch, how):
+    """It said "ended unexpectedly (exit code 0)", not a word about memory."""
+    from bharateo.app import worker
+
+    monkeypatch.setattr(worker, "take_worker", _worker_running(OOM_WORKERS[how]))
+    job = jobs.TrainingJob(config(), ROIS, f"oom-{how.split()[0]}", queue=jobs.TrainingQueue()).start()
+    job.join(120)
+    assert job.status == "failed", job.status
+    assert "ran out of memory: reduce chips, chip size or model size" in job.error, job.error
+    assert "ended unexpectedly" not in job.error
+
+
+def test_cutting_chips_out_of_memory_in_the_server_says_so(monkeypatch):
+    def boom(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(jobs, "build_chip_sets", boom)
+    job = jobs.TrainingJob(config(), ROIS, "oom-chips", queue=jobs.TrainingQueue()).start()
+    job.join(60)
+    assert job.status == "failed" and "ran out of memory: reduce chips" in job.error

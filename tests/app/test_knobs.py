@@ -78,3 +78,16 @@ def test_a_page_address_asks_only_for_what_the_chips_form_offers():
         for value in wrong:
             problems = chip_page.chip_config_problems(dataclasses.replace(ChipConfig(), **{s.name: value}))
             assert len(problems) == 1 and problems[0].startswith(f"**{s.label}**"), (s.name, problems)
+
+
+def test_the_reconstruct_ratio_in_a_link_is_checked_by_the_mask_ratio_settings_one_check():
+    import pytest
+
+    from bharateo.app.teacher import parse_recon
+
+    assert parse_recon("train,1,0.6", {"train": 5}) == ("train", 1, 0.6)
+    for raw, words in (("train,1,0.93", "not on the slider's steps of 0.05"),
+                       ("train,1,0.99", "the slider runs from 0.05 to 0.95"),
+                       ("train,1,x", "'x' is not a number"), ("train,9,0.5", "there is no chip 9")):
+        with pytest.raises(ValueError, match=words):
+            parse_recon(raw, {"train": 5})

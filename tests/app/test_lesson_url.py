@@ -66,7 +66,7 @@ def test_malformed_or_unsafe_values_are_ignored_with_a_notice(worldcover_dir):
     assert "not-a-latitude" in notes and "must be numbers" in notes
     assert "huge" in notes and "ROI size must be between" in notes
     assert "'1,2,3'" in notes and "expected longitude,latitude,size,name" in notes
-    assert "held-out region 'nowhere'" in notes
+    assert "**held-out region** is 'nowhere'" in notes
     assert "'../../etc' can't be a run name" in notes
     assert [r.spec.name for r in at.session_state["rois"]] == ["delhi_ncr"]
     assert at.session_state["train_chips"] is None and at.session_state["model"] is None
@@ -291,3 +291,45 @@ def test_values_typed_out_of_range_stay_out_of_the_address(worldcover_dir):
     assert params["mask_ratio"] == "0.9"  # the valid change is there
     assert not {"lr", "epochs", "n_chips"} & set(params), params
     assert not refreshed(params).exception
+
+
+# --- issue 21.8 / 20.4: an address is bounded, and says what it dropped -----------------------
+def test_an_address_too_long_for_streamlit_gets_a_note_and_is_cleaned(worldcover_dir):
+    """Over 1,000 parameters or 512 KiB, Streamlit read none of the address, with no note, and the
+    junk stayed in it."""
+    refreshed({})  # the server's first session (app.py installs the guard for the process)
+    junk = {f"junk{k}": "x" for k in range(1200)}
+    for params in (junk, {"roi": lesson_roi_params()[:1], "foo": "y" * (600 * 1024)}):
+        at = refreshed(params)
+        assert not at.exception
+        notes = " ".join(lesson_notes(at))
+        assert "too long to read" in notes and "1,000 parameters and 512 KiB" in notes, notes
+        assert dict(at.query_params) == {}, "the address is cleaned"
+        assert lesson_notes(at.run()) == []  # once
+
+
+def test_an_over_long_value_is_left_out_with_a_note(worldcover_dir):
+    params = {"roi": [*lesson_roi_params()[:1], "1," * 400], "show": "lr," * 300, "lr": "0.002"}
+    at = refreshed(params)
+    assert not at.exception
+    notes = " ".join(lesson_notes(at))
+    assert "'roi'" in notes and "'show'" in notes and "over the 512" in notes, notes
+    assert [r.spec.name for r in at.session_state["rois"]] == [SMALL_ROIS[0].name]
+    assert dict(at.query_params) == {"roi": lesson_roi_params()[0], "lr": "0.002"}
+
+
+def test_a_link_cannot_ask_for_chips_the_chips_page_cannot_cut(worldcover_dir):
+    """chips=4096,256,8,...: 8 px patches (1,024 tokens a chip, a 10,525-hour estimate) were
+    accepted, though the Chips page never cuts them."""
+    at = refreshed({"roi": lesson_roi_params()[:1], "chips": "4096,256,8,2,42,64,,"})
+    assert not at.exception and at.session_state["train_chips"] is None
+    notes = " ".join(lesson_notes(at))
+    assert "**patch size (px)** is 8: the Chips page cuts chips with 16 only" in notes, notes
+    assert "chips" not in dict(at.query_params)
+    # each value is checked by its setting's one check, with the sentence the Chips page shows
+    at = refreshed({"roi": lesson_roi_params()[:1], "chips": "5000,128,16,2,42,64,,"})
+    from bharateo.app.chips import chip_field_problems
+
+    page_sentence = chip_field_problems({"n_chips": 5000, "chip_size": 128, "min_classes": 2,
+                                         "seed": 42, "n_holdout_chips": 64})[0]
+    assert page_sentence.rstrip(".") in " ".join(lesson_notes(at)), page_sentence

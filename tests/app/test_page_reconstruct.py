@@ -245,3 +245,30 @@ def test_chip_accuracy_and_curve_stand_beside_their_baselines(trained):
     baseline = next(t for t in fig["data"] if t.get("name", "").startswith("majority baseline"))
     assert baseline["y"] == [rows[0]["majority_acc"]] * 2
     assert any("majority baseline" in c.value for c in at.caption)
+
+
+# --- issue 22.6: the lesson link follows the mask-ratio slider ----------------------------------
+def test_the_mask_ratio_slider_updates_the_address_from_its_fragment(trained):
+    """The slider lives in a fragment: moved to 0.60 it left recon=train,1,0.75 in the address
+    until the next full run, so a fresh browser opened at 75 %. The page file is run alone here,
+    as a fragment rerun runs it: without app.py, whose writes would hide the fault."""
+    from tests.paths import REPO
+
+    at = AppTest.from_file(str(REPO / PAGE), default_timeout=90)
+    for key, value in session_with(trained, None).items():
+        at.session_state[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    assert dict(at.query_params).get("recon") == "train,0,0.75"
+    at.slider(key="recon_mask_ratio").set_value(0.6).run()
+    assert not at.exception
+    assert dict(at.query_params)["recon"] == "train,0,0.60"
+
+
+def test_every_fragment_on_a_page_writes_the_lesson_address():
+    """A control inside a bare st.fragment reaches the address only at the next full run."""
+    from tests.paths import REPO
+
+    bare = [str(p.relative_to(REPO)) for p in (REPO / "pages").glob("*.py")
+            if "@st.fragment" in p.read_text()]
+    assert bare == [], f"use bharateo.app.lesson.lesson_fragment in {bare}"

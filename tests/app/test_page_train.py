@@ -625,7 +625,7 @@ def test_a_run_training_now_is_not_listed_as_a_damaged_folder(worldcover_dir):
     assert not any("training-now" in w.value for w in at.warning)
 
 
-def test_every_token_accounting_figure_is_short_and_exact_in_its_help(worldcover_dir):
+def test_every_token_accounting_figure_is_short_and_exact_in_its_help(worldcover_dir, monkeypatch):
     """The walkthrough saw '283,115,…': a metric a fifth of the page wide cut its value off.
     At the largest chips x epochs the knobs allow, every figure fits (at most 6 characters) and
     its help holds the exact number config.tokens() computed."""
@@ -633,6 +633,7 @@ def test_every_token_accounting_figure_is_short_and_exact_in_its_help(worldcover
     from bharateo.pipeline import knob_settings
 
     settings = knob_settings()
+    monkeypatch.setenv("BHARATEO_MAX_TRAINING_S", "none")  # the figures, not the 30-min default
     at = set_knobs(train_page(), n_chips=settings["n_chips"].high, epochs=settings["epochs"].high)
     assert not at.exception and not at.error
     knobs = {k: at.session_state[f"knob_{k}"] for k in ("n_chips", "epochs", "mask_ratio")}
@@ -699,3 +700,44 @@ def test_change_marks_read_only_numbers_of_live_settings_from_a_saved_config():
     assert change_marks(controls, steps) == [{"progress": 0.75, "text": "learning rate 0.002",
                                               "elapsed": 1.5}]
     assert change_marks(None) == [] and change_marks({"a": 1}) == []
+
+
+# --- issue 20.4: sane defaults for a server -----------------------------------------------------
+def test_the_form_refuses_chips_the_chips_page_cannot_cut(worldcover_dir):
+    """A session's chip settings from outside the Chips form (8 px patches, 512 px chips) were
+    trained as given."""
+    from bharateo.chips import ChipConfig
+
+    for chips, words in ((ChipConfig(patch_size=8), "**patch size (px)** is 8"),
+                         (ChipConfig(chip_size=512), "**Chip size (px)** is 512"),
+                         (ChipConfig(n_holdout_chips=5000), "**Held-out chips** is 5000")):
+        at = AppTest.from_file(APP, default_timeout=60).run()
+        at.session_state["rois"] = [load_roi(s) for s in SMALL_ROIS]
+        at.session_state["chip_config"] = chips
+        at = at.switch_page("pages/train.py").run()
+        assert not at.exception
+        errors = " ".join(e.value for e in at.error)
+        assert "not ones the Chips page can cut" in errors and words in errors, errors
+        assert button(at, "Train").disabled and at.session_state["job"] is None
+
+
+def test_a_server_without_a_budget_set_limits_a_training_to_30_minutes(worldcover_dir, monkeypatch):
+    """Unset, BHARATEO_MAX_TRAINING_S was no limit: a 1,884-hour training took the only slot."""
+    monkeypatch.delenv("BHARATEO_MAX_TRAINING_S", raising=False)
+    at = train_page()
+    caption = next(c.value for c in at.caption if "Estimated training time" in c.value)
+    assert "this server's limit is 30 min per training" in caption and "peak memory about" in caption
+    set_knobs(at, n_chips=4096, epochs=500, embed_dim=256, depth=8, heads=8)
+    assert "over this server's limit of 30 min" in at.error[0].value
+    assert button(at, "Train").disabled
+
+
+def test_a_training_that_cannot_fit_in_memory_is_refused_saying_what_to_reduce(worldcover_dir,
+                                                                            monkeypatch):
+    monkeypatch.setenv("BHARATEO_MAX_TRAINING_S", "none")
+    monkeypatch.setenv("BHARATEO_MEMORY_BYTES", str(300 * 2**20))  # less than a process needs
+    at = train_page()
+    message = " ".join(e.value for e in at.error)
+    assert "more than the 315 MB this machine has free" in message, message
+    assert "Reduce chips, chip size or model size" in message
+    assert button(at, "Train").disabled
