@@ -5,10 +5,10 @@ from bharateo.app import figures
 from bharateo.app.downloads import csv_button
 from bharateo.app.looks import Filling
 from bharateo.app.results import (baseline_delta, class_table_display, evaluations_or_filling,
-                                  filling_note, follow_clicks, gap_reading, held_out_by_run,
+                                  follow_clicks, gap_reading, held_out_by_run,
                                   held_region_name, mistakes_section, model_and_chips,
                                   normalised_confusion, score_percent, scored_patches,
-                                  VERDICT_WORDS)
+                                  show_filling, VERDICT_WORDS)
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import guidance, keep_widget, page_setup, show_error
 from bharateo.errors import BharatEOError
@@ -34,14 +34,7 @@ if failed := [r.error for r in results.values() if isinstance(r, Filling) and r.
     show_error(BharatEOError(failed[0]))
     st.stop()
 if any(isinstance(r, Filling) for r in results.values()):
-    @st.fragment(run_every=1.0)
-    def scores_filling(tasks) -> None:
-        """A note with the progress, polled every second; the page reruns once all are ready."""
-        if all(t.ready for t in tasks):
-            st.rerun()
-        st.info(filling_note("this run's scores", tasks), icon=":material/hourglass_top:")
-
-    scores_filling([r for r in results.values() if isinstance(r, Filling)])
+    show_filling("this run's scores", [r for r in results.values() if isinstance(r, Filling)])
     st.stop()
 held_name = held_region_name(held_chips) if held_chips is not None else None
 train_res = results["train"].value

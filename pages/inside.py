@@ -7,7 +7,7 @@ from bharateo.app.downloads import csv_button, run_zip_button
 from bharateo.app.pictures import (attention_grid_pictures, attention_picture, hidden_patches_picture,
                                    legend_html, patch_picture)
 from bharateo.app.looks import Filling
-from bharateo.app.results import filling_note, model_and_chips
+from bharateo.app.results import model_and_chips, show_filling
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import keep_widget, page_setup, show_error
 from bharateo.errors import BharatEOError
@@ -98,15 +98,7 @@ if isinstance(stored, Filling) and stored.error:
     show_error(BharatEOError(stored.error))
     st.stop()
 if isinstance(stored, Filling):
-    @st.fragment(run_every=1.0)
-    def map_filling(task) -> None:
-        """A note while the map is filled in, polled every second; the page reruns when ready."""
-        if task.ready:
-            st.rerun()
-        st.info(filling_note(f"the map of all {len(chips) * n:,} tokens", [task]),
-                icon=":material/hourglass_top:")
-
-    map_filling(stored)
+    show_filling(f"the map of all {len(chips) * n:,} tokens", [stored])
     st.stop()
 value = stored.value
 selected = st.session_state.get("inside_map_chip")

@@ -11,7 +11,8 @@ from bharateo.app.pictures import (RAW, error_legend_caption, legend_html, magma
 from bharateo.app.looks import Filling
 from bharateo.app.results import (THUMBNAILS, baseline_delta, chip_baseline_caption, chip_choice,
                                   chip_picker_key, chip_splits, curve_baseline_caption,
-                                  filling_note, model_and_chips, ratio_curve_or_filling)
+                                  model_and_chips, ratio_curve_or_filling,
+                                  show_filling)
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import keep_widget, page_setup, show_error
 from bharateo.errors import BharatEOError
@@ -119,7 +120,7 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
         if curve.error:
             st.warning(f"The mask-ratio curve could not be computed: {curve.error}")
         else:
-            curve_filling(curve)
+            show_filling("the mask-ratio curve", [curve])
         return
     st.plotly_chart(
         figures.mask_ratio_curve(curve.value, ratio, train_ratio,
@@ -132,15 +133,6 @@ def mask_explorer(model, chips, index: int, split_title: str, run, train_ratio: 
                + (f"Computed once and stored beside run '{run.name}' ({curve.filename})."
                   if curve.filename else "Computed once for this model and these chips."))
     csv_button("the curve (CSV)", curve.value, "mask_ratio_curve.csv", "recon_curve_csv")
-
-
-@st.fragment(run_every=1.0)
-def curve_filling(task: Filling) -> None:
-    """While the curve is filled in: a note with its progress, polled every second; once it is
-    ready (or failed) the page reruns and draws it (or says why not)."""
-    if task.ready:
-        st.rerun()
-    st.info(filling_note("the mask-ratio curve", [task]), icon=":material/hourglass_top:")
 
 
 if index is None:

@@ -196,6 +196,16 @@ def evaluations_or_filling(model, train: ChipSet, held: ChipSet | None, mask_rat
             for split, chips in splits.items()}
 
 
+@st.fragment(run_every=1.0)
+def show_filling(what: str, tasks: list) -> None:
+    """While `tasks` (looks.Filling) are filled in off the page: a note with their progress
+    (filling_note), polled every second; once all are ready or failed the page reruns and draws
+    them (or says why not). It holds no control, so the lesson address has nothing to follow."""
+    if all(t.ready for t in tasks):
+        st.rerun()
+    st.info(filling_note(what, tasks), icon=":material/hourglass_top:")
+
+
 def filling_note(what: str, tasks) -> str:
     """A line saying `what` is being filled in and how far ('' when nothing is)."""
     tasks = [t for t in tasks if isinstance(t, looks.Filling)]

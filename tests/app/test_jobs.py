@@ -460,6 +460,7 @@ def test_time_paused_is_not_training_time():
 def test_the_worker_sends_typed_events_from_the_pipelines_one_loop():
     import pickle
 
+    from bharateo.app.looks import StoredLooks
     from bharateo.app.worker import TrainingFailed, send_training
     from bharateo.chips import build_chip_sets
     from bharateo.pipeline import run_experiment
@@ -470,7 +471,9 @@ def test_the_worker_sends_typed_events_from_the_pipelines_one_loop():
     sent = []
     send_training(run, train_chips, heldout, None, lambda e: sent.append(pickle.loads(pickle.dumps(e))))
     kinds = [type(e) for e in sent]
-    assert kinds[-2:] == [TrainingEnd, TrainedWeights] and StepMetrics in kinds and EpochMetrics in kinds
+    # the run's end, the looks the pages read (computed by the worker as its last step), the weights
+    assert kinds[-3:] == [TrainingEnd, StoredLooks, TrainedWeights]
+    assert StepMetrics in kinds and EpochMetrics in kinds
     assert all(not isinstance(e, tuple) for e in sent)  # no untyped tuples on the wire
     core = run_experiment(run, rois=ROIS)  # the CLI's path: the same loop, the same numbers
     assert [e.loss for e in sent if isinstance(e, StepMetrics)] == [s.loss for s in core.steps]

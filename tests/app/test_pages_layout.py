@@ -14,9 +14,11 @@ PAGE_FUNCTIONS = {"app.py": {"home"}}  # a page function, not logic
 
 
 def is_fragment(decorator: ast.expr) -> bool:
-    """@st.fragment or @st.fragment(...)"""
+    """@st.fragment, @st.fragment(...) or @lesson_fragment (bharateo.app.lesson: a fragment that
+    also writes the lesson's address)"""
     target = decorator.func if isinstance(decorator, ast.Call) else decorator
-    return isinstance(target, ast.Attribute) and target.attr == "fragment"
+    return (isinstance(target, ast.Attribute) and target.attr == "fragment"
+            or isinstance(target, ast.Name) and target.id == "lesson_fragment")
 
 
 def page_logic(path: Path) -> list[str]:
