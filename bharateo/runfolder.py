@@ -259,3 +259,38 @@ def linked_files(folder: Path, filenames) -> list[str]:
         if not stat.S_ISREG(mode):
             bad.append(name)
     return bad
+
+
+# --- the checkpoints folder (torch-free, so a server cleans it without importing torch) ---------
+RESERVED = ".reserved"  # marker of a name reserved by a training that has not saved yet
+
+
+def checkpoint_root() -> Path:
+    default = Path(__file__).resolve().parents[1] / "checkpoints"
+    return Path(os.environ.get("BHARATEO_CHECKPOINT_DIR", default))
+
+
+def read_marker(path: Path) -> dict | None:
+    """The reservation marker of run folder `path` (schema.Reservation as a dict); None when
+    there is none, {} when it is damaged."""
+    from bharateo.errors import RunDamagedError
+    from bharateo.schema import Reservation
+    from bharateo.untrusted import read_json, typed
+
+    try:
+        marker = read_json(path / RESERVED, RESERVED, 64 * 2**10, error=RunDamagedError)
+        return typed(Reservation, marker, RESERVED, RunDamagedError).model_dump()
+    except FileNotFoundError:
+        return None
+    except RunDamagedError:
+        return {}
+
+
+def clean_checkpoints(root: Path | None = None) -> list[str]:
+    """Remove what killed processes left in the checkpoints folder (see runfolder.clean_leftovers):
+    temporary save and delete folders, half-written result files, and reservations holding nothing
+    whose training is gone -> the names removed. Call once when a server or command starts."""
+    try:
+        return clean_leftovers(root or checkpoint_root(), RESERVED, read_marker)
+    except OSError:
+        return []

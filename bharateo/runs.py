@@ -37,19 +37,15 @@ from bharateo.device import cpu_state_dict, resolve_device
 from bharateo.model import ModelConfig, TinyRGBMAE
 from bharateo.runfolder import (RunFileError, linked_files, make_temp_dir, make_temp_file, open_run_file,
                                 owner, reservation_alive, runs_locked)
-from bharateo.runfolder import clean_leftovers as _clean_leftovers
+from bharateo.runfolder import RESERVED, checkpoint_root, clean_checkpoints as clean_leftovers  # noqa: F401
+from bharateo.runfolder import read_marker as _marker
 from bharateo.schema import (MAX_RESULT_JSON_BYTES, MAX_RUN_JSON_BYTES, MAX_RUN_JSON_VALUES,
-                             HistoryRow, Reservation,
+                             HistoryRow,
                              RunConfigFile, RunMetrics, json_bytes)
 from bharateo.untrusted import read_json, typed
 
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RUN_FILES = ("model.pt", "config.json", "history.json", "metrics.json")
-
-
-def checkpoint_root() -> Path:
-    default = Path(__file__).resolve().parents[1] / "checkpoints"
-    return Path(os.environ.get("BHARATEO_CHECKPOINT_DIR", default))
 
 
 def validate_run_name(name: str) -> str:
@@ -71,7 +67,6 @@ def run_dir(name: str, root: Path | None = None) -> Path:
     return path
 
 
-RESERVED = ".reserved"  # marker of a name reserved by a training that has not saved yet
 MAX_NAME_TRIES = 10_000
 
 
@@ -122,16 +117,6 @@ def _write_into(folder: Path, filename: str, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _marker(path: Path) -> dict | None:
-    try:
-        marker = read_json(path / RESERVED, RESERVED, 64 * 2**10, error=RunDamagedError)
-        return typed(Reservation, marker, RESERVED, RunDamagedError).model_dump()
-    except FileNotFoundError:
-        return None
-    except RunDamagedError:
-        return {}
 
 
 def reserve_run_name(name: str, root: Path | None = None, exact: bool = False) -> ReservedName:
@@ -601,13 +586,3 @@ def read_run_file(run: SavedRun, filename: str):
         return read_json(run.path / filename, filename, MAX_RESULT_JSON_BYTES)
     except (OSError, BharatEOError):
         return None
-
-
-def clean_leftovers(root: Path | None = None) -> list[str]:
-    """Remove what killed processes left in the checkpoints folder (see runfolder.clean_leftovers):
-    temporary save and delete folders, half-written result files, and reservations holding nothing
-    whose training is gone -> the names removed. Call once when a server or command starts."""
-    try:
-        return _clean_leftovers(root or checkpoint_root(), RESERVED, _marker)
-    except OSError:
-        return []

@@ -87,7 +87,14 @@ class Watch:
 
     def __exit__(self, *exc):
         Opened.watching = False
-        outside = [p for p in Opened.paths if not str(Path(p).resolve()).startswith(
+        paths, folder = [], None
+        for p in map(str, Opened.paths):  # a bare name is opened relative to the folder opened
+            if "/" not in p and folder is not None:  # just before it (runfolder.open_run_file's
+                p = str(Path(folder) / p)  # dir_fd), so it is checked as that folder's file
+            elif p.startswith("/"):
+                folder = p
+            paths.append(p)
+        outside = [p for p in paths if not str(Path(p).resolve()).startswith(
             (self.folder, *self.allowed)) and not p.endswith((".py", ".pyc", ".so"))
             and "site-packages" not in p and "/proc/" not in p and "/dev/" not in p]
         assert not outside, f"opened outside the folder: {outside[:3]}"

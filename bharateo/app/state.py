@@ -84,16 +84,17 @@ _cleaned = threading.Lock()  # held for good once this server process has cleane
 
 
 def clean_leftovers_once() -> None:
-    """Once per server process, in a thread (bharateo.runs imports torch, which the home page
-    doesn't need): runs.clean_leftovers removes temporary folders of saves killed part-way and
-    reservations of trainings that ended with their server; a live process's are kept."""
+    """Once per server process, in a thread: runfolder.clean_checkpoints (torch-free, so a
+    class opening Home waits for no torch import) removes temporary folders of saves killed
+    part-way and reservations of trainings that ended with their server; a live process's are
+    kept."""
     if not _cleaned.acquire(blocking=False):
         return
 
     def clean() -> None:
-        from bharateo.runs import clean_leftovers
+        from bharateo.runfolder import clean_checkpoints
 
-        clean_leftovers()
+        clean_checkpoints()
 
     threading.Thread(target=clean, name="clean-checkpoints", daemon=True).start()
 
