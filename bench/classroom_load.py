@@ -13,8 +13,10 @@ Plan, back to back:
   solo, wave, solo, wave, solo: the training alone for --solo-s, then with a wave, ...;
   soak       with --soak-min M: for M minutes, N students go round every page (a new tab each
              round), holding each a few seconds, while the training runs (restarted by the
-             teacher if it ends) and the teacher stays on Train; the server's memory (RSS) is
-             sampled every 5 s;
+             teacher if it ends) and the teacher stays on Train; half of them open the lesson
+             link with a saved run (a quick demo trained by the CLI before the server starts,
+             so Reconstruct, Evaluate and Inside draw a model and fill in its results), the
+             others the bare address; the server's memory (RSS) is sampled every 5 s;
   Stop, then a last wave with no training.
 Prints a line per step and the summary last:
   students=N home_p95=..s home_p50=..s home_p95_training=..s train_kept=..% (solo .. chips/s,
@@ -50,18 +52,32 @@ from stream_client import Tab  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSON = "roi=6.6,0.25,2048,sao_tome&roi=7.4,1.62,2048,principe"  # the bundled tile's regions
+SOAK_LINK = "roi=6.6,0.25,2048,sao_tome&run=lesson"  # the run train_lesson_run saves
 PAGES = ["Regions", "Chips", "Train", "Reconstruct", "Evaluate", "Inside the model"]
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # --- the server ------------------------------------------------------------------------------
+def lab_env(lab: Path) -> dict:
+    """The server's (and the CLI's) environment: data and runs under `lab`. A server may raise
+    the training budget: the soak trains for its whole length."""
+    return dict(os.environ, BHARATEO_DATA_DIR=str(lab / "data"),
+                BHARATEO_CHECKPOINT_DIR=str(lab / "checkpoints"),
+                BHARATEO_MAX_TRAINING_S=os.environ.get("BHARATEO_MAX_TRAINING_S", "7200"))
+
+
+def train_lesson_run(lab: Path) -> None:
+    """A quick demo on São Tomé, 2 epochs, saved as run 'lesson' (the soak's link opens it)."""
+    subprocess.run([sys.executable, "-m", "bharateo", "train", "--run", "lesson", "--preset",
+                    "quick demo", "--lon", "6.6", "--lat", "0.25", "--size", "2048", "--name",
+                    "sao_tome", "--epochs", "2"], cwd=ROOT, env=lab_env(lab), check=True,
+                   stdout=subprocess.DEVNULL, timeout=600)
+
+
 def start_server(port: int, lab: Path) -> subprocess.Popen:
-    """The README's command in a session of its own, data and runs under `lab`; waits for
-    /_stcore/health (120 s at most). A server may raise the training budget: the soak trains
-    for its whole length."""
-    env = dict(os.environ, BHARATEO_DATA_DIR=str(lab / "data"),
-               BHARATEO_CHECKPOINT_DIR=str(lab / "checkpoints"),
-               BHARATEO_MAX_TRAINING_S=os.environ.get("BHARATEO_MAX_TRAINING_S", "7200"))
+    """The README's command in a session of its own (lab_env); waits for /_stcore/health (120 s
+    at most)."""
+    env = lab_env(lab)
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1"],
@@ -184,7 +200,7 @@ async def soak(url: str, n: int, minutes: float, server_pid: int, teacher: Teach
         while time.perf_counter() < end:
             tab = Tab(url)
             try:
-                run = await tab.open(LESSON if i % 2 else "")
+                run = await tab.open(SOAK_LINK if i % 2 else "")
                 for page in PAGES:
                     if run.seconds is None or run.exception:
                         failed.append(f"{run.what}")
@@ -222,6 +238,8 @@ def pct(values: list[float], q: float) -> float | None:
 
 async def main(a) -> None:
     lab = Path(tempfile.mkdtemp(prefix="classroom-"))
+    if a.soak_min:
+        train_lesson_run(lab)
     server = start_server(a.port, lab)
     url = f"http://127.0.0.1:{a.port}"
     print(f"server pid {server.pid} on {url}; {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
