@@ -68,10 +68,12 @@ def lab_env(lab: Path) -> dict:
 
 def train_lesson_run(lab: Path) -> None:
     """A quick demo on São Tomé, 2 epochs, saved as run 'lesson' (the soak's link opens it)."""
-    subprocess.run([sys.executable, "-m", "bharateo", "train", "--run", "lesson", "--preset",
-                    "quick demo", "--lon", "6.6", "--lat", "0.25", "--size", "2048", "--name",
-                    "sao_tome", "--epochs", "2"], cwd=ROOT, env=lab_env(lab), check=True,
-                   stdout=subprocess.DEVNULL, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "bharateo", "train", "--run", "lesson",
+                           "--preset", "quick demo", "--lon", "6.6", "--lat", "0.25", "--size",
+                           "2048", "--name", "sao_tome", "--epochs", "2"], cwd=ROOT,
+                          env=lab_env(lab), capture_output=True, text=True, timeout=600)
+    if done.returncode:
+        sys.exit(f"the lesson run did not train:\n{done.stderr[-2000:]}")
 
 
 def start_server(port: int, lab: Path) -> subprocess.Popen:
