@@ -281,6 +281,18 @@ def test_non_finite_metrics_are_written_as_null_and_shown_as_a_dash(rois, result
     assert row["held-out MAE"] == "—" and row["ESA acc"] == "—"
 
 
+def test_the_runs_and_compare_tables_show_accuracy_beside_its_baselines_first(rois, result):
+    """A page-wide table shows its first columns: the accuracies and their baselines lead, so
+    a class never sees an accuracy without them (they were once past the right edge)."""
+    save(result, rois, "first")
+    run = load_run("first")
+    for table, lead in ((studio.runs_table([run]), ["run", "status"]),
+                        (studio.compare_table([run]), ["run"])):
+        columns = list(table.columns)
+        assert columns[:len(lead) + 4] == [*lead, "ESA acc", "majority", "balanced", "reading"]
+        assert columns.index("held-out reading") < columns.index("masked MAE") < columns.index("model")
+
+
 # --- item 6: full or read-only checkpoints, CLI edge values -----------------------------------
 @pytest.mark.parametrize("code, words", [(errno.ENOSPC, "disk is full"),
                                          (errno.EACCES, "read-only"), (errno.EROFS, "read-only")])

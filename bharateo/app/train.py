@@ -446,12 +446,12 @@ def compare_table(runs: list[SavedRun]) -> pd.DataFrame:
         first = first if first is not None else speed
         elapsed = [e.get("elapsed") for e in run.history if is_number(e.get("elapsed"))]
         rows.append({
-            "run": run.name, "model": run_variant(run), "epochs": m.get("epochs_done"),
+            "run": run.name, **accuracy_columns(m),  # first: seen without scrolling sideways
+            "masked MAE": number_text(m.get("train_rec_mae")),
+            "model": run_variant(run), "epochs": m.get("epochs_done"),
             "chips/s": None if speed is None else round(speed),
             "speed vs first": "—" if not (speed and first) else f"{speed / first:.2f}x",
             "training time": format_duration(elapsed[-1]) if elapsed else "—",
-            "masked MAE": number_text(m.get("train_rec_mae")),
-            **accuracy_columns(m),
         })
     return pd.DataFrame(rows)
 
@@ -570,28 +570,30 @@ def accuracy_column_help() -> dict:
 
 def runs_table(runs: list[SavedRun], damaged: list[DamagedRun] = ()) -> pd.DataFrame:
     """One row per saved run (newest first), then one per damaged or reserved run folder.
-    Scores that are missing or were not finite read '—'."""
+    Scores that are missing or were not finite read '—'.
+    Columns: the run, its status, then its accuracies beside their baselines (accuracy_columns),
+    so they are seen in a page-wide table without scrolling sideways; then the settings."""
     rows = []
     for run in runs:
         m, cfg = run.metrics, run.config
         rows.append({
             "run": run.name,
-            "saved": cfg.get("saved_at", "")[:19].replace("T", " "),
             "status": cfg.get("status", m.get("end_reason", "")),
+            **accuracy_columns(m),
+            "masked MAE": number_text(m.get("train_rec_mae")),
             "epochs": m.get("epochs_done"),
             "mask": cfg["train"]["mask_ratio"],
             "lr": cfg["train"]["lr"],
             "model": run_variant(run),
             "embed/depth/heads": f"{cfg['model']['embed_dim']}/{cfg['model']['depth']}/{cfg['model']['heads']}",
             "chips/s": number_text(run_chips_per_s(run), 0),
-            "masked MAE": number_text(m.get("train_rec_mae")),
-            **accuracy_columns(m),
+            "saved": cfg.get("saved_at", "")[:19].replace("T", " "),
         })
     for bad in damaged:
-        rows.append({"run": bad.name, "saved": "", "status": "reserved" if bad.reserved else "damaged",
+        rows.append({"run": bad.name, "status": "reserved" if bad.reserved else "damaged",
+                     **dict.fromkeys(accuracy_columns({}), "—"), "masked MAE": "—",
                      "epochs": None, "mask": None, "lr": None, "model": "", "embed/depth/heads": "",
-                     "chips/s": "—", "masked MAE": "—",
-                     **dict.fromkeys(accuracy_columns({}), "—")})
+                     "chips/s": "—", "saved": ""})
     return pd.DataFrame(rows)
 
 
