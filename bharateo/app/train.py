@@ -93,7 +93,9 @@ def restore_knobs(roi_names: list[str], chip_config: ChipConfig) -> None:
     widget's value when another page is shown, so current_knobs keeps them under "train_knobs");
     a knob new to this session (a setting added since) starts at the notebook's default; chips
     built on the Chips page since the knobs last saw them set the dataset knobs (training uses
-    what was browsed); a held-out region that was removed is no longer held out."""
+    what was browsed); settings changed in a paused training's form become the knobs (the
+    browser would otherwise send back the knobs' old values); a held-out region that was
+    removed is no longer held out."""
     kept = st.session_state.get("train_knobs") or {}
     set_knobs({key: kept.get(key, value)
                for key, value in knobs_from_config(PRESETS["notebook default"]).items()
@@ -101,6 +103,8 @@ def restore_knobs(roi_names: list[str], chip_config: ChipConfig) -> None:
     if st.session_state.train_chips is not None and st.session_state.get("knobs_chips") != chip_config:
         set_knobs(chip_knobs(chip_config, roi_names))
     st.session_state.knobs_chips = chip_config
+    if changes := st.session_state.pop("live_knob_changes", None):  # apply_live_settings
+        set_knobs(changes)
     if st.session_state.knob_holdout_roi not in ["", *roi_names]:
         set_knobs({"holdout_roi": "", "holdout_block": ""})
 
@@ -204,6 +208,10 @@ def apply_live_settings(job) -> None:
     for name, value in changes.items():
         state[f"knob_{name}"] = value
     state["train_knobs"] = {**(state.get("train_knobs") or {}), **changes}
+    # the form runs in the live fragment, where the knobs are not drawn: the browser still holds
+    # their old values and sends them with the next full run, which would undo the lines above;
+    # restore_knobs sets these again before the knobs are drawn
+    state["live_knob_changes"] = changes
 
 
 def live_settings_form(job, snap: dict) -> None:
