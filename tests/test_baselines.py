@@ -95,6 +95,12 @@ def test_a_model_within_the_margin_of_the_baseline_makes_no_claim():
     text = ev.quality_reading(q)
     assert "not above always answering 'tree'" in text and "Try:" in text
     assert not any(claim in text for claim in CLAIMS), text
+    # a run that already weighted the classes is not told to turn the weights on
+    for weighting in ("effective", "inverse"):
+        for text in (ev.quality_reading(q, weighting=weighting),
+                     results.gap_reading(as_result(confusion), None, weighting=weighting)):
+            assert "turn on class weights" not in text and f"already weighted the classes ('{weighting}')" in text
+    assert "turn on class weights" in ev.quality_reading(q, weighting="off")
 
 
 # --- the imbalance setting ------------------------------------------------------------------------
