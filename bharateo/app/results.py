@@ -73,9 +73,15 @@ def choose_model(page: str) -> tuple[CurrentModel, SavedRun | None] | None:
     runs = list_runs()
     current = state.current_model()
     if current is None and not runs:
-        state.guidance("There is no trained model yet. Train one on the Train page (the 'quick "
-                       "demo' preset takes under a minute), then come back here.", "train",
-                       "Go to Train")
+        job = st.session_state.get("job")
+        if job is not None and not job.done:  # not "train one": this session is training one
+            state.guidance(f"This session's training (run '{job.run_name}') has not ended yet: "
+                           "its model comes here when it does; the sidebar shows how far it is.",
+                           "train", "Go to Train")
+        else:
+            state.guidance("There is no trained model yet. Train one on the Train page (the "
+                           "'quick demo' preset takes under a minute), then come back here.",
+                           "train", "Go to Train")
         return None
     by_name = {r.name: r for r in runs}
     key = f"{page}_saved_run"
