@@ -293,6 +293,16 @@ def test_the_runs_and_compare_tables_show_accuracy_beside_its_baselines_first(ro
         assert columns.index("held-out reading") < columns.index("masked MAE") < columns.index("model")
 
 
+
+def test_a_learning_rate_changed_while_paused_says_from_which_step():
+    controls = [{"action": "paused", "after_step": 15},
+                {"action": "changed", "from_step": 16, "progress": 1.25, "settings": {"lr": 8e-4}}]
+    assert studio.changed_text(8e-4, "lr", controls) == "0.0008 from step 16"
+    assert studio.changed_text(8e-4, "mask_ratio", controls) == "0.0008"  # lr was what changed
+    assert studio.changed_text(4e-4, "lr", None) == "0.0004"
+    assert studio.changed_text(4e-4, "lr", [{"action": "changed", "settings": "junk"}]) == "0.0004"
+
+
 # --- item 6: full or read-only checkpoints, CLI edge values -----------------------------------
 @pytest.mark.parametrize("code, words", [(errno.ENOSPC, "disk is full"),
                                          (errno.EACCES, "read-only"), (errno.EROFS, "read-only")])

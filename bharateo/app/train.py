@@ -444,6 +444,17 @@ def series_from_run(run: SavedRun) -> dict:
             "changes": change_marks(run.config.get("controls"))}
 
 
+def changed_text(value, name: str, controls) -> str:
+    """A run's setting `name` for the runs table: its final `value`, and, when it was changed in
+    a paused training (a "changed" entry of the run's controls), the step it holds from, e.g.
+    '0.0008 from step 16' (the steps before ran with the earlier value)."""
+    steps = [c["from_step"] for c in controls if isinstance(c, dict) and c.get("action") == "changed"
+             and isinstance(c.get("settings"), dict) and name in c["settings"]
+             and is_int(c.get("from_step"))] if isinstance(controls, list) else []
+    text = f"{value:g}" if is_number(value) else "—"
+    return f"{text} from step {steps[-1]}" if steps and text != "—" else text
+
+
 def compare_table(runs: list[SavedRun]) -> pd.DataFrame:
     """The compared runs side by side: variant and precision, training speed (chips/s) and its
     ratio to the first run, training time, and the final scores (so a class reads 'same data,
@@ -591,7 +602,7 @@ def runs_table(runs: list[SavedRun], damaged: list[DamagedRun] = ()) -> pd.DataF
             "masked MAE": number_text(m.get("train_rec_mae")),
             "epochs": m.get("epochs_done"),
             "mask": cfg["train"]["mask_ratio"],
-            "lr": cfg["train"]["lr"],
+            "lr": changed_text(cfg["train"]["lr"], "lr", cfg.get("controls")),
             "model": run_variant(run),
             "embed/depth/heads": f"{cfg['model']['embed_dim']}/{cfg['model']['depth']}/{cfg['model']['heads']}",
             "chips/s": number_text(run_chips_per_s(run), 0),
