@@ -475,8 +475,8 @@ def compare_table(runs: list[SavedRun]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-VARIANT_CHOICES = {arch: {"notebook": "notebook (encoder over all tokens)",
-                          "mae": "mae (encoder over visible tokens only)"}.get(arch, arch)
+VARIANT_CHOICES = {arch: {"notebook": "notebook (all tokens)",  # fits a quarter-page box
+                          "mae": "mae (visible tokens only)"}.get(arch, arch)
                    for arch in MODELS}  # the Train page's choices: every registered variant
 VARIANT_WORDS = {"notebook": "notebook model: the encoder runs over all {n} tokens",
                  "mae": "mae: the encoder runs over the {v} visible tokens only, a light decoder "
