@@ -61,7 +61,10 @@ def _run_label(run: SavedRun) -> str:
     epochs = run.metrics.get("epochs_done", run.config.get("train", {}).get("epochs", "?"))
     held = number_text(run.metrics.get("heldout_esa_acc"), 2)
     majority = number_text(run.metrics.get("heldout_majority_acc"), 2)
-    tail = (f", held-out acc {held}" + (f" (majority {majority})" if majority != "—" else "")
+    balanced = number_text(run.metrics.get("heldout_balanced_acc"), 2)
+    baselines = ", ".join(f"{name} {value}" for name, value in
+                          (("majority", majority), ("balanced", balanced)) if value != "—")
+    tail = (f", held-out acc {held}" + (f" ({baselines})" if baselines else "")
             if held != "—" else "")
     epochs = plural(epochs, "epoch") if isinstance(epochs, int) else f"{epochs} epochs"
     return f"{run.name} · {saved} · {epochs}{tail}"
