@@ -283,8 +283,8 @@ def try_next(weighting: str | None = None) -> str:
     (a run's train.class_weighting: off, effective or inverse)."""
     if weighting in (None, "off"):
         return TRY_NEXT
-    stronger = " or stronger ones ('inverse')" if weighting == "effective" else ""
-    return (f"train longer (more epochs){stronger}: this run already weighted the classes "
+    stronger = ", or stronger class weights ('inverse')" if weighting == "effective" else ""
+    return (f"train longer (more epochs){stronger}; this run already weighted the classes "
             f"('{weighting}')")
 
 
