@@ -277,10 +277,22 @@ TRY_NEXT = ("train longer (more epochs), or turn on class weights ('effective') 
             "classes count as much as the common one")
 
 
-def quality_reading(q: dict, where: str = "these chips") -> str:
+def try_next(weighting: str | None = None) -> str:
+    """What to try when a model answers the majority class: TRY_NEXT, or, for a run that already
+    had class weights (`weighting` other than None or "off"), more epochs and stronger weights
+    (a run's train.class_weighting: off, effective or inverse)."""
+    if weighting in (None, "off"):
+        return TRY_NEXT
+    stronger = ", or stronger class weights ('inverse')" if weighting == "effective" else ""
+    return (f"train longer (more epochs){stronger}; this run already weighted the classes "
+            f"('{weighting}')")
+
+
+def quality_reading(q: dict, where: str = "these chips", weighting: str | None = None) -> str:
     """One or two sentences on a quality() (or pipeline.split_quality) result on `where`, which
     only say the model learned when the verdict is "learned"; otherwise they say plainly that it
-    answers the majority class (or no better than it) and what to try (TRY_NEXT)."""
+    answers the majority class (or no better than it) and what to try (try_next: `weighting` is
+    the run's class weighting, so a run that had class weights is not told to turn them on)."""
     t = lambda v: score_text(v, 2)  # noqa: E731
     v = q.get("verdict")
     if v in (None, "unknown", "empty"):
@@ -297,12 +309,12 @@ def quality_reading(q: dict, where: str = "these chips") -> str:
         return (f"On {where} the model does little more than {what}: accuracy {t(acc)} "
                 f"against {t(maj)} for always answering '{name}', and balanced accuracy {t(bal)} "
                 f"is within {margin_words} of {t(floor)}, what one class everywhere scores. It "
-                f"has not learned to tell the classes apart yet: {TRY_NEXT}.")
+                f"has not learned to tell the classes apart yet: {try_next(weighting)}.")
     if v == "no_gain":
         return (f"On {where} the model tells some classes apart (balanced accuracy {t(bal)}, one "
                 f"class everywhere would score {t(floor)}), but its accuracy {t(acc)} is not above "
                 f"always answering '{name}' ({t(maj)}) by more than {margin_words}: it gets no "
-                f"more patches right than that guess. Try: {TRY_NEXT}.")
+                f"more patches right than that guess. Try: {try_next(weighting)}.")
     return (f"On {where} accuracy {t(acc)} beats always answering '{name}' ({t(maj)}) by "
             f"{100 * (acc - maj):.1f} points, more than the {margin_words}, and balanced accuracy is {t(bal)} "
             f"(one class everywhere: {t(floor)}).")

@@ -41,7 +41,8 @@ train_res = results["train"].value
 held_res = results["held"].value if "held" in results else None
 
 st.info(gap_reading(train_res, held_res, held_name,
-                            held_out_by_run(config, held_chips) if held_chips else True),
+                    held_out_by_run(config, held_chips) if held_chips else True,
+                    config.train.class_weighting),
         icon=":material/school:")
 st.caption(f"Predictions are made with {ratio:.0%} of each chip's patches hidden (the run's "
            "training mask ratio), with the same fixed masks every time.")
@@ -94,7 +95,7 @@ for split, col in columns.items():
                        f"{score_percent(q['balanced_floor'])} here.")
         m1, m2, m3 = st.columns(3)
         m1.metric("Reading", VERDICT_WORDS.get(q["verdict"], "—"),
-                  help=quality_reading(q, "these chips"))
+                  help=quality_reading(q, "these chips", config.train.class_weighting))
         m2.metric("Masked MAE", "—" if res["masked_mae"] is None else f"{res['masked_mae']:.3f}",
                   help="Mean |error| over hidden pixels, in the model's input values (palette RGB "
                        "0–1, or Sentinel-2 reflectance normalised per band): how well it paints "

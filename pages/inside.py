@@ -19,9 +19,10 @@ st.caption("Two looks inside the trained encoder. **Attention:** for one patch (
            "patches each layer and head looks at to build its picture of it, so for a hidden patch, "
            "which visible patches the model uses to fill it in (in an `mae` run that is the "
            "decoder's job: its encoder sees only the visible patches). **Token embeddings:** every token's "
-           "vector from the encoder, flattened to 2-D; tokens of the same land cover landing "
-           "together means the model has learned something about land cover without being told "
-           "where the patches are.")
+           "vector from the encoder, flattened to 2-D and coloured by its patch label; tokens of "
+           "one land cover landing together show the encoder keeps that class apart. Palette "
+           "colours already differ by class and the patch head trains on these labels, so read "
+           "the map beside Evaluate's balanced accuracy.")
 synthetic_banner()
 
 current, run, train_chips, held_chips = model_and_chips("inside")

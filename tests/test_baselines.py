@@ -95,6 +95,13 @@ def test_a_model_within_the_margin_of_the_baseline_makes_no_claim():
     text = ev.quality_reading(q)
     assert "not above always answering 'tree'" in text and "Try:" in text
     assert not any(claim in text for claim in CLAIMS), text
+    # a run that already weighted the classes is not told to turn the weights on
+    for weighting in ("effective", "inverse"):
+        for text in (ev.quality_reading(q, weighting=weighting),
+                     results.gap_reading(as_result(confusion), None, weighting=weighting)):
+            assert "turn on class weights" not in text
+            assert f"already weighted the classes ('{weighting}')" in text
+    assert "turn on class weights" in ev.quality_reading(q, weighting="off")
 
 
 # --- the imbalance setting ------------------------------------------------------------------------
@@ -190,3 +197,14 @@ def test_a_history_with_a_baseline_that_is_not_a_number_is_damaged(tmp_path):
     check_history([{**row, "majority_acc": 0.8, "esa_balanced": None}])
     with pytest.raises(RunDamagedError, match="majority_acc"):
         check_history([{**row, "majority_acc": "0.8"}])
+
+
+def test_the_saved_run_picker_shows_held_out_accuracy_beside_both_baselines():
+    from types import SimpleNamespace
+
+    metrics = {"epochs_done": 8, "heldout_esa_acc": 0.78, "heldout_majority_acc": 0.78,
+               "heldout_balanced_acc": 0.2}
+    label = results._run_label(SimpleNamespace(name="r", config={}, metrics=metrics))
+    assert label.endswith("held-out acc 0.78 (majority 0.78, balanced 0.20)"), label
+    old = results._run_label(SimpleNamespace(name="r", config={}, metrics={"heldout_esa_acc": 0.5}))
+    assert old.endswith("held-out acc 0.50")  # a run saved before baselines: no empty brackets

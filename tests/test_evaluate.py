@@ -251,6 +251,10 @@ def test_the_curves_now_label_never_sits_on_its_trained_at_label():
         # each label away from the other ratio's line: the lower ratio's label to its left
         assert (notes["now"].xanchor == "right") == (now < trained)
         assert (notes["trained"].xanchor == "left") == (now < trained)
+    # and "now" sits above the data: accuracy near 100% ran through it (both axes leave room)
+    fig = figures.mask_ratio_curve([{**r, "patch_acc": 0.97} for r in rows], 0.75, 0.75)
+    assert fig.layout.yaxis2.range[1] >= 1.15 and max(fig.layout.yaxis2.tickvals) == 1
+    assert fig.layout.yaxis.range[1] >= 1.2 * max(r["masked_mae"] for r in rows) - 1e-9
 
 
 def test_titles_sit_clear_of_the_toolbar_and_class_names_are_never_cut():

@@ -281,6 +281,28 @@ def test_non_finite_metrics_are_written_as_null_and_shown_as_a_dash(rois, result
     assert row["held-out MAE"] == "—" and row["ESA acc"] == "—"
 
 
+def test_the_runs_and_compare_tables_show_accuracy_beside_its_baselines_first(rois, result):
+    """A page-wide table shows its first columns: the accuracies and their baselines lead, so
+    a class never sees an accuracy without them (they were once past the right edge)."""
+    save(result, rois, "first")
+    run = load_run("first")
+    for table, lead in ((studio.runs_table([run]), ["run", "status"]),
+                        (studio.compare_table([run]), ["run"])):
+        columns = list(table.columns)
+        assert columns[:len(lead) + 4] == [*lead, "ESA acc", "majority", "balanced", "reading"]
+        assert columns.index("held-out reading") < columns.index("masked MAE") < columns.index("model")
+
+
+
+def test_a_learning_rate_changed_while_paused_says_from_which_step():
+    controls = [{"action": "paused", "after_step": 15},
+                {"action": "changed", "from_step": 16, "progress": 1.25, "settings": {"lr": 8e-4}}]
+    assert studio.changed_text(8e-4, "lr", controls) == "0.0008 from step 16"
+    assert studio.changed_text(8e-4, "mask_ratio", controls) == "0.0008"  # lr was what changed
+    assert studio.changed_text(4e-4, "lr", None) == "0.0004"
+    assert studio.changed_text(4e-4, "lr", [{"action": "changed", "settings": "junk"}]) == "0.0004"
+
+
 # --- item 6: full or read-only checkpoints, CLI edge values -----------------------------------
 @pytest.mark.parametrize("code, words", [(errno.ENOSPC, "disk is full"),
                                          (errno.EACCES, "read-only"), (errno.EROFS, "read-only")])

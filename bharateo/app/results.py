@@ -61,7 +61,10 @@ def _run_label(run: SavedRun) -> str:
     epochs = run.metrics.get("epochs_done", run.config.get("train", {}).get("epochs", "?"))
     held = number_text(run.metrics.get("heldout_esa_acc"), 2)
     majority = number_text(run.metrics.get("heldout_majority_acc"), 2)
-    tail = (f", held-out acc {held}" + (f" (majority {majority})" if majority != "—" else "")
+    balanced = number_text(run.metrics.get("heldout_balanced_acc"), 2)
+    baselines = ", ".join(f"{name} {value}" for name, value in
+                          (("majority", majority), ("balanced", balanced)) if value != "—")
+    tail = (f", held-out acc {held}" + (f" ({baselines})" if baselines else "")
             if held != "—" else "")
     epochs = plural(epochs, "epoch") if isinstance(epochs, int) else f"{epochs} epochs"
     return f"{run.name} · {saved} · {epochs}{tail}"
@@ -73,9 +76,15 @@ def choose_model(page: str) -> tuple[CurrentModel, SavedRun | None] | None:
     runs = list_runs()
     current = state.current_model()
     if current is None and not runs:
-        state.guidance("There is no trained model yet. Train one on the Train page (the 'quick "
-                       "demo' preset takes under a minute), then come back here.", "train",
-                       "Go to Train")
+        job = st.session_state.get("job")
+        if job is not None and not job.done:  # not "train one": this session is training one
+            state.guidance(f"This session's training (run '{job.run_name}') has not ended yet: "
+                           "its model comes here when it does; the sidebar shows how far it is.",
+                           "train", "Go to Train")
+        else:
+            state.guidance("There is no trained model yet. Train one on the Train page (the "
+                           "'quick demo' preset takes under a minute), then come back here.",
+                           "train", "Go to Train")
         return None
     by_name = {r.name: r for r in runs}
     key = f"{page}_saved_run"
@@ -378,7 +387,7 @@ def _with_baselines(q: dict) -> str:
 
 
 def gap_reading(train: dict, held: dict | None, held_name: str | None = None,
-                held_out_by_run: bool = True) -> str:
+                held_out_by_run: bool = True, weighting: str | None = None) -> str:
     """A few sentences a teacher can read out: training chips vs the held-out region, every
     accuracy beside its majority baseline and balanced accuracy (evaluate.quality).
 
@@ -386,14 +395,15 @@ def gap_reading(train: dict, held: dict | None, held_name: str | None = None,
     is not a test of generalisation. A split counts as learned only when evaluate.quality says
     so (accuracy above always answering its most common class, and balanced accuracy above one
     class's, each by more than evaluate.baseline_margin); otherwise the reading says it answers
-    the majority class and what to try (evaluate.quality_reading). It only says learning
+    the majority class and what to try (evaluate.quality_reading, told the run's class
+    `weighting`). It only says learning
     "carries over" when both splits are learned.
     """
     q_t = ev.quality_of(train)
     acc_t = train["accuracy"]
     if held is None:
         if q_t["verdict"] != "learned":
-            return (ev.quality_reading(q_t, "its training chips") + " Hold out a region to see "
+            return (ev.quality_reading(q_t, "its training chips", weighting) + " Hold out a region to see "
                     "how it does on land it never saw.")
         return (f"On its training chips the model labels {acc_t:.0%} of patches correctly "
                 f"(always answering '{q_t['majority_class']}' would score "
@@ -406,12 +416,12 @@ def gap_reading(train: dict, held: dict | None, held_name: str | None = None,
     gap = acc_t - acc_h
     learned_t, learned_h = q_t["verdict"] == "learned", q_h["verdict"] == "learned"
     if not learned_t:
-        lead = (ev.quality_reading(q_t, "training chips") + f" On {where} accuracy is "
+        lead = (ev.quality_reading(q_t, "training chips", weighting) + f" On {where} accuracy is "
                 f"{_with_baselines(q_h)}; until the model beats the majority answer on its own "
                 "chips, the gap between the two says little.")
     elif not learned_h:
         lead = (f"On training chips accuracy is {_with_baselines(q_t)}, above the majority "
-                f"answer. " + ev.quality_reading(q_h, where) + " What it learned on its training "
+                f"answer. " + ev.quality_reading(q_h, where, weighting) + " What it learned on its training "
                 "regions does not carry over there yet.")
     elif gap > 0.10:
         lead = (f"Accuracy drops from {acc_t:.2f} on training chips to {acc_h:.2f} on {where} "

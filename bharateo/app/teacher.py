@@ -275,8 +275,10 @@ def restore_extra(params, known: tuple[str, ...]) -> list[str]:
     unknown = [k for k in params if k not in (*known, *knob_specs(), RECON_PARAM, SHOW_PARAM,
                                               *STREAMLIT_PARAMS)]
     if unknown:
-        notes.append(f"This page's address has {', '.join(map(repr, unknown[:5]))}, which the lab "
-                     "doesn't know; {} ignored.".format("it was" if len(unknown) == 1 else "they were"))
+        named = ", ".join(repr(k if len(k) <= 40 else k[:40] + "…") for k in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        notes.append(f"This page's address has {named}{more}, which the lab doesn't know; "
+                     + ("it was" if len(unknown) == 1 else "they were") + " ignored.")
     regions = [r.spec.name for r in state.get("rois") or []]
     values, knob_notes = restore_knobs(params, regions)
     notes += knob_notes

@@ -93,7 +93,9 @@ def restore_knobs(roi_names: list[str], chip_config: ChipConfig) -> None:
     widget's value when another page is shown, so current_knobs keeps them under "train_knobs");
     a knob new to this session (a setting added since) starts at the notebook's default; chips
     built on the Chips page since the knobs last saw them set the dataset knobs (training uses
-    what was browsed); a held-out region that was removed is no longer held out."""
+    what was browsed); settings changed in a paused training's form become the knobs (the
+    browser would otherwise send back the knobs' old values); a held-out region that was
+    removed is no longer held out."""
     kept = st.session_state.get("train_knobs") or {}
     set_knobs({key: kept.get(key, value)
                for key, value in knobs_from_config(PRESETS["notebook default"]).items()
@@ -101,6 +103,8 @@ def restore_knobs(roi_names: list[str], chip_config: ChipConfig) -> None:
     if st.session_state.train_chips is not None and st.session_state.get("knobs_chips") != chip_config:
         set_knobs(chip_knobs(chip_config, roi_names))
     st.session_state.knobs_chips = chip_config
+    if changes := st.session_state.pop("live_knob_changes", None):  # apply_live_settings
+        set_knobs(changes)
     if st.session_state.knob_holdout_roi not in ["", *roi_names]:
         set_knobs({"holdout_roi": "", "holdout_block": ""})
 
@@ -204,6 +208,10 @@ def apply_live_settings(job) -> None:
     for name, value in changes.items():
         state[f"knob_{name}"] = value
     state["train_knobs"] = {**(state.get("train_knobs") or {}), **changes}
+    # the form runs in the live fragment, where the knobs are not drawn: the browser still holds
+    # their old values and sends them with the next full run, which would undo the lines above;
+    # restore_knobs sets these again before the knobs are drawn
+    state["live_knob_changes"] = changes
 
 
 def live_settings_form(job, snap: dict) -> None:
@@ -436,6 +444,17 @@ def series_from_run(run: SavedRun) -> dict:
             "changes": change_marks(run.config.get("controls"))}
 
 
+def changed_text(value, name: str, controls) -> str:
+    """A run's setting `name` for the runs table: its final `value`, and, when it was changed in
+    a paused training (a "changed" entry of the run's controls), the step it holds from, e.g.
+    '0.0008 from step 16' (the steps before ran with the earlier value)."""
+    steps = [c["from_step"] for c in controls if isinstance(c, dict) and c.get("action") == "changed"
+             and isinstance(c.get("settings"), dict) and name in c["settings"]
+             and is_int(c.get("from_step"))] if isinstance(controls, list) else []
+    text = f"{value:g}" if is_number(value) else "—"
+    return f"{text} from step {steps[-1]}" if steps and text != "—" else text
+
+
 def compare_table(runs: list[SavedRun]) -> pd.DataFrame:
     """The compared runs side by side: variant and precision, training speed (chips/s) and its
     ratio to the first run, training time, and the final scores (so a class reads 'same data,
@@ -446,18 +465,18 @@ def compare_table(runs: list[SavedRun]) -> pd.DataFrame:
         first = first if first is not None else speed
         elapsed = [e.get("elapsed") for e in run.history if is_number(e.get("elapsed"))]
         rows.append({
-            "run": run.name, "model": run_variant(run), "epochs": m.get("epochs_done"),
+            "run": run.name, **accuracy_columns(m),  # first: seen without scrolling sideways
+            "masked MAE": number_text(m.get("train_rec_mae")),
+            "model": run_variant(run), "epochs": m.get("epochs_done"),
             "chips/s": None if speed is None else round(speed),
             "speed vs first": "—" if not (speed and first) else f"{speed / first:.2f}x",
             "training time": format_duration(elapsed[-1]) if elapsed else "—",
-            "masked MAE": number_text(m.get("train_rec_mae")),
-            **accuracy_columns(m),
         })
     return pd.DataFrame(rows)
 
 
-VARIANT_CHOICES = {arch: {"notebook": "notebook (encoder over all tokens)",
-                          "mae": "mae (encoder over visible tokens only)"}.get(arch, arch)
+VARIANT_CHOICES = {arch: {"notebook": "notebook (all tokens)",  # fits a quarter-page box
+                          "mae": "mae (visible tokens only)"}.get(arch, arch)
                    for arch in MODELS}  # the Train page's choices: every registered variant
 VARIANT_WORDS = {"notebook": "notebook model: the encoder runs over all {n} tokens",
                  "mae": "mae: the encoder runs over the {v} visible tokens only, a light decoder "
@@ -570,28 +589,30 @@ def accuracy_column_help() -> dict:
 
 def runs_table(runs: list[SavedRun], damaged: list[DamagedRun] = ()) -> pd.DataFrame:
     """One row per saved run (newest first), then one per damaged or reserved run folder.
-    Scores that are missing or were not finite read '—'."""
+    Scores that are missing or were not finite read '—'.
+    Columns: the run, its status, then its accuracies beside their baselines (accuracy_columns),
+    so they are seen in a page-wide table without scrolling sideways; then the settings."""
     rows = []
     for run in runs:
         m, cfg = run.metrics, run.config
         rows.append({
             "run": run.name,
-            "saved": cfg.get("saved_at", "")[:19].replace("T", " "),
             "status": cfg.get("status", m.get("end_reason", "")),
+            **accuracy_columns(m),
+            "masked MAE": number_text(m.get("train_rec_mae")),
             "epochs": m.get("epochs_done"),
             "mask": cfg["train"]["mask_ratio"],
-            "lr": cfg["train"]["lr"],
+            "lr": changed_text(cfg["train"]["lr"], "lr", cfg.get("controls")),
             "model": run_variant(run),
             "embed/depth/heads": f"{cfg['model']['embed_dim']}/{cfg['model']['depth']}/{cfg['model']['heads']}",
             "chips/s": number_text(run_chips_per_s(run), 0),
-            "masked MAE": number_text(m.get("train_rec_mae")),
-            **accuracy_columns(m),
+            "saved": cfg.get("saved_at", "")[:19].replace("T", " "),
         })
     for bad in damaged:
-        rows.append({"run": bad.name, "saved": "", "status": "reserved" if bad.reserved else "damaged",
+        rows.append({"run": bad.name, "status": "reserved" if bad.reserved else "damaged",
+                     **dict.fromkeys(accuracy_columns({}), "—"), "masked MAE": "—",
                      "epochs": None, "mask": None, "lr": None, "model": "", "embed/depth/heads": "",
-                     "chips/s": "—", "masked MAE": "—",
-                     **dict.fromkeys(accuracy_columns({}), "—")})
+                     "chips/s": "—", "saved": ""})
     return pd.DataFrame(rows)
 
 

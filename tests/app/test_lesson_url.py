@@ -333,3 +333,10 @@ def test_a_link_cannot_ask_for_chips_the_chips_page_cannot_cut(worldcover_dir):
     page_sentence = chip_field_problems({"n_chips": 5000, "chip_size": 128, "min_classes": 2,
                                          "seed": 42, "n_holdout_chips": 64})[0]
     assert page_sentence.rstrip(".") in " ".join(lesson_notes(at)), page_sentence
+
+
+def test_many_unknown_keys_are_counted_in_the_note_and_a_long_one_is_shortened():
+    params = {"k" * 300: "1", **{f"junk{i}": "1" for i in range(12)}}
+    notes = " ".join(lesson_notes(refreshed(params)))
+    assert "'junk3' and 8 more" in notes, notes  # 13 unknown: the first 5 named
+    assert "k" * 40 + "…'" in notes and "k" * 41 not in notes and "junk4" not in notes

@@ -48,6 +48,9 @@ def test_attention_overlay_and_the_embedding_map_are_drawn(trained):
     captions = [img.captions[0] for img in at.image if img.captions]
     assert any(c.startswith("chip 0:") and "patches hidden" in c for c in captions)
     assert any("where token" in c for c in captions)
+    # the map's reading claims no learning: palette colours alone separate the classes
+    intro = " ".join(c.value for c in at.caption)
+    assert "balanced accuracy" in intro and "has learned" not in intro
     charts = [c for c in at.get("plotly_chart") if c.key == "inside_map"]
     assert len(charts) == 1
     spec = json.loads(charts[0].proto.spec)

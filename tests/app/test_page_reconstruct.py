@@ -272,3 +272,12 @@ def test_every_fragment_on_a_page_writes_the_lesson_address():
     bare = [str(p.relative_to(REPO)) for p in (REPO / "pages").glob("*.py")
             if "@st.fragment" in p.read_text()]
     assert bare == [], f"use bharateo.app.lesson.lesson_fragment in {bare}"
+
+
+def test_while_this_session_trains_its_first_run_the_page_says_so_not_train_one():
+    class Running:  # what choose_model reads of a jobs.TrainingJob
+        done, run_name = False, "first-run"
+    at = open_page(job=Running())
+    infos = " ".join(i.value for i in at.info)
+    assert "training (run 'first-run') has not ended yet" in infos and "no trained model" not in infos
+    assert not at.exception
