@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -39,23 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lab import ROOT, fixture_lab  # noqa: E402
-
-FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-
-
-def processor() -> str:
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name in ("", "x86_64"):
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    return f"{name}; flags: " + (", ".join(f for f in FLAGS if f in flags) or "none of " + "/".join(FLAGS))
-
+from machine import processor_line  # noqa: E402
 
 def timed(fn, repeat: int):
     """(result, best wall s, CPU-s of that run) over `repeat` runs."""
@@ -166,7 +149,7 @@ def main() -> int:
                        model=ModelConfig())
     train, held = build_chip_sets(load_rois(config.rois, chips=config.chips), config.chips)
     model = make_model(config.model, 0).eval()
-    print(f"processor: {processor()}")
+    print(processor_line())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
           f"visible; load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"model: notebook default ({config.parameters / 1e6:.2f}M parameters), chips: "
