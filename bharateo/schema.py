@@ -199,13 +199,13 @@ class StoredEvaluation(BaseModel):
 
 
 class RatioRow(BaseModel):
-    """One row of a stored mask-ratio curve."""
+    """One row of a stored mask-ratio curve (majority_acc null: no land-cover patch to score)."""
 
     model_config = _OPEN
     ratio: Number
     masked_mae: Number
     patch_acc: Number
-    majority_acc: Number  # required: a curve stored before baselines existed is recomputed
+    majority_acc: Number | None  # required: a curve stored before baselines is recomputed
     balanced_acc: Number | None = None
 
 

@@ -538,7 +538,7 @@ def send_training(config, train_chips, heldout, control, send) -> None:
     last one TrainedWeights), or a TrainingFailed with the error's message. `control`: a
     TrainingControl (or a plain threading.Event that only stops, or None)."""
     from bharateo.pipeline import experiment_events
-    from bharateo.train import TrainedWeights
+    from bharateo.train import SettingsChanged, TrainedWeights, changed_config
 
     if not isinstance(control, TrainingControl):
         stop, control = control, TrainingControl()
@@ -547,6 +547,8 @@ def send_training(config, train_chips, heldout, control, send) -> None:
         for event in experiment_events(config, train_chips, heldout, control.stop,
                                        changes=control.take_changes):
             event = control.adjust(event, len(train_chips))
+            if isinstance(event, SettingsChanged):  # the looks are keyed by the run's final
+                config = replace(config, train=changed_config(config.train, event.changes))  # ratio
             if isinstance(event, TrainedWeights):  # the run's last step: what the pages read
                 send_looks(config, train_chips, heldout, event, control.stop, send)
             send(event)
