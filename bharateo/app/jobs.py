@@ -266,8 +266,11 @@ class TrainingJob:
             self._train()
         except BharatEOError as exc:
             self._set(status="failed", error=str(exc))
-        except MemoryError:  # cutting the chips in the server: the same words as a worker's
-            self._set(status="failed", error=out_of_memory_message("while cutting its chips"))
+        except MemoryError:  # cutting the chips in the server, before any training
+            from bharateo.limits import OUT_OF_MEMORY
+
+            self._set(status="failed", error=f"The server {OUT_OF_MEMORY} while cutting this "
+                                             "training's chips; nothing was trained.")
         except Exception as exc:  # keep the app alive; the page shows the message
             log.exception("training job %s failed", self.run_name)
             self._set(status="failed", error=f"Training failed unexpectedly: {exc!r}")
