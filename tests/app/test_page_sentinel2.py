@@ -246,15 +246,22 @@ def test_sentinel2_from_a_folder_offers_and_describes_only_what_the_folder_can_s
     assert "add_presets" in button_keys(at) and "square of WorldCover pixels" in texts(at)
 
 
-def test_sentinel2_from_stac_keeps_the_worldcover_presets(monkeypatch):
-    """A STAC source finds scenes anywhere, so the WorldCover presets stay on offer; the text
-    still says Sentinel-2 and names the STAC API (nothing is searched until a region is read)."""
+def regions_with_stac_source(monkeypatch):
+    """Regions with Sentinel-2 10-band picked and a STAC source (an address nothing answers on:
+    nothing is searched until a region is read), no local folder."""
     monkeypatch.delenv("BHARATEO_S2_DIR", raising=False)
     monkeypatch.setenv("BHARATEO_S2_STAC_URL", "http://127.0.0.1:9/stac")
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.switch_page("pages/regions.py").run()
     at.radio(key="region_pixel_source").set_value("s2-10band").run()
     assert not at.exception, at.exception
+    return at
+
+
+def test_sentinel2_from_stac_keeps_the_worldcover_presets(monkeypatch):
+    """A STAC source finds scenes anywhere, so the WorldCover presets stay on offer; the text
+    still says Sentinel-2 and names the STAC API (nothing is searched until a region is read)."""
+    at = regions_with_stac_source(monkeypatch)
     assert {"add_presets", "add_preset_sao_tome"} <= set(button_keys(at))
     page = texts(at)
     assert "Sentinel-2 L2A pixels (10 bands" in page and "the STAC API at http://127.0.0.1:9/stac" in page
@@ -384,11 +391,6 @@ def test_sizes_of_a_sentinel2_region_use_the_scenes_own_pixel_size(s2_lesson):
 
 
 def test_sentinel2_from_stac_sizes_regions_in_10_m_pixels(monkeypatch):
-    monkeypatch.delenv("BHARATEO_S2_DIR", raising=False)
-    monkeypatch.setenv("BHARATEO_S2_STAC_URL", "http://127.0.0.1:9/stac")
-    at = AppTest.from_file(APP, default_timeout=120).run()
-    at.switch_page("pages/regions.py").run()
-    at.radio(key="region_pixel_source").set_value("s2-10band").run()
-    assert not at.exception, at.exception
+    at = regions_with_stac_source(monkeypatch)
     assert at.select_slider(key="region_size").format_func(2048) == (
         "2048 px (≈ 20.5 km a side, 10 m pixels)")
