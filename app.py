@@ -7,7 +7,7 @@ from bharateo.app.pictures import legend_html
 from bharateo.app.regions import data_in_use_text
 from bharateo.app.sidebar import sidebar, source_status, synthetic_banner
 from bharateo.app.state import PAGES, init_state, keep_widget, open_requested_page
-from bharateo.worldcover import ATTRIBUTION, CITATION, data_source_from_env
+from bharateo.data.worldcover import ATTRIBUTION, CITATION, data_source_from_env
 
 
 guard_long_addresses()  # an address Streamlit drops for its size gets a note and is cleaned

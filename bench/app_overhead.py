@@ -30,8 +30,8 @@ def epoch_times(epochs: list[dict]) -> list[float]:
 def app_run(epochs: int) -> dict:
     from streamlit.testing.v1 import AppTest
 
-    from bharateo.roi import NOTEBOOK_ROIS, load_roi
-    from bharateo.app.worker import spare_worker_ready
+    from bharateo.data.roi import NOTEBOOK_ROIS, load_roi
+    from bharateo.jobs.worker import spare_worker_ready
 
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
     at.session_state["rois"] = [load_roi(s) for s in NOTEBOOK_ROIS]
@@ -54,7 +54,7 @@ def app_run(epochs: int) -> dict:
 def core_run(epochs: int) -> dict:
     from dataclasses import replace
 
-    from bharateo.pipeline import RunConfig, load_rois, run_experiment
+    from bharateo.training.experiment import RunConfig, load_rois, run_experiment
 
     config = RunConfig()
     config = replace(config, train=replace(config.train, epochs=epochs))

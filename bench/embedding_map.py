@@ -45,12 +45,12 @@ def main() -> int:
     fixture_lab(threads=args.threads)
     import torch
 
-    from bharateo import inspect_model as im
-    from bharateo.chips import ChipConfig, build_chip_sets
-    from bharateo.model import ModelConfig
-    from bharateo.pipeline import load_rois
-    from bharateo.roi import NOTEBOOK_ROIS, RoiSpec
-    from bharateo.train import make_model
+    from bharateo.training import inspect_model as im
+    from bharateo.data.chips import ChipConfig, build_chip_sets
+    from bharateo.models.notebook import ModelConfig
+    from bharateo.training.experiment import load_rois
+    from bharateo.data.roi import NOTEBOOK_ROIS, RoiSpec
+    from bharateo.training.loop import make_model
 
     n_chips, repeats = (96, 1) if args.quick else (384, args.repeats)
     size = 1024 if args.quick else 2048

@@ -19,7 +19,7 @@ paths' numbers are checked to agree.
 
 `--server-cost` also measures what filling in a curve in the background costs a server's
 Python thread: a pure-Python loop's rate alone, beside a curve computed in a thread of the same
-process (bharateo/app/looks.py's choice) and in a child process.
+process (bharateo/jobs/looks.py's choice) and in a child process.
 
     python bench/looking.py [--threads 2] [--repeat 3] [--server-cost]
 """
@@ -93,7 +93,7 @@ def server_cost(model, chips, seconds: float = 4.0) -> None:
     a thread of this process, and with one computed in a child process."""
     import pickle
 
-    from bharateo import evaluate as ev
+    from bharateo.training import evaluate as ev
 
     def loop() -> tuple[float, float]:
         n, end, c = 0, time.perf_counter() + seconds, time.thread_time()
@@ -136,14 +136,14 @@ def main() -> int:
     import torch
     from PIL import Image
 
-    from bharateo import evaluate as ev
-    from bharateo import inspect_model as im
+    from bharateo.training import evaluate as ev
+    from bharateo.training import inspect_model as im
     from bharateo.app import pictures
-    from bharateo.chips import ChipConfig, build_chip_sets
-    from bharateo.model import ModelConfig
-    from bharateo.pipeline import RunConfig, load_rois
-    from bharateo.roi import NOTEBOOK_ROIS
-    from bharateo.train import make_model
+    from bharateo.data.chips import ChipConfig, build_chip_sets
+    from bharateo.models.notebook import ModelConfig
+    from bharateo.training.experiment import RunConfig, load_rois
+    from bharateo.data.roi import NOTEBOOK_ROIS
+    from bharateo.training.loop import make_model
 
     config = RunConfig(rois=tuple(NOTEBOOK_ROIS), chips=ChipConfig(holdout_roi="mathura_belt"),
                        model=ModelConfig())

@@ -48,13 +48,13 @@ def main() -> int:
     from PIL import Image
     from streamlit.testing.v1 import AppTest
 
-    from bharateo import evaluate
+    from bharateo.training import evaluate
     from bharateo.app import pictures
-    from bharateo.chips import ChipConfig
-    from bharateo.model import ModelConfig
-    from bharateo.pipeline import RunConfig, run_experiment
-    from bharateo.roi import NOTEBOOK_ROIS, RoiSpec
-    from bharateo.train import TrainConfig
+    from bharateo.data.chips import ChipConfig
+    from bharateo.models.notebook import ModelConfig
+    from bharateo.training.experiment import RunConfig, run_experiment
+    from bharateo.data.roi import NOTEBOOK_ROIS, RoiSpec
+    from bharateo.training.loop import TrainConfig
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     config = RunConfig(

@@ -33,7 +33,7 @@ def train_speed(chips, config, epochs: int) -> float:
     """Best chips/s over the training epochs after the first (a warm-up): the best, not the mean,
     because this shared machine's other work only ever slows an epoch down. The model reads the
     chips' channels."""
-    from bharateo.train import EpochMetrics, make_model, train
+    from bharateo.training.loop import EpochMetrics, make_model, train
 
     model = make_model(replace(config.model, in_chans=chips.channels), config.train.seed)
     speeds = [event.chips_per_s for event in train(model, chips, replace(config.train, epochs=epochs))
@@ -42,7 +42,7 @@ def train_speed(chips, config, epochs: int) -> float:
 
 
 def measure(name: str, rois, config, epochs: int, chips_override=None) -> dict:
-    from bharateo.chips import build_chip_sets
+    from bharateo.data.chips import build_chip_sets
 
     start = time.perf_counter()
     chips, _ = build_chip_sets(rois, config.chips)
@@ -56,8 +56,8 @@ def measure(name: str, rois, config, epochs: int, chips_override=None) -> dict:
 
 def three_bands(chips):
     """The 4-band chips' B04 B03 B02 as a 3-band reflectance chip set (statistics kept)."""
-    from bharateo.chips import ChipSet
-    from bharateo.reflectance import BandStats
+    from bharateo.data.chips import ChipSet
+    from bharateo.data.reflectance import BandStats
 
     idx = [chips.bands.index(b) for b in ("B04", "B03", "B02")]
     s = chips.band_stats
@@ -88,10 +88,10 @@ def main() -> None:
     scene_folder(tmp / "s2")
     os.environ["BHARATEO_S2_DIR"] = str(tmp / "s2")
 
-    from bharateo.chips import ChipConfig
-    from bharateo.pipeline import RunConfig, load_rois
-    from bharateo.roi import SAMPLE_ROIS, RoiSpec
-    from bharateo.worldcover import DataSource
+    from bharateo.data.chips import ChipConfig
+    from bharateo.training.experiment import RunConfig, load_rois
+    from bharateo.data.roi import SAMPLE_ROIS, RoiSpec
+    from bharateo.data.worldcover import DataSource
 
     palette_spec = replace(SAMPLE_ROIS[0], size=1024)
     s2_spec = RoiSpec("sahara_bench", -11.43, 24.80, 1024)

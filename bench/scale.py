@@ -1,12 +1,12 @@
 """Past one machine, measured: training chips/s from a chip store on 1 and 2 processes (torchrun,
-DDP over gloo), for every model variant registered in bharateo/architectures.py, and the
+DDP over gloo), for every model variant registered in bharateo/models/registry.py, and the
 resident memory (RSS) of a training that streams a store of 10k and of 100k chips.
 
 Chips are cut from three synthetic fixture regions held in memory (the notebook's geometry:
 128 px chips, 16 px patches; they are labelled as synthetic in each store's manifest), so the
 figures measure the machine and the code, not the land cover. Each measurement runs in its own
 process: throughput under `python -m torch.distributed.run --standalone --nproc_per_node=P`
-(this script's --worker mode calls bharateo.distributed.train_from_store, what
+(this script's --worker mode calls bharateo.training.distributed.train_from_store, what
 `torchrun -m bharateo train --chips-dir` runs), memory in a plain process that trains the
 notebook model for a fixed number of steps in the store's random order. Each store of the RSS
 measurement is built in its own process too (`--build-worker`, store.build_store as
@@ -52,8 +52,8 @@ def plan(report: dict) -> dict:
     """1M chips x 100 epochs at 10 bands from this run's measured figures and the assumptions
     above. Every number in docs/scale.md's plan table comes from here."""
     from bharateo.app.train import chip_flops
-    from bharateo.model import ModelConfig, parameter_count
-    from bharateo.tokens import token_accounting
+    from bharateo.models.notebook import ModelConfig, parameter_count
+    from bharateo.training.tokens import token_accounting
 
     tokens = token_accounting(PLAN_CHIPS, PLAN_EPOCHS, 0.75, PLAN_BANDS)
     chips_seen = PLAN_CHIPS * PLAN_EPOCHS
@@ -94,7 +94,7 @@ def plan(report: dict) -> dict:
 
 
 def synthetic_rois(size: int):
-    from bharateo.roi import Roi, RoiSpec
+    from bharateo.data.roi import Roi, RoiSpec
     from tests.fixture_tiles import synthetic_native
 
     return [Roi(RoiSpec(name, 0.0, 0.0, size), synthetic_native(size, size, seed=i, class_weights=kind),
@@ -104,8 +104,8 @@ def synthetic_rois(size: int):
 
 
 def build(folder: Path, n_chips: int) -> Path:
-    from bharateo.chips import ChipConfig
-    from bharateo.store import build_store
+    from bharateo.data.chips import ChipConfig
+    from bharateo.storage.chipstore import build_store
 
     return build_store(folder, synthetic_rois(2048), ChipConfig(n_chips=n_chips), shard_size=1024)
 
@@ -130,10 +130,10 @@ def worker_train(store: str, arch: str, epochs: int, batch: int) -> None:
     """One rank of a measured training (or the only process); rank 0 prints a JSON line."""
     import torch
 
-    from bharateo import distributed
-    from bharateo.model import ModelConfig
-    from bharateo.pipeline import RunConfig
-    from bharateo.train import EpochMetrics, TrainConfig
+    from bharateo.training import distributed
+    from bharateo.models.notebook import ModelConfig
+    from bharateo.training.experiment import RunConfig
+    from bharateo.training.loop import EpochMetrics, TrainConfig
 
     ranks = distributed.join("cpu")
     rows = []
@@ -153,9 +153,9 @@ def worker_rss(store: str, steps: int) -> None:
     import resource
     import threading
 
-    from bharateo.model import ModelConfig
-    from bharateo.store import ChipStore
-    from bharateo.train import StepMetrics, TrainConfig, make_model, train
+    from bharateo.models.notebook import ModelConfig
+    from bharateo.storage.chipstore import ChipStore
+    from bharateo.training.loop import StepMetrics, TrainConfig, make_model, train
 
     chips = ChipStore(store)
     model = make_model(ModelConfig(), 42)
@@ -177,7 +177,7 @@ def read_rate(store: Path, batches: int = 200, batch: int = 16) -> dict:
     and rendered to tokens + patch targets (what each rank does before its forward pass)."""
     import numpy as np
 
-    from bharateo.store import ChipStore
+    from bharateo.storage.chipstore import ChipStore
 
     chips = ChipStore(store)
     chips.verify()  # checksums first, so the timing is reads and rendering only
@@ -217,8 +217,8 @@ def main() -> None:
         return worker_build(args.build_worker[0], int(args.build_worker[1]))
 
     from bharateo.app.train import chip_flops
-    from bharateo.architectures import MODELS
-    from bharateo.model import ModelConfig
+    from bharateo.models.registry import MODELS
+    from bharateo.models.notebook import ModelConfig
 
     n_train, epochs = (256, 2) if args.quick else (2048, 3)
     rss_sizes, rss_steps = ((2_000, 20_000), 150) if args.quick else ((10_000, 100_000), 600)

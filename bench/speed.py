@@ -8,7 +8,7 @@ a minute):
   notebook   ../shared/bench/seed_baseline.py --tile TILE --epochs E: the notebook as a script
   lab        python -m bharateo train --epochs E: the notebook model, fp32 (the default preset)
   fast       python -m bharateo train --preset "fast (MAE encoder)": fast mode, with the
-             settings (its epochs too) that its declaration in bharateo/pipeline.py gives
+             settings (its epochs too) that its declaration in bharateo/training/experiment.py gives
 and, with --levers, each of fast mode's levers alone on the plain `mae` variant (fp32, batch 16):
 the speed-up a lever gives by itself, and what it does to the quality.
 
@@ -72,7 +72,7 @@ QUALITY_TOLERANCE = 0.02  # masked MAE and ESA accuracy within 0.02 of the noteb
 
 def lever_flags(name: str) -> list[str]:
     """A lever read from the fast preset's declaration, alone on the plain mae run, as flags."""
-    from bharateo.pipeline import PRESETS
+    from bharateo.training.experiment import PRESETS
 
     t = PRESETS[FAST].train
     plain = ["--model", "mae", "--precision", "fp32"]
@@ -105,9 +105,9 @@ def heldout_chips():
     """64 chips of the fixture's edge block at 78E (no training chip comes from there)."""
     from dataclasses import replace
 
-    from bharateo.chips import ChipConfig, build_chip_sets
-    from bharateo.pipeline import load_rois
-    from bharateo.roi import RoiSpec
+    from bharateo.data.chips import ChipConfig, build_chip_sets
+    from bharateo.training.experiment import load_rois
+    from bharateo.data.roi import RoiSpec
     from tests.fixture_tiles import EDGE_LON_LAT
 
     roi = load_rois([RoiSpec("edge_heldout", *EDGE_LON_LAT, 2048)])
@@ -118,9 +118,9 @@ def heldout_chips():
 def heldout_scores(run_name: str, chips) -> dict:
     """The saved run's masked MAE, ESA accuracy, class-balanced accuracy and the majority-class
     share on `chips` (seeded masks, the run's precision)."""
-    from bharateo.evaluate import evaluate
-    from bharateo.runs import load_model, load_run
-    from bharateo.train import HELDOUT_MASK_SEED
+    from bharateo.training.evaluate import evaluate
+    from bharateo.storage.runs import load_model, load_run
+    from bharateo.training.loop import HELDOUT_MASK_SEED
 
     run = load_run(run_name)
     precision = (run.metrics or {}).get("precision", "fp32")
@@ -219,7 +219,7 @@ def main() -> None:
         if base:
             row["wall_ratio"] = row["wall_s"] / base["wall_s"]
             row["cpu_ratio"] = row["cpu_s"] / base["cpu_s"]
-    from bharateo.pipeline import PRESETS
+    from bharateo.training.experiment import PRESETS
 
     epochs_text = (f"{args.epochs} epochs every run (--epochs)" if args.epochs else
                    f"20 epochs (fast mode: its preset's {PRESETS[FAST].train.epochs})")

@@ -3,7 +3,7 @@
 At the notebook's default config (batch 16, 128 px chips, 64 tokens, embed 128, depth 3, fp32)
 this measures, in one process:
   - the baseline's epoch (../shared/bench/seed_baseline.py's loop, line for line) and ours
-    (bharateo.train.train), alternating epoch by epoch in this process, as ms per step;
+    (bharateo.training.loop.train), alternating epoch by epoch in this process, as ms per step;
   - the floor under our step, from its parts each timed on its own with warm caches:
       matmuls: every aten::mm / addmm / bmm of one real step (shapes recorded by the
                profiler), replayed on contiguous tensors;
@@ -92,9 +92,9 @@ def interleaved_epochs(tile_dir: str, rounds: int, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     os.environ["BHARATEO_WORLDCOVER_DIR"] = tile_dir
-    from bharateo.chips import build_chip_sets
-    from bharateo.pipeline import RunConfig, load_rois
-    from bharateo.train import StepMetrics, TrainConfig, make_model, train
+    from bharateo.data.chips import build_chip_sets
+    from bharateo.training.experiment import RunConfig, load_rois
+    from bharateo.training.loop import StepMetrics, TrainConfig, make_model, train
 
     config = RunConfig(train=TrainConfig(epochs=rounds + 1))
     rois = load_rois(config.rois)
@@ -133,8 +133,8 @@ def median_ms(fn, repeats: int = 30) -> float:
 
 
 def step_function(model, chips, batch_size: int = 16, mask_ratio: float = 0.75):
-    """One full training step of bharateo.train.train on a fixed batch (forward, backward, AdamW)."""
-    from bharateo.model import random_patch_mask
+    """One full training step of bharateo.training.loop.train on a fixed batch (forward, backward, AdamW)."""
+    from bharateo.models.notebook import random_patch_mask
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.05, fused=True)
     tokens, targets = chips.tokens(slice(0, batch_size)), chips.patch_targets(slice(0, batch_size))
@@ -192,8 +192,8 @@ def replay(name: str, shapes: list) -> float:
 
 def floor_parts(model, chips) -> dict:
     """ms per step of each floor part (see the module docstring)."""
-    from bharateo.model import ModelConfig, TinyRGBMAE
-    from bharateo.chips import ChipSet
+    from bharateo.models.notebook import ModelConfig, TinyRGBMAE
+    from bharateo.data.chips import ChipSet
 
     step, optimizer = step_function(model, chips)
     step()
@@ -226,9 +226,9 @@ def main() -> None:
         tile_dir = str(notebook_fixture(Path(tmp) / "tiles").folder)
         os.environ["BHARATEO_DATA_DIR"] = str(Path(tmp) / "data")
         epochs = interleaved_epochs(tile_dir, args.rounds, args.threads)
-        from bharateo.chips import build_chip_sets
-        from bharateo.pipeline import RunConfig, load_rois
-        from bharateo.train import make_model
+        from bharateo.data.chips import build_chip_sets
+        from bharateo.training.experiment import RunConfig, load_rois
+        from bharateo.training.loop import make_model
 
         config = RunConfig()
         chips, _ = build_chip_sets(load_rois(config.rois), config.chips)

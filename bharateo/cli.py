@@ -10,7 +10,7 @@ from bharateo.errors import BharatEOError
 
 
 def _roi_specs(args):
-    from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, default_roi_name
+    from bharateo.data.roi import NOTEBOOK_ROIS, RoiSpec, default_roi_name
 
     if args.lon is None and args.lat is None:
         return list(NOTEBOOK_ROIS)
@@ -23,9 +23,9 @@ def _roi_specs(args):
 def _chip_config(args):
     """The chip settings of prefetch's and inspect's flags (--source, --dates, --max-cloud),
     checked: ConfigError for an unknown source or a Sentinel-2 query that can't be used."""
-    from bharateo.chips import ChipConfig
-    from bharateo.pipeline import check_source
-    from bharateo.settings import from_args
+    from bharateo.data.chips import ChipConfig
+    from bharateo.training.experiment import check_source
+    from bharateo.config.settings import from_args
 
     chips = replace(ChipConfig(), **from_args(ChipConfig, args))
     check_source(chips)
@@ -33,14 +33,14 @@ def _chip_config(args):
 
 
 def _load_rois_for(args, specs):
-    from bharateo.pipeline import load_rois
+    from bharateo.training.experiment import load_rois
 
     return load_rois(specs, chips=_chip_config(args))
 
 
 def cmd_prefetch(args) -> None:
-    from bharateo.roi import load_roi, native_class_counts
-    from bharateo.worldcover import data_source_from_env
+    from bharateo.data.roi import load_roi, native_class_counts
+    from bharateo.data.worldcover import data_source_from_env
 
     if _chip_config(args).source != "worldcover":
         return _prefetch_s2(args)
@@ -72,7 +72,7 @@ def _s2_summary(roi) -> dict:
 
 
 def _prefetch_s2(args) -> None:
-    from bharateo.sentinel2 import s2_source_from_env
+    from bharateo.data.sentinel2 import s2_source_from_env
 
     print(f"Reading Sentinel-2 from {s2_source_from_env().describe()} into the cache...")
     not_cached = []
@@ -93,8 +93,8 @@ def _prefetch_s2(args) -> None:
 
 
 def _inspect_s2(args) -> None:
-    from bharateo.roi import native_class_counts
-    from bharateo.worldcover import NATIVE_WORLDCOVER_CLASSES
+    from bharateo.data.roi import native_class_counts
+    from bharateo.data.worldcover import NATIVE_WORLDCOVER_CLASSES
 
     if args.lon is None or args.lat is None:
         raise BharatEOError("A Sentinel-2 region needs --lon and --lat.")
@@ -121,8 +121,8 @@ def _inspect_s2(args) -> None:
 
 
 def cmd_inspect(args) -> None:
-    from bharateo.roi import default_presets, load_roi, native_class_counts
-    from bharateo.worldcover import NATIVE_WORLDCOVER_CLASSES
+    from bharateo.data.roi import default_presets, load_roi, native_class_counts
+    from bharateo.data.worldcover import NATIVE_WORLDCOVER_CLASSES
 
     if _chip_config(args).source != "worldcover":
         return _inspect_s2(args)
@@ -159,15 +159,15 @@ def cmd_inspect(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from bharateo.chips import ChipConfig
-    from bharateo.device import resolve_device
-    from bharateo.device import native_bf16
+    from bharateo.data.chips import ChipConfig
+    from bharateo.models.device import resolve_device
+    from bharateo.models.device import native_bf16
     from bharateo.errors import ConfigError
-    from bharateo.pipeline import (PRESETS, SECTIONS, RunConfig, knob_problems, knob_settings,
+    from bharateo.training.experiment import (PRESETS, SECTIONS, RunConfig, knob_problems, knob_settings,
                                    knobs_from_config, run_experiment)
-    from bharateo.roi import NOTEBOOK_ROIS, default_presets
-    from bharateo.runs import clean_leftovers, release_run_name, reserve_run_name
-    from bharateo.settings import from_args, rebuilt
+    from bharateo.data.roi import NOTEBOOK_ROIS, default_presets
+    from bharateo.storage.runs import clean_leftovers, release_run_name, reserve_run_name
+    from bharateo.config.settings import from_args, rebuilt
 
     chip_flags = set(from_args(ChipConfig, args)) - set(from_args(SECTIONS["train"], args))
     if args.chips_dir is not None and (chip_flags or args.lon is not None or args.lat is not None):
@@ -221,7 +221,7 @@ def _check_memory(config) -> None:
     and a line on stderr with the estimate and the app's time budget, which this command, run
     by whoever owns the machine, doesn't apply."""
     from bharateo.errors import ConfigError
-    from bharateo.limits import (available_bytes, gigabytes, max_training_seconds,
+    from bharateo.jobs.limits import (available_bytes, gigabytes, max_training_seconds,
                                  memory_problem, training_memory)
 
     available = available_bytes()
@@ -239,8 +239,8 @@ def _progress_printer(quiet: bool):
     """on_event for training: a tqdm bar per epoch (stderr) and one line per epoch (stdout)."""
     from tqdm import tqdm
 
-    from bharateo.schema import number_text
-    from bharateo.train import EpochMetrics
+    from bharateo.config.schema import number_text
+    from bharateo.training.loop import EpochMetrics
 
     bar = {}
 
@@ -268,11 +268,11 @@ def _progress_printer(quiet: bool):
 
 
 def _print_result(requested: str, result) -> None:
-    from bharateo.pipeline import saved_as_message
-    from bharateo.schema import number_text
+    from bharateo.training.experiment import saved_as_message
+    from bharateo.config.schema import number_text
 
-    from bharateo.evaluate import quality_reading
-    from bharateo.pipeline import split_quality
+    from bharateo.training.evaluate import quality_reading
+    from bharateo.training.experiment import split_quality
 
     print(result.end.message)
     for key, value in result.metrics.items():  # a score that was NaN/inf is None: shown as —
@@ -290,15 +290,15 @@ def _print_result(requested: str, result) -> None:
 
 def cmd_train_store(args, config) -> None:
     """`train --chips-dir DIR`: train on a chip store, in one process or as one rank under
-    torchrun (bharateo/distributed.py). Rank 0 reserves the name, prints and saves; a SIGTERM
+    torchrun (bharateo/training/distributed.py). Rank 0 reserves the name, prints and saves; a SIGTERM
     (torchrun stopping the job because another rank failed) ends this rank with a message,
     releasing the reservation, so no run is left half-written."""
     import os
     import signal
 
-    from bharateo import distributed
+    from bharateo.training import distributed
     from bharateo.errors import DistributedError
-    from bharateo.runs import release_run_name, reserve_run_name
+    from bharateo.storage.runs import release_run_name, reserve_run_name
 
     env = distributed.rank_env()
     rank, world = (env[0], env[1]) if env else (0, 1)
@@ -344,7 +344,7 @@ def cmd_train_store(args, config) -> None:
 
 def _region_specs(args):
     """--region NAME,LON,LAT[,SIZE] (repeatable), else the --lon/--lat region or the notebook's."""
-    from bharateo.roi import RoiSpec
+    from bharateo.data.roi import RoiSpec
 
     if not args.region:
         return _roi_specs(args)
@@ -372,10 +372,10 @@ def cmd_chips_build(args) -> None:
 
     from tqdm import tqdm
 
-    from bharateo.chips import ChipConfig
-    from bharateo.pipeline import RunConfig, load_rois
-    from bharateo.settings import from_args
-    from bharateo.store import ChipStore, build_store
+    from bharateo.data.chips import ChipConfig
+    from bharateo.training.experiment import RunConfig, load_rois
+    from bharateo.config.settings import from_args
+    from bharateo.storage.chipstore import ChipStore, build_store
 
     config = RunConfig(rois=tuple(_region_specs(args)),
                        chips=ChipConfig(**from_args(ChipConfig, args))).validate()
@@ -400,7 +400,7 @@ def cmd_chips_build(args) -> None:
 
 
 def cmd_chips_verify(args) -> None:
-    from bharateo.store import ChipStore, read_manifest
+    from bharateo.storage.chipstore import ChipStore, read_manifest
 
     for split in read_manifest(args.dir)["splits"]:
         store = ChipStore(args.dir, split)
@@ -409,13 +409,13 @@ def cmd_chips_verify(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from bharateo.chips import build_chip_sets
-    from bharateo.device import resolve_precision
-    from bharateo.evaluate import evaluate, quality_of, quality_reading, score_text
-    from bharateo.evaluate import class_table
-    from bharateo.pipeline import RunConfig, load_rois
-    from bharateo.runs import load_model, load_run
-    from bharateo.worldcover import CLASS_NAMES
+    from bharateo.data.chips import build_chip_sets
+    from bharateo.models.device import resolve_precision
+    from bharateo.training.evaluate import evaluate, quality_of, quality_reading, score_text
+    from bharateo.training.evaluate import class_table
+    from bharateo.training.experiment import RunConfig, load_rois
+    from bharateo.storage.runs import load_model, load_run
+    from bharateo.data.worldcover import CLASS_NAMES
 
     run = load_run(args.run)
     config = RunConfig.from_dict(run.config)
@@ -447,7 +447,7 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_tokens(args) -> None:
-    from bharateo.tokens import V0_NAME, token_accounting, v0_accounting
+    from bharateo.training.tokens import V0_NAME, token_accounting, v0_accounting
 
     rows = [("this run", token_accounting(args.chips, args.epochs, args.mask_ratio, args.in_chans,
                                           args.chip_size, args.patch_size)),
@@ -462,9 +462,9 @@ def cmd_tokens(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bharateo.chips import ChipConfig
-    from bharateo.pipeline import PRESETS, SECTIONS
-    from bharateo.settings import add_flags
+    from bharateo.data.chips import ChipConfig
+    from bharateo.training.experiment import PRESETS, SECTIONS
+    from bharateo.config.settings import add_flags
 
     parser = argparse.ArgumentParser(prog="python -m bharateo", description=(
         "BharatEO Lab: a tiny masked autoencoder on real ESA WorldCover pixels. Data comes from "
@@ -473,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_settings(p, command):
         """The flags of every setting `command` takes, built from its declaration (one
-        `setting()` field, bharateo/settings.py); main() checks them against their ranges."""
+        `setting()` field, bharateo/config/settings.py); main() checks them against their ranges."""
         p.set_defaults(declared=[s for cls in SECTIONS.values() for s in add_flags(p, cls, command)])
 
     def add_roi_flags(p, size=2048):
@@ -547,7 +547,7 @@ def _check_declared(args) -> None:
     """ConfigError naming each flag of a declared setting outside its declared range (train's
     are checked with the whole config, cmd_train)."""
     from bharateo.errors import ConfigError
-    from bharateo.settings import flag_problems
+    from bharateo.config.settings import flag_problems
 
     if problems := flag_problems(args, getattr(args, "declared", [])):
         raise ConfigError("Fix these settings: " + " ".join(problems))
@@ -557,7 +557,7 @@ def _check_paths(args) -> None:
     """ConfigError saying what is wrong with the first path flag (each subcommand's `paths`:
     dest -> (flag, "folder" | "new folder")) that can't be used, before any work is done."""
     from bharateo.errors import ConfigError
-    from bharateo.paths import folder_problem, new_folder_problem
+    from bharateo.storage.paths import folder_problem, new_folder_problem
 
     checks = {"folder": folder_problem, "new folder": new_folder_problem}
     for dest, (flag, kind) in getattr(args, "paths", {}).items():

@@ -16,8 +16,8 @@ from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.train import training_chips_note
 from bharateo.app.state import (PAGES, current_chip_config, current_model, guidance, keep_widget,
                                 page_setup)
-from bharateo.chips import MAX_CHIP_NODATA_FRACTION
-from bharateo.worldcover import NODATA_ID
+from bharateo.data.chips import MAX_CHIP_NODATA_FRACTION
+from bharateo.data.worldcover import NODATA_ID
 
 PER_PAGE = 24
 page_setup("chips")

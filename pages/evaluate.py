@@ -3,7 +3,7 @@ import streamlit as st
 
 from bharateo.app import figures
 from bharateo.app.downloads import csv_button
-from bharateo.app.looks import Filling
+from bharateo.jobs.looks import Filling
 from bharateo.app.results import (baseline_delta, class_table_display, evaluations_or_filling,
                                   follow_clicks, gap_reading, held_out_by_run,
                                   held_region_name, mistakes_section, model_and_chips,
@@ -12,10 +12,10 @@ from bharateo.app.results import (baseline_delta, class_table_display, evaluatio
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import guidance, keep_widget, page_setup, show_error
 from bharateo.errors import BharatEOError
-from bharateo.evaluate import class_mae, class_table, quality_of, quality_reading
-from bharateo.export import confusion_rows
+from bharateo.training.evaluate import class_mae, class_table, quality_of, quality_reading
+from bharateo.storage.export import confusion_rows
 from bharateo.words import plural
-from bharateo.worldcover import CLASS_NAMES
+from bharateo.data.worldcover import CLASS_NAMES
 
 page_setup("evaluate")
 st.title("Evaluate")

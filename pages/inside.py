@@ -1,12 +1,12 @@
 """Inside the model: what each token attends to, and where the tokens' embeddings land."""
 import streamlit as st
 
-from bharateo import inspect_model
+from bharateo.training import inspect_model
 from bharateo.app import inside
 from bharateo.app.downloads import csv_button, run_zip_button
 from bharateo.app.pictures import (attention_grid_pictures, attention_picture, hidden_patches_picture,
                                    legend_html, patch_picture)
-from bharateo.app.looks import Filling
+from bharateo.jobs.looks import Filling
 from bharateo.app.results import model_and_chips, show_filling
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import keep_widget, page_setup, show_error

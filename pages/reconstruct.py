@@ -1,14 +1,14 @@
 """Reconstruct: hide some of a chip's patches and see what the model paints back."""
 import streamlit as st
 
-from bharateo import evaluate
+from bharateo.training import evaluate
 from bharateo.app import figures
 from bharateo.app.downloads import csv_button
 from bharateo.app.lesson import lesson_fragment
 from bharateo.app.pictures import (RAW, error_legend_caption, legend_html, magma_legend,
                                    picture_rows, reconstruction_panels, score_panels,
                                    thumbnail)
-from bharateo.app.looks import Filling
+from bharateo.jobs.looks import Filling
 from bharateo.app.results import (THUMBNAILS, baseline_delta, chip_baseline_caption, chip_choice,
                                   chip_picker_key, chip_splits, curve_baseline_caption,
                                   model_and_chips, ratio_curve_or_filling,

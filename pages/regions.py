@@ -20,8 +20,8 @@ from bharateo.app.regions import (SIZE_OPTIONS, collapsed_counts, current_preset
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import PAGES, keep_widget, page_setup
 from bharateo.errors import BharatEOError
-from bharateo.roi import NOTEBOOK_ROIS, SAMPLE_ROIS, RoiSpec, check_no_overlap
-from bharateo.worldcover import ATTRIBUTION, data_source_from_env
+from bharateo.data.roi import NOTEBOOK_ROIS, SAMPLE_ROIS, RoiSpec, check_no_overlap
+from bharateo.data.worldcover import ATTRIBUTION, data_source_from_env
 
 page_setup("regions")
 state = st.session_state

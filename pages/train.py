@@ -4,7 +4,7 @@ import streamlit as st
 from bharateo.app import teacher
 from bharateo.app.downloads import csv_button, run_zip_button
 from bharateo.app.figures import X_AXES, accuracy_figure, loss_figure
-from bharateo.app.jobs import job_chips_text, job_settings_text, max_training_seconds
+from bharateo.jobs.service import job_chips_text, job_settings_text, max_training_seconds
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.state import (clear_error, current_chip_config, guidance, keep_error, keep_widget,
                                 page_setup, show_error, show_kept_error, use_saved_run)
@@ -17,11 +17,11 @@ from bharateo.app.train import (ACCURACY_CAPTION, VARIANT_CHOICES, accuracy_colu
                                 precision_caption, queue_panel, restore_knobs, runs_table,
                                 save_again, series_from_run, start_training, token_metrics, training_estimate)
 from bharateo.errors import BharatEOError
-from bharateo.export import HISTORY_COLUMNS, series_rows
-from bharateo.pipeline import PRESETS
-from bharateo.runs import delete_run, rename_run, scan_runs
-from bharateo.settings import GROUPS
-from bharateo.sources import pixel_source
+from bharateo.storage.export import HISTORY_COLUMNS, series_rows
+from bharateo.training.experiment import PRESETS
+from bharateo.storage.runs import delete_run, rename_run, scan_runs
+from bharateo.config.settings import GROUPS
+from bharateo.data.sources import pixel_source
 
 page_setup("train")
 st.title("Train")

@@ -5,7 +5,7 @@ tile grid (EPSG:4326, 1/12000-degree pixels, origin at the tile's NW corner, 360
 nodata 0) and read them from a folder or through HTTP range requests (`RangeHTTPServer`), the same
 GDAL /vsicurl/ path that reads the public bucket.
 
-Every file written here carries the dataset tag `SYNTHETIC_TAG` (bharateo.roi) so the app can
+Every file written here carries the dataset tag `SYNTHETIC_TAG` (bharateo.data.roi) so the app can
 never present fixture pixels as WorldCover. Only the given fills are written; the rest of the
 tile is sparse (no blocks stored) and reads back as 0 = "sea / outside coverage".
 
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bharateo.roi import NOTEBOOK_ROIS, SYNTHETIC_TAG, GlobalWindow, RoiSpec, roi_window
-from bharateo.worldcover import (
+from bharateo.data.roi import NOTEBOOK_ROIS, SYNTHETIC_TAG, GlobalWindow, RoiSpec, roi_window
+from bharateo.data.worldcover import (
     NODATA,
     PIXELS_PER_DEGREE,
     TILE_DEGREES,
@@ -108,7 +108,7 @@ def parse_tile(tile: str) -> tuple[int, int]:
 
 def tile_rowcol(lon: float, lat: float) -> tuple[str, int, int]:
     """(tile id, row, col) of the tile pixel holding lon/lat, computed as `roi_window` does."""
-    from bharateo.worldcover import tile_id_from_origin
+    from bharateo.data.worldcover import tile_id_from_origin
 
     lon0, lat0 = tile_origin(lon, lat)
     col = math.floor((lon - lon0) * PIXELS_PER_DEGREE)

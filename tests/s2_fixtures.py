@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bharateo.roi import RoiSpec
-from bharateo.worldcover import PIXELS_PER_DEGREE, TILE_DEGREES, tile_id_from_origin, tile_origin
+from bharateo.data.roi import RoiSpec
+from bharateo.data.worldcover import PIXELS_PER_DEGREE, TILE_DEGREES, tile_id_from_origin, tile_origin
 from tests.fixture_tiles import RangeHTTPServer, synthetic_native, write_fixture_tile
 from tests.paths import SHARED
 

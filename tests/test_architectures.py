@@ -1,4 +1,4 @@
-"""Model variants by name (bharateo/architectures.py): an unknown name is refused in words
+"""Model variants by name (bharateo/models/registry.py): an unknown name is refused in words
 wherever a name arrives (registry, config, config.json), and a variant registered with one line
 is built, trained, saved and loaded as itself."""
 from __future__ import annotations
@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from bharateo import architectures
-from bharateo.architectures import MODELS, build_model, model_class
-from bharateo.chips import ChipConfig
+from bharateo.models import registry as architectures
+from bharateo.models.registry import MODELS, build_model, model_class
+from bharateo.data.chips import ChipConfig
 from bharateo.errors import ConfigError, RunDamagedError
-from bharateo.model import ModelConfig, TinyRGBMAE
-from bharateo.pipeline import RunConfig
-from bharateo.runs import load_model, load_run, run_dir, save_run
-from bharateo.train import StepMetrics, TrainConfig, TrainingEnd, make_model, train
+from bharateo.models.notebook import ModelConfig, TinyRGBMAE
+from bharateo.training.experiment import RunConfig
+from bharateo.storage.runs import load_model, load_run, run_dir, save_run
+from bharateo.training.loop import StepMetrics, TrainConfig, TrainingEnd, make_model, train
 from tests.test_device import tiny_chips
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=16, depth=1, heads=2)

@@ -10,15 +10,15 @@ import torch
 import torch.nn.functional as F
 
 from bharateo import cli
-from bharateo import evaluate as ev
+from bharateo.training import evaluate as ev
 from bharateo.app import results
 from bharateo.errors import ConfigError
-from bharateo.model import scored_losses
-from bharateo.pipeline import RunConfig, knob_settings, split_quality
-from bharateo.runs import load_run
-from bharateo.settings import settings_of
-from bharateo.train import EFFECTIVE_BETA, TrainConfig, class_weights
-from bharateo.worldcover import IGNORE_INDEX, NUM_CLASSES
+from bharateo.models.notebook import scored_losses
+from bharateo.training.experiment import RunConfig, knob_settings, split_quality
+from bharateo.storage.runs import load_run
+from bharateo.config.settings import settings_of
+from bharateo.training.loop import EFFECTIVE_BETA, TrainConfig, class_weights
+from bharateo.data.worldcover import IGNORE_INDEX, NUM_CLASSES
 
 TINY = ["--embed-dim", "32", "--depth", "1", "--heads", "2"]
 # words a reading may only use about a split the model has learned
@@ -190,7 +190,7 @@ def test_old_metrics_without_baselines_read_as_unknown_not_learned():
 
 
 def test_a_history_with_a_baseline_that_is_not_a_number_is_damaged(tmp_path):
-    from bharateo.runs import RunDamagedError, check_history
+    from bharateo.storage.runs import RunDamagedError, check_history
 
     row = {"epoch": 1, "loss": 1.0, "rec": 0.5, "esa": 0.5, "rec_mae": 0.1, "esa_acc": 0.8}
     check_history([row])  # saved before baselines: fine

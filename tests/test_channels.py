@@ -1,20 +1,20 @@
 """Channels from the data: the band list travels from the pixel source through the chips to the
-model's input channels and the token accounting (bharateo/sources.py, ChipSet.bands)."""
+model's input channels and the token accounting (bharateo/data/sources.py, ChipSet.bands)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from bharateo import evaluate as ev
-from bharateo import sources
-from bharateo.chips import ChipConfig, ChipSet, build_chip_sets, patch_mode_labels
+from bharateo.training import evaluate as ev
+from bharateo.data import sources
+from bharateo.data.chips import ChipConfig, ChipSet, build_chip_sets, patch_mode_labels
 from bharateo.errors import ChipError, ConfigError
-from bharateo.model import ModelConfig
-from bharateo.pipeline import RunConfig
-from bharateo.roi import Roi, RoiSpec
-from bharateo.train import EpochMetrics, TrainConfig, TrainingEnd, make_model, train
-from bharateo.worldcover import PALETTE_BANDS
+from bharateo.models.notebook import ModelConfig
+from bharateo.training.experiment import RunConfig
+from bharateo.data.roi import Roi, RoiSpec
+from bharateo.training.loop import EpochMetrics, TrainConfig, TrainingEnd, make_model, train
+from bharateo.data.worldcover import PALETTE_BANDS
 from tests.fixture_tiles import synthetic_native
 
 FAKE_BANDS = ("b1", "b2", "b3", "nir")  # a made-up 4-band source: not any real sensor's

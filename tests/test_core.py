@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from bharateo.chips import ChipConfig, build_chip_sets, patch_mode_labels
+from bharateo.data.chips import ChipConfig, build_chip_sets, patch_mode_labels
 from bharateo.errors import (ChipError, CheckpointMismatchError, ConfigError, RunNameError,
                              RunNotFoundError)
-from bharateo.model import ModelConfig, TinyRGBMAE, num_masked, patchify, random_patch_mask
-from bharateo.pipeline import RunConfig, run_experiment
-from bharateo.roi import Roi, RoiSpec, load_roi
-from bharateo.runs import (delete_run, list_runs, load_model, load_run, rename_run, run_dir,
+from bharateo.models.notebook import ModelConfig, TinyRGBMAE, num_masked, patchify, random_patch_mask
+from bharateo.training.experiment import RunConfig, run_experiment
+from bharateo.data.roi import Roi, RoiSpec, load_roi
+from bharateo.storage.runs import (delete_run, list_runs, load_model, load_run, rename_run, run_dir,
                            save_run)
-from bharateo.tokens import token_accounting
-from bharateo.train import StepMetrics, TrainConfig, TrainingEnd, make_model, train
+from bharateo.training.tokens import token_accounting
+from bharateo.training.loop import StepMetrics, TrainConfig, TrainingEnd, make_model, train
 from tests.fixture_tiles import synthetic_native
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,10 +17,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from bharateo import cli
-from bharateo import roi as roi_mod
+from bharateo.data import roi as roi_mod
 from bharateo.errors import BharatEOError, ConfigError, SourceUnreachableError, TileFileError
-from bharateo.roi import RoiSpec, cache_path, load_roi, read_timeout_s, roi_window
-from bharateo.worldcover import DataSource, data_source_from_env, redact_text, redact_url, tile_filename
+from bharateo.data.roi import RoiSpec, cache_path, load_roi, read_timeout_s, roi_window
+from bharateo.data.worldcover import DataSource, data_source_from_env, redact_text, redact_url, tile_filename
 from tests.fixture_tiles import (
     AnswerServer,
     RangeHTTPServer,
@@ -330,10 +330,10 @@ def test_credentials_never_appear_anywhere(fixture_tiles_dir, isolated_env, monk
                                            caplog):
     """A mirror URL with user:token: no message, cache file, provenance, CLI output, config.json
     of a training, sidebar or page shows the token."""
-    from bharateo.chips import ChipConfig
-    from bharateo.model import ModelConfig
-    from bharateo.pipeline import RunConfig, run_experiment
-    from bharateo.train import TrainConfig
+    from bharateo.data.chips import ChipConfig
+    from bharateo.models.notebook import ModelConfig
+    from bharateo.training.experiment import RunConfig, run_experiment
+    from bharateo.training.loop import TrainConfig
     from bharateo.app.sidebar import source_status
 
     shown = []
@@ -390,7 +390,7 @@ def test_map_overviews_skip_a_reprojected_tile_and_a_swapped_cache(worldcover_di
     import rasterio
     from affine import Affine
 
-    from bharateo.overview import cached_region_overviews, tile_overview
+    from bharateo.data.overview import cached_region_overviews, tile_overview
 
     path = tmp_path / tile_filename("N00E006")
     profile = dict(driver="GTiff", width=1024, height=1024, count=1, dtype="uint8", nodata=0,
@@ -479,7 +479,7 @@ def test_cache_files_from_before_the_binding_still_serve_offline(fixture_tiles_d
 
 
 def test_redact_text_hides_passwords_holding_brackets_and_quotes():
-    from bharateo.worldcover import redact_text
+    from bharateo.data.worldcover import redact_text
 
     for url in ("https://user:pa(ss@host/x", "https://user:p'w@host/x", "http://u:a)b@h/t.tif"):
         shown = redact_text(f"GDAL: could not open {url} (timeout)")
@@ -489,7 +489,7 @@ def test_redact_text_hides_passwords_holding_brackets_and_quotes():
 
 def test_a_cache_file_without_picture_keys_is_skipped_on_the_map(tmp_path, monkeypatch):
     import numpy as np
-    from bharateo import overview
+    from bharateo.data import overview
 
     (tmp_path / "worldcover_2021_v200_N27E075_r0_c0_s64_public.npz").write_bytes(b"x")
     monkeypatch.setattr(overview, "read_cache",
@@ -503,7 +503,7 @@ def test_credentials_never_follow_a_redirect_to_another_host():
     import threading
     import urllib.request
 
-    from bharateo.worldcover import open_url, url_and_auth
+    from bharateo.data.worldcover import open_url, url_and_auth
 
     seen = []
 

@@ -1,4 +1,4 @@
-"""Device and precision policy (bharateo/device.py): names are checked, a device this machine
+"""Device and precision policy (bharateo/models/device.py): names are checked, a device this machine
 lacks is refused in words, and training/evaluation run on the model's device."""
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from bharateo import cli, device
-from bharateo import evaluate as ev
-from bharateo.chips import ChipConfig, ChipSet, patch_mode_labels
+from bharateo import cli
+from bharateo.models import device
+from bharateo.training import evaluate as ev
+from bharateo.data.chips import ChipConfig, ChipSet, patch_mode_labels
 from bharateo.errors import ConfigError
-from bharateo.model import ModelConfig
-from bharateo.pipeline import RunConfig
-from bharateo.runs import list_runs, load_model, load_run, save_run
-from bharateo.train import StepMetrics, TrainConfig, TrainingEnd, make_model, train
+from bharateo.models.notebook import ModelConfig
+from bharateo.training.experiment import RunConfig
+from bharateo.storage.runs import list_runs, load_model, load_run, save_run
+from bharateo.training.loop import StepMetrics, TrainConfig, TrainingEnd, make_model, train
 
 CUDA_MESSAGE = ("CUDA is not available on this machine (torch.cuda.is_available() is False): "
                 "use --device cpu")

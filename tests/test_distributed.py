@@ -17,12 +17,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from bharateo import distributed
+from bharateo.training import distributed
 from bharateo.errors import DistributedError
-from bharateo.model import ModelConfig
-from bharateo.pipeline import RunConfig
-from bharateo.store import build_store
-from bharateo.train import StepMetrics, TrainConfig
+from bharateo.models.notebook import ModelConfig
+from bharateo.training.experiment import RunConfig
+from bharateo.storage.chipstore import build_store
+from bharateo.training.loop import StepMetrics, TrainConfig
 from tests.s2_fixtures import SAHARA, SCENE_DIR, sahara_labels, scene_folder
 from tests.test_store import CHIPS, S2_CHIPS, make_rois
 
@@ -45,7 +45,7 @@ def store(tmp_path_factory):
 def s2_store(tmp_path_factory):
     """A Sentinel-2 4-band store of 11 chips (the real shared crop, fixture labels), as `chips
     build --source s2-4band` cuts it: its reflectance and band statistics train on every rank."""
-    from bharateo.pipeline import load_rois
+    from bharateo.training.experiment import load_rois
 
     if not SCENE_DIR.is_dir():
         pytest.skip("needs ../shared/data/sentinel2")

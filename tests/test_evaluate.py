@@ -1,4 +1,4 @@
-"""Core evaluation (bharateo.evaluate) and the page computations built on it (bharateo.app.results).
+"""Core evaluation (bharateo.training.evaluate) and the page computations built on it (bharateo.app.results).
 
 Also home of the tiny trained fixture run the Reconstruct/Evaluate page tests import
 (`trained`, `save_tiny_run`, `model_entry`): 64 chips of 128 px from 512 px fixture ROIs, a
@@ -14,18 +14,18 @@ import numpy as np
 import pytest
 import torch
 
-from bharateo import evaluate as ev
+from bharateo.training import evaluate as ev
 from bharateo.app import figures, pictures, results
-from bharateo.chips import ChipConfig, build_chip_sets
+from bharateo.data.chips import ChipConfig, build_chip_sets
 from bharateo.errors import ConfigError
-from bharateo.model import ModelConfig, num_masked, random_patch_mask
+from bharateo.models.notebook import ModelConfig, num_masked, random_patch_mask
 from bharateo.app.pictures import magma
 from bharateo.app.state import CurrentModel
-from bharateo.pipeline import ExperimentResult, RunConfig, load_rois, run_experiment, save_experiment
-from bharateo.roi import NOTEBOOK_ROIS, RoiSpec
-from bharateo.runs import load_run
-from bharateo.train import TrainConfig
-from bharateo.worldcover import CLASS_NAMES, NUM_CLASSES
+from bharateo.training.experiment import ExperimentResult, RunConfig, load_rois, run_experiment, save_experiment
+from bharateo.data.roi import NOTEBOOK_ROIS, RoiSpec
+from bharateo.storage.runs import load_run
+from bharateo.training.loop import TrainConfig
+from bharateo.data.worldcover import CLASS_NAMES, NUM_CLASSES
 
 TINY_ROIS = tuple(RoiSpec(r.name, r.lon, r.lat, 512) for r in NOTEBOOK_ROIS)
 TINY_CONFIG = RunConfig(
@@ -414,7 +414,7 @@ def open_page(page: str, fill: bool = True, **state):
 def filled(at):
     """`at` once the results its page asked to be filled in off the page are ready: run again,
     as the page's polling fragment does (nothing to wait for: `at` as it is)."""
-    from bharateo.app import looks
+    from bharateo.jobs import looks
 
     # (a result may be ready already, but the page drew its note a moment before)
     if looks.wait_all(timeout=120) or any("Filling in" in i.value for i in at.info):

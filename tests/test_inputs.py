@@ -12,14 +12,14 @@ import torch
 
 from bharateo import cli
 from bharateo.app import figures, pictures, results
-from bharateo.chips import ChipConfig
+from bharateo.data.chips import ChipConfig
 from bharateo.errors import RunNotFoundError
-from bharateo.model import ModelConfig, num_masked, random_patch_mask
-from bharateo.pipeline import RunConfig, make_model
-from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
-from bharateo.runs import list_runs, load_model, load_run, save_run, unreadable_weights_message
-from bharateo.tokens import token_accounting
-from bharateo.train import TrainConfig
+from bharateo.models.notebook import ModelConfig, num_masked, random_patch_mask
+from bharateo.training.experiment import RunConfig, make_model
+from bharateo.data.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
+from bharateo.storage.runs import list_runs, load_model, load_run, save_run, unreadable_weights_message
+from bharateo.training.tokens import token_accounting
+from bharateo.training.loop import TrainConfig
 from bharateo.words import ordinal, plural
 from bharateo.app.state import CurrentModel
 from tests.test_evaluate import _result
@@ -205,8 +205,8 @@ def test_cli_refuses_a_training_that_cannot_fit_in_memory(monkeypatch, capsys, t
 def test_the_memory_estimate_grows_with_chips_chip_size_model_and_batch():
     from dataclasses import replace
 
-    from bharateo.limits import training_memory
-    from bharateo.pipeline import RunConfig
+    from bharateo.jobs.limits import training_memory
+    from bharateo.training.experiment import RunConfig
 
     base = RunConfig()
     before = training_memory(base)

@@ -1,4 +1,4 @@
-"""The look inside a model (bharateo.inspect_model) and the exports (bharateo.export)."""
+"""The look inside a model (bharateo.training.inspect_model) and the exports (bharateo.storage.export)."""
 from __future__ import annotations
 
 import csv
@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from bharateo import inspect_model as im
-from bharateo.chips import ChipConfig, ChipSet, patch_mode_labels
+from bharateo.training import inspect_model as im
+from bharateo.data.chips import ChipConfig, ChipSet, patch_mode_labels
 from bharateo.errors import ConfigError, RunNotFoundError
-from bharateo.export import csv_bytes, run_archive
-from bharateo.model import ModelConfig, random_patch_mask
-from bharateo.pipeline import RunConfig
-from bharateo.runs import load_run, save_run
-from bharateo.train import make_model
-from bharateo.worldcover import IGNORE_INDEX, NODATA_ID
+from bharateo.storage.export import csv_bytes, run_archive
+from bharateo.models.notebook import ModelConfig, random_patch_mask
+from bharateo.training.experiment import RunConfig
+from bharateo.storage.runs import load_run, save_run
+from bharateo.training.loop import make_model
+from bharateo.data.worldcover import IGNORE_INDEX, NODATA_ID
 
 
 def block_chips(k: int = 6, size: int = 64, patch: int = 16, seed: int = 0) -> ChipSet:
@@ -221,7 +221,7 @@ def test_csv_has_a_header_and_defuses_formulas():
 
 
 def test_chart_rows_for_the_csv_downloads():
-    from bharateo.export import HISTORY_COLUMNS, confusion_rows, series_rows
+    from bharateo.storage.export import HISTORY_COLUMNS, confusion_rows, series_rows
 
     series = [{"label": "a", "steps": [{"epoch": 1, "step": 1, "progress": 0.5, "loss": 2.0}],
                "epochs": [{"epoch": 1, "loss": 1.5, "heldout_esa_acc": 0.4}]},

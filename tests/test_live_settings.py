@@ -8,12 +8,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bharateo import train as tr
-from bharateo.chips import ChipConfig, build_chip_sets
+from bharateo.training import loop as tr
+from bharateo.data.chips import ChipConfig, build_chip_sets
 from bharateo.errors import ConfigError
-from bharateo.model import ModelConfig
-from bharateo.roi import Roi, RoiSpec
-from bharateo.train import SettingsChanged, StepMetrics, TrainConfig, changed_config, make_model
+from bharateo.models.notebook import ModelConfig
+from bharateo.data.roi import Roi, RoiSpec
+from bharateo.training.loop import SettingsChanged, StepMetrics, TrainConfig, changed_config, make_model
 from tests.fixture_tiles import synthetic_native
 
 ROIS = [Roi(RoiSpec(n, 0.0, 0.0, 256), synthetic_native(256, 256, seed=i, class_weights=k))

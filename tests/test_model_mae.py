@@ -5,17 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bharateo import cli, device
-from bharateo import evaluate as ev
-from bharateo.architectures import MODELS, build_model, model_class
-from bharateo.chips import ChipConfig
+from bharateo import cli
+from bharateo.models import device
+from bharateo.training import evaluate as ev
+from bharateo.models.registry import MODELS, build_model, model_class
+from bharateo.data.chips import ChipConfig
 from bharateo.errors import ConfigError
-from bharateo.model import ModelConfig, num_masked, random_patch_mask
-from bharateo.model_mae import MaskedAutoencoder
-from bharateo.pipeline import RunConfig, run_experiment
-from bharateo.roi import Roi, RoiSpec
-from bharateo.runs import load_model, load_run
-from bharateo.train import TrainConfig
+from bharateo.models.notebook import ModelConfig, num_masked, random_patch_mask
+from bharateo.models.mae import MaskedAutoencoder
+from bharateo.training.experiment import RunConfig, run_experiment
+from bharateo.data.roi import Roi, RoiSpec
+from bharateo.storage.runs import load_model, load_run
+from bharateo.training.loop import TrainConfig
 from tests.fixture_tiles import synthetic_native
 
 SMALL = ModelConfig(arch="mae", img_size=64, patch_size=16, embed_dim=32, depth=2, heads=2,

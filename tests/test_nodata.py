@@ -1,6 +1,6 @@
 """No-data is not a land-cover class (issue 10 section 1), and hopeless chip requests fail fast.
 
-The rule under test is written once, in the docstring of bharateo/chips.py. Real-pixel tests
+The rule under test is written once, in the docstring of bharateo/data/chips.py. Real-pixel tests
 read the ESA WorldCover 2021 v200 tile N00E006 (Sao Tome and Principe, the Gabon coast and open
 sea) from ../shared/data/worldcover, or the project's bundled copy under data/sample.
 """
@@ -14,18 +14,18 @@ import torch
 import torch.nn.functional as F
 from streamlit.testing.v1 import AppTest
 
-from bharateo import chips as chips_module
-from bharateo import evaluate as ev
+from bharateo.data import chips as chips_module
+from bharateo.training import evaluate as ev
 from bharateo.app import chips as app_chips, figures, pictures, regions, results
-from bharateo.chips import (MAX_CHIP_NODATA_FRACTION, ChipConfig, ChipSet, build_chip_sets,
+from bharateo.data.chips import (MAX_CHIP_NODATA_FRACTION, ChipConfig, ChipSet, build_chip_sets,
                             patch_mode_labels)
 from bharateo.errors import ChipError
-from bharateo.model import ModelConfig, TinyRGBMAE, random_patch_mask
+from bharateo.models.notebook import ModelConfig, TinyRGBMAE, random_patch_mask
 from bharateo.app.pictures import labels_image
-from bharateo.pipeline import RunConfig
-from bharateo.roi import Roi, RoiSpec, load_roi
-from bharateo.train import TrainConfig, TrainingEnd, make_model, masked_metrics, train
-from bharateo.worldcover import (CLASS_NAMES, CLASS_TO_ID, IGNORE_INDEX, NODATA_ID, NUM_CLASSES, DataSource,
+from bharateo.training.experiment import RunConfig
+from bharateo.data.roi import Roi, RoiSpec, load_roi
+from bharateo.training.loop import TrainConfig, TrainingEnd, make_model, masked_metrics, train
+from bharateo.data.worldcover import (CLASS_NAMES, CLASS_TO_ID, IGNORE_INDEX, NODATA_ID, NUM_CLASSES, DataSource,
                                  collapse_worldcover, tile_filename)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,16 +9,16 @@ import pytest
 import torch
 
 from bharateo import cli
-from bharateo import evaluate as ev
-from bharateo.chips import ChipSet, patch_mode_labels
+from bharateo.training import evaluate as ev
+from bharateo.data.chips import ChipSet, patch_mode_labels
 from bharateo.errors import ConfigError
-from bharateo.model import ModelConfig, check_mask_ratio
-from bharateo.pipeline import RunConfig, final_metrics
-from bharateo.roi import default_roi_name
-from bharateo.tokens import token_accounting
-from bharateo.train import (HELDOUT_MASK_SEED, EpochMetrics, TrainConfig, TrainingEnd, make_model,
+from bharateo.models.notebook import ModelConfig, check_mask_ratio
+from bharateo.training.experiment import RunConfig, final_metrics
+from bharateo.data.roi import default_roi_name
+from bharateo.training.tokens import token_accounting
+from bharateo.training.loop import (HELDOUT_MASK_SEED, EpochMetrics, TrainConfig, TrainingEnd, make_model,
                             masked_metrics, train)
-from bharateo.worldcover import IGNORE_INDEX, NODATA_ID
+from bharateo.data.worldcover import IGNORE_INDEX, NODATA_ID
 
 
 def tiny_chips(n: int = 20, seed: int = 0) -> ChipSet:

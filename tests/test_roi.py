@@ -11,14 +11,14 @@ import time
 import numpy as np
 import pytest
 
-from bharateo import roi as roi_mod
+from bharateo.data import roi as roi_mod
 from bharateo.errors import (
     LandTileMissingError,
     MissingTileError,
     RegionError,
     SourceUnreachableError,
 )
-from bharateo.roi import (
+from bharateo.data.roi import (
     NOTEBOOK_ROIS,
     SYNTHETIC_TAG,
     GlobalWindow,
@@ -32,7 +32,7 @@ from bharateo.roi import (
     read_cache,
     roi_window,
 )
-from bharateo.worldcover import (
+from bharateo.data.worldcover import (
     PUBLIC_BASE_URL,
     DataSource,
     data_source_from_env,

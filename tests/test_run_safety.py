@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from bharateo import export, runfolder, runs
+from bharateo.storage import export
+from bharateo.storage import runfolder
+from bharateo.storage import runs
 from bharateo.errors import RunDamagedError, RunNameError, RunNotFoundError
-from bharateo.model import ModelConfig
-from bharateo.pipeline import RunConfig
-from bharateo.chips import ChipConfig
-from bharateo.roi import RoiSpec
-from bharateo.train import TrainConfig, make_model
+from bharateo.models.notebook import ModelConfig
+from bharateo.training.experiment import RunConfig
+from bharateo.data.chips import ChipConfig
+from bharateo.data.roi import RoiSpec
+from bharateo.training.loop import TrainConfig, make_model
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = 60  # a run folder with many files: a delete takes long enough to be caught mid-way
@@ -159,9 +161,9 @@ def test_model_results_and_the_zip_are_never_read_through_a_link(tmp_path):
 # --- item 7: leftovers are cleaned, never listed as runs ------------------------------------------
 KILLED_SAVE = """
 import os, signal, sys
-from bharateo import runs
-from bharateo.model import ModelConfig
-from bharateo.train import make_model
+from bharateo.storage import runs
+from bharateo.models.notebook import ModelConfig
+from bharateo.training.loop import make_model
 def killed(*a, **k):
     os.kill(os.getpid(), signal.SIGKILL)  # the server dies after writing, before the rename
 runs._claim = killed

@@ -18,16 +18,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from bharateo import runs
+from bharateo.storage import runs
 from bharateo.app import results, train as studio
-from bharateo.chips import ChipConfig, build_chip_sets
+from bharateo.data.chips import ChipConfig, build_chip_sets
 from bharateo.errors import ConfigError, RunDamagedError, RunNameError, RunNotFoundError, RunSaveError
-from bharateo.model import ModelConfig, TinyRGBMAE
-from bharateo.pipeline import PRESETS, RunConfig, run_experiment, save_experiment
-from bharateo.roi import Roi, RoiSpec
-from bharateo.runs import (delete_run, list_runs, load_model, load_run, rename_run, reserve_run_name,
+from bharateo.models.notebook import ModelConfig, TinyRGBMAE
+from bharateo.training.experiment import PRESETS, RunConfig, run_experiment, save_experiment
+from bharateo.data.roi import Roi, RoiSpec
+from bharateo.storage.runs import (delete_run, list_runs, load_model, load_run, rename_run, reserve_run_name,
                            save_run, scan_runs, write_run_file)
-from bharateo.train import StepMetrics, TrainConfig, TrainingEnd, make_model, train
+from bharateo.training.loop import StepMetrics, TrainConfig, TrainingEnd, make_model, train
 from tests.fixture_tiles import synthetic_native
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,14 +18,14 @@ from affine import Affine
 from rasterio.windows import Window
 
 from bharateo import cli
-from bharateo.chips import ChipConfig, ChipSet, build_chip_sets, tokens_for
+from bharateo.data.chips import ChipConfig, ChipSet, build_chip_sets, tokens_for
 from bharateo.errors import BharatEOError, ConfigError, RegionError
-from bharateo.model import ModelConfig
-from bharateo.pipeline import RunConfig, load_rois, run_experiment
-from bharateo.reflectance import BandStats, band_stats, composite, normalise
-from bharateo.roi import FIXTURE_LABEL, RoiSpec
-from bharateo.runs import load_model, load_run
-from bharateo.sentinel2 import (
+from bharateo.models.notebook import ModelConfig
+from bharateo.training.experiment import RunConfig, load_rois, run_experiment
+from bharateo.data.reflectance import BandStats, band_stats, composite, normalise
+from bharateo.data.roi import FIXTURE_LABEL, RoiSpec
+from bharateo.storage.runs import load_model, load_run
+from bharateo.data.sentinel2 import (
     BANDS_4,
     BANDS_10,
     RegionGrid,
@@ -38,9 +38,9 @@ from bharateo.sentinel2 import (
     scene_from_item,
     worldcover_on_grid,
 )
-from bharateo.sentinel2.bands import EARTH_SEARCH_ASSET_HOSTS
-from bharateo.train import TrainConfig
-from bharateo.worldcover import NODATA_ID, PIXELS_PER_DEGREE, DataSource
+from bharateo.data.sentinel2.bands import EARTH_SEARCH_ASSET_HOSTS
+from bharateo.training.loop import TrainConfig
+from bharateo.data.worldcover import NODATA_ID, PIXELS_PER_DEGREE, DataSource
 from tests.fixture_tiles import closed_port_url, write_fixture_tile
 from tests.s2_fixtures import (
     SAHARA,
@@ -358,7 +358,7 @@ def tiny_config(source="s2-4band", **chips) -> RunConfig:
 
 
 def test_a_4band_run_trains_reconstructs_and_evaluates(s2_env):
-    from bharateo import evaluate as ev
+    from bharateo.training import evaluate as ev
 
     config = tiny_config()
     assert config.model.in_chans == 4 and config.tokens().token_dim == 4 * 16 * 16
@@ -385,7 +385,7 @@ def test_a_4band_run_trains_reconstructs_and_evaluates(s2_env):
     assert scores["chips"] == 8 and 0 <= scores["accuracy"] <= 1
     # a run whose statistics are damaged or missing is listed as damaged, never used
     from bharateo.errors import RunDamagedError
-    from bharateo.runs import scan_runs
+    from bharateo.storage.runs import scan_runs
 
     config_path = saved.path / "config.json"
     for damage in ({"bands": ["B02"], "mean": [0.1], "std": [0.0]}, None):
@@ -402,7 +402,7 @@ def test_a_4band_run_trains_reconstructs_and_evaluates(s2_env):
 def test_the_apps_training_worker_trains_and_saves_a_4band_run(s2_env):
     """The app's path (a TrainingJob in a worker process) trains the same 4-band run as the
     core and saves its band statistics; the app's model carries them."""
-    from bharateo.app import jobs
+    from bharateo.jobs import service as jobs
 
     config = tiny_config()
     rois = load_rois(config.rois, chips=config.chips)
@@ -424,7 +424,7 @@ def test_10band_chips_and_a_source_mix_is_refused(s2_env):
     with pytest.raises(ConfigError, match="Unknown pixel source"):
         RunConfig(chips=ChipConfig(source="landsat")).validate()
     from bharateo.errors import ChipError
-    from bharateo.roi import load_roi
+    from bharateo.data.roi import load_roi
 
     palette = load_roi(RoiSpec("sao_tome", 6.60, 0.25, 512))
     with pytest.raises(ChipError, match="same source|chips' source"):
@@ -536,7 +536,7 @@ def test_cli_prefetch_inspect_and_train_take_the_source(s2_env, capsys):
 def test_folders_that_are_no_scene_are_skipped_with_a_reason_a_teacher_can_act_on(tmp_path):
     """Each kind of non-scene sub-folder is named with why: band files without their STAC item,
     a multi-band composite (the shared Belgium mosaic), nothing usable at all."""
-    from bharateo.sentinel2 import folder_scenes
+    from bharateo.data.sentinel2 import folder_scenes
     from tests.s2_fixtures import BELGIUM_TIF, SCENE_DIR
 
     tmp_path = tmp_path / "s2"  # beside whatever else the test's folder holds

@@ -9,16 +9,17 @@ import math
 
 import pytest
 
-from bharateo import cli, pipeline
-from bharateo.chips import ChipConfig
+from bharateo import cli
+from bharateo.training import experiment as pipeline
+from bharateo.data.chips import ChipConfig
 from bharateo.errors import BharatEOError, ConfigError
-from bharateo.model import ModelConfig
-from bharateo.pipeline import (PRESETS, SECTIONS, RunConfig, knob_problems, knob_settings,
+from bharateo.models.notebook import ModelConfig
+from bharateo.training.experiment import (PRESETS, SECTIONS, RunConfig, knob_problems, knob_settings,
                                knobs_from_config)
-from bharateo.runs import list_runs
-from bharateo.settings import (add_flags, check_settings, from_args, number_words,
+from bharateo.storage.runs import list_runs
+from bharateo.config.settings import (add_flags, check_settings, from_args, number_words,
                                range_problems, setting, settings_of)
-from bharateo.train import TrainConfig
+from bharateo.training.loop import TrainConfig
 
 # one line: the whole declaration of a new hyperparameter
 WarmupTrainConfig = dataclasses.make_dataclass(
@@ -216,7 +217,7 @@ def test_a_registry_lookup_names_the_known_entries():
     """The one lookup behind the model variants and the pixel sources (settings.registered):
     an unknown name, or one a damaged config.json made unhashable, is a ConfigError listing
     what the registry holds."""
-    from bharateo.settings import registered
+    from bharateo.config.settings import registered
 
     assert registered({"a": 1, "b": 2}, "b", "colour") == 2
     for bad in ("c", ["a"]):
@@ -229,8 +230,8 @@ def test_a_value_no_page_offers_gets_the_same_sentence_from_cli_page_and_link(ca
     import pytest
 
     from bharateo.cli import main
-    from bharateo.pipeline import knob_problems, knob_settings
-    from bharateo.settings import from_text
+    from bharateo.training.experiment import knob_problems, knob_settings
+    from bharateo.config.settings import from_text
 
     knobs = knob_settings()
     sentence = "is 5000: type a whole number from 16 to 4,096"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bharateo import cli
-from bharateo import roi as roi_mod
+from bharateo.data import roi as roi_mod
 from bharateo.errors import (
     LandTileMissingError,
     MissingTileError,
@@ -20,7 +20,7 @@ from bharateo.errors import (
     SourceUnreachableError,
     TileFileError,
 )
-from bharateo.roi import (
+from bharateo.data.roi import (
     FIXTURE_LABEL,
     NOT_PUBLISHED,
     NOTEBOOK_ROIS,
@@ -34,7 +34,7 @@ from bharateo.roi import (
     roi_window,
     source_has_tile,
 )
-from bharateo.worldcover import (
+from bharateo.data.worldcover import (
     SAMPLE_DIR,
     SAMPLE_TILES,
     DataSource,
@@ -353,8 +353,9 @@ def test_cli_train_offline_without_regions_uses_the_bundled_sample(monkeypatch, 
     so, as the Regions page does, `train` without --lon/--lat trains on São Tomé / Príncipe."""
     import json
 
-    from bharateo import cli, roi
-    from bharateo.runs import list_runs
+    from bharateo import cli
+    from bharateo.data import roi
+    from bharateo.storage.runs import list_runs
 
     monkeypatch.setattr(roi, "source_has_tile", lambda tile, source, timeout=3.0: tile != "N27E075")
     assert cli.main(["train", "--run", "offline", "--epochs", "1", "--n-chips", "16",

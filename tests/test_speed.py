@@ -2,7 +2,7 @@
 
 Each lever kept in the "fast (MAE encoder)" preset leaves a short run's losses within a stated
 tolerance of the plain fp32 run; where the arithmetic is unchanged (start-up work moved out of
-the way) the run is bit-exact. The preset's settings are declared once (bharateo/pipeline.py);
+the way) the run is bit-exact. The preset's settings are declared once (bharateo/training/experiment.py);
 the Train page's preset button shows them (tests/app/test_page_train.py).
 """
 from __future__ import annotations
@@ -13,11 +13,11 @@ from dataclasses import replace
 
 import pytest
 
-from bharateo.chips import ChipConfig, build_chip_sets
-from bharateo.model import ModelConfig
-from bharateo.pipeline import PRESETS
-from bharateo.roi import Roi, RoiSpec
-from bharateo.train import EpochMetrics, StepMetrics, TrainConfig, make_model, train
+from bharateo.data.chips import ChipConfig, build_chip_sets
+from bharateo.models.notebook import ModelConfig
+from bharateo.training.experiment import PRESETS
+from bharateo.data.roi import Roi, RoiSpec
+from bharateo.training.loop import EpochMetrics, StepMetrics, TrainConfig, make_model, train
 from tests.fixture_tiles import synthetic_native
 from tests.paths import REPO
 
@@ -83,17 +83,17 @@ def test_moving_start_up_work_leaves_the_notebook_run_bit_exact(chips):
         return [e.loss for e in train(model, chips, config) if isinstance(e, StepMetrics)]
 
     first = steps()
-    import bharateo.evaluate  # noqa: F401  (what the lazy import defers)
+    import bharateo.training.evaluate  # noqa: F401  (what the lazy import defers)
     assert steps() == first
 
 
 def test_a_worldcover_training_run_starts_without_pandas_or_the_sentinel2_modules():
     """The CLI's train path (parser, settings checks) imports neither: pandas is for tables in
     the app and `evaluate`, the Sentinel-2 readers for Sentinel-2 sources (docs/speed.md)."""
-    code = ("import sys; from bharateo import cli; from bharateo.pipeline import RunConfig; "
+    code = ("import sys; from bharateo import cli; from bharateo.training.experiment import RunConfig; "
             "cli.build_parser(); RunConfig().validate(); "
             "print(sorted({m.split('.')[0] if m.startswith('pandas') else m for m in sys.modules "
-            "if m == 'pandas' or m.startswith('bharateo.sentinel2')}))")
+            "if m == 'pandas' or m.startswith('bharateo.data.sentinel2')}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"

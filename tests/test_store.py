@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from bharateo import store as store_module
-from bharateo.chips import ChipConfig, build_chip_sets
+from bharateo.storage import chipstore as store_module
+from bharateo.data.chips import ChipConfig, build_chip_sets
 from bharateo.cli import main
 from bharateo.errors import ChipError, ChipStoreError
-from bharateo.model import ModelConfig
-from bharateo.reflectance import BandStats
-from bharateo.roi import Roi, RoiSpec
-from bharateo.store import ChipStore, build_store, read_manifest
-from bharateo.train import StepMetrics, TrainConfig, TrainingEnd, make_model, train
-from bharateo.worldcover import IGNORE_INDEX
+from bharateo.models.notebook import ModelConfig
+from bharateo.data.reflectance import BandStats
+from bharateo.data.roi import Roi, RoiSpec
+from bharateo.storage.chipstore import ChipStore, build_store, read_manifest
+from bharateo.training.loop import StepMetrics, TrainConfig, TrainingEnd, make_model, train
+from bharateo.data.worldcover import IGNORE_INDEX
 from tests.fixture_tiles import synthetic_native
 
 # 64 px chips of 8 px patches: a sea strip 6 px wide makes whole patches at least half no-data
@@ -222,7 +222,7 @@ def test_streamed_build_is_the_in_memory_build_written_shard_by_shard(tmp_path, 
                                                                       config):
     """Chip for chip, label for label, in the same order, while each shard is written before the
     next chips are even drawn: memory holds a shard and one sampling batch, not the chip set."""
-    from bharateo import chips as chips_module
+    from bharateo.data import chips as chips_module
 
     rois = three_rois()
     mem_train, mem_held = build_chip_sets(rois, config)  # default batches: one per request here
@@ -288,8 +288,8 @@ def test_the_store_is_not_bound_by_the_in_memory_chip_limit(tmp_path, monkeypatc
     """Past MAX_IN_MEMORY_CHIPS, build_chip_sets refuses with a message naming the chip store,
     while build_store (which never holds the chip set) builds the same request; the chip settings
     accept the 1M-chip plan (docs/scale.md)."""
-    from bharateo import chips as chips_module
-    from bharateo.pipeline import RunConfig
+    from bharateo.data import chips as chips_module
+    from bharateo.training.experiment import RunConfig
 
     RunConfig(rois=(RoiSpec("a", 77.0, 28.0, 512),), chips=ChipConfig(n_chips=1_000_000)).validate()
     monkeypatch.setattr(chips_module, "MAX_IN_MEMORY_CHIPS", 44)
@@ -319,8 +319,8 @@ def test_ctrl_c_in_chips_build_is_a_sentence_and_leaves_nothing(worldcover_dir, 
 
 
 # --- Sentinel-2 stores: the real shared L2A crop with fixture labels (tests/s2_fixtures.py) ------
-from bharateo.pipeline import RunConfig, load_rois  # noqa: E402
-from bharateo.sentinel2 import BANDS_4  # noqa: E402
+from bharateo.training.experiment import RunConfig, load_rois  # noqa: E402
+from bharateo.data.sentinel2 import BANDS_4  # noqa: E402
 from tests.s2_fixtures import SAHARA, SCENE_DIR, SCENE_ID  # noqa: E402
 from tests.test_sentinel2 import DATES as S2_DATES, s2_env  # noqa: E402,F401 (a fixture)
 
@@ -425,8 +425,8 @@ def test_cli_builds_an_s2_store_and_trains_a_4band_run_from_it(s2_env, capsys):
     """`chips build --source s2-4band --dates --max-cloud` reads the regions as `train --source`
     does; `train --chips-dir` saves a 4-band run with the statistics an in-memory run records,
     which loads and evaluates and reconstructs as the app does."""
-    from bharateo import evaluate as ev
-    from bharateo.runs import load_model, load_run
+    from bharateo.training import evaluate as ev
+    from bharateo.storage.runs import load_model, load_run
 
     out = s2_env / "store"
     region = f"{SAHARA.name},{SAHARA.lon},{SAHARA.lat},{SAHARA.size}"
@@ -466,7 +466,7 @@ def test_cli_path_flags_say_what_is_wrong_with_the_path(tmp_path, capsys, monkey
     def no_reading(*args, **kwargs):
         raise AssertionError("regions read before the path was checked")
 
-    monkeypatch.setattr("bharateo.pipeline.load_rois", no_reading)
+    monkeypatch.setattr("bharateo.training.experiment.load_rois", no_reading)
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder")
     cases = {  # argv -> what the one line must say

@@ -10,13 +10,14 @@ from dataclasses import replace
 
 import pytest
 
-from bharateo import distributed, runs
+from bharateo.training import distributed
+from bharateo.storage import runs
 from bharateo.cli import main
 from bharateo.errors import ChipStoreError
-from bharateo.model import ModelConfig
-from bharateo.pipeline import RunConfig
-from bharateo.store import ChipStore, build_store
-from bharateo.train import EpochMetrics, StepMetrics, TrainConfig
+from bharateo.models.notebook import ModelConfig
+from bharateo.training.experiment import RunConfig
+from bharateo.storage.chipstore import ChipStore, build_store
+from bharateo.training.loop import EpochMetrics, StepMetrics, TrainConfig
 from tests.test_store import CHIPS, make_rois
 
 STORE_CHIPS = replace(CHIPS, n_chips=12, n_holdout_chips=4)

@@ -15,11 +15,11 @@ import torch
 
 from bharateo import cli
 from bharateo.errors import BharatEOError, RegionError, RunDamagedError, SourceUnreachableError
-from bharateo.runs import load_model, load_run, weights_limit
-from bharateo.sentinel2 import BANDS_4, S2Query, S2Source, load_s2_roi
-from bharateo.sentinel2.scenes import folder_scenes, stac_scenes
+from bharateo.storage.runs import load_model, load_run, weights_limit
+from bharateo.data.sentinel2 import BANDS_4, S2Query, S2Source, load_s2_roi
+from bharateo.data.sentinel2.scenes import folder_scenes, stac_scenes
 from bharateo.untrusted import json_depth, parse_json
-from bharateo.worldcover import DataSource
+from bharateo.data.worldcover import DataSource
 from tests.s2_fixtures import SAHARA, SCENE_DIR, SCENE_ID, StacServer, scene_folder, shared_item
 from tests.untrusted_fixtures import Opened, save_tiny_run
 
@@ -109,7 +109,7 @@ def test_a_catalogue_names_only_http_files_on_its_own_hosts(href, tmp_path, open
 
 
 def test_asset_hosts_are_the_catalogues_and_its_configured_mirrors(monkeypatch):
-    from bharateo.sentinel2.scenes import s2_source_from_env
+    from bharateo.data.sentinel2.scenes import s2_source_from_env
 
     monkeypatch.delenv("BHARATEO_S2_DIR", raising=False)
     monkeypatch.delenv("BHARATEO_S2_STAC_URL", raising=False)
@@ -287,7 +287,7 @@ def test_a_zip_bomb_model_pt_is_refused_before_torch_load(run_copy, monkeypatch)
 
 
 def test_stored_results_that_are_too_deep_are_computed_again(run_copy):
-    from bharateo.runs import read_run_file
+    from bharateo.storage.runs import read_run_file
 
     (run_copy / "evaluation.json").write_text(NESTED)
     assert read_run_file(load_run("today"), "evaluation.json") is None

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bharateo.chips import ChipConfig
+from bharateo.data.chips import ChipConfig
 from bharateo.errors import BharatEOError
-from bharateo.sources import PIXEL_SOURCES
+from bharateo.data.sources import PIXEL_SOURCES
 from tests.s2_fixtures import SCENE_DIR, SCENE_ITEM
 from tests.untrusted_fixtures import Opened, save_tiny_run
 
@@ -121,7 +121,7 @@ def run_files(tmp_path_factory):
 
 @pytest.mark.parametrize("filename", ["config.json", "history.json", "metrics.json"])
 def test_generated_run_files_give_a_damaged_run_never_a_traceback(run_files, filename, monkeypatch):
-    from bharateo.runs import load_model, load_run, scan_runs
+    from bharateo.storage.runs import load_model, load_run, scan_runs
 
     files, saved = run_files
 
@@ -141,7 +141,7 @@ def test_generated_run_files_give_a_damaged_run_never_a_traceback(run_files, fil
 
 
 def test_generated_model_files_are_refused_in_words(run_files, monkeypatch):
-    from bharateo.runs import load_model, load_run
+    from bharateo.storage.runs import load_model, load_run
 
     _, saved = run_files
     members = st.lists(st.tuples(st.sampled_from(["archive/data.pkl", "archive/data/0",
@@ -170,7 +170,7 @@ def test_generated_model_files_are_refused_in_words(run_files, monkeypatch):
 # --- stored results and embedding maps ----------------------------------------------------------
 def test_generated_stored_results_are_valid_or_not_never_an_error():
     from bharateo.app.results import valid_result
-    from bharateo.inspect_model import valid_embedding_map
+    from bharateo.training.inspect_model import valid_embedding_map
 
     @PROPERTY
     @given(kind=st.sampled_from(["evaluation", "ratio_curve", "embedding_map", "other"]),
@@ -195,7 +195,7 @@ def manifest() -> dict:
 
 def test_generated_manifests_give_a_chip_store_error_never_a_traceback(capsys):
     from bharateo import cli
-    from bharateo.store import ChipStore, read_manifest
+    from bharateo.storage.chipstore import ChipStore, read_manifest
 
     @PROPERTY
     @given(text=mutated_text(manifest()))
@@ -214,8 +214,8 @@ def test_generated_manifests_give_a_chip_store_error_never_a_traceback(capsys):
 # --- Sentinel-2 item files and catalogue items ------------------------------------------------
 @pytest.mark.skipif(not SCENE_DIR.is_dir(), reason="needs ../shared/data/sentinel2")
 def test_generated_item_files_are_skipped_with_a_note():
-    from bharateo.sentinel2.read import scene_bounds
-    from bharateo.sentinel2.scenes import folder_scenes, footprint_contains, in_range, S2Query
+    from bharateo.data.sentinel2.read import scene_bounds
+    from bharateo.data.sentinel2.scenes import folder_scenes, footprint_contains, in_range, S2Query
 
     item = json.loads(SCENE_ITEM.read_text())
 
@@ -238,9 +238,9 @@ def test_generated_item_files_are_skipped_with_a_note():
 
 @pytest.mark.skipif(not SCENE_DIR.is_dir(), reason="needs ../shared/data/sentinel2")
 def test_generated_catalogue_items_name_only_http_files_on_its_hosts():
-    from bharateo.sentinel2.bands import EARTH_SEARCH_ASSET_HOSTS
-    from bharateo.sentinel2.read import openable, scene_bounds
-    from bharateo.sentinel2.scenes import footprint_contains, scene_from_item
+    from bharateo.data.sentinel2.bands import EARTH_SEARCH_ASSET_HOSTS
+    from bharateo.data.sentinel2.read import openable, scene_bounds
+    from bharateo.data.sentinel2.scenes import footprint_contains, scene_from_item
 
     item = json.loads(SCENE_ITEM.read_text())
     hrefs = st.sampled_from(["/etc/passwd", "file:///etc/passwd", "/vsisubfile/0_1,/etc/passwd",

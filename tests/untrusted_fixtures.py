@@ -25,11 +25,11 @@ sys.addaudithook(_audit)  # an audit hook can't be removed: it records only whil
 def save_tiny_run(root: Path, name: str = "today") -> Path:
     """A tiny run (2 synthetic regions, 8 chips of 64 px, embed 32, 1 epoch) trained and saved by
     today's code under `root` -> its folder."""
-    from bharateo.chips import ChipConfig
-    from bharateo.model import ModelConfig
-    from bharateo.pipeline import RunConfig, run_experiment, save_experiment
-    from bharateo.roi import Roi, RoiSpec
-    from bharateo.train import TrainConfig
+    from bharateo.data.chips import ChipConfig
+    from bharateo.models.notebook import ModelConfig
+    from bharateo.training.experiment import RunConfig, run_experiment, save_experiment
+    from bharateo.data.roi import Roi, RoiSpec
+    from bharateo.training.loop import TrainConfig
     from tests.fixture_tiles import synthetic_native
 
     rois = [Roi(RoiSpec(n, 0.0, 0.0, 256), synthetic_native(256, 256, seed=i, class_weights=k))

@@ -15,14 +15,14 @@ import streamlit as st
 from bharateo.app.pictures import NODATA_HELP
 from bharateo.app.regions import km_text, pixel_metres
 from bharateo.app.state import CurrentModel
-from bharateo.chips import (HOLDOUT_BLOCKS, MAX_CHIP_NODATA_FRACTION, ChipConfig, ChipSet,
+from bharateo.data.chips import (HOLDOUT_BLOCKS, MAX_CHIP_NODATA_FRACTION, ChipConfig, ChipSet,
                             build_chip_sets)
 from bharateo.errors import BharatEOError
-from bharateo.model import ModelConfig
-from bharateo.roi import Roi
-from bharateo.settings import Setting, page_problem, range_problems, settings_of
+from bharateo.models.notebook import ModelConfig
+from bharateo.data.roi import Roi
+from bharateo.config.settings import Setting, page_problem, range_problems, settings_of
 from bharateo.words import plural
-from bharateo.worldcover import NODATA_NAME, NUM_CLASSES, PALETTE_BANDS, class_name
+from bharateo.data.worldcover import NODATA_NAME, NUM_CLASSES, PALETTE_BANDS, class_name
 
 def holdout_choices(roi_names: list[str]) -> dict[str, tuple[str | None, str | None]]:
     """Label -> (holdout_roi, holdout_block), 'none' first."""
@@ -42,7 +42,7 @@ def holdout_label(config: ChipConfig, roi_names: list[str]) -> str:
     return next(iter(holdout_choices(roi_names)))
 
 
-# The Chips form draws these ChipConfig settings (declared once in bharateo/chips.py), keyed by
+# The Chips form draws these ChipConfig settings (declared once in bharateo/data/chips.py), keyed by
 # its widget keys, with capitalised labels and these changes: "Training chips", since the form
 # counts held-out chips too, from 1 (a few chips are enough to look at; Train asks for 16, a
 # batch), and a slider for min classes (1-8: nothing to type). Typed fields are checked on
@@ -161,7 +161,7 @@ def token_view(chips: ChipSet, i: int) -> TokenView:
     mean_rgb = tokens_rgb.mean(axis=(-1, -2))
     flat = tokens_rgb.reshape(g * g, c, p * p).astype(np.float64)
     color_var = flat.var(axis=-1, ddof=1).mean(axis=1).reshape(g, g)  # torch .var is unbiased
-    from bharateo.reflectance import composite_bands
+    from bharateo.data.reflectance import composite_bands
 
     picture = None
     if chips.pixels is not None and composite_bands(chips.bands, "true"):  # true colour, in tokens
@@ -174,7 +174,7 @@ def source_caption(source: str) -> str:
     """One sentence on what a Sentinel-2 chip is ('' for WorldCover palette RGB)."""
     if source == "worldcover":
         return ""
-    from bharateo.sources import pixel_source
+    from bharateo.data.sources import pixel_source
 
     bands = pixel_source(source).bands
     return (f"{pixel_source(source).label}: the model reads {len(bands)} bands "
@@ -214,7 +214,7 @@ def token_mix_text(chips: ChipSet, i: int, token: int) -> str:
     """'Pixels by class: built_up 180, tree 76 (of 256); the most frequent class is the label.'
 
     For a patch at least half no-data it says the label is no data, left out of losses and
-    metrics (the no-data rule in bharateo/chips.py)."""
+    metrics (the no-data rule in bharateo/data/chips.py)."""
     mix = token_class_mix(chips, i, token)
     text = ("Pixels by class: " + ", ".join(f"{class_name(k)} {n}" for k, n in mix)
             + f" (of {chips.patch_size ** 2}); ")

@@ -1,12 +1,12 @@
-"""Download buttons: a chart's data as CSV, a saved run as a zip (bharateo/export.py builds the
+"""Download buttons: a chart's data as CSV, a saved run as a zip (bharateo/storage/export.py builds the
 bytes in memory). Figures keep plotly's own "download as PNG" in their toolbar."""
 from __future__ import annotations
 
 import streamlit as st
 
 from bharateo.errors import BharatEOError
-from bharateo.export import csv_bytes, run_archive
-from bharateo.runs import SavedRun, validate_run_name
+from bharateo.storage.export import csv_bytes, run_archive
+from bharateo.storage.runs import SavedRun, validate_run_name
 
 
 def csv_button(label: str, rows, filename: str, key: str, columns=None) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from bharateo.worldcover import CLASS_COLORS_HEX, CLASS_NAMES, NODATA_COLOR_HEX, NODATA_NAME
+from bharateo.data.worldcover import CLASS_COLORS_HEX, CLASS_NAMES, NODATA_COLOR_HEX, NODATA_NAME
 
 # Plotly draws its toolbar (modebar) over the top right of a figure, and Streamlit its own
 # element toolbar there too: a title in that row was covered ("collap▢sed class pixels"). Every

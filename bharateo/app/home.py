@@ -1,21 +1,21 @@
 """Home's logic (app.py): the pipeline diagram and the token-accounting calculator's table, the
 notebook's table for any settings beside the BharatEO-v0 projection (1M chips x 100 epochs of 10
-Sentinel-2 bands, bharateo.tokens.v0_accounting).
+Sentinel-2 bands, bharateo.training.tokens.v0_accounting).
 
-bharateo.tokens imports torch (through bharateo.model's mask arithmetic), so it is imported
+bharateo.training.tokens imports torch (through bharateo.models.notebook's mask arithmetic), so it is imported
 only when the calculator is drawn: Home's text and diagram reach the browser before that.
 """
 from __future__ import annotations
 
 import pandas as pd
 
-from bharateo.sources import DEFAULT_SOURCE, pixel_source  # no torch: Home stays light
+from bharateo.data.sources import DEFAULT_SOURCE, pixel_source  # no torch: Home stays light
 from bharateo.words import plural
 
 
 def pipeline_dot(source: str = DEFAULT_SOURCE, chip: int = 128, patch: int = 16) -> str:
     """The notebook's pipeline as a Graphviz diagram (its default chips, mask and model), the
-    chip's channels and token length from the pixel source's bands (bharateo/sources.py)."""
+    chip's channels and token length from the pixel source's bands (bharateo/data/sources.py)."""
     bands = pixel_source(source)
     n, dim = (chip // patch) ** 2, bands.channels * patch * patch
     return f"""
@@ -46,8 +46,8 @@ TOKEN_ROWS = [("tokens per chip", "tokens_per_chip"), ("values per token", "toke
 
 
 def channel_options() -> dict[int, str]:
-    """The calculator's channel counts -> their names (bharateo.tokens.CHANNEL_OPTIONS)."""
-    from bharateo.tokens import CHANNEL_OPTIONS
+    """The calculator's channel counts -> their names (bharateo.training.tokens.CHANNEL_OPTIONS)."""
+    from bharateo.training.tokens import CHANNEL_OPTIONS
 
     return CHANNEL_OPTIONS
 
@@ -55,11 +55,11 @@ def channel_options() -> dict[int, str]:
 def token_table(chips: int, epochs: int, mask_ratio: float, channels: int, chip_size: int,
                 patch_size: int) -> pd.DataFrame:
     """The notebook's token accounting for these settings beside the BharatEO-v0 projection
-    (bharateo.tokens.v0_accounting: 1M chips x 100 epochs of 10 Sentinel-2 bands, whatever
+    (bharateo.training.tokens.v0_accounting: 1M chips x 100 epochs of 10 Sentinel-2 bands, whatever
     `channels` this run has; same mask ratio, chip and patch size), one row per count, numbers
     with thousands separators. Raises what token_accounting raises (e.g. ConfigError for a chip
     size that isn't a multiple of the patch size)."""
-    from bharateo.tokens import V0_NAME, token_accounting, v0_accounting
+    from bharateo.training.tokens import V0_NAME, token_accounting, v0_accounting
 
     mine = token_accounting(chips, epochs, mask_ratio, channels, chip_size, patch_size)
     v0 = v0_accounting(mask_ratio, chip_size, patch_size)

@@ -1,7 +1,7 @@
 """The "Inside the model" page's logic: the embedding map (stored once per run and chips), its
 figure and selection, and which token to show first.
 
-The science is in bharateo/inspect_model.py (attention weights, token embeddings, PCA, nearest
+The science is in bharateo/training/inspect_model.py (attention weights, token embeddings, PCA, nearest
 chips); the attention pictures are drawn in bharateo/app/pictures.py with the other chip pictures;
 the embedding map is computed once per model + chips and stored beside the run
 (results.stored_result, like the evaluations). Nothing here calls Streamlit.
@@ -11,12 +11,13 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from bharateo import inspect_model as im
-from bharateo.app import looks, results
+from bharateo.training import inspect_model as im
+from bharateo.app import results
+from bharateo.jobs import looks
 from bharateo.app.figures import FIGURE_MARGIN, figure_title
-from bharateo.chips import ChipSet
-from bharateo.runs import SavedRun
-from bharateo.worldcover import CLASS_COLORS_255, CLASS_NAMES, NODATA_NAME
+from bharateo.data.chips import ChipSet
+from bharateo.storage.runs import SavedRun
+from bharateo.data.worldcover import CLASS_COLORS_255, CLASS_NAMES, NODATA_NAME
 
 MAX_MAP_POINTS = 60_000  # points drawn on the embedding map (every token is stored)
 

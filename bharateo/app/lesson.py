@@ -23,10 +23,10 @@ from bharateo.app.regions import (chip_source_fields, pixel_query, read_roi, set
                                   source_choices)
 from bharateo.app.state import current_chip_config, current_model, use_saved_run
 from bharateo.errors import BharatEOError
-from bharateo.roi import RoiSpec, check_no_overlap, check_roi_spec
+from bharateo.data.roi import RoiSpec, check_no_overlap, check_roi_spec
 
 if TYPE_CHECKING:
-    from bharateo.chips import ChipConfig
+    from bharateo.data.chips import ChipConfig
 
 LESSON_PARAMS = ("roi", "chips", "run", "src")  # src=<pixel source>,<dates>,<max cloud> (Sentinel-2)
 MAX_VALUE_CHARS = 512  # longest value a lesson parameter may hold (a region ~100, show= ~300)
@@ -51,7 +51,7 @@ def lesson_params() -> dict[str, list[str]]:
         params["src"] = [f"{kind},{dates},{max_cloud:g}"]
     model = current_model()
     if model and model.run:
-        from bharateo.runs import checkpoint_root  # imports torch: only once a model is in use
+        from bharateo.storage.runs import checkpoint_root  # imports torch: only once a model is in use
 
         if (checkpoint_root() / str(model.run) / "model.pt").exists():
             params["run"] = [model.run]
@@ -197,8 +197,8 @@ def _chips_from_param(raw: str, roi_names: list[str]) -> ChipConfig:
     checks a session's chips (chip_config_problems: the patch size no page changes).
     ValueError saying what is wrong."""
     from bharateo.app.chips import chip_config_problems, chip_form_settings
-    from bharateo.chips import ChipConfig
-    from bharateo.settings import from_text, settings_of
+    from bharateo.data.chips import ChipConfig
+    from bharateo.config.settings import from_text, settings_of
 
     parts = raw.split(",")
     if len(parts) != len(CHIP_PARAMS):
@@ -225,8 +225,8 @@ def restore_lesson(params) -> list[str]:
     Never raises: a malformed value or one that can't be used any more (a deleted run, a region
     that can't be read) is left out with a note saying what and why.
     """
-    from bharateo.chips import build_chip_sets
-    from bharateo.runs import load_run, validate_run_name
+    from bharateo.data.chips import build_chip_sets
+    from bharateo.storage.runs import load_run, validate_run_name
 
     if note := dropped_address_note(params):
         return [note]

@@ -5,7 +5,7 @@ folium points its Leaflet, jQuery, Bootstrap and Font Awesome links at CDNs, and
 loads every one of them before drawing; offline the first failed load stops the map. The maps here
 load only Leaflet, from `static/vendor/` (served by Streamlit at `/app/static/...` when
 `server.enableStaticServing` is on). Only the OpenStreetMap basemap needs the network; without it
-the map shows the land-cover overviews of the tiles at hand (bharateo.overview) under the tile
+the map shows the land-cover overviews of the tiles at hand (bharateo.data.overview) under the tile
 grid and the regions.
 
 The grid covers all of WorldCover (60S-84N, every longitude); the tile names are written by a
@@ -24,8 +24,8 @@ from branca.element import MacroElement
 from folium.template import Template
 
 from bharateo.errors import RegionError
-from bharateo.roi import ROI_SIZE_RANGE, Roi, RoiSpec, check_roi_spec, default_roi_name, roi_window
-from bharateo.worldcover import ATTRIBUTION, TILE_DEGREES
+from bharateo.data.roi import ROI_SIZE_RANGE, Roi, RoiSpec, check_roi_spec, default_roi_name, roi_window
+from bharateo.data.worldcover import ATTRIBUTION, TILE_DEGREES
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 STATIC_URL = "/app/static"  # where Streamlit serves STATIC_DIR
@@ -170,7 +170,7 @@ def add_tile_grid(fmap: folium.Map) -> None:
 
 
 def add_overview(fmap: folium.Map, overview) -> None:
-    """Put one bharateo.overview.Overview (an RGBA PNG over its bounds) on the map.
+    """Put one bharateo.data.overview.Overview (an RGBA PNG over its bounds) on the map.
 
     Leaflet stretches the picture linearly between its corners in Web Mercator while the pixels
     are equal-angle; over 3 degrees that puts the middle rows at most ~0.02 degrees (2 km, at
@@ -204,7 +204,7 @@ def add_scene(fmap: folium.Map, name: str, bounds: Bounds) -> None:
 def build_region_map(rois: list[tuple[str, Bounds]], proposed: tuple[str, Bounds] | None = None,
                      center: tuple[float, float] = (27.5, 77.0), zoom: int = 6,
                      overviews=(), scenes=()) -> folium.Map:
-    """Offline map: land-cover `overviews` (bharateo.overview.Overview), the tile grid, the
+    """Offline map: land-cover `overviews` (bharateo.data.overview.Overview), the tile grid, the
     footprints of a local Sentinel-2 folder's `scenes` outlined, each chosen ROI as a solid
     rectangle and `proposed` dashed.
 

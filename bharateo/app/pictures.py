@@ -15,7 +15,7 @@ from plotly.colors import sample_colorscale
 
 from bharateo.app.regions import ground_size
 from bharateo.words import ordinal
-from bharateo.worldcover import (
+from bharateo.data.worldcover import (
     CLASS_COLORS_255,
     CLASS_COLORS_HEX,
     CLASS_NAMES,
@@ -31,10 +31,10 @@ from bharateo.worldcover import (
 
 if TYPE_CHECKING:
     from bharateo.app.chips import TokenView
-    from bharateo.chips import ChipSet
-    from bharateo.evaluate import ChipReconstruction
-    from bharateo.inspect_model import AttentionMaps
-    from bharateo.roi import Roi
+    from bharateo.data.chips import ChipSet
+    from bharateo.training.evaluate import ChipReconstruction
+    from bharateo.training.inspect_model import AttentionMaps
+    from bharateo.data.roi import Roi
 
 PANEL_SIDE = 256  # px of every reconstruction panel (an integer upscale of the chip)
 THUMB_SIDE = 80  # px of a chip thumbnail
@@ -171,7 +171,7 @@ def roi_picture(roi: Roi, max_side: int = 512) -> RoiPicture:
     """The ROI in the class palette (every k-th pixel for big ROIs; no-data in black); a
     Sentinel-2 region in true colour (B4 B3 B2, 2-98 % stretch; cloud and no-data black)."""
     if getattr(roi, "pixels", None) is not None:
-        from bharateo.reflectance import composite
+        from bharateo.data.reflectance import composite
 
         step = max(1, math.ceil(max(roi.native.shape) / max_side))
         valid = roi.native[::step, ::step] != NODATA
@@ -200,7 +200,7 @@ def roi_picture(roi: Roi, max_side: int = 512) -> RoiPicture:
 
 def chip_modes(chips: ChipSet) -> dict[str, str]:
     """What the Chips page can show of these chips: label -> chip_picture mode."""
-    from bharateo.reflectance import composite_bands
+    from bharateo.data.reflectance import composite_bands
 
     if chips.pixels is None or not composite_bands(chips.bands, "true"):
         return {"RGB chip (model input)": "rgb", "patch labels (targets)": "patch"}
@@ -211,7 +211,7 @@ def chip_modes(chips: ChipSet) -> dict[str, str]:
 def chip_colour(chips: ChipSet, i: int) -> np.ndarray:
     """Chip i as an S x S x 3 uint8 picture: palette colours, or reflectance in true colour
     (chips whose bands make no true colour picture: their class colours)."""
-    from bharateo.reflectance import composite_bands
+    from bharateo.data.reflectance import composite_bands
 
     if chips.pixels is None or not composite_bands(chips.bands, "true"):
         return labels_image(chips.labels[i])

@@ -19,7 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from bharateo.errors import BharatEOError, RegionError
-from bharateo.roi import (
+from bharateo.data.roi import (
     NOTEBOOK_ROIS,
     SAMPLE_ROIS,
     Roi,
@@ -33,7 +33,7 @@ from bharateo.roi import (
     load_roi,
     roi_window,
 )
-from bharateo.worldcover import (
+from bharateo.data.worldcover import (
     NATIVE_TO_COLLAPSED_NAME,
     NATIVE_WORLDCOVER_CLASSES,
     NODATA,
@@ -111,7 +111,7 @@ def region_pixel_metres() -> tuple[float, ...] | None:
     scenes' own, 10 m from a STAC API)."""
     if pixel_query()[0] == "worldcover":
         return None
-    from bharateo.sentinel2 import folder_pixel_metres
+    from bharateo.data.sentinel2 import folder_pixel_metres
 
     return tuple(folder_pixel_metres())
 
@@ -277,7 +277,7 @@ def roi_summary(roi: Roi) -> str:
             f"source: {roi.provenance.get('source', '?')}.")
     nodata = nodata_pixels(roi)
     if nodata:
-        from bharateo.chips import MAX_CHIP_NODATA_FRACTION  # imports torch: only when needed
+        from bharateo.data.chips import MAX_CHIP_NODATA_FRACTION  # imports torch: only when needed
 
         text += (f" No data (open sea / outside coverage): {nodata:,} pixels, "
                  f"{nodata / roi.native.size:.1%} of the region; never a land-cover class (chips "
@@ -374,23 +374,23 @@ def current_presets(source: DataSource) -> list[RoiSpec]:
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def _tile_overview(tile: str, path: str, mtime_ns: int, cache_dir: str):
-    from bharateo.overview import tile_overview
+    from bharateo.data.overview import tile_overview
 
     return tile_overview(tile, path, Path(cache_dir))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _cached_region_overviews(folder: str, listing: tuple):
-    from bharateo.overview import cached_region_overviews
+    from bharateo.data.overview import cached_region_overviews
 
     return cached_region_overviews(Path(folder))
 
 
 def map_overviews(source: DataSource) -> list:
-    """Land-cover pictures for the map (bharateo.overview.Overview): every local or bundled tile
+    """Land-cover pictures for the map (bharateo.data.overview.Overview): every local or bundled tile
     from its own COG overviews (~1 km), then every cached region (~80 m), all offline. Cached per
     file (and under data/overviews/), so a rerun reads nothing."""
-    from bharateo.overview import local_tiles
+    from bharateo.data.overview import local_tiles
 
     tiles = local_tiles(source.location) if source.kind == "folder" else {}
     for tile in SAMPLE_TILES:
@@ -422,7 +422,7 @@ def pixel_query() -> tuple[str, str, float]:
 
 def source_choices() -> dict[str, str]:
     """Pixel source name -> its label, for the Regions page."""
-    from bharateo.sources import PIXEL_SOURCES
+    from bharateo.data.sources import PIXEL_SOURCES
 
     return {name: src.label for name, src in PIXEL_SOURCES.items()}
 
@@ -430,7 +430,7 @@ def source_choices() -> dict[str, str]:
 def set_pixel_query(kind: str, dates: str | None = None, max_cloud: float | None = None) -> str:
     """Make `kind` (with Sentinel-2 dates and cloud limit) what Regions reads; '' when done,
     else what is wrong with the dates or cloud limit (the previous values are kept)."""
-    from bharateo.sentinel2 import S2Query
+    from bharateo.data.sentinel2 import S2Query
 
     state = st.session_state
     if kind != "worldcover":
@@ -445,7 +445,7 @@ def set_pixel_query(kind: str, dates: str | None = None, max_cloud: float | None
 
 def source_mismatch() -> str:
     """A sentence when the session's regions were not read from the chosen pixel source."""
-    from bharateo.sentinel2 import source_of_rois
+    from bharateo.data.sentinel2 import source_of_rois
 
     rois, kind = st.session_state.rois, pixel_query()[0]
     found = source_of_rois(rois) if rois else kind
@@ -459,7 +459,7 @@ def source_mismatch() -> str:
 
 def s2_presets() -> list[RoiSpec]:
     """One region per scene of the local Sentinel-2 folder (BHARATEO_S2_DIR), if one is set."""
-    from bharateo.sentinel2 import folder_presets
+    from bharateo.data.sentinel2 import folder_presets
 
     return folder_presets()
 
@@ -472,7 +472,7 @@ def s2_folder_mode() -> bool:
 def s2_scene_outlines() -> list:
     """[(scene id, (west, south, east, north))] of the local folder's scenes, for the map, in
     Sentinel-2 folder mode; [] otherwise (WorldCover, or a STAC source)."""
-    from bharateo.sentinel2 import folder_footprints
+    from bharateo.data.sentinel2 import folder_footprints
 
     return folder_footprints() if s2_folder_mode() else []
 
@@ -481,7 +481,7 @@ def s2_skipped_notes() -> list[str]:
     """'skipped: <folder>: <why>' for each sub-folder of the local Sentinel-2 folder
     (BHARATEO_S2_DIR) that is no scene; [] for a STAC source. The page shows them only while
     Sentinel-2 pixels are picked."""
-    from bharateo.sentinel2 import folder_notes
+    from bharateo.data.sentinel2 import folder_notes
 
     return folder_notes()
 
@@ -489,7 +489,7 @@ def s2_skipped_notes() -> list[str]:
 def proposal_outside(spec: RoiSpec) -> str:
     """In Sentinel-2 folder mode, the message reading `spec` would fail with when its centre is
     outside every scene of the folder (sentinel2.folder_outside); '' otherwise."""
-    from bharateo.sentinel2 import folder_outside
+    from bharateo.data.sentinel2 import folder_outside
 
     return folder_outside(spec) if s2_folder_mode() else ""
 
@@ -499,7 +499,7 @@ def s2_dates_default() -> str:
     while they are still the stock default (nothing typed, none from a lesson link) and the
     source is a local folder: then a range covering the folder's scenes (sentinel2.folder_dates),
     so a new user's first read finds them."""
-    from bharateo.sentinel2 import DEFAULT_DATES, folder_dates
+    from bharateo.data.sentinel2 import DEFAULT_DATES, folder_dates
 
     dates = pixel_query()[1]
     return (folder_dates() or dates) if dates == DEFAULT_DATES else dates
@@ -510,14 +510,14 @@ def s2_reading_text() -> str:
     kind, dates, max_cloud = pixel_query()
     if kind == "worldcover":
         return ""
-    from bharateo.sentinel2 import s2_source_from_env
+    from bharateo.data.sentinel2 import s2_source_from_env
 
     return (f"{s2_source_from_env().describe()} (scenes {dates}, at most {max_cloud:g} % cloud) "
             "with WorldCover labels")
 
 
 def s2_source_text() -> str:
-    from bharateo.sentinel2 import s2_source_from_env
+    from bharateo.data.sentinel2 import s2_source_from_env
 
     return (f"Scenes from {s2_source_from_env().describe()}: of the scenes in the date range under "
             "the cloud limit that cover the whole region, the least cloudy is read (only the "
@@ -528,7 +528,7 @@ def s2_source_text() -> str:
 def chip_source_fields() -> dict:
     """ChipConfig source fields for chips cut from this session's regions: the regions' own
     source and (Sentinel-2) the dates and cloud limit they were read with; else the session's."""
-    from bharateo.sentinel2 import source_of_rois
+    from bharateo.data.sentinel2 import source_of_rois
 
     rois = st.session_state.rois
     kind, dates, max_cloud = pixel_query()
@@ -562,7 +562,7 @@ def read_s2_roi(spec: RoiSpec, kind: str, dates: str, max_cloud: float, progress
     """A Sentinel-2 region (sentinel2.load_s2_roi) through the same server-wide store."""
     from dataclasses import replace
 
-    from bharateo.sentinel2 import S2_SOURCES, S2Query, load_s2_roi, s2_source_from_env
+    from bharateo.data.sentinel2 import S2_SOURCES, S2Query, load_s2_roi, s2_source_from_env
 
     source = data_source_from_env()
     key = (spec.lon, spec.lat, spec.size, source, kind, dates, max_cloud, s2_source_from_env())
@@ -609,7 +609,7 @@ def remove_roi(name: str) -> None:
 def is_cached(spec: RoiSpec) -> bool:
     kind, dates, max_cloud = pixel_query()
     if kind != "worldcover":
-        from bharateo import sentinel2 as s2
+        from bharateo.data import sentinel2 as s2
 
         return s2.cache_path(spec, s2.S2_SOURCES[kind], s2.S2Query(dates, max_cloud),
                              s2.s2_source_from_env(), data_source_from_env()).exists()
@@ -628,7 +628,7 @@ def data_in_use_text() -> str:
 def s2_in_use_text() -> str:
     """Before any region, in Sentinel-2 mode: which bands from where (a local folder: where its
     scenes are), labelled from which WorldCover source, and the presets this source can read."""
-    from bharateo.sentinel2 import S2_SOURCES, folder_places, s2_source_from_env
+    from bharateo.data.sentinel2 import S2_SOURCES, folder_places, s2_source_from_env
 
     s2, wc = s2_source_from_env(), data_source_from_env()
     kind = pixel_query()[0]
@@ -651,7 +651,7 @@ def offers_worldcover_presets() -> bool:
     as s2_presets instead)."""
     if pixel_query()[0] == "worldcover":
         return True
-    from bharateo.sentinel2 import s2_source_from_env
+    from bharateo.data.sentinel2 import s2_source_from_env
 
     return s2_source_from_env().kind != "folder"
 
@@ -667,7 +667,7 @@ def intro_text() -> str:
                 "pixels, 1/12000° each: about 9.3 m north-south everywhere and 9.3 m x "
                 f"cos(latitude) east-west ({ground_size(2048, 28.61)}, Delhi). {how}preset "
                 "regions are one button away.")
-    from bharateo.sentinel2 import S2_SOURCES
+    from bharateo.data.sentinel2 import S2_SOURCES
 
     bands = S2_SOURCES[kind]
     text = (f"Pick the areas the model will learn from. Each region is a square of Sentinel-2 "

@@ -7,9 +7,9 @@
 - which chips go with a run (rebuild a run's own chips from its config; say how the session's
   chips differ from them),
 - results that are computed once per model + chips and then reused: the evaluation and the
-  mask-ratio curve are stored beside a saved run (bharateo/app/stored.py) and computed off the
+  mask-ratio curve are stored beside a saved run (bharateo/storage/results.py) and computed off the
   page: by the training worker as a run's last step, else in the background while the page
-  draws (bharateo/app/looks.py; the pages call the *_or_filling functions and poll),
+  draws (bharateo/jobs/looks.py; the pages call the *_or_filling functions and poll),
 - the per-class table, and a plain-language reading of the gap between training chips and the
   held-out region (the reconstruction panels are drawn in bharateo/app/pictures.py),
 - Evaluate's patch viewer: the patches behind a clicked confusion cell or table row.
@@ -25,21 +25,21 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bharateo import evaluate as ev
+from bharateo.training import evaluate as ev
 from bharateo.app import regions, state
 from bharateo.app.state import CurrentModel
-from bharateo.chips import ChipSet, build_chip_sets
+from bharateo.data.chips import ChipSet, build_chip_sets
 from bharateo.errors import BharatEOError, ConfigError
-from bharateo.evaluate import class_table  # noqa: F401  (the pages read it from here)
-from bharateo.pipeline import RunConfig, load_rois
-from bharateo.app import looks
-from bharateo.app.looks import precision_param
-from bharateo.app.stored import (StoredResult, chips_fingerprint, clear_memory,  # noqa: F401
+from bharateo.training.evaluate import class_table  # noqa: F401  (the pages read it from here)
+from bharateo.training.experiment import RunConfig, load_rois
+from bharateo.jobs import looks
+from bharateo.jobs.looks import precision_param
+from bharateo.storage.results import (StoredResult, chips_fingerprint, clear_memory,  # noqa: F401
                                  model_digest, result_filename, stored_result, valid_result)
-from bharateo.runs import SavedRun, list_runs, load_run, unreadable_weights_message
-from bharateo.schema import number_text
+from bharateo.storage.runs import SavedRun, list_runs, load_run, unreadable_weights_message
+from bharateo.config.schema import number_text
 from bharateo.words import plural
-from bharateo.worldcover import CLASS_NAMES, NUM_CLASSES
+from bharateo.data.worldcover import CLASS_NAMES, NUM_CLASSES
 
 # --- the model and the chips both pages start from ---------------------------------------------
 def _switch_run(key: str) -> None:

@@ -11,8 +11,8 @@ import streamlit as st
 from bharateo.app.regions import (PRESET_PLACES, data_in_use_text, pixel_query, s2_reading_text,
                                   source_choices)
 from bharateo.app.state import current_model
-from bharateo.roi import data_dir
-from bharateo.worldcover import (
+from bharateo.data.roi import data_dir
+from bharateo.data.worldcover import (
     ATTRIBUTION,
     SAMPLE_TILES,
     DataSource,
@@ -120,7 +120,7 @@ def _training_lines(job) -> None:
     """While a training is queued, running or paused: what it trains, from its own config (the
     Chips page's chips and the Train knobs may have changed since it started), and its live
     state (running / paused at step N / stopping)."""
-    from bharateo.app.jobs import job_chips_text, job_settings_text
+    from bharateo.jobs.service import job_chips_text, job_settings_text
     from bharateo.app.train import training_status
 
     training_status(job)

@@ -18,11 +18,11 @@ from streamlit.errors import StreamlitAPIException
 from bharateo.errors import BharatEOError, RunNotFoundError
 
 if TYPE_CHECKING:
-    from bharateo.app.jobs import TrainingJob
-    from bharateo.chips import ChipConfig, ChipSet
-    from bharateo.pipeline import RunConfig
-    from bharateo.roi import Roi, RoiSpec
-    from bharateo.runs import SavedRun
+    from bharateo.jobs.service import TrainingJob
+    from bharateo.data.chips import ChipConfig, ChipSet
+    from bharateo.training.experiment import RunConfig
+    from bharateo.data.roi import Roi, RoiSpec
+    from bharateo.storage.runs import SavedRun
 
 PAGES = {
     "regions": "pages/regions.py",
@@ -42,7 +42,7 @@ class CurrentModel:
     not recorded, read as the planned epochs).
     """
 
-    model: Any  # a model built by bharateo.architectures.build_model
+    model: Any  # a model built by bharateo.models.registry.build_model
     label: str  # e.g. "saved run 'nb-default'", shown under the run picker and in the sidebar
     config: RunConfig | None
     run: str | None = None
@@ -72,9 +72,9 @@ def current_model() -> CurrentModel | None:
 
 def current_chip_config() -> ChipConfig:
     """The session's chip settings: the Chips page's, else ChipConfig()'s defaults (stored on
-    first use rather than by init_state: bharateo.chips imports torch, which Home doesn't need)."""
+    first use rather than by init_state: bharateo.data.chips imports torch, which Home doesn't need)."""
     if st.session_state.get("chip_config") is None:
-        from bharateo.chips import ChipConfig
+        from bharateo.data.chips import ChipConfig
 
         st.session_state.chip_config = ChipConfig()
     return st.session_state.chip_config
@@ -92,7 +92,7 @@ def clean_leftovers_once() -> None:
         return
 
     def clean() -> None:
-        from bharateo.runfolder import clean_checkpoints
+        from bharateo.storage.runfolder import clean_checkpoints
 
         clean_checkpoints()
 
@@ -105,7 +105,7 @@ def init_state() -> None:
     shown once on the page the address opens (kept while page_setup switches page)."""
     from bharateo.app.lesson import dropped_address_note, restore_lesson
     from bharateo.app.teacher import STREAMLIT_PARAMS
-    from bharateo.app.worker import keep_spare_worker
+    from bharateo.jobs.worker import keep_spare_worker
 
     keep_spare_worker()  # so a Train click finds a training process with torch imported
     clean_leftovers_once()  # what a server killed mid-save or mid-training left
@@ -156,7 +156,7 @@ def _address_params() -> dict[str, list[str]]:
 # --- models ----------------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _frozen_model(name: str, saved_at: str):
-    from bharateo.runs import load_model, load_run
+    from bharateo.storage.runs import load_model, load_run
 
     return load_model(load_run(name))
 
@@ -173,7 +173,7 @@ def use_saved_run(run: SavedRun) -> None:
     Raises RunNotFoundError for a run that stopped before its first epoch finished (only a run
     with at least one finished epoch is ever the pages' model) or whose weights can't be read.
     """
-    from bharateo.pipeline import RunConfig
+    from bharateo.training.experiment import RunConfig
 
     if epochs_done(run) < 1:
         raise RunNotFoundError(f"Run '{run.name}' was stopped before its first epoch finished, so "

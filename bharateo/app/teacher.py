@@ -33,10 +33,10 @@ PAGE_CONTROLS = {"manage_runs": "rename and delete saved runs",
 
 # --- the knobs' declarations ------------------------------------------------------------------
 def knob_specs() -> dict:
-    """name -> the knob's declaration (bharateo.settings.Setting: label, type, optional,
+    """name -> the knob's declaration (bharateo.config.settings.Setting: label, type, optional,
     options, choices, widget, low, high, step), in the Train page's order."""
     from bharateo.app.train import knob_settings
-    from bharateo.settings import GROUPS
+    from bharateo.config.settings import GROUPS
 
     knobs = knob_settings()  # the page draws them column by column (GROUPS), each in field order
     return dict(sorted(knobs.items(), key=lambda kv: GROUPS.index(kv[1].group)))
@@ -50,7 +50,7 @@ def controls() -> dict[str, str]:
 
 def default_knobs() -> dict:
     from bharateo.app.train import knobs_from_config
-    from bharateo.pipeline import PRESETS
+    from bharateo.training.experiment import PRESETS
 
     return knobs_from_config(PRESETS["notebook default"])
 
@@ -69,9 +69,9 @@ def knob_text(value) -> str:
 
 def parse_knob(spec, raw: str, region_names: list[str] | None = None):
     """Address text -> the knob's value, accepted only if the Train page could have set it: the
-    one check every setting has (bharateo.settings.from_text / page_problem, the sentences the
+    one check every setting has (bharateo.config.settings.from_text / page_problem, the sentences the
     page and the CLI show). ValueError saying what is wrong (the note shown to the user)."""
-    from bharateo.settings import from_text
+    from bharateo.config.settings import from_text
 
     allowed = list(region_names or []) if spec.name == "holdout_roi" else None
     return from_text(spec, raw, allowed=allowed)
@@ -149,7 +149,7 @@ def parse_recon(raw: str, chip_counts: dict[str, int]) -> tuple[str, int, float]
         raise ValueError("the chip must be a whole number") from None
     if not 0 <= chip < chip_counts[split]:
         raise ValueError(f"there is no chip {chip} (0 to {chip_counts[split] - 1})")
-    from bharateo.settings import from_text
+    from bharateo.config.settings import from_text
 
     # the page's slider is the mask ratio setting's (0.05 to 0.95 in steps of 0.05): its one check
     return split, chip, round(from_text(knob_specs()["mask_ratio"], parts[2]), 2)

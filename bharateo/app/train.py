@@ -1,7 +1,7 @@
 """The Train page's logic: knobs <-> RunConfig, run names, chart series, the runs table, the
 training-time estimate shown (and checked against the server's budget) before Train, and the
 session's training: start it, adopt its model when it ends, its status in the sidebar, and the
-server's queue with a Cancel button per training (the jobs themselves: bharateo/app/jobs.py)."""
+server's queue with a Cancel button per training (the jobs themselves: bharateo/jobs/service.py)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -17,18 +17,18 @@ from bharateo.app import teacher
 from bharateo.app.chips import chip_config_problems  # what the Chips page could have cut
 from bharateo.app.figures import accuracy_figure, loss_figure
 from bharateo.app.state import clear_error, keep_error, show_kept_error, use_trained_model
-from bharateo.architectures import MODELS, model_class
-from bharateo.chips import ChipConfig
-from bharateo.device import native_bf16
+from bharateo.models.registry import MODELS, model_class
+from bharateo.data.chips import ChipConfig
+from bharateo.models.device import native_bf16
 from bharateo.errors import BharatEOError, ConfigError, RunNotFoundError
-from bharateo.model import ModelConfig, num_masked
+from bharateo.models.notebook import ModelConfig, num_masked
 # the knobs are declared settings; these helpers live with RunConfig (the CLI shares them)
-from bharateo.pipeline import (HOLDOUT_KNOBS, PRESETS, SECTIONS, RunConfig, knob_help,  # noqa: F401
+from bharateo.training.experiment import (HOLDOUT_KNOBS, PRESETS, SECTIONS, RunConfig, knob_help,  # noqa: F401
                                knob_problems, knob_settings, knobs_from_config, renamed,
                                save_experiment, saved_as_message, split_quality)
-from bharateo.runs import DamagedRun, ReservedName, SavedRun, reserve_run_name
-from bharateo.schema import is_int, is_number, number_text
-from bharateo.settings import Setting, rebuilt
+from bharateo.storage.runs import DamagedRun, ReservedName, SavedRun, reserve_run_name
+from bharateo.config.schema import is_int, is_number, number_text
+from bharateo.config.settings import Setting, rebuilt
 from bharateo.words import plural
 
 
@@ -181,7 +181,7 @@ LIVE_PREFIX = "live_"  # session keys of the paused training's settings form
 def live_values(snap: dict) -> dict:
     """The live settings a paused training goes on with: its config's, then the changes waiting
     for its next step (name -> value)."""
-    from bharateo.train import live_settings
+    from bharateo.training.loop import live_settings
 
     train = snap["config"].train
     return {name: snap.get("pending_changes", {}).get(name, getattr(train, name))
@@ -217,8 +217,8 @@ def apply_live_settings(job) -> None:
 def live_settings_form(job, snap: dict) -> None:
     """While a training is paused: its live settings (train.live_settings), to change before
     Resume or Step; the model's shape and the run's step plan stay as they are."""
-    from bharateo.settings import settings_of
-    from bharateo.train import TrainConfig, live_settings
+    from bharateo.config.settings import settings_of
+    from bharateo.training.loop import TrainConfig, live_settings
 
     state = st.session_state
     now = live_values(snap)
@@ -254,7 +254,7 @@ def draw_progress(snap: dict, requested_name: str | None = None, job=None) -> No
     """The Train page's view of a training (TrainingJob.snapshot()): its queue place, a progress
     bar with ETA and chips/s, how it ended and under which name it was saved, and its live loss
     and accuracy charts. `requested_name`: the name asked for, when the run went under another."""
-    from bharateo.app.jobs import max_trainings
+    from bharateo.jobs.service import max_trainings
     steps, epochs = snap["steps"], snap["config"].train.epochs
     if snap["status"] == "queued":
         st.info(f"Waiting for a free training slot: you are number {snap['queue_position'] or 1} "
@@ -319,7 +319,7 @@ def control_job(job, action: str, *args) -> None:
 
 def control_buttons(job, running: bool) -> None:
     """Pause / Resume, Step and Step epoch beside Stop: the worker waits between optimiser steps
-    (bharateo/app/worker.py TrainingControl); the chart stays and grows by exactly one step (or to
+    (bharateo/jobs/worker.py TrainingControl); the chart stays and grows by exactly one step (or to
     the end of the epoch) on each Step. Drawn in a fragment while running: a click reruns the
     whole app, so the sidebar's training line says what the buttons now do."""
     paused = running and job.control_state in ("pausing", "paused")
@@ -404,7 +404,7 @@ def change_marks(controls, steps: list[dict] = ()) -> list[dict]:
     as chart marks: [{"progress": epoch axis, "elapsed": s of the step before (None when the
     steps are not known), "text": "learning rate 0.002 · mask ratio 0.5"}]. Anything malformed
     in a saved config.json is skipped."""
-    from bharateo.train import live_settings
+    from bharateo.training.loop import live_settings
 
     labels, marks = live_settings(), []
     by_step = {s["global_step"]: s for s in steps}
@@ -617,7 +617,7 @@ def runs_table(runs: list[SavedRun], damaged: list[DamagedRun] = ()) -> pd.DataF
 
 
 # --- training-time estimate ------------------------------------------------------------------
-# One training worker thread (bharateo.app.worker leaves the other core to the server) on the 2-core
+# One training worker thread (bharateo.jobs.worker leaves the other core to the server) on the 2-core
 # AMD EPYC this lab was measured on: the encoder's matmuls ran at ~60-75 GFLOP/s, and PyTorch's
 # per-op overhead added ~4 ms + ~3 ms per layer to every step. Saved runs' measured chips/s
 # rescale these for the machine at hand (speed_factor).
@@ -656,9 +656,9 @@ UNCALIBRATED = ("this lab's reference machine (2-core AMD EPYC, one training cor
 
 def calibration_factor(calibration) -> float | None:
     """This machine's speed / the reference's from a worker's start-up Calibration
-    (bharateo.app.worker.calibrate): its measured chips/s over what _epoch_seconds predicts for
+    (bharateo.jobs.worker.calibrate): its measured chips/s over what _epoch_seconds predicts for
     one step of its config at factor 1; None without a usable one."""
-    from bharateo.pipeline import RunConfig
+    from bharateo.training.experiment import RunConfig
 
     try:
         config = RunConfig.from_dict(calibration.config)
@@ -674,9 +674,9 @@ def calibration_factor(calibration) -> float | None:
 def speed_factor(runs, newest: int = 5, calibration=None) -> tuple[float, str]:
     """(this machine's speed / the reference's, where that comes from), from the measured epoch
     chips/s of the `newest` saved runs that have them (median); without any, from `calibration`
-    (a spare worker's start-up timing, bharateo.app.worker.measured_calibration); else
+    (a spare worker's start-up timing, bharateo.jobs.worker.measured_calibration); else
     (1.0, UNCALIBRATED). Runs with unreadable or damaged fields are skipped."""
-    from bharateo.pipeline import RunConfig
+    from bharateo.training.experiment import RunConfig
 
     ratios = []
     for run in runs:
@@ -734,8 +734,8 @@ def training_estimate(config: RunConfig, runs, budget: float | None,
     saved runs to calibrate from; without any, the spare worker's start-up timing
     (worker.measured_calibration), if it has answered; else the caption says the estimate is
     uncalibrated."""
-    from bharateo.app.worker import measured_calibration
-    from bharateo.limits import available_bytes, gigabytes, memory_problem, training_memory
+    from bharateo.jobs.worker import measured_calibration
+    from bharateo.jobs.limits import available_bytes, gigabytes, memory_problem, training_memory
 
     factor, basis = speed_factor(runs, calibration=measured_calibration())
     estimate = estimate_training_seconds(config, factor)
@@ -779,8 +779,8 @@ def adopt_finished_job() -> bool:
 
 
 def start_training(config, run_name: str):
-    """Queue a training job for this session (see bharateo.app.jobs)."""
-    from bharateo.app.jobs import TrainingJob, streamlit_session_alive
+    """Queue a training job for this session (see bharateo.jobs.service)."""
+    from bharateo.jobs.service import TrainingJob, streamlit_session_alive
 
     job = TrainingJob(config, list(st.session_state.rois), run_name, streamlit_session_alive())
     st.session_state.job = job.start()
@@ -800,7 +800,7 @@ def training_status(job) -> None:
 
 @st.fragment(run_every=1.0)
 def _training_status_live(job) -> None:
-    from bharateo.app.jobs import job_state_text
+    from bharateo.jobs.service import job_state_text
 
     if job.done:
         st.rerun(scope="app")
@@ -814,7 +814,7 @@ def training_chips_note() -> str | None:
     """While the session's training is queued, running or paused on chips that are not the
     session's (its own config: other knobs, or regions changed since): what it trains on, so a
     page showing the session's chips doesn't pass for the training's. None otherwise."""
-    from bharateo.app.jobs import job_chips_text
+    from bharateo.jobs.service import job_chips_text
 
     state = st.session_state
     job, chips = state.get("job"), state.get("train_chips")
@@ -834,7 +834,7 @@ def queue_panel() -> None:
     Cancel button each. Your own job cancels at once; another session's needs the box ticked
     (a teacher freeing the slot for the class): it stops as if Stop was pressed and is saved,
     or leaves the queue, and its page says it was cancelled from another session."""
-    from bharateo.app.jobs import jobs_listing
+    from bharateo.jobs.service import jobs_listing
 
     st.subheader("Training queue on this server")
     if not jobs_listing():
@@ -845,7 +845,7 @@ def queue_panel() -> None:
 
 @st.fragment(run_every=2.0)
 def _queue_live() -> None:
-    from bharateo.app.jobs import jobs_listing, max_trainings
+    from bharateo.jobs.service import jobs_listing, max_trainings
 
     rows, mine = jobs_listing(), st.session_state.get("job")
     if not rows:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bharateo.worldcover import CLASS_NAMES, SAMPLE_TILES, bundled_tile_path
+from bharateo.data.worldcover import CLASS_NAMES, SAMPLE_TILES, bundled_tile_path
 from tests import browser as b
 from tests.s2_fixtures import SCENE_DIR, sahara_labels, scene_folder
 
@@ -487,7 +487,7 @@ def s2_server(tmp_path_factory):
                 "BHARATEO_DATA_DIR": str(root / "data"),
                 "BHARATEO_CHECKPOINT_DIR": str(root / "checkpoints"),
                 "BHARATEO_MAX_TRAININGS": "1", "PYTHONUNBUFFERED": "1"})
-    from bharateo.sentinel2 import S2Source, folder_presets
+    from bharateo.data.sentinel2 import S2Source, folder_presets
 
     spec = folder_presets(S2Source("folder", str(root / "s2")))[0]
     sahara_labels(root / "wc", spec, weights=S2_LABEL_CLASSES)
@@ -597,7 +597,7 @@ def lesson_address(server, page_path: str = "", **knobs) -> str:
     """A lesson link: the notebook's three regions at 1024 px, 32 chips, and these Train knobs."""
     from urllib.parse import urlencode
 
-    from bharateo.roi import NOTEBOOK_ROIS
+    from bharateo.data.roi import NOTEBOOK_ROIS
 
     params = [("roi", f"{r.lon!r},{r.lat!r},1024,{r.name}") for r in NOTEBOOK_ROIS]
     params += [("chips", LESSON_CHIPS), *((k, str(v)) for k, v in knobs.items())]

@@ -2,12 +2,12 @@
 refusal of settings over the server's budget (BHARATEO_MAX_TRAINING_S)."""
 from types import SimpleNamespace
 
-from bharateo.chips import ChipConfig
-from bharateo.model import ModelConfig
-from bharateo.pipeline import PRESETS, RunConfig
+from bharateo.data.chips import ChipConfig
+from bharateo.models.notebook import ModelConfig
+from bharateo.training.experiment import PRESETS, RunConfig
 from bharateo.app.train import (budget_advice, estimate_training_seconds, speed_factor,
                              training_estimate)
-from bharateo.train import TrainConfig
+from bharateo.training.loop import TrainConfig
 
 HUGE = RunConfig(chips=ChipConfig(n_chips=4096), model=ModelConfig(embed_dim=256, depth=8, heads=8),
                  train=TrainConfig(epochs=500))  # the UI's maximum: about 20 h on 2 cores
@@ -63,7 +63,7 @@ def one_step_reference_chips_per_s(config: RunConfig) -> float:
 def test_without_saved_runs_the_estimate_uses_the_start_up_calibration_or_says_uncalibrated():
     """A teacher saw 'about 2 s' and waited 17 s on a busy machine: the first estimate was the
     reference machine's. It now uses the spare worker's timing, or says plainly it has none."""
-    from bharateo.app.worker import Calibration
+    from bharateo.jobs.worker import Calibration
 
     nb = RunConfig()
     factor, basis = speed_factor([])
@@ -80,8 +80,8 @@ def test_without_saved_runs_the_estimate_uses_the_start_up_calibration_or_says_u
 
 
 def test_the_train_pages_estimate_names_its_basis(monkeypatch):
-    from bharateo.app import worker
-    from bharateo.app.worker import Calibration
+    from bharateo.jobs import worker
+    from bharateo.jobs.worker import Calibration
 
     nb = PRESETS["notebook default"]
     monkeypatch.setattr(worker, "_calibration", None)
@@ -94,6 +94,6 @@ def test_the_train_pages_estimate_names_its_basis(monkeypatch):
 
 
 def test_calibration_gives_way_to_a_job_at_once():
-    from bharateo.app.worker import calibrate
+    from bharateo.jobs.worker import calibrate
 
     assert calibrate(job_waiting=lambda: True).chips_per_s is None

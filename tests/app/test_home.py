@@ -3,8 +3,8 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from bharateo.roi import SAMPLE_ROIS, Roi, load_roi
-from bharateo.worldcover import DataSource, bundled_tile_path
+from bharateo.data.roi import SAMPLE_ROIS, Roi, load_roi
+from bharateo.data.worldcover import DataSource, bundled_tile_path
 from tests.paths import APP, REPO, SHARED
 
 V0 = "BharatEO-v0 (1M chips x 100 epochs, 10 Sentinel-2 bands)"
@@ -176,8 +176,8 @@ print(json.dumps({"title": [t.value for t in at.title],
 
 def test_home_draws_everything_without_torch(worldcover_dir):
     """With torch unimportable, a new session's first run (state, lesson address, sidebar) and
-    the whole of Home, token calculator included (bharateo.tokens counts with the torch-free
-    bharateo.masking), are drawn: a class opening Home on a fresh server waits for no torch
+    the whole of Home, token calculator included (bharateo.training.tokens counts with the torch-free
+    bharateo.models.masking), are drawn: a class opening Home on a fresh server waits for no torch
     import (seconds on a laptop, 24 % of a fresh server's profile)."""
     import json
     import subprocess
@@ -195,13 +195,13 @@ def test_home_draws_everything_without_torch(worldcover_dir):
 
 
 def test_the_calculator_and_diagram_start_at_the_declared_defaults():
-    """Home can't read the declarations without importing torch (bharateo.chips does), so it
+    """Home can't read the declarations without importing torch (bharateo.data.chips does), so it
     writes the notebook's numbers itself; they must stay the declared defaults (issue 12.2)."""
     from bharateo.app.home import CALCULATOR_DEFAULTS, PIPELINE_DOT
-    from bharateo.chips import ChipConfig
-    from bharateo.model import ModelConfig, num_masked
-    from bharateo.sources import DEFAULT_SOURCE, pixel_source
-    from bharateo.train import TrainConfig
+    from bharateo.data.chips import ChipConfig
+    from bharateo.models.notebook import ModelConfig, num_masked
+    from bharateo.data.sources import DEFAULT_SOURCE, pixel_source
+    from bharateo.training.loop import TrainConfig
 
     chips, model, train = ChipConfig(), ModelConfig(), TrainConfig()
     assert CALCULATOR_DEFAULTS == {

@@ -7,14 +7,14 @@ from dataclasses import asdict, replace
 import pytest
 import torch
 
-from bharateo.app import jobs
-from bharateo.chips import ChipConfig
-from bharateo.model import ModelConfig
-from bharateo.pipeline import RunConfig
-from bharateo.roi import Roi, RoiSpec
-from bharateo.runs import load_run
-from bharateo.train import TrainConfig
-from bharateo.app.worker import worker_threads
+from bharateo.jobs import service as jobs
+from bharateo.data.chips import ChipConfig
+from bharateo.models.notebook import ModelConfig
+from bharateo.training.experiment import RunConfig
+from bharateo.data.roi import Roi, RoiSpec
+from bharateo.storage.runs import load_run
+from bharateo.training.loop import TrainConfig
+from bharateo.jobs.worker import worker_threads
 from tests.fixture_tiles import synthetic_native
 
 ROIS = [Roi(RoiSpec(n, 0.0, 0.0, 256), synthetic_native(256, 256, seed=i, class_weights=k))
@@ -77,7 +77,7 @@ def test_closed_session_frees_its_slot_and_keeps_its_run(monkeypatch):
 
 
 def test_a_job_trains_in_a_worker_process_exactly_what_the_core_trains():
-    from bharateo.pipeline import run_experiment
+    from bharateo.training.experiment import run_experiment
 
     job = jobs.TrainingJob(config(epochs=2), ROIS, "in-worker", queue=jobs.TrainingQueue()).start()
     job.join(120)
@@ -243,7 +243,7 @@ def test_max_training_seconds_from_env(monkeypatch, value, expected):
 
 
 def test_the_worker_trains_at_a_lower_priority_and_leaves_a_core_to_the_server(monkeypatch):
-    from bharateo.app import worker
+    from bharateo.jobs import worker
 
     job = jobs.TrainingJob(config(epochs=500), ROIS, "nice", queue=jobs.TrainingQueue()).start()
     try:
@@ -266,8 +266,8 @@ def test_a_worker_frozen_before_it_reads_its_job_is_killed_too(monkeypatch):
     the watchdog."""
     import pickle
 
-    from bharateo.app import worker
-    from bharateo.chips import build_chip_sets
+    from bharateo.jobs import worker
+    from bharateo.data.chips import build_chip_sets
 
     monkeypatch.setenv("BHARATEO_STALL_S", "3")
     big = RunConfig(rois=tuple(r.spec for r in ROIS), chips=ChipConfig(n_chips=256, chip_size=64),
@@ -292,7 +292,7 @@ def test_a_worker_frozen_before_it_reads_its_job_is_killed_too(monkeypatch):
 def test_a_worker_that_is_only_slow_still_using_cpu_is_not_killed(monkeypatch):
     """A loaded machine starves the low-priority worker: no events for a while, but its CPU time
     grows (faked here, with the worker paused for 3 stall times); it must be left to finish."""
-    from bharateo.app import worker
+    from bharateo.jobs import worker
 
     monkeypatch.setenv("BHARATEO_STALL_S", "2")
     ticks = iter(range(10**6))
@@ -395,10 +395,10 @@ def test_pause_step_and_resume_leave_the_training_bit_identical():
     import queue as q
     import threading
 
-    from bharateo.chips import build_chip_sets
-    from bharateo.pipeline import run_experiment
-    from bharateo.train import EpochMetrics, StepMetrics, TrainedWeights, TrainingEnd, TrainingPaused
-    from bharateo.app.worker import TrainingControl, send_training
+    from bharateo.data.chips import build_chip_sets
+    from bharateo.training.experiment import run_experiment
+    from bharateo.training.loop import EpochMetrics, StepMetrics, TrainedWeights, TrainingEnd, TrainingPaused
+    from bharateo.jobs.worker import TrainingControl, send_training
 
     cfg = config(epochs=2)
     cfg = replace(cfg, train=replace(cfg.train, batch_size=4))  # 4 steps an epoch
@@ -441,8 +441,8 @@ def test_pause_step_and_resume_leave_the_training_bit_identical():
 
 def test_time_paused_is_not_training_time():
     """Epoch chips/s and elapsed leave out the pauses (the ETA and the speed calibration)."""
-    from bharateo.train import EpochMetrics, StepMetrics, TrainingEnd
-    from bharateo.app.worker import TrainingControl
+    from bharateo.training.loop import EpochMetrics, StepMetrics, TrainingEnd
+    from bharateo.jobs.worker import TrainingControl
 
     control = TrainingControl()
     step = StepMetrics(1, 1, 2, 1, 1.0, 1.0, 1.0, 0.1, 0.5, 4e-4, chips_per_s=8.0, elapsed=1.0)
@@ -460,11 +460,11 @@ def test_time_paused_is_not_training_time():
 def test_the_worker_sends_typed_events_from_the_pipelines_one_loop():
     import pickle
 
-    from bharateo.app.looks import StoredLooks
-    from bharateo.app.worker import TrainingFailed, send_training
-    from bharateo.chips import build_chip_sets
-    from bharateo.pipeline import run_experiment
-    from bharateo.train import EpochMetrics, StepMetrics, TrainedWeights, TrainingEnd
+    from bharateo.jobs.looks import StoredLooks
+    from bharateo.jobs.worker import TrainingFailed, send_training
+    from bharateo.data.chips import build_chip_sets
+    from bharateo.training.experiment import run_experiment
+    from bharateo.training.loop import EpochMetrics, StepMetrics, TrainedWeights, TrainingEnd
 
     run = config(epochs=2)
     train_chips, heldout = build_chip_sets(ROIS, run.chips)
@@ -493,7 +493,7 @@ def test_the_worker_sends_typed_events_from_the_pipelines_one_loop():
 def test_the_spare_worker_times_this_machine_then_trains_as_before(isolated_env, monkeypatch):
     """The idle spare times a few steps at start-up (the first estimate's calibration), and its
     event stream stays in step: the job that takes it trains and finishes as always."""
-    from bharateo.app import worker
+    from bharateo.jobs import worker
 
     monkeypatch.setattr(worker, "_calibration", None)  # as at start-up: nothing timed yet
     old = worker.take_worker()  # any spare an earlier test left
@@ -558,7 +558,7 @@ def _worker_running(code: str):
     import subprocess
     import sys
 
-    from bharateo.app import worker
+    from bharateo.jobs import worker
 
     path = os.pathsep.join(p for p in (str(worker.PACKAGE_PARENT), os.environ.get("PYTHONPATH")) if p)
     return lambda: subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
@@ -569,7 +569,7 @@ OOM_WORKERS = {
     # the kernel's OOM killer: SIGKILL once the job (its chips) is being read
     "sigkill": "import os, signal, sys; sys.stdin.buffer.read(1); os.kill(os.getpid(), signal.SIGKILL)",
     # a MemoryError in the training loop: the real worker, its loop raising it
-    "training": "import bharateo.pipeline as p\n"
+    "training": "import bharateo.training.experiment as p\n"
                 "def boom(*a, **k):\n    raise MemoryError\n"
                 "p.experiment_events = boom\n"
                 "from bharateo.app import worker\nworker.run_one_job()",
@@ -584,7 +584,7 @@ OOM_WORKERS = {
 @pytest.mark.parametrize("how", list(OOM_WORKERS))
 def test_a_worker_out_of_memory_says_so(monkeypatch, how):
     """It said "ended unexpectedly (exit code 0)", not a word about memory."""
-    from bharateo.app import worker
+    from bharateo.jobs import worker
 
     monkeypatch.setattr(worker, "take_worker", _worker_running(OOM_WORKERS[how]))
     job = jobs.TrainingJob(config(), ROIS, f"oom-{how.split()[0]}", queue=jobs.TrainingQueue()).start()

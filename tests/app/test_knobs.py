@@ -9,10 +9,10 @@ from streamlit.elements.lib import policies
 from streamlit.testing.v1 import AppTest
 
 from bharateo.app import chips as chip_page, train as studio
-from bharateo.chips import ChipConfig
-from bharateo.pipeline import PRESETS
-from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
-from bharateo.settings import settings_of
+from bharateo.data.chips import ChipConfig
+from bharateo.training.experiment import PRESETS
+from bharateo.data.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
+from bharateo.config.settings import settings_of
 from tests.paths import APP
 from tests.test_settings import warmup  # noqa: F401 (a fixture: TrainConfig with one more setting)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from streamlit.testing.v1 import AppTest
 
-from bharateo.chips import ChipConfig, build_chip_sets
-from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
+from bharateo.data.chips import ChipConfig, build_chip_sets
+from bharateo.data.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
 from bharateo.app.state import CurrentModel
 from tests.test_inputs import save_untrained_run
 from tests.paths import APP
@@ -251,7 +251,7 @@ def run_management(at) -> set[str]:
 
 
 def test_teacher_mode_hides_rename_delete_and_cancelling_others_unless_chosen(worldcover_dir):
-    from bharateo.app import jobs
+    from bharateo.jobs import service as jobs
     from tests.app.test_jobs import ROIS, config, wait_until
 
     other = jobs.TrainingJob(config(epochs=500), ROIS, "another-session").start()  # the queue

@@ -8,14 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from bharateo import evaluate as ev
-from bharateo import inspect_model as im
-from bharateo.app import jobs, looks, results
+from bharateo.training import evaluate as ev
+from bharateo.training import inspect_model as im
+from bharateo.app import results
+from bharateo.jobs import service as jobs
+from bharateo.jobs import looks
 from bharateo.app.state import CurrentModel
-from bharateo.chips import ChipConfig, tokens_for
-from bharateo.pipeline import RunConfig
-from bharateo.runs import load_model, load_run
-from bharateo.worldcover import IGNORE_INDEX, NUM_CLASSES
+from bharateo.data.chips import ChipConfig, tokens_for
+from bharateo.training.experiment import RunConfig
+from bharateo.storage.runs import load_model, load_run
+from bharateo.data.worldcover import IGNORE_INDEX, NUM_CLASSES
 from tests.app.test_jobs import ROIS
 from tests.app.test_jobs import config as job_config
 from tests.test_evaluate import filled, open_page, save_tiny_run, trained  # noqa: F401 (fixture)

@@ -25,7 +25,7 @@ from bharateo.app.mapview import (
     offline_map,
     propose_roi_from_click,
 )
-from bharateo.overview import (
+from bharateo.data.overview import (
     OVERVIEW_PX,
     cached_region_overviews,
     local_tiles,
@@ -35,8 +35,8 @@ from bharateo.overview import (
     tile_data_label,
     tile_overview,
 )
-from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, roi_window
-from bharateo.worldcover import (
+from bharateo.data.roi import NOTEBOOK_ROIS, RoiSpec, roi_window
+from bharateo.data.worldcover import (
     CLASS_COLORS_255,
     NATIVE_WORLDCOVER_CLASSES,
     bundled_tile_path,
@@ -370,8 +370,8 @@ def test_overviews_are_drawn_as_image_overlays_under_the_grid():
 
 
 def test_cached_regions_give_overviews(tmp_path):
-    from bharateo.roi import load_roi
-    from bharateo.worldcover import DataSource
+    from bharateo.data.roi import load_roi
+    from bharateo.data.worldcover import DataSource
 
     if not REAL_TILE.is_file():
         pytest.skip("real N00E006 tile absent")

@@ -3,10 +3,10 @@
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
-from bharateo.model import ModelConfig
-from bharateo.pipeline import RunConfig
-from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
-from bharateo.worldcover import CLASS_NAMES
+from bharateo.models.notebook import ModelConfig
+from bharateo.training.experiment import RunConfig
+from bharateo.data.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
+from bharateo.data.worldcover import CLASS_NAMES
 from bharateo.app.state import CurrentModel
 from tests.paths import APP
 
@@ -164,10 +164,10 @@ def test_token_panels_follow_the_notebook(worldcover_dir):
     """Token mean RGB and colour variance computed as the notebook does (torch, unbiased var)."""
     import torch
 
-    from bharateo.chips import ChipConfig, build_chip_sets
-    from bharateo.model import patchify
+    from bharateo.data.chips import ChipConfig, build_chip_sets
+    from bharateo.models.notebook import patchify
     from bharateo.app.chips import token_view
-    from bharateo.worldcover import labels_to_rgb_input
+    from bharateo.data.worldcover import labels_to_rgb_input
 
     chips, _ = build_chip_sets(small_rois(), ChipConfig(n_chips=6))
     view = token_view(chips, 2)
@@ -216,12 +216,12 @@ def test_chip_browsing_choices_survive_a_visit_to_another_page(worldcover_dir):
 
 def test_min_classes_above_what_the_region_holds_says_so(worldcover_dir):
     """A chip can't have more classes than its region holds: say that, not a rate of 0."""
-    from bharateo.chips import build_chip_sets, ChipConfig
+    from bharateo.data.chips import build_chip_sets, ChipConfig
     from bharateo.errors import ChipError
     import pytest
 
     rois = small_rois()[:1]
-    from bharateo.worldcover import NUM_CLASSES, collapse_worldcover
+    from bharateo.data.worldcover import NUM_CLASSES, collapse_worldcover
     present = [c for c in np.unique(collapse_worldcover(rois[0].native)) if c < NUM_CLASSES]
     with pytest.raises(ChipError) as info:
         build_chip_sets(rois, ChipConfig(n_chips=24, min_classes=8))
@@ -250,7 +250,7 @@ def test_the_chips_pages_token_view_and_shapes_follow_the_bands():
 
 
 def _palette_chips():
-    from bharateo.chips import ChipSet
+    from bharateo.data.chips import ChipSet
     from tests.test_channels import four_band_chips
 
     chips = four_band_chips(n=2)

@@ -6,9 +6,9 @@ import json
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
-from bharateo import evaluate as ev
+from bharateo.training import evaluate as ev
 from bharateo.app import results
-from bharateo.chips import ChipConfig, build_chip_sets
+from bharateo.data.chips import ChipConfig, build_chip_sets
 from tests.test_evaluate import model_entry, save_tiny_run, trained  # noqa: F401 (fixture)
 from tests.test_evaluate import open_page as open_insight_page
 
@@ -149,7 +149,7 @@ def test_classes_without_target_patches_get_no_score_in_the_table_chart_or_csv(t
     """The walkthrough saw cropland 0.322 and wetland 0.109 (masked MAE) in rows with 0 target
     patches: every per-class figure of such a class is '—' in the table, absent from the chart
     and empty in the CSV, with a note saying why; classes with patches keep their numbers."""
-    from bharateo.export import csv_bytes
+    from bharateo.storage.export import csv_bytes
 
     at = open_page(**session_with(trained, None))
     direct = ev.evaluate(trained.result.model, trained.result.train_chips,
@@ -223,7 +223,7 @@ def test_a_majority_only_model_is_never_read_as_learning_on_the_page(trained, mo
 def test_a_heatmap_click_and_a_table_row_name_a_cell():
     """The event handling AppTest can't click: plotly's selection state and st.dataframe's."""
     import pandas as pd
-    from bharateo.worldcover import CLASS_NAMES
+    from bharateo.data.worldcover import CLASS_NAMES
 
     click = {"selection": {"points": [{"x": "tree", "y": "water", "z": 12,
                                        "point_index": [1, 0]}], "point_indices": [], "box": [],
@@ -281,7 +281,7 @@ def test_a_picked_cell_shows_exactly_its_patches_a_page_at_a_time(trained):
 
 def test_a_new_click_moves_the_patch_viewer_and_an_old_one_does_not(monkeypatch):
     import pandas as pd
-    from bharateo.worldcover import CLASS_NAMES
+    from bharateo.data.worldcover import CLASS_NAMES
 
     state = {}
     monkeypatch.setattr(results.st, "session_state", state)

@@ -11,10 +11,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from bharateo import inspect_model as im
+from bharateo.training import inspect_model as im
 from bharateo.app import inside, pictures, results
 from bharateo.app.state import CurrentModel
-from bharateo.architectures import build_model
+from bharateo.models.registry import build_model
 from tests.app.test_page_reconstruct import shown  # noqa: F401 (fixture)
 from tests.test_evaluate import model_entry, save_tiny_run, trained  # noqa: F401 (fixture)
 from tests.test_evaluate import open_page as open_insight_page

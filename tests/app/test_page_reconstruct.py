@@ -11,12 +11,12 @@ from PIL import Image
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from bharateo import evaluate as ev
+from bharateo.training import evaluate as ev
 from bharateo.app import pictures, results
 from bharateo.app.state import CurrentModel
-from bharateo.architectures import build_model
-from bharateo.chips import ChipConfig, build_chip_sets
-from bharateo.model import num_masked
+from bharateo.models.registry import build_model
+from bharateo.data.chips import ChipConfig, build_chip_sets
+from bharateo.models.notebook import num_masked
 from tests.test_evaluate import model_entry, save_tiny_run, trained  # noqa: F401 (fixture)
 from tests.test_evaluate import filled, open_page as open_insight_page
 

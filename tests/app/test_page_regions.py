@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from bharateo.app import mapview, pictures, regions as app_regions
 from bharateo.app.mapview import propose_roi_from_click
-from bharateo.roi import (
+from bharateo.data.roi import (
     NOTEBOOK_ROIS,
     SAMPLE_ROIS,
     Roi,
@@ -19,7 +19,7 @@ from bharateo.roi import (
     load_roi,
     roi_window,
 )
-from bharateo.worldcover import (SAMPLE_TILES, bundled_tile_path, collapse_worldcover,
+from bharateo.data.worldcover import (SAMPLE_TILES, bundled_tile_path, collapse_worldcover,
                                  data_source_from_env)
 from tests.paths import APP, SHARED
 

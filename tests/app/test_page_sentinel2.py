@@ -9,11 +9,11 @@ import shutil
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from bharateo.chips import ChipConfig
-from bharateo.model import ModelConfig
-from bharateo.pipeline import RunConfig, run_experiment
-from bharateo.sentinel2 import folder_presets
-from bharateo.train import TrainConfig
+from bharateo.data.chips import ChipConfig
+from bharateo.models.notebook import ModelConfig
+from bharateo.training.experiment import RunConfig, run_experiment
+from bharateo.data.sentinel2 import folder_presets
+from bharateo.training.loop import TrainConfig
 from bharateo.app.state import CurrentModel
 from tests.app.test_page_reconstruct import shown  # noqa: F401 (fixture)
 from tests.paths import APP
@@ -96,7 +96,7 @@ def test_a_sentinel2_lesson_from_regions_to_chips(s2_lesson):
 
 def tiny_s2_run(region, name: str):
     """A one-epoch 4-band run on `region`, saved as `name` -> (config, its regions, result)."""
-    from bharateo.pipeline import load_rois
+    from bharateo.training.experiment import load_rois
 
     config = RunConfig(rois=(region,), chips=ChipConfig(
         n_chips=16, chip_size=64, source="s2-4band", dates="2020-01-01/2020-03-01"),
@@ -126,7 +126,7 @@ def test_reconstruct_pastes_the_visible_patches_in_true_and_false_colour(s2_less
     model's hidden ones, pixel for pixel; the raw output of each colour behind the toggle."""
     import numpy as np
 
-    from bharateo import evaluate as ev
+    from bharateo.training import evaluate as ev
     from bharateo.app.pictures import PANEL_SIDE, PASTED, RAW, THUMB_SIDE, chip_colour, thumbnail
     config, rois, result = tiny_s2_run(s2_lesson, "s2-paste")
     at = AppTest.from_file(APP, default_timeout=120).run()
@@ -180,7 +180,7 @@ def test_the_folder_is_read_for_the_default_dates_once_and_an_unreadable_one_is_
         s2_lesson, monkeypatch):
     """The date field's default reads the folder only while the field has no value (not on every
     rerun); a folder the server may not read gives the stock dates, not a traceback."""
-    import bharateo.sentinel2 as s2
+    import bharateo.data.sentinel2 as s2
 
     real, reads = s2.folder_dates, []
     monkeypatch.setattr(s2, "folder_dates", lambda *a: reads.append(1) or real(*a))
@@ -314,7 +314,7 @@ def test_folder_mode_frames_and_outlines_the_folders_scenes_and_says_what_was_sk
     """Sentinel-2 from a folder: the map opens on the folder's scene (Western Sahara), not on the
     WorldCover tiles at hand, and outlines it; the sub-folder that is no scene (the Belgium
     composite) is named with why. WorldCover mode frames and draws as before."""
-    from bharateo.sentinel2 import folder_footprints
+    from bharateo.data.sentinel2 import folder_footprints
 
     (scene_id, (west, south, east, north)), = folder_footprints()
     at = AppTest.from_file(APP, default_timeout=120).run()

@@ -8,10 +8,10 @@ import pytest
 
 from streamlit.testing.v1 import AppTest
 
-from bharateo.app.jobs import QUEUE
-from bharateo.pipeline import HOLDOUT_KNOBS, PRESETS, knobs_from_config
-from bharateo.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
-from bharateo.runs import list_runs, load_run
+from bharateo.jobs.service import QUEUE
+from bharateo.training.experiment import HOLDOUT_KNOBS, PRESETS, knobs_from_config
+from bharateo.data.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
+from bharateo.storage.runs import list_runs, load_run
 from bharateo.app.state import CurrentModel
 from tests.paths import APP
 
@@ -213,7 +213,7 @@ def test_waiting_session_sees_its_queue_position(worldcover_dir, monkeypatch):
 
 
 def test_dataset_knobs_start_from_the_chips_page(worldcover_dir):
-    from bharateo.chips import ChipConfig, build_chip_sets
+    from bharateo.data.chips import ChipConfig, build_chip_sets
 
     at = AppTest.from_file(APP, default_timeout=60).run()
     rois = [load_roi(s) for s in SMALL_ROIS]
@@ -232,7 +232,7 @@ def test_dataset_knobs_start_from_the_chips_page(worldcover_dir):
 
 def test_chips_built_after_opening_train_set_its_dataset_knobs(worldcover_dir):
     """Train opened first, then chips with a held-out region built on Chips: Train trains on them."""
-    from bharateo.chips import ChipConfig, build_chip_sets
+    from bharateo.data.chips import ChipConfig, build_chip_sets
 
     at = train_page()
     set_knobs(at, epochs=3)
@@ -403,9 +403,9 @@ def test_run_name_and_run_choices_survive_a_visit_to_another_page(worldcover_dir
 # --- issue 11: damaged runs, names, failed saves (saved-runs part of the page) ----------------
 def saved_tiny_run(name):
     """A run saved straight to disk (no training): a 32-dim model, one epoch of history."""
-    from bharateo.model import ModelConfig, TinyRGBMAE
-    from bharateo.pipeline import RunConfig
-    from bharateo.runs import save_run
+    from bharateo.models.notebook import ModelConfig, TinyRGBMAE
+    from bharateo.training.experiment import RunConfig
+    from bharateo.storage.runs import save_run
 
     config = RunConfig(rois=tuple(SMALL_ROIS), model=ModelConfig(embed_dim=32, depth=1, heads=2))
     history = [{"epoch": 1, "loss": 0.5, "rec": 0.4, "esa": 0.5, "rec_mae": 0.3, "esa_acc": 0.6}]
@@ -477,7 +477,7 @@ def test_two_sessions_choosing_the_same_name_both_keep_their_runs(worldcover_dir
 def test_a_full_disk_at_save_keeps_the_model_and_save_again_works(worldcover_dir, monkeypatch):
     import errno
 
-    from bharateo import runs
+    from bharateo.storage import runs
 
     real_write = runs._write_file
 
@@ -506,7 +506,7 @@ def test_a_full_disk_at_save_keeps_the_model_and_save_again_works(worldcover_dir
 def test_a_read_only_checkpoints_folder_is_reported_at_train_click(worldcover_dir, monkeypatch):
     import errno
 
-    from bharateo import runs
+    from bharateo.storage import runs
 
     def read_only(folder, filename, data):
         raise PermissionError(errno.EACCES, "Permission denied", str(folder / filename))
@@ -532,7 +532,7 @@ def test_fast_preset_offers_the_mae_variant_and_shows_the_flops_of_each_choice(w
     button(at, "fast (MAE encoder)").click().run()
     assert not at.exception and "fast (MAE encoder)" in at.caption[0].value
     assert (at.session_state["knob_arch"], at.session_state["knob_precision"]) == ("mae", "auto")
-    # every knob shows the preset's one declaration (bharateo/pipeline.py), its batch size and
+    # every knob shows the preset's one declaration (bharateo/training/experiment.py), its batch size and
     # scaled learning rate included (issue 23)
     declared = {k: v for k, v in knobs_from_config(PRESETS["fast (MAE encoder)"]).items()
                 if k not in HOLDOUT_KNOBS}  # the held-out choice belongs to the dataset
@@ -616,7 +616,7 @@ def test_pause_then_step_advances_exactly_one_step_and_the_history_says_so(world
 def test_a_run_training_now_is_not_listed_as_a_damaged_folder(worldcover_dir):
     """The walkthrough saw the running training's reservation in the 'can't be used; rename or
     delete them' list, inviting a student to delete the run that is training."""
-    from bharateo.runs import reserve_run_name
+    from bharateo.storage.runs import reserve_run_name
 
     reserve_run_name("training-now")  # a reservation by this (live) process, as a worker's is
     at = train_page()
@@ -629,8 +629,8 @@ def test_every_token_accounting_figure_is_short_and_exact_in_its_help(worldcover
     """The walkthrough saw '283,115,…': a metric a fifth of the page wide cut its value off.
     At the largest chips x epochs the knobs allow, every figure fits (at most 6 characters) and
     its help holds the exact number config.tokens() computed."""
-    from bharateo.model import num_masked
-    from bharateo.pipeline import knob_settings
+    from bharateo.models.notebook import num_masked
+    from bharateo.training.experiment import knob_settings
 
     settings = knob_settings()
     monkeypatch.setenv("BHARATEO_MAX_TRAINING_S", "none")  # the figures, not the 30-min default
@@ -706,7 +706,7 @@ def test_change_marks_read_only_numbers_of_live_settings_from_a_saved_config():
 def test_the_form_refuses_chips_the_chips_page_cannot_cut(worldcover_dir):
     """A session's chip settings from outside the Chips form (8 px patches, 512 px chips) were
     trained as given."""
-    from bharateo.chips import ChipConfig
+    from bharateo.data.chips import ChipConfig
 
     for chips, words in ((ChipConfig(patch_size=8), "**patch size (px)** is 8"),
                          (ChipConfig(chip_size=512), "**Chip size (px)** is 512"),

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from bharateo import evaluate as ev
+from bharateo.training import evaluate as ev
 from bharateo.app import results
 from bharateo.app.state import CurrentModel
 from tests.test_evaluate import save_tiny_run, trained  # noqa: F401 (fixture)

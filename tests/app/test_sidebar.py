@@ -3,8 +3,8 @@ job's own run name, chips, settings and state, not the Chips page's chips or the
 import os
 import signal
 
-from bharateo.app import jobs
-from bharateo.chips import ChipConfig, build_chip_sets
+from bharateo.jobs import service as jobs
+from bharateo.data.chips import ChipConfig, build_chip_sets
 from tests.app.test_home import sidebar_text
 from tests.app.test_jobs import thaw_and_end, wait_until
 from tests.app.test_page_train import button, set_knobs, train_page, wait
