@@ -84,11 +84,10 @@ def number_text(value, digits: int = 3) -> str:
 
 # --- typed shapes of the JSON files the lab reads back (read with bharateo.untrusted) ----------
 # Strict: a whole number never comes from 64.0, "64" or true; a number never from text. Unknown
-# keys are kept (older and newer runs add fields), only the known ones are checked.
-from typing import Annotated  # noqa: E402
-
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt,  # noqa: E402
-                      model_validator)
+# keys are kept (older and newer runs add fields), only the known ones are checked. The shapes
+# of the results stored beside a run (an evaluation, a mask-ratio curve, an embedding map) are
+# in bharateo/storage/results.py, which knows the class count.
+from pydantic import BaseModel, ConfigDict, model_validator  # noqa: E402
 
 Number = float  # under strict=True a float field takes 3 or 3.5, never true or "3"
 _OPEN = ConfigDict(strict=True, extra="allow")
@@ -163,86 +162,3 @@ class Reservation(BaseModel):
     model_config = ConfigDict(extra="allow")  # lax: a marker is ours and only advisory
     token: str | None = None
     pid: int | None = None
-
-
-class ClassRow(BaseModel):
-    model_config = _OPEN
-    class_: str = Field(alias="class")
-    support: NonNegativeInt
-    precision: Number | None = None
-    recall: Number | None = None
-    f1: Number | None = None
-
-
-class StoredEvaluation(BaseModel):
-    """A stored evaluation (evaluate.evaluate's value): K x K non-negative integer confusion,
-    K per-class rows, K per-class masked MAEs (or null), accuracy and mask ratio."""
-
-    model_config = _OPEN
-    confusion: list[list[NonNegativeInt]]
-    per_class: list[ClassRow]
-    per_class_mae: list[Number | None]
-    accuracy: Number
-    mask_ratio: Number
-    masked_mae: Number | None = None
-
-    @model_validator(mode="after")
-    def _k_classes(self):
-        from bharateo.data.worldcover import NUM_CLASSES
-
-        k = NUM_CLASSES
-        if len(self.confusion) != k or any(len(r) != k for r in self.confusion):
-            raise ValueError(f"the confusion matrix is not {k} x {k}")
-        if len(self.per_class) != k or len(self.per_class_mae) != k:
-            raise ValueError(f"there are not {k} per-class rows")
-        return self
-
-
-class RatioRow(BaseModel):
-    """One row of a stored mask-ratio curve (majority_acc null: no land-cover patch to score)."""
-
-    model_config = _OPEN
-    ratio: Number
-    masked_mae: Number
-    patch_acc: Number
-    majority_acc: Number | None  # required: a curve stored before baselines is recomputed
-    balanced_acc: Number | None = None
-
-
-RatioCurve = Annotated[list[RatioRow], Field(min_length=1)]
-
-
-class EmbeddingMap(BaseModel):
-    """A stored embedding map (inspect_model.embedding_map): K chips x N tokens as five columns of
-    K*N values (x, y numbers; chip, token, label whole numbers with chip < K, token < N), each
-    chip's nearest chips (< K) and their similarities, the two explained-variance ratios, and
-    K*N patch vectors of one length (what "chips like this one" ranks by; a map stored before
-    them is computed again)."""
-
-    model_config = _OPEN
-    chips: PositiveInt
-    tokens_per_chip: PositiveInt
-    x: list[Number]
-    y: list[Number]
-    chip: list[NonNegativeInt]
-    token: list[NonNegativeInt]
-    label: list[int]
-    neighbours: list[list[NonNegativeInt]]
-    similarity: list[list[Number | None]]
-    explained: Annotated[list[Number], Field(min_length=2, max_length=2)]
-    patch_vectors: list[Annotated[list[Number], Field(min_length=1)]]
-
-    @model_validator(mode="after")
-    def _shapes(self):
-        k, n = self.chips, self.tokens_per_chip
-        if any(len(c) != k * n for c in (self.x, self.y, self.chip, self.token, self.label,
-                                          self.patch_vectors)):
-            raise ValueError(f"a column does not hold chips x tokens_per_chip = {k * n} values")
-        if any(c >= k for c in self.chip) or any(t >= n for t in self.token):
-            raise ValueError("a chip or token index is out of range")
-        if len(self.neighbours) != k or len(self.similarity) != k or \
-                any(j >= k for r in self.neighbours for j in r):
-            raise ValueError(f"the nearest chips are not {k} lists of chip indices")
-        if len({len(v) for v in self.patch_vectors}) > 1:
-            raise ValueError("the patch vectors are not all of one length")
-        return self

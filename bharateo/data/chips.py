@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from bharateo.errors import ChipError
-from bharateo.models.notebook import patchify
+from bharateo.data.patches import patchify
 from bharateo.data.reflectance import BandStats, band_stats, composite, normalise
 from bharateo.config.settings import setting
 from bharateo.data.sources import DEFAULT_SOURCE, PIXEL_SOURCES, pixel_source

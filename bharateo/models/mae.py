@@ -24,10 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from bharateo.errors import ConfigError
-from bharateo.models.notebook import (ModelConfig, encoder_layers, grid_attention, layer_macs, num_masked,
-                            run_layers,
-                            scored_losses)
+from bharateo.models.notebook import ModelConfig, encoder_layers, grid_attention, run_layers, scored_losses
+from bharateo.models.sizes import SIZES
 
 
 class MaskedAutoencoder(nn.Module):
@@ -129,43 +127,8 @@ class MaskedAutoencoder(nn.Module):
         return scored_losses(tokens, patch_labels, mask, self.features(tokens, mask),
                              self.pixel_head, self.patch_head, patch_loss_weight, class_weights)
 
-    @staticmethod
-    def check_config(config: ModelConfig) -> None:
-        """The decoder's shape rule (ModelConfig.validate checks the bounds). ConfigError."""
-        if config.decoder_dim % config.decoder_heads:
-            raise ConfigError(f"Decoder dim {config.decoder_dim} must be divisible by the number "
-                              f"of decoder heads {config.decoder_heads} (e.g. 64 with 4 heads).")
-
-    @staticmethod
-    def parameter_count(config: ModelConfig) -> int:
-        """Trainable parameters at `config`, counted from the layer shapes without building the
-        model (tests check it against the built module)."""
-        d, dd, t, n = config.embed_dim, config.decoder_dim, config.token_dim, config.num_patches
-
-        def layer(w: int) -> int:  # attention in/out, feed-forward 4w, two LayerNorms
-            return (3 * w * w + 3 * w) + (w * w + w) + (4 * w * w + 4 * w) + (4 * w * w + w) + 4 * w
-
-        encoder = (t * d + d) + n * d + config.depth * layer(d) + 2 * d
-        decoder = (d * dd + dd) + dd + n * dd + config.decoder_depth * layer(dd)
-        heads = (2 * dd + dd * t + t) + (2 * dd + dd * config.num_classes + config.num_classes)
-        return encoder + decoder + heads
-
-    @staticmethod
-    def layer_count(config: ModelConfig) -> int:
-        """Transformer layers a step runs through: encoder and decoder."""
-        return config.depth + config.decoder_depth
-
-    @staticmethod
-    def flops_per_chip(config: ModelConfig, mask_ratio: float) -> float:
-        """Training FLOPs for one chip at `mask_ratio` (6 x forward multiply-adds, as
-        TinyRGBMAE.flops_per_chip). Forward: patch embedding of the V visible tokens, `depth`
-        encoder layers over V tokens, the decoder embedding of V tokens, `decoder_depth` decoder
-        layers over all N, the pixel head on the N - V hidden tokens, the class head on all N.
-        At the notebook's sizes (N 64, V 16, D 128, decoder 64 x 1): 104M vs 284M FLOPs."""
-        n, t, d, dd = config.num_patches, config.token_dim, config.embed_dim, config.decoder_dim
-        masked = num_masked(n, mask_ratio)
-        v = n - masked
-        macs = (v * t * d + config.depth * layer_macs(v, d) + v * d * dd
-                + config.decoder_depth * layer_macs(n, dd) + masked * dd * t
-                + n * dd * config.num_classes)
-        return 6.0 * macs
+    # the variant's arithmetic, without building it (bharateo/models/sizes.py)
+    check_config = staticmethod(SIZES["mae"].check_config)
+    parameter_count = staticmethod(SIZES["mae"].parameter_count)
+    layer_count = staticmethod(SIZES["mae"].layer_count)
+    flops_per_chip = staticmethod(SIZES["mae"].flops_per_chip)

@@ -11,7 +11,6 @@ Same model, same maths, fewer wasted FLOPs; tests check it against the notebook'
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -19,7 +18,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bharateo.errors import ConfigError
+from bharateo.data.patches import patchify, unpatchify  # noqa: F401 (re-exported)
 from bharateo.models.masking import check_mask_ratio, num_masked  # noqa: F401 (re-exported)
+from bharateo.models.sizes import SIZES, layer_macs, notebook_parameter_count, variant_sizes  # noqa: F401
 from bharateo.config.schema import check_types, is_number
 from bharateo.config.settings import check_settings, setting
 from bharateo.data.worldcover import IGNORE_INDEX
@@ -30,8 +31,7 @@ MAX_PARAMETERS = 50_000_000  # the UI's largest model (embed 256 x depth 8) has 
 
 
 def _variant_names() -> tuple[str, ...]:
-    from bharateo.models.registry import MODELS  # the registry imports this module
-    return tuple(MODELS)
+    return tuple(SIZES)  # the registry's names (bharateo/models/registry.py checks they match)
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,7 @@ class ModelConfig:
         divisible by the heads, or more than MAX_PARAMETERS parameters.
         """
         check_types(self, "model")
-        from bharateo.models.registry import model_class  # the registry imports this module
-        variant = model_class(self.arch)  # its message names the known variants
+        variant = variant_sizes(self.arch)  # its message names the known variants
         check_settings(self, "model", "Model: ")
         if self.img_size % self.patch_size:
             raise ConfigError(f"Image size {self.img_size} must be a multiple of patch size "
@@ -105,8 +104,7 @@ class ModelConfig:
         if self.embed_dim % self.heads:
             raise ConfigError(f"Embed dim {self.embed_dim} must be divisible by the number of "
                               f"heads {self.heads} (try {self.heads * 32} or fewer heads).")
-        if hasattr(variant, "check_config"):  # rules of the variant's own sizes (e.g. its decoder)
-            variant.check_config(self)
+        variant.check_config(self)  # rules of the variant's own sizes (e.g. its decoder)
         if self.num_patches > MAX_PATCHES:
             raise ConfigError(f"{self.num_patches} patches per chip is too many (at most "
                               f"{MAX_PATCHES}): use larger patches or smaller chips.")
@@ -128,22 +126,6 @@ def random_patch_mask(batch_size: int, num_patches: int, mask_ratio: float,
     mask = torch.zeros(batch_size, num_patches, dtype=torch.bool)
     mask.scatter_(1, ids[:, :num_masked(num_patches, mask_ratio)], True)
     return mask
-
-
-def patchify(x: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """B x C x H x W -> B x N x (C*p*p), channel-major inside a token (the notebook's layout)."""
-    b, c, h, w = x.shape
-    p = patch_size
-    return x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(
-        b, (h // p) * (w // p), c * p * p)
-
-
-def unpatchify(tokens: torch.Tensor, channels: int, patch_size: int) -> torch.Tensor:
-    """B x N x (C*p*p) -> B x C x H x W."""
-    b, n, _ = tokens.shape
-    g, p = math.isqrt(n), patch_size
-    return tokens.reshape(b, g, g, channels, p, p).permute(0, 3, 1, 4, 2, 5).reshape(
-        b, channels, g * p, g * p)
 
 
 def attention(layer: nn.TransformerEncoderLayer, h: torch.Tensor, heads: int,
@@ -192,13 +174,6 @@ def encoder_layers(width: int, heads: int, depth: int) -> nn.TransformerEncoder:
                                        norm_first=True)
     # enable_nested_tensor=False: the notebook got the same (with a warning) via norm_first.
     return nn.TransformerEncoder(layer, num_layers=depth, enable_nested_tensor=False)
-
-
-def layer_macs(tokens: int, width: int) -> int:
-    """Multiply-adds of one encoder layer over `tokens` tokens of `width`, per chip: the q/k/v,
-    output and two feed-forward (4 x width) projections, 12 width^2 per token, plus the two
-    attention matmuls (scores and weighted sum), 2 x tokens x width per token."""
-    return tokens * (12 * width * width + 2 * tokens * width)
 
 
 def scored_losses(tokens: torch.Tensor, patch_labels: torch.Tensor, mask: torch.Tensor,
@@ -318,28 +293,11 @@ class TinyRGBMAE(nn.Module):
         z = self.features(tokens, mask)
         return self.pixel_head(z), self.patch_head(z)
 
-    @staticmethod
-    def parameter_count(config: ModelConfig) -> int:
-        """Trainable parameters of this variant at `config`, without building it."""
-        return parameter_count(config)
-
-    @staticmethod
-    def layer_count(config: ModelConfig) -> int:
-        """Transformer layers a step runs through (the training-time estimate's per-layer cost)."""
-        return config.depth
-
-    @staticmethod
-    def flops_per_chip(config: ModelConfig, mask_ratio: float) -> float:
-        """Training FLOPs for one chip at `mask_ratio`: forward + backward = 3 x the forward's
-        2 x multiply-adds (the usual 6 x MACs rule, Kaplan et al. 2020). Forward: the patch
-        embedding of the V visible tokens (V x T x D; masked ones are the mask token), `depth`
-        layers over all N tokens (layer_macs), the pixel head on the N - V masked tokens and the
-        class head on all N. Softmax, norms and the optimiser are left out (a few %)."""
-        n, t, d = config.num_patches, config.token_dim, config.embed_dim
-        masked = num_masked(n, mask_ratio)
-        macs = ((n - masked) * t * d + config.depth * layer_macs(n, d)
-                + masked * d * t + n * d * config.num_classes)
-        return 6.0 * macs
+    # the variant's arithmetic, without building it (bharateo/models/sizes.py)
+    parameter_count = staticmethod(SIZES["notebook"].parameter_count)
+    layer_count = staticmethod(SIZES["notebook"].layer_count)
+    flops_per_chip = staticmethod(SIZES["notebook"].flops_per_chip)
+    check_config = staticmethod(SIZES["notebook"].check_config)
 
     def training_losses(self, tokens, patch_labels, mask, patch_loss_weight: float,
                         class_weights: torch.Tensor | None = None) -> dict:
@@ -354,10 +312,4 @@ class TinyRGBMAE(nn.Module):
                              patch_loss_weight, class_weights)
 
 
-def parameter_count(config: ModelConfig) -> int:
-    """Parameters of the notebook model (TinyRGBMAE) at `config`, counted from its layer shapes
-    (tests check it against the built module)."""
-    d, t = config.embed_dim, config.token_dim
-    per_layer = (3 * d * d + 3 * d) + (d * d + d) + 2 * (4 * d * d) + 4 * d + d + 4 * d
-    heads = 2 * d + d * t + t + 2 * d + d * config.num_classes + config.num_classes
-    return (t * d + d) + d + config.num_patches * d + config.depth * per_layer + heads
+parameter_count = notebook_parameter_count  # the notebook model's (bench/scale.py reads it here)

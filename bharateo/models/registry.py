@@ -6,22 +6,30 @@ A variant is an nn.Module class built from a ModelConfig with one contract:
   - `training_losses(tokens, patch_labels, mask, patch_loss_weight, class_weights=None)` ->
     dict of 0-d tensors `loss`, `rec`, `esa`, `rec_mae`, `esa_acc` and the batch's K x K
     `confusion` (see TinyRGBMAE.training_losses, model.scored_losses);
-  - a static `parameter_count(config)` (checked before a tensor is allocated).
+  - static `parameter_count(config)`, `layer_count(config)`, `flops_per_chip(config, ratio)`
+    and `check_config(config)`: its arithmetic, kept apart from the class in
+    bharateo/models/sizes.py (SIZES) so ModelConfig.validate checks a config before a tensor is
+    allocated without importing this module.
 `config.json` records the name in `model.arch`; runs saved before variants existed have no such
-key and load as "notebook". A new variant is one class and one line in MODELS.
+key and load as "notebook". A new variant is one class and one line in MODELS, and its
+arithmetic and one line in sizes.SIZES (checked below: the two hold the same names in one order).
 """
 from __future__ import annotations
 
 import torch.nn as nn
 
-from bharateo.models.notebook import ModelConfig, TinyRGBMAE
-from bharateo.models.mae import MaskedAutoencoder
 from bharateo.config.settings import registered
+from bharateo.models.mae import MaskedAutoencoder
+from bharateo.models.notebook import ModelConfig, TinyRGBMAE
+from bharateo.models.sizes import SIZES
 
 MODELS: dict[str, type[nn.Module]] = {
     "notebook": TinyRGBMAE,  # the BharatEO-v0 notebook's model: encoder over all 64 tokens
     "mae": MaskedAutoencoder,  # He et al. 2021: encoder over visible tokens, light decoder
 }
+if tuple(MODELS) != tuple(SIZES):  # a class without its arithmetic, or the other way round
+    raise ImportError(f"bharateo/models/registry.py's variants {tuple(MODELS)} are not "
+                      f"bharateo/models/sizes.py's {tuple(SIZES)}: add the missing one to both.")
 
 
 def model_class(name: str) -> type[nn.Module]:

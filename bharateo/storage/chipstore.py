@@ -60,7 +60,7 @@ from bharateo.data.chips import (ChipConfig, ChipSet, SamplingPlan, SamplingTall
                             iter_chips, labels_to_tokens, patch_mode_labels, plan_chips)
 from bharateo.storage.paths import new_folder_problem
 from bharateo.errors import ChipError, ChipStoreError, ConfigError
-from bharateo.models.notebook import patchify
+from bharateo.data.patches import patchify
 from bharateo.data.reflectance import BandStats, band_stats, normalise
 from bharateo.config.settings import check_settings
 from bharateo.data.sources import PIXEL_SOURCES

@@ -17,13 +17,17 @@ import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Annotated, Callable
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
 
+from bharateo.config.schema import Number
 from bharateo.data.chips import ChipSet
+from bharateo.data.worldcover import NUM_CLASSES
 from bharateo.errors import BharatEOError
 from bharateo.storage.runs import SavedRun, read_run_file, write_run_file
+from bharateo.untrusted import typed
 
 RESULT_FORMAT = 1
 MEMORY_ENTRIES = 64
@@ -182,11 +186,8 @@ def stored_result(kind: str, model, chips: ChipSet, params: dict, compute: Calla
 
 def valid_result(kind: str, value) -> bool:
     """A stored result read back from disk has the shape the pages draw (else it is recomputed):
-    schema.StoredEvaluation, schema.RatioCurve (a curve stored before majority baselines is
-    recomputed) or schema.EmbeddingMap, by `kind`."""
-    from bharateo.config.schema import EmbeddingMap, RatioCurve, StoredEvaluation
-    from bharateo.untrusted import typed
-
+    StoredEvaluation, RatioCurve (a curve stored before majority baselines is recomputed) or
+    EmbeddingMap, by `kind`."""
     shape = {"evaluation": StoredEvaluation, "ratio_curve": RatioCurve,
              "embedding_map": EmbeddingMap}.get(kind)
     if shape is None:
@@ -196,3 +197,89 @@ def valid_result(kind: str, value) -> bool:
     except BharatEOError:
         return False
     return True
+
+
+# --- typed shapes of the stored results (read back with bharateo.untrusted.typed) ---------------
+# Strict and open as config.schema's run files: unknown keys are kept, known ones checked.
+_OPEN = ConfigDict(strict=True, extra="allow")
+
+
+class ClassRow(BaseModel):
+    model_config = _OPEN
+    class_: str = Field(alias="class")
+    support: NonNegativeInt
+    precision: Number | None = None
+    recall: Number | None = None
+    f1: Number | None = None
+
+
+class StoredEvaluation(BaseModel):
+    """A stored evaluation (evaluate.evaluate's value): K x K non-negative integer confusion,
+    K per-class rows, K per-class masked MAEs (or null), accuracy and mask ratio."""
+
+    model_config = _OPEN
+    confusion: list[list[NonNegativeInt]]
+    per_class: list[ClassRow]
+    per_class_mae: list[Number | None]
+    accuracy: Number
+    mask_ratio: Number
+    masked_mae: Number | None = None
+
+    @model_validator(mode="after")
+    def _k_classes(self):
+        k = NUM_CLASSES
+        if len(self.confusion) != k or any(len(r) != k for r in self.confusion):
+            raise ValueError(f"the confusion matrix is not {k} x {k}")
+        if len(self.per_class) != k or len(self.per_class_mae) != k:
+            raise ValueError(f"there are not {k} per-class rows")
+        return self
+
+
+class RatioRow(BaseModel):
+    """One row of a stored mask-ratio curve (majority_acc null: no land-cover patch to score)."""
+
+    model_config = _OPEN
+    ratio: Number
+    masked_mae: Number
+    patch_acc: Number
+    majority_acc: Number | None  # required: a curve stored before baselines is recomputed
+    balanced_acc: Number | None = None
+
+
+RatioCurve = Annotated[list[RatioRow], Field(min_length=1)]
+
+
+class EmbeddingMap(BaseModel):
+    """A stored embedding map (inspect_model.embedding_map): K chips x N tokens as five columns of
+    K*N values (x, y numbers; chip, token, label whole numbers with chip < K, token < N), each
+    chip's nearest chips (< K) and their similarities, the two explained-variance ratios, and
+    K*N patch vectors of one length (what "chips like this one" ranks by; a map stored before
+    them is computed again)."""
+
+    model_config = _OPEN
+    chips: PositiveInt
+    tokens_per_chip: PositiveInt
+    x: list[Number]
+    y: list[Number]
+    chip: list[NonNegativeInt]
+    token: list[NonNegativeInt]
+    label: list[int]
+    neighbours: list[list[NonNegativeInt]]
+    similarity: list[list[Number | None]]
+    explained: Annotated[list[Number], Field(min_length=2, max_length=2)]
+    patch_vectors: list[Annotated[list[Number], Field(min_length=1)]]
+
+    @model_validator(mode="after")
+    def _shapes(self):
+        k, n = self.chips, self.tokens_per_chip
+        if any(len(c) != k * n for c in (self.x, self.y, self.chip, self.token, self.label,
+                                          self.patch_vectors)):
+            raise ValueError(f"a column does not hold chips x tokens_per_chip = {k * n} values")
+        if any(c >= k for c in self.chip) or any(t >= n for t in self.token):
+            raise ValueError("a chip or token index is out of range")
+        if len(self.neighbours) != k or len(self.similarity) != k or \
+                any(j >= k for r in self.neighbours for j in r):
+            raise ValueError(f"the nearest chips are not {k} lists of chip indices")
+        if len({len(v) for v in self.patch_vectors}) > 1:
+            raise ValueError("the patch vectors are not all of one length")
+        return self

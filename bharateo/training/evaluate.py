@@ -19,7 +19,8 @@ import torch
 from bharateo.data.chips import ChipSet, tokens_for
 from bharateo.models.device import autocast, model_device
 from bharateo.errors import ConfigError
-from bharateo.models.notebook import TinyRGBMAE, check_mask_ratio, random_patch_mask, unpatchify
+from bharateo.data.patches import unpatchify
+from bharateo.models.notebook import TinyRGBMAE, check_mask_ratio, random_patch_mask
 from bharateo.data.reflectance import composite, composite_bands, denormalise, stretch_limits
 from bharateo.data.worldcover import CLASS_NAMES, IGNORE_INDEX, NODATA_ID, NUM_CLASSES
 

@@ -263,9 +263,9 @@ def patch_neighbours(value: dict, chip: int, token: int, k: int = NEIGHBOURS) ->
 
 def valid_embedding_map(value) -> bool:
     """A stored embedding map read back from disk has the shape embedding_map() writes
-    (schema.EmbeddingMap; else it is computed again)."""
+    (storage.results.EmbeddingMap; else it is computed again)."""
     from bharateo.errors import BharatEOError
-    from bharateo.config.schema import EmbeddingMap
+    from bharateo.storage.results import EmbeddingMap
     from bharateo.untrusted import typed
 
     try:
