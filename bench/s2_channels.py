@@ -35,7 +35,8 @@ def train_speed(chips, config, epochs: int) -> float:
     chips' channels."""
     from bharateo.training.loop import EpochMetrics, make_model, train
 
-    model = make_model(replace(config.model, in_chans=chips.channels), config.train.seed)
+    model = make_model(config.model.for_chips(chips.chip_size, chips.patch_size, chips.bands),
+                       config.train.seed)
     speeds = [event.chips_per_s for event in train(model, chips, replace(config.train, epochs=epochs))
               if isinstance(event, EpochMetrics)]
     return max(speeds[1:] or speeds)

@@ -1,6 +1,6 @@
 """Model variants by name (bharateo/models/registry.py): an unknown name is refused in words
-wherever a name arrives (registry, config, config.json), and a variant registered with one line
-is built, trained, saved and loaded as itself."""
+wherever a name arrives (registry, config, config.json), and a variant registered with its class
+(registry.MODELS) and its arithmetic (sizes.SIZES) is built, trained, saved and loaded as itself."""
 from __future__ import annotations
 
 import json
@@ -9,6 +9,7 @@ import pytest
 
 from bharateo.models import registry as architectures
 from bharateo.models.registry import MODELS, build_model, model_class
+from bharateo.models.sizes import SIZES
 from bharateo.data.chips import ChipConfig
 from bharateo.errors import ConfigError, RunDamagedError
 from bharateo.models.notebook import ModelConfig, TinyRGBMAE
@@ -26,8 +27,10 @@ class ShallowHeadMAE(TinyRGBMAE):
 
 @pytest.fixture
 def second_variant(monkeypatch):
-    """The one registry line a new variant needs, for this test only."""
+    """The two lines a new variant needs, for this test only: its class in the registry and its
+    arithmetic in sizes.SIZES (here the notebook model's, as the class is the notebook model)."""
     monkeypatch.setitem(MODELS, "shallow-head", ShallowHeadMAE)
+    monkeypatch.setitem(SIZES, "shallow-head", SIZES["notebook"])
     return "shallow-head"
 
 

@@ -116,6 +116,13 @@ class ChipConfig:
                                help="the most cloud over a scene, in percent (its "
                                     "eo:cloud_cover)")
 
+    @property
+    def bands(self) -> tuple[str, ...]:
+        """The input bands of the chips these settings cut, in channel order: their pixel
+        source's (bharateo/data/sources.py). ConfigError naming the known sources for an
+        unknown one."""
+        return pixel_source(self.source).bands
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -637,6 +644,7 @@ def build_chip_sets(rois, config: ChipConfig,
 
 def tokens_for(model, chips: ChipSet, index=slice(None)) -> torch.Tensor:
     """Chips `index` as the tokens `model` reads: pixel values normalised with the statistics
-    the model was trained with (`model.band_stats`, set by train() and, from config.json, by
-    runs.load_model) when it has them, else with the chips' own."""
-    return chips.tokens(index, getattr(model, "band_stats", None))
+    the model was trained with (`model.band_stats`, a declared field of every model variant, set
+    by train() and, from config.json, by runs.load_model) when it has them, else with the
+    chips' own."""
+    return chips.tokens(index, model.band_stats)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from bharateo.data.reflectance import BandStats
 from bharateo.models.notebook import ModelConfig, encoder_layers, grid_attention, run_layers, scored_losses
 from bharateo.models.sizes import SIZES
 
@@ -32,6 +33,8 @@ class MaskedAutoencoder(nn.Module):
     """Visible-only encoder (embed_dim, depth, heads) -> light decoder over all tokens
     (decoder_dim, decoder_depth, decoder_heads) -> pixel head (hidden tokens) and patch-class
     head (every token)."""
+
+    band_stats: BandStats | None = None  # its input's normalisation: see TinyRGBMAE.band_stats
 
     def __init__(self, config: ModelConfig = ModelConfig(arch="mae")):
         super().__init__()

@@ -11,7 +11,7 @@ Same model, same maths, fewer wasted FLOPs; tests check it against the notebook'
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from bharateo.errors import ConfigError
 from bharateo.data.patches import patchify, unpatchify  # noqa: F401 (re-exported)
+from bharateo.data.reflectance import BandStats
 from bharateo.models.masking import check_mask_ratio, num_masked  # noqa: F401 (re-exported)
 from bharateo.models.sizes import SIZES, layer_macs, notebook_parameter_count, variant_sizes  # noqa: F401
 from bharateo.config.schema import check_types, is_number
@@ -87,6 +88,15 @@ class ModelConfig:
     @property
     def token_dim(self) -> int:
         return self.in_chans * self.patch_size ** 2
+
+    def for_chips(self, chip_size: int, patch_size: int,
+                  bands: tuple[str, ...] | None) -> "ModelConfig":
+        """This architecture reading chips of `chip_size` px cut into `patch_size` px patches,
+        one input channel per band of `bands` (the chips' band list, in channel order; None:
+        keep in_chans, for a source validate() will refuse). The one place the input shape
+        follows the chips: RunConfig builds its model config with it."""
+        in_chans = self.in_chans if bands is None else len(bands)
+        return replace(self, img_size=chip_size, patch_size=patch_size, in_chans=in_chans)
 
     def validate(self) -> "ModelConfig":
         """Types, bounds and shape rules, checked before any tensor is allocated.
@@ -222,6 +232,11 @@ def scored_losses(tokens: torch.Tensor, patch_labels: torch.Tensor, mask: torch.
 class TinyRGBMAE(nn.Module):
     """Linear patch embed + mask token + learned positions -> pre-norm transformer encoder ->
     pixel head (C*p*p per token) and patch-class head (num_classes per token)."""
+
+    # the per-band normalisation of its input (reflectance runs; None: palette RGB, read as it
+    # is): set by train() from the training chips, saved with the run (runs.save_run writes
+    # config.json "band_stats") and read back typed by runs.load_model. Not a weight.
+    band_stats: BandStats | None = None
 
     def __init__(self, config: ModelConfig = ModelConfig()):
         super().__init__()

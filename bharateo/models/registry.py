@@ -6,6 +6,8 @@ A variant is an nn.Module class built from a ModelConfig with one contract:
   - `training_losses(tokens, patch_labels, mask, patch_loss_weight, class_weights=None)` ->
     dict of 0-d tensors `loss`, `rec`, `esa`, `rec_mae`, `esa_acc` and the batch's K x K
     `confusion` (see TinyRGBMAE.training_losses, model.scored_losses);
+  - a declared `band_stats` attribute (data.reflectance.BandStats, or None for palette RGB):
+    the per-band normalisation of its input, saved with the run (runs.save_run, load_model);
   - static `parameter_count(config)`, `layer_count(config)`, `flops_per_chip(config, ratio)`
     and `check_config(config)`: its arithmetic, kept apart from the class in
     bharateo/models/sizes.py (SIZES) so ModelConfig.validate checks a config before a tensor is

@@ -27,11 +27,13 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from bharateo.errors import (BharatEOError, CheckpointMismatchError, ConfigError, RunDamagedError, RunNameError,
                              RunNotFoundError, RunSaveError)
+from bharateo.data.reflectance import BandStats
 from bharateo.models.registry import build_model
 from bharateo.models.device import cpu_state_dict, resolve_device
 from bharateo.models.notebook import ModelConfig, TinyRGBMAE
@@ -194,7 +196,9 @@ def _claim(final: Path, token: str | None) -> Path:
 
 def save_run(name: str, model: TinyRGBMAE, config: dict, history: list[dict], metrics: dict,
              root: Path | None = None, overwrite: bool = False) -> Path:
-    """Write a complete run folder atomically and return it. `config` holds every setting.
+    """Write a complete run folder atomically and return it. `config` holds every setting;
+    the model's input normalisation (`model.band_stats`, reflectance runs) is written into
+    config.json as "band_stats" (replacing any given there), read back by SavedRun.band_stats.
 
     The run goes into its reservation (see reserve_run_name) or, if the name is free, under that
     name; a name taken by another run meanwhile gives the next free name (compare the returned
@@ -216,6 +220,8 @@ def save_run(name: str, model: TinyRGBMAE, config: dict, history: list[dict], me
         weights = io.BytesIO()
         torch.save(cpu_state_dict(model), weights)
         saved_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        if (stats := model.band_stats) is not None:
+            config = {**config, "band_stats": stats.to_dict()}
         for filename, data in (("model.pt", weights.getvalue()),
                                ("config.json", json_bytes({**config, "saved_at": saved_at})),
                                ("history.json", json_bytes(history)),
@@ -261,6 +267,12 @@ class SavedRun:
     def model_config(self) -> ModelConfig:
         return ModelConfig(**self.config["model"])
 
+    @property
+    def band_stats(self) -> BandStats | None:
+        """The per-band normalisation the run was trained with (config.json "band_stats", read
+        back typed and checked), or None for a palette-RGB run. ConfigError when damaged."""
+        return run_band_stats(self.config, self.config["model"].get("in_chans", 3))
+
 
 @dataclass
 class DamagedRun:
@@ -283,15 +295,30 @@ def _read_json(path: Path, filename: str):
         raise RunDamagedError(f"{filename} is missing") from None
 
 
-def check_config(config) -> None:
-    """config.json: an object whose sections are typed (schema.RunConfigFile) and whose settings
-    rebuild a valid RunConfig (types and bounds checked, see RunConfig.from_dict).
-    RunDamagedError if not."""
-    from bharateo.training.experiment import RunConfig
+# config.json's settings are rebuilt by the layer that owns the run's config: it registers its
+# check here when imported (bharateo.training.experiment: RunConfig.from_dict, which checks every
+# setting's type and range), so a run whose settings are damaged is listed as damaged without
+# storage importing training. Storage itself checks the file's typed shape and the band stats.
+_settings_checks: list[Callable[[dict], object]] = []
 
+
+def register_settings_check(check: Callable[[dict], object]) -> None:
+    """Have check_config call `check(config)` on every config.json read back (after its typed
+    shape is checked); `check` raises ConfigError naming a setting it refuses. Registering the
+    same check again changes nothing."""
+    if check not in _settings_checks:
+        _settings_checks.append(check)
+
+
+def check_config(config) -> None:
+    """config.json: an object whose sections are typed (schema.RunConfigFile), whose settings
+    pass the registered checks (RunConfig.from_dict: types and bounds, see
+    register_settings_check) and whose band statistics fit the model (run_band_stats).
+    RunDamagedError if not."""
     typed(RunConfigFile, config, "config.json", RunDamagedError)
     try:
-        RunConfig.from_dict(config)
+        for check in _settings_checks:
+            check(config)
         run_band_stats(config, config["model"].get("in_chans", 3))  # reflectance runs
     except ConfigError as exc:
         raise RunDamagedError(f"config.json: {exc}") from None
@@ -300,9 +327,8 @@ def check_config(config) -> None:
 def run_band_stats(config: dict, channels: int):
     """The per-band statistics a reflectance run was trained with (config.json "band_stats",
     checked) or None for a palette-RGB run. ConfigError when they are damaged or their band count
-    is not the model's input channels."""
-    from bharateo.data.reflectance import BandStats
-
+    is not the model's input channels. Runs saved before issue 24 wrote the same key (then
+    from the chips rather than the model), so they read back alike."""
     if config.get("band_stats") is None:
         if (config.get("chips") or {}).get("source", "worldcover") != "worldcover":
             raise ConfigError("a run on Sentinel-2 pixels has no band statistics ('band_stats'), "
@@ -389,7 +415,7 @@ def load_model(run: SavedRun, expected: ModelConfig | None = None,
         raise RunDamagedError(unreadable_weights_message(run.name))
     load_weights(model, state, run.name)
     try:
-        model.band_stats = run_band_stats(run.config, config.in_chans)
+        model.band_stats = run.band_stats
     except ConfigError as exc:
         raise RunDamagedError(f"Run '{run.name}' can't be used: config.json: {exc}.") from None
     model.to(target).eval()

@@ -198,8 +198,8 @@ def open_store(config, store_dir):
 
     store = ChipStore(store_dir, "train")
     heldout = ChipStore(store_dir, "heldout") if "heldout" in store.manifest["splits"] else None
-    config = replace(config, rois=roi_specs(store.manifest), chips=store.chip_config(),
-                     model=replace(config.model, in_chans=store.channels)).validate()
+    # the model reads the store's bands: its chip config's source's, which read_manifest checked
+    config = replace(config, rois=roi_specs(store.manifest), chips=store.chip_config()).validate()
     return config, store, heldout
 
 
@@ -250,7 +250,5 @@ def train_from_store(config, store_dir, name=None, on_event=None, ranks: RankGro
                 "chip_store": store.describe(),
                 "distributed": {"world_size": ranks.world_size if ranks else 1,
                                 "backend": ranks.backend if ranks else None}}
-        if store.band_stats is not None:  # reflectance: as an in-memory run (save_experiment)
-            meta["band_stats"] = store.band_stats.to_dict()
         result.path = save_run(name, model, meta, result.history, result.metrics)
     return result

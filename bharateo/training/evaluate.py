@@ -597,7 +597,7 @@ def reconstruct_chip(model: TinyRGBMAE, chips: ChipSet, index: int, mask_ratio: 
     else:  # reflectance: pictures in reflectance, error in normalised units (the loss's)
         values, guess = unpatchify(tokens, c, p)[0].numpy(), unpatchify(pred_tokens, c, p)[0].numpy()
         abs_error = np.abs(values - guess).mean(axis=0)
-        stats = getattr(model, "band_stats", None) or chips.band_stats
+        stats = model.band_stats or chips.band_stats
         pictures = {which: _colour_panels(denormalise(values, stats), denormalise(guess, stats),
                                           chips.bands, which, chips.labels[index] != NODATA_ID,
                                           pixel_mask)

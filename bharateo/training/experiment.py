@@ -15,7 +15,7 @@ from bharateo.models.registry import model_class
 from bharateo.models.device import resolve_precision
 from bharateo.models.notebook import ModelConfig, TinyRGBMAE
 from bharateo.data.roi import NOTEBOOK_ROIS, Roi, RoiSpec, load_roi
-from bharateo.storage.runs import save_run
+from bharateo.storage.runs import register_settings_check, save_run
 from bharateo.config.schema import check_types, finite_or_none
 from bharateo.config.settings import Setting, check_settings, range_problems, settings_of
 from bharateo.data.sources import DEFAULT_SOURCE, PIXEL_SOURCES, pixel_source
@@ -42,13 +42,14 @@ class RunConfig:
     train: TrainConfig = TrainConfig()
 
     def __post_init__(self):
-        # the model always reads the chips it is given: their size, patches and bands (an
+        # the model always reads the chips it is given: their size, patches and band list (an
         # unknown source keeps in_chans as it is; validate() names the source)
-        source = PIXEL_SOURCES.get(self.chips.source) if isinstance(self.chips.source, str) else None
-        in_chans = source.channels if source is not None else self.model.in_chans
-        object.__setattr__(self, "model", replace(self.model, img_size=self.chips.chip_size,
-                                                  patch_size=self.chips.patch_size,
-                                                  in_chans=in_chans))
+        try:
+            bands = self.chips.bands
+        except ConfigError:
+            bands = None
+        object.__setattr__(self, "model", self.model.for_chips(self.chips.chip_size,
+                                                               self.chips.patch_size, bands))
 
     def to_dict(self) -> dict:
         return {"rois": [asdict(r) for r in self.rois], "chips": self.chips.to_dict(),
@@ -108,6 +109,9 @@ class RunConfig:
     def tokens(self):
         return token_accounting(self.chips.n_chips, self.train.epochs, self.train.mask_ratio,
                                 self.model.in_chans, self.chips.chip_size, self.chips.patch_size)
+
+
+register_settings_check(RunConfig.from_dict)  # a saved run's settings, checked as it is read back
 
 
 PRESETS = {
@@ -229,8 +233,6 @@ def save_experiment(name, config: RunConfig, result: ExperimentResult, rois, ext
     """save_run of a finished experiment -> the run's folder (its name may differ from `name`
     when the name was taken meanwhile: see renamed()). RunSaveError on a full/read-only disk."""
     meta = {**config.to_dict(), "data": provenance_summary(rois), **(extra or {})}
-    if result.train_chips is not None and result.train_chips.band_stats is not None:
-        meta["band_stats"] = result.train_chips.band_stats.to_dict()  # used to read it back
     return save_run(name, result.model, meta, result.history, result.metrics)
 
 

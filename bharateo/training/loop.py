@@ -390,8 +390,8 @@ def train(model: TinyRGBMAE, chips: ChipSet, config: TrainConfig, heldout: ChipS
     precision, _why = resolve_precision(config.precision, device, model.config, config.batch_size,
                                         config.mask_ratio)
     model.to(device)
-    if chips.band_stats is not None and getattr(model, "band_stats", None) is None:
-        model.band_stats = chips.band_stats  # the run's normalisation, saved with it
+    if chips.band_stats is not None and model.band_stats is None:
+        model.band_stats = chips.band_stats  # the run's normalisation, saved with it (save_run)
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay, fused=True)
