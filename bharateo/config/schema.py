@@ -99,7 +99,8 @@ MAX_RESULT_JSON_BYTES = 64 * 2**20  # a stored result beside a run (an embedding
 
 
 class RunConfigFile(BaseModel):
-    """config.json's sections (their values are checked by pipeline.RunConfig.from_dict)."""
+    """config.json's sections (their values are checked by training.experiment.RunConfig.from_dict,
+    registered with storage.runs; band_stats by data.reflectance.BandStats.from_dict)."""
 
     model_config = _OPEN
     rois: list[dict]

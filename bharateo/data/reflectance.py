@@ -4,7 +4,8 @@ The notebook: "normalize each band by its dataset-wide mean / std before the MAE
 reconstruction panels show Sentinel-2 B4-B3-B2 true color and B8-B4-B3 false color".
   - BandStats: mean and standard deviation of each band over the training chips' pixels, no-data
     and cloud left out (a pixel whose label is NODATA_ID, see the no-data rule in
-    bharateo/data/chips.py). Stored with the run (config.json "band_stats") and used at evaluation
+    bharateo/data/chips.py). Given to the model (its declared `band_stats` field), stored with
+    the run (config.json "band_stats", written by storage.runs.save_run) and used at evaluation
     and reconstruction, so a run always reads pixels the way it was trained.
   - normalise: (reflectance - mean) / std per band; no-data pixels become 0 (the band mean), the
     normalised counterpart of the black no-data pixel of palette RGB.

@@ -1,8 +1,9 @@
 """Pixel sources: where a chip's input bands come from, and which bands they are.
 
-The band list travels with the data: a ChipConfig names its source, the chips built from it
-carry the source's bands (`ChipSet.bands`), and RunConfig sets the model's input channels from
-the source (`ModelConfig.in_chans == len(bands)`), so no module writes "3 channels" itself.
+The band list travels with the data: a ChipConfig names its source and carries its bands
+(`ChipConfig.bands`), the chips built from it carry them too (`ChipSet.bands`), and the model's
+input channels are the band list's length (`ModelConfig.for_chips`, which RunConfig calls), so
+no module writes "3 channels" itself.
 A new source (e.g. Sentinel-2 L2A reflectance) is one PixelSource and one line in PIXEL_SOURCES,
 plus the reader that cuts its chips with those bands.
 """

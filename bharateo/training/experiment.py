@@ -18,7 +18,7 @@ from bharateo.data.roi import NOTEBOOK_ROIS, Roi, RoiSpec, load_roi
 from bharateo.storage.runs import register_settings_check, save_run
 from bharateo.config.schema import check_types, finite_or_none
 from bharateo.config.settings import Setting, check_settings, range_problems, settings_of
-from bharateo.data.sources import DEFAULT_SOURCE, PIXEL_SOURCES, pixel_source
+from bharateo.data.sources import DEFAULT_SOURCE, pixel_source
 from bharateo.training.tokens import token_accounting
 from bharateo.training.evaluate import baseline_margin, majority_baseline, quality, verdict
 from bharateo.training.loop import (HELDOUT_MASK_SEED, StepMetrics, TrainConfig, TrainedWeights, TrainingEnd,
