@@ -52,7 +52,8 @@ def plan(report: dict) -> dict:
     """1M chips x 100 epochs at 10 bands from this run's measured figures and the assumptions
     above. Every number in docs/scale.md's plan table comes from here."""
     from bharateo.app.train import chip_flops
-    from bharateo.models.notebook import ModelConfig, parameter_count
+    from bharateo.models.notebook import ModelConfig
+    from bharateo.models.sizes import notebook_parameter_count as parameter_count
     from bharateo.training.tokens import token_accounting
 
     tokens = token_accounting(PLAN_CHIPS, PLAN_EPOCHS, 0.75, PLAN_BANDS)

@@ -21,7 +21,7 @@ from bharateo.errors import ConfigError
 from bharateo.data.patches import patchify, unpatchify  # noqa: F401 (re-exported)
 from bharateo.data.reflectance import BandStats
 from bharateo.models.masking import check_mask_ratio, num_masked  # noqa: F401 (re-exported)
-from bharateo.models.sizes import SIZES, layer_macs, notebook_parameter_count, variant_sizes  # noqa: F401
+from bharateo.models.sizes import SIZES, variant_sizes
 from bharateo.config.schema import check_types, is_number
 from bharateo.config.settings import check_settings, setting
 from bharateo.data.worldcover import IGNORE_INDEX
@@ -326,5 +326,3 @@ class TinyRGBMAE(nn.Module):
         return scored_losses(tokens, patch_labels, mask, z, self.pixel_head, self.patch_head,
                              patch_loss_weight, class_weights)
 
-
-parameter_count = notebook_parameter_count  # the notebook model's (bench/scale.py reads it here)
