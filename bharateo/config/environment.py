@@ -211,7 +211,7 @@ DATA_DIR = variable(
 CHECKPOINT_DIR = variable(
     "BHARATEO_CHECKPOINT_DIR", Folder(), ROOT / "checkpoints",
     "checkpoints/ beside the bharateo package",
-    "Folder of saved runs (created when missing).", "docs/data.md",
+    "Folder of saved runs (created when missing).", "docs/operations.md",
     ("bharateo.storage.runfolder",))
 WORLDCOVER_DIR = variable(
     "BHARATEO_WORLDCOVER_DIR", Folder(resolve=True), None, "none: tiles come from BHARATEO_WORLDCOVER_URL or ESA's bucket",
