@@ -32,7 +32,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from bharateo.errors import ConfigError
@@ -51,6 +51,17 @@ class EnvironmentVariableError(ConfigError):
 
 class Bad(ValueError):
     """Raised by a kind's parse(): `problem` completes "<NAME>=<value> is ..."."""
+
+
+class Kind(Protocol):
+    """What a variable holds: Number, Folder, Url, Name or Hosts."""
+
+    @property
+    def allowed(self) -> str:
+        """Completes "it must be ..." in a message, and the docs table's "Allowed"."""
+
+    def parse(self, text: str) -> Any:
+        """The typed value of stripped, non-empty `text`; Bad(problem) if it is not allowed."""
 
 
 def _words(x: float) -> str:
@@ -103,7 +114,11 @@ class Folder:
 
     def parse(self, text: str) -> Path:
         path = Path(text).expanduser()
-        if path.exists() and not path.is_dir():
+        try:
+            there = path.exists() and not path.is_dir()
+        except OSError:  # can't be looked at (no permission): its reader says what is wrong
+            there = False
+        if there:
             raise Bad("not a folder (a file is there)")
         return path.resolve() if self.resolve else path
 
@@ -163,7 +178,7 @@ class Variable(Generic[T]):
     """One environment variable of the lab; `get()` is its typed getter (module docstring)."""
 
     name: str
-    kind: Any  # Number, Folder, Url, Name or Hosts: parse(text) -> value, .allowed
+    kind: Kind
     default: T
     default_text: str  # the default as docs and messages say it
     meaning: str  # what it is for, one line
