@@ -57,7 +57,8 @@ def _env_key(node):
                                       and node.func.attr in ("get", "pop", "setdefault")
                                       and _is_environ(node.func.value))):
         return node.args[0]
-    if isinstance(node, ast.Subscript) and _is_environ(node.value) and isinstance(node.ctx, ast.Load):
+    if isinstance(node, ast.Subscript) and _is_environ(node.value) \
+            and isinstance(node.ctx, ast.Load):
         return node.slice
     if isinstance(node, ast.Compare) and any(_is_environ(c) for c in node.comparators):
         return node.left
@@ -72,7 +73,8 @@ def environment_reads(path: Path) -> list[str]:
     # in `for k in ("RANK", "WORLD_SIZE")` (a loop or comprehension), a read keyed k reads those
     names_of: dict[int, list] = {}
     for loop in ast.walk(tree):  # outer loops first, so an inner loop's names win
-        for gen in getattr(loop, "generators", None) or ([loop] if isinstance(loop, ast.For) else []):
+        gens = getattr(loop, "generators", None) or ([loop] if isinstance(loop, ast.For) else [])
+        for gen in gens:
             if isinstance(gen.target, ast.Name) and isinstance(gen.iter, (ast.Tuple, ast.List)) \
                     and all(isinstance(e, ast.Constant) for e in gen.iter.elts):
                 for node in ast.walk(loop):
@@ -273,7 +275,7 @@ def test_the_app_shows_a_note_and_runs_nothing_else(monkeypatch):
 def test_every_variable_is_in_the_docs_table_and_its_own_doc():
     doc = (ROOT / "docs" / "environment.md").read_text()
     assert environment.markdown_table() in doc, \
-        "docs/environment.md's table differs from the declarations: python tools/environment_table.py"
+        "docs/environment.md's table differs from the declarations: run tools/environment_table.py"
     for v in VARIABLES.values():
         assert v.name in (ROOT / v.doc).read_text(), f"{v.doc} never names {v.name}"
 
@@ -284,5 +286,5 @@ def test_no_doc_or_message_names_an_undeclared_variable():
     texts = [*(ROOT / "docs").glob("*.md"), ROOT / "README.md", *lab_files()]
     named = {m: p.relative_to(ROOT).as_posix() for p in texts
              for m in re.findall(r"BHARATEO_[A-Z0-9_]*[A-Z0-9]", p.read_text())}
-    stray = {m: where for m, where in named.items() if m not in VARIABLES and m not in NOT_VARIABLES}
+    stray = {m: at for m, at in named.items() if m not in VARIABLES and m not in NOT_VARIABLES}
     assert stray == {}

@@ -229,7 +229,8 @@ CHECKPOINT_DIR = variable(
     "Folder of saved runs (created when missing).", "docs/operations.md",
     ("bharateo.storage.runfolder",))
 WORLDCOVER_DIR = variable(
-    "BHARATEO_WORLDCOVER_DIR", Folder(resolve=True), None, "none: tiles come from BHARATEO_WORLDCOVER_URL or ESA's bucket",
+    "BHARATEO_WORLDCOVER_DIR", Folder(resolve=True), None,
+    "none: tiles come from BHARATEO_WORLDCOVER_URL or ESA's bucket",
     "Folder of WorldCover tiles with their official names; wins over BHARATEO_WORLDCOVER_URL.",
     "docs/data.md", ("bharateo.data.worldcover",))
 WORLDCOVER_URL = variable(

@@ -75,8 +75,8 @@ GDAL_ENV = dict(
 )
 # ...and a whole region read is bounded too: GDAL's limits are per request and its retries add up
 # (a server that accepts and never answers took 53-150 s), so the read runs in a worker thread and
-# is given up after BHARATEO_READ_TIMEOUT_S seconds in all (connect, requests, retries).
-# (default 30 s, declared in bharateo/config/environment.py)
+# is given up after BHARATEO_READ_TIMEOUT_S seconds in all (connect, requests, retries; default
+# 30 s, bharateo/config/environment.py).
 # provenance status of a tile the source has no file for and whose 3-degree cell holds no land in
 # the GLOBE 1 km land mask (bharateo/data/landmask.py): ESA publishes no tile there (open sea)
 NOT_PUBLISHED = "not published (sea)"
@@ -265,7 +265,7 @@ def _gdal_env(source: DataSource, **overrides) -> dict:
 
 
 def read_timeout_s() -> float:
-    """Seconds a whole region read may take: BHARATEO_READ_TIMEOUT_S (default READ_TIMEOUT_S).
+    """Seconds a whole region read may take: BHARATEO_READ_TIMEOUT_S (default 30 s).
     Raises ConfigError for a value that is not a number of seconds from 1 to 3,600."""
     from bharateo.config import environment
 

@@ -26,9 +26,10 @@ from pathlib import Path
 
 from bharateo.config import environment
 
-DEFAULT_MAX_TRAINING_S = environment.MAX_TRAINING_S.default  # 30 min, half a 60-minute lesson: the one training slot of a laptop is
-# free again within the lesson; every preset fits with room (the largest, "bigger", is ~5 min on
-# the 2-core reference machine, ~30 min at the 3-8x slowdown a busy laptop showed, issue 22)
+DEFAULT_MAX_TRAINING_S = environment.MAX_TRAINING_S.default  # 1800 s: half a 60-minute lesson:
+# the one training slot of a laptop is free again within the lesson; every preset fits with room
+# (the largest, "bigger", is ~5 min on the 2-core reference machine, ~30 min at the 3-8x slowdown
+# a busy laptop showed, issue 22)
 CHIP_COPIES = 3  # server, training process, and the pickle between them while it is sent
 OPTIMISER_COPIES = 4  # weights, gradients, Adam's exp_avg and exp_avg_sq (float32)
 ACTIVATION_FLOATS_PER_TOKEN = 16  # saved per token and layer, in units of the layer's width:
