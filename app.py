@@ -7,10 +7,16 @@ from bharateo.app.pictures import legend_html
 from bharateo.app.regions import data_in_use_text
 from bharateo.app.sidebar import sidebar, source_status, synthetic_banner
 from bharateo.app.state import PAGES, init_state, keep_widget, open_requested_page
+from bharateo.config.environment import problems as environment_problems
 from bharateo.data.worldcover import ATTRIBUTION, CITATION, data_source_from_env
 
 
 guard_long_addresses()  # an address Streamlit drops for its size gets a note and is cleaned
+if bad_settings := environment_problems():  # a bad BHARATEO_* value: a note each, nothing runs
+    for problem in bad_settings:
+        st.error(problem)
+    st.info("Fix the server's environment (docs/environment.md) and start the lab again.")
+    st.stop()
 
 
 def home() -> None:

@@ -6,6 +6,7 @@ import json
 import sys
 from dataclasses import replace
 
+from bharateo.config import environment
 from bharateo.errors import BharatEOError
 
 
@@ -569,6 +570,7 @@ def _check_paths(args) -> None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        environment.check()  # a bad BHARATEO_* value stops every command before it starts
         _check_paths(args)
         _check_declared(args)
         args.func(args)

@@ -75,8 +75,8 @@ GDAL_ENV = dict(
 )
 # ...and a whole region read is bounded too: GDAL's limits are per request and its retries add up
 # (a server that accepts and never answers took 53-150 s), so the read runs in a worker thread and
-# is given up after BHARATEO_READ_TIMEOUT_S seconds in all (connect, requests, retries).
-READ_TIMEOUT_S = 30.0
+# is given up after BHARATEO_READ_TIMEOUT_S seconds in all (connect, requests, retries; default
+# 30 s, bharateo/config/environment.py).
 # provenance status of a tile the source has no file for and whose 3-degree cell holds no land in
 # the GLOBE 1 km land mask (bharateo/data/landmask.py): ESA publishes no tile there (open sea)
 NOT_PUBLISHED = "not published (sea)"
@@ -265,19 +265,11 @@ def _gdal_env(source: DataSource, **overrides) -> dict:
 
 
 def read_timeout_s() -> float:
-    """Seconds a whole region read may take: BHARATEO_READ_TIMEOUT_S (default READ_TIMEOUT_S).
-    Raises ConfigError for a value that is not a positive number."""
-    from bharateo.errors import ConfigError
+    """Seconds a whole region read may take: BHARATEO_READ_TIMEOUT_S (default 30 s).
+    Raises ConfigError for a value that is not a number of seconds from 1 to 3,600."""
+    from bharateo.config import environment
 
-    raw = os.environ.get("BHARATEO_READ_TIMEOUT_S", "").strip()
-    try:
-        value = float(raw) if raw else READ_TIMEOUT_S
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"BHARATEO_READ_TIMEOUT_S must be a number of seconds above 0 "
-                          f"(got {raw!r}).")
-    return value
+    return environment.READ_TIMEOUT_S.get()
 
 
 def _is_remote(path: str) -> bool:
@@ -630,8 +622,10 @@ def default_presets(source: DataSource | None = None) -> list[RoiSpec]:
 
 # --- cache -----------------------------------------------------------------------------------
 def data_dir() -> Path:
-    default = Path(__file__).resolve().parents[2] / "data"
-    return Path(os.environ.get("BHARATEO_DATA_DIR", default))
+    """BHARATEO_DATA_DIR, default data/ (bharateo/config/environment.py)."""
+    from bharateo.config import environment
+
+    return environment.DATA_DIR.get()
 
 
 def cache_path(window: GlobalWindow, source: DataSource, root: Path | None = None) -> Path:

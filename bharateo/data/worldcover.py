@@ -11,7 +11,6 @@ one place: the docstring of bharateo/data/chips.py.
 from __future__ import annotations
 
 import math
-import os
 import re
 import urllib.parse
 import urllib.request
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from bharateo.config import environment
 
 NATIVE_WORLDCOVER_CLASSES = {
     10: "Tree cover",
@@ -295,10 +296,8 @@ class DataSource:
 
 def data_source_from_env() -> DataSource:
     """BHARATEO_WORLDCOVER_DIR (a folder) wins, then BHARATEO_WORLDCOVER_URL, else the bucket."""
-    folder = os.environ.get("BHARATEO_WORLDCOVER_DIR", "").strip()
-    if folder:
-        return DataSource("folder", str(Path(folder).expanduser().resolve()))
-    url = os.environ.get("BHARATEO_WORLDCOVER_URL", "").strip()
-    if url:
-        return DataSource("url", url.rstrip("/"))
+    if (folder := environment.WORLDCOVER_DIR.get()) is not None:
+        return DataSource("folder", str(folder))
+    if (url := environment.WORLDCOVER_URL.get()) is not None:
+        return DataSource("url", url)
     return DataSource("public", PUBLIC_BASE_URL)

@@ -21,13 +21,15 @@ memory the machine has free (available_bytes), so whatever is refused would not 
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_MAX_TRAINING_S = 1800.0  # half a 60-minute lesson: the one training slot of a laptop is
-# free again within the lesson; every preset fits with room (the largest, "bigger", is ~5 min on
-# the 2-core reference machine, ~30 min at the 3-8x slowdown a busy laptop showed, issue 22)
+from bharateo.config import environment
+
+DEFAULT_MAX_TRAINING_S = environment.MAX_TRAINING_S.default  # 1800 s: half a 60-minute lesson:
+# the one training slot of a laptop is free again within the lesson; every preset fits with room
+# (the largest, "bigger", is ~5 min on the 2-core reference machine, ~30 min at the 3-8x slowdown
+# a busy laptop showed, issue 22)
 CHIP_COPIES = 3  # server, training process, and the pickle between them while it is sent
 OPTIMISER_COPIES = 4  # weights, gradients, Adam's exp_avg and exp_avg_sq (float32)
 ACTIVATION_FLOATS_PER_TOKEN = 16  # saved per token and layer, in units of the layer's width:
@@ -81,16 +83,10 @@ def training_memory(config) -> MemoryEstimate:
 
 
 def max_training_seconds() -> float | None:
-    """BHARATEO_MAX_TRAINING_S: the server's time budget for one training in s. Unset, empty,
-    or not a positive finite number: DEFAULT_MAX_TRAINING_S; "none" (any case): no limit."""
-    raw = os.environ.get("BHARATEO_MAX_TRAINING_S", "").strip()
-    if raw.lower() == "none":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        return DEFAULT_MAX_TRAINING_S
-    return value if 0 < value < float("inf") else DEFAULT_MAX_TRAINING_S
+    """BHARATEO_MAX_TRAINING_S: the server's time budget for one training in s. Unset or empty:
+    DEFAULT_MAX_TRAINING_S; "none" (any case): no limit. EnvironmentVariableError for a value
+    that is not a number from 1 to 604,800 (bharateo/config/environment.py)."""
+    return environment.MAX_TRAINING_S.get()
 
 
 def _read_int(path: str) -> int | None:
@@ -107,11 +103,8 @@ def available_bytes() -> int | None:
     memory.max - memory.current, or v1's limit_in_bytes - usage_in_bytes). None where neither
     can be read (not Linux): no check is made then. BHARATEO_MEMORY_BYTES overrides (tests,
     a server that knows better)."""
-    if (given := os.environ.get("BHARATEO_MEMORY_BYTES")) is not None:
-        try:
-            return max(0, int(float(given)))
-        except ValueError:
-            pass
+    if (given := environment.MEMORY_BYTES.get()) is not None:
+        return given
     found = []
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

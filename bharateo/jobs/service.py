@@ -30,7 +30,6 @@ with the settings as they ended.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import asdict, replace
@@ -39,6 +38,7 @@ from bharateo.jobs import looks
 from bharateo.jobs.looks import StoredLooks
 from bharateo.jobs.worker import WorkerRun, keep_spare_worker, out_of_memory_message
 from bharateo.data.chips import build_chip_sets
+from bharateo.config import environment
 from bharateo.errors import BharatEOError, ConfigError
 from bharateo.jobs.limits import max_training_seconds  # noqa: F401  (30 min unset; docs/limits.md)
 from bharateo.training.experiment import ExperimentResult, RunConfig, renamed, save_experiment
@@ -56,23 +56,13 @@ POLL_S = 0.5  # how often a job looks at Stop, its session, the watchdog and the
 
 
 def max_trainings() -> int:
-    try:
-        return max(1, int(os.environ.get("BHARATEO_MAX_TRAININGS", "1")))
-    except ValueError:
-        return 1
-
-
-def _positive_seconds(name: str, default: float | None) -> float | None:
-    try:
-        value = float(os.environ[name])
-    except (KeyError, ValueError):
-        return default
-    return value if value > 0 and value != float("inf") else default
+    """BHARATEO_MAX_TRAININGS: trainings run at once (1); bharateo/config/environment.py."""
+    return environment.MAX_TRAININGS.get()
 
 
 def stall_seconds() -> float:
     """BHARATEO_STALL_S: seconds without any progress from a worker before it is killed (120)."""
-    return _positive_seconds("BHARATEO_STALL_S", 120.0)
+    return environment.STALL_S.get()
 
 
 

@@ -49,6 +49,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from bharateo.config import environment
 from bharateo.errors import BharatEOError  # torch and the training code: imported where used,
 # so the server's first page doesn't wait for them and a worker imports them at low priority
 
@@ -56,7 +57,7 @@ PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 _spare_lock = threading.Lock()
 _spare: subprocess.Popen | None = None
 READY = "ready"
-WORKER_NICE = 10  # added to the worker's niceness (BHARATEO_WORKER_NICE): the server comes first
+WORKER_NICE = environment.WORKER_NICE.default  # 10 added to a worker's niceness: the server first
 _GONE = ("gone",)  # the reader's last event: the worker closed its output (it ended)
 _NO_MEMORY = ("no memory",)  # the reader's last event: an event too large to read into memory
 OUT_OF_MEMORY_EXIT = 3  # a worker's exit code after a MemoryError it could not report
@@ -83,21 +84,16 @@ class TrainingFailed:
 def worker_threads() -> int:
     """Torch threads for a worker: BHARATEO_WORKER_THREADS, else the cores this process may use
     minus one (one is left to the server), at least 1."""
-    try:
-        return max(1, int(os.environ["BHARATEO_WORKER_THREADS"]))
-    except (KeyError, ValueError):
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        return max(1, (cores or 1) - 1)
+    if (threads := environment.WORKER_THREADS.get()) is not None:
+        return threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) - 1)
 
 
 def lower_priority() -> None:
     """In a worker: leave the server a core and the first claim on the CPU."""
     try:
-        nice = max(0, int(os.environ.get("BHARATEO_WORKER_NICE", WORKER_NICE)))
-    except ValueError:
-        nice = WORKER_NICE
-    try:
-        os.nice(nice)
+        os.nice(environment.WORKER_NICE.get())
     except OSError:  # not allowed here: train at the same priority
         pass
     import torch

@@ -33,6 +33,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from bharateo.config import environment
+
 STALE_UNOWNED_S = 3600.0  # an older version's temporary name (no owner recorded) this old is left over
 _OWNED_TMP_RE = re.compile(r"\.(\d{1,10})-(\d{1,20})\.[A-Za-z0-9_]+\.tmp$")
 _held = threading.local()  # per thread: {folder: depth} of the locks it holds
@@ -266,8 +268,8 @@ RESERVED = ".reserved"  # marker of a name reserved by a training that has not s
 
 
 def checkpoint_root() -> Path:
-    default = Path(__file__).resolve().parents[2] / "checkpoints"
-    return Path(os.environ.get("BHARATEO_CHECKPOINT_DIR", default))
+    """BHARATEO_CHECKPOINT_DIR, default checkpoints/ (bharateo/config/environment.py)."""
+    return environment.CHECKPOINT_DIR.get()
 
 
 def read_marker(path: Path) -> dict | None:

@@ -31,10 +31,11 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-from bharateo.errors import DistributedError
+from bharateo.config import environment
+from bharateo.errors import ConfigError, DistributedError
 from bharateo.data.worldcover import IGNORE_INDEX
 
-TIMEOUT_S = 300.0  # BHARATEO_DIST_TIMEOUT_S: longest wait for another rank in one collective
+TIMEOUT_S = environment.DIST_TIMEOUT_S.default  # 300 s, BHARATEO_DIST_TIMEOUT_S: longest wait for another rank in one collective
 LOSS_KEYS = ("rec", "esa", "rec_mae", "esa_acc")
 
 
@@ -67,14 +68,12 @@ def rank_env() -> tuple[int, int, int] | None:
 
 
 def timeout_s() -> float:
-    raw = os.environ.get("BHARATEO_DIST_TIMEOUT_S", "")
+    """BHARATEO_DIST_TIMEOUT_S (TIMEOUT_S unset). DistributedError, with the message of
+    bharateo/config/environment.py, for a value that is not 1-86,400 seconds."""
     try:
-        value = float(raw) if raw else TIMEOUT_S
-    except ValueError:
-        value = -1.0
-    if not 1 <= value <= 86_400:
-        raise DistributedError(f"BHARATEO_DIST_TIMEOUT_S must be 1-86400 seconds (got {raw!r}).")
-    return value
+        return environment.DIST_TIMEOUT_S.get()
+    except ConfigError as exc:
+        raise DistributedError(str(exc)) from None
 
 
 class RankGroup:

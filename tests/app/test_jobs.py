@@ -7,6 +7,7 @@ from dataclasses import asdict, replace
 import pytest
 import torch
 
+from bharateo.errors import ConfigError
 from bharateo.jobs import service as jobs
 from bharateo.data.chips import ChipConfig
 from bharateo.models.notebook import ModelConfig
@@ -113,10 +114,15 @@ def test_bad_settings_fail_with_the_message(monkeypatch):
     assert job.status == "failed" and "doesn't fit" in job.error and queue.running() == 0
 
 
-@pytest.mark.parametrize("value,expected", [("3", 3), ("0", 1), ("many", 1)])
+@pytest.mark.parametrize("value,expected", [("3", 3), ("0", None), ("many", None)])
 def test_max_trainings_from_env(monkeypatch, value, expected):
+    """A bad value is refused (bharateo/config/environment.py), never replaced by 1."""
     monkeypatch.setenv("BHARATEO_MAX_TRAININGS", value)
-    assert jobs.max_trainings() == expected
+    if expected is None:
+        with pytest.raises(ConfigError, match=f"BHARATEO_MAX_TRAININGS='{value}'"):
+            jobs.max_trainings()
+    else:
+        assert jobs.max_trainings() == expected
 
 
 def freeze(job):
@@ -232,14 +238,20 @@ def test_any_job_can_be_cancelled_from_the_queue_listing(monkeypatch):
     assert jobs.jobs_listing(queue) == []
 
 
-@pytest.mark.parametrize("value,expected", [(None, 1800.0), ("600", 600.0), ("0", 1800.0),
-                                            ("x", 1800.0), ("inf", 1800.0), ("None", None)])
+@pytest.mark.parametrize("value,expected", [(None, 1800.0), ("600", 600.0), ("0", ConfigError),
+                                            ("x", ConfigError), ("inf", ConfigError),
+                                            ("None", None)])
 def test_max_training_seconds_from_env(monkeypatch, value, expected):
+    """A bad value is refused (bharateo/config/environment.py), never replaced by 30 min."""
     if value is None:
         monkeypatch.delenv("BHARATEO_MAX_TRAINING_S", raising=False)
     else:
         monkeypatch.setenv("BHARATEO_MAX_TRAINING_S", value)
-    assert jobs.max_training_seconds() == expected
+    if expected is ConfigError:
+        with pytest.raises(ConfigError, match=f"BHARATEO_MAX_TRAINING_S='{value}'"):
+            jobs.max_training_seconds()
+    else:
+        assert jobs.max_training_seconds() == expected
 
 
 def test_the_worker_trains_at_a_lower_priority_and_leaves_a_core_to_the_server(monkeypatch):

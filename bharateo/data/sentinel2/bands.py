@@ -3,6 +3,7 @@ scale and offset, the default catalogue (sources: ESA's L2A product specificatio
 Earth Search)."""
 from __future__ import annotations
 
+from bharateo.config import environment
 from bharateo.data.sources import PIXEL_SOURCES, S2_BANDS_4, S2_BANDS_10
 
 # --- bands (ESA Sentinel-2 MSI; names as in the L2A product and its COGs) ----------------------
@@ -31,8 +32,8 @@ BAND_NODATA_DN = 0  # L2A band no-data value
 QUANTIFICATION_VALUE = 10000  # L2A: reflectance = (DN + BOA_ADD_OFFSET) / 10000
 BOA_ADD_OFFSET = -1000  # processing baseline >= 04.00 (products since 25 Jan 2022)
 OFFSET_BASELINE = 4.0
-DEFAULT_STAC_URL = "https://earth-search.aws.element84.com/v1"  # Element 84 Earth Search
-DEFAULT_COLLECTION = "sentinel-2-l2a"
+DEFAULT_STAC_URL = environment.S2_STAC_URL.default  # Element 84 Earth Search
+DEFAULT_COLLECTION = environment.S2_COLLECTION.default  # sentinel-2-l2a
 DEFAULT_DATES = "2021-01-01/2021-12-31"  # WorldCover 2021's year
 DEFAULT_MAX_CLOUD = 20.0
 SEARCH_MAX_ITEMS = 200

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -13,6 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bharateo.config import environment
 from bharateo.errors import BharatEOError, ConfigError, RegionError, SourceUnreachableError
 from bharateo.data.sentinel2.bands import (ASSET_KEYS, DEFAULT_COLLECTION, DEFAULT_DATES,
                                       DEFAULT_MAX_CLOUD, DEFAULT_STAC_URL,
@@ -62,13 +62,11 @@ def s2_source_from_env() -> S2Source:
     (DEFAULT_STAC_URL); BHARATEO_S2_COLLECTION names the collection (default sentinel-2-l2a).
     BHARATEO_S2_ASSET_HOSTS (comma-separated) names the hosts besides the catalogue's own that its
     items' band files may be read from (Earth Search: EARTH_SEARCH_ASSET_HOSTS)."""
-    collection = os.environ.get("BHARATEO_S2_COLLECTION", "").strip() or DEFAULT_COLLECTION
-    folder = os.environ.get("BHARATEO_S2_DIR", "").strip()
-    if folder:
-        return S2Source("folder", str(Path(folder).expanduser().resolve()), collection)
-    url = (os.environ.get("BHARATEO_S2_STAC_URL", "").strip() or DEFAULT_STAC_URL).rstrip("/")
-    hosts = tuple(h.strip() for h in os.environ.get("BHARATEO_S2_ASSET_HOSTS", "").split(",")
-                  if h.strip())
+    collection = environment.S2_COLLECTION.get()
+    if (folder := environment.S2_DIR.get()) is not None:
+        return S2Source("folder", str(folder), collection)
+    url = environment.S2_STAC_URL.get()
+    hosts = environment.S2_ASSET_HOSTS.get()
     if url == DEFAULT_STAC_URL:
         hosts += EARTH_SEARCH_ASSET_HOSTS
     return S2Source("stac", url, collection, hosts)
