@@ -60,6 +60,7 @@ from bharateo.data.chips import (ChipConfig, ChipSet, SamplingPlan, SamplingTall
                             iter_chips, labels_to_tokens, patch_mode_labels, plan_chips)
 from bharateo.storage.paths import new_folder_problem
 from bharateo.errors import ChipError, ChipStoreError, ConfigError
+from bharateo.files import write_new_file
 from bharateo.models.notebook import patchify
 from bharateo.data.reflectance import BandStats, band_stats, normalise
 from bharateo.config.settings import check_settings
@@ -88,11 +89,7 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _write_new(path: Path, data: bytes) -> None:
-    with open(path, "xb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+_write_new = write_new_file  # each shard and the manifest: a new file in the store's temp folder
 
 
 def _kinds(bands) -> tuple[str, ...]:
