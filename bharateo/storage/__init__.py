@@ -1,6 +1,7 @@
 """What is kept on disk: saved runs (runs.py) under the checkpoints folder's safety rules
 (runfolder.py), results stored beside a run (results.py), chip stores (chipstore.py), exports
-(export.py) and the checks of folder paths given from outside (paths.py).
+(export.py) and the checks of folder paths given from outside (paths.py). Every file is
+written with the lab's one atomic writer (bharateo/files.py).
 
 Builds on bharateo.config, bharateo.data and bharateo.models; knows nothing of training or the app.
 """
