@@ -5,9 +5,9 @@ damaged cache file it could not move aside (and said it had moved it), named nei
 .corrupt file nor the error's kind, left out what the lesson does with a region it could not
 cache, and never said that a region it could not read again had a damaged cached copy.
 
-Faults are injected at the write (tempfile.mkstemp) and at the move aside (os.replace), the
-same errno a read-only folder or a full disk gives, so they run unprivileged; tests/
-test_data_faults.py also mounts a real read-only or full tmpfs where it may."""
+Faults are injected at the write (tempfile.mkstemp) and at the move aside (os.replace), with
+the errno a read-only folder or a full disk gives, so they run unprivileged (tests/
+test_data_faults.py mounts a real read-only or full tmpfs where it may)."""
 from __future__ import annotations
 
 import errno
@@ -74,7 +74,7 @@ def refuse_writes(mp, code: int) -> None:
 
 
 def refuse_moves_aside(mp, code: int) -> None:
-    """Moving a file to <name>.corrupt fails with `code` (a read-only folder); other renames work."""
+    """Moving a file to <name>.corrupt fails with `code` (a read-only folder); others work."""
     real = os.replace
 
     def replace(src, dst, *args, **kwargs):

@@ -98,6 +98,8 @@ class Roi:
 
 
 def check_roi_spec(spec: RoiSpec) -> None:
+    """RegionError unless `spec` is a region: a whole size in ROI_SIZE_RANGE pixels, a centre
+    that is a longitude/latitude, the whole square inside WorldCover's latitudes (COVERAGE_LAT)."""
     lo, hi = ROI_SIZE_RANGE
     if isinstance(spec.size, bool) or not isinstance(spec.size, numbers.Integral):
         raise RegionError(f"ROI size must be a whole number of pixels (got {spec.size!r}).")

@@ -130,7 +130,8 @@ def eta_seconds(steps: list[dict], epochs: int, window: int = 20) -> float | Non
 
 
 def run_chips_per_s(run) -> float | None:
-    """Training speed of a saved run (storage.runs.SavedRun, its `history`): the median of its epochs' chips/s (None if unknown)."""
+    """Training speed of a saved run (storage.runs.SavedRun, read: its `history`): the median
+    of its epochs' chips/s (None if unknown)."""
     speeds = [e.get("chips_per_s") for e in run.history]
     speeds = [float(v) for v in speeds if is_number(v) and math.isfinite(v) and v > 0]
     return statistics.median(speeds) if speeds else None

@@ -202,8 +202,8 @@ def load_s2_roi(spec: RoiSpec, bands=BANDS_4, query: S2Query | None = None,
         return scene, grid, found_notes, dn, scl, valid, labels, wc_info
 
     def advise(exc):
-        if not isinstance(exc, SourceUnreachableError) or labels_read:  # labels: WorldCover's advice
-            return exc
+        if not isinstance(exc, SourceUnreachableError) or labels_read:
+            return exc  # the labels' read: its advice is about WorldCover, and right
         return SourceUnreachableError(
             str(exc).replace("BHARATEO_WORLDCOVER_DIR to a folder holding the tiles",
                              "BHARATEO_S2_DIR to a folder of scenes"))
