@@ -51,7 +51,7 @@ S2_BYTES_PER_VALUE = 2  # uint16 reflectance x 10000, as L2A products store it
 def plan(report: dict) -> dict:
     """1M chips x 100 epochs at 10 bands from this run's measured figures and the assumptions
     above. Every number in docs/scale.md's plan table comes from here."""
-    from bharateo.app.train import chip_flops
+    from bharateo.training.estimate import chip_flops
     from bharateo.models.notebook import ModelConfig
     from bharateo.models.sizes import notebook_parameter_count as parameter_count
     from bharateo.training.tokens import token_accounting
@@ -217,7 +217,7 @@ def main() -> None:
     if args.build_worker:
         return worker_build(args.build_worker[0], int(args.build_worker[1]))
 
-    from bharateo.app.train import chip_flops
+    from bharateo.training.estimate import chip_flops
     from bharateo.models.registry import MODELS
     from bharateo.models.notebook import ModelConfig
 

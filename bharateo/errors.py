@@ -25,7 +25,8 @@ class MissingTileError(RegionError):
 class LandTileMissingError(MissingTileError):
     """The data source has no file for a tile that holds land (GLOBE 1 km land mask,
     bharateo/data/landmask.py), so its part of the region can't be read as open sea. The message
-    (roi.land_tile_missing) names the tile, its extent, its official URL and how to get it."""
+    (bharateo/data/reads.py check_missing_tile_is_sea) names the tile, its extent, its official
+    URL and how to get it."""
 
     def __init__(self, tile: str, message: str):
         self.tile = tile

@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bharateo.data.roi import NOTEBOOK_ROIS, SYNTHETIC_TAG, GlobalWindow, RoiSpec, roi_window
+from bharateo.data.grid import GlobalWindow
+from bharateo.data.reads import SYNTHETIC_TAG
+from bharateo.data.roi import NOTEBOOK_ROIS, RoiSpec, roi_window
 from bharateo.data.worldcover import (
     NODATA,
     PIXELS_PER_DEGREE,

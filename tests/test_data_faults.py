@@ -17,9 +17,14 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from bharateo import cli
-from bharateo.data import roi as roi_mod
+from bharateo.data import cache as cache_mod
+from bharateo import files as files_mod
+from bharateo.data import gdal as gdal_mod
+from bharateo.data import reads as reads_mod
 from bharateo.errors import BharatEOError, ConfigError, SourceUnreachableError, TileFileError
-from bharateo.data.roi import RoiSpec, cache_path, load_roi, read_timeout_s, roi_window
+from bharateo.data.cache import cache_path
+from bharateo.data.deadline import read_timeout_s
+from bharateo.data.roi import RoiSpec, load_roi, roi_window
 from bharateo.data.worldcover import DataSource, data_source_from_env, redact_text, redact_url, tile_filename
 from tests.fixture_tiles import (
     AnswerServer,
@@ -161,7 +166,7 @@ def faulty_data(request, tmp_path, monkeypatch):
         def refuse(*args, **kwargs):
             raise OSError(code, "injected", str(folder))
 
-        monkeypatch.setattr(roi_mod.tempfile, "mkstemp", refuse)
+        monkeypatch.setattr(files_mod.tempfile, "mkstemp", refuse)
     monkeypatch.setenv("BHARATEO_DATA_DIR", str(folder))
     return kind, folder
 
@@ -269,7 +274,7 @@ def test_read_timeout_setting_is_checked(value, monkeypatch):
 
 def test_regions_page_reports_a_stalled_source(monkeypatch):
     monkeypatch.setenv("BHARATEO_READ_TIMEOUT_S", "2")
-    monkeypatch.setattr(roi_mod, "_HAS_TILE", {})
+    monkeypatch.setattr(reads_mod, "_HAS_TILE", {})
     with StallingServer() as srv:
         monkeypatch.setenv("BHARATEO_WORLDCOVER_URL", srv.url)
         at = AppTest.from_file(APP, default_timeout=60).run()
@@ -406,7 +411,7 @@ def test_map_overviews_skip_a_reprojected_tile_and_a_swapped_cache(worldcover_di
 
     source = data_source_from_env()
     load_roi(SMALL, source), load_roi(OTHER, source)
-    data = Path(roi_mod.data_dir())
+    data = Path(cache_mod.data_dir())
     assert len(cached_region_overviews(data)) == 2
     mine, theirs = (cache_path(roi_window(s), source) for s in (SMALL, OTHER))
     mine.write_bytes(theirs.read_bytes())
@@ -435,7 +440,7 @@ def test_a_stall_that_gdal_gives_up_on_is_not_called_wrong_data(answered, fixtur
     """When GDAL's own per-request limit ends a stalled request first, the file opens without its
     georeferencing or its blocks fail to read: that is a broken connection, never reported as a
     file off the WorldCover grid or as a damaged tile."""
-    monkeypatch.setattr(roi_mod, "GDAL_ENV", {**roi_mod.GDAL_ENV, "GDAL_HTTP_TIMEOUT": 2,
+    monkeypatch.setattr(gdal_mod, "GDAL_ENV", {**gdal_mod.GDAL_ENV, "GDAL_HTTP_TIMEOUT": 2,
                                               "GDAL_HTTP_LOW_SPEED_TIME": 1,
                                               "GDAL_HTTP_RETRY_DELAY": 0.1})
     monkeypatch.setenv("BHARATEO_READ_TIMEOUT_S", "120")

@@ -101,7 +101,7 @@ def test_no_science_module_imports_the_app_or_ui_packages_even_lazily():
 # Bottom to top: a module may import its own package and anything in a lower layer. The base
 # modules (errors, words, untrusted) sit under everything; the CLI and `python -m` on top.
 LAYERS = (
-    ("bharateo", "bharateo.errors", "bharateo.words", "bharateo.untrusted"),
+    ("bharateo", "bharateo.errors", "bharateo.words", "bharateo.untrusted", "bharateo.files"),
     ("bharateo.config",),
     ("bharateo.data",),
     ("bharateo.models",),

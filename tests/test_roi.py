@@ -11,27 +11,19 @@ import time
 import numpy as np
 import pytest
 
-from bharateo.data import roi as roi_mod
+from bharateo import files as files_mod
+from bharateo.data import reads as reads_mod
 from bharateo.errors import (
     LandTileMissingError,
     MissingTileError,
     RegionError,
     SourceUnreachableError,
 )
-from bharateo.data.roi import (
-    NOTEBOOK_ROIS,
-    SYNTHETIC_TAG,
-    GlobalWindow,
-    Roi,
-    RoiSpec,
-    atomic_write_bytes,
-    cache_binding,
-    cache_path,
-    check_no_overlap,
-    load_roi,
-    read_cache,
-    roi_window,
-)
+from bharateo.data.cache import cache_binding, cache_path, read_cache
+from bharateo.data.grid import GlobalWindow
+from bharateo.data.reads import SYNTHETIC_TAG
+from bharateo.data.roi import NOTEBOOK_ROIS, Roi, RoiSpec, check_no_overlap, load_roi, roi_window
+from bharateo.files import atomic_write_bytes
 from bharateo.data.worldcover import (
     PUBLIC_BASE_URL,
     DataSource,
@@ -378,7 +370,7 @@ def test_atomic_write_keeps_old_file_when_rename_fails(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(roi_mod.os, "replace", boom)
+    monkeypatch.setattr(files_mod.os, "replace", boom)
     with pytest.raises(OSError):
         atomic_write_bytes(target, b"new")
     monkeypatch.undo()
@@ -445,7 +437,7 @@ def test_missing_open_sea_tile_reads_as_nodata(tmp_path, monkeypatch, isolated_e
     west = -c
     assert (roi.native[:, :west] == 0).all() and np.array_equal(roi.native[:, west:], land)
     status = {t["tile"]: t["status"] for t in roi.provenance["tiles"]}
-    assert status == {"N15E072": "read", "N15E069": roi_mod.NOT_PUBLISHED}
+    assert status == {"N15E072": "read", "N15E069": reads_mod.NOT_PUBLISHED}
     assert roi.provenance["nodata_fraction"] == pytest.approx(west / w.size)
     assert len(roi.notes) == 1 and "N15E069" in roi.notes[0] and "no-data" in roi.notes[0]
     assert "GLOBE" in roi.notes[0]
@@ -460,9 +452,9 @@ def test_cache_that_read_a_land_tile_as_sea_is_read_again(fixture_tiles_dir, tmp
     monkeypatch.setenv("BHARATEO_WORLDCOVER_DIR", str(only75))
     spec = fixture_tiles_dir.edge_spec
     with monkeypatch.context() as old_rule:  # what the lab did before: every missing tile is sea
-        old_rule.setattr(roi_mod, "check_missing_tile_is_sea", lambda *a: None)
+        old_rule.setattr(reads_mod, "check_missing_tile_is_sea", lambda *a: None)
         stale = load_roi(spec)
-    assert stale.provenance["tiles"][1]["status"] == roi_mod.NOT_PUBLISHED
+    assert stale.provenance["tiles"][1]["status"] == reads_mod.NOT_PUBLISHED
     with pytest.raises(LandTileMissingError):
         load_roi(spec)
     copy_tiles(fixture_tiles_dir, only75, tiles=("N27E078",))

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from bharateo import cli
-from bharateo.data import roi as roi_mod
+from bharateo.data import gdal as gdal_mod
+from bharateo.data import reads as reads_mod
 from bharateo.errors import (
     LandTileMissingError,
     MissingTileError,
@@ -20,9 +21,9 @@ from bharateo.errors import (
     SourceUnreachableError,
     TileFileError,
 )
+from bharateo.data.reads import NOT_PUBLISHED, read_window, source_has_tile
 from bharateo.data.roi import (
     FIXTURE_LABEL,
-    NOT_PUBLISHED,
     NOTEBOOK_ROIS,
     SAMPLE_ROIS,
     UNVERIFIED_LABEL,
@@ -30,9 +31,7 @@ from bharateo.data.roi import (
     RoiSpec,
     default_presets,
     load_roi,
-    read_window,
     roi_window,
-    source_has_tile,
 )
 from bharateo.data.worldcover import (
     SAMPLE_DIR,
@@ -89,7 +88,7 @@ def no_network(monkeypatch):
     closed = closed_port_url()
     for var in ("GDAL_HTTP_PROXY", "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.setenv(var, closed)
-    monkeypatch.setattr(roi_mod, "_HAS_TILE", {})
+    monkeypatch.setattr(reads_mod, "_HAS_TILE", {})
 
 
 def free_port() -> int:
@@ -148,8 +147,8 @@ def test_default_presets_are_the_notebooks_when_their_tile_is_there(worldcover_d
 
 
 def test_source_has_tile_over_http_and_when_down(fixture_tiles_dir, monkeypatch):
-    monkeypatch.setattr(roi_mod, "_HAS_TILE", {})
-    monkeypatch.setattr(roi_mod, "NEGATIVE_TTL_S", 0.0)
+    monkeypatch.setattr(reads_mod, "_HAS_TILE", {})
+    monkeypatch.setattr(reads_mod, "NEGATIVE_TTL_S", 0.0)
     port = free_port()
     source = DataSource("url", f"http://127.0.0.1:{port}")
     assert source_has_tile(REAL_TILE, source)  # the bundle, no request needed
@@ -195,14 +194,14 @@ def test_window_reaching_into_an_open_sea_tile_reads_it_as_nodata(bundle, monkey
     assert c < 0
     folder_native, _ = read_window(window, DataSource("folder", str(REAL_DIR)))
     if not bundle:
-        monkeypatch.setattr(roi_mod, "bundled_tile_path", lambda tile: None)
+        monkeypatch.setattr(reads_mod, "bundled_tile_path", lambda tile: None)
     with RangeHTTPServer(REAL_DIR) as srv:
         native, info = read_window(window, DataSource("url", srv.url))
         assert srv.requests > 0
     status = {t["tile"]: t["status"] for t in info["tiles"]}
     assert status == {REAL_TILE: "read", "N00E003": NOT_PUBLISHED}
     assert (native[:, :-c] == 0).all() and np.array_equal(native, folder_native)
-    assert any("N00E003" in n and "no-data" in n for n in roi_mod.tile_notes(info))
+    assert any("N00E003" in n and "no-data" in n for n in reads_mod.tile_notes(info))
 
 
 def test_damaged_tile_is_an_error_not_sea(fixture_tiles_dir, tmp_path):
@@ -243,11 +242,11 @@ def test_source_is_read_again_once_it_is_back(fixture_tiles_dir, monkeypatch):
 
 
 def test_stalled_source_gives_a_clear_timeout(monkeypatch):
-    monkeypatch.setattr(roi_mod, "GDAL_ENV", {**roi_mod.GDAL_ENV, "GDAL_HTTP_TIMEOUT": 2,
+    monkeypatch.setattr(gdal_mod, "GDAL_ENV", {**gdal_mod.GDAL_ENV, "GDAL_HTTP_TIMEOUT": 2,
                                               "GDAL_HTTP_CONNECTTIMEOUT": 2,
                                               "GDAL_HTTP_LOW_SPEED_TIME": 1,
                                               "GDAL_HTTP_MAX_RETRY": 0})
-    monkeypatch.setattr(roi_mod, "_HAS_TILE", {})
+    monkeypatch.setattr(reads_mod, "_HAS_TILE", {})
     with StallingServer() as srv:
         monkeypatch.setenv("BHARATEO_WORLDCOVER_URL", srv.url)
         with pytest.raises(SourceUnreachableError) as e:
@@ -277,7 +276,7 @@ def test_server_error_is_retried_then_named(monkeypatch):
 
         do_HEAD = do_GET
 
-    monkeypatch.setattr(roi_mod, "GDAL_ENV", {**roi_mod.GDAL_ENV, "GDAL_HTTP_RETRY_DELAY": 0.1})
+    monkeypatch.setattr(gdal_mod, "GDAL_ENV", {**gdal_mod.GDAL_ENV, "GDAL_HTTP_RETRY_DELAY": 0.1})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Busy)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
@@ -287,7 +286,7 @@ def test_server_error_is_retried_then_named(monkeypatch):
     finally:
         server.shutdown()
         server.server_close()
-    assert len(asked) == 1 + roi_mod.GDAL_ENV["GDAL_HTTP_MAX_RETRY"] >= 2
+    assert len(asked) == 1 + gdal_mod.GDAL_ENV["GDAL_HTTP_MAX_RETRY"] >= 2
     assert not isinstance(e.value, RegionError)
     assert "N27E075" in str(e.value) and "HTTP 503" in str(e.value) and url in str(e.value)
 
@@ -316,7 +315,7 @@ def test_provenance_shows_the_files_tags(capsys, monkeypatch):
     ({**REAL_TAGS, "product_tile": "N27E075", "product_version": "V1.0.0",
       "time_start": "2020-01-01T00:00:00Z"}, UNVERIFIED_LABEL),  # WorldCover 2020 v100
     ({**REAL_TAGS, "product_tile": "N27E075"}, WORLDCOVER_LABEL),
-    ({**REAL_TAGS, "product_tile": "N27E075", roi_mod.SYNTHETIC_TAG: "1"}, FIXTURE_LABEL),
+    ({**REAL_TAGS, "product_tile": "N27E075", reads_mod.SYNTHETIC_TAG: "1"}, FIXTURE_LABEL),
 ], ids=["untagged", "other-tile", "v100", "v200", "fixture"])
 def test_only_files_that_say_so_are_worldcover(tags, label, tmp_path, capsys, monkeypatch):
     spec = RoiSpec("small_delhi", 77.23, 28.61, 256)

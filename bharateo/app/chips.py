@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from bharateo.app.pictures import NODATA_HELP
-from bharateo.app.regions import km_text, pixel_metres
+from bharateo.data.geodesy import km_text, pixel_metres
 from bharateo.app.state import CurrentModel
 from bharateo.data.chips import (HOLDOUT_BLOCKS, MAX_CHIP_NODATA_FRACTION, ChipConfig, ChipSet,
                             build_chip_sets)

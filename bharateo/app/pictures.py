@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from plotly.colors import sample_colorscale
 
-from bharateo.app.regions import ground_size
+from bharateo.data.geodesy import ground_size
 from bharateo.words import ordinal
 from bharateo.data.worldcover import (
     CLASS_COLORS_255,

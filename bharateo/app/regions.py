@@ -8,7 +8,6 @@ sidebar and Home use data_in_use_text.
 from __future__ import annotations
 
 import html
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -18,16 +17,17 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from bharateo.data.geodesy import (bounds_text, ground_size, km_text, lon_lat_text,
+                                   pixel_metres)
 from bharateo.errors import BharatEOError, RegionError
+from bharateo.data.cache import cache_path, data_dir
 from bharateo.data.roi import (
     NOTEBOOK_ROIS,
     SAMPLE_ROIS,
     Roi,
     RoiSpec,
-    cache_path,
     check_no_overlap,
     check_roi_spec,
-    data_dir,
     default_presets,
     default_roi_name,
     load_roi,
@@ -39,7 +39,6 @@ from bharateo.data.worldcover import (
     NODATA,
     NODATA_NAME,
     NUM_CLASSES,
-    PIXELS_PER_DEGREE,
     SAMPLE_TILES,
     DataSource,
     bundled_tile_path,
@@ -47,44 +46,11 @@ from bharateo.data.worldcover import (
     data_source_from_env,
 )
 
-WGS84_A = 6378137.0  # WGS84 semi-major axis, m (NIMA TR8350.2)
-WGS84_F = 1 / 298.257223563  # WGS84 flattening
 SIZE_OPTIONS = [512, 1024, 1536, 2048, 2560, 3072, 3584, 4096]
 DEFAULT_SIZE = 2048
 
 
-# --- ground size -----------------------------------------------------------------------------
-def pixel_metres(lat: float) -> tuple[float, float]:
-    """(north-south, east-west) ground size in metres of one WorldCover pixel at latitude `lat`.
-
-    A pixel is 1/12000 degree each way. On the WGS84 ellipsoid one degree of latitude is
-    M * pi/180 and one of longitude N * cos(lat) * pi/180, with M and N the meridional and
-    prime-vertical radii of curvature: 9.21-9.31 m north-south (equator to pole), and 8.15 m
-    east-west at Delhi (28.6N), 9.28 m at the equator.
-    """
-    e2 = WGS84_F * (2 - WGS84_F)
-    phi = math.radians(lat)
-    w = math.sqrt(1 - e2 * math.sin(phi) ** 2)
-    meridional, prime_vertical = WGS84_A * (1 - e2) / w ** 3, WGS84_A / w
-    per_degree = math.pi / 180 / PIXELS_PER_DEGREE
-    return meridional * per_degree, prime_vertical * math.cos(phi) * per_degree
-
-
-def ground_size(pixels: int, lat: float) -> str:
-    """2048, 28.61 -> '2048 px ≈ 18.9 km N-S x 16.7 km E-W at 28.61°N' (WGS84, see pixel_metres).
-
-    The east-west size is the one at `lat` (a region's centre); it shrinks with cos(latitude).
-    """
-    ns, ew = pixel_metres(lat)
-    return (f"{pixels} px ≈ {km_text(pixels * ns)} N-S x {km_text(pixels * ew)} E-W "
-            f"at {abs(lat):.2f}°{'N' if lat >= 0 else 'S'}")
-
-
-def km_text(metres: float) -> str:
-    """18929.3 -> '18.9 km'; 590.4 -> '590 m'."""
-    return f"{metres / 1000:.1f} km" if metres >= 1000 else f"{metres:.0f} m"
-
-
+# --- ground size (the geodesy is bharateo/data/geodesy.py) -------------------------------
 def size_label(pixels: int, pixel_m: tuple[float, ...] | None = None) -> str:
     """A region side for the size slider and the reading progress, before any latitude.
 
@@ -156,15 +122,6 @@ def roi_ground_size(roi: Roi) -> str:
         m = float(roi.provenance["pixel_m"])
         return f"{roi.spec.size} px of {m:g} m ≈ {km_text(roi.spec.size * m)} a side"
     return ground_size(roi.spec.size, roi.spec.lat)
-
-
-def lon_lat_text(lon: float, lat: float) -> str:
-    return f"{abs(lon):.4f}°{'E' if lon >= 0 else 'W'} {abs(lat):.4f}°{'N' if lat >= 0 else 'S'}"
-
-
-def bounds_text(bounds) -> str:
-    west, south, east, north = bounds
-    return f"W {west:.4f}, S {south:.4f}, E {east:.4f}, N {north:.4f}"
 
 
 # --- regions ---------------------------------------------------------------------------------

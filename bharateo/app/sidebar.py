@@ -11,7 +11,7 @@ import streamlit as st
 from bharateo.app.regions import (PRESET_PLACES, data_in_use_text, pixel_query, s2_reading_text,
                                   source_choices)
 from bharateo.app.state import current_model
-from bharateo.data.roi import data_dir
+from bharateo.data.cache import data_dir
 from bharateo.data.worldcover import (
     ATTRIBUTION,
     SAMPLE_TILES,

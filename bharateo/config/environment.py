@@ -222,7 +222,7 @@ def variable(name: str, kind, default, default_text: str, meaning: str, doc: str
 DATA_DIR = variable(
     "BHARATEO_DATA_DIR", Folder(), ROOT / "data", "data/ beside the bharateo package",
     "Folder of cached region reads and overviews (created when missing).", "docs/data.md",
-    ("bharateo.data.roi",))
+    ("bharateo.data.cache",))
 CHECKPOINT_DIR = variable(
     "BHARATEO_CHECKPOINT_DIR", Folder(), ROOT / "checkpoints",
     "checkpoints/ beside the bharateo package",
@@ -240,7 +240,7 @@ WORLDCOVER_URL = variable(
 READ_TIMEOUT_S = variable(
     "BHARATEO_READ_TIMEOUT_S", Number(1, 3600, unit="seconds"), 30.0, "30 s",
     "Longest a whole region read may take (connect, requests, retries).", "docs/data.md",
-    ("bharateo.data.roi",))
+    ("bharateo.data.deadline",))
 
 # --- Sentinel-2 ------------------------------------------------------------------------------
 S2_DIR = variable(

@@ -17,15 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bharateo.data.roi import (
-    GDAL_ENV,
-    SYNTHETIC_TAG,
-    Roi,
-    RoiSpec,
-    atomic_write_bytes,
-    binding_from_cache_name,
-    read_cache,
-)
+from bharateo.data.cache import binding_from_cache_name, read_cache
+from bharateo.data.gdal import GDAL_ENV
+from bharateo.data.reads import SYNTHETIC_TAG
+from bharateo.data.roi import Roi, RoiSpec
+from bharateo.files import atomic_write_bytes
 from bharateo.errors import TileFileError
 from bharateo.data.worldcover import CLASS_COLORS_255, NODATA, TILE_DEGREES, collapse_worldcover
 
@@ -97,7 +93,7 @@ def png_bytes(rgba: np.ndarray) -> bytes:
 def _covers_tile(src, tile: str) -> bool:
     """True when the open file lies in EPSG:4326 exactly over `tile` (to 1/100 of a 10 m pixel).
     Enough for a ~1 km picture drawn at the tile's bounds; region reads check the full 10 m grid
-    (roi.check_tile_grid)."""
+    (grid.check_tile_grid)."""
     if not src.crs or src.crs.to_epsg() != 4326:
         return False
     return all(abs(a - b) < 1e-6 for a, b in zip(src.bounds, tile_bounds(tile)))

@@ -61,6 +61,7 @@ from bharateo.data.chips import (ChipConfig, ChipSet, SamplingPlan, SamplingTall
 from bharateo.storage.paths import new_folder_problem
 from bharateo.errors import ChipError, ChipStoreError, ConfigError
 from bharateo.data.patches import patchify
+from bharateo.files import write_new_file
 from bharateo.data.reflectance import BandStats, band_stats, normalise
 from bharateo.config.settings import check_settings
 from bharateo.data.sources import PIXEL_SOURCES
@@ -88,11 +89,7 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _write_new(path: Path, data: bytes) -> None:
-    with open(path, "xb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+_write_new = write_new_file  # each shard and the manifest: a new file in the store's temp folder
 
 
 def _kinds(bands) -> tuple[str, ...]:

@@ -142,11 +142,6 @@ def make_temp_dir(folder: Path, what: str) -> Path:
     return Path(tempfile.mkdtemp(dir=folder, prefix=f".{what}.{owner_tag()}.", suffix=".tmp"))
 
 
-def make_temp_file(folder: Path, what: str) -> tuple[int, str]:
-    """tempfile.mkstemp in `folder` with the owner in its hidden name -> (fd, path)."""
-    return tempfile.mkstemp(dir=folder, prefix=f".{what}.{owner_tag()}.", suffix=".tmp")
-
-
 def _left_over(path: Path, now: float) -> bool:
     """A hidden temporary name whose owner is gone (or an older version's, long unchanged)."""
     name = path.name

@@ -31,13 +31,14 @@ from typing import Callable
 
 import torch
 
+from bharateo.files import atomic_write_bytes, write_new_file
 from bharateo.errors import (BharatEOError, CheckpointMismatchError, ConfigError, RunDamagedError, RunNameError,
                              RunNotFoundError, RunSaveError)
 from bharateo.data.reflectance import BandStats
 from bharateo.models.registry import build_model
 from bharateo.models.device import cpu_state_dict, resolve_device
 from bharateo.models.notebook import ModelConfig, TinyRGBMAE
-from bharateo.storage.runfolder import (RunFileError, linked_files, make_temp_dir, make_temp_file, open_run_file,
+from bharateo.storage.runfolder import (RunFileError, linked_files, make_temp_dir, open_run_file, owner_tag,
                                 owner, reservation_alive, runs_locked)
 from bharateo.storage.runfolder import RESERVED, checkpoint_root, clean_checkpoints as clean_leftovers  # noqa: F401
 from bharateo.storage.runfolder import read_marker as _marker
@@ -99,26 +100,13 @@ def _save_error(exc: OSError, name: str, where: Path) -> RunSaveError:
                         "folder), then try again.")
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    """Write `data` to a new file `path` and fsync it (OSError on a full or read-only disk)."""
-    with open(path, "xb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+_write_file = write_new_file  # a new file of a run being assembled (files.write_new_file)
 
 
 def _write_into(folder: Path, filename: str, data: bytes) -> None:
-    """Replace folder/filename atomically; never creates `folder` (FileNotFoundError if gone)."""
-    fd, tmp = make_temp_file(folder, filename)  # owner in its name: clean_leftovers
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, folder / filename)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Replace folder/filename atomically (files.atomic_write_bytes, its temp file named with
+    this process for clean_leftovers); never creates `folder` (FileNotFoundError if gone)."""
+    atomic_write_bytes(folder / filename, data, make_folder=False, owner=owner_tag())
 
 
 def reserve_run_name(name: str, root: Path | None = None, exact: bool = False) -> ReservedName:

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 from bharateo.data.chips import ChipConfig
 from bharateo.models.notebook import ModelConfig
 from bharateo.training.experiment import PRESETS, RunConfig
-from bharateo.app.train import (budget_advice, estimate_training_seconds, speed_factor,
-                             training_estimate)
+from bharateo.app.train import training_estimate
+from bharateo.training.estimate import budget_advice, estimate_training_seconds, speed_factor
 from bharateo.training.loop import TrainConfig
 
 HUGE = RunConfig(chips=ChipConfig(n_chips=4096), model=ModelConfig(embed_dim=256, depth=8, heads=8),
@@ -53,11 +53,11 @@ def one_step_reference_chips_per_s(config: RunConfig) -> float:
     """Chips/s of one training step of `config` at the reference speed (factor 1)."""
     from dataclasses import replace
 
-    from bharateo.app.train import _epoch_seconds
+    from bharateo.training.estimate import epoch_seconds
 
     batch = config.train.batch_size
     step = replace(config, chips=replace(config.chips, n_chips=batch))
-    return batch / _epoch_seconds(step, 1.0)[0]
+    return batch / epoch_seconds(step, 1.0)[0]
 
 
 def test_without_saved_runs_the_estimate_uses_the_start_up_calibration_or_says_uncalibrated():

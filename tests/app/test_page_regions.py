@@ -10,15 +10,8 @@ from streamlit.testing.v1 import AppTest
 
 from bharateo.app import mapview, pictures, regions as app_regions
 from bharateo.app.mapview import propose_roi_from_click
-from bharateo.data.roi import (
-    NOTEBOOK_ROIS,
-    SAMPLE_ROIS,
-    Roi,
-    RoiSpec,
-    cache_path,
-    load_roi,
-    roi_window,
-)
+from bharateo.data.cache import cache_path
+from bharateo.data.roi import NOTEBOOK_ROIS, SAMPLE_ROIS, Roi, RoiSpec, load_roi, roi_window
 from bharateo.data.worldcover import (SAMPLE_TILES, bundled_tile_path, collapse_worldcover,
                                  data_source_from_env)
 from tests.paths import APP, SHARED
@@ -54,7 +47,7 @@ def map_script(at) -> str:
 
 def metres_per_degree(lat: float) -> tuple[float, float]:
     """(N-S, E-W) metres per degree on WGS84 from the standard series (e.g. the NGA / Wikipedia
-    'length of a degree' tables): an independent check of app_regions.pixel_metres."""
+    'length of a degree' tables): an independent check of geodesy.pixel_metres."""
     phi = math.radians(lat)
     ns = 111132.954 - 559.822 * math.cos(2 * phi) + 1.175 * math.cos(4 * phi)
     ew = 111412.84 * math.cos(phi) - 93.5 * math.cos(3 * phi) + 0.118 * math.cos(5 * phi)

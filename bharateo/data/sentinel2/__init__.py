@@ -7,7 +7,7 @@ on lon/lat. This module
      limit, or the scenes of a local folder (BHARATEO_S2_DIR: <scene>/B02.tif ... SCL.tif plus the
      scene's STAC item JSON); of the scenes that cover the whole region, the least cloudy wins;
   2. reads only the region's window of each band with rasterio (GDAL /vsicurl/ range requests for
-     URLs, the same bounded GDAL settings as WorldCover, see roi.GDAL_ENV); the 20 m bands (B05
+     URLs, the same bounded GDAL settings as WorldCover, see gdal.GDAL_ENV); the 20 m bands (B05
      B06 B07 B8A B11 B12, SCL) are put on the 10 m grid by repeating each pixel 2 x 2 (nearest:
      measured values are kept, never blended across a cloud edge);
   3. turns digital numbers into reflectance: (DN + offset) / 10000, offset -1000 for processing

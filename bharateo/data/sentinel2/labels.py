@@ -13,7 +13,8 @@ from bharateo.errors import (
     RegionError,
     SourceUnreachableError,
 )
-from bharateo.data.roi import GlobalWindow, read_window
+from bharateo.data.grid import GlobalWindow
+from bharateo.data.reads import read_window
 from bharateo.data.sentinel2.read import RegionGrid
 from bharateo.data.worldcover import NODATA, PIXELS_PER_DEGREE, DataSource, data_source_from_env
 
@@ -28,7 +29,7 @@ def worldcover_on_grid(grid: RegionGrid, source: DataSource | None = None,
     """WorldCover native codes reprojected onto the region's UTM grid -> (S x S uint8, provenance
     of the WorldCover read: tiles, tags, synthetic, source).
 
-    The WorldCover pixels covering the region (plus a 2 px margin) are read with roi.read_window
+    The WorldCover pixels covering the region (plus a 2 px margin) are read with reads.read_window
     (the same checks, sea tiles and sources as WorldCover regions) and reprojected with
     rasterio.warp.reproject: nearest neighbour on a 10 m grid, mode (the most frequent class)
     on a coarser one; both only ever give codes that occur in the source (class-preserving).
@@ -62,7 +63,7 @@ def worldcover_on_grid(grid: RegionGrid, source: DataSource | None = None,
 
 
 def labels_error(exc: BharatEOError, tiles: list[str], source: DataSource) -> BharatEOError:
-    """One piece of advice for labels that couldn't be read (`exc` from roi.read_window): the
+    """One piece of advice for labels that couldn't be read (`exc` from reads.read_window): the
     WorldCover tiles they need, why they couldn't be read, and where to get them. The scene was
     found, so nothing here is about BHARATEO_S2_DIR. -> RegionError for a tile the source has no
     file for (MissingTileError), else SourceUnreachableError."""

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from bharateo.errors import BharatEOError, RegionError, SourceUnreachableError, TileFileError
-from bharateo.data.roi import GDAL_ENV, RoiSpec
+from bharateo.data.gdal import gdal_env
+from bharateo.data.roi import RoiSpec
 from bharateo.data.sentinel2.bands import (BAND_NODATA_DN, BOA_ADD_OFFSET, OFFSET_BASELINE,
                                       QUANTIFICATION_VALUE, SCL_NODATA_CLASSES)
 from bharateo.data.sentinel2.scenes import S2Query, Scene, footprint_contains, in_range
@@ -92,12 +93,8 @@ def open_band(href: str):
 
 
 def _env(deadline: float | None = None) -> dict:
-    env = dict(GDAL_ENV)
-    if deadline is not None:
-        cap = max(1, math.ceil(deadline - time.monotonic()))
-        for key in ("GDAL_HTTP_TIMEOUT", "GDAL_HTTP_CONNECTTIMEOUT", "GDAL_HTTP_LOW_SPEED_TIME"):
-            env[key] = min(GDAL_ENV[key], cap)
-    return env
+    """gdal.gdal_env: WorldCover's GDAL settings, each request capped to `deadline`."""
+    return gdal_env(deadline=deadline)
 
 
 def _band_error(exc: Exception, scene: Scene, band: str) -> BharatEOError:

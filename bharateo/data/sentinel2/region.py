@@ -6,7 +6,6 @@ import datetime as dt
 import hashlib
 import io
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -15,8 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from bharateo.errors import BharatEOError, RegionError, SourceUnreachableError
-from bharateo.data.roi import (MAX_NODATA_FRACTION, Roi, RoiSpec, _disk_fault, _with_deadline,
-                          atomic_write_bytes, data_dir, read_timeout_s)
+from bharateo.data.cache import RegionCache, data_dir
+from bharateo.data.geodesy import METRES_PER_DEGREE_EQUATOR
+from bharateo.data.roi import MAX_NODATA_FRACTION, Roi, RoiSpec, check_roi_spec
+from bharateo.files import atomic_write_bytes
 from bharateo.data.sentinel2.bands import BANDS_4, BANDS_10, S2_LABEL, S2_SOURCES, SCL_CLOUD_CLASSES
 from bharateo.data.sentinel2.labels import worldcover_on_grid
 from bharateo.data.sentinel2.read import (RegionGrid, choose_scene, folder_elsewhere, open_band, place_text,
@@ -119,7 +120,7 @@ def find_scene(spec: RoiSpec, query: S2Query, source: S2Source,
         scenes, notes = folder_scenes(Path(source.location))
         where = source.describe()
     else:
-        half = spec.size * 10 / 2 / 111_320  # the region's half width in degrees at 10 m pixels
+        half = spec.size * 10 / 2 / METRES_PER_DEGREE_EQUATOR  # half width, degrees, 10 m pixels
         bbox = (spec.lon - half, spec.lat - half, spec.lon + half, spec.lat + half)
         scenes = stac_scenes(source, bbox, query)
         where = source.describe()
@@ -167,61 +168,49 @@ def load_s2_roi(spec: RoiSpec, bands=BANDS_4, query: S2Query | None = None,
     (default BHARATEO_READ_TIMEOUT_S); `progress(fraction, text)` is called while it runs.
     Raises RegionError (no scene in range, none covering the region, the region more than
     MAX_NODATA_FRACTION cloud / no-data), SourceUnreachableError, TileFileError (a band file
-    damaged or off the scene's grid) with messages saying what to do."""
+    damaged or off the scene's grid) with messages saying what to do. The cache flow and its
+    disk faults are WorldCover's (cache.RegionCache): a damaged cache file is moved aside and the
+    region read again; a region that can't be cached (read-only or full data/) is returned with
+    `cache_error` and a note saying why."""
     query = (query or S2Query()).check()
     source = source or s2_source_from_env()
     wc_source = wc_source or data_source_from_env()
     bands = tuple(bands)
     if not bands or any(b not in BANDS_10 for b in bands):
         raise RegionError(f"Sentinel-2 bands must be among {', '.join(BANDS_10)} (got {bands}).")
-    from bharateo.data.roi import check_roi_spec
-
     check_roi_spec(spec)
-    path = cache_path(spec, bands, query, source, wc_source)
     binding = cache_binding(spec, bands, query, source, wc_source)
-    notes = []
-    if use_cache and path.exists():
-        try:
-            dn, native, provenance = read_cache(path, binding, len(bands))
-            provenance["source"] = f"local cache of {provenance['source']}"
-            provenance["name"] = spec.name
-            return _make_roi(spec, bands, dn, native, provenance, notes)
-        except Exception as exc:
-            aside = path.with_suffix(".corrupt")
-            try:
-                os.replace(path, aside)
-            except OSError:
-                pass
-            notes.append(f"The cache file {path.name} was damaged ({redact_text(exc)[:160]}); it "
-                         "was moved aside and the region read again.")
-    timeout_s = read_timeout_s() if timeout_s is None else timeout_s
-    deadline = time.monotonic() + timeout_s
-    stage = {"text": f"searching {source.describe()}…", "fraction": 0.0}
+    flow = RegionCache(cache_path(spec, bands, query, source, wc_source), spec.name, use_cache,
+                       timeout_s, progress, f"searching {source.describe()}…")
+    hit = flow.cached(lambda path: read_cache(path, binding, len(bands)))
+    if hit is not None:
+        dn, native, provenance = hit
+        provenance["source"] = f"local cache of {provenance['source']}"
+        provenance["name"] = spec.name
+        return _make_roi(spec, bands, dn, native, provenance, flow.notes)
+    labels_read = []
 
     def on_band(k, n, band):
-        stage.update(text=f"band {band} ({k + 1} of {n})", fraction=k / n)
+        flow.stage(f"band {band} ({k + 1} of {n})", k / n)
 
-    def on_wait(elapsed):
-        if progress is not None:
-            progress(stage["fraction"], f"{spec.name}: {stage['text']}, {elapsed:.0f} s "
-                                        f"(gives up after {timeout_s:.0f} s)")
-
-    def read():
+    def read(deadline):
         scene, grid, found_notes = find_scene(spec, query, source, deadline)
         dn, scl, valid = read_scene_window(scene, grid, bands, deadline, on_band)
-        stage.update(text="WorldCover labels", fraction=0.95, labels=True)
+        flow.stage("WorldCover labels", 0.95)
+        labels_read.append(True)
         labels, wc_info = worldcover_on_grid(grid, wc_source, deadline)
         return scene, grid, found_notes, dn, scl, valid, labels, wc_info
 
-    try:
-        scene, grid, found_notes, dn, scl, valid, labels, wc_info = _with_deadline(
-            read, timeout_s, f"Reading the Sentinel-2 region '{spec.name}'", on_wait)
-    except SourceUnreachableError as exc:
-        if stage.get("labels"):  # the labels' read: its advice is about WorldCover, and right
-            raise
-        raise SourceUnreachableError(
+    def advise(exc):
+        if not isinstance(exc, SourceUnreachableError) or labels_read:
+            return exc  # the labels' read: its advice is about WorldCover, and right
+        return SourceUnreachableError(
             str(exc).replace("BHARATEO_WORLDCOVER_DIR to a folder holding the tiles",
-                             "BHARATEO_S2_DIR to a folder of scenes")) from None
+                             "BHARATEO_S2_DIR to a folder of scenes"))
+
+    scene, grid, found_notes, dn, scl, valid, labels, wc_info = flow.fetch(
+        read, f"Reading the Sentinel-2 region '{spec.name}'", advise)
+    notes = flow.notes
     notes += found_notes
     cloud = float(np.mean(np.isin(scl, SCL_CLOUD_CLASSES)))
     bad = float(np.mean(~valid))
@@ -264,13 +253,9 @@ def load_s2_roi(spec: RoiSpec, bands=BANDS_4, query: S2Query | None = None,
     }
     if "SCL" not in scene.hrefs:
         notes.append(f"Scene {scene.id} has no SCL file: clouds are not masked, only band no-data.")
+    cache_error = flow.save(lambda path: write_cache(path, dn, native, provenance, binding))
     roi = _make_roi(spec, bands, dn, native, provenance, notes)
-    if use_cache:
-        try:
-            write_cache(path, dn, native, provenance, binding)
-        except OSError as exc:
-            roi.cache_error = _disk_fault(exc, path.parent)
-            roi.notes.append(f"This region was read but not saved to the cache: {roi.cache_error}.")
+    roi.cache_error = cache_error
     return roi
 
 
