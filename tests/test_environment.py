@@ -204,16 +204,16 @@ def test_every_kind_of_bad_value_gets_the_same_shape_of_message(tmp_path, monkey
 
 def readers() -> dict[str, object]:
     """Each variable's reader outside the environment module, called as the lab calls it."""
-    from bharateo.data import roi, worldcover
+    from bharateo.data import cache, deadline, worldcover
     from bharateo.data.sentinel2 import scenes
     from bharateo.jobs import limits, service, worker
     from bharateo.storage import runfolder
     from bharateo.training import distributed
 
-    return {"BHARATEO_DATA_DIR": roi.data_dir, "BHARATEO_CHECKPOINT_DIR": runfolder.checkpoint_root,
+    return {"BHARATEO_DATA_DIR": cache.data_dir, "BHARATEO_CHECKPOINT_DIR": runfolder.checkpoint_root,
             "BHARATEO_WORLDCOVER_DIR": worldcover.data_source_from_env,
             "BHARATEO_WORLDCOVER_URL": worldcover.data_source_from_env,
-            "BHARATEO_READ_TIMEOUT_S": roi.read_timeout_s,
+            "BHARATEO_READ_TIMEOUT_S": deadline.read_timeout_s,
             "BHARATEO_S2_DIR": scenes.s2_source_from_env,
             "BHARATEO_S2_STAC_URL": scenes.s2_source_from_env,
             "BHARATEO_S2_COLLECTION": scenes.s2_source_from_env,
