@@ -1,9 +1,13 @@
-"""Shared pytest fixtures: per-test data/checkpoint dirs and synthetic WorldCover fixture tiles."""
+"""Shared pytest fixtures: per-test data/checkpoint dirs, synthetic WorldCover fixture tiles, the
+tiny trained run, the Sentinel-2 folders, a setting declared by a test; and the tier markers.
+Helpers that are not fixtures live in tests/support/ (bench/ imports them too)."""
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
-from tests.fixture_tiles import FixtureInfo, notebook_fixture
+from tests.support.fixture_tiles import FixtureInfo, notebook_fixture
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +30,7 @@ def isolated_env(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def fixture_tiles_dir(tmp_path_factory) -> FixtureInfo:
-    """N27E075 + N27E078 synthetic fixture tiles (see tests.fixture_tiles.notebook_fixture),
+    """N27E075 + N27E078 synthetic fixture tiles (see tests.support.fixture_tiles.notebook_fixture),
     written once per session. Treat the folder as read-only."""
     return notebook_fixture(tmp_path_factory.mktemp("worldcover_fixture"))
 
@@ -36,6 +40,54 @@ def worldcover_dir(isolated_env, fixture_tiles_dir, monkeypatch) -> FixtureInfo:
     """Point BHARATEO_WORLDCOVER_DIR at the fixture tiles; returns the FixtureInfo."""
     monkeypatch.setenv("BHARATEO_WORLDCOVER_DIR", str(fixture_tiles_dir.folder))
     return fixture_tiles_dir
+
+
+@pytest.fixture(scope="session")
+def trained(fixture_tiles_dir, tmp_path_factory):
+    """The tiny run (tests/support/runs.py TINY_CONFIG) trained once per session, not saved
+    (tests.support.runs.save_tiny_run saves it) -> TinyRun. Read it; never train it further."""
+    from tests.support.runs import train_tiny_run
+
+    return train_tiny_run(fixture_tiles_dir.folder, tmp_path_factory.mktemp("tiny-data"))
+
+
+@pytest.fixture
+def s2_env(tmp_path, monkeypatch):
+    """The shared scene as a BHARATEO_S2_DIR folder, label fixtures in a WorldCover folder, and
+    empty data/checkpoint folders."""
+    from tests.support.s2_fixtures import VARIED, sahara_labels, scene_folder
+
+    scene_folder(tmp_path / "s2")
+    sahara_labels(tmp_path / "wc", weights=VARIED)
+    for key, sub in (("BHARATEO_S2_DIR", "s2"), ("BHARATEO_WORLDCOVER_DIR", "wc"),
+                     ("BHARATEO_DATA_DIR", "data"), ("BHARATEO_CHECKPOINT_DIR", "runs")):
+        monkeypatch.setenv(key, str(tmp_path / sub))
+    monkeypatch.delenv("BHARATEO_S2_STAC_URL", raising=False)
+    return tmp_path
+
+
+def _warmup_train_config():
+    from bharateo.config.settings import setting
+    from bharateo.training.loop import TrainConfig
+
+    # one line: the whole declaration of a new hyperparameter
+    return dataclasses.make_dataclass(
+        "WarmupTrainConfig",
+        [("warmup_epochs", int, setting(0, label="warmup epochs", low=0, high=10, step=1,
+                                        widget="number", group="Optimiser",
+                                        help="epochs of linear learning-rate warm-up"))],
+        bases=(TrainConfig,), frozen=True)
+
+
+@pytest.fixture
+def warmup(monkeypatch):
+    """A TrainConfig with one more setting (warmup_epochs), declared in one line and put in
+    RunConfig's sections for one test -> that class."""
+    from bharateo.training.experiment import SECTIONS
+
+    config = _warmup_train_config()
+    monkeypatch.setitem(SECTIONS, "train", config)
+    return config
 
 
 # --- tiers -------------------------------------------------------------------------------------

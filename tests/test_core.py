@@ -20,9 +20,10 @@ from bharateo.storage.runs import (delete_run, list_runs, load_model, load_run, 
                            save_run)
 from bharateo.training.tokens import token_accounting
 from bharateo.training.loop import StepMetrics, TrainConfig, TrainingEnd, make_model, train
-from tests.fixture_tiles import synthetic_native
+from tests.support.fixture_tiles import synthetic_native
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.paths import REPO
+from tests.support.models import TINY_MODEL
 BASELINE = REPO.parent / "shared" / "bench" / "seed_baseline.py"
 
 
@@ -164,7 +165,7 @@ def test_model_config_errors():
 
 
 def _small():
-    return ModelConfig(embed_dim=32, depth=1, heads=2)
+    return TINY_MODEL
 
 
 def _events(rois, epochs=3, **kw):

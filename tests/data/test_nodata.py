@@ -6,7 +6,6 @@ sea) from ../shared/data/worldcover, or the project's bundled copy under data/sa
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +27,8 @@ from bharateo.training.loop import TrainConfig, TrainingEnd, make_model, masked_
 from bharateo.data.worldcover import (CLASS_NAMES, CLASS_TO_ID, IGNORE_INDEX, NODATA_ID, NUM_CLASSES, DataSource,
                                  collapse_worldcover, tile_filename)
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.paths import REPO
+from tests.support.models import TINY_MODEL
 APP = str(REPO / "app.py")
 TILE = tile_filename("N00E006")
 REAL_DIR = next((d for d in (REPO.parent / "shared" / "data" / "worldcover", REPO / "data" / "sample")
@@ -387,7 +387,7 @@ REAL_RUN = RunConfig(
     rois=(SAO_TOME, COAST),
     chips=ChipConfig(n_chips=256, min_classes=1, holdout_roi=SAO_TOME.name, holdout_block="south",
                      n_holdout_chips=16),
-    model=ModelConfig(embed_dim=32, depth=1, heads=2),
+    model=TINY_MODEL,
     train=TrainConfig(epochs=2, lr=2e-3))
 
 
@@ -437,7 +437,7 @@ def first_chip_with_ignored_patch(chips: ChipSet) -> int:
 
 @needs_tile
 def test_evaluate_and_reconstruct_pages_on_the_real_run(real_run):
-    from tests.test_evaluate import open_page
+    from tests.support.pages import open_page
 
     model, chips, held, _ = real_run
     from bharateo.app.state import CurrentModel

@@ -28,9 +28,10 @@ from bharateo.data.roi import Roi, RoiSpec
 from bharateo.storage.runs import (delete_run, list_runs, load_model, load_run, rename_run, reserve_run_name,
                            save_run, scan_runs, write_run_file)
 from bharateo.training.loop import StepMetrics, TrainConfig, TrainingEnd, make_model, train
-from tests.fixture_tiles import synthetic_native
+from tests.support.fixture_tiles import synthetic_native
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.paths import REPO
+from tests.support.models import TINY_MODEL, tiny_model_config
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def rois():
 
 CONFIG = RunConfig(rois=tuple(RoiSpec(n, 0.0, 0.0, 512) for n in "abc"),
                    chips=ChipConfig(n_chips=24, chip_size=64, holdout_roi="c", n_holdout_chips=8),
-                   model=ModelConfig(embed_dim=32, depth=1, heads=2), train=TrainConfig(epochs=1))
+                   model=TINY_MODEL, train=TrainConfig(epochs=1))
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +242,7 @@ def test_evaluating_a_deleted_run_does_not_recreate_its_folder(rois, result):
 # --- item 4: diverged runs keep the last good weights; NaN never crashes a save ---------------
 def test_divergence_at_lr_1_keeps_the_weights_of_the_step_before(rois):
     chips, _ = build_chip_sets(rois, ChipConfig(n_chips=48, chip_size=64))
-    model = make_model(ModelConfig(img_size=64, embed_dim=32, depth=1, heads=2), 0)
+    model = make_model(tiny_model_config(img_size=64), 0)
     after_step = [{k: v.clone() for k, v in model.state_dict().items()}]  # [0]: before any step
     for event in train(model, chips, TrainConfig(epochs=20, lr=1.0)):
         if isinstance(event, StepMetrics):

@@ -18,16 +18,16 @@ from bharateo.storage import export
 from bharateo.storage import runfolder
 from bharateo.storage import runs
 from bharateo.errors import RunDamagedError, RunNameError, RunNotFoundError
-from bharateo.models.notebook import ModelConfig
 from bharateo.training.experiment import RunConfig
 from bharateo.data.chips import ChipConfig
 from bharateo.data.roi import RoiSpec
 from bharateo.training.loop import TrainConfig, make_model
+from tests.support.models import tiny_model_config
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 FILES = 60  # a run folder with many files: a delete takes long enough to be caught mid-way
 CONFIG = RunConfig(rois=(RoiSpec("a", 0.0, 0.0, 512),), chips=ChipConfig(n_chips=8, chip_size=64),
-                   model=ModelConfig(img_size=64, embed_dim=32, depth=1, heads=2),
+                   model=tiny_model_config(img_size=64),
                    train=TrainConfig(epochs=1))
 
 

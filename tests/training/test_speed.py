@@ -18,8 +18,8 @@ from bharateo.models.notebook import ModelConfig
 from bharateo.training.experiment import PRESETS
 from bharateo.data.roi import Roi, RoiSpec
 from bharateo.training.loop import EpochMetrics, StepMetrics, TrainConfig, make_model, train
-from tests.fixture_tiles import synthetic_native
-from tests.paths import REPO
+from tests.support.fixture_tiles import synthetic_native
+from tests.support.paths import REPO
 
 FAST = PRESETS["fast (MAE encoder)"]
 TINY = ModelConfig(arch="mae", img_size=64, patch_size=16, embed_dim=32, depth=1, heads=2,

@@ -21,7 +21,7 @@ from bharateo.data import roi as roi_mod
 from bharateo.errors import BharatEOError, ConfigError, SourceUnreachableError, TileFileError
 from bharateo.data.roi import RoiSpec, cache_path, load_roi, read_timeout_s, roi_window
 from bharateo.data.worldcover import DataSource, data_source_from_env, redact_text, redact_url, tile_filename
-from tests.fixture_tiles import (
+from tests.support.fixture_tiles import (
     AnswerServer,
     RangeHTTPServer,
     StallingServer,
@@ -33,7 +33,7 @@ from tests.fixture_tiles import (
     write_fixture_tile,
 )
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+from tests.support.paths import APP
 SMALL = RoiSpec("small_delhi", 77.23, 28.61, 256)  # inside N27E075 and the fixture's content
 OTHER = RoiSpec("small_shekhawati", 75.80, 28.50, 256)
 SECRET = "s3cr3tT0k3n"

@@ -30,7 +30,7 @@ def save_tiny_run(root: Path, name: str = "today") -> Path:
     from bharateo.training.experiment import RunConfig, run_experiment, save_experiment
     from bharateo.data.roi import Roi, RoiSpec
     from bharateo.training.loop import TrainConfig
-    from tests.fixture_tiles import synthetic_native
+    from tests.support.fixture_tiles import synthetic_native
 
     rois = [Roi(RoiSpec(n, 0.0, 0.0, 256), synthetic_native(256, 256, seed=i, class_weights=k))
             for i, (n, k) in enumerate([("a", "urban"), ("b", "arid")])]
