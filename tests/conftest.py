@@ -92,9 +92,13 @@ def warmup(monkeypatch):
 
 # --- tiers -------------------------------------------------------------------------------------
 # Every test gets one tier marker, from where it is and what it drives, so a tier runs alone:
-#   pytest -m unit          the science (tests/*.py), no page, no browser, no torchrun: quick
+#   pytest -m unit          the science (tests/config, data, models, storage, training, jobs and
+#                           tests/*.py, laid out like the package), no page, no browser, no
+#                           torchrun: quick (under a minute on 2 idle cores)
 #   pytest -m app           the app (tests/app/): pages through streamlit.testing.v1.AppTest and
-#                           the app's own logic; science tests that drive a page are here too
+#                           the app's own logic; a science test that drives a page is here too
+#                           (AppTest in its source, or marked @pytest.mark.app where a helper
+#                           of tests/support/pages.py opens the page)
 #   pytest -m browser       the real UI in headless Chromium (tests/app/test_browser.py)
 #   pytest -m distributed   DDP under torchrun (tests/test_distributed.py)
 TIERS = ("unit", "app", "browser", "distributed")
@@ -122,3 +126,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if not any(item.get_closest_marker(name) for name in TIERS):
             item.add_marker(_tier(item))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Torch computes on one thread in the tests, as the app's training worker does on a 2-core
+    laptop (bharateo.jobs.worker.worker_threads: the cores less one). The tests' models are tiny:
+    a second OpenMP thread only waits, and on a loaded machine two threads fighting other
+    processes made a training 10x slower (45 s instead of 4 s)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

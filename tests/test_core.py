@@ -23,6 +23,7 @@ from bharateo.training.loop import StepMetrics, TrainConfig, TrainingEnd, make_m
 from tests.support.fixture_tiles import synthetic_native
 
 from tests.support.paths import REPO
+from tests.support.cli import run_cli
 from tests.support.models import TINY_MODEL
 BASELINE = REPO.parent / "shared" / "bench" / "seed_baseline.py"
 
@@ -270,14 +271,14 @@ def test_token_accounting_matches_notebook():
         token_accounting(10, 2, 1.0)
 
 
-def cli(*args, env=None):
-    import os
-    return subprocess.run([sys.executable, "-m", "bharateo", *args], cwd=REPO, capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=300)
+cli = run_cli  # `python -m bharateo ...` in this process (tests/support/cli.py)
 
 
 def test_cli_end_to_end(worldcover_dir, isolated_env):
-    assert "prefetch" in cli("--help").stdout
+    # one real `python -m bharateo` (the module's entry point); the rest in this process
+    entry = subprocess.run([sys.executable, "-m", "bharateo", "--help"], cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+    assert entry.returncode == 0 and "prefetch" in entry.stdout
     out = cli("tokens").stdout
     assert "491,520" in out and "94,371,840" in out and "6,400,000,000" in out
     res = cli("prefetch", "--lon", "77.23", "--lat", "28.61", "--size", "512", "--name", "delhi")

@@ -435,6 +435,7 @@ def first_chip_with_ignored_patch(chips: ChipSet) -> int:
                               .any(axis=1))[0])
 
 
+@pytest.mark.app  # drives a page (AppTest): the app tier, not the quick one
 @needs_tile
 def test_evaluate_and_reconstruct_pages_on_the_real_run(real_run):
     from tests.support.pages import open_page
@@ -467,6 +468,7 @@ def open_chips_page(rois):
     return at
 
 
+@pytest.mark.app  # drives a page (AppTest): the app tier, not the quick one
 @needs_tile
 def test_chips_page_on_a_sea_region(real):
     at = open_chips_page([real[COAST.name]])

@@ -10,8 +10,6 @@ import shutil
 import math
 import os
 import pickle
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,7 +28,7 @@ from bharateo.storage.runs import (delete_run, list_runs, load_model, load_run, 
 from bharateo.training.loop import StepMetrics, TrainConfig, TrainingEnd, make_model, train
 from tests.support.fixture_tiles import synthetic_native
 
-from tests.support.paths import REPO
+from tests.support.cli import run_cli
 from tests.support.models import TINY_MODEL, tiny_model_config
 
 
@@ -336,9 +334,7 @@ def test_a_read_only_checkpoints_folder_refuses_the_reservation_in_words(isolate
         folder.chmod(0o755)
 
 
-def cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "bharateo", *args], cwd=REPO, capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=300)
+cli = run_cli  # `python -m bharateo ...` in this process (tests/support/cli.py)
 
 
 CLI_EDGES = {"--patch-size": ("0", "patch size (px) must be between 1"),

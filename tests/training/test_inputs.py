@@ -67,8 +67,8 @@ def test_cli_says_a_damaged_model_pt_in_words_exit_2(damage, capsys):
     assert "\x1b" not in err and "Traceback" not in err
 
 
+@pytest.mark.app  # drives a page (AppTest): the app tier, not the quick one
 def test_the_app_shows_the_same_message_without_terminal_codes():
-
     run = save_untrained_run("broken")
     DAMAGES["pickled module"](run.path / "model.pt")
     at = open_page("pages/evaluate.py")
@@ -158,8 +158,8 @@ def test_region_picture_caption_uses_ordinals(worldcover_dir):
     assert "every 2nd pixel" in caption and "2th" not in caption
 
 
+@pytest.mark.app  # drives a page (AppTest): the app tier, not the quick one
 def test_a_failed_run_pick_stays_on_screen_until_the_next_pick():
-
     save_untrained_run("fine")
     DAMAGES["truncated"](save_untrained_run("broken").path / "model.pt")
     at = open_page("pages/reconstruct.py")
