@@ -6,8 +6,16 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from hypothesis import settings
 
 from tests.support.fixture_tiles import FixtureInfo, notebook_fixture
+
+# Property tests (hypothesis): the same examples on every run (derandomized, no example
+# database), a bounded number of them and no per-example deadline (a loaded machine is slow, not
+# wrong). A test may ask for fewer or more examples with its own @settings.
+settings.register_profile("bharateo", derandomize=True, database=None, deadline=None,
+                          max_examples=40)
+settings.load_profile("bharateo")
 
 
 @pytest.fixture(autouse=True)

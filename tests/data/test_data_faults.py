@@ -32,8 +32,8 @@ from tests.support.fixture_tiles import (
     wrong_grids,
     write_fixture_tile,
 )
-
 from tests.support.paths import APP
+
 SMALL = RoiSpec("small_delhi", 77.23, 28.61, 256)  # inside N27E075 and the fixture's content
 OTHER = RoiSpec("small_shekhawati", 75.80, 28.50, 256)
 SECRET = "s3cr3tT0k3n"
@@ -293,7 +293,7 @@ def test_offline_read_outside_the_bundled_tile_says_where_offline_data_is(fault,
     """Offline (a refused connection or a stalled server), a region outside the bundled tile is
     refused naming its tile, where the bundled tile is and how to get more: the app's read and
     the CLI (exit 2) say the same."""
-    monkeypatch.setenv("BHARATEO_READ_TIMEOUT_S", "2")
+    monkeypatch.setenv("BHARATEO_READ_TIMEOUT_S", "1")
     with StallingServer() as srv:
         monkeypatch.setenv("BHARATEO_WORLDCOVER_URL",
                            srv.url if fault == "stall" else closed_port_url())
@@ -418,14 +418,14 @@ def test_source_that_stalls_mid_read_is_given_up_in_total(fixture_tiles_dir, mon
     """The issue's 53-150 s: the server answers the file's header, then accepts each later range
     request and never answers; GDAL's per-request limits and retries add up. The whole read now
     stops at BHARATEO_READ_TIMEOUT_S however many requests are left."""
-    monkeypatch.setenv("BHARATEO_READ_TIMEOUT_S", "3")
+    monkeypatch.setenv("BHARATEO_READ_TIMEOUT_S", "2")
     with RangeHTTPServer(fixture_tiles_dir.folder, stall_after=1) as srv:
         start = time.monotonic()
         with pytest.raises(SourceUnreachableError) as e:
             load_roi(fixture_tiles_dir.rois["delhi_ncr"], DataSource("url", srv.url))
         print(f"mid-read stall gave up after {time.monotonic() - start:.1f} s")
         assert srv.stalled >= 1  # it did stall on a request after the header
-    assert "within 3 s" in str(e.value) and srv.url in str(e.value)
+    assert "within 2 s" in str(e.value) and srv.url in str(e.value)
 
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")

@@ -26,10 +26,9 @@ from bharateo.data.roi import Roi, RoiSpec, load_roi
 from bharateo.training.loop import TrainConfig, TrainingEnd, make_model, masked_metrics, train
 from bharateo.data.worldcover import (CLASS_NAMES, CLASS_TO_ID, IGNORE_INDEX, NODATA_ID, NUM_CLASSES, DataSource,
                                  collapse_worldcover, tile_filename)
-
-from tests.support.paths import REPO
 from tests.support.models import TINY_MODEL
-APP = str(REPO / "app.py")
+from tests.support.paths import APP, REPO
+
 TILE = tile_filename("N00E006")
 REAL_DIR = next((d for d in (REPO.parent / "shared" / "data" / "worldcover", REPO / "data" / "sample")
                  if (d / TILE).exists()), None)

@@ -386,6 +386,7 @@ def test_a_4band_run_trains_reconstructs_and_evaluates(s2_env):
         assert "s2-four" in [d.name for d in scan_runs()[1]]
 
 
+@pytest.mark.app  # a training in the app's worker process: the app tier, not the quick one
 def test_the_apps_training_worker_trains_and_saves_a_4band_run(s2_env):
     """The app's path (a TrainingJob in a worker process) trains the same 4-band run as the
     core and saves its band statistics; the app's model carries them."""

@@ -26,9 +26,8 @@ from bharateo.data.roi import Roi, RoiSpec
 from bharateo.storage.runs import (delete_run, list_runs, load_model, load_run, rename_run, reserve_run_name,
                            save_run, scan_runs, write_run_file)
 from bharateo.training.loop import StepMetrics, TrainConfig, TrainingEnd, make_model, train
-from tests.support.fixture_tiles import synthetic_native
-
 from tests.support.cli import run_cli
+from tests.support.fixture_tiles import synthetic_native
 from tests.support.models import TINY_MODEL, tiny_model_config
 
 
