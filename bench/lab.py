@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # bharateo/ and tests/ importable from bench/
+sys.path.insert(0, str(ROOT))  # bharateo/ and tests.support importable from bench/
 
 
 def fixture_lab(folder: Path | None = None, threads: int | None = None) -> Path:
