@@ -1,5 +1,5 @@
 """Set-up the benchmarks share: a throw-away lab on the synthetic fixture tiles
-(tests/fixture_tiles.py), so a benchmark never reads the network or touches the user's data,
+(tests/support/fixture_tiles.py), so a benchmark never reads the network or touches the user's data,
 tile or checkpoint folders. Run benchmarks from the repo root: `python bench/<name>.py`."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # bharateo/ and tests/ importable from bench/
+sys.path.insert(0, str(ROOT))  # bharateo/ and tests.support importable from bench/
 
 
 def fixture_lab(folder: Path | None = None, threads: int | None = None) -> Path:
@@ -27,7 +27,7 @@ def fixture_lab(folder: Path | None = None, threads: int | None = None) -> Path:
 
     import torch
 
-    from tests.fixture_tiles import notebook_fixture
+    from tests.support.fixture_tiles import notebook_fixture
 
     if threads:
         torch.set_num_threads(threads)

@@ -82,7 +82,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="s2bench-"))
     os.environ["BHARATEO_DATA_DIR"] = str(tmp / "data")
-    from tests.s2_fixtures import SCENE_DIR, sahara_labels, scene_folder
+    from tests.support.s2_fixtures import SCENE_DIR, sahara_labels, scene_folder
 
     if not SCENE_DIR.is_dir():
         sys.exit(f"needs the shared Sentinel-2 crop at {SCENE_DIR}")

@@ -96,7 +96,7 @@ def plan(report: dict) -> dict:
 
 def synthetic_rois(size: int):
     from bharateo.data.roi import Roi, RoiSpec
-    from tests.fixture_tiles import synthetic_native
+    from tests.support.fixture_tiles import synthetic_native
 
     return [Roi(RoiSpec(name, 0.0, 0.0, size), synthetic_native(size, size, seed=i, class_weights=kind),
                 {"synthetic": True, "source": "bench/scale.py synthetic fixture"})

@@ -1,6 +1,6 @@
 """The one speed benchmark: the notebook script and the lab's runs, whole processes, alternated.
 
-Writes a synthetic fixture tile on the real N27E075 grid (tests/fixture_tiles.py; never
+Writes a synthetic fixture tile on the real N27E075 grid (tests/support/fixture_tiles.py; never
 WorldCover pixels: it only has the notebook's geometry), prefetches the lab's region cache once
 (as a class does before a lesson), then runs, round after round, each contender as its own
 process, in turn, so every contender sees the same machine (a shared machine drifts 10-30 % in
@@ -108,7 +108,7 @@ def heldout_chips():
     from bharateo.data.chips import ChipConfig, build_chip_sets
     from bharateo.training.experiment import load_rois
     from bharateo.data.roi import RoiSpec
-    from tests.fixture_tiles import EDGE_LON_LAT
+    from tests.support.fixture_tiles import EDGE_LON_LAT
 
     roi = load_rois([RoiSpec("edge_heldout", *EDGE_LON_LAT, 2048)])
     chips, _ = build_chip_sets(roi, replace(ChipConfig(), n_chips=64))
@@ -166,7 +166,7 @@ def main() -> None:
         contenders = {c: known[c] for c in wanted}
 
     with tempfile.TemporaryDirectory(prefix="bharateo-speed-") as tmp:
-        from tests.fixture_tiles import notebook_fixture
+        from tests.support.fixture_tiles import notebook_fixture
 
         info = notebook_fixture(Path(tmp) / "tiles")
         threads = str(args.threads)

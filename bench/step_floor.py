@@ -220,7 +220,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from tests.fixture_tiles import notebook_fixture
+    from tests.support.fixture_tiles import notebook_fixture
 
     with tempfile.TemporaryDirectory() as tmp:
         tile_dir = str(notebook_fixture(Path(tmp) / "tiles").folder)

@@ -1,10 +1,13 @@
 """Core engine: chips, model, training, runs, token accounting, CLI."""
+import contextlib
 import importlib.util
+import io
 import json
-import subprocess
+import runpy
 import sys
 import threading
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -20,9 +23,11 @@ from bharateo.storage.runs import (delete_run, list_runs, load_model, load_run, 
                            save_run)
 from bharateo.training.tokens import token_accounting
 from bharateo.training.loop import StepMetrics, TrainConfig, TrainingEnd, make_model, train
-from tests.fixture_tiles import synthetic_native
+from tests.support.fixture_tiles import synthetic_native
+from tests.support.cli import run_cli
+from tests.support.models import TINY_MODEL
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 BASELINE = REPO.parent / "shared" / "bench" / "seed_baseline.py"
 
 
@@ -164,7 +169,7 @@ def test_model_config_errors():
 
 
 def _small():
-    return ModelConfig(embed_dim=32, depth=1, heads=2)
+    return TINY_MODEL
 
 
 def _events(rois, epochs=3, **kw):
@@ -269,14 +274,16 @@ def test_token_accounting_matches_notebook():
         token_accounting(10, 2, 1.0)
 
 
-def cli(*args, env=None):
-    import os
-    return subprocess.run([sys.executable, "-m", "bharateo", *args], cwd=REPO, capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=300)
+cli = run_cli  # `python -m bharateo ...` in this process (tests/support/cli.py)
 
 
 def test_cli_end_to_end(worldcover_dir, isolated_env):
-    assert "prefetch" in cli("--help").stdout
+    # `python -m bharateo` runs bharateo/__main__.py: run it as such (a new interpreter would
+    # spend 1.7 CPU-s importing torch again), then the commands through run_cli
+    with mock.patch.object(sys, "argv", ["bharateo", "--help"]), \
+            contextlib.redirect_stdout(io.StringIO()) as shown, pytest.raises(SystemExit) as entry:
+        runpy.run_module("bharateo", run_name="__main__")
+    assert entry.value.code == 0 and "prefetch" in shown.getvalue()
     out = cli("tokens").stdout
     assert "491,520" in out and "94,371,840" in out and "6,400,000,000" in out
     res = cli("prefetch", "--lon", "77.23", "--lat", "28.61", "--size", "512", "--name", "delhi")

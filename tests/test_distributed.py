@@ -23,8 +23,8 @@ from bharateo.models.notebook import ModelConfig
 from bharateo.training.experiment import RunConfig
 from bharateo.storage.chipstore import build_store
 from bharateo.training.loop import StepMetrics, TrainConfig
-from tests.s2_fixtures import SAHARA, SCENE_DIR, sahara_labels, scene_folder
-from tests.test_store import CHIPS, S2_CHIPS, make_rois
+from tests.support.s2_fixtures import SAHARA, SCENE_DIR, sahara_labels, scene_folder
+from tests.support.stores import CHIPS, S2_CHIPS, make_rois
 
 REPO = Path(__file__).resolve().parents[1]
 # 11 chips in batches of 5: the 2 ranks take 3 + 2 chips, and the last batch of 1 chip leaves

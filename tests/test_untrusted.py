@@ -20,8 +20,8 @@ from bharateo.data.sentinel2 import BANDS_4, S2Query, S2Source, load_s2_roi
 from bharateo.data.sentinel2.scenes import folder_scenes, stac_scenes
 from bharateo.untrusted import json_depth, parse_json
 from bharateo.data.worldcover import DataSource
-from tests.s2_fixtures import SAHARA, SCENE_DIR, SCENE_ID, StacServer, scene_folder, shared_item
-from tests.untrusted_fixtures import Opened, save_tiny_run
+from tests.support.s2_fixtures import SAHARA, SCENE_DIR, SCENE_ID, StacServer, scene_folder, shared_item
+from tests.support.untrusted_fixtures import Opened, save_tiny_run
 
 needs_scene = pytest.mark.skipif(not SCENE_DIR.is_dir(), reason="needs ../shared/data/sentinel2")
 DATES = "2020-01-01/2020-03-01"

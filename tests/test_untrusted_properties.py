@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from bharateo.data.chips import ChipConfig
 from bharateo.errors import BharatEOError
 from bharateo.data.sources import PIXEL_SOURCES
-from tests.s2_fixtures import SCENE_DIR, SCENE_ITEM
-from tests.untrusted_fixtures import Opened, save_tiny_run
+from tests.support.s2_fixtures import SCENE_DIR, SCENE_ITEM
+from tests.support.untrusted_fixtures import Opened, save_tiny_run
 
 PROPERTY = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,

@@ -21,7 +21,7 @@ import pytest
 
 from bharateo.data.worldcover import CLASS_NAMES, SAMPLE_TILES, bundled_tile_path
 from tests import browser as b
-from tests.s2_fixtures import SCENE_DIR, sahara_labels, scene_folder
+from tests.support.s2_fixtures import SCENE_DIR, sahara_labels, scene_folder
 
 TRAIN_TIMEOUT = 150.0  # the quick demo takes ~20 s on 2 idle cores; generous for a busy machine
 PAGES = {  # url path -> page title

@@ -4,8 +4,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from bharateo.data.roi import SAMPLE_ROIS, Roi, load_roi
+from tests.support.pages import sidebar_text
 from bharateo.data.worldcover import DataSource, bundled_tile_path
-from tests.paths import APP, REPO, SHARED
+from tests.support.paths import APP, REPO, SHARED
 
 V0 = "BharatEO-v0 (1M chips x 100 epochs, 10 Sentinel-2 bands)"
 ROWS = ["tokens per chip", "values per token", "total token presentations",
@@ -89,10 +90,6 @@ REAL_TILE = bundled_tile_path("N00E006") or (
 def data_in_use(at) -> str:
     (line,) = [m.value for m in at.markdown if m.value.startswith("**Data in use:**")]
     return line
-
-
-def sidebar_text(at) -> str:
-    return "\n".join(e.value for kind in ("markdown", "caption") for e in at.sidebar.get(kind))
 
 
 def test_defaults_are_north_india_when_its_tile_is_there(home):

@@ -16,7 +16,7 @@ from bharateo.data.roi import Roi, RoiSpec
 from bharateo.storage.runs import load_run
 from bharateo.training.loop import TrainConfig
 from bharateo.jobs.worker import worker_threads
-from tests.fixture_tiles import synthetic_native
+from tests.support.fixture_tiles import synthetic_native
 
 ROIS = [Roi(RoiSpec(n, 0.0, 0.0, 256), synthetic_native(256, 256, seed=i, class_weights=k))
         for i, (n, k) in enumerate([("a", "urban"), ("b", "cropland")])]

@@ -13,8 +13,7 @@ from bharateo.data.chips import ChipConfig
 from bharateo.training.experiment import PRESETS
 from bharateo.data.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
 from bharateo.config.settings import settings_of
-from tests.paths import APP
-from tests.test_settings import warmup  # noqa: F401 (a fixture: TrainConfig with one more setting)
+from tests.support.paths import APP
 
 SMALL_ROIS = [RoiSpec(s.name, s.lon, s.lat, 512) for s in NOTEBOOK_ROIS]
 

@@ -9,8 +9,8 @@ from streamlit.testing.v1 import AppTest
 from bharateo.data.chips import ChipConfig, build_chip_sets
 from bharateo.data.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
 from bharateo.app.state import CurrentModel
-from tests.test_inputs import save_untrained_run
-from tests.paths import APP
+from tests.support.runs import save_untrained_run
+from tests.support.paths import APP
 
 SMALL_ROIS = [RoiSpec(s.name, s.lon, s.lat, 512) for s in NOTEBOOK_ROIS]
 

@@ -20,7 +20,8 @@ from bharateo.storage.runs import load_model, load_run
 from bharateo.data.worldcover import IGNORE_INDEX, NUM_CLASSES
 from tests.app.test_jobs import ROIS
 from tests.app.test_jobs import config as job_config
-from tests.test_evaluate import filled, open_page, save_tiny_run, trained  # noqa: F401 (fixture)
+from tests.support.pages import filled, open_page
+from tests.support.runs import save_tiny_run
 
 
 # --- the one pass equals the per-ratio loop it replaced ------------------------------------------

@@ -43,7 +43,7 @@ from bharateo.data.worldcover import (
     collapse_worldcover,
     tile_id,
 )
-from tests.paths import SHARED
+from tests.support.paths import SHARED
 
 CHOSEN = [(spec.name, roi_window(spec).bounds) for spec in NOTEBOOK_ROIS]
 

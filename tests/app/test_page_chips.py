@@ -8,7 +8,7 @@ from bharateo.training.experiment import RunConfig
 from bharateo.data.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
 from bharateo.data.worldcover import CLASS_NAMES
 from bharateo.app.state import CurrentModel
-from tests.paths import APP
+from tests.support.paths import APP
 
 
 
@@ -234,7 +234,7 @@ def test_min_classes_above_what_the_region_holds_says_so(worldcover_dir):
 
 def test_the_chips_pages_token_view_and_shapes_follow_the_bands():
     from bharateo.app import chips as views
-    from tests.test_channels import FAKE_BANDS, four_band_chips
+    from tests.support.models import FAKE_BANDS, four_band_chips
 
     chips = four_band_chips()
     view = views.token_view(chips, 0)
@@ -251,7 +251,7 @@ def test_the_chips_pages_token_view_and_shapes_follow_the_bands():
 
 def _palette_chips():
     from bharateo.data.chips import ChipSet
-    from tests.test_channels import four_band_chips
+    from tests.support.models import four_band_chips
 
     chips = four_band_chips(n=2)
     return ChipSet(chips.labels, chips.patch_labels, chips.roi_index, chips.origins, ["fake"],

@@ -9,8 +9,8 @@ from streamlit.testing.v1 import AppTest
 from bharateo.training import evaluate as ev
 from bharateo.app import results
 from bharateo.data.chips import ChipConfig, build_chip_sets
-from tests.test_evaluate import model_entry, save_tiny_run, trained  # noqa: F401 (fixture)
-from tests.test_evaluate import open_page as open_insight_page
+from tests.support.pages import open_page as open_insight_page
+from tests.support.runs import model_entry, save_tiny_run
 
 PAGE = "pages/evaluate.py"
 

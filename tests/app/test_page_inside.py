@@ -15,9 +15,8 @@ from bharateo.training import inspect_model as im
 from bharateo.app import inside, pictures, results
 from bharateo.app.state import CurrentModel
 from bharateo.models.registry import build_model
-from tests.app.test_page_reconstruct import shown  # noqa: F401 (fixture)
-from tests.test_evaluate import model_entry, save_tiny_run, trained  # noqa: F401 (fixture)
-from tests.test_evaluate import open_page as open_insight_page
+from tests.support.pages import open_page as open_insight_page
+from tests.support.runs import model_entry, save_tiny_run
 
 PAGE = "pages/inside.py"
 

@@ -1,14 +1,11 @@
 """The Reconstruct page through AppTest: model and chips choice, panels, slider, mask seed, curve."""
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import replace
 
 import numpy as np
 import pytest
-from PIL import Image
-from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from bharateo.training import evaluate as ev
@@ -17,8 +14,8 @@ from bharateo.app.state import CurrentModel
 from bharateo.models.registry import build_model
 from bharateo.data.chips import ChipConfig, build_chip_sets
 from bharateo.models.notebook import num_masked
-from tests.test_evaluate import model_entry, save_tiny_run, trained  # noqa: F401 (fixture)
-from tests.test_evaluate import filled, open_page as open_insight_page
+from tests.support.pages import filled, open_page as open_insight_page
+from tests.support.runs import model_entry, save_tiny_run
 
 PAGE = "pages/reconstruct.py"
 
@@ -37,28 +34,6 @@ def panel_images(at):
     return {img.captions[0].split(" ·")[0].split(" (")[0]: img.value[0]
             for img in at.image if img.captions and img.captions[0]
             and not img.captions[0].startswith("mean |RGB error|")}
-
-
-@pytest.fixture
-def shown(monkeypatch):
-    """The pixels of every picture a page sends (AppTest gives only their media URLs):
-    shown(at, caption_start) -> H x W x 3 uint8 of the one image whose caption starts so."""
-    sent: dict[str, bytes] = {}
-    real = MemoryMediaFileStorage.load_and_get_id
-
-    def keep(self, data, mimetype, *args, **kwargs):
-        file_id = real(self, data, mimetype, *args, **kwargs)
-        sent[file_id] = data
-        return file_id
-
-    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", keep)
-
-    def pixels(at, caption_start: str) -> np.ndarray:
-        (url,) = [img.url for element in at.image for img in element.proto.imgs
-                  if img.caption.startswith(caption_start)]
-        data = sent[url.rsplit("/", 1)[1].split(".")[0]]
-        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    return pixels
 
 
 def metrics(at):
@@ -252,7 +227,7 @@ def test_the_mask_ratio_slider_updates_the_address_from_its_fragment(trained):
     """The slider lives in a fragment: moved to 0.60 it left recon=train,1,0.75 in the address
     until the next full run, so a fresh browser opened at 75 %. The page file is run alone here,
     as a fragment rerun runs it: without app.py, whose writes would hide the fault."""
-    from tests.paths import REPO
+    from tests.support.paths import REPO
 
     at = AppTest.from_file(str(REPO / PAGE), default_timeout=90)
     for key, value in session_with(trained, None).items():
@@ -267,7 +242,7 @@ def test_the_mask_ratio_slider_updates_the_address_from_its_fragment(trained):
 
 def test_every_fragment_on_a_page_writes_the_lesson_address():
     """A control inside a bare st.fragment reaches the address only at the next full run."""
-    from tests.paths import REPO
+    from tests.support.paths import REPO
 
     bare = [str(p.relative_to(REPO)) for p in (REPO / "pages").glob("*.py")
             if "@st.fragment" in p.read_text()]

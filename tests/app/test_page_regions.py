@@ -14,7 +14,7 @@ from bharateo.data.cache import cache_path
 from bharateo.data.roi import NOTEBOOK_ROIS, SAMPLE_ROIS, Roi, RoiSpec, load_roi, roi_window
 from bharateo.data.worldcover import (SAMPLE_TILES, bundled_tile_path, collapse_worldcover,
                                  data_source_from_env)
-from tests.paths import APP, SHARED
+from tests.support.paths import APP, SHARED
 
 NOTEBOOK_NAMES = [spec.name for spec in NOTEBOOK_ROIS]
 
@@ -448,7 +448,7 @@ def test_drawn_view_is_within_a_pixel():
 def test_a_proposal_that_cant_take_a_new_size_is_said_beside_the_slider_and_kept(regions):
     """Growing a proposal at 179.95°E past 180° fails; the error is drawn under the size slider
     and the form (where the user is), not at the top of the column, and the proposal is kept."""
-    from tests.app.test_page_sentinel2 import drawn_after
+    from tests.support.pages import drawn_after
 
     at = regions
     at.select_slider(key="region_size").set_value(512).run()

@@ -10,14 +10,14 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from bharateo.data.chips import ChipConfig
-from bharateo.models.notebook import ModelConfig
 from bharateo.training.experiment import RunConfig, run_experiment
 from bharateo.data.sentinel2 import folder_presets
 from bharateo.training.loop import TrainConfig
 from bharateo.app.state import CurrentModel
-from tests.app.test_page_reconstruct import shown  # noqa: F401 (fixture)
-from tests.paths import APP
-from tests.s2_fixtures import SCENE_DIR, sahara_labels, scene_folder
+from tests.support.pages import drawn_after
+from tests.support.paths import APP
+from tests.support.s2_fixtures import SCENE_DIR, sahara_labels, scene_folder
+from tests.support.models import TINY_MODEL
 
 pytestmark = pytest.mark.skipif(not SCENE_DIR.is_dir(), reason="needs ../shared/data/sentinel2")
 VARIED = {40: .35, 60: .3, 20: .2, 50: .1, 30: .05}
@@ -100,7 +100,7 @@ def tiny_s2_run(region, name: str):
 
     config = RunConfig(rois=(region,), chips=ChipConfig(
         n_chips=16, chip_size=64, source="s2-4band", dates="2020-01-01/2020-03-01"),
-        model=ModelConfig(embed_dim=32, depth=1, heads=2), train=TrainConfig(epochs=1, batch_size=8))
+        model=TINY_MODEL, train=TrainConfig(epochs=1, batch_size=8))
     rois = load_rois(config.rois, chips=config.chips)
     return config, rois, run_experiment(config, rois=rois, name=name)
 
@@ -271,7 +271,7 @@ def test_sentinel2_from_stac_keeps_the_worldcover_presets(monkeypatch):
 def test_labels_that_cant_be_read_give_one_piece_of_advice_on_the_page(s2_lesson, monkeypatch):
     """The folder's scene is found but its WorldCover tile (N24W012) can't be read offline: the
     page says which tile and to set BHARATEO_WORLDCOVER_DIR, not to set BHARATEO_S2_DIR (set)."""
-    from tests.fixture_tiles import closed_port_url
+    from tests.support.fixture_tiles import closed_port_url
 
     monkeypatch.delenv("BHARATEO_WORLDCOVER_DIR")
     monkeypatch.setenv("BHARATEO_WORLDCOVER_URL", closed_port_url())
@@ -283,20 +283,6 @@ def test_labels_that_cant_be_read_give_one_piece_of_advice_on_the_page(s2_lesson
     errors = " ".join(e.value for e in at.error)
     assert "labels need ESA WorldCover tile N24W012" in errors
     assert "BHARATEO_WORLDCOVER_DIR" in errors and "BHARATEO_S2_DIR" not in errors, errors
-
-
-def in_order(node):
-    """The page's elements and blocks in the order they are drawn (depth first)."""
-    yield node
-    for child in getattr(node, "children", {}).values():
-        yield from in_order(child)
-
-
-def drawn_after(at, element, key: str) -> bool:
-    """Whether `element` is drawn after the widget `key` (e.g. under a form's button)."""
-    order = [id(n) for n in in_order(at.main)]
-    keyed = [n for n in in_order(at.main) if getattr(n, "key", None) == key]
-    return bool(keyed) and order.index(id(element)) > order.index(id(keyed[0]))
 
 
 @pytest.fixture

@@ -10,28 +10,12 @@ from streamlit.testing.v1 import AppTest
 
 from bharateo.jobs.service import QUEUE
 from bharateo.training.experiment import HOLDOUT_KNOBS, PRESETS, knobs_from_config
-from bharateo.data.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
+from bharateo.data.roi import load_roi
 from bharateo.storage.runs import list_runs, load_run
 from bharateo.app.state import CurrentModel
-from tests.paths import APP
-
-SMALL_ROIS = [RoiSpec(s.name, s.lon, s.lat, 512) for s in NOTEBOOK_ROIS]
-
-
-def train_page(rois=SMALL_ROIS):
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    at.session_state["rois"] = [load_roi(s) for s in rois]
-    return at.switch_page("pages/train.py").run()
-
-
-def button(at, label):
-    return next(b for b in at.button if b.label == label)
-
-
-def set_knobs(at, **values):
-    for key, value in values.items():
-        at.session_state[f"knob_{key}"] = value
-    return at.run()
+from tests.support.pages import SMALL_ROIS, button, set_knobs, train_page, wait
+from tests.support.paths import APP
+from tests.support.models import TINY_MODEL
 
 
 def start_training(at, name, **knobs):
@@ -52,11 +36,6 @@ def wait_until(condition, timeout=120) -> bool:
 
 
 SLOW = dict(epochs=200, embed_dim=32, depth=1, heads=2)  # a small model that trains until stopped
-
-
-def wait(job, timeout=120):
-    job.join(timeout)
-    assert job.done, f"job still {job.status}"
 
 
 def test_without_regions_the_page_says_what_to_do():
@@ -403,11 +382,11 @@ def test_run_name_and_run_choices_survive_a_visit_to_another_page(worldcover_dir
 # --- issue 11: damaged runs, names, failed saves (saved-runs part of the page) ----------------
 def saved_tiny_run(name):
     """A run saved straight to disk (no training): a 32-dim model, one epoch of history."""
-    from bharateo.models.notebook import ModelConfig, TinyRGBMAE
+    from bharateo.models.notebook import TinyRGBMAE
     from bharateo.training.experiment import RunConfig
     from bharateo.storage.runs import save_run
 
-    config = RunConfig(rois=tuple(SMALL_ROIS), model=ModelConfig(embed_dim=32, depth=1, heads=2))
+    config = RunConfig(rois=tuple(SMALL_ROIS), model=TINY_MODEL)
     history = [{"epoch": 1, "loss": 0.5, "rec": 0.4, "esa": 0.5, "rec_mae": 0.3, "esa_acc": 0.6}]
     metrics = {"end_reason": "finished", "epochs_done": 1, "train_rec_mae": 0.3}
     return save_run(name, TinyRGBMAE(config.model), config.to_dict(), history, metrics)

@@ -9,8 +9,8 @@ import pytest
 from bharateo.training import evaluate as ev
 from bharateo.app import results
 from bharateo.app.state import CurrentModel
-from tests.test_evaluate import save_tiny_run, trained  # noqa: F401 (fixture)
-from tests.test_evaluate import open_page
+from tests.support.pages import open_page
+from tests.support.runs import save_tiny_run
 
 
 @pytest.fixture

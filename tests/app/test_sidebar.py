@@ -5,9 +5,8 @@ import signal
 
 from bharateo.jobs import service as jobs
 from bharateo.data.chips import ChipConfig, build_chip_sets
-from tests.app.test_home import sidebar_text
 from tests.app.test_jobs import thaw_and_end, wait_until
-from tests.app.test_page_train import button, set_knobs, train_page, wait
+from tests.support.pages import button, set_knobs, sidebar_text, train_page, wait
 
 
 def sidebar(at) -> str:

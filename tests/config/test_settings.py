@@ -21,21 +21,6 @@ from bharateo.config.settings import (add_flags, check_settings, from_args, numb
                                range_problems, setting, settings_of)
 from bharateo.training.loop import TrainConfig
 
-# one line: the whole declaration of a new hyperparameter
-WarmupTrainConfig = dataclasses.make_dataclass(
-    "WarmupTrainConfig",
-    [("warmup_epochs", int, setting(0, label="warmup epochs", low=0, high=10, step=1,
-                                    widget="number", group="Optimiser",
-                                    help="epochs of linear learning-rate warm-up"))],
-    bases=(TrainConfig,), frozen=True)
-
-
-@pytest.fixture
-def warmup(monkeypatch):
-    monkeypatch.setitem(SECTIONS, "train", WarmupTrainConfig)
-    return WarmupTrainConfig
-
-
 def test_a_new_setting_is_a_cli_flag_checked_against_its_range(warmup, monkeypatch, capsys):
     args = cli.build_parser().parse_args(["train", "--run", "w", "--warmup-epochs", "3"])
     assert args.warmup_epochs == 3 and from_args(warmup, args)["warmup_epochs"] == 3

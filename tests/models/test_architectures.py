@@ -16,7 +16,7 @@ from bharateo.models.notebook import ModelConfig, TinyRGBMAE
 from bharateo.training.experiment import RunConfig
 from bharateo.storage.runs import load_model, load_run, run_dir, save_run
 from bharateo.training.loop import StepMetrics, TrainConfig, TrainingEnd, make_model, train
-from tests.test_device import tiny_chips
+from tests.support.models import tiny_chips
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=16, depth=1, heads=2)
 

@@ -32,7 +32,7 @@ from bharateo.data.worldcover import (
     tile_id,
     tile_url,
 )
-from tests.fixture_tiles import (
+from tests.support.fixture_tiles import (
     RangeHTTPServer,
     closed_port_url,
     direct_read,

@@ -12,29 +12,15 @@ import torch
 
 from bharateo import cli
 from bharateo.app import figures, pictures, results
-from bharateo.data.chips import ChipConfig
 from bharateo.errors import RunNotFoundError
-from bharateo.models.notebook import ModelConfig, num_masked, random_patch_mask
-from bharateo.training.experiment import RunConfig, make_model
-from bharateo.data.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
-from bharateo.storage.runs import list_runs, load_model, load_run, save_run, unreadable_weights_message
+from bharateo.models.notebook import num_masked, random_patch_mask
+from bharateo.data.roi import RoiSpec, load_roi
+from bharateo.storage.runs import list_runs, load_model, unreadable_weights_message
 from bharateo.training.tokens import token_accounting
-from bharateo.training.loop import TrainConfig
 from bharateo.words import ordinal, plural
 from bharateo.app.state import CurrentModel
-from tests.test_evaluate import _result
-
-SMALL_CONFIG = RunConfig(rois=tuple(RoiSpec(r.name, r.lon, r.lat, 512) for r in NOTEBOOK_ROIS),
-                         chips=ChipConfig(n_chips=16), model=ModelConfig(embed_dim=32, depth=1, heads=2),
-                         train=TrainConfig(epochs=1))
-
-
-def save_untrained_run(name: str, epochs_done: int = 1):
-    """A run of SMALL_CONFIG with freshly initialised weights (seeded), saved like a real one."""
-    model = make_model(SMALL_CONFIG.model, SMALL_CONFIG.train.seed)
-    save_run(name, model, SMALL_CONFIG.to_dict(), [{"epoch": 1}] * epochs_done,
-             {"epochs_done": epochs_done, "end_reason": "finished"})
-    return load_run(name)
+from tests.support.pages import open_page
+from tests.support.runs import SMALL_CONFIG, result_dict, save_untrained_run
 
 
 # --- masked-token count --------------------------------------------------------------------------
@@ -81,9 +67,8 @@ def test_cli_says_a_damaged_model_pt_in_words_exit_2(damage, capsys):
     assert "\x1b" not in err and "Traceback" not in err
 
 
+@pytest.mark.app  # drives a page (AppTest): the app tier, not the quick one
 def test_the_app_shows_the_same_message_without_terminal_codes():
-    from tests.test_evaluate import open_page
-
     run = save_untrained_run("broken")
     DAMAGES["pickled module"](run.path / "model.pt")
     at = open_page("pages/evaluate.py")
@@ -129,8 +114,8 @@ def test_gap_reading_never_says_carries_over_and_not_learned_about_one_run():
     for right_t, right_h in product(range(0, 101, 10), repeat=2):
         diag_t = [right_t, 700, right_t, right_t // 2, 0, 0, 0, 0]
         diag_h = [right_h, 690, right_h, right_h // 2, 0, 0, 0, 0]
-        train = _result(sum(diag_t) / 1000, diag_t, support)
-        held = _result(sum(diag_h) / 1000, diag_h, support)
+        train = result_dict(sum(diag_t) / 1000, diag_t, support)
+        held = result_dict(sum(diag_h) / 1000, diag_h, support)
         text = results.gap_reading(train, held, "x")
         carries = "learned carries over" in text
         seen.add(carries)
@@ -173,9 +158,8 @@ def test_region_picture_caption_uses_ordinals(worldcover_dir):
     assert "every 2nd pixel" in caption and "2th" not in caption
 
 
+@pytest.mark.app  # drives a page (AppTest): the app tier, not the quick one
 def test_a_failed_run_pick_stays_on_screen_until_the_next_pick():
-    from tests.test_evaluate import open_page
-
     save_untrained_run("fine")
     DAMAGES["truncated"](save_untrained_run("broken").path / "model.pt")
     at = open_page("pages/reconstruct.py")

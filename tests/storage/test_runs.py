@@ -10,8 +10,6 @@ import shutil
 import math
 import os
 import pickle
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,9 +26,9 @@ from bharateo.data.roi import Roi, RoiSpec
 from bharateo.storage.runs import (delete_run, list_runs, load_model, load_run, rename_run, reserve_run_name,
                            save_run, scan_runs, write_run_file)
 from bharateo.training.loop import StepMetrics, TrainConfig, TrainingEnd, make_model, train
-from tests.fixture_tiles import synthetic_native
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.cli import run_cli
+from tests.support.fixture_tiles import synthetic_native
+from tests.support.models import TINY_MODEL, tiny_model_config
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +39,7 @@ def rois():
 
 CONFIG = RunConfig(rois=tuple(RoiSpec(n, 0.0, 0.0, 512) for n in "abc"),
                    chips=ChipConfig(n_chips=24, chip_size=64, holdout_roi="c", n_holdout_chips=8),
-                   model=ModelConfig(embed_dim=32, depth=1, heads=2), train=TrainConfig(epochs=1))
+                   model=TINY_MODEL, train=TrainConfig(epochs=1))
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +239,7 @@ def test_evaluating_a_deleted_run_does_not_recreate_its_folder(rois, result):
 # --- item 4: diverged runs keep the last good weights; NaN never crashes a save ---------------
 def test_divergence_at_lr_1_keeps_the_weights_of_the_step_before(rois):
     chips, _ = build_chip_sets(rois, ChipConfig(n_chips=48, chip_size=64))
-    model = make_model(ModelConfig(img_size=64, embed_dim=32, depth=1, heads=2), 0)
+    model = make_model(tiny_model_config(img_size=64), 0)
     after_step = [{k: v.clone() for k, v in model.state_dict().items()}]  # [0]: before any step
     for event in train(model, chips, TrainConfig(epochs=20, lr=1.0)):
         if isinstance(event, StepMetrics):
@@ -335,9 +333,7 @@ def test_a_read_only_checkpoints_folder_refuses_the_reservation_in_words(isolate
         folder.chmod(0o755)
 
 
-def cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "bharateo", *args], cwd=REPO, capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=300)
+cli = run_cli  # `python -m bharateo ...` in this process (tests/support/cli.py)
 
 
 CLI_EDGES = {"--patch-size": ("0", "patch size (px) must be between 1"),

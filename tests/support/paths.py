@@ -2,6 +2,6 @@
 app): the repository, Home's script, and ../shared beside the project (read-only real data)."""
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 APP = str(REPO / "app.py")
 SHARED = REPO.parent / "shared"

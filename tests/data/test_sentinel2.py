@@ -3,7 +3,7 @@ labels on the scene's UTM grid, per-band normalisation, a 4-band run end to end,
 through a local server, and the messages for a scene that doesn't cover the region or is cloud.
 
 The reflectance is real (29RKH, 2020-02-19, downsampled 10x by its publisher: its "10 m" grid is
-100 m here). Its labels are WorldCover fixtures (tests/s2_fixtures.py), never real WorldCover."""
+100 m here). Its labels are WorldCover fixtures (tests/support/s2_fixtures.py), never real WorldCover."""
 from __future__ import annotations
 
 import json
@@ -20,7 +20,6 @@ from rasterio.windows import Window
 from bharateo import cli
 from bharateo.data.chips import ChipConfig, ChipSet, build_chip_sets, tokens_for
 from bharateo.errors import BharatEOError, ConfigError, RegionError
-from bharateo.models.notebook import ModelConfig
 from bharateo.training.experiment import RunConfig, load_rois, run_experiment
 from bharateo.data.reflectance import BandStats, band_stats, composite, normalise
 from bharateo.data.roi import FIXTURE_LABEL, RoiSpec
@@ -41,35 +40,23 @@ from bharateo.data.sentinel2 import (
 from bharateo.data.sentinel2.bands import EARTH_SEARCH_ASSET_HOSTS
 from bharateo.training.loop import TrainConfig
 from bharateo.data.worldcover import NODATA_ID, PIXELS_PER_DEGREE, DataSource
-from tests.fixture_tiles import closed_port_url, write_fixture_tile
-from tests.s2_fixtures import (
+from tests.support.fixture_tiles import closed_port_url, write_fixture_tile
+from tests.support.s2_fixtures import (
+    DATES,
     SAHARA,
     SAHARA_EAST,
     SCENE_DIR,
     SCENE_ID,
+    VARIED,
     StacServer,
     copy_scene_files,
     sahara_labels,
     scene_folder,
     shared_item,
 )
+from tests.support.models import TINY_MODEL
 
 pytestmark = pytest.mark.skipif(not SCENE_DIR.is_dir(), reason="needs ../shared/data/sentinel2")
-DATES = "2020-01-01/2020-03-01"
-VARIED = {40: .35, 60: .3, 20: .2, 50: .1, 30: .05}  # fixture label classes
-
-
-@pytest.fixture
-def s2_env(tmp_path, monkeypatch):
-    """The shared scene as a BHARATEO_S2_DIR folder, label fixtures in a WorldCover folder, and
-    empty data/checkpoint folders."""
-    scene_folder(tmp_path / "s2")
-    sahara_labels(tmp_path / "wc", weights=VARIED)
-    for key, sub in (("BHARATEO_S2_DIR", "s2"), ("BHARATEO_WORLDCOVER_DIR", "wc"),
-                     ("BHARATEO_DATA_DIR", "data"), ("BHARATEO_CHECKPOINT_DIR", "runs")):
-        monkeypatch.setenv(key, str(tmp_path / sub))
-    monkeypatch.delenv("BHARATEO_S2_STAC_URL", raising=False)
-    return tmp_path
 
 
 def shared_scene():
@@ -354,7 +341,7 @@ def tiny_config(source="s2-4band", **chips) -> RunConfig:
     return RunConfig(rois=(SAHARA,), chips=ChipConfig(**{
         "n_chips": 16, "chip_size": 64, "patch_size": 16, "source": source, "dates": DATES,
         "holdout_roi": SAHARA.name, "holdout_block": "east", "n_holdout_chips": 8, **chips}),
-        model=ModelConfig(embed_dim=32, depth=1, heads=2), train=TrainConfig(epochs=1, batch_size=8))
+        model=TINY_MODEL, train=TrainConfig(epochs=1, batch_size=8))
 
 
 def test_a_4band_run_trains_reconstructs_and_evaluates(s2_env):
@@ -399,6 +386,7 @@ def test_a_4band_run_trains_reconstructs_and_evaluates(s2_env):
         assert "s2-four" in [d.name for d in scan_runs()[1]]
 
 
+@pytest.mark.app  # a training in the app's worker process: the app tier, not the quick one
 def test_the_apps_training_worker_trains_and_saves_a_4band_run(s2_env):
     """The app's path (a TrainingJob in a worker process) trains the same 4-band run as the
     core and saves its band statistics; the app's model carries them."""
@@ -473,7 +461,7 @@ def test_stac_search_errors_are_clear(tmp_path):
         with pytest.raises(RegionError, match="No Sentinel-2 L2A scene"):
             load_s2_roi(SAHARA, BANDS_4, S2Query(DATES, 20), S2Source("stac", server.url),
                         DataSource("folder", str(tmp_path)), use_cache=False)
-    from tests.fixture_tiles import closed_port_url
+    from tests.support.fixture_tiles import closed_port_url
 
     with pytest.raises(Exception, match="search at .* failed.*BHARATEO_S2_DIR"):
         load_s2_roi(SAHARA, BANDS_4, S2Query(DATES, 20), S2Source("stac", closed_port_url()),
@@ -537,7 +525,7 @@ def test_folders_that_are_no_scene_are_skipped_with_a_reason_a_teacher_can_act_o
     """Each kind of non-scene sub-folder is named with why: band files without their STAC item,
     a multi-band composite (the shared Belgium mosaic), nothing usable at all."""
     from bharateo.data.sentinel2 import folder_scenes
-    from tests.s2_fixtures import BELGIUM_TIF, SCENE_DIR
+    from tests.support.s2_fixtures import BELGIUM_TIF, SCENE_DIR
 
     tmp_path = tmp_path / "s2"  # beside whatever else the test's folder holds
     (tmp_path / "bands_only").mkdir(parents=True)

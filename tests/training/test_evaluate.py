@@ -1,14 +1,11 @@
 """Core evaluation (bharateo.training.evaluate) and the page computations built on it (bharateo.app.results).
 
-Also home of the tiny trained fixture run the Reconstruct/Evaluate page tests import
-(`trained`, `save_tiny_run`, `model_entry`): 64 chips of 128 px from 512 px fixture ROIs, a
-32-dim one-layer model, 30 epochs at mask ratio 0.25. Trained at a low ratio, it reliably
-paints hidden patches back better when more of the chip is visible, which the curve test needs.
-"""
+Most tests read the tiny trained run (the session fixture `trained`, tests/conftest.py;
+tests/support/runs.py says what it is)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,59 +15,13 @@ from bharateo.training import evaluate as ev
 from bharateo.app import figures, pictures, results
 from bharateo.data.chips import ChipConfig, build_chip_sets
 from bharateo.errors import ConfigError
-from bharateo.models.notebook import ModelConfig, num_masked, random_patch_mask
+from bharateo.models.notebook import num_masked, random_patch_mask
 from bharateo.app.pictures import magma
 from bharateo.app.state import CurrentModel
-from bharateo.training.experiment import ExperimentResult, RunConfig, load_rois, run_experiment, save_experiment
-from bharateo.data.roi import NOTEBOOK_ROIS, RoiSpec
-from bharateo.storage.runs import load_run
+from bharateo.training.experiment import RunConfig
 from bharateo.training.loop import TrainConfig
 from bharateo.data.worldcover import CLASS_NAMES, NUM_CLASSES
-
-TINY_ROIS = tuple(RoiSpec(r.name, r.lon, r.lat, 512) for r in NOTEBOOK_ROIS)
-TINY_CONFIG = RunConfig(
-    rois=TINY_ROIS,
-    chips=ChipConfig(n_chips=64, chip_size=128, holdout_roi="mathura_belt", n_holdout_chips=16),
-    model=ModelConfig(embed_dim=32, depth=1, heads=2),
-    train=TrainConfig(epochs=30, lr=3e-3, mask_ratio=0.25))
-
-
-@dataclass
-class TinyRun:
-    config: RunConfig
-    rois: list
-    result: ExperimentResult
-
-
-@pytest.fixture(scope="module")
-def trained(fixture_tiles_dir, tmp_path_factory):
-    """TINY_CONFIG trained once per test module (not saved; see save_tiny_run).
-
-    Torch runs on one thread meanwhile: on two shared cores, two OpenMP threads fighting other
-    processes made this 10x slower (45 s instead of 4 s).
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BHARATEO_WORLDCOVER_DIR", str(fixture_tiles_dir.folder))
-        mp.setenv("BHARATEO_DATA_DIR", str(tmp_path_factory.mktemp("tiny-data")))
-        rois = load_rois(TINY_CONFIG.rois)
-        result = run_experiment(TINY_CONFIG, rois)
-    assert result.end.reason == "finished"
-    yield TinyRun(TINY_CONFIG, rois, result)
-    torch.set_num_threads(threads)
-
-
-def save_tiny_run(tiny: TinyRun, name: str):
-    """Save the trained tiny run under the current BHARATEO_CHECKPOINT_DIR -> SavedRun."""
-    save_experiment(name, tiny.config, tiny.result, tiny.rois)
-    return load_run(name)
-
-
-def model_entry(tiny: TinyRun, run_name: str | None) -> CurrentModel:
-    """What the Train page / state.use_saved_run put in st.session_state.model."""
-    return CurrentModel(tiny.result.model, f"run '{run_name}' (trained here)", tiny.config, run_name)
-
+from tests.support.runs import TINY_CONFIG, result_dict, save_tiny_run
 
 # --- confusion matrix, normalisation, scores ---------------------------------------------------
 def test_confusion_counts_sum_to_chips_times_patches(trained):
@@ -362,21 +313,10 @@ def test_chips_for_run_rebuilds_the_training_chips(trained, worldcover_dir):
 
 
 # --- the plain-language reading ------------------------------------------------------------------
-def _result(accuracy, confusion_diag, support, mae=0.1, recalls=None):
-    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), int)
-    for k, (right, n) in enumerate(zip(confusion_diag, support)):
-        confusion[k, k] = right
-        confusion[k, (k + 1) % NUM_CLASSES] = n - right
-    report = ev.classification_report(confusion)
-    assert report["accuracy"] == pytest.approx(accuracy, abs=0.01)
-    return {"confusion": confusion.tolist(), **report, "masked_mae": mae,
-            "per_class_mae": [mae] * NUM_CLASSES}
-
-
 def test_gap_reading_names_memorisation_with_the_numbers():
     support = [200, 500, 100, 200, 0, 0, 0, 0]
-    train = _result(0.90, [180, 450, 90, 180, 0, 0, 0, 0], support, mae=0.05)
-    held = _result(0.71, [150, 400, 50, 110, 0, 0, 0, 0], support, mae=0.08)
+    train = result_dict(0.90, [180, 450, 90, 180, 0, 0, 0, 0], support, mae=0.05)
+    held = result_dict(0.71, [150, 400, 50, 110, 0, 0, 0, 0], support, mae=0.08)
     text = results.gap_reading(train, held, "mathura_belt")
     assert "drops from 0.90 on training chips to 0.71" in text and "memorised" in text
     assert "'mathura_belt'" in text and "0.050" in text and "0.080" in text and "+60%" in text
@@ -385,42 +325,15 @@ def test_gap_reading_names_memorisation_with_the_numbers():
 
 def test_gap_reading_other_cases():
     support = [100, 700, 100, 100, 0, 0, 0, 0]
-    good = _result(0.85, [80, 650, 60, 60, 0, 0, 0, 0], support)
+    good = result_dict(0.85, [80, 650, 60, 60, 0, 0, 0, 0], support)
     assert "about the same" in results.gap_reading(good, good, "x")
-    easy = results.gap_reading(good, _result(0.95, [95, 700, 90, 65, 0, 0, 0, 0], support), "x")
+    easy = results.gap_reading(good, result_dict(0.95, [95, 700, 90, 65, 0, 0, 0, 0], support), "x")
     assert "higher on" in easy and "easier" in easy and "would already score 70%" in easy
     assert easy.count("always answering") == 1  # said once, not twice
-    lazy = results.gap_reading(good, _result(0.70, [0, 700, 0, 0, 0, 0, 0, 0], support), "x")
+    lazy = results.gap_reading(good, result_dict(0.70, [0, 700, 0, 0, 0, 0, 0, 0], support), "x")
     assert "does little more than answer 'cropland'" in lazy and "carries over" not in lazy.replace("does not carry over", "")
     assert "hold out a region" in results.gap_reading(good, None)
     assert results.gap_reading(good, good, "x", held_out_by_run=False).startswith("Careful")
-
-
-def open_page(page: str, fill: bool = True, **state):
-    """AppTest of `page` reached through app.py, with `state` put in the session first.
-    `fill`: when the page asked for results to be filled in off the page (app.looks), wait for
-    them and run the page again, as its polling fragment would (a visitor a moment later)."""
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file("../app.py", default_timeout=90)
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return filled(at) if fill else at
-
-
-def filled(at):
-    """`at` once the results its page asked to be filled in off the page are ready: run again,
-    as the page's polling fragment does (nothing to wait for: `at` as it is)."""
-    from bharateo.jobs import looks
-
-    # (a result may be ready already, but the page drew its note a moment before)
-    if looks.wait_all(timeout=120) or any("Filling in" in i.value for i in at.info):
-        at.run()
-        assert not at.exception, at.exception
-    return at
 
 
 def test_describe_model_counts_the_epochs_that_ran():

@@ -6,7 +6,6 @@ sea) from ../shared/data/worldcover, or the project's bundled copy under data/sa
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,9 +26,9 @@ from bharateo.data.roi import Roi, RoiSpec, load_roi
 from bharateo.training.loop import TrainConfig, TrainingEnd, make_model, masked_metrics, train
 from bharateo.data.worldcover import (CLASS_NAMES, CLASS_TO_ID, IGNORE_INDEX, NODATA_ID, NUM_CLASSES, DataSource,
                                  collapse_worldcover, tile_filename)
+from tests.support.models import TINY_MODEL
+from tests.support.paths import APP, REPO
 
-REPO = Path(__file__).resolve().parents[1]
-APP = str(REPO / "app.py")
 TILE = tile_filename("N00E006")
 REAL_DIR = next((d for d in (REPO.parent / "shared" / "data" / "worldcover", REPO / "data" / "sample")
                  if (d / TILE).exists()), None)
@@ -387,7 +386,7 @@ REAL_RUN = RunConfig(
     rois=(SAO_TOME, COAST),
     chips=ChipConfig(n_chips=256, min_classes=1, holdout_roi=SAO_TOME.name, holdout_block="south",
                      n_holdout_chips=16),
-    model=ModelConfig(embed_dim=32, depth=1, heads=2),
+    model=TINY_MODEL,
     train=TrainConfig(epochs=2, lr=2e-3))
 
 
@@ -435,9 +434,10 @@ def first_chip_with_ignored_patch(chips: ChipSet) -> int:
                               .any(axis=1))[0])
 
 
+@pytest.mark.app  # drives a page (AppTest): the app tier, not the quick one
 @needs_tile
 def test_evaluate_and_reconstruct_pages_on_the_real_run(real_run):
-    from tests.test_evaluate import open_page
+    from tests.support.pages import open_page
 
     model, chips, held, _ = real_run
     from bharateo.app.state import CurrentModel
@@ -467,6 +467,7 @@ def open_chips_page(rois):
     return at
 
 
+@pytest.mark.app  # drives a page (AppTest): the app tier, not the quick one
 @needs_tile
 def test_chips_page_on_a_sea_region(real):
     at = open_chips_page([real[COAST.name]])

@@ -11,27 +11,14 @@ from bharateo.storage import chipstore as store_module
 from bharateo.data.chips import ChipConfig, build_chip_sets
 from bharateo.cli import main
 from bharateo.errors import ChipError, ChipStoreError
-from bharateo.models.notebook import ModelConfig
 from bharateo.data.reflectance import BandStats
 from bharateo.data.roi import Roi, RoiSpec
 from bharateo.storage.chipstore import ChipStore, build_store, read_manifest
 from bharateo.training.loop import StepMetrics, TrainConfig, TrainingEnd, make_model, train
 from bharateo.data.worldcover import IGNORE_INDEX
-from tests.fixture_tiles import synthetic_native
-
-# 64 px chips of 8 px patches: a sea strip 6 px wide makes whole patches at least half no-data
-CHIPS = ChipConfig(n_chips=45, chip_size=64, patch_size=8, holdout_roi="b", holdout_block="east",
-                   n_holdout_chips=7, seed=3)
-
-
-def make_rois():
-    """Two 384 px synthetic regions (in memory, labelled as such); 'a' has a no-data strip."""
-    a = synthetic_native(384, 384, seed=1, class_weights="urban")
-    a[:, :40] = 0  # open sea / outside coverage along the west edge
-    b = synthetic_native(384, 384, seed=2, class_weights="cropland")
-    return [Roi(RoiSpec("a", 0.0, 0.0, 384), a, {"synthetic": True, "source": "fixture a"}),
-            Roi(RoiSpec("b", 0.0, 0.0, 384), b, {"synthetic": True, "source": "fixture b"})]
-
+from tests.support.fixture_tiles import synthetic_native
+from tests.support.models import tiny_model_config
+from tests.support.stores import CHIPS, S2_CHIPS, make_rois
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
@@ -149,7 +136,7 @@ def test_build_is_atomic(tmp_path, monkeypatch):
 
 
 def run_events(chips, heldout, config):
-    model = make_model(ModelConfig(img_size=64, patch_size=8, embed_dim=32, depth=1, heads=2), 0)
+    model = make_model(tiny_model_config(img_size=64, patch_size=8), 0)
     events = list(train(model, chips, config, heldout))
     return events, model.state_dict()
 
@@ -318,17 +305,14 @@ def test_ctrl_c_in_chips_build_is_a_sentence_and_leaves_nothing(worldcover_dir, 
     assert list(out.parent.iterdir()) == []
 
 
-# --- Sentinel-2 stores: the real shared L2A crop with fixture labels (tests/s2_fixtures.py) ------
+# --- Sentinel-2 stores: the real shared L2A crop with fixture labels (tests/support/s2_fixtures.py) ------
 from bharateo.training.experiment import RunConfig, load_rois  # noqa: E402
 from bharateo.data.sentinel2 import BANDS_4  # noqa: E402
-from tests.s2_fixtures import SAHARA, SCENE_DIR, SCENE_ID  # noqa: E402
-from tests.test_sentinel2 import DATES as S2_DATES, s2_env  # noqa: E402,F401 (a fixture)
+from tests.support.s2_fixtures import DATES as S2_DATES, SAHARA, SCENE_DIR, SCENE_ID  # noqa: E402
 
 needs_s2 = pytest.mark.skipif(not SCENE_DIR.is_dir(), reason="needs ../shared/data/sentinel2")
-# 20 training chips of the west half and 6 held-out chips of the east half, 7-chip shards
-S2_CHIPS = ChipConfig(n_chips=20, chip_size=64, patch_size=16, source="s2-4band", dates=S2_DATES,
-                      holdout_roi=SAHARA.name, holdout_block="east", n_holdout_chips=6, seed=4)
-S2_MODEL = ModelConfig(img_size=64, patch_size=16, in_chans=4, embed_dim=32, depth=1, heads=2)
+# S2_CHIPS (tests/support/stores.py): 20 training chips of the west half, 6 held out of the east
+S2_MODEL = tiny_model_config(img_size=64, patch_size=16, in_chans=4)
 
 
 def s2_built(tmp_path, chips=S2_CHIPS):

@@ -9,22 +9,16 @@ import torch
 from bharateo import cli
 from bharateo.models import device
 from bharateo.training import evaluate as ev
-from bharateo.data.chips import ChipConfig, ChipSet, patch_mode_labels
+from bharateo.data.chips import ChipConfig
 from bharateo.errors import ConfigError
 from bharateo.models.notebook import ModelConfig
 from bharateo.training.experiment import RunConfig
 from bharateo.storage.runs import list_runs, load_model, load_run, save_run
 from bharateo.training.loop import StepMetrics, TrainConfig, TrainingEnd, make_model, train
+from tests.support.models import tiny_chips
 
 CUDA_MESSAGE = ("CUDA is not available on this machine (torch.cuda.is_available() is False): "
                 "use --device cpu")
-
-
-def tiny_chips(n: int = 16, seed: int = 0) -> ChipSet:
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 4, size=(n, 32, 32)).astype(np.uint8)
-    return ChipSet(labels, patch_mode_labels(labels, 8), np.zeros(n, np.int64),
-                   np.zeros((n, 2), np.int64), ["synthetic"], 32, 8)
 
 
 def tiny_model(seed: int = 0):

@@ -18,12 +18,13 @@ from bharateo.models.notebook import ModelConfig
 from bharateo.training.experiment import PRESETS
 from bharateo.data.roi import Roi, RoiSpec
 from bharateo.training.loop import EpochMetrics, StepMetrics, TrainConfig, make_model, train
-from tests.fixture_tiles import synthetic_native
-from tests.paths import REPO
+from tests.support.fixture_tiles import synthetic_native
+from tests.support.models import tiny_model_config
+from tests.support.paths import REPO
 
 FAST = PRESETS["fast (MAE encoder)"]
-TINY = ModelConfig(arch="mae", img_size=64, patch_size=16, embed_dim=32, depth=1, heads=2,
-                   decoder_dim=16, decoder_depth=1, decoder_heads=2)
+TINY = tiny_model_config(arch="mae", img_size=64, patch_size=16, decoder_dim=16, decoder_depth=1,
+                         decoder_heads=2)
 
 
 @pytest.fixture(scope="module")

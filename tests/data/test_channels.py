@@ -8,27 +8,15 @@ import torch
 
 from bharateo.training import evaluate as ev
 from bharateo.data import sources
-from bharateo.data.chips import ChipConfig, ChipSet, build_chip_sets, patch_mode_labels
+from bharateo.data.chips import ChipConfig, ChipSet, build_chip_sets
 from bharateo.errors import ChipError, ConfigError
 from bharateo.models.notebook import ModelConfig
 from bharateo.training.experiment import RunConfig
 from bharateo.data.roi import Roi, RoiSpec
 from bharateo.training.loop import EpochMetrics, TrainConfig, TrainingEnd, make_model, train
 from bharateo.data.worldcover import PALETTE_BANDS
-from tests.fixture_tiles import synthetic_native
-
-FAKE_BANDS = ("b1", "b2", "b3", "nir")  # a made-up 4-band source: not any real sensor's
-
-
-def four_band_chips(n: int = 12, size: int = 32, patch: int = 8, seed: int = 0) -> ChipSet:
-    """n chips of 4 fake bands (uniform values in [0, 1]) with random class ids as labels."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 8, size=(n, size, size)).astype(np.uint8)
-    pixels = rng.random((n, len(FAKE_BANDS), size, size), dtype=np.float32)
-    return ChipSet(labels, patch_mode_labels(labels, patch), np.zeros(n, np.int64),
-                   np.zeros((n, 2), np.int64), ["fake"], size, patch, bands=FAKE_BANDS,
-                   pixels=pixels)
-
+from tests.support.fixture_tiles import synthetic_native
+from tests.support.models import FAKE_BANDS, four_band_chips
 
 @pytest.fixture
 def fake_source(monkeypatch):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,7 +40,7 @@ from bharateo.data.worldcover import (
     data_source_from_env,
     tile_filename,
 )
-from tests.fixture_tiles import (
+from tests.support.fixture_tiles import (
     RangeHTTPServer,
     StallingServer,
     closed_port_url,
@@ -49,9 +48,10 @@ from tests.fixture_tiles import (
     window_in_tile,
     write_fixture_tile,
 )
+from tests.support.paths import SHARED
 
 REAL_TILE = "N00E006"
-_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "worldcover"
+_SHARED = SHARED / "data" / "worldcover"
 # the real tile as a folder source: ../shared when present, else the bundled copy (same file)
 REAL_DIR = _SHARED if (_SHARED / tile_filename(REAL_TILE)).is_file() else SAMPLE_DIR
 SAO_TOME_SOUTH = RoiSpec("sao_tome_south", 6.60, 0.05, 2048)  # its south part is in S03E006 (land)

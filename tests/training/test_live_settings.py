@@ -11,14 +11,14 @@ import torch
 from bharateo.training import loop as tr
 from bharateo.data.chips import ChipConfig, build_chip_sets
 from bharateo.errors import ConfigError
-from bharateo.models.notebook import ModelConfig
 from bharateo.data.roi import Roi, RoiSpec
 from bharateo.training.loop import SettingsChanged, StepMetrics, TrainConfig, changed_config, make_model
-from tests.fixture_tiles import synthetic_native
+from tests.support.fixture_tiles import synthetic_native
+from tests.support.models import tiny_model_config
 
 ROIS = [Roi(RoiSpec(n, 0.0, 0.0, 256), synthetic_native(256, 256, seed=i, class_weights=k))
         for i, (n, k) in enumerate([("a", "urban"), ("b", "cropland")])]
-MODEL = ModelConfig(img_size=64, embed_dim=32, depth=1, heads=2)
+MODEL = tiny_model_config(img_size=64)
 
 
 def test_a_change_before_a_step_trains_with_it_from_that_step(monkeypatch):

@@ -17,7 +17,8 @@ from bharateo.training.experiment import RunConfig, run_experiment
 from bharateo.data.roi import Roi, RoiSpec
 from bharateo.storage.runs import load_model, load_run
 from bharateo.training.loop import TrainConfig
-from tests.fixture_tiles import synthetic_native
+from tests.support.fixture_tiles import synthetic_native
+from tests.support.models import tiny_model_config
 
 SMALL = ModelConfig(arch="mae", img_size=64, patch_size=16, embed_dim=32, depth=2, heads=2,
                     decoder_dim=16, decoder_depth=1, decoder_heads=2)
@@ -127,7 +128,7 @@ def rois():
 def test_a_run_of_each_variant_saves_loads_reconstructs_and_evaluates(arch, rois):
     config = RunConfig(rois=tuple(r.spec for r in rois),
                        chips=ChipConfig(n_chips=32, chip_size=64, holdout_roi="c", n_holdout_chips=8),
-                       model=ModelConfig(arch=arch, embed_dim=32, depth=1, heads=2, decoder_dim=16,
+                       model=tiny_model_config(arch=arch, decoder_dim=16,
                                          decoder_heads=2),
                        train=TrainConfig(epochs=2, lr=2e-3))
     result = run_experiment(config, rois=rois, name=f"{arch}-run")

@@ -26,16 +26,16 @@ def save_tiny_run(root: Path, name: str = "today") -> Path:
     """A tiny run (2 synthetic regions, 8 chips of 64 px, embed 32, 1 epoch) trained and saved by
     today's code under `root` -> its folder."""
     from bharateo.data.chips import ChipConfig
-    from bharateo.models.notebook import ModelConfig
     from bharateo.training.experiment import RunConfig, run_experiment, save_experiment
     from bharateo.data.roi import Roi, RoiSpec
     from bharateo.training.loop import TrainConfig
-    from tests.fixture_tiles import synthetic_native
+    from tests.support.fixture_tiles import synthetic_native
+    from tests.support.models import TINY_MODEL
 
     rois = [Roi(RoiSpec(n, 0.0, 0.0, 256), synthetic_native(256, 256, seed=i, class_weights=k))
             for i, (n, k) in enumerate([("a", "urban"), ("b", "arid")])]
     config = RunConfig(rois=tuple(r.spec for r in rois), chips=ChipConfig(n_chips=8, chip_size=64),
-                       model=ModelConfig(embed_dim=32, depth=1, heads=2),
+                       model=TINY_MODEL,
                        train=TrainConfig(epochs=1, batch_size=4))
     old = os.environ.get("BHARATEO_CHECKPOINT_DIR")
     os.environ["BHARATEO_CHECKPOINT_DIR"] = str(root)

@@ -9,7 +9,7 @@ Every file written here carries the dataset tag `SYNTHETIC_TAG` (bharateo.data.r
 never present fixture pixels as WorldCover. Only the given fills are written; the rest of the
 tile is sparse (no blocks stored) and reads back as 0 = "sea / outside coverage".
 
-Importable as `tests.fixture_tiles` from the repo root (benchmarks in bench/ use it too).
+Importable as `tests.support.fixture_tiles` from the repo root (benchmarks in bench/ use it too).
 """
 from __future__ import annotations
 

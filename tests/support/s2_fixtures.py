@@ -5,7 +5,7 @@ The reflectance is real (../shared/data/sentinel2/, see its README): a Sentinel-
 the Western Sahara (29RKH, 2020-02-19) downsampled 10x by its publisher, so its "10 m" bands are
 100 m pixels and its 20 m bands 200 m. No WorldCover tile exists here for that place (N24W012), so
 the labels come from fixture tiles written by `write_label_fixture` on the real WorldCover grid,
-tagged BHARATEO_SYNTHETIC_FIXTURE like every fixture of tests/fixture_tiles.py; the app calls
+tagged BHARATEO_SYNTHETIC_FIXTURE like every fixture of tests/support/fixture_tiles.py; the app calls
 them "synthetic test fixture".
 """
 from __future__ import annotations
@@ -20,8 +20,8 @@ import numpy as np
 
 from bharateo.data.roi import RoiSpec
 from bharateo.data.worldcover import PIXELS_PER_DEGREE, TILE_DEGREES, tile_id_from_origin, tile_origin
-from tests.fixture_tiles import RangeHTTPServer, synthetic_native, write_fixture_tile
-from tests.paths import SHARED
+from tests.support.fixture_tiles import RangeHTTPServer, synthetic_native, write_fixture_tile
+from tests.support.paths import SHARED
 
 SHARED_S2 = SHARED / "data" / "sentinel2"
 SCENE_ID = "S2A_29RKH_20200219_0_L2A"
@@ -32,6 +32,8 @@ BELGIUM_TIF = (SHARED_S2 / "S2_31UFS_2021-06_monthly_10m" /
 # Regions inside the scene's footprint (its pixels are 100 m here: 256 px = 25.6 km)
 SAHARA = RoiSpec("sahara_29rkh", -11.45, 24.80, 256)
 SAHARA_EAST = RoiSpec("sahara_east", -11.10, 24.55, 192)
+DATES = "2020-01-01/2020-03-01"  # a search range holding the scene's date (2020-02-19)
+VARIED = {40: .35, 60: .3, 20: .2, 50: .1, 30: .05}  # fixture label classes: share of each
 LABEL_BLOCK_PX = 120  # fixture class blocks of 1/100 degree (~1.1 km): a few per 16 px patch
 
 

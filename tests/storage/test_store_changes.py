@@ -14,14 +14,14 @@ from bharateo.training import distributed
 from bharateo.storage import runs
 from bharateo.cli import main
 from bharateo.errors import ChipStoreError
-from bharateo.models.notebook import ModelConfig
 from bharateo.training.experiment import RunConfig
 from bharateo.storage.chipstore import ChipStore, build_store
 from bharateo.training.loop import EpochMetrics, StepMetrics, TrainConfig
-from tests.test_store import CHIPS, make_rois
+from tests.support.stores import CHIPS, make_rois
+from tests.support.models import TINY_MODEL
 
 STORE_CHIPS = replace(CHIPS, n_chips=12, n_holdout_chips=4)
-CONFIG = RunConfig(model=ModelConfig(embed_dim=32, depth=1, heads=2),
+CONFIG = RunConfig(model=TINY_MODEL,
                    train=TrainConfig(epochs=2, batch_size=4, seed=7))
 VICTIM = "train-00001.labels.npy"
 
