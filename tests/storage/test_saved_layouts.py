@@ -31,7 +31,9 @@ from bharateo.storage import runs
 from bharateo.training.evaluate import evaluate
 from bharateo.training.experiment import RunConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.paths import REPO  # noqa: E402
+
+ROOT = REPO
 SIZE, PATCH = 32, 8
 TINY = dict(embed_dim=16, depth=1, heads=2)
 

@@ -21,8 +21,8 @@ import pytest
 
 from bharateo.data.roi import RoiSpec, load_roi, roi_window
 from bharateo.errors import BharatEOError
-from tests.fixture_tiles import synthetic_native, window_in_tile, write_fixture_tile
-from tests.s2_fixtures import SAHARA, SCENE_DIR, sahara_labels, scene_folder
+from tests.support.fixture_tiles import synthetic_native, window_in_tile, write_fixture_tile
+from tests.support.s2_fixtures import SAHARA, SCENE_DIR, sahara_labels, scene_folder
 
 pytestmark = pytest.mark.skipif(not SCENE_DIR.is_dir(), reason="needs ../shared/data/sentinel2")
 

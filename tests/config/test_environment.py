@@ -18,7 +18,9 @@ from bharateo.config.environment import (MAX_CHARS, VARIABLES, EnvironmentVariab
                                          Hosts, Name, Number, Url, Variable)
 from bharateo.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.paths import REPO  # noqa: E402
+
+ROOT = REPO
 ENVIRONMENT_PY = ROOT / "bharateo" / "config" / "environment.py"
 # "BHARATEO_..." words that are no variable of the lab: the tag of the tests' fixture tiles, a
 # switch of the browser test, a MIME boundary of a test server
