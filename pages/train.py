@@ -13,7 +13,7 @@ from bharateo.app.train import (ACCURACY_CAPTION, VARIANT_CHOICES, accuracy_colu
                                 adopt_finished_job, apply_preset, compare_selection, compare_table,
                                 config_from_knobs, control_buttons, control_job, live_control_buttons,
                                 series_from_job, current_knobs, default_run_name, draw_progress,
-                                flops_table, free_run_name, knob_problems, knob_settings,
+                                flops_table, free_run_name,
                                 knob_widget, live_progress, manage_run, matching_preset,
                                 precision_caption, queue_panel, restore_knobs, runs_table,
                                 save_again, series_from_run, start_training, token_metrics, training_estimate)
@@ -21,7 +21,7 @@ from bharateo.errors import BharatEOError
 from bharateo.storage.export import HISTORY_COLUMNS, series_rows
 from bharateo.training.experiment import PRESETS
 from bharateo.storage.runs import delete_run, rename_run, scan_runs
-from bharateo.app.knobs import GROUPS
+from bharateo.app.knobs import GROUPS, knob_problems, knob_settings
 from bharateo.data.sources import pixel_source
 
 page_setup("train")

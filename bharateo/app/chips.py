@@ -6,7 +6,7 @@ spelled out for that chip. The pictures themselves are drawn in bharateo/app/pic
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -83,11 +83,11 @@ def chip_field_help(key: str) -> str:
 
 
 def chip_field_problems(values: dict) -> list[str]:
-    """One sentence per invalid Chips field (empty: all fine), naming the field, the value typed
-    and what is allowed (app/knobs.py's checks: the setting's own, then the form's range); a
-    value is never replaced by another."""
+    """One sentence per invalid typed Chips field (empty: all fine), naming the field, the value
+    typed and what is allowed (the setting's own check, then the form's range); a value is never
+    replaced by another."""
     return [p for name, k in chip_form_settings().items()
-            if (p := _field_problem(k, k.coerce(values.get(name))))]
+            if k.typed and (p := _field_problem(k, k.coerce(values.get(name))))]
 
 
 def _field_problem(k: Knob, value) -> str | None:

@@ -8,7 +8,7 @@ import datetime as dt
 import math
 import statistics
 from pathlib import Path
-from dataclasses import fields, replace
+from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
@@ -24,7 +24,7 @@ from bharateo.errors import BharatEOError, ConfigError, RunNotFoundError
 from bharateo.models.notebook import ModelConfig, num_masked
 # the knobs: declared settings as the pages draw and check them (bharateo/app/knobs.py)
 from bharateo.app.knobs import (HOLDOUT_KNOBS, Knob, chip_knobs, knob, knob_problems,
-                                knob_settings, knobs_from_config, section_from_knobs)
+                                knobs_from_config, section_from_knobs)
 from bharateo.training.experiment import (PRESETS, SECTIONS, RunConfig, renamed, save_experiment,
                                           saved_as_message, split_quality)
 from bharateo.storage.runs import DamagedRun, ReservedName, SavedRun, reserve_run_name

@@ -573,7 +573,7 @@ def plan_chips(rois, config: ChipConfig) -> SamplingPlan:
     the training regions (seed config.seed) and the held-out ones (seed config.seed + 1).
     ChipError for no ROI, ROIs not read from the chips' source, or a bad held-out choice."""
     if not rois:
-        raise ChipError("Choose at least one region on the Regions page first.")
+        raise ChipError("There are no regions to cut chips from: choose at least one region first.")
     bands = pixel_source(config.source).bands
     roi_pixels = None
     if bands != PALETTE_BANDS:  # a source with its own pixels (Sentinel-2 regions: .pixels)
@@ -582,7 +582,7 @@ def plan_chips(rois, config: ChipConfig) -> SamplingPlan:
                for p, r in zip(roi_pixels, rois)):
             raise ChipError(f"All regions must be read from the chips' source "
                             f"({pixel_source(config.source).label}, bands {' '.join(bands)}): "
-                            "read the regions again from that source on the Regions page.")
+                            "read the regions again from that source.")
     elif any(getattr(r, "pixels", None) is not None for r in rois):
         raise ChipError("Some regions hold Sentinel-2 pixels, not WorldCover palette RGB: choose "
                         "their source for the chips, or read the regions again as WorldCover.")

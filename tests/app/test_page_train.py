@@ -9,7 +9,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from bharateo.jobs.service import QUEUE
-from bharateo.training.experiment import HOLDOUT_KNOBS, PRESETS, knobs_from_config
+from bharateo.app.knobs import HOLDOUT_KNOBS, knobs_from_config
+from bharateo.training.experiment import PRESETS
 from bharateo.data.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
 from bharateo.storage.runs import list_runs, load_run
 from bharateo.app.state import CurrentModel
@@ -630,7 +631,7 @@ def test_every_token_accounting_figure_is_short_and_exact_in_its_help(worldcover
     At the largest chips x epochs the knobs allow, every figure fits (at most 6 characters) and
     its help holds the exact number config.tokens() computed."""
     from bharateo.models.notebook import num_masked
-    from bharateo.training.experiment import knob_settings
+    from bharateo.app.knobs import knob_settings
 
     settings = knob_settings()
     monkeypatch.setenv("BHARATEO_MAX_TRAINING_S", "none")  # the figures, not the 30-min default
