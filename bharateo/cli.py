@@ -190,7 +190,9 @@ def cmd_train(args) -> None:
         **{key: rebuilt(cls, getattr(base, key), from_args(cls, args))
            for key, cls in SECTIONS.items()})
     # each setting's one check, with a new run's limits (the Train page's sentences), by flag
-    flags = {s.name: s.flag for cls in SECTIONS.values() for s in settings_of(cls)}
+    flags = {}  # a name two sections share (patch_size) is named by the section with a flag
+    for s in (s for cls in SECTIONS.values() for s in settings_of(cls) if s.flag):
+        flags.setdefault(s.name, s.flag)
     if problems := new_run_problems(config):
         raise ConfigError("Fix these settings: " + " ".join(
             f"{flags.get(name) or name}: {sentence}" for name, sentence in problems.items()))

@@ -19,8 +19,8 @@ from bharateo.data.chips import (HOLDOUT_BLOCKS, MAX_CHIP_NODATA_FRACTION, ChipC
 from bharateo.errors import BharatEOError
 from bharateo.models.notebook import ModelConfig
 from bharateo.data.roi import Roi
-from bharateo.app.knobs import Knob, knob, offered_problem
-from bharateo.config.settings import problem, settings_of
+from bharateo.app.knobs import Knob, knob, offered_problem, value_problem
+from bharateo.config.settings import settings_of
 from bharateo.words import plural
 from bharateo.data.worldcover import NODATA_HELP, NODATA_NAME, NUM_CLASSES, PALETTE_BANDS, class_name
 
@@ -91,8 +91,10 @@ def chip_field_problems(values: dict) -> list[str]:
 
 
 def _field_problem(k: Knob, value) -> str | None:
-    """A Chips field's value: the science's sentence (settings.problem), else the form's."""
-    return problem(k.setting, value) or offered_problem(k, value)
+    """A Chips field's value: a typed field against its range (settings.problem's sentence with
+    the form's label and range, within the setting's bounds); any other the science's sentence,
+    then what the form offers."""
+    return value_problem(k, value, new_run=False) or offered_problem(k, value)
 
 
 # ChipConfig settings no page draws: every chip set a page cuts has their declared default

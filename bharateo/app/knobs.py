@@ -59,7 +59,7 @@ _SIZES = (32, 64, 96, 128, 192, 256)
 DRAWN = {
     # Dataset (and the Chips form's fields)
     "n_chips": Drawn("number", "Dataset", step=16),
-    "min_classes": Drawn("number", "Dataset", low=1, high=8, step=1),
+    "min_classes": Drawn("number", "Dataset", step=1),
     "holdout_roi": Drawn("selectbox", "Dataset"),
     "holdout_block": Drawn("selectbox", "Dataset"),
     "chip_size": Drawn("select_slider", options=(64, 128, 256)),
@@ -218,7 +218,8 @@ def section_from_knobs(key: str, base, knobs: dict):
 def offered_problem(k: Knob, value, allowed=None) -> str | None:
     """Check (3): None when the page could have set `value` (already valid as science), else one
     sentence naming the knob, the value and what the page offers: a typed field a number within
-    low..high (the Chips form's narrower ones); a select slider one of its options; a select box
+    low..high (settings.problem's sentence with the field's label, help and range: the Chips
+    form's differ from a new run's limits); a select slider one of its options; a select box
     one of its choices (or `allowed`, e.g. the session's region names for the held-out region;
     "" for an optional one); a slider a value on its steps between its ends."""
     label = f"**{k.label}**"
@@ -231,14 +232,11 @@ def offered_problem(k: Knob, value, allowed=None) -> str | None:
         if (value in ("", None) and k.optional) or value in options:
             return None
         return f"{label} is {value!r}: choose one of {', '.join(map(repr, options)) or 'the choices'}."
+    if k.typed:  # the science's sentence, with this field's label, help and range
+        return problem(replace(k.setting, label=k.label, help=k.help, limits=(k.low, k.high)),
+                       value, new_run=True)
     if not is_number(value) or not math.isfinite(value):
         return f"{label} is {value_text(value)}, not a number."
-    if k.typed:
-        if not k.low <= value <= k.high:
-            return (f"{label} is {value_text(value)}: type a "
-                    f"{'whole number' if k.whole else 'number'} from {number_words(k.low)} to "
-                    f"{number_words(k.high)} ({k.help}).")
-        return None
     if k.options:
         if value not in k.options:
             return f"{label} is {value_text(value)}: choose one of {', '.join(map(str, k.options))}."
@@ -251,6 +249,13 @@ def offered_problem(k: Knob, value, allowed=None) -> str | None:
         if abs(steps - round(steps)) > 1e-6:
             return f"{label} is {value:g}: not on the slider's steps of {k.step:g}."
     return None
+
+
+def value_problem(k: Knob, value, new_run: bool = True) -> str | None:
+    """Check (1): settings.problem's sentence for the knob's value alone (with a new run's limits
+    when `new_run`); a typed field is held to its own range (the Chips form's differ from a new
+    run's limits), in the same words and with its own label."""
+    return offered_problem(k, value) if k.typed else problem(k.setting, value, new_run)
 
 
 def config_problem(knobs: dict) -> str | None:
@@ -272,7 +277,7 @@ def knob_problems(knobs: dict, allowed: dict | None = None) -> list[str]:
     settings = knob_settings()
     values = {name: settings[name].coerce(value) for name, value in knobs.items() if name in settings}
     if problems := [p for name, value in values.items()
-                    if (p := problem(settings[name].setting, value, new_run=True))]:
+                    if (p := value_problem(settings[name], value))]:
         return problems
     if p := config_problem(values):
         return [p]
@@ -293,7 +298,7 @@ def from_text(k: Knob, raw, allowed=None, knobs: dict | None = None, new_run: bo
         raise ValueError(str(exc).rstrip(".")) from None
     if k.optional and value == "":
         return value
-    if (p := problem(k.setting, value, new_run)) \
+    if (p := value_problem(k, value, new_run)) \
             or (knobs is not None and (p := config_problem({**knobs, k.name: value}))) \
             or (p := offered_problem(k, value, allowed)):
         raise ValueError(p.rstrip("."))

@@ -81,7 +81,7 @@ class ChipConfig:
                                   "16 × 16 px")
     patch_size: int = setting(16, label="patch size (px)", bounds=(1, 64),
                               commands=("tokens",), help="side of one token's square of pixels")
-    min_classes: int = setting(2, label="min classes per chip", bounds=(1, 8),
+    min_classes: int = setting(2, label="min classes per chip", bounds=(1, 8), limits=(1, 8),
                                help="chips with fewer distinct land-cover classes are drawn "
                                     "again (there are 8; no data never counts as a class)")
     seed: int = setting(42, label="seed", bounds=(0, 2**63 - 1), limits=(0, 2**31 - 1),

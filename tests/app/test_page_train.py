@@ -308,12 +308,12 @@ def test_invalid_typed_settings_block_train_and_name_the_field(worldcover_dir):
         widget = at.number_input(key=key)
         assert widget.min is None or widget.min < -1e9, key
         assert widget.max is None or widget.max > 1e9, key
-    for key, value, words in [("n_chips", 99999, "**chips** is 99999"),
-                              ("epochs", -3, "**epochs** is -3"),
-                              ("lr", 0.0, "**learning rate** is 0"),
-                              ("min_classes", 9, "**min classes per chip** is 9"),
-                              ("weight_decay", 1.5, "**weight decay** is 1.5"),
-                              ("seed", -1, "**seed** is -1")]:
+    for key, value, words in [("n_chips", 99999, "Chips must be a whole number from 16 to 4,096 (got 99999)"),
+                              ("epochs", -3, "Epochs must be a whole number from 1 to 500 (got -3)"),
+                              ("lr", 0.0, "Learning rate must be a number from 1e-06 to 10 (got 0)"),
+                              ("min_classes", 9, "Min classes per chip must be a whole number from 1 to 8 (got 9)"),
+                              ("weight_decay", 1.5, "Weight decay must be a number from 0 to 1 (got 1.5)"),
+                              ("seed", -1, "Seed must be a whole number from 0 to 2,147,483,647 (got -1)")]:
         good = dict(at.session_state["train_knobs"])
         set_knobs(at, **{key: value})
         assert not at.exception
