@@ -15,7 +15,9 @@ dim, ...); (3) what the page offers (a slider's ends and steps, a select slider'
 select box's choices). Values are never replaced by others: the page blocks Train, the link
 leaves the value out with a note.
 
-Imports no other app module and no Streamlit (the modules above share it: no import circle).
+Imports no other app module and no Streamlit (the modules above share it: no import circle),
+and torch only when a knob is first listed (bharateo.training.experiment, lazily: the lesson
+link's module imports this one, and Home's first paint waits for no torch).
 """
 from __future__ import annotations
 
@@ -26,7 +28,6 @@ from bharateo.config.schema import is_number
 from bharateo.config.settings import (Setting, number_words, parse, problem, rebuilt,
                                       settings_of, value_text)
 from bharateo.errors import BharatEOError
-from bharateo.training.experiment import SECTIONS, RunConfig
 
 WIDGETS = ("number", "slider", "select_slider", "checkbox", "selectbox")
 GROUPS = ("Dataset", "Model", "Objective", "Optimiser")  # the Train page's columns, in order
@@ -164,6 +165,8 @@ def knob_settings() -> dict[str, Knob]:
     a column (`group`), by name, in field order. A knob fills every section with a field of that
     name (`seed` seeds both the chips and the training). Read at call time, so a setting added
     to a config class and to DRAWN is a knob at once."""
+    from bharateo.training.experiment import SECTIONS
+
     out = {}
     for key, cls in SECTIONS.items():
         for s in settings_of(cls):
@@ -183,9 +186,12 @@ def knob_help(key: str) -> str:
     return knob_settings()[key].range_text
 
 
-def knobs_from_config(config: RunConfig) -> dict:
-    """Widget values for every knob ("" for an empty optional choice: a selectbox can't show
-    None). A section of an older class lacking a knob's field gives that knob's default."""
+def knobs_from_config(config) -> dict:
+    """Widget values for every knob of RunConfig `config` ("" for an empty optional choice: a
+    selectbox can't show None). A section of an older class lacking a knob's field gives that
+    knob's default."""
+    from bharateo.training.experiment import SECTIONS
+
     knobs, drawn = {}, knob_settings()
     for key, cls in SECTIONS.items():
         section = getattr(config, key)
@@ -208,6 +214,8 @@ def chip_knobs(chip_config, roi_names: list[str]) -> dict:
 def section_from_knobs(key: str, base, knobs: dict):
     """RunConfig section `key` (its class from SECTIONS): `base`'s values, then the knobs that
     name one of its fields, each as the field's type."""
+    from bharateo.training.experiment import SECTIONS
+
     cls, settings = SECTIONS[key], knob_settings()
     names = {f.name for f in fields(cls)}
     return rebuilt(cls, base, {name: settings[name].coerce(value) for name, value in knobs.items()
@@ -261,6 +269,8 @@ def value_problem(k: Knob, value, new_run: bool = True) -> str | None:
 def config_problem(knobs: dict) -> str | None:
     """Check (2): the science's cross-field rules (RunConfig.validate) of the config the knobs
     make, every other setting at its default: ConfigError's sentence, or None."""
+    from bharateo.training.experiment import SECTIONS, RunConfig
+
     try:
         RunConfig(**{key: section_from_knobs(key, cls(), knobs)
                      for key, cls in SECTIONS.items()}).validate()
