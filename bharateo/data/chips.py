@@ -63,7 +63,7 @@ FAIL_FAST_MIN_ATTEMPTS = 2000  # draws in a region before its acceptance rate is
 
 
 MAX_CHIPS = 10_000_000  # bound of any chip config: a chip store (store.py) streams them to disk
-# (docs/scale.md's 1M-chip plan, ten times over); the pages offer up to 4096
+# (docs/scale.md's 1M-chip plan, ten times over); a new run takes up to 4096 (its limits)
 MAX_IN_MEMORY_CHIPS = 100_000  # build_chip_sets holds its chips (16.5 KB each at 128 px)
 
 

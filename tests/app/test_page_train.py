@@ -711,7 +711,8 @@ def test_the_form_refuses_chips_the_chips_page_cannot_cut(worldcover_dir):
 
     for chips, words in ((ChipConfig(patch_size=8), "**patch size (px)** is 8"),
                          (ChipConfig(chip_size=512), "**Chip size (px)** is 512"),
-                         (ChipConfig(n_holdout_chips=5000), "**Held-out chips** is 5000")):
+                         (ChipConfig(n_holdout_chips=5000),
+                          "Held-out chips must be a whole number from 1 to 1,024 (got 5000)")):
         at = AppTest.from_file(APP, default_timeout=60).run()
         at.session_state["rois"] = [load_roi(s) for s in SMALL_ROIS]
         at.session_state["chip_config"] = chips
