@@ -6,7 +6,8 @@ from bharateo.app.lesson import guard_long_addresses, write_lesson_url
 from bharateo.app.pictures import legend_html
 from bharateo.app.regions import data_in_use_text
 from bharateo.app.sidebar import sidebar, source_status, synthetic_banner
-from bharateo.app.state import PAGES, init_state, keep_widget, open_requested_page
+from bharateo.app.startup import init_state, open_requested_page
+from bharateo.app.state import PAGES, keep_widget
 from bharateo.config.environment import problems as environment_problems
 from bharateo.data.worldcover import ATTRIBUTION, CITATION, data_source_from_env
 

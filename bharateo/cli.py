@@ -164,11 +164,11 @@ def cmd_train(args) -> None:
     from bharateo.models.device import resolve_device
     from bharateo.models.device import native_bf16
     from bharateo.errors import ConfigError
-    from bharateo.training.experiment import (PRESETS, SECTIONS, RunConfig, knob_problems, knob_settings,
-                                   knobs_from_config, run_experiment)
+    from bharateo.training.experiment import (PRESETS, SECTIONS, RunConfig, new_run_problems,
+                                   run_experiment)
     from bharateo.data.roi import NOTEBOOK_ROIS, default_presets
     from bharateo.storage.runs import clean_leftovers, release_run_name, reserve_run_name
-    from bharateo.config.settings import from_args, rebuilt
+    from bharateo.config.settings import from_args, rebuilt, settings_of
 
     chip_flags = set(from_args(ChipConfig, args)) - set(from_args(SECTIONS["train"], args))
     if args.chips_dir is not None and (chip_flags or args.lon is not None or args.lat is not None):
@@ -190,10 +190,13 @@ def cmd_train(args) -> None:
         rois=rois,
         **{key: rebuilt(cls, getattr(base, key), from_args(cls, args))
            for key, cls in SECTIONS.items()})
-    # the Train page's limits on typed values, named by flag (e.g. "--epochs is -3: ...")
-    flags = {name: s.flag for name, s in knob_settings().items()}
-    if problems := knob_problems(knobs_from_config(config), flags):
-        raise ConfigError("Fix these settings: " + " ".join(problems))
+    # each setting's one check, with a new run's limits (the Train page's sentences), by flag
+    flags = {}  # a name two sections share (patch_size) is named by the section with a flag
+    for s in (s for cls in SECTIONS.values() for s in settings_of(cls) if s.flag):
+        flags.setdefault(s.name, s.flag)
+    if problems := new_run_problems(config):
+        raise ConfigError("Fix these settings: " + " ".join(
+            f"{flags.get(name) or name}: {sentence}" for name, sentence in problems.items()))
     config.validate()  # the app's checks and messages, before anything is read or built
     resolve_device(config.train.device)  # a missing GPU fails now, before the name is reserved
     clean_leftovers()  # what a killed save or training left (never a live process's)

@@ -14,8 +14,8 @@ from bharateo.app.pictures import (chip_modes, chip_picture, chip_with_grid, cla
 from bharateo.app.regions import chip_source_fields, region_metres_by_name
 from bharateo.app.sidebar import synthetic_banner
 from bharateo.app.train import training_chips_note
-from bharateo.app.state import (PAGES, current_chip_config, current_model, guidance, keep_widget,
-                                page_setup)
+from bharateo.app.startup import page_setup
+from bharateo.app.state import PAGES, current_chip_config, current_model, guidance, keep_widget
 from bharateo.data.chips import MAX_CHIP_NODATA_FRACTION
 from bharateo.data.worldcover import NODATA_ID
 

@@ -10,7 +10,8 @@ from bharateo.app.results import (baseline_delta, class_table_display, evaluatio
                                   normalised_confusion, score_percent, scored_patches,
                                   show_filling, VERDICT_WORDS)
 from bharateo.app.sidebar import synthetic_banner
-from bharateo.app.state import guidance, keep_widget, page_setup, show_error
+from bharateo.app.startup import page_setup
+from bharateo.app.state import guidance, keep_widget, show_error
 from bharateo.errors import BharatEOError
 from bharateo.training.evaluate import class_mae, class_table, quality_of, quality_reading
 from bharateo.storage.export import confusion_rows

@@ -9,7 +9,8 @@ from bharateo.app.pictures import (attention_grid_pictures, attention_picture, h
 from bharateo.jobs.looks import Filling
 from bharateo.app.results import model_and_chips, show_filling
 from bharateo.app.sidebar import synthetic_banner
-from bharateo.app.state import keep_widget, page_setup, show_error
+from bharateo.app.startup import page_setup
+from bharateo.app.state import keep_widget, show_error
 from bharateo.errors import BharatEOError
 from bharateo.words import plural
 

@@ -14,7 +14,8 @@ from bharateo.app.results import (THUMBNAILS, baseline_delta, chip_baseline_capt
                                   model_and_chips, ratio_curve_or_filling,
                                   show_filling)
 from bharateo.app.sidebar import synthetic_banner
-from bharateo.app.state import keep_widget, page_setup, show_error
+from bharateo.app.startup import page_setup
+from bharateo.app.state import keep_widget, show_error
 from bharateo.errors import BharatEOError
 from bharateo.words import plural
 

@@ -18,7 +18,8 @@ from bharateo.app.regions import (SIZE_OPTIONS, collapsed_counts, current_preset
                                   s2_skipped_notes, s2_source_text, set_pixel_query,
                                   source_choices, source_mismatch, spec_from_form, spec_summary)
 from bharateo.app.sidebar import synthetic_banner
-from bharateo.app.state import PAGES, keep_widget, page_setup
+from bharateo.app.startup import page_setup
+from bharateo.app.state import PAGES, keep_widget
 from bharateo.errors import BharatEOError
 from bharateo.data.roi import NOTEBOOK_ROIS, SAMPLE_ROIS, RoiSpec, check_no_overlap
 from bharateo.data.worldcover import ATTRIBUTION, data_source_from_env

@@ -6,13 +6,14 @@ from bharateo.app.downloads import csv_button, run_zip_button
 from bharateo.app.figures import X_AXES, accuracy_figure, loss_figure
 from bharateo.jobs.service import job_chips_text, job_settings_text, max_training_seconds
 from bharateo.app.sidebar import synthetic_banner
+from bharateo.app.startup import page_setup
 from bharateo.app.state import (clear_error, current_chip_config, guidance, keep_error, keep_widget,
-                                page_setup, show_error, show_kept_error, use_saved_run)
+                                show_error, show_kept_error, use_saved_run)
 from bharateo.app.train import (ACCURACY_CAPTION, VARIANT_CHOICES, accuracy_column_help,
                                 adopt_finished_job, apply_preset, compare_selection, compare_table,
                                 config_from_knobs, control_buttons, control_job, live_control_buttons,
                                 series_from_job, current_knobs, default_run_name, draw_progress,
-                                flops_table, free_run_name, knob_problems, knob_settings,
+                                flops_table, free_run_name,
                                 knob_widget, live_progress, manage_run, matching_preset,
                                 precision_caption, queue_panel, restore_knobs, runs_table,
                                 save_again, series_from_run, start_training, token_metrics, training_estimate)
@@ -20,7 +21,7 @@ from bharateo.errors import BharatEOError
 from bharateo.storage.export import HISTORY_COLUMNS, series_rows
 from bharateo.training.experiment import PRESETS
 from bharateo.storage.runs import delete_run, rename_run, scan_runs
-from bharateo.config.settings import GROUPS
+from bharateo.app.knobs import GROUPS, knob_problems, knob_settings
 from bharateo.data.sources import pixel_source
 
 page_setup("train")

@@ -78,11 +78,10 @@ def _warmup_train_config():
     from bharateo.config.settings import setting
     from bharateo.training.loop import TrainConfig
 
-    # one line: the whole declaration of a new hyperparameter
+    # one line: the whole declaration of a new hyperparameter (and one for the page: its widget)
     return dataclasses.make_dataclass(
         "WarmupTrainConfig",
-        [("warmup_epochs", int, setting(0, label="warmup epochs", low=0, high=10, step=1,
-                                        widget="number", group="Optimiser",
+        [("warmup_epochs", int, setting(0, label="warmup epochs", bounds=(0, 10), limits=(0, 10),
                                         help="epochs of linear learning-rate warm-up"))],
         bases=(TrainConfig,), frozen=True)
 
@@ -90,11 +89,13 @@ def _warmup_train_config():
 @pytest.fixture
 def warmup(monkeypatch):
     """A TrainConfig with one more setting (warmup_epochs), declared in one line and put in
-    RunConfig's sections for one test -> that class."""
+    RunConfig's sections for one test, with its widget in the app's knob table -> that class."""
+    from bharateo.app.knobs import DRAWN, Drawn
     from bharateo.training.experiment import SECTIONS
 
     config = _warmup_train_config()
     monkeypatch.setitem(SECTIONS, "train", config)
+    monkeypatch.setitem(DRAWN, "warmup_epochs", Drawn("number", "Optimiser", step=1))
     return config
 
 

@@ -6,13 +6,12 @@ spelled out for that chip. The pictures themselves are drawn in bharateo/app/pic
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bharateo.app.pictures import NODATA_HELP
 from bharateo.data.geodesy import km_text, pixel_metres
 from bharateo.app.state import CurrentModel
 from bharateo.data.chips import (HOLDOUT_BLOCKS, MAX_CHIP_NODATA_FRACTION, ChipConfig, ChipSet,
@@ -20,9 +19,10 @@ from bharateo.data.chips import (HOLDOUT_BLOCKS, MAX_CHIP_NODATA_FRACTION, ChipC
 from bharateo.errors import BharatEOError
 from bharateo.models.notebook import ModelConfig
 from bharateo.data.roi import Roi
-from bharateo.config.settings import Setting, page_problem, range_problems, settings_of
+from bharateo.app.knobs import Knob, knob, offered_problem, value_problem
+from bharateo.config.settings import settings_of
 from bharateo.words import plural
-from bharateo.data.worldcover import NODATA_NAME, NUM_CLASSES, PALETTE_BANDS, class_name
+from bharateo.data.worldcover import NODATA_HELP, NODATA_NAME, NUM_CLASSES, PALETTE_BANDS, class_name
 
 def holdout_choices(roi_names: list[str]) -> dict[str, tuple[str | None, str | None]]:
     """Label -> (holdout_roi, holdout_block), 'none' first."""
@@ -55,15 +55,15 @@ CHIP_FORM_CHANGES = {
     "min_classes": dict(widget="slider")}
 
 
-def chip_form_settings() -> dict[str, Setting]:
-    """CHIP_FORM's settings as the Chips form shows them, in form order."""
-    declared = {s.name: s for s in settings_of(ChipConfig)}
-    return {name: replace(declared[name], **{"label": declared[name].label.capitalize(),
+def chip_form_settings() -> dict[str, Knob]:
+    """CHIP_FORM's settings as the Chips form shows them (app/knobs.py), in form order."""
+    declared = {s.name: knob(s) for s in settings_of(ChipConfig) if s.name in CHIP_FORM}
+    return {name: declared[name].changed(**{"label": declared[name].label.capitalize(),
                                              **CHIP_FORM_CHANGES.get(name, {})})
             for name in CHIP_FORM}
 
 
-def chip_form_field(col, s: Setting, value, page_help: str = ""):
+def chip_form_field(col, s: Knob, value, page_help: str = ""):
     """One Chips-form field in column `col`, drawn from its declaration (chip_form_settings:
     widget, label, range, step, help + `page_help`) starting at `value` -> the value it holds.
     Typed fields have no min/max: the browser would turn a bad value red and keep sending the
@@ -84,8 +84,17 @@ def chip_field_help(key: str) -> str:
 
 def chip_field_problems(values: dict) -> list[str]:
     """One sentence per invalid typed Chips field (empty: all fine), naming the field, the value
-    typed and the allowed range; a value is never replaced by another."""
-    return range_problems(values, [s for s in chip_form_settings().values() if s.typed])
+    typed and what is allowed (the setting's own check, then the form's range); a value is never
+    replaced by another."""
+    return [p for name, k in chip_form_settings().items()
+            if k.typed and (p := _field_problem(k, k.coerce(values.get(name))))]
+
+
+def _field_problem(k: Knob, value) -> str | None:
+    """A Chips field's value: a typed field against its range (settings.problem's sentence with
+    the form's label and range, within the setting's bounds); any other the science's sentence,
+    then what the form offers."""
+    return value_problem(k, value, new_run=False) or offered_problem(k, value)
 
 
 # ChipConfig settings no page draws: every chip set a page cuts has their declared default
@@ -95,11 +104,11 @@ CHIP_FIXED = ("patch_size",)
 def chip_config_problems(config: ChipConfig) -> list[str]:
     """What in `config` the Chips page could not have set (empty list: nothing), for a config
     from outside the form (a page address, a session's chips given to the Train page): each
-    form field checked as the form checks it (settings.page_problem: a typed field's range, a
-    size the form offers, min classes on its slider), and each setting no page draws
+    form field checked as the form checks it (_field_problem: the setting's own check, a typed
+    field's range, a size the form offers, min classes on its slider), and each setting no page draws
     (CHIP_FIXED: the patch size) at its declared default; one sentence each."""
-    problems = [p for name, s in chip_form_settings().items()
-                if (p := page_problem(s, getattr(config, name)))]
+    problems = [p for name, k in chip_form_settings().items()
+                if (p := _field_problem(k, getattr(config, name)))]
     for s in settings_of(ChipConfig):
         if s.name in CHIP_FIXED and getattr(config, s.name) != s.default:
             problems.append(f"**{s.label}** is {getattr(config, s.name)}: the Chips page cuts "

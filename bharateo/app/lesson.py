@@ -193,22 +193,24 @@ def _roi_from_param(raw: str) -> RoiSpec:
 def _chips_from_param(raw: str, roi_names: list[str]) -> ChipConfig:
     """The CHIP_PARAMS values, comma-separated -> ChipConfig, accepted only if the Chips page
     could have cut such chips: each value read and checked by its setting's one check
-    (settings.from_text, with the Chips form's ranges), then the whole config as the Train page
+    (app/knobs.from_text, with the Chips form's ranges), then the whole config as the Train page
     checks a session's chips (chip_config_problems: the patch size no page changes).
     ValueError saying what is wrong."""
     from bharateo.app.chips import chip_config_problems, chip_form_settings
+    from bharateo.app.knobs import from_text, knob
     from bharateo.data.chips import ChipConfig
-    from bharateo.config.settings import from_text, settings_of
+    from bharateo.config.settings import settings_of
 
     parts = raw.split(",")
     if len(parts) != len(CHIP_PARAMS):
         raise ValueError(f"expected {len(CHIP_PARAMS)} values ({', '.join(CHIP_PARAMS)})")
-    declared = {**{s.name: s for s in settings_of(ChipConfig)}, **chip_form_settings()}
+    declared = {**{s.name: knob(s) for s in settings_of(ChipConfig) if s.name in CHIP_PARAMS},
+                **chip_form_settings()}
     values = {}
     for name, text in zip(CHIP_PARAMS, parts):
         s = declared[name]
         values[name] = None if s.optional and not text.strip() else from_text(
-            s, text, allowed=roi_names if name == "holdout_roi" else None)
+            s, text, allowed=roi_names if name == "holdout_roi" else None, new_run=False)
     config = ChipConfig(**values)
     if config.holdout_roi is None and config.holdout_block is not None:
         raise ValueError("a held-out part needs a held-out region")

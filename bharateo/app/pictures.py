@@ -19,6 +19,7 @@ from bharateo.data.worldcover import (
     CLASS_COLORS_255,
     CLASS_COLORS_HEX,
     CLASS_NAMES,
+    NODATA_HELP,
     NODATA,
     NODATA_COLOR_255,
     NODATA_COLOR_HEX,
@@ -42,7 +43,6 @@ ERROR_RANGE = (0.0, 0.5)  # the notebook's magma range for |RGB error|
 REFLECTANCE_ERROR_RANGE = (0.0, 2.0)  # |error| of per-band normalised reflectance, in std units
 UNSCORED_GREY = np.array([0.55, 0.55, 0.55], dtype=np.float32)
 NODATA_RGB = NODATA_COLOR_255  # sea / outside coverage in every picture: black
-NODATA_HELP = "left out of losses and metrics"
 
 
 # --- building blocks -------------------------------------------------------------------------

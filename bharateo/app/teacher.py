@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from bharateo.app import knobs as knob_layer
+
 SHOW_PARAM = "show"
 RECON_PARAM = "recon"
 RECON_SPLITS = ("train", "held")
@@ -31,15 +33,11 @@ PAGE_CONTROLS = {"manage_runs": "rename and delete saved runs",
                  "cancel_others": "cancel other sessions' trainings"}
 
 
-# --- the knobs' declarations ------------------------------------------------------------------
+# --- the knobs' declarations (bharateo/app/knobs.py) -----------------------------------------
 def knob_specs() -> dict:
-    """name -> the knob's declaration (bharateo.config.settings.Setting: label, type, optional,
-    options, choices, widget, low, high, step), in the Train page's order."""
-    from bharateo.app.train import knob_settings
-    from bharateo.config.settings import GROUPS
-
-    knobs = knob_settings()  # the page draws them column by column (GROUPS), each in field order
-    return dict(sorted(knobs.items(), key=lambda kv: GROUPS.index(kv[1].group)))
+    """name -> the knob (app/knobs.Knob: the setting's label, type, choices and limits, and how
+    the page draws it), in the Train page's order."""
+    return knob_layer.knob_specs()
 
 
 def controls() -> dict[str, str]:
@@ -49,10 +47,9 @@ def controls() -> dict[str, str]:
 
 
 def default_knobs() -> dict:
-    from bharateo.app.train import knobs_from_config
     from bharateo.training.experiment import PRESETS
 
-    return knobs_from_config(PRESETS["notebook default"])
+    return knob_layer.knobs_from_config(PRESETS["notebook default"])
 
 
 # --- values <-> address text ------------------------------------------------------------------
@@ -67,26 +64,25 @@ def knob_text(value) -> str:
     return "" if value is None else str(value)
 
 
-def parse_knob(spec, raw: str, region_names: list[str] | None = None):
+def parse_knob(spec, raw: str, region_names: list[str] | None = None, values: dict | None = None):
     """Address text -> the knob's value, accepted only if the Train page could have set it: the
-    one check every setting has (bharateo.config.settings.from_text / page_problem, the sentences the
-    page and the CLI show). ValueError saying what is wrong (the note shown to the user)."""
-    from bharateo.config.settings import from_text
-
+    one check every value has (app/knobs.from_text: the science's sentence, the CLI's too, then
+    what the page offers). `values`: the other knobs, for the cross-field rules (heads that
+    divide the embed dim). ValueError saying what is wrong (the note shown to the user)."""
     allowed = list(region_names or []) if spec.name == "holdout_roi" else None
-    return from_text(spec, raw, allowed=allowed)
+    return knob_layer.from_text(spec, raw, allowed=allowed, knobs=values)
 
 
 def baseline_knobs() -> dict:
     """The knobs a session opened on this lesson's address starts from before its knob values:
     the notebook's defaults, with the dataset knobs of the lesson's chips when it has some."""
     from bharateo.app.state import current_chip_config
-    from bharateo.app.train import chip_knobs
 
-    state, knobs = st.session_state, default_knobs()
+    state, values = st.session_state, default_knobs()
     if state.get("train_chips") is not None:
-        knobs = {**knobs, **chip_knobs(current_chip_config(), [r.spec.name for r in state.rois])}
-    return knobs
+        values = {**values, **knob_layer.chip_knobs(current_chip_config(),
+                                               [r.spec.name for r in state.rois])}
+    return values
 
 
 def knob_params(knobs: dict, region_names: list[str] | None = None) -> dict[str, list[str]]:
@@ -105,15 +101,19 @@ def knob_params(knobs: dict, region_names: list[str] | None = None) -> dict[str,
     return params
 
 
-def restore_knobs(params, region_names: list[str]) -> tuple[dict, list[str]]:
-    """Knob values from an address -> (knobs to set, notes on the ones left out)."""
+def restore_knobs(params, region_names: list[str], baseline: dict | None = None
+                  ) -> tuple[dict, list[str]]:
+    """Knob values from an address -> (knobs to set, notes on the ones left out). Each value is
+    checked with the knobs before it (`baseline`, default baseline_knobs(), then the address's
+    values accepted so far) for the cross-field rules."""
     values, notes = {}, []
+    baseline = baseline_knobs() if baseline is None else baseline
     for name, spec in knob_specs().items():
         if name not in params:
             continue
         raw = params.get(name)
         try:
-            values[name] = parse_knob(spec, raw, region_names)
+            values[name] = parse_knob(spec, raw, region_names, {**baseline, **values})
         except ValueError as exc:
             notes.append(f"The setting '{spec.label}' in this page's address was left out "
                          f"({name}={raw!r}): {exc}.")
@@ -149,10 +149,8 @@ def parse_recon(raw: str, chip_counts: dict[str, int]) -> tuple[str, int, float]
         raise ValueError("the chip must be a whole number") from None
     if not 0 <= chip < chip_counts[split]:
         raise ValueError(f"there is no chip {chip} (0 to {chip_counts[split] - 1})")
-    from bharateo.config.settings import from_text
-
-    # the page's slider is the mask ratio setting's (0.05 to 0.95 in steps of 0.05): its one check
-    return split, chip, round(from_text(knob_specs()["mask_ratio"], parts[2]), 2)
+    # the page's slider is the mask ratio knob's (0.05 to 0.95 in steps of 0.05): its one check
+    return split, chip, round(knob_layer.from_text(knob_specs()["mask_ratio"], parts[2]), 2)
 
 
 # --- session state ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from dataclasses import fields, replace
+from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
@@ -20,15 +20,15 @@ from bharateo.data.chips import ChipConfig
 from bharateo.models.device import native_bf16
 from bharateo.errors import BharatEOError, ConfigError, RunNotFoundError
 from bharateo.models.notebook import num_masked
+# the knobs: declared settings as the pages draw and check them (bharateo/app/knobs.py)
+from bharateo.app.knobs import (HOLDOUT_KNOBS, Knob, chip_knobs, knob, knob_problems,
+                                knobs_from_config, section_from_knobs)
+from bharateo.training.experiment import (PRESETS, SECTIONS, RunConfig, renamed, save_experiment,
+                                          saved_as_message, split_quality)
 from bharateo.training.estimate import (budget_advice, estimate_training_seconds, eta_seconds,
                                         format_duration, run_chips_per_s, speed_factor)
-# the knobs are declared settings; these helpers live with RunConfig (the CLI shares them)
-from bharateo.training.experiment import (HOLDOUT_KNOBS, PRESETS, SECTIONS, RunConfig, knob_help,  # noqa: F401
-                               knob_problems, knob_settings, knobs_from_config, renamed,
-                               save_experiment, saved_as_message, split_quality)
 from bharateo.storage.runs import DamagedRun, ReservedName, SavedRun, reserve_run_name
 from bharateo.config.schema import is_int, is_number, number_text
-from bharateo.config.settings import Setting, rebuilt
 from bharateo.words import plural
 
 
@@ -38,40 +38,22 @@ def preset_knobs(preset: str) -> dict:
     return {k: v for k, v in knobs.items() if k not in HOLDOUT_KNOBS}
 
 
-def chip_knobs(chip_config: ChipConfig, roi_names: list[str]) -> dict:
-    """The dataset knobs of chips built on the Chips page, so training uses what was browsed."""
-    chip_fields = {f.name for f in fields(chip_config)}
-    knobs = {name: getattr(chip_config, name) for name in knob_settings() if name in chip_fields}
-    holdout = chip_config.holdout_roi if chip_config.holdout_roi in roi_names else ""
-    return {**knobs, "holdout_roi": holdout,
-            "holdout_block": (chip_config.holdout_block or "") if holdout else ""}
-
-
-def _section(key: str, base, knobs: dict):
-    """RunConfig section `key` (its class from SECTIONS): `base`'s values, then the knobs that
-    name one of its fields, each as the field's type."""
-    cls, settings = SECTIONS[key], knob_settings()
-    names = {f.name for f in fields(cls)}
-    return rebuilt(cls, base, {name: settings[name].coerce(value) for name, value in knobs.items()
-                               if name in settings and name in names})
-
-
 def config_from_knobs(knobs: dict, rois, chip_config: ChipConfig) -> RunConfig:
     """RunConfig for the chosen ROIs and knob values (chip size from the Chips page).
 
     Raises ConfigError / ChipError with a teacher-readable message for impossible values
-    (knob_problems' sentences for out-of-range typed knobs).
+    (knob_problems' sentences: the CLI's for a value the science refuses).
     """
     if problems := knob_problems(knobs):
         raise ConfigError("Fix these settings before training: " + " ".join(problems))
-    chips = _section("chips", chip_config, knobs)
+    chips = section_from_knobs("chips", chip_config, knobs)
     if chips.holdout_roi is None:  # a held-out part of no region means none
         chips = replace(chips, holdout_block=None)
     if problems := chip_config_problems(chips):
         raise ConfigError("These chips are not ones the Chips page can cut, so Train is blocked: "
                           + " ".join(problems) + " Cut chips again on the Chips page.")
-    model = _section("model", SECTIONS["model"](), knobs).validate()
-    train = _section("train", SECTIONS["train"](), knobs).validate()
+    model = section_from_knobs("model", SECTIONS["model"](), knobs).validate()
+    train = section_from_knobs("train", SECTIONS["train"](), knobs).validate()
     return RunConfig(rois=tuple(r.spec for r in rois), chips=chips, model=model, train=train).validate()
 
 
@@ -117,7 +99,7 @@ def current_knobs() -> dict:
     return knobs
 
 
-def knob_widget(s: Setting, **extra) -> None:
+def knob_widget(s: Knob, **extra) -> None:
     """Setting `s` as a widget keyed knob_<name>, drawn from its declaration (widget, label,
     range, step, help); `extra`: what only the page knows (a selectbox's options, format_func,
     disabled). Its value lives in session state only (set_knobs). Typed knobs have no min/max
@@ -224,7 +206,7 @@ def live_settings_form(job, snap: dict) -> None:
     now = live_values(snap)
     for name, value in now.items():
         state.setdefault(f"{LIVE_PREFIX}{name}", value)
-    specs = {s.name: s for s in settings_of(TrainConfig) if s.name in live_settings()}
+    specs = {s.name: knob(s) for s in settings_of(TrainConfig) if s.name in live_settings()}
     with st.form("live_settings_form", border=True):
         st.markdown("**Change settings while paused**")
         cols = st.columns(len(specs))

@@ -1,33 +1,32 @@
-"""Each hyperparameter declared once: a config dataclass field carrying its label, range, step
-and help, from which the lab builds everything else.
+"""Each hyperparameter declared once, as science: a config dataclass field carrying its label,
+type, hard bounds, help and CLI flag, from which the lab builds everything else.
 
-    epochs: int = setting(20, label="epochs", low=1, high=500, bounds=(1, MAX_EPOCHS),
-                          step=1, widget="number", group="Optimiser", help="...")
+    epochs: int = setting(20, label="epochs", bounds=(1, MAX_EPOCHS), limits=(1, 500),
+                          help="a run needs at least one pass over its chips")
 
 `setting(...)` is a `dataclasses.field` whose metadata feeds:
-  - validation: `check_settings(config, what, prefix)` (each config's validate() calls it, then
-    adds its cross-field rules): the field's type, its `choices` and its hard `bounds`, for a
-    config typed on the CLI, built on a page or read back from a run's config.json;
+  - validation, one path for every value wherever it comes from (a CLI flag, a page's form, a
+    lesson link, a run's config.json): `problem(setting, value)` is the one check of one value
+    and its one sentence ("Mask ratio must be strictly between 0 and 1 (got 1.5): ...");
+    `check_settings(config, what, prefix)` (each config's validate() calls it, then adds its
+    cross-field rules) raises the first; `parse(setting, text)` reads text (a flag, a link) as
+    the setting's type with the same kind of sentence;
   - the CLI: `add_flags(parser, cls)` makes `--n-chips` for `n_chips` (`--no-cosine` for a bool
     that defaults to True) on `train`, and on each other subcommand its `commands` name
     (`evaluate --mask-ratio`, `tokens --channels`); `from_args(cls, args)` reads back the ones
-    given and `flag_problems(args, settings)` checks them against their declared range;
-  - the app: the Train page draws one widget per setting that has a `group` (its column), the
-    Chips page its fields; `range_problems` checks typed values against `low`..`high` with the
-    sentences both the page and the CLI show (a value is never replaced by another);
+    given and `flag_problems(args, settings)` checks them (problem's sentences);
   - presets and config.json: plain dataclass values (`asdict`), as before.
-Adding a hyperparameter is this one field; nothing else lists it. `registered(registry, name,
-what)` is the one lookup of a registry a setting's `choices` read (model variants, pixel sources).
+How a setting is drawn (its widget, page column, a slider's ends, a select slider's options) is
+the app's business: bharateo/app/knobs.py, keyed by these names.
 
-Two ranges, because a lesson and a saved run have different limits:
-  low..high  what the Train page offers: a slider's ends, or, for a typed field
-             (widget "number"), the values Train and the CLI accept (epochs 1-500, so a run
-             fits a lesson);
-  bounds     what every config must satisfy before anything is built (epochs 1-100,000; a
-             None end is open); `strict` excludes the ends (a mask ratio of 0 or 1). Default:
-             low..high.
-`choices` are the only values allowed (validated); `options` only what a select slider offers
-(the CLI and config.json may use any value within bounds, e.g. embed dim 16 in tests).
+Two ranges, because a new run and a saved run have different limits:
+  bounds   what every config must satisfy before anything is built (epochs 1-100,000; a None
+           end is open); `strict` excludes the ends (a mask ratio of 0 or 1);
+  limits   what a new run accepts (`train` on the CLI and the Train page: epochs 1-500, so a
+           run fits a lesson); None: the bounds. Checked with `problem(..., new_run=True)`.
+`choices` are the only values allowed; `check` a function that is the setting's one check where
+the science shares it beyond configs (the mask ratio's, models/masking.check_mask_ratio, which
+evaluation and the token table call too): it replaces the bounds check and its sentence.
 """
 from __future__ import annotations
 
@@ -39,8 +38,6 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from bharateo.errors import ConfigError
 from bharateo.config.schema import check_types, is_number
 
-WIDGETS = ("number", "slider", "select_slider", "checkbox", "selectbox")
-GROUPS = ("Dataset", "Model", "Objective", "Optimiser")  # the Train page's columns, in order
 _KEY = "bharateo.setting"
 
 
@@ -51,63 +48,44 @@ class Setting:
     name: str  # the dataclass field, the knob key and (with dashes) the CLI flag
     owner: type  # the config dataclass that declares it
     type: type  # int, float, bool or str
-    optional: bool  # None allowed (shown as "" in a select box)
+    optional: bool  # None allowed
     default: object
     label: str
     help: str
-    low: float | None = None
-    high: float | None = None
     bounds: tuple = (None, None)
     strict: bool = False
-    step: float | None = None
+    limits: tuple | None = None  # what a new run accepts; None: the bounds
     choices: tuple | None = None
-    options: tuple | None = None
-    widget: str | None = None
-    group: str | None = None
+    check: typing.Callable | None = None  # the setting's own check (raises ConfigError)
     flag: str | None = None  # None: no CLI flag
     aliases: tuple = ()  # other spellings of the flag (`--model` for `--arch`)
     commands: tuple = ()  # (subcommand, its flag) for each subcommand besides train taking it
-    format: str | None = None  # printf format of a typed field, e.g. "%.1e"
     live: bool = False  # may change while a training is paused (train.changed_config)
 
     @property
     def whole(self) -> bool:
         return self.type is int
 
-    @property
-    def typed(self) -> bool:
-        """A typed field: no min/max on the widget, checked by range_problems instead (with
-        min/max the browser turns a bad value red and keeps sending the last valid one)."""
-        return self.widget == "number" and self.low is not None and self.high is not None
-
-    @property
-    def range_text(self) -> str:
-        """'Whole number from 16 to 4,096: <help>.' (a tooltip), or the help alone."""
-        if not self.typed:
-            return self.help[:1].upper() + self.help[1:] + "."
-        return (f"{'Whole number' if self.whole else 'Number'} from {number_words(self.low)} to "
-                f"{number_words(self.high)}: {self.help}.")
-
     def coerce(self, value):
-        """A widget's value as the field's type: "" is None for an optional field, a whole-number
-        knob's 48.0 is 48. Range and type are checked later (range_problems, check_settings)."""
+        """A value as the field's type: "" is None for an optional field, a whole number's 48.0
+        is 48. Range and type are checked later (problem, check_settings)."""
         if value == "" and self.optional:
             return None
         if self.type in (int, float) and is_number(value) and math.isfinite(value) \
-                and (self.type is float or value == int(value)):  # 48.5 stays, check_types says so
+                and (self.type is float or value == int(value)):  # 48.5 stays, problem says so
             return self.type(value)
         return value
 
 
-def setting(default, *, label: str, help: str, low=None, high=None, bounds=None,
-            strict: bool = False, step=None, choices=None, options=None, widget: str | None = None,
-            group: str | None = None, flag: str | bool = True, aliases=(), commands=(),
-            format: str | None = None, live: bool = False):
+def setting(default, *, label: str, help: str, bounds=None, strict: bool = False, limits=None,
+            choices=None, check=None, flag: str | bool = True, aliases=(), commands=(),
+            live: bool = False):
     """A dataclass field declaring one hyperparameter (see the module docstring).
 
-    `live`: the setting may change while a training is paused and the training goes on with it
-    (train.changed_config): only settings that change neither the model's shape nor the run's
-    step plan (epochs, batch size, seed) may.
+    `bounds`: (low, high), a None end open; `limits`: (low, high) a new run accepts, within the
+    bounds. `live`: the setting may change while a training is paused and the training goes on
+    with it (train.changed_config): only settings that change neither the model's shape nor the
+    run's step plan (epochs, batch size, seed) may.
 
     `choices` may be a zero-argument function (a registry read when the settings are listed,
     e.g. the model variants). `flag`: True for `--<name-with-dashes>`, False for none (fields
@@ -115,18 +93,18 @@ def setting(default, *, label: str, help: str, low=None, high=None, bounds=None,
     spellings of it. `train` takes every setting with a flag; `commands` names the other
     subcommands that take this one (`("evaluate", "tokens")`), or maps them to the flag it has
     there where that differs (`{"tokens": "--channels"}`).
-    Raises ValueError for a declaration the app can't draw (an unknown widget or group).
+    Raises ValueError for limits outside the bounds.
     """
-    if widget is not None and widget not in WIDGETS:
-        raise ValueError(f"widget must be one of {WIDGETS}, not {widget!r}")
-    if group is not None and group not in GROUPS:
-        raise ValueError(f"group must be one of {GROUPS}, not {group!r}")
-    meta = dict(label=label, help=help, low=low, high=high,
-                bounds=tuple(bounds) if bounds is not None else (low, high), strict=strict,
-                step=step, choices=choices, options=tuple(options) if options else None,
-                widget=widget, group=group, flag=flag, aliases=tuple(aliases),
+    bounds = tuple(bounds) if bounds is not None else (None, None)
+    if limits is not None:
+        limits = tuple(limits)
+        low, high = bounds
+        if (low is not None and limits[0] < low) or (high is not None and limits[1] > high):
+            raise ValueError(f"limits {limits} must lie within the bounds {bounds}")
+    meta = dict(label=label, help=help, bounds=bounds, strict=strict, limits=limits,
+                choices=choices, check=check, flag=flag, aliases=tuple(aliases),
                 commands=tuple(commands.items() if isinstance(commands, dict) else
-                               ((c, True) for c in commands)), format=format, live=live)
+                               ((c, True) for c in commands)), live=live)
     return field(default=default, metadata={_KEY: meta})
 
 
@@ -177,12 +155,11 @@ def number_words(x) -> str:
     return f"{x:g}"
 
 
-def _within(s: Setting, value) -> bool:
-    low, high = s.bounds
+def _within(value, low, high, strict: bool = False) -> bool:
     if not (is_number(value) and math.isfinite(value)):
         return False
-    above = low is None or (value > low if s.strict else value >= low)
-    below = high is None or (value < high if s.strict else value <= high)
+    above = low is None or (value > low if strict else value >= low)
+    below = high is None or (value < high if strict else value <= high)
     return above and below
 
 
@@ -200,124 +177,104 @@ def _bounds_words(s: Setting) -> str:
     return "a finite number"
 
 
-def check_settings(obj, what: str, prefix: str = "") -> None:
+def limits_words(s: Setting) -> str:
+    """'a whole number from 16 to 4,096': what a new run accepts (its limits, else its bounds)."""
+    if s.limits is None:
+        return _bounds_words(s)
+    low, high = s.limits
+    return (f"{'a whole number' if s.whole else 'a number'} from {number_words(low)} to "
+            f"{number_words(high)}")
+
+
+def value_text(value) -> str:
+    """A value as a sentence quotes it: 5000 for 5000 or 5000.0 (as typed), 1.5, nan, 'abc'."""
+    if isinstance(value, bool) or not is_number(value):
+        return repr(value)
+    if isinstance(value, float) and math.isfinite(value) and value == int(value) \
+            and abs(value) < 2**63:
+        return f"{int(value)}"
+    return repr(value)
+
+
+def problem(s: Setting, value, new_run: bool = False) -> str | None:
+    """The one check of one value of setting `s`, for every way a value arrives (a CLI flag, a
+    page's form, a lesson link, a run's config.json): None when it is allowed, else the one
+    sentence naming the setting, what is allowed and the value ("Mask ratio must be strictly
+    between 0 and 1 (got 1.5): at 0 ..."; "Chips must be a whole number from 16 to 4,096 (got
+    5000): <why>"). Checked: None where the setting is optional; a bool for a bool; one of
+    `choices`; the setting's own `check` (its ConfigError's sentence) in place of the bounds; a
+    finite number of the right kind within the bounds, or with `new_run` within its limits
+    (what a new run accepts: `train` on the CLI and the Train page)."""
+    label = s.label[:1].upper() + s.label[1:]
+    got = "nothing" if value is None else value_text(value)
+    if value is None and s.optional:
+        return None
+    if s.type is bool:
+        return None if isinstance(value, bool) else f"{label} must be on or off (got {got})."
+    if s.check is not None:
+        try:
+            s.check(value)
+        except ConfigError as exc:
+            return str(exc)
+        return None
+    if s.choices is not None:
+        if value in s.choices and isinstance(value, s.type):
+            return None
+        return f"{label} must be one of {', '.join(map(repr, s.choices))} (got {got})."
+    if s.type is str:
+        return None if isinstance(value, str) else f"{label} must be text (got {got})."
+    use_limits = new_run and s.limits is not None
+    low, high = s.limits if use_limits else s.bounds
+    whole = not s.whole or (is_number(value) and math.isfinite(value) and value == int(value))
+    if _within(value, low, high, s.strict and not use_limits) and whole:
+        return None
+    if use_limits:
+        return f"{label} must be {limits_words(s)} (got {got}): {s.help}."
+    kind = "a whole number " if s.whole and not whole and is_number(value) else ""
+    return f"{label} must be {kind}{_bounds_words(s)} (got {got})."
+
+
+def check_settings(obj, what: str, prefix: str = "", new_run: bool = False) -> None:
     """Raise ConfigError for the first declared setting of dataclass `obj` that is wrong: its
     type (schema.check_types' message: "The model setting 'embed_dim' must be a whole number,
-    not '64' (str)."), a value outside `choices`, or a number outside `bounds` ("Model: heads
-    must be between 1 and 64 (got 0)."; `prefix` names the section, e.g. "Model: ", and the
-    sentence starts with a capital). `what`: the section in words, e.g. "model".
+    not '64' (str)."), else problem()'s sentence ("Model: Heads must be between 1 and 64 (got
+    0)."; `prefix` names the section, e.g. "Model: "). `what`: the section in words, e.g.
+    "model". `new_run`: check each setting's limits (a new run's), not only its bounds.
     Cross-field rules (an image size that is a multiple of the patch size, ...) stay in the
     config's validate()."""
     check_types(obj, what)
-    for s in settings_of(obj):
-        value = getattr(obj, s.name)
-        if value is None and s.optional:
-            continue
-        problem = None
-        if s.choices is not None and value not in s.choices:
-            problem = f"must be one of {', '.join(map(repr, s.choices))}"
-        elif s.type in (int, float) and not _within(s, value):
-            problem = f"must be {_bounds_words(s)}"
-        if problem:
-            text = f"{prefix}{s.label} {problem} (got {value!r})."
-            raise ConfigError(text[:1].upper() + text[1:])
+    if problems := setting_problems(obj, new_run):
+        raise ConfigError(prefix + problems[0])
 
 
-MAX_TEXT = 64  # longest text a page address may give a setting (a region name)
+def setting_problems(obj, new_run: bool = False) -> list[str]:
+    """problem()'s sentence for each declared setting of dataclass `obj` that is wrong (empty:
+    all fine)."""
+    return [p for s in settings_of(obj) if (p := problem(s, getattr(obj, s.name), new_run))]
 
 
-def _typed_text(value) -> str:
-    return f"{int(value)}" if value == int(value) else f"{value:g}"  # 2147483648 as typed
+MAX_TEXT = 64  # longest text a flag or a page address may give a setting (a region name)
 
 
-def page_problem(s: Setting, value, label: str | None = None, allowed=None) -> str | None:
-    """The one check of a value against what the pages can set, for every way a value arrives
-    (a Train knob or Chips field, a page address, a CLI flag): None when a page could have set
-    it, else one sentence naming the setting (`label`, default its bold label), the value and
-    what is allowed. What a page can set: a typed field (Setting.typed) a number of the right
-    kind within low..high; a select slider one of its `options`; a select box one of `choices`
-    (or `allowed`, e.g. the session's region names for the held-out region; "" for an optional
-    one); a slider a value on its steps from low to high; a checkbox True or False."""
-    label = label or f"**{s.label}**"
-    if s.type is bool:
-        return None if isinstance(value, bool) else f"{label} is {value!r}: it is on or off."
-    if s.type is str:
-        options = list(allowed if allowed is not None else s.choices or ())
-        if (value == "" or value is None) and s.optional:
-            return None
-        if value not in options:
-            listed = ", ".join(map(repr, options)) or "the choices"
-            return f"{label} is {value!r}: choose one of {listed}."
-        return None
-    if s.typed:
-        allowed_text = (f"type a {'whole number' if s.whole else 'number'} from "
-                        f"{number_words(s.low)} to {number_words(s.high)}")
-        if value is None:  # an emptied field
-            return f"{label} is empty: {allowed_text}."
-        if not is_number(value) or not math.isfinite(value):  # NaN / inf: only from the CLI
-            return f"{label} is {value}, not a number: {allowed_text}."
-        if not s.low <= value <= s.high or (s.whole and value != int(value)):
-            return f"{label} is {_typed_text(value)}: {allowed_text} ({s.help})."
-        return None
-    if not is_number(value) or not math.isfinite(value):
-        return f"{label} is {value!r}, not a number."
-    choices = s.options or s.choices
-    if choices:
-        if value not in choices:
-            return f"{label} is {_typed_text(value)}: choose one of {', '.join(map(str, choices))}."
-        return None
-    if s.widget == "slider" and s.low is not None and s.high is not None:
-        if not s.low <= value <= s.high:
-            return (f"{label} is {_typed_text(value)}: the slider runs from {number_words(s.low)} "
-                    f"to {number_words(s.high)}.")
-        steps = (value - s.low) / s.step if s.step else 0
-        if abs(steps - round(steps)) > 1e-6:
-            return f"{label} is {value:g}: not on the slider's steps of {s.step:g}."
-        return None
-    if not _within(s, value):
-        return f"{label} is {_typed_text(value)}: it must be {_bounds_words(s)}."
-    return None
-
-
-def from_text(s: Setting, raw: str, label: str | None = None, allowed=None):
-    """Text from outside (a page address) -> the setting's value, accepted only if a page could
-    have set it (page_problem); a slider's value is put exactly on its step (0.8500000000000001
-    reads as 0.85). Raises ValueError with the sentence to show: not a number, not whole, too
-    long or not printable (MAX_TEXT), or page_problem's."""
-    label = label or f"**{s.label}**"
+def parse(s: Setting, raw) -> object:
+    """Text from outside (a CLI flag, a page address) -> a value of the setting's type, not yet
+    checked against its range (problem does that). Raises ConfigError with the one sentence:
+    too long or not printable (MAX_TEXT), not on/off, not a number, not a whole number."""
+    label = s.label[:1].upper() + s.label[1:]
     raw = str(raw).strip()
     if len(raw) > MAX_TEXT or not raw.isprintable():
-        raise ValueError(f"{label}: the text is too long or not printable")
+        raise ConfigError(f"{label} must be at most {MAX_TEXT} printable characters.")
     if s.type is bool:
         if raw.lower() not in ("1", "0", "true", "false"):
-            raise ValueError(f"{label} is {raw!r}: expected 1 or 0")
+            raise ConfigError(f"{label} must be on or off: 1 or 0 (got {raw!r}).")
         return raw.lower() in ("1", "true")
     if s.type is str:
-        value = raw
-    else:
-        try:
-            value = int(raw) if s.type is int else float(raw)
-        except ValueError:
-            raise ValueError(f"{label}: {raw!r} is not "
-                             f"{'a whole number' if s.type is int else 'a number'}") from None
-    if problem := page_problem(s, value, label, allowed):
-        raise ValueError(problem.rstrip("."))
-    if s.widget == "slider" and s.step and s.type is float:
-        value = round(s.low + round((value - s.low) / s.step) * s.step, 10)
-    return value
-
-
-def range_problems(values: dict, settings: list[Setting], names: dict[str, str] | None = None
-                   ) -> list[str]:
-    """One sentence per typed setting (Setting.typed) whose value in `values` (keyed by setting
-    name) is empty, not a number, not whole where it must be, or outside `low`..`high`
-    (page_problem's sentences); the setting is named by `names` (e.g. CLI flags) or its bold
-    label. Empty list: all fine."""
-    problems = []
-    for s in settings:
-        if s.typed and (problem := page_problem(s, values.get(s.name), (names or {}).get(s.name))):
-            problems.append(problem)
-    return problems
+        return raw
+    try:
+        return int(raw) if s.type is int else float(raw)
+    except ValueError:
+        kind = "a whole number" if s.type is int else "a number"
+        raise ConfigError(f"{label} must be {kind} (got {raw!r}).") from None
 
 
 def flag_settings(cls, command: str = "train") -> list[Setting]:
@@ -330,13 +287,26 @@ def flag_settings(cls, command: str = "train") -> list[Setting]:
             for s in settings_of(cls) if command in dict(s.commands)]
 
 
+def _flag_type(s: Setting):
+    """argparse's `type` for setting `s`: parse(), its sentence as argparse's message (exit 2)."""
+    def read(text):
+        try:
+            return parse(s, text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    read.__name__ = s.type.__name__
+    return read
+
+
 def add_flags(parser: argparse.ArgumentParser, cls, command: str = "train") -> list[Setting]:
     """One optional flag per setting of `cls` that `command` takes (flag_settings), with the
-    declared type, choices, help and range; returns those settings. On `train` (and
-    `chips build`) a flag's default is None, "not given", so a preset's value stays; on the other
-    commands, which start from no preset, it is the declared default. A flag already on `parser`
-    (a name two sections share, such as `--seed` for the chips and the training) is added once
-    and fills both. Whole numbers parse as int, so `--epochs 2.5` is refused by argparse (exit 2)."""
+    declared type, help and range; returns those settings. On `train` (and `chips build`) a
+    flag's default is None, "not given", so a preset's value stays; on the other commands, which
+    start from no preset, it is the declared default. A flag already on `parser` (a name two
+    sections share, such as `--seed` for the chips and the training) is added once and fills
+    both. The text is read by parse() (`--epochs 2.5` exits 2 with its sentence); the range and
+    choices are checked by problem(), as every other value is (check_settings on train,
+    flag_problems on the other commands)."""
     added = []
     for s in flag_settings(cls, command):
         if s.flag in parser._option_string_actions:
@@ -348,28 +318,24 @@ def add_flags(parser: argparse.ArgumentParser, cls, command: str = "train") -> l
                                 const=not s.default, default=default,
                                 help=f"{'no ' if s.default else ''}{s.label}: {s.help}")
             continue
-        allowed = (f"{number_words(s.low)} to {number_words(s.high)}"
-                   if s.typed and command == "train" else
-                   _bounds_words(s) if s.type in (int, float) else "")
+        allowed = (limits_words(s) if command == "train" else _bounds_words(s)) \
+            if s.type in (int, float) else ""
         where = f" ({allowed}; default {s.default})" if allowed else f" (default {s.default})"
-        parser.add_argument(s.flag, *s.aliases, dest=s.name, type=s.type, choices=s.choices,
-                            default=default, metavar=None if s.choices else
-                            s.flag[2:].upper().replace("-", "_"), help=f"{s.label}{where}: {s.help}")
+        metavar = ("{" + ",".join(map(str, s.choices)) + "}" if s.choices else
+                   s.flag[2:].upper().replace("-", "_"))
+        parser.add_argument(s.flag, *s.aliases, dest=s.name, type=_flag_type(s),
+                            default=default, metavar=metavar, help=f"{s.label}{where}: {s.help}")
     return added
 
 
 def flag_problems(args: argparse.Namespace, settings: list[Setting]) -> list[str]:
-    """One sentence per flag of `settings` (as add_flags returned them, for a command other than
-    train) whose number in `args` is outside the setting's hard bounds, naming the flag ("--mask-
-    ratio is 1.5: it must be strictly between 0 and 1 (...)."). Empty: all fine. The Train
-    page's narrower low..high (a lesson's range) is train's alone: `tokens --epochs 800` counts
-    a plan, it doesn't run one."""
-    problems = []
-    for s in settings:
-        value = getattr(args, s.name)
-        if s.type in (int, float) and value is not None and not _within(s, value):
-            problems.append(f"{s.flag} is {value:g}: it must be {_bounds_words(s)} ({s.help}).")
-    return problems
+    """problem()'s sentence for each flag of `settings` (as add_flags returned them, for a
+    command other than train) whose value in `args` is not allowed, after the flag ("--mask-
+    ratio: Mask ratio must be strictly between 0 and 1 (got 1.5): ..."). Empty: all fine.
+    A new run's narrower limits are train's alone: `tokens --epochs 800` counts a plan, it
+    doesn't run one."""
+    return [f"{s.flag}: {p}" for s in settings if (value := getattr(args, s.name)) is not None
+            and (p := problem(s, value))]
 
 
 def from_args(cls, args: argparse.Namespace) -> dict:

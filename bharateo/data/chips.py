@@ -63,55 +63,50 @@ FAIL_FAST_MIN_ATTEMPTS = 2000  # draws in a region before its acceptance rate is
 
 
 MAX_CHIPS = 10_000_000  # bound of any chip config: a chip store (store.py) streams them to disk
-# (docs/scale.md's 1M-chip plan, ten times over); the pages offer up to 4096
+# (docs/scale.md's 1M-chip plan, ten times over); a new run takes up to 4096 (its limits)
 MAX_IN_MEMORY_CHIPS = 100_000  # build_chip_sets holds its chips (16.5 KB each at 128 px)
 
 
 @dataclass(frozen=True)
 class ChipConfig:
-    """How chips are cut, each field declared once (bharateo/config/settings.py): the Chips page's
-    fields, the Train page's dataset knobs, the CLI's flags and the checks come from these."""
+    """How chips are cut, each field declared once (bharateo/config/settings.py): the CLI's flags,
+    the checks and (bharateo/app/knobs.py) the Chips and Train pages' fields come from these."""
 
-    n_chips: int = setting(384, label="chips", low=16, high=4096, bounds=(1, MAX_CHIPS), step=16,
-                           widget="number", group="Dataset",
+    n_chips: int = setting(384, label="chips", bounds=(1, MAX_CHIPS), limits=(16, 4096),
                            help="fewer than 16 can't fill a batch; more than 4096 take too long "
                                 "to cut and train in a lesson (for more, cut a chip store: "
                                 "python -m bharateo chips build)")
-    chip_size: int = setting(128, label="chip size (px)", bounds=(1, 1024),
-                             options=(64, 128, 256), widget="select_slider", commands=("tokens",),
+    chip_size: int = setting(128, label="chip size (px)", bounds=(1, 1024), commands=("tokens",),
                              help="128 px ≈ 1.2 km N-S (1/12000° pixels): 8 × 8 = 64 tokens of "
                                   "16 × 16 px")
-    patch_size: int = setting(16, label="patch size (px)", bounds=(1, 64), options=(8, 16, 32),
+    patch_size: int = setting(16, label="patch size (px)", bounds=(1, 64),
                               commands=("tokens",), help="side of one token's square of pixels")
-    min_classes: int = setting(2, label="min classes per chip", low=1, high=8, step=1,
-                               widget="number", group="Dataset",
+    min_classes: int = setting(2, label="min classes per chip", bounds=(1, 8), limits=(1, 8),
                                help="chips with fewer distinct land-cover classes are drawn "
                                     "again (there are 8; no data never counts as a class)")
-    seed: int = setting(42, label="seed", low=0, high=2**31 - 1, bounds=(0, 2**63 - 1), step=1,
-                        widget="number", help="seeds are whole numbers from 0 to 2^31 - 1")
+    seed: int = setting(42, label="seed", bounds=(0, 2**63 - 1), limits=(0, 2**31 - 1),
+                        help="seeds are whole numbers from 0 to 2^31 - 1")
     # name of an ROI kept out of training
-    holdout_roi: str | None = setting(None, label="held-out region", widget="selectbox",
-                                      group="Dataset",
+    holdout_roi: str | None = setting(None, label="held-out region",
                                       help="a region kept out of training to test on; none: "
                                            "evaluate on training chips")
     # None: the whole ROI; or one half: north/south/east/west
     holdout_block: str | None = setting(None, label="held-out part", choices=HOLDOUT_BLOCKS,
-                                        widget="selectbox", group="Dataset",
                                         help="the half of the held-out region kept out, or all "
                                              "of it")
-    n_holdout_chips: int = setting(64, label="held-out chips", low=1, high=1024,
-                                   bounds=(1, MAX_IN_MEMORY_CHIPS), step=16, widget="number",
+    n_holdout_chips: int = setting(64, label="held-out chips",
+                                   bounds=(1, MAX_IN_MEMORY_CHIPS),
                                    help="1024 are plenty to measure a held-out region")
     # a name in sources.PIXEL_SOURCES; older runs have no key: palette RGB
     source: str = setting(DEFAULT_SOURCE, label="pixel source", choices=lambda: tuple(PIXEL_SOURCES),
-                          widget="selectbox", commands=("prefetch", "inspect"),
+                          commands=("prefetch", "inspect"),
                           help="where the chips' input bands come from (bharateo/data/sources.py)")
     # Sentinel-2 sources: which scene a region is read from (bharateo/data/sentinel2/)
     dates: str = setting("2021-01-01/2021-12-31", label="Sentinel-2 dates",
                          commands=("prefetch", "inspect"),
                          help="the scenes' sensing dates, first/last day (YYYY-MM-DD/YYYY-MM-DD); "
                               "the least cloudy scene covering a region is read")
-    max_cloud: float = setting(20.0, label="Sentinel-2 max cloud (percent)", low=0, high=100,
+    max_cloud: float = setting(20.0, label="Sentinel-2 max cloud (percent)", bounds=(0, 100),
                                commands=("prefetch", "inspect"),
                                help="the most cloud over a scene, in percent (its "
                                     "eo:cloud_cover)")
@@ -585,7 +580,7 @@ def plan_chips(rois, config: ChipConfig) -> SamplingPlan:
     the training regions (seed config.seed) and the held-out ones (seed config.seed + 1).
     ChipError for no ROI, ROIs not read from the chips' source, or a bad held-out choice."""
     if not rois:
-        raise ChipError("Choose at least one region on the Regions page first.")
+        raise ChipError("There are no regions to cut chips from: choose at least one region first.")
     bands = pixel_source(config.source).bands
     roi_pixels = None
     if bands != PALETTE_BANDS:  # a source with its own pixels (Sentinel-2 regions: .pixels)
@@ -594,7 +589,7 @@ def plan_chips(rois, config: ChipConfig) -> SamplingPlan:
                for p, r in zip(roi_pixels, rois)):
             raise ChipError(f"All regions must be read from the chips' source "
                             f"({pixel_source(config.source).label}, bands {' '.join(bands)}): "
-                            "read the regions again from that source on the Regions page.")
+                            "read the regions again from that source.")
     elif any(getattr(r, "pixels", None) is not None for r in rois):
         raise ChipError("Some regions hold Sentinel-2 pixels, not WorldCover palette RGB: choose "
                         "their source for the chips, or read the regions again as WorldCover.")

@@ -64,6 +64,7 @@ NATIVE_TO_COLLAPSED_NAME = {
 }
 NODATA_ID = 255  # collapsed id of a no-data pixel; not a class (class ids are 0..NUM_CLASSES-1)
 NODATA_NAME = "no data"
+NODATA_HELP = "left out of losses and metrics"  # what the lab does with no-data pixels
 # Patch label of a mostly no-data patch: PyTorch's CrossEntropyLoss default ignore_index.
 IGNORE_INDEX = -100
 # Codes WorldCover doesn't define (none occur in v200) stay rare_other, as in the notebook.

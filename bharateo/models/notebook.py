@@ -47,7 +47,7 @@ class ModelConfig:
 
     # runs saved before variants existed have no key: the notebook's model
     arch: str = setting("notebook", label="model variant", choices=_variant_names,
-                        widget="selectbox", group="Model", aliases=("--model",),  # issue 13's
+                        aliases=("--model",),  # issue 13's
                         help="the architecture, by its name in bharateo/models/registry.py")
     img_size: int = setting(128, label="img size", bounds=(1, 1024), flag=False,
                             help="chip size in pixels (set from the chips)")
@@ -57,23 +57,18 @@ class ModelConfig:
                             commands={"tokens": "--channels"},
                             help="input bands per pixel (a run takes it from its chips)")
     embed_dim: int = setting(128, label="embed dim", bounds=(1, 1024),
-                             options=(32, 64, 96, 128, 192, 256), widget="select_slider",
-                             group="Model", help="width of every token inside the encoder")
-    depth: int = setting(3, label="depth (layers)", low=1, high=8, bounds=(1, 32),
-                         widget="slider", group="Model", help="transformer encoder layers")
-    heads: int = setting(4, label="heads", bounds=(1, 64), options=(1, 2, 4, 6, 8),
-                         widget="select_slider", group="Model",
+                             help="width of every token inside the encoder")
+    depth: int = setting(3, label="depth (layers)", bounds=(1, 32),
+                         help="transformer encoder layers")
+    heads: int = setting(4, label="heads", bounds=(1, 64),
                          help="attention heads per layer (they must divide the embed dim)")
     num_classes: int = setting(8, label="num classes", bounds=(1, 256), flag=False,
                                help="ESA patch classes the class head predicts")
     decoder_dim: int = setting(64, label="decoder dim", bounds=(1, 1024),
-                               options=(16, 32, 64, 96, 128, 192, 256), widget="select_slider",
-                               group="Model", help="mae only: the light decoder's token width")
-    decoder_depth: int = setting(1, label="decoder depth", low=1, high=4, bounds=(1, 32),
-                                 widget="slider", group="Model",
+                               help="mae only: the light decoder's token width")
+    decoder_depth: int = setting(1, label="decoder depth", bounds=(1, 32),
                                  help="mae only: the light decoder's transformer layers")
-    decoder_heads: int = setting(4, label="decoder heads", bounds=(1, 64), options=(1, 2, 4, 8),
-                                 widget="select_slider", group="Model",
+    decoder_heads: int = setting(4, label="decoder heads", bounds=(1, 64),
                                  help="mae only: attention heads per decoder layer (they must "
                                       "divide the decoder dim)")
 

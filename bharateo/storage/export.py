@@ -44,8 +44,8 @@ def run_archive(run: SavedRun) -> bytes:
     if not any(p.name == "config.json" for p in files):
         raise RunNotFoundError(f"Run '{name}' is no longer saved.")
     if total > MAX_ARCHIVE_BYTES:
-        raise RunSaveError(f"Run '{name}' is {total / 2**20:,.0f} MB, too big to download from the "
-                           f"page (at most {MAX_ARCHIVE_BYTES // 2**20} MB): copy its folder "
+        raise RunSaveError(f"Run '{name}' is {total / 2**20:,.0f} MB, too big to download as one "
+                           f"archive (at most {MAX_ARCHIVE_BYTES // 2**20} MB): copy its folder "
                            f"{run.path} instead.")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:

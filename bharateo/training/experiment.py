@@ -17,7 +17,7 @@ from bharateo.models.notebook import ModelConfig, TinyRGBMAE
 from bharateo.data.roi import NOTEBOOK_ROIS, Roi, RoiSpec, load_roi
 from bharateo.storage.runs import register_settings_check, save_run
 from bharateo.config.schema import check_types, finite_or_none
-from bharateo.config.settings import Setting, check_settings, range_problems, settings_of
+from bharateo.config.settings import check_settings, problem, settings_of
 from bharateo.data.sources import DEFAULT_SOURCE, pixel_source
 from bharateo.training.tokens import token_accounting
 from bharateo.training.evaluate import baseline_margin, majority_baseline, quality, verdict
@@ -27,8 +27,8 @@ from bharateo.training.loop import (HELDOUT_MASK_SEED, StepMetrics, TrainConfig,
 from bharateo.data.worldcover import DataSource
 
 
-# RunConfig's sections and their classes: config.json, the CLI's flags and the Train page's
-# knobs are built from these classes' declared settings (bharateo/config/settings.py).
+# RunConfig's sections and their classes: config.json, the CLI's flags and (bharateo/app/knobs.py)
+# the Train page's knobs are built from these classes' declared settings (config/settings.py).
 SECTIONS = {"chips": ChipConfig, "model": ModelConfig, "train": TrainConfig}
 
 
@@ -241,43 +241,19 @@ def renamed(requested: str, path) -> dict:
     return {"run_name": path.name, "requested_name": None if path.name == requested else str(requested)}
 
 
-# --- knobs: the settings the Train page shows and the CLI limits alike --------------------------
-HOLDOUT_KNOBS = ("holdout_roi", "holdout_block")  # the held-out choice belongs to the dataset
-
-
-def knob_settings() -> dict[str, Setting]:
-    """The Train page's knobs: every declared setting of RunConfig's sections that has a `group`
-    (its column), by name. A knob fills every section with a field of that name (`seed` seeds
-    both the chips and the training). Read at call time, so a setting added to a config class is
-    a knob at once. Typed knobs (Setting.typed) have no min/max on the page; knob_problems checks
-    them: with min/max the browser turns a bad value red and keeps sending the last valid one, so
-    a run would train on settings nobody typed. The CLI applies the same limits to its flags."""
-    return {s.name: s for cls in SECTIONS.values() for s in settings_of(cls) if s.group}
-
-
-def knob_help(key: str) -> str:
-    """A knob's tooltip: the allowed range of a typed knob and why, or what it does."""
-    return knob_settings()[key].range_text
-
-
-def knob_problems(knobs: dict, names: dict[str, str] | None = None) -> list[str]:
-    """One sentence per invalid typed knob, naming the field (`names`: other names for the knobs,
-    e.g. the CLI's flags), the value and the allowed range (empty list: all fine). A value is
-    never replaced by another: the page blocks Train instead, the CLI stops with exit code 2."""
-    return range_problems(knobs, [s for s in knob_settings().values() if s.typed], names)
-
-
-def knobs_from_config(config: RunConfig) -> dict:
-    """Widget values for every knob ("" for an empty optional choice: a selectbox can't show
-    None). A section of an older class lacking a knob's field gives that knob's default."""
-    knobs = {}
+def new_run_problems(config: RunConfig) -> dict[str, str]:
+    """setting name -> settings.problem's sentence (with a new run's limits: epochs 1-500, ...)
+    for each declared setting of the config's chips, model and training that a new run refuses;
+    a name two sections share (`seed`) is said once. Empty: all fine. The CLI's `train` names
+    them by flag; the Train page checks its knobs with the same function (app/knobs.py)."""
+    out = {}
     for key, cls in SECTIONS.items():
         section = getattr(config, key)
         for s in settings_of(cls):
-            if s.group:
-                value = getattr(section, s.name, s.default)
-                knobs[s.name] = "" if value is None and s.optional else value
-    return knobs
+            if s.name not in out and (p := problem(s, getattr(section, s.name, s.default),
+                                                   new_run=True)):
+                out[s.name] = p
+    return out
 
 
 def saved_as_message(requested: str | None, saved: str) -> str:

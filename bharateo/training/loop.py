@@ -42,52 +42,46 @@ MAX_EPOCHS, MAX_BATCH = 100_000, 4096
 @dataclass(frozen=True)
 class TrainConfig:
     """The optimiser, schedule and objective (the notebook's values by default). Each field is
-    declared once with its label, ranges and help (bharateo/config/settings.py): the Train page's knobs,
-    the CLI's flags and validate() are built from these lines."""
+    declared once with its label, bounds, a new run's limits and help (bharateo/config/settings.py):
+    the CLI's flags, validate() and (bharateo/app/knobs.py) the Train page's knobs come from these."""
 
-    lr: float = setting(4e-4, label="learning rate", low=1e-6, high=10.0, bounds=(0, None),
-                        strict=True, live=True, step=1e-4, format="%.1e", widget="number",
-                        group="Optimiser",
+    lr: float = setting(4e-4, label="learning rate", bounds=(0, None), strict=True,
+                        limits=(1e-6, 10.0), live=True,
                         help="at 0 the model never changes, below 1e-6 hardly; the notebook uses 4e-4")
-    weight_decay: float = setting(0.05, label="weight decay", low=0.0, high=1.0, bounds=(0, None),
-                                  step=0.01, live=True, widget="number", group="Optimiser",
+    weight_decay: float = setting(0.05, label="weight decay", bounds=(0, None),
+                                  limits=(0.0, 1.0), live=True,
                                   help="AdamW's decay is a share from 0 to 1 (the notebook uses 0.05)")
-    epochs: int = setting(20, label="epochs", low=1, high=500, bounds=(1, MAX_EPOCHS), step=1,
-                          widget="number", group="Optimiser", commands=("tokens",),
+    epochs: int = setting(20, label="epochs", bounds=(1, MAX_EPOCHS), limits=(1, 500),
+                          commands=("tokens",),
                           help="a run needs at least one pass over its chips")
     batch_size: int = setting(16, label="batch size", bounds=(1, MAX_BATCH),
-                              options=(4, 8, 16, 32, 64, 128), widget="select_slider",
-                              group="Optimiser", help="chips per optimiser step (the notebook's 16)")
-    cosine: bool = setting(True, label="cosine schedule", widget="checkbox", group="Optimiser",
+                              help="chips per optimiser step (the notebook's 16)")
+    cosine: bool = setting(True, label="cosine schedule",
                            help="cosine learning-rate decay over the epochs (the notebook's), "
                                 "else a constant rate")
-    mask_ratio: float = setting(0.75, label="mask ratio", low=0.05, high=0.95, bounds=(0, 1),
-                                strict=True, live=True, step=0.05, widget="slider",
-                                group="Objective",
+    mask_ratio: float = setting(0.75, label="mask ratio", bounds=(0, 1), strict=True,
+                                check=check_mask_ratio, live=True,
                                 commands=("evaluate", "tokens"),
                                 help="share of each chip's patches hidden; at 0 there is nothing "
                                      "to reconstruct, at 1 nothing to see")
-    patch_loss_weight: float = setting(0.2, label="patch-loss weight", low=0.0, high=2.0,
-                                       bounds=(0, None), live=True, step=0.05, widget="slider",
-                                       group="Objective",
+    patch_loss_weight: float = setting(0.2, label="patch-loss weight",
+                                       bounds=(0, None), live=True,
                                        help="weight of the ESA patch-class loss beside the pixel "
                                             "loss (the notebook uses 0.2)")
     class_weighting: str = setting(
         "off", label="class weights", choices=("off", "effective", "inverse"),
-        widget="selectbox", group="Objective",
         help="fight class imbalance in the patch-class loss: off is the notebook's plain loss; "
              "effective weighs each class by 1 / its effective number of patches (Cui et al., "
              "CVPR 2019, beta 0.9999); inverse by 1 / its patch count. Rare classes (water, "
              "built-up, grass) then count as much as the common one")
-    seed: int = setting(42, label="seed", low=0, high=2**31 - 1, bounds=(0, 2**63 - 1), step=1,
-                        widget="number", group="Objective",
+    seed: int = setting(42, label="seed", bounds=(0, 2**63 - 1), limits=(0, 2**31 - 1),
                         help="seeds are whole numbers from 0 to 2^31 - 1")
     # runs saved before devices existed trained on the CPU in fp32
-    device: str = setting("cpu", label="device", choices=DEVICES, widget="selectbox",
+    device: str = setting("cpu", label="device", choices=DEVICES, check=check_device_name,
                           commands=("evaluate",),
                           help="where the model trains or runs (cpu, or a GPU: cuda, Apple's mps)")
-    precision: str = setting("fp32", label="precision", choices=PRECISIONS, widget="selectbox",
-                             group="Optimiser",
+    precision: str = setting("fp32", label="precision", choices=PRECISIONS,
+                             check=check_precision,
                              help="fp32: the notebook's exact arithmetic; bf16: matmuls in "
                                   "bfloat16, weights and losses fp32, fast only where the "
                                   "processor has it natively; auto: bf16 only there and when a "
@@ -99,10 +93,7 @@ class TrainConfig:
         only: whether this machine has it is checked when training starts
         (device.resolve_device), so a run trained on a GPU still loads on a laptop."""
         check_types(self, "training")
-        check_mask_ratio(self.mask_ratio)  # the one mask-ratio check and its message
-        check_device_name(self.device)
-        check_precision(self.precision)
-        check_settings(self, "training")
+        check_settings(self, "training")  # the mask ratio, device, precision: their own checks
         return self
 
     def to_dict(self) -> dict:

@@ -452,7 +452,7 @@ def test_bad_typed_settings_block_train_and_a_refresh_keeps_the_lesson(context, 
         good = field.input_value()
         field.fill(bad)
         field.press("Enter")
-        page.locator(f'{b.MAIN} [data-testid="stAlert"]', has_text=f"{label} is").wait_for()
+        page.locator(f'{b.MAIN} [data-testid="stAlert"]', has_text=f"{label} must be").wait_for()
         b.settle(page, f"Train with {label} = {bad}")
         assert train.is_disabled(), f"Train still enabled with {label} = {bad}"
         field.fill(good)

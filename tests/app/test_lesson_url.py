@@ -152,7 +152,7 @@ def test_malformed_settings_are_ignored_with_a_notice(worldcover_dir):
     for what in ("mask ratio", "learning rate", "embed dim", "cosine schedule", "epochs",
                  "held-out region"):
         assert f"'{what}'" in notes, what
-    assert "not on the slider's steps" in notes and "'abc' is not a number" in notes
+    assert "not on the slider's steps" in notes and "must be a number (got 'abc')" in notes
     assert "there is no chip 999" in notes and "'bogus'" in notes and "'foo'" in notes
     state = at.session_state
     assert state["knob_heads"] == 2 and state["knob_mask_ratio"] == 0.75  # good kept, bad default

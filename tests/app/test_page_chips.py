@@ -185,9 +185,9 @@ def test_invalid_typed_chip_settings_block_build_and_name_the_field(worldcover_d
     at = build(open_chips(small_rois()), n=48)
     before = at.session_state["train_chips"]
     assert len(before) == 48
-    for field, value, words in (("cfg_n", 99999, "**Training chips** is 99999"),
-                                ("cfg_seed", -1, "**Seed** is -1"),
-                                ("cfg_n_holdout", 0, "**Held-out chips** is 0")):
+    for field, value, words in (("cfg_n", 99999, "Training chips must be a whole number from 1 to 4,096 (got 99999)"),
+                                ("cfg_seed", -1, "Seed must be a whole number from 0 to 2,147,483,647 (got -1)"),
+                                ("cfg_n_holdout", 0, "Held-out chips must be a whole number from 1 to 1,024 (got 0)")):
         at.number_input(key=field).set_value(value)
         at.button(key="build_chips").click().run()
         assert not at.exception

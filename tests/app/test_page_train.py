@@ -9,7 +9,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from bharateo.jobs.service import QUEUE
-from bharateo.training.experiment import HOLDOUT_KNOBS, PRESETS, knobs_from_config
+from bharateo.app.knobs import HOLDOUT_KNOBS, knobs_from_config
+from bharateo.training.experiment import PRESETS
 from bharateo.data.roi import load_roi
 from bharateo.storage.runs import list_runs, load_run
 from bharateo.app.state import CurrentModel
@@ -286,12 +287,12 @@ def test_invalid_typed_settings_block_train_and_name_the_field(worldcover_dir):
         widget = at.number_input(key=key)
         assert widget.min is None or widget.min < -1e9, key
         assert widget.max is None or widget.max > 1e9, key
-    for key, value, words in [("n_chips", 99999, "**chips** is 99999"),
-                              ("epochs", -3, "**epochs** is -3"),
-                              ("lr", 0.0, "**learning rate** is 0"),
-                              ("min_classes", 9, "**min classes per chip** is 9"),
-                              ("weight_decay", 1.5, "**weight decay** is 1.5"),
-                              ("seed", -1, "**seed** is -1")]:
+    for key, value, words in [("n_chips", 99999, "Chips must be a whole number from 16 to 4,096 (got 99999)"),
+                              ("epochs", -3, "Epochs must be a whole number from 1 to 500 (got -3)"),
+                              ("lr", 0.0, "Learning rate must be a number from 1e-06 to 10 (got 0)"),
+                              ("min_classes", 9, "Min classes per chip must be a whole number from 1 to 8 (got 9)"),
+                              ("weight_decay", 1.5, "Weight decay must be a number from 0 to 1 (got 1.5)"),
+                              ("seed", -1, "Seed must be a whole number from 0 to 2,147,483,647 (got -1)")]:
         good = dict(at.session_state["train_knobs"])
         set_knobs(at, **{key: value})
         assert not at.exception
@@ -609,7 +610,7 @@ def test_every_token_accounting_figure_is_short_and_exact_in_its_help(worldcover
     At the largest chips x epochs the knobs allow, every figure fits (at most 6 characters) and
     its help holds the exact number config.tokens() computed."""
     from bharateo.models.notebook import num_masked
-    from bharateo.training.experiment import knob_settings
+    from bharateo.app.knobs import knob_settings
 
     settings = knob_settings()
     monkeypatch.setenv("BHARATEO_MAX_TRAINING_S", "none")  # the figures, not the 30-min default
@@ -689,7 +690,8 @@ def test_the_form_refuses_chips_the_chips_page_cannot_cut(worldcover_dir):
 
     for chips, words in ((ChipConfig(patch_size=8), "**patch size (px)** is 8"),
                          (ChipConfig(chip_size=512), "**Chip size (px)** is 512"),
-                         (ChipConfig(n_holdout_chips=5000), "**Held-out chips** is 5000")):
+                         (ChipConfig(n_holdout_chips=5000),
+                          "Held-out chips must be a whole number from 1 to 1,024 (got 5000)")):
         at = AppTest.from_file(APP, default_timeout=60).run()
         at.session_state["rois"] = [load_roi(s) for s in SMALL_ROIS]
         at.session_state["chip_config"] = chips

@@ -109,7 +109,7 @@ def test_decoder_sizes_are_checked_before_anything_is_allocated(monkeypatch):
     monkeypatch.setattr(torch.nn.Linear, "__init__", no_allocation)
     with pytest.raises(ConfigError, match="decoder heads"):
         build_model(ModelConfig(arch="mae", decoder_dim=60, decoder_heads=8))
-    with pytest.raises(ConfigError, match="decoder dim must be between"):
+    with pytest.raises(ConfigError, match="Decoder dim must be between"):
         build_model(ModelConfig(arch="mae", decoder_dim=4096))
     with pytest.raises(ConfigError, match="whole number"):
         build_model(ModelConfig(arch="mae", decoder_depth=1.5))

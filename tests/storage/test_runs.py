@@ -79,7 +79,7 @@ DAMAGES = {  # name: (file, change, words in the reason)
     "saved-at-int": ("config.json", lambda d: {**d, "saved_at": 1234567}, "saved_at"),
     "embed-text": ("config.json", _set("model", "embed_dim", "64"), "embed_dim' must be a whole number"),
     "embed-1e6": ("config.json", _set("model", "embed_dim", 1e6), "embed_dim' must be a whole number"),
-    "embed-huge-int": ("config.json", _set("model", "embed_dim", 10**6), "embed dim must be between"),
+    "embed-huge-int": ("config.json", _set("model", "embed_dim", 10**6), "Embed dim must be between"),
     "history-dict": ("history.json", lambda d: {"epochs": d}, "history.json holds a JSON dict"),
     "score-object": ("history.json", lambda d: [{**d[0], "loss": {"x": 1}}], "loss"),
 }
@@ -113,7 +113,7 @@ def test_unreadable_files_are_damaged_too(rois, result):
 
 @pytest.mark.parametrize("kw, words", [(dict(embed_dim="64"), "whole number"),
                                        (dict(embed_dim=1e6), "whole number"),
-                                       (dict(embed_dim=2**20), "embed dim must be between"),
+                                       (dict(embed_dim=2**20), "Embed dim must be between"),
                                        (dict(embed_dim=1024, depth=32, heads=8), "parameters"),
                                        (dict(patch_size=1, img_size=1024), "patches per chip"),
                                        (dict(heads=True), "whole number")])
@@ -336,11 +336,11 @@ def test_a_read_only_checkpoints_folder_refuses_the_reservation_in_words(isolate
 cli = run_cli  # `python -m bharateo ...` in this process (tests/support/cli.py)
 
 
-CLI_EDGES = {"--patch-size": ("0", "patch size (px) must be between 1"),
-             "--heads": ("0", "heads must be between 1"),
-             "--weight-decay": ("nan", "--weight-decay is nan, not a number"),
+CLI_EDGES = {"--patch-size": ("0", "--patch-size: Patch size (px) must be between 1"),
+             "--heads": ("0", "--heads: Heads must be between 1"),
+             "--weight-decay": ("nan", "--weight-decay: Weight decay must be a number from 0 to 1 (got nan)"),
              "--patch-loss-weight": ("inf", "Patch-loss weight must be a finite number"),
-             "--n-chips": ("0", "--n-chips is 0")}
+             "--n-chips": ("0", "--n-chips: Chips must be a whole number from 16 to 4,096 (got 0)")}
 
 
 def test_cli_edge_values_give_plain_messages_and_exit_2(isolated_env):

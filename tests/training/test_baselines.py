@@ -14,7 +14,8 @@ from bharateo.training import evaluate as ev
 from bharateo.app import results
 from bharateo.errors import ConfigError
 from bharateo.models.notebook import scored_losses
-from bharateo.training.experiment import RunConfig, knob_settings, split_quality
+from bharateo.app.knobs import knob_settings
+from bharateo.training.experiment import RunConfig, split_quality
 from bharateo.storage.runs import load_run
 from bharateo.config.settings import settings_of
 from bharateo.training.loop import EFFECTIVE_BETA, TrainConfig, class_weights
@@ -143,7 +144,8 @@ def test_the_weighted_patch_loss_on_a_known_class_mix():
 
 def test_class_weighting_is_a_knob_a_flag_and_a_config_key_off_by_default():
     setting = {s.name: s for s in settings_of(TrainConfig)}["class_weighting"]
-    assert setting.default == "off" and setting.widget == "selectbox" and setting.flag
+    assert setting.default == "off" and knob_settings()["class_weighting"].widget == "selectbox" \
+        and setting.flag
     assert "class_weighting" in knob_settings()
     assert cli.build_parser().parse_args(
         ["train", "--run", "x", "--class-weighting", "effective"]).class_weighting == "effective"

@@ -82,7 +82,9 @@ def test_cli_train_refuses_the_values_train_blocks_exit_2(capsys):
     """The Train page's limits hold on the command line too, named by flag; nothing is trained."""
     assert cli.main(["train", "--run", "bad", "--n-chips", "99999", "--epochs", "-3", "--lr", "0"]) == 2
     err = capsys.readouterr().err
-    for words in ("--n-chips is 99999", "--epochs is -3", "--lr is 0"):
+    for words in ("--n-chips: Chips must be a whole number from 16 to 4,096 (got 99999)",
+                  "--epochs: Epochs must be a whole number from 1 to 500 (got -3)",
+                  "--lr: Learning rate must be a number from 1e-06 to 10 (got 0)"):
         assert words in err
     assert "Traceback" not in err and list_runs() == []
 

@@ -167,7 +167,7 @@ def folder_elsewhere(spec: RoiSpec, scenes: list[Scene], where: str) -> str:
     shown = "; ".join(places[:PLACES_SHOWN]) + (" ..." if len(places) > PLACES_SHOWN else "")
     return (f"No scene of {where} is at {spec.lon:.4f}E {spec.lat:.4f}N: "
             + (f"the folder's scenes are at {shown}. " if places else "")
-            + "Pick a region inside one (the Regions page offers each as a preset), or use the "
+            + "Pick a region inside one (each scene is offered as a preset region), or use the "
             "STAC source (unset BHARATEO_S2_DIR), which finds scenes anywhere.")
 
 
