@@ -33,6 +33,10 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("BHARATEO_CHECKPOINT_DIR", str(checkpoints))
     monkeypatch.delenv("BHARATEO_WORLDCOVER_DIR", raising=False)
     monkeypatch.delenv("BHARATEO_WORLDCOVER_URL", raising=False)
+    # Training workers at the tests' own priority. At the app's nice 10, beside busy processes
+    # of the same session (tools/test_busy.sh's loops: one scheduler autogroup) a worker got a
+    # tenth of their share and Train page tests timed out waiting for it; no test checks the nice.
+    monkeypatch.setenv("BHARATEO_WORKER_NICE", "0")
     return {"data": data, "checkpoints": checkpoints}
 
 

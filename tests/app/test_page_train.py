@@ -126,11 +126,9 @@ def test_impossible_settings_show_an_error_not_a_traceback(worldcover_dir):
 
 
 def test_comparing_two_runs_overlays_both(worldcover_dir):
+    for name in ("mask-050", "mask-090"):  # saved runs: what the comparison reads (no training)
+        saved_tiny_run(name)
     at = train_page()
-    button(at, "quick demo").click().run()
-    for ratio, name in [(0.5, "mask-050"), (0.9, "mask-090")]:
-        wait(start_training(at, name, n_chips=32, epochs=2, mask_ratio=ratio))
-        at.run()
     at.multiselect[0].set_value(["mask-050", "mask-090"]).run()
     charts = at.get("plotly_chart")
     names = " ".join(t.get("name", "") for c in charts for t in json.loads(c.proto.spec)["data"])
@@ -138,10 +136,10 @@ def test_comparing_two_runs_overlays_both(worldcover_dir):
 
 
 def test_rename_and_delete_with_confirmation(worldcover_dir):
+    saved_tiny_run("to-rename")  # a saved run, made the pages' model: what renaming must follow
     at = train_page()
-    button(at, "quick demo").click().run()
-    wait(start_training(at, "to-rename", n_chips=32, epochs=1))
-    at.run()
+    button(at, "Use this run for Reconstruct / Evaluate").click().run()
+    assert at.session_state["model"].run == "to-rename"
     at.text_input(key="rename_to").input("renamed").run()
     button(at, "Rename").click().run()
     assert [r.name for r in list_runs()] == ["renamed"]
@@ -151,13 +149,18 @@ def test_rename_and_delete_with_confirmation(worldcover_dir):
     assert list_runs() == [] and not at.exception
 
 
-def test_five_sessions_share_one_slot_in_queue_order(worldcover_dir, monkeypatch):
+TINY = dict(embed_dim=32, depth=1, heads=2)  # the tests' model. A training here is mostly its
+# worker's start-up (~2 CPU s importing torch): a test that only reads runs uses saved ones
+
+
+def test_three_sessions_share_one_slot_in_queue_order(worldcover_dir, monkeypatch):
+    """One running, two queued behind it: each waits its turn, in the order Train was clicked."""
     monkeypatch.setenv("BHARATEO_MAX_TRAININGS", "1")
     sessions = []
-    for i in range(5):
+    for i in range(3):
         at = train_page()
         button(at, "quick demo").click().run()
-        start_training(at, f"queued-{i}", n_chips=32, epochs=1)
+        start_training(at, f"queued-{i}", n_chips=32, epochs=1, **TINY)
         sessions.append(at)
     jobs = [at.session_state["job"] for at in sessions]
     seen_running = []
@@ -172,7 +175,7 @@ def test_five_sessions_share_one_slot_in_queue_order(worldcover_dir, monkeypatch
     for at in sessions:
         at.run()
         assert not at.exception
-    assert sorted(r.name for r in list_runs()) == [f"queued-{i}" for i in range(5)]
+    assert sorted(r.name for r in list_runs()) == [f"queued-{i}" for i in range(3)]
 
 
 def test_waiting_session_sees_its_queue_position(worldcover_dir, monkeypatch):
@@ -342,31 +345,24 @@ def test_a_run_stopped_before_its_first_epoch_never_becomes_the_model(worldcover
 def test_a_finished_run_joins_the_comparison(worldcover_dir):
     """A teacher's report: after a second run finished, "compare runs" kept the old selection and
     left the new run out. Every run this session saves joins it; the kept choice stays too."""
+    saved_tiny_run("before")  # saved earlier (no training): the page's first choice to compare
     at = train_page()
     button(at, "quick demo").click().run()
-    wait(start_training(at, "first", n_chips=32, epochs=1))
+    assert at.multiselect(key="train_compare").value == ["before"]
+    wait(start_training(at, "first", n_chips=32, epochs=1, **TINY))
     at.run()
-    assert at.multiselect(key="train_compare").value == ["first"]
+    assert at.multiselect(key="train_compare").value == ["before", "first"]  # kept, and joined
     at.multiselect(key="train_compare").set_value([]).run()  # compare nothing for now
-    wait(start_training(at, "second", n_chips=32, epochs=1))
+    wait(start_training(at, "second", n_chips=32, epochs=1, **TINY))
     at.run()
     assert at.multiselect(key="train_compare").value == ["second"]
-    at.multiselect(key="train_compare").set_value(["first", "second"]).run()
-    wait(start_training(at, "third", n_chips=32, epochs=1))
-    at.run()
-    assert at.multiselect(key="train_compare").value == ["first", "second", "third"]
     assert not at.exception
 
 
 def test_run_name_and_run_choices_survive_a_visit_to_another_page(worldcover_dir):
+    for name in ("first", "second", "third"):  # saved runs to choose from (no training)
+        saved_tiny_run(name)
     at = train_page()
-    button(at, "quick demo").click().run()
-    for name in ("first", "second", "third"):
-        set_knobs(at, n_chips=32, epochs=1)
-        at.text_input(key="run_name").input(name).run()
-        button(at, "Train").click().run()
-        wait(at.session_state["job"])
-        at.run()
     at.text_input(key="run_name").input("next-one").run()
     at.multiselect(key="train_compare").set_value(["first"]).run()
     at.selectbox(key="train_manage_run").select("second").run()
@@ -442,7 +438,7 @@ def test_two_sessions_choosing_the_same_name_both_keep_their_runs(worldcover_dir
     for _ in range(2):
         at = train_page()
         button(at, "quick demo").click().run()
-        set_knobs(at, n_chips=32, epochs=1)
+        set_knobs(at, n_chips=32, epochs=1, **TINY)
         at.text_input(key="run_name").input("same").run()
         button(at, "Train").click().run()
         sessions.append(at)
@@ -466,7 +462,7 @@ def test_a_full_disk_at_save_keeps_the_model_and_save_again_works(worldcover_dir
     monkeypatch.setattr(runs, "_write_file", full)
     at = train_page()
     button(at, "quick demo").click().run()
-    set_knobs(at, n_chips=32, epochs=1)
+    set_knobs(at, n_chips=32, epochs=1, **TINY)
     at.text_input(key="run_name").input("full-disk").run()
     button(at, "Train").click().run()
     job = at.session_state["job"]
