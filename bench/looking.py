@@ -116,7 +116,7 @@ def server_cost(model, chips, seconds: float = 4.0) -> None:
     worker.join()
     with tempfile.NamedTemporaryFile(suffix=".pkl", delete=False) as f:
         pickle.dump((model, chips), f)
-    code = ("import pickle, sys; from bharateo import evaluate as ev; "
+    code = ("import pickle, sys; from bharateo.training import evaluate as ev; "
             f"m, c = pickle.load(open({f.name!r}, 'rb')); ev.mask_ratio_curve(m, c)")
     child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT,
                              env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -584,12 +584,12 @@ OOM_WORKERS = {
     "training": "import bharateo.training.experiment as p\n"
                 "def boom(*a, **k):\n    raise MemoryError\n"
                 "p.experiment_events = boom\n"
-                "from bharateo.app import worker\nworker.run_one_job()",
+                "from bharateo.jobs import worker\nworker.run_one_job()",
     # a MemoryError while the job is unpickled: nothing can be sent, the exit code says it
     "reading the job": "import pickle\n"
                        "def boom(*a, **k):\n    raise MemoryError\n"
                        "pickle.load = boom\n"
-                       "from bharateo.app import worker\nworker.run_one_job()",
+                       "from bharateo.jobs import worker\nworker.run_one_job()",
 }
 
 
