@@ -779,12 +779,29 @@ def adopt_finished_job() -> bool:
 
 
 def start_training(config, run_name: str):
-    """Queue a training job for this session (see bharateo.jobs.service)."""
-    from bharateo.jobs.service import TrainingJob, streamlit_session_alive
+    """Queue a training job for this session (see bharateo.jobs.service); it stops when this
+    browser session has gone (session_alive)."""
+    from bharateo.jobs.service import TrainingJob
 
-    job = TrainingJob(config, list(st.session_state.rois), run_name, streamlit_session_alive())
+    job = TrainingJob(config, list(st.session_state.rois), run_name, session_alive())
     st.session_state.job = job.start()
     return job
+
+
+def session_alive():
+    """A callable telling whether the current browser session is still connected (always True
+    outside a real Streamlit server, e.g. in AppTest), for a job's thread to ask."""
+    try:
+        from streamlit.runtime import Runtime
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        ctx = get_script_run_ctx()
+        if ctx is None or not Runtime.exists():
+            return lambda: True
+        runtime, session_id = Runtime.instance(), ctx.session_id
+        return lambda: runtime.is_active_session(session_id)
+    except Exception:  # streamlit internals moved: never stop a job on a guess
+        return lambda: True
 
 
 def training_status(job) -> None:
