@@ -195,6 +195,10 @@ class TrainingJob:
             self.stop_reason = reason
         self._stop.set()
         self.queue.wake()  # a queued job leaves the queue now
+        with self._lock:
+            worker = self.worker
+        if worker is not None:  # a running one tells its worker now (else _train does)
+            worker.wake()
 
     def pause(self) -> None:
         """Pause after the current optimiser step (the chart stays; Resume or Step go on)."""
@@ -289,6 +293,8 @@ class TrainingJob:
         run = WorkerRun(self.config, self.train_chips, self.heldout_chips)
         with self._lock:
             self.worker, early, self._early = run, self._early, []
+        if self._stop.is_set():  # stop() came before the worker: look at it at once
+            run.wake()
         for command in early:
             run.control(command)
         clock = self.clock

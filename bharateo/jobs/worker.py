@@ -249,6 +249,7 @@ class WorkerRun:
         self.sent_at = time.monotonic()  # when the worker sent next_event's last event
         self.stop_asked_at: float | None = None  # time.monotonic() when stop() was first called
         self.answered_stop = False  # an event sent after stop() was called has been read
+        self._woken = False  # wake() was called: next_event returns at once
         # the job (megabytes of chips) is written by a thread too: a frozen worker would block
         # the write once the pipe is full, and the caller's watchdog must keep running
         threading.Thread(target=self._send_job, args=((config, train_chips, heldout),),
@@ -285,6 +286,13 @@ class WorkerRun:
     def _put(self, sent_at: float, event) -> None:
         with self._arrived:
             self._events.append((sent_at, event))
+            self._arrived.notify_all()
+
+    def wake(self) -> None:
+        """Make a waiting (or the next) next_event return now, with None if no event is there
+        (the caller has something else to look at: a Stop)."""
+        with self._arrived:
+            self._woken = True
             self._arrived.notify_all()
 
     def pending(self) -> int:
@@ -343,7 +351,9 @@ class WorkerRun:
         sent before a Stop are no answer to it (`answered_stop` turns true with the first that
         was sent after)."""
         with self._arrived:
-            if not clock.wait(self._arrived, lambda: bool(self._events), timeout):
+            if not clock.wait(self._arrived, lambda: bool(self._events) or self._woken, timeout) \
+                    or not self._events:
+                self._woken = False
                 return None
             self.sent_at, event = self._events.popleft()
         if self.stop_asked_at is not None and self.sent_at >= self.stop_asked_at:
