@@ -353,6 +353,11 @@ def live_progress(job) -> None:
     if job.done:
         st.rerun(scope="app")  # once: refresh the runs table and the sidebar
     snap = job.snapshot()
+    drawn = st.session_state.get(SIDEBAR_JOB_STATE)
+    if drawn is not None and drawn != job_state_key(snap):
+        # the sidebar's line is behind (e.g. a click's callback ran in a run of queued fragments,
+        # this one before the sidebar's): the whole app, so the sidebar is drawn first
+        st.rerun(scope="app")
     if snap.get("control_state") != "paused":
         forget_live_form()
     draw_progress(snap, job.requested_name, job)
@@ -815,6 +820,14 @@ def training_status(job) -> None:
         _training_status_live(job)
 
 
+SIDEBAR_JOB_STATE = "_sidebar_job_state"  # session key: job_state_key of the sidebar's line
+
+
+def job_state_key(snap: dict) -> tuple:
+    """What a job's state line says, without its step counts (TrainingJob.snapshot())."""
+    return (snap["run_name"], snap["status"], snap.get("control_state"), snap.get("stopping"))
+
+
 @st.fragment(run_every=1.0)
 def _training_status_live(job) -> None:
     from bharateo.jobs.service import job_state_text
@@ -823,6 +836,7 @@ def _training_status_live(job) -> None:
         st.rerun(scope="app")
     snap = job.snapshot()
     st.markdown(f"**Training:** run '{snap['run_name']}', {job_state_text(snap)}")
+    st.session_state[SIDEBAR_JOB_STATE] = job_state_key(snap)  # live_progress never draws ahead
     if snap["status"] == "running" and snap["steps"]:
         st.progress(min(snap["steps"][-1]["progress"] / snap["config"].train.epochs, 1.0))
 

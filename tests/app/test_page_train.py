@@ -14,6 +14,7 @@ from bharateo.data.roi import NOTEBOOK_ROIS, RoiSpec, load_roi
 from bharateo.storage.runs import list_runs, load_run
 from bharateo.app.state import CurrentModel
 from tests.paths import APP
+from tests.support.waiting import wait_until
 
 SMALL_ROIS = [RoiSpec(s.name, s.lon, s.lat, 512) for s in NOTEBOOK_ROIS]
 
@@ -40,15 +41,6 @@ def start_training(at, name, **knobs):
     at.text_input[0].input(name).run()
     button(at, "Train").click().run()
     return at.session_state["job"]
-
-
-def wait_until(condition, timeout=120) -> bool:
-    """Poll `condition` until it holds or `timeout` s pass (generous: a loaded 2-core machine);
-    returns its last value."""
-    deadline = time.time() + timeout
-    while not condition() and time.time() < deadline:
-        time.sleep(0.01)
-    return condition()
 
 
 SLOW = dict(epochs=200, embed_dim=32, depth=1, heads=2)  # a small model that trains until stopped
