@@ -214,20 +214,31 @@ def wait_images_loaded(page, selector: str, at_least: int, timeout: float = 120.
     page.wait_for_function(loaded, arg=[selector, at_least], timeout=timeout * 500)
 
 
-def count_frames(page) -> list:
-    """Start counting the messages the app's server sends this page (each script or fragment
-    run sends its elements and a 'finished'): call before page.goto; -> a list that grows by
-    one per message."""
-    frames: list = []
-    page.on("websocket", lambda ws: ws.on("framereceived", lambda _payload: frames.append(1)))
-    return frames
+FRAMES = "__bharateoFrames"  # window property: messages the page's websocket has received
+COUNT_FRAMES = f"""(() => {{
+    const Native = window.WebSocket;
+    window.{FRAMES} = 0;
+    window.WebSocket = class extends Native {{
+        constructor(...args) {{
+            super(...args);
+            this.addEventListener("message", () => {{ window.{FRAMES} += 1; }});
+        }}
+    }};
+}})()"""
 
 
-def wait_redrawn(frames: list, messages: int, what: str = "the page redrawn") -> None:
-    """Until the server has sent `messages` more messages to the page counted by `frames`
-    (count_frames): its live parts (fragments with run_every) have been redrawn that often."""
-    seen = len(frames)
-    wait_until(lambda: len(frames) >= seen + messages, what, poll=0.05)
+def count_frames(page) -> None:
+    """Count, in the page, the messages the app's server sends it (each script or fragment run
+    sends its elements and a 'finished'), for wait_redrawn: call before page.goto."""
+    page.add_init_script(COUNT_FRAMES)
+
+
+def wait_redrawn(page, messages: int, timeout: float = 120.0) -> None:
+    """Until the server has sent the page `messages` more messages (count_frames): its live
+    parts (fragments with run_every) have been redrawn that often."""
+    seen = page.evaluate(f"() => window.{FRAMES}")
+    page.wait_for_function(f"(n) => window.{FRAMES} >= n", arg=seen + messages,
+                           timeout=timeout * 1000)
 
 
 def wait_text_stable(locator, quiet: float = 0.8, timeout: float = 30.0) -> str:

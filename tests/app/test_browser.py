@@ -643,7 +643,7 @@ def sidebar_as_main_shows(page, texts: list[str]) -> tuple[str, str]:
 
 def test_pause_step_resume_and_inside_the_model_in_a_browser(context, app_server, shots, tmp_path):
     page = new_page(context)
-    frames = b.count_frames(page)  # the server's messages: each redraw of the live parts
+    b.count_frames(page)  # the server's messages: each redraw of the live parts
     try:
         # 256 chips x 500 epochs at batch 8 = 16,000 steps: far more than the seconds a loaded
         # machine can take between Train and the Pause click (300 x 4 steps once ran out first)
@@ -661,7 +661,7 @@ def test_pause_step_resume_and_inside_the_model_in_a_browser(context, app_server
         b.settle(page, "Train paused")
         points = wait_run_chart_points(page, n, 30)
         assert points == n, (points, n)  # the chart shows every step up to the pause
-        b.wait_redrawn(frames, 3 * 3, "three refreshes of the paused page")  # 3 live fragments
+        b.wait_redrawn(page, 3 * 3)  # three refreshes of its 3 live fragments: nothing new drawn
         assert run_chart_points(page) == n, "the chart grew while paused"
         b.scroll_to(page, "h1")
         b.screenshot(page, shots, "train_paused", height=1500)
@@ -672,7 +672,7 @@ def test_pause_step_resume_and_inside_the_model_in_a_browser(context, app_server
             "a => a.innerText.includes('Paused after step ' + n + ' '))", arg=n + 1,
             timeout=TRAIN_TIMEOUT * 1000)
         assert wait_run_chart_points(page, n + 1, 30) == n + 1  # exactly one step more
-        b.wait_redrawn(frames, 2 * 3, "two refreshes of the paused page")
+        b.wait_redrawn(page, 2 * 3)  # two refreshes
         assert run_chart_points(page) == n + 1
 
         page.get_by_role("button", name="Resume").click()
