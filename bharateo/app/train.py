@@ -354,7 +354,7 @@ def live_progress(job) -> None:
         st.rerun(scope="app")  # once: refresh the runs table and the sidebar
     snap = job.snapshot()
     drawn = st.session_state.get(SIDEBAR_JOB_STATE)
-    if drawn is not None and drawn != job_state_key(snap):
+    if drawn is not None and drawn != job_state_key(snap) and _fragment_run():
         # the sidebar's line is behind (e.g. a click's callback ran in a run of queued fragments,
         # this one before the sidebar's): the whole app, so the sidebar is drawn first
         st.rerun(scope="app")
@@ -821,6 +821,14 @@ def training_status(job) -> None:
 
 
 SIDEBAR_JOB_STATE = "_sidebar_job_state"  # session key: job_state_key of the sidebar's line
+
+
+def _fragment_run() -> bool:
+    """Whether this script run runs fragments only (a full run draws the sidebar first)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return bool(ctx is not None and getattr(ctx, "fragment_ids_this_run", None))
 
 
 def job_state_key(snap: dict) -> tuple:
