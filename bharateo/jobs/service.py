@@ -247,6 +247,10 @@ class TrainingJob:
     def join(self, timeout=None) -> None:
         self._thread.join(timeout)
 
+    def is_alive(self) -> bool:
+        """Whether the job's thread is still at work (queued, training or saving)."""
+        return self._thread.is_alive()
+
     @property
     def done(self) -> bool:
         return self.status in ("finished", "stopped", "diverged", "failed", "cancelled")

@@ -28,5 +28,4 @@ def wait_until(condition: Callable[[], object], what: str = "the condition",
 def join(thread_like, what: str = "the thread", timeout: float = HANG_GUARD_S) -> None:
     """`thread_like.join()` (a thread or a TrainingJob), failing naming `what` if it is hung."""
     thread_like.join(timeout)
-    alive = getattr(thread_like, "is_alive", None) or getattr(thread_like, "_thread").is_alive
-    assert not alive(), f"{what}: still running after {timeout:g} s (hung)"
+    assert not thread_like.is_alive(), f"{what}: still running after {timeout:g} s (hung)"
