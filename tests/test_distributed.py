@@ -167,24 +167,25 @@ def test_killing_one_rank_ends_the_job_with_a_message_and_no_run(store, isolated
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: queue.Queue = queue.Queue()
-    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True)
+    reader = threading.Thread(target=lambda: [*map(lines.put, proc.stdout), lines.put(None)],
+                              daemon=True)  # None: the end of torchrun's output
     reader.start()
     seen, pid = [], None
     try:
         while not any(l.startswith("epoch 01") for l in seen):  # the event: an epoch finished
             try:
-                seen.append(lines.get(timeout=HANG_GUARD_S))  # (a hang guard)
+                line = lines.get(timeout=HANG_GUARD_S)  # (a hang guard)
             except queue.Empty:
-                pytest.fail("no epoch finished:\n" + "".join(seen))
-            assert proc.poll() is None or not lines.empty(), "".join(seen)
+                line = None
+            assert line is not None, "no epoch finished:\n" + "".join(seen)
+            seen.append(line)
         # Search the whole text: two ranks' banners can share a line when their writes interleave.
         pid = int(re.search(r"rank 1/2 pid (\d+)", "".join(seen)).group(1))
         assert (isolated_env["checkpoints"] / "killed" / ".reserved").exists()  # rank 0 reserved
         os.kill(pid, signal.SIGKILL)
         proc.wait(timeout=HANG_GUARD_S)
         reader.join(timeout=HANG_GUARD_S)  # every line up to EOF
-        while not lines.empty():
-            seen.append(lines.get())
+        seen += [line for line in iter(lines.get_nowait, None)]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

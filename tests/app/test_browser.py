@@ -679,7 +679,7 @@ def test_pause_step_resume_and_inside_the_model_in_a_browser(context, app_server
         wait_run_chart_points(page, n + 4, TRAIN_TIMEOUT)  # it trains on
         page.get_by_role("button", name="Stop").click()
         shown, side = sidebar_as_main_shows(page, ["Stopping after", "Saved as run"])
-        # the sidebar no longer says 'running' (its 1 s refresh may be one state behind the page)
+        # the sidebar no longer says 'running' (never behind the page: train.live_progress)
         assert re.search(r"stopping after the current step|stopped", side), (shown, side)
         page.locator(f'{b.MAIN} [data-testid="stAlert"]', has_text="Saved as run").wait_for(
             timeout=TRAIN_TIMEOUT * 1000)
