@@ -296,7 +296,10 @@ def cmd_train_store(args, config) -> None:
     """`train --chips-dir DIR`: train on a chip store, in one process or as one rank under
     torchrun (bharateo/training/distributed.py). Rank 0 reserves the name, prints and saves; a SIGTERM
     (torchrun stopping the job because another rank failed) ends this rank with a message,
-    releasing the reservation, so no run is left half-written."""
+    releasing the reservation, so no run is left half-written. Once the rank is ending (its own
+    error, e.g. the other rank's death seen first, or done), a SIGTERM is ignored: raised in
+    the middle of the release it left an empty run folder, and in the middle of the message a
+    traceback."""
     import os
     import signal
 
@@ -308,7 +311,13 @@ def cmd_train_store(args, config) -> None:
     rank, world = (env[0], env[1]) if env else (0, 1)
     where = f"rank {rank}: " if world > 1 else ""
 
+    ending = {"now": False}  # set first thing in `finally` (a plain store: no call the
+    # handler could run at before it), so nothing can cut the release or the message short
+
     def stopped(signum, frame):
+        if ending["now"]:
+            return
+        ending["now"] = True
         raise DistributedError(f"{where}stopped by signal {signal.Signals(signum).name} (torchrun "
                                "stops every rank when one fails; its error is printed above). "
                                "Nothing was saved.")
@@ -340,6 +349,7 @@ def cmd_train_store(args, config) -> None:
             raise DistributedError(f"{where}{exc}") from None
         raise
     finally:
+        ending["now"] = True
         if name is not None:
             release_run_name(name)  # only if nothing was saved into the reservation
         if ranks is not None:

@@ -1,7 +1,9 @@
 """Helpers for the real-browser test (tests/test_browser.py): a Streamlit server in a subprocess,
 Chromium through Playwright, and waits/checks that read a Streamlit page the way a person does.
 
-Only the test uses this module; nothing in the app imports it.
+Only the test uses this module; nothing in the app imports it. Every wait here is for something
+on the page or the server (an element, a value, a redraw), with tests/support/waiting.py's
+wait_until or Playwright's own waits; the timeouts only guard against a hang.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.support.waiting import wait_until  # the suite's one wait_until (b.wait_until)
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -81,19 +85,20 @@ class StreamlitServer:
         return self
 
     def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
+        def healthy() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"streamlit exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
+                    return r.status == 200
             except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"streamlit not healthy after {self.startup_timeout:.0f} s:\n"
-                           f"{self.log_tail()}")
+                return False
+
+        try:
+            wait_until(healthy, "the streamlit server answering /_stcore/health",
+                       self.startup_timeout, poll=0.2)
+        except AssertionError as exc:
+            raise RuntimeError(f"{exc}:\n{self.log_tail()}") from None
 
     def stop(self) -> None:
         """SIGTERM the server's process group, SIGKILL it if it lingers."""
@@ -209,27 +214,46 @@ def wait_images_loaded(page, selector: str, at_least: int, timeout: float = 120.
     page.wait_for_function(loaded, arg=[selector, at_least], timeout=timeout * 500)
 
 
-def wait_until(condition, what: str, timeout: float = 30.0) -> None:
-    """Until `condition()` is true (a widget's value arrives after the run that set it); fails
-    naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not so after {timeout:g} s"
-        time.sleep(0.2)
+FRAMES = "__bharateoFrames"  # window property: messages the page's websocket has received
+COUNT_FRAMES = f"""(() => {{
+    const Native = window.WebSocket;
+    window.{FRAMES} = 0;
+    window.WebSocket = class extends Native {{
+        constructor(...args) {{
+            super(...args);
+            this.addEventListener("message", () => {{ window.{FRAMES} += 1; }});
+        }}
+    }};
+}})()"""
+
+
+def count_frames(page) -> None:
+    """Count, in the page, the messages the app's server sends it (each script or fragment run
+    sends its elements and a 'finished'), for wait_redrawn: call before page.goto."""
+    page.add_init_script(COUNT_FRAMES)
+
+
+def wait_redrawn(page, messages: int, timeout: float = 120.0) -> None:
+    """Until the server has sent the page `messages` more messages (count_frames): its live
+    parts (fragments with run_every) have been redrawn that often."""
+    seen = page.evaluate(f"() => window.{FRAMES}")
+    page.wait_for_function(f"(n) => window.{FRAMES} >= n", arg=seen + messages,
+                           timeout=timeout * 1000)
 
 
 def wait_text_stable(locator, quiet: float = 0.8, timeout: float = 30.0) -> str:
-    """The locator's text once it has not changed for `quiet` seconds."""
-    deadline = time.monotonic() + timeout
-    last, since = None, time.monotonic()
-    while time.monotonic() < deadline:
+    """The locator's text once it has not changed for `quiet` seconds (read after the app is
+    idle: what is left to settle is drawing, not a script run)."""
+    seen = {"text": None, "since": time.monotonic()}
+
+    def settled() -> bool:
         text = " | ".join(locator.all_inner_texts())
-        if text != last:
-            last, since = text, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            return text
-        time.sleep(0.1)
-    raise AssertionError(f"text kept changing for {timeout:.0f} s: {last!r}")
+        if text != seen["text"]:
+            seen.update(text=text, since=time.monotonic())
+        return time.monotonic() - seen["since"] >= quiet
+
+    wait_until(settled, "the text settling", timeout, poll=0.1)
+    return seen["text"]
 
 
 def plot_points(page, scope: str = MAIN) -> list[int]:
@@ -373,8 +397,9 @@ def map_view(page, timeout: float = 30.0) -> tuple[int, float, float]:
     """(zoom, lat, lon) of the Leaflet map on the page, read from the map itself once there is
     exactly one (a replaced map's iframe may linger for a moment) and it is not zooming (Leaflet
     ignores a zoom click during a zoom animation)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    found = []
+
+    def one_settled_map() -> bool:
         maps = []  # per folium frame: [zoom, lat, lon], "busy" (zooming or replaced) or none
         for frame in page.frames:
             if "streamlit_folium" not in frame.url:
@@ -387,18 +412,15 @@ def map_view(page, timeout: float = 30.0) -> tuple[int, float, float]:
             except Exception:
                 maps.append("busy")
         maps = [m for m in maps if m != "none"]
-        if len(maps) == 1 and isinstance(maps[0], list):
-            zoom, lat, lon = maps[0]
-            return int(zoom), float(lat), float(lon)
-        time.sleep(0.1)
-    raise AssertionError("no single, settled Leaflet map on the page")
+        found[:] = maps
+        return len(maps) == 1 and isinstance(maps[0], list)
+
+    wait_until(one_settled_map, "a single, settled Leaflet map on the page", timeout, poll=0.1)
+    zoom, lat, lon = found[0]
+    return int(zoom), float(lat), float(lon)
 
 
 def wait_map_zoom(page, zoom: int, timeout: float = 30.0) -> None:
     """Until the Leaflet map on the page is at `zoom` (its zoom animation has ended)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if map_view(page, timeout)[0] == zoom:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"the map did not reach zoom {zoom}")
+    wait_until(lambda: map_view(page, timeout)[0] == zoom, f"the map at zoom {zoom}", timeout,
+               poll=0.1)

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from bharateo.storage.chipstore import build_store
 from bharateo.training.loop import StepMetrics, TrainConfig
 from tests.support.s2_fixtures import SAHARA, SCENE_DIR, sahara_labels, scene_folder
 from tests.support.stores import CHIPS, S2_CHIPS, make_rois
+from tests.support.waiting import HANG_GUARD_S
 
 REPO = Path(__file__).resolve().parents[1]
 # 11 chips in batches of 5: the 2 ranks take 3 + 2 chips, and the last batch of 1 chip leaves
@@ -167,25 +167,25 @@ def test_killing_one_rank_ends_the_job_with_a_message_and_no_run(store, isolated
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: queue.Queue = queue.Queue()
-    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True)
+    reader = threading.Thread(target=lambda: [*map(lines.put, proc.stdout), lines.put(None)],
+                              daemon=True)  # None: the end of torchrun's output
     reader.start()
     seen, pid = [], None
     try:
-        deadline = time.monotonic() + 300  # a loaded 2-core machine starts ranks slowly
-        while not any(l.startswith("epoch 01") for l in seen):
-            assert time.monotonic() < deadline, "no epoch finished:\n" + "".join(seen)
+        while not any(l.startswith("epoch 01") for l in seen):  # the event: an epoch finished
             try:
-                seen.append(lines.get(timeout=1))
+                line = lines.get(timeout=HANG_GUARD_S)  # (a hang guard)
             except queue.Empty:
-                assert proc.poll() is None, "".join(seen)
+                line = None
+            assert line is not None, "no epoch finished:\n" + "".join(seen)
+            seen.append(line)
         # Search the whole text: two ranks' banners can share a line when their writes interleave.
         pid = int(re.search(r"rank 1/2 pid (\d+)", "".join(seen)).group(1))
         assert (isolated_env["checkpoints"] / "killed" / ".reserved").exists()  # rank 0 reserved
         os.kill(pid, signal.SIGKILL)
-        proc.wait(timeout=180)
-        reader.join(timeout=120)  # every line up to EOF, not whatever arrived within a pause
-        while not lines.empty():
-            seen.append(lines.get())
+        proc.wait(timeout=HANG_GUARD_S)
+        reader.join(timeout=HANG_GUARD_S)  # every line up to EOF
+        seen += [line for line in iter(lines.get_nowait, None)]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -197,6 +197,43 @@ def test_killing_one_rank_ends_the_job_with_a_message_and_no_run(store, isolated
     frames = [l for l in seen if l.lstrip().startswith("File ") or "]:   File " in l]
     assert not [l for l in frames if "bharateo" in l], text  # no traceback from our ranks
     assert list(isolated_env["checkpoints"].iterdir()) == [], text  # no run, nor a reservation
+
+
+SIGTERM_AT = {
+    # torchrun's SIGTERM to rank 0 between the marker's removal and the folder's: the release
+    # swallowed the handler's error and left an empty checkpoints/killed (issue 24, under load)
+    "the release": lambda monkeypatch, kill: monkeypatch.setattr(
+        Path, "rmdir", lambda self, rmdir=Path.rmdir: (
+            self.name == "killed" and kill(), rmdir(self))[1]),
+    # ... or while rank 0 prints why it stopped: a traceback from the handler
+    "the message": lambda monkeypatch, kill: monkeypatch.setattr(
+        "bharateo.cli.print", lambda *a, **k: (
+            str(a[0]).startswith("error:") and kill(), print(*a, **k)), raising=False),
+}
+
+
+@pytest.mark.parametrize("when", list(SIGTERM_AT))
+def test_a_sigterm_while_rank_0_is_ending_cuts_nothing_short(store, isolated_env, monkeypatch,
+                                                              capsys, when):
+    """Rank 0 has seen the other rank's death (its collective failed) and is ending when
+    torchrun's SIGTERM comes: the reservation is still released whole and the message printed,
+    without a traceback. In one process: the SIGTERM is sent where the race put it."""
+    from bharateo import cli
+
+    def other_rank_failed(*args, **kwargs):
+        raise DistributedError("rank 0: stopped because another rank failed or stopped answering")
+
+    monkeypatch.setattr(distributed, "train_from_store", other_rank_failed)
+    SIGTERM_AT[when](monkeypatch, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        code = cli.main(["train", "--run-name", "killed", "--chips-dir", str(store),
+                         "--embed-dim", "32", "--depth", "1", "--heads", "2", "--quiet"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    err = capsys.readouterr().err
+    assert code == 2 and "another rank failed" in err and "Traceback" not in err, err
+    assert list(isolated_env["checkpoints"].iterdir()) == []  # no run, nor an empty folder
 
 
 def gpu_kinds():

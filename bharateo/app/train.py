@@ -335,6 +335,11 @@ def live_progress(job) -> None:
     if job.done:
         st.rerun(scope="app")  # once: refresh the runs table and the sidebar
     snap = job.snapshot()
+    drawn = st.session_state.get(SIDEBAR_JOB_STATE)
+    if drawn is not None and drawn != job_state_key(snap) and _fragment_run():
+        # the sidebar's line is behind (e.g. a click's callback ran in a run of queued fragments,
+        # this one before the sidebar's): the whole app, so the sidebar is drawn first
+        st.rerun(scope="app")
     if snap.get("control_state") != "paused":
         forget_live_form()
     draw_progress(snap, job.requested_name, job)
@@ -636,12 +641,29 @@ def adopt_finished_job() -> bool:
 
 
 def start_training(config, run_name: str):
-    """Queue a training job for this session (see bharateo.jobs.service)."""
-    from bharateo.jobs.service import TrainingJob, streamlit_session_alive
+    """Queue a training job for this session (see bharateo.jobs.service); it stops when this
+    browser session has gone (session_alive)."""
+    from bharateo.jobs.service import TrainingJob
 
-    job = TrainingJob(config, list(st.session_state.rois), run_name, streamlit_session_alive())
+    job = TrainingJob(config, list(st.session_state.rois), run_name, session_alive())
     st.session_state.job = job.start()
     return job
+
+
+def session_alive():
+    """A callable telling whether the current browser session is still connected (always True
+    outside a real Streamlit server, e.g. in AppTest), for a job's thread to ask."""
+    try:
+        from streamlit.runtime import Runtime
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        ctx = get_script_run_ctx()
+        if ctx is None or not Runtime.exists():
+            return lambda: True
+        runtime, session_id = Runtime.instance(), ctx.session_id
+        return lambda: runtime.is_active_session(session_id)
+    except Exception:  # streamlit internals moved: never stop a job on a guess
+        return lambda: True
 
 
 def training_status(job) -> None:
@@ -655,6 +677,22 @@ def training_status(job) -> None:
         _training_status_live(job)
 
 
+SIDEBAR_JOB_STATE = "_sidebar_job_state"  # session key: job_state_key of the sidebar's line
+
+
+def _fragment_run() -> bool:
+    """Whether this script run runs fragments only (a full run draws the sidebar first)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return bool(ctx is not None and getattr(ctx, "fragment_ids_this_run", None))
+
+
+def job_state_key(snap: dict) -> tuple:
+    """What a job's state line says, without its step counts (TrainingJob.snapshot())."""
+    return (snap["run_name"], snap["status"], snap.get("control_state"), snap.get("stopping"))
+
+
 @st.fragment(run_every=1.0)
 def _training_status_live(job) -> None:
     from bharateo.jobs.service import job_state_text
@@ -663,6 +701,7 @@ def _training_status_live(job) -> None:
         st.rerun(scope="app")
     snap = job.snapshot()
     st.markdown(f"**Training:** run '{snap['run_name']}', {job_state_text(snap)}")
+    st.session_state[SIDEBAR_JOB_STATE] = job_state_key(snap)  # live_progress never draws ahead
     if snap["status"] == "running" and snap["steps"]:
         st.progress(min(snap["steps"][-1]["progress"] / snap["config"].train.epochs, 1.0))
 

@@ -1,9 +1,12 @@
 """The Train page's training jobs: one thread per job, a first-come-first-served queue per server.
 
-Streamlit APIs are not thread-safe, so a job never touches Streamlit: its thread writes progress
-into the job (under a lock) and pages poll `snapshot()`. At most BHARATEO_MAX_TRAININGS jobs run at
-once on a server; the rest wait in order. A job whose browser session has gone stops, is saved,
-and frees its slot.
+Streamlit APIs are not thread-safe, so a job never touches Streamlit (this package imports none):
+its thread writes progress into the job (under a lock) and pages poll `snapshot()`. At most
+BHARATEO_MAX_TRAININGS jobs run at once on a server; the rest wait in order. A job whose browser
+session has gone (the app passes `session_alive`, a callable) stops, is saved, and frees its slot.
+
+Every decision on time below reads the job's clock (bharateo/jobs/clock.py; the machine's unless
+a test gives its own), and every wait of the job's thread goes through it.
 
 Each training runs in a worker process of its own (bharateo.jobs.worker): in a server thread the same
 loop runs 15-25 % slower. The job's thread feeds it the chips, relays its events and saves the run.
@@ -31,10 +34,10 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import asdict, replace
 
 from bharateo.jobs import looks
+from bharateo.jobs.clock import SYSTEM_CLOCK, Clock
 from bharateo.jobs.looks import StoredLooks
 from bharateo.jobs.worker import WorkerRun, keep_spare_worker, out_of_memory_message
 from bharateo.data.chips import build_chip_sets
@@ -53,6 +56,8 @@ SESSION_GRACE_S = 30.0  # a session gone this long counts as closed
 STOP_GRACE_S = 15.0  # a worker that sends nothing and uses no CPU this long after Stop is killed
 BUSY_STALL_FACTOR = 10  # a worker busy this many stall times without sending anything is stalled too
 POLL_S = 0.5  # how often a job looks at Stop, its session, the watchdog and the budget
+SLOT_POLL_S = 0.25  # how often a queued job looks at Stop and its session
+SESSION_CHECK_S = 2.0  # how often a running job asks whether its browser session is alive
 
 
 def max_trainings() -> int:
@@ -74,14 +79,17 @@ class TrainingQueue:
         self._cond = threading.Condition()
         self._waiting: list = []
         self._running: list = []
+        self._changes = 0  # counts leave() and wake(): a waiter looks again when it moves
 
     def enqueue(self, job) -> None:
         """Take a place in line (at click time, so arrival order is click order)."""
         with self._cond:
             self._waiting.append(job)
 
-    def wait_for_slot(self, job, cancelled) -> bool:
-        """Block until `job` (enqueued) may run (True) or `cancelled()` says give up (False)."""
+    def wait_for_slot(self, job, cancelled, clock: Clock = SYSTEM_CLOCK) -> bool:
+        """Block until `job` (enqueued) may run (True) or `cancelled()` says give up (False).
+        Looks again when the queue changes, when wake() is called, and every SLOT_POLL_S s of
+        `clock` (`cancelled` may depend on time: a browser session's grace)."""
         with self._cond:
             while True:
                 if cancelled():
@@ -91,7 +99,14 @@ class TrainingQueue:
                     self._running.append(job)
                     self._cond.notify_all()
                     return True
-                self._cond.wait(timeout=0.25)
+                seen = self._changes
+                clock.wait(self._cond, lambda: self._changes != seen, SLOT_POLL_S)
+
+    def wake(self) -> None:
+        """Make every wait_for_slot look again now (e.g. a queued job was stopped)."""
+        with self._cond:
+            self._changes += 1
+            self._cond.notify_all()
 
     def leave(self, job) -> None:
         """Give back the job's place in line or its slot."""
@@ -99,6 +114,7 @@ class TrainingQueue:
             for line in (self._waiting, self._running):
                 if job in line:
                     line.remove(job)
+            self._changes += 1
             self._cond.notify_all()
 
     def position(self, job) -> int | None:
@@ -119,30 +135,17 @@ class TrainingQueue:
 QUEUE = TrainingQueue()
 
 
-def streamlit_session_alive():
-    """A callable telling whether the current browser session is still connected (always True
-    outside a real Streamlit server, e.g. in AppTest)."""
-    try:
-        from streamlit.runtime import Runtime
-        from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-        ctx = get_script_run_ctx()
-        if ctx is None or not Runtime.exists():
-            return lambda: True
-        runtime, session_id = Runtime.instance(), ctx.session_id
-        return lambda: runtime.is_active_session(session_id)
-    except Exception:  # streamlit internals moved: never stop a job on a guess
-        return lambda: True
-
-
 class TrainingJob:
     """One training run: a background thread that waits for a slot, then relays a worker
-    process's events and saves the run. Read it with snapshot(); stop it with stop()."""
+    process's events and saves the run. Read it with snapshot(); stop it with stop().
+    `session_alive()`: whether the browser session that started it is still there (the app's
+    answer; a session gone SESSION_GRACE_S stops the job); `clock`: the time every watchdog
+    reads (bharateo/jobs/clock.py)."""
 
     def __init__(self, config: RunConfig, rois, run_name: str, session_alive=lambda: True,
-                 queue: TrainingQueue = QUEUE):
+                 queue: TrainingQueue = QUEUE, clock: Clock = SYSTEM_CLOCK):
         self.config, self.rois, self.run_name = config, rois, run_name
-        self.queue, self._session_alive = queue, session_alive
+        self.queue, self._session_alive, self.clock = queue, session_alive, clock
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.status = "queued"  # queued | running | finished | stopped | diverged | failed | cancelled
@@ -158,7 +161,7 @@ class TrainingJob:
         self.adopted = False  # its model was made the session's current model (adopt_finished_job)
         self.worker: WorkerRun | None = None
         self.train_chips = self.heldout_chips = None
-        self.created = time.time()
+        self.created = clock.wall()
         self.started_at: float | None = None
         self.stop_reason: str | None = None  # why it was stopped, if not by its own session
         self.paused = False  # the worker is waiting (a TrainingPaused came, no command since)
@@ -181,6 +184,11 @@ class TrainingJob:
         if reason and not self._stop.is_set():
             self.stop_reason = reason
         self._stop.set()
+        self.queue.wake()  # a queued job leaves the queue now
+        with self._lock:
+            worker = self.worker
+        if worker is not None:  # a running one tells its worker now (else _train does)
+            worker.wake()
 
     def pause(self) -> None:
         """Pause after the current optimiser step (the chart stays; Resume or Step go on)."""
@@ -217,7 +225,7 @@ class TrainingJob:
             self.paused, self.control_state = False, state
             self._commands_sent += 1
             self.controls.append({"action": command, "after_step": self._global_step(),
-                                  "time": round(time.time() - self.created, 3)})
+                                  "time": round(self.clock.wall() - self.created, 3)})
             if self.worker is None:
                 self._early.append(command)
             else:  # under the lock: two clicks reach the worker in the order they were made
@@ -229,6 +237,10 @@ class TrainingJob:
     def join(self, timeout=None) -> None:
         self._thread.join(timeout)
 
+    def is_alive(self) -> bool:
+        """Whether the job's thread is still at work (queued, training or saving)."""
+        return self._thread.is_alive()
+
     @property
     def done(self) -> bool:
         return self.status in ("finished", "stopped", "diverged", "failed", "cancelled")
@@ -237,8 +249,9 @@ class TrainingJob:
         if self._session_alive():
             self._gone_since = None
             return False
-        self._gone_since = self._gone_since or time.monotonic()
-        return time.monotonic() - self._gone_since > SESSION_GRACE_S
+        now = self.clock.now()
+        self._gone_since = now if self._gone_since is None else self._gone_since
+        return now - self._gone_since > SESSION_GRACE_S
 
     def _cancelled(self) -> bool:
         return self._stop.is_set() or self._session_gone()
@@ -248,11 +261,11 @@ class TrainingJob:
             self.train_chips, self.heldout_chips = build_chip_sets(self.rois, self.config.chips)
             self.model = make_model(self.config.model, self.config.train.seed)
             self.model.band_stats = self.train_chips.band_stats  # reflectance: its normalisation
-            if not self.queue.wait_for_slot(self, self._cancelled):
+            if not self.queue.wait_for_slot(self, self._cancelled, self.clock):
                 why = f" ({self.stop_reason})" if self.stop_reason else ""
                 self._set(status="cancelled", error=f"Cancelled before it started{why}.")
                 return
-            self._set(status="running", started_at=time.time())
+            self._set(status="running", started_at=self.clock.wall())
             self._train()
         except BharatEOError as exc:
             self._set(status="failed", error=str(exc))
@@ -274,25 +287,27 @@ class TrainingJob:
         run = WorkerRun(self.config, self.train_chips, self.heldout_chips)
         with self._lock:
             self.worker, early, self._early = run, self._early, []
+        if self._stop.is_set():  # stop() came before the worker: look at it at once
+            run.wake()
         for command in early:
             run.control(command)
+        clock = self.clock
         try:
-            now = last_check = last_event = last_progress = time.monotonic()
+            now = last_check = last_event = last_progress = clock.now()
             started, stop_asked, cpu = now, None, run.cpu_seconds()
             while True:
-                event = run.next_event(timeout=POLL_S)
-                now, was = time.monotonic(), cpu
+                event = run.next_event(POLL_S, clock)
+                now, was = clock.now(), cpu
                 cpu = run.cpu_seconds()
                 waiting = self.paused and not self._stop.is_set()  # asked to stop, it must answer
                 if event is not None or cpu != was or waiting:  # busy counts (a loaded
                     last_progress = now  # machine); a paused worker waits for us, it isn't stuck
-                    last_event = now if waiting else last_event
-                if event is not None:
-                    last_event = run.sent_at  # when the worker sent it, not when read here
-                    if self._relay(event):
+                if event is not None or waiting:
+                    last_event = now
+                    if event is not None and self._relay(event):
                         metrics = event.metrics
                         break
-                if now - last_check > 2.0:
+                if now - last_check > SESSION_CHECK_S:
                     last_check = now
                     if self._session_gone():
                         self.stop("the browser session closed")
@@ -300,11 +315,9 @@ class TrainingJob:
                     self.stop(f"the server's time budget of {budget:g} s per training "
                               "(BHARATEO_MAX_TRAINING_S) ran out")
                 if self._stop.is_set():
-                    run.stop()
-                    # the time now, not `now`: this pass may have taken a while (a busy server,
-                    # a slow relay), and events sent before the Stop would pass for an answer
-                    stop_asked = stop_asked or time.monotonic()
-                if (stop_asked and last_event < stop_asked
+                    run.stop()  # once; an answer is an event the worker sent after it
+                    stop_asked = clock.now() if stop_asked is None else stop_asked
+                if (stop_asked is not None and not run.answered_stop
                         and now - max(stop_asked, last_progress) > STOP_GRACE_S):
                     run.kill()
                     raise BharatEOError(
@@ -344,7 +357,7 @@ class TrainingJob:
                 self.end = event
             elif isinstance(event, TrainingPaused):
                 self.controls.append({"action": "paused", "after_step": event.global_step,
-                                      "by": event.by, "time": round(time.time() - self.created, 3)})
+                                      "by": event.by, "time": round(self.clock.wall() - self.created, 3)})
                 if event.commands == self._commands_sent:  # else a newer command is on its way
                     self.paused, self.control_state = True, "paused"
             elif isinstance(event, StoredLooks):  # stored beside the run once it is saved
@@ -357,7 +370,7 @@ class TrainingJob:
                 self.controls.append({"action": "changed", "from_step": event.global_step + 1,
                                       "progress": event.progress,
                                       "settings": dict(event.changes), "lr": event.lr,
-                                      "time": round(time.time() - self.created, 3)})
+                                      "time": round(self.clock.wall() - self.created, 3)})
             elif isinstance(event, TrainedWeights):
                 self.model.load_state_dict(event.state_dict())
                 return True

@@ -36,10 +36,10 @@ the server to read back is the server's.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import pickle
-import queue
 import select
 import signal
 import subprocess
@@ -52,6 +52,7 @@ from pathlib import Path
 from bharateo.config import environment
 from bharateo.errors import BharatEOError  # torch and the training code: imported where used,
 # so the server's first page doesn't wait for them and a worker imports them at low priority
+from bharateo.jobs.clock import SYSTEM_CLOCK, Clock
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 _spare_lock = threading.Lock()
@@ -228,15 +229,23 @@ def take_worker() -> subprocess.Popen:
 
 class WorkerRun:
     """The app's side of one training in a worker: send the job, read its events (in a thread
-    of their own, so a frozen worker never blocks the caller), ask it to stop, or kill it."""
+    of their own, so a frozen worker never blocks the caller), ask it to stop, or kill it.
+
+    Whether the worker has answered a Stop (`answered_stop`) is decided by the machine's
+    monotonic clock, which the worker stamps its events with: an event sent before the Stop was
+    asked (still in the pipe, or read late by a busy server) is no answer."""
 
     def __init__(self, config, train_chips, heldout):
         self.process = take_worker()
         self.stopping = self._sent = False
         self._lock = threading.Lock()  # commands are written only after the whole job
         self._pending: list[str] = []  # commands given before the job was written
-        self._events: queue.Queue = queue.Queue()  # (time.monotonic() when sent, event)
+        self._arrived = threading.Condition()  # notified with each event put into _events
+        self._events: collections.deque = collections.deque()  # (time.monotonic() when sent, event)
         self.sent_at = time.monotonic()  # when the worker sent next_event's last event
+        self.stop_asked_at: float | None = None  # time.monotonic() when stop() was first called
+        self.answered_stop = False  # an event sent after stop() was called has been read
+        self._woken = False  # wake() was called: next_event returns at once
         # the job (megabytes of chips) is written by a thread too: a frozen worker would block
         # the write once the pipe is full, and the caller's watchdog must keep running
         threading.Thread(target=self._send_job, args=((config, train_chips, heldout),),
@@ -264,18 +273,35 @@ class WorkerRun:
             while True:
                 sent_at, event = pickle.load(self.process.stdout)
                 if event != READY and not isinstance(event, Calibration):
-                    self._events.put((float(sent_at), event))
+                    self._put(float(sent_at), event)
         except MemoryError:  # an event (the weights) too large for the server's memory
-            self._events.put((time.monotonic(), _NO_MEMORY))
+            self._put(time.monotonic(), _NO_MEMORY)
         except Exception:  # end of file, a closed pipe or a torn pickle: the worker has gone
-            self._events.put((time.monotonic(), _GONE))
+            self._put(time.monotonic(), _GONE)
+
+    def _put(self, sent_at: float, event) -> None:
+        with self._arrived:
+            self._events.append((sent_at, event))
+            self._arrived.notify_all()
+
+    def wake(self) -> None:
+        """Make a waiting (or the next) next_event return now, with None if no event is there
+        (the caller has something else to look at: a Stop)."""
+        with self._arrived:
+            self._woken = True
+            self._arrived.notify_all()
+
+    def pending(self) -> int:
+        """Events read from the worker that next_event has not returned yet."""
+        with self._arrived:
+            return len(self._events)
 
     def stop(self) -> None:
         """Ask the worker to stop after its current step (once)."""
         with self._lock:
             if self.stopping:
                 return
-            self.stopping = True
+            self.stop_asked_at, self.stopping = time.monotonic(), True
             if self._sent:
                 self._write_stop()
 
@@ -313,16 +339,21 @@ class WorkerRun:
             else:
                 self._pending.append(line)
 
-    def next_event(self, timeout: float):
+    def next_event(self, timeout: float, clock: Clock = SYSTEM_CLOCK):
         """The worker's next event (StepMetrics, EpochMetrics, TrainingEnd, then TrainedWeights),
-        or None if none came within `timeout` s. A TrainingFailed and a worker that died are
-        raised as BharatEOError. `sent_at` says when the worker sent it (time.monotonic()): a busy
-        caller may read events long after they were sent, and those sent before a Stop are no
-        answer to it."""
-        try:
-            self.sent_at, event = self._events.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        or None if none came within `timeout` s of `clock`. A TrainingFailed and a worker that
+        died are raised as BharatEOError. `sent_at` says when the worker sent it
+        (time.monotonic()): a busy caller may read events long after they were sent, and those
+        sent before a Stop are no answer to it (`answered_stop` turns true with the first that
+        was sent after)."""
+        with self._arrived:
+            if not clock.wait(self._arrived, lambda: bool(self._events) or self._woken, timeout) \
+                    or not self._events:
+                self._woken = False
+                return None
+            self.sent_at, event = self._events.popleft()
+        if self.stop_asked_at is not None and self.sent_at >= self.stop_asked_at:
+            self.answered_stop = True
         if event is _NO_MEMORY or event == _NO_MEMORY:
             self.kill()
             raise BharatEOError(out_of_memory_message("the server could not read its results "

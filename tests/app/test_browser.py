@@ -614,11 +614,9 @@ def run_chart_points(page) -> int:
 
 
 def wait_run_chart_points(page, at_least: int, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while (points := run_chart_points(page)) < at_least:
-        assert time.monotonic() < deadline, f"the run's chart has {points} points, not {at_least}"
-        time.sleep(0.2)
-    return points
+    b.wait_until(lambda: run_chart_points(page) >= at_least,
+                 f"the run's chart with {at_least} points", timeout, poll=0.2)
+    return run_chart_points(page)
 
 
 def paused_alert(page):
@@ -645,6 +643,7 @@ def sidebar_as_main_shows(page, texts: list[str]) -> tuple[str, str]:
 
 def test_pause_step_resume_and_inside_the_model_in_a_browser(context, app_server, shots, tmp_path):
     page = new_page(context)
+    b.count_frames(page)  # the server's messages: each redraw of the live parts
     try:
         # 256 chips x 500 epochs at batch 8 = 16,000 steps: far more than the seconds a loaded
         # machine can take between Train and the Pause click (300 x 4 steps once ran out first)
@@ -662,7 +661,7 @@ def test_pause_step_resume_and_inside_the_model_in_a_browser(context, app_server
         b.settle(page, "Train paused")
         points = wait_run_chart_points(page, n, 30)
         assert points == n, (points, n)  # the chart shows every step up to the pause
-        time.sleep(3)  # three chart refreshes: a paused training draws nothing new
+        b.wait_redrawn(page, 3 * 3)  # three refreshes of its 3 live fragments: nothing new drawn
         assert run_chart_points(page) == n, "the chart grew while paused"
         b.scroll_to(page, "h1")
         b.screenshot(page, shots, "train_paused", height=1500)
@@ -673,14 +672,14 @@ def test_pause_step_resume_and_inside_the_model_in_a_browser(context, app_server
             "a => a.innerText.includes('Paused after step ' + n + ' '))", arg=n + 1,
             timeout=TRAIN_TIMEOUT * 1000)
         assert wait_run_chart_points(page, n + 1, 30) == n + 1  # exactly one step more
-        time.sleep(2)
+        b.wait_redrawn(page, 2 * 3)  # two refreshes
         assert run_chart_points(page) == n + 1
 
         page.get_by_role("button", name="Resume").click()
         wait_run_chart_points(page, n + 4, TRAIN_TIMEOUT)  # it trains on
         page.get_by_role("button", name="Stop").click()
         shown, side = sidebar_as_main_shows(page, ["Stopping after", "Saved as run"])
-        # the sidebar no longer says 'running' (its 1 s refresh may be one state behind the page)
+        # the sidebar no longer says 'running' (never behind the page: train.live_progress)
         assert re.search(r"stopping after the current step|stopped", side), (shown, side)
         page.locator(f'{b.MAIN} [data-testid="stAlert"]', has_text="Saved as run").wait_for(
             timeout=TRAIN_TIMEOUT * 1000)

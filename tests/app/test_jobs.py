@@ -1,7 +1,11 @@
-"""Background training jobs: queue order, slots, sessions that go away."""
+"""Background training jobs: queue order, slots, sessions that go away.
+
+The watchdog, time-budget, session and queue tests give their jobs a FakeClock
+(tests/support/clock.py) and move it on themselves: they wait on events (a job's state, the
+worker's events, the job's thread ending), never on the wall clock."""
 import os
 import signal
-import time
+import threading
 from dataclasses import asdict, replace
 
 import pytest
@@ -17,6 +21,8 @@ from bharateo.storage.runs import load_run
 from bharateo.training.loop import TrainConfig
 from bharateo.jobs.worker import worker_threads
 from tests.support.fixture_tiles import synthetic_native
+from tests.support.clock import FakeClock
+from tests.support.waiting import HANG_GUARD_S, join, wait_until
 
 ROIS = [Roi(RoiSpec(n, 0.0, 0.0, 256), synthetic_native(256, 256, seed=i, class_weights=k))
         for i, (n, k) in enumerate([("a", "urban"), ("b", "cropland")])]
@@ -28,50 +34,61 @@ def config(epochs=1):
                      train=TrainConfig(epochs=epochs))
 
 
-def wait_until(condition, timeout=60):
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.01)
+def done(*started):
+    return lambda: all(job.done for job in started)
 
 
 def test_jobs_run_one_at_a_time_in_arrival_order(monkeypatch):
+    """On a clock that never moves: a queued job gets its slot when the one before it leaves
+    (an event), not by looking again after some time."""
     monkeypatch.setenv("BHARATEO_MAX_TRAININGS", "1")
-    queue = jobs.TrainingQueue()
-    started = [jobs.TrainingJob(config(), ROIS, f"q{i}", queue=queue).start() for i in range(3)]
+    queue, clock, slots = jobs.TrainingQueue(), FakeClock(), []
+    given = queue.wait_for_slot
+
+    def wait_for_slot(job, cancelled, clock):  # the order in which slots are handed out
+        got = given(job, cancelled, clock)
+        slots.append(job.run_name)
+        return got
+
+    monkeypatch.setattr(queue, "wait_for_slot", wait_for_slot)
+    started = [jobs.TrainingJob(config(), ROIS, f"q{i}", queue=queue, clock=clock).start()
+               for i in range(3)]
     assert [queue.position(j) for j in started[1:]] in ([1, 2], [2, 3])
     for job in started:
-        job.join(60)
+        join(job)
     assert [j.status for j in started] == ["finished"] * 3
-    assert [j.started_at for j in started] == sorted(j.started_at for j in started)
+    assert slots == ["q0", "q1", "q2"]
     assert queue.running() == 0 and all(queue.position(j) is None for j in started)
 
 
 def test_two_slots_run_two_jobs_at_once(monkeypatch):
     monkeypatch.setenv("BHARATEO_MAX_TRAININGS", "2")
-    queue = jobs.TrainingQueue()
-    a = jobs.TrainingJob(config(epochs=500), ROIS, "a", queue=queue).start()
-    b = jobs.TrainingJob(config(epochs=500), ROIS, "b", queue=queue).start()
-    wait_until(lambda: a.status == b.status == "running")
+    queue, clock = jobs.TrainingQueue(), FakeClock()
+    a = jobs.TrainingJob(config(epochs=500), ROIS, "a", queue=queue, clock=clock).start()
+    b = jobs.TrainingJob(config(epochs=500), ROIS, "b", queue=queue, clock=clock).start()
+    wait_until(lambda: a.status == b.status == "running", "both jobs running")
     assert queue.running() == 2
     a.stop(), b.stop()
-    a.join(60), b.join(60)
+    join(a), join(b)
     assert a.status == b.status == "stopped"
 
 
 def test_closed_session_frees_its_slot_and_keeps_its_run(monkeypatch):
     monkeypatch.setenv("BHARATEO_MAX_TRAININGS", "1")
+    monkeypatch.setenv("BHARATEO_MAX_TRAINING_S", "none")  # the clock moves: no budget
     monkeypatch.setattr(jobs, "SESSION_GRACE_S", 0.0)
-    queue = jobs.TrainingQueue()
+    queue, clock = jobs.TrainingQueue(), FakeClock()
     alive = {"first": True}
     first = jobs.TrainingJob(config(epochs=500), ROIS, "closing", lambda: alive["first"],
-                             queue=queue).start()
-    wait_until(lambda: len(first.snapshot()["steps"]) > 3)
-    waiting = jobs.TrainingJob(config(), ROIS, "next", queue=queue).start()
-    gone = jobs.TrainingJob(config(), ROIS, "gone-while-queued", lambda: False, queue=queue).start()
+                             queue=queue, clock=clock).start()
+    wait_until(lambda: len(first.snapshot()["steps"]) > 3, "a few steps")
+    waiting = jobs.TrainingJob(config(), ROIS, "next", queue=queue, clock=clock).start()
+    gone = jobs.TrainingJob(config(), ROIS, "gone-while-queued", lambda: False, queue=queue,
+                            clock=clock).start()
     alive["first"] = False  # the browser tab closed
+    clock.advance_until(done(first, waiting, gone), what="every job ended")
     for job in (first, waiting, gone):
-        job.join(60)
+        join(job)
     assert first.status == "stopped" and load_run("closing").metrics["end_reason"] == "stopped"
     assert waiting.status == "finished"
     assert gone.status == "cancelled" and queue.running() == 0
@@ -81,7 +98,7 @@ def test_a_job_trains_in_a_worker_process_exactly_what_the_core_trains():
     from bharateo.training.experiment import run_experiment
 
     job = jobs.TrainingJob(config(epochs=2), ROIS, "in-worker", queue=jobs.TrainingQueue()).start()
-    job.join(120)
+    join(job)
     assert job.status == "finished"
     assert job.worker.process.pid != os.getpid() and job.worker.process.returncode == 0
     threads = torch.get_num_threads()
@@ -99,10 +116,11 @@ def test_a_job_trains_in_a_worker_process_exactly_what_the_core_trains():
 
 
 def test_a_worker_that_dies_fails_the_job_with_a_message():
-    job = jobs.TrainingJob(config(epochs=500), ROIS, "killed", queue=jobs.TrainingQueue()).start()
-    wait_until(lambda: len(job.snapshot()["steps"]) > 2)
+    job = jobs.TrainingJob(config(epochs=500), ROIS, "killed", queue=jobs.TrainingQueue(),
+                           clock=FakeClock()).start()
+    wait_until(lambda: len(job.snapshot()["steps"]) > 2, "a few steps")
     job.worker.process.terminate()  # SIGKILL reads as the OOM killer's (test_a_worker_out_of_memory...)
-    job.join(60)
+    join(job)
     assert job.status == "failed" and "ended unexpectedly (exit code -15)" in job.error
 
 
@@ -110,7 +128,7 @@ def test_bad_settings_fail_with_the_message(monkeypatch):
     queue = jobs.TrainingQueue()
     bad = RunConfig(rois=tuple(r.spec for r in ROIS), chips=ChipConfig(n_chips=8, chip_size=512))
     job = jobs.TrainingJob(bad, ROIS, "bad", queue=queue).start()
-    job.join(30)
+    join(job)
     assert job.status == "failed" and "doesn't fit" in job.error and queue.running() == 0
 
 
@@ -127,8 +145,17 @@ def test_max_trainings_from_env(monkeypatch, value, expected):
 
 def freeze(job):
     """SIGSTOP the job's worker once it is training (as the fault-injection probe did)."""
-    wait_until(lambda: len(job.snapshot()["steps"]) > 2)
+    wait_until(lambda: len(job.snapshot()["steps"]) > 2, "a few steps")
     os.kill(job.worker.process.pid, signal.SIGSTOP)
+
+
+def let_time_pass(clock, seconds, step=1.0):
+    """Move `clock` on by `seconds`, one `step` at a time, each after its waiters went round
+    (the job's watchdog looked at every step)."""
+    for _ in range(int(seconds / step)):
+        before = clock.waits
+        clock.advance(step)
+        wait_until(lambda: clock.waits > before, "the job's watchdog looking at the clock")
 
 
 def thaw_and_end(job):
@@ -140,14 +167,15 @@ def thaw_and_end(job):
 def test_a_frozen_worker_is_killed_and_the_next_job_gets_the_slot(monkeypatch):
     monkeypatch.setenv("BHARATEO_MAX_TRAININGS", "1")
     monkeypatch.setenv("BHARATEO_STALL_S", "3")
-    queue = jobs.TrainingQueue()
-    frozen = jobs.TrainingJob(config(epochs=500), ROIS, "frozen", queue=queue).start()
-    waiting = jobs.TrainingJob(config(), ROIS, "next-in-line", queue=queue).start()
+    queue, clock = jobs.TrainingQueue(), FakeClock()
+    frozen = jobs.TrainingJob(config(epochs=500), ROIS, "frozen", queue=queue, clock=clock).start()
+    waiting = jobs.TrainingJob(config(), ROIS, "next-in-line", queue=queue, clock=clock).start()
     try:
         freeze(frozen)
         monkeypatch.setenv("BHARATEO_STALL_S", "120")  # the next job is read when it starts
-        frozen.join(60)
-        waiting.join(120)
+        clock.advance_until(lambda: frozen.done, what="the frozen job ended")
+        join(frozen)
+        join(waiting)
         assert frozen.status == "failed" and "no progress for 3 s" in frozen.error
         assert frozen.worker.process.returncode == -signal.SIGKILL  # SIGTERM can't end a stopped one
         assert waiting.status == "finished" and load_run("next-in-line").history
@@ -161,16 +189,17 @@ def test_stop_or_a_closed_browser_ends_a_frozen_worker(monkeypatch, how):
     monkeypatch.setenv("BHARATEO_MAX_TRAININGS", "1")
     monkeypatch.setattr(jobs, "STOP_GRACE_S", 1.0)
     monkeypatch.setattr(jobs, "SESSION_GRACE_S", 0.0)
-    queue, alive = jobs.TrainingQueue(), {"tab": True}
+    queue, alive, clock = jobs.TrainingQueue(), {"tab": True}, FakeClock()
     job = jobs.TrainingJob(config(epochs=500), ROIS, "frozen", lambda: alive["tab"],
-                           queue=queue).start()
+                           queue=queue, clock=clock).start()
     try:
         freeze(job)
         if how == "stop":
             job.stop()
         else:
             alive["tab"] = False
-        job.join(90)  # a loaded CI machine: the watchdog polls every POLL_S
+        clock.advance_until(lambda: job.done, what="the frozen job ended")
+        join(job)
         assert job.status == "failed" and "didn't answer Stop" in job.error
         assert job.worker.process.returncode == -signal.SIGKILL and queue.running() == 0
     finally:
@@ -185,25 +214,30 @@ def test_events_sent_before_stop_are_no_answer_to_it(monkeypatch):
     monkeypatch.setenv("BHARATEO_MAX_TRAININGS", "1")
     monkeypatch.setenv("BHARATEO_STALL_S", "600")  # only the Stop rule may end it in time
     monkeypatch.setattr(jobs, "STOP_GRACE_S", 1.0)
-    job = jobs.TrainingJob(config(epochs=500), ROIS, "backlog", queue=jobs.TrainingQueue())
-    relay, slow = job._relay, {"on": False}
+    clock = FakeClock()
+    job = jobs.TrainingJob(config(epochs=500), ROIS, "backlog", queue=jobs.TrainingQueue(),
+                           clock=clock)
+    relay, held, go_on = job._relay, threading.Event(), threading.Event()
+    go_on.set()
 
-    def slow_relay(event):  # a server too busy to keep up with the worker's events
-        if slow["on"]:
-            time.sleep(0.3)
+    def busy_relay(event):  # a server too busy to keep up with the worker's events
+        held.set()
+        go_on.wait(HANG_GUARD_S)
         return relay(event)
 
-    monkeypatch.setattr(job, "_relay", slow_relay)
+    monkeypatch.setattr(job, "_relay", busy_relay)
     job.start()
     try:
-        wait_until(lambda: len(job.snapshot()["steps"]) > 2)
-        slow["on"] = True
-        wait_until(lambda: job.worker._events.qsize() >= 8)  # a backlog of events sent already
+        wait_until(lambda: len(job.snapshot()["steps"]) > 2, "a few steps")
+        held.clear(), go_on.clear()
+        wait_until(held.is_set, "the job relaying an event")
+        wait_until(lambda: job.worker.pending() >= 8, "a backlog of events sent already")
         os.kill(job.worker.process.pid, signal.SIGSTOP)
         job.stop()
-        wait_until(lambda: job.snapshot()["stopping"])
-        slow["on"] = False  # the backlog is read after the Stop was asked
-        job.join(60)
+        wait_until(lambda: job.snapshot()["stopping"], "the job saying 'stopping'")
+        go_on.set()  # the backlog is read after the Stop was asked
+        clock.advance_until(lambda: job.done, what="the frozen job ended")
+        join(job)
         assert job.status == "failed" and "didn't answer Stop" in job.error, (job.status, job.error)
     finally:
         thaw_and_end(job)
@@ -211,8 +245,13 @@ def test_events_sent_before_stop_are_no_answer_to_it(monkeypatch):
 
 def test_the_servers_time_budget_stops_a_training_and_saves_it_saying_why(monkeypatch):
     monkeypatch.setenv("BHARATEO_MAX_TRAINING_S", "2")
-    job = jobs.TrainingJob(config(epochs=500), ROIS, "budget", queue=jobs.TrainingQueue()).start()
-    job.join(60)
+    clock = FakeClock()
+    job = jobs.TrainingJob(config(epochs=500), ROIS, "budget", queue=jobs.TrainingQueue(),
+                           clock=clock).start()
+    wait_until(lambda: len(job.snapshot()["steps"]) > 1, "a few steps")
+    assert job.status == "running"  # the clock stands still: no budget spent yet
+    clock.advance_until(lambda: job.done, what="the job ended")
+    join(job)
     run = load_run("budget")
     assert job.status == "stopped" and "time budget of 2 s" in job.end.message
     assert run.metrics["end_reason"] == "stopped" and "BHARATEO_MAX_TRAINING_S" in run.config["stop_reason"]
@@ -221,18 +260,18 @@ def test_the_servers_time_budget_stops_a_training_and_saves_it_saying_why(monkey
 
 def test_any_job_can_be_cancelled_from_the_queue_listing(monkeypatch):
     monkeypatch.setenv("BHARATEO_MAX_TRAININGS", "1")
-    queue = jobs.TrainingQueue()
-    first = jobs.TrainingJob(config(epochs=500), ROIS, "first", queue=queue).start()
-    second = jobs.TrainingJob(config(epochs=500), ROIS, "second", queue=queue).start()
-    wait_until(lambda: first.status == "running")
+    queue, clock = jobs.TrainingQueue(), FakeClock()
+    first = jobs.TrainingJob(config(epochs=500), ROIS, "first", queue=queue, clock=clock).start()
+    second = jobs.TrainingJob(config(epochs=500), ROIS, "second", queue=queue, clock=clock).start()
+    wait_until(lambda: first.status == "running", "the first job running")
     rows = jobs.jobs_listing(queue)
     assert [(r["run_name"], r["status"], r["position"]) for r in rows] == \
         [("first", "running", None), ("second", "queued", 1)]
-    rows[1]["job"].stop("cancelled from another session")
-    second.join(30)
+    rows[1]["job"].stop("cancelled from another session")  # it leaves the queue at once
+    join(second)
     assert second.status == "cancelled" and "another session" in second.error
     rows[0]["job"].stop("cancelled from another session")
-    first.join(60)
+    join(first)
     assert first.status == "stopped", first.error
     assert "another session" in first.end.message
     assert jobs.jobs_listing(queue) == []
@@ -259,12 +298,12 @@ def test_the_worker_trains_at_a_lower_priority_and_leaves_a_core_to_the_server(m
 
     job = jobs.TrainingJob(config(epochs=500), ROIS, "nice", queue=jobs.TrainingQueue()).start()
     try:
-        wait_until(lambda: len(job.snapshot()["steps"]) > 2)
+        wait_until(lambda: len(job.snapshot()["steps"]) > 2, "a few steps")
         server = os.getpriority(os.PRIO_PROCESS, 0)
         assert os.getpriority(os.PRIO_PROCESS, job.worker.process.pid) == min(19, server + 10)
     finally:
         job.stop()
-        job.join(60)
+        join(job)
     monkeypatch.delenv("BHARATEO_WORKER_THREADS", raising=False)
     for cores, threads in [({0}, 1), ({0, 1}, 1), (set(range(8)), 7)]:
         monkeypatch.setattr(worker.os, "sched_getaffinity", lambda _pid, c=cores: c)
@@ -286,13 +325,14 @@ def test_a_worker_frozen_before_it_reads_its_job_is_killed_too(monkeypatch):
                     model=ModelConfig(embed_dim=32, depth=1, heads=2), train=TrainConfig(epochs=1))
     assert len(pickle.dumps(build_chip_sets(ROIS, big.chips))) > 1 << 20  # far over a pipe's 64 KiB
     worker.keep_spare_worker()
-    assert worker.spare_worker_ready(60)
+    assert worker.spare_worker_ready(HANG_GUARD_S)
     spare = worker._spare
     os.kill(spare.pid, signal.SIGSTOP)
-    queue = jobs.TrainingQueue()
-    job = jobs.TrainingJob(big, ROIS, "frozen-early", queue=queue).start()
+    queue, clock = jobs.TrainingQueue(), FakeClock()
+    job = jobs.TrainingJob(big, ROIS, "frozen-early", queue=queue, clock=clock).start()
     try:
-        job.join(60)
+        clock.advance_until(lambda: job.done, what="the frozen job ended")
+        join(job)
         assert job.worker.process is spare
         assert job.status == "failed" and "no progress for 3 s" in job.error
         assert spare.returncode == -signal.SIGKILL and queue.running() == 0
@@ -309,13 +349,16 @@ def test_a_worker_that_is_only_slow_still_using_cpu_is_not_killed(monkeypatch):
     monkeypatch.setenv("BHARATEO_STALL_S", "2")
     ticks = iter(range(10**6))
     monkeypatch.setattr(worker.WorkerRun, "cpu_seconds", lambda self: float(next(ticks)))
-    job = jobs.TrainingJob(config(epochs=200), ROIS, "slow", queue=jobs.TrainingQueue()).start()
+    clock = FakeClock()
+    job = jobs.TrainingJob(config(epochs=200), ROIS, "slow", queue=jobs.TrainingQueue(),
+                           clock=clock).start()
     try:
-        wait_until(lambda: len(job.snapshot()["steps"]) > 0)
+        wait_until(lambda: len(job.snapshot()["steps"]) > 0, "a first step")
         os.kill(job.worker.process.pid, signal.SIGSTOP)
-        time.sleep(6)
+        let_time_pass(clock, 3 * 2, step=0.5)  # three stall times, no event, CPU time growing
+        assert not job.done, job.error
         os.kill(job.worker.process.pid, signal.SIGCONT)
-        job.join(60)
+        join(job)
         assert job.status == "finished", job.error
     finally:
         thaw_and_end(job)
@@ -324,24 +367,27 @@ def test_a_worker_that_is_only_slow_still_using_cpu_is_not_killed(monkeypatch):
 # --- pause, resume, step ---------------------------------------------------------------------
 def paused_after(job, steps_before):
     """Wait for the job to be paused with its chart at least `steps_before` steps long."""
-    wait_until(lambda: job.snapshot()["paused"] and len(job.snapshot()["steps"]) >= steps_before)
+    wait_until(lambda: job.snapshot()["paused"] and len(job.snapshot()["steps"]) >= steps_before,
+               f"paused after at least {steps_before} steps")
     return job.snapshot()
 
 
 def test_pause_then_step_advances_exactly_one_step_and_the_run_says_so(monkeypatch):
     monkeypatch.setenv("BHARATEO_STALL_S", "3")  # a paused worker is waiting, not stalled
-    job = jobs.TrainingJob(config(epochs=500), ROIS, "stepped", queue=jobs.TrainingQueue()).start()
-    wait_until(lambda: len(job.snapshot()["steps"]) > 2)
+    clock = FakeClock()
+    job = jobs.TrainingJob(config(epochs=500), ROIS, "stepped", queue=jobs.TrainingQueue(),
+                           clock=clock).start()
+    wait_until(lambda: len(job.snapshot()["steps"]) > 2, "a few steps")
     job.pause()
     snap = paused_after(job, 3)
     n = len(snap["steps"])
     assert [s["global_step"] for s in snap["steps"]] == list(range(1, n + 1))
     assert snap["controls"][-1]["action"] == "paused" and snap["controls"][-1]["after_step"] == n
-    time.sleep(7)  # over two stall periods: the watchdog must leave a paused worker alone
+    let_time_pass(clock, 7)  # over two stall periods: the watchdog must leave a paused worker alone
     assert len(job.snapshot()["steps"]) == n and job.status == "running"
     for k in (1, 2):
         job.step()
-        wait_until(lambda: job.snapshot()["controls"][-1]["action"] == "paused")
+        wait_until(lambda: job.snapshot()["controls"][-1]["action"] == "paused", "paused again")
         snap = paused_after(job, n + k)
         assert len(snap["steps"]) == n + k  # exactly one optimiser step per Step
         assert snap["controls"][-2:] == [
@@ -349,10 +395,10 @@ def test_pause_then_step_advances_exactly_one_step_and_the_run_says_so(monkeypat
             {"action": "paused", "after_step": n + k, "by": "step",
              "time": snap["controls"][-1]["time"]}]
     job.resume()
-    wait_until(lambda: len(job.snapshot()["steps"]) > n + 4)
+    wait_until(lambda: len(job.snapshot()["steps"]) > n + 4, "training on")
     assert not job.snapshot()["paused"]
     job.stop()
-    job.join(60)
+    join(job)
     assert job.status == "stopped"
     saved = load_run("stepped").config["controls"]
     assert [c["action"] for c in saved] == ["pause", "paused", "step", "paused", "step", "paused",
@@ -362,14 +408,15 @@ def test_pause_then_step_advances_exactly_one_step_and_the_run_says_so(monkeypat
 
 def test_a_paused_training_whose_browser_closed_is_saved_as_stopped(monkeypatch):
     monkeypatch.setattr(jobs, "SESSION_GRACE_S", 0.0)
-    alive = {"yes": True}
+    alive, clock = {"yes": True}, FakeClock()
     job = jobs.TrainingJob(config(epochs=500), ROIS, "paused-gone", lambda: alive["yes"],
-                           queue=jobs.TrainingQueue()).start()
-    wait_until(lambda: len(job.snapshot()["steps"]) > 1)
+                           queue=jobs.TrainingQueue(), clock=clock).start()
+    wait_until(lambda: len(job.snapshot()["steps"]) > 1, "a few steps")
     job.pause()
     snap = paused_after(job, 2)
     alive["yes"] = False  # the tab closed while paused
-    job.join(60)
+    clock.advance_until(lambda: job.done, what="the paused job ended")
+    join(job)
     assert job.status == "stopped"
     run = load_run("paused-gone")
     assert run.metrics["end_reason"] == "stopped"
@@ -381,10 +428,11 @@ def test_a_paused_worker_that_does_not_answer_stop_is_killed_and_says_stopping_m
     """A paused worker is waiting, not stuck, but once Stop is asked it must answer: a frozen
     paused worker used to keep its slot for ever; until it is ended the job says 'stopping'."""
     monkeypatch.setattr(jobs, "STOP_GRACE_S", 600.0)
-    queue = jobs.TrainingQueue()
-    job = jobs.TrainingJob(config(epochs=500), ROIS, "paused-frozen", queue=queue).start()
+    queue, clock = jobs.TrainingQueue(), FakeClock()
+    job = jobs.TrainingJob(config(epochs=500), ROIS, "paused-frozen", queue=queue,
+                           clock=clock).start()
     try:
-        wait_until(lambda: len(job.snapshot()["steps"]) > 1)
+        wait_until(lambda: len(job.snapshot()["steps"]) > 1, "a few steps")
         job.pause()
         last = paused_after(job, 2)["steps"][-1]  # 16 chips, batch 16: one step an epoch
         assert jobs.job_state_text(job.snapshot()) == \
@@ -393,8 +441,11 @@ def test_a_paused_worker_that_does_not_answer_stop_is_killed_and_says_stopping_m
         job.stop()
         assert jobs.job_state_text(job.snapshot()) == "stopping after the current step"
         assert [r["state"] for r in jobs.jobs_listing(queue)] == ["stopping after the current step"]
+        let_time_pass(clock, 3)  # the grace is 600 s: still waiting for its answer
+        assert not job.done and job.snapshot()["stopping"]
         monkeypatch.setattr(jobs, "STOP_GRACE_S", 1.0)
-        job.join(90)  # a loaded CI machine: the watchdog polls every POLL_S
+        clock.advance_until(lambda: job.done, what="the frozen job ended")
+        join(job)
         assert job.status == "failed" and "didn't answer Stop" in job.error
         assert job.worker.process.returncode == -signal.SIGKILL and queue.running() == 0
     finally:
@@ -423,7 +474,7 @@ def test_pause_step_and_resume_leave_the_training_bit_identical():
     def until(kind):
         seen = []
         while True:
-            event = events.get(timeout=60)
+            event = events.get(timeout=HANG_GUARD_S)
             seen.append(event)
             if isinstance(event, kind):
                 return seen
@@ -440,7 +491,7 @@ def test_pause_step_and_resume_leave_the_training_bit_identical():
     assert seen[-1].by == "epoch" and seen[-1].commands == 3
     control.command("resume")
     rest = until(TrainedWeights)
-    thread.join(60)
+    join(thread)
     end = next(e for e in rest if isinstance(e, TrainingEnd))
     core = run_experiment(cfg, rois=ROIS)
     learned = ("loss", "rec", "esa", "rec_mae", "esa_acc", "lr")
@@ -513,12 +564,12 @@ def test_the_spare_worker_times_this_machine_then_trains_as_before(isolated_env,
     old.wait()
     worker.keep_spare_worker()
     spare = worker._spare
-    assert spare.calibration_reader is not None and worker.spare_worker_ready(120)
+    assert spare.calibration_reader is not None and worker.spare_worker_ready(HANG_GUARD_S)
     measured = worker.measured_calibration()
     assert measured is not None and measured.chips_per_s > 0
     assert measured.steps == worker.CALIBRATION_STEPS and measured.config["train"]["batch_size"]
     job = jobs.TrainingJob(config(), ROIS, "after-calibration", queue=jobs.TrainingQueue()).start()
-    job.join(120)
+    join(job)
     assert job.worker.process is spare and job.status == "finished", job.error
     worker.keep_spare_worker()  # the next spare: measured already, so it doesn't time again
     assert getattr(worker._spare, "calibration_reader", None) is None
@@ -531,11 +582,11 @@ def test_a_paused_run_resumed_with_a_new_learning_rate_trains_with_it_and_logs_i
     while paused, and any change while running, in words."""
     from bharateo.errors import ConfigError
 
-    monkeypatch.setenv("BHARATEO_STALL_S", "30")
     cfg = config(epochs=500)
     cfg = replace(cfg, train=replace(cfg.train, cosine=False))  # the new rate, unscheduled
-    job = jobs.TrainingJob(cfg, ROIS, "changed", queue=jobs.TrainingQueue()).start()
-    wait_until(lambda: len(job.snapshot()["steps"]) > 1)
+    job = jobs.TrainingJob(cfg, ROIS, "changed", queue=jobs.TrainingQueue(),
+                           clock=FakeClock()).start()  # time stands still: no watchdog fires
+    wait_until(lambda: len(job.snapshot()["steps"]) > 1, "a few steps")
     with pytest.raises(ConfigError, match="only while the training is paused"):
         job.change_settings({"lr": 1e-3})
     job.pause()
@@ -549,7 +600,7 @@ def test_a_paused_run_resumed_with_a_new_learning_rate_trains_with_it_and_logs_i
     assert job.snapshot()["steps"][-1]["lr"] == 4e-4  # nothing trained with it yet
     job.step()
     wait_until(lambda: job.snapshot()["controls"][-1]["action"] == "paused"
-               and len(job.snapshot()["steps"]) == n + 1)
+               and len(job.snapshot()["steps"]) == n + 1, "paused after one more step")
     snap = job.snapshot()
     assert [s["lr"] for s in snap["steps"][n - 1:]] == [4e-4, 2e-3]
     changed = [c for c in snap["controls"] if c["action"] == "changed"]
@@ -558,7 +609,7 @@ def test_a_paused_run_resumed_with_a_new_learning_rate_trains_with_it_and_logs_i
                         "time": changed[0]["time"]}]
     assert snap["pending_changes"] == {} and snap["config"].train.lr == 2e-3
     job.stop()
-    job.join(60)
+    join(job)
     saved = load_run("changed").config
     assert saved["train"]["lr"] == 2e-3 and saved["train"]["mask_ratio"] == 0.5
     assert [c for c in saved["controls"] if c["action"] == "changed"] == changed
@@ -600,7 +651,7 @@ def test_a_worker_out_of_memory_says_so(monkeypatch, how):
 
     monkeypatch.setattr(worker, "take_worker", _worker_running(OOM_WORKERS[how]))
     job = jobs.TrainingJob(config(), ROIS, f"oom-{how.split()[0]}", queue=jobs.TrainingQueue()).start()
-    job.join(120)
+    join(job)
     assert job.status == "failed", job.status
     assert "ran out of memory: reduce chips, chip size or model size" in job.error, job.error
     assert "ended unexpectedly" not in job.error
@@ -612,5 +663,5 @@ def test_cutting_chips_out_of_memory_in_the_server_says_so(monkeypatch):
 
     monkeypatch.setattr(jobs, "build_chip_sets", boom)
     job = jobs.TrainingJob(config(), ROIS, "oom-chips", queue=jobs.TrainingQueue()).start()
-    job.join(60)
+    join(job)
     assert job.status == "failed" and "ran out of memory: reduce chips" in job.error

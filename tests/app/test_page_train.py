@@ -2,7 +2,6 @@
 and several sessions sharing one server's training slots."""
 import json
 import math
-import time
 
 import pytest
 
@@ -17,6 +16,7 @@ from bharateo.app.state import CurrentModel
 from tests.support.pages import SMALL_ROIS, button, set_knobs, train_page, wait
 from tests.support.paths import APP
 from tests.support.models import TINY_MODEL
+from tests.support.waiting import wait_until
 
 
 def start_training(at, name, **knobs):
@@ -25,15 +25,6 @@ def start_training(at, name, **knobs):
     at.text_input[0].input(name).run()
     button(at, "Train").click().run()
     return at.session_state["job"]
-
-
-def wait_until(condition, timeout=120) -> bool:
-    """Poll `condition` until it holds or `timeout` s pass (generous: a loaded 2-core machine);
-    returns its last value."""
-    deadline = time.time() + timeout
-    while not condition() and time.time() < deadline:
-        time.sleep(0.01)
-    return condition()
 
 
 SLOW = dict(epochs=200, embed_dim=32, depth=1, heads=2)  # a small model that trains until stopped
@@ -163,11 +154,9 @@ def test_three_sessions_share_one_slot_in_queue_order(worldcover_dir, monkeypatc
         start_training(at, f"queued-{i}", n_chips=32, epochs=1, **TINY)
         sessions.append(at)
     jobs = [at.session_state["job"] for at in sessions]
-    seen_running = []
-    deadline = time.time() + 240
-    while not all(j.done for j in jobs) and time.time() < deadline:
-        seen_running.append(QUEUE.running())
-        time.sleep(0.01)
+    seen_running = []  # the queue's running count, sampled every poll until all three end
+    wait_until(lambda: seen_running.append(QUEUE.running()) or all(j.done for j in jobs),
+               "all three queued trainings ended")
     assert all(j.status == "finished" for j in jobs), [j.status for j in jobs]
     assert max(seen_running) == 1
     starts = [j.started_at for j in jobs]

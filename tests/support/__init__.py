@@ -10,4 +10,6 @@ runs                the tiny trained run's settings, saving it, untrained runs, 
 stores              the regions and chip settings of the chip-store and DDP tests
 cli                 `python -m bharateo ...` in this process (run_cli)
 pages               AppTest helpers: open a page, wait for its off-page results, Train knobs
+waiting             the one wait_until (on a condition, with a hang guard only) and join
+clock               FakeClock: the job service's clock, advanced by the test
 """

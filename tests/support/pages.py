@@ -8,6 +8,8 @@ from tests.support.paths import APP
 
 SMALL_ROIS = [RoiSpec(s.name, s.lon, s.lat, 512) for s in NOTEBOOK_ROIS]  # the notebook's, 512 px
 
+from tests.support.waiting import join
+
 
 def open_page(page: str, fill: bool = True, **state):
     """AppTest of `page` reached through app.py, with `state` put in the session first.
@@ -59,9 +61,9 @@ def set_knobs(at, **values):
     return at.run()
 
 
-def wait(job, timeout=120):
-    """Join a training job; fails if it has not ended within `timeout` s."""
-    job.join(timeout)
+def wait(job):
+    """Join a training job (a hang guard only, tests/support/waiting.py); it must have ended."""
+    join(job, "the training job")
     assert job.done, f"job still {job.status}"
 
 
