@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from bharateo.data.roi import NOTEBOOK_ROIS, RoiSpec
 from tests.support.paths import APP
+from tests.support.waiting import join
 
 SMALL_ROIS = [RoiSpec(s.name, s.lon, s.lat, 512) for s in NOTEBOOK_ROIS]  # the notebook's, 512 px
-
-from tests.support.waiting import join
 
 
 def open_page(page: str, fill: bool = True, **state):
