@@ -380,8 +380,8 @@ def _region_specs(args):
 
 def cmd_chips_build(args) -> None:
     """`chips build`: the regions read from the chips' source exactly as `train --source` reads
-    them (pipeline.load_rois: WorldCover, or Sentinel-2 from BHARATEO_S2_DIR or STAC within
-    --dates and --max-cloud), cut into a chip store (store.build_store)."""
+    them (experiment.load_rois: WorldCover, or Sentinel-2 from BHARATEO_S2_DIR or STAC within
+    --dates and --max-cloud), cut into a chip store (chipstore.build_store)."""
     from pathlib import Path
 
     from tqdm import tqdm

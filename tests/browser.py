@@ -1,4 +1,4 @@
-"""Helpers for the real-browser test (tests/test_browser.py): a Streamlit server in a subprocess,
+"""Helpers for the real-browser test (tests/app/test_browser.py): a Streamlit server in a subprocess,
 Chromium through Playwright, and waits/checks that read a Streamlit page the way a person does.
 
 Only the test uses this module; nothing in the app imports it. Every wait here is for something

@@ -1,6 +1,6 @@
 """Rewrite the table in docs/environment.md from bharateo/config/environment.py's declarations:
     python tools/environment_table.py
-tests/test_environment.py fails while the table and the declarations differ."""
+tests/config/test_environment.py fails while the table and the declarations differ."""
 from __future__ import annotations
 
 import sys

@@ -270,6 +270,10 @@ def restore_lesson(params) -> list[str]:
             notes.append(f"The chip settings in this page's address were not used ({raw!r}): {str(exc).rstrip('.')}. "
                          "Cut chips again on the Chips page.")
     if raw := params.get("run"):
+        # the layer that owns a run's settings registers their check with load_run (a fresh
+        # server's first visit may come here before any page imported it)
+        import bharateo.training.experiment  # noqa: F401
+
         try:
             use_saved_run(load_run(validate_run_name(raw)))
         except BharatEOError as exc:

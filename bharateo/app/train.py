@@ -529,7 +529,7 @@ ACCURACY_HELP = {
 def accuracy_columns(metrics: dict) -> dict:
     """A saved run's accuracies beside their baselines, for the runs and compare tables: ESA acc,
     majority, balanced and reading on the training chips, the same for the held-out chips
-    (pipeline.split_quality; '—' where a run saved before baselines has none)."""
+    (experiment.split_quality; '—' where a run saved before baselines has none)."""
     words = {"learned": "learned", "majority": "majority", "no_gain": "no gain"}
     out = {}
     for split, prefix, acc in (("train", "", "ESA acc"), ("heldout", "held-out ", "held-out acc")):

@@ -23,7 +23,7 @@ is read (it may be a drive plugged in later).
 
 Variables that are not the lab's own (GDAL_*, torchrun's RANK / WORLD_SIZE / LOCAL_RANK,
 PYTHONPATH for a worker) stay with the code that sets or reads them. docs/environment.md's table
-is made from these declarations (markdown_table; tests/test_environment.py checks it).
+is made from these declarations (markdown_table; tests/config/test_environment.py checks it).
 """
 from __future__ import annotations
 
@@ -183,7 +183,7 @@ class Variable(Generic[T]):
     default_text: str  # the default as docs and messages say it
     meaning: str  # what it is for, one line
     doc: str  # the doc that explains it (a path from the repository root)
-    read_in: tuple[str, ...]  # the modules that call get() (checked by tests/test_environment.py)
+    read_in: tuple[str, ...]  # the modules that call get() (checked by tests/config/test_environment.py)
 
     def get(self) -> T:
         """The value now: the default when unset or blank, else the parsed value.

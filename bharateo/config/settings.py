@@ -60,7 +60,7 @@ class Setting:
     flag: str | None = None  # None: no CLI flag
     aliases: tuple = ()  # other spellings of the flag (`--model` for `--arch`)
     commands: tuple = ()  # (subcommand, its flag) for each subcommand besides train taking it
-    live: bool = False  # may change while a training is paused (train.changed_config)
+    live: bool = False  # may change while a training is paused (loop.changed_config)
 
     @property
     def whole(self) -> bool:
@@ -84,7 +84,7 @@ def setting(default, *, label: str, help: str, bounds=None, strict: bool = False
 
     `bounds`: (low, high), a None end open; `limits`: (low, high) a new run accepts, within the
     bounds. `live`: the setting may change while a training is paused and the training goes on
-    with it (train.changed_config): only settings that change neither the model's shape nor the
+    with it (loop.changed_config): only settings that change neither the model's shape nor the
     run's step plan (epochs, batch size, seed) may.
 
     `choices` may be a zero-argument function (a registry read when the settings are listed,

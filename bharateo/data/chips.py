@@ -62,7 +62,7 @@ ATTEMPTS_PER_CHIP = 400  # the notebook's budget: `attempts < n * 400`
 FAIL_FAST_MIN_ATTEMPTS = 2000  # draws in a region before its acceptance rate is judged
 
 
-MAX_CHIPS = 10_000_000  # bound of any chip config: a chip store (store.py) streams them to disk
+MAX_CHIPS = 10_000_000  # bound of any chip config: a chip store (storage/chipstore.py) streams them to disk
 # (docs/scale.md's 1M-chip plan, ten times over); a new run takes up to 4096 (its limits)
 MAX_IN_MEMORY_CHIPS = 100_000  # build_chip_sets holds its chips (16.5 KB each at 128 px)
 
@@ -446,7 +446,7 @@ def iter_chips(native_rois, regions, n, chip_size, min_classes, seed, roi_names,
     drawn region after region with one seeded generator -> yields (roi index, K x S x S uint8
     collapsed chips, K x 2 int64 origins) batches in chip order, each at most CHUNK_BYTES of
     pixels, so a consumer that writes them out holds one batch (chips.sample_chips and
-    store.build_store both cut chips through this function, so they are the same chips).
+    chipstore.build_store both cut chips through this function, so they are the same chips).
 
     ChipError when the chips can't be built (also early, once the request is clearly hopeless).
     `progress(done, n)` reports the chips accepted so far; `tally` counts draws and no-data

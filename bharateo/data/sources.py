@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from bharateo.config.settings import registered
 from bharateo.data.worldcover import PALETTE_BANDS
 
-# Sentinel-2 MSI bands (ESA band ids; read by bharateo/data/sentinel2.py)
+# Sentinel-2 MSI bands (ESA band ids; read by bharateo/data/sentinel2/)
 S2_BANDS_4 = ("B02", "B03", "B04", "B08")  # blue, green, red, near infrared: the 10 m bands
 S2_BANDS_10 = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
 

@@ -64,7 +64,7 @@ def chip_bytes(n_chips: int, chip_size: int, patch_size: int, channels: int,
 
 
 def training_memory(config) -> MemoryEstimate:
-    """The peak memory of training `config` (pipeline.RunConfig) in the app's worker, by part
+    """The peak memory of training `config` (experiment.RunConfig) in the app's worker, by part
     (MemoryEstimate, bytes). Held-out chips count as chips."""
     from bharateo.data.sources import DEFAULT_SOURCE
 

@@ -39,7 +39,7 @@ from dataclasses import asdict, replace
 from bharateo.jobs import looks
 from bharateo.jobs.clock import SYSTEM_CLOCK, Clock
 from bharateo.jobs.looks import StoredLooks
-from bharateo.jobs.worker import WorkerRun, keep_spare_worker, out_of_memory_message
+from bharateo.jobs.worker import WorkerRun, keep_spare_worker
 from bharateo.data.chips import build_chip_sets
 from bharateo.config import environment
 from bharateo.errors import BharatEOError, ConfigError
@@ -208,7 +208,7 @@ class TrainingJob:
         """Change live settings (name -> value) of this paused training: it goes on with them from
         its next optimiser step (Resume or Step). -> the settings still waiting for that step.
         Raises ConfigError, in words, when the training is not paused, or for a setting that
-        can't change while paused or a value out of its range (train.changed_config)."""
+        can't change while paused or a value out of its range (loop.changed_config)."""
         with self._lock:
             if self.done or self._stop.is_set() or not self.paused or self.worker is None:
                 raise ConfigError("Settings change only while the training is paused: press "

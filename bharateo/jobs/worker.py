@@ -4,8 +4,8 @@ bharateo/jobs/service.py), so the app trains at the CLI's speed.
 The same loop in a thread of the Streamlit server runs 15-25 % slower (bench/app_overhead.py); in
 the main thread of a separate process it doesn't. A worker is `python -m bharateo.jobs.worker`: it
 imports torch and bharateo, writes "ready", waits on stdin for one pickled job (config, train
-chips, held-out chips), trains in its main thread through the pipeline's one experiment loop
-(pipeline.experiment_events, as `python -m bharateo train` does) and writes its typed events,
+chips, held-out chips), trains in its main thread through the one experiment loop
+(experiment.experiment_events, as `python -m bharateo train` does) and writes its typed events,
 pickled, to its stdout: every StepMetrics, EpochMetrics and TrainingEnd, then TrainedWeights (the
 weights and final metrics), or a TrainingFailed. Each goes as (time.monotonic() when sent, event):
 one clock for every process of a machine, so the app tells an event sent before it asked to stop
@@ -328,7 +328,7 @@ class WorkerRun:
                 self._pending.append(command)
 
     def change(self, settings: dict) -> None:
-        """Send live settings (name -> number, checked by the caller with train.changed_config)
+        """Send live settings (name -> number, checked by the caller with loop.changed_config)
         for the training to go on with from its next step; ignored once stopping."""
         line = SET + json.dumps(settings, allow_nan=False)
         with self._lock:
@@ -561,7 +561,7 @@ class TrainingControl:
 
 
 def send_training(config, train_chips, heldout, control, send) -> None:
-    """Train in this (main) thread through pipeline.experiment_events, sending every event (the
+    """Train in this (main) thread through experiment.experiment_events, sending every event (the
     last one TrainedWeights), or a TrainingFailed with the error's message. `control`: a
     TrainingControl (or a plain threading.Event that only stops, or None)."""
     from bharateo.training.experiment import experiment_events

@@ -166,7 +166,7 @@ S2_PROVENANCE = ("scene_id", "scene_date", "cloud_cover", "mgrs_tile", "bands", 
 
 def _region_entry(roi) -> dict:
     """A region's spec and provenance for the manifest (what the run's config.json records); a
-    Sentinel-2 region adds its scene (pipeline.provenance_summary's keys, and the query)."""
+    Sentinel-2 region adds its scene (experiment.provenance_summary's keys, and the query)."""
     p = roi.provenance
     entry = {"spec": asdict(roi.spec), "data_label": roi.data_label, "synthetic": roi.synthetic,
              "source": p.get("source"), "bounds": p.get("bounds"),

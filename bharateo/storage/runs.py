@@ -302,8 +302,12 @@ def check_config(config) -> None:
     """config.json: an object whose sections are typed (schema.RunConfigFile), whose settings
     pass the registered checks (RunConfig.from_dict: types and bounds, see
     register_settings_check) and whose band statistics fit the model (run_band_stats).
-    RunDamagedError if not."""
+    RunDamagedError if not; RuntimeError when no check is registered (nothing imported
+    bharateo.training.experiment: a settings check is never skipped silently)."""
     typed(RunConfigFile, config, "config.json", RunDamagedError)
+    if not _settings_checks:  # a caller's mistake, never a run's: say it loudly, accept nothing
+        raise RuntimeError("no settings check is registered: import bharateo.training.experiment "
+                           "before reading saved runs")
     try:
         for check in _settings_checks:
             check(config)

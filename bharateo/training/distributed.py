@@ -205,11 +205,11 @@ def open_store(config, store_dir):
 def train_from_store(config, store_dir, name=None, on_event=None, ranks: RankGroup | None = None):
     """Train on the chip store in `store_dir` (its "train" chips; held-out metrics on its
     "heldout" chips if it has them) with `config`'s model and training settings, through
-    pipeline.experiment_events (the one experiment loop); one process, or one rank of a
+    experiment.experiment_events (the one experiment loop); one process, or one rank of a
     distributed training. The run's chips and regions are the store's. `on_event` sees every
     StepMetrics/EpochMetrics.
 
-    -> pipeline.ExperimentResult (path set when `name` is given and this is rank 0), or None on
+    -> experiment.ExperimentResult (path set when `name` is given and this is rank 0), or None on
     ranks other than 0, which never write. ChipStoreError for a store that can't be read, or
     whose shards or manifest changed during the training (store.ChipStore.check_unchanged: then
     nothing is saved),

@@ -290,7 +290,7 @@ def try_next(weighting: str | None = None) -> str:
 
 
 def quality_reading(q: dict, where: str = "these chips", weighting: str | None = None) -> str:
-    """One or two sentences on a quality() (or pipeline.split_quality) result on `where`, which
+    """One or two sentences on a quality() (or experiment.split_quality) result on `where`, which
     only say the model learned when the verdict is "learned"; otherwise they say plainly that it
     answers the majority class (or no better than it) and what to try (try_next: `weighting` is
     the run's class weighting, so a run that had class weights is not told to turn them on)."""

@@ -154,10 +154,10 @@ class TrainingEnd:
 
 @dataclass
 class TrainedWeights:
-    """The last event of an experiment (pipeline.experiment_events), after TrainingEnd: the
+    """The last event of an experiment (experiment.experiment_events), after TrainingEnd: the
     trained weights as `torch.save` bytes of a CPU state_dict (so the event crosses a process
     boundary, e.g. from the app's training worker, and loads on any device) and metrics.json's
-    metrics (pipeline.final_metrics)."""
+    metrics (experiment.final_metrics)."""
 
     weights: bytes
     metrics: dict

@@ -168,3 +168,25 @@ def test_storage_checks_saved_settings_through_the_check_training_registers():
                  "from bharateo.training.experiment import RunConfig\n"
                  "assert runs._settings_checks == [RunConfig.from_dict]\n")
     assert done.returncode == 0, done.stderr
+
+
+def test_reading_a_run_with_no_settings_check_registered_is_refused_loudly(tmp_path):
+    """A caller that reads runs before importing the training layer must not get a run whose
+    settings nobody checked (the lesson link's first visit on a fresh server did)."""
+    done = fresh("import json, pathlib, sys\nfrom bharateo.storage import runs\n"
+                 f"folder = pathlib.Path({str(tmp_path)!r}) / 'r'\nfolder.mkdir()\n"
+                 "config = {'rois': [], 'chips': {}, 'model': {}, 'train': {}}\n"
+                 "try:\n    runs.check_config(config)\nexcept RuntimeError as exc:\n"
+                 "    print('refused:', exc)\nelse:\n    sys.exit('accepted unchecked')\n")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "import bharateo.training.experiment" in done.stdout
+
+
+def test_a_lesson_link_imports_the_settings_check_before_it_loads_a_run():
+    """restore_lesson's run branch registers the check itself (Home imports no training)."""
+    import inspect
+
+    from bharateo.app import lesson
+
+    source = inspect.getsource(lesson.restore_lesson)
+    assert source.index("import bharateo.training.experiment") < source.index("load_run(validate")
