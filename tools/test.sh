@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Set up a fresh machine and run every test: Python packages, Debian's Chromium for the browser
 # test (Playwright drives /usr/bin/chromium; it never downloads a browser), then pytest.
-# Each step prints what it is doing, so a ten-minute run is never silent: pip names every
-# package it checks or installs, and pytest prints one line per test file with its percentage.
+# Each step prints what it is doing, so a run is never silent: pip names every package it checks
+# or installs, and pytest prints a row of dots per 72 tests with its percentage.
+# pytest runs in two processes (pytest-xdist, -n 2): the suite spends over half its wall time
+# waiting (worker processes starting, Streamlit servers, the browser), so on 2 cores two
+# processes finish in about half the time (docs/testing.md has the figures). Each process has
+# its own session fixtures and temporary folders; tests share no files and no ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -23,6 +27,6 @@ else
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
-step "3/3 tests (pytest: one line per test file, the slowest tests listed at the end)"
-python3 -m pytest --durations=8 "$@"
+step "3/3 tests (pytest in 2 processes; the slowest tests listed at the end)"
+python3 -m pytest -n 2 --dist worksteal --durations=8 "$@"
 step "done in $((SECONDS - START)) s"
