@@ -297,6 +297,7 @@ def test_the_worker_trains_at_a_lower_priority_and_leaves_a_core_to_the_server(m
     from bharateo.jobs import worker
 
     monkeypatch.delenv("BHARATEO_WORKER_NICE")  # the default (tests/conftest.py sets 0 for speed)
+    monkeypatch.setattr(worker, "take_worker", worker.start_worker)  # not a spare started at 0
     job = jobs.TrainingJob(config(epochs=500), ROIS, "nice", queue=jobs.TrainingQueue()).start()
     try:
         wait_until(lambda: len(job.snapshot()["steps"]) > 2, "a few steps")
