@@ -79,12 +79,20 @@ class TrainingQueue:
         self._cond = threading.Condition()
         self._waiting: list = []
         self._running: list = []
-        self._changes = 0  # counts leave() and wake(): a waiter looks again when it moves
+        # counts every change of the line or the slots (enqueue, a job let in, leave, wake): a
+        # waiter looks again when it moves. A job let in moves the line too: the next in line
+        # may take a second slot at once (it waited for a clock that may stand still before)
+        self._changes = 0
+
+    def _changed(self) -> None:
+        self._changes += 1
+        self._cond.notify_all()
 
     def enqueue(self, job) -> None:
         """Take a place in line (at click time, so arrival order is click order)."""
         with self._cond:
             self._waiting.append(job)
+            self._changed()
 
     def wait_for_slot(self, job, cancelled, clock: Clock = SYSTEM_CLOCK) -> bool:
         """Block until `job` (enqueued) may run (True) or `cancelled()` says give up (False).
@@ -97,7 +105,7 @@ class TrainingQueue:
                 if self._waiting[0] is job and len(self._running) < max_trainings():
                     self._waiting.remove(job)
                     self._running.append(job)
-                    self._cond.notify_all()
+                    self._changed()
                     return True
                 seen = self._changes
                 clock.wait(self._cond, lambda: self._changes != seen, SLOT_POLL_S)
@@ -105,8 +113,7 @@ class TrainingQueue:
     def wake(self) -> None:
         """Make every wait_for_slot look again now (e.g. a queued job was stopped)."""
         with self._cond:
-            self._changes += 1
-            self._cond.notify_all()
+            self._changed()
 
     def leave(self, job) -> None:
         """Give back the job's place in line or its slot."""
@@ -114,8 +121,7 @@ class TrainingQueue:
             for line in (self._waiting, self._running):
                 if job in line:
                     line.remove(job)
-            self._changes += 1
-            self._cond.notify_all()
+            self._changed()
 
     def position(self, job) -> int | None:
         """1 = next to run; None when not waiting."""

@@ -73,6 +73,27 @@ def test_two_slots_run_two_jobs_at_once(monkeypatch):
     assert a.status == b.status == "stopped"
 
 
+def test_a_job_let_in_moves_the_line_so_the_next_takes_a_free_slot_without_the_clock(monkeypatch):
+    """Two slots, two jobs in line, the second asking first: when the first is let in, the
+    second must look again at once. It waited for the clock (which stands still here) and ran
+    only when the first had finished: test_two_slots_run_two_jobs_at_once hung under load."""
+    import threading
+
+    monkeypatch.setenv("BHARATEO_MAX_TRAININGS", "2")
+    queue, clock = jobs.TrainingQueue(), FakeClock()
+    first, second = object(), object()
+    queue.enqueue(first)
+    queue.enqueue(second)
+    let_in = []
+    waiter = threading.Thread(target=lambda: let_in.append(
+        queue.wait_for_slot(second, lambda: False, clock)))
+    waiter.start()
+    wait_until(lambda: clock.waits >= 1, "the second job waiting in line")
+    assert queue.wait_for_slot(first, lambda: False, clock)
+    join(waiter, "the second job's wait for a slot")
+    assert let_in == [True] and queue.running() == 2
+
+
 def test_closed_session_frees_its_slot_and_keeps_its_run(monkeypatch):
     monkeypatch.setenv("BHARATEO_MAX_TRAININGS", "1")
     monkeypatch.setenv("BHARATEO_MAX_TRAINING_S", "none")  # the clock moves: no budget
