@@ -500,7 +500,10 @@ def chip_source_fields() -> dict:
 def _shared_read(key, load):
     """The region stored under `key` in the server-wide store (least recently used out past
     SHARED_ROIS), read with `load()` when it isn't there. The store's lock is not held while
-    reading: two sessions asking at once may both read, and the last one stored wins."""
+    reading: two sessions asking at once may both read, and the last one stored wins. The key
+    also holds the cache folder (BHARATEO_DATA_DIR): a region read into one folder's cache is
+    not another's (its cache file, cache_error and notes are that folder's)."""
+    key = (*key, str(data_dir()))
     lock, store = _shared_rois()
     with lock:
         roi = store.get(key)

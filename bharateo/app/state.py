@@ -101,10 +101,14 @@ def clean_leftovers_once() -> None:
 
 # --- models ----------------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False, max_entries=16)
-def _frozen_model(name: str, saved_at: str):
+def _frozen_model(name: str, saved_at: str, root: str):
+    """The saved run `name` of the checkpoints folder `root` (its key with saved_at: a run saved
+    again, or a run of the same name in another folder, is another model), frozen for reads."""
+    from pathlib import Path
+
     from bharateo.storage.runs import load_model, load_run
 
-    return load_model(load_run(name))
+    return load_model(load_run(name, Path(root)))
 
 
 def epochs_done(run: SavedRun) -> int:
@@ -125,7 +129,7 @@ def use_saved_run(run: SavedRun) -> None:
         raise RunNotFoundError(f"Run '{run.name}' was stopped before its first epoch finished, so "
                                "it has no trained model to show. Pick another run, or train it "
                                "for at least one epoch.")
-    model = _frozen_model(run.name, run.config.get("saved_at", ""))
+    model = _frozen_model(run.name, run.config.get("saved_at", ""), str(run.path.parent))
     clear_error("run")  # a model is in use now: an earlier failed pick's error is over
     st.session_state.model = CurrentModel(model, f"saved run '{run.name}'",
                                           RunConfig.from_dict(run.config), run.name,

@@ -459,3 +459,20 @@ def test_a_proposal_that_cant_take_a_new_size_is_said_beside_the_slider_and_kept
     at.select_slider(key="region_size").set_value(4096).run()
     assert not at.exception and at.session_state["proposed_roi"].size == 512
     assert len(at.error) == 1 and drawn_after(at, at.error[0], "region_size")
+
+
+def test_the_server_wide_region_store_keeps_each_cache_folder_apart(worldcover_dir, tmp_path,
+                                                                    monkeypatch):
+    """A region read into one BHARATEO_DATA_DIR is not handed to a server reading into another:
+    the store's key holds the cache folder. Without it, the Regions page's map lost its cached
+    regions' land cover whenever an earlier test in the same process had read the same preset
+    (test_presets_load_from_the_fixture_tile failed under pytest-xdist)."""
+    from bharateo.data.worldcover import data_source_from_env
+
+    spec, source = worldcover_dir.rois["shekhawati"], data_source_from_env()
+    for folder in (tmp_path / "first", tmp_path / "second"):
+        folder.mkdir()
+        monkeypatch.setenv("BHARATEO_DATA_DIR", str(folder))
+        app_regions._shared_read((spec.lon, spec.lat, spec.size, source),
+                                 lambda: load_roi(spec, source))
+        assert cache_path(roi_window(spec), source).exists(), folder.name
