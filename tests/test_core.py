@@ -16,7 +16,8 @@ import torch
 from bharateo.data.chips import ChipConfig, build_chip_sets, patch_mode_labels
 from bharateo.errors import (ChipError, CheckpointMismatchError, ConfigError, RunNameError,
                              RunNotFoundError)
-from bharateo.models.notebook import ModelConfig, TinyRGBMAE, num_masked, patchify, random_patch_mask
+from bharateo.data.patches import patchify
+from bharateo.models.notebook import ModelConfig, TinyRGBMAE, num_masked, random_patch_mask
 from bharateo.training.experiment import RunConfig, run_experiment
 from bharateo.data.roi import Roi, RoiSpec, load_roi
 from bharateo.storage.runs import (delete_run, list_runs, load_model, load_run, rename_run, run_dir,

@@ -18,11 +18,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bharateo.errors import ConfigError
-from bharateo.data.patches import patchify, unpatchify  # noqa: F401 (re-exported)
 from bharateo.data.reflectance import BandStats
 from bharateo.models.masking import check_mask_ratio, num_masked  # noqa: F401 (re-exported)
 from bharateo.models.sizes import SIZES, variant_sizes
-from bharateo.config.schema import check_types, is_number
+from bharateo.config.schema import check_types
 from bharateo.config.settings import check_settings, setting
 from bharateo.data.worldcover import IGNORE_INDEX
 

@@ -165,7 +165,7 @@ def test_token_panels_follow_the_notebook(worldcover_dir):
     import torch
 
     from bharateo.data.chips import ChipConfig, build_chip_sets
-    from bharateo.models.notebook import patchify
+    from bharateo.data.patches import patchify
     from bharateo.app.chips import token_view
     from bharateo.data.worldcover import labels_to_rgb_input
 
